@@ -1,0 +1,10 @@
+.PHONY: setup demo test bench
+setup:
+	bash scripts/setup.sh
+demo: setup
+	.venv/bin/redis-raft-proxy demo $(ARGS)
+test:
+	bash scripts/test.sh
+bench: setup
+	.venv/bin/pip install -q -e '.[bench]'
+	.venv/bin/python benchmarks/throughput

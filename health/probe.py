@@ -1,0 +1,160 @@
+"""Probes of Redis nodes: every proxy asks every node `INFO replication`.
+
+The result per node is a `NodeStatus` (reachable, role, replication offset,
+link to its master).  A node is subjectively down after `down_after_ms`
+without a valid reply; `-LOADING` and `-BUSY` are replies, but not valid ones.
+The master's offsets are kept with the time each probe was *sent*, which is
+what read-your-writes needs (see `Health.master_offset_after`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("health.probe")
+
+
+@dataclass
+class NodeStatus:
+    addr: str
+    last_ok: float = 0.0            # monotonic time of the last valid reply
+    ever_ok: bool = False
+    role: str = "unknown"           # master | slave | unknown
+    offset: int = 0                 # master_repl_offset (master) or slave_repl_offset (replica)
+    link_up: bool = False           # replica: master_link_status:up
+    link_down_since_s: float = 0.0  # replica: master_link_down_since_seconds
+    master_addr: str | None = None  # replica: the master it follows
+    connected_replicas: int = 0
+    error: str | None = None
+    replid: str = ""
+    probe_ms: float = 0.0
+    samples: deque = field(default_factory=lambda: deque(maxlen=64))  # (sent_at, offset)
+
+    def up(self, now: float, down_after: float) -> bool:
+        return self.ever_ok and now - self.last_ok <= down_after
+
+    def to_dict(self, now: float, down_after: float) -> dict:
+        return {"addr": self.addr, "up": self.up(now, down_after), "role": self.role,
+                "offset": self.offset, "link_up": self.link_up, "master": self.master_addr,
+                "error": self.error}
+
+
+def parse_replication_info(info: dict, status: NodeStatus) -> None:
+    """Fill `status` from a decoded `INFO replication` dict."""
+    role = str(info.get("role", "unknown"))
+    status.role = role
+    status.replid = str(info.get("master_replid", ""))
+    status.connected_replicas = int(info.get("connected_slaves", 0))
+    if role == "slave":
+        status.master_addr = f"{info.get('master_host')}:{info.get('master_port')}"
+        status.link_up = info.get("master_link_status") == "up"
+        status.link_down_since_s = float(info.get("master_link_down_since_seconds", 0) or 0)
+        status.offset = int(info.get("slave_repl_offset", 0))
+        if int(info.get("master_sync_in_progress", 0) or 0):
+            status.link_up = False
+    else:
+        status.master_addr = None
+        status.link_up = True
+        status.link_down_since_s = 0.0
+        status.offset = int(info.get("master_repl_offset", 0))
+
+
+class Health:
+    """Every node's latest status, as seen by this proxy."""
+
+    def __init__(self, nodes: list[str], down_after_ms: int) -> None:
+        self.nodes: dict[str, NodeStatus] = {a: NodeStatus(a) for a in nodes}
+        self.down_after = down_after_ms / 1000.0
+        self.listeners: list[Callable[[str, bool], None]] = []
+
+    def add_node(self, addr: str) -> None:
+        self.nodes.setdefault(addr, NodeStatus(addr))
+
+    def up(self, addr: str) -> bool:
+        st = self.nodes.get(addr)
+        return st is not None and st.up(time.monotonic(), self.down_after)
+
+    def readable(self, addr: str, master: str | None) -> bool:
+        """A replica fit to serve reads: up, following `master`, link up."""
+        st = self.nodes.get(addr)
+        if st is None or not st.up(time.monotonic(), self.down_after):
+            return False
+        return st.role == "slave" and st.link_up and st.master_addr == master
+
+    def offset(self, addr: str) -> int:
+        st = self.nodes.get(addr)
+        return st.offset if st is not None else -1
+
+    def master_offset_after(self, addr: str, t: float) -> int | None:
+        """The master's offset from the first probe sent after time `t`.
+
+        Any write acknowledged before `t` is included in that offset, because
+        the probe reached the master after the write's reply left it.
+        """
+        st = self.nodes.get(addr)
+        if st is None:
+            return None
+        for sent_at, offset in st.samples:
+            if sent_at > t:
+                return offset
+        return None
+
+
+class Prober:
+    """Probes one node forever (until cancelled) and updates `Health`."""
+
+    def __init__(self, health: Health, addr: str, *, interval_ms: int, timeout_ms: int,
+                 username: str = "", password: str = "",
+                 on_change: Callable[[str, bool], None] | None = None) -> None:
+        self.health = health
+        self.addr = addr
+        self.interval = interval_ms / 1000.0
+        self.timeout = timeout_ms / 1000.0
+        host, _, port = addr.rpartition(":")
+        self._client = aioredis.Redis(host=host, port=int(port), username=username or None,
+                                      password=password or None, socket_timeout=self.timeout,
+                                      socket_connect_timeout=self.timeout, single_connection_client=True,
+                                      decode_responses=True)
+        self._on_change = on_change
+        self._was_up: bool | None = None
+
+    async def run(self) -> None:
+        status = self.health.nodes[self.addr]
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    info = await asyncio.wait_for(self._client.info("replication"), self.timeout)
+                    parse_replication_info(info, status)
+                    status.last_ok = time.monotonic()
+                    status.ever_ok = True
+                    status.error = None
+                    status.probe_ms = (status.last_ok - started) * 1000
+                    if status.role == "master":
+                        status.samples.append((started, status.offset))
+                except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                    status.error = str(exc) or type(exc).__name__
+                    try:
+                        await self._client.aclose()
+                    except Exception:
+                        pass
+                now = time.monotonic()
+                up = status.up(now, self.health.down_after)
+                if up != self._was_up:
+                    self._was_up = up
+                    if self._on_change:
+                        self._on_change(self.addr, up)
+                await asyncio.sleep(max(0.0, self.interval - (now - started)))
+        finally:
+            try:
+                await self._client.aclose()
+            except Exception:
+                pass

@@ -1,0 +1,101 @@
+"""`redis-raft-proxy`: run a proxy, start a local demo cluster, and admin commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from .config import ConfigError, add_flags, flags_from_args, load_config
+from .logging_setup import setup_logging
+
+log = logging.getLogger("proxy.cli")
+
+
+def _install_uvloop() -> str:
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+async def _serve(cfg) -> None:
+    from aiohttp import web
+
+    from .admin import make_app
+    from .server import ProxyServer
+
+    server = ProxyServer(cfg)
+    await server.start()
+    app = make_app(server)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.bind, cfg.admin_port, reuse_address=True)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()
+    await runner.cleanup()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config, flags=flags_from_args(args))
+    except ConfigError as exc:
+        print(f"redis-raft-proxy: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.log_format, cfg.log_level, cfg.node)
+    loop_name = _install_uvloop()
+    log.info("starting node=%s loop=%s config=%s", cfg.node, loop_name, cfg.redacted())
+    try:
+        asyncio.run(_serve(cfg))
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
+    from .demo import run_demo
+
+    return run_demo(args, extra)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="redis-raft-proxy", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one proxy")
+    add_flags(run)
+    demo = sub.add_parser("demo", help="start a local cluster: 3 redis-server + 3 proxies on 127.0.0.1",
+                          description="Extra flags (e.g. --read-policy master) are passed to every proxy.")
+    demo.add_argument("--proxy-port", type=int, default=6380, help="first proxy client port (default 6380)")
+    demo.add_argument("--admin-port", type=int, default=8000, help="first proxy admin port (default 8000)")
+    demo.add_argument("--redis-port", type=int, default=7000, help="first redis-server port (default 7000)")
+    demo.add_argument("--dir", default=None, help="data directory (default: a new temp dir)")
+    demo.add_argument("--redis-server", default="redis-server", help="redis-server binary")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if argv and argv[0] == "demo":
+        args, extra = parser.parse_known_args(argv)
+        return cmd_demo(args, extra)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return cmd_run(args)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

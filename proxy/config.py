@@ -1,0 +1,235 @@
+"""Configuration: one TOML file, every key overridable by a flag and an env var.
+
+Precedence (lowest to highest): built-in default, TOML file, environment
+(`REDIS_RAFT_PROXY_<KEY>`), command-line flag (`--key-with-dashes`).  Every
+value is validated at start-up; a bad or unknown key raises `ConfigError`
+naming it, which the CLI turns into exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+ENV_PREFIX = "REDIS_RAFT_PROXY_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid; names the key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"config key {key!r}: {message}")
+        self.key = key
+
+
+def parse_addr(value: str) -> tuple[str, int]:
+    """Split "host:port" into (host, port); raises ValueError when malformed."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return host, int(port)
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]?b?)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
+
+
+def parse_size(value: Any) -> int:
+    """Accept 1024, "1024", "64mb", "1gb" like redis.conf does."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size")
+    if isinstance(value, int):
+        return value
+    m = _SIZE_RE.match(str(value))
+    if not m:
+        raise ValueError(f"expected a size like 512mb, got {value!r}")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _parse_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    if isinstance(value, int):
+        return value
+    return int(str(value).strip())
+
+
+def _parse_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ValueError("expected a list of strings (or a comma-separated string)")
+
+
+def _parse_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+_PARSERS: dict[type | str, Callable[[Any], Any]] = {
+    "bool": _parse_bool,
+    "int": _parse_int,
+    "size": parse_size,
+    "list": _parse_list,
+    "str": _parse_str,
+}
+
+
+def _key(kind: str, default: Any, doc: str, *, choices: tuple[str, ...] = (), minimum: int | None = None,
+         secret: bool = False) -> Any:
+    meta = {"kind": kind, "doc": doc, "choices": choices, "minimum": minimum, "secret": secret}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Config:
+    """Every setting of one proxy process; see config.example.toml for docs."""
+
+    node: str = _key("str", "proxy-1", "this proxy's name, unique among the proxies")
+    bind: str = _key("str", "127.0.0.1", "address the client and admin ports listen on")
+    port: int = _key("int", 6380, "client port (RESP2/RESP3)", minimum=0)
+    admin_port: int = _key("int", 8000, "admin HTTP port: /metrics /status /healthz /readyz and /raft/", minimum=0)
+    redis_nodes: list = _key("list", ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"],
+                             "the Redis nodes, host:port")
+    master: str = _key("str", "", "initial master (host:port, one of redis_nodes); default: the first")
+    read_policy: str = _key("str", "replicas", "where reads go", choices=("master", "replicas", "any"))
+    read_your_writes: bool = _key("bool", True, "a client's reads see its own earlier writes")
+    ack: str = _key("str", "async", "acknowledge writes at once or after WAIT confirms a replica",
+                    choices=("async", "replica"))
+    ack_timeout_ms: int = _key("int", 1000, "WAIT timeout used by ack = replica", minimum=1)
+    down_after_ms: int = _key("int", 500, "a node is subjectively down after this long without a valid reply",
+                              minimum=1)
+    probe_interval_ms: int = _key("int", 100, "how often each Redis node is probed", minimum=1)
+    hold_ms: int = _key("int", 3000, "how long a write waits for a master before an error", minimum=0)
+    lease_ms: int = _key("int", 1000, "how long writes may flow without hearing from a quorum", minimum=1)
+    stale_reads_when_partitioned: bool = _key("bool", False,
+                                              "serve reads while this proxy holds no lease from a quorum")
+    max_replica_staleness_ms: int = _key("int", 10000,
+                                         "never promote a replica cut off from the master longer than this",
+                                         minimum=0)
+    shared_connections: int = _key("int", 1, "pipelined upstream connections per Redis node shared by "
+                                   "stateless clients", minimum=1)
+    connect_timeout_ms: int = _key("int", 1000, "timeout for connecting to a Redis node", minimum=1)
+    proto_max_bulk_len: int = _key("size", 512 * 1024 * 1024, "largest bulk string a client may send", minimum=1)
+    max_args: int = _key("int", 1024 * 1024, "most arguments in one command", minimum=1)
+    client_output_buffer_limit: int = _key("size", 256 * 1024 * 1024,
+                                           "hard limit of replies queued for one client; over it, disconnect",
+                                           minimum=1)
+    client_output_buffer_soft_limit: int = _key("size", 64 * 1024 * 1024,
+                                                "soft limit of queued replies ...", minimum=1)
+    client_output_buffer_soft_seconds: int = _key("int", 60, "... disconnect after this long over it", minimum=0)
+    maxclients: int = _key("int", 10000, "most client connections at once", minimum=1)
+    requirepass: str = _key("str", "", "password clients must AUTH with at the proxy (empty: none)", secret=True)
+    redis_username: str = _key("str", "", "username the proxy uses towards Redis", secret=False)
+    redis_password: str = _key("str", "", "password the proxy uses towards Redis", secret=True)
+    log_format: str = _key("str", "kv", "log line format", choices=("kv", "json"))
+    log_level: str = _key("str", "info", "log level", choices=("debug", "info", "warning", "error"))
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- validation -------------------------------------------------------
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            meta = f.metadata
+            value = getattr(self, f.name)
+            if meta["choices"] and value not in meta["choices"]:
+                raise ConfigError(f.name, f"must be one of {', '.join(meta['choices'])}, got {value!r}")
+            if meta["minimum"] is not None and value < meta["minimum"]:
+                raise ConfigError(f.name, f"must be >= {meta['minimum']}, got {value!r}")
+        if not self.redis_nodes:
+            raise ConfigError("redis_nodes", "at least one Redis node is required")
+        for addr in self.redis_nodes:
+            try:
+                parse_addr(addr)
+            except ValueError as exc:
+                raise ConfigError("redis_nodes", str(exc)) from None
+        if len(set(self.redis_nodes)) != len(self.redis_nodes):
+            raise ConfigError("redis_nodes", "duplicate address")
+        if self.master and self.master not in self.redis_nodes:
+            raise ConfigError("master", f"{self.master!r} is not one of redis_nodes")
+        if not self.node or not re.match(r"^[A-Za-z0-9_.-]+$", self.node):
+            raise ConfigError("node", "must be a non-empty name of letters, digits, '.', '_' or '-'")
+
+    @property
+    def initial_master(self) -> str:
+        return self.master or self.redis_nodes[0]
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict with secrets masked, safe to log or serve."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = "***" if f.metadata["secret"] and value else value
+        return out
+
+
+def _coerce(key: str, raw: Any) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    if key not in fields:
+        raise ConfigError(key, "unknown key")
+    try:
+        return _PARSERS[fields[key].metadata["kind"]](raw)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(key, str(exc)) from None
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Add --config and one --key-with-dashes flag per key (all default None)."""
+    parser.add_argument("--config", "-c", help="TOML configuration file")
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(flag, dest=f"cfg_{f.name}", default=None, metavar=f.metadata["kind"].upper(),
+                            help=f.metadata["doc"])
+
+
+def flags_from_args(args: argparse.Namespace) -> dict[str, str]:
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+
+
+def load_config(path: str | None = None, *, env: Mapping[str, str] | None = None,
+                flags: Mapping[str, Any] | None = None) -> Config:
+    """Build a validated Config from file, environment and flags."""
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError("config", f"file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+        for key, raw in data.items():
+            values[key] = _coerce(key, raw)
+    env = os.environ if env is None else env
+    known = {f.name for f in dataclasses.fields(Config)}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX):].lower()
+        if key not in known:
+            raise ConfigError(key, f"unknown key (from environment variable {name})")
+        values[key] = _coerce(key, raw)
+    for key, raw in (flags or {}).items():
+        values[key] = _coerce(key, raw)
+    return Config(**values)

@@ -1,0 +1,159 @@
+"""`redis-raft-proxy demo`: a local cluster to try things on.
+
+Three redis-server processes (the first the initial master, the others its
+replicas) and three proxies, all on 127.0.0.1, data in a temp dir.  The demo
+watches its children: when one dies (kill it to try a failure) it says so
+and prints the command that starts it again; it never restarts anything
+behind the user's back.  Ctrl-C or SIGTERM stops everything.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+PROXY_NAMES = ("proxy-1", "proxy-2", "proxy-3")
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log_path: str
+    env: dict
+    proc: subprocess.Popen | None = None
+    reported_dead: bool = False
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                     start_new_session=True)
+        log.close()
+        self.reported_dead = False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_port(port: int, child: Child, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _port_open(port):
+            return True
+        if not child.alive():
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def redis_children(args, datadir: str) -> list[Child]:
+    server = shutil.which(args.redis_server)
+    if server is None:
+        raise SystemExit("redis-raft-proxy demo: redis-server not found. On Debian: "
+                         "sudo apt-get install -y redis-server redis-tools")
+    out = []
+    for i in range(3):
+        port = args.redis_port + i
+        d = os.path.join(datadir, f"redis-{port}")
+        os.makedirs(d, exist_ok=True)
+        argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", "",
+                "--appendonly", "no", "--protected-mode", "no"]
+        if i > 0:
+            argv += ["--replicaof", "127.0.0.1", str(args.redis_port)]
+        out.append(Child(f"redis-{port}", argv, os.path.join(datadir, f"redis-{port}.log"), dict(os.environ)))
+    return out
+
+
+def proxy_children(args, extra: list[str], datadir: str) -> list[Child]:
+    nodes = ",".join(f"127.0.0.1:{args.redis_port + i}" for i in range(3))
+    peers = ",".join(f"{name}=http://127.0.0.1:{args.admin_port + i}" for i, name in enumerate(PROXY_NAMES))
+    out = []
+    for i, name in enumerate(PROXY_NAMES):
+        argv = [sys.executable, "-m", "proxy.cli", "run", "--node", name,
+                "--port", str(args.proxy_port + i), "--admin-port", str(args.admin_port + i),
+                "--redis-nodes", nodes, "--master", f"127.0.0.1:{args.redis_port}"]
+        if _supports_raft():
+            argv += ["--peers", peers, "--data-dir", os.path.join(datadir, name)]
+        argv += extra
+        out.append(Child(name, argv, os.path.join(datadir, f"{name}.log"), dict(os.environ)))
+    return out
+
+
+def _supports_raft() -> bool:
+    from .config import Config
+
+    return "peers" in Config.__dataclass_fields__
+
+
+def run_demo(args, extra: list[str]) -> int:
+    datadir = args.dir or tempfile.mkdtemp(prefix="redis-raft-proxy-demo-")
+    os.makedirs(datadir, exist_ok=True)
+    redis = redis_children(args, datadir)
+    proxies = proxy_children(args, extra, datadir)
+    children = redis + proxies
+    stopping = False
+
+    def stop(_sig=None, _frm=None):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        for child in redis:
+            child.start()
+        for i, child in enumerate(redis):
+            if not _wait_port(args.redis_port + i, child):
+                print(f"demo: {child.name} did not start; see {child.log_path}", file=sys.stderr)
+                return 1
+        for child in proxies:
+            child.start()
+        for i, child in enumerate(proxies):
+            if not _wait_port(args.proxy_port + i, child, timeout=30):
+                print(f"demo: {child.name} did not start; see {child.log_path}", file=sys.stderr)
+                return 1
+        print(f"redis-raft-proxy demo is up (data and logs in {datadir})")
+        print(f"  endpoint:  redis-cli -p {args.proxy_port}     (also {args.proxy_port + 1}, {args.proxy_port + 2})")
+        print(f"  status:    curl -s http://127.0.0.1:{args.admin_port}/status")
+        print(f"  redis:     127.0.0.1:{args.redis_port} (master), {args.redis_port + 1}, {args.redis_port + 2}")
+        print("  try a failure: kill -9 a redis-server or a proxy; Ctrl-C stops everything", flush=True)
+        while not stopping:
+            for child in children:
+                if child.proc is not None and not child.alive() and not child.reported_dead:
+                    child.reported_dead = True
+                    print(f"demo: {child.name} (pid {child.proc.pid}) exited with status "
+                          f"{child.proc.returncode}; the demo keeps running. Start it again with:\n"
+                          f"  {shlex.join(child.argv)}", flush=True)
+            time.sleep(0.2)
+        return 0
+    finally:
+        print("demo: stopping", flush=True)
+        for child in reversed(children):
+            child.stop()

@@ -1,0 +1,730 @@
+"""One client connection: split its bytes into commands, route, reply in order.
+
+Every client starts in SHARED mode: its commands ride the proxy's shared,
+pipelined upstream connections, batched (consecutive commands to the same
+node travel as one slice of the client's own bytes and one reply slot).
+A client that creates connection state (MULTI/WATCH, blocking commands,
+SELECT, AUTH, HELLO, CLIENT TRACKING) moves for good to DEDICATED mode:
+upstream connections of its own, whose handshake replays that state.
+Pub/sub and MONITOR put it in RAW mode: one master connection, bytes
+forwarded both ways.  A mode change first waits until every reply already
+owed to the client has arrived, so order is kept across connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+
+from . import resp
+from .commands import BLOCK_OPTION, CONTAINERS, REFUSED, RAW_MODE, Kind
+from .upstream import DiscardSlot, Slot, Upstream
+
+log = logging.getLogger("proxy.session")
+
+SHARED, DEDICATED, RAW = 0, 1, 2
+LOCAL = object()    # answered (or swallowed) by the proxy itself
+STOP = object()     # stop reading commands until owed replies arrived
+
+MAX_PENDING_SLOTS = 10_000
+_ids = itertools.count(1)
+
+PONG = b"+PONG\r\n"
+OK = b"+OK\r\n"
+NOAUTH = b"-NOAUTH Authentication required.\r\n"
+
+
+def _bulk(value: bytes | None, resp3: bool = False) -> bytes:
+    if value is None:
+        return b"_\r\n" if resp3 else b"$-1\r\n"
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+class LocalSlot(Slot):
+    """A reply the proxy wrote itself, already complete."""
+
+    __slots__ = ()
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(None, 0)
+        self.parts.append(data)
+        self.done = True
+
+
+class HookSlot(Slot):
+    """A slot whose complete reply the session inspects (AUTH, SELECT)."""
+
+    __slots__ = ("hook",)
+
+    def __init__(self, owner, hook) -> None:
+        super().__init__(owner, 1)
+        self.hook = hook
+
+
+class ClientSession(asyncio.Protocol):
+    def __init__(self, server) -> None:
+        self.server = server
+        cfg = server.cfg
+        self.max_bulk = cfg.proto_max_bulk_len
+        self.max_args = cfg.max_args
+        self.table = server.table
+        self.router = server.router
+        self.id = next(_ids)
+        self.transport: asyncio.Transport | None = None
+        self.buf: bytes | bytearray = b""
+        self.need = 0
+        self.pending: deque[Slot] = deque()
+        self.mode = SHARED
+        self.dedicated: dict[str, Upstream] = {}
+        self.raw: Upstream | None = None
+        self.closed = False
+        self.closing = False           # QUIT or protocol error: close once replies are out
+        self.waiting = False           # stopped until `pending` drains
+        self.reading_paused = False
+        self.blocked_on: Upstream | None = None
+        # connection state that dedicated upstreams replay
+        self.db = 0
+        self.name: bytes | None = None
+        self.resp3 = False
+        self.auth: list[bytes] | None = None
+        self.authenticated = not cfg.requirepass
+        self.multi = False
+        self.watching = False
+        self.reply_mode = b"on"
+        # reads
+        self.read_node: str | None = None
+        self.rw_slot: Slot | None = None       # last write, for read-your-writes
+        self.rw_done_at: float | None = None
+        self.rw_offset: int | None = None
+        self.rw_enabled = cfg.read_your_writes and cfg.read_policy != "master"
+        self.soft_since: float | None = None
+        self.created = time.monotonic()
+
+    # -- asyncio.Protocol ---------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.server.client_connected(self)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.pending.clear()
+        for up in self.dedicated.values():
+            up.close()
+        self.dedicated.clear()
+        if self.raw is not None:
+            self.raw.close()
+        if self.blocked_on is not None:
+            self.blocked_on.blocked_sessions.discard(self)
+        self.server.client_disconnected(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.buf:
+            if type(self.buf) is bytes:
+                self.buf = bytearray(self.buf)
+            self.buf += data
+        else:
+            self.buf = data
+        if len(self.buf) < self.need or self.waiting or self.closing:
+            if self.waiting or self.closing:
+                self._pause_reading()
+            return
+        self._process()
+
+    def eof_received(self):
+        return None
+
+    # -- the command loop -----------------------------------------------------
+    def _process(self) -> None:
+        buf = self.buf
+        n = len(buf)
+        self.need = 0
+        pos = 0
+        cur: Upstream | None = None     # the open batch: its upstream, slot and start
+        cur_slot: Slot | None = None
+        seg = 0
+        try:
+            while pos < n:
+                if buf[pos] == 42:  # '*'
+                    res = resp.parse_command(buf, pos, self.max_bulk, self.max_args)
+                    if res is None:
+                        break
+                    end = res[0]
+                    if end is None:
+                        self.need = res[1] - pos
+                        break
+                    name, args_at = res[1], res[2]
+                    inline = None
+                else:
+                    res = resp.parse_inline(buf, pos)
+                    if res is None:
+                        break
+                    end, inline = res
+                    if not inline:
+                        pos = end
+                        continue
+                    name = inline[0].lower()
+                    args_at = 0
+                if not name:
+                    pos = end
+                    continue
+                if cur is not None and (name in _HANDLERS or self.mode == RAW):
+                    # A handler may send on its own: the open batch goes first.
+                    cur.send(buf[seg:pos], cur_slot)
+                    cur = None
+                if self.mode == RAW:
+                    target = self._route_raw(name)
+                else:
+                    target = self._route(name, buf, args_at, end, inline)
+                if target is STOP:
+                    break
+                if target is LOCAL:
+                    pos = end
+                    if self.closing:
+                        break
+                    continue
+                if target is self.raw:
+                    target.send(buf[pos:end] if inline is None else resp.encode_command(inline), None)
+                    pos = end
+                    continue
+                if inline is not None or self.reply_mode != b"on":
+                    if cur is not None:
+                        cur.send(buf[seg:pos], cur_slot)
+                        cur = None
+                    slot = self._new_slot()
+                    target.send(resp.encode_command(inline) if inline is not None else buf[pos:end], slot)
+                elif target is cur:
+                    cur_slot.remaining += 1
+                    slot = cur_slot
+                else:
+                    if cur is not None:
+                        cur.send(buf[seg:pos], cur_slot)
+                    cur, seg = target, pos
+                    slot = cur_slot = Slot(self, 1)
+                    self.pending.append(slot)
+                if self._write_flag:
+                    self._write_flag = False
+                    self.rw_slot = slot
+                    self.rw_done_at = None
+                    self.rw_offset = None
+                pos = end
+            if cur is not None:
+                cur.send(buf[seg:pos] if (seg or pos != n or type(buf) is not bytes) else buf, cur_slot)
+        except resp.ProtocolError as exc:
+            if cur is not None:
+                cur.send(bytes(buf[seg:pos]), cur_slot)
+            self.pending.append(LocalSlot(exc.reply))
+            self.closing = True
+            pos = n
+            log.info("client %s protocol error: %s", self._peer(), exc)
+        self.buf = buf[pos:] if pos < n else b""
+        if self.buf and type(self.buf) is bytearray and len(self.buf) < 4096:
+            self.buf = bytes(self.buf)
+        if self.waiting or len(self.pending) > MAX_PENDING_SLOTS:
+            self._pause_reading()
+        self.slots_done()
+
+    _write_flag = False
+
+    def _new_slot(self, hook=None) -> Slot:
+        """A reply slot for one command, queued; honours CLIENT REPLY OFF/SKIP."""
+        slot = Slot(self, 1) if hook is None else HookSlot(self, hook)
+        if self.reply_mode != b"on":
+            slot.parts = _Sink()
+            if self.reply_mode == b"skip":
+                self.reply_mode = b"on"
+        self.pending.append(slot)
+        return slot
+
+    def _send_one(self, up: Upstream, data: bytes, hook=None):
+        """Send one command the proxy rewrote or watches the reply of."""
+        up.send(data, self._new_slot(hook))
+        return LOCAL
+
+    def _args(self, buf, args_at: int, end: int, inline) -> list[bytes]:
+        if inline is not None:
+            return inline[1:]
+        return resp.command_args(buf, args_at, end)
+
+    def _route(self, name: bytes, buf, args_at: int, end: int, inline):
+        """Decide where one command goes: an Upstream, LOCAL or STOP."""
+        handler = _HANDLERS.get(name)
+        if handler is not None:
+            return handler(self, self._args(buf, args_at, end, inline))
+        if not self.authenticated:
+            return self._local(NOAUTH)
+        if self.multi or self.watching:
+            return self._master()
+        kind = self.table.kind(name)
+        if name in CONTAINERS:
+            args = self._args(buf, args_at, end, inline)
+            if args:
+                kind = self.table.kind_sub(name, args[0])
+        elif name in BLOCK_OPTION:
+            if any(a.lower() == b"block" for a in self._args(buf, args_at, end, inline)):
+                kind = Kind.BLOCKING if kind == Kind.READ else kind
+                if self.mode == SHARED:
+                    return self._go_dedicated() or self._route(name, buf, args_at, end, inline)
+        if kind == Kind.READ:
+            return self._reader()
+        if kind == Kind.BLOCKING and self.mode == SHARED:
+            return self._go_dedicated() or self._route(name, buf, args_at, end, inline)
+        if kind == Kind.WRITE:
+            self._write_flag = self.rw_enabled
+        return self._master()
+
+    def _route_raw(self, name: bytes):
+        """RAW mode: everything goes to the one master connection as is."""
+        if name in REFUSED:
+            return self._local(resp.error_reply("ERR proxy: " + REFUSED[name]))
+        return self.raw
+
+    # -- targets --------------------------------------------------------------
+    def _master(self):
+        addr = self.router.master
+        if addr is None:
+            return self._local(resp.error_reply("ERR proxy: no master is available"))
+        return self._upstream(addr)
+
+    def _upstream(self, addr: str) -> Upstream:
+        if self.mode == SHARED:
+            return self.server.shared_upstream(addr, self.id)
+        up = self.dedicated.get(addr)
+        if up is None or up.closed:
+            up = self.server.dedicated_upstream(addr, self)
+            self.dedicated[addr] = up
+        return up
+
+    def _reader(self):
+        router = self.router
+        if router.read_policy == "master":
+            return self._master()
+        node = self.read_node
+        if node is None or not (router.replica_fit(node) or node == router.master):
+            node = self.read_node = router.pick_read_node()
+        if node is None:
+            return self._master()
+        if node != router.master and self.rw_slot is not None and not self._caught_up(node):
+            return self._master()
+        return self._upstream(node)
+
+    def _caught_up(self, node: str) -> bool:
+        """Read-your-writes: has replica `node` applied this client's last write?
+
+        The write's reply arrived at `rw_done_at`; the master's offset from
+        the first probe sent after that covers the write; the replica must
+        have reached it.  Until all of that is known, reads go to the master.
+        """
+        slot = self.rw_slot
+        if not slot.done:
+            return False
+        if self.rw_offset is None:
+            if self.rw_done_at is None:
+                self.rw_done_at = time.monotonic()
+                return False
+            self.rw_offset = self.server.health.master_offset_after(self.router.master, self.rw_done_at)
+            if self.rw_offset is None:
+                return False
+        if self.server.health.offset(node) >= self.rw_offset:
+            self.rw_slot = None
+            return True
+        return False
+
+    def _local(self, data: bytes):
+        if self.reply_mode == b"on":
+            self.pending.append(LocalSlot(data))
+        elif self.reply_mode == b"skip":
+            self.reply_mode = b"on"
+        return LOCAL
+
+    # -- mode changes ---------------------------------------------------------
+    def _drained(self) -> bool:
+        """True when no reply is owed; else stop and resume once drained."""
+        if any(not s.done for s in self.pending):
+            self.waiting = True
+            return False
+        return True
+
+    def _go_dedicated(self):
+        """Move to DEDICATED mode; returns STOP while replies are owed."""
+        if not self._drained():
+            return STOP
+        self.mode = DEDICATED
+        return None
+
+    def handshake(self) -> list[bytes]:
+        """Commands that give a new dedicated upstream this client's state."""
+        cmds = []
+        cfg = self.server.cfg
+        if self.auth is not None:
+            cmds.append(resp.encode_command([b"AUTH", *self.auth]))
+        elif cfg.redis_password:
+            cmds.append(self.server.upstream_auth_command())
+        if self.resp3:
+            cmds.append(resp.encode_command([b"HELLO", b"3"]))
+        if self.db:
+            cmds.append(resp.encode_command([b"SELECT", str(self.db).encode()]))
+        if self.name:
+            cmds.append(resp.encode_command([b"CLIENT", b"SETNAME", self.name]))
+        return cmds
+
+    def _broadcast(self, cmd: bytes, skip: Upstream | None) -> None:
+        """Replay a state change on every other dedicated upstream."""
+        for up in self.dedicated.values():
+            if up is not skip and not up.closed:
+                up.send(cmd, DiscardSlot(1))
+
+    # -- replies ----------------------------------------------------------------
+    def slots_done(self) -> None:
+        """Write every reply at the head of the queue that is complete."""
+        if self.closed:
+            return
+        pending = self.pending
+        out = []
+        while pending and pending[0].done:
+            slot = pending.popleft()
+            if type(slot) is HookSlot:
+                slot.hook(b"".join(slot.parts))
+            out.extend(slot.parts)
+        t = self.transport
+        if out:
+            if len(out) == 1:
+                t.write(out[0])
+            else:
+                t.writelines(out)
+            self._check_output()
+        if not pending:
+            if self.closing:
+                t.close()
+                return
+            if self.waiting:
+                self.waiting = False
+                self._resume_reading()
+                if self.buf:
+                    asyncio.get_running_loop().call_soon(self._resume_process)
+        elif self.reading_paused and not self.waiting and len(pending) < MAX_PENDING_SLOTS // 2 \
+                and self.blocked_on is None:
+            self._resume_reading()
+
+    def _resume_process(self) -> None:
+        if not self.closed and not self.waiting and self.buf:
+            self._process()
+
+    def raw_reply(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)
+            self._check_output()
+
+    push_reply = raw_reply
+
+    def raw_closed(self, up: Upstream) -> None:
+        """The pub/sub connection went away: the client must reconnect."""
+        if not self.closed and up is self.raw:
+            if up.error:
+                self.transport.write(resp.error_reply("ERR proxy: " + up.error))
+            self.transport.close()
+
+    def _check_output(self) -> None:
+        size = self.transport.get_write_buffer_size()
+        cfg = self.server.cfg
+        if size > cfg.client_output_buffer_limit:
+            log.warning("client %s closed: output buffer %d bytes over client_output_buffer_limit",
+                        self._peer(), size)
+            self.server.count_rejected("output_buffer")
+            self.transport.abort()
+        elif size > cfg.client_output_buffer_soft_limit:
+            now = time.monotonic()
+            if self.soft_since is None:
+                self.soft_since = now
+                self.server.watch_soft_limit(self)
+            elif now - self.soft_since > cfg.client_output_buffer_soft_seconds:
+                log.warning("client %s closed: output buffer over the soft limit for %ss",
+                            self._peer(), cfg.client_output_buffer_soft_seconds)
+                self.transport.abort()
+        else:
+            self.soft_since = None
+
+    # -- flow control -----------------------------------------------------------
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.reading_paused and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def upstream_resumed(self, up: Upstream) -> None:
+        if self.blocked_on is up:
+            self.blocked_on = None
+            if not self.waiting:
+                self._resume_reading()
+
+    def _peer(self) -> str:
+        if self.transport is None:
+            return "?"
+        peer = self.transport.get_extra_info("peername")
+        return f"{peer[0]}:{peer[1]}" if peer else "?"
+
+    # -- commands the proxy handles itself -------------------------------------
+    def _cmd_ping(self, args):
+        if not self.authenticated:
+            return self._local(NOAUTH)
+        if not args:
+            return self._local(PONG)
+        if len(args) == 1:
+            return self._local(_bulk(args[0]))
+        return self._local(b"-ERR wrong number of arguments for 'ping' command\r\n")
+
+    def _cmd_echo(self, args):
+        if not self.authenticated:
+            return self._local(NOAUTH)
+        if len(args) != 1:
+            return self._local(b"-ERR wrong number of arguments for 'echo' command\r\n")
+        return self._local(_bulk(args[0]))
+
+    def _cmd_quit(self, args):
+        self.reply_mode = b"on"
+        self._local(OK)
+        self.closing = True
+        return LOCAL
+
+    def _cmd_refused(self, name: bytes):
+        return self._local(resp.error_reply("ERR proxy: " + REFUSED[name]))
+
+    def _cmd_select(self, args):
+        if not self.authenticated:
+            return self._local(NOAUTH)
+        if len(args) != 1:
+            return self._local(b"-ERR wrong number of arguments for 'select' command\r\n")
+        try:
+            db = int(args[0])
+        except ValueError:
+            return self._local(b"-ERR value is not an integer or out of range\r\n")
+        if self.mode == SHARED and db == 0:
+            return self._local(OK)
+        if self.multi:
+            return self._master()
+        if self.mode == SHARED and self._go_dedicated() is STOP:
+            return STOP
+        up = self._master()
+        if up is LOCAL:
+            return up
+        old = self.db
+        self.db = db
+        cmd = resp.encode_command([b"SELECT", args[0]])
+        self._broadcast(cmd, up)
+        return self._send_one(up, cmd, lambda reply: self._undo_select(reply, old))
+
+    def _undo_select(self, reply: bytes, old: int) -> None:
+        if reply.startswith(b"-"):
+            self.db = old
+
+    def _cmd_multi(self, args):
+        if not self.authenticated:
+            return self._local(NOAUTH)
+        if self.mode == SHARED and self._go_dedicated() is STOP:
+            return STOP
+        self.multi = True
+        return self._master()
+
+    def _cmd_watch(self, args):
+        if not self.authenticated:
+            return self._local(NOAUTH)
+        if self.mode == SHARED and self._go_dedicated() is STOP:
+            return STOP
+        if not self.multi:
+            self.watching = True
+        return self._master()
+
+    def _cmd_exec(self, args):
+        if not self.authenticated:
+            return self._local(NOAUTH)
+        self.multi = False
+        self.watching = False
+        self._write_flag = self.rw_enabled
+        return self._master()
+
+    def _cmd_unwatch(self, args):
+        if not self.authenticated:
+            return self._local(NOAUTH)
+        if not self.multi:
+            self.watching = False
+        return self._master()
+
+    def _cmd_raw(self, args):
+        """SUBSCRIBE & co, MONITOR: switch to RAW mode on the master."""
+        if not self.authenticated:
+            return self._local(NOAUTH)
+        if self.multi:
+            return self._master()
+        if not self._drained():
+            return STOP
+        addr = self.router.master
+        if addr is None:
+            return self._local(resp.error_reply("ERR proxy: no master is available"))
+        for up in self.dedicated.values():
+            up.close()
+        self.dedicated.clear()
+        self.mode = RAW
+        self.raw = self.server.raw_upstream(addr, self)
+        return self.raw
+
+    def _cmd_auth(self, args):
+        cfg = self.server.cfg
+        if cfg.requirepass and len(args) == 1 and args[0] == cfg.requirepass.encode():
+            self.authenticated = True
+            return self._local(OK)
+        if self.mode == SHARED and self._go_dedicated() is STOP:
+            return STOP
+        up = self._master()
+        if up is LOCAL:
+            return up
+        return self._send_one(up, resp.encode_command([b"AUTH", *args]),
+                              lambda reply: self._auth_result(reply, list(args)))
+
+    def _auth_result(self, reply: bytes, args: list[bytes]) -> None:
+        if not reply.startswith(b"-"):
+            self.authenticated = True
+            self.auth = args
+            cmd = resp.encode_command([b"AUTH", *args])
+            self._broadcast(cmd, self.dedicated.get(self.router.master))
+
+    def _cmd_hello(self, args):
+        if args:
+            try:
+                proto = int(args[0])
+            except ValueError:
+                return self._local(b"-ERR Protocol version is not an integer or out of range\r\n")
+            if proto not in (2, 3):
+                return self._local(b"-NOPROTO unsupported protocol version\r\n")
+        cfg = self.server.cfg
+        rest = list(args[1:])
+        # HELLO ... AUTH with the proxy's own password: checked here, not upstream.
+        lowered = [a.lower() for a in rest]
+        if cfg.requirepass and b"auth" in lowered:
+            i = lowered.index(b"auth")
+            if rest[i + 2:i + 3] == [cfg.requirepass.encode()]:
+                self.authenticated = True
+                rest = rest[:i] + rest[i + 3:]
+        if not self.authenticated and b"auth" not in lowered:
+            return self._local(NOAUTH)
+        if self.mode == SHARED and self._go_dedicated() is STOP:
+            return STOP
+        up = self._master()
+        if up is LOCAL:
+            return up
+        if args:
+            self.resp3 = int(args[0]) == 3
+            hello = resp.encode_command([b"HELLO", args[0]])
+            self._broadcast(hello, up)
+            for u in self.dedicated.values():
+                u.resp3 = self.resp3
+        lowered = [a.lower() for a in rest]
+        if b"setname" in lowered:
+            i = lowered.index(b"setname")
+            if i + 1 < len(rest):
+                self.name = rest[i + 1]
+        auth = None
+        if b"auth" in lowered:
+            i = lowered.index(b"auth")
+            auth = rest[i + 1:i + 3]
+        return self._send_one(up, resp.encode_command([b"HELLO", *args[:1], *rest]),
+                              (lambda reply: self._auth_result(reply, auth)) if auth else None)
+
+    def _cmd_reset(self, args):
+        if not self._drained():
+            return STOP
+        for up in self.dedicated.values():
+            up.close()
+        self.dedicated.clear()
+        if self.raw is not None:
+            self.raw.close()
+            self.raw = None
+        self.mode = SHARED
+        self.db = 0
+        self.name = None
+        self.resp3 = False
+        self.auth = None
+        self.authenticated = not self.server.cfg.requirepass
+        self.multi = self.watching = False
+        self.reply_mode = b"on"
+        self.read_node = None
+        self.rw_slot = None
+        return self._local(b"+RESET\r\n")
+
+    def _cmd_client(self, args):
+        if not args:
+            return self._local(b"-ERR wrong number of arguments for 'client' command\r\n")
+        sub = args[0].lower()
+        if sub == b"setinfo":
+            return self._local(OK if len(args) == 3 else
+                               b"-ERR wrong number of arguments for 'client|setinfo' command\r\n")
+        if not self.authenticated:
+            return self._local(NOAUTH)
+        if sub == b"setname":
+            if len(args) != 2:
+                return self._local(b"-ERR wrong number of arguments for 'client|setname' command\r\n")
+            if any(c <= 32 or c > 126 for c in args[1]):
+                return self._local(b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n")
+            self.name = args[1] or None
+            self._broadcast(resp.encode_command([b"CLIENT", b"SETNAME", args[1]]), None)
+            return self._local(OK)
+        if sub == b"getname":
+            return self._local(_bulk(self.name, self.resp3))
+        if sub == b"id":
+            return self._local(b":%d\r\n" % self.id)
+        if sub == b"reply":
+            mode = args[1].lower() if len(args) == 2 else b""
+            if mode not in (b"on", b"off", b"skip"):
+                return self._local(b"-ERR syntax error\r\n")
+            self.reply_mode = b"on"
+            if mode == b"on":
+                return self._local(OK)
+            self.reply_mode = mode
+            return LOCAL
+        if sub == b"kill":
+            return self._local(b"-ERR proxy: CLIENT KILL is not allowed through redis-raft-proxy "
+                               b"(upstream connections are shared)\r\n")
+        if sub in (b"tracking", b"caching", b"no-evict", b"no-touch"):
+            if self.mode == SHARED and self._go_dedicated() is STOP:
+                return STOP
+        return self._master()
+
+
+class _Sink(list):
+    """Parts of a reply the client asked not to get (CLIENT REPLY OFF/SKIP)."""
+
+    def append(self, _item) -> None:
+        pass
+
+    def extend(self, _items) -> None:
+        pass
+
+
+def _refuser(name: bytes):
+    return lambda self, args: self._cmd_refused(name)
+
+
+_HANDLERS = {
+    b"ping": ClientSession._cmd_ping,
+    b"echo": ClientSession._cmd_echo,
+    b"quit": ClientSession._cmd_quit,
+    b"select": ClientSession._cmd_select,
+    b"multi": ClientSession._cmd_multi,
+    b"watch": ClientSession._cmd_watch,
+    b"exec": ClientSession._cmd_exec,
+    b"discard": ClientSession._cmd_exec,
+    b"unwatch": ClientSession._cmd_unwatch,
+    b"auth": ClientSession._cmd_auth,
+    b"hello": ClientSession._cmd_hello,
+    b"reset": ClientSession._cmd_reset,
+    b"client": ClientSession._cmd_client,
+}
+for _name in RAW_MODE:
+    _HANDLERS[_name] = ClientSession._cmd_raw
+for _name in REFUSED:
+    _HANDLERS[_name] = _refuser(_name)

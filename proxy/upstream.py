@@ -1,0 +1,278 @@
+"""Connections from the proxy to one Redis node.
+
+An `Upstream` is an asyncio Protocol that carries batches of client commands
+and hands each batch's replies back to the `Slot` that waits for them, in
+order.  It never parses a reply into objects: it only finds reply
+boundaries (`resp.scan_replies`).  Every failure of the node (refused, lost,
+garbage) becomes one error reply per waiting slot, naming the node: this is
+the single place where upstream errors are translated.
+
+Shared upstreams multiplex many stateless clients (twemproxy style: fewer
+syscalls and less work for redis-server).  Clients with session state get
+dedicated upstreams whose handshake replays that state.  A raw upstream
+forwards every byte to one client (pub/sub, MONITOR).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Callable, Iterable
+
+from . import resp
+
+log = logging.getLogger("proxy.upstream")
+
+
+class Slot:
+    """A place in a client's reply queue, filled by `remaining` replies."""
+
+    __slots__ = ("owner", "remaining", "parts", "done")
+
+    def __init__(self, owner, remaining: int) -> None:
+        self.owner = owner          # has .slot_done(slot); None for internal slots
+        self.remaining = remaining
+        self.parts: list[bytes] = []
+        self.done = False
+
+    def fill_error(self, reply: bytes) -> None:
+        """Complete the slot with one error per missing reply."""
+        self.parts.append(reply * self.remaining)
+        self.remaining = 0
+        self.done = True
+
+
+class DiscardSlot(Slot):
+    """Handshake replies: kept for a check, never delivered to a client."""
+
+    __slots__ = ("on_done",)
+
+    def __init__(self, remaining: int, on_done: Callable[[bytes], None] | None = None) -> None:
+        super().__init__(None, remaining)
+        self.on_done = on_done
+
+
+class Upstream(asyncio.Protocol):
+    """One TCP connection to a Redis node; replies matched to slots FIFO."""
+
+    def __init__(self, addr: str, *, handshake: Iterable[bytes] = (), raw_sink=None,
+                 on_close: Callable[["Upstream"], None] | None = None, connect_timeout: float = 1.0,
+                 resp3: bool = False, push_sink=None) -> None:
+        self.addr = addr
+        host, _, port = addr.rpartition(":")
+        self.host, self.port = host, int(port)
+        self.transport: asyncio.Transport | None = None
+        self.waiters: deque[Slot] = deque()
+        self.buf = b""
+        self.closed = False
+        self.ready = False
+        self.raw_sink = raw_sink        # a session in raw mode: gets every byte
+        self.resp3 = resp3
+        self.push_sink = push_sink      # a dedicated connection's client, for RESP3 pushes
+        self._inner = 0                 # elements left of a partly received RESP3 reply
+        self._pending_out: list[bytes] = []
+        self._handshake = list(handshake)
+        self._on_close = on_close
+        self._connect_timeout = connect_timeout
+        self._touched: set = set()
+        self.error: str | None = None
+        self.paused = False
+        self.blocked_sessions: set = set()
+
+    # -- life cycle -------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Begin connecting; commands sent meanwhile are queued."""
+        for cmd in self._handshake:
+            self._queue(cmd, DiscardSlot(1, self._check_handshake))
+        loop.create_task(self._connect(loop))
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: self, self.host, self.port), self._connect_timeout)
+        except asyncio.TimeoutError:
+            self._fail(f"Redis node {self.addr} is unreachable (connect timeout)")
+        except OSError as exc:
+            self._fail(f"Redis node {self.addr} is unreachable ({exc.strerror or exc})")
+
+    def connection_made(self, transport) -> None:
+        if self.closed:
+            transport.close()
+            return
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            import socket
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        transport.set_write_buffer_limits(high=4 * 1024 * 1024)
+        self.ready = True
+        if self._pending_out:
+            transport.writelines(self._pending_out)
+            self._pending_out = []
+
+    def _check_handshake(self, reply: bytes) -> None:
+        if reply.startswith(b"-"):
+            text = reply[1:].decode(errors="replace").strip()
+            self._fail(f"Redis node {self.addr} refused the connection set-up: {text}")
+
+    def connection_lost(self, exc) -> None:
+        self._fail(f"connection to Redis node {self.addr} lost" + (f" ({exc})" if exc else ""))
+
+    def close(self) -> None:
+        self._fail(None)
+
+    def _fail(self, reason: str | None) -> None:
+        """Close and answer every waiting slot with an error naming the node."""
+        if self.closed:
+            return
+        self.closed = True
+        self.ready = False
+        self.error = reason
+        if reason:
+            log.debug("upstream %s failed: %s", self.addr, reason)
+        if self.transport is not None:
+            self.transport.close()
+        reply = resp.error_reply("ERR proxy: " + (reason or f"connection to {self.addr} closed"))
+        touched = set()
+        while self.waiters:
+            slot = self.waiters.popleft()
+            slot.fill_error(reply)
+            if slot.owner is not None:
+                touched.add(slot.owner)
+        for owner in touched:
+            owner.slots_done()
+        self._pending_out = []
+        for s in list(self.blocked_sessions):
+            s.upstream_resumed(self)
+        self.blocked_sessions.clear()
+        if self._on_close is not None:
+            self._on_close(self)
+
+    # -- sending ----------------------------------------------------------
+    def _queue(self, data: bytes, slot: Slot | None) -> None:
+        if slot is not None:
+            self.waiters.append(slot)
+        if self.ready:
+            self.transport.write(data)
+        else:
+            self._pending_out.append(data)
+
+    def send(self, data: bytes, slot: Slot | None) -> None:
+        """Send commands whose replies fill `slot` (None: raw mode)."""
+        if self.closed:
+            if slot is not None:
+                slot.fill_error(resp.error_reply("ERR proxy: " + (self.error or f"Redis node {self.addr} is unavailable")))
+            return
+        self._queue(data, slot)
+
+    def write_buffer_full(self) -> bool:
+        return self.paused
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        blocked, self.blocked_sessions = self.blocked_sessions, set()
+        for s in blocked:
+            s.upstream_resumed(self)
+
+    # -- receiving --------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.raw_sink is not None and not self.waiters:
+            self.raw_sink.raw_reply(data)
+            return
+        buf = self.buf + data if self.buf else data
+        pos = 0
+        n = len(buf)
+        waiters = self.waiters
+        touched = self._touched
+        try:
+            while pos < n:
+                if not waiters:
+                    if self.raw_sink is not None:
+                        self.raw_sink.raw_reply(buf[pos:])
+                        pos = n
+                        break
+                    if self.resp3 and buf[pos] == 62:  # '>' push outside any reply
+                        end, rem = resp.scan_replies(buf, pos, 1)
+                        if rem:
+                            break
+                        self._push(buf[pos:end])
+                        pos = end
+                        continue
+                    raise resp.ReplyError("reply without a request")
+                slot = waiters[0]
+                if self.resp3:
+                    # One top-level reply at a time, so a push between two
+                    # replies is recognised and not counted as a reply.
+                    if self._inner == 0:
+                        if buf[pos] == 62:
+                            end, rem = resp.scan_replies(buf, pos, 1)
+                            if rem:
+                                break
+                            self._push(buf[pos:end])
+                            pos = end
+                            continue
+                        self._inner = 1
+                    end, rem = resp.scan_replies(buf, pos, self._inner)
+                    if end > pos:
+                        slot.parts.append(buf[pos:end])
+                        pos = end
+                    self._inner = rem
+                    if rem:
+                        break
+                    slot.remaining -= 1
+                    if slot.remaining:
+                        continue
+                    waiters.popleft()
+                    slot.done = True
+                    self._slot_finished(slot)
+                    continue
+                end, rem = resp.scan_replies(buf, pos, slot.remaining)
+                if end > pos:
+                    slot.parts.append(buf if (pos == 0 and end == n and type(buf) is bytes) else buf[pos:end])
+                    pos = end
+                slot.remaining = rem
+                if rem:
+                    break
+                waiters.popleft()
+                slot.done = True
+                if slot.owner is not None:
+                    touched.add(slot.owner)
+                else:
+                    self._slot_finished(slot)
+        except (resp.ReplyError, ValueError) as exc:
+            self.buf = b""
+            self._flush_touched()
+            self._fail(f"Redis node {self.addr} sent an invalid reply ({exc})")
+            return
+        self.buf = buf[pos:] if pos < n else b""
+        self._flush_touched()
+
+    def _slot_finished(self, slot: Slot) -> None:
+        if slot.owner is not None:
+            self._touched.add(slot.owner)
+        elif isinstance(slot, DiscardSlot) and slot.on_done is not None:
+            slot.on_done(b"".join(slot.parts))
+
+    def _flush_touched(self) -> None:
+        touched = self._touched
+        if touched:
+            for owner in touched:
+                owner.slots_done()
+            touched.clear()
+
+    def _push(self, data: bytes) -> None:
+        """A RESP3 push (e.g. a tracking invalidation) for the owning client."""
+        if self.push_sink is not None:
+            self.push_sink.push_reply(data)
+
+
+def now() -> float:
+    return time.monotonic()
