@@ -13,6 +13,7 @@ from enum import IntEnum
 
 
 class Kind(IntEnum):
+    SPECIAL = 0     # the session inspects it (handlers, containers, XREAD BLOCK)
     READ = 1        # may go to a replica
     WRITE = 2       # must go to the master
     ADMIN = 3       # not a data command: goes to the master
@@ -51,6 +52,12 @@ RAW_MODE = frozenset({
 # Commands that pin the client to a connection of its own for session state.
 TRANSACTION_START = frozenset({b"multi", b"watch"})
 
+# Commands the session handles itself or changes state with (see session._HANDLERS).
+SESSION_COMMANDS = frozenset({
+    b"ping", b"echo", b"quit", b"select", b"multi", b"watch", b"exec", b"discard", b"unwatch",
+    b"auth", b"hello", b"reset", b"client",
+})
+
 # Container commands whose subcommand decides the class (Redis 7 `a|b` names).
 CONTAINERS = frozenset({
     b"object", b"memory", b"xinfo", b"config", b"client", b"script", b"function", b"pubsub",
@@ -88,6 +95,14 @@ class CommandTable:
     def __init__(self, table: dict[bytes, Kind] | None = None) -> None:
         self._table: dict[bytes, Kind] = dict(BUILTIN if table is None else table)
         self.from_upstream = False
+        self._build_fast()
+
+    def _build_fast(self) -> None:
+        """The name -> int map the command splitter uses (0: the session looks)."""
+        fast = {name: int(kind) for name, kind in self._table.items() if b"|" not in name}
+        for name in SESSION_COMMANDS | RAW_MODE | REFUSED.keys() | CONTAINERS | BLOCK_OPTION:
+            fast[name] = int(Kind.SPECIAL)
+        self.fast = fast
 
     def kind(self, name: bytes) -> Kind:
         return self._table.get(name, Kind.WRITE)
@@ -107,6 +122,7 @@ class CommandTable:
         if table:
             self._table = table
             self.from_upstream = True
+            self._build_fast()
 
 
 def _as_bytes(x) -> bytes:

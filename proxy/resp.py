@@ -90,7 +90,55 @@ def parse_command(buf: bytes | bytearray, pos: int, max_bulk: int, max_args: int
         if i == 0:
             name = bytes(buf[start:start + blen]).lower()
             args_at = p
+    if argc == 0:
+        args_at = p
     return (p, name, args_at, argc)
+
+
+def split_commands_py(buf: bytes | bytearray, pos: int, max_bulk: int, max_args: int,
+                      kinds: dict, default_kind: int):
+    """Split complete multibulk commands into groups of the same kind.
+
+    Returns `(groups, pos, need, error)`; each group is
+    `(kind, count, start, end, name, args_at)` for `count` consecutive
+    commands of one kind in `buf[start:end]` (`name`, `args_at`: the first
+    command's).  Kind 0 marks commands the caller must inspect: each is a
+    group of its own.  Stops before an inline command, an incomplete command
+    (`need`: total buffer size wanted, when known) or a protocol error
+    (`error`: the message; `pos`: where the bad command starts).  This is the
+    reference for the C version in `_speedups.c`.
+    """
+    groups: list = []
+    need = 0
+    n = len(buf)
+    g = None
+    while pos < n and buf[pos] == 42:
+        try:
+            res = parse_command(buf, pos, max_bulk, max_args)
+        except ProtocolError as exc:
+            if g:
+                groups.append(tuple(g))
+            return groups, pos, 0, str(exc)
+        if res is None:
+            break
+        if res[0] is None:
+            need = res[1]
+            break
+        end, name, args_at, argc = res
+        if argc == 0:
+            pos = end
+            continue
+        kind = kinds.get(name, default_kind) if len(name) <= 64 else default_kind
+        if g is None or kind == 0 or g[0] != kind or g[0] == 0:
+            if g:
+                groups.append(tuple(g))
+            g = [kind, 0, pos, end, name[:64], args_at]
+        g[1] += 1
+        g[3] = end
+        pos = end
+    if g:
+        groups.append(tuple(g))
+    return groups, pos, need, None
 
 
 def command_args(buf: bytes | bytearray, args_at: int, end: int) -> list[bytes]:
@@ -242,3 +290,19 @@ def scan_replies(buf: bytes | bytearray, pos: int, remaining: int) -> tuple[int,
 def error_reply(message: str) -> bytes:
     """A RESP error line; `message` should start with an upper-case code."""
     return b"-" + message.replace("\r", " ").replace("\n", " ").encode() + b"\r\n"
+
+
+split_commands = split_commands_py
+scan_replies_py = scan_replies
+try:  # the C versions, when built (pip install compiles them)
+    from ._speedups import scan_replies as _scan_c, split_commands as _split_c
+except ImportError:  # pragma: no cover - pure Python fallback
+    pass
+else:
+    split_commands = _split_c
+
+    def scan_replies(buf, pos, remaining):  # noqa: F811 - C version, same contract
+        try:
+            return _scan_c(buf, pos, remaining)
+        except ValueError as exc:
+            raise ReplyError(str(exc)) from None

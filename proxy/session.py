@@ -21,6 +21,8 @@ from collections import deque
 
 from . import resp
 from .commands import BLOCK_OPTION, CONTAINERS, REFUSED, RAW_MODE, Kind
+
+READ, WRITE, ADMIN = int(Kind.READ), int(Kind.WRITE), int(Kind.ADMIN)
 from .upstream import DiscardSlot, Slot, Upstream
 
 log = logging.getLogger("proxy.session")
@@ -76,6 +78,10 @@ class ClientSession(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf: bytes | bytearray = b""
         self.need = 0
+        self._buf = None                # the buffer being processed, for batches
+        self._cur: Upstream | None = None
+        self._cur_slot: Slot | None = None
+        self._seg = self._seg_end = 0
         self.pending: deque[Slot] = deque()
         self.mode = SHARED
         self.dedicated: dict[str, Upstream] = {}
@@ -138,93 +144,150 @@ class ClientSession(asyncio.Protocol):
 
     # -- the command loop -----------------------------------------------------
     def _process(self) -> None:
+        """Route every complete command in the buffer; see the module doc.
+
+        The C splitter hands back groups of consecutive commands of one kind;
+        plain reads and writes are routed a whole group at a time, anything
+        else command by command (`_dispatch`).  A batch (`_cur`) collects
+        consecutive bytes for one upstream and goes out as one send.
+        """
         buf = self.buf
         n = len(buf)
         self.need = 0
         pos = 0
-        cur: Upstream | None = None     # the open batch: its upstream, slot and start
-        cur_slot: Slot | None = None
-        seg = 0
+        self._cur = None
+        self._buf = buf
+        split = resp.split_commands
+        kinds = self.table.fast
         try:
             while pos < n:
-                if buf[pos] == 42:  # '*'
-                    res = resp.parse_command(buf, pos, self.max_bulk, self.max_args)
-                    if res is None:
+                groups, next_pos, need, err = split(buf, pos, self.max_bulk, self.max_args, kinds, WRITE)
+                stopped = False
+                for kind, count, start, end, name, args_at in groups:
+                    if kind == READ or kind == WRITE or kind == ADMIN:
+                        if self.plain:
+                            target = self._reader() if kind == READ else self._master()
+                            if target is LOCAL:
+                                self._close_batch()
+                                continue
+                            self._add(target, start, end, count, kind == WRITE and self.rw_enabled)
+                            continue
+                    # every other case: one command at a time
+                    p = start
+                    while p < end:
+                        res = resp.parse_command(buf, p, self.max_bulk, self.max_args)
+                        cend, cname, cargs = res[0], res[1], res[2]
+                        if res[3] == 0:
+                            p = cend
+                            continue
+                        if not self._dispatch(cname, p, cend, cargs, None):
+                            stopped = True
+                            break
+                        p = cend
+                        if self.closing:
+                            break
+                    pos = p
+                    if stopped or self.closing:
                         break
-                    end = res[0]
-                    if end is None:
-                        self.need = res[1] - pos
-                        break
-                    name, args_at = res[1], res[2]
-                    inline = None
-                else:
+                if stopped or self.closing:
+                    break
+                pos = next_pos
+                if err is not None:
+                    raise resp.ProtocolError(err)
+                if need:
+                    self.need = need - pos
+                    break
+                if pos < n and buf[pos] != 42:  # an inline command
                     res = resp.parse_inline(buf, pos)
                     if res is None:
                         break
                     end, inline = res
-                    if not inline:
-                        pos = end
-                        continue
-                    name = inline[0].lower()
-                    args_at = 0
-                if not name:
-                    pos = end
-                    continue
-                if cur is not None and (name in _HANDLERS or self.mode == RAW):
-                    # A handler may send on its own: the open batch goes first.
-                    cur.send(buf[seg:pos], cur_slot)
-                    cur = None
-                if self.mode == RAW:
-                    target = self._route_raw(name)
-                else:
-                    target = self._route(name, buf, args_at, end, inline)
-                if target is STOP:
-                    break
-                if target is LOCAL:
+                    if inline and not self._dispatch(inline[0].lower(), pos, end, 0, inline):
+                        break
                     pos = end
                     if self.closing:
                         break
                     continue
-                if target is self.raw:
-                    target.send(buf[pos:end] if inline is None else resp.encode_command(inline), None)
-                    pos = end
-                    continue
-                if inline is not None or self.reply_mode != b"on":
-                    if cur is not None:
-                        cur.send(buf[seg:pos], cur_slot)
-                        cur = None
-                    slot = self._new_slot()
-                    target.send(resp.encode_command(inline) if inline is not None else buf[pos:end], slot)
-                elif target is cur:
-                    cur_slot.remaining += 1
-                    slot = cur_slot
-                else:
-                    if cur is not None:
-                        cur.send(buf[seg:pos], cur_slot)
-                    cur, seg = target, pos
-                    slot = cur_slot = Slot(self, 1)
-                    self.pending.append(slot)
-                if self._write_flag:
-                    self._write_flag = False
-                    self.rw_slot = slot
-                    self.rw_done_at = None
-                    self.rw_offset = None
-                pos = end
-            if cur is not None:
-                cur.send(buf[seg:pos] if (seg or pos != n or type(buf) is not bytes) else buf, cur_slot)
+                break
+            self._close_batch()
         except resp.ProtocolError as exc:
-            if cur is not None:
-                cur.send(bytes(buf[seg:pos]), cur_slot)
+            self._close_batch()
             self.pending.append(LocalSlot(exc.reply))
             self.closing = True
             pos = n
             log.info("client %s protocol error: %s", self._peer(), exc)
+        self._buf = None
         self.buf = buf[pos:] if pos < n else b""
         if self.buf and type(self.buf) is bytearray and len(self.buf) < 4096:
             self.buf = bytes(self.buf)
         if self.waiting or len(self.pending) > MAX_PENDING_SLOTS:
             self._pause_reading()
         self.slots_done()
+
+    @property
+    def plain(self) -> bool:
+        """No state that makes routing depend on more than the command's kind."""
+        return (self.mode == SHARED or self.mode == DEDICATED) and self.authenticated \
+            and not self.multi and not self.watching and self.reply_mode == b"on"
+
+    def _add(self, target: Upstream, start: int, end: int, count: int, is_write: bool) -> None:
+        """Add `count` commands in `buf[start:end]` to the batch for `target`."""
+        cur = self._cur
+        if cur is target and self._seg_end == start:
+            slot = self._cur_slot
+            slot.remaining += count
+        else:
+            if cur is not None:
+                self._close_batch()
+            slot = self._cur_slot = Slot(self, count)
+            self.pending.append(slot)
+            self._cur = target
+            self._seg = start
+        self._seg_end = end
+        if is_write:
+            self.rw_slot = slot
+            self.rw_done_at = None
+            self.rw_offset = None
+
+    def _close_batch(self) -> None:
+        cur = self._cur
+        if cur is not None:
+            self._cur = None
+            buf = self._buf
+            seg, end = self._seg, self._seg_end
+            cur.send(buf if (seg == 0 and end == len(buf) and type(buf) is bytes) else buf[seg:end],
+                     self._cur_slot)
+
+    def _dispatch(self, name: bytes, start: int, end: int, args_at: int, inline) -> bool:
+        """Route one command; False when processing must stop before it."""
+        buf = self._buf
+        if name in _HANDLERS or self.mode == RAW:
+            self._close_batch()   # a handler may send on its own: the batch goes first
+        if self.mode == RAW:
+            target = self._route_raw(name)
+        else:
+            self._write_flag = False
+            target = self._route(name, buf, args_at, end, inline)
+        if target is STOP:
+            return False
+        if target is LOCAL:
+            self._close_batch()
+            return True
+        if target is self.raw:
+            target.send(buf[start:end] if inline is None else resp.encode_command(inline), None)
+            return True
+        is_write = self._write_flag
+        if inline is not None or self.reply_mode != b"on":
+            self._close_batch()
+            slot = self._new_slot()
+            target.send(resp.encode_command(inline) if inline is not None else buf[start:end], slot)
+            if is_write:
+                self.rw_slot = slot
+                self.rw_done_at = None
+                self.rw_offset = None
+            return True
+        self._add(target, start, end, 1, is_write)
+        return True
 
     _write_flag = False
 

@@ -84,6 +84,7 @@ class Upstream(asyncio.Protocol):
     # -- life cycle -------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Begin connecting; commands sent meanwhile are queued."""
+        self._loop = loop
         for cmd in self._handshake:
             self._queue(cmd, DiscardSlot(1, self._check_handshake))
         loop.create_task(self._connect(loop))
@@ -111,9 +112,7 @@ class Upstream(asyncio.Protocol):
                 pass
         transport.set_write_buffer_limits(high=4 * 1024 * 1024)
         self.ready = True
-        if self._pending_out:
-            transport.writelines(self._pending_out)
-            self._pending_out = []
+        self._flush()
 
     def _check_handshake(self, reply: bytes) -> None:
         if reply.startswith(b"-"):
@@ -155,12 +154,23 @@ class Upstream(asyncio.Protocol):
 
     # -- sending ----------------------------------------------------------
     def _queue(self, data: bytes, slot: Slot | None) -> None:
+        """Queue bytes; all queued in one loop iteration go out in one write."""
         if slot is not None:
             self.waiters.append(slot)
-        if self.ready:
-            self.transport.write(data)
+        out = self._pending_out
+        out.append(data)
+        if self.ready and len(out) == 1:
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out = self._pending_out
+        if not out or not self.ready:
+            return
+        self._pending_out = []
+        if len(out) == 1:
+            self.transport.write(out[0])
         else:
-            self._pending_out.append(data)
+            self.transport.write(b"".join(out))
 
     def send(self, data: bytes, slot: Slot | None) -> None:
         """Send commands whose replies fill `slot` (None: raw mode)."""

@@ -1,0 +1,232 @@
+/*
+ * C versions of the two per-command loops of proxy/resp.py.
+ *
+ * Python spends about a microsecond per bytecode-level step on the machines we
+ * measure on, so finding command and reply boundaries one byte-range at a
+ * time in Python costs more than redis-server itself takes to execute the
+ * command.  These functions do the same work as `resp.split_commands` and
+ * `resp.scan_replies` (the reference implementations, which the unit tests
+ * compare them with) and never build objects for the bytes they only skip.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+#define NAME_MAX_LEN 64
+#define HEADER_MAX (64 * 1024)
+
+/* Parse a non-negative decimal between p and e; -1 if empty/invalid/huge. */
+static long long parse_len(const char *p, const char *e) {
+    long long v = 0;
+    if (p >= e || e - p > 18) return -1;
+    for (; p < e; p++) {
+        if (*p < '0' || *p > '9') return -1;
+        v = v * 10 + (*p - '0');
+    }
+    return v;
+}
+
+static const char *find_crlf(const char *p, const char *end) {
+    while (p + 1 < end) {
+        const char *r = memchr(p, '\r', (size_t)(end - p - 1));
+        if (r == NULL) return NULL;
+        if (r[1] == '\n') return r;
+        p = r + 1;
+    }
+    return NULL;
+}
+
+/*
+ * split_commands(buf, pos, max_bulk, max_args, kinds, default_kind)
+ *   -> (groups, pos, need, error)
+ *
+ * groups: list of (kind, count, start, end, name, args_at).  Consecutive
+ * commands of the same kind are one group; kind 0 (special) is always a
+ * group of its own.  Stops at the first incomplete command (need = bytes
+ * wanted in all, when known, else 0), at a byte that does not start a
+ * multibulk (an inline command: the caller handles it), or at a protocol
+ * error (error = the message; pos = the start of the bad command).
+ */
+static PyObject *split_commands(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t pos, max_bulk, max_args;
+    PyObject *kinds;
+    long default_kind;
+    if (!PyArg_ParseTuple(args, "y*nnnO!l", &view, &pos, &max_bulk, &max_args, &PyDict_Type, &kinds,
+                          &default_kind))
+        return NULL;
+    const char *base = (const char *)view.buf;
+    const char *end = base + view.len;
+    PyObject *groups = PyList_New(0);
+    const char *error = NULL;
+    Py_ssize_t need = 0;
+    char prev_name[NAME_MAX_LEN];
+    Py_ssize_t prev_len = -1;
+    long prev_kind = -1;
+    long g_kind = -1, g_count = 0;
+    Py_ssize_t g_start = 0, g_end = 0, g_args = 0;
+    PyObject *g_name = NULL;          /* owned */
+
+#define FLUSH_GROUP() do { \
+        if (g_count) { \
+            PyObject *t = Py_BuildValue("(lnnnOn)", g_kind, (Py_ssize_t)g_count, g_start, g_end, g_name, g_args); \
+            if (t == NULL || PyList_Append(groups, t) < 0) { Py_XDECREF(t); goto fail; } \
+            Py_DECREF(t); \
+            Py_CLEAR(g_name); g_count = 0; \
+        } } while (0)
+
+    while (base + pos < end) {
+        const char *p = base + pos;
+        if (*p != '*') break;                       /* inline command: the caller's job */
+        const char *nl = find_crlf(p, end);
+        if (nl == NULL) {
+            if (end - p > HEADER_MAX) error = "too big mbulk count string";
+            break;
+        }
+        long long argc;
+        if (p[1] == '-') {
+            argc = parse_len(p + 2, nl) >= 0 ? 0 : -1;
+        } else {
+            argc = parse_len(p + 1, nl);
+        }
+        if (argc < 0 || argc > max_args) { error = "invalid multibulk length"; break; }
+        const char *q = nl + 2;
+        const char *name = NULL;
+        Py_ssize_t name_len = 0;
+        const char *args_at = q;
+        int incomplete = 0;
+        for (long long i = 0; i < argc; i++) {
+            if (q >= end) { incomplete = 1; break; }
+            if (*q != '$') {
+                static char msg[64];
+                snprintf(msg, sizeof msg, "expected '$', got '%c'", *q);
+                error = msg;
+                break;
+            }
+            nl = find_crlf(q, end);
+            if (nl == NULL) {
+                if (end - q > HEADER_MAX) error = "too big bulk count string";
+                incomplete = 1;
+                break;
+            }
+            long long blen = parse_len(q + 1, nl);
+            if (blen < 0 || blen > max_bulk) { error = "invalid bulk length"; break; }
+            const char *start = nl + 2;
+            const char *after = start + blen + 2;
+            if (after > end) {
+                need = (Py_ssize_t)(after - base);
+                incomplete = 1;
+                break;
+            }
+            if (after[-2] != '\r' || after[-1] != '\n') { error = "bulk string not terminated by CRLF"; break; }
+            if (i == 0) { name = start; name_len = (Py_ssize_t)blen; args_at = after; }
+            q = after;
+        }
+        if (error || incomplete) break;
+        Py_ssize_t cmd_end = (Py_ssize_t)(q - base);
+        if (argc == 0) { pos = cmd_end; continue; }  /* empty command: ignored, like Redis */
+        char lower[NAME_MAX_LEN];
+        Py_ssize_t n = name_len <= NAME_MAX_LEN ? name_len : NAME_MAX_LEN;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            char c = name[k];
+            lower[k] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+        }
+        long kind;
+        if (name_len > NAME_MAX_LEN) {
+            kind = default_kind;
+        } else if (n == prev_len && memcmp(prev_name, lower, n) == 0) {
+            kind = prev_kind;                       /* same name as the last command: no lookup */
+        } else {
+            PyObject *key = PyBytes_FromStringAndSize(lower, n);
+            if (key == NULL) goto fail;
+            PyObject *v = PyDict_GetItemWithError(kinds, key);
+            Py_DECREF(key);
+            if (v == NULL && PyErr_Occurred()) goto fail;
+            kind = v ? PyLong_AsLong(v) : default_kind;
+            memcpy(prev_name, lower, n);
+            prev_len = n;
+            prev_kind = kind;
+        }
+        /* kind 0 (special) commands are groups of their own */
+        if (kind == 0 || kind != g_kind || g_kind == 0) {
+            FLUSH_GROUP();
+            g_kind = kind;
+            g_start = pos;
+            g_args = (Py_ssize_t)(args_at - base);
+            g_name = PyBytes_FromStringAndSize(lower, n);
+            if (g_name == NULL) goto fail;
+        }
+        g_count++;
+        g_end = cmd_end;
+        pos = cmd_end;
+    }
+    FLUSH_GROUP();
+    PyBuffer_Release(&view);
+    PyObject *err = error ? PyUnicode_FromString(error) : Py_NewRef(Py_None);
+    if (err == NULL) { Py_DECREF(groups); return NULL; }
+    return Py_BuildValue("(NnnN)", groups, pos, need, err);
+fail:
+    Py_XDECREF(g_name);
+    Py_DECREF(groups);
+    PyBuffer_Release(&view);
+    return NULL;
+#undef FLUSH_GROUP
+}
+
+/* scan_replies(buf, pos, remaining) -> (pos, remaining); see resp.scan_replies. */
+static PyObject *scan_replies(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t pos;
+    long long remaining;
+    if (!PyArg_ParseTuple(args, "y*nL", &view, &pos, &remaining)) return NULL;
+    const char *base = (const char *)view.buf;
+    const char *end = base + view.len;
+    while (remaining > 0 && base + pos < end) {
+        const char *p = base + pos;
+        const char *nl = find_crlf(p, end);
+        if (nl == NULL) break;
+        char t = *p;
+        if (t == '$' || t == '!' || t == '=') {
+            long long size;
+            if (p[1] == '-') size = -1;
+            else if ((size = parse_len(p + 1, nl)) < 0) goto bad;
+            if (size < 0) {
+                pos = (Py_ssize_t)(nl + 2 - base);
+            } else {
+                const char *e = nl + 4 + size;
+                if (e > end) break;
+                pos = (Py_ssize_t)(e - base);
+            }
+            remaining--;
+        } else if (t == '+' || t == '-' || t == ':' || t == '_' || t == '#' || t == ',' || t == '(') {
+            pos = (Py_ssize_t)(nl + 2 - base);
+            remaining--;
+        } else if (t == '*' || t == '~' || t == '>' || t == '%' || t == '|') {
+            long long count;
+            if (p[1] == '-') count = -1;
+            else if ((count = parse_len(p + 1, nl)) < 0) goto bad;
+            pos = (Py_ssize_t)(nl + 2 - base);
+            if (t == '%') remaining += 2 * count - 1;
+            else if (t == '|') remaining += 2 * count;
+            else remaining += count > 0 ? count - 1 : -1;
+        } else {
+            goto bad;
+        }
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(nL)", pos, remaining);
+bad:
+    PyBuffer_Release(&view);
+    PyErr_Format(PyExc_ValueError, "unexpected reply at offset %zd", pos);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"split_commands", split_commands, METH_VARARGS, "Split client bytes into groups of commands."},
+    {"scan_replies", scan_replies, METH_VARARGS, "Skip complete RESP replies."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "proxy._speedups", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }

@@ -1,0 +1,6 @@
+"""Builds the optional C speedups; the proxy falls back to pure Python without them."""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("proxy._speedups", ["proxy/_speedups.c"], optional=True,
+                             extra_compile_args=["-O2"])])

@@ -1,0 +1,48 @@
+"""The C splitter and reply scanner agree with the pure-Python reference."""
+
+import random
+
+import pytest
+
+from proxy import resp
+
+speedups = pytest.importorskip("proxy._speedups", reason="C speedups not built")
+
+KINDS = {b"get": 1, b"set": 2, b"multi": 0, b"info": 3}
+
+
+def random_command(rng: random.Random) -> bytes:
+    name = rng.choice([b"GET", b"get", b"SET", b"MULTI", b"INFO", b"XADD", b""])
+    args = [name] + [bytes(rng.randrange(256) for _ in range(rng.randrange(6))) for _ in range(rng.randrange(3))]
+    return resp.encode_command(args)
+
+
+def corrupt(rng: random.Random, data: bytes) -> bytes:
+    if not data or rng.random() < 0.6:
+        return data
+    i = rng.randrange(len(data))
+    return data[:i] + bytes([rng.choice(b"*$:\r\n0-9ax")]) + data[i + 1:]
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_split_commands_matches_reference(seed):
+    rng = random.Random(seed)
+    buf = b"".join(corrupt(rng, random_command(rng)) for _ in range(rng.randrange(1, 12)))
+    if rng.random() < 0.2:
+        buf += b"*0\r\n*-1\r\nPING\r\n"
+    cut = buf[:rng.randrange(len(buf) + 1)] if rng.random() < 0.5 else buf
+    for b in (cut, bytearray(cut)):
+        assert speedups.split_commands(b, 0, 1 << 20, 100, KINDS, 2) == \
+            resp.split_commands_py(b, 0, 1 << 20, 100, KINDS, 2)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_scan_replies_matches_reference(seed):
+    rng = random.Random(seed)
+    parts = [rng.choice([b"+OK\r\n", b"$3\r\nabc\r\n", b"*2\r\n:1\r\n$-1\r\n", b"%1\r\n+a\r\n_\r\n",
+                         b">2\r\n+m\r\n+x\r\n", b"*-1\r\n", b"|1\r\n+a\r\n+b\r\n:5\r\n"])
+             for _ in range(rng.randrange(1, 8))]
+    buf = b"".join(parts)
+    cut = buf[:rng.randrange(len(buf) + 1)]
+    want = rng.randrange(1, len(parts) + 1)
+    assert speedups.scan_replies(cut, 0, want) == resp.scan_replies_py(cut, 0, want)
