@@ -38,8 +38,13 @@ class NodeStatus:
     probe_ms: float = 0.0
     samples: deque = field(default_factory=lambda: deque(maxlen=64))  # (sent_at, offset)
 
+    since: float = field(default_factory=time.monotonic)  # when probing began
+
     def up(self, now: float, down_after: float) -> bool:
-        return self.ever_ok and now - self.last_ok <= down_after
+        """Subjectively up: a valid reply within `down_after` (a node not yet
+        probed that long gets the benefit of the doubt, so a proxy that just
+        started never votes a healthy master down)."""
+        return now - (self.last_ok if self.ever_ok else self.since) <= down_after
 
     def to_dict(self, now: float, down_after: float) -> dict:
         return {"addr": self.addr, "up": self.up(now, down_after), "role": self.role,
@@ -125,6 +130,11 @@ class Prober:
                                       decode_responses=True)
         self._on_change = on_change
         self._was_up: bool | None = None
+        self._kick = asyncio.Event()
+
+    def kick(self) -> None:
+        """Probe again now rather than at the next interval (during a failover)."""
+        self._kick.set()
 
     async def run(self) -> None:
         status = self.health.nodes[self.addr]
@@ -152,7 +162,11 @@ class Prober:
                     self._was_up = up
                     if self._on_change:
                         self._on_change(self.addr, up)
-                await asyncio.sleep(max(0.0, self.interval - (now - started)))
+                self._kick.clear()
+                try:
+                    await asyncio.wait_for(self._kick.wait(), max(0.0, self.interval - (now - started)))
+                except asyncio.TimeoutError:
+                    pass
         finally:
             try:
                 await self._client.aclose()

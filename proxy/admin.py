@@ -28,12 +28,12 @@ def status_document(server, raft=None) -> dict:
                          "up": up, "offset": st.offset if st else 0,
                          "lag_bytes": max(0, master_off - st.offset) if st and up else None,
                          "lag_ms": None if not (st and up) else round(max(0.0, now - st.last_ok) * 1000)})
-    if raft is not None:
-        raft_doc = raft.status()
-        lease = {"held": raft.lease_held()}
-    else:
-        raft_doc = {"role": "leader", "term": 0, "leader": cfg.node, "members": [cfg.node], "commit_index": 0}
-        lease = {"held": True}
+    from health.controller import raft_status
+
+    raft_doc = raft_status(server.consensus)
+    lease = {"held": server.consensus.lease_held(), "lease_ms": cfg.lease_ms}
+    ctl = server.controller
+    failover = {"phase": ctl.phase, "total": ctl.failovers, "last_duration_s": round(ctl.last_failover_s, 3)}
     return {
         "node": cfg.node,
         "pid": os.getpid(),
@@ -41,6 +41,7 @@ def status_document(server, raft=None) -> dict:
         "uptime_s": round(time.time() - server.started, 3),
         "raft": raft_doc,
         "lease": lease,
+        "failover": failover,
         "topology": {"epoch": topo.epoch, "master": topo.master,
                      "master_up": health.up(topo.master) if topo.master else False, "replicas": replicas},
         "clients": {"connected": len(server.clients), "total": server.total_connections,
@@ -59,7 +60,7 @@ def make_app(server, raft=None, metrics_handler=None) -> web.Application:
         topo = server.router.topology
         if topo.master is None:
             return web.Response(status=503, text="no committed topology\n")
-        if raft is not None and not raft.lease_held() and not server.cfg.stale_reads_when_partitioned:
+        if not server.consensus.lease_held() and not server.cfg.stale_reads_when_partitioned:
             return web.Response(status=503, text="no lease from a quorum\n")
         return web.Response(text="ready\n")
 

@@ -29,13 +29,20 @@ async def _serve(cfg) -> None:
     from .admin import make_app
     from .server import ProxyServer
 
+    from health.controller import add_report_route
+
     server = ProxyServer(cfg)
-    await server.start()
-    app = make_app(server)
+    app = make_app(server, server.consensus)
+    add_report_route(app, server.controller)
+    if hasattr(server.consensus, "receive"):
+        from raft.transport import add_raft_routes
+
+        add_raft_routes(app, server.consensus)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, cfg.bind, cfg.admin_port, reuse_address=True)
     await site.start()
+    await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

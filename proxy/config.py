@@ -142,6 +142,16 @@ class Config:
     requirepass: str = _key("str", "", "password clients must AUTH with at the proxy (empty: none)", secret=True)
     redis_username: str = _key("str", "", "username the proxy uses towards Redis", secret=False)
     redis_password: str = _key("str", "", "password the proxy uses towards Redis", secret=True)
+    peers: list = _key("list", [], "the proxies as name=http://host:adminport (this one included); empty: "
+                        "a single proxy without Raft")
+    data_dir: str = _key("str", "", "directory for Raft hard state, log and snapshot (required with peers)")
+    raft_secret: str = _key("str", "", "shared secret the proxies authenticate Raft and reports with",
+                            secret=True)
+    join: str = _key("str", "", "admin URL of a running proxy: join its cluster as a new member")
+    tick_ms: int = _key("int", 50, "Raft tick", minimum=1)
+    election_ticks: int = _key("int", 10, "Raft election timeout in ticks (randomised up to twice that); also "
+                               "the leader lease", minimum=3)
+    heartbeat_ticks: int = _key("int", 1, "Raft heartbeat interval in ticks", minimum=1)
     log_format: str = _key("str", "kv", "log line format", choices=("kv", "json"))
     log_level: str = _key("str", "info", "log level", choices=("debug", "info", "warning", "error"))
 
@@ -168,8 +178,24 @@ class Config:
             raise ConfigError("redis_nodes", "duplicate address")
         if self.master and self.master not in self.redis_nodes:
             raise ConfigError("master", f"{self.master!r} is not one of redis_nodes")
+        names = []
+        for peer in self.peers:
+            name, sep, url = peer.partition("=")
+            if not sep or not name or not url.startswith("http"):
+                raise ConfigError("peers", f"expected name=http://host:port, got {peer!r}")
+            names.append(name)
+        if self.peers and self.node not in names and not self.join:
+            raise ConfigError("peers", f"this proxy ({self.node!r}) is not among the peers")
+        if (self.peers or self.join) and not self.data_dir:
+            raise ConfigError("data_dir", "required when peers or join are set")
+        if self.heartbeat_ticks >= self.election_ticks:
+            raise ConfigError("heartbeat_ticks", "must be smaller than election_ticks")
         if not self.node or not re.match(r"^[A-Za-z0-9_.-]+$", self.node):
             raise ConfigError("node", "must be a non-empty name of letters, digits, '.', '_' or '-'")
+
+    @property
+    def peer_urls(self) -> dict[str, str]:
+        return dict(p.split("=", 1) for p in self.peers)
 
     @property
     def initial_master(self) -> str:

@@ -10,6 +10,7 @@ behind the user's back.  Ctrl-C or SIGTERM stops everything.
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -94,22 +95,17 @@ def redis_children(args, datadir: str) -> list[Child]:
 def proxy_children(args, extra: list[str], datadir: str) -> list[Child]:
     nodes = ",".join(f"127.0.0.1:{args.redis_port + i}" for i in range(3))
     peers = ",".join(f"{name}=http://127.0.0.1:{args.admin_port + i}" for i, name in enumerate(PROXY_NAMES))
+    env = dict(os.environ)
+    env.setdefault("REDIS_RAFT_PROXY_RAFT_SECRET", secrets.token_hex(16))
     out = []
     for i, name in enumerate(PROXY_NAMES):
         argv = [sys.executable, "-m", "proxy.cli", "run", "--node", name,
                 "--port", str(args.proxy_port + i), "--admin-port", str(args.admin_port + i),
                 "--redis-nodes", nodes, "--master", f"127.0.0.1:{args.redis_port}"]
-        if _supports_raft():
-            argv += ["--peers", peers, "--data-dir", os.path.join(datadir, name)]
+        argv += ["--peers", peers, "--data-dir", os.path.join(datadir, name)]
         argv += extra
-        out.append(Child(name, argv, os.path.join(datadir, f"{name}.log"), dict(os.environ)))
+        out.append(Child(name, argv, os.path.join(datadir, f"{name}.log"), env))
     return out
-
-
-def _supports_raft() -> bool:
-    from .config import Config
-
-    return "peers" in Config.__dataclass_fields__
 
 
 def run_demo(args, extra: list[str]) -> int:
@@ -118,6 +114,13 @@ def run_demo(args, extra: list[str]) -> int:
     redis = redis_children(args, datadir)
     proxies = proxy_children(args, extra, datadir)
     children = redis + proxies
+    ports = [args.redis_port + i for i in range(3)] + [args.proxy_port + i for i in range(3)] \
+        + [args.admin_port + i for i in range(3)]
+    busy = [p for p in ports if _port_open(p)]
+    if busy:
+        print(f"demo: ports already in use: {', '.join(map(str, busy))} (another demo still running?); "
+              "choose others with --proxy-port/--admin-port/--redis-port", file=sys.stderr)
+        return 1
     stopping = False
 
     def stop(_sig=None, _frm=None):

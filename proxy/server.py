@@ -15,6 +15,7 @@ import time
 
 import hiredis
 
+from health.controller import Controller, StandaloneConsensus, TopologyStateMachine
 from health.probe import Health, Prober
 
 from . import resp
@@ -35,8 +36,13 @@ class ProxyServer:
         self.cfg = cfg
         self.table = CommandTable()
         self.health = Health(list(cfg.redis_nodes), cfg.down_after_ms)
-        self.router = Router(Topology.initial(list(cfg.redis_nodes), cfg.initial_master), self.health,
-                             cfg.read_policy)
+        # Nothing is routed until a topology is committed (by Raft, or at once when standalone).
+        self.router = Router(Topology(0, None, ()), self.health, cfg.read_policy)
+        self.sm = TopologyStateMachine(self._apply_topology)
+        self.consensus = self._make_consensus()
+        self.controller = Controller(self, self.consensus, self.sm)
+        self.held: set[ClientSession] = set()
+        self.hold_s = cfg.hold_ms / 1000.0
         self.clients: set[ClientSession] = set()
         self.total_connections = 0
         self.rejected: dict[str, int] = {}
@@ -44,9 +50,101 @@ class ProxyServer:
         self._shared: dict[str, list[Upstream | None]] = {}
         self._dead: dict[str, tuple[float, Upstream]] = {}
         self._soft: set[ClientSession] = set()
+        self._failed_at: dict[str, float] = {}
+        self.probers: dict[str, Prober] = {}
         self._tasks: list[asyncio.Task] = []
         self._server: asyncio.AbstractServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _make_consensus(self):
+        cfg = self.cfg
+        if not cfg.peers and not cfg.join:
+            return StandaloneConsensus(cfg.node, self.sm)
+        from raft.node import RaftNode
+
+        peers = cfg.peer_urls
+        return RaftNode(cfg.node, peers, cfg.data_dir, cfg.raft_secret, apply=self.sm.apply,
+                        snapshot=self.sm.snapshot, restore=self.sm.restore, tick_ms=cfg.tick_ms,
+                        election_ticks=cfg.election_ticks, heartbeat_ticks=cfg.heartbeat_ticks,
+                        join=bool(cfg.join))
+
+    # -- topology and write gating -------------------------------------------
+    def _apply_topology(self, new: Topology, old: Topology | None, reason: str) -> None:
+        """A committed topology was applied: route by it from now on."""
+        self.router.set_topology(new)
+        log.warning("event=topology_applied epoch=%d master=%s replicas=%s reason=%r", new.epoch, new.master,
+                    ",".join(new.replicas), reason)
+        if old is not None and old.master and old.master != new.master:
+            # Nothing more may reach the old master through this proxy: replies
+            # still owed by it become errors, never late acknowledgements.
+            for up in self._shared.pop(old.master, []):
+                if up is not None:
+                    up.close()
+            for s in list(self.clients):
+                s.node_retired(old.master)
+        self._wake_held()
+
+    def lease_held(self) -> bool:
+        return self.consensus.lease_held()
+
+    def can_write(self, addr: str) -> bool:
+        """Writes may flow to `addr`: lease held, node up and not suspect.
+
+        A node is suspect from the moment a connection to it failed until a
+        probe succeeds again: writes are held at once, not only after
+        `down_after_ms`.
+        """
+        if not self.consensus.lease_held() or not self.health.up(addr):
+            return False
+        st = self.health.nodes[addr]
+        if st.ever_ok and st.role != "master":
+            # Committed as master, but the reconciler's REPLICAOF NO ONE has
+            # not shown in a probe yet: hold rather than hit READONLY.
+            self._kick(addr)
+            return False
+        failed = self._failed_at.get(addr)
+        return failed is None or st.last_ok > failed
+
+    def _kick(self, addr: str) -> None:
+        prober = self.probers.get(addr)
+        if prober is not None:
+            prober.kick()
+
+    def can_read(self) -> bool:
+        return self.cfg.stale_reads_when_partitioned or self.consensus.lease_held()
+
+    def write_unavailable_reason(self, addr: str | None) -> str:
+        if addr is None:
+            return "no committed topology yet"
+        if not self.consensus.lease_held():
+            return "this proxy holds no lease from a quorum of proxies (partitioned or no Raft leader)"
+        st = self.health.nodes.get(addr)
+        detail = f" ({st.error})" if st is not None and st.error else ""
+        return f"master {addr} is down{detail} and no failover has completed"
+
+    def hold(self, session: ClientSession) -> None:
+        self.held.add(session)
+
+    def _wake_held(self) -> None:
+        held, self.held = self.held, set()
+        for s in held:
+            s.wake()
+
+    async def _hold_waker(self) -> None:
+        """Wake held clients when writes can flow again or their hold expired."""
+        while True:
+            await asyncio.sleep(0.02)
+            if not self.held:
+                continue
+            now = time.monotonic()
+            master = self.router.master
+            ok = master is not None and self.can_write(master)
+            for s in list(self.held):
+                if s.closed:
+                    self.held.discard(s)
+                elif ok or (s.hold_since is not None and now - s.hold_since >= self.hold_s):
+                    self.held.discard(s)
+                    s.wake()
 
     # -- upstreams --------------------------------------------------------------
     def upstream_auth_command(self) -> bytes:
@@ -68,8 +166,10 @@ class ProxyServer:
         return up
 
     def _upstream_closed(self, up: Upstream) -> None:
-        if up.error and "unreachable" in up.error:
-            self._dead[up.addr] = (time.monotonic() + RECONNECT_BACKOFF, up)
+        if up.error and ("unreachable" in up.error or "lost" in up.error):
+            self._failed_at[up.addr] = time.monotonic()
+            if "unreachable" in up.error:
+                self._dead[up.addr] = (time.monotonic() + RECONNECT_BACKOFF, up)
         if up.raw_sink is not None:
             up.raw_sink.raw_closed(up)
 
@@ -171,9 +271,16 @@ class ProxyServer:
             prober = Prober(self.health, addr, interval_ms=cfg.probe_interval_ms, timeout_ms=cfg.down_after_ms,
                             username=cfg.redis_username, password=cfg.redis_password,
                             on_change=self._node_changed)
+            self.probers[addr] = prober
             self._tasks.append(self.loop.create_task(prober.run()))
         self._tasks.append(self.loop.create_task(self._load_command_table()))
         self._tasks.append(self.loop.create_task(self._soft_limit_sweeper()))
+        self._tasks.append(self.loop.create_task(self._hold_waker()))
+        await self.consensus.start()
+        if isinstance(self.consensus, StandaloneConsensus):
+            await self.consensus.propose(TopologyStateMachine.entry(
+                Topology.initial(list(cfg.redis_nodes), cfg.initial_master), "standalone: from configuration"), 1)
+        self._tasks.append(self.loop.create_task(self.controller.run()))
         log.info("proxy %s listening on %s:%d (pid %d)", cfg.node, cfg.bind, cfg.port, os.getpid())
 
     def _node_changed(self, addr: str, up: bool) -> None:
@@ -184,6 +291,11 @@ class ProxyServer:
             self._server.close()
         for t in self._tasks:
             t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.consensus.stop()
+        except Exception:
+            log.exception("stopping consensus")
         for s in list(self.clients):
             s.transport.close()
         for conns in self._shared.values():

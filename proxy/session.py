@@ -56,6 +56,15 @@ class LocalSlot(Slot):
         self.done = True
 
 
+class Refusal:
+    """An error reply for a command that cannot be routed now."""
+
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+
+
 class HookSlot(Slot):
     """A slot whose complete reply the session inspects (AUTH, SELECT)."""
 
@@ -89,6 +98,8 @@ class ClientSession(asyncio.Protocol):
         self.closed = False
         self.closing = False           # QUIT or protocol error: close once replies are out
         self.waiting = False           # stopped until `pending` drains
+        self.held = False              # stopped until a master takes writes (or hold_ms passed)
+        self.hold_since: float | None = None
         self.reading_paused = False
         self.blocked_on: Upstream | None = None
         # connection state that dedicated upstreams replay
@@ -133,8 +144,8 @@ class ClientSession(asyncio.Protocol):
             self.buf += data
         else:
             self.buf = data
-        if len(self.buf) < self.need or self.waiting or self.closing:
-            if self.waiting or self.closing:
+        if len(self.buf) < self.need or self.waiting or self.closing or self.held:
+            if self.waiting or self.closing or self.held:
                 self._pause_reading()
             return
         self._process()
@@ -164,14 +175,18 @@ class ClientSession(asyncio.Protocol):
                 groups, next_pos, need, err = split(buf, pos, self.max_bulk, self.max_args, kinds, WRITE)
                 stopped = False
                 for kind, count, start, end, name, args_at in groups:
-                    if kind == READ or kind == WRITE or kind == ADMIN:
-                        if self.plain:
-                            target = self._reader() if kind == READ else self._master()
-                            if target is LOCAL:
-                                self._close_batch()
-                                continue
+                    if (kind == READ or kind == WRITE or kind == ADMIN) and self.plain:
+                        target = self._reader() if kind == READ else self._master()
+                        if type(target) is Upstream:
                             self._add(target, start, end, count, kind == WRITE and self.rw_enabled)
                             continue
+                        if target is STOP:
+                            pos = start
+                            stopped = True
+                            break
+                        self._close_batch()
+                        self._local(target.reply * count)
+                        continue
                     # every other case: one command at a time
                     p = start
                     while p < end:
@@ -268,6 +283,8 @@ class ClientSession(asyncio.Protocol):
         else:
             self._write_flag = False
             target = self._route(name, buf, args_at, end, inline)
+            if type(target) is Refusal:
+                target = self._local(target.reply)
         if target is STOP:
             return False
         if target is LOCAL:
@@ -331,12 +348,18 @@ class ClientSession(asyncio.Protocol):
                 if self.mode == SHARED:
                     return self._go_dedicated() or self._route(name, buf, args_at, end, inline)
         if kind == Kind.READ:
-            return self._reader()
+            return self._target(self._reader())
         if kind == Kind.BLOCKING and self.mode == SHARED:
             return self._go_dedicated() or self._route(name, buf, args_at, end, inline)
         if kind == Kind.WRITE:
             self._write_flag = self.rw_enabled
-        return self._master()
+        return self._target(self._master())
+
+    def _target(self, target):
+        """Turn a Refusal into a queued error reply (LOCAL)."""
+        if type(target) is Refusal:
+            return self._local(target.reply)
+        return target
 
     def _route_raw(self, name: bytes):
         """RAW mode: everything goes to the one master connection as is."""
@@ -346,10 +369,41 @@ class ClientSession(asyncio.Protocol):
 
     # -- targets --------------------------------------------------------------
     def _master(self):
+        """The master's upstream; STOP while writes are held; else a Refusal."""
         addr = self.router.master
-        if addr is None:
-            return self._local(resp.error_reply("ERR proxy: no master is available"))
+        if addr is None or not self.server.can_write(addr):
+            return self._hold(addr)
+        self.hold_since = None
         return self._upstream(addr)
+
+    def _hold(self, addr: str | None):
+        """Hold this client's commands until a master can take writes, up to hold_ms."""
+        now = time.monotonic()
+        if self.hold_since is None:
+            self.hold_since = now
+        if now - self.hold_since < self.server.hold_s:
+            self.held = True
+            self.server.hold(self)
+            return STOP
+        return Refusal(resp.error_reply(f"TRYAGAIN proxy: no write for {self.server.cfg.hold_ms} ms: "
+                                        + self.server.write_unavailable_reason(addr)))
+
+    def wake(self) -> None:
+        """Called by the server when writes may flow again or the hold expired."""
+        if self.held and not self.closed:
+            self.held = False
+            if not self.waiting:
+                self._resume_reading()
+            if self.buf:
+                asyncio.get_running_loop().call_soon(self._resume_process)
+
+    def node_retired(self, addr: str) -> None:
+        """`addr` stopped being the master: drop this client's connections to it."""
+        up = self.dedicated.pop(addr, None)
+        if up is not None:
+            up.close()
+        if self.raw is not None and self.raw.addr == addr:
+            self.raw.close()
 
     def _upstream(self, addr: str) -> Upstream:
         if self.mode == SHARED:
@@ -364,6 +418,8 @@ class ClientSession(asyncio.Protocol):
         router = self.router
         if router.read_policy == "master":
             return self._master()
+        if not self.server.can_read():
+            return self._hold(router.master)
         node = self.read_node
         if node is None or not (router.replica_fit(node) or node == router.master):
             node = self.read_node = router.pick_read_node()
@@ -472,7 +528,7 @@ class ClientSession(asyncio.Protocol):
             self._resume_reading()
 
     def _resume_process(self) -> None:
-        if not self.closed and not self.waiting and self.buf:
+        if not self.closed and not self.waiting and not self.held and self.buf:
             self._process()
 
     def raw_reply(self, data: bytes) -> None:
@@ -574,7 +630,7 @@ class ClientSession(asyncio.Protocol):
         if self.mode == SHARED and self._go_dedicated() is STOP:
             return STOP
         up = self._master()
-        if up is LOCAL:
+        if type(up) is not Upstream:
             return up
         old = self.db
         self.db = db
@@ -627,8 +683,9 @@ class ClientSession(asyncio.Protocol):
         if not self._drained():
             return STOP
         addr = self.router.master
-        if addr is None:
-            return self._local(resp.error_reply("ERR proxy: no master is available"))
+        if addr is None or not self.server.can_write(addr):
+            held = self._hold(addr)
+            return held if held is STOP else self._local(held.reply)
         for up in self.dedicated.values():
             up.close()
         self.dedicated.clear()
@@ -644,7 +701,7 @@ class ClientSession(asyncio.Protocol):
         if self.mode == SHARED and self._go_dedicated() is STOP:
             return STOP
         up = self._master()
-        if up is LOCAL:
+        if type(up) is not Upstream:
             return up
         return self._send_one(up, resp.encode_command([b"AUTH", *args]),
                               lambda reply: self._auth_result(reply, list(args)))
@@ -678,7 +735,7 @@ class ClientSession(asyncio.Protocol):
         if self.mode == SHARED and self._go_dedicated() is STOP:
             return STOP
         up = self._master()
-        if up is LOCAL:
+        if type(up) is not Upstream:
             return up
         if args:
             self.resp3 = int(args[0]) == 3

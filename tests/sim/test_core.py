@@ -1,0 +1,181 @@
+"""raft/core.py behaviours beyond the regression list, on hand-driven clusters."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from raft.core import FOLLOWER, LEADER, ConfChange, Config, NotLeader, ProposalRejected, RaftCore
+from raft.messages import AppendEntries, Entry, EntryKind, PreVote, PreVoteResponse
+from tests.sim.scripted import Cluster
+
+
+def values(c: Cluster, nid: str) -> list[bytes]:
+    return [e.data for e in c.applied[nid]]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(heartbeat_ticks=0), dict(election_ticks=1, heartbeat_ticks=1), dict(lease_ticks=10), dict(max_inflight=0)],
+)
+def test_config_validate(kwargs) -> None:
+    with pytest.raises(ValueError):
+        Config(**kwargs).validate()
+
+
+def test_elects_one_leader_and_replicates() -> None:
+    c = Cluster(5)
+    c.tick_all(3 * c.cfg.election_ticks)
+    leaders = [x for x in c.cores.values() if x.role == LEADER]
+    assert len(leaders) == 1
+    leaders[0].propose(b"v")
+    c.tick_all(2)
+    assert all(values(c, n) == [b"v"] for n in c.ids)
+
+
+def test_pre_vote_does_not_bump_terms() -> None:
+    core = RaftCore("b", ["a", "b", "c"], None, rng=random.Random(0))
+    core.step(PreVote(term=7, src="a", dst="b", last_log_index=0, last_log_term=0))
+    rd = core.ready()
+    assert core.term == 0 and core.vote is None
+    assert rd.messages == (PreVoteResponse(7, "b", "a", True),)
+
+
+def test_divergent_follower_log_is_repaired() -> None:
+    c = Cluster(3)
+    c.elect("n1")
+    c.isolate("n3")
+    for i in range(5):
+        c.cores["n1"].propose(f"a{i}".encode())
+    c.stabilize()
+    # n3 is led to believe in uncommitted entries of a dead-end term.
+    n3 = c.cores["n3"]
+    n3.step(
+        AppendEntries(
+            n3.term + 5,
+            "ghost",
+            "n3",
+            n3.log.last_index,
+            n3.log.last_term,
+            tuple(Entry(n3.term + 5, n3.log.last_index + 1 + k, EntryKind.NORMAL, b"junk") for k in range(3)),
+            0,
+        )
+    )
+    c.flush("n3")
+    c.queue.clear()
+    c.recover()
+    c.tick_all(5 * c.cfg.election_ticks)
+    leader = c.leader()
+    assert leader is not None
+    leader.propose(b"after")
+    c.tick_all(3)
+    expect = [f"a{i}".encode() for i in range(5)] + [b"after"]
+    for nid in c.ids:
+        assert values(c, nid) == expect
+        assert all(e.data != b"junk" for e in c.cores[nid].log.entries)
+
+
+def test_leader_steps_down_on_higher_term_reply() -> None:
+    c = Cluster(3)
+    c.elect("n1")
+    n1 = c.cores["n1"]
+    n1.step(AppendEntries(n1.term + 1, "n2", "n1", 0, 0, (), 0))
+    assert n1.role == FOLLOWER and n1.leader_id == "n2"
+
+
+def test_leadership_transfer() -> None:
+    c = Cluster(3)
+    c.elect("n1")
+    c.cores["n1"].propose(b"x")
+    c.stabilize()
+    c.cores["n1"].transfer_leadership("n3")
+    with pytest.raises(NotLeader) as exc:
+        c.cores["n1"].propose(b"during")
+    assert exc.value.leader_hint == "n3"
+    c.stabilize()
+    assert c.cores["n3"].role == LEADER
+    assert c.cores["n1"].role == FOLLOWER and c.cores["n1"].leader_id == "n3"
+
+
+def test_transfer_to_non_member_rejected() -> None:
+    c = Cluster(3)
+    c.elect("n1")
+    with pytest.raises(ProposalRejected):
+        c.cores["n1"].transfer_leadership("zz")
+
+
+def test_inflight_and_batch_bounds() -> None:
+    cfg = Config(election_ticks=10, heartbeat_ticks=5, max_inflight=2, max_batch=3)
+    c = Cluster(3, cfg=cfg)
+    c.elect("n1")
+    c.tick_all(1)
+    n1 = c.cores["n1"]
+    c.isolate("n2")
+    c.isolate("n3")  # messages vanish, so nothing is acknowledged
+    for i in range(20):
+        n1.propose(f"v{i}".encode())
+    sent = [m for m in n1.ready().messages if isinstance(m, AppendEntries) and m.dst == "n2" and m.entries]
+    assert len(sent) == 2
+    assert all(len(m.entries) <= 3 for m in sent)
+
+
+def test_remove_leader_then_others_elect() -> None:
+    c = Cluster(3)
+    c.elect("n1")
+    c.tick_all(1)
+    c.cores["n1"].propose_conf_change(ConfChange("remove", "n1"))
+    c.tick_all(2)
+    assert c.cores["n1"].role == FOLLOWER
+    assert sorted(c.cores["n2"].members) == ["n2", "n3"]
+    c.tick_all(5 * c.cfg.election_ticks)
+    leader = c.leader()
+    assert leader is not None and leader.id in ("n2", "n3")
+    assert sorted(leader.members) == ["n2", "n3"]
+
+
+def test_add_member_joins_through_snapshot() -> None:
+    cfg = Config(election_ticks=10, heartbeat_ticks=1, snapshot_threshold=4)
+    c = Cluster(3, cfg=cfg, ids=["n1", "n2", "n3"])
+    c.elect("n1")
+    for i in range(10):
+        c.cores["n1"].propose(f"v{i}".encode())
+        c.stabilize()
+    assert c.cores["n1"].log.snapshot.index > 0
+    # n4 starts empty, with no membership: it waits to be added.
+    c.ids.append("n4")
+    c.disks["n4"] = type(c.disks["n1"])()
+    c.applied["n4"] = []
+    c.restored["n4"] = 0
+    c.cores["n4"] = RaftCore("n4", {}, None, rng=random.Random(9), config=cfg)
+    c.tick_all(3 * cfg.election_ticks)
+    assert c.cores["n4"].role == FOLLOWER and c.cores["n4"].leader_id is None
+    c.cores["n1"].propose_conf_change(ConfChange("add", "n4", "http://n4"))
+    c.tick_all(3)
+    assert c.restored["n4"] >= 1
+    assert values(c, "n4") == [f"v{i}".encode() for i in range(10)]
+    assert c.cores["n4"].members["n4"] == "http://n4"
+
+
+def test_follower_lease_follows_leader_lease() -> None:
+    c = Cluster(3)
+    c.elect("n1")
+    c.tick_all(2)
+    assert c.cores["n1"].lease_valid()
+    assert c.cores["n2"].follower_lease_valid()
+    c.isolate("n1")
+    for _ in range(c.cfg.election_ticks):
+        c.tick_all(1)
+    assert not c.cores["n1"].lease_valid()
+    assert not c.cores["n2"].follower_lease_valid() or c.cores["n2"].leader_id != "n1"
+
+
+def test_follower_applies_only_entries_it_has_made_durable() -> None:
+    core = RaftCore("f", ["l", "f", "x"], None, rng=random.Random(4))
+    es = tuple(Entry(1, i, EntryKind.NORMAL, f"e{i}".encode()) for i in (1, 2))
+    core.step(AppendEntries(1, "l", "f", 0, 0, es, commit=2))
+    rd = core.ready()
+    assert rd.entries_to_persist == es
+    assert rd.committed_entries == ()  # committed by the cluster, but not yet on our disk
+    core.advance(rd)
+    assert core.ready().committed_entries == es

@@ -1,0 +1,86 @@
+"""Randomized cluster simulation: safety under faults, then liveness after healing.
+
+By default as many seeds as fit in RAFT_SIM_SECONDS (60) run; RAFT_SIM_SEEDS=N
+runs exactly N; RAFT_SIM_SEED=S (with ``-k replay``) replays one seed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.sim.harness import Faults, InvariantViolation, Sim
+
+VIRTUAL_MS = 30_000.0
+SUMMARY: dict[str, object] = {}  # printed by conftest.py at the end of the run
+LIVENESS: dict[str, object] = {}
+FIRST_SEED = int(os.environ.get("RAFT_SIM_FIRST_SEED", "1"))
+
+
+def run_seed(seed: int) -> Sim:
+    """One full run: faults for VIRTUAL_MS, then heal and require progress."""
+    sim = Sim(seed, n=3 if seed % 2 else 5)
+    try:
+        sim.run_until(VIRTUAL_MS)
+        sim.settle()
+    except (InvariantViolation, AssertionError) as exc:
+        raise AssertionError(
+            f"seed {seed} failed at t={sim.now:.1f}ms: {exc}\n"
+            f"replay with: RAFT_SIM_SEED={seed} .venv/bin/pytest tests/sim -k replay"
+        ) from exc
+    return sim
+
+
+def test_random_seeds_keep_raft_safety() -> None:
+    budget = float(os.environ.get("RAFT_SIM_SECONDS", "60"))
+    n_seeds = int(os.environ["RAFT_SIM_SEEDS"]) if "RAFT_SIM_SEEDS" in os.environ else None
+    start = time.monotonic()
+    done = 0
+    committed = 0
+    seed = FIRST_SEED
+    while (n_seeds is None and time.monotonic() - start < budget) or (n_seeds is not None and done < n_seeds):
+        sim = run_seed(seed)
+        committed += len(sim.acked)
+        done += 1
+        seed += 1
+    elapsed = time.monotonic() - start
+    SUMMARY.update(seeds=done, seconds=round(elapsed, 1), per_minute=round(done * 60 / elapsed, 1), acked=committed)
+    assert done >= 1
+    assert committed > 0
+
+
+@pytest.mark.skipif("RAFT_SIM_SEED" not in os.environ, reason="set RAFT_SIM_SEED=N to replay one seed")
+def test_replay() -> None:
+    sim = run_seed(int(os.environ["RAFT_SIM_SEED"]))
+    assert sim.acked
+
+
+def test_liveness_with_stable_majority() -> None:
+    """No faults but a minority that may be down from the start: a leader within
+    two election timeouts in >= 99% of seeds, and proposals commit."""
+    n_seeds = 200
+    late: list[int] = []
+    times: list[float] = []
+    for seed in range(n_seeds):
+        n = 3 if seed % 2 else 5
+        sim = Sim(seed, n=n, faults=Faults.none())
+        for k in range(seed % 4 % ((n - 1) // 2 + 1)):  # 0, 1 (or 2 of 5) nodes down
+            sim.crash(f"n{k + 1}")
+        # Two election timeouts: each is random in [election_ticks, 2*election_ticks) ticks,
+        # so two maximal ones, on the slowest clock.
+        bound = 2 * (2 * sim.cfg.election_ticks) * sim.tick_ms * 1.05
+        sim.run_until(bound, stop=sim.elected_at_or_none)
+        if sim.elected_at is None:
+            late.append(seed)
+        else:
+            times.append(sim.elected_at)
+        if seed % 10 == 0:
+            sim.run_until(sim.now + 500.0)
+            v = sim.propose(b"x")
+            sim.run_until(sim.now + 200.0)
+            assert v is not None and v in sim.acked, f"seed {seed}: proposal did not commit"
+    LIVENESS["late"] = f"{len(late)}/{n_seeds}"
+    LIVENESS["median_ms"] = round(sorted(times)[len(times) // 2], 1)
+    assert len(late) <= n_seeds // 100, f"no leader within two election timeouts for seeds {late}"

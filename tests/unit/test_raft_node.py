@@ -1,0 +1,253 @@
+"""RaftNode: three real drivers in one event loop over the in-memory transport."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from raft.node import NotLeader, RaftNode, StorageError
+from raft.transport import InMemoryNetwork
+
+TICK_MS = 10
+IDS = ["a", "b", "c"]
+
+
+class KV:
+    """The app: a list of applied values."""
+
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    def apply(self, data: bytes) -> None:
+        self.values.append(data)
+
+    def snapshot(self) -> bytes:
+        return json.dumps([v.decode() for v in self.values]).encode()
+
+    def restore(self, data: bytes) -> None:
+        self.values = [v.encode() for v in json.loads(data)]
+
+
+class Harness:
+    def __init__(self, tmp: Path, snapshot_threshold: int = 1000) -> None:
+        self.tmp = tmp
+        self.net = InMemoryNetwork()
+        self.nodes: dict[str, RaftNode] = {}
+        self.apps: dict[str, KV] = {}
+        self.snapshot_threshold = snapshot_threshold
+        self.seed = 0
+
+    async def start(self, nid: str, join: bool = False, ids: list[str] = IDS) -> RaftNode:
+        app = KV()
+        self.seed += 1
+        node = RaftNode(
+            nid,
+            {i: f"mem://{i}" for i in ids},
+            str(self.tmp / nid),
+            "s3cret",
+            app.apply,
+            app.snapshot,
+            app.restore,
+            tick_ms=TICK_MS,
+            election_ticks=10,
+            transport=self.net.transport(nid),
+            join=join,
+            snapshot_threshold=self.snapshot_threshold,
+            rng=random.Random(self.seed),
+        )
+        self.net.register(nid, node.receive)
+        await node.start()
+        self.nodes[nid], self.apps[nid] = node, app
+        return node
+
+    async def kill(self, nid: str) -> None:
+        self.net.unregister(nid)
+        await self.nodes.pop(nid).stop()
+
+    async def leader(self, timeout: float = 5.0) -> RaftNode:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            leaders = [n for n in self.nodes.values() if n.role == "leader" and n.lease_held()]
+            if len(leaders) == 1:
+                return leaders[0]
+            await asyncio.sleep(TICK_MS / 1000)  # polling with a bounded deadline
+        raise AssertionError("no leader holding a lease")
+
+    async def eventually(self, pred, timeout: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not pred():
+            if loop.time() > deadline:
+                raise AssertionError("condition not reached in time")
+            await asyncio.sleep(TICK_MS / 1000)
+
+    async def close(self) -> None:
+        for nid in list(self.nodes):
+            await self.kill(nid)
+
+
+@pytest.fixture
+async def h(tmp_path):
+    harness = Harness(tmp_path)
+    yield harness
+    await harness.close()
+
+
+async def test_elects_proposes_and_survives_restarts(h: Harness) -> None:
+    for nid in IDS:
+        await h.start(nid)
+    leader = await h.leader()
+    assert leader.members == IDS
+    await leader.propose(b"one", timeout=5)
+    assert h.apps[leader.node_id].values == [b"one"]
+    follower = next(n for n in IDS if n != leader.node_id)
+    with pytest.raises(NotLeader) as exc:
+        await h.nodes[follower].propose(b"nope", timeout=1)
+    assert exc.value.leader_hint == leader.node_id
+
+    # A follower dies; the majority goes on; it comes back with everything.
+    await h.kill(follower)
+    await leader.propose(b"two", timeout=5)
+    await h.start(follower)
+    await h.eventually(lambda: h.apps[follower].values == [b"one", b"two"])
+
+    # The leader dies: a new one is elected and keeps every committed value.
+    old = leader.node_id
+    old_term = leader.term
+    await h.kill(old)
+    new = await h.leader()
+    assert new.node_id != old and new.term > old_term
+    await new.propose(b"three", timeout=5)
+    await h.start(old)
+    await h.eventually(lambda: all(h.apps[n].values == [b"one", b"two", b"three"] for n in IDS))
+
+    # Whole-cluster restart: state is rebuilt from disk alone.
+    for nid in IDS:
+        await h.kill(nid)
+    for nid in IDS:
+        await h.start(nid)
+    await h.eventually(lambda: all(h.apps[n].values == [b"one", b"two", b"three"] for n in IDS))
+    leader = await h.leader()
+    await leader.propose(b"four", timeout=5)
+    assert h.apps[leader.node_id].values[-1] == b"four"
+
+
+async def test_snapshot_catches_up_a_lagging_node(tmp_path) -> None:
+    h = Harness(tmp_path, snapshot_threshold=5)
+    try:
+        for nid in IDS:
+            await h.start(nid)
+        leader = await h.leader()
+        lagging = next(n for n in IDS if n != leader.node_id)
+        await h.kill(lagging)
+        for i in range(12):
+            await leader.propose(f"v{i}".encode(), timeout=5)
+        assert leader.core is not None and leader.core.log.snapshot.index > 0
+        await h.start(lagging)
+        want = [f"v{i}".encode() for i in range(12)]
+        await h.eventually(lambda: h.apps[lagging].values == want)
+    finally:
+        await h.close()
+
+
+async def test_transfer_and_membership(h: Harness) -> None:
+    for nid in IDS:
+        await h.start(nid)
+    leader = await h.leader()
+    target = next(n for n in IDS if n != leader.node_id)
+    await leader.transfer_leadership(target)
+    new = await h.leader()
+    assert new.node_id == target
+
+    await h.start("d", join=True, ids=IDS + ["d"])
+    await new.add_member("d", "mem://d", timeout=5)
+    assert new.members == sorted(IDS + ["d"])
+    await new.propose(b"after-join", timeout=5)
+    await h.eventually(lambda: h.apps["d"].values == [b"after-join"])
+    await h.eventually(lambda: h.nodes["d"].members == sorted(IDS + ["d"]))
+
+    await new.remove_member("d", timeout=5)
+    assert new.members == IDS
+
+
+async def test_isolated_leader_loses_lease_and_steps_down(h: Harness) -> None:
+    for nid in IDS:
+        await h.start(nid)
+    leader = await h.leader()
+    h.net.isolate(leader.node_id)
+    await h.eventually(lambda: not leader.lease_held(), timeout=2)
+    await h.eventually(lambda: leader.role != "leader", timeout=3)
+    with pytest.raises(NotLeader):
+        await leader.propose(b"x", timeout=1)
+
+
+async def test_storage_failure_stops_the_node(h: Harness, monkeypatch) -> None:
+    for nid in IDS:
+        await h.start(nid)
+    leader = await h.leader()
+
+    def broken(_rd) -> None:
+        raise StorageError("disk full")
+
+    monkeypatch.setattr(leader.storage, "save", broken)
+    with pytest.raises(StorageError):
+        await leader.propose(b"x", timeout=5)
+    assert leader.failed is not None and not leader.lease_held() and leader.role == "follower"
+    others = [h.nodes[n] for n in IDS if n != leader.node_id]
+    await h.eventually(lambda: any(n.role == "leader" for n in others))
+
+
+async def test_stalled_disk_does_not_stop_ticks(h: Harness, monkeypatch) -> None:
+    """Regression: fsync runs off the loop, so an isolated leader whose disk hangs
+    still ticks, loses its lease and steps down."""
+    import threading
+
+    for nid in IDS:
+        await h.start(nid)
+    leader = await h.leader()
+    release = threading.Event()
+    real_save = leader.storage.save
+
+    def hanging_save(rd) -> None:
+        release.wait(10)
+        real_save(rd)
+
+    monkeypatch.setattr(leader.storage, "save", hanging_save)
+    h.net.isolate(leader.node_id)
+    try:
+        await h.eventually(lambda: leader.role != "leader", timeout=3)
+        assert not leader.lease_held()
+    finally:
+        release.set()
+
+
+async def test_single_node_applies_only_after_fsync(tmp_path) -> None:
+    """Regression: on a one-node cluster an entry is applied only after the
+    save that made it durable has returned."""
+    events: list[tuple[str, object]] = []
+    node = RaftNode(
+        "solo", {"solo": "mem://solo"}, str(tmp_path / "solo"), "s",
+        lambda d: events.append(("apply", d)), lambda: b"[]", lambda _d: None,
+        tick_ms=TICK_MS, transport=InMemoryNetwork().transport("solo"), rng=random.Random(5),
+    )
+    await node.start()
+    try:
+        real_save = node.storage.save
+
+        def recording_save(rd) -> None:
+            real_save(rd)
+            events.append(("saved", tuple(e.data for e in rd.entries_to_persist)))
+
+        node.storage.save = recording_save  # type: ignore[method-assign]
+        await node.wait_for(lambda: node.role == "leader", timeout=5)
+        await node.propose(b"durable", timeout=5)
+        saved_at = next(i for i, ev in enumerate(events) if ev[0] == "saved" and b"durable" in ev[1])
+        applied_at = events.index(("apply", b"durable"))
+        assert saved_at < applied_at
+    finally:
+        await node.stop()

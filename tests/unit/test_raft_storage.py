@@ -1,0 +1,151 @@
+"""raft/storage.py against a real temp dir."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from raft.core import Ready
+from raft.messages import Entry, EntryKind, HardState, Snapshot
+from raft.storage import Storage, StorageError
+
+
+def rd(
+    entries: tuple[Entry, ...] = (),
+    hs: HardState | None = None,
+    snap: Snapshot | None = None,
+) -> Ready:
+    return Ready(hs, entries, snap, (), (), must_sync=True)
+
+
+def ents(lo: int, hi: int, term: int = 1) -> tuple[Entry, ...]:
+    return tuple(Entry(term, i, EntryKind.NORMAL, f"v{i}".encode()) for i in range(lo, hi + 1))
+
+
+def test_round_trip(tmp_path) -> None:
+    s = Storage(str(tmp_path))
+    assert s.load().entries == ()
+    s.save(rd(ents(1, 5), HardState(3, "n2", 4)))
+    s.close()
+    st = Storage(str(tmp_path)).load()
+    assert st.hard_state == HardState(3, "n2", 4)
+    assert [e.index for e in st.entries] == [1, 2, 3, 4, 5]
+    assert st.entries[2].data == b"v3"
+
+
+def test_overwrite_suffix(tmp_path) -> None:
+    s = Storage(str(tmp_path))
+    s.load()
+    s.save(rd(ents(1, 5, term=1)))
+    s.save(rd(ents(3, 4, term=2)))
+    s.save(rd(ents(5, 5, term=2)))
+    s.close()
+    st = Storage(str(tmp_path)).load()
+    assert [(e.index, e.term) for e in st.entries] == [(1, 1), (2, 1), (3, 2), (4, 2), (5, 2)]
+
+
+@pytest.mark.parametrize("cut", [1, 5, 9])
+def test_torn_tail_is_truncated_and_appends_continue(tmp_path, cut: int) -> None:
+    s = Storage(str(tmp_path))
+    s.load()
+    s.save(rd(ents(1, 3)))
+    s.close()
+    log = tmp_path / "log.bin"
+    size = log.stat().st_size
+    with open(log, "ab") as f:  # a fourth record, torn part-way
+        from raft.storage import encode_record
+
+        f.write(encode_record(Entry(1, 4, EntryKind.NORMAL, b"torn-record"))[:cut])
+    s2 = Storage(str(tmp_path))
+    st = s2.load()
+    assert [e.index for e in st.entries] == [1, 2, 3]
+    assert s2.torn_tail_truncated == cut
+    assert log.stat().st_size == size
+    s2.save(rd(ents(4, 4)))
+    s2.close()
+    assert [e.index for e in Storage(str(tmp_path)).load().entries] == [1, 2, 3, 4]
+
+
+def test_corrupt_record_ends_the_log(tmp_path) -> None:
+    s = Storage(str(tmp_path))
+    s.load()
+    s.save(rd(ents(1, 4)))
+    s.close()
+    log = tmp_path / "log.bin"
+    data = bytearray(log.read_bytes())
+    rec = len(data) // 4
+    data[2 * rec + 12] ^= 0xFF  # flip a byte inside record 3
+    log.write_bytes(bytes(data))
+    st = Storage(str(tmp_path)).load()
+    assert [e.index for e in st.entries] == [1, 2]
+
+
+def test_snapshot_replaces_prefix_and_keeps_suffix(tmp_path) -> None:
+    s = Storage(str(tmp_path))
+    s.load()
+    s.save(rd(ents(1, 6)))
+    s.save(rd(snap=Snapshot(4, 1, {"a": "u"}, b"state")))
+    s.save(rd(ents(7, 7)))
+    s.close()
+    st = Storage(str(tmp_path)).load()
+    assert st.snapshot == Snapshot(4, 1, {"a": "u"}, b"state")
+    assert [e.index for e in st.entries] == [5, 6, 7]
+
+
+def test_conflicting_snapshot_discards_whole_log(tmp_path) -> None:
+    s = Storage(str(tmp_path))
+    s.load()
+    s.save(rd(ents(1, 6, term=1)))
+    s.save(rd(snap=Snapshot(4, 2, {}, b"leader-state")))
+    s.close()
+    st = Storage(str(tmp_path)).load()
+    assert st.snapshot is not None and st.snapshot.index == 4 and st.entries == ()
+
+
+def test_crash_between_snapshot_and_log_rewrite(tmp_path) -> None:
+    """snapshot.bin is new but log.bin still holds the old, conflicting entries."""
+    s = Storage(str(tmp_path))
+    s.load()
+    s.save(rd(ents(1, 6, term=1)))
+    s.close()
+    old_log = (tmp_path / "log.bin").read_bytes()
+    s = Storage(str(tmp_path))
+    s.load()
+    s.save(rd(snap=Snapshot(4, 2, {}, b"x")))
+    s.close()
+    (tmp_path / "log.bin").write_bytes(old_log)
+    st = Storage(str(tmp_path)).load()
+    assert st.entries == ()
+
+
+def test_unwritable_path_raises_storage_error(tmp_path) -> None:
+    """Works as root too: the temp file's path is occupied by a directory."""
+    s = Storage(str(tmp_path))
+    s.load()
+    (tmp_path / "hardstate.json.tmp").mkdir()
+    with pytest.raises(StorageError):
+        s.save(rd(hs=HardState(1, "a", 0)))
+
+
+def test_os_error_becomes_storage_error(tmp_path, monkeypatch) -> None:
+    s = Storage(str(tmp_path))
+    s.load()
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(StorageError, match="No space left"):
+        s.save(rd(ents(1, 1), HardState(1, None, 0)))
+
+
+def test_corrupt_hard_state_is_refused(tmp_path) -> None:
+    s = Storage(str(tmp_path))
+    s.load()
+    s.save(rd(hs=HardState(5, "n1", 0)))
+    s.close()
+    p = tmp_path / "hardstate.json"
+    p.write_text(p.read_text().replace('"term": 5', '"term": 4'))
+    with pytest.raises(StorageError, match="corrupt hard state"):
+        Storage(str(tmp_path)).load()

@@ -1,0 +1,135 @@
+"""raft/transport.py: the aiohttp route and client on real localhost sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from raft import codec
+from raft.messages import AppendEntries, Entry, EntryKind, Message, TimeoutNow
+from raft.node import RaftNode
+from raft.transport import SECRET_HEADER, HttpTransport, add_raft_routes
+
+
+class Sink:
+    secret = "s3cret"
+
+    def __init__(self) -> None:
+        self.got: list[Message] = []
+
+    def receive(self, msg: Message) -> None:
+        self.got.append(msg)
+
+
+async def eventually(pred, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not pred():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def serve(node) -> TestServer:
+    app = web.Application()
+    add_raft_routes(app, node)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+async def test_route_checks_secret_and_body() -> None:
+    sink = Sink()
+    server = await serve(sink)
+    url = str(server.make_url("/raft/message"))
+    msg = TimeoutNow(3, "a", "b")
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(url, data=codec.dumps(msg)) as r:
+                assert r.status == 403
+            async with s.post(url, data=codec.dumps(msg), headers={SECRET_HEADER: "wrong"}) as r:
+                assert r.status == 403
+            async with s.post(url, data=b"{not json", headers={SECRET_HEADER: "s3cret"}) as r:
+                assert r.status == 400
+            bad_version = json.dumps({**codec.encode(msg), "v": 99}).encode()
+            async with s.post(url, data=bad_version, headers={SECRET_HEADER: "s3cret"}) as r:
+                assert r.status == 400
+            assert sink.got == []
+            async with s.post(url, data=codec.dumps(msg), headers={SECRET_HEADER: "s3cret"}) as r:
+                assert r.status == 204
+        assert sink.got == [msg]
+    finally:
+        await server.close()
+
+
+async def test_client_delivers_in_order_and_drops_unreachable() -> None:
+    sink = Sink()
+    server = await serve(sink)
+    base = str(server.make_url("")).rstrip("/")
+    t = HttpTransport("a", {"b": base, "dead": "http://127.0.0.1:9"}, "s3cret", timeout=0.3)
+    await t.start()
+    try:
+        msgs = [
+            AppendEntries(1, "a", "b", i, 1, (Entry(1, i + 1, EntryKind.NORMAL, b"\x00\xff"),), i) for i in range(5)
+        ]
+        for m in msgs:
+            t.send("b", m)
+        t.send("dead", msgs[0])
+        t.send("unknown", msgs[0])
+        await eventually(lambda: len(sink.got) == 5 and t.dropped >= 2)
+        assert sink.got == msgs
+    finally:
+        await t.close()
+        await server.close()
+
+
+async def test_three_nodes_over_http(tmp_path) -> None:
+    """The real wiring: RaftNodes behind aiohttp admin apps on localhost ports."""
+    apps: dict[str, web.Application] = {}
+    servers: dict[str, TestServer] = {}
+    ids = ["p1", "p2", "p3"]
+    for nid in ids:
+        apps[nid] = web.Application()
+        servers[nid] = TestServer(apps[nid], host="127.0.0.1")
+    # Bind ports first so every node knows every URL.
+    nodes: dict[str, RaftNode] = {}
+    applied: dict[str, list[bytes]] = {nid: [] for nid in ids}
+    ports = {}
+    for nid in ids:
+        srv = servers[nid]
+
+        class Proxy:
+            secret = "s3cret"
+
+            def __init__(self, key: str) -> None:
+                self.key = key
+
+            def receive(self, msg: Message) -> None:
+                nodes[self.key].receive(msg)
+
+        add_raft_routes(apps[nid], Proxy(nid))
+        await srv.start_server()
+        ports[nid] = srv.port
+    peers = {nid: f"http://127.0.0.1:{ports[nid]}" for nid in ids}
+    try:
+        for i, nid in enumerate(ids):
+            nodes[nid] = RaftNode(
+                nid, peers, str(tmp_path / nid), "s3cret",
+                applied[nid].append, lambda: b"[]", lambda _d: None,
+                tick_ms=20, election_ticks=10, rng=random.Random(i),
+            )
+            await nodes[nid].start()
+        await eventually(lambda: sum(n.role == "leader" and n.lease_held() for n in nodes.values()) == 1)
+        leader = next(n for n in nodes.values() if n.role == "leader")
+        await leader.propose(b"hello", timeout=5)
+        await eventually(lambda: all(applied[n] == [b"hello"] for n in ids))
+        assert all(n.leader_id == leader.node_id for n in nodes.values())
+    finally:
+        for n in nodes.values():
+            await n.stop()
+        for srv in servers.values():
+            await srv.close()
