@@ -162,6 +162,9 @@ class ProxyServer:
             return dead[1]
         up = Upstream(addr, connect_timeout=self.cfg.connect_timeout_ms / 1000.0,
                       on_close=self._upstream_closed, **kw)
+        if self.cfg.ack == "replica" and kw.get("raw_sink") is None:
+            up.wait_cmd = resp.encode_command([b"WAIT", b"1", str(self.cfg.ack_timeout_ms).encode()])
+            up.wait_timeout_ms = self.cfg.ack_timeout_ms
         up.start(self.loop)
         return up
 

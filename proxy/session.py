@@ -178,7 +178,7 @@ class ClientSession(asyncio.Protocol):
                     if (kind == READ or kind == WRITE or kind == ADMIN) and self.plain:
                         target = self._reader() if kind == READ else self._master()
                         if type(target) is Upstream:
-                            self._add(target, start, end, count, kind == WRITE and self.rw_enabled)
+                            self._add(target, start, end, count, kind == WRITE)
                             continue
                         if target is STOP:
                             pos = start
@@ -258,8 +258,15 @@ class ClientSession(asyncio.Protocol):
             self.pending.append(slot)
             self._cur = target
             self._seg = start
+            self._cur_write = False
         self._seg_end = end
         if is_write:
+            self._cur_write = True
+            self._note_write(slot)
+
+    def _note_write(self, slot: Slot) -> None:
+        """Read-your-writes: remember the client's last write."""
+        if self.rw_enabled:
             self.rw_slot = slot
             self.rw_done_at = None
             self.rw_offset = None
@@ -271,7 +278,7 @@ class ClientSession(asyncio.Protocol):
             buf = self._buf
             seg, end = self._seg, self._seg_end
             cur.send(buf if (seg == 0 and end == len(buf) and type(buf) is bytes) else buf[seg:end],
-                     self._cur_slot)
+                     self._cur_slot, self._cur_write)
 
     def _dispatch(self, name: bytes, start: int, end: int, args_at: int, inline) -> bool:
         """Route one command; False when processing must stop before it."""
@@ -297,11 +304,9 @@ class ClientSession(asyncio.Protocol):
         if inline is not None or self.reply_mode != b"on":
             self._close_batch()
             slot = self._new_slot()
-            target.send(resp.encode_command(inline) if inline is not None else buf[start:end], slot)
+            target.send(resp.encode_command(inline) if inline is not None else buf[start:end], slot, is_write)
             if is_write:
-                self.rw_slot = slot
-                self.rw_done_at = None
-                self.rw_offset = None
+                self._note_write(slot)
             return True
         self._add(target, start, end, 1, is_write)
         return True
@@ -351,8 +356,8 @@ class ClientSession(asyncio.Protocol):
             return self._target(self._reader())
         if kind == Kind.BLOCKING and self.mode == SHARED:
             return self._go_dedicated() or self._route(name, buf, args_at, end, inline)
-        if kind == Kind.WRITE:
-            self._write_flag = self.rw_enabled
+        if kind == Kind.WRITE or kind == Kind.BLOCKING:
+            self._write_flag = True
         return self._target(self._master())
 
     def _target(self, target):
@@ -647,8 +652,12 @@ class ClientSession(asyncio.Protocol):
             return self._local(NOAUTH)
         if self.mode == SHARED and self._go_dedicated() is STOP:
             return STOP
-        self.multi = True
-        return self._master()
+        up = self._master()
+        if type(up) is Upstream:
+            up.barrier()        # ack = replica: the WAIT for earlier writes goes before MULTI
+            up.in_tx = True
+            self.multi = True
+        return up
 
     def _cmd_watch(self, args):
         if not self.authenticated:
@@ -664,8 +673,11 @@ class ClientSession(asyncio.Protocol):
             return self._local(NOAUTH)
         self.multi = False
         self.watching = False
-        self._write_flag = self.rw_enabled
-        return self._master()
+        self._write_flag = True
+        up = self._master()
+        if type(up) is Upstream:
+            up.in_tx = False
+        return up
 
     def _cmd_unwatch(self, args):
         if not self.authenticated:

@@ -29,13 +29,14 @@ log = logging.getLogger("proxy.upstream")
 class Slot:
     """A place in a client's reply queue, filled by `remaining` replies."""
 
-    __slots__ = ("owner", "remaining", "parts", "done")
+    __slots__ = ("owner", "remaining", "parts", "done", "gate")
 
     def __init__(self, owner, remaining: int) -> None:
         self.owner = owner          # has .slot_done(slot); None for internal slots
         self.remaining = remaining
         self.parts: list[bytes] = []
         self.done = False
+        self.gate = None            # ack = replica: released by this WAIT
 
     def fill_error(self, reply: bytes) -> None:
         """Complete the slot with one error per missing reply."""
@@ -52,6 +53,45 @@ class DiscardSlot(Slot):
     def __init__(self, remaining: int, on_done: Callable[[bytes], None] | None = None) -> None:
         super().__init__(None, remaining)
         self.on_done = on_done
+
+
+class WaitGate(Slot):
+    """ack = replica: the `WAIT 1 timeout` sent after a flush with writes.
+
+    The replies of every slot sent in that flush are held until WAIT answers;
+    if no replica confirmed, they become errors, since an acknowledgement
+    would promise a durability the write does not have.
+    """
+
+    __slots__ = ("held", "addr", "timeout_ms")
+
+    def __init__(self, held: list[tuple[Slot, int]], addr: str, timeout_ms: int) -> None:
+        super().__init__(None, 1)
+        self.held = held
+        self.addr = addr
+        self.timeout_ms = timeout_ms
+        for slot, _count in held:
+            slot.gate = self
+
+    def release(self, reply: bytes | None) -> set:
+        """Deliver or fail the held slots; returns their owners to notify."""
+        ok = reply is not None and reply.startswith(b":") and int(reply[1:].strip() or 0) >= 1
+        if not ok:
+            why = "no replica confirmed it" if reply is not None else f"the connection to {self.addr} was lost"
+            err = resp.error_reply(f"NOREPLICAS proxy: write not acknowledged: {why} within {self.timeout_ms} ms "
+                                   "(ack = replica)")
+        owners = set()
+        for slot, count in self.held:
+            slot.gate = None
+            if not ok:
+                slot.parts = [err * count]
+                slot.remaining = 0
+            if slot.remaining == 0:
+                slot.done = True
+                if slot.owner is not None:
+                    owners.add(slot.owner)
+        self.held = []
+        return owners
 
 
 class Upstream(asyncio.Protocol):
@@ -78,6 +118,11 @@ class Upstream(asyncio.Protocol):
         self._connect_timeout = connect_timeout
         self._touched: set = set()
         self.error: str | None = None
+        self.wait_cmd: bytes | None = None   # ack = replica: the WAIT to send after writes
+        self.wait_timeout_ms = 0
+        self._window: list[tuple[Slot, int]] = []
+        self._window_write = False
+        self.in_tx = False                   # inside MULTI: no WAIT may be queued
         self.paused = False
         self.blocked_sessions: set = set()
 
@@ -140,6 +185,10 @@ class Upstream(asyncio.Protocol):
         touched = set()
         while self.waiters:
             slot = self.waiters.popleft()
+            if type(slot) is WaitGate:
+                touched |= slot.release(None)
+                continue
+            slot.gate = None
             slot.fill_error(reply)
             if slot.owner is not None:
                 touched.add(slot.owner)
@@ -153,10 +202,13 @@ class Upstream(asyncio.Protocol):
             self._on_close(self)
 
     # -- sending ----------------------------------------------------------
-    def _queue(self, data: bytes, slot: Slot | None) -> None:
+    def _queue(self, data: bytes, slot: Slot | None, write: bool = False) -> None:
         """Queue bytes; all queued in one loop iteration go out in one write."""
         if slot is not None:
             self.waiters.append(slot)
+            if self.wait_cmd is not None:
+                self._window.append((slot, slot.remaining))
+                self._window_write = self._window_write or write
         out = self._pending_out
         out.append(data)
         if self.ready and len(out) == 1:
@@ -166,19 +218,33 @@ class Upstream(asyncio.Protocol):
         out = self._pending_out
         if not out or not self.ready:
             return
+        if self._window and not self.in_tx:
+            if self._window_write:
+                gate = WaitGate(self._window, self.addr, self.wait_timeout_ms)
+                self.waiters.append(gate)
+                out.append(self.wait_cmd)
+            self._window = []
+            self._window_write = False
         self._pending_out = []
         if len(out) == 1:
             self.transport.write(out[0])
         else:
             self.transport.write(b"".join(out))
 
-    def send(self, data: bytes, slot: Slot | None) -> None:
-        """Send commands whose replies fill `slot` (None: raw mode)."""
+    def barrier(self) -> None:
+        """Write what is queued now (with its WAIT): used before MULTI."""
+        self._flush()
+
+    def send(self, data: bytes, slot: Slot | None, write: bool = False) -> None:
+        """Send commands whose replies fill `slot` (None: raw mode).
+
+        `write`: the commands include writes (ack = replica gates them).
+        """
         if self.closed:
             if slot is not None:
                 slot.fill_error(resp.error_reply("ERR proxy: " + (self.error or f"Redis node {self.addr} is unavailable")))
             return
-        self._queue(data, slot)
+        self._queue(data, slot, write)
 
     def write_buffer_full(self) -> bool:
         return self.paused
@@ -241,7 +307,6 @@ class Upstream(asyncio.Protocol):
                     if slot.remaining:
                         continue
                     waiters.popleft()
-                    slot.done = True
                     self._slot_finished(slot)
                     continue
                 end, rem = resp.scan_replies(buf, pos, slot.remaining)
@@ -252,8 +317,8 @@ class Upstream(asyncio.Protocol):
                 if rem:
                     break
                 waiters.popleft()
-                slot.done = True
-                if slot.owner is not None:
+                if slot.owner is not None and slot.gate is None:
+                    slot.done = True
                     touched.add(slot.owner)
                 else:
                     self._slot_finished(slot)
@@ -266,8 +331,14 @@ class Upstream(asyncio.Protocol):
         self._flush_touched()
 
     def _slot_finished(self, slot: Slot) -> None:
+        """A slot has all its replies: deliver it, or hold it for its WAIT."""
+        if slot.gate is not None:
+            return
+        slot.done = True
         if slot.owner is not None:
             self._touched.add(slot.owner)
+        elif type(slot) is WaitGate:
+            self._touched |= slot.release(b"".join(slot.parts))
         elif isinstance(slot, DiscardSlot) and slot.on_done is not None:
             slot.on_done(b"".join(slot.parts))
 
