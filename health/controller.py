@@ -175,6 +175,7 @@ class Controller:
                 await c.aclose()
 
     async def _step(self) -> None:
+        self.server.stats.observe_raft(self.consensus)
         view = self.local_view()
         if self.consensus.role != "leader":
             self.views.clear()

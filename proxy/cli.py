@@ -32,7 +32,9 @@ async def _serve(cfg) -> None:
     from health.controller import add_report_route
 
     server = ProxyServer(cfg)
-    app = make_app(server, server.consensus)
+    from .metrics import make_metrics_handler
+
+    app = make_app(server, server.consensus, metrics_handler=make_metrics_handler(server))
     add_report_route(app, server.controller)
     if hasattr(server.consensus, "receive"):
         from raft.transport import add_raft_routes

@@ -21,6 +21,7 @@ from health.probe import Health, Prober
 from . import resp
 from .commands import CommandTable
 from .config import Config
+from .metrics import Stats
 from .router import Router
 from .session import ClientSession
 from .topology import Topology
@@ -43,6 +44,7 @@ class ProxyServer:
         self.controller = Controller(self, self.consensus, self.sm)
         self.held: set[ClientSession] = set()
         self.hold_s = cfg.hold_ms / 1000.0
+        self.stats = Stats()
         self.clients: set[ClientSession] = set()
         self.total_connections = 0
         self.rejected: dict[str, int] = {}
@@ -72,6 +74,7 @@ class ProxyServer:
     def _apply_topology(self, new: Topology, old: Topology | None, reason: str) -> None:
         """A committed topology was applied: route by it from now on."""
         self.router.set_topology(new)
+        self.stats.topology_changes += 1
         log.warning("event=topology_applied epoch=%d master=%s replicas=%s reason=%r", new.epoch, new.master,
                     ",".join(new.replicas), reason)
         if old is not None and old.master and old.master != new.master:
@@ -169,6 +172,10 @@ class ProxyServer:
         return up
 
     def _upstream_closed(self, up: Upstream) -> None:
+        if up.error:
+            kind = "unreachable" if "unreachable" in up.error else "lost" if "lost" in up.error \
+                else "invalid_reply" if "invalid" in up.error else "setup_refused"
+            self.stats.upstream_errors[(up.addr, kind)] += 1
         if up.error and ("unreachable" in up.error or "lost" in up.error):
             self._failed_at[up.addr] = time.monotonic()
             if "unreachable" in up.error:

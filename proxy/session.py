@@ -100,6 +100,7 @@ class ClientSession(asyncio.Protocol):
         self.waiting = False           # stopped until `pending` drains
         self.held = False              # stopped until a master takes writes (or hold_ms passed)
         self.hold_since: float | None = None
+        self.hold_reported = False
         self.reading_paused = False
         self.blocked_on: Upstream | None = None
         # connection state that dedicated upstreams replay
@@ -118,6 +119,10 @@ class ClientSession(asyncio.Protocol):
         self.rw_offset: int | None = None
         self.rw_enabled = cfg.read_your_writes and cfg.read_policy != "master"
         self.soft_since: float | None = None
+        self.stats = server.stats
+        self._commands = server.stats.commands
+        self._latency = server.stats.latency
+        self._now = 0.0
         self.created = time.monotonic()
 
     # -- asyncio.Protocol ---------------------------------------------------
@@ -138,6 +143,7 @@ class ClientSession(asyncio.Protocol):
         self.server.client_disconnected(self)
 
     def data_received(self, data: bytes) -> None:
+        self.stats.bytes_in += len(data)
         if self.buf:
             if type(self.buf) is bytes:
                 self.buf = bytearray(self.buf)
@@ -170,6 +176,7 @@ class ClientSession(asyncio.Protocol):
         self._buf = buf
         split = resp.split_commands
         kinds = self.table.fast
+        self._now = time.monotonic()
         try:
             while pos < n:
                 groups, next_pos, need, err = split(buf, pos, self.max_bulk, self.max_args, kinds, WRITE)
@@ -178,7 +185,7 @@ class ClientSession(asyncio.Protocol):
                     if (kind == READ or kind == WRITE or kind == ADMIN) and self.plain:
                         target = self._reader() if kind == READ else self._master()
                         if type(target) is Upstream:
-                            self._add(target, start, end, count, kind == WRITE)
+                            self._add(target, start, end, count, kind == WRITE, kind)
                             continue
                         if target is STOP:
                             pos = start
@@ -245,8 +252,9 @@ class ClientSession(asyncio.Protocol):
         return (self.mode == SHARED or self.mode == DEDICATED) and self.authenticated \
             and not self.multi and not self.watching and self.reply_mode == b"on"
 
-    def _add(self, target: Upstream, start: int, end: int, count: int, is_write: bool) -> None:
+    def _add(self, target: Upstream, start: int, end: int, count: int, is_write: bool, kind: int = 0) -> None:
         """Add `count` commands in `buf[start:end]` to the batch for `target`."""
+        self._commands[(kind, target.addr)] += count
         cur = self._cur
         if cur is target and self._seg_end == start:
             slot = self._cur_slot
@@ -254,7 +262,7 @@ class ClientSession(asyncio.Protocol):
         else:
             if cur is not None:
                 self._close_batch()
-            slot = self._cur_slot = Slot(self, count)
+            slot = self._cur_slot = Slot(self, count, self._now, kind)
             self.pending.append(slot)
             self._cur = target
             self._seg = start
@@ -308,7 +316,7 @@ class ClientSession(asyncio.Protocol):
             if is_write:
                 self._note_write(slot)
             return True
-        self._add(target, start, end, 1, is_write)
+        self._add(target, start, end, 1, is_write, WRITE if is_write else 0)
         return True
 
     _write_flag = False
@@ -378,7 +386,11 @@ class ClientSession(asyncio.Protocol):
         addr = self.router.master
         if addr is None or not self.server.can_write(addr):
             return self._hold(addr)
-        self.hold_since = None
+        if self.hold_since is not None:
+            if not self.hold_reported:
+                self.stats.hold_seconds.observe(time.monotonic() - self.hold_since)
+            self.hold_since = None
+            self.hold_reported = False
         return self._upstream(addr)
 
     def _hold(self, addr: str | None):
@@ -386,10 +398,15 @@ class ClientSession(asyncio.Protocol):
         now = time.monotonic()
         if self.hold_since is None:
             self.hold_since = now
+            self.stats.held_total += 1
         if now - self.hold_since < self.server.hold_s:
             self.held = True
             self.server.hold(self)
             return STOP
+        if not self.hold_reported:
+            self.hold_reported = True
+            self.stats.hold_timeouts += 1
+            self.stats.hold_seconds.observe(now - self.hold_since)
         return Refusal(resp.error_reply(f"TRYAGAIN proxy: no write for {self.server.cfg.hold_ms} ms: "
                                         + self.server.write_unavailable_reason(addr)))
 
@@ -507,17 +524,24 @@ class ClientSession(asyncio.Protocol):
             return
         pending = self.pending
         out = []
+        now = 0.0
         while pending and pending[0].done:
             slot = pending.popleft()
+            if slot.t0:
+                if not now:
+                    now = time.monotonic()
+                self._latency[slot.kind].observe(now - slot.t0)
             if type(slot) is HookSlot:
                 slot.hook(b"".join(slot.parts))
             out.extend(slot.parts)
         t = self.transport
         if out:
             if len(out) == 1:
-                t.write(out[0])
+                data = out[0]
             else:
-                t.writelines(out)
+                data = b"".join(out)
+            self.stats.bytes_out += len(data)
+            t.write(data)
             self._check_output()
         if not pending:
             if self.closing:

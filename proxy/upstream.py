@@ -29,14 +29,16 @@ log = logging.getLogger("proxy.upstream")
 class Slot:
     """A place in a client's reply queue, filled by `remaining` replies."""
 
-    __slots__ = ("owner", "remaining", "parts", "done", "gate")
+    __slots__ = ("owner", "remaining", "parts", "done", "gate", "t0", "kind")
 
-    def __init__(self, owner, remaining: int) -> None:
+    def __init__(self, owner, remaining: int, t0: float = 0.0, kind: int = 0) -> None:
         self.owner = owner          # has .slot_done(slot); None for internal slots
         self.remaining = remaining
         self.parts: list[bytes] = []
         self.done = False
         self.gate = None            # ack = replica: released by this WAIT
+        self.t0 = t0                # when the batch was queued (for the latency metric)
+        self.kind = kind
 
     def fill_error(self, reply: bytes) -> None:
         """Complete the slot with one error per missing reply."""

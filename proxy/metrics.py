@@ -1,0 +1,236 @@
+"""Prometheus metrics, cheap on the hot path.
+
+The data path only bumps plain ints and dicts (per group of commands, not
+per command); `ProxyCollector` turns them into Prometheus families when
+`/metrics` is scraped.  Labels are bounded: command class, Redis node
+address (from config), error kind, Raft role: never keys or client addresses.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import defaultdict
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
+from prometheus_client.exposition import choose_encoder
+
+KIND_NAMES = {1: "read", 2: "write", 3: "admin", 4: "blocking", 0: "other"}
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0)
+FAILOVER_PHASES = ("idle", "objectively_down", "proposing", "reconciling", "no_candidate")
+
+
+class Histogram:
+    """A fixed-bucket histogram kept as plain lists (observe is one bisect)."""
+
+    __slots__ = ("bounds", "counts", "total", "n")
+
+    def __init__(self, bounds=LATENCY_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, value: float, count: int = 1) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += count
+        self.total += value * count
+        self.n += count
+
+    def family_buckets(self) -> list[tuple[str, int]]:
+        out, acc = [], 0
+        for bound, c in zip(self.bounds, self.counts):
+            acc += c
+            out.append((repr(bound), acc))
+        out.append(("+Inf", acc + self.counts[-1]))
+        return out
+
+
+class Stats:
+    """Counters the data path and the control loop update."""
+
+    def __init__(self) -> None:
+        self.commands: dict[tuple[int, str], int] = defaultdict(int)      # (kind, node) -> count
+        self.latency: dict[int, Histogram] = defaultdict(Histogram)       # kind -> histogram
+        self.upstream_errors: dict[tuple[str, str], int] = defaultdict(int)  # (node, kind)
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.held_total = 0
+        self.hold_seconds = Histogram((0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0))
+        self.hold_timeouts = 0
+        self.leader_changes = 0
+        self.elections = 0
+        self.topology_changes = 0
+        self._last_leader = None
+        self._last_term = 0
+
+    def observe_raft(self, consensus) -> None:
+        """Called each control step: counts leader changes and new terms."""
+        leader, term = consensus.leader_id, consensus.term
+        if leader != self._last_leader:
+            if self._last_leader is not None or leader is not None:
+                self.leader_changes += 1
+            self._last_leader = leader
+        if term > self._last_term:
+            self.elections += term - self._last_term if self._last_term else 0
+            self._last_term = term
+
+
+class ProxyCollector:
+    def __init__(self, server) -> None:
+        self.server = server
+
+    def collect(self):
+        s = self.server
+        st: Stats = s.stats
+        c = CounterMetricFamily("redis_raft_proxy_commands", "Commands forwarded, by class and target node",
+                                labels=["class", "node"])
+        for (kind, node), n in list(st.commands.items()):
+            c.add_metric([KIND_NAMES.get(kind, "other"), node], n)
+        yield c
+        h = HistogramMetricFamily("redis_raft_proxy_command_duration_seconds",
+                                  "Time from a command batch leaving the proxy to its replies being complete",
+                                  labels=["class"])
+        for kind, hist in list(st.latency.items()):
+            h.add_metric([KIND_NAMES.get(kind, "other")], hist.family_buckets(), hist.total)
+        yield h
+        e = CounterMetricFamily("redis_raft_proxy_upstream_errors", "Upstream connection failures",
+                                labels=["node", "kind"])
+        for (node, kind), n in list(st.upstream_errors.items()):
+            e.add_metric([node, kind], n)
+        yield e
+        g = GaugeMetricFamily("redis_raft_proxy_client_connections", "Client connections now")
+        g.add_metric([], len(s.clients))
+        yield g
+        c = CounterMetricFamily("redis_raft_proxy_client_connections_accepted", "Client connections accepted")
+        c.add_metric([], s.total_connections)
+        yield c
+        c = CounterMetricFamily("redis_raft_proxy_client_connections_rejected", "Client connections closed by "
+                                "the proxy", labels=["reason"])
+        for reason, n in list(s.rejected.items()):
+            c.add_metric([reason], n)
+        yield c
+        c = CounterMetricFamily("redis_raft_proxy_client_bytes_in", "Bytes read from clients")
+        c.add_metric([], st.bytes_in)
+        yield c
+        c = CounterMetricFamily("redis_raft_proxy_client_bytes_out", "Bytes written to clients")
+        c.add_metric([], st.bytes_out)
+        yield c
+        g = GaugeMetricFamily("redis_raft_proxy_held_clients", "Clients whose commands are held now")
+        g.add_metric([], len(s.held))
+        yield g
+        c = CounterMetricFamily("redis_raft_proxy_holds", "Times a client's commands were held for a master")
+        c.add_metric([], st.held_total)
+        yield c
+        c = CounterMetricFamily("redis_raft_proxy_hold_timeouts", "Holds that ended in an error after hold_ms")
+        c.add_metric([], st.hold_timeouts)
+        yield c
+        h = HistogramMetricFamily("redis_raft_proxy_hold_duration_seconds", "How long held clients waited")
+        h.add_metric([], st.hold_seconds.family_buckets(), st.hold_seconds.total)
+        yield h
+        yield from self._control()
+        yield from self._nodes()
+        yield from self._raft()
+
+    def _control(self):
+        s = self.server
+        ctl = s.controller
+        topo = s.router.topology
+        c = CounterMetricFamily("redis_raft_proxy_failovers", "Failovers this proxy committed as leader")
+        c.add_metric([], ctl.failovers)
+        yield c
+        g = GaugeMetricFamily("redis_raft_proxy_last_failover_duration_seconds",
+                              "Duration of the last failover this proxy led (down detected to committed)")
+        g.add_metric([], ctl.last_failover_s)
+        yield g
+        g = GaugeMetricFamily("redis_raft_proxy_failover_phase", "1 for the current failover phase",
+                              labels=["phase"])
+        for phase in FAILOVER_PHASES:
+            g.add_metric([phase], 1.0 if ctl.phase == phase else 0.0)
+        yield g
+        i = InfoMetricFamily("redis_raft_proxy_master", "The master of the committed topology",
+                             labels=["node", "epoch"])
+        i.add_metric([topo.master or "", str(topo.epoch)], {})
+        yield i
+        g = GaugeMetricFamily("redis_raft_proxy_topology_epoch", "Epoch of the committed topology")
+        g.add_metric([], topo.epoch)
+        yield g
+        c = CounterMetricFamily("redis_raft_proxy_topology_changes", "Committed topologies applied")
+        c.add_metric([], s.stats.topology_changes)
+        yield c
+
+    def _nodes(self):
+        s = self.server
+        health = s.health
+        now = time.monotonic()
+        master = s.router.master
+        master_off = health.offset(master) if master else 0
+        up = GaugeMetricFamily("redis_raft_proxy_redis_node_up", "1 when this proxy sees the Redis node up",
+                               labels=["node"])
+        role = GaugeMetricFamily("redis_raft_proxy_redis_node_is_master", "1 when the node reports role master",
+                                 labels=["node"])
+        lag = GaugeMetricFamily("redis_raft_proxy_redis_replica_lag_bytes",
+                                "Master offset minus replica offset, as probed by this proxy", labels=["node"])
+        probe = GaugeMetricFamily("redis_raft_proxy_redis_probe_seconds", "Last probe round trip", labels=["node"])
+        for addr, st in health.nodes.items():
+            up.add_metric([addr], 1.0 if st.up(now, health.down_after) else 0.0)
+            role.add_metric([addr], 1.0 if st.role == "master" else 0.0)
+            if addr != master and st.role == "slave":
+                lag.add_metric([addr], max(0, master_off - st.offset))
+            probe.add_metric([addr], st.probe_ms / 1000.0)
+        yield up
+        yield role
+        yield lag
+        yield probe
+
+    def _raft(self):
+        s = self.server
+        cons = s.consensus
+        st = s.stats
+        g = GaugeMetricFamily("redis_raft_proxy_raft_term", "Current Raft term")
+        g.add_metric([], cons.term)
+        yield g
+        g = GaugeMetricFamily("redis_raft_proxy_raft_role", "1 for this proxy's Raft role", labels=["role"])
+        for r in ("leader", "follower", "candidate"):
+            g.add_metric([r], 1.0 if cons.role == r else 0.0)
+        yield g
+        g = GaugeMetricFamily("redis_raft_proxy_raft_commit_index", "Raft commit index")
+        g.add_metric([], cons.commit_index)
+        yield g
+        g = GaugeMetricFamily("redis_raft_proxy_raft_applied_index", "Raft applied index")
+        g.add_metric([], cons.applied_index)
+        yield g
+        c = CounterMetricFamily("redis_raft_proxy_raft_leader_changes", "Leader changes seen by this proxy")
+        c.add_metric([], st.leader_changes)
+        yield c
+        c = CounterMetricFamily("redis_raft_proxy_raft_elections", "New terms seen by this proxy")
+        c.add_metric([], st.elections)
+        yield c
+        g = GaugeMetricFamily("redis_raft_proxy_lease_held", "1 while this proxy holds a lease from a quorum")
+        g.add_metric([], 1.0 if cons.lease_held() else 0.0)
+        yield g
+        fsync = getattr(cons, "fsync_seconds", None)
+        if fsync is not None:
+            h = HistogramMetricFamily("redis_raft_proxy_raft_fsync_duration_seconds", "Raft storage fsync time")
+            h.add_metric([], fsync.family_buckets(), fsync.total)
+            yield h
+        g = GaugeMetricFamily("redis_raft_proxy_raft_storage_failed", "1 after a storage error (full or "
+                              "read-only disk): the proxy neither votes nor acknowledges")
+        g.add_metric([], 1.0 if getattr(cons, "failed", None) else 0.0)
+        yield g
+
+
+def make_metrics_handler(server):
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ProxyCollector(server))
+
+    async def handler(request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        body = encoder(registry)
+        resp = web.Response(body=body)
+        resp.headers["Content-Type"] = content_type
+        return resp
+
+    return handler
