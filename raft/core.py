@@ -35,10 +35,8 @@ Safety notes that are easy to get wrong (each has a regression test):
 
 from __future__ import annotations
 
-import enum
 import json
 import random
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -59,6 +57,7 @@ from raft.messages import (
     Snapshot,
     TimeoutNow,
 )
+from raft.progress import Progress, ProgressState
 
 FOLLOWER = "follower"
 PRE_CANDIDATE = "pre_candidate"
@@ -171,35 +170,6 @@ def decode_members(data: bytes) -> dict[str, str]:
     return dict(json.loads(data)["members"])
 
 
-class _ProgressState(enum.Enum):
-    PROBE = 0  # one AppendEntries at a time until we find where the logs match
-    REPLICATE = 1  # stream optimistically, up to max_inflight
-    SNAPSHOT = 2  # an InstallSnapshot is outstanding
-
-
-@dataclass(slots=True)
-class _Progress:
-    """The leader's view of one follower."""
-
-    next: int
-    match: int = 0
-    state: _ProgressState = _ProgressState.PROBE
-    probe_sent: bool = False
-    inflight: deque[int] = field(default_factory=deque)  # last index of each outstanding batch
-    recent_active: bool = False
-    ack_ctx: int = -(10**9)  # highest leader tick echoed back (for the lease)
-
-    def become_probe(self) -> None:
-        self.state = _ProgressState.PROBE
-        self.probe_sent = False
-        self.inflight.clear()
-
-    def become_replicate(self) -> None:
-        self.state = _ProgressState.REPLICATE
-        self.next = self.match + 1
-        self.inflight.clear()
-
-
 class RaftCore:
     """One Raft node's state machine. See the module docstring for the driver contract."""
 
@@ -249,7 +219,7 @@ class RaftCore:
         # lease could overlap with a new one.
         self._boot_quiet = hs.term > 0
         self._votes: dict[str, bool] = {}
-        self._prs: dict[str, _Progress] = {}
+        self._prs: dict[str, Progress] = {}
         self._transferee: str | None = None
         self._follower_lease_until = 0
         self._leader_ctx_seen = -1
@@ -344,7 +314,8 @@ class RaftCore:
 
     def transfer_leadership(self, to: str) -> None:
         """Hand leadership to ``to``: bring it up to date, then send it TimeoutNow.
-        Abandoned after an election timeout; proposals are refused meanwhile."""
+        Proposals are refused and the lease is void meanwhile; if ``to`` has not
+        taken over within an election timeout, this leader steps down anyway."""
         if self.role != LEADER:
             raise NotLeader(self.leader_id)
         if to == self.id:
@@ -547,7 +518,7 @@ class RaftCore:
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._transferee = None
-        self._prs = {p: _Progress(next=self.log.last_index + 1) for p in self.members if p != self.id}
+        self._prs = {p: Progress(next=self.log.last_index + 1) for p in self.members if p != self.id}
         self._append_local(EntryKind.NOOP, b"")
 
     def _in_lease(self) -> bool:
@@ -680,14 +651,20 @@ class RaftCore:
                 return
             for pr in self._prs.values():
                 pr.recent_active = False
-            self._transferee = None  # a transfer that did not finish within a timeout is abandoned
+            if self._transferee is not None:
+                # The transfer did not finish within an election timeout. A TimeoutNow
+                # may still be in flight, and the campaign it starts overrides
+                # followers' leases, so this leader may never again claim a lease in
+                # this term: step down and let an election settle it.
+                self._become_follower(self.term, None)
+                return
         if self._heartbeat_elapsed >= self.cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             for peer, pr in self._prs.items():
-                if pr.state == _ProgressState.SNAPSHOT:
+                if pr.state == ProgressState.SNAPSHOT:
                     self._send_snapshot(peer)
                     continue
-                if pr.state == _ProgressState.REPLICATE and len(pr.inflight) >= self.cfg.max_inflight:
+                if pr.state == ProgressState.REPLICATE and len(pr.inflight) >= self.cfg.max_inflight:
                     pr.inflight.popleft()  # maybe lost: make room so replication cannot wedge
                 pr.probe_sent = False
                 self._send_append(peer, empty_ok=True)
@@ -723,11 +700,11 @@ class RaftCore:
         pr = self._prs.get(peer)
         if pr is None:  # we stepped down (or it left the configuration) meanwhile
             return False
-        if pr.state == _ProgressState.SNAPSHOT:
+        if pr.state == ProgressState.SNAPSHOT:
             return False
-        if pr.state == _ProgressState.PROBE and pr.probe_sent:
+        if pr.state == ProgressState.PROBE and pr.probe_sent:
             return False
-        if pr.state == _ProgressState.REPLICATE and len(pr.inflight) >= self.cfg.max_inflight:
+        if pr.state == ProgressState.REPLICATE and len(pr.inflight) >= self.cfg.max_inflight:
             return False
         prev = pr.next - 1
         prev_term = self.log.term_at(prev)
@@ -754,7 +731,7 @@ class RaftCore:
                 lease_ticks=self._lease_remaining(),
             )
         )
-        if pr.state == _ProgressState.PROBE:
+        if pr.state == ProgressState.PROBE:
             pr.probe_sent = True
         elif entries:
             pr.next = entries[-1].index + 1
@@ -763,7 +740,7 @@ class RaftCore:
 
     def _send_snapshot(self, peer: str) -> None:
         pr = self._prs[peer]
-        pr.state = _ProgressState.SNAPSHOT
+        pr.state = ProgressState.SNAPSHOT
         pr.inflight.clear()
         self._send(InstallSnapshot(self.term, self.id, peer, self.log.snapshot, ctx=self._now))
 
@@ -781,7 +758,7 @@ class RaftCore:
             if m.match_index > pr.match:
                 pr.match = m.match_index
                 pr.next = max(pr.next, pr.match + 1)
-                if pr.state != _ProgressState.REPLICATE:
+                if pr.state != ProgressState.REPLICATE:
                     pr.become_replicate()
                 while pr.inflight and pr.inflight[0] <= pr.match:
                     pr.inflight.popleft()
@@ -789,14 +766,14 @@ class RaftCore:
                     self._bcast_append()
                 if self._transferee == m.src and pr.match == self.log.last_index:
                     self._send(TimeoutNow(self.term, self.id, m.src))
-            elif pr.state == _ProgressState.PROBE:
+            elif pr.state == ProgressState.PROBE:
                 pr.probe_sent = False
             self._pump(m.src)
             return
         if m.reject_index <= pr.match:
             return  # stale
-        if pr.state == _ProgressState.REPLICATE or (
-            pr.state == _ProgressState.PROBE and m.reject_index == pr.next - 1
+        if pr.state == ProgressState.REPLICATE or (
+            pr.state == ProgressState.PROBE and m.reject_index == pr.next - 1
         ):
             pr.next = max(pr.match + 1, min(m.reject_index, m.reject_hint + 1))
             pr.become_probe()
@@ -855,7 +832,7 @@ class RaftCore:
         if self.role == LEADER:
             for p in members:
                 if p != self.id and p not in self._prs:
-                    self._prs[p] = _Progress(next=self.log.last_index + 1)
+                    self._prs[p] = Progress(next=self.log.last_index + 1)
             for p in list(self._prs):
                 if p not in members:
                     del self._prs[p]

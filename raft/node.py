@@ -55,12 +55,15 @@ class RaftNode:
         transport: Transport | None = None,
         join: bool = False,
         snapshot_threshold: int = 1000,
+        lease_ticks: int | None = None,
         rng: random.Random | None = None,
     ) -> None:
         """``peers`` maps node id -> admin base URL and includes this node; on a
         fresh data dir it is the bootstrap membership, unless ``join`` is set:
         then the node starts with no membership and waits to be added by the
-        leader (``add_member``). ``transport`` defaults to HTTP to the peers' URLs."""
+        leader (``add_member``). ``transport`` defaults to HTTP to the peers' URLs.
+        ``lease_ticks`` (default election_ticks - 2) bounds how long a lease lasts
+        after the quorum ack it rests on; keep it below election_ticks."""
         self.node_id = node_id
         self.peers = dict(peers)
         self.data_dir = data_dir
@@ -70,7 +73,10 @@ class RaftNode:
         self._restore_cb = restore
         self.tick_ms = tick_ms
         self.config = Config(
-            election_ticks=election_ticks, heartbeat_ticks=heartbeat_ticks, snapshot_threshold=snapshot_threshold
+            election_ticks=election_ticks,
+            heartbeat_ticks=heartbeat_ticks,
+            snapshot_threshold=snapshot_threshold,
+            lease_ticks=lease_ticks,
         )
         self.config.validate()
         self.join = join
@@ -84,13 +90,15 @@ class RaftNode:
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._disk = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raft-disk-{node_id}")
+        self._disk: concurrent.futures.ThreadPoolExecutor | None = None  # one thread: saves stay ordered
         self._running = False
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._disk = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raft-disk-{self.node_id}")
+        self.failed = None
         state = await loop.run_in_executor(self._disk, self.storage.load)
         fresh = state.snapshot is None and not state.entries and state.hard_state.term == 0
         bootstrap = {} if (self.join and fresh) else self.peers
@@ -111,9 +119,10 @@ class RaftNode:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self.transport.close()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._disk, self._close_storage)
-        self._disk.shutdown(wait=True)
+        if self._disk is not None:
+            await asyncio.get_running_loop().run_in_executor(self._disk, self._close_storage)
+            self._disk.shutdown(wait=True)
+            self._disk = None
         self._fail_waiters(NotLeader(None))
 
     def _close_storage(self) -> None:
@@ -165,6 +174,19 @@ class RaftNode:
         if self.core.role == LEADER:
             return self.core.lease_valid()
         return self.core.follower_lease_valid()
+
+    def status(self) -> dict[str, object]:
+        """The "raft" section of the admin /status JSON (plus a few extras)."""
+        return {
+            "role": self.role,
+            "term": self.term,
+            "leader": self.leader_id,
+            "members": self.members,
+            "commit_index": self.commit_index,
+            "applied_index": self.applied_index,
+            "lease_held": self.lease_held(),
+            "storage_error": str(self.failed) if self.failed is not None else None,
+        }
 
     # ------------------------------------------------------------------ requests
 

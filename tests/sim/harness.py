@@ -23,6 +23,7 @@ import hashlib
 import heapq
 import itertools
 import json
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from raft.core import (
     StorageState,
 )
 from raft.messages import Entry, EntryKind, HardState, Message, Snapshot
+from raft.storage import Storage
 
 
 class InvariantViolation(AssertionError):
@@ -212,6 +214,7 @@ class SimNode:
     id: str
     bootstrap: dict[str, str]
     disk: MemDisk = field(default_factory=MemDisk)
+    storage: Storage | None = None  # optional real raft.storage.Storage shadowing ``disk``
     core: RaftCore | None = None
     app: App = field(default_factory=App)
     alive: bool = False
@@ -232,7 +235,11 @@ class Sim:
         cfg: Config | None = None,
         tick_ms: float = 10.0,
         check_leases: bool = True,
+        storage_dir: str | None = None,
     ) -> None:
+        """``storage_dir``: also persist through raft.storage.Storage there and check
+        on every restart that it reloads exactly what was persisted."""
+        self.storage_dir = storage_dir
         self.seed = seed
         self.rng = random.Random(seed)
         self.faults = faults or Faults()
@@ -303,6 +310,8 @@ class Sim:
         assert node.core is not None
         self.checker.on_persist(nid, node.disk, rd)
         node.disk.save(rd)
+        if node.storage is not None:
+            node.storage.save(rd)
         if self.faults.crash_after_persist and self.rng.random() < self.faults.crash_after_persist:
             self.stats["crash_after_persist"] += 1
             self.crash(nid)  # persisted, but nothing sent or applied
@@ -385,6 +394,8 @@ class Sim:
     def start(self, nid: str) -> None:
         node = self.nodes[nid]
         node.incarnation += 1
+        if self.storage_dir is not None:
+            self._reopen_storage(node)
         node.core = RaftCore(
             nid,
             node.bootstrap,
@@ -401,6 +412,17 @@ class Sim:
         node.stall_until = 0.0
         self._at(self.now + self.rng.uniform(0, self.tick_ms), "tick", nid, node.incarnation)
         self._after(node)
+
+    def _reopen_storage(self, node: SimNode) -> None:
+        """Load the node's real data dir and demand it equals the simulated disk."""
+        if node.storage is not None:
+            node.storage.close()
+        assert self.storage_dir is not None
+        node.storage = Storage(os.path.join(self.storage_dir, node.id))
+        got = node.storage.load()
+        want = node.disk.state()
+        if (got.hard_state, got.snapshot, got.entries) != (want.hard_state, want.snapshot, want.entries):
+            self.checker.fail(f"storage: {node.id} reloaded {got} but had persisted {want}")
 
     def crash(self, nid: str) -> None:
         node = self.nodes[nid]

@@ -179,3 +179,21 @@ def test_follower_applies_only_entries_it_has_made_durable() -> None:
     assert rd.committed_entries == ()  # committed by the cluster, but not yet on our disk
     core.advance(rd)
     assert core.ready().committed_entries == es
+
+
+def test_abandoned_transfer_steps_down_instead_of_reclaiming_the_lease() -> None:
+    """A TimeoutNow delayed past the transfer timeout would start a campaign that
+    ignores followers' leases; the old leader must not hold a lease then."""
+    c = Cluster(3)
+    c.elect("n1")
+    c.tick_all(2)
+    n1 = c.cores["n1"]
+    assert n1.lease_valid()
+    c.drop_if = lambda m: m.dst == "n3"  # n3 never hears the TimeoutNow (nor anything else)
+    n1.transfer_leadership("n3")
+    assert not n1.lease_valid()
+    for _ in range(c.cfg.election_ticks):
+        assert not n1.lease_valid()
+        n1.tick()
+        c.stabilize()
+    assert n1.role == FOLLOWER and not n1.lease_valid()

@@ -103,6 +103,9 @@ async def test_elects_proposes_and_survives_restarts(h: Harness) -> None:
         await h.start(nid)
     leader = await h.leader()
     assert leader.members == IDS
+    st = leader.status()
+    assert st["role"] == "leader" and st["leader"] == leader.node_id and st["lease_held"] is True
+    assert st["members"] == IDS and st["term"] == leader.term
     await leader.propose(b"one", timeout=5)
     assert h.apps[leader.node_id].values == [b"one"]
     follower = next(n for n in IDS if n != leader.node_id)
