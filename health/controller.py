@@ -28,6 +28,14 @@ log = logging.getLogger("health.controller")
 REPORT_PATH = "/health/report"
 
 
+class NotLeaderError(Exception):
+    """An operation only the Raft leader can do; `leader` says where to go."""
+
+    def __init__(self, leader: str | None) -> None:
+        super().__init__(f"not the Raft leader (leader: {leader})")
+        self.leader = leader
+
+
 class TopologyStateMachine:
     """The replicated state: the committed topology.  Raft entries are JSON."""
 
@@ -145,8 +153,7 @@ class Controller:
         return {p: v for p, (t, v) in self.views.items() if now - t <= self.freshness and p in members}
 
     async def _send_report(self, view: dict[str, NodeView]) -> None:
-        leader = self.consensus.leader_id
-        url = self.consensus.peers.get(leader) if leader else None
+        url = self.peer_url(self.consensus.leader_id)
         if not url or self._http is None:
             return
         body = {"node": self.cfg.node, "view": {a: v.to_dict() for a, v in view.items()}}
@@ -256,6 +263,81 @@ class Controller:
                 continue  # give the last command time to show in the probes
             self._acted[key] = now
             await self._run_action(action, topo.epoch)
+
+    # -- graceful switchover ------------------------------------------------------
+    async def switchover(self, to: str, timeout: float = 10.0) -> dict:
+        """Make replica `to` the master with no acknowledged write lost.
+
+        1. commit a topology with writes paused: every proxy holds writes
+           (and `CLIENT PAUSE WRITE` on the master covers a proxy that lags);
+        2. wait until `to` has replicated the master's whole offset;
+        3. commit the topology with `to` as master; promote, demote, unpause.
+        If `to` does not catch up in time, writes resume on the old master.
+        """
+        if self.consensus.role != "leader":
+            raise NotLeaderError(self.consensus.leader_id)
+        topo = self.sm.topology
+        if topo is None or topo.master is None:
+            raise ValueError("no committed topology")
+        if to == topo.master and not topo.writes_paused:
+            return {"ok": True, "message": f"{to} is already the master", "epoch": topo.epoch}
+        if to not in topo.replicas:
+            raise ValueError(f"{to} is not a replica in the committed topology")
+        if not self.server.health.readable(to, topo.master):
+            raise ValueError(f"{to} is not a healthy replica of {topo.master}")
+        started = time.monotonic()
+        old = topo.master
+        self.phase = "switchover"
+        log.warning("event=switchover_started from=%s to=%s epoch=%d", old, to, topo.epoch)
+        if not await self._propose(topo.paused(), f"switchover to {to}: pause writes"):
+            self.phase = "idle"
+            raise RuntimeError("could not commit the write pause")
+        master = self._client(old)
+        target = self._client(to)
+        try:
+            await master.execute_command("CLIENT", "PAUSE", int(timeout * 1000), "WRITE")
+            deadline = time.monotonic() + timeout
+            while True:
+                m = await master.info("replication")
+                r = await target.info("replication")
+                if int(r.get("slave_repl_offset", -1)) >= int(m.get("master_repl_offset", 0)):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{to} did not catch up with {old} within {timeout}s")
+                await asyncio.sleep(0.01)
+        except (RedisError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            log.error("event=switchover_aborted from=%s to=%s error=%r", old, to, exc)
+            await self._propose(self.sm.topology.resumed(), f"switchover to {to} aborted: {exc}")
+            await self._unpause(master)
+            self.phase = "idle"
+            raise RuntimeError(f"switchover aborted, writes resumed on {old}: {exc}") from None
+        nxt = self.sm.topology.with_master(to)
+        if not await self._propose(nxt, f"switchover to {to}"):
+            await self._propose(self.sm.topology.resumed(), f"switchover to {to} aborted")
+            await self._unpause(master)
+            self.phase = "idle"
+            raise RuntimeError("could not commit the new topology; writes resumed on the old master")
+        await self._reconcile(nxt, self.local_view())
+        await self._unpause(master)
+        self.phase = "idle"
+        took = time.monotonic() - started
+        log.warning("event=switchover_finished from=%s to=%s epoch=%d duration_ms=%.0f", old, to, nxt.epoch,
+                    took * 1000)
+        return {"ok": True, "message": f"{to} is the master", "epoch": nxt.epoch, "duration_s": round(took, 3)}
+
+    async def _unpause(self, client: aioredis.Redis) -> None:
+        try:
+            await client.execute_command("CLIENT", "UNPAUSE")
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            log.warning("event=unpause_failed error=%r", exc)
+
+    def peer_url(self, node: str | None) -> str | None:
+        """A proxy's admin URL: from the Raft membership, else from config."""
+        if node is None:
+            return None
+        core = getattr(self.consensus, "core", None)
+        members = getattr(core, "members", None) or {}
+        return members.get(node) or self.consensus.peers.get(node)
 
     def _client(self, addr: str) -> aioredis.Redis:
         c = self._clients.get(addr)

@@ -47,6 +47,7 @@ def status_document(server, raft=None) -> dict:
         "clients": {"connected": len(server.clients), "total": server.total_connections,
                     "rejected": dict(server.rejected)},
         "nodes": [st.to_dict(now, health.down_after) for st in health.nodes.values()],
+        "peers": {m: server.controller.peer_url(m) for m in server.consensus.members},
     }
 
 
@@ -68,8 +69,110 @@ def make_app(server, raft=None, metrics_handler=None) -> web.Application:
         return web.json_response(status_document(server, raft))
 
     app.router.add_get("/healthz", healthz)
+    add_operator_routes(app, server)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)
     if metrics_handler is not None:
         app.router.add_get("/metrics", metrics_handler)
     return app
+
+
+def add_operator_routes(app: web.Application, server) -> None:
+    """Operator actions: switchover, leadership transfer, membership.
+
+    They change the cluster, so they need the shared secret (header
+    `X-Raft-Secret`) when one is configured.  Actions only the leader can do
+    answer 409 with the leader's name and admin URL on a follower.
+    """
+    from health.controller import NotLeaderError
+
+    ctl = server.controller
+
+    def authorised(request: web.Request) -> bool:
+        return request.headers.get("X-Raft-Secret", "") == server.cfg.raft_secret
+
+    def not_leader(leader: str | None) -> web.Response:
+        return web.json_response({"ok": False, "error": "not the Raft leader", "leader": leader,
+                                  "leader_url": ctl.peer_url(leader)}, status=409)
+
+    async def body(request: web.Request) -> dict:
+        try:
+            doc = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="expected a JSON body\n") from None
+        if not isinstance(doc, dict):
+            raise web.HTTPBadRequest(text="expected a JSON object\n")
+        return doc
+
+    async def failover(request: web.Request) -> web.Response:
+        if not authorised(request):
+            return web.json_response({"ok": False, "error": "bad or missing X-Raft-Secret"}, status=403)
+        doc = await body(request)
+        to = str(doc.get("to", ""))
+        timeout = float(doc.get("timeout", server.cfg.hold_ms / 1000.0 * 0.8))
+        try:
+            result = await ctl.switchover(to, timeout=timeout)
+        except NotLeaderError as exc:
+            return not_leader(exc.leader)
+        except (ValueError, RuntimeError) as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response(result)
+
+    async def transfer(request: web.Request) -> web.Response:
+        if not authorised(request):
+            return web.json_response({"ok": False, "error": "bad or missing X-Raft-Secret"}, status=403)
+        doc = await body(request)
+        cons = server.consensus
+        if cons.role != "leader":
+            return not_leader(cons.leader_id)
+        to = doc.get("to")
+        if not to:
+            others = [m for m in cons.members if m != server.cfg.node]
+            if not others:
+                return web.json_response({"ok": False, "error": "no other member"}, status=400)
+            to = others[0]
+        if to not in cons.members:
+            return web.json_response({"ok": False, "error": f"{to} is not a member"}, status=400)
+        try:
+            await cons.transfer_leadership(str(to))
+        except Exception as exc:
+            return web.json_response({"ok": False, "error": f"transfer failed: {exc!r}"}, status=500)
+        return web.json_response({"ok": True, "leader": cons.leader_id})
+
+    async def add_member(request: web.Request) -> web.Response:
+        if not authorised(request):
+            return web.json_response({"ok": False, "error": "bad or missing X-Raft-Secret"}, status=403)
+        doc = await body(request)
+        cons = server.consensus
+        if cons.role != "leader":
+            return not_leader(cons.leader_id)
+        node, url = str(doc.get("node", "")), str(doc.get("url", ""))
+        if not node or not url.startswith("http"):
+            return web.json_response({"ok": False, "error": "need node and url"}, status=400)
+        if node in cons.members:
+            return web.json_response({"ok": True, "members": list(cons.members), "message": "already a member"})
+        try:
+            await cons.add_member(node, url)
+        except Exception as exc:
+            return web.json_response({"ok": False, "error": f"add failed: {exc!r}"}, status=500)
+        return web.json_response({"ok": True, "members": list(cons.members)})
+
+    async def remove_member(request: web.Request) -> web.Response:
+        if not authorised(request):
+            return web.json_response({"ok": False, "error": "bad or missing X-Raft-Secret"}, status=403)
+        node = request.match_info["node"]
+        cons = server.consensus
+        if cons.role != "leader":
+            return not_leader(cons.leader_id)
+        if node not in cons.members:
+            return web.json_response({"ok": False, "error": f"{node} is not a member"}, status=400)
+        try:
+            await cons.remove_member(node)
+        except Exception as exc:
+            return web.json_response({"ok": False, "error": f"remove failed: {exc!r}"}, status=500)
+        return web.json_response({"ok": True, "members": list(cons.members)})
+
+    app.router.add_post("/admin/failover", failover)
+    app.router.add_post("/admin/transfer-leadership", transfer)
+    app.router.add_post("/admin/members", add_member)
+    app.router.add_delete("/admin/members/{node}", remove_member)

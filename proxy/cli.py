@@ -45,6 +45,8 @@ async def _serve(cfg) -> None:
     site = web.TCPSite(runner, cfg.bind, cfg.admin_port, reuse_address=True)
     await site.start()
     await server.start()
+    if cfg.join:
+        asyncio.get_running_loop().create_task(_join(cfg))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -53,6 +55,26 @@ async def _serve(cfg) -> None:
     log.info("shutting down")
     await server.stop()
     await runner.cleanup()
+
+
+async def _join(cfg) -> None:
+    """--join: ask the running cluster (via any member) to add this proxy; retry until it did."""
+    from .ops_cli import leader_call
+
+    me = cfg.advertise_url or f"http://{cfg.bind}:{cfg.admin_port}"
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            status, doc = await loop.run_in_executor(
+                None, leader_call, cfg.join, "POST", "/admin/members", {"node": cfg.node, "url": me},
+                cfg.raft_secret, 10.0)
+            if status == 200:
+                log.info("event=member_joined node=%s via=%s members=%s", cfg.node, cfg.join, doc.get("members"))
+                return
+            log.warning("join via %s failed: HTTP %s %s; retrying", cfg.join, status, doc)
+        except OSError as exc:
+            log.warning("join via %s failed: %s; retrying", cfg.join, exc)
+        await asyncio.sleep(1.0)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -90,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--redis-port", type=int, default=7000, help="first redis-server port (default 7000)")
     demo.add_argument("--dir", default=None, help="data directory (default: a new temp dir)")
     demo.add_argument("--redis-server", default="redis-server", help="redis-server binary")
+    from .ops_cli import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -102,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return cmd_run(args)
+    if hasattr(args, "func"):
+        return args.func(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

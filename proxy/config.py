@@ -147,6 +147,8 @@ class Config:
     data_dir: str = _key("str", "", "directory for Raft hard state, log and snapshot (required with peers)")
     raft_secret: str = _key("str", "", "shared secret the proxies authenticate Raft and reports with",
                             secret=True)
+    advertise_url: str = _key("str", "", "this proxy's admin URL as other proxies reach it (default: "
+                              "http://bind:admin_port)")
     join: str = _key("str", "", "admin URL of a running proxy: join its cluster as a new member")
     tick_ms: int = _key("int", 50, "Raft tick", minimum=1)
     election_ticks: int = _key("int", 10, "Raft election timeout in ticks (randomised up to twice that); also "

@@ -146,6 +146,8 @@ def run_demo(args, extra: list[str]) -> int:
         print(f"  endpoint:  redis-cli -p {args.proxy_port}     (also {args.proxy_port + 1}, {args.proxy_port + 2})")
         print(f"  status:    curl -s http://127.0.0.1:{args.admin_port}/status")
         print(f"  redis:     127.0.0.1:{args.redis_port} (master), {args.redis_port + 1}, {args.redis_port + 2}")
+        print(f"  operator:  export REDIS_RAFT_PROXY_RAFT_SECRET={proxies[0].env['REDIS_RAFT_PROXY_RAFT_SECRET']}; "
+              f"redis-raft-proxy status --endpoint http://127.0.0.1:{args.admin_port}")
         print("  try a failure: kill -9 a redis-server or a proxy; Ctrl-C stops everything", flush=True)
         while not stopping:
             for child in children:

@@ -97,7 +97,7 @@ class ProxyServer:
         probe succeeds again: writes are held at once, not only after
         `down_after_ms`.
         """
-        if not self.consensus.lease_held() or not self.health.up(addr):
+        if not self.consensus.lease_held() or not self.health.up(addr) or self.router.topology.writes_paused:
             return False
         st = self.health.nodes[addr]
         if st.ever_ok and st.role != "master":
@@ -121,6 +121,8 @@ class ProxyServer:
             return "no committed topology yet"
         if not self.consensus.lease_held():
             return "this proxy holds no lease from a quorum of proxies (partitioned or no Raft leader)"
+        if self.router.topology.writes_paused:
+            return f"a switchover from master {addr} is in progress"
         st = self.health.nodes.get(addr)
         detail = f" ({st.error})" if st is not None and st.error else ""
         return f"master {addr} is down{detail} and no failover has completed"

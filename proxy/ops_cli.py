@@ -1,0 +1,191 @@
+"""Operator commands: `status`, `failover`, `transfer-leadership`, `join`, `remove`.
+
+They talk to a proxy's admin port over HTTP (stdlib only, so they work from
+any shell), follow the Raft leader when the contacted proxy is not it, and
+print clear one-line outcomes.  Exit status: 0 fine, 1 unhealthy or failed,
+2 bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
+
+
+def _secret(args) -> str:
+    return args.secret if args.secret is not None else os.environ.get("REDIS_RAFT_PROXY_RAFT_SECRET", "")
+
+
+def http(method: str, url: str, body: dict | None = None, secret: str = "", timeout: float = 5.0):
+    """One request; returns (status, decoded JSON or text)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", "X-Raft-Secret": secret})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw, status = r.read(), r.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def leader_call(endpoint: str, method: str, path: str, body: dict | None, secret: str, timeout: float):
+    """Call `path` on the leader: ask `endpoint`, follow its 409 hint once."""
+    status, doc = http(method, endpoint.rstrip("/") + path, body, secret, timeout)
+    if status == 409 and isinstance(doc, dict) and doc.get("leader_url"):
+        status, doc = http(method, doc["leader_url"].rstrip("/") + path, body, secret, timeout)
+    return status, doc
+
+
+def _fetch_status(url: str) -> dict | None:
+    try:
+        status, doc = http("GET", url.rstrip("/") + "/status", timeout=2.0)
+    except (OSError, urllib.error.URLError):
+        return None
+    return doc if status == 200 and isinstance(doc, dict) else None
+
+
+def gather(endpoint: str) -> tuple[dict | None, dict[str, dict | None]]:
+    """The contacted proxy's status and every member's (None: unreachable)."""
+    first = _fetch_status(endpoint)
+    if first is None:
+        return None, {}
+    proxies: dict[str, dict | None] = {}
+    for name, url in (first.get("peers") or {}).items():
+        proxies[name] = first if name == first.get("node") else (_fetch_status(url) if url else None)
+    proxies.setdefault(first["node"], first)
+    return first, proxies
+
+
+def problems(first: dict, proxies: dict[str, dict | None]) -> list[str]:
+    out = []
+    topo = first["topology"]
+    if not topo.get("master"):
+        out.append("no committed topology")
+    elif not topo.get("master_up"):
+        out.append(f"master {topo['master']} is down")
+    for name, st in proxies.items():
+        if st is None:
+            out.append(f"proxy {name} unreachable")
+        elif not st["lease"]["held"]:
+            out.append(f"proxy {name} holds no lease")
+    leaders = {st["raft"]["leader"] for st in proxies.values() if st}
+    if None in leaders or len(leaders) != 1:
+        out.append(f"no single Raft leader (seen: {sorted(map(str, leaders))})")
+    for r in topo.get("replicas", []):
+        if not r.get("healthy"):
+            out.append(f"replica {r['addr']} not healthy")
+    return out
+
+
+def render(first: dict, proxies: dict[str, dict | None]) -> str:
+    topo = first["topology"]
+    lines = [f"topology epoch {topo['epoch']}, master {topo['master']}"
+             + ("  (writes paused: switchover)" if topo.get("writes_paused") else ""), ""]
+    lines.append(f"{'REDIS NODE':<22} {'ROLE':<8} {'UP':<4} {'OFFSET':>12} {'LAG(bytes)':>11} FOLLOWS")
+    master_off = next((n["offset"] for n in first["nodes"] if n["addr"] == topo["master"]), 0)
+    for n in first["nodes"]:
+        lag = "" if n["addr"] == topo["master"] or not n["up"] else str(max(0, master_off - n["offset"]))
+        lines.append(f"{n['addr']:<22} {n['role']:<8} {'yes' if n['up'] else 'NO':<4} {n['offset']:>12} "
+                     f"{lag:>11} {n.get('master') or ''}")
+    lines += ["", f"{'PROXY':<12} {'RAFT ROLE':<10} {'TERM':>5} {'LEADER':<12} {'LEASE':<6} {'EPOCH':>5} "
+                  f"{'CLIENTS':>7}"]
+    for name, st in sorted(proxies.items()):
+        if st is None:
+            lines.append(f"{name:<12} unreachable")
+            continue
+        r = st["raft"]
+        lines.append(f"{name:<12} {r['role']:<10} {r['term']:>5} {str(r['leader']):<12} "
+                     f"{'yes' if st['lease']['held'] else 'NO':<6} {st['topology']['epoch']:>5} "
+                     f"{st['clients']['connected']:>7}")
+    fo = first.get("failover", {})
+    lines += ["", f"failovers led by {first['node']}: {fo.get('total', 0)}, phase {fo.get('phase', '?')}"]
+    return "\n".join(lines)
+
+
+def cmd_status(args) -> int:
+    first, proxies = gather(args.endpoint)
+    if first is None:
+        print(f"redis-raft-proxy status: no proxy answers at {args.endpoint}", file=sys.stderr)
+        return 1
+    issues = problems(first, proxies)
+    if args.json:
+        print(json.dumps({"status": first, "proxies": proxies, "problems": issues}, indent=2))
+    else:
+        print(render(first, proxies))
+        print("\nhealthy" if not issues else "\nPROBLEMS:\n  " + "\n  ".join(issues))
+    return 0 if not issues else 1
+
+
+def _report(status: int, doc, ok_text: str) -> int:
+    if status == 200 and isinstance(doc, dict) and doc.get("ok"):
+        print(ok_text.format(**doc))
+        return 0
+    err = doc.get("error") if isinstance(doc, dict) else doc
+    print(f"failed (HTTP {status}): {err}", file=sys.stderr)
+    return 1
+
+
+def cmd_failover(args) -> int:
+    print(f"switchover to {args.to}: pausing writes, waiting for {args.to} to catch up ...", flush=True)
+    t0 = time.monotonic()
+    status, doc = leader_call(args.endpoint, "POST", "/admin/failover", {"to": args.to}, _secret(args),
+                              timeout=args.timeout + 5)
+    if isinstance(doc, dict) and doc.get("ok"):
+        doc.setdefault("duration_s", round(time.monotonic() - t0, 3))
+    return _report(status, doc, "done: {message} (epoch {epoch}, {duration_s}s)")
+
+
+def cmd_transfer(args) -> int:
+    body = {"to": args.to} if args.to else {}
+    status, doc = leader_call(args.endpoint, "POST", "/admin/transfer-leadership", body, _secret(args), 10.0)
+    return _report(status, doc, "leadership transferred; leader is now {leader}")
+
+
+def cmd_join(args) -> int:
+    status, doc = leader_call(args.endpoint, "POST", "/admin/members", {"node": args.node, "url": args.url},
+                              _secret(args), 10.0)
+    return _report(status, doc, "members: {members}")
+
+
+def cmd_remove(args) -> int:
+    status, doc = leader_call(args.endpoint, "DELETE", f"/admin/members/{args.node}", None, _secret(args), 10.0)
+    return _report(status, doc, "members: {members}")
+
+
+def add_commands(sub) -> None:
+    def common(p):
+        p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help="a proxy's admin URL (default %(default)s)")
+        p.add_argument("--secret", default=None, help="shared secret (default: $REDIS_RAFT_PROXY_RAFT_SECRET)")
+
+    p = sub.add_parser("status", help="the cluster at a glance; exit 1 when unhealthy")
+    common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("failover", help="graceful switchover to a replica (no write lost)")
+    common(p)
+    p.add_argument("--to", required=True, help="the replica to promote, host:port")
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.set_defaults(func=cmd_failover)
+    p = sub.add_parser("transfer-leadership", help="hand Raft leadership to another proxy")
+    common(p)
+    p.add_argument("--to", default=None, help="the proxy to lead (default: any other member)")
+    p.set_defaults(func=cmd_transfer)
+    p = sub.add_parser("join", help="add a proxy to the Raft membership")
+    common(p)
+    p.add_argument("--node", required=True)
+    p.add_argument("--url", required=True, help="the new proxy's admin URL")
+    p.set_defaults(func=cmd_join)
+    p = sub.add_parser("remove", help="remove a (dead) proxy from the Raft membership")
+    common(p)
+    p.add_argument("--node", required=True)
+    p.set_defaults(func=cmd_remove)
