@@ -43,3 +43,10 @@ def test_unknown_key_in_file(tmp_path):
 def test_secrets_redacted():
     cfg = load_config(env={}, flags={"requirepass": "hunter2"})
     assert "hunter2" not in repr(cfg.redacted())
+
+
+def test_example_file_loads_and_matches_defaults():
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[2] / "config.example.toml"
+    assert load_config(str(path), env={}) == load_config(env={})
