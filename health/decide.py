@@ -94,13 +94,13 @@ def reconcile(master: str | None, nodes: tuple[str, ...], view: dict[str, NodeVi
     if master is None:
         return actions
     mview = view.get(master)
-    if mview is not None and mview.up and mview.role != "master":
+    if mview is not None and mview.up and mview.role == "slave":
         actions.append(Action(master, None, f"promote: role is {mview.role}"))
     for node in nodes:
         if node == master:
             continue
         v = view.get(node)
-        if v is None or not v.up:
+        if v is None or not v.up or v.role == "unknown":
             continue
         if v.role == "master":
             actions.append(Action(node, master, "demote: a master that the topology says is a replica"))

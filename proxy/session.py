@@ -98,6 +98,7 @@ class ClientSession(asyncio.Protocol):
         self.closed = False
         self.closing = False           # QUIT or protocol error: close once replies are out
         self.waiting = False           # stopped until `pending` drains
+        self.wait_slot: Slot | None = None  # if set, `waiting` ends when this slot is done
         self.held = False              # stopped until a master takes writes (or hold_ms passed)
         self.hold_since: float | None = None
         self.hold_reported = False
@@ -115,10 +116,13 @@ class ClientSession(asyncio.Protocol):
         # reads
         self.read_node: str | None = None
         self.rw_slot: Slot | None = None       # last write, for read-your-writes
+        self.replica_slot: Slot | None = None  # last batch of reads sent to a replica
         self.rw_done_at: float | None = None
         self.rw_offset: int | None = None
         self.rw_enabled = cfg.read_your_writes and cfg.read_policy != "master"
         self.soft_since: float | None = None
+        self.queued = 0                 # reply bytes received for this client, not yet written
+        self.output_limit = cfg.client_output_buffer_limit
         self.stats = server.stats
         self._commands = server.stats.commands
         self._latency = server.stats.latency
@@ -183,6 +187,10 @@ class ClientSession(asyncio.Protocol):
                 stopped = False
                 for kind, count, start, end, name, args_at in groups:
                     if (kind == READ or kind == WRITE or kind == ADMIN) and self.plain:
+                        if kind == WRITE and self.replica_slot is not None and self._reads_in_flight():
+                            pos = start
+                            stopped = True
+                            break
                         target = self._reader() if kind == READ else self._master()
                         if type(target) is Upstream:
                             self._add(target, start, end, count, kind == WRITE, kind)
@@ -271,6 +279,22 @@ class ClientSession(asyncio.Protocol):
         if is_write:
             self._cur_write = True
             self._note_write(slot)
+        elif target.addr != self.router.topology.master:
+            self.replica_slot = slot
+
+    def _reads_in_flight(self) -> bool:
+        """True (and wait) while this client's reads on a replica are unanswered.
+
+        A write must not overtake them: they would see it through replication,
+        i.e. read a value the client wrote after asking.
+        """
+        slot = self.replica_slot
+        if slot is None or slot.done:
+            self.replica_slot = None
+            return False
+        self.waiting = True
+        self.wait_slot = slot
+        return True
 
     def _note_write(self, slot: Slot) -> None:
         """Read-your-writes: remember the client's last write."""
@@ -365,6 +389,8 @@ class ClientSession(asyncio.Protocol):
         if kind == Kind.BLOCKING and self.mode == SHARED:
             return self._go_dedicated() or self._route(name, buf, args_at, end, inline)
         if kind == Kind.WRITE or kind == Kind.BLOCKING:
+            if self.replica_slot is not None and self._reads_in_flight():
+                return STOP
             self._write_flag = True
         return self._target(self._master())
 
@@ -485,6 +511,7 @@ class ClientSession(asyncio.Protocol):
         """True when no reply is owed; else stop and resume once drained."""
         if any(not s.done for s in self.pending):
             self.waiting = True
+            self.wait_slot = None
             return False
         return True
 
@@ -541,14 +568,22 @@ class ClientSession(asyncio.Protocol):
             else:
                 data = b"".join(out)
             self.stats.bytes_out += len(data)
+            self.queued = max(0, self.queued - len(data))
             t.write(data)
             self._check_output()
+        if self.waiting and self.wait_slot is not None and self.wait_slot.done:
+            self.waiting = False        # the replica reads a write waited for are answered
+            self.wait_slot = None
+            self._resume_reading()
+            if self.buf:
+                asyncio.get_running_loop().call_soon(self._resume_process)
         if not pending:
             if self.closing:
                 t.close()
                 return
             if self.waiting:
                 self.waiting = False
+                self.wait_slot = None
                 self._resume_reading()
                 if self.buf:
                     asyncio.get_running_loop().call_soon(self._resume_process)
@@ -573,6 +608,16 @@ class ClientSession(asyncio.Protocol):
             if up.error:
                 self.transport.write(resp.error_reply("ERR proxy: " + up.error))
             self.transport.close()
+
+    def output_overflow(self) -> None:
+        """Replies owed to this client passed client_output_buffer_limit."""
+        if self.closed:
+            return
+        log.warning("client %s closed: %d reply bytes queued, over client_output_buffer_limit",
+                    self._peer(), self.queued + self.transport.get_write_buffer_size())
+        self.server.count_rejected("output_buffer")
+        self.closed = True
+        self.transport.abort()
 
     def _check_output(self) -> None:
         size = self.transport.get_write_buffer_size()
@@ -695,6 +740,8 @@ class ClientSession(asyncio.Protocol):
     def _cmd_exec(self, args):
         if not self.authenticated:
             return self._local(NOAUTH)
+        if self.replica_slot is not None and self._reads_in_flight():
+            return STOP
         self.multi = False
         self.watching = False
         self._write_flag = True

@@ -300,7 +300,7 @@ class Upstream(asyncio.Protocol):
                         self._inner = 1
                     end, rem = resp.scan_replies(buf, pos, self._inner)
                     if end > pos:
-                        slot.parts.append(buf[pos:end])
+                        self._deliver(slot, buf[pos:end])
                         pos = end
                     self._inner = rem
                     if rem:
@@ -313,7 +313,7 @@ class Upstream(asyncio.Protocol):
                     continue
                 end, rem = resp.scan_replies(buf, pos, slot.remaining)
                 if end > pos:
-                    slot.parts.append(buf if (pos == 0 and end == n and type(buf) is bytes) else buf[pos:end])
+                    self._deliver(slot, buf if (pos == 0 and end == n and type(buf) is bytes) else buf[pos:end])
                     pos = end
                 slot.remaining = rem
                 if rem:
@@ -331,6 +331,20 @@ class Upstream(asyncio.Protocol):
             return
         self.buf = buf[pos:] if pos < n else b""
         self._flush_touched()
+
+    @staticmethod
+    def _deliver(slot: Slot, part: bytes) -> None:
+        """Keep reply bytes for a slot, counted against its client's output limit."""
+        owner = slot.owner
+        if owner is None:
+            slot.parts.append(part)
+            return
+        if owner.closed:
+            return          # nobody will read it: do not keep it
+        slot.parts.append(part)
+        owner.queued += len(part)
+        if owner.queued > owner.output_limit:
+            owner.output_overflow()
 
     def _slot_finished(self, slot: Slot) -> None:
         """A slot has all its replies: deliver it, or hold it for its WAIT."""

@@ -1,0 +1,1029 @@
+"""A Redis Sentinel compatible endpoint on every proxy (issue 8).
+
+Clients written for Sentinel (redis-py `Sentinel`, Jedis `JedisSentinelPool`,
+go-redis `FailoverClient`, ...) ask a Sentinel where the master is, then
+connect to that Redis node directly.  Each proxy answers those questions on
+its `sentinel_port` from the topology the proxies committed through Raft, so
+such clients can be pointed at the proxies before they move to the single
+proxy endpoint (docs/sentinel.md).
+
+What is served (the subset clients use, reply formats as Redis Sentinel 7.0):
+
+* `SENTINEL get-master-addr-by-name | master | masters | replicas | slaves |
+  sentinels | ckquorum | myid | pending-scripts | help`
+* `PING`, `INFO`, `ROLE`, `HELLO [2|3]`, `AUTH`, `CLIENT SETNAME|GETNAME|SETINFO|ID`,
+  `QUIT`, `RESET`, `COMMAND` (empty)
+* pub/sub: `SUBSCRIBE`, `PSUBSCRIBE`, `UNSUBSCRIBE`, `PUNSUBSCRIBE` with the
+  events `+sdown`, `-sdown`, `+odown`, `-odown`, `+switch-master`, `+slave`.
+
+Commands that would change what is monitored (`SENTINEL failover|set|remove|
+monitor|reset|config|...`) are refused: the proxies decide through Raft.
+
+Answers come from the committed topology only.  A proxy without a lease
+answers like a Sentinel that lost its quorum: `SENTINEL ckquorum` fails with
+`-NOQUORUM`, every other answer is the last committed state.
+
+The other proxies' Sentinel addresses come from their `/status` JSON
+(`"sentinel": {"port": ...}`), polled over their admin URLs and cached; the
+same poll tells whether a quorum of proxies sees the master down (`o_down`).
+
+Wiring (three calls; see `attach_sentinel`): build it in `ProxyServer.__init__`,
+`await start()` / `await stop()` with the server, and call
+`on_topology(new, old, reason)` from `ProxyServer._apply_topology`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from . import __version__, resp
+from .resp import ProtocolError
+
+log = logging.getLogger("proxy.sentinel")
+
+DEFAULT_PORT = 26379
+DEFAULT_MASTER_NAME = "mymaster"
+REDIS_VERSION = "7.0.0"           # the Sentinel protocol version these replies follow
+MAX_BULK = 1024 * 1024            # Sentinel commands are tiny
+MAX_ARGS = 1024
+OUTPUT_LIMIT = 8 * 1024 * 1024    # a subscriber that stops reading is disconnected past this
+PEER_POLL_S = 1.0                 # how often the other proxies' /status is read
+PEER_POLL_FAST_S = 0.25           # ... while this proxy sees the master down (o_down needs their views)
+PEER_FRESH_S = 3.0                # a peer's status older than this does not count
+PEER_TIMEOUT_S = 1.0
+
+REFUSED = {
+    "failover": "the proxies fail over by themselves through Raft; for a graceful switchover run "
+                "'redis-raft-proxy failover --to HOST:PORT'",
+    "set": "settings come from the proxy configuration (down_after_ms, hold_ms, ...), not SENTINEL SET",
+    "monitor": "the monitored Redis nodes come from the proxy configuration (redis_nodes, master_name)",
+    "remove": "the monitored Redis nodes come from the proxy configuration (redis_nodes, master_name)",
+    "reset": "the proxies keep their state in Raft; there is nothing to reset",
+    "config": "settings come from the proxy configuration file, flags and REDIS_RAFT_PROXY_* variables",
+    "flushconfig": "the proxies keep their state in Raft, not in a sentinel.conf",
+    "is-master-down-by-addr": "the proxies vote through Raft, not through Sentinel votes",
+    "simulate-failure": "not available",
+    "debug": "not available",
+}
+
+HELP_LINES = [
+    "SENTINEL <subcommand> [<arg> [value] [opt] ...]. Subcommands are (served by redis-raft-proxy):",
+    "CKQUORUM <master-name>",
+    "    Check if the current Sentinel configuration is able to reach the quorum needed to failover.",
+    "GET-MASTER-ADDR-BY-NAME <master-name>",
+    "    Return the ip and port number of the master with that name.",
+    "MASTER <master-name>",
+    "    Show the state and info of the specified master.",
+    "MASTERS",
+    "    Show a list of monitored masters and their state.",
+    "MYID",
+    "    Return the ID of the Sentinel instance.",
+    "REPLICAS <master-name>",
+    "    Show a list of replicas for this master and their state.",
+    "SENTINELS <master-name>",
+    "    Show a list of Sentinel instances for this master and their state.",
+    "Refused: FAILOVER, SET, MONITOR, REMOVE, RESET, CONFIG (the proxies decide through Raft; "
+    "use 'redis-raft-proxy failover --to HOST:PORT').",
+]
+
+
+def sentinel_id(node: str) -> str:
+    """A stable 40-hex Sentinel id (run id) for a proxy node name."""
+    return hashlib.sha1(f"redis-raft-proxy:{node}".encode()).hexdigest()
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+# ---------------------------------------------------------------------------
+# RESP encoding (RESP2 and RESP3)
+# ---------------------------------------------------------------------------
+
+def _b(v) -> bytes:
+    if isinstance(v, bytes):
+        return v
+    return str(v).encode()
+
+
+def bulk(v) -> bytes:
+    v = _b(v)
+    return b"$%d\r\n%s\r\n" % (len(v), v)
+
+
+def simple(s: str) -> bytes:
+    return b"+" + s.encode() + b"\r\n"
+
+
+def error(s: str) -> bytes:
+    return resp.error_reply(s)
+
+
+def integer(n: int) -> bytes:
+    return b":%d\r\n" % n
+
+
+def array(items: list[bytes]) -> bytes:
+    return b"*%d\r\n" % len(items) + b"".join(items)
+
+
+def null_bulk(resp3: bool) -> bytes:
+    return b"_\r\n" if resp3 else b"$-1\r\n"
+
+
+def null_array(resp3: bool) -> bytes:
+    return b"_\r\n" if resp3 else b"*-1\r\n"
+
+
+def fields_reply(pairs: list[tuple[str, object]], resp3: bool) -> bytes:
+    """An instance's state: a map in RESP3, a flat name/value array in RESP2.
+
+    Every value is a bulk string, numbers too, as Sentinel sends them."""
+    body = b"".join(bulk(k) + bulk(v) for k, v in pairs)
+    return (b"%%%d\r\n" % len(pairs) if resp3 else b"*%d\r\n" % (2 * len(pairs))) + body
+
+
+def push(kind: bytes, parts: list[bytes], resp3: bool) -> bytes:
+    """A pub/sub message or (un)subscribe confirmation; parts are already encoded."""
+    return (b">%d\r\n" if resp3 else b"*%d\r\n") % (len(parts) + 1) + bulk(kind) + b"".join(parts)
+
+
+def verbatim(text: str, resp3: bool) -> bytes:
+    data = text.encode()
+    if resp3:
+        return b"=%d\r\ntxt:%s\r\n" % (len(data) + 4, data)
+    return bulk(data)
+
+
+def glob_match(pattern: bytes, text: bytes) -> bool:
+    """Redis' stringmatchlen: *, ?, [abc], [^a-z], backslash escapes."""
+    p, t = 0, 0
+    np_, nt = len(pattern), len(text)
+    star_p, star_t = -1, 0
+    while t < nt:
+        if p < np_:
+            c = pattern[p]
+            if c == 42:  # *
+                star_p, star_t = p, t
+                p += 1
+                continue
+            if c == 63:  # ?
+                p += 1
+                t += 1
+                continue
+            if c == 91:  # [
+                q = p + 1
+                neg = q < np_ and pattern[q] == 94
+                if neg:
+                    q += 1
+                matched = False
+                while q < np_ and pattern[q] != 93:
+                    if pattern[q] == 92 and q + 1 < np_:
+                        q += 1
+                        if pattern[q] == text[t]:
+                            matched = True
+                    elif q + 2 < np_ and pattern[q + 1] == 45:  # a-z
+                        lo, hi = sorted((pattern[q], pattern[q + 2]))
+                        if lo <= text[t] <= hi:
+                            matched = True
+                        q += 2
+                    elif pattern[q] == text[t]:
+                        matched = True
+                    q += 1
+                if matched != neg:
+                    p = q + 1
+                    t += 1
+                    continue
+            else:
+                if c == 92 and p + 1 < np_:  # backslash
+                    p += 1
+                    c = pattern[p]
+                if c == text[t]:
+                    p += 1
+                    t += 1
+                    continue
+        if star_p < 0:
+            return False
+        p = star_p + 1
+        star_t += 1
+        t = star_t
+    while p < np_ and pattern[p] == 42:
+        p += 1
+    return p == np_
+
+
+# ---------------------------------------------------------------------------
+# the service
+# ---------------------------------------------------------------------------
+
+@dataclass
+class PeerInfo:
+    """What this proxy last learned about another proxy from its /status."""
+
+    name: str
+    url: str = ""
+    host: str = ""
+    port: int = 0                 # its sentinel port (0: unknown or disabled)
+    myid: str = ""
+    last_ok: float = 0.0          # monotonic time of the last successful /status
+    master: str | None = None
+    master_up: bool = True
+    lease: bool = False
+
+    def fresh(self, now: float) -> bool:
+        return self.last_ok > 0 and now - self.last_ok <= PEER_FRESH_S
+
+
+class _Disabled:
+    """`sentinel_port = 0`: the same interface, doing nothing."""
+
+    port = 0
+    enabled = False
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    def on_topology(self, new, old=None, reason: str = "") -> None:
+        pass
+
+    def status_doc(self) -> dict:
+        return {"port": 0}
+
+
+class SentinelService:
+    """The Sentinel endpoint of one proxy."""
+
+    enabled = True
+
+    def __init__(self, server, port: int, master_name: str = DEFAULT_MASTER_NAME, bind: str | None = None,
+                 announce_host: str | None = None) -> None:
+        self.server = server
+        self.cfg = server.cfg
+        self.port = port
+        self.master_name = master_name
+        self.bind = bind if bind is not None else self.cfg.bind
+        self.myid = sentinel_id(self.cfg.node)
+        self.password = getattr(self.cfg, "requirepass", "") or ""
+        self.sessions: set[SentinelSession] = set()
+        self.total_connections = 0
+        self.started = time.time()
+        self.error: str | None = None
+        self.peers: dict[str, PeerInfo] = {}
+        self._next_id = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._http = None
+        # announced state, from which events are derived
+        topo = server.router.topology
+        self._epoch = topo.epoch
+        self._master = topo.master
+        self._sdown: dict[str, float] = {}         # addr -> monotonic time it went subjectively down
+        self._odown_since: float | None = None
+        self._roles: dict[str, tuple[str, float]] = {}
+        self._running = False
+
+    # -- life cycle ------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(lambda: SentinelSession(self), self.bind, self.port,
+                                                    reuse_address=True)
+        except OSError as exc:
+            # The data path matters more than this compatibility endpoint: keep serving Redis traffic.
+            self.error = f"cannot listen on {self.bind}:{self.port}: {exc.strerror or exc}"
+            log.error("event=sentinel_listen_failed bind=%s port=%d error=%r", self.bind, self.port, str(exc))
+            return
+        self._running = True
+        self._tasks.append(loop.create_task(self._watch()))
+        self._tasks.append(loop.create_task(self._poll_peers()))
+        log.info("sentinel endpoint listening on %s:%d (master name %r, myid %s)", self.bind, self.port,
+                 self.master_name, self.myid)
+
+    async def stop(self) -> None:
+        self._running = False
+        if self._server is not None:
+            self._server.close()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for s in list(self.sessions):
+            s.transport.close()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def status_doc(self) -> dict:
+        doc = {"port": self.port if self._running else 0, "master_name": self.master_name, "myid": self.myid,
+               "clients": len(self.sessions)}
+        if self.error:
+            doc["error"] = self.error
+        return doc
+
+    # -- state -------------------------------------------------------------------
+    @property
+    def topology(self):
+        return self.server.router.topology
+
+    @property
+    def health(self):
+        return self.server.health
+
+    def members(self) -> list[str]:
+        return list(self.server.consensus.members)
+
+    def quorum(self) -> int:
+        return len(self.members()) // 2 + 1
+
+    def known_master(self, name: bytes | str) -> bool:
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        return name == self.master_name and self.topology.master is not None
+
+    def node_down(self, addr: str) -> bool:
+        return not self.health.up(addr)
+
+    def other_sentinels(self) -> list[PeerInfo]:
+        """The other proxies whose Sentinel address is known (a dead one stays listed, s_down)."""
+        me = self.cfg.node
+        return [p for name, p in sorted(self.peers.items()) if name != me and name in self.members() and p.port]
+
+    def usable_sentinels(self) -> int:
+        now = time.monotonic()
+        return 1 + sum(1 for name, p in self.peers.items()
+                       if name != self.cfg.node and name in self.members() and p.fresh(now))
+
+    def odown_votes(self, master: str) -> int:
+        """This proxy (when it sees `master` down) plus the fresh peers that do."""
+        now = time.monotonic()
+        votes = 1 if self.node_down(master) else 0
+        for name, p in self.peers.items():
+            if name != self.cfg.node and p.fresh(now) and p.master == master and not p.master_up:
+                votes += 1
+        return votes
+
+    def master_odown(self) -> bool:
+        master = self.topology.master
+        return master is not None and self.node_down(master) and self.odown_votes(master) >= self.quorum()
+
+    def _ms_since(self, t: float | None, now: float) -> int:
+        return int(max(0.0, now - t) * 1000) if t else 0
+
+    def _common_fields(self, addr: str, name: str, flags: list[str], now: float) -> list[tuple[str, object]]:
+        st = self.health.nodes.get(addr)
+        last_ok = st.last_ok if st is not None and st.ever_ok else None
+        down = self.node_down(addr)
+        host, port = split_addr(addr)
+        fl = []
+        if down:
+            fl.append("s_down")
+        if "master" in flags and self._odown_since is not None and addr == self.topology.master:
+            fl.append("o_down")
+        fl += flags
+        if down:
+            fl.append("disconnected")
+        pairs: list[tuple[str, object]] = [
+            ("name", name), ("ip", host), ("port", port), ("runid", ""), ("flags", ",".join(fl)),
+            ("link-pending-commands", 0), ("link-refcount", 1),
+            ("last-ping-sent", self._ms_since(last_ok, now) if down else 0),
+            ("last-ok-ping-reply", self._ms_since(last_ok, now)),
+            ("last-ping-reply", self._ms_since(last_ok, now)),
+        ]
+        if down:
+            pairs.append(("s-down-time", self._ms_since(self._sdown.get(addr) or now, now)))
+        if "o_down" in fl:
+            pairs.append(("o-down-time", self._ms_since(self._odown_since, now)))
+        pairs.append(("down-after-milliseconds", self.cfg.down_after_ms))
+        role = st.role if st is not None and st.role in ("master", "slave") else ("master" if "master" in flags
+                                                                                  else "slave")
+        seen = self._roles.get(addr)
+        pairs += [("info-refresh", self._ms_since(last_ok, now)), ("role-reported", role),
+                  ("role-reported-time", self._ms_since(seen[1] if seen else self._started_mono(), now))]
+        return pairs
+
+    def _started_mono(self) -> float:
+        return time.monotonic() - (time.time() - self.started)
+
+    def master_fields(self) -> list[tuple[str, object]]:
+        topo = self.topology
+        now = time.monotonic()
+        pairs = self._common_fields(topo.master, self.master_name, ["master"], now)
+        pairs += [("config-epoch", topo.epoch), ("num-slaves", len(topo.replicas)),
+                  ("num-other-sentinels", max(0, len(self.members()) - 1)), ("quorum", self.quorum()),
+                  ("failover-timeout", self.cfg.hold_ms), ("parallel-syncs", 1)]
+        return pairs
+
+    def replica_fields(self, addr: str) -> list[tuple[str, object]]:
+        topo = self.topology
+        now = time.monotonic()
+        st = self.health.nodes.get(addr)
+        pairs = self._common_fields(addr, addr, ["slave"], now)
+        mhost, mport = "?", 0
+        if st is not None and st.master_addr:
+            try:
+                mhost, mport = split_addr(st.master_addr)
+            except ValueError:
+                pass
+        link_ok = st is not None and st.link_up and not self.node_down(addr)
+        priority = (topo.priorities or {}).get(addr, 100)
+        pairs += [("master-link-down-time", int(st.link_down_since_s * 1000) if st and not st.link_up else 0),
+                  ("master-link-status", "ok" if link_ok else "err"), ("master-host", mhost),
+                  ("master-port", mport), ("slave-priority", priority),
+                  ("slave-repl-offset", st.offset if st is not None else 0), ("replica-announced", 1)]
+        return pairs
+
+    def sentinel_fields(self, peer: PeerInfo) -> list[tuple[str, object]]:
+        now = time.monotonic()
+        fresh = peer.fresh(now)
+        flags = "sentinel" if fresh else "s_down,sentinel,disconnected"
+        since = self._ms_since(peer.last_ok, now) if peer.last_ok else int(self.uptime() * 1000)
+        pairs: list[tuple[str, object]] = [
+            ("name", peer.myid), ("ip", peer.host), ("port", peer.port), ("runid", peer.myid), ("flags", flags),
+            ("link-pending-commands", 0), ("link-refcount", 1), ("last-ping-sent", 0 if fresh else since),
+            ("last-ok-ping-reply", since), ("last-ping-reply", since)]
+        if not fresh:
+            pairs.append(("s-down-time", since))
+        pairs += [("down-after-milliseconds", self.cfg.down_after_ms), ("last-hello-message", since),
+                  ("voted-leader", "?"), ("voted-leader-epoch", 0)]
+        return pairs
+
+    def uptime(self) -> float:
+        return time.time() - self.started
+
+    def master_status_word(self) -> str:
+        master = self.topology.master
+        if master is None:
+            return "ok"
+        if self._odown_since is not None:
+            return "odown"
+        return "sdown" if self.node_down(master) else "ok"
+
+    def info_text(self, section: str, session: "SentinelSession") -> str:
+        section = section.lower()
+        every = section in ("", "default", "all", "everything")
+        out = []
+        if every or section == "server":
+            up = self.uptime()
+            out.append("# Server\r\n" + "".join(f"{k}:{v}\r\n" for k, v in [
+                ("redis_version", REDIS_VERSION), ("redis_mode", "sentinel"),
+                ("redis_raft_proxy_version", __version__), ("redis_raft_proxy_node", self.cfg.node),
+                ("os", f"{os.uname().sysname} {os.uname().release} {os.uname().machine}"),
+                ("arch_bits", 64 if sys.maxsize > 2**32 else 32), ("process_id", os.getpid()),
+                ("run_id", self.myid), ("tcp_port", self.port), ("uptime_in_seconds", int(up)),
+                ("uptime_in_days", int(up // 86400)), ("executable", sys.argv[0] if sys.argv else ""),
+            ]))
+        if every or section == "clients":
+            out.append("# Clients\r\n" + f"connected_clients:{len(self.sessions)}\r\n"
+                       + f"pubsub_clients:{sum(1 for s in self.sessions if s.subscriptions())}\r\n")
+        if every or section == "stats":
+            out.append("# Stats\r\n" + f"total_connections_received:{self.total_connections}\r\n")
+        if every or section == "sentinel":
+            lines = ["sentinel_masters:%d" % (1 if self.topology.master else 0), "sentinel_tilt:0",
+                     "sentinel_tilt_since_seconds:-1", "sentinel_running_scripts:0",
+                     "sentinel_scripts_queue_length:0", "sentinel_simulate_failure_flags:0"]
+            topo = self.topology
+            if topo.master:
+                lines.append(f"master0:name={self.master_name},status={self.master_status_word()},"
+                             f"address={topo.master},slaves={len(topo.replicas)},"
+                             f"sentinels={max(1, len(self.members()))}")
+            out.append("# Sentinel\r\n" + "".join(line + "\r\n" for line in lines))
+        return "\r\n".join(out)
+
+    # -- events -----------------------------------------------------------------
+    def describe(self, addr: str, master: str | None = None) -> str:
+        """Sentinel's `%@` instance text: `master <name> <ip> <port>` or
+        `slave <ip:port> <ip> <port> @ <name> <master-ip> <master-port>`."""
+        master = self.topology.master if master is None else master
+        host, port = split_addr(addr)
+        if addr == master:
+            return f"master {self.master_name} {host} {port}"
+        text = f"slave {addr} {host} {port}"
+        if master:
+            mhost, mport = split_addr(master)
+            text += f" @ {self.master_name} {mhost} {mport}"
+        return text
+
+    def publish(self, channel: str, message: str) -> int:
+        ch, msg = channel.encode(), message.encode()
+        log.info("event=sentinel_event channel=%s message=%r", channel, message)
+        n = 0
+        for s in list(self.sessions):
+            n += s.deliver(ch, msg)
+        return n
+
+    def on_topology(self, new, old=None, reason: str = "") -> None:
+        """A topology was committed and applied: announce a new master (idempotent per epoch)."""
+        if new.epoch <= self._epoch:
+            return
+        prev = self._master
+        self._epoch, self._master = new.epoch, new.master
+        if not self._running or not prev or not new.master or prev == new.master:
+            return
+        q = self.quorum()
+        if self._odown_since is None and (reason.startswith("failover") or prev in self._sdown):
+            self.publish("+odown", f"master {self.master_name} {' '.join(map(str, split_addr(prev)))} "
+                                   f"#quorum {max(q, self.odown_votes(prev))}/{q}")
+        ohost, oport = split_addr(prev)
+        nhost, nport = split_addr(new.master)
+        self.publish("+switch-master", f"{self.master_name} {ohost} {oport} {nhost} {nport}")
+        self._odown_since = None
+        self._sdown.pop(new.master, None)
+        for addr in new.replicas:
+            self.publish("+slave", self.describe(addr, new.master))
+        if prev in self._sdown:
+            # the old master is a replica from now on, still down: Sentinel says so in slave terms
+            self.publish("+sdown", self.describe(prev, new.master))
+
+    def _tick(self) -> None:
+        topo = self.topology
+        if topo.epoch > self._epoch:
+            self.on_topology(topo, None, "")
+        now = time.monotonic()
+        for addr in topo.nodes:
+            st = self.health.nodes.get(addr)
+            role = st.role if st is not None else "unknown"
+            seen = self._roles.get(addr)
+            if seen is None or seen[0] != role:
+                self._roles[addr] = (role, now)
+            down = self.node_down(addr)
+            if down and addr not in self._sdown:
+                self._sdown[addr] = now
+                self.publish("+sdown", self.describe(addr))
+            elif not down and addr in self._sdown:
+                del self._sdown[addr]
+                self.publish("-sdown", self.describe(addr))
+        for addr in list(self._sdown):
+            if addr not in topo.nodes:
+                del self._sdown[addr]
+        master = topo.master
+        if master is None:
+            return
+        odown = self.master_odown()
+        if odown and self._odown_since is None:
+            self._odown_since = now
+            q = self.quorum()
+            self.publish("+odown", f"{self.describe(master)} #quorum {self.odown_votes(master)}/{q}")
+        elif not odown and self._odown_since is not None and not self.node_down(master):
+            self._odown_since = None
+            self.publish("-odown", self.describe(master))
+
+    async def _watch(self) -> None:
+        interval = max(0.02, min(0.1, self.cfg.probe_interval_ms / 1000.0))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self._tick()
+            except Exception:  # never let a bug here stop the events
+                log.exception("sentinel tick failed")
+
+    # -- the other proxies ----------------------------------------------------------
+    async def _poll_peers(self) -> None:
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S))
+        while True:
+            me = self.cfg.node
+            names = [m for m in self.members() if m != me]
+            if names:
+                await asyncio.gather(*(self._poll_one(n) for n in names), return_exceptions=True)
+            master = self.topology.master
+            fast = master is not None and self.node_down(master)
+            await asyncio.sleep(PEER_POLL_FAST_S if fast else PEER_POLL_S)
+
+    async def _poll_one(self, name: str) -> None:
+        url = self.server.controller.peer_url(name)
+        if not url:
+            return
+        peer = self.peers.get(name)
+        if peer is None or peer.url != url:
+            peer = self.peers[name] = PeerInfo(name, url, urlsplit(url).hostname or "")
+        try:
+            async with self._http.get(url.rstrip("/") + "/status") as r:
+                if r.status != 200:
+                    return
+                doc = await r.json(content_type=None)
+        except Exception:  # noqa: BLE001 - down, partitioned, not JSON: simply not fresh
+            return
+        self.apply_peer_status(peer, doc)
+
+    def apply_peer_status(self, peer: PeerInfo, doc: dict) -> None:
+        sen = doc.get("sentinel") or {}
+        try:
+            port = int(sen.get("port") or 0)
+        except (TypeError, ValueError):
+            port = 0
+        if port:
+            peer.port = port
+        peer.myid = str(sen.get("myid") or sentinel_id(peer.name))
+        topo = doc.get("topology") or {}
+        peer.master = topo.get("master")
+        peer.master_up = bool(topo.get("master_up", True))
+        peer.lease = bool((doc.get("lease") or {}).get("held"))
+        peer.last_ok = time.monotonic()
+
+    def new_client_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+
+def attach_sentinel(server, port: int | None = None, master_name: str | None = None):
+    """The Sentinel endpoint for `server`: `await .start()`, `await .stop()`,
+    `.on_topology(new, old, reason)`, `.status_doc()`.  A no-op object when the
+    port (default: `cfg.sentinel_port`) is 0."""
+    cfg = server.cfg
+    port = int(getattr(cfg, "sentinel_port", 0) if port is None else port)
+    name = master_name or getattr(cfg, "master_name", "") or DEFAULT_MASTER_NAME
+    if not port:
+        return _Disabled()
+    return SentinelService(server, port, name)
+
+
+def sentinel_status(server) -> dict:
+    """The `"sentinel"` field of `/status` (works before the server has one)."""
+    svc = getattr(server, "sentinel", None)
+    return svc.status_doc() if svc is not None else {"port": 0}
+
+
+# ---------------------------------------------------------------------------
+# one client connection
+# ---------------------------------------------------------------------------
+
+_SUB_ALLOWED = frozenset((b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe", b"ping", b"quit",
+                          b"reset", b"ssubscribe", b"sunsubscribe"))
+
+
+class SentinelSession(asyncio.Protocol):
+    def __init__(self, svc: SentinelService) -> None:
+        self.svc = svc
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.resp3 = False
+        self.authed = not svc.password
+        self.name: bytes | None = None
+        self.id = svc.new_client_id()
+        self.channels: dict[bytes, None] = {}     # insertion-ordered sets
+        self.patterns: dict[bytes, None] = {}
+        self.closed = False
+
+    # -- asyncio ---------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        svc = self.svc
+        svc.total_connections += 1
+        if len(svc.sessions) >= svc.cfg.maxclients:
+            transport.write(b"-ERR max number of clients reached\r\n")
+            transport.close()
+            self.closed = True
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        svc.sessions.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.svc.sessions.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.buf += data
+        buf = self.buf
+        out: list[bytes] = []
+        pos = 0
+        close = False
+        try:
+            while pos < len(buf):
+                if buf[pos] == 42:  # '*': multibulk
+                    res = resp.parse_command(buf, pos, MAX_BULK, MAX_ARGS)
+                    if res is None or res[0] is None:
+                        break
+                    end = res[0]
+                    first = buf.find(b"\r\n", pos) + 2
+                    args = resp.command_args(buf, first, end) if res[3] else []
+                else:
+                    res = resp.parse_inline(buf, pos)
+                    if res is None:
+                        break
+                    end, args = res
+                pos = end
+                if not args:
+                    continue
+                reply, close = self.execute(args)
+                out.append(reply)
+                if close:
+                    break
+        except ProtocolError as exc:
+            out.append(exc.reply)
+            close = True
+        del buf[:pos]
+        if out:
+            self.transport.write(b"".join(out))
+        if close:
+            self.closed = True
+            self.svc.sessions.discard(self)
+            self.transport.close()
+
+    # -- pub/sub ------------------------------------------------------------------
+    def subscriptions(self) -> int:
+        return len(self.channels) + len(self.patterns)
+
+    def deliver(self, channel: bytes, message: bytes) -> int:
+        if self.closed:
+            return 0
+        data = []
+        if channel in self.channels:
+            data.append(push(b"message", [bulk(channel), bulk(message)], self.resp3))
+        for pat in self.patterns:
+            if glob_match(pat, channel):
+                data.append(push(b"pmessage", [bulk(pat), bulk(channel), bulk(message)], self.resp3))
+        if not data:
+            return 0
+        self.transport.write(b"".join(data))
+        if self.transport.get_write_buffer_size() > OUTPUT_LIMIT:
+            log.warning("event=sentinel_client_dropped reason='output buffer over %d bytes'", OUTPUT_LIMIT)
+            self.closed = True
+            self.svc.sessions.discard(self)
+            self.transport.abort()
+        return len(data)
+
+    def _subscribe(self, kind: bytes, targets: list[bytes], into: dict[bytes, None]) -> bytes:
+        out = []
+        for t in targets:
+            into[t] = None
+            out.append(push(kind, [bulk(t), integer(self.subscriptions())], self.resp3))
+        return b"".join(out)
+
+    def _unsubscribe(self, kind: bytes, targets: list[bytes], outof: dict[bytes, None]) -> bytes:
+        if not targets:
+            targets = list(outof)
+            if not targets:
+                return push(kind, [null_bulk(self.resp3), integer(self.subscriptions())], self.resp3)
+        out = []
+        for t in targets:
+            outof.pop(t, None)
+            out.append(push(kind, [bulk(t), integer(self.subscriptions())], self.resp3))
+        return b"".join(out)
+
+    # -- commands -------------------------------------------------------------------
+    def execute(self, args: list[bytes]) -> tuple[bytes, bool]:
+        """One command's reply, and whether to close the connection after it."""
+        name = args[0].lower()
+        if name == b"quit":
+            return simple("OK"), True
+        if not self.authed and name not in (b"auth", b"hello"):
+            return error("NOAUTH Authentication required."), False
+        if self.subscriptions() and not self.resp3 and name not in _SUB_ALLOWED:
+            return error(f"ERR Can't execute '{_show(args[0]).lower()}': only (P|S)SUBSCRIBE / "
+                         "(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"), False
+        handler = _COMMANDS.get(name)
+        if handler is None:
+            shown = " ".join(f"'{_show(a)}'" for a in args[1:])
+            return error(f"ERR unknown command '{_show(args[0])}', with args beginning with: {shown}"), False
+        try:
+            return handler(self, args), False
+        except _Arity:
+            return error(f"ERR wrong number of arguments for '{name.decode('latin-1')}' command"), False
+        except Exception:  # a bug must not kill the connection or the proxy
+            log.exception("sentinel command %r failed", args[:2])
+            return error("ERR internal error in redis-raft-proxy's Sentinel endpoint"), False
+
+    def cmd_ping(self, args):
+        if len(args) > 2:
+            raise _Arity
+        if self.subscriptions() and not self.resp3:
+            return push(b"pong", [bulk(args[1] if len(args) > 1 else b"")], False)
+        return bulk(args[1]) if len(args) > 1 else simple("PONG")
+
+    def _check_password(self, user: bytes | None, password: bytes) -> bool:
+        if user is not None and user != b"default":
+            return False
+        if not self.svc.password:
+            return True  # the default user has no password
+        return hmac.compare_digest(password, self.svc.password.encode())
+
+    def cmd_auth(self, args):
+        if len(args) not in (2, 3):
+            return error("ERR syntax error")
+        if len(args) == 2 and not self.svc.password:
+            return error("ERR AUTH <password> called without any password configured for the default user. "
+                         "Are you sure your configuration is correct?")
+        user = args[1] if len(args) == 3 else None
+        if not self._check_password(user, args[-1]):
+            return error("WRONGPASS invalid username-password pair or user is disabled.")
+        self.authed = True
+        return simple("OK")
+
+    def cmd_hello(self, args):
+        proto = None
+        i = 1
+        if len(args) > 1:
+            try:
+                proto = int(args[1])
+            except ValueError:
+                return error("ERR Protocol version is not an integer or out of range")
+            if proto not in (2, 3):
+                return error("NOPROTO unsupported protocol version")
+            i = 2
+        authed = self.authed
+        name = None
+        while i < len(args):
+            opt = args[i].lower()
+            if opt == b"auth" and i + 2 < len(args):
+                if not self._check_password(args[i + 1], args[i + 2]):
+                    return error("WRONGPASS invalid username-password pair or user is disabled.")
+                authed = True
+                i += 3
+            elif opt == b"setname" and i + 1 < len(args):
+                name = args[i + 1]
+                if not _valid_name(name):
+                    return error("ERR Client names cannot contain spaces, newlines or special characters.")
+                i += 2
+            else:
+                return error(f"ERR Syntax error in HELLO option '{_show(args[i])}'")
+        if not authed:
+            return error("NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+                         "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
+                         "select the RESP protocol version at the same time")
+        self.authed = True
+        if name is not None:
+            self.name = name or None
+        if proto is not None:
+            self.resp3 = proto == 3
+        pairs = [(b"server", bulk("redis")), (b"version", bulk(REDIS_VERSION)),
+                 (b"proto", integer(3 if self.resp3 else 2)), (b"id", integer(self.id)),
+                 (b"mode", bulk("sentinel")), (b"role", bulk("master")), (b"modules", array([]))]
+        body = b"".join(bulk(k) + v for k, v in pairs)
+        return (b"%%%d\r\n" % len(pairs) if self.resp3 else b"*%d\r\n" % (2 * len(pairs))) + body
+
+    def cmd_client(self, args):
+        if len(args) < 2:
+            raise _Arity
+        sub = args[1].lower()
+        if sub == b"setname" and len(args) == 3:
+            if not _valid_name(args[2]):
+                return error("ERR Client names cannot contain spaces, newlines or special characters.")
+            self.name = args[2] or None
+            return simple("OK")
+        if sub == b"getname" and len(args) == 2:
+            return bulk(self.name) if self.name else null_bulk(self.resp3)
+        if sub == b"setinfo" and len(args) == 4:
+            return simple("OK")
+        if sub == b"id" and len(args) == 2:
+            return integer(self.id)
+        return error(f"ERR unknown subcommand or wrong number of arguments for '{_show(args[1])}'. "
+                     "Try CLIENT HELP.")
+
+    def cmd_info(self, args):
+        section = args[1].decode("latin-1") if len(args) > 1 else ""
+        return verbatim(self.svc.info_text(section, self), self.resp3)
+
+    def cmd_role(self, args):
+        if len(args) != 1:
+            raise _Arity
+        names = [bulk(self.svc.master_name)] if self.svc.topology.master else []
+        return array([bulk("sentinel"), array(names)])
+
+    def cmd_reset(self, args):
+        self.channels.clear()
+        self.patterns.clear()
+        self.resp3 = False
+        self.name = None
+        self.authed = not self.svc.password
+        return simple("RESET")
+
+    def cmd_command(self, args):
+        if len(args) > 1 and args[1].lower() == b"count":
+            return integer(0)
+        return array([])
+
+    def cmd_subscribe(self, args):
+        if len(args) < 2:
+            raise _Arity
+        return self._subscribe(b"subscribe", args[1:], self.channels)
+
+    def cmd_psubscribe(self, args):
+        if len(args) < 2:
+            raise _Arity
+        return self._subscribe(b"psubscribe", args[1:], self.patterns)
+
+    def cmd_unsubscribe(self, args):
+        return self._unsubscribe(b"unsubscribe", args[1:], self.channels)
+
+    def cmd_punsubscribe(self, args):
+        return self._unsubscribe(b"punsubscribe", args[1:], self.patterns)
+
+    def cmd_sentinel(self, args):
+        if len(args) < 2:
+            raise _Arity
+        svc = self.svc
+        sub = args[1].lower()
+        subname = sub.decode("latin-1")
+        r3 = self.resp3
+
+        def arity(n: int) -> bytes | None:
+            if len(args) != n:
+                return error(f"ERR wrong number of arguments for 'sentinel|{subname}' command")
+            return None
+
+        if subname in REFUSED:
+            return error(f"ERR SENTINEL {subname.upper()} is not supported by redis-raft-proxy: "
+                         f"{REFUSED[subname]}")
+        if sub == b"get-master-addr-by-name":
+            if (e := arity(3)) is not None:
+                return e
+            if not svc.known_master(args[2]):
+                return null_array(r3)
+            host, port = split_addr(svc.topology.master)
+            return array([bulk(host), bulk(port)])
+        if sub == b"master":
+            if (e := arity(3)) is not None:
+                return e
+            if not svc.known_master(args[2]):
+                return error("ERR No such master with that name")
+            return fields_reply(svc.master_fields(), r3)
+        if sub == b"masters":
+            if (e := arity(2)) is not None:
+                return e
+            return array([fields_reply(svc.master_fields(), r3)] if svc.topology.master else [])
+        if sub in (b"replicas", b"slaves"):
+            if (e := arity(3)) is not None:
+                return e
+            if not svc.known_master(args[2]):
+                return error("ERR No such master with that name")
+            return array([fields_reply(svc.replica_fields(a), r3) for a in svc.topology.replicas])
+        if sub == b"sentinels":
+            if (e := arity(3)) is not None:
+                return e
+            if not svc.known_master(args[2]):
+                return error("ERR No such master with that name")
+            return array([fields_reply(svc.sentinel_fields(p), r3) for p in svc.other_sentinels()])
+        if sub == b"ckquorum":
+            if (e := arity(3)) is not None:
+                return e
+            if not svc.known_master(args[2]):
+                return error("ERR No such master with that name")
+            q = svc.quorum()
+            usable = svc.usable_sentinels()
+            if svc.server.consensus.lease_held():
+                return simple(f"OK {max(usable, q)} usable Sentinels. Quorum and failover authorization "
+                              "can be reached")
+            return error(f"NOQUORUM {usable} usable Sentinels. Not enough available Sentinels to reach the "
+                         "specified quorum for this master. Not enough available Sentinels to reach the "
+                         "majority and authorize a failover")
+        if sub == b"myid":
+            if (e := arity(2)) is not None:
+                return e
+            return bulk(svc.myid)
+        if sub == b"pending-scripts":
+            return array([])
+        if sub == b"help":
+            return array([simple(line) for line in HELP_LINES])
+        return error(f"ERR unknown subcommand '{_show(args[1])}'. Try SENTINEL HELP.")
+
+
+class _Arity(Exception):
+    pass
+
+
+def _show(arg: bytes, limit: int = 128) -> str:
+    return arg[:limit].decode("utf-8", "replace").replace("\r", " ").replace("\n", " ")
+
+
+def _valid_name(name: bytes) -> bool:
+    return all(33 <= c <= 126 for c in name)
+
+
+_COMMANDS = {
+    b"ping": SentinelSession.cmd_ping,
+    b"auth": SentinelSession.cmd_auth,
+    b"hello": SentinelSession.cmd_hello,
+    b"client": SentinelSession.cmd_client,
+    b"info": SentinelSession.cmd_info,
+    b"role": SentinelSession.cmd_role,
+    b"reset": SentinelSession.cmd_reset,
+    b"command": SentinelSession.cmd_command,
+    b"subscribe": SentinelSession.cmd_subscribe,
+    b"psubscribe": SentinelSession.cmd_psubscribe,
+    b"unsubscribe": SentinelSession.cmd_unsubscribe,
+    b"punsubscribe": SentinelSession.cmd_punsubscribe,
+    b"sentinel": SentinelSession.cmd_sentinel,
+}
