@@ -347,7 +347,16 @@ class SentinelService:
         return self.server.health
 
     def members(self) -> list[str]:
-        return list(self.server.consensus.members)
+        try:
+            return list(self.server.consensus.members)
+        except Exception:  # noqa: BLE001 - consensus not started yet
+            return [self.cfg.node]
+
+    def lease_held(self) -> bool:
+        try:
+            return bool(self.server.consensus.lease_held())
+        except Exception:  # noqa: BLE001 - consensus not started yet
+            return False
 
     def quorum(self) -> int:
         return len(self.members()) // 2 + 1
@@ -529,7 +538,15 @@ class SentinelService:
         return n
 
     def on_topology(self, new, old=None, reason: str = "") -> None:
-        """A topology was committed and applied: announce a new master (idempotent per epoch)."""
+        """A topology was committed and applied: announce a new master (idempotent per epoch).
+
+        Called from the Raft apply path: it never raises."""
+        try:
+            self._announce(new, reason)
+        except Exception:  # noqa: BLE001 - an event bug must not break applying the log
+            log.exception("sentinel: announcing epoch %s failed", getattr(new, "epoch", "?"))
+
+    def _announce(self, new, reason: str) -> None:
         if new.epoch <= self._epoch:
             return
         prev = self._master
@@ -597,16 +614,21 @@ class SentinelService:
     async def _poll_peers(self) -> None:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S))
         while True:
-            me = self.cfg.node
-            names = [m for m in self.members() if m != me]
-            if names:
-                await asyncio.gather(*(self._poll_one(n) for n in names), return_exceptions=True)
-            master = self.topology.master
-            fast = master is not None and self.node_down(master)
+            fast = False
+            try:
+                me = self.cfg.node
+                names = [m for m in self.members() if m != me]
+                if names:
+                    await asyncio.gather(*(self._poll_one(n) for n in names), return_exceptions=True)
+                master = self.topology.master
+                fast = master is not None and self.node_down(master)
+            except Exception:  # never let a bug here stop the polling
+                log.exception("sentinel peer poll failed")
             await asyncio.sleep(PEER_POLL_FAST_S if fast else PEER_POLL_S)
 
     async def _poll_one(self, name: str) -> None:
-        url = self.server.controller.peer_url(name)
+        controller = getattr(self.server, "controller", None)
+        url = controller.peer_url(name) if controller is not None else None
         if not url:
             return
         peer = self.peers.get(name)
@@ -796,7 +818,7 @@ class SentinelSession(asyncio.Protocol):
                          "(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"), False
         handler = _COMMANDS.get(name)
         if handler is None:
-            shown = " ".join(f"'{_show(a)}'" for a in args[1:])
+            shown = "".join(f"'{_show(a)}' " for a in args[1:])
             return error(f"ERR unknown command '{_show(args[0])}', with args beginning with: {shown}"), False
         try:
             return handler(self, args), False
@@ -870,7 +892,7 @@ class SentinelSession(asyncio.Protocol):
             self.resp3 = proto == 3
         pairs = [(b"server", bulk("redis")), (b"version", bulk(REDIS_VERSION)),
                  (b"proto", integer(3 if self.resp3 else 2)), (b"id", integer(self.id)),
-                 (b"mode", bulk("sentinel")), (b"role", bulk("master")), (b"modules", array([]))]
+                 (b"mode", bulk("sentinel")), (b"modules", array([]))]     # no "role" in sentinel mode
         body = b"".join(bulk(k) + v for k, v in pairs)
         return (b"%%%d\r\n" % len(pairs) if self.resp3 else b"*%d\r\n" % (2 * len(pairs))) + body
 
@@ -983,7 +1005,7 @@ class SentinelSession(asyncio.Protocol):
                 return error("ERR No such master with that name")
             q = svc.quorum()
             usable = svc.usable_sentinels()
-            if svc.server.consensus.lease_held():
+            if svc.lease_held():
                 return simple(f"OK {max(usable, q)} usable Sentinels. Quorum and failover authorization "
                               "can be reached")
             return error(f"NOQUORUM {usable} usable Sentinels. Not enough available Sentinels to reach the "

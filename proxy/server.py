@@ -8,6 +8,7 @@ upstream connections and the set of client sessions.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import socket
@@ -25,7 +26,7 @@ from .metrics import Stats
 from .router import Router
 from .session import ClientSession
 from .topology import Topology
-from .upstream import Upstream
+from .upstream import DiscardSlot, Upstream
 
 log = logging.getLogger("proxy.server")
 
@@ -53,6 +54,7 @@ class ProxyServer:
         self._dead: dict[str, tuple[float, Upstream]] = {}
         self._soft: set[ClientSession] = set()
         self._failed_at: dict[str, float] = {}
+        self.scripts: dict[str, bytes] = {}
         self.probers: dict[str, Prober] = {}
         self._tasks: list[asyncio.Task] = []
         self._server: asyncio.AbstractServer | None = None
@@ -160,7 +162,29 @@ class ProxyServer:
         return resp.encode_command(args)
 
     def _base_handshake(self) -> list[bytes]:
-        return [self.upstream_auth_command()] if self.cfg.redis_password else []
+        auth = [self.upstream_auth_command()] if self.cfg.redis_password else []
+        return auth + self.script_loads()
+
+    # -- scripts -------------------------------------------------------------------
+    def script_loads(self) -> list[bytes]:
+        """SCRIPT LOAD for every script a client loaded: replayed on each new
+        upstream connection, so EVALSHA works on replicas, on a node that
+        restarted empty and on a new master after a failover."""
+        return [resp.encode_command([b"SCRIPT", b"LOAD", body]) for body in self.scripts.values()]
+
+    def script_command(self, args: list[bytes]) -> None:
+        """A client's SCRIPT LOAD/FLUSH: remember it and send it to every node."""
+        sub = args[0].lower()
+        if sub == b"load" and len(args) == 2:
+            self.scripts[hashlib.sha1(args[1]).hexdigest()] = args[1]
+        elif sub == b"flush":
+            self.scripts.clear()
+        else:
+            return
+        cmd = resp.encode_command([b"SCRIPT", *args])
+        for addr in self.router.topology.nodes:
+            if addr != self.router.master:
+                self.shared_upstream(addr, 0).send(cmd, DiscardSlot(1))
 
     def _make(self, addr: str, **kw) -> Upstream:
         """A new upstream, or the last failed one while the node is backing off."""

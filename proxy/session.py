@@ -37,6 +37,8 @@ _ids = itertools.count(1)
 PONG = b"+PONG\r\n"
 OK = b"+OK\r\n"
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
+WAIT_MARK = resp.encode_command([b"PUBLISH", b"__redis-raft-proxy:wait__", b""])
+WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
 
 
 def _bulk(value: bytes | None, resp3: bool = False) -> bytes:
@@ -113,6 +115,10 @@ class ClientSession(asyncio.Protocol):
         self.multi = False
         self.watching = False
         self.reply_mode = b"on"
+        self.quitting = False
+        self.tx_db: int | None = None    # SELECT queued inside MULTI: applies at EXEC
+        self.tracking = False            # CLIENT TRACKING: reads stay on the master
+        self.read_pick_at = 0.0
         # reads
         self.read_node: str | None = None
         self.rw_slot: Slot | None = None       # last write, for read-your-writes
@@ -187,13 +193,14 @@ class ClientSession(asyncio.Protocol):
                 stopped = False
                 for kind, count, start, end, name, args_at in groups:
                     if (kind == READ or kind == WRITE or kind == ADMIN) and self.plain:
-                        if kind == WRITE and self.replica_slot is not None and self._reads_in_flight():
+                        # ADMIN counts as a write: EVAL and FCALL carry no write flag in Redis 7.0
+                        if kind != READ and self.replica_slot is not None and self._reads_in_flight():
                             pos = start
                             stopped = True
                             break
                         target = self._reader() if kind == READ else self._master()
                         if type(target) is Upstream:
-                            self._add(target, start, end, count, kind == WRITE, kind)
+                            self._add(target, start, end, count, kind != READ, kind)
                             continue
                         if target is STOP:
                             pos = start
@@ -379,6 +386,9 @@ class ClientSession(asyncio.Protocol):
             args = self._args(buf, args_at, end, inline)
             if args:
                 kind = self.table.kind_sub(name, args[0])
+                if name == b"script" and args[0].lower() in (b"load", b"flush"):
+                    self._close_batch()
+                    self.server.script_command(args)   # every node, and every node later
         elif name in BLOCK_OPTION:
             if any(a.lower() == b"block" for a in self._args(buf, args_at, end, inline)):
                 kind = Kind.BLOCKING if kind == Kind.READ else kind
@@ -388,7 +398,16 @@ class ClientSession(asyncio.Protocol):
             return self._target(self._reader())
         if kind == Kind.BLOCKING and self.mode == SHARED:
             return self._go_dedicated() or self._route(name, buf, args_at, end, inline)
-        if kind == Kind.WRITE or kind == Kind.BLOCKING:
+        if name == b"wait" or name == b"waitaof":
+            up = self._master()
+            if type(up) is Upstream:
+                # WAIT counts replicas that acked this connection's last write;
+                # the client's earlier writes may have used another connection,
+                # so make one here (PUBLISH is replicated, and harmless).
+                self._close_batch()
+                up.send(WAIT_MARK, DiscardSlot(1))
+            return self._target(up)
+        if kind != Kind.READ:
             if self.replica_slot is not None and self._reads_in_flight():
                 return STOP
             self._write_flag = True
@@ -404,6 +423,8 @@ class ClientSession(asyncio.Protocol):
         """RAW mode: everything goes to the one master connection as is."""
         if name in REFUSED:
             return self._local(resp.error_reply("ERR proxy: " + REFUSED[name]))
+        if name == b"quit":
+            self.quitting = True    # the master closes after +OK: not an error
         return self.raw
 
     # -- targets --------------------------------------------------------------
@@ -469,8 +490,14 @@ class ClientSession(asyncio.Protocol):
         if not self.server.can_read():
             return self._hold(router.master)
         node = self.read_node
-        if node is None or not (router.replica_fit(node) or node == router.master):
+        if self.tracking:
+            return self._master()
+        if node is None or not router.replica_fit(node) and (
+                node != router.master or self._now - self.read_pick_at > 0.5):
+            # (re)pick: first read, replica gone, or on the master for a while
+            # (replicas may be back)
             node = self.read_node = router.pick_read_node()
+            self.read_pick_at = self._now
         if node is None:
             return self._master()
         if node != router.master and self.rw_slot is not None and not self._caught_up(node):
@@ -536,7 +563,7 @@ class ClientSession(asyncio.Protocol):
             cmds.append(resp.encode_command([b"SELECT", str(self.db).encode()]))
         if self.name:
             cmds.append(resp.encode_command([b"CLIENT", b"SETNAME", self.name]))
-        return cmds
+        return cmds + self.server.script_loads()
 
     def _broadcast(self, cmd: bytes, skip: Upstream | None) -> None:
         """Replay a state change on every other dedicated upstream."""
@@ -559,7 +586,9 @@ class ClientSession(asyncio.Protocol):
                     now = time.monotonic()
                 self._latency[slot.kind].observe(now - slot.t0)
             if type(slot) is HookSlot:
-                slot.hook(b"".join(slot.parts))
+                replaced = slot.hook(b"".join(slot.parts))
+                if replaced is not None:
+                    slot.parts = [replaced]
             out.extend(slot.parts)
         t = self.transport
         if out:
@@ -605,7 +634,7 @@ class ClientSession(asyncio.Protocol):
     def raw_closed(self, up: Upstream) -> None:
         """The pub/sub connection went away: the client must reconnect."""
         if not self.closed and up is self.raw:
-            if up.error:
+            if up.error and not self.quitting:
                 self.transport.write(resp.error_reply("ERR proxy: " + up.error))
             self.transport.close()
 
@@ -686,7 +715,15 @@ class ClientSession(asyncio.Protocol):
         return LOCAL
 
     def _cmd_refused(self, name: bytes):
-        return self._local(resp.error_reply("ERR proxy: " + REFUSED[name]))
+        refusal = resp.error_reply("ERR proxy: " + REFUSED[name])
+        if self.multi and self.mode == DEDICATED:
+            # Inside MULTI the master must see an error too, so that EXEC
+            # answers EXECABORT as for any command Redis rejects while queueing.
+            up = self.dedicated.get(self.router.master)
+            if up is not None and not up.closed:
+                return self._send_one(up, resp.encode_command([b"redis-raft-proxy-refused"]),
+                                      lambda _reply: refusal)
+        return self._local(refusal)
 
     def _cmd_select(self, args):
         if not self.authenticated:
@@ -700,6 +737,7 @@ class ClientSession(asyncio.Protocol):
         if self.mode == SHARED and db == 0:
             return self._local(OK)
         if self.multi:
+            self.tx_db = db     # takes effect when EXEC runs the transaction
             return self._master()
         if self.mode == SHARED and self._go_dedicated() is STOP:
             return STOP
@@ -748,7 +786,21 @@ class ClientSession(asyncio.Protocol):
         up = self._master()
         if type(up) is Upstream:
             up.in_tx = False
+            if self.tx_db is not None:
+                db, self.tx_db = self.tx_db, None
+                return self._send_one(up, resp.encode_command([b"EXEC", *args]),
+                                      lambda reply: self._exec_selected(reply, db, up))
         return up
+
+    def _exec_selected(self, reply: bytes, db: int, up: Upstream) -> None:
+        """EXEC ran a SELECT: the connection's db changed; follow it everywhere."""
+        if reply.startswith(b"*") and not reply.startswith(b"*-1"):
+            self.db = db
+            self._broadcast(resp.encode_command([b"SELECT", str(db).encode()]), up)
+
+    def _cmd_discard(self, args):
+        self.tx_db = None
+        return self._cmd_exec(args)
 
     def _cmd_unwatch(self, args):
         if not self.authenticated:
@@ -776,11 +828,26 @@ class ClientSession(asyncio.Protocol):
         self.raw = self.server.raw_upstream(addr, self)
         return self.raw
 
-    def _cmd_auth(self, args):
+    def _proxy_password(self, user: bytes | None, password: bytes) -> bool | None:
+        """With `requirepass`, the proxy owns the default user's password.
+
+        Returns True/False for the default user, None for other users (their
+        credentials go to Redis ACLs).
+        """
         cfg = self.server.cfg
-        if cfg.requirepass and len(args) == 1 and args[0] == cfg.requirepass.encode():
+        if not cfg.requirepass or (user is not None and user != b"default"):
+            return None
+        return password == cfg.requirepass.encode()
+
+    def _cmd_auth(self, args):
+        if len(args) not in (1, 2):
+            return self._local(b"-ERR wrong number of arguments for 'auth' command\r\n")
+        verdict = self._proxy_password(args[0] if len(args) == 2 else None, args[-1])
+        if verdict is True:
             self.authenticated = True
             return self._local(OK)
+        if verdict is False:
+            return self._local(WRONGPASS)
         if self.mode == SHARED and self._go_dedicated() is STOP:
             return STOP
         up = self._master()
@@ -806,13 +873,19 @@ class ClientSession(asyncio.Protocol):
                 return self._local(b"-NOPROTO unsupported protocol version\r\n")
         cfg = self.server.cfg
         rest = list(args[1:])
-        # HELLO ... AUTH with the proxy's own password: checked here, not upstream.
+        # HELLO ... AUTH default <pass> with the proxy's own password: checked here.
         lowered = [a.lower() for a in rest]
         if cfg.requirepass and b"auth" in lowered:
             i = lowered.index(b"auth")
-            if rest[i + 2:i + 3] == [cfg.requirepass.encode()]:
+            if i + 2 >= len(rest):
+                return self._local(b"-ERR Syntax error in HELLO option 'auth'\r\n")
+            verdict = self._proxy_password(rest[i + 1], rest[i + 2])
+            if verdict is False:
+                return self._local(WRONGPASS)
+            if verdict is True:
                 self.authenticated = True
                 rest = rest[:i] + rest[i + 3:]
+                lowered = [a.lower() for a in rest]
         if not self.authenticated and b"auth" not in lowered:
             return self._local(NOAUTH)
         if self.mode == SHARED and self._go_dedicated() is STOP:
@@ -892,10 +965,29 @@ class ClientSession(asyncio.Protocol):
         if sub == b"kill":
             return self._local(b"-ERR proxy: CLIENT KILL is not allowed through redis-raft-proxy "
                                b"(upstream connections are shared)\r\n")
+        if sub == b"info":
+            return self._local(_bulk(self._client_info(), False) if not self.resp3 else
+                               b"=%d\r\ntxt:%s\r\n" % (len(self._client_info()) + 4, self._client_info()))
         if sub in (b"tracking", b"caching", b"no-evict", b"no-touch"):
             if self.mode == SHARED and self._go_dedicated() is STOP:
                 return STOP
+            if sub == b"tracking" and len(args) > 1:
+                # Invalidations come from the node that served the read: a
+                # tracking client reads from the master only.
+                self.tracking = args[1].lower() == b"on"
         return self._master()
+
+    def _client_info(self) -> bytes:
+        """CLIENT INFO for this client as the proxy sees it (Redis' format)."""
+        peer = self.transport.get_extra_info("peername") or ("?", 0)
+        local = self.transport.get_extra_info("sockname") or ("?", 0)
+        flags = ("x" if self.multi else "") + ("P" if self.mode == RAW else "") or "N"
+        return (f"id={self.id} addr={peer[0]}:{peer[1]} laddr={local[0]}:{local[1]} fd=-1 "
+                f"name={(self.name or b'').decode(errors='replace')} age={int(time.monotonic() - self.created)} "
+                f"idle=0 flags={flags} db={self.db} sub=0 psub=0 ssub=0 multi={-1 if not self.multi else 0} "
+                f"qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll={len(self.pending)} omem={self.queued} "
+                f"tot-mem=0 events=r cmd=client|info user=default redir=-1 "
+                f"resp={3 if self.resp3 else 2}\n").encode()
 
 
 class _Sink(list):
@@ -920,7 +1012,7 @@ _HANDLERS = {
     b"multi": ClientSession._cmd_multi,
     b"watch": ClientSession._cmd_watch,
     b"exec": ClientSession._cmd_exec,
-    b"discard": ClientSession._cmd_exec,
+    b"discard": ClientSession._cmd_discard,
     b"unwatch": ClientSession._cmd_unwatch,
     b"auth": ClientSession._cmd_auth,
     b"hello": ClientSession._cmd_hello,

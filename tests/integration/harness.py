@@ -359,7 +359,7 @@ def encode_command(*args: bytes | str | int) -> bytes:
 
 
 def ping_port(port: int, timeout: float = 0.5) -> bool:
-    """True when `port` answers a RESP PING with +PONG."""
+    """True when `port` answers a RESP PING with +PONG (or -NOAUTH: it is up, it wants a password)."""
     try:
         with socket.create_connection((HOST, port), timeout=timeout) as s:
             s.sendall(b"*1\r\n$4\r\nPING\r\n")
@@ -369,7 +369,7 @@ def ping_port(port: int, timeout: float = 0.5) -> bool:
                 if not chunk:
                     return False
                 buf += chunk
-            return buf.startswith(b"+PONG")
+            return buf.startswith(b"+PONG") or buf.startswith(b"-NOAUTH")
     except OSError:
         return False
 

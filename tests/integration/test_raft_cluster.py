@@ -1,0 +1,460 @@
+"""Raft among the proxies, with real processes: elections, pauses, restarts, operator actions.
+
+One module-wide cluster (3 redis-server: R0 master, R1/R2 replicas; proxies
+proxy-1..3 started like `redis-raft-proxy demo` does: `--peers` naming all three,
+a data dir each, a shared secret) is brought back to health before each test
+by `Keeper.healthy()`: stopped proxies continued, dead ones restarted on their
+data dirs, extra members removed, then all three must agree on leader, term,
+topology epoch, master and members, each holding a lease.  Starting Python
+proxies takes seconds on a loaded 2-core machine, so sharing keeps the file
+within its budget; each test therefore reads the current leader and master.
+
+Faults are SIGKILL and SIGSTOP of proxy processes.  Observation is by /status
+polling: `RoleSampler` polls every proxy every ~20 ms from its own thread (a
+stopped proxy delays only its own samples).  Every wait is bounded; the only
+timed interval is the 3 s SIGSTOP (a fault duration) and one 2 s window in
+which something must NOT happen (a removed proxy must not disturb the
+cluster).
+
+Timings are from the defaults: tick_ms 50, election_ticks 10 (an election
+timeout of 0.5-1 s), heartbeat every tick, pre-vote and check-quorum on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from benchmarks.raft_cluster_lib import NAMES, ElectionWatch, RaftCluster, RoleSampler, brief
+
+from .harness import HarnessError, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+ELECTION_BOUND_S = 3.0      # the test's bound; the 1 s target is measured by benchmarks/raft_election
+STOP_S = 3.0                # how long the leader stays SIGSTOPped
+SAMPLE_S = 0.02             # /status polling interval of the samplers
+
+
+# ---------------------------------------------------------------------------
+# the shared cluster
+# ---------------------------------------------------------------------------
+
+class Keeper:
+    """Owns the module's cluster; `healthy()` restores it (or rebuilds it) before each test."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.builds = 0
+        self.cluster: RaftCluster | None = None
+
+    def _build(self) -> RaftCluster:
+        if self.cluster is not None:
+            self.cluster.cleanup()
+        self.builds += 1
+        self.cluster = RaftCluster(self.root / f"cluster-{self.builds}")
+        try:
+            self.cluster.start(timeout=90)
+        except BaseException:
+            self.cluster.cleanup()
+            self.cluster = None
+            raise
+        return self.cluster
+
+    def healthy(self) -> RaftCluster:
+        if self.cluster is None:
+            return self._build()
+        try:
+            self._restore(self.cluster)
+            return self.cluster
+        except (HarnessError, OSError) as exc:
+            print(f"cluster could not be restored ({exc}); rebuilding it")
+            return self._build()
+
+    @staticmethod
+    def _restore(c: RaftCluster) -> None:
+        for name in list(c.proxies):
+            p = c.proxies[name]
+            if p.alive():
+                p.cont()
+            if name not in c.initial:
+                p.kill()
+        dead = [n for n in c.initial if not c.proxies[n].alive()]
+        c.restart(*dead, timeout=60)
+        view = c.wait_converged(c.initial, timeout=30)
+        extra = [m for m in view["members"] if m not in c.initial]
+        for m in extra:
+            r = c.ops("remove", "--node", m, endpoint=c.admin_url(view["leader"]))
+            if r.returncode != 0:
+                raise HarnessError(f"could not remove leftover member {m}: {r.stdout}{r.stderr}")
+        if extra:
+            wait_until(lambda: (v := c.converged(c.initial)) and v["members"] == sorted(c.initial), 20,
+                       message=lambda: f"the leftover members to go: {c.brief(c.initial)}")
+
+
+@pytest.fixture(scope="module")
+def keeper(tmp_path_factory):
+    """Tests call `keeper.healthy()` in their own time: conftest gives a fixture's setup only
+    60 s, and three proxies start slowly on a loaded machine.  Proxy logs are attached to a
+    failure by conftest."""
+    k = Keeper(tmp_path_factory.mktemp("raft"))
+    try:
+        yield k
+    finally:
+        if k.cluster is not None:
+            k.cluster.cleanup()
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+def assert_writes_work(c: RaftCluster, names, master: str, tag: str) -> None:
+    """A SET through each named proxy is acknowledged, read back through it, and is on
+    the committed master (a write may be held while the new leader's lease starts)."""
+    for n in names:
+        key, value = f"raft:{tag}:{n}:{uuid.uuid4().hex[:8]}", f"v-{n}"
+        with c.proxies[n].client(timeout=10, decode=True) as client:
+            assert client.set(key, value) is True, f"SET through {n} was not acknowledged"
+            assert client.get(key) == value, f"GET through {n} did not return its own write"
+        with c.rs.by_addr(master).client(timeout=5, decode=True) as direct:
+            assert direct.get(key) == value, f"the write through {n} is not on the committed master {master}"
+
+
+def others(c: RaftCluster, name: str) -> list[str]:
+    return [n for n in c.initial if n != name]
+
+
+# ---------------------------------------------------------------------------
+# 1. SIGKILL of the leader
+# ---------------------------------------------------------------------------
+
+def test_leader_sigkill_elects_new_leader_seen_by_both_survivors(keeper):
+    c = keeper.healthy()
+    before = c.wait_converged(c.initial)
+    old, old_term = before["leader"], before["term"]
+    survivors = others(c, old)
+
+    with ElectionWatch({n: c.admin_ports[n] for n in survivors}, interval=SAMPLE_S) as watch:
+        t_kill = time.monotonic()
+        c.kill(old)
+        after = c.wait_leader(survivors, timeout=10, not_node=old, min_term=old_term + 1)
+        t_seen = time.monotonic()
+    first = watch.first_agreement(survivors, old, old_term, t_kill)
+    elected_s = (first[0] if first else t_seen) - t_kill
+
+    assert after["leader"] in survivors and after["leader"] != old
+    assert after["term"] > old_term, f"new leader at term {after['term']}, not above the old {old_term}"
+    for n in survivors:   # identically: same leader and term on both (leader_view), leader self-reported
+        r = after["statuses"][n]["raft"]
+        assert (r["leader"], r["term"]) == (after["leader"], after["term"]), brief(after["statuses"][n])
+    assert after["statuses"][after["leader"]]["raft"]["role"] == "leader"
+    assert elected_s < ELECTION_BOUND_S, (f"new leader seen by both survivors {elected_s:.2f}s after the "
+                                          f"SIGKILL (bound {ELECTION_BOUND_S}s)")
+    print(f"leader {old} killed at term {old_term}: {after['leader']} elected at term {after['term']}, "
+          f"seen by both survivors after {elected_s:.3f}s")
+
+    view = c.wait_converged(survivors, timeout=10)
+    assert_writes_work(c, survivors, view["master"], "after-kill")
+
+
+# ---------------------------------------------------------------------------
+# 2. SIGSTOP of the leader for 3 s
+# ---------------------------------------------------------------------------
+
+def pause_leader(c: RaftCluster, sampler: RoleSampler) -> dict:
+    """SIGSTOP the leader for STOP_S while `sampler` records; returns what happened.
+
+    Just before SIGCONT one more /status request is sent to the stopped proxy: it
+    is answered as soon as the process runs again, i.e. before or while it learns
+    that it was deposed."""
+    before = c.wait_converged(c.initial)
+    old, old_term = before["leader"], before["term"]
+    survivors = others(c, old)
+    sampler.wait_first()
+    victim = c.proxies[old]
+    t_stop = time.monotonic()
+    victim.stop()
+    probe: list = []
+    try:
+        during = c.wait_leader(survivors, timeout=STOP_S, not_node=old, min_term=old_term + 1)
+        t_elected = time.monotonic()
+        left = STOP_S - 0.3 - (time.monotonic() - t_stop)
+        if left > 0:
+            time.sleep(left)        # the fault's duration, not a synchronisation
+        prober = threading.Thread(target=lambda: probe.append((c.status(old, timeout=10), time.monotonic())),
+                                  daemon=True)
+        prober.start()
+        left = STOP_S - (time.monotonic() - t_stop)
+        if left > 0:
+            time.sleep(left)
+    finally:
+        victim.cont()
+    t_cont = time.monotonic()
+    prober.join(10)
+    return {"before": before, "old": old, "old_term": old_term, "survivors": survivors, "during": during,
+            "t_stop": t_stop, "t_elected": t_elected, "t_cont": t_cont, "probe": probe}
+
+
+def test_paused_leader_steps_down_and_no_term_has_two_leaders(keeper):
+    c = keeper.healthy()
+    with RoleSampler({n: c.admin_ports[n] for n in c.initial}, interval=SAMPLE_S) as sampler:
+        p = pause_leader(c, sampler)
+        old, during = p["old"], p["during"]
+
+        def stepped_down():
+            s = c.status(old)
+            if s is None:
+                return None
+            r = s["raft"]
+            return s if r["role"] == "follower" and r["term"] >= during["term"] else None
+        stepped = wait_until(stepped_down, 5, message=lambda: f"{old} to step down after SIGCONT: "
+                                                              f"{c.brief(c.initial)}")
+        agreed = c.wait_converged(c.initial, timeout=10, lease=False)
+        t_agreed = time.monotonic()
+
+    samples = sampler.snapshot()
+    counts = sampler.per_node()
+    assert all(counts.get(n, 0) >= 20 for n in c.initial), f"too few /status samples per proxy: {counts}"
+    assert any(s.node == old and s.t > p["t_cont"] for s in samples), f"no sample of {old} after SIGCONT"
+    assert during["leader"] != old and during["term"] > p["old_term"]
+    assert stepped["raft"]["term"] >= during["term"]
+    split = sampler.split_brains()
+    assert not split, (f"a term with more than one leader: {split}; leaders by term: "
+                       f"{sampler.leaders_by_term()}")
+    before = p["before"]
+    for n, s in agreed["statuses"].items():
+        assert (s["topology"]["epoch"], s["topology"]["master"]) == (agreed["epoch"], agreed["master"])
+    assert (agreed["epoch"], agreed["master"]) == (before["epoch"], before["master"]), \
+        f"topology changed by a proxy pause: {before['epoch']}/{before['master']} -> " \
+        f"{agreed['epoch']}/{agreed['master']}"
+    stale = [s for s in samples if s.node == old and s.t > p["t_cont"] and s.role == "leader"]
+    print(f"{old} paused {STOP_S}s at term {p['old_term']}; {during['leader']} led term {during['term']} "
+          f"{p['t_elected'] - p['t_stop']:.2f}s after SIGSTOP; after SIGCONT {old} reported leader "
+          f"{len(stale)} time(s); all agreed {t_agreed - p['t_cont']:.2f}s after SIGCONT on leader "
+          f"{agreed['leader']} term {agreed['term']}; leaders by term {sampler.leaders_by_term()}; "
+          f"{len(samples)} samples")
+
+    # Last: the cluster is writable again, i.e. every proxy holds a lease, soon after SIGCONT.
+    try:
+        c.wait_converged(c.initial, timeout=10)
+    except HarnessError as exc:
+        pytest.fail(f"no lease on every proxy within 10 s after SIGCONT of {old} (writes held or refused "
+                    f"meanwhile): {exc}")
+
+
+def test_paused_leader_claims_no_lease_after_resuming(keeper):
+    """Safety rule 1: a proxy routes writes only while it heard from a quorum within the lease.
+    A leader SIGSTOPped for 3 s has heard from nobody for 3 s: once a newer leader exists, the
+    resumed proxy must never report a lease at its old term, not even for a moment."""
+    c = keeper.healthy()
+    with RoleSampler({n: c.admin_ports[n] for n in c.initial}, interval=SAMPLE_S) as sampler:
+        p = pause_leader(c, sampler)
+        c.wait_converged(c.initial, timeout=10, lease=False)
+    old, new_term = p["old"], p["during"]["term"]
+    seen = [(s.t, s.role, s.term, s.lease) for s in sampler.snapshot() if s.node == old and s.t > p["t_cont"]]
+    if p["probe"] and p["probe"][0][0] is not None:
+        st, t = p["probe"][0]
+        seen.append((t, st["raft"]["role"], st["raft"]["term"], bool(st["lease"]["held"])))
+    seen.sort()
+    assert seen, f"no /status of {old} after SIGCONT"
+    bad = [(round(t - p["t_cont"], 3), role, term) for t, role, term, lease in seen if lease and term < new_term]
+    assert not bad, (f"{old}, deposed while SIGSTOPped (term {p['old_term']}; {p['during']['leader']} elected "
+                     f"at term {new_term} {p['t_elected'] - p['t_stop']:.2f}s into the pause), reported "
+                     f"lease held at its old term after SIGCONT: (s after SIGCONT, role, term) = {bad[:5]}")
+
+
+# ---------------------------------------------------------------------------
+# 3. all three restarted at once
+# ---------------------------------------------------------------------------
+
+def test_whole_cluster_restart_keeps_committed_state(keeper):
+    c = keeper.healthy()
+    start = c.wait_converged(c.initial)
+    # Commit a topology the command line cannot reproduce (every proxy is started with
+    # --master R0): a switchover to a replica makes epoch + 1 with another master.
+    target = next(r for r in c.rs.addrs if r != start["master"])
+    r = c.ops("failover", "--to", target, endpoint=c.admin_url(start["leader"]))
+    assert r.returncode == 0, f"switchover to {target} failed: {r.stdout}{r.stderr}"
+    before = wait_until(lambda: (v := c.converged(c.initial)) and v["epoch"] > start["epoch"] and v, 20,
+                        message=lambda: f"the switchover to be committed everywhere: {c.brief(c.initial)}")
+    assert before["master"] == target
+    commit_before = max(s["raft"]["commit_index"] for s in before["statuses"].values())
+    term_before = before["term"]
+
+    c.kill(*c.initial)
+    assert not c.live(), "a proxy survived SIGKILL"
+    c.restart(*c.initial, timeout=60)
+    after = wait_until(lambda: (v := c.converged(c.initial)) and
+                       all(s["raft"]["commit_index"] >= commit_before for s in v["statuses"].values()) and v,
+                       30, message=lambda: f"the restarted proxies to elect a leader and reach commit index "
+                                           f"{commit_before}: {c.brief(c.initial)}")
+
+    assert (after["epoch"], after["master"]) == (before["epoch"], before["master"]), \
+        f"committed topology lost: before {before['epoch']}/{before['master']}, after " \
+        f"{after['epoch']}/{after['master']}"
+    assert after["term"] > term_before, f"term went from {term_before} to {after['term']}: hard state lost?"
+    for n, s in after["statuses"].items():
+        assert s["raft"]["commit_index"] >= commit_before, (n, brief(s))
+        assert s["raft"]["members"] == sorted(c.initial), (n, brief(s))
+    assert_writes_work(c, [after["leader"]], after["master"], "after-restart")
+    print(f"whole restart: epoch {after['epoch']} master {after['master']} kept; commit {commit_before} -> "
+          f"{max(s['raft']['commit_index'] for s in after['statuses'].values())}; term {term_before} -> "
+          f"{after['term']}; leader {after['leader']}")
+
+
+# ---------------------------------------------------------------------------
+# 4. a restarted follower catches up by itself
+# ---------------------------------------------------------------------------
+
+def test_restarted_follower_rejoins_and_catches_up(keeper):
+    c = keeper.healthy()
+    start = c.wait_converged(c.initial)
+    leader = start["leader"]
+    follower, other = others(c, leader)
+    c.kill(follower)
+
+    # Commit entries the dead follower misses: hand leadership to the other survivor
+    # (a new term and its no-op entry, committed by the two live proxies).
+    r = c.ops("transfer-leadership", "--to", other, endpoint=c.admin_url(leader))
+    assert r.returncode == 0, f"transfer to {other} failed: {r.stdout}{r.stderr}"
+    moved = c.wait_leader([leader, other], timeout=10, not_node=leader, min_term=start["term"] + 1)
+    live_commit = max(s["raft"]["commit_index"] for s in moved["statuses"].values())
+    assert moved["leader"] == other
+    assert live_commit > max(s["raft"]["commit_index"] for s in start["statuses"].values())
+
+    c.restart(follower, timeout=60)
+    # no operator action: it must find the new leader, term and log by itself
+    after = c.wait_converged(c.initial, timeout=20)
+
+    def caught_up():
+        sts = c.statuses(c.initial)
+        commits = {n: s["raft"]["commit_index"] for n, s in sts.items() if s is not None}
+        return sts if len(commits) == 3 and len(set(commits.values())) == 1 else None
+    sts = wait_until(caught_up, 10, message=lambda: f"{follower} to reach the same commit index: "
+                                                    f"{c.brief(c.initial)}")
+    mine = sts[follower]
+    assert mine["raft"]["commit_index"] >= live_commit
+    assert mine["raft"]["applied_index"] >= live_commit, brief(mine)
+    assert (mine["topology"]["epoch"], mine["topology"]["master"]) == (after["epoch"], after["master"])
+    # rejoining must not disrupt the healthy leader (pre-vote + check-quorum)
+    assert after["leader"] == other and after["term"] == moved["term"], \
+        f"the rejoining {follower} disturbed the leader: {other}@{moved['term']} -> " \
+        f"{after['leader']}@{after['term']}"
+    print(f"{follower} restarted, caught up to commit {mine['raft']['commit_index']} under leader {other} "
+          f"term {after['term']}")
+
+
+# ---------------------------------------------------------------------------
+# 5. leadership transfer with the operator CLI
+# ---------------------------------------------------------------------------
+
+def test_transfer_leadership_cli(keeper):
+    c = keeper.healthy()
+    start = c.wait_converged(c.initial)
+    leader = start["leader"]
+    x, y = others(c, leader)
+
+    r = c.ops("transfer-leadership", "--to", x, endpoint=c.admin_url(leader))
+    assert r.returncode == 0, f"exit {r.returncode}: {r.stdout}{r.stderr}"
+    first_output = r.stdout
+    v1 = c.wait_converged(c.initial, timeout=10)
+    assert v1["leader"] == x and v1["term"] > start["term"], (v1["leader"], v1["term"])
+
+    # through a follower's endpoint (the CLI follows the 409 to the leader)
+    r = c.ops("transfer-leadership", "--to", y, endpoint=c.admin_url(leader))
+    assert r.returncode == 0, f"exit {r.returncode}: {r.stdout}{r.stderr}"
+    v2 = c.wait_converged(c.initial, timeout=10)
+    assert v2["leader"] == y and v2["term"] > v1["term"], (v2["leader"], v2["term"])
+
+    # not a member: refused, nothing moves
+    r = c.ops("transfer-leadership", "--to", "proxy-9", endpoint=c.admin_url(x))
+    assert r.returncode == 1 and "not a member" in r.stderr, f"exit {r.returncode}: {r.stdout}{r.stderr}"
+    v3 = c.wait_converged(c.initial, timeout=10)
+    assert (v3["leader"], v3["term"]) == (y, v2["term"])
+    print(f"leadership {leader}@{start['term']} -> {x}@{v1['term']} -> {y}@{v2['term']}")
+    # Last: the operator is told who leads now.
+    assert f"leader is now {x}" in first_output, f"the CLI said {first_output.strip()!r} after moving to {x}"
+
+
+# ---------------------------------------------------------------------------
+# 6. --join and remove
+# ---------------------------------------------------------------------------
+
+def join_fourth(c: RaftCluster, name: str, peers: str | None) -> tuple:
+    via = c.admin_url(NAMES[0])
+    joiner = c.proxies.get(name) or c.add_joiner(name, via=via, peers=peers)
+    joiner.spawn()
+    joiner.wait_ready(60)
+    return joiner, via
+
+
+def remove_member(c: RaftCluster, name: str) -> None:
+    """Best-effort cleanup: take `name` out of the membership if it is in it."""
+    v = c.leader_view(c.initial)
+    if v is not None and name in v["statuses"][v["leader"]]["raft"]["members"]:
+        c.ops("remove", "--node", name, endpoint=c.admin_url(v["leader"]))
+
+
+def test_join_then_remove_fourth_proxy(keeper):
+    """proxy-4 starts with --join (and, like the k8s scale-5 overlay, --peers naming the
+    bootstrap members): it becomes a member everywhere and catches up; `remove` takes it out."""
+    c = keeper.healthy()
+    start = c.wait_converged(c.initial)
+    name = "proxy-4"
+    everyone = [*c.initial, name]
+    joiner, via = join_fourth(c, name, peers=c.bootstrap_peers())
+    try:
+        joined = wait_until(lambda: (v := c.converged(everyone)) and v["members"] == sorted(everyone) and v,
+                            20, message=lambda: f"{name} to be a member everywhere: {c.brief(everyone)}")
+        for n, s in joined["statuses"].items():
+            assert sorted(s["raft"]["members"]) == sorted(everyone), (n, brief(s))
+        mine = joined["statuses"][name]
+        assert (mine["topology"]["epoch"], mine["topology"]["master"]) == (start["epoch"], start["master"])
+        assert mine["raft"]["leader"] == joined["leader"]
+
+        r = c.ops("remove", "--node", name, endpoint=via)
+        assert r.returncode == 0, f"exit {r.returncode}: {r.stdout}{r.stderr}"
+        gone = wait_until(lambda: (v := c.converged(c.initial)) and v["members"] == sorted(c.initial) and v,
+                          15, message=lambda: f"{name} to leave the membership: {c.brief(everyone)}")
+        # The removed proxy still runs: for 2 s it must not disturb the three (no new term).
+        t_end = time.monotonic() + 2.0
+        while time.monotonic() < t_end:
+            v = c.leader_view(c.initial)
+            assert v is None or (v["leader"], v["term"]) == (gone["leader"], gone["term"]), \
+                f"the removed {name} disturbed the cluster: {c.brief(everyone)}"
+            time.sleep(0.05)
+        v = c.wait_converged(c.initial, timeout=5)
+        assert (v["leader"], v["term"]) == (gone["leader"], gone["term"]), c.brief(everyone)
+        print(f"{name} joined via {via} (members {joined['members']}), then removed (members {v['members']})")
+    finally:
+        joiner.kill()
+        remove_member(c, name)
+
+
+def test_join_without_peers_catches_up(keeper):
+    """proxy-5 starts with only --join (no --peers, which the configuration accepts): it must
+    become a member and catch up like any other (commit index, topology)."""
+    c = keeper.healthy()
+    start = c.wait_converged(c.initial)
+    name = "proxy-5"
+    everyone = [*c.initial, name]
+    joiner, via = join_fourth(c, name, peers=None)
+    try:
+        def caught_up():
+            v = c.converged(everyone)
+            if not v or v["members"] != sorted(everyone):
+                return None
+            commits = {s["raft"]["commit_index"] for s in v["statuses"].values()}
+            return v if len(commits) == 1 else None
+        v = wait_until(caught_up, 15, message=lambda: f"{name} (started with --join {via} and no --peers) to "
+                                                       f"be a member and catch up: {c.brief(everyone)}")
+        mine = v["statuses"][name]
+        assert (mine["topology"]["epoch"], mine["topology"]["master"]) == (start["epoch"], start["master"])
+    finally:
+        joiner.kill()
+        remove_member(c, name)

@@ -1,0 +1,312 @@
+"""Authentication through the proxy: its own `requirepass`, Redis ACL users passed
+through, and the proxy's upstream credentials (`redis_password`)."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from .harness import (RawClient, RedisServer, ReplicaSet, commandstats_calls, free_ports, redis_client,
+                      wait_until)
+from .test_sessions import aclient, is_error, replica_calls, uniq, wait_replicas_healthy
+
+pytestmark = pytest.mark.timeout(40)
+
+PROXY_PASS = "proxy-pass-7f3a"
+UPSTREAM_PASS = "Upstream-Secret-91c2e"
+
+
+def proxy_output(p) -> str:
+    """What the proxy itself logged (without the harness's own `===== start: argv` lines)."""
+    return "\n".join(line for line in p.log_text().splitlines() if not line.startswith("===== start"))
+
+
+def _answers_auth(port: int, password: str) -> bool:
+    try:
+        with RawClient(port, timeout=0.5) as c:
+            return c.command("AUTH", password) == b"OK" and c.command("PING") == b"PONG"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def auth_proxy(replica_set, module_proxy_factory):
+    # The harness's readiness check PINGs without AUTH; with requirepass that is
+    # NOAUTH, so this proxy is started and awaited here.
+    p = module_proxy_factory(replica_set, read_policy="replicas", requirepass=PROXY_PASS, node="proxy-auth",
+                             down_after_ms=10_000, start=False)
+    p.spawn()
+
+    def ready() -> bool:
+        p._check_alive("starting")
+        return _answers_auth(p.port, PROXY_PASS) and p.http_get("/healthz", timeout=0.5)[0] == 200
+    wait_until(ready, 20, message=lambda: f"{p.name} to answer AUTH+PING and /healthz\n{p.log_tail()}")
+    return p
+
+
+# ---------------------------------------------------------------------------
+# proxy-level requirepass
+# ---------------------------------------------------------------------------
+
+def test_noauth_before_auth_then_wrong_and_right_password(auth_proxy):
+    k = uniq("auth")
+    with auth_proxy.raw() as c:
+        for cmd in [("GET", k), ("SET", k, "1"), ("PING",), ("SELECT", "1"), ("MULTI",), ("SUBSCRIBE", "ch"),
+                    ("BLPOP", k, "1"), ("CLIENT", "SETNAME", "x")]:
+            err = c.command(*cmd)
+            assert is_error(err) and str(err).startswith("NOAUTH"), f"{cmd[0]} before AUTH answered {err!r}"
+        err = c.command("AUTH", "wrong-password")
+        assert is_error(err), err
+        err = c.command("GET", k)
+        assert is_error(err) and str(err).startswith("NOAUTH"), "a wrong AUTH must not authenticate"
+        assert c.command("AUTH", PROXY_PASS) == b"OK"
+        assert c.command("SET", k, "v") == b"OK"
+        assert c.command("GET", k) == b"v"
+        assert c.command("PING") == b"PONG"
+        # RESET forgets the authentication
+        assert c.command("RESET") == b"RESET"
+        err = c.command("GET", k)
+        assert is_error(err) and str(err).startswith("NOAUTH"), f"GET after RESET answered {err!r}"
+    # authenticating one client does not authenticate another
+    with auth_proxy.raw() as other:
+        err = other.command("GET", k)
+        assert is_error(err) and str(err).startswith("NOAUTH")
+
+
+def test_wrong_proxy_password_answers_wrongpass(auth_proxy):
+    """As redis-server with requirepass: `-WRONGPASS invalid username-password pair ...`,
+    not an upstream message claiming that no password is configured."""
+    with auth_proxy.raw() as c:
+        err = c.command("AUTH", "wrong-password")
+        assert is_error(err) and str(err).startswith("WRONGPASS"), err
+        assert "without any password configured" not in str(err)
+
+
+def test_auth_default_user_with_wrong_password_fails(auth_proxy):
+    """`AUTH default <wrong>` and `HELLO 3 AUTH default <wrong>` must not get a client in."""
+    with auth_proxy.raw() as c:
+        err = c.command("AUTH", "default", "not-the-password")
+        assert is_error(err), f"AUTH default <wrong password> answered {err!r}"
+        err = c.command("GET", "x")
+        assert is_error(err) and str(err).startswith("NOAUTH"), f"GET after a wrong AUTH default answered {err!r}"
+    with auth_proxy.raw() as c:
+        err = c.command("HELLO", "3", "AUTH", "default", "not-the-password")
+        assert is_error(err), f"HELLO 3 AUTH default <wrong password> answered {err!r}"
+        err = c.command("GET", "x")
+        assert is_error(err) and str(err).startswith("NOAUTH"), f"GET after a wrong HELLO AUTH answered {err!r}"
+    with auth_proxy.raw() as c:
+        assert c.command("AUTH", "default", PROXY_PASS) == b"OK"
+        assert c.command("PING") == b"PONG"
+
+
+def test_hello3_auth_default(auth_proxy):
+    k = uniq("hello")
+    with auth_proxy.raw() as c:
+        hello = c.command("HELLO", "3", "AUTH", "default", PROXY_PASS)
+        assert isinstance(hello, dict) and hello[b"proto"] == 3, hello
+        assert c.command("HSET", k, "f", "v") == 1
+        start = len(c.raw)
+        assert c.command("HGETALL", k) == {b"f": b"v"}
+        assert bytes(c.raw[start:]).startswith(b"%1\r\n")
+        assert c.command("GET", uniq("none")) is None
+    with auth_proxy.raw() as c:
+        hello = c.command("HELLO", "2", "AUTH", "default", PROXY_PASS, "SETNAME", "h2client")
+        assert isinstance(hello, list), hello
+        assert c.command("CLIENT", "GETNAME") == b"h2client"
+        assert c.command("HGETALL", k) == [b"f", b"v"]
+
+
+def test_redis_py_clients_with_proxy_password(auth_proxy):
+    k = uniq("pyauth")
+    with redis_client(auth_proxy.port, password=PROXY_PASS) as r:
+        assert r.set(k, "1") is True
+        assert r.get(k) == b"1"
+    with redis_client(auth_proxy.port, password=PROXY_PASS, protocol=3) as r:
+        assert r.hset(k + "h", "a", "b") == 1
+        assert r.hgetall(k + "h") == {b"a": b"b"}
+    with redis_client(auth_proxy.port, password="nope") as r:
+        with pytest.raises(redis.AuthenticationError):
+            r.ping()
+    with redis_client(auth_proxy.port) as r:
+        with pytest.raises(redis.AuthenticationError):
+            r.get(k)
+
+
+async def test_asyncio_client_with_proxy_password(auth_proxy):
+    k = uniq("aauth")
+    r = aclient(auth_proxy.port, password=PROXY_PASS)
+    try:
+        for i in range(20):
+            await r.set(k, i)
+            assert await r.get(k) == str(i).encode()
+    finally:
+        await r.aclose()
+    bad = aclient(auth_proxy.port, password="nope")
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            await bad.ping()
+    finally:
+        await bad.aclose()
+
+
+def test_proxy_password_not_logged(auth_proxy):
+    with redis_client(auth_proxy.port, password=PROXY_PASS) as r:
+        r.ping()
+    code, body = auth_proxy.http_get("/status")
+    assert code == 200 and PROXY_PASS.encode() not in body
+    assert PROXY_PASS not in proxy_output(auth_proxy)
+
+
+# ---------------------------------------------------------------------------
+# Redis ACL users, passed through (proxy without requirepass)
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def acl_users(replica_set):
+    users = {"alice": "alice-pw", "bob": "bob-pw"}
+    for server in replica_set.servers:
+        with server.client() as c:
+            c.execute_command("ACL", "SETUSER", "alice", "on", ">alice-pw", "~*", "&*", "+@all")
+            c.execute_command("ACL", "SETUSER", "bob", "on", ">bob-pw", "~bob:*", "resetchannels",
+                              "+@read", "+@write", "+@connection", "+@transaction", "-@dangerous", "+select")
+    yield users
+    for server in replica_set.servers:
+        with server.client() as c:
+            c.execute_command("ACL", "DELUSER", "alice", "bob")
+
+
+def test_acl_user_auth_passthrough(proxy, replica_set, acl_users):
+    with proxy.raw() as c:
+        assert c.command("AUTH", "alice", "alice-pw") == b"OK"
+        assert c.command("ACL", "WHOAMI") == b"alice"
+        assert c.command("SET", "acl:alice", "1") == b"OK"
+        assert c.command("GET", "acl:alice") == b"1"
+    with proxy.raw() as c:
+        err = c.command("AUTH", "alice", "wrong")
+        assert is_error(err) and str(err).startswith("WRONGPASS"), err
+        assert c.command("ACL", "WHOAMI") == b"default"
+        err = c.command("AUTH", "nosuchuser", "x")
+        assert is_error(err) and str(err).startswith("WRONGPASS"), err
+    with redis_client(proxy.port, username="alice", password="alice-pw") as r:
+        assert r.acl_whoami() in (b"alice", "alice")
+    with redis_client(proxy.port, username="alice", password="wrong") as r:
+        with pytest.raises(redis.AuthenticationError):
+            r.ping()
+
+
+def test_acl_restricted_user_enforced_on_replica_reads_too(proxy, replica_set, acl_users):
+    own, foreign = uniq("bob"), uniq("other")
+    with replica_set.master.client() as m:
+        m.set(foreign, "secret")
+        m.set(own, "mine")
+    for rep in replica_set.replicas:
+        with rep.client() as rc:
+            wait_until(lambda: rc.get(foreign) == b"secret" and rc.get(own) == b"mine", 5, message="replication")
+    wait_replicas_healthy(proxy)
+    with proxy.raw() as c:
+        assert c.command("AUTH", "bob", "bob-pw") == b"OK"
+        err = c.command("SET", foreign, "x")
+        assert is_error(err) and str(err).startswith("NOPERM"), err
+        before = replica_calls(replica_set, "get")
+        results = []
+
+        def replica_read() -> bool:
+            for _ in range(10):
+                results.append((c.command("GET", own), c.command("GET", foreign)))
+            return replica_calls(replica_set, "get") > before
+        wait_until(replica_read, 10, interval=0.05, message="bob's GETs to reach a replica")
+        for mine, theirs in results:
+            assert mine == b"mine"
+            assert is_error(theirs) and str(theirs).startswith("NOPERM"), \
+                f"bob read a key outside ~bob:* : {theirs!r}"
+        err = c.command("FLUSHALL")
+        assert is_error(err) and str(err).startswith("NOPERM"), err
+    with replica_set.master.client() as m:
+        assert m.get(foreign) == b"secret"
+
+
+# ---------------------------------------------------------------------------
+# upstream credentials: redis-servers with requirepass, proxy with redis_password
+# ---------------------------------------------------------------------------
+
+class PasswordRedis(RedisServer):
+    def __init__(self, workdir, port, password: str, replicaof=None) -> None:
+        super().__init__(workdir, port, replicaof=replicaof,
+                         extra_args=["--requirepass", password, "--masterauth", password])
+        self.password = password
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        def ready() -> bool:
+            self._check_alive("starting")
+            with redis_client(self.port, password=self.password, timeout=0.5) as c:
+                return c.ping()
+        wait_until(ready, timeout, message=f"{self.name} to answer PING")
+
+    def client(self, **kw) -> redis.Redis:
+        return redis_client(self.port, password=self.password, **kw)
+
+
+class PasswordReplicaSet(ReplicaSet):
+    def __init__(self, workdir, password: str) -> None:
+        ports = free_ports(3)
+        self.master = PasswordRedis(workdir, ports[0], password)
+        self.replicas = [PasswordRedis(workdir, p, password, replicaof=self.master) for p in ports[1:]]
+
+
+@pytest.fixture(scope="module")
+def pw_set(tmp_path_factory):
+    rs = PasswordReplicaSet(tmp_path_factory.mktemp("pwrs"), UPSTREAM_PASS)
+    try:
+        rs.start()
+        yield rs
+    finally:
+        rs.cleanup()
+
+
+@pytest.fixture(scope="module")
+def pw_proxy(pw_set, module_proxy_factory):
+    return module_proxy_factory(pw_set, read_policy="replicas", redis_password=UPSTREAM_PASS, node="proxy-pw",
+                                down_after_ms=10_000)
+
+
+def test_upstream_password_every_session_mode(pw_proxy, pw_set):
+    k = uniq("up")
+    with pw_set.master.client() as m:
+        with pytest.raises(redis.AuthenticationError):
+            redis_client(pw_set.master.port).ping()        # the servers really require it
+        m.set(k + ":pre", "pre")
+    for rep in pw_set.replicas:
+        with rep.client() as rc:
+            wait_until(lambda: rc.get(k + ":pre") == b"pre", 5, message="replication")
+    wait_replicas_healthy(pw_proxy)
+    with pw_proxy.client() as r:                             # the client itself sends no password
+        assert r.set(k, "shared") is True
+        assert r.get(k) == b"shared"
+        before = replica_calls(pw_set, "get")
+        wait_until(lambda: r.get(k + ":pre") == b"pre" and replica_calls(pw_set, "get") > before, 10,
+                   message=lambda: "a read to be served by an authenticated replica connection; GET calls "
+                   f"per node {[commandstats_calls(s, 'get') for s in pw_set.servers]}; "
+                   f"/status topology {pw_proxy.status().get('topology')}")
+        tx = r.pipeline(transaction=True).set(k, "tx").get(k).execute()   # dedicated
+        assert tx == [True, b"tx"]
+    with pw_proxy.raw() as c:
+        assert c.command("SELECT", "2") == b"OK"
+        assert c.command("SET", k, "db2") == b"OK"
+        assert c.command("GET", k) == b"db2"
+        assert isinstance(c.command("HELLO", "3"), dict)
+        assert c.command("GET", k) == b"db2"
+    with pw_proxy.raw(timeout=5) as sub, pw_proxy.client() as pub:       # raw mode
+        assert sub.command("SUBSCRIBE", k) == [b"subscribe", k.encode(), 1]
+        assert pub.publish(k, "hi") == 1
+        assert sub.read_reply() == [b"message", k.encode(), b"hi"]
+    with pw_proxy.raw() as blk, pw_proxy.client() as other:              # blocking
+        blk.send(b"*3\r\n$5\r\nBLPOP\r\n$%d\r\n%s\r\n$1\r\n5\r\n" % (len(k + ":l"), (k + ":l").encode()))
+        with pw_set.master.client() as m:
+            wait_until(lambda: m.info("clients")["blocked_clients"] >= 1, 5, message="BLPOP to block")
+        other.rpush(k + ":l", "x")
+        assert blk.read_reply() == [(k + ":l").encode(), b"x"]
+    code, body = pw_proxy.http_get("/status")
+    assert code == 200 and UPSTREAM_PASS.encode() not in body
+    code, body = pw_proxy.http_get("/metrics")
+    assert UPSTREAM_PASS.encode() not in body
+    assert UPSTREAM_PASS not in proxy_output(pw_proxy), "the upstream password appears in the proxy's log"
