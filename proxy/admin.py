@@ -88,8 +88,13 @@ def add_operator_routes(app: web.Application, server) -> None:
 
     ctl = server.controller
 
-    def authorised(request: web.Request) -> bool:
-        return request.headers.get("X-Raft-Secret", "") == server.cfg.raft_secret
+    def guarded(handler):
+        """Refuse a request without the shared secret (403)."""
+        async def wrapper(request: web.Request) -> web.Response:
+            if request.headers.get("X-Raft-Secret", "") != server.cfg.raft_secret:
+                return web.json_response({"ok": False, "error": "bad or missing X-Raft-Secret"}, status=403)
+            return await handler(request)
+        return wrapper
 
     def not_leader(leader: str | None) -> web.Response:
         return web.json_response({"ok": False, "error": "not the Raft leader", "leader": leader,
@@ -105,8 +110,6 @@ def add_operator_routes(app: web.Application, server) -> None:
         return doc
 
     async def failover(request: web.Request) -> web.Response:
-        if not authorised(request):
-            return web.json_response({"ok": False, "error": "bad or missing X-Raft-Secret"}, status=403)
         doc = await body(request)
         to = str(doc.get("to", ""))
         timeout = float(doc.get("timeout", server.cfg.hold_ms / 1000.0 * 0.8))
@@ -119,8 +122,6 @@ def add_operator_routes(app: web.Application, server) -> None:
         return web.json_response(result)
 
     async def transfer(request: web.Request) -> web.Response:
-        if not authorised(request):
-            return web.json_response({"ok": False, "error": "bad or missing X-Raft-Secret"}, status=403)
         doc = await body(request)
         cons = server.consensus
         if cons.role != "leader":
@@ -140,8 +141,6 @@ def add_operator_routes(app: web.Application, server) -> None:
         return web.json_response({"ok": True, "leader": cons.leader_id})
 
     async def add_member(request: web.Request) -> web.Response:
-        if not authorised(request):
-            return web.json_response({"ok": False, "error": "bad or missing X-Raft-Secret"}, status=403)
         doc = await body(request)
         cons = server.consensus
         if cons.role != "leader":
@@ -158,8 +157,6 @@ def add_operator_routes(app: web.Application, server) -> None:
         return web.json_response({"ok": True, "members": list(cons.members)})
 
     async def remove_member(request: web.Request) -> web.Response:
-        if not authorised(request):
-            return web.json_response({"ok": False, "error": "bad or missing X-Raft-Secret"}, status=403)
         node = request.match_info["node"]
         cons = server.consensus
         if cons.role != "leader":
@@ -172,7 +169,7 @@ def add_operator_routes(app: web.Application, server) -> None:
             return web.json_response({"ok": False, "error": f"remove failed: {exc!r}"}, status=500)
         return web.json_response({"ok": True, "members": list(cons.members)})
 
-    app.router.add_post("/admin/failover", failover)
-    app.router.add_post("/admin/transfer-leadership", transfer)
-    app.router.add_post("/admin/members", add_member)
-    app.router.add_delete("/admin/members/{node}", remove_member)
+    app.router.add_post("/admin/failover", guarded(failover))
+    app.router.add_post("/admin/transfer-leadership", guarded(transfer))
+    app.router.add_post("/admin/members", guarded(add_member))
+    app.router.add_delete("/admin/members/{node}", guarded(remove_member))

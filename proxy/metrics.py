@@ -78,6 +78,13 @@ class Stats:
             self._last_term = term
 
 
+def _one(cls, name: str, doc: str, value: float):
+    """A family with a single unlabelled sample."""
+    fam = cls(name, doc)
+    fam.add_metric([], value)
+    return fam
+
+
 class ProxyCollector:
     def __init__(self, server) -> None:
         self.server = server
@@ -101,32 +108,18 @@ class ProxyCollector:
         for (node, kind), n in list(st.upstream_errors.items()):
             e.add_metric([node, kind], n)
         yield e
-        g = GaugeMetricFamily("redis_raft_proxy_client_connections", "Client connections now")
-        g.add_metric([], len(s.clients))
-        yield g
-        c = CounterMetricFamily("redis_raft_proxy_client_connections_accepted", "Client connections accepted")
-        c.add_metric([], s.total_connections)
-        yield c
+        yield _one(GaugeMetricFamily, "redis_raft_proxy_client_connections", "Client connections now", len(s.clients))
+        yield _one(CounterMetricFamily, "redis_raft_proxy_client_connections_accepted", "Client connections accepted", s.total_connections)
         c = CounterMetricFamily("redis_raft_proxy_client_connections_rejected", "Client connections closed by "
                                 "the proxy", labels=["reason"])
         for reason, n in list(s.rejected.items()):
             c.add_metric([reason], n)
         yield c
-        c = CounterMetricFamily("redis_raft_proxy_client_bytes_in", "Bytes read from clients")
-        c.add_metric([], st.bytes_in)
-        yield c
-        c = CounterMetricFamily("redis_raft_proxy_client_bytes_out", "Bytes written to clients")
-        c.add_metric([], st.bytes_out)
-        yield c
-        g = GaugeMetricFamily("redis_raft_proxy_held_clients", "Clients whose commands are held now")
-        g.add_metric([], len(s.held))
-        yield g
-        c = CounterMetricFamily("redis_raft_proxy_holds", "Times a client's commands were held for a master")
-        c.add_metric([], st.held_total)
-        yield c
-        c = CounterMetricFamily("redis_raft_proxy_hold_timeouts", "Holds that ended in an error after hold_ms")
-        c.add_metric([], st.hold_timeouts)
-        yield c
+        yield _one(CounterMetricFamily, "redis_raft_proxy_client_bytes_in", "Bytes read from clients", st.bytes_in)
+        yield _one(CounterMetricFamily, "redis_raft_proxy_client_bytes_out", "Bytes written to clients", st.bytes_out)
+        yield _one(GaugeMetricFamily, "redis_raft_proxy_held_clients", "Clients whose commands are held now", len(s.held))
+        yield _one(CounterMetricFamily, "redis_raft_proxy_holds", "Times a client's commands were held for a master", st.held_total)
+        yield _one(CounterMetricFamily, "redis_raft_proxy_hold_timeouts", "Holds that ended in an error after hold_ms", st.hold_timeouts)
         h = HistogramMetricFamily("redis_raft_proxy_hold_duration_seconds", "How long held clients waited")
         h.add_metric([], st.hold_seconds.family_buckets(), st.hold_seconds.total)
         yield h
@@ -138,13 +131,9 @@ class ProxyCollector:
         s = self.server
         ctl = s.controller
         topo = s.router.topology
-        c = CounterMetricFamily("redis_raft_proxy_failovers", "Failovers this proxy committed as leader")
-        c.add_metric([], ctl.failovers)
-        yield c
-        g = GaugeMetricFamily("redis_raft_proxy_last_failover_duration_seconds",
-                              "Duration of the last failover this proxy led (down detected to committed)")
-        g.add_metric([], ctl.last_failover_s)
-        yield g
+        yield _one(CounterMetricFamily, "redis_raft_proxy_failovers", "Failovers this proxy committed as leader", ctl.failovers)
+        yield _one(GaugeMetricFamily, "redis_raft_proxy_last_failover_duration_seconds",
+                              "Duration of the last failover this proxy led (down detected to committed)", ctl.last_failover_s)
         g = GaugeMetricFamily("redis_raft_proxy_failover_phase", "1 for the current failover phase",
                               labels=["phase"])
         for phase in FAILOVER_PHASES:
@@ -154,12 +143,8 @@ class ProxyCollector:
                              labels=["node", "epoch"])
         i.add_metric([topo.master or "", str(topo.epoch)], {})
         yield i
-        g = GaugeMetricFamily("redis_raft_proxy_topology_epoch", "Epoch of the committed topology")
-        g.add_metric([], topo.epoch)
-        yield g
-        c = CounterMetricFamily("redis_raft_proxy_topology_changes", "Committed topologies applied")
-        c.add_metric([], s.stats.topology_changes)
-        yield c
+        yield _one(GaugeMetricFamily, "redis_raft_proxy_topology_epoch", "Epoch of the committed topology", topo.epoch)
+        yield _one(CounterMetricFamily, "redis_raft_proxy_topology_changes", "Committed topologies applied", s.stats.topology_changes)
 
     def _nodes(self):
         s = self.server
@@ -189,37 +174,23 @@ class ProxyCollector:
         s = self.server
         cons = s.consensus
         st = s.stats
-        g = GaugeMetricFamily("redis_raft_proxy_raft_term", "Current Raft term")
-        g.add_metric([], cons.term)
-        yield g
+        yield _one(GaugeMetricFamily, "redis_raft_proxy_raft_term", "Current Raft term", cons.term)
         g = GaugeMetricFamily("redis_raft_proxy_raft_role", "1 for this proxy's Raft role", labels=["role"])
         for r in ("leader", "follower", "candidate"):
             g.add_metric([r], 1.0 if cons.role == r else 0.0)
         yield g
-        g = GaugeMetricFamily("redis_raft_proxy_raft_commit_index", "Raft commit index")
-        g.add_metric([], cons.commit_index)
-        yield g
-        g = GaugeMetricFamily("redis_raft_proxy_raft_applied_index", "Raft applied index")
-        g.add_metric([], cons.applied_index)
-        yield g
-        c = CounterMetricFamily("redis_raft_proxy_raft_leader_changes", "Leader changes seen by this proxy")
-        c.add_metric([], st.leader_changes)
-        yield c
-        c = CounterMetricFamily("redis_raft_proxy_raft_elections", "New terms seen by this proxy")
-        c.add_metric([], st.elections)
-        yield c
-        g = GaugeMetricFamily("redis_raft_proxy_lease_held", "1 while this proxy holds a lease from a quorum")
-        g.add_metric([], 1.0 if cons.lease_held() else 0.0)
-        yield g
+        yield _one(GaugeMetricFamily, "redis_raft_proxy_raft_commit_index", "Raft commit index", cons.commit_index)
+        yield _one(GaugeMetricFamily, "redis_raft_proxy_raft_applied_index", "Raft applied index", cons.applied_index)
+        yield _one(CounterMetricFamily, "redis_raft_proxy_raft_leader_changes", "Leader changes seen by this proxy", st.leader_changes)
+        yield _one(CounterMetricFamily, "redis_raft_proxy_raft_elections", "New terms seen by this proxy", st.elections)
+        yield _one(GaugeMetricFamily, "redis_raft_proxy_lease_held", "1 while this proxy holds a lease from a quorum", 1.0 if cons.lease_held() else 0.0)
         fsync = getattr(cons, "fsync_seconds", None)
         if fsync is not None:
             h = HistogramMetricFamily("redis_raft_proxy_raft_fsync_duration_seconds", "Raft storage fsync time")
             h.add_metric([], fsync.family_buckets(), fsync.total)
             yield h
-        g = GaugeMetricFamily("redis_raft_proxy_raft_storage_failed", "1 after a storage error (full or "
-                              "read-only disk): the proxy neither votes nor acknowledges")
-        g.add_metric([], 1.0 if getattr(cons, "failed", None) else 0.0)
-        yield g
+        yield _one(GaugeMetricFamily, "redis_raft_proxy_raft_storage_failed", "1 after a storage error (full or "
+                              "read-only disk): the proxy neither votes nor acknowledges", 1.0 if getattr(cons, "failed", None) else 0.0)
 
 
 def make_metrics_handler(server):
