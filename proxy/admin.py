@@ -48,6 +48,7 @@ def status_document(server, raft=None) -> dict:
                     "rejected": dict(server.rejected)},
         "nodes": [st.to_dict(now, health.down_after) for st in health.nodes.values()],
         "peers": {m: server.controller.peer_url(m) for m in server.consensus.members},
+        "sentinel": server.sentinel.status_doc(),
     }
 
 

@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--proxy-port", type=int, default=6380, help="first proxy client port (default 6380)")
     demo.add_argument("--admin-port", type=int, default=8000, help="first proxy admin port (default 8000)")
     demo.add_argument("--redis-port", type=int, default=7000, help="first redis-server port (default 7000)")
+    demo.add_argument("--sentinel-port", type=int, default=26379, help="first Sentinel-compatible port "
+                      "(default 26379)")
     demo.add_argument("--dir", default=None, help="data directory (default: a new temp dir)")
     demo.add_argument("--redis-server", default="redis-server", help="redis-server binary")
     from .ops_cli import add_commands

@@ -151,9 +151,11 @@ class Config:
                               "http://bind:admin_port)")
     join: str = _key("str", "", "admin URL of a running proxy: join its cluster as a new member")
     tick_ms: int = _key("int", 50, "Raft tick", minimum=1)
-    election_ticks: int = _key("int", 10, "Raft election timeout in ticks (randomised up to twice that); also "
-                               "the leader lease", minimum=3)
+    election_ticks: int = _key("int", 16, "Raft election timeout in ticks (randomised up to twice that); the "
+                               "write lease ends 2 ticks before it", minimum=3)
     heartbeat_ticks: int = _key("int", 1, "Raft heartbeat interval in ticks", minimum=1)
+    sentinel_port: int = _key("int", 26379, "Sentinel-compatible port for Sentinel clients (0: off)", minimum=0)
+    master_name: str = _key("str", "mymaster", "the master name Sentinel clients ask for")
     log_format: str = _key("str", "kv", "log line format", choices=("kv", "json"))
     log_level: str = _key("str", "info", "log level", choices=("debug", "info", "warning", "error"))
 
@@ -192,6 +194,10 @@ class Config:
             raise ConfigError("data_dir", "required when peers or join are set")
         if self.heartbeat_ticks >= self.election_ticks:
             raise ConfigError("heartbeat_ticks", "must be smaller than election_ticks")
+        if not re.match(r"^[!-~]+$", self.master_name):
+            raise ConfigError("master_name", "must be a non-empty name without spaces")
+        if self.sentinel_port and self.sentinel_port in (self.port, self.admin_port):
+            raise ConfigError("sentinel_port", "must differ from port and admin_port")
         if not self.node or not re.match(r"^[A-Za-z0-9_.-]+$", self.node):
             raise ConfigError("node", "must be a non-empty name of letters, digits, '.', '_' or '-'")
 

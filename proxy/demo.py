@@ -101,6 +101,7 @@ def proxy_children(args, extra: list[str], datadir: str) -> list[Child]:
     for i, name in enumerate(PROXY_NAMES):
         argv = [sys.executable, "-m", "proxy.cli", "run", "--node", name,
                 "--port", str(args.proxy_port + i), "--admin-port", str(args.admin_port + i),
+                "--sentinel-port", str(args.sentinel_port + i),
                 "--redis-nodes", nodes, "--master", f"127.0.0.1:{args.redis_port}"]
         argv += ["--peers", peers, "--data-dir", os.path.join(datadir, name)]
         argv += extra
@@ -114,8 +115,8 @@ def run_demo(args, extra: list[str]) -> int:
     redis = redis_children(args, datadir)
     proxies = proxy_children(args, extra, datadir)
     children = redis + proxies
-    ports = [args.redis_port + i for i in range(3)] + [args.proxy_port + i for i in range(3)] \
-        + [args.admin_port + i for i in range(3)]
+    ports = [base + i for base in (args.redis_port, args.proxy_port, args.admin_port, args.sentinel_port)
+             for i in range(3)]
     busy = [p for p in ports if _port_open(p)]
     if busy:
         print(f"demo: ports already in use: {', '.join(map(str, busy))} (another demo still running?); "
@@ -146,6 +147,7 @@ def run_demo(args, extra: list[str]) -> int:
         print(f"  endpoint:  redis-cli -p {args.proxy_port}     (also {args.proxy_port + 1}, {args.proxy_port + 2})")
         print(f"  status:    curl -s http://127.0.0.1:{args.admin_port}/status")
         print(f"  redis:     127.0.0.1:{args.redis_port} (master), {args.redis_port + 1}, {args.redis_port + 2}")
+        print(f"  sentinel:  127.0.0.1:{args.sentinel_port}-{args.sentinel_port + 2} (master name mymaster)")
         print(f"  operator:  export REDIS_RAFT_PROXY_RAFT_SECRET={proxies[0].env['REDIS_RAFT_PROXY_RAFT_SECRET']}; "
               f"redis-raft-proxy status --endpoint http://127.0.0.1:{args.admin_port}")
         print("  try a failure: kill -9 a redis-server or a proxy; Ctrl-C stops everything", flush=True)

@@ -272,8 +272,7 @@ class SentinelService:
 
     enabled = True
 
-    def __init__(self, server, port: int, master_name: str = DEFAULT_MASTER_NAME, bind: str | None = None,
-                 announce_host: str | None = None) -> None:
+    def __init__(self, server, port: int, master_name: str = DEFAULT_MASTER_NAME, bind: str | None = None) -> None:
         self.server = server
         self.cfg = server.cfg
         self.port = port
@@ -310,6 +309,8 @@ class SentinelService:
             self.error = f"cannot listen on {self.bind}:{self.port}: {exc.strerror or exc}"
             log.error("event=sentinel_listen_failed bind=%s port=%d error=%r", self.bind, self.port, str(exc))
             return
+        if not self.port:   # an ephemeral port (tests)
+            self.port = self._server.sockets[0].getsockname()[1]
         self._running = True
         self._tasks.append(loop.create_task(self._watch()))
         self._tasks.append(loop.create_task(self._poll_peers()))

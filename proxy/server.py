@@ -43,6 +43,9 @@ class ProxyServer:
         self.sm = TopologyStateMachine(self._apply_topology)
         self.consensus = self._make_consensus()
         self.controller = Controller(self, self.consensus, self.sm)
+        from .sentinel import attach_sentinel
+
+        self.sentinel = attach_sentinel(self)
         self.held: set[ClientSession] = set()
         self.hold_s = cfg.hold_ms / 1000.0
         self.stats = Stats()
@@ -90,6 +93,7 @@ class ProxyServer:
             for s in list(self.clients):
                 s.node_retired(old.master)
         self._wake_held()
+        self.sentinel.on_topology(new, old, reason)
 
     def lease_held(self) -> bool:
         return self.consensus.lease_held()
@@ -319,6 +323,7 @@ class ProxyServer:
             await self.consensus.propose(TopologyStateMachine.entry(
                 Topology.initial(list(cfg.redis_nodes), cfg.initial_master), "standalone: from configuration"), 1)
         self._tasks.append(self.loop.create_task(self.controller.run()))
+        await self.sentinel.start()
         log.info("proxy %s listening on %s:%d (pid %d)", cfg.node, cfg.bind, cfg.port, os.getpid())
 
     def _node_changed(self, addr: str, up: bool) -> None:
@@ -327,6 +332,7 @@ class ProxyServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        await self.sentinel.stop()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

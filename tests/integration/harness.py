@@ -607,7 +607,8 @@ class ProxyProcess(ManagedProcess):
         self.log_path = self.workdir / f"{self.name}.stderr.log"
         self.redis_nodes = list(redis_nodes)
         self.master = master or self.redis_nodes[0]
-        self.options: dict[str, Any] = {}
+        # Many proxies share this host in tests: no Sentinel port unless asked for.
+        self.options: dict[str, Any] = {"sentinel_port": 0}
         if read_policy is not None:
             self.options["read_policy"] = read_policy
         self.options.update(options or {})

@@ -1,0 +1,207 @@
+"""proxy/sentinel.py: pub/sub events derived from health and committed topologies,
+and redis-py's Sentinel client against a real listening endpoint (in process)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
+
+from proxy.sentinel import PeerInfo, SentinelService, sentinel_id
+from proxy.topology import Topology
+from test_sentinel_protocol import M, R1, R2, URLS, call, connect, make, make_server
+
+
+class Sub:
+    """A subscribed session (PSUBSCRIBE *) whose messages are collected."""
+
+    def __init__(self, svc) -> None:
+        self.s = connect(svc)
+        call(self.s, "PSUBSCRIBE", "*")
+        self.mark = len(self.s.transport.data)
+
+    def events(self) -> list[tuple[str, str]]:
+        import hiredis
+
+        r = hiredis.Reader()
+        r.feed(bytes(self.s.transport.data[self.mark:]))
+        self.mark = len(self.s.transport.data)
+        out = []
+        while (m := r.gets()) is not False:
+            assert m[0] == b"pmessage"
+            out.append((m[2].decode(), m[3].decode()))
+        return out
+
+
+def go_down(server, addr, seconds=5.0):
+    if hasattr(server, "down"):
+        server.down.add(addr)
+    server.health.nodes[addr].last_ok = time.monotonic() - seconds
+
+
+def test_failover_announces_odown_switch_master_and_replicas():
+    server, svc = make()
+    sub = Sub(svc)
+    go_down(server, M)
+    svc._tick()
+    assert sub.events() == [("+sdown", "master mymaster 127.0.0.1 7000")]
+    new = Topology(5, R1, (M, R2))
+    server.router.set_topology(new)
+    svc.on_topology(new, Topology(4, M, (R1, R2)), f"failover: {M} objectively down")
+    assert sub.events() == [
+        ("+odown", "master mymaster 127.0.0.1 7000 #quorum 2/2"),
+        ("+switch-master", "mymaster 127.0.0.1 7000 127.0.0.1 7001"),
+        ("+slave", "slave 127.0.0.1:7000 127.0.0.1 7000 @ mymaster 127.0.0.1 7001"),
+        ("+slave", "slave 127.0.0.1:7002 127.0.0.1 7002 @ mymaster 127.0.0.1 7001"),
+        ("+sdown", "slave 127.0.0.1:7000 127.0.0.1 7000 @ mymaster 127.0.0.1 7001"),
+    ]
+    # the same commit seen again (hook and poll both) announces nothing twice
+    svc.on_topology(new, None, "")
+    svc._tick()
+    assert sub.events() == []
+    # the old master returns (as a replica)
+    server.health.nodes[M].last_ok = time.monotonic()
+    svc._tick()
+    assert sub.events() == [("-sdown", "slave 127.0.0.1:7000 127.0.0.1 7000 @ mymaster 127.0.0.1 7001")]
+
+
+def test_switchover_announces_switch_master_only():
+    server, svc = make()
+    sub = Sub(svc)
+    paused = Topology(5, M, (R1, R2), writes_paused=True)
+    server.router.set_topology(paused)
+    svc.on_topology(paused, None, "switchover to R1: pause writes")
+    assert sub.events() == []
+    new = Topology(6, R2, (M, R1))
+    server.router.set_topology(new)
+    svc.on_topology(new, paused, f"switchover to {R2}")
+    ev = sub.events()
+    assert ev[0] == ("+switch-master", "mymaster 127.0.0.1 7000 127.0.0.1 7002")
+    assert [e[0] for e in ev[1:]] == ["+slave", "+slave"]
+
+
+def test_tick_notices_a_commit_without_the_hook():
+    server, svc = make()
+    sub = Sub(svc)
+    server.router.set_topology(Topology(7, R2, (M, R1)))
+    svc._tick()
+    assert sub.events()[0] == ("+switch-master", "mymaster 127.0.0.1 7000 127.0.0.1 7002")
+
+
+def test_odown_needs_a_quorum_of_proxies():
+    server, svc = make()
+    sub = Sub(svc)
+    go_down(server, M)
+    svc._tick()
+    assert sub.events() == [("+sdown", "master mymaster 127.0.0.1 7000")]
+    peer = svc.peers["proxy-2"] = PeerInfo("proxy-2", URLS["proxy-2"], "127.0.0.1")
+    svc.apply_peer_status(peer, {"sentinel": {"port": 26380}, "topology": {"master": M, "master_up": False},
+                                 "lease": {"held": True}})
+    svc._tick()
+    assert sub.events() == [("+odown", "master mymaster 127.0.0.1 7000 #quorum 2/2")]
+    assert b"status=odown" in call(connect(svc), "INFO", "sentinel")
+    server.health.nodes[M].last_ok = time.monotonic()
+    svc._tick()
+    assert sub.events() == [("-sdown", "master mymaster 127.0.0.1 7000"), ("-odown", "master mymaster 127.0.0.1 7000")]
+
+
+def test_replica_sdown_events():
+    server, svc = make()
+    sub = Sub(svc)
+    go_down(server, R2)
+    svc._tick()
+    assert sub.events() == [("+sdown", "slave 127.0.0.1:7002 127.0.0.1 7002 @ mymaster 127.0.0.1 7000")]
+
+
+def test_slow_subscriber_is_dropped():
+    server, svc = make()
+    sub = Sub(svc)
+    sub.s.transport.get_write_buffer_size = lambda: 10**9
+    svc.publish("+sdown", "master mymaster 127.0.0.1 7000")
+    assert sub.s.closed and sub.s not in svc.sessions
+
+
+# ---------------------------------------------------------------------------
+# redis-py's Sentinel client against the endpoint listening on a real socket
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+async def live():
+    server = make_server()
+    server.controller.peer_url = lambda _n: None      # no peers to poll in this test
+    server.down = set()
+
+    async def probe():                                # the nodes not marked down keep answering
+        while True:
+            for addr, st in server.health.nodes.items():
+                if addr not in server.down:
+                    st.last_ok = time.monotonic()
+            await asyncio.sleep(0.02)
+
+    prober = asyncio.get_running_loop().create_task(probe())
+    svc = SentinelService(server, 0, "mymaster", bind="127.0.0.1")
+    await svc.start()
+    assert svc.port and svc.status_doc()["port"] == svc.port
+    try:
+        yield server, svc
+    finally:
+        prober.cancel()
+        await svc.stop()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_redis_py_sentinel_client(live, protocol):
+    server, svc = live
+    sentinel = Sentinel([("127.0.0.1", svc.port)], socket_timeout=2, protocol=protocol,
+                        sentinel_kwargs={"protocol": protocol, "socket_timeout": 2})
+    assert await sentinel.discover_master("mymaster") == ("127.0.0.1", 7000)
+    assert sorted(await sentinel.discover_slaves("mymaster")) == [("127.0.0.1", 7001), ("127.0.0.1", 7002)]
+    s = sentinel.sentinels[0]
+    state = await s.sentinel_master("mymaster")
+    assert state["is_master"] and not state["is_sdown"] and state["num-slaves"] == 2 and state["quorum"] == 2
+    host, port = await s.sentinel_get_master_addr_by_name("mymaster")
+    assert (host if isinstance(host, str) else host.decode(), port) == ("127.0.0.1", 7000)
+    assert await s.sentinel_get_master_addr_by_name("nope") is None
+    with pytest.raises(aioredis.ResponseError, match="No such master with that name"):
+        await s.sentinel_master("nope")
+    # redis-py maps this reply to False (it compares with "OK"), as it does with a real Sentinel
+    ok = await s.execute_command("SENTINEL", "CKQUORUM", "mymaster")
+    assert (ok if isinstance(ok, str) else ok.decode()).startswith("OK 2 usable Sentinels")
+    assert await s.execute_command("SENTINEL MYID") in (sentinel_id("proxy-1"), sentinel_id("proxy-1").encode())
+    # a master that is down is not handed out (redis-py checks the flags)
+    go_down(server, M)
+    svc._tick()
+    from redis.asyncio.sentinel import MasterNotFoundError
+    with pytest.raises(MasterNotFoundError):
+        await sentinel.discover_master("mymaster")
+    # a replica that is down is filtered out
+    server.down.discard(M)
+    server.health.nodes[M].last_ok = time.monotonic()
+    go_down(server, R2)
+    assert await sentinel.discover_slaves("mymaster") == [("127.0.0.1", 7001)]
+    for c in sentinel.sentinels:
+        await c.aclose()
+
+
+async def test_redis_py_pubsub_receives_switch_master(live):
+    server, svc = live
+    client = aioredis.Redis(host="127.0.0.1", port=svc.port, socket_timeout=2)
+    ps = client.pubsub()
+    await ps.subscribe("+switch-master")
+    msg = await ps.get_message(timeout=2)
+    assert msg["type"] == "subscribe"
+    new = Topology(5, R1, (M, R2))
+    server.router.set_topology(new)
+    svc.on_topology(new, None, "switchover")
+    msg = None
+    deadline = time.monotonic() + 3
+    while msg is None and time.monotonic() < deadline:
+        msg = await ps.get_message(ignore_subscribe_messages=True, timeout=1)
+    assert msg is not None and msg["channel"] == b"+switch-master"
+    assert msg["data"] == b"mymaster 127.0.0.1 7000 127.0.0.1 7001"
+    await ps.aclose()
+    await client.aclose()
+    await asyncio.sleep(0)
