@@ -139,7 +139,8 @@ def add_operator_routes(app: web.Application, server) -> None:
             await cons.transfer_leadership(str(to))
         except Exception as exc:
             return web.json_response({"ok": False, "error": f"transfer failed: {exc!r}"}, status=500)
-        return web.json_response({"ok": True, "leader": cons.leader_id})
+        # leader_id may still be unknown here (the old leader stepped down first)
+        return web.json_response({"ok": True, "leader": cons.leader_id or to})
 
     async def add_member(request: web.Request) -> web.Response:
         doc = await body(request)

@@ -188,6 +188,9 @@ class Config:
             if not sep or not name or not url.startswith("http"):
                 raise ConfigError("peers", f"expected name=http://host:port, got {peer!r}")
             names.append(name)
+        if self.join and not self.peers:
+            raise ConfigError("peers", "--join needs --peers listing the current members (and this proxy), "
+                              "so that this proxy can reach them")
         if self.peers and self.node not in names and not self.join:
             raise ConfigError("peers", f"this proxy ({self.node!r}) is not among the peers")
         if (self.peers or self.join) and not self.data_dir:

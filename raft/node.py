@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import logging
 import random
+import time
 from collections.abc import Callable
 
 from raft.core import (
@@ -92,6 +93,7 @@ class RaftNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._disk: concurrent.futures.ThreadPoolExecutor | None = None  # one thread: saves stay ordered
         self._running = False
+        self._last_tick_at = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -171,6 +173,8 @@ class RaftNode:
         storage failure."""
         if self.core is None or self.failed is not None or not self._running:
             return False
+        if time.monotonic() - self._last_tick_at > 3 * self.tick_ms / 1000:
+            return False  # the ticker is late (stopped or starved): ticks do not yet show the time passed
         if self.core.role == LEADER:
             return self.core.lease_valid()
         return self.core.follower_lease_valid()
@@ -253,11 +257,25 @@ class RaftNode:
         self._changed.set()
 
     async def _ticker(self) -> None:
+        """Tick by the monotonic clock, not by the number of wake-ups.
+
+        A process that was stopped (SIGSTOP) or starved catches up every tick
+        it missed, so its lease and check-quorum see the real time that
+        passed: a deposed leader never reports a lease after it resumes.
+        """
         interval = self.tick_ms / 1000
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + interval
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            now = loop.time()
+            due = int((now - next_tick) / interval) + 1
+            next_tick += due * interval
+            self._last_tick_at = time.monotonic()
             if self.failed is None:
-                self._c().tick()
+                core = self._c()
+                for _ in range(min(due, 4 * self.config.election_ticks)):
+                    core.tick()
             self._wake.set()
             self._changed.set()
 

@@ -16,8 +16,17 @@ timed interval is the 3 s SIGSTOP (a fault duration) and one 2 s window in
 which something must NOT happen (a removed proxy must not disturb the
 cluster).
 
+Scenarios: SIGKILL of the leader (a new leader seen identically by both
+survivors within 3 s, writes through survivors); a 3 s SIGSTOP of the leader
+(it steps down, never two leaders in one term, same topology everywhere; it
+claims no lease at its old term once resumed; leases are back); all three restarted
+at once (committed topology, commit index and term survive); a restarted
+follower catches up by itself; `transfer-leadership`; `--join` + `remove`; a
+joiner started with `--join` alone (no `--peers`) is refused at start.
+
 Timings are from the defaults: tick_ms 50, election_ticks 10 (an election
-timeout of 0.5-1 s), heartbeat every tick, pre-vote and check-quorum on.
+timeout of 0.5-1 s), heartbeat every tick, pre-vote and check-quorum on.  The
+1 s election target is measured by `benchmarks/raft_election`, not asserted here.
 """
 
 from __future__ import annotations
@@ -140,6 +149,7 @@ def test_leader_sigkill_elects_new_leader_seen_by_both_survivors(keeper):
     survivors = others(c, old)
 
     with ElectionWatch({n: c.admin_ports[n] for n in survivors}, interval=SAMPLE_S) as watch:
+        watch.wait_first()
         t_kill = time.monotonic()
         c.kill(old)
         after = c.wait_leader(survivors, timeout=10, not_node=old, min_term=old_term + 1)
@@ -169,60 +179,59 @@ def test_leader_sigkill_elects_new_leader_seen_by_both_survivors(keeper):
 def pause_leader(c: RaftCluster, sampler: RoleSampler) -> dict:
     """SIGSTOP the leader for STOP_S while `sampler` records; returns what happened.
 
-    Just before SIGCONT one more /status request is sent to the stopped proxy: it
-    is answered as soon as the process runs again, i.e. before or while it learns
-    that it was deposed."""
+    Right after SIGSTOP one more /status request is sent to the stopped proxy: it
+    waits in the listen queue ahead of the Raft messages the survivors send later,
+    so it is answered as soon as the process runs again, before it can have heard
+    of a newer term."""
     before = c.wait_converged(c.initial)
     old, old_term = before["leader"], before["term"]
     survivors = others(c, old)
     sampler.wait_first()
     victim = c.proxies[old]
+    probe: list = []
+    prober = threading.Thread(target=lambda: probe.append(c.status(old, timeout=STOP_S + 10)), daemon=True)
     t_stop = time.monotonic()
     victim.stop()
-    probe: list = []
+    during = None
     try:
-        during = c.wait_leader(survivors, timeout=STOP_S, not_node=old, min_term=old_term + 1)
-        t_elected = time.monotonic()
-        left = STOP_S - 0.3 - (time.monotonic() - t_stop)
-        if left > 0:
-            time.sleep(left)        # the fault's duration, not a synchronisation
-        prober = threading.Thread(target=lambda: probe.append((c.status(old, timeout=10), time.monotonic())),
-                                  daemon=True)
         prober.start()
+        try:
+            during = c.wait_leader(survivors, timeout=STOP_S - 0.1, not_node=old, min_term=old_term + 1)
+        except HarnessError:
+            pass            # no leader yet (split votes): judged after SIGCONT
+        t_elected = time.monotonic() if during else None
         left = STOP_S - (time.monotonic() - t_stop)
         if left > 0:
-            time.sleep(left)
+            time.sleep(left)        # the fault's duration, not a synchronisation
     finally:
         victim.cont()
     t_cont = time.monotonic()
-    prober.join(10)
+    prober.join(STOP_S + 10)
+    survivor_terms = [s.term for s in sampler.snapshot() if s.node in survivors and t_stop < s.t < t_cont]
     return {"before": before, "old": old, "old_term": old_term, "survivors": survivors, "during": during,
-            "t_stop": t_stop, "t_elected": t_elected, "t_cont": t_cont, "probe": probe}
+            "t_stop": t_stop, "t_elected": t_elected, "t_cont": t_cont,
+            "probe": probe[0] if probe else None, "survivor_max_term": max(survivor_terms, default=None)}
 
 
 def test_paused_leader_steps_down_and_no_term_has_two_leaders(keeper):
     c = keeper.healthy()
     with RoleSampler({n: c.admin_ports[n] for n in c.initial}, interval=SAMPLE_S) as sampler:
         p = pause_leader(c, sampler)
-        old, during = p["old"], p["during"]
-
-        def stepped_down():
-            s = c.status(old)
-            if s is None:
-                return None
-            r = s["raft"]
-            return s if r["role"] == "follower" and r["term"] >= during["term"] else None
-        stepped = wait_until(stepped_down, 5, message=lambda: f"{old} to step down after SIGCONT: "
-                                                              f"{c.brief(c.initial)}")
-        agreed = c.wait_converged(c.initial, timeout=10, lease=False)
+        old, old_term = p["old"], p["old_term"]
+        agreed = wait_until(lambda: (v := c.converged(c.initial, lease=False)) and v["term"] > old_term and v,
+                            10, message=lambda: f"all three to agree on a leader of a term above {old_term} "
+                                                f"after SIGCONT of {old}: {c.brief(c.initial)}")
         t_agreed = time.monotonic()
+        wait_until(lambda: any(s.node == old and s.t > t_agreed for s in sampler.snapshot()), 5,
+                   message=f"a /status sample of {old} after SIGCONT")
 
     samples = sampler.snapshot()
     counts = sampler.per_node()
-    assert all(counts.get(n, 0) >= 20 for n in c.initial), f"too few /status samples per proxy: {counts}"
-    assert any(s.node == old and s.t > p["t_cont"] for s in samples), f"no sample of {old} after SIGCONT"
-    assert during["leader"] != old and during["term"] > p["old_term"]
-    assert stepped["raft"]["term"] >= during["term"]
+    assert all(counts.get(n, 0) >= 20 for n in p["survivors"]), f"too few /status samples: {counts}"
+    after = [s for s in samples if s.node == old and s.t > p["t_cont"]]
+    # it stepped down: it now follows the newer leader (or won a newer term itself)
+    mine = agreed["statuses"][old]["raft"]
+    assert mine["term"] > old_term and (mine["role"] == "follower" or agreed["leader"] == old), mine
     split = sampler.split_brains()
     assert not split, (f"a term with more than one leader: {split}; leaders by term: "
                        f"{sampler.leaders_by_term()}")
@@ -232,40 +241,42 @@ def test_paused_leader_steps_down_and_no_term_has_two_leaders(keeper):
     assert (agreed["epoch"], agreed["master"]) == (before["epoch"], before["master"]), \
         f"topology changed by a proxy pause: {before['epoch']}/{before['master']} -> " \
         f"{agreed['epoch']}/{agreed['master']}"
-    stale = [s for s in samples if s.node == old and s.t > p["t_cont"] and s.role == "leader"]
-    print(f"{old} paused {STOP_S}s at term {p['old_term']}; {during['leader']} led term {during['term']} "
-          f"{p['t_elected'] - p['t_stop']:.2f}s after SIGSTOP; after SIGCONT {old} reported leader "
-          f"{len(stale)} time(s); all agreed {t_agreed - p['t_cont']:.2f}s after SIGCONT on leader "
-          f"{agreed['leader']} term {agreed['term']}; leaders by term {sampler.leaders_by_term()}; "
-          f"{len(samples)} samples")
+    during = p["during"]
+    stale = [s for s in after if s.role == "leader" and s.term == old_term]
+    print(f"{old} paused {STOP_S}s at term {old_term}; during the pause: "
+          + (f"{during['leader']} elected at term {during['term']} after {p['t_elected'] - p['t_stop']:.2f}s"
+             if during else f"no leader elected (survivors reached term {p['survivor_max_term']})")
+          + f"; after SIGCONT {old} reported leader at term {old_term} {len(stale)} time(s); all three agreed "
+          f"{t_agreed - p['t_cont']:.2f}s after SIGCONT on {agreed['leader']} term {agreed['term']}; "
+          f"leaders by term {sampler.leaders_by_term()}; {len(samples)} samples")
 
-    # Last: the cluster is writable again, i.e. every proxy holds a lease, soon after SIGCONT.
+    # Beyond stepping down, two more things must hold; both are checked, then reported together.
+    problems = []
+    # (a) Safety rule 1: a proxy routes writes only while it heard from a quorum within the lease.
+    # The paused leader heard from nobody for 3 s and the others moved to a newer term (so it can
+    # never again collect acks at its own term): once it runs, it must not report a lease at its
+    # old term, not even for a moment.  The probe sent during the pause is answered first thing.
+    seen = [(s.t, s.role, s.term, s.lease) for s in after]
+    if p["probe"] is not None:
+        st = p["probe"]
+        seen.append((p["t_cont"], st["raft"]["role"], st["raft"]["term"], bool(st["lease"]["held"])))
+    if p["survivor_max_term"] is not None and p["survivor_max_term"] > old_term:
+        bad = sorted((round(t - p["t_cont"], 3), role, term) for t, role, term, lease in seen
+                     if lease and term == old_term)
+        if bad:
+            problems.append(
+                f"{old} was deposed while SIGSTOPped (leader at term {old_term}; the survivors reached term "
+                f"{p['survivor_max_term']}" + (f", {during['leader']} elected at term {during['term']}" if during
+                                                else "")
+                + f"), yet after SIGCONT it reported a lease at term {old_term}: (s after SIGCONT, role, term) = "
+                f"{bad[:5]}; the /status sent during the pause got {brief(p['probe'])}")
+    # (b) the cluster is writable again, i.e. every proxy holds a lease, soon after SIGCONT
     try:
         c.wait_converged(c.initial, timeout=10)
     except HarnessError as exc:
-        pytest.fail(f"no lease on every proxy within 10 s after SIGCONT of {old} (writes held or refused "
-                    f"meanwhile): {exc}")
-
-
-def test_paused_leader_claims_no_lease_after_resuming(keeper):
-    """Safety rule 1: a proxy routes writes only while it heard from a quorum within the lease.
-    A leader SIGSTOPped for 3 s has heard from nobody for 3 s: once a newer leader exists, the
-    resumed proxy must never report a lease at its old term, not even for a moment."""
-    c = keeper.healthy()
-    with RoleSampler({n: c.admin_ports[n] for n in c.initial}, interval=SAMPLE_S) as sampler:
-        p = pause_leader(c, sampler)
-        c.wait_converged(c.initial, timeout=10, lease=False)
-    old, new_term = p["old"], p["during"]["term"]
-    seen = [(s.t, s.role, s.term, s.lease) for s in sampler.snapshot() if s.node == old and s.t > p["t_cont"]]
-    if p["probe"] and p["probe"][0][0] is not None:
-        st, t = p["probe"][0]
-        seen.append((t, st["raft"]["role"], st["raft"]["term"], bool(st["lease"]["held"])))
-    seen.sort()
-    assert seen, f"no /status of {old} after SIGCONT"
-    bad = [(round(t - p["t_cont"], 3), role, term) for t, role, term, lease in seen if lease and term < new_term]
-    assert not bad, (f"{old}, deposed while SIGSTOPped (term {p['old_term']}; {p['during']['leader']} elected "
-                     f"at term {new_term} {p['t_elected'] - p['t_stop']:.2f}s into the pause), reported "
-                     f"lease held at its old term after SIGCONT: (s after SIGCONT, role, term) = {bad[:5]}")
+        problems.append(f"no lease on every proxy within 10 s of agreeing after SIGCONT of {old} (writes "
+                        f"held or refused meanwhile): {exc}")
+    assert not problems, "\n".join(problems)
 
 
 # ---------------------------------------------------------------------------
@@ -436,25 +447,15 @@ def test_join_then_remove_fourth_proxy(keeper):
         remove_member(c, name)
 
 
-def test_join_without_peers_catches_up(keeper):
-    """proxy-5 starts with only --join (no --peers, which the configuration accepts): it must
-    become a member and catch up like any other (commit index, topology)."""
-    c = keeper.healthy()
-    start = c.wait_converged(c.initial)
-    name = "proxy-5"
-    everyone = [*c.initial, name]
-    joiner, via = join_fourth(c, name, peers=None)
-    try:
-        def caught_up():
-            v = c.converged(everyone)
-            if not v or v["members"] != sorted(everyone):
-                return None
-            commits = {s["raft"]["commit_index"] for s in v["statuses"].values()}
-            return v if len(commits) == 1 else None
-        v = wait_until(caught_up, 15, message=lambda: f"{name} (started with --join {via} and no --peers) to "
-                                                       f"be a member and catch up: {c.brief(everyone)}")
-        mine = v["statuses"][name]
-        assert (mine["topology"]["epoch"], mine["topology"]["master"]) == (start["epoch"], start["master"])
-    finally:
-        joiner.kill()
-        remove_member(c, name)
+def test_join_without_peers_is_refused_at_start(tmp_path):
+    """--join alone cannot work (the joiner would not know how to reach the members to
+    answer them), so the configuration refuses it up front: exit 2 naming `peers`."""
+    import subprocess
+
+    from tests.integration.harness import PROXY_BIN
+
+    out = subprocess.run([PROXY_BIN, "run", "--node", "proxy-5", "--join", "http://127.0.0.1:1",
+                          "--data-dir", str(tmp_path / "d"), "--sentinel-port", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "peers" in out.stderr
