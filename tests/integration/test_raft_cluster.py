@@ -345,7 +345,10 @@ def test_restarted_follower_rejoins_and_catches_up(keeper):
     def caught_up():
         sts = c.statuses(c.initial)
         commits = {n: s["raft"]["commit_index"] for n, s in sts.items() if s is not None}
-        return sts if len(commits) == 3 and len(set(commits.values())) == 1 else None
+        if len(commits) != 3 or len(set(commits.values())) != 1:
+            return None
+        # applying follows committing by a moment
+        return sts if sts[follower]["raft"]["applied_index"] >= live_commit else None
     sts = wait_until(caught_up, 10, message=lambda: f"{follower} to reach the same commit index: "
                                                     f"{c.brief(c.initial)}")
     mine = sts[follower]
