@@ -67,6 +67,8 @@ def choose_new_master(master: str, replicas: tuple[str, ...], views: dict[str, d
             continue
         if view.master not in (master, None):
             continue
+        if not view.link_up and view.link_down_s < 0:
+            continue  # never synced with the master (Redis says -1): it has nothing to offer
         if not view.link_up and view.link_down_s - down_for_s > max_staleness_s:
             continue
         key = (-view.offset, priorities.get(addr, 100), addr)
