@@ -19,6 +19,14 @@ if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/nu
   # Debian starts a system redis on 6379; the project never uses that port.
 fi
 
+# kubectl renders the k8s/ kustomizations in the tests; best effort (the k8s
+# tests say clearly when it is missing).
+if ! command -v kubectl >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing kubectl with apt-get"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null 2>&1 \
+    || echo "setup: kubectl is not available from apt here; the k8s rendering checks will be skipped" >&2
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi

@@ -1,0 +1,1 @@
+"""Helpers for the scripts in benchmarks/ (process plumbing, targets, runner, report)."""

@@ -1,0 +1,191 @@
+"""Summaries (medians, ratios, added latency), the Markdown table, JSON and the PNG chart."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .runner import Sample
+
+BASELINE = "direct"
+DASH = "–"
+
+
+@dataclass
+class Summary:
+    """Medians over the rounds for one (target, pipeline, test)."""
+
+    target: str
+    pipeline: int
+    test: str
+    runs: int
+    rps: float
+    p50_ms: float | None
+    p99_ms: float | None
+    ratio: float | None = None          # rps / direct rps
+    added_p50_ms: float | None = None   # p50 - direct p50
+    added_p99_ms: float | None = None   # p99 - direct p99
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict for the JSON report (floats rounded to 4 decimals)."""
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    """Median of the non-None values, or None when there are none."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _summarize_group(group: list[Sample]) -> Summary:
+    """Medians of one (target, pipeline, test) group of samples."""
+    first = group[0]
+    return Summary(first.target, first.pipeline, first.test, len(group),
+                   _median(s.rps for s in group) or 0.0,
+                   _median(s.p50_ms for s in group), _median(s.p99_ms for s in group))
+
+
+def _compare(summary: Summary, base: Summary | None) -> None:
+    """Fill the ratio and added latency of `summary` relative to the baseline."""
+    if base is None:
+        return
+    if base.rps:
+        summary.ratio = summary.rps / base.rps
+    if summary.p50_ms is not None and base.p50_ms is not None:
+        summary.added_p50_ms = summary.p50_ms - base.p50_ms
+    if summary.p99_ms is not None and base.p99_ms is not None:
+        summary.added_p99_ms = summary.p99_ms - base.p99_ms
+
+
+def summarize(samples: Sequence[Sample], targets: Sequence[str], pipelines: Sequence[int],
+              tests: Sequence[str]) -> list[Summary]:
+    """One Summary per (pipeline, test, target), in that order, baseline first.
+
+    Combinations with no sample (a skipped or failed target) are left out.
+    """
+    out: list[Summary] = []
+    for pipeline in pipelines:
+        for test in tests:
+            by_target = {name: [s for s in samples if s.target == name and s.pipeline == pipeline
+                                and s.test == test] for name in targets}
+            rows = {name: _summarize_group(group) for name, group in by_target.items() if group}
+            for row in rows.values():
+                _compare(row, rows.get(BASELINE))
+            out.extend(rows.values())
+    return out
+
+
+def _fmt(value: float | None, spec: str, prefix: str = "") -> str:
+    """Format a number, or a dash for None."""
+    if value is None:
+        return DASH
+    sign = "+" if prefix == "+" and value >= 0 else ""
+    return f"{sign}{value:{spec}}"
+
+
+def table_rows(summaries: Sequence[Summary]) -> list[list[str]]:
+    """Cells of the results table; latency columns only for unpipelined runs."""
+    rows = []
+    for s in summaries:
+        latency = s.pipeline == 1
+        ratio = DASH if s.ratio is None or s.target == BASELINE else f"{s.ratio:.2f}×"
+        added = s.target != BASELINE and latency
+        rows.append([s.target, s.test, str(s.pipeline), f"{s.rps:,.0f}", ratio,
+                     _fmt(s.p50_ms, ".3f") if latency else DASH,
+                     _fmt(s.p99_ms, ".3f") if latency else DASH,
+                     _fmt(s.added_p50_ms, ".3f", "+") if added else DASH,
+                     _fmt(s.added_p99_ms, ".3f", "+") if added else DASH])
+    return rows
+
+
+HEADER = ["target", "test", "-P", "ops/s", "vs direct", "p50 ms", "p99 ms",
+          "added p50 ms", "added p99 ms"]
+RIGHT_ALIGNED = {2, 3, 4, 5, 6, 7, 8}
+
+
+def markdown_table(summaries: Sequence[Summary]) -> str:
+    """A padded GitHub Markdown table of the summaries (readable as plain text too)."""
+    rows = table_rows(summaries)
+    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [c.rjust(w) if i in RIGHT_ALIGNED else c.ljust(w)
+                  for i, (c, w) in enumerate(zip(cells, widths))]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = ["-" * (w - 1) + ":" if i in RIGHT_ALIGNED else "-" * w for i, w in enumerate(widths)]
+    return "\n".join([line(HEADER), line(rule), *(line(r) for r in rows)])
+
+
+def write_json(payload: dict[str, object], *paths: Path) -> None:
+    """Write `payload` as indented JSON to every path (creating directories)."""
+    text = json.dumps(payload, indent=2, sort_keys=False) + "\n"
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def _bar_panel(ax: object, summaries: Sequence[Summary], targets: Sequence[str],
+               tests: Sequence[str], pipeline: int) -> None:
+    """Grouped bars of ops/s for one pipeline depth: one group per test, one bar per target."""
+    width = 0.8 / max(1, len(targets))
+    for i, target in enumerate(targets):
+        rows = {s.test: s for s in summaries if s.target == target and s.pipeline == pipeline}
+        xs = [t + (i - (len(targets) - 1) / 2) * width for t in range(len(tests))]
+        heights = [rows[t].rps if t in rows else 0.0 for t in tests]
+        bars = ax.bar(xs, heights, width, label=target)
+        for bar, test in zip(bars, tests):
+            row = rows.get(test)
+            if row is not None and row.ratio is not None and target != BASELINE:
+                top = (bar.get_x() + bar.get_width() / 2, bar.get_height())
+                ax.annotate(f"{row.ratio:.2f}×", top, ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(tests)), tests)
+    ax.set_title(f"-P {pipeline}: ops/s (ratio vs direct)")
+    ax.set_ylabel("ops/s")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _latency_panel(ax: object, summaries: Sequence[Summary], targets: Sequence[str],
+                   tests: Sequence[str]) -> None:
+    """Grouped bars of p50 and p99 latency at -P 1: one group per test+percentile."""
+    labels = [f"{t} {p}" for t in tests for p in ("p50", "p99")]
+    width = 0.8 / max(1, len(targets))
+    for i, target in enumerate(targets):
+        rows = {s.test: s for s in summaries if s.target == target and s.pipeline == 1}
+        heights = []
+        for test in tests:
+            row = rows.get(test)
+            heights += [row.p50_ms or 0.0, row.p99_ms or 0.0] if row else [0.0, 0.0]
+        xs = [x + (i - (len(targets) - 1) / 2) * width for x in range(len(labels))]
+        ax.bar(xs, heights, width, label=target)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_title("-P 1: latency")
+    ax.set_ylabel("ms")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plot_chart(summaries: Sequence[Summary], targets: Sequence[str], pipelines: Sequence[int],
+               tests: Sequence[str], path: Path, title: str) -> None:
+    """Save a PNG: one ops/s panel per pipeline depth, plus a -P 1 latency panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    has_latency = any(s.pipeline == 1 and s.p50_ms is not None for s in summaries)
+    panels = len(pipelines) + (1 if has_latency else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.6), squeeze=False)
+    for ax, pipeline in zip(axes[0], pipelines):
+        _bar_panel(ax, summaries, targets, tests, pipeline)
+    if has_latency:
+        _latency_panel(axes[0][-1], summaries, targets, tests)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(targets), frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,372 @@
+"""k8s/: every kustomization renders, every object validates offline against a
+pinned Kubernetes version, and the manifests agree with the proxy's config
+(ports, probe paths, peers, Redis node names, volumes, secrets)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from proxy.config import Config, load_config, parse_addr
+
+from .kube import (
+    K8S_VERSION,
+    container,
+    container_env,
+    container_port,
+    kustomizations,
+    pod_spec,
+    pod_spec_labels,
+    render,
+)
+
+TARGETS = kustomizations()
+PROXY, REDIS = "redis-raft-proxy", "redis"
+CONFIG_ARG = "--config"
+
+
+def test_every_overlay_is_checked():
+    assert TARGETS[0] == "base"
+    assert {"overlays/loadbalancer", "overlays/scale-5", "overlays/production"} <= set(TARGETS)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_renders(target):
+    r = render(target)
+    kinds = {o["kind"] for o in r.objects}
+    assert {"StatefulSet", "Service", "ConfigMap", "Secret", "PodDisruptionBudget"} <= kinds
+    assert {o["metadata"]["name"] for o in r.all("StatefulSet")} == {PROXY, REDIS}
+    # no Namespace baked in: `kubectl apply -n <ns> -k ...` chooses it
+    assert not r.all("Namespace")
+    assert all("namespace" not in o["metadata"] for o in r.objects)
+
+
+# -- offline schema validation ------------------------------------------------
+
+def _validator():
+    return pytest.importorskip(
+        "kubernetes_validate",
+        reason="kubernetes-validate is not installed (pip install kubernetes-validate): "
+               "schema validation of the rendered manifests skipped")
+
+
+CRD_GROUPS = ("monitoring.coreos.com/",)   # no schema in kubernetes-validate; checked by hand below
+
+
+_validated: dict[str, str | None] = {}   # the same object in several overlays is validated once
+
+
+def _validate(kv, obj: dict) -> str | None:
+    key = json.dumps(obj, sort_keys=True)
+    if key not in _validated:
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        try:
+            kv.validate(obj, K8S_VERSION, strict=True)
+            _validated[key] = None
+        except kv.ValidationError as exc:
+            _validated[key] = f"{where}: {'.'.join(map(str, exc.path))}: {exc.message}"
+        except kv.SchemaNotFoundError as exc:
+            _validated[key] = f"{where}: {exc.message}"
+    return _validated[key]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_objects_validate_against_kubernetes_schema(target):
+    kv = _validator()
+    errors = [e for obj in render(target).objects
+              if not obj["apiVersion"].startswith(CRD_GROUPS) and (e := _validate(kv, obj))]
+    assert not errors, f"k8s/{target} against Kubernetes {K8S_VERSION}:\n" + "\n".join(errors)
+
+
+def test_validation_is_strict():
+    """The validator rejects a misspelt field: the check above is not vacuous."""
+    kv = _validator()
+    sts = render("base").get("StatefulSet", PROXY)
+    import copy
+
+    bad = copy.deepcopy(sts)
+    container(bad)["readinesProbe"] = container(bad).pop("readinessProbe")
+    with pytest.raises(kv.ValidationError):
+        kv.validate(bad, K8S_VERSION, strict=True)
+    bad = copy.deepcopy(sts)
+    bad["spec"]["replicas"] = "three"
+    with pytest.raises(kv.ValidationError):
+        kv.validate(bad, K8S_VERSION, strict=True)
+
+
+def test_servicemonitor_scrapes_every_proxy():
+    r = render("overlays/production")
+    (sm,) = r.all("ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    sel = sm["spec"]["selector"]["matchLabels"]
+    matching = [s for s in r.all("Service") if all(s["metadata"].get("labels", {}).get(k) == v for k, v in sel.items())]
+    assert [s["metadata"]["name"] for s in matching] == [f"{PROXY}-peers"], "exactly the headless peers Service"
+    svc = matching[0]
+    assert svc["spec"].get("publishNotReadyAddresses") is True, "scrape proxies that are not Ready too"
+    ep = sm["spec"]["endpoints"][0]
+    assert ep["port"] in {p["name"] for p in svc["spec"]["ports"]}
+    assert ep["path"] == "/metrics"
+    sts = r.get("StatefulSet", PROXY)
+    port = next(p for p in svc["spec"]["ports"] if p["name"] == ep["port"])
+    assert container_port(container(sts), port["targetPort"]) == _config(r).admin_port
+
+
+# -- proxy StatefulSet --------------------------------------------------------
+
+def _toml_path(r) -> tuple[str, str, str]:
+    """(configmap name, key, mountPath) of the --config file of the proxy."""
+    sts = r.get("StatefulSet", PROXY)
+    c = container(sts)
+    words = " ".join(c.get("command", []) + c.get("args", [])).split()
+    path = words[words.index(CONFIG_ARG) + 1]
+    for m in c["volumeMounts"]:
+        if path.startswith(m["mountPath"].rstrip("/") + "/"):
+            vol = next(v for v in pod_spec(sts)["volumes"] if v["name"] == m["name"])
+            return vol["configMap"]["name"], path[len(m["mountPath"].rstrip("/")) + 1:], m["mountPath"]
+    raise AssertionError(f"--config {path} is not on a mounted ConfigMap")
+
+
+def _pod_env(r, ordinal: int) -> dict[str, str]:
+    sts = r.get("StatefulSet", PROXY)
+    return container_env(r, container(sts), f"{PROXY}-{ordinal}")
+
+
+def _config(r, ordinal: int = 0, tmp: Path | None = None) -> Config:
+    import tempfile
+
+    cm, key, _ = _toml_path(r)
+    d = Path(tmp or tempfile.mkdtemp(prefix="k8s-toml-"))
+    path = d / key
+    path.write_text(r.configmap(cm)[key])
+    env = {k: v for k, v in _pod_env(r, ordinal).items() if k.startswith("REDIS_RAFT_PROXY_")}
+    return load_config(str(path), env=env)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_config_toml_loads_with_the_proxy_loader(target, tmp_path):
+    r = render(target)
+    cm, key, _ = _toml_path(r)
+    text = r.configmap(cm)[key]
+    tomllib.loads(text)
+    sts = r.get("StatefulSet", PROXY)
+    replicas = sts["spec"]["replicas"]
+    for i in range(replicas):
+        cfg = _config(r, i, tmp_path)
+        assert cfg.node == f"{PROXY}-{i}"
+        assert cfg.raft_secret and cfg.redis_password, "secrets reach the proxy through the environment"
+    # the secrets are not in the ConfigMap
+    secret = r.secret(next(e["valueFrom"]["secretKeyRef"]["name"] for e in container(sts)["env"]
+                           if e["name"] == "REDIS_RAFT_PROXY_RAFT_SECRET"))
+    for value in secret.values():
+        assert value not in text
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_proxy_ports_probes_and_services_agree_with_config(target):
+    r = render(target)
+    cfg = _config(r)
+    sts = r.get("StatefulSet", PROXY)
+    c = container(sts)
+    assert container_port(c, "redis") == cfg.port == 6380
+    assert container_port(c, "admin") == cfg.admin_port == 8000
+    assert cfg.bind == "0.0.0.0", "listen on the pod IP"
+    ready, live = c["readinessProbe"]["httpGet"], c["livenessProbe"]["httpGet"]
+    assert (ready["path"], container_port(c, ready["port"])) == ("/readyz", cfg.admin_port)
+    assert (live["path"], container_port(c, live["port"])) == ("/healthz", cfg.admin_port)
+    ann = sts["spec"]["template"]["metadata"]["annotations"]
+    assert ann["prometheus.io/scrape"] == "true"
+    assert int(ann["prometheus.io/port"]) == cfg.admin_port and ann["prometheus.io/path"] == "/metrics"
+
+    labels = pod_spec_labels(sts)
+    services = {s["metadata"]["name"]: s for s in r.services_selecting(labels)}
+    client = services[PROXY]
+    assert client["spec"].get("type", "ClusterIP") in ("ClusterIP", "LoadBalancer")
+    assert not client["spec"].get("publishNotReadyAddresses"), "clients reach only Ready proxies"
+    (cport,) = client["spec"]["ports"]
+    assert cport["port"] == 6380 and container_port(c, cport["targetPort"]) == cfg.port
+    peers_svc = services[sts["spec"]["serviceName"]]
+    assert peers_svc["spec"]["clusterIP"] == "None"
+    assert peers_svc["spec"]["publishNotReadyAddresses"] is True, \
+        "a proxy is Ready only after reaching its peers: their names must resolve before"
+    assert [container_port(c, p["targetPort"]) for p in peers_svc["spec"]["ports"]] == [cfg.admin_port]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_peers_are_the_statefulset_pods(target):
+    r = render(target)
+    cfg = _config(r)
+    sts = r.get("StatefulSet", PROXY)
+    headless = sts["spec"]["serviceName"]
+    replicas = sts["spec"]["replicas"]
+    urls = cfg.peer_urls
+    assert list(urls) == [f"{PROXY}-{i}" for i in range(len(urls))], "peers are pods 0..n-1"
+    assert len(urls) in (3, 5) and len(urls) <= replicas
+    for name, url in urls.items():
+        u = urlsplit(url)
+        assert (u.scheme, u.hostname, u.port) == ("http", f"{name}.{headless}", cfg.admin_port)
+    for i in range(replicas):
+        env = _pod_env(r, i)
+        # advertise_url of each pod is its own peer URL
+        assert env["REDIS_RAFT_PROXY_ADVERTISE_URL"] == f"http://{PROXY}-{i}.{headless}:{cfg.admin_port}"
+    if replicas > len(urls):
+        # later pods join through a Service of Ready proxies on the admin port
+        join = _pod_env(r, replicas - 1)["REDIS_RAFT_PROXY_JOIN"]
+        u = urlsplit(join)
+        svc = r.get("Service", u.hostname)
+        assert svc["spec"]["selector"] == {k: v for k, v in pod_spec_labels(sts).items()
+                                           if k in svc["spec"]["selector"]}
+        assert not svc["spec"].get("publishNotReadyAddresses")
+        port = next(p for p in svc["spec"]["ports"] if p["port"] == u.port)
+        assert container_port(container(sts), port["targetPort"]) == cfg.admin_port
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_redis_nodes_are_the_redis_pods(target):
+    r = render(target)
+    cfg = _config(r)
+    sts = r.get("StatefulSet", REDIS)
+    c = container(sts)
+    conf_text = _redis_conf(r)
+    directives = _directives(conf_text)
+    port = int(directives["port"])
+    assert container_port(c, "redis") == port
+    expected = [f"{REDIS}-{i}.{sts['spec']['serviceName']}:{port}" for i in range(sts["spec"]["replicas"])]
+    assert cfg.redis_nodes == expected
+    assert cfg.master == expected[0]
+    svc = r.get("Service", sts["spec"]["serviceName"])
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
+    assert [container_port(c, p["targetPort"]) for p in svc["spec"]["ports"]] == [port]
+    for host_port in cfg.redis_nodes:
+        parse_addr(host_port)
+
+
+def _redis_conf(r) -> str:
+    sts = r.get("StatefulSet", REDIS)
+    vol = next(v for v in pod_spec(sts)["volumes"] if "configMap" in v)
+    data = r.configmap(vol["configMap"]["name"])
+    (text,) = data.values()
+    return text
+
+
+def _directives(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out[word.lower()] = rest.strip()
+    return out
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_redis_config_names_no_master_and_keeps_secrets_out(target):
+    r = render(target)
+    sts = r.get("StatefulSet", REDIS)
+    c = container(sts)
+    d = _directives(_redis_conf(r))
+    assert not {"replicaof", "slaveof", "requirepass", "masterauth"} & set(d), \
+        "roles come from the proxies (REPLICAOF); passwords from the Secret"
+    assert container(sts)["image"].startswith("redis:7"), "stock redis:7 image"
+    script = " ".join(c["command"] + c["args"])
+    assert "requirepass" in script and "masterauth" in script and "$REDIS_PASSWORD" in script
+    data_mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "data")
+    assert d["dir"] == data_mount
+    conf_mount = next(m for m in c["volumeMounts"] if m["name"] == "config")["mountPath"]
+    assert f"{conf_mount}/redis.conf" in script
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_data_dir_is_a_persistent_volume(target):
+    r = render(target)
+    cfg = _config(r)
+    sts = r.get("StatefulSet", PROXY)
+    claims = {t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]}
+    mounts = {m["mountPath"]: m["name"] for m in container(sts)["volumeMounts"]}
+    mount = next(p for p in sorted(mounts, key=len, reverse=True)
+                 if cfg.data_dir == p or cfg.data_dir.startswith(p.rstrip("/") + "/"))
+    assert mounts[mount] in claims, f"data_dir {cfg.data_dir} must be on a PersistentVolumeClaim"
+
+
+def test_rollouts_one_proxy_at_a_time_and_redis_by_hand():
+    r = render("base")
+    assert r.get("StatefulSet", PROXY)["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+    # the controller does not know which Redis pod is the master: no automatic restarts
+    assert r.get("StatefulSet", REDIS)["spec"]["updateStrategy"]["type"] == "OnDelete"
+
+
+def test_redis_persistence_component():
+    base = render("base").get("StatefulSet", REDIS)
+    prod = render("overlays/production").get("StatefulSet", REDIS)
+    assert any(v["name"] == "data" and "emptyDir" in v for v in pod_spec(base)["volumes"])
+    assert not any(v["name"] == "data" for v in pod_spec(prod)["volumes"])
+    assert [t["metadata"]["name"] for t in prod["spec"]["volumeClaimTemplates"]] == ["data"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_pods_are_hardened_and_budgeted(target):
+    r = render(target)
+    for name in (PROXY, REDIS):
+        sts = r.get("StatefulSet", name)
+        spec = pod_spec(sts)
+        assert sts["spec"]["podManagementPolicy"] == "Parallel"
+        assert spec["enableServiceLinks"] is False, \
+            "service links would inject REDIS_RAFT_PROXY_PORT=tcp://... and similar into the proxy's config"
+        assert spec["automountServiceAccountToken"] is False
+        psc = spec["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["runAsUser"] != 0
+        anti = spec["affinity"]["podAntiAffinity"]
+        terms = anti.get("requiredDuringSchedulingIgnoredDuringExecution") or \
+            [t["podAffinityTerm"] for t in anti["preferredDuringSchedulingIgnoredDuringExecution"]]
+        assert terms[0]["labelSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"]["drop"] == ["ALL"]
+            assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
+            assert c["resources"]["limits"]["memory"]
+            assert c["readinessProbe"] and c["livenessProbe"]
+        pdbs = [p for p in r.all("PodDisruptionBudget")
+                if p["spec"]["selector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]]
+        assert len(pdbs) == 1 and pdbs[0]["spec"]["maxUnavailable"] == 1, "one pod at a time keeps the quorum"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_prestop_transfers_leadership(target):
+    r = render(target)
+    cfg = _config(r)
+    c = container(r.get("StatefulSet", PROXY))
+    script = " ".join(c["lifecycle"]["preStop"]["exec"]["command"])
+    assert f"redis-raft-proxy transfer-leadership --endpoint http://127.0.0.1:{cfg.admin_port}" in script
+    grace = pod_spec(r.get("StatefulSet", PROXY))["terminationGracePeriodSeconds"]
+    assert grace >= 15
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_secret_references_resolve(target):
+    r = render(target)
+    for sts in r.all("StatefulSet"):
+        for c in pod_spec(sts)["containers"]:
+            for e in c.get("env", []):
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if ref and not ref.get("optional"):
+                    assert ref["key"] in r.secret(ref["name"]), f"{sts['metadata']['name']}: {e['name']}"
+            for v in pod_spec(sts)["volumes"]:
+                if "configMap" in v:
+                    r.configmap(v["configMap"]["name"])
+
+
+def test_loadbalancer_overlay():
+    svc = render("overlays/loadbalancer").get("Service", PROXY)
+    assert svc["spec"]["type"] == "LoadBalancer"
+    assert svc["spec"]["externalTrafficPolicy"] == "Local"
+    assert render("base").get("Service", PROXY)["spec"]["type"] == "ClusterIP"
+
+
+def test_scale_overlay_runs_five_proxies():
+    r = render("overlays/scale-5")
+    assert r.get("StatefulSet", PROXY)["spec"]["replicas"] == 5
+    assert len(_config(r).peers) == 3, "the bootstrap members stay the same; pods 3 and 4 join"
