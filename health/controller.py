@@ -108,6 +108,9 @@ class StandaloneConsensus:
 
 
 def raft_status(consensus) -> dict:
+    if getattr(consensus, "core", True) is None:   # RaftNode not started yet
+        return {"role": "follower", "term": 0, "leader": None, "members": [], "commit_index": 0,
+                "applied_index": 0}
     return {"role": consensus.role, "term": consensus.term, "leader": consensus.leader_id,
             "members": list(consensus.members), "commit_index": consensus.commit_index,
             "applied_index": consensus.applied_index}

@@ -47,7 +47,7 @@ def status_document(server, raft=None) -> dict:
         "clients": {"connected": len(server.clients), "total": server.total_connections,
                     "rejected": dict(server.rejected)},
         "nodes": [st.to_dict(now, health.down_after) for st in health.nodes.values()],
-        "peers": {m: server.controller.peer_url(m) for m in server.consensus.members},
+        "peers": {m: server.controller.peer_url(m) for m in raft_doc["members"]},
         "sentinel": server.sentinel.status_doc(),
     }
 
