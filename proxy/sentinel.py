@@ -39,7 +39,6 @@ import hashlib
 import hmac
 import logging
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ import aiohttp
 
 from . import __version__, resp
 from .resp import ProtocolError
+from .upstream import set_nodelay
 
 log = logging.getLogger("proxy.sentinel")
 
@@ -713,12 +713,7 @@ class SentinelSession(asyncio.Protocol):
             transport.close()
             self.closed = True
             return
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        set_nodelay(transport)
         svc.sessions.add(self)
 
     def connection_lost(self, exc) -> None:

@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import socket
 import time
 
 import hiredis
@@ -26,7 +25,7 @@ from .metrics import Stats
 from .router import Router
 from .session import ClientSession
 from .topology import Topology
-from .upstream import DiscardSlot, Upstream
+from .upstream import DiscardSlot, Upstream, set_nodelay
 
 log = logging.getLogger("proxy.server")
 
@@ -239,12 +238,7 @@ class ProxyServer:
             session.transport.write(b"-ERR max number of clients reached\r\n")
             session.transport.close()
             return
-        sock = session.transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        set_nodelay(session.transport)
         self.clients.add(session)
 
     def client_disconnected(self, session: ClientSession) -> None:

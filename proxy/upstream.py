@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import deque
 from typing import Callable, Iterable
@@ -24,6 +25,16 @@ from typing import Callable, Iterable
 from . import resp
 
 log = logging.getLogger("proxy.upstream")
+
+
+def set_nodelay(transport) -> None:
+    """Replies must not wait for Nagle: set TCP_NODELAY where there is a socket."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
 
 
 class Slot:
@@ -150,13 +161,7 @@ class Upstream(asyncio.Protocol):
             transport.close()
             return
         self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            import socket
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        set_nodelay(transport)
         transport.set_write_buffer_limits(high=4 * 1024 * 1024)
         self.ready = True
         self._flush()
