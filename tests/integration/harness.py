@@ -671,6 +671,51 @@ class ProxyProcess(ManagedProcess):
         return RawClient(self.port, **kw)
 
 
+class ClusterKeeper:
+    """Owns a test module's shared cluster: `healthy()` restores it, or rebuilds
+    it when restoring fails.  Subclasses say how to `make()` a started cluster
+    (any object with `cleanup()`) and how to `restore()` one."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.builds = 0
+        self.cluster: Any = None
+
+    def make(self, workdir: Path) -> Any:
+        raise NotImplementedError
+
+    def restore(self, cluster: Any) -> None:
+        raise NotImplementedError
+
+    def _build(self) -> Any:
+        if self.cluster is not None:
+            self.cluster.cleanup()
+        self.builds += 1
+        self.cluster = None
+        self.cluster = self.make(self.root / f"cluster-{self.builds}")
+        return self.cluster
+
+    def healthy(self) -> Any:
+        if self.cluster is None:
+            return self._build()
+        try:
+            self.restore(self.cluster)
+            return self.cluster
+        except (HarnessError, OSError) as exc:
+            print(f"cluster could not be restored ({exc}); rebuilding it")
+            return self._build()
+
+
+def start_or_clean(cluster: Any, timeout: float) -> Any:
+    """`cluster.start(timeout)`, cleaning it up if that fails."""
+    try:
+        cluster.start(timeout=timeout)
+    except BaseException:
+        cluster.cleanup()
+        raise
+    return cluster
+
+
 # ---------------------------------------------------------------------------
 # fault-injecting TCP relay
 # ---------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import pytest
 from benchmarks.failover_lib import (ProxyCluster, StatusWatcher, Writer, connect_redirect_shim, read_back,
                                      unavailability, wait_replica_of)
 
-from .harness import HarnessError, RedisServer, commandstats_calls, redis_client, wait_until
+from .harness import ClusterKeeper, HarnessError, RedisServer, commandstats_calls, redis_client, start_or_clean, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -54,41 +54,15 @@ LINK_PROXY = "proxy-3"     # the proxy whose Redis links go through relays (test
 # the shared cluster
 # ---------------------------------------------------------------------------
 
-class Keeper:
+class Keeper(ClusterKeeper):
     """Owns the module's cluster; `healthy()` restores it (or rebuilds it) before each test."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.builds = 0
-        self.cluster: ProxyCluster | None = None
-
-    def _build(self) -> ProxyCluster:
-        if self.cluster is not None:
-            self.cluster.cleanup()
-        self.builds += 1
+    def make(self, workdir: Path) -> ProxyCluster:
         links = (LINK_PROXY,) if connect_redirect_shim() else ()
-        self.cluster = ProxyCluster(self.root / f"cluster-{self.builds}", relays=True, redis_link_relays=links,
-                                    options=TIMING)
-        try:
-            self.cluster.start(timeout=60)
-        except BaseException:
-            self.cluster.cleanup()
-            self.cluster = None
-            raise
-        return self.cluster
-
-    def healthy(self) -> ProxyCluster:
-        if self.cluster is None:
-            return self._build()
-        try:
-            self._restore(self.cluster)
-            return self.cluster
-        except (HarnessError, OSError) as exc:
-            print(f"cluster could not be restored ({exc}); rebuilding it")
-            return self._build()
+        return start_or_clean(ProxyCluster(workdir, relays=True, redis_link_relays=links, options=TIMING), 60)
 
     @staticmethod
-    def _restore(c: ProxyCluster) -> None:
+    def restore(c: ProxyCluster) -> None:
         for s in c.rs.servers:
             if s.alive():
                 s.cont()

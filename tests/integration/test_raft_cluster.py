@@ -40,7 +40,7 @@ import pytest
 
 from benchmarks.raft_cluster_lib import NAMES, ElectionWatch, RaftCluster, RoleSampler, brief
 
-from .harness import HarnessError, wait_until
+from .harness import ClusterKeeper, HarnessError, start_or_clean, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,39 +53,14 @@ SAMPLE_S = 0.02             # /status polling interval of the samplers
 # the shared cluster
 # ---------------------------------------------------------------------------
 
-class Keeper:
+class Keeper(ClusterKeeper):
     """Owns the module's cluster; `healthy()` restores it (or rebuilds it) before each test."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.builds = 0
-        self.cluster: RaftCluster | None = None
-
-    def _build(self) -> RaftCluster:
-        if self.cluster is not None:
-            self.cluster.cleanup()
-        self.builds += 1
-        self.cluster = RaftCluster(self.root / f"cluster-{self.builds}")
-        try:
-            self.cluster.start(timeout=90)
-        except BaseException:
-            self.cluster.cleanup()
-            self.cluster = None
-            raise
-        return self.cluster
-
-    def healthy(self) -> RaftCluster:
-        if self.cluster is None:
-            return self._build()
-        try:
-            self._restore(self.cluster)
-            return self.cluster
-        except (HarnessError, OSError) as exc:
-            print(f"cluster could not be restored ({exc}); rebuilding it")
-            return self._build()
+    def make(self, workdir: Path) -> RaftCluster:
+        return start_or_clean(RaftCluster(workdir), 90)
 
     @staticmethod
-    def _restore(c: RaftCluster) -> None:
+    def restore(c: RaftCluster) -> None:
         for name in list(c.proxies):
             p = c.proxies[name]
             if p.alive():
