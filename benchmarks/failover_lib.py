@@ -339,6 +339,18 @@ class StatusWatcher(threading.Thread):
                 return o.t
         return None
 
+    def wait_first_seen(self, predicate: Callable[[Observation], bool], timeout: float = 10.0) -> float | None:
+        """first_seen, polled until the watcher has observed a match or `timeout` s pass.
+
+        The watcher runs on its own thread, so a state another poller already saw may
+        not be in its observations yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            t = self.first_seen(predicate)
+            if t is not None or time.monotonic() >= deadline:
+                return t
+            time.sleep(0.01)
+
     def leaders(self) -> set[str]:
         return {o.leader for o in self.snapshot() if o.leader}
 

@@ -167,7 +167,7 @@ def test_kill_master_under_load_fails_over_and_old_master_rejoins(keeper):
         # writes resume through the same endpoint
         w.wait_acks(100, after=time.monotonic(), timeout=30)
         new = c.wait_epoch(e0 + 1, timeout=20)
-        t_epoch = watcher.first_seen(lambda o: o.epoch > e0)
+        t_epoch = watcher.wait_first_seen(lambda o: o.epoch > e0)
     results = w.snapshot()
 
     # every proxy shows the same new master at exactly epoch + 1
@@ -226,7 +226,7 @@ def test_stopped_master_is_replaced_then_demoted_without_losing_committed_writes
         old.stop()
         try:
             new = c.wait_epoch(e0 + 1, timeout=15)
-            t_commit = watcher.first_seen(lambda o: o.epoch > e0)
+            t_commit = watcher.wait_first_seen(lambda o: o.epoch > e0)
             # keep it paused for the fault's full 2 s (4 x down_after_ms)
             remaining = t_stop + 2.0 - time.monotonic()
             if remaining > 0:
@@ -320,7 +320,7 @@ def test_kill_master_and_leader_together_the_other_two_fail_over(keeper):
         c.redis(old_addr).kill()
         new = c.wait_epoch(e0 + 1, names=survivors, timeout=20)
         w.wait_acks(100, after=time.monotonic(), timeout=30)
-        t_epoch = watcher.first_seen(lambda o: o.epoch > e0)
+        t_epoch = watcher.wait_first_seen(lambda o: o.epoch > e0)
     results = w.snapshot()
 
     assert new["epoch"] == e0 + 1 and new["master"] != old_addr and new["leader"] in survivors
