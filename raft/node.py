@@ -58,6 +58,7 @@ class RaftNode:
         snapshot_threshold: int = 1000,
         lease_ticks: int | None = None,
         rng: random.Random | None = None,
+        on_sync: Callable[[float], None] | None = None,
     ) -> None:
         """``peers`` maps node id -> admin base URL and includes this node; on a
         fresh data dir it is the bootstrap membership, unless ``join`` is set:
@@ -66,6 +67,7 @@ class RaftNode:
         ``lease_ticks`` (default election_ticks - 2) bounds how long a lease lasts
         after the quorum ack it rests on; keep it below election_ticks."""
         self.node_id = node_id
+        self._on_sync = on_sync
         self.peers = dict(peers)
         self.data_dir = data_dir
         self.secret = secret
@@ -289,11 +291,14 @@ class RaftNode:
             self._wake.clear()
             while core.has_ready():
                 rd = core.ready()
+                t0 = time.monotonic()
                 try:
                     await loop.run_in_executor(self._disk, self.storage.save, rd)
                 except StorageError as exc:
                     self._fail(exc)
                     return
+                if rd.must_sync and self._on_sync is not None:
+                    self._on_sync(time.monotonic() - t0)
                 for m in rd.messages:
                     self.transport.send(m.dst, m)
                 self._apply(rd)

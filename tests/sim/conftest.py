@@ -8,6 +8,7 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
     if s:
         terminalreporter.write_line(
             f"raft sim: {s['seeds']} seeds in {s['seconds']}s = {s['per_minute']} seeds/min "
+            f"on {s['workers']} worker processes "
             f"({s['acked']} acknowledged values checked)"
         )
     if test_sim.LIVENESS:
