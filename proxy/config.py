@@ -156,6 +156,8 @@ class Config:
     heartbeat_ticks: int = _key("int", 1, "Raft heartbeat interval in ticks", minimum=1)
     sentinel_port: int = _key("int", 26379, "Sentinel-compatible port for Sentinel clients (0: off)", minimum=0)
     master_name: str = _key("str", "mymaster", "the master name Sentinel clients ask for")
+    command_metrics: bool = _key("bool", True, "count commands and time them per class on the hot path "
+                                 "(off: /metrics keeps everything else)")
     log_format: str = _key("str", "kv", "log line format", choices=("kv", "json"))
     log_level: str = _key("str", "info", "log level", choices=("debug", "info", "warning", "error"))
 

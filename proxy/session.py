@@ -131,6 +131,7 @@ class ClientSession(asyncio.Protocol):
         self.output_limit = cfg.client_output_buffer_limit
         self.stats = server.stats
         self._commands = server.stats.commands
+        self._metrics = cfg.command_metrics
         self._latency = server.stats.latency
         self._now = 0.0
         self.created = time.monotonic()
@@ -269,7 +270,8 @@ class ClientSession(asyncio.Protocol):
 
     def _add(self, target: Upstream, start: int, end: int, count: int, is_write: bool, kind: int = 0) -> None:
         """Add `count` commands in `buf[start:end]` to the batch for `target`."""
-        self._commands[(kind, target.addr)] += count
+        if self._metrics:
+            self._commands[(kind, target.addr)] += count
         cur = self._cur
         if cur is target and self._seg_end == start:
             slot = self._cur_slot
@@ -277,7 +279,7 @@ class ClientSession(asyncio.Protocol):
         else:
             if cur is not None:
                 self._close_batch()
-            slot = self._cur_slot = Slot(self, count, self._now, kind)
+            slot = self._cur_slot = Slot(self, count, self._now if self._metrics else 0.0, kind)
             self.pending.append(slot)
             self._cur = target
             self._seg = start
