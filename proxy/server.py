@@ -40,6 +40,7 @@ class ProxyServer:
         # Nothing is routed until a topology is committed (by Raft, or at once when standalone).
         self.router = Router(Topology(0, None, ()), self.health, cfg.read_policy)
         self.sm = TopologyStateMachine(self._apply_topology)
+        self.stats = Stats()            # before the consensus: Raft saves are timed into it (on_sync)
         self.consensus = self._make_consensus()
         self.controller = Controller(self, self.consensus, self.sm)
         from .sentinel import attach_sentinel
@@ -47,7 +48,6 @@ class ProxyServer:
         self.sentinel = attach_sentinel(self)
         self.held: set[ClientSession] = set()
         self.hold_s = cfg.hold_ms / 1000.0
-        self.stats = Stats()
         self.clients: set[ClientSession] = set()
         self.total_connections = 0
         self.rejected: dict[str, int] = {}
