@@ -56,6 +56,10 @@ class HarnessError(AssertionError):
     """A process did not start, or a condition was not met in time."""
 
 
+class ProcessDied(HarnessError):
+    """A process exited while we waited for it: waiting longer cannot help."""
+
+
 # ---------------------------------------------------------------------------
 # waiting
 # ---------------------------------------------------------------------------
@@ -65,7 +69,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
     """Poll `predicate` until it returns a truthy value; return that value.
 
     Exceptions raised by the predicate count as "not yet" (the last one is
-    quoted in the error).  Raises `HarnessError` naming `message` after
+    quoted in the error), except `ProcessDied`, which fails at once.  Raises `HarnessError` naming `message` after
     `timeout` seconds.  The predicate is always tried at least once, and once
     more right at the deadline.
     """
@@ -78,6 +82,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
             if last_value:
                 return last_value
             last_exc = None
+        except ProcessDied:
+            raise
         except Exception as exc:  # noqa: BLE001 - the predicate may fail while things start
             last_exc = exc
         now = time.monotonic()
@@ -339,7 +345,7 @@ class ManagedProcess:
 
     def _check_alive(self, what: str) -> None:
         if self.proc is not None and self.proc.poll() is not None:
-            raise HarnessError(f"{self.name} exited with status {self.proc.returncode} while {what}\n"
+            raise ProcessDied(f"{self.name} exited with status {self.proc.returncode} while {what}\n"
                                f"--- {self.log_path} ---\n{self.log_tail()}")
 
 
