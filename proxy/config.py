@@ -151,7 +151,7 @@ class Config:
                               "http://bind:admin_port)")
     join: str = _key("str", "", "admin URL of a running proxy: join its cluster as a new member")
     tick_ms: int = _key("int", 50, "Raft tick", minimum=1)
-    election_ticks: int = _key("int", 16, "Raft election timeout in ticks (randomised up to twice that); the "
+    election_ticks: int = _key("int", 10, "Raft election timeout in ticks (randomised up to twice that); the "
                                "write lease ends 2 ticks before it", minimum=3)
     heartbeat_ticks: int = _key("int", 1, "Raft heartbeat interval in ticks", minimum=1)
     sentinel_port: int = _key("int", 26379, "Sentinel-compatible port for Sentinel clients (0: off)", minimum=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -135,11 +136,36 @@ def _report(status: int, doc, ok_text: str) -> int:
     return 1
 
 
+def _target_lag(endpoint: str, target: str) -> str:
+    """The switchover target's replication lag as `endpoint` sees it, for progress lines."""
+    st = _fetch_status(endpoint)
+    if st is None:
+        return "status unavailable"
+    for r in st.get("topology", {}).get("replicas", []):
+        if r.get("addr") == target:
+            lag = r.get("lag_bytes")
+            return f"lag {lag} bytes" if lag is not None else "not reachable"
+    if st.get("topology", {}).get("master") == target:
+        return "promoted"
+    return "not a replica"
+
+
 def cmd_failover(args) -> int:
     print(f"switchover to {args.to}: pausing writes, waiting for {args.to} to catch up ...", flush=True)
     t0 = time.monotonic()
-    status, doc = leader_call(args.endpoint, "POST", "/admin/failover", {"to": args.to}, _secret(args),
-                              timeout=args.timeout + 5)
+    result: list = []
+    call = threading.Thread(target=lambda: result.append(leader_call(
+        args.endpoint, "POST", "/admin/failover", {"to": args.to}, _secret(args), timeout=args.timeout + 5)),
+        daemon=True)
+    call.start()
+    call.join(1.0)
+    while call.is_alive():          # progress while the leader waits for the target to catch up
+        print(f"  {time.monotonic() - t0:5.1f}s  {args.to}: {_target_lag(args.endpoint, args.to)}", flush=True)
+        call.join(1.0)
+    if not result:
+        print("failed: no answer from the proxies", file=sys.stderr)
+        return 1
+    status, doc = result[0]
     if isinstance(doc, dict) and doc.get("ok"):
         doc.setdefault("duration_s", round(time.monotonic() - t0, 3))
     return _report(status, doc, "done: {message} (epoch {epoch}, {duration_s}s)")
