@@ -243,15 +243,17 @@ class Controller:
             return
         nxt = topo.with_master(new)
         self.phase = "proposing"
-        started = time.monotonic()
+        started, down_since = time.monotonic(), self._down_since
         log.warning("event=failover_started old_master=%s new_master=%s epoch=%d", topo.master, new, nxt.epoch)
         if await self._propose(nxt, f"failover: {topo.master} objectively down"):
+            done = time.monotonic()
             self.failovers += 1
-            self.last_failover_s = time.monotonic() - started
+            # from objective down to committed (the wait for a safe candidate included)
+            self.last_failover_s = done - down_since
             self._down_since = None
             self.phase = "reconciling"
-            log.warning("event=failover_committed new_master=%s epoch=%d duration_ms=%.0f", new, nxt.epoch,
-                        self.last_failover_s * 1000)
+            log.warning("event=failover_committed new_master=%s epoch=%d duration_ms=%.0f commit_ms=%.0f", new,
+                        nxt.epoch, self.last_failover_s * 1000, (done - started) * 1000)
 
     async def _reconcile(self, topo: Topology, view: dict[str, NodeView]) -> None:
         actions = reconcile(topo.master, topo.nodes, view)
