@@ -712,6 +712,15 @@ class ClusterKeeper:
             return self._build()
 
 
+def yield_then_clean(owner: Any):
+    """Body of a module fixture: yield `owner`, then clean up the cluster it holds, if any."""
+    try:
+        yield owner
+    finally:
+        if owner.cluster is not None:
+            owner.cluster.cleanup()
+
+
 def start_or_clean(cluster: Any, timeout: float) -> Any:
     """`cluster.start(timeout)`, cleaning it up if that fails."""
     try:

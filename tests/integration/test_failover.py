@@ -37,7 +37,8 @@ import pytest
 from benchmarks.failover_lib import (ProxyCluster, StatusWatcher, Writer, connect_redirect_shim, read_back,
                                      unavailability, wait_replica_of)
 
-from .harness import ClusterKeeper, HarnessError, RedisServer, commandstats_calls, redis_client, start_or_clean, wait_until
+from .harness import (ClusterKeeper, HarnessError, RedisServer, commandstats_calls, redis_client,
+                      start_or_clean, wait_until, yield_then_clean)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -94,12 +95,7 @@ def keeper(tmp_path_factory):
     """Tests call `keeper.healthy()` in their own time rather than in a fixture: conftest gives
     a fixture's setup only 60 s, and three proxies start slowly on a loaded machine.  Proxy logs
     are attached to a failure by conftest."""
-    k = Keeper(tmp_path_factory.mktemp("failover"))
-    try:
-        yield k
-    finally:
-        if k.cluster is not None:
-            k.cluster.cleanup()
+    yield from yield_then_clean(Keeper(tmp_path_factory.mktemp("failover")))
 
 
 

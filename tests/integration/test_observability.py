@@ -34,7 +34,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.failover_lib import PROXY_NAMES, RAFT_SECRET, ProxyCluster, wait_replica_of
 
-from .harness import ENV_PREFIX, HOST, PROXY_BIN, free_port, redis_client, release_ports, start_or_clean, wait_until
+from .harness import (ENV_PREFIX, HOST, PROXY_BIN, free_port, redis_client, release_ports, start_or_clean,
+                      wait_until, yield_then_clean)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -181,12 +182,7 @@ class Scenario:
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
-    sc = Scenario(tmp_path_factory.mktemp("observability"))
-    try:
-        yield sc
-    finally:
-        if sc.cluster is not None:
-            sc.cluster.cleanup()
+    yield from yield_then_clean(Scenario(tmp_path_factory.mktemp("observability")))
 
 
 def down(scenario: Scenario) -> Scenario:

@@ -40,7 +40,7 @@ import pytest
 
 from benchmarks.raft_cluster_lib import NAMES, ElectionWatch, RaftCluster, RoleSampler, brief
 
-from .harness import ClusterKeeper, HarnessError, start_or_clean, wait_until
+from .harness import ClusterKeeper, HarnessError, start_or_clean, wait_until, yield_then_clean
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -85,12 +85,7 @@ def keeper(tmp_path_factory):
     """Tests call `keeper.healthy()` in their own time: conftest gives a fixture's setup only
     60 s, and three proxies start slowly on a loaded machine.  Proxy logs are attached to a
     failure by conftest."""
-    k = Keeper(tmp_path_factory.mktemp("raft"))
-    try:
-        yield k
-    finally:
-        if k.cluster is not None:
-            k.cluster.cleanup()
+    yield from yield_then_clean(Keeper(tmp_path_factory.mktemp("raft")))
 
 
 # ---------------------------------------------------------------------------
