@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from proxy.topology import Topology
 
 from .decide import NodeView, choose_new_master, objectively_down, reconcile
+from .raft_events import RaftEvents
 
 log = logging.getLogger("health.controller")
 
@@ -134,6 +135,7 @@ class Controller:
         self._acted: dict[tuple[str, int], float] = {}
         self.failovers = 0
         self.last_failover_s = 0.0
+        self.raft_events = RaftEvents(self.cfg.node)
         self.phase = "idle"
         self._down_since: float | None = None
 
@@ -186,6 +188,7 @@ class Controller:
 
     async def _step(self) -> None:
         self.server.stats.observe_raft(self.consensus)
+        self.raft_events.observe(self.consensus)
         view = self.local_view()
         if self.consensus.role != "leader":
             self.views.clear()

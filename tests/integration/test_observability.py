@@ -442,6 +442,9 @@ def test_events_tell_the_failover(scenario):
     for name in c.names:
         if name != sc.leader:
             assert not events(sc.log(name), "failover_committed"), f"{name} also logged failover_committed"
+        # every proxy logged the Raft leader it follows (no leader change: a Redis failover is not a Raft one)
+        elected = events(sc.log(name), "leader_elected")
+        assert elected and elected[-1]["leader"] == sc.leader, (name, elected)
 
 
 def test_no_secret_in_logs_status_or_metrics(scenario):

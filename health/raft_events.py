@@ -1,0 +1,51 @@
+"""Structured log events for Raft state changes as this proxy sees them.
+
+The Raft driver does not log on its own; the control loop shows each step's
+view of the consensus to `RaftEvents.observe`, which logs what changed:
+leader elected or lost, members joined or removed, this proxy's write lease
+lost or regained. One line per change, never one per step.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("health.raft")
+
+
+class RaftEvents:
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self._leader: str | None = None
+        self._term = 0
+        self._members: set[str] | None = None
+        self._lease: bool | None = None
+
+    def observe(self, consensus) -> None:
+        leader, term = consensus.leader_id, consensus.term
+        if leader != self._leader or (leader is not None and term != self._term):
+            if leader is not None:
+                log.warning("event=leader_elected leader=%s term=%d self=%s role=%s", leader, term, self.node,
+                            consensus.role)
+            elif self._leader is not None:
+                log.warning("event=leader_lost previous=%s term=%d self=%s", self._leader, term, self.node)
+            self._leader = leader
+        self._term = term
+
+        members = set(consensus.members)
+        if self._members is not None and members != self._members:
+            for m in sorted(members - self._members):
+                log.warning("event=member_added node=%s members=%s", m, ",".join(sorted(members)))
+            for m in sorted(self._members - members):
+                log.warning("event=member_removed node=%s members=%s", m, ",".join(sorted(members)))
+        if members or self._members is not None:
+            self._members = members
+
+        lease = bool(consensus.lease_held())
+        if self._lease is not None and lease != self._lease:
+            if lease:
+                log.info("event=lease_regained self=%s role=%s term=%d", self.node, consensus.role, term)
+            else:
+                log.warning("event=lease_lost self=%s role=%s term=%d leader=%s", self.node, consensus.role, term,
+                            leader)
+        self._lease = lease

@@ -1,0 +1,65 @@
+"""health.raft_events: one log line per Raft change seen by the control loop, none per step."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from health.raft_events import RaftEvents
+
+
+@dataclass
+class View:
+    leader_id: str | None = "p1"
+    term: int = 1
+    role: str = "follower"
+    members: list[str] = field(default_factory=lambda: ["p1", "p2", "p3"])
+    lease: bool = True
+
+    def lease_held(self) -> bool:
+        return self.lease
+
+
+def events(caplog) -> list[str]:
+    out = [r.getMessage().split()[0] for r in caplog.records if r.name == "health.raft"]
+    caplog.clear()
+    return out
+
+
+def test_each_change_is_logged_once(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="health.raft")
+    ev, v = RaftEvents("p2"), View()
+    ev.observe(v)
+    assert events(caplog) == ["event=leader_elected"]
+    for _ in range(5):
+        ev.observe(v)
+    assert events(caplog) == []
+
+    v.lease = False
+    ev.observe(v)
+    ev.observe(v)
+    assert events(caplog) == ["event=lease_lost"]
+    v.leader_id, v.term = None, 2
+    ev.observe(v)
+    assert events(caplog) == ["event=leader_lost"]
+    v.leader_id, v.lease = "p3", True
+    ev.observe(v)
+    assert events(caplog) == ["event=leader_elected", "event=lease_regained"]
+
+    v.members = ["p1", "p2", "p3", "p4"]
+    ev.observe(v)
+    assert events(caplog) == ["event=member_added"]
+    v.members = ["p2", "p3", "p4"]
+    ev.observe(v)
+    assert events(caplog) == ["event=member_removed"]
+
+
+def test_same_leader_in_a_new_term_is_a_new_election(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="health.raft")
+    ev, v = RaftEvents("p1"), View(leader_id="p1", role="leader")
+    ev.observe(v)
+    events(caplog)
+    v.term = 5
+    ev.observe(v)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 1 and "leader=p1 term=5" in msgs[0]
