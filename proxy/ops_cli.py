@@ -172,6 +172,15 @@ def cmd_failover(args) -> int:
 
 
 def cmd_transfer(args) -> int:
+    if args.if_leader:
+        st = _fetch_status(args.endpoint)
+        if st is None:
+            print(f"transfer-leadership: no proxy answers at {args.endpoint}", file=sys.stderr)
+            return 1
+        role = st.get("raft", {}).get("role")
+        if role != "leader":
+            print(f"{st.get('node')} is not the leader ({role}): nothing to transfer")
+            return 0
     body = {"to": args.to} if args.to else {}
     status, doc = leader_call(args.endpoint, "POST", "/admin/transfer-leadership", body, _secret(args), 10.0)
     return _report(status, doc, "leadership transferred; leader is now {leader}")
@@ -205,6 +214,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("transfer-leadership", help="hand Raft leadership to another proxy")
     common(p)
     p.add_argument("--to", default=None, help="the proxy to lead (default: any other member)")
+    p.add_argument("--if-leader", action="store_true",
+                   help="only if the proxy at --endpoint leads; else do nothing and exit 0 (for preStop hooks)")
     p.set_defaults(func=cmd_transfer)
     p = sub.add_parser("join", help="add a proxy to the Raft membership")
     common(p)

@@ -340,7 +340,8 @@ def test_prestop_transfers_leadership(target):
     cfg = _config(r)
     c = container(r.get("StatefulSet", PROXY))
     script = " ".join(c["lifecycle"]["preStop"]["exec"]["command"])
-    assert f"redis-raft-proxy transfer-leadership --endpoint http://127.0.0.1:{cfg.admin_port}" in script
+    assert (f"redis-raft-proxy transfer-leadership --if-leader --endpoint http://127.0.0.1:{cfg.admin_port}"
+            in script)
     grace = pod_spec(r.get("StatefulSet", PROXY))["terminationGracePeriodSeconds"]
     assert grace >= 15
 
