@@ -31,7 +31,8 @@ def status_document(server, raft=None) -> dict:
     from health.controller import raft_status
 
     raft_doc = raft_status(server.consensus)
-    lease = {"held": server.consensus.lease_held(), "lease_ms": cfg.lease_ms}
+    lease = {"held": server.consensus.lease_held(), "lease_ms": cfg.lease_ms,
+             "effective_ms": cfg.lease_ticks * cfg.tick_ms}
     ctl = server.controller
     failover = {"phase": ctl.phase, "total": ctl.failovers, "last_duration_s": round(ctl.last_failover_s, 3)}
     return {

@@ -211,6 +211,11 @@ class Config:
         return dict(p.split("=", 1) for p in self.peers)
 
     @property
+    def lease_ticks(self) -> int:
+        """The write lease in Raft ticks: lease_ms, but always shorter than the election timeout."""
+        return max(1, min(self.lease_ms // self.tick_ms, self.election_ticks - 2))
+
+    @property
     def initial_master(self) -> str:
         return self.master or self.redis_nodes[0]
 

@@ -73,8 +73,7 @@ class ProxyServer:
                         snapshot=self.sm.snapshot, restore=self.sm.restore, tick_ms=cfg.tick_ms,
                         election_ticks=cfg.election_ticks, heartbeat_ticks=cfg.heartbeat_ticks,
                         join=bool(cfg.join), on_sync=self.stats.fsync_seconds.observe,
-                        # the write lease: lease_ms, but always shorter than the election timeout
-                        lease_ticks=max(1, min(cfg.lease_ms // cfg.tick_ms, cfg.election_ticks - 2)))
+                        lease_ticks=cfg.lease_ticks)
 
     # -- topology and write gating -------------------------------------------
     def _apply_topology(self, new: Topology, old: Topology | None, reason: str) -> None:
