@@ -1,7 +1,9 @@
 """The in-memory Raft log: a snapshot followed by the entries after it.
 
 Invariant: ``entries[i].index == snapshot.index + 1 + i``. The core owns one
-and changes it only through these methods, so the index arithmetic lives here.
+and changes it only through these methods, so the index arithmetic lives here;
+``first_index`` and ``last_index`` are plain attributes those methods keep up to
+date (they are read on every message, so they are not recomputed each time).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from raft.messages import Entry, Snapshot
 
 
 class RaftLog:
-    __slots__ = ("entries", "snapshot")
+    __slots__ = ("entries", "snapshot", "first_index", "last_index")
 
     def __init__(self, snapshot: Snapshot, entries: list[Entry] | tuple[Entry, ...] = ()) -> None:
         self.snapshot = snapshot
@@ -18,14 +20,11 @@ class RaftLog:
         for i, e in enumerate(self.entries):
             if e.index != snapshot.index + 1 + i:
                 raise ValueError(f"log entry {e.index} is not contiguous with snapshot {snapshot.index}")
+        self._reindex()
 
-    @property
-    def first_index(self) -> int:
-        return self.snapshot.index + 1
-
-    @property
-    def last_index(self) -> int:
-        return self.snapshot.index + len(self.entries)
+    def _reindex(self) -> None:
+        self.first_index = self.snapshot.index + 1
+        self.last_index = self.snapshot.index + len(self.entries)
 
     @property
     def last_term(self) -> int:
@@ -59,6 +58,7 @@ class RaftLog:
         cut = max(0, index - self.first_index)
         dropped = self.entries[cut:]
         del self.entries[cut:]
+        self._reindex()
         return dropped
 
     def append(self, entries: tuple[Entry, ...] | list[Entry]) -> None:
@@ -66,6 +66,7 @@ class RaftLog:
             if e.index != self.last_index + 1:
                 raise ValueError(f"append of {e.index} after {self.last_index}")
             self.entries.append(e)
+            self.last_index = e.index
 
     def compact(self, snapshot: Snapshot) -> None:
         """Replace the prefix up to ``snapshot.index`` (which must be in the log) by the snapshot."""
@@ -73,8 +74,10 @@ class RaftLog:
             raise ValueError("compaction point is not in the log")
         self.entries = self.entries[snapshot.index - self.snapshot.index :]
         self.snapshot = snapshot
+        self._reindex()
 
     def restore(self, snapshot: Snapshot) -> None:
         """Discard everything and start from a snapshot sent by the leader."""
         self.snapshot = snapshot
         self.entries = []
+        self._reindex()

@@ -249,6 +249,7 @@ class Sim:
         self.now = 0.0
         self._seq = itertools.count()
         self._events: list[tuple[float, int, str, tuple[Any, ...]]] = []
+        self._handlers: dict[str, Callable[..., None]] = {}
         self.checker = Checker()
         ids = [f"n{i}" for i in range(1, n + 1)]
         members = {i: "" for i in ids}
@@ -277,11 +278,15 @@ class Sim:
         heapq.heappush(self._events, (t, next(self._seq), kind, args))
 
     def run_until(self, t_end: float, stop: Callable[[], bool] | None = None) -> None:
-        while self._events and self._events[0][0] <= t_end:
-            t, _, kind, args = heapq.heappop(self._events)
+        events, handlers = self._events, self._handlers
+        while events and events[0][0] <= t_end:
+            t, _, kind, args = heapq.heappop(events)
             self.now = t
             self.events_run += 1
-            getattr(self, "_ev_" + kind)(*args)
+            handler = handlers.get(kind)
+            if handler is None:
+                handler = handlers[kind] = getattr(self, "_ev_" + kind)
+            handler(*args)
             if stop is not None and stop():
                 return
         self.now = max(self.now, t_end)
@@ -349,14 +354,8 @@ class Sim:
         if self.check_leases and core.role == LEADER:
             for other in self.nodes.values():
                 oc = other.core
-                if (
-                    other is not node
-                    and other.alive
-                    and oc is not None
-                    and oc.role == LEADER
-                    and oc.lease_valid()
-                    and core.lease_valid()
-                ):
+                if (other is not node and other.alive and oc is not None and oc.role == LEADER
+                        and oc.lease_valid() and core.lease_valid()):
                     self.checker.fail(
                         f"lease: {node.id} (term {core.term}) and {other.id} (term {oc.term}) both hold a lease"
                     )
@@ -557,7 +556,10 @@ class Sim:
         ldr = self.leaders()
         if len(ldr) != 1 or ldr[0].core is None:
             return False
-        target = ldr[0].core.commit_index
+        # Not just the leader's commit index: a leader that removed itself may have
+        # committed further entries (under the new configuration) before a new
+        # leader of a later term, which commits them again only with its own entry.
+        target = max(ldr[0].core.commit_index, self.checker.max_committed)
         return all(self.nodes[m].app.index >= target for m in ldr[0].core.members)
 
     def check_final(self) -> None:
