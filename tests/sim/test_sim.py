@@ -85,6 +85,14 @@ def test_random_seeds_keep_raft_safety() -> None:
     assert committed > 0
 
 
+@pytest.mark.parametrize("seed", [
+    102395,  # a leader removed itself and committed entries its successor still had to re-commit
+])
+def test_seeds_that_once_failed(seed: int) -> None:
+    """Seeds the long runs found failing, kept after the fix."""
+    assert run_seed(seed).acked
+
+
 @pytest.mark.skipif("RAFT_SIM_SEED" not in os.environ, reason="set RAFT_SIM_SEED=N to replay one seed")
 def test_replay() -> None:
     sim = run_seed(int(os.environ["RAFT_SIM_SEED"]))
