@@ -142,7 +142,10 @@ def _check_cluster(pods: LocalPods, redises: list[Pod], proxies: list[Pod]) -> s
         assert _retry(lambda c=c, i=i: c.set(f"k8s:key:{i}", f"value-{i}")) is True
         assert c.get(f"k8s:key:{i}") == f"value-{i}"
     c = _client(pods, proxies[-1])
-    assert c.get("k8s:key:0") == "value-0"
+    # another client's write: with read_policy replicas it shows up once the replica has it
+    # (read-your-writes is per connection), so poll with a bound
+    wait_until(lambda: c.get("k8s:key:0") == "value-0", 10, "k8s:key:0 readable through another proxy",
+               diagnose=pods.logs)
     assert _redis_client(pods, redises[0], password).get("k8s:key:0") == "value-0"
     return leader
 
