@@ -129,7 +129,14 @@ def test_sentinel_clients_follow_a_failover(cluster):
                 return False
         with redis.Redis(host=HOST, port=ports[0], socket_timeout=5, decode_responses=True) as s1:
             others = s1.sentinel_sentinels("mymaster")
-        return sorted(o["port"] for o in others) == sorted(ports[1:]) and all(o["ip"] == HOST for o in others)
+        if sorted(o["port"] for o in others) != sorted(ports[1:]) or any(o["ip"] != HOST for o in others):
+            return False
+        # each proxy counts a peer as usable only once it has a fresh /status from it
+        for p in ports:
+            with redis.Redis(host=HOST, port=p, socket_timeout=5) as s:
+                if not s.execute_command("SENTINEL", "CKQUORUM", "mymaster").startswith(b"OK 3 usable Sentinels"):
+                    return False
+        return True
     wait_until(sentinels_known, 20, interval=0.2, message="every proxy's sentinel to know the other two")
 
     # a real redis-cli, as an operator would ask
