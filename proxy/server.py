@@ -164,8 +164,7 @@ class ProxyServer:
         return resp.encode_command(args)
 
     def _base_handshake(self) -> list[bytes]:
-        auth = [self.upstream_auth_command()] if self.cfg.redis_password else []
-        return auth + self.script_loads()
+        return [self.upstream_auth_command()] if self.cfg.redis_password else []
 
     # -- scripts -------------------------------------------------------------------
     def script_loads(self) -> list[bytes]:
@@ -220,14 +219,16 @@ class ProxyServer:
         i = client_id % len(conns)
         up = conns[i]
         if up is None or up.closed:
-            up = conns[i] = self._make(addr, handshake=self._base_handshake())
+            up = conns[i] = self._make(addr, handshake=self._base_handshake(), best_effort=self.script_loads())
         return up
 
     def dedicated_upstream(self, addr: str, session: ClientSession) -> Upstream:
-        return self._make(addr, handshake=session.handshake(), push_sink=session, resp3=session.resp3)
+        return self._make(addr, handshake=session.handshake(), best_effort=self.script_loads(),
+                          push_sink=session, resp3=session.resp3, want_id=True)
 
     def raw_upstream(self, addr: str, session: ClientSession) -> Upstream:
-        return self._make(addr, handshake=session.handshake(), raw_sink=session, resp3=session.resp3)
+        return self._make(addr, handshake=session.handshake(), best_effort=self.script_loads(),
+                          raw_sink=session, resp3=session.resp3, want_id=True)
 
     # -- clients ----------------------------------------------------------------
     def client_connected(self, session: ClientSession) -> None:

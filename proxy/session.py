@@ -32,6 +32,7 @@ LOCAL = object()    # answered (or swallowed) by the proxy itself
 STOP = object()     # stop reading commands until owed replies arrived
 
 MAX_PENDING_SLOTS = 10_000
+NO_SUCH_CLIENT = 2**63 - 1   # a client id no Redis connection has
 _ids = itertools.count(1)
 
 PONG = b"+PONG\r\n"
@@ -565,7 +566,7 @@ class ClientSession(asyncio.Protocol):
             cmds.append(resp.encode_command([b"SELECT", str(self.db).encode()]))
         if self.name:
             cmds.append(resp.encode_command([b"CLIENT", b"SETNAME", self.name]))
-        return cmds + self.server.script_loads()
+        return cmds
 
     def _broadcast(self, cmd: bytes, skip: Upstream | None) -> None:
         """Replay a state change on every other dedicated upstream."""
@@ -697,6 +698,8 @@ class ClientSession(asyncio.Protocol):
     def _cmd_ping(self, args):
         if not self.authenticated:
             return self._local(NOAUTH)
+        if self.multi:
+            return self._master()   # queued: EXEC's reply has an element for it
         if not args:
             return self._local(PONG)
         if len(args) == 1:
@@ -706,6 +709,8 @@ class ClientSession(asyncio.Protocol):
     def _cmd_echo(self, args):
         if not self.authenticated:
             return self._local(NOAUTH)
+        if self.multi:
+            return self._master()
         if len(args) != 1:
             return self._local(b"-ERR wrong number of arguments for 'echo' command\r\n")
         return self._local(_bulk(args[0]))
@@ -938,6 +943,10 @@ class ClientSession(asyncio.Protocol):
         if not args:
             return self._local(b"-ERR wrong number of arguments for 'client' command\r\n")
         sub = args[0].lower()
+        if self.multi and self.authenticated and sub in (b"setinfo", b"setname", b"getname", b"id", b"info"):
+            # Inside MULTI Redis queues them and EXEC answers for each: answered
+            # here, EXEC's reply would lack their elements.
+            return self._master()
         if sub == b"setinfo":
             return self._local(OK if len(args) == 3 else
                                b"-ERR wrong number of arguments for 'client|setinfo' command\r\n")
@@ -970,14 +979,58 @@ class ClientSession(asyncio.Protocol):
         if sub == b"info":
             return self._local(_bulk(self._client_info(), False) if not self.resp3 else
                                b"=%d\r\ntxt:%s\r\n" % (len(self._client_info()) + 4, self._client_info()))
+        if sub == b"unblock" and len(args) >= 2:
+            return self._client_with_id(args, 1)
         if sub in (b"tracking", b"caching", b"no-evict", b"no-touch"):
             if self.mode == SHARED and self._go_dedicated() is STOP:
                 return STOP
+            if sub == b"tracking":
+                lowered = [a.lower() for a in args]
+                if b"redirect" in lowered[2:-1]:
+                    routed = self._client_with_id(args, lowered.index(b"redirect", 2) + 1)
+                    if routed is not STOP and len(args) > 1:
+                        self.tracking = args[1].lower() == b"on"
+                    return routed
             if sub == b"tracking" and len(args) > 1:
                 # Invalidations come from the node that served the read: a
                 # tracking client reads from the master only.
                 self.tracking = args[1].lower() == b"on"
         return self._master()
+
+    def _client_with_id(self, args: list[bytes], i: int):
+        """CLIENT UNBLOCK <id>, CLIENT TRACKING ... REDIRECT <id>: `args[i]` is a
+        client id as this proxy hands them out (CLIENT ID); the master knows the
+        connections, so send it the id of that client's own master connection.
+        An id with no such connection becomes one no connection has, and Redis
+        answers as for any unknown id (never some other connection's id)."""
+        up = self._master()
+        if type(up) is not Upstream:
+            return up
+        try:
+            pid = int(args[i])
+        except ValueError:
+            pid = None                        # Redis' own error for a non-integer id
+        if pid is not None:
+            target = self if pid == self.id else next((s for s in self.server.clients if s.id == pid), None)
+            conn = None
+            if target is not None and not target.closed:
+                raw = target.raw
+                conn = raw if raw is not None and not raw.closed and raw.addr == up.addr \
+                    else target.dedicated.get(up.addr)
+            if conn is up and not conn.closed and conn.redis_id is None and not self.multi:
+                # our own connection, just opened: its CLIENT ID (set-up) comes before this PING's reply
+                self._send_one(up, resp.encode_command([b"PING"]), self._swallow)
+                self.waiting = True
+                self.wait_slot = None
+                return STOP
+            redis_id = conn.redis_id if conn is not None and not conn.closed else None
+            args = list(args)
+            args[i] = str(redis_id if redis_id is not None else NO_SUCH_CLIENT).encode()
+        return self._send_one(up, resp.encode_command([b"CLIENT", *args]))
+
+    def _swallow(self, reply: bytes) -> bytes:
+        self.queued = max(0, self.queued - len(reply))
+        return b""
 
     def _client_info(self) -> bytes:
         """CLIENT INFO for this client as the proxy sees it (Redis' format)."""

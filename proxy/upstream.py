@@ -26,6 +26,8 @@ from . import resp
 
 log = logging.getLogger("proxy.upstream")
 
+CLIENT_ID = resp.encode_command([b"CLIENT", b"ID"])
+
 
 def set_nodelay(transport) -> None:
     """Replies must not wait for Nagle: set TCP_NODELAY where there is a socket."""
@@ -112,7 +114,8 @@ class Upstream(asyncio.Protocol):
 
     def __init__(self, addr: str, *, handshake: Iterable[bytes] = (), raw_sink=None,
                  on_close: Callable[["Upstream"], None] | None = None, connect_timeout: float = 1.0,
-                 resp3: bool = False, push_sink=None) -> None:
+                 resp3: bool = False, push_sink=None, best_effort: Iterable[bytes] = (),
+                 want_id: bool = False) -> None:
         self.addr = addr
         host, _, port = addr.rpartition(":")
         self.host, self.port = host, int(port)
@@ -127,6 +130,9 @@ class Upstream(asyncio.Protocol):
         self._inner = 0                 # elements left of a partly received RESP3 reply
         self._pending_out: list[bytes] = []
         self._handshake = list(handshake)
+        self._best_effort = list(best_effort)   # set-up whose errors are ignored (SCRIPT LOAD replays)
+        self._want_id = want_id
+        self.redis_id: int | None = None        # this connection's CLIENT ID on the node (want_id)
         self._on_close = on_close
         self._connect_timeout = connect_timeout
         self._touched: set = set()
@@ -145,6 +151,12 @@ class Upstream(asyncio.Protocol):
         self._loop = loop
         for cmd in self._handshake:
             self._queue(cmd, DiscardSlot(1, self._check_handshake))
+        for cmd in self._best_effort:
+            # e.g. NOAUTH: a client's own AUTH comes after the set-up, and
+            # must not fail because a replayed script could not be loaded.
+            self._queue(cmd, DiscardSlot(1))
+        if self._want_id:
+            self._queue(CLIENT_ID, DiscardSlot(1, self._got_id))
         loop.create_task(self._connect(loop))
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -170,6 +182,10 @@ class Upstream(asyncio.Protocol):
         if reply.startswith(b"-"):
             text = reply[1:].decode(errors="replace").strip()
             self._fail(f"Redis node {self.addr} refused the connection set-up: {text}")
+
+    def _got_id(self, reply: bytes) -> None:
+        if reply.startswith(b":"):
+            self.redis_id = int(reply[1:])
 
     def connection_lost(self, exc) -> None:
         self._fail(f"connection to Redis node {self.addr} lost" + (f" ({exc})" if exc else ""))
@@ -213,7 +229,9 @@ class Upstream(asyncio.Protocol):
         """Queue bytes; all queued in one loop iteration go out in one write."""
         if slot is not None:
             self.waiters.append(slot)
-            if self.wait_cmd is not None:
+            if self.wait_cmd is not None and slot.owner is not None:
+                # (the proxy's own set-up replies are never delivered: no WAIT
+                # holds them, so their checks run as soon as they arrive)
                 self._window.append((slot, slot.remaining))
                 self._window_write = self._window_write or write
         out = self._pending_out

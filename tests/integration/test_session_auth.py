@@ -225,6 +225,48 @@ def test_acl_restricted_user_enforced_on_replica_reads_too(proxy, replica_set, a
         assert m.get(foreign) == b"secret"
 
 
+def test_replayed_scripts_do_not_break_connections_of_users_without_script_rights(proxy, replica_set,
+                                                                                    acl_users):
+    """The proxy replays every SCRIPT LOAD it saw on each new upstream connection.
+    A client whose credentials may not run SCRIPT LOAD (bob: no @scripting), or
+    whose AUTH comes only after the set-up (Redis with requirepass), must still
+    get its connections: the replay is best effort, not part of the set-up that
+    fails the connection ("refused the connection set-up: NOPERM/NOAUTH")."""
+    own = uniq("bob")
+    with replica_set.master.client() as m:
+        m.set(own, "mine")
+    for rep in replica_set.replicas:
+        with rep.client() as rc:
+            wait_until(lambda: rc.get(own) == b"mine", 5, message="replication")
+    wait_replicas_healthy(proxy)
+    with proxy.client() as r:
+        r.script_load("return 'replayed'")      # remembered by the proxy from now on
+    with redis_client(proxy.port, username="bob", password="bob-pw") as r:
+        before = replica_calls(replica_set, "get")
+        got = []
+
+        def replica_read() -> bool:
+            got.append(r.get(own))              # its own connections to the replicas too
+            return replica_calls(replica_set, "get") > before
+        wait_until(replica_read, 10, interval=0.05, message="bob's GETs to reach a replica")
+        assert set(got) == {b"mine"}, got
+        assert r.set(own, "again") is True
+        assert r.pipeline(transaction=True).get(own).execute() == [b"again"]
+    # Redis' own requirepass (not the proxy's), given by the client: the same.
+    for server in replica_set.servers:
+        with server.client() as c:
+            c.config_set("requirepass", "rp-7d1e")
+    try:
+        for protocol in (2, 3):
+            with redis_client(proxy.port, protocol=protocol, password="rp-7d1e") as r:
+                assert r.set(own, f"rp{protocol}") is True
+                assert r.get(own) == f"rp{protocol}".encode()
+    finally:
+        for server in replica_set.servers:
+            with redis_client(server.port, password="rp-7d1e") as c:
+                c.config_set("requirepass", "")
+
+
 # ---------------------------------------------------------------------------
 # upstream credentials: redis-servers with requirepass, proxy with redis_password
 # ---------------------------------------------------------------------------

@@ -113,6 +113,28 @@ def test_multi_pipelined_in_one_write_keeps_order(proxy):
     assert replies == [b"OK", b"1", b"OK", b"QUEUED", b"QUEUED", [b"OK", b"2"], b"2", b"PONG"]
 
 
+def test_commands_the_proxy_answers_are_queued_inside_multi(proxy):
+    """PING, ECHO, CLIENT GETNAME/ID/INFO inside MULTI answer QUEUED and have their
+    element in EXEC's reply, as in Redis (redis-py: "Wrong number of response
+    items from pipeline execution" for a transaction with a PING otherwise)."""
+    k = uniq("txping")
+    with proxy.raw() as c:
+        assert c.command("CLIENT", "SETNAME", "txname") == b"OK"
+        assert c.command("MULTI") == b"OK"
+        for cmd in [("SET", k, "v"), ("PING",), ("ECHO", "hi"), ("CLIENT", "GETNAME"), ("CLIENT", "ID"),
+                    ("PING", "msg"), ("GET", k)]:
+            assert c.command(*cmd) == b"QUEUED", cmd
+        reply = c.command("EXEC")
+        assert len(reply) == 7, reply
+        assert reply[:4] == [b"OK", b"PONG", b"hi", b"txname"] and isinstance(reply[4], int), reply
+        assert reply[5:] == [b"msg", b"v"], reply
+        assert c.command("PING") == b"PONG"                 # answered by the proxy again after EXEC
+    with proxy.client() as r:
+        pipe = r.pipeline(transaction=True)
+        pipe.set(k, "w").ping().echo("e").get(k)
+        assert pipe.execute() == [True, True, b"e", b"w"]
+
+
 def test_discard(proxy, replica_set):
     k = uniq("disc")
     with proxy.raw() as c:
@@ -524,6 +546,50 @@ def test_client_tracking_invalidation_push(proxy, replica_set):
         assert push[0] == b"invalidate" and push[1] == [k.encode()], push
         assert c.command("GET", k) == b"v2"
         assert c.command("CLIENT", "TRACKING", "OFF") == b"OK"
+
+
+def test_client_tracking_redirect_to_a_subscriber_by_its_client_id(proxy, replica_set):
+    """RESP2 client-side caching: invalidations go to the connection whose
+    CLIENT ID was given to REDIRECT; those ids are the proxy's, not the master's."""
+    k = uniq("trkr")
+    with proxy.client() as w:
+        w.set(k, "v1")
+    with proxy.raw(timeout=5) as sub, proxy.raw(timeout=5) as c, proxy.client() as other:
+        sub_id = sub.command("CLIENT", "ID")
+        assert sub.command("SUBSCRIBE", "__redis__:invalidate") == [b"subscribe", b"__redis__:invalidate", 1]
+        assert c.command("CLIENT", "TRACKING", "ON", "REDIRECT", str(sub_id)) == b"OK"
+        assert c.command("CLIENT", "GETREDIR") != -1
+        assert c.command("GET", k) == b"v1"
+        other.set(k, "v2")
+        assert sub.read_reply() == [b"message", b"__redis__:invalidate", [k.encode()]]
+        assert c.command("CLIENT", "TRACKING", "OFF") == b"OK"
+    with proxy.raw(timeout=5) as c:
+        own = c.command("CLIENT", "ID")      # redirect to itself: its own, brand-new connection
+        assert c.command("CLIENT", "TRACKING", "ON", "REDIRECT", str(own)) == b"OK"
+        assert c.command("CLIENT", "TRACKING", "OFF") == b"OK"
+        for bad in ("999999999", "nope"):    # unknown ids: Redis' answers, no other connection's
+            err = c.command("CLIENT", "TRACKING", "ON", "REDIRECT", bad)
+            assert is_error(err), err
+
+
+def test_client_unblock_by_client_id(proxy, replica_set):
+    """CLIENT UNBLOCK takes the id the blocked client got from CLIENT ID (the proxy's)."""
+    k = uniq("unblk")
+    with proxy.raw(timeout=10) as blk, proxy.raw() as other:
+        blk_id = blk.command("CLIENT", "ID")
+        assert other.command("CLIENT", "UNBLOCK", str(blk_id)) == 0          # not blocked yet
+        assert blk.command("CLIENT", "SETNAME", "unblock-me") == b"OK"
+        blk.send(encode_command("BLPOP", k, "0"))
+        wait_blocked(replica_set, "unblock-me")
+        assert other.command("CLIENT", "UNBLOCK", str(blk_id), "ERROR") == 1
+        err = blk.read_reply()
+        assert is_error(err) and str(err).startswith("UNBLOCKED"), err
+        blk.send(encode_command("BLPOP", k, "0"))
+        wait_blocked(replica_set, "unblock-me")
+        assert other.command("CLIENT", "UNBLOCK", str(blk_id)) == 1          # TIMEOUT: a nil reply
+        assert blk.read_reply() is None
+        assert other.command("CLIENT", "UNBLOCK", "999999999") == 0
+        assert is_error(other.command("CLIENT", "UNBLOCK", str(blk_id), "bogus"))
 
 
 def test_reset_quit_echo_ping_time(proxy):
