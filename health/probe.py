@@ -3,6 +3,10 @@
 The result per node is a `NodeStatus` (reachable, role, replication offset,
 link to its master).  A node is subjectively down after `down_after_ms`
 without a valid reply; `-LOADING` and `-BUSY` are replies, but not valid ones.
+A node still answering `-BUSY` once subjectively down gets one `SCRIPT KILL`
+(or `FUNCTION KILL`) per busy spell, as Sentinel does: a runaway read-only
+script ends and the node comes back; one that already wrote cannot be killed
+(`-UNKILLABLE`), and failover goes ahead as for any node that stopped answering.
 The master's offsets are kept with the time each probe was *sent*, which is
 what read-your-writes needs (see `Health.master_offset_after`).
 """
@@ -17,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 log = logging.getLogger("health.probe")
 
@@ -131,10 +135,21 @@ class Prober:
         self._on_change = on_change
         self._was_up: bool | None = None
         self._kick = asyncio.Event()
+        self._kill_sent = False         # SCRIPT/FUNCTION KILL sent in this busy spell
 
     def kick(self) -> None:
         """Probe again now rather than at the next interval (during a failover)."""
         self._kick.set()
+
+    async def _kill_busy_script(self, busy_error: str) -> None:
+        """The node has been busy (a long script or function) for `down_after_ms`."""
+        kill = ("FUNCTION", "KILL") if "FUNCTION KILL" in busy_error else ("SCRIPT", "KILL")
+        try:
+            reply = await asyncio.wait_for(self._client.execute_command(*kill), self.timeout)
+            log.warning("event=busy_script_killed node=%s command=%r reply=%r", self.addr, " ".join(kill), reply)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            log.warning("event=busy_script_kill_failed node=%s command=%r error=%r", self.addr, " ".join(kill),
+                        str(exc) or type(exc).__name__)
 
     async def run(self) -> None:
         status = self.health.nodes[self.addr]
@@ -150,6 +165,9 @@ class Prober:
                     status.probe_ms = (status.last_ok - started) * 1000
                     if status.role == "master":
                         status.samples.append((started, status.offset))
+                    self._kill_sent = False
+                except ResponseError as exc:      # -BUSY, -LOADING, -NOAUTH...: the connection is fine
+                    status.error = str(exc)
                 except (RedisError, OSError, asyncio.TimeoutError) as exc:
                     status.error = str(exc) or type(exc).__name__
                     try:
@@ -158,6 +176,9 @@ class Prober:
                         pass
                 now = time.monotonic()
                 up = status.up(now, self.health.down_after)
+                if not up and not self._kill_sent and (status.error or "").startswith("BUSY"):
+                    self._kill_sent = True
+                    await self._kill_busy_script(status.error)
                 if up != self._was_up:
                     self._was_up = up
                     if self._on_change:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -536,6 +537,82 @@ def test_peer_latency_below_the_lease_keeps_writes_flowing(keeper):
                                        f"lease, of {len(late)}: {without}); {len(errors)} writes failed, e.g. "
                                        f"{fmt_errors(errors, 2)}")
     assert not errors, f"{len(errors)} writes failed with 30 ms between proxies: {fmt_errors(errors, 3)}"
+
+
+# ---------------------------------------------------------------------------
+# 7c. a master stuck in a script (-BUSY)
+# ---------------------------------------------------------------------------
+
+BUSY_LOOP = "local i = 0 while true do i = i + 1 end"
+BUSY_AFTER_WRITE = "redis.call('SET', KEYS[1], 'x') local i = 0 while true do i = i + 1 end"
+
+
+class ScriptRunner(threading.Thread):
+    """Runs one EVAL and keeps what it returned or raised."""
+
+    def __init__(self, port: int, script: str, *keys: str) -> None:
+        super().__init__(daemon=True)
+        self.port, self.script, self.keys = port, script, keys
+        self.outcome: str | None = None
+
+    def run(self) -> None:
+        try:
+            with redis_client(self.port, decode=True, timeout=60) as cl:
+                self.outcome = f"reply {cl.eval(self.script, len(self.keys), *self.keys)!r}"
+        except Exception as exc:  # noqa: BLE001 - the outcome is what the test checks
+            self.outcome = f"{type(exc).__name__}: {exc}"
+
+
+def _busy_threshold(server: RedisServer, ms: int) -> None:
+    with server.client(timeout=5) as cl:
+        cl.config_set("busy-reply-threshold", ms)
+
+
+def test_runaway_read_only_script_on_the_master_is_killed(keeper):
+    """As Sentinel does: a node still answering -BUSY once subjectively down gets SCRIPT KILL."""
+    c = keeper.healthy()
+    view = c.wait_stable()
+    master = c.redis(view["master"])
+    _busy_threshold(master, 100)
+    runner = ScriptRunner(c.proxy(view["leader"]).port, BUSY_LOOP)
+    try:
+        runner.start()
+        runner.join(20)
+        assert not runner.is_alive(), "the runaway script was not killed within 20 s"
+        assert runner.outcome and "Script killed" in runner.outcome, runner.outcome
+        wait_until(lambda: any("event=busy_script_killed node=" + master.addr in p.log_text()
+                               for p in c.proxies.values()), 5, message="an event=busy_script_killed log line")
+        with master.client(timeout=5) as cl:
+            assert cl.ping() is True
+    finally:
+        if master.alive():
+            _busy_threshold(master, 5000)
+
+
+def test_master_stuck_in_a_script_that_wrote_is_failed_over(keeper):
+    """SCRIPT KILL cannot stop a script that wrote (-UNKILLABLE): the master is down for good,
+    and the proxies fail over to a replica as for a master that stopped answering."""
+    c = keeper.healthy()
+    view = c.wait_stable()
+    e0, old = view["epoch"], c.redis(view["master"])
+    _busy_threshold(old, 100)
+    # straight to the master: through a proxy the EVAL would hold that proxy's shared connection
+    runner = ScriptRunner(old.port, BUSY_AFTER_WRITE, "busy:wrote")
+    runner.start()
+    try:
+        new = c.wait_epoch(e0 + 1, timeout=20)
+        assert new["master"] != old.addr
+        wait_until(lambda: any("event=busy_script_kill_failed node=" + old.addr in p.log_text()
+                               and "UNKILLABLE" in p.log_text() for p in c.proxies.values()), 5,
+                   message="an event=busy_script_kill_failed ... UNKILLABLE log line")
+        endpoint = c.proxy(other_names(c, new["leader"])[0])
+        with redis_client(endpoint.port, decode=True) as cl:
+            assert cl.set("busy:after", "1") is True
+            assert cl.get("busy:after") == "1"
+        assert runner.is_alive(), f"the script ended: {runner.outcome}"
+    finally:
+        old.kill()      # stuck for good; the next test's keeper restarts it as a replica
+    runner.join(10)
 
 
 # ---------------------------------------------------------------------------
