@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from proxy.topology import Topology
 
-from .decide import NodeView, choose_new_master, objectively_down, reconcile
+from .decide import NodeView, choose_new_master, objectively_down, reconcile, replica_with_lost_history
 from .raft_events import RaftEvents
 
 log = logging.getLogger("health.controller")
@@ -146,7 +146,7 @@ class Controller:
         out = {}
         for addr, st in health.nodes.items():
             out[addr] = NodeView(st.up(now, health.down_after), st.role, st.offset, st.link_up,
-                                 st.link_down_since_s, st.master_addr)
+                                 st.link_down_since_s, st.master_addr, st.replid, st.replid2)
         return out
 
     def receive_report(self, proxy: str, view: dict) -> None:
@@ -227,6 +227,7 @@ class Controller:
             self._down_since = None
             if self.phase == "objectively_down":
                 self.phase = "idle"
+            await self._maybe_keep_lost_history(topo)
             return
         now = time.monotonic()
         if self._down_since is None:
@@ -244,19 +245,42 @@ class Controller:
                           topo.master, topo.epoch)
             self.phase = "no_candidate"
             return
+        # duration: from objective down to committed (the wait for a safe candidate included)
+        if await self._fail_over(topo, new, f"failover: {topo.master} objectively down", self._down_since):
+            self._down_since = None
+
+    async def _maybe_keep_lost_history(self, topo: Topology) -> None:
+        """The master is up but restarted without its data (see `replica_with_lost_history`):
+        promote the replica that still has it before it resynchronises from the empty master.
+        The leader's own probes decide: a node's replication history is a fact, not a matter
+        of reachability, so no quorum of views is needed."""
+        if topo.writes_paused or self.phase == "switchover":
+            return
+        view = self.views[self.cfg.node][1]
+        keeper = replica_with_lost_history(topo.master, topo.replicas, view)
+        if keeper is None:
+            return
+        m, k = view[topo.master], view[keeper]
+        log.error("event=master_restarted_empty master=%s offset=%d replica=%s replica_offset=%d epoch=%d",
+                  topo.master, m.offset, keeper, k.offset, topo.epoch)
+        await self._fail_over(topo, keeper, f"failover: {topo.master} restarted without its data "
+                                            f"(offset {m.offset}, {keeper} has {k.offset})", time.monotonic())
+
+    async def _fail_over(self, topo: Topology, new: str, reason: str, since: float) -> bool:
+        """Commit `topo` with `new` as master; the reconciler then changes the roles."""
         nxt = topo.with_master(new)
         self.phase = "proposing"
-        started, down_since = time.monotonic(), self._down_since
+        started = time.monotonic()
         log.warning("event=failover_started old_master=%s new_master=%s epoch=%d", topo.master, new, nxt.epoch)
-        if await self._propose(nxt, f"failover: {topo.master} objectively down"):
-            done = time.monotonic()
-            self.failovers += 1
-            # from objective down to committed (the wait for a safe candidate included)
-            self.last_failover_s = done - down_since
-            self._down_since = None
-            self.phase = "reconciling"
-            log.warning("event=failover_committed new_master=%s epoch=%d duration_ms=%.0f commit_ms=%.0f", new,
-                        nxt.epoch, self.last_failover_s * 1000, (done - started) * 1000)
+        if not await self._propose(nxt, reason):
+            return False
+        done = time.monotonic()
+        self.failovers += 1
+        self.last_failover_s = done - since
+        self.phase = "reconciling"
+        log.warning("event=failover_committed new_master=%s epoch=%d duration_ms=%.0f commit_ms=%.0f", new,
+                    nxt.epoch, self.last_failover_s * 1000, (done - started) * 1000)
+        return True
 
     async def _reconcile(self, topo: Topology, view: dict[str, NodeView]) -> None:
         actions = reconcile(topo.master, topo.nodes, view)

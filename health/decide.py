@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+NO_REPLID = "0" * 40    # the replication id that is none (INFO's master_replid2 without a history)
+
 
 @dataclass(frozen=True)
 class NodeView:
@@ -20,15 +22,45 @@ class NodeView:
     link_up: bool = False
     link_down_s: float = 0.0
     master: str | None = None
+    replid: str = ""
+    replid2: str = ""
 
     @classmethod
     def from_dict(cls, d: dict) -> "NodeView":
         return cls(bool(d.get("up")), str(d.get("role", "unknown")), int(d.get("offset") or 0),
-                   bool(d.get("link_up")), float(d.get("link_down_s") or 0.0), d.get("master"))
+                   bool(d.get("link_up")), float(d.get("link_down_s") or 0.0), d.get("master"),
+                   str(d.get("replid") or ""), str(d.get("replid2") or ""))
 
     def to_dict(self) -> dict:
         return {"up": self.up, "role": self.role, "offset": self.offset, "link_up": self.link_up,
-                "link_down_s": self.link_down_s, "master": self.master}
+                "link_down_s": self.link_down_s, "master": self.master, "replid": self.replid,
+                "replid2": self.replid2}
+
+
+def replica_with_lost_history(master: str, replicas: tuple[str, ...], view: dict[str, NodeView]) -> str | None:
+    """A replica holding data the master no longer has, or None.
+
+    The master restarted without its data (no persistence, restarted before
+    `down_after_ms`): it answers as a master with a brand-new replication
+    history (no `master_replid2`) and a lower offset than a replica that has
+    not yet resynchronised from it. Left alone, that replica's full resync
+    would empty it too; promoting it keeps the data. A promoted replica
+    always carries its predecessor's history as `replid2`, and a replica that
+    never synchronised has nothing to keep, so neither counts.
+    """
+    m = view.get(master)
+    if m is None or not m.up or m.role != "master" or not m.replid or m.replid2 not in ("", NO_REPLID):
+        return None
+    best = None
+    for addr in replicas:
+        v = view.get(addr)
+        if v is None or not v.up or v.role != "slave" or v.master != master:
+            continue
+        if not v.replid or v.replid == m.replid or (not v.link_up and v.link_down_s < 0):
+            continue
+        if v.offset > m.offset and (best is None or v.offset > view[best].offset):
+            best = addr
+    return best
 
 
 def objectively_down(master: str, views: dict[str, dict[str, NodeView]], quorum: int) -> bool:

@@ -23,6 +23,8 @@ from typing import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from .decide import NO_REPLID
+
 log = logging.getLogger("health.probe")
 
 
@@ -39,6 +41,7 @@ class NodeStatus:
     connected_replicas: int = 0
     error: str | None = None
     replid: str = ""
+    replid2: str = ""               # the history this node continues ("000..." when none)
     probe_ms: float = 0.0
     samples: deque = field(default_factory=lambda: deque(maxlen=64))  # (sent_at, offset)
 
@@ -56,11 +59,17 @@ class NodeStatus:
                 "error": self.error}
 
 
+def _replid(value: object) -> str:
+    """redis-py decodes INFO values that look like numbers: "000...0" arrives as 0."""
+    return NO_REPLID if value == 0 else str(value)
+
+
 def parse_replication_info(info: dict, status: NodeStatus) -> None:
     """Fill `status` from a decoded `INFO replication` dict."""
     role = str(info.get("role", "unknown"))
     status.role = role
-    status.replid = str(info.get("master_replid", ""))
+    status.replid = _replid(info.get("master_replid", ""))
+    status.replid2 = _replid(info.get("master_replid2", ""))
     status.connected_replicas = int(info.get("connected_slaves", 0))
     if role == "slave":
         status.master_addr = f"{info.get('master_host')}:{info.get('master_port')}"

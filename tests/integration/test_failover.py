@@ -540,6 +540,56 @@ def test_peer_latency_below_the_lease_keeps_writes_flowing(keeper):
 
 
 # ---------------------------------------------------------------------------
+# 7b'. the master restarted without its data before anyone saw it down
+# ---------------------------------------------------------------------------
+
+def test_master_restarted_empty_is_replaced_by_the_replica_that_kept_the_data(keeper):
+    """A master without persistence crashes and is restarted at once (well within
+    down_after_ms): no proxy sees it down, but its replicas would resynchronise from it and
+    empty themselves. The leader sees the new replication history with a lower offset than
+    a replica's and promotes that replica first. (Redis' default repl-diskless-sync-delay of
+    5 s is the window; the harness otherwise runs with 0.)"""
+    c = keeper.healthy()
+    view = c.wait_stable()
+    e0, old = view["epoch"], c.redis(view["master"])
+    endpoint = c.proxy(other_names(c, view["leader"])[0])
+    keys = [f"restart-empty:{i}" for i in range(200)]
+    with redis_client(endpoint.port, decode=True) as cl:
+        pipe = cl.pipeline(transaction=False)
+        for k in keys:
+            pipe.set(k, k)
+        assert all(pipe.execute())
+    for s in c.rs.servers:
+        if s is not old:
+            wait_replica_of(s, old, timeout=20)
+
+    old.kill()
+    (old.workdir / "dump.rdb").unlink(missing_ok=True)   # restarted with nothing
+    saved_args = old.extra_args
+    old.extra_args = saved_args + ["--repl-diskless-sync-delay", "5"]
+    old.replicaof = None
+    try:
+        old.start()
+        new = c.wait_epoch(e0 + 1, timeout=15)
+        assert new["master"] != old.addr
+        new_master = c.redis(new["master"])
+        wait_until(lambda: any("event=master_restarted_empty master=" + old.addr in p.log_text()
+                               for p in c.proxies.values()), 5, message="an event=master_restarted_empty line")
+        with new_master.client(decode=True, timeout=5) as nm:
+            missing = [k for k, v in zip(keys, nm.mget(keys)) if v != k]
+        assert not missing, f"{len(missing)} of {len(keys)} keys lost, e.g. {missing[:3]}"
+        # the emptied node is demoted and resynchronises from the new master
+        wait_replica_of(old, new_master, timeout=30)
+        with redis_client(endpoint.port, decode=True) as cl:
+            assert cl.mget(keys[:10]) == keys[:10]
+    finally:
+        old.extra_args = saved_args
+        if old.alive():
+            with old.client(timeout=5) as cl:
+                cl.config_set("repl-diskless-sync-delay", 0)
+
+
+# ---------------------------------------------------------------------------
 # 7c. a master stuck in a script (-BUSY)
 # ---------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ import itertools
 
 import pytest
 
-from health.decide import Action, NodeView, choose_new_master, objectively_down, reconcile
+from health.decide import (NO_REPLID, Action, NodeView, choose_new_master, objectively_down, reconcile,
+                           replica_with_lost_history)
 
 M, A, B, C = "10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379", "10.0.0.4:6379"
 PROXIES = ("proxy-1", "proxy-2", "proxy-3")
@@ -204,3 +205,47 @@ def test_replica_that_never_synced_is_never_promoted():
 
     views = {"p1": {"m:1": NodeView(False), "r:1": NodeView(True, "slave", 0, False, -1.0, "m:1")}}
     assert choose_new_master("m:1", ("r:1",), views, max_staleness_s=10, down_for_s=0.5) is None
+
+
+# ---------------------------------------------------------------------------
+# replica_with_lost_history: the master restarted without its data
+# ---------------------------------------------------------------------------
+
+OLD, NEW, OTHER = "a" * 40, "b" * 40, "c" * 40
+
+
+def restarted_master(offset: int = 0, replid2: str = NO_REPLID) -> NodeView:
+    return NodeView(True, "master", offset, True, 0.0, None, NEW, replid2)
+
+
+def history_replica(offset: int, replid: str = OLD, *, link_up: bool = False, link_down_s: float = 0.2,
+                    master: str | None = M, up: bool = True) -> NodeView:
+    return NodeView(up, "slave", offset, link_up, link_down_s, master, replid, NO_REPLID)
+
+
+def test_replica_ahead_of_a_master_with_a_new_history_is_the_one_to_keep():
+    view = {M: restarted_master(), A: history_replica(5000), B: history_replica(7000)}
+    assert replica_with_lost_history(M, (A, B), view) == B
+
+
+@pytest.mark.parametrize("view,why", [
+    ({M: restarted_master(), A: history_replica(5000, NEW)}, "already resynchronised: same history"),
+    ({M: restarted_master(9000), A: history_replica(5000)}, "the master is ahead"),
+    ({M: restarted_master(replid2=OLD), A: history_replica(5000)}, "a promoted replica continues a history"),
+    ({M: restarted_master(), A: history_replica(5000, link_down_s=-1)}, "never synchronised"),
+    ({M: restarted_master(), A: history_replica(5000, master=C)}, "follows another node"),
+    ({M: restarted_master(), A: history_replica(5000, up=False)}, "unreachable"),
+    ({M: DOWN, A: history_replica(5000)}, "the master is down: objective-down's business"),
+    ({M: NodeView(True, "slave", 0, False, 0.0, C, NEW), A: history_replica(5000)}, "the master is a replica"),
+    ({M: restarted_master(), A: history_replica(5000, ""), B: history_replica(0, OTHER)},
+     "no replid reported (an older proxy's view), or nothing ahead"),
+])
+def test_no_lost_history(view, why):
+    assert replica_with_lost_history(M, (A, B), view) is None, why
+
+
+def test_node_view_round_trips_the_replication_ids():
+    v = history_replica(5000, OTHER)
+    assert NodeView.from_dict(v.to_dict()) == v
+    # a view from a proxy that does not report them yet
+    assert NodeView.from_dict({"up": True, "role": "slave", "offset": 3}).replid == ""
