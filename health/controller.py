@@ -96,6 +96,9 @@ class StandaloneConsensus:
     def lease_held(self) -> bool:
         return True
 
+    def writes_fenced(self, index: int) -> bool:
+        return True
+
     async def propose(self, data: bytes, timeout: float) -> None:
         self.commit_index += 1
         self.applied_index += 1
@@ -138,6 +141,7 @@ class Controller:
         self.raft_events = RaftEvents(self.cfg.node)
         self.phase = "idle"
         self._down_since: float | None = None
+        self._fence: tuple[int, int] = (-1, 0)  # (topology epoch, Raft index to fence on)
 
     # -- views --------------------------------------------------------------
     def local_view(self) -> dict[str, NodeView]:
@@ -282,8 +286,15 @@ class Controller:
                     nxt.epoch, self.last_failover_s * 1000, (done - started) * 1000)
         return True
 
-    async def _reconcile(self, topo: Topology, view: dict[str, NodeView]) -> None:
+    async def _reconcile(self, topo: Topology, view: dict[str, NodeView], paused_master: bool = False) -> None:
+        """Bring Redis roles in line with `topo`. Not before every proxy that may
+        still route writes has applied `topo` (Raft's writes_fenced): a proxy a
+        heartbeat behind would otherwise write to the old master after the new
+        one was promoted, and lose those writes when the old one is demoted.
+        `paused_master`: the switchover's CLIENT PAUSE WRITE holds such writes."""
         actions = reconcile(topo.master, topo.nodes, view)
+        if actions and not paused_master and not self._fenced(topo):
+            return
         if not actions and self.phase == "reconciling":
             self.phase = "idle"
             log.info("event=failover_finished epoch=%d master=%s", topo.epoch, topo.master)
@@ -295,6 +306,11 @@ class Controller:
                 continue  # give the last command time to show in the probes
             self._acted[key] = now
             await self._run_action(action, topo.epoch)
+
+    def _fenced(self, topo: Topology) -> bool:
+        if self._fence[0] != topo.epoch:
+            self._fence = (topo.epoch, self.consensus.applied_index)  # at or after the entry of `topo`
+        return self.consensus.writes_fenced(self._fence[1])
 
     # -- graceful switchover ------------------------------------------------------
     async def switchover(self, to: str, timeout: float = 10.0) -> dict:
@@ -349,7 +365,7 @@ class Controller:
             await self._unpause(master)
             self.phase = "idle"
             raise RuntimeError("could not commit the new topology; writes resumed on the old master")
-        await self._reconcile(nxt, self.local_view())
+        await self._reconcile(nxt, self.local_view(), paused_master=True)
         await self._unpause(master)
         self.phase = "idle"
         took = time.monotonic() - started

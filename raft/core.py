@@ -35,6 +35,7 @@ Safety notes that are easy to get wrong (each has a regression test):
 
 from __future__ import annotations
 
+import collections
 import json
 import random
 from collections.abc import Iterable, Mapping
@@ -124,6 +125,13 @@ class Config:
     def effective_lease_ticks(self) -> int:
         return self.lease_ticks if self.lease_ticks is not None else max(1, self.election_ticks - 2)
 
+    @property
+    def max_lease_delay_ticks(self) -> int:
+        """A follower takes its lease only from a message that answers a response
+        it sent at most this many ticks ago (so that message was not in flight
+        longer): half the lease, enough for round trips well above a tick."""
+        return max(1, self.effective_lease_ticks // 2)
+
 
 @dataclass(frozen=True, slots=True)
 class ConfChange:
@@ -180,11 +188,15 @@ class RaftCore:
         storage_state: StorageState | None = None,
         rng: random.Random | None = None,
         config: Config | None = None,
+        boot_id: int = 0,
     ) -> None:
         """``peers`` is the bootstrap membership (id -> address, or ids), used only
         when storage holds no snapshot; pass an empty one to join an existing
-        cluster (the node then waits to be added and contacted by its leader)."""
+        cluster (the node then waits to be added and contacted by its leader).
+        ``boot_id`` differs on every start of the node (its tick counter restarts
+        at 0, so a leader's echo of an older start must not count)."""
         self.id = node_id
+        self._boot_id = boot_id
         self.cfg = config or Config()
         self.cfg.validate()
         self._rng = rng if rng is not None else random.Random(0)
@@ -223,6 +235,10 @@ class RaftCore:
         self._transferee: str | None = None
         self._follower_lease_until = 0
         self._leader_ctx_seen = -1
+        self._leader_commit = 0  # highest commit index the current leader has told us
+        # leader: (commit index, tick) each time commit advanced, for writes_fenced()
+        self._commit_ticks: collections.deque[tuple[int, int]] = collections.deque()
+        self._peer_dropped_at = -(10**9)
 
     # ------------------------------------------------------------------ queries
 
@@ -254,18 +270,47 @@ class RaftCore:
 
     def lease_valid(self) -> bool:
         """True on a leader whose quorum acked a message sent within lease_ticks,
-        that has committed an entry of its term and is not handing over."""
+        that has committed an entry of its term, applied all it committed (an
+        earlier leader may have acted on those entries) and is not handing over."""
         return (
             self.role == LEADER
             and self._transferee is None
             and self.log.term_at(self.commit) == self.term
+            and self._applied >= self.commit
             and self._now < self._lease_until()
         )
 
     def follower_lease_valid(self) -> bool:
         """True on a follower whose leader, when it last wrote, said it held a lease
-        that has not run out yet by this node's clock (one tick of margin)."""
-        return self.role == FOLLOWER and self.leader_id is not None and self._now < self._follower_lease_until
+        that has not run out yet by this node's clock, measured from before that
+        message was sent, and that has applied everything the leader said is
+        committed (so its state machine is not behind what the leader acts on)."""
+        return (
+            self.role == FOLLOWER
+            and self.leader_id is not None
+            and self._now < self._follower_lease_until
+            and self._applied >= self._leader_commit
+        )
+
+    def writes_fenced(self, index: int) -> bool:
+        """Leader: no node can hold a lease any more without having applied
+        ``index``. True once ``index`` is committed and applied here and every
+        peer has acked a message sent after that commit (such a message tells it
+        the commit, and its lease then waits for its apply), or once every lease
+        handed out before the commit has run out. The application waits for this
+        before acting on an entry that proxies with a stale view would contradict
+        (promoting a new Redis master while a lagging proxy still writes to the old)."""
+        if self.role != LEADER or self.commit < index or self._applied < index:
+            return False
+        at = next((t for i, t in self._commit_ticks if i >= index), None)
+        if at is None:
+            return True  # committed before the oldest record kept: long enough ago
+        wait = self.cfg.effective_lease_ticks + self.cfg.max_lease_delay_ticks + 1
+        if self._now >= at + wait:
+            return True
+        if self._now < self._peer_dropped_at + wait:
+            return False  # a peer dropped from the configuration may still hold a lease
+        return all(pr.ack_ctx > at for pr in self._prs.values())
 
     def should_snapshot(self) -> bool:
         return self._pending_snapshot is None and self._applied - self.log.snapshot.index >= self.cfg.snapshot_threshold
@@ -372,7 +417,7 @@ class RaftCore:
             self._handle_vote_response(m)
         elif isinstance(m, AppendEntries):
             self._accept_leader(m.src)
-            self._note_follower_lease(m.ctx, m.lease_ticks)
+            self._note_follower_lease(m)
             self._handle_append(m)
         elif isinstance(m, InstallSnapshot):
             self._accept_leader(m.src)
@@ -467,6 +512,7 @@ class RaftCore:
         self._prs = {}
         self._follower_lease_until = 0
         self._leader_ctx_seen = -1
+        self._leader_commit = 0
 
     def _accept_leader(self, leader: str) -> None:
         if self.role != FOLLOWER:
@@ -474,6 +520,7 @@ class RaftCore:
         if self.leader_id != leader:
             self.leader_id = leader
             self._leader_ctx_seen = -1
+            self._leader_commit = 0
         self._election_elapsed = 0
 
     def _campaign(self, pre: bool, transfer: bool = False) -> None:
@@ -519,6 +566,8 @@ class RaftCore:
         self._heartbeat_elapsed = 0
         self._transferee = None
         self._prs = {p: Progress(next=self.log.last_index + 1) for p in self.members if p != self.id}
+        self._commit_ticks.clear()
+        self._note_commit_tick()  # what is committed already counts as committed now
         self._append_local(EntryKind.NOOP, b"")
 
     def _in_lease(self) -> bool:
@@ -560,29 +609,32 @@ class RaftCore:
 
     # ------------------------------------------------------------------ follower side
 
-    def _note_follower_lease(self, ctx: int, lease_ticks: int) -> None:
-        if ctx < self._leader_ctx_seen:
+    def _note_follower_lease(self, m: AppendEntries) -> None:
+        self._leader_commit = max(self._leader_commit, m.commit)
+        if m.ctx < self._leader_ctx_seen:
             return  # an older message overtaken by a newer one: its lease news is stale
-        self._leader_ctx_seen = ctx
-        self._follower_lease_until = self._now + lease_ticks - 1 if lease_ticks > 0 else 0
+        self._leader_ctx_seen = m.ctx
+        if m.lease_ticks <= 0:
+            self._follower_lease_until = 0  # the leader holds no lease (or is handing over)
+        elif m.echo_boot == self._boot_id and 0 <= self._now - m.echo <= self.cfg.max_lease_delay_ticks:
+            # The leader sent this after our response from tick ``echo`` reached it,
+            # so it spent at most now - echo ticks in flight: counted from now, the
+            # lease it carries outlasts the leader's by at most that much, and
+            # writes_fenced waits for that.
+            self._follower_lease_until = self._now + m.lease_ticks - 1
+        # else: a message that may have been in flight too long vouches for nothing;
+        # the lease of the last timely one stands
+
+    def _ack(self, m: AppendEntries, success: bool, match: int, reject_index: int = 0, reject_hint: int = 0) -> None:
+        self._send(AppendEntriesResponse(self.term, self.id, m.src, success, match, reject_index, reject_hint,
+                                         ctx=m.ctx, fctx=self._now, fboot=self._boot_id))
 
     def _handle_append(self, m: AppendEntries) -> None:
         if m.prev_index < self.commit:
-            self._send(AppendEntriesResponse(self.term, self.id, m.src, True, self.commit, ctx=m.ctx))
+            self._ack(m, True, self.commit)
             return
         if not self.log.match_term(m.prev_index, m.prev_term):
-            self._send(
-                AppendEntriesResponse(
-                    self.term,
-                    self.id,
-                    m.src,
-                    False,
-                    0,
-                    reject_index=m.prev_index,
-                    reject_hint=min(m.prev_index, self.log.last_index),
-                    ctx=m.ctx,
-                )
-            )
+            self._ack(m, False, 0, reject_index=m.prev_index, reject_hint=min(m.prev_index, self.log.last_index))
             return
         for i, e in enumerate(m.entries):
             t = self.log.term_at(e.index)
@@ -602,9 +654,10 @@ class RaftCore:
             break
         last_new = m.prev_index + len(m.entries)
         self._commit_to(min(m.commit, last_new))
-        self._send(AppendEntriesResponse(self.term, self.id, m.src, True, last_new, ctx=m.ctx))
+        self._ack(m, True, last_new)
 
     def _handle_snapshot(self, m: InstallSnapshot) -> None:
+        self._follower_lease_until = 0  # this far behind, no lease until appends resume
         s = m.snapshot
         if s.index <= self.commit:
             match = self.commit
@@ -729,6 +782,8 @@ class RaftCore:
                 self.commit,
                 ctx=self._now,
                 lease_ticks=self._lease_remaining(),
+                echo=pr.peer_ctx,
+                echo_boot=pr.peer_boot,
             )
         )
         if pr.state == ProgressState.PROBE:
@@ -754,6 +809,7 @@ class RaftCore:
             return
         pr.recent_active = True
         pr.ack_ctx = max(pr.ack_ctx, m.ctx)
+        pr.peer_ctx, pr.peer_boot = m.fctx, m.fboot
         if m.success:
             if m.match_index > pr.match:
                 pr.match = m.match_index
@@ -792,6 +848,13 @@ class RaftCore:
             self._bcast_append()
         self._send_append(m.src, empty_ok=True)
 
+    def _note_commit_tick(self) -> None:
+        ticks = self._commit_ticks
+        ticks.append((self.commit, self._now))
+        horizon = self._now - self.cfg.effective_lease_ticks - self.cfg.max_lease_delay_ticks - 1
+        while len(ticks) > 1 and ticks[1][1] <= horizon:
+            ticks.popleft()  # the oldest entry stays: it answers for everything at or below it
+
     def _maybe_commit(self) -> bool:
         """Advance commit to the quorum match, but only onto an entry of this term (Figure 8)."""
         matches = sorted(
@@ -805,6 +868,7 @@ class RaftCore:
         if idx <= self.commit or self.log.term_at(idx) != self.term:
             return False
         self.commit = idx
+        self._note_commit_tick()
         if self.id not in self.members and self.config_index <= self.commit:
             # Our own removal is committed: stop leading (Raft thesis 4.2.2).
             self._become_follower(self.term, None)
@@ -836,6 +900,7 @@ class RaftCore:
             for p in list(self._prs):
                 if p not in members:
                     del self._prs[p]
+                    self._peer_dropped_at = self._now
             if self._transferee is not None and self._transferee not in members:
                 self._transferee = None
 

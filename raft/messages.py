@@ -102,7 +102,10 @@ class AppendEntries:
     ``ctx`` is the leader's tick counter when it sent this message; the
     follower echoes it so the leader can measure its lease from send time.
     ``lease_ticks`` is how many more ticks the leader's lease is valid for at
-    send time (0 if it holds none); followers use it for their own view.
+    send time (0 if it holds none). ``echo``/``echo_boot`` return the newest
+    ``fctx``/``fboot`` the leader has from this follower, which bounds how long
+    this message can have been in flight: the follower takes a lease only from
+    a message that cannot have been delayed long (Config.max_lease_delay_ticks).
     """
 
     term: int
@@ -114,12 +117,15 @@ class AppendEntries:
     commit: int
     ctx: int = 0
     lease_ticks: int = 0
+    echo: int = -1
+    echo_boot: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class AppendEntriesResponse:
     """``match_index`` is the last index known to match on success; on reject,
-    ``reject_hint`` is the follower's last log index (to skip back quickly)."""
+    ``reject_hint`` is the follower's last log index (to skip back quickly).
+    ``fctx``/``fboot``: the follower's tick counter and boot id when it sent this."""
 
     term: int
     src: str
@@ -129,6 +135,8 @@ class AppendEntriesResponse:
     reject_index: int = 0
     reject_hint: int = 0
     ctx: int = 0
+    fctx: int = -1
+    fboot: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,7 +106,8 @@ class RaftNode:
         state = await loop.run_in_executor(self._disk, self.storage.load)
         fresh = state.snapshot is None and not state.entries and state.hard_state.term == 0
         bootstrap = {} if (self.join and fresh) else self.peers
-        self.core = RaftCore(self.node_id, bootstrap, state, rng=self._rng, config=self.config)
+        self.core = RaftCore(self.node_id, bootstrap, state, rng=self._rng, config=self.config,
+                             boot_id=random.SystemRandom().getrandbits(62))
         if state.snapshot is not None:
             self._restore_cb(state.snapshot.data)
         self._applied = self.core.applied_index
@@ -180,6 +181,11 @@ class RaftNode:
         if self.core.role == LEADER:
             return self.core.lease_valid()
         return self.core.follower_lease_valid()
+
+    def writes_fenced(self, index: int) -> bool:
+        """Leader: every proxy that may still route writes has applied ``index``
+        (see RaftCore.writes_fenced)."""
+        return self.core is not None and self.failed is None and self.core.writes_fenced(index)
 
     def status(self) -> dict[str, object]:
         """The "raft" section of the admin /status JSON (plus a few extras)."""

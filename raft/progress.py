@@ -29,6 +29,8 @@ class Progress:
     inflight: deque[int] = field(default_factory=deque)  # last index of each outstanding batch
     recent_active: bool = False
     ack_ctx: int = -(10**9)  # highest leader tick echoed back (for the lease)
+    peer_ctx: int = -1  # the follower's tick in its newest response: echoed, it bounds message delay
+    peer_boot: int = 0
 
     def become_probe(self) -> None:
         self.state = ProgressState.PROBE

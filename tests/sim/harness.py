@@ -265,6 +265,7 @@ class Sim:
         self.events_run = 0
         self.stats: collections.Counter[str] = collections.Counter()
         self.elected_at: float | None = None
+        self.fenced_index = 0  # highest index a leader reported writes_fenced for
         for node in self.nodes.values():
             node.rate = 1.0 + self.rng.uniform(-self.faults.skew, self.faults.skew)
             self.start(node.id)
@@ -359,11 +360,27 @@ class Sim:
                     self.checker.fail(
                         f"lease: {node.id} (term {core.term}) and {other.id} (term {oc.term}) both hold a lease"
                     )
+            if core.commit_index > self.fenced_index and core.writes_fenced(core.commit_index):
+                self.fenced_index = core.commit_index
+                for other in self.nodes.values():
+                    self._check_fence(other)
+        if self.check_leases:
+            self._check_fence(node)
         if not node.busy and core.has_ready():
             rd = core.ready()
             node.busy = True
             latency = self.rng.uniform(0.05, 1.0)
             self._at(max(self.now + latency, node.stall_until), "persisted", node.id, node.incarnation, rd)
+
+    def _check_fence(self, node: SimNode) -> None:
+        """Once a leader said every lease holder has applied index i (writes_fenced),
+        no node may hold a lease, leader or follower, without having applied i."""
+        core = node.core
+        if not node.alive or core is None or core.applied_index >= self.fenced_index:
+            return
+        if core.lease_valid() or core.follower_lease_valid():
+            self.checker.fail(f"fence: {node.id} (term {core.term}, {core.role}) holds a lease but applied only "
+                              f"{core.applied_index} < fenced {self.fenced_index}")
 
     # ------------------------------------------------------------------ network
 
@@ -401,6 +418,7 @@ class Sim:
             node.disk.state(),
             rng=random.Random(self.rng.getrandbits(64)),
             config=self.cfg,
+            boot_id=node.incarnation,
         )
         node.app = App()
         if node.disk.snapshot is not None:

@@ -29,6 +29,7 @@ class Cluster:
         self.drop_if: Callable[[Message], bool] | None = None  # extra, test-defined message loss
         self.own_snapshots: dict[str, Snapshot] = {}
         self.restored: dict[str, int] = {i: 0 for i in self.ids}
+        self.boots = 0
         for i in self.ids:
             self.cores[i] = self._new_core(i)
 
@@ -39,7 +40,12 @@ class Cluster:
             self.disks[nid].state(),
             rng=random.Random(self.rng.getrandbits(32)),
             config=self.cfg,
+            boot_id=self._next_boot(),
         )
+
+    def _next_boot(self) -> int:
+        self.boots += 1
+        return self.boots
 
     # -- driving ------------------------------------------------------------------
 

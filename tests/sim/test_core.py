@@ -170,6 +170,88 @@ def test_follower_lease_follows_leader_lease() -> None:
     assert not c.cores["n2"].follower_lease_valid() or c.cores["n2"].leader_id != "n1"
 
 
+def test_follower_takes_no_lease_from_a_heartbeat_long_in_flight() -> None:
+    """A heartbeat delayed in flight would stretch the follower's lease past the
+    leader's by the delay; the echo of the follower's own tick bounds the delay,
+    and a message that may have been in flight too long vouches for nothing."""
+    f = RaftCore("f", ["l", "f", "x"], None, rng=random.Random(1), boot_id=7)
+    f.step(AppendEntries(1, "l", "f", 0, 0, (), commit=0, ctx=5, lease_ticks=8))
+    assert not f.follower_lease_valid()  # nothing of ours echoed yet
+    rd = f.ready()
+    (resp,) = rd.messages
+    f.advance(rd)
+    assert (resp.fctx, resp.fboot) == (0, 7)
+    late = f.cfg.max_lease_delay_ticks + 1
+    for _ in range(late):
+        f.tick()
+    f.step(AppendEntries(1, "l", "f", 0, 0, (), commit=0, ctx=6, lease_ticks=8, echo=resp.fctx, echo_boot=7))
+    assert not f.follower_lease_valid()  # it answers a response sent `late` ticks ago
+    f.step(AppendEntries(1, "l", "f", 0, 0, (), commit=0, ctx=7, lease_ticks=8, echo=late, echo_boot=3))
+    assert not f.follower_lease_valid()  # an echo of an earlier start of this node proves nothing
+    f.step(AppendEntries(1, "l", "f", 0, 0, (), commit=0, ctx=8, lease_ticks=8, echo=late - 1, echo_boot=7))
+    assert f.follower_lease_valid()  # a timely one: 8 ticks less one of margin
+    for _ in range(6):
+        f.tick()
+    assert f.follower_lease_valid()
+    f.tick()
+    assert not f.follower_lease_valid()
+    f.step(AppendEntries(1, "l", "f", 0, 0, (), commit=0, ctx=9, lease_ticks=8, echo=10**6,
+                         echo_boot=7))
+    assert not f.follower_lease_valid()  # an echo from our future is no echo
+
+
+def test_follower_holds_no_lease_until_it_applied_what_the_leader_committed() -> None:
+    f = RaftCore("f", ["l", "f", "x"], None, rng=random.Random(2), boot_id=1)
+    f.step(AppendEntries(1, "l", "f", 0, 0, (), commit=0, ctx=1, lease_ticks=8))
+    f.advance(f.ready())
+    es = (Entry(1, 1, EntryKind.NORMAL, b"new topology"),)
+    f.step(AppendEntries(1, "l", "f", 0, 0, es, commit=1, ctx=2, lease_ticks=8, echo=0, echo_boot=1))
+    assert not f.follower_lease_valid()  # committed, not yet applied here
+    rd = f.ready()
+    assert rd.committed_entries == ()  # first it must be made durable
+    f.advance(rd)
+    rd = f.ready()
+    assert rd.committed_entries == es
+    f.advance(rd)
+    assert f.follower_lease_valid()
+
+
+def test_writes_fenced_after_every_peer_heard_of_the_commit() -> None:
+    c = Cluster(3)
+    c.elect("n1")
+    c.tick_all(2)
+    n1 = c.cores["n1"]
+    n1.propose(b"v")
+    c.stabilize()
+    idx = n1.commit_index
+    assert not n1.writes_fenced(idx)  # the followers' acks so far answer messages sent before the commit
+    c.tick_all(1)
+    assert n1.writes_fenced(idx)
+    assert not n1.writes_fenced(idx + 1)
+    assert not c.cores["n2"].writes_fenced(idx)  # only a leader can tell
+
+
+def test_writes_fenced_waits_out_the_lease_of_a_silent_peer() -> None:
+    c = Cluster(3)
+    c.elect("n1")
+    c.tick_all(2)
+    n1 = c.cores["n1"]
+    assert c.cores["n3"].follower_lease_valid()
+    c.cut("n1", "n3")  # n3 may still hold its lease and never hears of the commit
+    n1.propose(b"v")
+    c.stabilize()
+    idx = n1.commit_index
+    waited = 0
+    while not n1.writes_fenced(idx):
+        assert waited <= c.cfg.effective_lease_ticks + c.cfg.max_lease_delay_ticks + 1
+        c.tick_all(1)
+        waited += 1
+        if c.cores["n3"].follower_lease_valid():  # n3 could still act on the old state
+            assert not n1.writes_fenced(idx)
+    assert not c.cores["n3"].follower_lease_valid()
+    assert waited > 1  # more than the one tick the acks of the live peer take
+
+
 def test_follower_applies_only_entries_it_has_made_durable() -> None:
     core = RaftCore("f", ["l", "f", "x"], None, rng=random.Random(4))
     es = tuple(Entry(1, i, EntryKind.NORMAL, f"e{i}".encode()) for i in (1, 2))
