@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 from raft.log import RaftLog
 from raft.messages import (
+    LEGACY_ECHO,
     AppendEntries,
     AppendEntriesResponse,
     Entry,
@@ -129,8 +130,9 @@ class Config:
     def max_lease_delay_ticks(self) -> int:
         """A follower takes its lease only from a message that answers a response
         it sent at most this many ticks ago (so that message was not in flight
-        longer): half the lease, enough for round trips well above a tick."""
-        return max(1, self.effective_lease_ticks // 2)
+        longer): the lease but two ticks. With 30 ms between proxies the answer
+        comes 3-5 ticks (of 50 ms) later: each peer's POSTs go one at a time."""
+        return max(1, self.effective_lease_ticks - 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,13 +190,15 @@ class RaftCore:
         storage_state: StorageState | None = None,
         rng: random.Random | None = None,
         config: Config | None = None,
-        boot_id: int = 0,
+        boot_id: int = 1,
     ) -> None:
         """``peers`` is the bootstrap membership (id -> address, or ids), used only
         when storage holds no snapshot; pass an empty one to join an existing
         cluster (the node then waits to be added and contacted by its leader).
-        ``boot_id`` differs on every start of the node (its tick counter restarts
-        at 0, so a leader's echo of an older start must not count)."""
+        ``boot_id`` (positive) differs on every start of the node (its tick
+        counter restarts at 0, so a leader's echo of an older start must not count)."""
+        if boot_id <= 0:
+            raise ValueError("boot_id must be positive")
         self.id = node_id
         self._boot_id = boot_id
         self.cfg = config or Config()
@@ -238,7 +242,8 @@ class RaftCore:
         self._leader_commit = 0  # highest commit index the current leader has told us
         # leader: (commit index, tick) each time commit advanced, for writes_fenced()
         self._commit_ticks: collections.deque[tuple[int, int]] = collections.deque()
-        self._peer_dropped_at = -(10**9)
+        self._dropped_lease_end = -(10**9)
+        self._leader_since = 0
 
     # ------------------------------------------------------------------ queries
 
@@ -305,12 +310,27 @@ class RaftCore:
         at = next((t for i, t in self._commit_ticks if i >= index), None)
         if at is None:
             return True  # committed before the oldest record kept: long enough ago
-        wait = self.cfg.effective_lease_ticks + self.cfg.max_lease_delay_ticks + 1
-        if self._now >= at + wait:
+        if self._now >= at + self._lease_outlives:
             return True
-        if self._now < self._peer_dropped_at + wait:
+        if self._now < self._dropped_lease_end:
             return False  # a peer dropped from the configuration may still hold a lease
-        return all(pr.ack_ctx > at for pr in self._prs.values())
+        return all(pr.ack_ctx > at or self._now >= self._lease_end(pr) for pr in self._prs.values())
+
+    @property
+    def _lease_outlives(self) -> int:
+        """Ticks after we last sent a lease (or a term began) within which a
+        follower may still hold one: the lease, the longest delay a follower
+        accepts, one tick of margin."""
+        return self.cfg.effective_lease_ticks + self.cfg.max_lease_delay_ticks + 1
+
+    def _lease_end(self, pr: Progress) -> int:
+        """The tick by which any lease this peer holds has run out unless we send
+        it another. A lease from us needs an echo of its response, which we got at
+        ``peer_ctx_at`` at the latest; one from an earlier leader ran out within
+        ``_lease_outlives`` of our election (a quorum that elected us had stopped
+        acking it; a handover ends its lease at once)."""
+        heard = pr.peer_ctx_at if pr.peer_ctx >= 0 else -(10**9)
+        return max(self._leader_since, heard) + self._lease_outlives
 
     def should_snapshot(self) -> bool:
         return self._pending_snapshot is None and self._applied - self.log.snapshot.index >= self.cfg.snapshot_threshold
@@ -566,6 +586,8 @@ class RaftCore:
         self._heartbeat_elapsed = 0
         self._transferee = None
         self._prs = {p: Progress(next=self.log.last_index + 1) for p in self.members if p != self.id}
+        self._leader_since = self._now
+        self._dropped_lease_end = -(10**9)
         self._commit_ticks.clear()
         self._note_commit_tick()  # what is committed already counts as committed now
         self._append_local(EntryKind.NOOP, b"")
@@ -616,6 +638,10 @@ class RaftCore:
         self._leader_ctx_seen = m.ctx
         if m.lease_ticks <= 0:
             self._follower_lease_until = 0  # the leader holds no lease (or is handing over)
+        elif m.echo_boot == LEGACY_ECHO:
+            # a leader of a version before echoes (a rolling upgrade): its rule,
+            # the lease counted from arrival; writes_fenced cannot bound it
+            self._follower_lease_until = self._now + m.lease_ticks - 1
         elif m.echo_boot == self._boot_id and 0 <= self._now - m.echo <= self.cfg.max_lease_delay_ticks:
             # The leader sent this after our response from tick ``echo`` reached it,
             # so it spent at most now - echo ticks in flight: counted from now, the
@@ -809,7 +835,7 @@ class RaftCore:
             return
         pr.recent_active = True
         pr.ack_ctx = max(pr.ack_ctx, m.ctx)
-        pr.peer_ctx, pr.peer_boot = m.fctx, m.fboot
+        pr.peer_ctx, pr.peer_boot, pr.peer_ctx_at = m.fctx, m.fboot, self._now
         if m.success:
             if m.match_index > pr.match:
                 pr.match = m.match_index
@@ -851,7 +877,7 @@ class RaftCore:
     def _note_commit_tick(self) -> None:
         ticks = self._commit_ticks
         ticks.append((self.commit, self._now))
-        horizon = self._now - self.cfg.effective_lease_ticks - self.cfg.max_lease_delay_ticks - 1
+        horizon = self._now - self._lease_outlives
         while len(ticks) > 1 and ticks[1][1] <= horizon:
             ticks.popleft()  # the oldest entry stays: it answers for everything at or below it
 
@@ -899,8 +925,7 @@ class RaftCore:
                     self._prs[p] = Progress(next=self.log.last_index + 1)
             for p in list(self._prs):
                 if p not in members:
-                    del self._prs[p]
-                    self._peer_dropped_at = self._now
+                    self._dropped_lease_end = max(self._dropped_lease_end, self._lease_end(self._prs.pop(p)))
             if self._transferee is not None and self._transferee not in members:
                 self._transferee = None
 

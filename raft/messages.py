@@ -95,6 +95,9 @@ class RequestVoteResponse:
     granted: bool
 
 
+LEGACY_ECHO = 0
+
+
 @dataclass(frozen=True, slots=True)
 class AppendEntries:
     """Replication and heartbeat in one message.
@@ -118,7 +121,7 @@ class AppendEntries:
     ctx: int = 0
     lease_ticks: int = 0
     echo: int = -1
-    echo_boot: int = 0
+    echo_boot: int = 0  # LEGACY_ECHO (absent): a leader that does not echo; -1: nothing to echo yet
 
 
 @dataclass(frozen=True, slots=True)

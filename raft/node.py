@@ -107,7 +107,7 @@ class RaftNode:
         fresh = state.snapshot is None and not state.entries and state.hard_state.term == 0
         bootstrap = {} if (self.join and fresh) else self.peers
         self.core = RaftCore(self.node_id, bootstrap, state, rng=self._rng, config=self.config,
-                             boot_id=random.SystemRandom().getrandbits(62))
+                             boot_id=random.SystemRandom().getrandbits(62) | 1)
         if state.snapshot is not None:
             self._restore_cb(state.snapshot.data)
         self._applied = self.core.applied_index

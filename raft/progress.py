@@ -30,7 +30,8 @@ class Progress:
     recent_active: bool = False
     ack_ctx: int = -(10**9)  # highest leader tick echoed back (for the lease)
     peer_ctx: int = -1  # the follower's tick in its newest response: echoed, it bounds message delay
-    peer_boot: int = 0
+    peer_boot: int = -1  # echoed as echo_boot: -1 until a response with fboot arrived
+    peer_ctx_at: int = -(10**9)  # our tick when it arrived
 
     def become_probe(self) -> None:
         self.state = ProgressState.PROBE

@@ -175,7 +175,7 @@ def test_follower_takes_no_lease_from_a_heartbeat_long_in_flight() -> None:
     leader's by the delay; the echo of the follower's own tick bounds the delay,
     and a message that may have been in flight too long vouches for nothing."""
     f = RaftCore("f", ["l", "f", "x"], None, rng=random.Random(1), boot_id=7)
-    f.step(AppendEntries(1, "l", "f", 0, 0, (), commit=0, ctx=5, lease_ticks=8))
+    f.step(AppendEntries(1, "l", "f", 0, 0, (), commit=0, ctx=5, lease_ticks=8, echo_boot=-1))
     assert not f.follower_lease_valid()  # nothing of ours echoed yet
     rd = f.ready()
     (resp,) = rd.messages
@@ -198,6 +198,8 @@ def test_follower_takes_no_lease_from_a_heartbeat_long_in_flight() -> None:
     f.step(AppendEntries(1, "l", "f", 0, 0, (), commit=0, ctx=9, lease_ticks=8, echo=10**6,
                          echo_boot=7))
     assert not f.follower_lease_valid()  # an echo from our future is no echo
+    f.step(AppendEntries(1, "l", "f", 0, 0, (), commit=0, ctx=10, lease_ticks=8))
+    assert f.follower_lease_valid()  # a leader of the version before echoes: its rule, from arrival
 
 
 def test_follower_holds_no_lease_until_it_applied_what_the_leader_committed() -> None:
@@ -250,6 +252,20 @@ def test_writes_fenced_waits_out_the_lease_of_a_silent_peer() -> None:
             assert not n1.writes_fenced(idx)
     assert not c.cores["n3"].follower_lease_valid()
     assert waited > 1  # more than the one tick the acks of the live peer take
+
+
+def test_writes_fenced_does_not_wait_for_a_peer_silent_longer_than_a_lease() -> None:
+    c = Cluster(3)
+    c.elect("n1")
+    c.tick_all(2)
+    n1 = c.cores["n1"]
+    c.crash("n3")
+    c.tick_all(n1.cfg.effective_lease_ticks + n1.cfg.max_lease_delay_ticks + 1)
+    n1.propose(b"v")
+    c.stabilize()
+    idx = n1.commit_index
+    c.tick_all(1)
+    assert n1.writes_fenced(idx)  # n2 heard of the commit; n3 can hold no lease by now
 
 
 def test_follower_applies_only_entries_it_has_made_durable() -> None:
