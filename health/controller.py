@@ -293,7 +293,7 @@ class Controller:
         one was promoted, and lose those writes when the old one is demoted.
         `paused_master`: the switchover's CLIENT PAUSE WRITE holds such writes."""
         actions = reconcile(topo.master, topo.nodes, view)
-        if actions and not paused_master and not self._fenced(topo):
+        if actions and not paused_master and not await self._wait_fenced(topo):
             return
         if not actions and self.phase == "reconciling":
             self.phase = "idle"
@@ -307,10 +307,18 @@ class Controller:
             self._acted[key] = now
             await self._run_action(action, topo.epoch)
 
-    def _fenced(self, topo: Topology) -> bool:
+    async def _wait_fenced(self, topo: Topology) -> bool:
+        """Poll Raft's writes_fenced for `topo` (normally one heartbeat) for at most
+        the longest a lease can outlive its last renewal; False if still not."""
         if self._fence[0] != topo.epoch:
             self._fence = (topo.epoch, self.consensus.applied_index)  # at or after the entry of `topo`
-        return self.consensus.writes_fenced(self._fence[1])
+        ticks = self.cfg.election_ticks * 2 + 2  # >= lease + its longest delay + margin
+        deadline = time.monotonic() + ticks * self.cfg.tick_ms / 1000.0
+        while not self.consensus.writes_fenced(self._fence[1]):
+            if time.monotonic() > deadline or self.consensus.role != "leader":
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     # -- graceful switchover ------------------------------------------------------
     async def switchover(self, to: str, timeout: float = 10.0) -> dict:
