@@ -300,9 +300,8 @@ class RaftCore:
     def writes_fenced(self, index: int) -> bool:
         """Leader: no node can hold a lease any more without having applied
         ``index``. True once ``index`` is committed and applied here and every
-        peer has acked a message sent after that commit (such a message tells it
-        the commit, and its lease then waits for its apply), or once every lease
-        handed out before the commit has run out. The application waits for this
+        peer has answered that it knows the commit (its lease then waits for its
+        apply), or once every lease handed out before the commit has run out. The application waits for this
         before acting on an entry that proxies with a stale view would contradict
         (promoting a new Redis master while a lagging proxy still writes to the old)."""
         if self.role != LEADER or self.commit < index or self._applied < index:
@@ -314,7 +313,7 @@ class RaftCore:
             return True
         if self._now < self._dropped_lease_end:
             return False  # a peer dropped from the configuration may still hold a lease
-        return all(pr.ack_ctx > at or self._now >= self._lease_end(pr) for pr in self._prs.values())
+        return all(pr.commit_seen >= index or self._now >= self._lease_end(pr) for pr in self._prs.values())
 
     @property
     def _lease_outlives(self) -> int:
@@ -653,7 +652,8 @@ class RaftCore:
 
     def _ack(self, m: AppendEntries, success: bool, match: int, reject_index: int = 0, reject_hint: int = 0) -> None:
         self._send(AppendEntriesResponse(self.term, self.id, m.src, success, match, reject_index, reject_hint,
-                                         ctx=m.ctx, fctx=self._now, fboot=self._boot_id))
+                                         ctx=m.ctx, fctx=self._now, fboot=self._boot_id,
+                                         commit_seen=self._leader_commit))
 
     def _handle_append(self, m: AppendEntries) -> None:
         if m.prev_index < self.commit:
@@ -836,6 +836,7 @@ class RaftCore:
         pr.recent_active = True
         pr.ack_ctx = max(pr.ack_ctx, m.ctx)
         pr.peer_ctx, pr.peer_boot, pr.peer_ctx_at = m.fctx, m.fboot, self._now
+        pr.commit_seen = max(pr.commit_seen, m.commit_seen)
         if m.success:
             if m.match_index > pr.match:
                 pr.match = m.match_index

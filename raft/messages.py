@@ -128,7 +128,8 @@ class AppendEntries:
 class AppendEntriesResponse:
     """``match_index`` is the last index known to match on success; on reject,
     ``reject_hint`` is the follower's last log index (to skip back quickly).
-    ``fctx``/``fboot``: the follower's tick counter and boot id when it sent this."""
+    ``fctx``/``fboot``: the follower's tick counter and boot id when it sent this.
+    ``commit_seen``: the highest commit index this leader has told the follower."""
 
     term: int
     src: str
@@ -140,6 +141,7 @@ class AppendEntriesResponse:
     ctx: int = 0
     fctx: int = -1
     fboot: int = 0
+    commit_seen: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ class Progress:
     peer_ctx: int = -1  # the follower's tick in its newest response: echoed, it bounds message delay
     peer_boot: int = -1  # echoed as echo_boot: -1 until a response with fboot arrived
     peer_ctx_at: int = -(10**9)  # our tick when it arrived
+    commit_seen: int = 0  # the highest commit index it says we told it
 
     def become_probe(self) -> None:
         self.state = ProgressState.PROBE

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from raft.core import FOLLOWER, LEADER, ConfChange, Config, NotLeader, ProposalRejected, RaftCore
-from raft.messages import AppendEntries, Entry, EntryKind, PreVote, PreVoteResponse
+from raft.messages import AppendEntries, AppendEntriesResponse, Entry, EntryKind, PreVote, PreVoteResponse
 from tests.sim.scripted import Cluster
 
 
@@ -223,14 +223,20 @@ def test_writes_fenced_after_every_peer_heard_of_the_commit() -> None:
     c.elect("n1")
     c.tick_all(2)
     n1 = c.cores["n1"]
+    c.drop_if = lambda m: isinstance(m, AppendEntriesResponse) and m.src == "n3"  # n3's answers are lost
     n1.propose(b"v")
     c.stabilize()
     idx = n1.commit_index
-    assert not n1.writes_fenced(idx)  # the followers' acks so far answer messages sent before the commit
+    assert values(c, "n3") == [b"v"]
+    assert not n1.writes_fenced(idx)  # n3 applied it, but n1 cannot know
+    c.drop_if = None
     c.tick_all(1)
     assert n1.writes_fenced(idx)
     assert not n1.writes_fenced(idx + 1)
     assert not c.cores["n2"].writes_fenced(idx)  # only a leader can tell
+    n1.propose(b"w")
+    c.stabilize()
+    assert n1.writes_fenced(n1.commit_index)  # the commit's own broadcast brought both answers
 
 
 def test_writes_fenced_waits_out_the_lease_of_a_silent_peer() -> None:
