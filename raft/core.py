@@ -130,9 +130,10 @@ class Config:
     def max_lease_delay_ticks(self) -> int:
         """A follower takes its lease only from a message that answers a response
         it sent at most this many ticks ago (so that message was not in flight
-        longer): the lease but two ticks. With 30 ms between proxies the answer
-        comes 3-5 ticks (of 50 ms) later: each peer's POSTs go one at a time."""
-        return max(1, self.effective_lease_ticks - 2)
+        longer): as long as the lease. With 30 ms between proxies the answer
+        comes 3-5 ticks (of 50 ms) later, each peer's POSTs going one at a time,
+        and more under full load; a shorter bound costs followers their lease."""
+        return self.effective_lease_ticks
 
 
 @dataclass(frozen=True, slots=True)
