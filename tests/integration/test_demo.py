@@ -1,0 +1,105 @@
+"""`redis-raft-proxy demo`, the README's first command, end to end.
+
+One real demo (3 redis-server + 3 proxies, on free ports instead of the
+defaults): it prints the endpoint, serves SET/GET through it, survives a
+SIGKILL of its master (the proxies fail over; the demo logs the exit and how
+to start the process again, and restarts nothing itself), and SIGTERM stops
+every process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+import redis
+
+from .harness import PROXY_BIN, HarnessError, _reserve, port_is_listening, redis_client, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def free_port_block(count: int, lo: int = 20000, hi: int = 40000) -> int:
+    """A base port such that base .. base+count-1 are all free (and reserved for us)."""
+    for base in range(lo + os.getpid() % 997 * 17, hi, 7):
+        ports = range(base, base + count)
+        try:
+            for port in ports:
+                with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        if all(_reserve(port) for port in ports):
+            return base
+    raise HarnessError(f"no block of {count} free ports")
+
+
+class Output(threading.Thread):
+    """Collects a process's stdout lines as they come."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        super().__init__(daemon=True)
+        self.proc, self.lines = proc, []
+
+    def run(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def has(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def tail(self, n: int = 30) -> str:
+        return "\n".join(self.lines[-n:])
+
+
+def test_demo_serves_fails_over_and_stops_every_process(tmp_path: Path) -> None:
+    proxy, admin, redis_base, sentinel = (free_port_block(3) for _ in range(4))
+    argv = [PROXY_BIN, "demo", "--proxy-port", str(proxy), "--admin-port", str(admin), "--redis-port",
+            str(redis_base), "--sentinel-port", str(sentinel), "--dir", str(tmp_path / "demo")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_RAFT_PROXY_")}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    out = Output(proc)
+    out.start()
+    ports = [p + i for p in (proxy, admin, redis_base, sentinel) for i in range(3)]
+    try:
+        wait_until(lambda: out.has(f"redis-cli -p {proxy}"), 60, message="the demo to print its endpoint")
+        with redis_client(proxy, decode=True) as cl:
+            assert cl.set("demo:k", "v1") is True
+            assert cl.get("demo:k") == "v1"
+            master_pid = redis.Redis(port=redis_base).info("server")["process_id"]
+        os.kill(master_pid, signal.SIGKILL)
+        wait_until(lambda: out.has(f"redis-{redis_base} (pid {master_pid}) exited"), 10,
+                   message="the demo to log the master's exit")
+        assert out.has(f"--port {redis_base}"), f"no restart command printed:\n{out.tail()}"
+
+        def write_after_failover() -> bool:
+            try:
+                with redis_client(proxy, decode=True, timeout=2) as cl:
+                    return cl.set("demo:k", "v2") is True
+            except redis.RedisError:
+                return False
+        wait_until(write_after_failover, 30, message="a write through the demo after its master was killed")
+        with redis_client(proxy + 1, decode=True) as cl:
+            assert wait_until(lambda: cl.get("demo:k") == "v2", 10), "another proxy of the demo reads the write"
+        assert proc.poll() is None, f"the demo stopped after one of its processes died:\n{out.tail()}"
+        assert not port_is_listening(redis_base), "the demo restarted the killed master behind the user's back"
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert code == 0, f"the demo exited with {code} on SIGTERM:\n{out.tail()}"
+    left = [p for p in ports if port_is_listening(p)]
+    assert not left, f"ports still served after the demo stopped: {left}"
+    ps = subprocess.run(["pgrep", "-f", str(tmp_path / "demo")], capture_output=True, text=True)
+    assert not ps.stdout.strip(), f"processes of the demo outlived it: {ps.stdout}"
