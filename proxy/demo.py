@@ -21,6 +21,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from redis import Redis, RedisError
+
 PROXY_NAMES = ("proxy-1", "proxy-2", "proxy-3")
 
 
@@ -71,6 +73,26 @@ def _wait_port(port: int, child: Child, timeout: float = 15.0) -> bool:
         if not child.alive():
             return False
         time.sleep(0.05)
+    return False
+
+
+def _replica_synced(port: int) -> bool:
+    try:
+        with Redis(port=port, socket_timeout=1) as r:
+            return r.info("replication").get("master_link_status") == "up"
+    except RedisError:
+        return False
+
+
+def _wait_replicas_synced(master_port: int, timeout: float, stopping) -> bool:
+    """Both replicas finished their first sync (Redis waits repl-diskless-sync-delay,
+    5 s, before it starts one): until then a replica holds no data and is rightly
+    never promoted, so "try a failure" would find the failover blocked."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stopping():
+        if all(_replica_synced(master_port + i) for i in (1, 2)):
+            return True
+        time.sleep(0.1)
     return False
 
 
@@ -137,6 +159,9 @@ def run_demo(args, extra: list[str]) -> int:
             if not _wait_port(args.redis_port + i, child):
                 print(f"demo: {child.name} did not start; see {child.log_path}", file=sys.stderr)
                 return 1
+        if not _wait_replicas_synced(args.redis_port, 30, lambda: stopping):
+            print("demo: the replicas have not finished their first sync after 30 s; a failover is blocked until "
+                  f"they do (see {datadir}/redis-*.log)", file=sys.stderr, flush=True)
         for child in proxies:
             child.start()
         for i, child in enumerate(proxies):

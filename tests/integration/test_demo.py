@@ -4,7 +4,10 @@ One real demo (3 redis-server + 3 proxies, on free ports instead of the
 defaults): it prints the endpoint, serves SET/GET through it, survives a
 SIGKILL of its master (the proxies fail over; the demo logs the exit and how
 to start the process again, and restarts nothing itself), and SIGTERM stops
-every process it started.
+every process it started. It says it is up only once its replicas have had
+their first sync (before that a killed master cannot be replaced: this test
+failed in CI when it killed the master within Redis' 5 s
+repl-diskless-sync-delay).
 """
 
 from __future__ import annotations
@@ -70,10 +73,21 @@ def test_demo_serves_fails_over_and_stops_every_process(tmp_path: Path) -> None:
     ports = [p + i for p in (proxy, admin, redis_base, sentinel) for i in range(3)]
     try:
         wait_until(lambda: out.has(f"redis-cli -p {proxy}"), 60, message="the demo to print its endpoint")
+        # "up" means ready for "try a failure": both replicas have had their first sync
+        links = [redis.Redis(port=redis_base + i).info("replication")["master_link_status"] for i in (1, 2)]
+        assert links == ["up", "up"], f"the demo said it is up before its replicas synced: {links}"
         with redis_client(proxy, decode=True) as cl:
             assert cl.set("demo:k", "v1") is True
             assert cl.get("demo:k") == "v1"
-            master_pid = redis.Redis(port=redis_base).info("server")["process_id"]
+        master = redis.Redis(port=redis_base)
+        master_pid = master.info("server")["process_id"]
+        offset = master.info("replication")["master_repl_offset"]
+
+        def replicas_synced() -> bool:  # a replica that never synced is rightly never promoted
+            infos = [redis.Redis(port=redis_base + i).info("replication") for i in (1, 2)]
+            return all(i.get("master_link_status") == "up" and i.get("slave_repl_offset", -1) >= offset
+                       for i in infos)
+        wait_until(replicas_synced, 10, message="the demo's replicas to have the first write")
         os.kill(master_pid, signal.SIGKILL)
         wait_until(lambda: out.has(f"redis-{redis_base} (pid {master_pid}) exited"), 10,
                    message="the demo to log the master's exit")
@@ -85,7 +99,12 @@ def test_demo_serves_fails_over_and_stops_every_process(tmp_path: Path) -> None:
                     return cl.set("demo:k", "v2") is True
             except redis.RedisError:
                 return False
-        wait_until(write_after_failover, 30, message="a write through the demo after its master was killed")
+        try:
+            wait_until(write_after_failover, 30, message="a write through the demo after its master was killed")
+        except HarnessError as exc:
+            status = subprocess.run(["curl", "-s", f"http://127.0.0.1:{admin}/status"], capture_output=True,
+                                    text=True).stdout
+            raise HarnessError(f"{exc}\n/status: {status}\ndemo output:\n{out.tail(60)}") from None
         with redis_client(proxy + 1, decode=True) as cl:
             assert wait_until(lambda: cl.get("demo:k") == "v2", 10), "another proxy of the demo reads the write"
         assert proc.poll() is None, f"the demo stopped after one of its processes died:\n{out.tail()}"
