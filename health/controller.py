@@ -96,6 +96,8 @@ class StandaloneConsensus:
     def lease_held(self) -> bool:
         return True
 
+    fence_timeout_s = 0.0
+
     def writes_fenced(self, index: int) -> bool:
         return True
 
@@ -308,12 +310,11 @@ class Controller:
             await self._run_action(action, topo.epoch)
 
     async def _wait_fenced(self, topo: Topology) -> bool:
-        """Poll Raft's writes_fenced for `topo` (normally one heartbeat) for at most
+        """Poll Raft's writes_fenced for `topo` (normally one round trip) for at most
         the longest a lease can outlive its last renewal; False if still not."""
         if self._fence[0] != topo.epoch:
             self._fence = (topo.epoch, self.consensus.applied_index)  # at or after the entry of `topo`
-        ticks = self.cfg.election_ticks * 2 + 2  # >= lease + its longest delay + margin
-        deadline = time.monotonic() + ticks * self.cfg.tick_ms / 1000.0
+        deadline = time.monotonic() + self.consensus.fence_timeout_s + 0.1
         while not self.consensus.writes_fenced(self._fence[1]):
             if time.monotonic() > deadline or self.consensus.role != "leader":
                 return False

@@ -135,6 +135,13 @@ class Config:
         and more under full load; a shorter bound costs followers their lease."""
         return self.effective_lease_ticks
 
+    @property
+    def lease_outlives_ticks(self) -> int:
+        """Ticks after a leader last sent a lease (or a term began) within which a
+        follower may still hold one: the lease, the longest delay a follower
+        accepts, one tick of margin. writes_fenced never waits longer."""
+        return self.effective_lease_ticks + self.max_lease_delay_ticks + 1
+
 
 @dataclass(frozen=True, slots=True)
 class ConfChange:
@@ -310,27 +317,20 @@ class RaftCore:
         at = next((t for i, t in self._commit_ticks if i >= index), None)
         if at is None:
             return True  # committed before the oldest record kept: long enough ago
-        if self._now >= at + self._lease_outlives:
+        if self._now >= at + self.cfg.lease_outlives_ticks:
             return True
         if self._now < self._dropped_lease_end:
             return False  # a peer dropped from the configuration may still hold a lease
         return all(pr.commit_seen >= index or self._now >= self._lease_end(pr) for pr in self._prs.values())
 
-    @property
-    def _lease_outlives(self) -> int:
-        """Ticks after we last sent a lease (or a term began) within which a
-        follower may still hold one: the lease, the longest delay a follower
-        accepts, one tick of margin."""
-        return self.cfg.effective_lease_ticks + self.cfg.max_lease_delay_ticks + 1
-
     def _lease_end(self, pr: Progress) -> int:
         """The tick by which any lease this peer holds has run out unless we send
         it another. A lease from us needs an echo of its response, which we got at
         ``peer_ctx_at`` at the latest; one from an earlier leader ran out within
-        ``_lease_outlives`` of our election (a quorum that elected us had stopped
+        ``lease_outlives_ticks`` of our election (a quorum that elected us had stopped
         acking it; a handover ends its lease at once)."""
         heard = pr.peer_ctx_at if pr.peer_ctx >= 0 else -(10**9)
-        return max(self._leader_since, heard) + self._lease_outlives
+        return max(self._leader_since, heard) + self.cfg.lease_outlives_ticks
 
     def should_snapshot(self) -> bool:
         return self._pending_snapshot is None and self._applied - self.log.snapshot.index >= self.cfg.snapshot_threshold
@@ -879,7 +879,7 @@ class RaftCore:
     def _note_commit_tick(self) -> None:
         ticks = self._commit_ticks
         ticks.append((self.commit, self._now))
-        horizon = self._now - self._lease_outlives
+        horizon = self._now - self.cfg.lease_outlives_ticks
         while len(ticks) > 1 and ticks[1][1] <= horizon:
             ticks.popleft()  # the oldest entry stays: it answers for everything at or below it
 

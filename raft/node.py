@@ -182,6 +182,11 @@ class RaftNode:
             return self.core.lease_valid()
         return self.core.follower_lease_valid()
 
+    @property
+    def fence_timeout_s(self) -> float:
+        """writes_fenced turns true at most this long after the commit."""
+        return self.config.lease_outlives_ticks * self.tick_ms / 1000
+
     def writes_fenced(self, index: int) -> bool:
         """Leader: every proxy that may still route writes has applied ``index``
         (see RaftCore.writes_fenced)."""

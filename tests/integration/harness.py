@@ -185,6 +185,27 @@ def free_ports(count: int) -> list[int]:
     raise HarnessError(f"could not find {count} free ports")
 
 
+def free_port_block(count: int, lo: int = 20000, hi: int = 40000) -> int:
+    """A base port such that base .. base+count-1 are all free and reserved for this
+    process (for programs that take a first port and use the next ones)."""
+    for base in range(lo + os.getpid() % 997 * 17, hi, 7):
+        ports = range(base, base + count)
+        try:
+            for port in ports:
+                with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        with _port_lock:
+            got = [port for port in ports if _reserve(port)]
+            _my_ports.update(got)
+            if len(got) == count:
+                return base
+        release_ports(got)
+    raise HarnessError(f"no block of {count} free ports")
+
+
 def free_port() -> int:
     return free_ports(1)[0]
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -22,25 +21,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from .harness import PROXY_BIN, HarnessError, _reserve, port_is_listening, redis_client, wait_until
+from .harness import PROXY_BIN, HarnessError, free_port_block, port_is_listening, redis_client, wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def free_port_block(count: int, lo: int = 20000, hi: int = 40000) -> int:
-    """A base port such that base .. base+count-1 are all free (and reserved for us)."""
-    for base in range(lo + os.getpid() % 997 * 17, hi, 7):
-        ports = range(base, base + count)
-        try:
-            for port in ports:
-                with socket.socket() as s:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        if all(_reserve(port) for port in ports):
-            return base
-    raise HarnessError(f"no block of {count} free ports")
 
 
 class Output(threading.Thread):
