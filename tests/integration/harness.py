@@ -185,10 +185,15 @@ def free_ports(count: int) -> list[int]:
     raise HarnessError(f"could not find {count} free ports")
 
 
-def free_port_block(count: int, lo: int = 20000, hi: int = 40000) -> int:
+def free_port_block(count: int, lo: int = 20000, hi: int = 32000) -> int:
     """A base port such that base .. base+count-1 are all free and reserved for this
-    process (for programs that take a first port and use the next ones)."""
-    for base in range(lo + os.getpid() % 997 * 17, hi, 7):
+    process (for programs that take a first port and use the next ones).
+
+    Below the kernel's ephemeral range (32768 and up here): there, any outgoing
+    connection, the program's own included, may take a port of the block between
+    this check and the program's listen()."""
+    start = lo + os.getpid() % 997 * 7 % (hi - lo)
+    for base in [*range(start, hi - count, 7), *range(lo, start, 7)]:
         ports = range(base, base + count)
         try:
             for port in ports:

@@ -55,7 +55,12 @@ def test_demo_serves_fails_over_and_stops_every_process(tmp_path: Path) -> None:
     out.start()
     ports = [p + i for p in (proxy, admin, redis_base, sentinel) for i in range(3)]
     try:
-        wait_until(lambda: out.has(f"redis-cli -p {proxy}"), 60, message="the demo to print its endpoint")
+        try:
+            wait_until(lambda: out.has(f"redis-cli -p {proxy}") or proc.poll() is not None, 60,
+                       message="the demo to print its endpoint")
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}\ndemo output:\n{out.tail(60)}") from None
+        assert proc.poll() is None, f"the demo exited with {proc.returncode}:\n{out.tail(60)}"
         # "up" means ready for "try a failure": both replicas have had their first sync
         links = [redis.Redis(port=redis_base + i).info("replication")["master_link_status"] for i in (1, 2)]
         assert links == ["up", "up"], f"the demo said it is up before its replicas synced: {links}"
