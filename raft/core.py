@@ -502,6 +502,9 @@ class RaftCore:
             if self._pending_snapshot is rd.snapshot_to_persist:
                 self._pending_snapshot = None
             self._stable = max(self._stable, min(rd.snapshot_to_persist.index, self.log.last_index))
+            # The driver restored the application from it (a snapshot of our own was
+            # taken at the applied index already).
+            self._applied = max(self._applied, rd.snapshot_to_persist.index)
         # Entries persisted are durable only if the log still holds them (a newer
         # leader may have overwritten a suffix meanwhile); by log matching the
         # highest still-matching one vouches for everything below it.
@@ -587,7 +590,13 @@ class RaftCore:
         self._transferee = None
         self._prs = {p: Progress(next=self.log.last_index + 1) for p in self.members if p != self.id}
         self._leader_since = self._now
-        self._dropped_lease_end = -(10**9)
+        # A node that is not (or no longer) in our configuration may hold a lease
+        # from an earlier leader: one it removed, or one it added in an entry we do
+        # not have. We cannot ask it, but every lease an earlier leader granted has
+        # run out lease_outlives_ticks after our election (see _lease_end). In term 1
+        # there was no earlier leader.
+        first = self.term == 1
+        self._dropped_lease_end = -(10**9) if first else self._leader_since + self.cfg.lease_outlives_ticks
         self._commit_ticks.clear()
         self._note_commit_tick()  # what is committed already counts as committed now
         self._append_local(EntryKind.NOOP, b"")
@@ -695,7 +704,8 @@ class RaftCore:
             self.log.restore(s)
             self.commit = s.index
             self._stable = s.index
-            self._applied = s.index
+            # Not applied yet: that happens when the driver restores the state
+            # machine from the Ready that carries it (see advance).
             self._pending_snapshot = s
             self._recompute_config()
             match = s.index
@@ -836,7 +846,7 @@ class RaftCore:
             return
         pr.recent_active = True
         pr.ack_ctx = max(pr.ack_ctx, m.ctx)
-        pr.peer_ctx, pr.peer_boot, pr.peer_ctx_at = m.fctx, m.fboot, self._now
+        self._note_echo(pr, m)
         pr.commit_seen = max(pr.commit_seen, m.commit_seen)
         if m.success:
             if m.match_index > pr.match:
@@ -862,6 +872,21 @@ class RaftCore:
             pr.next = max(pr.match + 1, min(m.reject_index, m.reject_hint + 1))
             pr.become_probe()
             self._send_append(m.src, empty_ok=True)
+
+    def _note_echo(self, pr: Progress, m: AppendEntriesResponse) -> None:
+        """Record the follower's clock from a reply that carries it, for the next echo.
+
+        Only valid fields count: the answer to a message from an older term (and a
+        peer of the version before echoes) carries none, and taking that would both
+        make _lease_end forget the lease this peer holds and send it the legacy
+        marker, so its next lease would be timed from arrival. Within one start of
+        the follower its clock only grows (a reordered older reply does not move it
+        back); ``peer_ctx_at`` only grows too, so the lease bound never shrinks."""
+        if m.fboot <= 0 or m.fctx < 0:
+            return
+        if m.fboot != pr.peer_boot or m.fctx > pr.peer_ctx:
+            pr.peer_ctx, pr.peer_boot = m.fctx, m.fboot
+        pr.peer_ctx_at = max(pr.peer_ctx_at, self._now)
 
     def _handle_snapshot_response(self, m: InstallSnapshotResponse) -> None:
         pr = self._prs.get(m.src)
