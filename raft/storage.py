@@ -57,17 +57,20 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _atomic_write(dir_path: str, name: str, data: bytes, sync: bool = True) -> None:
+def _atomic_write(dir_path: str, name: str, data: bytes) -> None:
+    """Replace ``name`` by ``data``: always fsync the new file before the rename and
+    the directory after it. Without the first, a crash can leave the new name on an
+    empty file (the rename reached the disk, the data not); without the second, the
+    rename itself may be lost. No caller may skip it, not even for a hard state
+    whose only change is the commit index."""
     final = os.path.join(dir_path, name)
     tmp = final + ".tmp"
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
-        if sync:
-            os.fsync(f.fileno())
+        os.fsync(f.fileno())
     os.replace(tmp, final)
-    if sync:
-        _fsync_dir(dir_path)
+    _fsync_dir(dir_path)
 
 
 def encode_record(e: Entry) -> bytes:
@@ -195,12 +198,12 @@ class Storage:
             if rd.entries_to_persist:
                 self._append(rd.entries_to_persist)
             if rd.hard_state is not None:
-                self._save_hard_state(rd.hard_state, sync=rd.must_sync or bool(rd.entries_to_persist))
+                self._save_hard_state(rd.hard_state)
 
-    def _save_hard_state(self, hs: HardState, sync: bool) -> None:
+    def _save_hard_state(self, hs: HardState) -> None:
         body = json.dumps([hs.term, hs.vote, hs.commit]).encode()
         doc = {"term": hs.term, "vote": hs.vote, "commit": hs.commit, "crc": zlib.crc32(body)}
-        _atomic_write(self.dir, "hardstate.json", json.dumps(doc).encode(), sync=sync)
+        _atomic_write(self.dir, "hardstate.json", json.dumps(doc).encode())
 
     def _save_snapshot(self, s: Snapshot) -> None:
         body = json.dumps(snapshot_to_dict(s)).encode()

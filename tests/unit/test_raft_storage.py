@@ -149,3 +149,41 @@ def test_corrupt_hard_state_is_refused(tmp_path) -> None:
     p.write_text(p.read_text().replace('"term": 5', '"term": 4'))
     with pytest.raises(StorageError, match="corrupt hard state"):
         Storage(str(tmp_path)).load()
+
+
+def _record_syncs(monkeypatch) -> list[tuple[str, str]]:
+    """Record fsync (by path) and rename calls, in order."""
+    calls: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        calls.append(("rename", os.path.realpath(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return calls
+
+
+@pytest.mark.parametrize("must_sync", [False, True])
+def test_every_state_file_rename_is_fsynced_before_and_after(tmp_path, monkeypatch, must_sync: bool) -> None:
+    """A hard state that changes only the commit index (must_sync False) used to be
+    renamed over the old file without fsync: a crash could leave an empty
+    hardstate.json and a node that refuses to start."""
+    s = Storage(str(tmp_path))
+    s.load()
+    s.save(rd(ents(1, 3), HardState(1, "n1", 0)))
+    calls = _record_syncs(monkeypatch)
+    s.save(Ready(HardState(1, "n1", 3), (), None, (), (), must_sync=must_sync))
+    s.save(rd(snap=Snapshot(2, 1, {"a": "u"}, b"state")))  # snapshot.bin and log.bin renamed too
+    d = os.path.realpath(tmp_path)
+    renames = [i for i, c in enumerate(calls) if c[0] == "rename"]
+    assert {calls[i][1] for i in renames} == {os.path.join(d, n) for n in ("hardstate.json", "snapshot.bin", "log.bin")}
+    for i in renames:
+        final = calls[i][1]
+        assert calls[i - 1] == ("fsync", final + ".tmp"), f"{final}: not fsynced before the rename: {calls}"
+        assert calls[i + 1] == ("fsync", d), f"{final}: directory not fsynced after the rename: {calls}"
