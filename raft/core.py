@@ -41,6 +41,7 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from raft.cluster import new_cluster_id
 from raft.log import RaftLog
 from raft.messages import (
     LEGACY_ECHO,
@@ -199,16 +200,22 @@ class RaftCore:
         rng: random.Random | None = None,
         config: Config | None = None,
         boot_id: int = 1,
+        cluster_id: str = "",
     ) -> None:
         """``peers`` is the bootstrap membership (id -> address, or ids), used only
         when storage holds no snapshot; pass an empty one to join an existing
         cluster (the node then waits to be added and contacted by its leader).
         ``boot_id`` (positive) differs on every start of the node (its tick
-        counter restarts at 0, so a leader's echo of an older start must not count)."""
+        counter restarts at 0, so a leader's echo of an older start must not count).
+        ``cluster_id`` is the id of the cluster this node's data belongs to ("" while
+        not known): see raft.cluster. A leader writes it into its NOOP entry (the
+        first leader of a cluster chooses it); ``cluster_id`` is set once such an
+        entry is applied."""
         if boot_id <= 0:
             raise ValueError("boot_id must be positive")
         self.id = node_id
         self._boot_id = boot_id
+        self.cluster_id = cluster_id
         self.cfg = config or Config()
         self.cfg.validate()
         self._rng = rng if rng is not None else random.Random(0)
@@ -252,6 +259,7 @@ class RaftCore:
         self._commit_ticks: collections.deque[tuple[int, int]] = collections.deque()
         self._dropped_lease_end = -(10**9)
         self._leader_since = 0
+        self._restate_members = False
 
     # ------------------------------------------------------------------ queries
 
@@ -514,6 +522,11 @@ class RaftCore:
                 break
         if rd.committed_entries:
             self._applied = max(self._applied, rd.committed_entries[-1].index)
+            if not self.cluster_id:
+                for e in rd.committed_entries:
+                    if e.kind == EntryKind.NOOP and e.data:
+                        self.cluster_id = e.data.decode()
+                        break
         if self.role == LEADER and self._maybe_commit():
             self._bcast_append()
 
@@ -599,7 +612,17 @@ class RaftCore:
         self._dropped_lease_end = -(10**9) if first else self._leader_since + self.cfg.lease_outlives_ticks
         self._commit_ticks.clear()
         self._note_commit_tick()  # what is committed already counts as committed now
-        self._append_local(EntryKind.NOOP, b"")
+        self._append_local(EntryKind.NOOP, self._cluster_stamp().encode())
+
+    def _cluster_stamp(self) -> str:
+        """The cluster id our NOOP carries: the one we know, else the newest in our log
+        (a predecessor's entry, not committed yet: keep its choice), else a new one."""
+        if self.cluster_id:
+            return self.cluster_id
+        for e in reversed(self.log.entries):
+            if e.kind == EntryKind.NOOP and e.data:
+                return e.data.decode()
+        return new_cluster_id(self._rng)
 
     def _in_lease(self) -> bool:
         if not self.cfg.check_quorum:
@@ -750,6 +773,7 @@ class RaftCore:
                 return
         if self._heartbeat_elapsed >= self.cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
+            self._maybe_restate_members()
             for peer, pr in self._prs.items():
                 if pr.state == ProgressState.SNAPSHOT:
                     self._send_snapshot(peer)
@@ -760,6 +784,17 @@ class RaftCore:
                 self._send_append(peer, empty_ok=True)
                 if peer == self._transferee and pr.match == self.log.last_index:
                     self._send(TimeoutNow(self.term, self.id, peer))
+
+    def _maybe_restate_members(self) -> None:
+        """A follower with an empty log learns who the members are only from a CONFIG
+        entry or a snapshot. While the membership is still the bootstrap one (in the
+        snapshot at index 0, no CONFIG entry in the log), a member that came back
+        with an empty data dir (``--join``, its own membership empty) would catch up
+        and never know it is a member, nor campaign: write the membership once."""
+        if (self._restate_members and self.log.snapshot.index == 0 and self.config_index == 0
+                and self.log.term_at(self.commit) == self.term):
+            self._restate_members = False
+            self._append_local(EntryKind.CONFIG, encode_members(self.members))
 
     def _quorum_active(self) -> bool:
         active = sum(1 for p in self.members if p == self.id or (p in self._prs and self._prs[p].recent_active))
@@ -851,6 +886,7 @@ class RaftCore:
         if m.success:
             if m.match_index > pr.match:
                 pr.match = m.match_index
+                pr.match_boot = m.fboot
                 pr.next = max(pr.next, pr.match + 1)
                 if pr.state != ProgressState.REPLICATE:
                     pr.become_replicate()
@@ -864,8 +900,19 @@ class RaftCore:
                 pr.probe_sent = False
             self._pump(m.src)
             return
+        if m.reject_hint == 0:
+            self._restate_members = True  # an empty follower: see _maybe_restate_members
         if m.reject_index <= pr.match:
-            return  # stale
+            if 0 < m.fboot != pr.match_boot and m.reject_hint < pr.match:
+                # Another start of the follower lacks entries it had acknowledged: its
+                # data dir was lost and it came back empty (with --join; without it,
+                # raft.cluster stops it). Nothing to undo; replicate them again.
+                pr.match = m.reject_hint
+                pr.match_boot = m.fboot
+                pr.next = m.reject_hint + 1
+                pr.become_probe()
+                self._send_append(m.src, empty_ok=True)
+            return  # else stale
         if pr.state == ProgressState.REPLICATE or (
             pr.state == ProgressState.PROBE and m.reject_index == pr.next - 1
         ):

@@ -5,6 +5,7 @@ Layout::
     hardstate.json   {"term", "vote", "commit", "crc"}      replaced atomically
     snapshot.bin     [crc32][JSON snapshot]                   replaced atomically
     log.bin          records: [u32 length][u32 crc32][payload] appended, fsynced
+    cluster.json     {"cluster_id", "seeded"} (raft.cluster)            replaced atomically
 
 A payload is ``>QQB`` (term, index, kind) followed by the entry data. On load a
 bad record (length or checksum does not hold) that no intact record follows is a
@@ -28,6 +29,7 @@ import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from raft.cluster import ClusterMeta
 from raft.codec import CodecError, snapshot_from_dict, snapshot_to_dict
 from raft.core import Ready, StorageState
 from raft.messages import Entry, EntryKind, HardState, Snapshot
@@ -237,6 +239,24 @@ class Storage:
         self._offsets = offsets
         self._open_append()
         return entries
+
+    def load_cluster(self) -> ClusterMeta:
+        """The cluster id and seeded set; empty when none was stored yet."""
+        path = os.path.join(self.dir, "cluster.json")
+        with _io(f"loading {path}"):
+            if not os.path.exists(path):
+                return ClusterMeta()
+            with open(path, "rb") as f:
+                raw = f.read()
+        try:
+            return ClusterMeta.from_dict(json.loads(raw))
+        except ValueError as exc:
+            raise StorageError(f"corrupt cluster id file {path}: {exc}") from None
+
+    def save_cluster(self, meta: ClusterMeta) -> None:
+        with _io(f"writing {self.dir}"):
+            os.makedirs(self.dir, exist_ok=True)
+            _atomic_write(self.dir, "cluster.json", json.dumps(meta.to_dict()).encode())
 
     # ------------------------------------------------------------------ save
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from raft.core import FOLLOWER, LEADER, ConfChange, RaftCore
 from raft.messages import LEGACY_ECHO, AppendEntries, AppendEntriesResponse, InstallSnapshot, Message, Snapshot
+from tests.sim.harness import MemDisk
 from tests.sim.scripted import Cluster
 
 
@@ -113,3 +116,28 @@ def test_snapshot_counts_as_applied_only_after_the_driver_restored_it() -> None:
     assert f.applied_index == 50
     f.step(AppendEntries(1, "l", "f", 50, 1, (), commit=50, ctx=3, lease_ticks=8))
     assert f.follower_lease_valid()
+
+
+@pytest.mark.parametrize("new_leader", [False, True])
+def test_member_back_with_an_empty_log_is_replicated_again(new_leader: bool) -> None:
+    """n3 loses its data dir and comes back empty with --join (no membership of its
+    own). The leader had it at match 3 and took its rejections for stale ones,
+    forever: n3 never caught up. And with the bootstrap membership (no CONFIG entry
+    in the log), n3 caught up never learned that it is a member."""
+    c = Cluster(3)
+    c.elect("n1")
+    n1 = c.cores["n1"]
+    for v in (b"a", b"b"):
+        n1.propose(v)
+        c.stabilize()
+    assert n1._prs["n3"].match == n1.log.last_index
+    c.crash("n3")
+    c.disks["n3"] = MemDisk()
+    if new_leader:
+        _transfer(c, "n1", "n2")
+    c.down.discard("n3")
+    c.cores["n3"] = RaftCore("n3", {}, None, rng=random.Random(9), config=c.cfg, boot_id=c._next_boot())
+    c.applied["n3"] = []
+    c.tick_all(3)
+    assert [e.data for e in c.applied["n3"]] == [b"a", b"b"]
+    assert c.cores["n3"].members == n1.members and c.cores["n3"].promotable()
