@@ -31,6 +31,12 @@ Safety notes that are easy to get wrong (each has a regression test):
   election timeout ignores (pre-)votes, so a rejoining node cannot depose a
   healthy leader; a leader that has not heard from a quorum for an election
   timeout steps down, driven by ticks alone.
+* Leases and writes_fenced (issue 12): the leader's per-follower echo record
+  changes only on replies that carry the echo fields (the answer to a stale-term
+  message has none); a snapshot from the leader counts as applied only in
+  ``advance``, after the driver restored the application; a leader of term > 1
+  waits out leases that nodes outside its configuration may hold from an
+  earlier leader.
 """
 
 from __future__ import annotations
@@ -317,7 +323,9 @@ class RaftCore:
         """Leader: no node can hold a lease any more without having applied
         ``index``. True once ``index`` is committed and applied here and every
         peer has answered that it knows the commit (its lease then waits for its
-        apply), or once every lease handed out before the commit has run out. The application waits for this
+        apply) and leases a node outside our configuration may hold have run out
+        (a removed member, or one an earlier leader added), or once every lease
+        handed out before the commit has run out. The application waits for this
         before acting on an entry that proxies with a stale view would contradict
         (promoting a new Redis master while a lagging proxy still writes to the old)."""
         if self.role != LEADER or self.commit < index or self._applied < index:
