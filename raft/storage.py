@@ -11,8 +11,9 @@ A payload is ``>QQB`` (term, index, kind) followed by the entry data. On load a
 bad record (length or checksum does not hold) that no intact record follows is a
 torn append from a crash: the file is truncated there. A bad record with intact
 records after it is damage in the middle: loading fails with a StorageError that
-names the file and the byte offset (see ``_scan_log``). "Atomically" means write a temp file, fsync it, rename it over the
-old one, fsync the directory.
+names the file and the byte offset (see ``_scan_log``). "Atomically" means
+write a temp file, fsync it, rename it over the old one, fsync the directory,
+for every state file and every write (``_atomic_write``).
 
 Every ``OSError`` (disk full, read-only file system, I/O error) surfaces as a
 :class:`StorageError` from :meth:`Storage.save` / :meth:`Storage.load`; the

@@ -53,7 +53,6 @@ def test_stale_term_reply_does_not_shorten_the_fence_wait() -> None:
     assert n2.follower_lease_valid()
 
     n2.step(held[0])  # the delayed term-1 heartbeat
-    replies: list[Message] = []
     c.flush("n2")
     replies = [m for m in c.queue if isinstance(m, AppendEntriesResponse) and m.src == "n2"]
     assert replies and replies[0].term == 3

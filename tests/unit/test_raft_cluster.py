@@ -10,7 +10,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from raft import codec
-from raft.cluster import ID_HEADER, INFO_PATH, SEEDED_HEADER, ClusterMeta, bootstrap_verdict, new_cluster_id, peer_problem
+from raft.cluster import (
+    ID_HEADER,
+    INFO_PATH,
+    SEEDED_HEADER,
+    ClusterMeta,
+    bootstrap_verdict,
+    new_cluster_id,
+    peer_problem,
+)
 from raft.messages import TimeoutNow, Message
 from raft.storage import Storage, StorageError
 from raft.transport import MESSAGE_PATH, SECRET_HEADER, HttpTransport, add_raft_routes
