@@ -23,7 +23,7 @@ def _install_uvloop() -> str:
     return "uvloop"
 
 
-async def _serve(cfg) -> None:
+async def _serve(cfg) -> int:
     from aiohttp import web
 
     from .admin import make_app
@@ -51,10 +51,21 @@ async def _serve(cfg) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down")
+    waits = [loop.create_task(stop.wait())]
+    fatal = getattr(server.consensus, "fatal", None)  # raft: this node must not take part (raft.cluster)
+    if fatal is not None:
+        waits.append(fatal)
+    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    rc = 0
+    if fatal is not None and fatal in done:
+        log.error("cannot start: %s", fatal.result())
+        rc = 1
+    else:
+        log.info("shutting down")
+    waits[0].cancel()
     await server.stop()
     await runner.cleanup()
+    return rc
 
 
 async def _join(cfg) -> None:
@@ -86,12 +97,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(cfg.log_format, cfg.log_level, cfg.node)
     loop_name = _install_uvloop()
     log.info("starting node=%s loop=%s config=%s", cfg.node, loop_name, cfg.redacted())
+    from raft.storage import StorageError
+
     try:
-        asyncio.run(_serve(cfg))
-    except OSError as exc:
+        return asyncio.run(_serve(cfg))
+    except (OSError, StorageError) as exc:  # a port in use; a data dir that cannot be loaded
         log.error("cannot start: %s", exc)
         return 1
-    return 0
 
 
 def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:

@@ -31,6 +31,12 @@ Safety notes that are easy to get wrong (each has a regression test):
   election timeout ignores (pre-)votes, so a rejoining node cannot depose a
   healthy leader; a leader that has not heard from a quorum for an election
   timeout steps down, driven by ticks alone.
+* Leases and writes_fenced (issue 12): the leader's per-follower echo record
+  changes only on replies that carry the echo fields (the answer to a stale-term
+  message has none); a snapshot from the leader counts as applied only in
+  ``advance``, after the driver restored the application; a leader of term > 1
+  waits out leases that nodes outside its configuration may hold from an
+  earlier leader.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from raft.cluster import new_cluster_id
 from raft.log import RaftLog
 from raft.messages import (
     LEGACY_ECHO,
@@ -199,16 +206,22 @@ class RaftCore:
         rng: random.Random | None = None,
         config: Config | None = None,
         boot_id: int = 1,
+        cluster_id: str = "",
     ) -> None:
         """``peers`` is the bootstrap membership (id -> address, or ids), used only
         when storage holds no snapshot; pass an empty one to join an existing
         cluster (the node then waits to be added and contacted by its leader).
         ``boot_id`` (positive) differs on every start of the node (its tick
-        counter restarts at 0, so a leader's echo of an older start must not count)."""
+        counter restarts at 0, so a leader's echo of an older start must not count).
+        ``cluster_id`` is the id of the cluster this node's data belongs to ("" while
+        not known): see raft.cluster. A leader writes it into its NOOP entry (the
+        first leader of a cluster chooses it); ``cluster_id`` is set once such an
+        entry is applied."""
         if boot_id <= 0:
             raise ValueError("boot_id must be positive")
         self.id = node_id
         self._boot_id = boot_id
+        self.cluster_id = cluster_id
         self.cfg = config or Config()
         self.cfg.validate()
         self._rng = rng if rng is not None else random.Random(0)
@@ -252,6 +265,7 @@ class RaftCore:
         self._commit_ticks: collections.deque[tuple[int, int]] = collections.deque()
         self._dropped_lease_end = -(10**9)
         self._leader_since = 0
+        self._restate_members = False
 
     # ------------------------------------------------------------------ queries
 
@@ -309,7 +323,9 @@ class RaftCore:
         """Leader: no node can hold a lease any more without having applied
         ``index``. True once ``index`` is committed and applied here and every
         peer has answered that it knows the commit (its lease then waits for its
-        apply), or once every lease handed out before the commit has run out. The application waits for this
+        apply) and leases a node outside our configuration may hold have run out
+        (a removed member, or one an earlier leader added), or once every lease
+        handed out before the commit has run out. The application waits for this
         before acting on an entry that proxies with a stale view would contradict
         (promoting a new Redis master while a lagging proxy still writes to the old)."""
         if self.role != LEADER or self.commit < index or self._applied < index:
@@ -502,6 +518,9 @@ class RaftCore:
             if self._pending_snapshot is rd.snapshot_to_persist:
                 self._pending_snapshot = None
             self._stable = max(self._stable, min(rd.snapshot_to_persist.index, self.log.last_index))
+            # The driver restored the application from it (a snapshot of our own was
+            # taken at the applied index already).
+            self._applied = max(self._applied, rd.snapshot_to_persist.index)
         # Entries persisted are durable only if the log still holds them (a newer
         # leader may have overwritten a suffix meanwhile); by log matching the
         # highest still-matching one vouches for everything below it.
@@ -511,6 +530,11 @@ class RaftCore:
                 break
         if rd.committed_entries:
             self._applied = max(self._applied, rd.committed_entries[-1].index)
+            if not self.cluster_id:
+                for e in rd.committed_entries:
+                    if e.kind == EntryKind.NOOP and e.data:
+                        self.cluster_id = e.data.decode()
+                        break
         if self.role == LEADER and self._maybe_commit():
             self._bcast_append()
 
@@ -587,10 +611,26 @@ class RaftCore:
         self._transferee = None
         self._prs = {p: Progress(next=self.log.last_index + 1) for p in self.members if p != self.id}
         self._leader_since = self._now
-        self._dropped_lease_end = -(10**9)
+        # A node that is not (or no longer) in our configuration may hold a lease
+        # from an earlier leader: one it removed, or one it added in an entry we do
+        # not have. We cannot ask it, but every lease an earlier leader granted has
+        # run out lease_outlives_ticks after our election (see _lease_end). In term 1
+        # there was no earlier leader.
+        first = self.term == 1
+        self._dropped_lease_end = -(10**9) if first else self._leader_since + self.cfg.lease_outlives_ticks
         self._commit_ticks.clear()
         self._note_commit_tick()  # what is committed already counts as committed now
-        self._append_local(EntryKind.NOOP, b"")
+        self._append_local(EntryKind.NOOP, self._cluster_stamp().encode())
+
+    def _cluster_stamp(self) -> str:
+        """The cluster id our NOOP carries: the one we know, else the newest in our log
+        (a predecessor's entry, not committed yet: keep its choice), else a new one."""
+        if self.cluster_id:
+            return self.cluster_id
+        for e in reversed(self.log.entries):
+            if e.kind == EntryKind.NOOP and e.data:
+                return e.data.decode()
+        return new_cluster_id(self._rng)
 
     def _in_lease(self) -> bool:
         if not self.cfg.check_quorum:
@@ -695,7 +735,8 @@ class RaftCore:
             self.log.restore(s)
             self.commit = s.index
             self._stable = s.index
-            self._applied = s.index
+            # Not applied yet: that happens when the driver restores the state
+            # machine from the Ready that carries it (see advance).
             self._pending_snapshot = s
             self._recompute_config()
             match = s.index
@@ -740,6 +781,7 @@ class RaftCore:
                 return
         if self._heartbeat_elapsed >= self.cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
+            self._maybe_restate_members()
             for peer, pr in self._prs.items():
                 if pr.state == ProgressState.SNAPSHOT:
                     self._send_snapshot(peer)
@@ -750,6 +792,17 @@ class RaftCore:
                 self._send_append(peer, empty_ok=True)
                 if peer == self._transferee and pr.match == self.log.last_index:
                     self._send(TimeoutNow(self.term, self.id, peer))
+
+    def _maybe_restate_members(self) -> None:
+        """A follower with an empty log learns who the members are only from a CONFIG
+        entry or a snapshot. While the membership is still the bootstrap one (in the
+        snapshot at index 0, no CONFIG entry in the log), a member that came back
+        with an empty data dir (``--join``, its own membership empty) would catch up
+        and never know it is a member, nor campaign: write the membership once."""
+        if (self._restate_members and self.log.snapshot.index == 0 and self.config_index == 0
+                and self.log.term_at(self.commit) == self.term):
+            self._restate_members = False
+            self._append_local(EntryKind.CONFIG, encode_members(self.members))
 
     def _quorum_active(self) -> bool:
         active = sum(1 for p in self.members if p == self.id or (p in self._prs and self._prs[p].recent_active))
@@ -836,11 +889,12 @@ class RaftCore:
             return
         pr.recent_active = True
         pr.ack_ctx = max(pr.ack_ctx, m.ctx)
-        pr.peer_ctx, pr.peer_boot, pr.peer_ctx_at = m.fctx, m.fboot, self._now
+        self._note_echo(pr, m)
         pr.commit_seen = max(pr.commit_seen, m.commit_seen)
         if m.success:
             if m.match_index > pr.match:
                 pr.match = m.match_index
+                pr.match_boot = m.fboot
                 pr.next = max(pr.next, pr.match + 1)
                 if pr.state != ProgressState.REPLICATE:
                     pr.become_replicate()
@@ -854,14 +908,40 @@ class RaftCore:
                 pr.probe_sent = False
             self._pump(m.src)
             return
+        if m.reject_hint == 0:
+            self._restate_members = True  # an empty follower: see _maybe_restate_members
         if m.reject_index <= pr.match:
-            return  # stale
+            if 0 < m.fboot != pr.match_boot and m.reject_hint < pr.match:
+                # Another start of the follower lacks entries it had acknowledged: its
+                # data dir was lost and it came back empty (with --join; without it,
+                # raft.cluster stops it). Nothing to undo; replicate them again.
+                pr.match = m.reject_hint
+                pr.match_boot = m.fboot
+                pr.next = m.reject_hint + 1
+                pr.become_probe()
+                self._send_append(m.src, empty_ok=True)
+            return  # else stale
         if pr.state == ProgressState.REPLICATE or (
             pr.state == ProgressState.PROBE and m.reject_index == pr.next - 1
         ):
             pr.next = max(pr.match + 1, min(m.reject_index, m.reject_hint + 1))
             pr.become_probe()
             self._send_append(m.src, empty_ok=True)
+
+    def _note_echo(self, pr: Progress, m: AppendEntriesResponse) -> None:
+        """Record the follower's clock from a reply that carries it, for the next echo.
+
+        Only valid fields count: the answer to a message from an older term (and a
+        peer of the version before echoes) carries none, and taking that would both
+        make _lease_end forget the lease this peer holds and send it the legacy
+        marker, so its next lease would be timed from arrival. Within one start of
+        the follower its clock only grows (a reordered older reply does not move it
+        back); ``peer_ctx_at`` only grows too, so the lease bound never shrinks."""
+        if m.fboot <= 0 or m.fctx < 0:
+            return
+        if m.fboot != pr.peer_boot or m.fctx > pr.peer_ctx:
+            pr.peer_ctx, pr.peer_boot = m.fctx, m.fboot
+        pr.peer_ctx_at = max(pr.peer_ctx_at, self._now)
 
     def _handle_snapshot_response(self, m: InstallSnapshotResponse) -> None:
         pr = self._prs.get(m.src)

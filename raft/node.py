@@ -9,6 +9,12 @@ only the Ready loop: ticks go on, so a leader whose acks stop still steps down.
 
 A :class:`~raft.storage.StorageError` stops the node: it no longer steps
 messages, so it neither votes nor acks, and proposals fail with that error.
+
+The cluster id (raft.cluster) is kept in the data dir. A node started on an
+empty data dir without ``join`` takes no part (no ticks, no messages) until
+every peer has told it its cluster id; if a peer's cluster counts this node as
+a member that had its data, it never does: ``fatal`` then holds the
+:class:`~raft.cluster.ClusterMismatch`, and the process should exit.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import random
 import time
 from collections.abc import Callable
 
+from raft.cluster import ClusterMeta, ClusterMismatch, bootstrap_verdict, peer_problem
 from raft.core import (
     LEADER,
     PRE_CANDIDATE,
@@ -36,7 +43,7 @@ from raft.transport import HttpTransport, Transport
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NotLeader", "ProposalRejected", "RaftNode", "StorageError"]
+__all__ = ["ClusterMismatch", "NotLeader", "ProposalRejected", "RaftNode", "StorageError"]
 
 
 class RaftNode:
@@ -59,6 +66,7 @@ class RaftNode:
         lease_ticks: int | None = None,
         rng: random.Random | None = None,
         on_sync: Callable[[float], None] | None = None,
+        bootstrap_poll_s: float = 0.5,
     ) -> None:
         """``peers`` maps node id -> admin base URL and includes this node; on a
         fresh data dir it is the bootstrap membership, unless ``join`` is set:
@@ -85,6 +93,14 @@ class RaftNode:
         self.join = join
         self._rng = rng or random.Random()
         self.transport: Transport = transport or HttpTransport(node_id, self.peers, secret)
+        self.cluster = ClusterMeta()
+        self._cluster_loaded = False
+        self._cluster_dirty = False
+        self._refused_from: set[str] = set()
+        self._gated = False  # empty data dir: waiting for the bootstrap check
+        self.bootstrap_poll_s = bootstrap_poll_s
+        self.fatal: asyncio.Future[ClusterMismatch] | None = None
+        self.transport.set_meta_source(lambda: self.cluster)
         self.storage = Storage(data_dir)
         self.core: RaftCore | None = None
         self.failed: StorageError | None = None
@@ -104,10 +120,15 @@ class RaftNode:
         self._disk = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raft-disk-{self.node_id}")
         self.failed = None
         state = await loop.run_in_executor(self._disk, self.storage.load)
+        self.cluster = await loop.run_in_executor(self._disk, self.storage.load_cluster)
+        self.fatal = loop.create_future()
         fresh = state.snapshot is None and not state.entries and state.hard_state.term == 0
         bootstrap = {} if (self.join and fresh) else self.peers
         self.core = RaftCore(self.node_id, bootstrap, state, rng=self._rng, config=self.config,
-                             boot_id=random.SystemRandom().getrandbits(62) | 1)
+                             boot_id=random.SystemRandom().getrandbits(62) | 1, cluster_id=self.cluster.cluster_id)
+        self._cluster_loaded = True
+        self._gated = fresh and not self.join and not self.cluster.cluster_id and any(
+            p != self.node_id for p in self.peers)
         if state.snapshot is not None:
             self._restore_cb(state.snapshot.data)
         self._applied = self.core.applied_index
@@ -115,7 +136,46 @@ class RaftNode:
         await self.transport.start()
         self._running = True
         self._tasks = [loop.create_task(self._ticker()), loop.create_task(self._ready_loop())]
+        if self._gated:
+            self._tasks.append(loop.create_task(self._bootstrap_check()))
         self._wake.set()
+
+    async def _bootstrap_check(self) -> None:
+        """Empty data dir, no --join: take part only once every peer has said that
+        its cluster does not know this node as a member that had its data."""
+        loop = asyncio.get_running_loop()
+        answers: dict[str, ClusterMeta | None] = {}
+        others = [p for p in self.peers if p != self.node_id]
+        next_log = loop.time()
+        while True:
+            for p in others:
+                if p not in answers:
+                    meta = await self.transport.cluster_info(p)
+                    if meta is not None:
+                        answers[p] = meta
+            verdict = bootstrap_verdict(self.node_id, answers, list(self.peers))
+            if verdict is None:
+                known = sorted({m.cluster_id for m in answers.values() if m is not None and m.cluster_id})
+                log.info("event=raft_bootstrap node=%s peers_answered=%s existing_cluster=%s",
+                         self.node_id, ",".join(sorted(answers)), ",".join(known) or "none")
+                self._gated = False
+                self._wake.set()
+                return
+            kind, why = verdict
+            if kind == "refuse":
+                self._refuse(ClusterMismatch(why))
+                return
+            if loop.time() >= next_log:
+                log.warning("raft node %s: %s", self.node_id, why)
+                next_log = loop.time() + 5.0
+            await asyncio.sleep(self.bootstrap_poll_s)
+
+    def _refuse(self, exc: ClusterMismatch) -> None:
+        log.error("raft node %s refuses to take part: %s", self.node_id, exc)
+        self._gated = True
+        if self.fatal is not None and not self.fatal.done():
+            self.fatal.set_result(exc)
+        self._changed.set()
 
     async def stop(self) -> None:
         self._running = False
@@ -195,6 +255,8 @@ class RaftNode:
     def status(self) -> dict[str, object]:
         """The "raft" section of the admin /status JSON (plus a few extras)."""
         return {
+            "cluster_id": self.cluster.cluster_id or None,
+            "bootstrap_pending": self._gated,
             "role": self.role,
             "term": self.term,
             "leader": self.leader_id,
@@ -263,11 +325,52 @@ class RaftNode:
 
     def receive(self, msg: Message) -> None:
         """Called by the transport for every incoming message."""
-        if self.core is None or not self._running or self.failed is not None:
+        if self.core is None or not self._running or self.failed is not None or self._gated:
             return
         self.core.step(msg)
         self._wake.set()
         self._changed.set()
+
+    def cluster_info(self) -> ClusterMeta | None:
+        """What GET /raft/cluster answers: None until the data dir is loaded (an
+        early answer of "no id" could let a wiped peer bootstrap)."""
+        return self.cluster if self._cluster_loaded else None
+
+    def peer_meta(self, src: str, meta: ClusterMeta | None) -> str | None:
+        """Called by the transport with the sender's cluster id (None: it sent none)
+        before its messages are delivered; returns why to refuse them, or None."""
+        if meta is None or not self._cluster_loaded:
+            return None
+        mine = self.cluster
+        problem = peer_problem(mine, meta, src)
+        if problem is not None:
+            if src not in self._refused_from:
+                self._refused_from.add(src)
+                log.error("raft node %s: %s", self.node_id, problem)
+            return problem
+        if not mine.cluster_id:
+            if self._gated:
+                verdict = bootstrap_verdict(self.node_id, {src: meta}, [])
+                if verdict is not None:  # the sender's cluster knows us: found out before the check did
+                    self._refuse(ClusterMismatch(verdict[1]))
+                return None
+            # A peer of our cluster that knows the id (it was committed there): adopt it.
+            if self.core is not None and not self.core.cluster_id:
+                self.core.cluster_id = meta.cluster_id
+            self._learn_cluster(meta.cluster_id, meta.seeded | {src})
+            return None
+        seeded = mine.seeded | meta.seeded | {src}
+        if seeded != mine.seeded:
+            self.cluster = ClusterMeta(mine.cluster_id, seeded)
+            self._cluster_dirty = True
+            self._wake.set()
+        return None
+
+    def _learn_cluster(self, cluster_id: str, seeded: frozenset[str]) -> None:
+        self.cluster = ClusterMeta(cluster_id, seeded | self.cluster.seeded | {self.node_id})
+        self._cluster_dirty = True
+        self._wake.set()
+        log.info("event=raft_cluster_id node=%s cluster_id=%s", self.node_id, cluster_id)
 
     async def _ticker(self) -> None:
         """Tick by the monotonic clock, not by the number of wake-ups.
@@ -285,7 +388,7 @@ class RaftNode:
             due = int((now - next_tick) / interval) + 1
             next_tick += due * interval
             self._last_tick_at = time.monotonic()
-            if self.failed is None:
+            if self.failed is None and not self._gated:
                 core = self._c()
                 for _ in range(min(due, 4 * self.config.election_ticks)):
                     core.tick()
@@ -318,6 +421,15 @@ class RaftNode:
                     core.compact(self._snapshot_cb())
                 self._update_peers()
                 self._changed.set()
+            if core.cluster_id and not self.cluster.cluster_id:
+                self._learn_cluster(core.cluster_id, frozenset())
+            if self._cluster_dirty:
+                self._cluster_dirty = False
+                try:
+                    await loop.run_in_executor(self._disk, self.storage.save_cluster, self.cluster)
+                except StorageError as exc:
+                    self._fail(exc)
+                    return
 
     def _apply(self, rd: Ready) -> None:
         snap = rd.snapshot_to_persist

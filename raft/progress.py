@@ -33,6 +33,7 @@ class Progress:
     peer_boot: int = -1  # echoed as echo_boot: -1 until a response with fboot arrived
     peer_ctx_at: int = -(10**9)  # our tick when it arrived
     commit_seen: int = 0  # the highest commit index it says we told it
+    match_boot: int = 0  # the follower's boot id (fboot) in the reply that last raised match
 
     def become_probe(self) -> None:
         self.state = ProgressState.PROBE

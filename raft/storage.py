@@ -5,12 +5,15 @@ Layout::
     hardstate.json   {"term", "vote", "commit", "crc"}      replaced atomically
     snapshot.bin     [crc32][JSON snapshot]                   replaced atomically
     log.bin          records: [u32 length][u32 crc32][payload] appended, fsynced
+    cluster.json     {"cluster_id", "seeded"} (raft.cluster)            replaced atomically
 
 A payload is ``>QQB`` (term, index, kind) followed by the entry data. On load a
-record whose length or checksum does not hold (a torn write at the tail, or
-garbage) ends the log: the file is truncated there and nothing after it is
-trusted. "Atomically" means write a temp file, fsync it, rename it over the
-old one, fsync the directory.
+bad record (length or checksum does not hold) that no intact record follows is a
+torn append from a crash: the file is truncated there. A bad record with intact
+records after it is damage in the middle: loading fails with a StorageError that
+names the file and the byte offset (see ``_scan_log``). "Atomically" means
+write a temp file, fsync it, rename it over the old one, fsync the directory,
+for every state file and every write (``_atomic_write``).
 
 Every ``OSError`` (disk full, read-only file system, I/O error) surfaces as a
 :class:`StorageError` from :meth:`Storage.save` / :meth:`Storage.load`; the
@@ -27,6 +30,7 @@ import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from raft.cluster import ClusterMeta
 from raft.codec import CodecError, snapshot_from_dict, snapshot_to_dict
 from raft.core import Ready, StorageState
 from raft.messages import Entry, EntryKind, HardState, Snapshot
@@ -57,17 +61,20 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _atomic_write(dir_path: str, name: str, data: bytes, sync: bool = True) -> None:
+def _atomic_write(dir_path: str, name: str, data: bytes) -> None:
+    """Replace ``name`` by ``data``: always fsync the new file before the rename and
+    the directory after it. Without the first, a crash can leave the new name on an
+    empty file (the rename reached the disk, the data not); without the second, the
+    rename itself may be lost. No caller may skip it, not even for a hard state
+    whose only change is the commit index."""
     final = os.path.join(dir_path, name)
     tmp = final + ".tmp"
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
-        if sync:
-            os.fsync(f.fileno())
+        os.fsync(f.fileno())
     os.replace(tmp, final)
-    if sync:
-        _fsync_dir(dir_path)
+    _fsync_dir(dir_path)
 
 
 def encode_record(e: Entry) -> bytes:
@@ -78,6 +85,74 @@ def encode_record(e: Entry) -> bytes:
 def _decode_payload(payload: bytes) -> Entry:
     term, index, kind = _ENTRY.unpack_from(payload)
     return Entry(term=term, index=index, kind=EntryKind(kind), data=payload[_ENTRY.size :])
+
+
+_REFUSE = (
+    "refusing to start rather than silently drop entries this node may have acknowledged. "
+    "Restore the data dir from a backup, or move it away and re-add this proxy with --join"
+)
+
+
+def _record_at(data: bytes, pos: int) -> tuple[Entry | None, int, str]:
+    """Parse the record at ``pos``: (entry or None, end offset, what is wrong)."""
+    if pos + _HEADER.size > len(data):
+        return None, len(data), "incomplete header"
+    length, crc = _HEADER.unpack_from(data, pos)
+    start = pos + _HEADER.size
+    if length < _ENTRY.size or length > MAX_RECORD:
+        return None, start, f"impossible length {length}"
+    if start + length > len(data):
+        return None, len(data), f"length {length} runs past the end of the file"
+    payload = data[start : start + length]
+    if zlib.crc32(payload) != crc:
+        return None, start + length, "checksum mismatch"
+    try:
+        return _decode_payload(payload), start + length, ""
+    except ValueError as exc:
+        return None, start + length, f"undecodable payload: {exc}"
+
+
+def _intact_record_after(data: bytes, pos: int) -> int | None:
+    """Offset of the first record after ``pos`` that parses with a good checksum, if any."""
+    for p in range(pos + 1, len(data) - _HEADER.size - _ENTRY.size + 1):
+        e, _, _ = _record_at(data, p)
+        if e is not None:
+            return p
+    return None
+
+
+def _scan_log(data: bytes, path: str) -> tuple[list[Entry], list[tuple[int, int]], int]:
+    """The entries of log.bin, their offsets, and where the intact log ends.
+
+    A bad record followed by no intact record is a torn append (the node crashed
+    while writing its last batch, which was therefore never fsynced nor
+    acknowledged): the log ends there and the caller truncates the rest. A bad
+    record followed by an intact one is damage in the middle of the log: dropping
+    everything after it could drop entries this node acknowledged, so loading
+    fails instead, naming the file and the byte offset. So does an intact record
+    whose index does not follow its predecessor's (no crash produces that)."""
+    entries: list[Entry] = []
+    offsets: list[tuple[int, int]] = []
+    pos = 0
+    while pos < len(data):
+        e, end, problem = _record_at(data, pos)
+        if e is not None and entries and e.index != entries[-1].index + 1:
+            raise StorageError(
+                f"corrupt raft log {path}: record at byte offset {pos} has index {e.index} after "
+                f"{entries[-1].index}; {_REFUSE}"
+            )
+        if e is None:
+            after = _intact_record_after(data, pos)
+            if after is None:
+                return entries, offsets, pos  # a torn tail
+            raise StorageError(
+                f"corrupt raft log {path}: bad record at byte offset {pos} ({problem}) with intact records "
+                f"after it (the first at byte offset {after}); {_REFUSE}"
+            )
+        entries.append(e)
+        offsets.append((e.index, pos))
+        pos = end
+    return entries, offsets, pos
 
 
 class Storage:
@@ -135,29 +210,10 @@ class Storage:
     def _load_log(self) -> list[Entry]:
         entries: list[Entry] = []
         offsets: list[tuple[int, int]] = []
-        good_end = 0
         if os.path.exists(self._log_path):
             with open(self._log_path, "rb") as f:
                 data = f.read()
-            pos = 0
-            while pos + _HEADER.size <= len(data):
-                length, crc = _HEADER.unpack_from(data, pos)
-                start = pos + _HEADER.size
-                if length < _ENTRY.size or length > MAX_RECORD or start + length > len(data):
-                    break
-                payload = data[start : start + length]
-                if zlib.crc32(payload) != crc:
-                    break
-                try:
-                    e = _decode_payload(payload)
-                except ValueError:
-                    break
-                if entries and e.index != entries[-1].index + 1:
-                    break
-                entries.append(e)
-                offsets.append((e.index, pos))
-                pos = start + length
-                good_end = pos
+            entries, offsets, good_end = _scan_log(data, self._log_path)
             if good_end < len(data):
                 self.torn_tail_truncated = len(data) - good_end
                 with open(self._log_path, "r+b") as f:
@@ -185,6 +241,24 @@ class Storage:
         self._open_append()
         return entries
 
+    def load_cluster(self) -> ClusterMeta:
+        """The cluster id and seeded set; empty when none was stored yet."""
+        path = os.path.join(self.dir, "cluster.json")
+        with _io(f"loading {path}"):
+            if not os.path.exists(path):
+                return ClusterMeta()
+            with open(path, "rb") as f:
+                raw = f.read()
+        try:
+            return ClusterMeta.from_dict(json.loads(raw))
+        except ValueError as exc:
+            raise StorageError(f"corrupt cluster id file {path}: {exc}") from None
+
+    def save_cluster(self, meta: ClusterMeta) -> None:
+        with _io(f"writing {self.dir}"):
+            os.makedirs(self.dir, exist_ok=True)
+            _atomic_write(self.dir, "cluster.json", json.dumps(meta.to_dict()).encode())
+
     # ------------------------------------------------------------------ save
 
     def save(self, rd: Ready) -> None:
@@ -195,12 +269,12 @@ class Storage:
             if rd.entries_to_persist:
                 self._append(rd.entries_to_persist)
             if rd.hard_state is not None:
-                self._save_hard_state(rd.hard_state, sync=rd.must_sync or bool(rd.entries_to_persist))
+                self._save_hard_state(rd.hard_state)
 
-    def _save_hard_state(self, hs: HardState, sync: bool) -> None:
+    def _save_hard_state(self, hs: HardState) -> None:
         body = json.dumps([hs.term, hs.vote, hs.commit]).encode()
         doc = {"term": hs.term, "vote": hs.vote, "commit": hs.commit, "crc": zlib.crc32(body)}
-        _atomic_write(self.dir, "hardstate.json", json.dumps(doc).encode(), sync=sync)
+        _atomic_write(self.dir, "hardstate.json", json.dumps(doc).encode())
 
     def _save_snapshot(self, s: Snapshot) -> None:
         body = json.dumps(snapshot_to_dict(s)).encode()

@@ -5,6 +5,9 @@ loss, so a message that cannot be delivered quickly is dropped. Two
 implementations: :class:`InMemoryNetwork` for tests (with cut links) and
 :class:`HttpTransport` over aiohttp, whose server side is
 :func:`add_raft_routes` (POST /raft/message on the admin app).
+
+Both carry the sender's cluster id and seeded set with every message (HTTP:
+headers) and answer ``cluster_info`` (HTTP: GET /raft/cluster); see raft.cluster.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from raft import codec
+from raft.cluster import INFO_PATH, ClusterMeta
 from raft.messages import Message
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,12 @@ class Transport(Protocol):
     def set_peers(self, peers: dict[str, str]) -> None:
         """Replace the id -> address map (membership changed)."""
 
+    def set_meta_source(self, source: Callable[[], ClusterMeta]) -> None:
+        """Where to read the cluster id and seeded set that go with every message."""
+
+    async def cluster_info(self, peer: str) -> ClusterMeta | None:
+        """Ask ``peer`` for its cluster id and seeded set; None if it cannot answer now."""
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -47,6 +57,12 @@ class Receiver(Protocol):
 
     def receive(self, msg: Message) -> None: ...
 
+    def cluster_info(self) -> ClusterMeta | None:
+        """Our cluster id and seeded set; None until the data dir is loaded."""
+
+    def peer_meta(self, src: str, meta: ClusterMeta | None) -> str | None:
+        """Note the sender's cluster id; a reason to refuse its messages, or None."""
+
 
 # --------------------------------------------------------------------------- in-memory
 
@@ -56,17 +72,22 @@ class InMemoryNetwork:
 
     def __init__(self) -> None:
         self.handlers: dict[str, Callable[[Message], None]] = {}
+        self.clusters: dict[str, Receiver] = {}  # for cluster ids; absent: no check
         self.cut: set[tuple[str, str]] = set()
         self.delivered = 0
 
     def transport(self, node_id: str) -> InMemoryTransport:
         return InMemoryTransport(self, node_id)
 
-    def register(self, node_id: str, handler: Callable[[Message], None]) -> None:
+    def register(self, node_id: str, handler: Callable[[Message], None], node: Receiver | None = None) -> None:
+        """``node`` (a RaftNode) also answers cluster_info and checks senders' cluster ids."""
         self.handlers[node_id] = handler
+        if node is not None:
+            self.clusters[node_id] = node
 
     def unregister(self, node_id: str) -> None:
         self.handlers.pop(node_id, None)
+        self.clusters.pop(node_id, None)
 
     def isolate(self, node_id: str) -> None:
         for other in list(self.handlers) + [node_id]:
@@ -76,9 +97,12 @@ class InMemoryNetwork:
     def heal(self) -> None:
         self.cut.clear()
 
-    def deliver(self, src: str, to: str, msg: Message) -> None:
+    def deliver(self, src: str, to: str, msg: Message, meta: ClusterMeta | None = None) -> None:
         handler = self.handlers.get(to)
         if handler is None or (src, to) in self.cut:
+            return
+        node = self.clusters.get(to)
+        if node is not None and node.peer_meta(src, meta) is not None:
             return
         self.delivered += 1
         asyncio.get_running_loop().call_soon(handler, msg)
@@ -88,12 +112,23 @@ class InMemoryTransport:
     def __init__(self, network: InMemoryNetwork, node_id: str) -> None:
         self.network = network
         self.node_id = node_id
+        self._meta: Callable[[], ClusterMeta] | None = None
 
     def send(self, to: str, msg: Message) -> None:
-        self.network.deliver(self.node_id, to, msg)
+        meta = self._meta() if self._meta is not None else None
+        self.network.deliver(self.node_id, to, msg, meta if meta is not None and meta.cluster_id else None)
 
     def set_peers(self, peers: dict[str, str]) -> None:
         pass
+
+    def set_meta_source(self, source: Callable[[], ClusterMeta]) -> None:
+        self._meta = source
+
+    async def cluster_info(self, peer: str) -> ClusterMeta | None:
+        node = self.network.clusters.get(peer)
+        if node is None or (self.node_id, peer) in self.network.cut:
+            return None
+        return node.cluster_info()
 
     async def start(self) -> None:
         pass
@@ -123,6 +158,28 @@ class HttpTransport:
         self._queues: dict[str, asyncio.Queue[Message]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._meta: Callable[[], ClusterMeta] = ClusterMeta
+
+    def set_meta_source(self, source: Callable[[], ClusterMeta]) -> None:
+        self._meta = source
+
+    async def cluster_info(self, peer: str) -> ClusterMeta | None:
+        url = self.peers.get(peer)
+        if not url or self._session is None:
+            return None
+        try:
+            async with self._session.get(url.rstrip("/") + INFO_PATH, headers={SECRET_HEADER: self.secret}) as resp:
+                if resp.status == 404:
+                    # A version before cluster ids (a rolling upgrade): it has none to
+                    # tell, so it counts as an answer without one rather than block.
+                    log.info("event=raft_peer_without_cluster_id peer=%s", peer)
+                    return ClusterMeta()
+                if resp.status != 200:
+                    return None
+                return ClusterMeta.from_dict(await resp.json())
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            log.debug("cluster info from %s: %r", peer, exc)
+            return None
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
@@ -160,7 +217,7 @@ class HttpTransport:
                 async with self._session.post(
                     url.rstrip("/") + MESSAGE_PATH,
                     data=body,
-                    headers={SECRET_HEADER: self.secret, "Content-Type": "application/json"},
+                    headers={SECRET_HEADER: self.secret, "Content-Type": "application/json", **self._meta().headers()},
                 ) as resp:
                     if resp.status >= 300:
                         self.dropped += 1
@@ -181,11 +238,25 @@ class HttpTransport:
 
 
 def add_raft_routes(app: web.Application, node: Receiver) -> None:
-    """Serve POST /raft/message: 403 without the shared secret, 400 on a bad body, else 204."""
+    """Serve POST /raft/message: 403 without the shared secret, 400 on a bad body,
+    409 from another cluster (raft.cluster), else 204. GET /raft/cluster: our
+    cluster id and seeded set, 503 until the data dir is loaded."""
+
+    def authorized(request: web.Request) -> bool:
+        given = request.headers.get(SECRET_HEADER, "")
+        return hmac.compare_digest(given.encode(), node.secret.encode())
+
+    async def info(request: web.Request) -> web.Response:
+        if not authorized(request):
+            return web.Response(status=403, text="bad raft secret\n")
+        get_info = getattr(node, "cluster_info", None)
+        meta = get_info() if get_info is not None else None
+        if meta is None:
+            return web.Response(status=503, text="not started\n")
+        return web.json_response(meta.to_dict())
 
     async def handle(request: web.Request) -> web.Response:
-        given = request.headers.get(SECRET_HEADER, "")
-        if not hmac.compare_digest(given.encode(), node.secret.encode()):
+        if not authorized(request):
             return web.Response(status=403, text="bad raft secret\n")
         body = await request.read()
         try:
@@ -195,8 +266,14 @@ def add_raft_routes(app: web.Application, node: Receiver) -> None:
                 msgs = [codec.loads(body)]
         except (codec.CodecError, ValueError) as exc:
             return web.Response(status=400, text=f"{exc}\n")
+        check = getattr(node, "peer_meta", None)
+        if check is not None and msgs:
+            problem = check(msgs[0].src, ClusterMeta.from_headers(request.headers))
+            if problem is not None:
+                return web.Response(status=409, text=f"{problem}\n")
         for msg in msgs:
             node.receive(msg)
         return web.Response(status=204)
 
     app.router.add_post(MESSAGE_PATH, handle)
+    app.router.add_get(INFO_PATH, info)

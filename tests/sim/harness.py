@@ -6,14 +6,21 @@ at a time persisted to a simulated disk before its messages leave. All
 randomness comes from one seed, time is virtual (milliseconds), so a failing
 seed replays exactly.
 
-Faults: message drop, delay (hence reorder), duplication, partitions,
-crash/restart from the simulated disk (including a crash after persisting but
-before sending), disk stalls, clock-rate skew, membership changes and
-leadership transfers while all that happens.
+Faults: message drop, delay (hence reorder), rare long delays (0.5-2 s, so a
+message arrives after leadership changed), stale re-delivery of messages from
+earlier terms, duplication, partitions, crash/restart from the simulated disk
+(including a crash after persisting but before sending), disk stalls,
+clock-rate skew, membership changes and leadership transfers while all that
+happens.
 
 After every event :class:`Checker` verifies election safety, leader
-append-only, log matching, leader completeness, state machine safety and that
-nothing reported committed is ever lost.
+append-only, log matching, leader completeness, state machine safety (on the
+application's state: the same entry and the same state digest at every index
+on every node) and that nothing reported committed is ever lost; the simulator
+adds the lease checks: no two leaders hold a lease, a node holding a lease has
+applied (in its application, not only its core's index) everything a leader
+reported fenced, and a core never counts as applied what its application has
+not applied.
 """
 
 from __future__ import annotations
@@ -198,6 +205,8 @@ class Faults:
     dup: float = 0.03
     delay_ms: tuple[float, float] = (0.5, 8.0)
     long_delay: float = 0.02  # probability of a 20..80 ms delay (reordering)
+    rare_delay: float = 0.003  # probability of a 500..2000 ms delay: arrives after leadership changed
+    archive: float = 0.02  # share of sent messages kept for a later stale re-delivery (the "replay" fault)
     fault_every_ms: tuple[float, float] = (150.0, 700.0)
     crash_after_persist: float = 0.002
     skew: float = 0.05
@@ -206,7 +215,8 @@ class Faults:
 
     @staticmethod
     def none() -> Faults:
-        return Faults(drop=0.0, dup=0.0, long_delay=0.0, crash_after_persist=0.0, membership=False, active=False)
+        return Faults(drop=0.0, dup=0.0, long_delay=0.0, rare_delay=0.0, archive=0.0, crash_after_persist=0.0,
+                      membership=False, active=False)
 
 
 @dataclass
@@ -266,6 +276,7 @@ class Sim:
         self.stats: collections.Counter[str] = collections.Counter()
         self.elected_at: float | None = None
         self.fenced_index = 0  # highest index a leader reported writes_fenced for
+        self._archive: collections.deque[Message] = collections.deque(maxlen=128)  # for stale re-delivery
         for node in self.nodes.values():
             node.rate = 1.0 + self.rng.uniform(-self.faults.skew, self.faults.skew)
             self.start(node.id)
@@ -366,6 +377,7 @@ class Sim:
                     self._check_fence(other)
         if self.check_leases:
             self._check_fence(node)
+        self._check_applied(node)
         if not node.busy and core.has_ready():
             rd = core.ready()
             node.busy = True
@@ -374,13 +386,26 @@ class Sim:
 
     def _check_fence(self, node: SimNode) -> None:
         """Once a leader said every lease holder has applied index i (writes_fenced),
-        no node may hold a lease, leader or follower, without having applied i."""
+        no node may hold a lease, leader or follower, unless its application (not
+        only the core's applied index) has applied i."""
         core = node.core
-        if not node.alive or core is None or core.applied_index >= self.fenced_index:
+        if not node.alive or core is None:
+            return
+        applied = min(core.applied_index, node.app.index)
+        if applied >= self.fenced_index:
             return
         if core.lease_valid() or core.follower_lease_valid():
-            self.checker.fail(f"fence: {node.id} (term {core.term}, {core.role}) holds a lease but applied only "
-                              f"{core.applied_index} < fenced {self.fenced_index}")
+            self.checker.fail(f"fence: {node.id} (term {core.term}, {core.role}) holds a lease but its application "
+                              f"applied only {node.app.index} (core: {core.applied_index}) < fenced "
+                              f"{self.fenced_index}")
+
+    def _check_applied(self, node: SimNode) -> None:
+        """The core never counts as applied what the application has not applied
+        (a snapshot counts once the application restored it)."""
+        core = node.core
+        if node.alive and core is not None and core.applied_index > node.app.index:
+            self.checker.fail(f"applied: {node.id}'s core says applied {core.applied_index}, its application "
+                              f"is at {node.app.index}")
 
     # ------------------------------------------------------------------ network
 
@@ -388,13 +413,28 @@ class Sim:
         f = self.faults
         if self.group[m.src] != self.group[m.dst] or (f.drop and self.rng.random() < f.drop):
             return
+        if f.archive and self.rng.random() < f.archive:
+            self._archive.append(m)
         copies = 2 if f.dup and self.rng.random() < f.dup else 1
         for _ in range(copies):
-            if f.long_delay and self.rng.random() < f.long_delay:
+            if f.rare_delay and self.rng.random() < f.rare_delay:
+                delay = self.rng.uniform(500.0, 2000.0)
+                self.stats["rare_delay"] += 1
+            elif f.long_delay and self.rng.random() < f.long_delay:
                 delay = self.rng.uniform(20.0, 80.0)
             else:
                 delay = self.rng.uniform(*f.delay_ms)
             self._at(self.now + delay, "deliver", m)
+
+    def replay_stale(self, max_msgs: int = 3) -> None:
+        """Deliver again a few messages sent in earlier terms (a network that held
+        them up, or a peer that retried them), across leadership changes."""
+        terms = [n.core.term for n in self.nodes.values() if n.core is not None]
+        newest = max(terms, default=0)
+        old = [m for m in self._archive if m.term < newest]
+        for m in self.rng.sample(old, min(max_msgs, len(old))):
+            self.stats["stale_redelivered"] += 1
+            self._at(self.now + self.rng.uniform(0.0, 50.0), "deliver", m)
 
     def heal(self) -> None:
         for k in self.group:
@@ -489,7 +529,9 @@ class Sim:
         ids = sorted(self.nodes)
         down = [i for i in ids if not self.nodes[i].alive]
         choice = r.random()
-        if choice < 0.18:
+        if choice < 0.03:
+            self.replay_stale()
+        elif choice < 0.18:
             self.stats["heal"] += 1
             self.heal()
         elif choice < 0.30:
@@ -544,7 +586,8 @@ class Sim:
         """Heal everything, restart the dead, and demand progress: a leader emerges,
         a new proposal commits and every live member applies it."""
         self.faults.active = False
-        self.faults.drop = self.faults.dup = self.faults.long_delay = 0.0
+        self.faults.drop = self.faults.dup = self.faults.long_delay = self.faults.rare_delay = 0.0
+        self.faults.archive = 0.0
         self.faults.crash_after_persist = 0.0
         self.heal()
         for node in self.nodes.values():

@@ -87,6 +87,9 @@ def test_random_seeds_keep_raft_safety() -> None:
 
 @pytest.mark.parametrize("seed", [
     102395,  # a leader removed itself and committed entries its successor still had to re-commit
+             # (found with the fault mix before issue 12; the seed now replays another run)
+    137,  # issue 12: a stale-term reply reset the leader's echo record, writes_fenced came too early
+    221,  # the same, another sequence
 ])
 def test_seeds_that_once_failed(seed: int) -> None:
     """Seeds the long runs found failing, kept after the fix."""
@@ -128,7 +131,7 @@ def test_liveness_with_stable_majority() -> None:
     assert len(late) <= n_seeds // 100, f"no leader within two election timeouts for seeds {late}"
 
 
-@pytest.mark.parametrize("seed", [7, 8])
+@pytest.mark.parametrize("seed", [8, 9])  # seeds that crash nodes and compact logs
 def test_real_storage_reloads_what_was_persisted(seed: int, tmp_path, monkeypatch) -> None:
     """The simulator with raft.storage underneath: every crash/restart reloads the
     data dir and must find exactly the persisted hard state, snapshot and log.

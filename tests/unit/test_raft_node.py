@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 
-from raft.node import NotLeader, RaftNode, StorageError
+from raft.cluster import ClusterMeta
+from raft.messages import AppendEntries
+from raft.node import ClusterMismatch, NotLeader, RaftNode, StorageError
 from raft.transport import InMemoryNetwork
 
 TICK_MS = 10
@@ -58,8 +61,9 @@ class Harness:
             join=join,
             snapshot_threshold=self.snapshot_threshold,
             rng=random.Random(self.seed),
+            bootstrap_poll_s=0.02,
         )
-        self.net.register(nid, node.receive)
+        self.net.register(nid, node.receive, node)
         await node.start()
         self.nodes[nid], self.apps[nid] = node, app
         return node
@@ -254,3 +258,81 @@ async def test_single_node_applies_only_after_fsync(tmp_path) -> None:
         assert saved_at < applied_at
     finally:
         await node.stop()
+
+
+# ---------------------------------------------------------------------- cluster id
+
+
+def cluster_file(h: Harness, nid: str) -> dict:
+    return json.loads((h.tmp / nid / "cluster.json").read_text())
+
+
+async def form_cluster(h: Harness) -> str:
+    for nid in IDS:
+        await h.start(nid)
+    leader = await h.leader()
+    await leader.propose(b"v1", timeout=5)
+    await h.eventually(lambda: all(
+        (h.tmp / n / "cluster.json").exists() and set(cluster_file(h, n)["seeded"]) == set(IDS) for n in IDS))
+    ids = {cluster_file(h, n)["cluster_id"] for n in IDS}
+    assert len(ids) == 1 and len(next(iter(ids))) == 32
+    return ids.pop()
+
+
+async def test_bootstrap_gives_every_node_one_persisted_cluster_id(h: Harness) -> None:
+    cid = await form_cluster(h)
+    assert all(n.status()["cluster_id"] == cid for n in h.nodes.values())
+    for nid in IDS:  # survives a restart
+        await h.kill(nid)
+    for nid in IDS:
+        await h.start(nid)
+    await h.leader()
+    assert all(n.cluster.cluster_id == cid for n in h.nodes.values())
+
+
+async def test_wiped_member_refuses_to_bootstrap_and_rejoins_with_join(h: Harness) -> None:
+    """A proxy that lost its data dir, started with its usual peers, must not take
+    part as if new: it fails, naming --join. With --join it catches up."""
+    cid = await form_cluster(h)
+    await h.kill("c")
+    shutil.rmtree(h.tmp / "c")
+    c = await h.start("c")
+    exc = await asyncio.wait_for(c.fatal, 5)
+    assert isinstance(exc, ClusterMismatch)
+    assert "--join" in str(exc) and cid in str(exc) and "(c)" in str(exc)
+    assert c.term == 0 and c.status()["bootstrap_pending"]
+    await h.kill("c")
+    shutil.rmtree(h.tmp / "c")
+    c = await h.start("c", join=True)  # still a member: the leader brings it up to date
+    await h.eventually(lambda: h.apps["c"].values == [b"v1"])
+    await h.eventually(lambda: c.cluster.cluster_id == cid)
+
+
+async def test_two_wiped_members_wait_for_the_third_then_refuse(h: Harness) -> None:
+    """Two empty data dirs are a quorum of three: they must not form a new cluster
+    while the one member that remembers is down."""
+    await form_cluster(h)
+    for nid in IDS:
+        await h.kill(nid)
+    for nid in ("b", "c"):
+        shutil.rmtree(h.tmp / nid)
+        await h.start(nid)
+    await asyncio.sleep(30 * TICK_MS / 1000)  # three election timeouts: time to (wrongly) elect
+    assert all(h.nodes[n].term == 0 and h.nodes[n].status()["bootstrap_pending"] for n in ("b", "c"))
+    await h.start("a")
+    for nid in ("b", "c"):
+        assert isinstance(await asyncio.wait_for(h.nodes[nid].fatal, 5), ClusterMismatch)
+
+
+async def test_messages_from_another_cluster_are_refused(h: Harness) -> None:
+    cid = await form_cluster(h)
+    a = h.nodes["a"]
+    other = ClusterMeta("f" * 32, frozenset({"x"}))
+    assert a.peer_meta("x", other) is not None
+    term = a.term
+    h.net.deliver("x", "a", AppendEntries(term + 5, "x", "a", 0, 0, (), 0), other)
+    await asyncio.sleep(5 * TICK_MS / 1000)
+    assert a.term == term  # never stepped: the higher term would have deposed or moved it
+    # A peer that sends no id (a version before cluster ids) is still heard.
+    assert a.peer_meta("b", None) is None
+    assert a.peer_meta("b", ClusterMeta(cid, frozenset({"b"}))) is None

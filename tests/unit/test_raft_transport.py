@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from raft import codec
+from raft.cluster import ClusterMeta
 from raft.messages import AppendEntries, Entry, EntryKind, Message, TimeoutNow
 from raft.node import RaftNode
 from raft.transport import SECRET_HEADER, HttpTransport, add_raft_routes
@@ -111,6 +112,14 @@ async def test_three_nodes_over_http(tmp_path) -> None:
             def receive(self, msg: Message) -> None:
                 nodes[self.key].receive(msg)
 
+            def cluster_info(self) -> ClusterMeta | None:
+                node = nodes.get(self.key)
+                return node.cluster_info() if node is not None else None
+
+            def peer_meta(self, src: str, meta: ClusterMeta | None) -> str | None:
+                node = nodes.get(self.key)
+                return node.peer_meta(src, meta) if node is not None else None
+
         add_raft_routes(apps[nid], Proxy(nid))
         await srv.start_server()
         ports[nid] = srv.port
@@ -128,6 +137,9 @@ async def test_three_nodes_over_http(tmp_path) -> None:
         await leader.propose(b"hello", timeout=5)
         await eventually(lambda: all(applied[n] == [b"hello"] for n in ids))
         assert all(n.leader_id == leader.node_id for n in nodes.values())
+        # The cluster id went out with the messages (headers): every node knows every other has it.
+        await eventually(lambda: all(n.cluster.seeded == set(ids) for n in nodes.values()))
+        assert len({n.cluster.cluster_id for n in nodes.values()}) == 1
     finally:
         for n in nodes.values():
             await n.stop()
