@@ -21,15 +21,20 @@ from collections import deque
 
 from . import resp
 from .commands import BLOCK_OPTION, CONTAINERS, REFUSED, RAW_MODE, Kind
+from .upstream import DiscardSlot, Slot, Upstream
+from .write_gate import STOP, Refusal
 
 READ, WRITE, ADMIN = int(Kind.READ), int(Kind.WRITE), int(Kind.ADMIN)
-from .upstream import DiscardSlot, Slot, Upstream
 
 log = logging.getLogger("proxy.session")
 
 SHARED, DEDICATED, RAW = 0, 1, 2
 LOCAL = object()    # answered (or swallowed) by the proxy itself
-STOP = object()     # stop reading commands until owed replies arrived
+# STOP (write_gate): stop reading commands until owed replies arrived or a hold ends
+
+# RAW mode: commands that only manage the pub/sub or MONITOR stream itself;
+# every other command passes the write gate (or, for reads, the read gate).
+RAW_STREAM_COMMANDS = RAW_MODE | {b"ping", b"quit", b"reset"}
 
 MAX_PENDING_SLOTS = 10_000
 NO_SUCH_CLIENT = 2**63 - 1   # a client id no Redis connection has
@@ -59,15 +64,6 @@ class LocalSlot(Slot):
         self.done = True
 
 
-class Refusal:
-    """An error reply for a command that cannot be routed now."""
-
-    __slots__ = ("reply",)
-
-    def __init__(self, reply: bytes) -> None:
-        self.reply = reply
-
-
 class HookSlot(Slot):
     """A slot whose complete reply the session inspects (AUTH, SELECT)."""
 
@@ -86,6 +82,7 @@ class ClientSession(asyncio.Protocol):
         self.max_args = cfg.max_args
         self.table = server.table
         self.router = server.router
+        self.gate = server.gate
         self.id = next(_ids)
         self.transport: asyncio.Transport | None = None
         self.buf: bytes | bytearray = b""
@@ -329,6 +326,8 @@ class ClientSession(asyncio.Protocol):
             self._close_batch()   # a handler may send on its own: the batch goes first
         if self.mode == RAW:
             target = self._route_raw(name)
+            if type(target) is Refusal:
+                target = self._local(target.reply)
         else:
             self._write_flag = False
             target = self._route(name, buf, args_at, end, inline)
@@ -340,7 +339,7 @@ class ClientSession(asyncio.Protocol):
             self._close_batch()
             return True
         if target is self.raw:
-            target.send(buf[start:end] if inline is None else resp.encode_command(inline), None)
+            target.send(buf[start:end] if inline is None else resp.encode_command(inline), None, self._write_flag)
             return True
         is_write = self._write_flag
         if inline is not None or self.reply_mode != b"on":
@@ -365,9 +364,12 @@ class ClientSession(asyncio.Protocol):
         self.pending.append(slot)
         return slot
 
-    def _send_one(self, up: Upstream, data: bytes, hook=None):
+    def _send_one(self, up: Upstream, data: bytes, hook=None, write: bool = False):
         """Send one command the proxy rewrote or watches the reply of."""
-        up.send(data, self._new_slot(hook))
+        slot = self._new_slot(hook)
+        up.send(data, slot, write)
+        if write:
+            self._note_write(slot)
         return LOCAL
 
     def _args(self, buf, args_at: int, end: int, inline) -> list[bytes]:
@@ -383,6 +385,10 @@ class ClientSession(asyncio.Protocol):
         if not self.authenticated:
             return self._local(NOAUTH)
         if self.multi or self.watching:
+            # Inside MULTI commands are only queued (EXEC is the write); while
+            # WATCHing they run at once, so a write is a write.
+            if not self.multi and self.table.kind(name) != Kind.READ:
+                self._write_flag = True
             return self._master()
         kind = self.table.kind(name)
         if name in CONTAINERS:
@@ -423,42 +429,31 @@ class ClientSession(asyncio.Protocol):
         return target
 
     def _route_raw(self, name: bytes):
-        """RAW mode: everything goes to the one master connection as is."""
+        """RAW mode: everything goes to the one master connection as is, once
+        it passed the same gate as in every other mode."""
+        self._write_flag = False
         if name in REFUSED:
             return self._local(resp.error_reply("ERR proxy: " + REFUSED[name]))
         if name == b"quit":
             self.quitting = True    # the master closes after +OK: not an error
+        if name not in RAW_STREAM_COMMANDS:
+            if self.table.kind(name) == Kind.READ:
+                refused = self.gate.admit_read(self)
+            else:
+                refused = self.gate.admit(self, self.router.master)
+                self._write_flag = True
+            if refused is not None:
+                return refused
         return self.raw
 
     # -- targets --------------------------------------------------------------
     def _master(self):
-        """The master's upstream; STOP while writes are held; else a Refusal."""
+        """The master's upstream once the write gate admits; else STOP (held) or a Refusal."""
         addr = self.router.master
-        if addr is None or not self.server.can_write(addr):
-            return self._hold(addr)
-        if self.hold_since is not None:
-            if not self.hold_reported:
-                self.stats.hold_seconds.observe(time.monotonic() - self.hold_since)
-            self.hold_since = None
-            self.hold_reported = False
+        refused = self.gate.admit(self, addr)
+        if refused is not None:
+            return refused
         return self._upstream(addr)
-
-    def _hold(self, addr: str | None):
-        """Hold this client's commands until a master can take writes, up to hold_ms."""
-        now = time.monotonic()
-        if self.hold_since is None:
-            self.hold_since = now
-            self.stats.held_total += 1
-        if now - self.hold_since < self.server.hold_s:
-            self.held = True
-            self.server.hold(self)
-            return STOP
-        if not self.hold_reported:
-            self.hold_reported = True
-            self.stats.hold_timeouts += 1
-            self.stats.hold_seconds.observe(now - self.hold_since)
-        return Refusal(resp.error_reply(f"TRYAGAIN proxy: no write for {self.server.cfg.hold_ms} ms: "
-                                        + self.server.write_unavailable_reason(addr)))
 
     def wake(self) -> None:
         """Called by the server when writes may flow again or the hold expired."""
@@ -469,13 +464,23 @@ class ClientSession(asyncio.Protocol):
             if self.buf:
                 asyncio.get_running_loop().call_soon(self._resume_process)
 
-    def node_retired(self, addr: str) -> None:
-        """`addr` stopped being the master: drop this client's connections to it."""
+    def node_retired(self, addr: str, reply: bytes) -> None:
+        """`addr` stopped being the master: drop this client's connections to
+        it; every reply they still owe becomes `reply`."""
         up = self.dedicated.pop(addr, None)
         if up is not None:
-            up.close()
+            up.retire(reply)
         if self.raw is not None and self.raw.addr == addr:
-            self.raw.close()
+            self.raw.retire(reply)
+
+    def retire_writes(self, addr: str, reply: bytes) -> None:
+        """Writes this client has in flight to `addr` may not be acknowledged
+        any more (lease lapsed, switchover): its connections that owe one
+        answer `reply` instead."""
+        up = self.dedicated.get(addr)
+        if up is not None and not up.closed and up.writes_owed():
+            del self.dedicated[addr]
+            up.retire(reply)
 
     def _upstream(self, addr: str) -> Upstream:
         if self.mode == SHARED:
@@ -490,8 +495,9 @@ class ClientSession(asyncio.Protocol):
         router = self.router
         if router.read_policy == "master":
             return self._master()
-        if not self.server.can_read():
-            return self._hold(router.master)
+        refused = self.gate.admit_read(self)
+        if refused is not None:
+            return refused
         node = self.read_node
         if self.tracking:
             return self._master()
@@ -796,7 +802,7 @@ class ClientSession(asyncio.Protocol):
             if self.tx_db is not None:
                 db, self.tx_db = self.tx_db, None
                 return self._send_one(up, resp.encode_command([b"EXEC", *args]),
-                                      lambda reply: self._exec_selected(reply, db, up))
+                                      lambda reply: self._exec_selected(reply, db, up), write=True)
         return up
 
     def _exec_selected(self, reply: bytes, db: int, up: Upstream) -> None:
@@ -825,9 +831,9 @@ class ClientSession(asyncio.Protocol):
         if not self._drained():
             return STOP
         addr = self.router.master
-        if addr is None or not self.server.can_write(addr):
-            held = self._hold(addr)
-            return held if held is STOP else self._local(held.reply)
+        refused = self.gate.admit(self, addr)
+        if refused is not None:
+            return refused if refused is STOP else self._local(refused.reply)
         for up in self.dedicated.values():
             up.close()
         self.dedicated.clear()

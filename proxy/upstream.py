@@ -23,6 +23,7 @@ from collections import deque
 from typing import Callable, Iterable
 
 from . import resp
+from .write_gate import lease_lapsed_reply
 
 log = logging.getLogger("proxy.upstream")
 
@@ -88,10 +89,13 @@ class WaitGate(Slot):
         for slot, _count in held:
             slot.gate = self
 
-    def release(self, reply: bytes | None) -> set:
-        """Deliver or fail the held slots; returns their owners to notify."""
-        ok = reply is not None and reply.startswith(b":") and int(reply[1:].strip() or 0) >= 1
-        if not ok:
+    def release(self, reply: bytes | None, err: bytes | None = None) -> set:
+        """Deliver or fail the held slots; returns their owners to notify.
+
+        `err`: the connection was retired; the held slots get this error.
+        """
+        ok = err is None and reply is not None and reply.startswith(b":") and int(reply[1:].strip() or 0) >= 1
+        if not ok and err is None:
             why = "no replica confirmed it" if reply is not None else f"the connection to {self.addr} was lost"
             err = resp.error_reply(f"NOREPLICAS proxy: write not acknowledged: {why} within {self.timeout_ms} ms "
                                    "(ack = replica)")
@@ -144,6 +148,11 @@ class Upstream(asyncio.Protocol):
         self.in_tx = False                   # inside MULTI: no WAIT may be queued
         self.paused = False
         self.blocked_sessions: set = set()
+        # The write gate (proxy/write_gate.py), asked before bytes with a write
+        # leave and before the replies owed after a write are delivered.
+        self.gate = None
+        self._out_write = False             # bytes not sent yet include a write
+        self._owed_write: Slot | None = None  # the last slot with a write, until it is answered
 
     # -- life cycle -------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -193,8 +202,27 @@ class Upstream(asyncio.Protocol):
     def close(self) -> None:
         self._fail(None)
 
-    def _fail(self, reason: str | None) -> None:
-        """Close and answer every waiting slot with an error naming the node."""
+    def retire(self, reply: bytes) -> None:
+        """Stop using this connection for good: bytes not sent yet are dropped
+        (never sent), and every reply still owed becomes `reply`."""
+        self._fail(None, reply)
+
+    def writes_owed(self) -> bool:
+        """A write was queued or sent here and its reply not delivered yet."""
+        slot = self._owed_write
+        return self._out_write or (slot is not None and not slot.done)
+
+    def _lapsed(self) -> None:
+        """The lease lapsed with a write in flight (see write_gate)."""
+        log.warning("event=write_outcome_unknown master=%s reason=lease_lapsed", self.addr)
+        self.retire(lease_lapsed_reply(self.addr))
+
+    def _fail(self, reason: str | None, reply: bytes | None = None) -> None:
+        """Close and answer every waiting slot with an error naming the node.
+
+        With `reply` (a retirement), the connection is aborted so that bytes
+        still buffered are never sent, and `reply` is every slot's answer.
+        """
         if self.closed:
             return
         self.closed = True
@@ -203,13 +231,18 @@ class Upstream(asyncio.Protocol):
         if reason:
             log.debug("upstream %s failed: %s", self.addr, reason)
         if self.transport is not None:
-            self.transport.close()
-        reply = resp.error_reply("ERR proxy: " + (reason or f"connection to {self.addr} closed"))
+            if reply is not None:
+                self.transport.abort()
+            else:
+                self.transport.close()
+        retired = reply
+        if reply is None:
+            reply = resp.error_reply("ERR proxy: " + (reason or f"connection to {self.addr} closed"))
         touched = set()
         while self.waiters:
             slot = self.waiters.popleft()
             if type(slot) is WaitGate:
-                touched |= slot.release(None)
+                touched |= slot.release(None, retired)
                 continue
             slot.gate = None
             slot.fill_error(reply)
@@ -234,6 +267,10 @@ class Upstream(asyncio.Protocol):
                 # holds them, so their checks run as soon as they arrive)
                 self._window.append((slot, slot.remaining))
                 self._window_write = self._window_write or write
+        if write:
+            self._out_write = True
+            if slot is not None:
+                self._owed_write = slot
         out = self._pending_out
         out.append(data)
         if self.ready and len(out) == 1:
@@ -243,6 +280,13 @@ class Upstream(asyncio.Protocol):
         out = self._pending_out
         if not out or not self.ready:
             return
+        if self._out_write:
+            # A write dispatched under the lease must not leave after it lapsed
+            # (e.g. this connection was still being made).
+            self._out_write = False
+            if self.gate is not None and not self.gate.in_flight_ok():
+                self._lapsed()
+                return
         if self._window and not self.in_tx:
             if self._window_write:
                 gate = WaitGate(self._window, self.addr, self.wait_timeout_ms)
@@ -288,6 +332,14 @@ class Upstream(asyncio.Protocol):
         if self.raw_sink is not None and not self.waiters:
             self.raw_sink.raw_reply(data)
             return
+        owed = self._owed_write
+        if owed is not None:
+            # A write's reply may be in this batch: deliver it only under the lease.
+            if owed.done:
+                self._owed_write = None
+            elif self.gate is not None and not self.gate.in_flight_ok():
+                self._lapsed()
+                return
         buf = self.buf + data if self.buf else data
         pos = 0
         n = len(buf)
