@@ -224,7 +224,7 @@ class ProxyServer:
         up = Upstream(addr, connect_timeout=self.cfg.connect_timeout_ms / 1000.0,
                       on_close=self._upstream_closed, **kw)
         up.gate = self.gate
-        if self.cfg.ack == "replica" and kw.get("raw_sink") is None:
+        if self.cfg.ack == "replica":     # (RAW mode: see Upstream.raw_write)
             up.wait_cmd = resp.encode_command([b"WAIT", b"1", str(self.cfg.ack_timeout_ms).encode()])
             up.wait_timeout_ms = self.cfg.ack_timeout_ms
         up.start(self.loop)

@@ -34,7 +34,7 @@ LOCAL = object()    # answered (or swallowed) by the proxy itself
 
 # RAW mode: commands that only manage the pub/sub or MONITOR stream itself;
 # every other command passes the write gate (or, for reads, the read gate).
-RAW_STREAM_COMMANDS = RAW_MODE | {b"ping", b"quit", b"reset"}
+RAW_STREAM_COMMANDS = RAW_MODE | {b"ping", b"echo", b"quit", b"reset"}
 
 MAX_PENDING_SLOTS = 10_000
 NO_SUCH_CLIENT = 2**63 - 1   # a client id no Redis connection has
@@ -339,7 +339,11 @@ class ClientSession(asyncio.Protocol):
             self._close_batch()
             return True
         if target is self.raw:
-            target.send(buf[start:end] if inline is None else resp.encode_command(inline), None, self._write_flag)
+            data = buf[start:end] if inline is None else resp.encode_command(inline)
+            if self._write_flag:
+                target.raw_write(data)      # its reply passes the gate again, and ack = replica's WAIT
+            else:
+                target.send(data, None)
             return True
         is_write = self._write_flag
         if inline is not None or self.reply_mode != b"on":
@@ -436,6 +440,10 @@ class ClientSession(asyncio.Protocol):
             return self._local(resp.error_reply("ERR proxy: " + REFUSED[name]))
         if name == b"quit":
             self.quitting = True    # the master closes after +OK: not an error
+        if name == b"multi":
+            # A write's reply is found by the PING sent after it, which MULTI would queue.
+            return self._local(b"-ERR proxy: MULTI is not supported on a pub/sub or MONITOR connection "
+                               b"through redis-raft-proxy (use another connection)\r\n")
         if name not in RAW_STREAM_COMMANDS:
             if self.table.kind(name) == Kind.READ:
                 refused = self.gate.admit_read(self)
@@ -481,6 +489,9 @@ class ClientSession(asyncio.Protocol):
         if up is not None and not up.closed and up.writes_owed():
             del self.dedicated[addr]
             up.retire(reply)
+        raw = self.raw
+        if raw is not None and raw.addr == addr and not raw.closed and raw.writes_owed():
+            raw.retire(reply)
 
     def _upstream(self, addr: str) -> Upstream:
         if self.mode == SHARED:
@@ -643,7 +654,9 @@ class ClientSession(asyncio.Protocol):
     def raw_closed(self, up: Upstream) -> None:
         """The pub/sub connection went away: the client must reconnect."""
         if not self.closed and up is self.raw:
-            if up.error and not self.quitting:
+            if up.retired is not None:
+                self.transport.write(up.retired)
+            elif up.error and not self.quitting:
                 self.transport.write(resp.error_reply("ERR proxy: " + up.error))
             self.transport.close()
 

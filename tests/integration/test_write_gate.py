@@ -140,17 +140,36 @@ def test_no_client_mode_writes_without_a_lease(keeper):
     assert not reached, f"writes reached the master without a lease: {reached}"
 
 
-def test_write_in_flight_when_the_lease_lapses_is_not_acknowledged(keeper):
+def enter_mode(cl: RawClient, mode: str) -> None:
+    """Put a fresh connection through the proxy in `mode` (the lease is held)."""
+    if mode == "dedicated":
+        assert cl.command("WATCH", uniq("w")) == b"OK"      # moves it to a connection of its own
+        assert cl.command("UNWATCH") == b"OK"
+    elif mode == "pubsub-resp2":
+        ch = uniq("ch")
+        assert cl.command("SUBSCRIBE", ch) == [b"subscribe", ch.encode(), 1]
+        assert cl.command("UNSUBSCRIBE", ch) == [b"unsubscribe", ch.encode(), 0]
+    elif mode == "pubsub-resp3":
+        ch = uniq("ch")
+        assert isinstance(cl.command("HELLO", "3"), dict)
+        assert cl.command("SUBSCRIBE", ch) == [b"subscribe", ch.encode(), 1]
+    else:
+        assert mode == "shared", mode
+    assert cl.command("SET", uniq("warm"), "x") == b"OK"
+
+
+@pytest.mark.parametrize("mode", ["shared", "dedicated", "pubsub-resp2", "pubsub-resp3"])
+def test_write_in_flight_when_the_lease_lapses_is_not_acknowledged(keeper, mode):
     """The master is frozen (SIGSTOP) with a SET in its socket; the proxy then loses its
     lease; the master is resumed and answers +OK.  The client must get an error (the
-    write's outcome is unknown), never the late +OK.  Before the fix: +OK."""
+    write's outcome is unknown), never the late +OK.  Before the fix: +OK in every mode."""
     c = keeper.healthy()
     view = c.wait_stable()
     master = c.redis(view["master"])
     key = uniq("inflight")
     others = []
     with RawClient(c.proxy(GATED).port, timeout=20) as cl:
-        assert cl.command("SET", uniq("warm"), "x") == b"OK"
+        enter_mode(cl, mode)
         before = tcp_unread_bytes(master.port)
         master.stop()
         try:
@@ -220,3 +239,52 @@ def test_write_queued_on_a_connection_still_being_made_is_not_sent_after_the_lea
     assert b"OK" not in replies[2:], replies
     with master.client(timeout=5) as m:
         assert not m.exists(key), "a write queued before the lease lapsed reached the master"
+
+
+# ---------------------------------------------------------------------------
+# ack = replica in every mode (one proxy on its own: the lease is always held)
+# ---------------------------------------------------------------------------
+
+ACK_MODES = ("shared", "dedicated", "multi", "pubsub-resp2", "pubsub-resp3")
+
+
+def _ack_write(cl: RawClient, mode: str, key: str):
+    if mode == "multi":
+        assert cl.command("MULTI") == b"OK"
+        assert cl.command("SET", key, "v") == b"QUEUED"
+        return cl.command("EXEC")
+    return cl.command("SET", key, "v")
+
+
+def test_ack_replica_holds_writes_from_every_mode_until_a_replica_confirms(fresh_replica_set, proxy_factory):
+    """ack = replica: a SET through a shared, dedicated, MULTI, RESP2 pub/sub (after
+    UNSUBSCRIBE) or RESP3 pub/sub (while subscribed) connection is acknowledged while the
+    replicas run, and answered NOREPLICAS once they are frozen.  Before the fix the
+    pub/sub connections got no WAIT at all, nor did a write sent while WATCHing (+OK)."""
+    rs = fresh_replica_set
+    p = proxy_factory(rs, read_policy="master", ack="replica", ack_timeout_ms=300, down_after_ms=30_000)
+    cl = {m: RawClient(p.port, timeout=10) for m in ACK_MODES}
+    frozen = []
+    try:
+        for m in ACK_MODES:
+            if m == "multi":
+                enter_mode(cl[m], "shared")
+            elif m == "dedicated":
+                assert cl[m].command("WATCH", uniq("w")) == b"OK"   # dedicated, and still WATCHing
+            else:
+                enter_mode(cl[m], m)
+        confirmed = {m: _ack_write(cl[m], m, uniq(f"ack-{m}")) for m in ACK_MODES}
+        frozen = [s for s in rs.servers if s is not rs.master]
+        for s in frozen:
+            s.stop()
+        unconfirmed = {m: _ack_write(cl[m], m, uniq(f"noack-{m}")) for m in ACK_MODES}
+    finally:
+        for s in frozen:
+            s.cont()
+        for x in cl.values():
+            x.close()
+    assert confirmed == {**{m: b"OK" for m in ACK_MODES}, "multi": [b"OK"]}, confirmed
+    wrong = {m: r for m, r in unconfirmed.items()
+             if not (isinstance(r, hiredis.ReplyError) and str(r).startswith("NOREPLICAS"))
+             and not (m == "multi" and isinstance(r, list) and r and isinstance(r[0], hiredis.ReplyError))}
+    assert not wrong, f"writes acknowledged with no replica confirming them: {wrong}"
