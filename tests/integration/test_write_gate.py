@@ -13,13 +13,15 @@ from __future__ import annotations
 import errno
 import select
 import socket
+import threading
 import time
 from pathlib import Path
 
 import hiredis
 import pytest
 
-from benchmarks.failover_lib import ProxyCluster, wait_replica_of
+from benchmarks.failover_lib import RAFT_SECRET, ProxyCluster, wait_replica_of
+from benchmarks.raft_cluster_lib import run_ops
 
 from .harness import (HOST, ClusterKeeper, HarnessError, RawClient, encode_command, start_or_clean,
                       tcp_unread_bytes, wait_until, yield_then_clean)
@@ -186,6 +188,42 @@ def test_write_in_flight_when_the_lease_lapses_is_not_acknowledged(keeper, mode)
                 p.cont()
     assert isinstance(reply, hiredis.ReplyError), f"a write answered after the lease lapsed: {reply!r}"
     assert str(reply).startswith("TRYAGAIN") and "outcome unknown" in str(reply) and "lease" in str(reply), reply
+
+
+@pytest.mark.parametrize("mode", ["pubsub-resp2", "pubsub-resp3"])
+def test_pubsub_writes_are_held_while_a_switchover_pauses_writes(keeper, mode):
+    """A switchover commits a topology with writes paused; it stalls here (its target
+    replica is frozen, so it cannot catch up).  A SET from a pub/sub connection is held
+    like any other write and refused after hold_ms naming the switchover.  Before the
+    fix it went to the master (where only the switchover's CLIENT PAUSE held it)."""
+    c = keeper.healthy()
+    view = c.wait_stable()
+    master = c.redis(view["master"])
+    target = next(s for s in c.rs.servers if s is not master)
+    key = uniq("paused")
+    result = {}
+    with RawClient(c.proxy(GATED).port, timeout=HOLD_S + 5) as cl:
+        enter_mode(cl, mode)
+        target.stop()
+        ops = threading.Thread(target=lambda: result.setdefault("r", run_ops(
+            "failover", "--to", target.addr, endpoint=f"http://{HOST}:{c.proxy(view['leader']).admin_port}",
+            secret=RAFT_SECRET)), daemon=True)
+        try:
+            ops.start()
+            # the paused topology: the next epoch, same master (/status does not show the pause)
+            wait_until(lambda: (st := c.status(GATED)) and st["topology"]["epoch"] > view["epoch"], 10,
+                       message=lambda: f"{GATED} to apply the paused topology; failover: {result}")
+            assert c.status(GATED)["topology"]["master"] == master.addr
+            t0 = time.monotonic()
+            reply = cl.command("SET", key, "v")
+            elapsed = time.monotonic() - t0
+        finally:
+            target.cont()
+            ops.join(60)
+    assert isinstance(reply, hiredis.ReplyError) and "switchover" in str(reply), reply
+    assert elapsed >= HOLD_S * 0.9, f"refused after {elapsed:.2f}s, before hold_ms"
+    with master.client(timeout=5) as m:
+        assert not m.exists(key)
 
 
 def _fill_backlog(port: int, limit: int = 5000) -> list[socket.socket]:
