@@ -204,6 +204,11 @@ def test_pubsub_writes_are_held_while_a_switchover_pauses_writes(keeper, mode):
     result = {}
     with RawClient(c.proxy(GATED).port, timeout=HOLD_S + 5) as cl:
         enter_mode(cl, mode)
+
+        def target_healthy():   # as the leader sees it: the switchover checks that first
+            st = c.status(view["leader"])
+            return st and any(r["addr"] == target.addr and r["healthy"] for r in st["topology"]["replicas"])
+        wait_until(target_healthy, 10, message=f"the leader to see {target.addr} as a healthy replica")
         target.stop()
         ops = threading.Thread(target=lambda: result.setdefault("r", run_ops(
             "failover", "--to", target.addr, endpoint=f"http://{HOST}:{c.proxy(view['leader']).admin_port}",
@@ -326,3 +331,44 @@ def test_ack_replica_holds_writes_from_every_mode_until_a_replica_confirms(fresh
              if not (isinstance(r, hiredis.ReplyError) and str(r).startswith("NOREPLICAS"))
              and not (m == "multi" and isinstance(r, list) and r and isinstance(r[0], hiredis.ReplyError))}
     assert not wrong, f"writes acknowledged with no replica confirming them: {wrong}"
+
+
+def test_write_in_flight_to_a_master_that_is_replaced_is_not_acknowledged(tmp_path):
+    """The master is frozen with a SET in flight from a shared, a dedicated and a RESP3
+    pub/sub connection; the proxies fail over to a replica; then the old master resumes
+    and answers +OK.  Every client gets an error saying the outcome is unknown (the master
+    was replaced, or the lease lapsed meanwhile), never the late +OK.  (Before the fix the shared and dedicated
+    clients got a bare "connection closed" error and the pub/sub client was
+    disconnected without one.)"""
+    c = ProxyCluster(tmp_path / "replaced", options={"down_after_ms": 500, "hold_ms": 5000, "lease_ms": 1000})
+    modes = ("shared", "dedicated", "pubsub-resp3")
+    cl = {}
+    try:
+        c.start(timeout=60)
+        view = c.wait_stable(timeout=30)
+        master = c.redis(view["master"])
+        cl = {m: RawClient(c.proxy(GATED).port, timeout=30) for m in modes}
+        for m in modes:
+            enter_mode(cl[m], m)
+        before = tcp_unread_bytes(master.port)
+        master.stop()
+        try:
+            for m in modes:
+                cl[m].send(encode_command("SET", uniq(f"replaced-{m}"), "v"))
+            wait_until(lambda: tcp_unread_bytes(master.port) >= before + 3 * 40, 5,
+                       message="the SETs to reach the frozen master's socket")
+            new = wait_until(lambda: (st := c.status(GATED)) and st["topology"]["epoch"] > view["epoch"]
+                             and st["topology"], 30, message=f"{GATED} to apply a failover")
+        finally:
+            master.cont()
+        replies = {m: cl[m].read_reply() for m in modes}
+    finally:
+        for x in cl.values():
+            x.close()
+        c.cleanup()
+    assert new["master"] != master.addr
+    wrong = {m: r for m, r in replies.items()
+             if not (isinstance(r, hiredis.ReplyError) and "outcome unknown" in str(r)
+                     and ("replaced" in str(r) or "lease" in str(r)))}   # (a follower's lease lapses
+    # between learning of the new topology's commit and applying it: either reason is right)
+    assert not wrong, f"late replies of a replaced master: {wrong}"
