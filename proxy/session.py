@@ -115,6 +115,7 @@ class ClientSession(asyncio.Protocol):
         self.reply_mode = b"on"
         self.quitting = False
         self.tx_db: int | None = None    # SELECT queued inside MULTI: applies at EXEC
+        self.tx_lost: bytes | None = None  # the connection with this client's MULTI/WATCH was retired: EXEC's error
         self.tracking = False            # CLIENT TRACKING: reads stay on the master
         self.read_pick_at = 0.0
         # reads
@@ -388,6 +389,8 @@ class ClientSession(asyncio.Protocol):
             return handler(self, self._args(buf, args_at, end, inline))
         if not self.authenticated:
             return self._local(NOAUTH)
+        if self.multi and self.tx_lost is not None:
+            return self._local(self.tx_lost)    # queued in a transaction that can only fail
         if self.multi or self.watching:
             # Inside MULTI commands are only queued (EXEC is the write); while
             # WATCHing they run at once, so a write is a write.
@@ -478,6 +481,7 @@ class ClientSession(asyncio.Protocol):
         up = self.dedicated.pop(addr, None)
         if up is not None:
             up.retire(reply)
+            self._tx_lost(reply)
         if self.raw is not None and self.raw.addr == addr:
             self.raw.retire(reply)
 
@@ -489,9 +493,18 @@ class ClientSession(asyncio.Protocol):
         if up is not None and not up.closed and up.writes_owed():
             del self.dedicated[addr]
             up.retire(reply)
+            self._tx_lost(reply)
         raw = self.raw
         if raw is not None and raw.addr == addr and not raw.closed and raw.writes_owed():
             raw.retire(reply)
+
+    def _tx_lost(self, reply: bytes) -> None:
+        """The master connection holding this client's MULTI or WATCH is gone:
+        the transaction must fail at EXEC (a new connection knows neither)."""
+        if self.multi or self.watching:
+            why = reply[1:].rstrip(b"\r\n")
+            self.tx_lost = b"-EXECABORT Transaction discarded: redis-raft-proxy dropped the master connection " \
+                           b"that held its MULTI/WATCH state (" + why + b")\r\n"
 
     def _upstream(self, addr: str) -> Upstream:
         if self.mode == SHARED:
@@ -783,6 +796,9 @@ class ClientSession(asyncio.Protocol):
     def _cmd_multi(self, args):
         if not self.authenticated:
             return self._local(NOAUTH)
+        if self.tx_lost is not None and not self.multi:
+            self.multi = True                   # answered here; EXEC fails
+            return self._local(OK)
         if self.mode == SHARED and self._go_dedicated() is STOP:
             return STOP
         up = self._master()
@@ -804,6 +820,11 @@ class ClientSession(asyncio.Protocol):
     def _cmd_exec(self, args):
         if not self.authenticated:
             return self._local(NOAUTH)
+        if self.tx_lost is not None:
+            reply, self.tx_lost = self.tx_lost, None
+            self.multi = self.watching = False
+            self.tx_db = None
+            return self._local(reply)
         if self.replica_slot is not None and self._reads_in_flight():
             return STOP
         self.multi = False
@@ -826,6 +847,10 @@ class ClientSession(asyncio.Protocol):
 
     def _cmd_discard(self, args):
         self.tx_db = None
+        if self.tx_lost is not None and self.multi:
+            self.tx_lost = None
+            self.multi = self.watching = False
+            return self._local(OK)
         return self._cmd_exec(args)
 
     def _cmd_unwatch(self, args):
@@ -833,6 +858,7 @@ class ClientSession(asyncio.Protocol):
             return self._local(NOAUTH)
         if not self.multi:
             self.watching = False
+            self.tx_lost = None
         return self._master()
 
     def _cmd_raw(self, args):
@@ -953,6 +979,7 @@ class ClientSession(asyncio.Protocol):
         self.auth = None
         self.authenticated = not self.server.cfg.requirepass
         self.multi = self.watching = False
+        self.tx_lost = None
         self.reply_mode = b"on"
         self.read_node = None
         self.rw_slot = None

@@ -372,3 +372,41 @@ def test_write_in_flight_to_a_master_that_is_replaced_is_not_acknowledged(tmp_pa
                      and ("replaced" in str(r) or "lease" in str(r)))}   # (a follower's lease lapses
     # between learning of the new topology's commit and applying it: either reason is right)
     assert not wrong, f"late replies of a replaced master: {wrong}"
+
+
+def test_watch_state_lost_with_a_retired_connection_fails_the_transaction(keeper):
+    """A client WATCHes a key and writes it; the write is in flight to a frozen master
+    when the lease lapses, so the proxy drops that connection (and the WATCH Redis kept
+    on it).  Once the lease is back, the client's MULTI/EXEC must fail as a broken WATCH
+    would, not run on a fresh connection that never watched anything (before the fix
+    EXEC answered [OK] and applied the write)."""
+    c = keeper.healthy()
+    view = c.wait_stable()
+    master = c.redis(view["master"])
+    key, other = uniq("watched"), uniq("tx")
+    others = []
+    with RawClient(c.proxy(GATED).port, timeout=20) as cl:
+        assert cl.command("WATCH", key) == b"OK"
+        before = tcp_unread_bytes(master.port)
+        master.stop()
+        try:
+            cl.send(encode_command("SET", key, "1"))
+            wait_until(lambda: tcp_unread_bytes(master.port) > before, 5,
+                       message="the SET to reach the frozen master's socket")
+            others = freeze_others(c)
+        finally:
+            master.cont()
+        try:
+            first = cl.read_reply()
+        finally:
+            for p in others:
+                p.cont()
+        wait_until(lambda: lease_held(c, GATED), 20, message=f"{GATED} to hold its lease again")
+        cl.send(encode_command("MULTI") + encode_command("SET", other, "v") + encode_command("EXEC"))
+        replies = cl.read_replies(3)
+        assert cl.command("SET", other + ":after", "v") == b"OK"     # the connection works on
+    assert isinstance(first, hiredis.ReplyError) and "outcome unknown" in str(first), first
+    assert replies[0] == b"OK", replies
+    assert isinstance(replies[2], hiredis.ReplyError) and str(replies[2]).startswith("EXECABORT"), replies
+    with master.client(timeout=5) as m:
+        assert not m.exists(other), "a transaction ran without the WATCH the client asked for"
