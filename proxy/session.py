@@ -9,6 +9,9 @@ upstream connections of its own, whose handshake replays that state.
 Pub/sub and MONITOR put it in RAW mode: one master connection, bytes
 forwarded both ways.  A mode change first waits until every reply already
 owed to the client has arrived, so order is kept across connections.
+
+Every write, whatever the mode, passes the one write gate (write_gate.py):
+when it is routed, and again when its bytes leave and its reply returns.
 """
 
 from __future__ import annotations

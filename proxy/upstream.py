@@ -10,7 +10,13 @@ the single place where upstream errors are translated.
 Shared upstreams multiplex many stateless clients (twemproxy style: fewer
 syscalls and less work for redis-server).  Clients with session state get
 dedicated upstreams whose handshake replays that state.  A raw upstream
-forwards every byte to one client (pub/sub, MONITOR).
+forwards every byte to one client (pub/sub, MONITOR), framed so that a
+write's reply can still be found (`raw_write`).
+
+While a write is queued or owed, the write gate (write_gate.py) is asked once
+per flush and once per batch of replies; when it says the lease lapsed, the
+connection is retired: unsent bytes are dropped and every reply still owed
+becomes an error (`retire`).
 """
 
 from __future__ import annotations
