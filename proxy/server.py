@@ -26,6 +26,7 @@ from .router import Router
 from .session import ClientSession
 from .topology import Topology
 from .upstream import DiscardSlot, Upstream, set_nodelay
+from .write_gate import WriteGate, lease_lapsed_reply, master_replaced_reply, writes_paused_reply
 
 log = logging.getLogger("proxy.server")
 
@@ -48,6 +49,8 @@ class ProxyServer:
         self.sentinel = attach_sentinel(self)
         self.held: set[ClientSession] = set()
         self.hold_s = cfg.hold_ms / 1000.0
+        self.gate = WriteGate(self)
+        self._lease_seen = False        # the lease as the hold waker last saw it
         self.clients: set[ClientSession] = set()
         self.total_connections = 0
         self.rejected: dict[str, int] = {}
@@ -85,16 +88,41 @@ class ProxyServer:
         if old is not None and old.master and old.master != new.master:
             # Nothing more may reach the old master through this proxy: replies
             # still owed by it become errors, never late acknowledgements.
+            reply = master_replaced_reply(old.master, new.epoch)
             for up in self._shared.pop(old.master, []):
                 if up is not None:
-                    up.close()
+                    up.retire(reply)
             for s in list(self.clients):
-                s.node_retired(old.master)
+                s.node_retired(old.master, reply)
+        elif old is not None and new.master and new.writes_paused and not old.writes_paused:
+            # A switchover drains the master: a write still in flight may land
+            # after the offsets it waits for were read; its outcome is unknown.
+            self._retire_writes(new.master, writes_paused_reply(new.master, new.epoch))
         self._wake_held()
         self.sentinel.on_topology(new, old, reason)
 
     def lease_held(self) -> bool:
         return self.consensus.lease_held()
+
+    def _retire_writes(self, addr: str, reply: bytes) -> None:
+        """Every connection to `addr` with a write queued or unanswered answers `reply` instead."""
+        for up in self._shared.get(addr, []):
+            if up is not None and not up.closed and up.writes_owed():
+                up.retire(reply)
+        for s in list(self.clients):
+            s.retire_writes(addr, reply)
+
+    def _watch_lease(self) -> None:
+        """On losing the lease, writes in flight fail at once (not only when
+        their late replies arrive, which a frozen master may never send)."""
+        held = self.consensus.lease_held()
+        if self._lease_seen and not held:
+            self.gate.lapsed()
+            master = self.router.master
+            if master is not None:
+                log.warning("event=lease_lost master=%s: writes in flight fail", master)
+                self._retire_writes(master, lease_lapsed_reply(master))
+        self._lease_seen = held
 
     def can_write(self, addr: str) -> bool:
         """Writes may flow to `addr`: lease held, node up and not suspect.
@@ -145,6 +173,7 @@ class ProxyServer:
         """Wake held clients when writes can flow again or their hold expired."""
         while True:
             await asyncio.sleep(0.02)
+            self._watch_lease()
             if not self.held:
                 continue
             now = time.monotonic()
@@ -194,7 +223,8 @@ class ProxyServer:
             return dead[1]
         up = Upstream(addr, connect_timeout=self.cfg.connect_timeout_ms / 1000.0,
                       on_close=self._upstream_closed, **kw)
-        if self.cfg.ack == "replica" and kw.get("raw_sink") is None:
+        up.gate = self.gate
+        if self.cfg.ack == "replica":     # (RAW mode: see Upstream.raw_write)
             up.wait_cmd = resp.encode_command([b"WAIT", b"1", str(self.cfg.ack_timeout_ms).encode()])
             up.wait_timeout_ms = self.cfg.ack_timeout_ms
         up.start(self.loop)

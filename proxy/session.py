@@ -9,6 +9,9 @@ upstream connections of its own, whose handshake replays that state.
 Pub/sub and MONITOR put it in RAW mode: one master connection, bytes
 forwarded both ways.  A mode change first waits until every reply already
 owed to the client has arrived, so order is kept across connections.
+
+Every write, whatever the mode, passes the one write gate (write_gate.py):
+when it is routed, and again when its bytes leave and its reply returns.
 """
 
 from __future__ import annotations
@@ -21,15 +24,20 @@ from collections import deque
 
 from . import resp
 from .commands import BLOCK_OPTION, CONTAINERS, REFUSED, RAW_MODE, Kind
+from .upstream import DiscardSlot, Slot, Upstream
+from .write_gate import STOP, Refusal
 
 READ, WRITE, ADMIN = int(Kind.READ), int(Kind.WRITE), int(Kind.ADMIN)
-from .upstream import DiscardSlot, Slot, Upstream
 
 log = logging.getLogger("proxy.session")
 
 SHARED, DEDICATED, RAW = 0, 1, 2
 LOCAL = object()    # answered (or swallowed) by the proxy itself
-STOP = object()     # stop reading commands until owed replies arrived
+# STOP (write_gate): stop reading commands until owed replies arrived or a hold ends
+
+# RAW mode: commands that only manage the pub/sub or MONITOR stream itself;
+# every other command passes the write gate (or, for reads, the read gate).
+RAW_STREAM_COMMANDS = RAW_MODE | {b"ping", b"echo", b"quit", b"reset"}
 
 MAX_PENDING_SLOTS = 10_000
 NO_SUCH_CLIENT = 2**63 - 1   # a client id no Redis connection has
@@ -59,15 +67,6 @@ class LocalSlot(Slot):
         self.done = True
 
 
-class Refusal:
-    """An error reply for a command that cannot be routed now."""
-
-    __slots__ = ("reply",)
-
-    def __init__(self, reply: bytes) -> None:
-        self.reply = reply
-
-
 class HookSlot(Slot):
     """A slot whose complete reply the session inspects (AUTH, SELECT)."""
 
@@ -86,6 +85,7 @@ class ClientSession(asyncio.Protocol):
         self.max_args = cfg.max_args
         self.table = server.table
         self.router = server.router
+        self.gate = server.gate
         self.id = next(_ids)
         self.transport: asyncio.Transport | None = None
         self.buf: bytes | bytearray = b""
@@ -118,6 +118,7 @@ class ClientSession(asyncio.Protocol):
         self.reply_mode = b"on"
         self.quitting = False
         self.tx_db: int | None = None    # SELECT queued inside MULTI: applies at EXEC
+        self.tx_lost: bytes | None = None  # the connection with this client's MULTI/WATCH was retired: EXEC's error
         self.tracking = False            # CLIENT TRACKING: reads stay on the master
         self.read_pick_at = 0.0
         # reads
@@ -329,6 +330,8 @@ class ClientSession(asyncio.Protocol):
             self._close_batch()   # a handler may send on its own: the batch goes first
         if self.mode == RAW:
             target = self._route_raw(name)
+            if type(target) is Refusal:
+                target = self._local(target.reply)
         else:
             self._write_flag = False
             target = self._route(name, buf, args_at, end, inline)
@@ -340,7 +343,11 @@ class ClientSession(asyncio.Protocol):
             self._close_batch()
             return True
         if target is self.raw:
-            target.send(buf[start:end] if inline is None else resp.encode_command(inline), None)
+            data = buf[start:end] if inline is None else resp.encode_command(inline)
+            if self._write_flag:
+                target.raw_write(data)      # its reply passes the gate again, and ack = replica's WAIT
+            else:
+                target.send(data, None)
             return True
         is_write = self._write_flag
         if inline is not None or self.reply_mode != b"on":
@@ -365,9 +372,12 @@ class ClientSession(asyncio.Protocol):
         self.pending.append(slot)
         return slot
 
-    def _send_one(self, up: Upstream, data: bytes, hook=None):
+    def _send_one(self, up: Upstream, data: bytes, hook=None, write: bool = False):
         """Send one command the proxy rewrote or watches the reply of."""
-        up.send(data, self._new_slot(hook))
+        slot = self._new_slot(hook)
+        up.send(data, slot, write)
+        if write:
+            self._note_write(slot)
         return LOCAL
 
     def _args(self, buf, args_at: int, end: int, inline) -> list[bytes]:
@@ -382,7 +392,13 @@ class ClientSession(asyncio.Protocol):
             return handler(self, self._args(buf, args_at, end, inline))
         if not self.authenticated:
             return self._local(NOAUTH)
+        if self.multi and self.tx_lost is not None:
+            return self._local(self.tx_lost)    # queued in a transaction that can only fail
         if self.multi or self.watching:
+            # Inside MULTI commands are only queued (EXEC is the write); while
+            # WATCHing they run at once, so a write is a write.
+            if not self.multi and self.table.kind(name) != Kind.READ:
+                self._write_flag = True
             return self._master()
         kind = self.table.kind(name)
         if name in CONTAINERS:
@@ -423,42 +439,35 @@ class ClientSession(asyncio.Protocol):
         return target
 
     def _route_raw(self, name: bytes):
-        """RAW mode: everything goes to the one master connection as is."""
+        """RAW mode: everything goes to the one master connection as is, once
+        it passed the same gate as in every other mode."""
+        self._write_flag = False
         if name in REFUSED:
             return self._local(resp.error_reply("ERR proxy: " + REFUSED[name]))
         if name == b"quit":
             self.quitting = True    # the master closes after +OK: not an error
+        if name == b"multi":
+            # A write's reply is found by the PING sent after it, which MULTI would queue.
+            return self._local(b"-ERR proxy: MULTI is not supported on a pub/sub or MONITOR connection "
+                               b"through redis-raft-proxy (use another connection)\r\n")
+        if name not in RAW_STREAM_COMMANDS:
+            if self.table.kind(name) == Kind.READ:
+                refused = self.gate.admit_read(self)
+            else:
+                refused = self.gate.admit(self, self.router.master)
+                self._write_flag = True
+            if refused is not None:
+                return refused
         return self.raw
 
     # -- targets --------------------------------------------------------------
     def _master(self):
-        """The master's upstream; STOP while writes are held; else a Refusal."""
+        """The master's upstream once the write gate admits; else STOP (held) or a Refusal."""
         addr = self.router.master
-        if addr is None or not self.server.can_write(addr):
-            return self._hold(addr)
-        if self.hold_since is not None:
-            if not self.hold_reported:
-                self.stats.hold_seconds.observe(time.monotonic() - self.hold_since)
-            self.hold_since = None
-            self.hold_reported = False
+        refused = self.gate.admit(self, addr)
+        if refused is not None:
+            return refused
         return self._upstream(addr)
-
-    def _hold(self, addr: str | None):
-        """Hold this client's commands until a master can take writes, up to hold_ms."""
-        now = time.monotonic()
-        if self.hold_since is None:
-            self.hold_since = now
-            self.stats.held_total += 1
-        if now - self.hold_since < self.server.hold_s:
-            self.held = True
-            self.server.hold(self)
-            return STOP
-        if not self.hold_reported:
-            self.hold_reported = True
-            self.stats.hold_timeouts += 1
-            self.stats.hold_seconds.observe(now - self.hold_since)
-        return Refusal(resp.error_reply(f"TRYAGAIN proxy: no write for {self.server.cfg.hold_ms} ms: "
-                                        + self.server.write_unavailable_reason(addr)))
 
     def wake(self) -> None:
         """Called by the server when writes may flow again or the hold expired."""
@@ -469,13 +478,36 @@ class ClientSession(asyncio.Protocol):
             if self.buf:
                 asyncio.get_running_loop().call_soon(self._resume_process)
 
-    def node_retired(self, addr: str) -> None:
-        """`addr` stopped being the master: drop this client's connections to it."""
+    def node_retired(self, addr: str, reply: bytes) -> None:
+        """`addr` stopped being the master: drop this client's connections to
+        it; every reply they still owe becomes `reply`."""
         up = self.dedicated.pop(addr, None)
         if up is not None:
-            up.close()
+            up.retire(reply)
+            self._tx_lost(reply)
         if self.raw is not None and self.raw.addr == addr:
-            self.raw.close()
+            self.raw.retire(reply)
+
+    def retire_writes(self, addr: str, reply: bytes) -> None:
+        """Writes this client has in flight to `addr` may not be acknowledged
+        any more (lease lapsed, switchover): its connections that owe one
+        answer `reply` instead."""
+        up = self.dedicated.get(addr)
+        if up is not None and not up.closed and up.writes_owed():
+            del self.dedicated[addr]
+            up.retire(reply)
+            self._tx_lost(reply)
+        raw = self.raw
+        if raw is not None and raw.addr == addr and not raw.closed and raw.writes_owed():
+            raw.retire(reply)
+
+    def _tx_lost(self, reply: bytes) -> None:
+        """The master connection holding this client's MULTI or WATCH is gone:
+        the transaction must fail at EXEC (a new connection knows neither)."""
+        if self.multi or self.watching:
+            why = reply[1:].rstrip(b"\r\n")
+            self.tx_lost = b"-EXECABORT Transaction discarded: redis-raft-proxy dropped the master connection " \
+                           b"that held its MULTI/WATCH state (" + why + b")\r\n"
 
     def _upstream(self, addr: str) -> Upstream:
         if self.mode == SHARED:
@@ -490,8 +522,9 @@ class ClientSession(asyncio.Protocol):
         router = self.router
         if router.read_policy == "master":
             return self._master()
-        if not self.server.can_read():
-            return self._hold(router.master)
+        refused = self.gate.admit_read(self)
+        if refused is not None:
+            return refused
         node = self.read_node
         if self.tracking:
             return self._master()
@@ -637,7 +670,9 @@ class ClientSession(asyncio.Protocol):
     def raw_closed(self, up: Upstream) -> None:
         """The pub/sub connection went away: the client must reconnect."""
         if not self.closed and up is self.raw:
-            if up.error and not self.quitting:
+            if up.retired is not None:
+                self.transport.write(up.retired)
+            elif up.error and not self.quitting:
                 self.transport.write(resp.error_reply("ERR proxy: " + up.error))
             self.transport.close()
 
@@ -764,6 +799,9 @@ class ClientSession(asyncio.Protocol):
     def _cmd_multi(self, args):
         if not self.authenticated:
             return self._local(NOAUTH)
+        if self.tx_lost is not None and not self.multi:
+            self.multi = True                   # answered here; EXEC fails
+            return self._local(OK)
         if self.mode == SHARED and self._go_dedicated() is STOP:
             return STOP
         up = self._master()
@@ -785,6 +823,11 @@ class ClientSession(asyncio.Protocol):
     def _cmd_exec(self, args):
         if not self.authenticated:
             return self._local(NOAUTH)
+        if self.tx_lost is not None:
+            reply, self.tx_lost = self.tx_lost, None
+            self.multi = self.watching = False
+            self.tx_db = None
+            return self._local(reply)
         if self.replica_slot is not None and self._reads_in_flight():
             return STOP
         self.multi = False
@@ -796,7 +839,7 @@ class ClientSession(asyncio.Protocol):
             if self.tx_db is not None:
                 db, self.tx_db = self.tx_db, None
                 return self._send_one(up, resp.encode_command([b"EXEC", *args]),
-                                      lambda reply: self._exec_selected(reply, db, up))
+                                      lambda reply: self._exec_selected(reply, db, up), write=True)
         return up
 
     def _exec_selected(self, reply: bytes, db: int, up: Upstream) -> None:
@@ -807,6 +850,10 @@ class ClientSession(asyncio.Protocol):
 
     def _cmd_discard(self, args):
         self.tx_db = None
+        if self.tx_lost is not None and self.multi:
+            self.tx_lost = None
+            self.multi = self.watching = False
+            return self._local(OK)
         return self._cmd_exec(args)
 
     def _cmd_unwatch(self, args):
@@ -814,6 +861,7 @@ class ClientSession(asyncio.Protocol):
             return self._local(NOAUTH)
         if not self.multi:
             self.watching = False
+            self.tx_lost = None
         return self._master()
 
     def _cmd_raw(self, args):
@@ -825,9 +873,9 @@ class ClientSession(asyncio.Protocol):
         if not self._drained():
             return STOP
         addr = self.router.master
-        if addr is None or not self.server.can_write(addr):
-            held = self._hold(addr)
-            return held if held is STOP else self._local(held.reply)
+        refused = self.gate.admit(self, addr)
+        if refused is not None:
+            return refused if refused is STOP else self._local(refused.reply)
         for up in self.dedicated.values():
             up.close()
         self.dedicated.clear()
@@ -934,6 +982,7 @@ class ClientSession(asyncio.Protocol):
         self.auth = None
         self.authenticated = not self.server.cfg.requirepass
         self.multi = self.watching = False
+        self.tx_lost = None
         self.reply_mode = b"on"
         self.read_node = None
         self.rw_slot = None

@@ -10,19 +10,47 @@ the single place where upstream errors are translated.
 Shared upstreams multiplex many stateless clients (twemproxy style: fewer
 syscalls and less work for redis-server).  Clients with session state get
 dedicated upstreams whose handshake replays that state.  A raw upstream
-forwards every byte to one client (pub/sub, MONITOR).
+forwards every byte to one client (pub/sub, MONITOR), framed so that a
+write's reply can still be found (`raw_write`).
+
+While a write is queued or owed, the write gate (write_gate.py) is asked once
+per flush and once per batch of replies; when it says the lease lapsed, the
+connection is retired: unsent bytes are dropped and every reply still owed
+becomes an error (`retire`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import time
 from collections import deque
 from typing import Callable, Iterable
 
 from . import resp
+from .write_gate import lease_lapsed_reply
+
+# RAW mode: frames that answer no command (pub/sub messages and confirmations,
+# RESP3 pushes, MONITOR lines); see `Upstream._raw_received`.
+_PUBSUB_FRAMES = tuple(b"*%d\r\n$%d\r\n%s\r\n" % (n, len(kind), kind) for n, kind in (
+    (3, b"message"), (4, b"pmessage"), (3, b"smessage"), (3, b"subscribe"), (3, b"unsubscribe"),
+    (3, b"psubscribe"), (3, b"punsubscribe"), (3, b"ssubscribe"), (3, b"sunsubscribe")))
+_MONITOR_LINE = re.compile(rb"\+\d+\.\d+ \[")
+_PONG_ARRAY = b"*2\r\n$4\r\npong\r\n"
+
+
+def _unsolicited(frame: bytes) -> bool:
+    """A RAW-mode frame that is not the reply to a command."""
+    t = frame[0]
+    return t == 62 or (t == 42 and frame.startswith(_PUBSUB_FRAMES)) or \
+        (t == 43 and _MONITOR_LINE.match(frame) is not None)
+
+
+def _wait_confirmed(reply: bytes) -> bool:
+    """A `WAIT 1 ...` reply that counts at least one replica."""
+    return reply.startswith(b":") and int(reply[1:].strip() or 0) >= 1
 
 log = logging.getLogger("proxy.upstream")
 
@@ -88,13 +116,14 @@ class WaitGate(Slot):
         for slot, _count in held:
             slot.gate = self
 
-    def release(self, reply: bytes | None) -> set:
-        """Deliver or fail the held slots; returns their owners to notify."""
-        ok = reply is not None and reply.startswith(b":") and int(reply[1:].strip() or 0) >= 1
-        if not ok:
-            why = "no replica confirmed it" if reply is not None else f"the connection to {self.addr} was lost"
-            err = resp.error_reply(f"NOREPLICAS proxy: write not acknowledged: {why} within {self.timeout_ms} ms "
-                                   "(ack = replica)")
+    def release(self, reply: bytes | None, err: bytes | None = None) -> set:
+        """Deliver or fail the held slots; returns their owners to notify.
+
+        `err`: the connection was retired; the held slots get this error.
+        """
+        ok = err is None and reply is not None and _wait_confirmed(reply)
+        if not ok and err is None:
+            err = no_replica_reply(reply is not None, self.addr, self.timeout_ms)
         owners = set()
         for slot, count in self.held:
             slot.gate = None
@@ -107,6 +136,12 @@ class WaitGate(Slot):
                     owners.add(slot.owner)
         self.held = []
         return owners
+
+
+def no_replica_reply(answered: bool, addr: str, timeout_ms: int) -> bytes:
+    why = "no replica confirmed it" if answered else f"the connection to {addr} was lost"
+    return resp.error_reply(f"NOREPLICAS proxy: write not acknowledged: {why} within {timeout_ms} ms "
+                            "(ack = replica)")
 
 
 class Upstream(asyncio.Protocol):
@@ -137,6 +172,7 @@ class Upstream(asyncio.Protocol):
         self._connect_timeout = connect_timeout
         self._touched: set = set()
         self.error: str | None = None
+        self.retired: bytes | None = None    # the error reply this connection was retired with
         self.wait_cmd: bytes | None = None   # ack = replica: the WAIT to send after writes
         self.wait_timeout_ms = 0
         self._window: list[tuple[Slot, int]] = []
@@ -144,6 +180,18 @@ class Upstream(asyncio.Protocol):
         self.in_tx = False                   # inside MULTI: no WAIT may be queued
         self.paused = False
         self.blocked_sessions: set = set()
+        # The write gate (proxy/write_gate.py), asked before bytes with a write
+        # leave and before the replies owed after a write are delivered.
+        self.gate = None
+        self._out_write = False             # bytes not sent yet include a write
+        self._owed_write: Slot | None = None  # the last slot with a write, until it is answered
+        # RAW mode: the stream is framed so that a write's reply can be found
+        # (`raw_write`): the write is followed by [WAIT and] a marker PING.
+        self._raw_need = 0                  # elements missing from a frame partly forwarded
+        self._raw_buf = b""                 # a partial frame, held
+        self._raw_markers: deque[bytes] = deque()  # the ends of the marker replies expected
+        self._raw_held: list[bytes] = []    # complete frames held until the next marker
+        self._raw_seq = 0
 
     # -- life cycle -------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -193,8 +241,28 @@ class Upstream(asyncio.Protocol):
     def close(self) -> None:
         self._fail(None)
 
-    def _fail(self, reason: str | None) -> None:
-        """Close and answer every waiting slot with an error naming the node."""
+    def retire(self, reply: bytes) -> None:
+        """Stop using this connection for good: bytes not sent yet are dropped
+        (never sent), and every reply still owed becomes `reply`."""
+        self.retired = reply
+        self._fail(None, reply)
+
+    def writes_owed(self) -> bool:
+        """A write was queued or sent here and its reply not delivered yet."""
+        slot = self._owed_write
+        return self._out_write or (slot is not None and not slot.done) or bool(self._raw_markers)
+
+    def _lapsed(self) -> None:
+        """The lease lapsed with a write in flight (see write_gate)."""
+        log.warning("event=write_outcome_unknown master=%s reason=lease_lapsed", self.addr)
+        self.retire(lease_lapsed_reply(self.addr))
+
+    def _fail(self, reason: str | None, reply: bytes | None = None) -> None:
+        """Close and answer every waiting slot with an error naming the node.
+
+        With `reply` (a retirement), the connection is aborted so that bytes
+        still buffered are never sent, and `reply` is every slot's answer.
+        """
         if self.closed:
             return
         self.closed = True
@@ -203,13 +271,18 @@ class Upstream(asyncio.Protocol):
         if reason:
             log.debug("upstream %s failed: %s", self.addr, reason)
         if self.transport is not None:
-            self.transport.close()
-        reply = resp.error_reply("ERR proxy: " + (reason or f"connection to {self.addr} closed"))
+            if reply is not None:
+                self.transport.abort()
+            else:
+                self.transport.close()
+        retired = reply
+        if reply is None:
+            reply = resp.error_reply("ERR proxy: " + (reason or f"connection to {self.addr} closed"))
         touched = set()
         while self.waiters:
             slot = self.waiters.popleft()
             if type(slot) is WaitGate:
-                touched |= slot.release(None)
+                touched |= slot.release(None, retired)
                 continue
             slot.gate = None
             slot.fill_error(reply)
@@ -234,6 +307,10 @@ class Upstream(asyncio.Protocol):
                 # holds them, so their checks run as soon as they arrive)
                 self._window.append((slot, slot.remaining))
                 self._window_write = self._window_write or write
+        if write:
+            self._out_write = True
+            if slot is not None:
+                self._owed_write = slot
         out = self._pending_out
         out.append(data)
         if self.ready and len(out) == 1:
@@ -243,6 +320,13 @@ class Upstream(asyncio.Protocol):
         out = self._pending_out
         if not out or not self.ready:
             return
+        if self._out_write:
+            # A write dispatched under the lease must not leave after it lapsed
+            # (e.g. this connection was still being made).
+            self._out_write = False
+            if self.gate is not None and not self.gate.in_flight_ok():
+                self._lapsed()
+                return
         if self._window and not self.in_tx:
             if self._window_write:
                 gate = WaitGate(self._window, self.addr, self.wait_timeout_ms)
@@ -255,6 +339,22 @@ class Upstream(asyncio.Protocol):
             self.transport.write(out[0])
         else:
             self.transport.write(b"".join(out))
+
+    def raw_write(self, data: bytes) -> None:
+        """RAW mode: send a write whose reply must pass the write gate (and,
+        with ack = replica, a WAIT) before the client sees it.
+
+        The stream carries unsolicited frames the proxy does not parse, so the
+        write is followed by [WAIT and] `PING <marker>`: when the marker's
+        reply arrives, the last replies before it are the WAIT's and the
+        write's, and every frame received since the write is released.
+        """
+        if self.closed:
+            return
+        self._raw_seq += 1
+        token = b"__redis-raft-proxy:%d__" % self._raw_seq
+        self._raw_markers.append(b"$%d\r\n%s\r\n" % (len(token), token))
+        self._queue(data + (self.wait_cmd or b"") + resp.encode_command([b"PING", token]), None, True)
 
     def barrier(self) -> None:
         """Write what is queued now (with its WAIT): used before MULTI."""
@@ -286,8 +386,16 @@ class Upstream(asyncio.Protocol):
     # -- receiving --------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         if self.raw_sink is not None and not self.waiters:
-            self.raw_sink.raw_reply(data)
+            self._raw_received(data)
             return
+        owed = self._owed_write
+        if owed is not None:
+            # A write's reply may be in this batch: deliver it only under the lease.
+            if owed.done:
+                self._owed_write = None
+            elif self.gate is not None and not self.gate.in_flight_ok():
+                self._lapsed()
+                return
         buf = self.buf + data if self.buf else data
         pos = 0
         n = len(buf)
@@ -297,7 +405,7 @@ class Upstream(asyncio.Protocol):
             while pos < n:
                 if not waiters:
                     if self.raw_sink is not None:
-                        self.raw_sink.raw_reply(buf[pos:])
+                        self._raw_received(buf[pos:])
                         pos = n
                         break
                     if self.resp3 and buf[pos] == 62:  # '>' push outside any reply
@@ -354,6 +462,83 @@ class Upstream(asyncio.Protocol):
             return
         self.buf = buf[pos:] if pos < n else b""
         self._flush_touched()
+
+    def _raw_received(self, data: bytes) -> None:
+        """RAW mode: forward the stream, framed; held while a write's marker is owed."""
+        if self._raw_buf:
+            data = self._raw_buf + data
+            self._raw_buf = b""
+        sink = self.raw_sink
+        n = len(data)
+        pos = out = 0           # data[out:pos] goes to the client as it is
+        scan = resp.scan_replies
+        try:
+            if self._raw_need:  # the rest of a frame partly forwarded already
+                pos, self._raw_need = scan(data, 0, self._raw_need)
+                if self._raw_need:
+                    if pos:
+                        sink.raw_reply(data[:pos])
+                    self._raw_buf = data[pos:]  # an element not complete yet
+                    return
+            markers = self._raw_markers
+            while pos < n:
+                end, rem = scan(data, pos, 1)
+                if not markers:
+                    if rem:     # forward the complete elements of this frame, keep the rest
+                        self._raw_need = rem
+                        self._raw_buf = data[end:]
+                        pos = end
+                        break
+                    pos = end
+                    continue
+                if rem:         # held: complete frames only
+                    self._raw_buf = data[pos:]
+                    break
+                if out < pos:
+                    sink.raw_reply(data[out:pos])
+                frame = data[pos:end]
+                pos = out = end
+                self._raw_held.append(frame)
+                if frame.endswith(markers[0]) and (frame[0] == 36 or frame.startswith(_PONG_ARRAY)):
+                    markers.popleft()
+                    if not self._raw_release():
+                        return
+        except (resp.ReplyError, ValueError) as exc:
+            self._fail(f"Redis node {self.addr} sent an invalid reply ({exc})")
+            return
+        if out < pos and not self.closed:
+            sink.raw_reply(data[out:pos])
+
+    def _raw_release(self) -> bool:
+        """The marker after a RAW write arrived: deliver what was held, the
+        write's reply replaced by an error if the lease lapsed meanwhile or no
+        replica confirmed it (ack = replica).  False if the connection ended."""
+        held, self._raw_held = self._raw_held, []
+        held.pop()                              # the marker's reply
+        want = 2 if self.wait_cmd else 1        # the write's reply [and the WAIT's], last before the marker
+        found = []
+        for i in range(len(held) - 1, -1, -1):
+            if not _unsolicited(held[i]):
+                found.append(i)
+                if len(found) == want:
+                    break
+        if len(found) < want:
+            self._fail(f"Redis node {self.addr}: the replies to a write on a pub/sub connection "
+                       "could not be told apart")
+            return False
+        wi = found[0] if self.wait_cmd else None
+        ri = found[-1]
+        if held[ri][:1] != b"-":                # an error is no acknowledgement: delivered as it is
+            if self.gate is not None and not self.gate.in_flight_ok():
+                log.warning("event=write_outcome_unknown master=%s reason=lease_lapsed", self.addr)
+                held[ri] = lease_lapsed_reply(self.addr)
+            elif wi is not None and not _wait_confirmed(held[wi]):
+                held[ri] = no_replica_reply(True, self.addr, self.wait_timeout_ms)
+        if wi is not None:
+            del held[wi]
+        if held:
+            self.raw_sink.raw_reply(b"".join(held))
+        return True
 
     @staticmethod
     def _deliver(slot: Slot, part: bytes) -> None:

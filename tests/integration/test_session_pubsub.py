@@ -266,3 +266,25 @@ def test_subscriber_disconnect_releases_the_master_subscription(proxy, replica_s
         for s in subs:
             s.close()
     wait_until(lambda: _numsub(replica_set, ch) == 0, 5, message="the master to drop 5 closed subscribers")
+
+
+def test_resp3_writes_while_subscribed_keep_their_place_among_messages(proxy):
+    """RAW mode frames the stream to find a write's reply (the write is followed by a
+    marker PING, see Upstream.raw_write): replies and messages still arrive exactly as
+    Redis sent them, a message larger than one read passes through, and a message whose
+    payload is the marker's text is not taken for the marker's reply."""
+    ch, k = uniq("r3w"), uniq("r3w")
+    big = b"b" * (3 << 20)
+    with proxy.raw(timeout=10) as sub, proxy.client() as pub:
+        assert isinstance(sub.command("HELLO", "3"), dict)
+        assert sub.command("SUBSCRIBE", ch) == [b"subscribe", ch.encode(), 1]
+        assert pub.publish(ch, big) == 1
+        assert sub.read_reply() == [b"message", ch.encode(), big]
+        # the first marker on this connection carries "__redis-raft-proxy:1__"
+        sub.send(encode_command("PUBLISH", ch, "__redis-raft-proxy:1__") + encode_command("SET", k, "1")
+                 + encode_command("GET", k) + encode_command("PUBLISH", ch, "after"))
+        got = sub.read_replies(6)
+        assert got == [[b"message", ch.encode(), b"__redis-raft-proxy:1__"], 1, b"OK", b"1",
+                       [b"message", ch.encode(), b"after"], 1], got
+        assert sub.command("PING") == b"PONG"
+        assert sub.command("UNSUBSCRIBE", ch) == [b"unsubscribe", ch.encode(), 0]

@@ -1,0 +1,123 @@
+"""The write gate: the one place that decides whether a write may reach the master.
+
+DESIGN.md safety rule 1: a proxy sends writes only to the master of the
+latest committed topology, and only while it holds a lease; without one it
+holds writes up to `hold_ms`, then answers an error that says why.  Every
+client mode (shared, dedicated, MULTI, pub/sub, MONITOR) asks this gate, at
+two moments:
+
+* when a write is routed (`admit`): open, held (the session stops reading
+  until `ProxyServer` wakes it), or refused after `hold_ms`;
+* when its bytes leave and when its reply comes back (`in_flight_ok`, asked
+  by the `Upstream` once per flush and once per batch of replies while a write
+  is owed): a lease that lapsed in between means the write's outcome is
+  unknown, and the client gets an error instead of the master's late reply.
+
+Topology changes retire the old master's connections (`ProxyServer`), which
+turns every reply they still owe into an error as well.
+"""
+
+from __future__ import annotations
+
+import time
+
+from . import resp
+
+STOP = object()     # a session stops reading commands until it is woken (held, or replies owed)
+
+# How long one positive lease check is trusted by `in_flight_ok`.  Leases
+# change only at Raft ticks (tick_ms, 50 ms by default) or on a message from a
+# peer, so a millisecond of caching costs at most a millisecond of accuracy
+# and keeps the check to one clock read and one comparison per reply batch.
+LEASE_RECHECK_S = 0.001
+
+
+class Refusal:
+    """An error reply for a command that cannot be routed now."""
+
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+
+
+def lease_lapsed_reply(addr: str) -> bytes:
+    return resp.error_reply(f"TRYAGAIN proxy: write outcome unknown: this proxy's lease lapsed (no quorum of "
+                            f"proxies heard within lease_ms) while the command was in flight to master {addr}")
+
+
+def master_replaced_reply(addr: str, epoch: int) -> bytes:
+    return resp.error_reply(f"TRYAGAIN proxy: write outcome unknown: master {addr} was replaced (topology "
+                            f"epoch {epoch}) while the command was in flight")
+
+
+def writes_paused_reply(addr: str, epoch: int) -> bytes:
+    return resp.error_reply(f"TRYAGAIN proxy: write outcome unknown: a switchover from master {addr} paused "
+                            f"writes (topology epoch {epoch}) while the command was in flight")
+
+
+class WriteGate:
+    """Owned by `ProxyServer`; shared by every session and upstream."""
+
+    __slots__ = ("server", "open_until")
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.open_until = 0.0       # monotonic time until which the last positive lease check is trusted
+
+    # -- when a write is routed ------------------------------------------------
+    def admit(self, session, addr: str | None):
+        """None when a write may go to master `addr` now; else STOP (held) or a Refusal."""
+        server = self.server
+        if addr is None or not server.can_write(addr):
+            return self.hold(session, addr)
+        if session.hold_since is not None:
+            if not session.hold_reported:
+                server.stats.hold_seconds.observe(time.monotonic() - session.hold_since)
+            session.hold_since = None
+            session.hold_reported = False
+        return None
+
+    def admit_read(self, session):
+        """None when a read may be served now (see `ProxyServer.can_read`); else STOP or a Refusal."""
+        if self.server.can_read():
+            return None
+        return self.hold(session, self.server.router.master)
+
+    def hold(self, session, addr: str | None):
+        """Hold `session`'s commands until a master can take writes, up to hold_ms."""
+        server = self.server
+        now = time.monotonic()
+        if session.hold_since is None:
+            session.hold_since = now
+            server.stats.held_total += 1
+        if now - session.hold_since < server.hold_s:
+            session.held = True
+            server.hold(session)
+            return STOP
+        if not session.hold_reported:
+            session.hold_reported = True
+            server.stats.hold_timeouts += 1
+            server.stats.hold_seconds.observe(now - session.hold_since)
+        return Refusal(resp.error_reply(f"TRYAGAIN proxy: no write for {server.cfg.hold_ms} ms: "
+                                        + server.write_unavailable_reason(addr)))
+
+    # -- while a write is in flight --------------------------------------------
+    def in_flight_ok(self) -> bool:
+        """May a write's bytes leave now, and may its reply be delivered?
+
+        True while this proxy holds its lease.  A stalled event loop is caught
+        too: the lease check itself fails when Raft ticks fell behind.
+        """
+        now = time.monotonic()
+        if now < self.open_until:
+            return True
+        if self.server.lease_held():
+            self.open_until = now + LEASE_RECHECK_S
+            return True
+        self.open_until = 0.0
+        return False
+
+    def lapsed(self) -> None:
+        """The lease was seen lost: stop trusting the cached check at once."""
+        self.open_until = 0.0
