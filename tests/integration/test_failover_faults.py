@@ -155,9 +155,12 @@ def test_no_node_with_the_data_holds_writes_and_tells_the_operator(tmp_path):
             return st if st and st["failover"]["phase"] == "no_safe_master" else None
         st = wait_until(held, 15, message=lambda: f"the leader to report no_safe_master; {c.logs(20)}")
         assert master.addr in st["failover"]["reason"]
-        for name, s in c.statuses().items():
-            assert s and s["topology"]["writes_held"] and "no_safe_master" in s["topology"]["writes_held"], name
-            assert s["topology"]["master"] == master.addr
+
+        def all_held():     # the leader sets its phase, then commits the paused topology
+            sts = c.statuses()
+            return all(x and "no_safe_master" in (x["topology"]["writes_held"] or "") for x in sts.values()) and sts
+        for name, s in wait_until(all_held, 10, message=lambda: f"every proxy to hold writes: {c.statuses()}").items():
+            assert s["topology"]["master"] == master.addr, name
         assert any("event=no_safe_master" in p.log_text() for p in c.proxies.values())
         with redis_client(endpoint.port, decode=True, timeout=10) as cl:
             with pytest.raises(redis.RedisError, match="no_safe_master"):
