@@ -240,3 +240,45 @@ def test_switchover_keeps_an_old_master_it_could_not_demote_paused(tmp_path):
         assert any("event=switchover_demotion_pending" in p.log_text() for p in c.proxies.values())
     finally:
         c.cleanup()
+
+
+# ---------------------------------------------------------------------------
+# item 5: the candidate must be reachable by the leader
+# ---------------------------------------------------------------------------
+
+def test_a_replica_the_leader_cannot_reach_is_not_promoted(tmp_path):
+    """The leader's link to replica A is cut (the other proxies reach it). The master
+    dies with both replicas at the same offset; A would win the tie by name. The
+    leader's reconciler could not promote A (writes held until hold_ms, then refused):
+    it must promote B, which it reaches."""
+    from benchmarks.failover_lib import connect_redirect_shim
+    if not connect_redirect_shim():
+        pytest.skip("no C compiler for the connect() redirection shim")
+    leader = "proxy-1"
+    c = ProxyCluster(tmp_path / "reach", options=TIMING, redis_link_relays=(leader,))
+    try:
+        c.start(timeout=60)
+        view = c.wait_stable(timeout=30)
+        if view["leader"] != leader:
+            r = run_ops("transfer-leadership", "--to", leader,
+                        endpoint=f"http://127.0.0.1:{c.proxy(view['leader']).admin_port}", secret=RAFT_SECRET)
+            assert r.returncode == 0, r.stdout + r.stderr
+            view = wait_until(lambda: (v := c.agreed()) and v["leader"] == leader and v, 20,
+                              message=f"leadership to move to {leader}")
+        master = c.redis(view["master"])
+        a, b = sorted((s for s in c.rs.servers if s is not master), key=lambda s: s.addr)
+        for s in (a, b):
+            wait_replica_of(s, master)
+        c.redis_link(leader, a.addr).blackhole()
+
+        def leader_sees_a_down():
+            st = c.status(leader)
+            return st and not next(n for n in st["nodes"] if n["addr"] == a.addr)["up"]
+        wait_until(leader_sees_a_down, 10, message=f"{leader} to see {a.addr} down")
+        master.kill()
+        new = c.wait_epoch(view["epoch"] + 1, timeout=20)
+        assert new["master"] == b.addr, f"promoted {new['master']}, which the leader {leader} cannot reach"
+        with redis_client(c.proxy("proxy-2").port, decode=True, timeout=10) as cl:
+            assert cl.set("reach:after", "1") is True
+    finally:
+        c.cleanup()
