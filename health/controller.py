@@ -249,7 +249,7 @@ class Controller:
         if topo is None:
             await self._propose_initial()
             return
-        await self._maybe_fail_over(topo, term)
+        await self._maybe_fail_over(topo)
         await self._reconcile(self.sm.topology, view, term)
 
     async def _propose_initial(self) -> None:
@@ -269,7 +269,7 @@ class Controller:
         finally:
             self._proposing = False
 
-    async def _maybe_fail_over(self, topo: Topology, term: int) -> None:
+    async def _maybe_fail_over(self, topo: Topology) -> None:
         if topo.master is None or self._proposing:
             return
         views = self.fresh_views()
@@ -419,8 +419,9 @@ class Controller:
             self._fence = (topo.epoch, self.consensus.applied_index)  # at or after the entry of `topo`
         deadline = time.monotonic() + self.consensus.fence_timeout_s + 0.1
         while not self.consensus.writes_fenced(self._fence[1]):
-            if time.monotonic() > deadline or self.consensus.role != "leader" or self.sm.topology is not topo \
-                    and (self.sm.topology is None or self.sm.topology.epoch != topo.epoch):
+            current = self.sm.topology
+            if time.monotonic() > deadline or self.consensus.role != "leader" or current is None \
+                    or current.epoch != topo.epoch:
                 return False
             await asyncio.sleep(0.01)
         return True
