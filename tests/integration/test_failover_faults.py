@@ -282,3 +282,40 @@ def test_a_replica_the_leader_cannot_reach_is_not_promoted(tmp_path):
             assert cl.set("reach:after", "1") is True
     finally:
         c.cleanup()
+
+
+def test_the_committed_history_survives_a_leader_change(tmp_path):
+    """The master's history is replicated state: a new leader, elected after the old one
+    was SIGKILLed, still knows it. It does not take the master that came back empty
+    (with a stale --replicaof) for the master, never runs REPLICAOF NO ONE on it, and
+    fails over to the replica that kept the data. down_after_ms is 3 s here, so that the
+    restart is seen before the master could be objectively down: only the recorded
+    history tells. (The code before the fix promoted the empty node first, and was
+    rescued here only because the replicas' full resync waited 5 s.)"""
+    c = start_cluster(tmp_path / "newleader", options={"ack": "replica", "down_after_ms": 3000},
+                      redis_args=SYNC_DELAY)
+    try:
+        view = c.wait_stable()
+        master = c.redis(view["master"])
+        survivors = [n for n in c.names if n != view["leader"]]
+        keys = [f"newleader:{i}" for i in range(200)]
+        with redis_client(c.proxy(survivors[0]).port, decode=True) as cl:
+            for k in keys:
+                assert cl.set(k, k)
+        c.proxy(view["leader"]).kill()
+        after = c.wait_stable(names=survivors, timeout=20)
+        assert after["leader"] in survivors and after["epoch"] == view["epoch"]
+        stale = next(s for s in c.rs.servers if s is not master)
+        master.kill()
+        master.replicaof = stale.addr
+        master.start()
+        new = c.wait_epoch(view["epoch"] + 1, names=survivors, timeout=20)
+        assert new["master"] != master.addr, "the new leader made the emptied node master again"
+        promoted = [n for n in survivors if f"event=node_promoted node={master.addr} " in c.proxy(n).log_text()]
+        assert not promoted, f"{promoted} ran REPLICAOF NO ONE on the emptied {master.addr}"
+        assert any("event=master_restarted_empty" in c.proxy(n).log_text() for n in survivors)
+        with c.redis(new["master"]).client(decode=True, timeout=5) as nm:
+            missing = [k for k, v in zip(keys, nm.mget(keys)) if v != k]
+        assert not missing, f"{len(missing)} of {len(keys)} acknowledged keys lost, e.g. {missing[:3]}"
+    finally:
+        c.cleanup()
