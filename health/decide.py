@@ -127,8 +127,10 @@ def choose_new_master(master: str, replicas: tuple[str, ...], views: dict[str, d
                       max_staleness_s: float, down_for_s: float) -> str | None:
     """The replica to promote, or None when no replica is safe to promote.
 
-    A candidate must be up in the leader's own view (its reconciler sends the
-    REPLICAOF NO ONE), and is judged by its freshest observation among the
+    A candidate must be up in the leader's own view, observed at most
+    `max_age_s` ago (its reconciler sends the REPLICAOF NO ONE; "up" alone
+    lasts `down_after_ms` past the last reply), and is judged by its freshest
+    observation among the
     views, which must be at most `max_age_s` old: an older, higher offset is
     old news (the node may have resynchronised since).  That observation must
     show a replica of `master` that has synchronised once, continues the
@@ -143,8 +145,8 @@ def choose_new_master(master: str, replicas: tuple[str, ...], views: dict[str, d
     best_addr = None
     for addr in replicas:
         mine = own.get(addr)
-        if mine is None or not mine.up:
-            continue
+        if mine is None or not mine.up or mine.age_s > max_age_s:
+            continue    # the leader has not reached it lately
         seen = [pv[addr] for pv in views.values() if addr in pv and pv[addr].up and pv[addr].age_s <= max_age_s]
         if not seen:
             continue

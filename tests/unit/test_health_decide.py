@@ -146,6 +146,9 @@ def test_a_replica_the_leader_cannot_reach_is_never_chosen():
     assert choose(views, per_proxy=True, leader="proxy-2") == B
     views["proxy-1"][B] = replica(150)
     assert choose(views, per_proxy=True) == B
+    # "up" in the leader's view, but its last reply is older than the other proxies' views
+    views["proxy-1"][B] = aged(replica(150), 0.45)
+    assert choose(views, per_proxy=True) == A
 
 
 def test_each_replica_is_judged_by_its_freshest_observation():
