@@ -30,7 +30,11 @@ log = logging.getLogger("health.controller")
 
 REPORT_PATH = "/health/report"
 UNKNOWN_AGE_S = 1e9          # a node never answered: its view is as old as can be
-HISTORY_INTERVAL_S = 1.0     # commit the master's growing offset at most this often
+# Commit the master's growing offset at most this often (a new replication id at once).
+# Each entry costs every proxy an fsync, and a follower's lease waits for its apply, so
+# writes may pause for a moment: rarely enough to be invisible, often enough to catch a
+# master restarted from an old dump.
+HISTORY_INTERVAL_S = 10.0
 
 
 class NotLeaderError(Exception):
