@@ -13,20 +13,28 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import replace
 
 import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from proxy.topology import Topology
+from proxy.topology import History, Topology
 
-from .decide import NodeView, choose_new_master, objectively_down, reconcile, replica_with_lost_history
+from .decide import (LeaderState, NodeView, choose_new_master, freshest, master_lost_history, next_history,
+                     objectively_down, reconcile, refuse_to_act)
 from .raft_events import RaftEvents
 
 log = logging.getLogger("health.controller")
 
 REPORT_PATH = "/health/report"
+UNKNOWN_AGE_S = 1e9          # a node never answered: its view is as old as can be
+# Commit the master's growing offset at most this often (a new replication id at once).
+# Each entry costs every proxy an fsync, and a follower's lease waits for its apply, so
+# writes may pause for a moment: rarely enough to be invisible, often enough to catch a
+# master restarted from an old dump.
+HISTORY_INTERVAL_S = 10.0
 
 
 class NotLeaderError(Exception):
@@ -48,12 +56,26 @@ class TopologyStateMachine:
     def entry(topology: Topology, reason: str = "") -> bytes:
         return json.dumps({"op": "topology", "topology": topology.to_dict(), "reason": reason}).encode()
 
+    @staticmethod
+    def history_entry(topology: Topology, history: History) -> bytes:
+        """A newer record of the master's replication history, for `topology`'s epoch only."""
+        return json.dumps({"op": "history", "epoch": topology.epoch, "master": topology.master,
+                           "history": history.to_dict()}).encode()
+
     def apply(self, data: bytes) -> None:
         try:
             doc = json.loads(data)
         except ValueError:
             return  # no-op and membership entries are not ours
-        if not isinstance(doc, dict) or doc.get("op") != "topology":
+        if not isinstance(doc, dict):
+            return
+        if doc.get("op") == "history":
+            h = History.from_dict(doc.get("history"))
+            t = self.topology
+            if h is not None and t is not None and t.epoch == doc.get("epoch") and t.master == doc.get("master"):
+                self.topology = t.with_history(h)      # roles unchanged: nothing to re-route
+            return
+        if doc.get("op") != "topology":
             return
         new = Topology.from_dict(doc["topology"])
         if self.topology is None or new.epoch > self.topology.epoch:
@@ -144,6 +166,11 @@ class Controller:
         self.phase = "idle"
         self._down_since: float | None = None
         self._fence: tuple[int, int] = (-1, 0)  # (topology epoch, Raft index to fence on)
+        self.phase_reason = ""       # why the phase is what it is (no_safe_master, no_candidate)
+        # a candidate's freshest observation may be at most this old (older offsets are old news)
+        self.candidate_age_s = max(3 * self.interval, 0.3)
+        self._history_at = 0.0
+        self._paused_old: str | None = None     # an old master left paused: its demotion failed
 
     # -- views --------------------------------------------------------------
     def local_view(self) -> dict[str, NodeView]:
@@ -152,16 +179,33 @@ class Controller:
         out = {}
         for addr, st in health.nodes.items():
             out[addr] = NodeView(st.up(now, health.down_after), st.role, st.offset, st.link_up,
-                                 st.link_down_since_s, st.master_addr, st.replid, st.replid2)
+                                 st.link_down_since_s, st.master_addr, st.replid, st.replid2, st.offset2,
+                                 st.priority, round(now - st.last_ok, 4) if st.ever_ok else UNKNOWN_AGE_S)
         return out
 
     def receive_report(self, proxy: str, view: dict) -> None:
+        """A proxy's view; its ages are by its clock at sending, counted from receipt here
+        (the time in flight is not known, and is bounded by the report's HTTP timeout)."""
         self.views[proxy] = (time.monotonic(), {a: NodeView.from_dict(v) for a, v in view.items()})
 
     def fresh_views(self) -> dict[str, dict[str, NodeView]]:
+        """Views received within `freshness`, every node's age counted up to now."""
         now = time.monotonic()
         members = set(self.consensus.members)
-        return {p: v for p, (t, v) in self.views.items() if now - t <= self.freshness and p in members}
+        return {p: {a: replace(nv, age_s=nv.age_s + (now - t)) for a, nv in v.items()}
+                for p, (t, v) in self.views.items() if now - t <= self.freshness and p in members}
+
+    def _leader_state(self) -> LeaderState:
+        c = self.consensus
+        log_ = getattr(getattr(c, "core", None), "log", None)
+        commit_term = log_.term_at(c.commit_index) if log_ is not None else None
+        topo = self.sm.topology
+        return LeaderState(c.role, c.term, c.commit_index, c.applied_index, commit_term, bool(c.lease_held()),
+                           topo.epoch if topo is not None else None)
+
+    def refusal(self, term: int, epoch: int | None) -> str | None:
+        """Why this proxy must not act now for (`term`, `epoch`) (see decide.refuse_to_act)."""
+        return refuse_to_act(self._leader_state(), term=term, epoch=epoch)
 
     async def _send_report(self, view: dict[str, NodeView]) -> None:
         url = self.peer_url(self.consensus.leader_id)
@@ -201,11 +245,16 @@ class Controller:
             asyncio.get_running_loop().create_task(self._send_report(view))
             return
         self.views[self.cfg.node] = (time.monotonic(), view)
-        if self.sm.topology is None:
+        term, topo = self.consensus.term, self.sm.topology
+        # a new leader decides nothing before it applied all that is committed, its own
+        # no-op included: until then its topology may be an epoch behind
+        if self.refusal(term, topo.epoch if topo is not None else None) is not None:
+            return
+        if topo is None:
             await self._propose_initial()
             return
-        await self._maybe_fail_over(self.sm.topology)
-        await self._reconcile(self.sm.topology, view)
+        await self._maybe_fail_over(topo)
+        await self._reconcile(self.sm.topology, view, term)
 
     async def _propose_initial(self) -> None:
         if self._proposing:
@@ -228,12 +277,18 @@ class Controller:
         if topo.master is None or self._proposing:
             return
         views = self.fresh_views()
+        mview = views.get(self.cfg.node, {}).get(topo.master)
+        if self.phase != "switchover" and not (topo.writes_paused and not topo.hold_reason) \
+                and master_lost_history(mview, topo.history):
+            await self._master_lost_history(topo, views)
+            return
         quorum = len(self.consensus.members) // 2 + 1
         if not objectively_down(topo.master, views, quorum):
             self._down_since = None
             if self.phase == "objectively_down":
                 self.phase = "idle"
-            await self._maybe_keep_lost_history(topo)
+            if self.phase != "switchover":
+                await self._record_history(topo, mview)
             return
         now = time.monotonic()
         if self._down_since is None:
@@ -243,38 +298,75 @@ class Controller:
                         topo.epoch, sum(1 for v in views.values() if topo.master in v and not v[topo.master].up),
                         quorum)
         down_for = self.cfg.down_after_ms / 1000.0 + (now - self._down_since)
-        new = choose_new_master(topo.master, topo.replicas, views,
-                                max_staleness_s=self.cfg.max_replica_staleness_ms / 1000.0, down_for_s=down_for)
+        new = self._candidate(topo, views, down_for)
         if new is None:
             if self.phase != "no_candidate":
                 log.error("event=failover_blocked master=%s epoch=%d reason='no replica is safe to promote'",
                           topo.master, topo.epoch)
             self.phase = "no_candidate"
+            self.phase_reason = f"master {topo.master} is down and no replica is safe to promote"
             return
         # duration: from objective down to committed (the wait for a safe candidate included)
-        if await self._fail_over(topo, new, f"failover: {topo.master} objectively down", self._down_since):
+        if await self._fail_over(topo, new, f"failover: {topo.master} objectively down", self._down_since, views):
             self._down_since = None
 
-    async def _maybe_keep_lost_history(self, topo: Topology) -> None:
-        """The master is up but restarted without its data (see `replica_with_lost_history`):
-        promote the replica that still has it before it resynchronises from the empty master.
-        The leader's own probes decide: a node's replication history is a fact, not a matter
-        of reachability, so no quorum of views is needed."""
-        if topo.writes_paused or self.phase == "switchover":
-            return
-        view = self.views[self.cfg.node][1]
-        keeper = replica_with_lost_history(topo.master, topo.replicas, view)
-        if keeper is None:
-            return
-        m, k = view[topo.master], view[keeper]
-        log.error("event=master_restarted_empty master=%s offset=%d replica=%s replica_offset=%d epoch=%d",
-                  topo.master, m.offset, keeper, k.offset, topo.epoch)
-        await self._fail_over(topo, keeper, f"failover: {topo.master} restarted without its data "
-                                            f"(offset {m.offset}, {keeper} has {k.offset})", time.monotonic())
+    def _candidate(self, topo: Topology, views: dict[str, dict[str, NodeView]], down_for: float) -> str | None:
+        return choose_new_master(topo.master, topo.replicas, views, leader=self.cfg.node, history=topo.history,
+                                 max_age_s=self.candidate_age_s,
+                                 max_staleness_s=self.cfg.max_replica_staleness_ms / 1000.0, down_for_s=down_for)
 
-    async def _fail_over(self, topo: Topology, new: str, reason: str, since: float) -> bool:
-        """Commit `topo` with `new` as master; the reconciler then changes the roles."""
-        nxt = topo.with_master(new)
+    async def _record_history(self, topo: Topology, mview: NodeView | None) -> None:
+        """Commit how far the master's history has grown (at most every HISTORY_INTERVAL_S,
+        at once when its replication id changed, as after a promotion)."""
+        h = next_history(mview, topo.history)
+        if h is None:
+            return
+        now = time.monotonic()
+        if topo.history is not None and h.replid == topo.history.replid and now - self._history_at < HISTORY_INTERVAL_S:
+            return
+        self._history_at = now
+        self._proposing = True
+        try:
+            await self.consensus.propose(TopologyStateMachine.history_entry(topo, h), timeout=2.0)
+        except Exception as exc:
+            log.warning("event=propose_failed epoch=%d reason='master history' error=%r", topo.epoch, exc)
+        finally:
+            self._proposing = False
+
+    async def _master_lost_history(self, topo: Topology, views: dict[str, dict[str, NodeView]]) -> None:
+        """The master answers without the committed history (restarted without its data,
+        perhaps as a replica of some node): it must not be made master nor given replicas.
+        Fail over to a replica that still has the history, before it resynchronises from
+        the empty node; with none, hold writes and say so. The leader's own probe of the
+        master decides: a node's replication history is a fact, not a matter of
+        reachability, so no quorum of views is needed."""
+        m, h = views[self.cfg.node][topo.master], topo.history
+        keeper = self._candidate(topo, views, 0.0)
+        if keeper is not None:
+            k = freshest(keeper, views)
+            log.error("event=master_restarted_empty master=%s offset=%d replid=%s replica=%s replica_offset=%d "
+                      "epoch=%d", topo.master, m.offset, m.replid, keeper, k.offset if k else -1, topo.epoch)
+            await self._fail_over(topo, keeper, f"failover: {topo.master} restarted without its data "
+                                                f"(offset {m.offset}, {keeper} has {k.offset if k else '?'})",
+                                  time.monotonic(), views)
+            return
+        reason = (f"no_safe_master: {topo.master} lost the committed data (it has replid {m.replid} offset "
+                  f"{m.offset}, the committed history is replid {h.replid} offset {h.offset}) and no replica "
+                  f"holds it; writes are held. To accept the loss: redis-raft-proxy failover --to <node>")
+        if self.phase != "no_safe_master":
+            log.error("event=no_safe_master master=%s epoch=%d role=%s replid=%s offset=%d history_replid=%s "
+                      "history_offset=%d", topo.master, topo.epoch, m.role, m.replid, m.offset, h.replid, h.offset)
+        self.phase, self.phase_reason = "no_safe_master", reason
+        if not topo.writes_paused:
+            await self._propose(topo.paused(reason), reason)
+
+    async def _fail_over(self, topo: Topology, new: str, reason: str, since: float,
+                         views: dict[str, dict[str, NodeView]]) -> bool:
+        """Commit `topo` with `new` as master; the reconciler then changes the roles.
+        The new topology records what `new` was seen to hold: the reconciler promotes
+        it only while it still holds that."""
+        seen = freshest(new, views)
+        nxt = topo.with_master(new, History(seen.replid, seen.offset) if seen and seen.replid else None)
         self.phase = "proposing"
         started = time.monotonic()
         log.warning("event=failover_started old_master=%s new_master=%s epoch=%d", topo.master, new, nxt.epoch)
@@ -283,29 +375,44 @@ class Controller:
         done = time.monotonic()
         self.failovers += 1
         self.last_failover_s = done - since
-        self.phase = "reconciling"
+        self.phase, self.phase_reason = "reconciling", ""
         log.warning("event=failover_committed new_master=%s epoch=%d duration_ms=%.0f commit_ms=%.0f", new,
                     nxt.epoch, self.last_failover_s * 1000, (done - started) * 1000)
         return True
 
-    async def _reconcile(self, topo: Topology, view: dict[str, NodeView], paused_master: bool = False) -> None:
-        """Bring Redis roles in line with `topo`. Not before every proxy that may
-        still route writes has applied `topo` (Raft's writes_fenced): a proxy a
-        heartbeat behind would otherwise write to the old master after the new
-        one was promoted, and lose those writes when the old one is demoted.
-        `paused_master`: the switchover's CLIENT PAUSE WRITE holds such writes."""
-        actions = reconcile(topo.master, topo.nodes, view)
-        if actions and not paused_master and not await self._wait_fenced(topo):
+    async def _reconcile(self, topo: Topology, view: dict[str, NodeView], term: int,
+                         paused_master: bool = False) -> None:
+        """Bring Redis roles in line with `topo`, decided as leader of `term`. Not
+        before every proxy that may still route writes has applied `topo` (Raft's
+        writes_fenced): a proxy a heartbeat behind would otherwise write to the old
+        master after the new one was promoted, and lose those writes when the old
+        one is demoted. `paused_master`: the switchover's CLIENT PAUSE WRITE holds
+        such writes. After that wait, and before every Redis command, the leader
+        checks that it still leads in `term` with a lease, has applied all it
+        committed and that `topo` is still the latest (DESIGN.md rule 2): a leader
+        deposed, or a topology replaced, during a wait must not act on it."""
+        actions = reconcile(topo.master, topo.nodes, view, topo.history)
+        if not actions:
+            if self.phase == "reconciling":
+                self.phase = "idle"
+                log.info("event=failover_finished epoch=%d master=%s", topo.epoch, topo.master)
             return
-        if not actions and self.phase == "reconciling":
-            self.phase = "idle"
-            log.info("event=failover_finished epoch=%d master=%s", topo.epoch, topo.master)
+        if not paused_master:
+            if not await self._wait_fenced(topo):
+                return
+            # the wait may have been long: decide again on what the probes show now
+            actions = reconcile(topo.master, topo.nodes, self.local_view(), topo.history)
         now = time.monotonic()
         for action in actions:
             key = (action.node, topo.epoch, action.replicaof or "")
             last = self._acted.get(key)
             if last is not None and now - last < max(0.5, 5 * self.interval):
                 continue  # give the last command time to show in the probes
+            why = self.refusal(term, topo.epoch)
+            if why is not None:
+                log.warning("event=reconcile_stopped epoch=%d term=%d node=%s reason=%r", topo.epoch, term,
+                            action.node, why)
+                return
             self._acted[key] = now
             await self._run_action(action, topo.epoch)
 
@@ -316,7 +423,9 @@ class Controller:
             self._fence = (topo.epoch, self.consensus.applied_index)  # at or after the entry of `topo`
         deadline = time.monotonic() + self.consensus.fence_timeout_s + 0.1
         while not self.consensus.writes_fenced(self._fence[1]):
-            if time.monotonic() > deadline or self.consensus.role != "leader":
+            current = self.sm.topology
+            if time.monotonic() > deadline or self.consensus.role != "leader" or current is None \
+                    or current.epoch != topo.epoch:
                 return False
             await asyncio.sleep(0.01)
         return True
@@ -330,12 +439,22 @@ class Controller:
         2. wait until `to` has replicated the master's whole offset;
         3. commit the topology with `to` as master; promote, demote, unpause.
         If `to` does not catch up in time, writes resume on the old master.
+        If the old master could not be demoted, it is not unpaused: the reconciler
+        keeps demoting it (renewing its pause before each try) and unpauses it once
+        it is a replica; until then it may still take writes from clients that do
+        not go through the proxies.
+
+        While writes are held because no node has the committed data
+        (`no_safe_master`), this is how the operator accepts the loss: `to`, any
+        node that answers, becomes the master with what it holds.
         """
         if self.consensus.role != "leader":
             raise NotLeaderError(self.consensus.leader_id)
         topo = self.sm.topology
         if topo is None or topo.master is None:
             raise ValueError("no committed topology")
+        if topo.writes_paused and topo.hold_reason:
+            return await self._accept_loss(topo, to)
         if to == topo.master and not topo.writes_paused:
             return {"ok": True, "message": f"{to} is already the master", "epoch": topo.epoch}
         if to not in topo.replicas:
@@ -343,7 +462,7 @@ class Controller:
         if not self.server.health.readable(to, topo.master):
             raise ValueError(f"{to} is not a healthy replica of {topo.master}")
         started = time.monotonic()
-        old = topo.master
+        old, term = topo.master, self.consensus.term
         self.phase = "switchover"
         log.warning("event=switchover_started from=%s to=%s epoch=%d", old, to, topo.epoch)
         if not await self._propose(topo.paused(), f"switchover to {to}: pause writes"):
@@ -368,19 +487,52 @@ class Controller:
             await self._unpause(master)
             self.phase = "idle"
             raise RuntimeError(f"switchover aborted, writes resumed on {old}: {exc}") from None
-        nxt = self.sm.topology.with_master(to)
+        nxt = self.sm.topology.with_master(to, History(str(r.get("master_replid", "")),
+                                                       int(r.get("slave_repl_offset", 0))))
         if not await self._propose(nxt, f"switchover to {to}"):
             await self._propose(self.sm.topology.resumed(), f"switchover to {to} aborted")
             await self._unpause(master)
             self.phase = "idle"
             raise RuntimeError("could not commit the new topology; writes resumed on the old master")
-        await self._reconcile(nxt, self.local_view(), paused_master=True)
-        await self._unpause(master)
+        await self._reconcile(nxt, self.local_view(), term, paused_master=True)
+        demoted = await self._is_replica(master)
+        if demoted:
+            await self._unpause(master)
+        else:
+            self._paused_old = old
+            log.error("event=switchover_demotion_pending node=%s epoch=%d reason='the old master is still a "
+                      "master: it stays paused until the reconciler has demoted it'", old, nxt.epoch)
         self.phase = "idle"
         took = time.monotonic() - started
-        log.warning("event=switchover_finished from=%s to=%s epoch=%d duration_ms=%.0f", old, to, nxt.epoch,
-                    took * 1000)
-        return {"ok": True, "message": f"{to} is the master", "epoch": nxt.epoch, "duration_s": round(took, 3)}
+        log.warning("event=switchover_finished from=%s to=%s epoch=%d duration_ms=%.0f old_demoted=%s", old, to,
+                    nxt.epoch, took * 1000, demoted)
+        out = {"ok": True, "message": f"{to} is the master", "epoch": nxt.epoch, "duration_s": round(took, 3)}
+        if not demoted:
+            out["message"] += f"; {old} is not demoted yet and stays paused until it is"
+        return out
+
+    async def _accept_loss(self, topo: Topology, to: str) -> dict:
+        """The operator's answer to no_safe_master: make `to` the master with what it has."""
+        if to not in topo.nodes:
+            raise ValueError(f"{to} is not a node of the committed topology")
+        v = self.local_view().get(to)
+        if v is None or not v.up or not v.replid:
+            raise ValueError(f"{to} does not answer")
+        h = topo.history
+        log.error("event=data_loss_accepted node=%s replid=%s offset=%d history_replid=%s history_offset=%d epoch=%d",
+                  to, v.replid, v.offset, h.replid if h else "", h.offset if h else -1, topo.epoch)
+        nxt = topo.with_master(to, History(v.replid, v.offset))
+        if not await self._propose(nxt, f"operator accepted the data loss: {to} is the master"):
+            raise RuntimeError("could not commit the new topology")
+        self.phase, self.phase_reason = "reconciling", ""
+        return {"ok": True, "message": f"{to} is the master with the data it has", "epoch": nxt.epoch}
+
+    async def _is_replica(self, client: aioredis.Redis) -> bool:
+        try:
+            info = await client.info("replication")
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return False
+        return info.get("role") == "slave"
 
     async def _unpause(self, client: aioredis.Redis) -> None:
         try:
@@ -414,9 +566,15 @@ class Controller:
                 log.warning("event=node_promoted node=%s epoch=%d reason=%r", action.node, epoch, action.reason)
             else:
                 host, _, port = action.replicaof.rpartition(":")
+                paused = action.node == self._paused_old
+                if paused:      # a switchover's old master: keep it paused while it is a master
+                    await client.execute_command("CLIENT", "PAUSE", max(2000, int(self.cfg.hold_ms)), "WRITE")
                 await client.execute_command("REPLICAOF", host, port)
                 log.warning("event=node_demoted node=%s replicaof=%s epoch=%d reason=%r", action.node,
                             action.replicaof, epoch, action.reason)
+                if paused:
+                    self._paused_old = None
+                    await self._unpause(client)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             log.warning("event=reconcile_failed node=%s epoch=%d error=%r", action.node, epoch, exc)
 

@@ -1,20 +1,36 @@
 """Failover decisions as pure functions: no clock, no I/O, easy to test.
 
 The leader feeds them the latest view of every proxy (its own included) and
-gets back whether the master is objectively down and which replica to
-promote.  Everything here follows DESIGN.md's safety rules 2 and 3.
+gets back whether the master is objectively down, which replica to promote,
+whether the master still holds its known replication history, and what the
+reconciler must change.  Everything here follows DESIGN.md's safety rules 2
+and 3.
+
+Replication histories (Redis' `master_replid`, `master_replid2`,
+`second_repl_offset`): a node's dataset is the stream `replid` up to its
+offset; a promoted node also continues the stream `replid2` up to
+`second_repl_offset - 1`.  A node restarted without its data starts a new
+stream at offset 0, so it never `contains` the history the cluster committed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from proxy.topology import History
+
 NO_REPLID = "0" * 40    # the replication id that is none (INFO's master_replid2 without a history)
+DEFAULT_PRIORITY = 100  # Redis' default replica-priority
 
 
 @dataclass(frozen=True)
 class NodeView:
-    """One proxy's view of one Redis node at one moment."""
+    """One proxy's view of one Redis node.
+
+    `age_s`: how long before the view was taken (sent, or decided on) the node
+    last answered a probe.  A proxy sends ages relative to its own monotonic
+    clock; the leader turns them into ages by its own (clocks of proxies are
+    not comparable, durations are)."""
 
     up: bool
     role: str = "unknown"
@@ -24,44 +40,76 @@ class NodeView:
     master: str | None = None
     replid: str = ""
     replid2: str = ""
+    offset2: int = -1               # second_repl_offset: replid2 is valid up to offset2 - 1 (-1: none)
+    priority: int = DEFAULT_PRIORITY   # replica-priority (INFO's slave_priority); 0 = never promote
+    age_s: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> "NodeView":
+        prio = d.get("priority")
         return cls(bool(d.get("up")), str(d.get("role", "unknown")), int(d.get("offset") or 0),
                    bool(d.get("link_up")), float(d.get("link_down_s") or 0.0), d.get("master"),
-                   str(d.get("replid") or ""), str(d.get("replid2") or ""))
+                   str(d.get("replid") or ""), str(d.get("replid2") or ""), int(d.get("offset2", -1)),
+                   DEFAULT_PRIORITY if prio is None else int(prio),
+                   # a view without an age (an older proxy's) is as old as it can be and still count
+                   float(d["age_s"]) if d.get("age_s") is not None else float("inf"))
 
     def to_dict(self) -> dict:
         return {"up": self.up, "role": self.role, "offset": self.offset, "link_up": self.link_up,
                 "link_down_s": self.link_down_s, "master": self.master, "replid": self.replid,
-                "replid2": self.replid2}
+                "replid2": self.replid2, "offset2": self.offset2, "priority": self.priority, "age_s": self.age_s}
 
 
-def replica_with_lost_history(master: str, replicas: tuple[str, ...], view: dict[str, NodeView]) -> str | None:
-    """A replica holding data the master no longer has, or None.
+# ---------------------------------------------------------------------------
+# replication histories
+# ---------------------------------------------------------------------------
 
-    The master restarted without its data (no persistence, restarted before
-    `down_after_ms`): it answers as a master with a brand-new replication
-    history (no `master_replid2`) and a lower offset than a replica that has
-    not yet resynchronised from it. Left alone, that replica's full resync
-    would empty it too; promoting it keeps the data. A promoted replica
-    always carries its predecessor's history as `replid2`, and a replica that
-    never synchronised has nothing to keep, so neither counts.
-    """
-    m = view.get(master)
-    if m is None or not m.up or m.role != "master" or not m.replid or m.replid2 not in ("", NO_REPLID):
+def contains(v: NodeView, h: History) -> bool:
+    """True when node `v`'s dataset holds the stream `h.replid` up to `h.offset`."""
+    if not v.replid:
+        return False
+    if v.replid == h.replid:
+        return v.offset >= h.offset
+    return v.replid2 == h.replid and v.offset2 - 1 >= h.offset
+
+
+def same_lineage(v: NodeView, h: History) -> bool:
+    """True when `v` holds (a prefix of) the stream `h.replid`: it replicated
+    from the node whose history `h` is, or from one promoted out of it."""
+    return bool(v.replid) and h.replid in (v.replid, v.replid2)
+
+
+def history_of(v: NodeView) -> History:
+    return History(v.replid, v.offset)
+
+
+def next_history(mview: NodeView | None, history: History | None) -> History | None:
+    """The record to commit for the master seen as `mview`, or None to keep `history`.
+
+    Only a master whose dataset contains the committed history continues it
+    (a promoted replica shows it as replid2); one restarted without its data
+    never replaces the record, whatever its offset."""
+    if mview is None or not mview.up or mview.role != "master" or not mview.replid:
         return None
-    best = None
-    for addr in replicas:
-        v = view.get(addr)
-        if v is None or not v.up or v.role != "slave" or v.master != master:
-            continue
-        if not v.replid or v.replid == m.replid or (not v.link_up and v.link_down_s < 0):
-            continue
-        if v.offset > m.offset and (best is None or v.offset > view[best].offset):
-            best = addr
-    return best
+    if history is None:
+        return history_of(mview)
+    if not contains(mview, history):
+        return None
+    if mview.replid != history.replid or mview.offset > history.offset:
+        return history_of(mview)
+    return None
 
+
+def master_lost_history(mview: NodeView | None, history: History | None) -> bool:
+    """The committed master answers but no longer holds the committed history
+    (restarted without its data, or from an old dump)."""
+    return (history is not None and mview is not None and mview.up and mview.role in ("master", "slave")
+            and bool(mview.replid) and not contains(mview, history))
+
+
+# ---------------------------------------------------------------------------
+# failure detection and the choice of a new master
+# ---------------------------------------------------------------------------
 
 def objectively_down(master: str, views: dict[str, dict[str, NodeView]], quorum: int) -> bool:
     """True when at least `quorum` proxies' fresh views say `master` is down.
@@ -75,39 +123,97 @@ def objectively_down(master: str, views: dict[str, dict[str, NodeView]], quorum:
 
 
 def choose_new_master(master: str, replicas: tuple[str, ...], views: dict[str, dict[str, NodeView]],
-                      *, priorities: dict[str, int] | None = None,
+                      *, leader: str, history: History | None = None, max_age_s: float,
                       max_staleness_s: float, down_for_s: float) -> str | None:
     """The replica to promote, or None when no replica is safe to promote.
 
-    A candidate must be up in the leader's merged view, a replica, and must not
-    have been cut off from the master longer than `max_staleness_s` before the
-    master went down (`link_down_s - down_for_s`: the time its link was down
-    while the master was still up).  Priority 0 means never.  Best: highest
-    replication offset, then lowest priority number, then name.
+    A candidate must be up in the leader's own view, observed at most
+    `max_age_s` ago (its reconciler sends the REPLICAOF NO ONE; "up" alone
+    lasts `down_after_ms` past the last reply), and is judged by its freshest
+    observation among the
+    views, which must be at most `max_age_s` old: an older, higher offset is
+    old news (the node may have resynchronised since).  That observation must
+    show a replica of `master` that has synchronised once, continues the
+    committed `history` (a node that resynchronised from an empty one does
+    not), has `replica-priority` other than 0, and was not cut off from the
+    master longer than `max_staleness_s` before the master went down
+    (`link_down_s - down_for_s`).  Best: highest replication offset, then
+    lowest priority number, then name.
     """
-    priorities = priorities or {}
+    own = views.get(leader, {})
     best: tuple | None = None
     best_addr = None
     for addr in replicas:
-        if priorities.get(addr, 100) == 0:
-            continue
-        seen = [per_node[addr] for per_node in views.values() if addr in per_node and per_node[addr].up]
+        mine = own.get(addr)
+        if mine is None or not mine.up or mine.age_s > max_age_s:
+            continue    # the leader has not reached it lately
+        seen = [pv[addr] for pv in views.values() if addr in pv and pv[addr].up and pv[addr].age_s <= max_age_s]
         if not seen:
             continue
-        view = max(seen, key=lambda v: v.offset)
-        if view.role != "slave":
-            continue
-        if view.master not in (master, None):
+        view = min(seen, key=lambda v: (v.age_s, -v.offset))
+        if view.priority == 0 or view.role != "slave" or view.master not in (master, None):
             continue
         if not view.link_up and view.link_down_s < 0:
             continue  # never synced with the master (Redis says -1): it has nothing to offer
         if not view.link_up and view.link_down_s - down_for_s > max_staleness_s:
             continue
-        key = (-view.offset, priorities.get(addr, 100), addr)
+        if history is not None and not same_lineage(view, history):
+            continue
+        key = (-view.offset, view.priority, addr)
         if best is None or key < best:
             best, best_addr = key, addr
     return best_addr
 
+
+def freshest(addr: str, views: dict[str, dict[str, NodeView]]) -> NodeView | None:
+    """The most recent up observation of `addr` among the views."""
+    seen = [pv[addr] for pv in views.values() if addr in pv and pv[addr].up]
+    return min(seen, key=lambda v: v.age_s) if seen else None
+
+
+# ---------------------------------------------------------------------------
+# the leader's right to act
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LeaderState:
+    """What the reconciler must know about its own consensus before each action."""
+
+    role: str
+    term: int
+    commit_index: int
+    applied_index: int
+    commit_term: int | None     # the term of the entry at commit_index (None: unknown)
+    lease_held: bool
+    epoch: int | None           # the applied topology's epoch
+
+
+def refuse_to_act(state: LeaderState, *, term: int, epoch: int) -> str | None:
+    """Why the reconciler must not act now for (`term`, `epoch`), or None.
+
+    It acts only as the leader of the term it decided in, holding its lease
+    (so no other leader can exist), having committed an entry of its own term
+    (its no-op: until then entries of earlier terms it holds may be committed
+    without its knowing) and applied all it committed (its topology is the
+    latest), and only for the epoch it decided on."""
+    if state.role != "leader":
+        return f"not the leader ({state.role})"
+    if state.term != term:
+        return f"term changed ({term} -> {state.term})"
+    if state.commit_term is not None and state.commit_term != state.term:
+        return "no entry of this term committed yet"
+    if state.applied_index < state.commit_index:
+        return f"applied {state.applied_index} < committed {state.commit_index}"
+    if not state.lease_held:
+        return "no lease"
+    if state.epoch != epoch:
+        return f"epoch changed ({epoch} -> {state.epoch})"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# reconciliation
+# ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Action:
@@ -118,16 +224,23 @@ class Action:
     reason: str
 
 
-def reconcile(master: str | None, nodes: tuple[str, ...], view: dict[str, NodeView]) -> list[Action]:
+def reconcile(master: str | None, nodes: tuple[str, ...], view: dict[str, NodeView],
+              history: History | None = None) -> list[Action]:
     """What to change so that Redis roles match the committed topology.
 
     Only nodes that answer are touched; a node already in the right role is
     left alone (so every action is idempotent and runs once per change).
+    A master that answers without the committed `history` is neither promoted
+    nor given replicas: they would resynchronise from it and discard what
+    they hold (the controller fails over to a node that has the history, or
+    holds writes).
     """
     actions = []
     if master is None:
         return actions
     mview = view.get(master)
+    if master_lost_history(mview, history):
+        return actions
     if mview is not None and mview.up and mview.role == "slave":
         actions.append(Action(master, None, f"promote: role is {mview.role}"))
     for node in nodes:

@@ -23,7 +23,7 @@ from typing import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from .decide import NO_REPLID
+from .decide import DEFAULT_PRIORITY, NO_REPLID
 
 log = logging.getLogger("health.probe")
 
@@ -42,6 +42,8 @@ class NodeStatus:
     error: str | None = None
     replid: str = ""
     replid2: str = ""               # the history this node continues ("000..." when none)
+    offset2: int = -1               # second_repl_offset: replid2 holds up to offset2 - 1
+    priority: int = DEFAULT_PRIORITY   # replica-priority (slave_priority): 0 = never promote
     probe_ms: float = 0.0
     samples: deque = field(default_factory=lambda: deque(maxlen=64))  # (sent_at, offset)
 
@@ -71,11 +73,13 @@ def parse_replication_info(info: dict, status: NodeStatus) -> None:
     status.replid = _replid(info.get("master_replid", ""))
     status.replid2 = _replid(info.get("master_replid2", ""))
     status.connected_replicas = int(info.get("connected_slaves", 0))
+    status.offset2 = int(info.get("second_repl_offset", -1) or -1)
     if role == "slave":
         status.master_addr = f"{info.get('master_host')}:{info.get('master_port')}"
         status.link_up = info.get("master_link_status") == "up"
         status.link_down_since_s = float(info.get("master_link_down_since_seconds", 0) or 0)
         status.offset = int(info.get("slave_repl_offset", 0))
+        status.priority = int(info.get("slave_priority", DEFAULT_PRIORITY))
         if int(info.get("master_sync_in_progress", 0) or 0):
             status.link_up = False
     else:

@@ -34,7 +34,8 @@ def status_document(server, raft=None) -> dict:
     lease = {"held": server.consensus.lease_held(), "lease_ms": cfg.lease_ms,
              "effective_ms": cfg.lease_ticks * cfg.tick_ms}
     ctl = server.controller
-    failover = {"phase": ctl.phase, "total": ctl.failovers, "last_duration_s": round(ctl.last_failover_s, 3)}
+    failover = {"phase": ctl.phase, "reason": ctl.phase_reason, "total": ctl.failovers,
+                "last_duration_s": round(ctl.last_failover_s, 3)}
     return {
         "node": cfg.node,
         "pid": os.getpid(),
@@ -44,7 +45,8 @@ def status_document(server, raft=None) -> dict:
         "lease": lease,
         "failover": failover,
         "topology": {"epoch": topo.epoch, "master": topo.master,
-                     "master_up": health.up(topo.master) if topo.master else False, "replicas": replicas},
+                     "master_up": health.up(topo.master) if topo.master else False, "replicas": replicas,
+                     "writes_held": topo.hold_reason or None},
         "clients": {"connected": len(server.clients), "total": server.total_connections,
                     "rejected": dict(server.rejected)},
         "nodes": [st.to_dict(now, health.down_after) for st in health.nodes.values()],

@@ -34,6 +34,7 @@ class Child:
     env: dict
     proc: subprocess.Popen | None = None
     reported_dead: bool = False
+    restart_argv: list[str] | None = None   # how to start it again, when not `argv`
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
@@ -57,6 +58,13 @@ class Child:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+def exit_message(child: Child) -> str:
+    """What the demo prints when `child` died: how to start it again."""
+    return (f"demo: {child.name} (pid {child.proc.pid if child.proc else '?'}) exited with status "
+            f"{child.proc.returncode if child.proc else '?'}; the demo keeps running. Start it again with:\n"
+            f"  {shlex.join(child.restart_argv or child.argv)}")
 
 
 def _port_open(port: int) -> bool:
@@ -108,9 +116,14 @@ def redis_children(args, datadir: str) -> list[Child]:
         os.makedirs(d, exist_ok=True)
         argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", "",
                 "--appendonly", "no", "--protected-mode", "no"]
+        # The first start follows the initial master. A restart must not: by then the master
+        # may be another node, and the proxies' leader points the node at the right one (a
+        # stale REPLICAOF would make it follow an old master, or an empty node).
+        restart = list(argv)
         if i > 0:
             argv += ["--replicaof", "127.0.0.1", str(args.redis_port)]
-        out.append(Child(f"redis-{port}", argv, os.path.join(datadir, f"redis-{port}.log"), dict(os.environ)))
+        out.append(Child(f"redis-{port}", argv, os.path.join(datadir, f"redis-{port}.log"), dict(os.environ),
+                         restart_argv=restart))
     return out
 
 
@@ -180,9 +193,7 @@ def run_demo(args, extra: list[str]) -> int:
             for child in children:
                 if child.proc is not None and not child.alive() and not child.reported_dead:
                     child.reported_dead = True
-                    print(f"demo: {child.name} (pid {child.proc.pid}) exited with status "
-                          f"{child.proc.returncode}; the demo keeps running. Start it again with:\n"
-                          f"  {shlex.join(child.argv)}", flush=True)
+                    print(exit_message(child), flush=True)
             time.sleep(0.2)
         return 0
     finally:

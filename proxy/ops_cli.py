@@ -74,6 +74,8 @@ def problems(first: dict, proxies: dict[str, dict | None]) -> list[str]:
         out.append("no committed topology")
     elif not topo.get("master_up"):
         out.append(f"master {topo['master']} is down")
+    if topo.get("writes_held"):
+        out.append(f"writes held: {topo['writes_held']}")
     for name, st in proxies.items():
         if st is None:
             out.append(f"proxy {name} unreachable")

@@ -156,7 +156,7 @@ class ProxyServer:
         if not self.consensus.lease_held():
             return "this proxy holds no lease from a quorum of proxies (partitioned or no Raft leader)"
         if self.router.topology.writes_paused:
-            return f"a switchover from master {addr} is in progress"
+            return self.router.topology.hold_reason or f"a switchover from master {addr} is in progress"
         st = self.health.nodes.get(addr)
         detail = f" ({st.error})" if st is not None and st.error else ""
         return f"master {addr} is down{detail} and no failover has completed"

@@ -1,41 +1,80 @@
-"""The topology the proxies agree on: which Redis node is master, which replicate."""
+"""The topology the proxies agree on: which Redis node is master, which replicate.
+
+Besides the roles, the committed topology records the master's replication
+history (`History`): the replication id its dataset continues and the highest
+offset the leader has seen it reach.  It is part of the replicated state, so a
+new Raft leader knows it too; the leader never makes a node master, nor points
+replicas at it, unless that node's own history covers this one (see
+`health.decide.contains`).  A node restarted without its data has a new
+replication id and is therefore never taken for the master it replaced.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class History:
+    """A replication history: stream `replid` up to at least `offset` bytes."""
+
+    replid: str
+    offset: int
+
+    def to_dict(self) -> dict:
+        return {"replid": self.replid, "offset": self.offset}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "History | None":
+        if not d or not d.get("replid"):
+            return None
+        return cls(str(d["replid"]), int(d.get("offset") or 0))
 
 
 @dataclass(frozen=True)
 class Topology:
-    """One committed topology.  `epoch` grows by one with every change."""
+    """One committed topology.  `epoch` grows by one with every change of roles."""
 
     epoch: int
     master: str | None
     replicas: tuple[str, ...] = ()
     priorities: dict = field(default_factory=dict, compare=False, hash=False)
-    writes_paused: bool = False     # a graceful switchover is draining the master
+    writes_paused: bool = False     # a graceful switchover is draining the master, or no node is safe
+    history: History | None = field(default=None, compare=False)   # the master's known history
+    hold_reason: str = ""           # why writes are paused, when it is not a switchover
 
     @property
     def nodes(self) -> tuple[str, ...]:
         return ((self.master,) if self.master else ()) + self.replicas
 
-    def with_master(self, new_master: str) -> "Topology":
-        """The next epoch, with `new_master` promoted and every other node a replica."""
+    def with_master(self, new_master: str, history: History | None = None) -> "Topology":
+        """The next epoch, with `new_master` promoted and every other node a replica.
+        `history`: what the new master holds (its own history when chosen)."""
         others = tuple(n for n in self.nodes if n != new_master)
-        return Topology(self.epoch + 1, new_master, others, self.priorities)
+        return Topology(self.epoch + 1, new_master, others, self.priorities,
+                        history=history if history is not None else self.history)
 
-    def paused(self) -> "Topology":
+    def paused(self, reason: str = "") -> "Topology":
         """The next epoch, same roles, writes held on every proxy."""
-        return Topology(self.epoch + 1, self.master, self.replicas, self.priorities, writes_paused=True)
+        return Topology(self.epoch + 1, self.master, self.replicas, self.priorities, writes_paused=True,
+                        history=self.history, hold_reason=reason)
 
     def resumed(self) -> "Topology":
-        return Topology(self.epoch + 1, self.master, self.replicas, self.priorities)
+        return Topology(self.epoch + 1, self.master, self.replicas, self.priorities, history=self.history)
+
+    def with_history(self, history: History) -> "Topology":
+        """The same epoch and roles with a newer record of the master's history."""
+        return replace(self, history=history)
 
     def to_dict(self) -> dict:
         d = {"epoch": self.epoch, "master": self.master, "replicas": list(self.replicas)}
         if self.writes_paused:
             d["writes_paused"] = True
+        if self.hold_reason:
+            d["hold_reason"] = self.hold_reason
+        if self.history is not None:
+            d["history"] = self.history.to_dict()
         return d
 
     def encode(self) -> bytes:
@@ -44,7 +83,8 @@ class Topology:
     @classmethod
     def from_dict(cls, d: dict) -> "Topology":
         return cls(int(d["epoch"]), d.get("master"), tuple(d.get("replicas", ())),
-                   writes_paused=bool(d.get("writes_paused", False)))
+                   writes_paused=bool(d.get("writes_paused", False)), history=History.from_dict(d.get("history")),
+                   hold_reason=str(d.get("hold_reason") or ""))
 
     @classmethod
     def initial(cls, nodes: list[str], master: str) -> "Topology":

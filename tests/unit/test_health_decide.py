@@ -12,8 +12,11 @@ import itertools
 
 import pytest
 
-from health.decide import (NO_REPLID, Action, NodeView, choose_new_master, objectively_down, reconcile,
-                           replica_with_lost_history)
+from dataclasses import replace
+
+from health.decide import (NO_REPLID, Action, LeaderState, NodeView, choose_new_master, contains,
+                           master_lost_history, next_history, objectively_down, reconcile, refuse_to_act)
+from proxy.topology import History, Topology
 
 M, A, B, C = "10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379", "10.0.0.4:6379"
 PROXIES = ("proxy-1", "proxy-2", "proxy-3")
@@ -71,11 +74,14 @@ def test_other_nodes_being_down_does_not_make_the_master_down():
 # ---------------------------------------------------------------------------
 
 def choose(replicas: dict[str, NodeView] | dict[str, dict[str, NodeView]], *, per_proxy: bool = False,
-           priorities=None, max_staleness_s: float = 10.0, down_for_s: float = 0.5, order=None):
+           priorities=None, max_staleness_s: float = 10.0, down_for_s: float = 0.5, order=None,
+           leader: str = "proxy-1", history: History | None = None, max_age_s: float = 0.3):
+    if priorities:      # replica-priority as each proxy's probe reports it (INFO's slave_priority)
+        replicas = {a: replace(v, priority=priorities.get(a, v.priority)) for a, v in replicas.items()}
     views = replicas if per_proxy else {p: {M: DOWN, **replicas} for p in PROXIES}
     names = tuple(order) if order is not None else tuple(sorted({a for v in views.values() for a in v} - {M}))
-    return choose_new_master(M, names, views, priorities=priorities, max_staleness_s=max_staleness_s,
-                             down_for_s=down_for_s)
+    return choose_new_master(M, names, views, leader=leader, history=history, max_age_s=max_age_s,
+                             max_staleness_s=max_staleness_s, down_for_s=down_for_s)
 
 
 def test_highest_offset_wins():
@@ -123,19 +129,59 @@ def test_only_reachable_replicas_of_this_master_are_candidates():
     assert choose({A: replica(900, up=False), B: replica(800, up=False)}) is None
 
 
-def test_a_replica_seen_by_one_proxy_is_enough_and_its_best_view_counts():
+def aged(v: NodeView, age_s: float) -> NodeView:
+    return replace(v, age_s=age_s)
+
+
+def test_a_replica_the_leader_cannot_reach_is_never_chosen():
+    """Issue 12 item 5: B has the highest offset in other proxies' views, but the leader
+    (proxy-1) cannot reach it: its reconciler could not promote it, and writes would be
+    held until hold_ms. Choose A, which the leader reaches."""
     views = {
         "proxy-1": {M: DOWN, A: replica(100), B: replica(0, up=False)},
         "proxy-2": {M: DOWN, A: replica(120), B: replica(150)},
         "proxy-3": {M: DOWN, A: replica(110)},
     }
+    assert choose(views, per_proxy=True) == A
+    assert choose(views, per_proxy=True, leader="proxy-2") == B
+    views["proxy-1"][B] = replica(150)
     assert choose(views, per_proxy=True) == B
-    views["proxy-2"][A] = replica(200)
+    # "up" in the leader's view, but its last reply is older than the other proxies' views
+    views["proxy-1"][B] = aged(replica(150), 0.45)
     assert choose(views, per_proxy=True) == A
 
 
+def test_each_replica_is_judged_by_its_freshest_observation():
+    """Issue 12 item 5: an older view's higher offset is old news (B has resynchronised
+    since, say, and now holds less than A): the freshest observation of each replica counts."""
+    views = {
+        "proxy-1": {M: DOWN, A: aged(replica(500), 0.05), B: aged(replica(300), 0.05)},
+        "proxy-2": {M: DOWN, A: aged(replica(480), 0.20), B: aged(replica(900), 0.25)},
+    }
+    assert choose(views, per_proxy=True) == A
+    # the leader's own observation is not special: a fresher one from another proxy wins
+    views["proxy-2"][B] = aged(replica(900), 0.01)
+    assert choose(views, per_proxy=True) == B
+
+
+def test_a_replica_observed_too_long_ago_is_not_a_candidate():
+    views = {"proxy-1": {M: DOWN, A: aged(replica(900), 0.5), B: aged(replica(100), 0.1)}}
+    assert choose(views, per_proxy=True, max_age_s=0.3) == B
+    assert choose(views, per_proxy=True, max_age_s=1.0) == A
+    assert choose({"proxy-1": {M: DOWN, A: aged(replica(900), 0.5)}}, per_proxy=True, max_age_s=0.3) is None
+
+
+def test_node_view_ages_round_trip_and_an_unaged_view_is_never_fresh():
+    v = aged(replica(5), 0.125)
+    assert NodeView.from_dict(v.to_dict()) == v
+    old = NodeView.from_dict({"up": True, "role": "slave", "offset": 3, "master": M})
+    assert old.age_s > 1e6
+    assert choose({"proxy-1": {M: DOWN, A: old}}, per_proxy=True) is None
+
+
 def test_no_replicas_no_candidate():
-    assert choose_new_master(M, (), {p: {M: DOWN} for p in PROXIES}, max_staleness_s=10, down_for_s=1) is None
+    assert choose_new_master(M, (), {p: {M: DOWN} for p in PROXIES}, leader="proxy-1", max_age_s=1,
+                             max_staleness_s=10, down_for_s=1) is None
 
 
 # ---------------------------------------------------------------------------
@@ -201,51 +247,178 @@ def test_reconcile_converges_in_one_round_and_is_idempotent(roles):
 
 
 def test_replica_that_never_synced_is_never_promoted():
-    from health.decide import NodeView, choose_new_master
-
     views = {"p1": {"m:1": NodeView(False), "r:1": NodeView(True, "slave", 0, False, -1.0, "m:1")}}
-    assert choose_new_master("m:1", ("r:1",), views, max_staleness_s=10, down_for_s=0.5) is None
+    assert choose_new_master("m:1", ("r:1",), views, leader="p1", max_age_s=1, max_staleness_s=10,
+                             down_for_s=0.5) is None
 
 
 # ---------------------------------------------------------------------------
-# replica_with_lost_history: the master restarted without its data
+# replication histories: a node that came back empty is never made master again
+# (issue 12 item 6)
 # ---------------------------------------------------------------------------
 
 OLD, NEW, OTHER = "a" * 40, "b" * 40, "c" * 40
+H = History(OLD, 5000)
 
 
-def restarted_master(offset: int = 0, replid2: str = NO_REPLID) -> NodeView:
-    return NodeView(True, "master", offset, True, 0.0, None, NEW, replid2)
+def node(role: str, offset: int, replid: str, replid2: str = NO_REPLID, offset2: int = -1, *,
+         master: str | None = None, link_up: bool = True, link_down_s: float = 0.0, up: bool = True) -> NodeView:
+    return NodeView(up, role, offset, link_up, link_down_s, master, replid, replid2, offset2)
 
 
-def history_replica(offset: int, replid: str = OLD, *, link_up: bool = False, link_down_s: float = 0.2,
-                    master: str | None = M, up: bool = True) -> NodeView:
-    return NodeView(up, "slave", offset, link_up, link_down_s, master, replid, NO_REPLID)
+def test_contains_follows_redis_replication_ids():
+    assert contains(node("master", 5000, OLD), H)
+    assert contains(node("master", 9000, OLD), H)
+    assert not contains(node("master", 4999, OLD), H), "restarted from an older dump"
+    assert contains(node("slave", 7000, OLD, master=M), H)
+    # promoted at 6000: replid2 continues OLD up to second_repl_offset - 1
+    assert contains(node("master", 6500, NEW, OLD, 6001), H)
+    assert contains(node("master", 5001, NEW, OLD, 5001), H)
+    assert not contains(node("master", 9000, NEW, OLD, 4001), H), "forked before the committed offset"
+    assert not contains(node("master", 0, NEW), H), "restarted without its data"
+    assert not contains(node("master", 9000, ""), H), "no replid reported"
 
 
-def test_replica_ahead_of_a_master_with_a_new_history_is_the_one_to_keep():
-    view = {M: restarted_master(), A: history_replica(5000), B: history_replica(7000)}
-    assert replica_with_lost_history(M, (A, B), view) == B
+def test_next_history_grows_with_the_master_and_never_adopts_an_empty_one():
+    assert next_history(node("master", 10, OLD), None) == History(OLD, 10)
+    assert next_history(node("master", 6000, OLD), H) == History(OLD, 6000)
+    assert next_history(node("master", 5000, OLD), H) is None, "nothing new"
+    assert next_history(node("master", 6100, NEW, OLD, 6001), H) == History(NEW, 6100), "after a promotion"
+    assert next_history(node("master", 0, NEW), H) is None, "restarted empty"
+    assert next_history(node("slave", 9000, OLD, master=A), H) is None
+    assert next_history(DOWN, H) is None and next_history(None, H) is None
 
 
-@pytest.mark.parametrize("view,why", [
-    ({M: restarted_master(), A: history_replica(5000, NEW)}, "already resynchronised: same history"),
-    ({M: restarted_master(9000), A: history_replica(5000)}, "the master is ahead"),
-    ({M: restarted_master(replid2=OLD), A: history_replica(5000)}, "a promoted replica continues a history"),
-    ({M: restarted_master(), A: history_replica(5000, link_down_s=-1)}, "never synchronised"),
-    ({M: restarted_master(), A: history_replica(5000, master=C)}, "follows another node"),
-    ({M: restarted_master(), A: history_replica(5000, up=False)}, "unreachable"),
-    ({M: DOWN, A: history_replica(5000)}, "the master is down: objective-down's business"),
-    ({M: NodeView(True, "slave", 0, False, 0.0, C, NEW), A: history_replica(5000)}, "the master is a replica"),
-    ({M: restarted_master(), A: history_replica(5000, ""), B: history_replica(0, OTHER)},
-     "no replid reported (an older proxy's view), or nothing ahead"),
+def test_a_restarted_empty_master_is_never_promoted_nor_given_replicas():
+    """The measured loss: B, the committed master, came back empty with the demo's stale
+    `--replicaof` of the original master M; the reconciler ran REPLICAOF NO ONE on it
+    ("promote: role is slave") and the others resynchronised from it, emptying themselves."""
+    view = {B: node("slave", 0, NEW, master=M, link_up=False, link_down_s=-1),
+            M: node("slave", 5200, OLD, master=B, link_up=False, link_down_s=1),
+            A: node("slave", 5100, OLD, master=B, link_up=False, link_down_s=1)}
+    assert reconcile(B, (B, M, A), view) != [], "without the history the old rule promotes it"
+    assert master_lost_history(view[B], H)
+    assert reconcile(B, (B, M, A), view, H) == []
+    # as a master (restarted without --replicaof): no replica is pointed at it either
+    view[B] = node("master", 0, NEW)
+    view[C] = node("master", 0, OTHER)
+    assert reconcile(B, (B, M, A, C), view, H) == []
+
+
+def test_the_replica_that_kept_the_history_is_the_one_to_promote():
+    views = {p: {B: node("master", 0, NEW),
+                 M: node("slave", 5200, OLD, master=B, link_up=False, link_down_s=0.4),
+                 A: node("slave", 5100, OLD, master=B, link_up=False, link_down_s=0.4),
+                 C: node("slave", 0, NEW, master=B, link_up=True)} for p in PROXIES}
+    pick = choose_new_master(B, (M, A, C), views, leader="proxy-1", history=H, max_age_s=1, max_staleness_s=10,
+                             down_for_s=0)
+    assert pick == M
+    # C resynchronised from the empty node: whatever its offset, it holds nothing of H
+    for p in PROXIES:
+        views[p][C] = node("slave", 99999, NEW, master=B, link_up=True)
+    assert choose_new_master(B, (M, A, C), views, leader="proxy-1", history=H, max_age_s=1, max_staleness_s=10,
+                             down_for_s=0) == M
+    # nobody holds H: no candidate (writes are held, the operator is told)
+    for p in PROXIES:
+        views[p][M] = node("slave", 0, OTHER, master=B, link_up=True)
+        views[p][A] = node("slave", 10, NEW, master=B, link_up=True)
+    assert choose_new_master(B, (M, A, C), views, leader="proxy-1", history=H, max_age_s=1, max_staleness_s=10,
+                             down_for_s=0) is None
+
+
+def test_a_chosen_replica_is_promoted_and_given_replicas_while_it_holds_what_it_was_chosen_for():
+    chosen = History(OLD, 5100)          # A's history when it was chosen
+    view = {A: node("slave", 5100, OLD, master=M, link_up=False, link_down_s=1),
+            B: node("slave", 5000, OLD, master=M, link_up=False, link_down_s=1), M: DOWN}
+    assert {(a.node, a.replicaof) for a in reconcile(A, (A, B, M), view, chosen)} == {(A, None), (B, A)}
+    # promoted: a new replid continuing OLD up to 5100
+    view[A] = node("master", 5100, NEW, OLD, 5101)
+    assert [(a.node, a.replicaof) for a in reconcile(A, (A, B, M), view, chosen)] == [(B, A)]
+    # A resynchronised from some empty node before its promotion: leave it alone
+    view[A] = node("slave", 0, OTHER, master=C, link_up=True)
+    assert reconcile(A, (A, B, M), view, chosen) == []
+
+
+# ---------------------------------------------------------------------------
+# the leader's right to act (issue 12 item 3)
+# ---------------------------------------------------------------------------
+
+READY = LeaderState(role="leader", term=7, commit_index=40, applied_index=40, commit_term=7, lease_held=True,
+                    epoch=3)
+
+
+def test_a_ready_leader_acts_for_its_term_and_epoch():
+    assert refuse_to_act(READY, term=7, epoch=3) is None
+
+
+@pytest.mark.parametrize("change,why", [
+    ({"role": "follower"}, "not the leader"),
+    ({"term": 8}, "term changed"),
+    ({"commit_term": 6}, "no entry of this term"),              # a new leader before its no-op committed
+    ({"applied_index": 39}, "applied 39 < committed 40"),     # its topology may be an epoch behind
+    ({"lease_held": False}, "no lease"),
+    ({"epoch": 4}, "epoch changed"),                           # a new topology was committed meanwhile
 ])
-def test_no_lost_history(view, why):
-    assert replica_with_lost_history(M, (A, B), view) is None, why
+def test_the_leader_does_not_act_when(change, why):
+    assert why in (refuse_to_act(replace(READY, **change), term=7, epoch=3) or "")
 
 
-def test_node_view_round_trips_the_replication_ids():
-    v = history_replica(5000, OTHER)
-    assert NodeView.from_dict(v.to_dict()) == v
-    # a view from a proxy that does not report them yet
-    assert NodeView.from_dict({"up": True, "role": "slave", "offset": 3}).replid == ""
+def test_a_stale_epoch_after_a_wait_is_refused_even_when_all_else_holds():
+    """A reconciler that captured epoch 3, then waited on the fence while epoch 4 was
+    committed and applied, must not run epoch 3's REPLICAOFs."""
+    assert refuse_to_act(replace(READY, epoch=4, commit_index=41, applied_index=41), term=7, epoch=3)
+
+
+# ---------------------------------------------------------------------------
+# the committed topology carries the history (and survives leader change with the log)
+# ---------------------------------------------------------------------------
+
+def test_topology_round_trips_history_and_hold_reason():
+    t = Topology(4, A, (B, M), history=H)
+    assert Topology.from_dict(t.to_dict()).history == H
+    p = t.paused("no_safe_master: ...")
+    back = Topology.from_dict(p.to_dict())
+    assert back.writes_paused and back.hold_reason.startswith("no_safe_master") and back.history == H
+    r = back.resumed()
+    assert not r.writes_paused and not r.hold_reason and r.history == H
+    n = t.with_master(B, History(OTHER, 1))
+    assert n.epoch == 5 and n.history == History(OTHER, 1) and not n.hold_reason
+    assert Topology.from_dict({"epoch": 1, "master": A, "replicas": [B]}).history is None
+
+
+def test_state_machine_applies_history_for_the_current_epoch_only():
+    from health.controller import TopologyStateMachine
+
+    changes = []
+    sm = TopologyStateMachine(lambda new, old, why: changes.append(new.epoch))
+    t = Topology(2, A, (B,), history=History(OLD, 1))
+    sm.apply(TopologyStateMachine.entry(t))
+    sm.apply(TopologyStateMachine.history_entry(t, History(OLD, 900)))
+    assert sm.topology.history == History(OLD, 900) and changes == [2], "a history update changes no roles"
+    sm.apply(TopologyStateMachine.history_entry(Topology(1, A, (B,)), History(NEW, 5)))
+    assert sm.topology.history == History(OLD, 900), "an update for an older epoch is ignored"
+    sm2 = TopologyStateMachine(lambda *a: None)
+    sm2.restore(sm.snapshot())
+    assert sm2.topology.history == History(OLD, 900)
+
+
+# ---------------------------------------------------------------------------
+# replica-priority comes from Redis (issue 12 item 7)
+# ---------------------------------------------------------------------------
+
+def test_probe_reads_replica_priority_and_second_offset():
+    from health.probe import NodeStatus, parse_replication_info
+
+    st = NodeStatus("x:1")
+    parse_replication_info({"role": "slave", "master_host": "m", "master_port": 1, "master_link_status": "up",
+                            "slave_repl_offset": 10, "slave_priority": 0, "master_replid": OLD,
+                            "master_replid2": 0, "second_repl_offset": -1}, st)
+    assert st.priority == 0 and st.offset2 == -1 and st.replid2 == NO_REPLID
+    parse_replication_info({"role": "master", "master_replid": NEW, "master_replid2": OLD,
+                            "second_repl_offset": 5101, "master_repl_offset": 6000}, st)
+    assert st.offset2 == 5101
+
+
+def test_a_replica_with_priority_zero_in_its_own_view_is_never_chosen():
+    v = {A: replace(replica(900), priority=0), B: replica(100)}
+    assert choose(v) == B

@@ -1,0 +1,321 @@
+"""Control-plane safety under faults (issue 12 items 5, 6, 7) with real processes.
+
+Each test starts its own cluster (3 redis-server + 3 proxies running Raft) because
+the faults leave nodes in states the shared cluster of test_failover.py does not
+restore (empty restarts, a renamed REPLICAOF, replica-priority 0).
+
+Redis nodes run without persistence (`--save "" --appendonly no`, as the harness
+starts them) and, where a test says so, with Redis' default 5 s
+`repl-diskless-sync-delay`: a replica that must resynchronise in full keeps its
+old data (or none) for those 5 s, the window in which the leader must not make an
+empty node the master.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from benchmarks.failover_lib import RAFT_SECRET, ProxyCluster, Writer, read_back, wait_replica_of
+from benchmarks.raft_cluster_lib import run_ops
+
+from .harness import HarnessError, RedisServer, redis_client, wait_until
+
+pytestmark = pytest.mark.timeout(240)
+
+TIMING = {"down_after_ms": 500, "hold_ms": 5000, "lease_ms": 1000}
+SYNC_DELAY = ["--repl-diskless-sync-delay", "5"]     # Redis' default; the harness otherwise uses 0
+
+
+def start_cluster(tmp_path, *, options: dict | None = None, redis_args: list[str] | None = None) -> ProxyCluster:
+    c = ProxyCluster(tmp_path, options={**TIMING, **(options or {})})
+    for s in c.rs.servers:
+        s.extra_args = list(redis_args or [])
+    try:
+        c.start(timeout=60)
+        c.wait_stable(timeout=30)
+    except BaseException:
+        c.cleanup()
+        raise
+    return c
+
+
+def synced_replica_of(c: ProxyCluster, master: RedisServer, timeout: float = 30.0) -> RedisServer:
+    """Some other node is an in-sync replica of `master` (so one more fault loses nothing)."""
+    def one():
+        for s in c.rs.servers:
+            if s is master or not s.alive():
+                continue
+            try:
+                info = s.info("replication")
+                m = int(master.info("replication").get("master_repl_offset", 0))
+            except redis.RedisError:
+                continue
+            if (info.get("role") == "slave" and int(info.get("master_port", 0)) == master.port
+                    and info.get("master_link_status") == "up" and int(info.get("slave_repl_offset", -1)) >= m - 10_000):
+                return s
+        return None
+    return wait_until(one, timeout, message=lambda: f"an in-sync replica of {master.addr}; {c.logs(15)}")
+
+
+def leader_status(c: ProxyCluster) -> dict | None:
+    for st in c.statuses().values():
+        if st and st["raft"]["role"] == "leader":
+            return st
+    return None
+
+
+# ---------------------------------------------------------------------------
+# item 6: masters killed in quick succession, restarted empty
+# ---------------------------------------------------------------------------
+
+def test_quick_master_kills_with_empty_restarts_lose_no_acknowledged_write(tmp_path):
+    """ack=replica; the master is SIGKILLed and restarted at once without its data, again
+    and again (the next kill as soon as one replica of the new master is in sync). Every
+    other restart uses a stale `--replicaof`, as the demo used to print: the restarted
+    node answers as a replica while the committed topology names it master. Before the
+    fix the reconciler ran REPLICAOF NO ONE on it ("promote: role is slave") and the
+    other nodes resynchronised from it, discarding writes ack=replica had acknowledged."""
+    kills = 4
+    c = start_cluster(tmp_path / "kills", options={"ack": "replica"}, redis_args=SYNC_DELAY)
+    writers = [Writer(c.proxy(n).port, prefix=f"quick-{n}") for n in ("proxy-1", "proxy-2")]
+    try:
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.wait_acks(100)
+        kept_empty = 0      # kills after which the emptied node was still (or again) the master
+        for i in range(kills):
+            view = c.wait_stable(timeout=30)
+            master = c.redis(view["master"])
+            synced_replica_of(c, master)
+            for w in writers:
+                w.wait_acks(20, after=time.monotonic(), timeout=30)
+            stale = next(s for s in c.rs.servers if s is not master)
+            t_kill = time.monotonic()
+            master.kill()
+            master.replicaof = stale.addr if i % 2 == 0 else None
+            master.start()
+            # the cluster moves on (a node that kept the data should be master) and writes flow
+            wait_until(lambda: (v := c.agreed()) and v["epoch"] > view["epoch"] or
+                       time.monotonic() - t_kill > 10, 30, message="a failover")
+            for w in writers:
+                w.wait_acks(20, after=time.monotonic(), timeout=30)
+            kept_empty += c.wait_stable(timeout=30)["master"] == master.addr
+        for w in writers:
+            w.stop()
+        final = c.wait_stable(timeout=30)
+        new_master = c.redis(final["master"])
+        for s in c.rs.servers:
+            if s is not new_master:
+                wait_replica_of(s, new_master, timeout=60)
+        acked = [r for w in writers for r in w.acked()]
+        with redis_client(c.proxy("proxy-3").port, decode=True) as cl:
+            lost = read_back(cl, acked)
+        assert not lost, (f"{len(lost)} of {len(acked)} acknowledged writes lost in {kills} kills with empty "
+                          f"restarts, e.g. {[r.key for r in lost[:5]]}")
+        assert not kept_empty, f"the emptied node stayed master after {kept_empty} of {kills} kills"
+        assert any("event=master_restarted_empty" in p.log_text() for p in c.proxies.values())
+    finally:
+        for w in writers:
+            if w.is_alive():
+                w.stop()
+        c.cleanup()
+
+
+def test_no_node_with_the_data_holds_writes_and_tells_the_operator(tmp_path):
+    """Both replicas restart empty (the leader demotes them; their full sync waits 5 s),
+    then the master is killed and restarted empty inside that window: no node holds
+    the committed data. Writes are held and refused with the reason, /status says
+    `no_safe_master`, no empty node is made master behind the operator's back; the
+    operator accepts the loss with `failover --to`, and writes flow again."""
+    c = start_cluster(tmp_path / "nosafe", redis_args=SYNC_DELAY)
+    try:
+        view = c.wait_stable()
+        master = c.redis(view["master"])
+        endpoint = c.proxy(view["leader"])
+        with redis_client(endpoint.port, decode=True) as cl:
+            for i in range(50):
+                assert cl.set(f"nosafe:{i}", i)
+        replicas = [s for s in c.rs.servers if s is not master]
+        for s in replicas:
+            s.kill()
+            s.replicaof = None
+            s.start()
+        for s in replicas:   # demoted by the leader: a full sync from the master, 5 s away
+            wait_until(lambda s=s: s.info("replication")["role"] == "slave", 10, message=f"{s.addr} demoted")
+        master.kill()
+        master.replicaof = None
+        master.start()
+
+        def held():
+            st = leader_status(c)
+            return st if st and st["failover"]["phase"] == "no_safe_master" else None
+        st = wait_until(held, 15, message=lambda: f"the leader to report no_safe_master; {c.logs(20)}")
+        assert master.addr in st["failover"]["reason"]
+
+        def all_held():     # the leader sets its phase, then commits the paused topology
+            sts = c.statuses()
+            return all(x and "no_safe_master" in (x["topology"]["writes_held"] or "") for x in sts.values()) and sts
+        for name, s in wait_until(all_held, 10, message=lambda: f"every proxy to hold writes: {c.statuses()}").items():
+            assert s["topology"]["master"] == master.addr, name
+        assert any("event=no_safe_master" in p.log_text() for p in c.proxies.values())
+        with redis_client(endpoint.port, decode=True, timeout=10) as cl:
+            with pytest.raises(redis.RedisError, match="no_safe_master"):
+                cl.set("nosafe:during", "x")
+        # nobody was made master of the others: the replicas still wait on the emptied node
+        for s in replicas:
+            assert s.info("replication")["role"] == "slave"
+        # the operator accepts the loss
+        r = run_ops("failover", "--to", master.addr, endpoint=f"http://127.0.0.1:{endpoint.admin_port}",
+                    secret=RAFT_SECRET)
+        assert r.returncode == 0, r.stdout + r.stderr
+        c.wait_epoch(st["topology"]["epoch"] + 1, timeout=20)
+
+        def writable():
+            try:
+                with redis_client(endpoint.port, decode=True, timeout=6) as cl:
+                    return cl.set("nosafe:after", "y") is True
+            except redis.RedisError:
+                return False
+        wait_until(writable, 20, message="writes to flow after the operator accepted the loss")
+        assert any("event=data_loss_accepted" in p.log_text() for p in c.proxies.values())
+    finally:
+        c.cleanup()
+
+
+# ---------------------------------------------------------------------------
+# item 7: replica-priority, and a switchover that cannot demote the old master
+# ---------------------------------------------------------------------------
+
+def test_replica_priority_zero_is_never_promoted(tmp_path):
+    """Redis' own replica-priority, as Sentinel reads it: 0 means never promote. The
+    replica that would win the tie (equal offsets: the name decides) has priority 0."""
+    c = start_cluster(tmp_path / "prio")
+    try:
+        view = c.wait_stable()
+        master = c.redis(view["master"])
+        replicas = sorted((s for s in c.rs.servers if s is not master), key=lambda s: s.addr)
+        never, other = replicas
+        with never.client(timeout=5) as cl:
+            cl.config_set("replica-priority", 0)
+        for s in replicas:
+            wait_replica_of(s, master)
+        # every proxy's probe has seen the priority
+        time.sleep(0.3)     # three probe intervals: an observation window, not a synchronisation
+        master.kill()
+        new = c.wait_epoch(view["epoch"] + 1, timeout=20)
+        assert new["master"] == other.addr, f"promoted {new['master']}, whose replica-priority is 0"
+    finally:
+        c.cleanup()
+
+
+def test_switchover_keeps_an_old_master_it_could_not_demote_paused(tmp_path):
+    """The old master refuses REPLICAOF (the command is renamed away), so the switchover
+    cannot demote it. It must not be unpaused while it is still a master that accepts
+    writes; the reconciler keeps it paused."""
+    c = ProxyCluster(tmp_path / "switch", options=TIMING)
+    c.rs.master.extra_args = ["--rename-command", "REPLICAOF", "replicaof-disabled-by-the-test"]
+    try:
+        c.start(timeout=60)
+        view = c.wait_stable(timeout=30)
+        old = c.redis(view["master"])
+        target = next(s for s in c.rs.servers if s is not old)
+        wait_replica_of(target, old)
+        r = run_ops("failover", "--to", target.addr,
+                    endpoint=f"http://127.0.0.1:{c.proxy(view['leader']).admin_port}", secret=RAFT_SECRET)
+        assert r.returncode == 0, r.stdout + r.stderr
+        new = c.wait_epoch(view["epoch"] + 1, timeout=20)
+        assert new["master"] == target.addr
+        assert old.info("replication")["role"] == "master", "the test lost its point: the old master was demoted"
+        with old.client(timeout=1.5) as cl:
+            try:
+                cl.set("written-to-the-old-master", "x")
+                wrote = True
+            except (redis.TimeoutError, redis.ConnectionError):
+                wrote = False
+        assert not wrote, "the old master, still a master after a failed demotion, was unpaused and took a write"
+        assert any("event=switchover_demotion_pending" in p.log_text() for p in c.proxies.values())
+    finally:
+        c.cleanup()
+
+
+# ---------------------------------------------------------------------------
+# item 5: the candidate must be reachable by the leader
+# ---------------------------------------------------------------------------
+
+def test_a_replica_the_leader_cannot_reach_is_not_promoted(tmp_path):
+    """The leader's link to replica A is cut (the other proxies reach it). The master
+    dies with both replicas at the same offset; A would win the tie by name. The
+    leader's reconciler could not promote A (writes held until hold_ms, then refused):
+    it must promote B, which it reaches."""
+    from benchmarks.failover_lib import connect_redirect_shim
+    if not connect_redirect_shim():
+        pytest.skip("no C compiler for the connect() redirection shim")
+    leader = "proxy-1"
+    c = ProxyCluster(tmp_path / "reach", options=TIMING, redis_link_relays=(leader,))
+    try:
+        c.start(timeout=60)
+        view = c.wait_stable(timeout=30)
+        if view["leader"] != leader:
+            r = run_ops("transfer-leadership", "--to", leader,
+                        endpoint=f"http://127.0.0.1:{c.proxy(view['leader']).admin_port}", secret=RAFT_SECRET)
+            assert r.returncode == 0, r.stdout + r.stderr
+            view = wait_until(lambda: (v := c.agreed()) and v["leader"] == leader and v, 20,
+                              message=f"leadership to move to {leader}")
+        master = c.redis(view["master"])
+        a, b = sorted((s for s in c.rs.servers if s is not master), key=lambda s: s.addr)
+        for s in (a, b):
+            wait_replica_of(s, master)
+        c.redis_link(leader, a.addr).blackhole()
+
+        def leader_sees_a_down():
+            st = c.status(leader)
+            return st and not next(n for n in st["nodes"] if n["addr"] == a.addr)["up"]
+        wait_until(leader_sees_a_down, 10, message=f"{leader} to see {a.addr} down")
+        master.kill()
+        new = c.wait_epoch(view["epoch"] + 1, timeout=20)
+        assert new["master"] == b.addr, f"promoted {new['master']}, which the leader {leader} cannot reach"
+        with redis_client(c.proxy("proxy-2").port, decode=True, timeout=10) as cl:
+            assert cl.set("reach:after", "1") is True
+    finally:
+        c.cleanup()
+
+
+def test_the_committed_history_survives_a_leader_change(tmp_path):
+    """The master's history is replicated state: a new leader, elected after the old one
+    was SIGKILLed, still knows it. It does not take the master that came back empty
+    (with a stale --replicaof) for the master, never runs REPLICAOF NO ONE on it, and
+    fails over to the replica that kept the data. down_after_ms is 3 s here, so that the
+    restart is seen before the master could be objectively down: only the recorded
+    history tells. (The code before the fix promoted the empty node first, and was
+    rescued here only because the replicas' full resync waited 5 s.)"""
+    c = start_cluster(tmp_path / "newleader", options={"ack": "replica", "down_after_ms": 3000},
+                      redis_args=SYNC_DELAY)
+    try:
+        view = c.wait_stable()
+        master = c.redis(view["master"])
+        survivors = [n for n in c.names if n != view["leader"]]
+        keys = [f"newleader:{i}" for i in range(200)]
+        with redis_client(c.proxy(survivors[0]).port, decode=True) as cl:
+            for k in keys:
+                assert cl.set(k, k)
+        c.proxy(view["leader"]).kill()
+        after = c.wait_stable(names=survivors, timeout=20)
+        assert after["leader"] in survivors and after["epoch"] == view["epoch"]
+        stale = next(s for s in c.rs.servers if s is not master)
+        master.kill()
+        master.replicaof = stale.addr
+        master.start()
+        new = c.wait_epoch(view["epoch"] + 1, names=survivors, timeout=20)
+        assert new["master"] != master.addr, "the new leader made the emptied node master again"
+        promoted = [n for n in survivors if f"event=node_promoted node={master.addr} " in c.proxy(n).log_text()]
+        assert not promoted, f"{promoted} ran REPLICAOF NO ONE on the emptied {master.addr}"
+        assert any("event=master_restarted_empty" in c.proxy(n).log_text() for n in survivors)
+        with c.redis(new["master"]).client(decode=True, timeout=5) as nm:
+            missing = [k for k, v in zip(keys, nm.mget(keys)) if v != k]
+        assert not missing, f"{len(missing)} of {len(keys)} acknowledged keys lost, e.g. {missing[:3]}"
+    finally:
+        c.cleanup()
