@@ -15,6 +15,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from benchmarks.failover_lib import (SENTINEL_MASTER_NAME, ProxyCluster, SentinelCluster, wait_replica_of)
 from tests.integration.harness import HOST, HarnessError, ManagedProcess, RedisServer, redis_client, wait_until
 
@@ -322,7 +325,12 @@ class ChaosSentinelCluster(ChaosCluster):
         return out
 
     def client_factories(self, timeout: float) -> list[Callable[[], Any]]:
-        return [lambda: self.sc.master_client(timeout=timeout) for _ in range(3)]
+        """redis-py Sentinel `master_for` clients, RESP2 and no retries, as the proxies' clients."""
+        def make() -> Any:
+            return self.sc.sentinel_client().master_for(
+                SENTINEL_MASTER_NAME, socket_timeout=timeout, socket_connect_timeout=1.0,
+                retry=Retry(NoBackoff(), 0), decode_responses=True, protocol=2)
+        return [make for _ in range(3)]
 
     def cleanup(self) -> None:
         self.sc.cleanup()

@@ -179,6 +179,8 @@ def _kill_cgroup(d: Path) -> None:
     except OSError:
         return
     for pid in pids:
+        if pid == os.getpid():
+            continue            # this process (the clients' cgroup): never kill ourselves
         try:
             os.kill(pid, signal.SIGCONT)
             os.kill(pid, signal.SIGKILL)
@@ -354,6 +356,16 @@ class ChaosNet:
         QDISC_OWNER.write_text(str(self.pid))
         self._qdisc = True
 
+    def _leave_own_cgroup(self) -> None:
+        """If this process is still in one of the run's cgroups (the clients'), move it to the root."""
+        with open("/proc/self/cgroup") as fh:
+            mine = [line.strip()[3:] for line in fh if line.startswith("0::")]
+        if mine and mine[0].lstrip("/").startswith(self.table):
+            try:
+                (self.cg_root / "cgroup.procs").write_text(str(os.getpid()))
+            except OSError:
+                pass
+
     def _drop_qdisc(self) -> None:
         if self._qdisc:
             _run([TC, "qdisc", "del", "dev", "lo", "root"], check=False)
@@ -370,6 +382,7 @@ class ChaosNet:
             self._faults.clear()
             self._drop_qdisc()
             _run([NFT, "delete", "table", "inet", self.table], check=False)
+            self._leave_own_cgroup()
             _remove_cgroup_tree(self.cg_dir)
         _unregister_cleanup(self)
 

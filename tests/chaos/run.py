@@ -128,14 +128,18 @@ def run_chaos(cluster: ChaosCluster, schedule: list[FaultSpec], *, seed: int, ac
         t_end = time.monotonic()
         time.sleep(post_heal_s)     # writes go on for a moment after healing (observation window)
     finally:
-        for w in workloads:
-            w._halt.set()
-        for w in workloads:
-            w.stop()
-        sampler.stop()
-        injector.stop()
-        if cluster.clients_cg is not None:
-            cluster.clients_cg.close()
+        try:
+            for w in workloads:
+                w.stop_soon()
+            for w in workloads:
+                w.stop()
+            if sampler.is_alive():
+                sampler.stop()
+            if injector.is_alive():
+                injector.stop()
+        finally:
+            if cluster.clients_cg is not None:
+                cluster.clients_cg.close()
     # a second, bounded chance to converge before reading back (the checker needs one master)
     if conv_err is not None:
         try:

@@ -123,9 +123,14 @@ class Workload(threading.Thread):
         for k in keys:
             self.ledger.acked_at[k] = t
 
+    def stop_soon(self) -> None:
+        """Ask the thread to end after its current operation."""
+        self._halt.set()
+
     def stop(self, timeout: float = 20.0) -> None:
         self._halt.set()
-        self.join(timeout)
+        if self.is_alive():
+            self.join(timeout)
 
     def next_seq(self) -> int:
         self.seq += 1
