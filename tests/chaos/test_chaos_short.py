@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +40,18 @@ SEED = int(os.environ.get("CHAOS_SEED", "12"))
 # the settings the failover tests pin too (Raft timing at its defaults)
 TIMING = {"down_after_ms": 500, "hold_ms": 5000, "lease_ms": 1000}
 CONVERGE_S = 10.0
+# the last run's logs and result.json, kept past pytest's rotation of its temp dirs
+ARTIFACTS = Path(os.environ.get("CHAOS_ARTIFACTS", Path(tempfile.gettempdir()) / "rrp-chaos-short-last"))
+
+
+def keep_artifacts(src: Path) -> None:
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    for log in list(src.rglob("*.log")) + list(src.glob("*.txt")) + list(src.glob("*.json")):
+        try:
+            shutil.copy(log, ARTIFACTS / f"{log.parent.name}-{log.name}")
+        except OSError:
+            pass
 
 
 def test_short_schedule_keeps_every_acknowledged_write(chaos_net, tmp_path):
@@ -54,9 +69,10 @@ def test_short_schedule_keeps_every_acknowledged_write(chaos_net, tmp_path):
     finally:
         (tmp_path / "nft.txt").write_text(chaos_net.counters())
         cluster.cleanup()
+        keep_artifacts(tmp_path)
     print(result.summary())
-    print(f"chaos short test: {time.monotonic() - t_start:.1f}s in all")
-    (tmp_path / "result.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
+    print(f"chaos short test: {time.monotonic() - t_start:.1f}s in all; logs in {ARTIFACTS}")
+    (ARTIFACTS / "result.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
 
     f = result.findings
     # the run did something: every workload kind got acknowledgements
