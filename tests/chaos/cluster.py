@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from benchmarks.failover_lib import (SENTINEL_MASTER_NAME, ProxyCluster, SentinelCluster, wait_replica_of)
-from tests.integration.harness import HOST, HarnessError, ManagedProcess, RedisServer, redis_client, wait_until
+from tests.integration.harness import HarnessError, ManagedProcess, RedisServer, redis_client, wait_until
 
 from .disk import SmallFs
 from .netfaults import ChaosNet, Endpoint
@@ -232,15 +232,18 @@ class ChaosProxyCluster(ChaosCluster):
         return (p.port,) if for_clients else (p.port, p.admin_port)
 
     def current_master(self) -> str | None:
-        """The master in the topology of the first proxy that answers (None if none does)."""
-        for name in self.pc.names:
-            st = self.pc.status(name, timeout=0.5)
-            if st and st["topology"]["master"]:
-                try:
-                    return self.redis_name(st["topology"]["master"])
-                except KeyError:
-                    return None
-        return None
+        """The master in the newest topology any proxy shows (None if none answers): a proxy
+        left behind at an old epoch must not pick the fault's victim."""
+        best: tuple[int, str] | None = None
+        for st in self.pc.statuses(self.pc.names, timeout=0.5).values():
+            if st and st["topology"]["master"] and (best is None or st["topology"]["epoch"] > best[0]):
+                best = (st["topology"]["epoch"], st["topology"]["master"])
+        if best is None:
+            return None
+        try:
+            return self.redis_name(best[1])
+        except KeyError:
+            return None
 
     def leader(self) -> str | None:
         for name in self.pc.names:
@@ -336,4 +339,4 @@ class ChaosSentinelCluster(ChaosCluster):
         self.sc.cleanup()
 
 
-__all__ = ["CLIENTS", "ChaosCluster", "ChaosProxyCluster", "ChaosSentinelCluster", "put_in_cgroup", "HOST"]
+__all__ = ["CLIENTS", "ChaosCluster", "ChaosProxyCluster", "ChaosSentinelCluster", "put_in_cgroup"]

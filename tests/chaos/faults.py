@@ -410,4 +410,5 @@ def parse_kinds(text: str) -> tuple[str, ...]:
     return kinds
 
 
-__all__ = ["KINDS", "FaultSpec", "Injector", "LogEntry", "make_schedule", "short_schedule", "parse_kinds", "schedule_json"]
+__all__ = ["KINDS", "FaultSpec", "Injector", "LogEntry", "make_schedule", "short_schedule", "parse_kinds",
+           "schedule_json", "destroys_data"]

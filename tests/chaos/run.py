@@ -51,6 +51,7 @@ class RunResult:
 
     def summary(self) -> str:
         f = self.findings
+        windows = [(round(a, 1), round(b, 1), m) for a, b, m in self.split_brain_windows][:8]
         lines = [f"target={self.target} ack={self.ack} seed={self.seed} persistence={self.persistence}",
                  f"acknowledged: {self.acks_by_kind}; refused {f.refused}, unknown outcome {f.unknown}",
                  f"lost: writes {f.lost_writes}/{f.acked_writes}, increments {f.increments_lost}/"
@@ -60,7 +61,7 @@ class RunResult:
                  f"lost writes by the second (from the schedule's start) they were acknowledged in: "
                  f"{f.lost_by_ack_second}",
                  f"split-brain windows: {len(self.split_brain_windows)} ({self.split_brain_samples} of "
-                 f"{self.samples} samples) {[(round(a, 1), round(b, 1), m) for a, b, m in self.split_brain_windows][:8]}",
+                 f"{self.samples} samples) {windows}",
                  f"longest time without an acknowledged write: {self.unavailable_s:.2f}s from "
                  f"+{self.unavailable_at:.2f}s",
                  f"converged after healing: " + (f"{self.converged_s:.2f}s" if self.converged_s is not None

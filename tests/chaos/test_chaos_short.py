@@ -2,21 +2,25 @@
 
 3 redis-server + 3 proxies (ack = replica), every process in its own cgroup;
 workloads through all three proxies at once (pipelined SETs, MULTI/EXEC, EVAL,
-INCR, an LPUSH/BRPOP queue, SUBSCRIBE/UNSUBSCRIBE then SET); about 38 s of real
-faults (`faults.short_schedule`: nftables partitions and one-way cuts, a slow
-link, SIGSTOP, SIGKILL of Redis with an empty restart, a quick series of master
-kills with empty restarts (closer together than a full resync takes, the default
-5 s diskless-sync delay), SIGKILL of a proxy, loss of a proxy's data dir, a full
-disk under one).  Then everything is healed and the checker asserts what
+INCR, an LPUSH/BRPOP queue, SUBSCRIBE/UNSUBSCRIBE then SET); about 43 s of real
+faults (`faults.short_schedule`): nftables partitions (proxy-Redis, client-proxy,
+Redis-Redis), a one-way proxy-proxy cut, a slow proxy-Redis link, SIGSTOP of a
+replica, SIGKILL of the master with an empty restart, two quick series of master
+kills with empty restarts (back faster than failure detection, the next kill
+before any resync could finish: Redis's diskless-sync delay is 5 s), SIGKILL of
+the Raft leader, loss of a proxy's data dir, a full disk under one.  The plan
+is survivable (never two copies destroyed before a resync), so a correct system
+loses nothing.  Then everything is healed and the checker asserts what
 `ack = replica` promises: no acknowledged write missing, no counter below its
 acknowledged increments, no queue item delivered twice or lost, and, within
 10 s of healing, one Redis master, followed by every replica, named by every
 proxy at one epoch.
 
 The seed is 12 unless CHAOS_SEED says otherwise; the fault log (relative times)
-and the numbers are printed, so a failure names its schedule and replays with
-the same seed.  This is an honest assertion: it fails until the product keeps
-those promises under this schedule.
+and the numbers are printed and kept with the processes' logs in
+$CHAOS_ARTIFACTS (default /tmp/rrp-chaos-short-last), so a failure names its
+schedule and replays with the same seed.  This is an honest assertion: it fails
+until the product keeps those promises under this schedule.
 """
 
 from __future__ import annotations
