@@ -221,6 +221,7 @@ class ChaosNet:
         self._faults: dict[int, _Fault] = {}
         self._next_id = 1
         self._bands_in_use: set[int] = set()
+        self._marks = 0
         self._qdisc = False
         self._closed = False
         self.stale_removed = sweep_stale()
@@ -298,7 +299,10 @@ class ChaosNet:
         module docstring: this kernel has no netem)."""
         with self._lock:
             band = next(b_ for b_ in range(2, 64) if b_ not in self._bands_in_use)
-            mark = FIRST_MARK + band
+            # a conntrack mark is never reused: connections marked by an earlier (healed) slow
+            # link keep their mark, and must not be slowed by a later fault's class
+            self._marks += 1
+            mark = FIRST_MARK + self._marks
             self._ensure_qdisc()
             rate = max(1, int(kbit))
             _run([TC, "class", "replace", "dev", "lo", "parent", "1:", "classid", f"1:{band:x}", "htb",
