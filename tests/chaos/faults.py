@@ -35,7 +35,7 @@ one; the fault log shows it).
 
 Pairs for link faults are drawn from proxy<->proxy, proxy<->Redis, Redis<->Redis
 and clients<->proxy (for Sentinel: sentinel<->sentinel, sentinel<->Redis,
-Redis<->Redis and clients<->Redis).
+Redis<->Redis and clients<->sentinel: clients then cannot discover the master).
 """
 
 from __future__ import annotations
