@@ -27,6 +27,14 @@ if ! command -v kubectl >/dev/null && command -v apt-get >/dev/null && [ "$(id -
     || echo "setup: kubectl is not available from apt here; the k8s rendering checks will be skipped" >&2
 fi
 
+# nft runs the chaos suite's network faults (tests/chaos); best effort like kubectl (the
+# chaos test fails, saying why, when it is missing).
+if ! command -v nft >/dev/null && ! [ -x /usr/sbin/nft ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing nftables with apt-get"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null 2>&1 \
+    || echo "setup: nftables is not available from apt here; tests/chaos will fail" >&2
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
