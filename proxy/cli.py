@@ -52,13 +52,21 @@ async def _serve(cfg) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     waits = [loop.create_task(stop.wait())]
-    fatal = getattr(server.consensus, "fatal", None)  # raft: this node must not take part (raft.cluster)
+    # raft: this node must not take part (raft.cluster), or its storage failed (raft.node)
+    fatal = getattr(server.consensus, "fatal", None)
     if fatal is not None:
         waits.append(fatal)
     done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     rc = 0
     if fatal is not None and fatal in done:
-        log.error("cannot start: %s", fatal.result())
+        from raft.storage import StorageError
+
+        exc = fatal.result()
+        if isinstance(exc, StorageError):
+            log.error("exiting: Raft storage failed (%s); start this proxy again once its data dir is writable: "
+                      "it resumes from what it had made durable", exc)
+        else:
+            log.error("cannot start: %s", exc)
         rc = 1
     else:
         log.info("shutting down")

@@ -8,7 +8,11 @@ committed and advances. Because fsync runs off the loop, a slow disk delays
 only the Ready loop: ticks go on, so a leader whose acks stop still steps down.
 
 A :class:`~raft.storage.StorageError` stops the node: it no longer steps
-messages, so it neither votes nor acks, and proposals fail with that error.
+messages, so it neither votes nor acks, and proposals fail with that error;
+``fatal`` then holds the error and the process exits, so that its supervisor
+starts it again on what it made durable (a full disk, once freed, costs one
+restart; retrying writes after a failed fsync in-process could count data
+that only sits in the page cache as stored).
 
 The cluster id (raft.cluster) is kept in the data dir. A node started on an
 empty data dir without ``join`` takes no part (no ticks, no messages) until
@@ -99,7 +103,7 @@ class RaftNode:
         self._refused_from: set[str] = set()
         self._gated = False  # empty data dir: waiting for the bootstrap check
         self.bootstrap_poll_s = bootstrap_poll_s
-        self.fatal: asyncio.Future[ClusterMismatch] | None = None
+        self.fatal: asyncio.Future[ClusterMismatch | StorageError] | None = None
         self.transport.set_meta_source(lambda: self.cluster)
         self.storage = Storage(data_dir)
         self.core: RaftCore | None = None
@@ -466,9 +470,11 @@ class RaftNode:
         self.transport.set_peers(peers)
 
     def _fail(self, exc: StorageError) -> None:
-        log.error("raft storage failed, node %s stops voting and acking: %s", self.node_id, exc)
+        log.error("event=storage_failed node=%s error=%r: stops voting and acking", self.node_id, str(exc))
         self.failed = exc
         self._fail_waiters(exc)
+        if self.fatal is not None and not self.fatal.done():
+            self.fatal.set_result(exc)
         self._changed.set()
 
     def _fail_waiters(self, exc: Exception) -> None:

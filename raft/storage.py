@@ -176,7 +176,25 @@ class Storage:
             hs = self._load_hard_state()
             self._snapshot = self._load_snapshot()
             entries = self._load_log()
+            self._make_durable()
         return StorageState(hard_state=hs, snapshot=self._snapshot, entries=tuple(entries))
+
+    def _make_durable(self) -> None:
+        """fsync every state file and the directory before anything read is used.
+
+        After a failed write or fsync (a full disk, say) and a restart, what was
+        read may sit only in the page cache: acking it as stored would be a lie
+        if the machine then crashed. A failure here stops the start instead."""
+        for name in sorted(os.listdir(self.dir)):
+            path = os.path.join(self.dir, name)
+            if name.endswith(".tmp") or not os.path.isfile(path):
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(self.dir)
 
     def _load_hard_state(self) -> HardState:
         path = os.path.join(self.dir, "hardstate.json")

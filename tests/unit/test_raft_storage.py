@@ -228,3 +228,31 @@ def test_every_state_file_rename_is_fsynced_before_and_after(tmp_path, monkeypat
         final = calls[i][1]
         assert calls[i - 1] == ("fsync", final + ".tmp"), f"{final}: not fsynced before the rename: {calls}"
         assert calls[i + 1] == ("fsync", d), f"{final}: directory not fsynced after the rename: {calls}"
+
+
+def test_load_makes_what_it_read_durable_before_use(tmp_path, monkeypatch) -> None:
+    """After a failed write (a full disk) and a restart, what load() reads may sit
+    only in the page cache; it is fsynced before the node counts it as stored."""
+    s = Storage(str(tmp_path))
+    s.load()
+    s.save(rd(ents(1, 3), HardState(1, "n1", 2)))
+    s.close()
+    calls = _record_syncs(monkeypatch)
+    Storage(str(tmp_path)).load()
+    d = os.path.realpath(tmp_path)
+    synced = {c[1] for c in calls if c[0] == "fsync"}
+    assert {os.path.join(d, "log.bin"), os.path.join(d, "hardstate.json"), d} <= synced, calls
+
+
+def test_load_fails_when_the_data_cannot_be_made_durable(tmp_path, monkeypatch) -> None:
+    s = Storage(str(tmp_path))
+    s.load()
+    s.save(rd(ents(1, 2), HardState(1, "n1", 1)))
+    s.close()
+
+    def eio(_fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", eio)
+    with pytest.raises(StorageError, match="Input/output error"):
+        Storage(str(tmp_path)).load()
