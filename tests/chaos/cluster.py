@@ -227,6 +227,15 @@ class ChaosProxyCluster(ChaosCluster):
         self.pc.start(timeout)
         return self
 
+    def rejoin(self, name: str) -> None:
+        """What an operator does for a proxy that lost its data dir: start it with `--join`
+        (through another proxy); without it, the proxy refuses to start."""
+        p = self.pc.proxies[name]
+        p.options["join"] = next(f"http://127.0.0.1:{q.admin_port}" for n, q in self.pc.proxies.items()
+                                 if n != name)
+        if not p.alive():
+            p.spawn()
+
     def controller_ports(self, name: str, for_clients: bool) -> tuple[int, ...]:
         p = self.pc.proxies[name]
         return (p.port,) if for_clients else (p.port, p.admin_port)

@@ -16,8 +16,9 @@ Kinds (each undone at the end of its duration):
 | stop        | SIGSTOP a process, SIGCONT it                                          |
 | kill_redis  | SIGKILL a Redis node; restart it with its data (persistence on) or empty |
 | kill_proxy  | SIGKILL a proxy (or sentinel); restart it                             |
-| wipe_proxy  | SIGKILL a proxy, delete its data dir, restart it                      |
-| disk_full   | fill the tmpfs under a proxy's data dir, free it                      |
+| wipe_proxy  | SIGKILL a proxy, delete its data dir, restart it with `--join`        |
+| disk_full   | fill the tmpfs under a proxy's data dir, free it (restart the proxy   |
+|             | if it exited on the storage failure, as its supervisor would)         |
 | master_flap | `repeat` times: SIGKILL the master, restart it empty `down` s later,  |
 |             | next kill `gap` s after that: faster than a full resync.  `chase`:   |
 |             | each kill hits whatever is master now (at most 2 kills), else the    |
@@ -355,7 +356,11 @@ class Injector(threading.Thread):
             else:
                 detail = f"SIGKILL {who} ({p['who']}); restart in {d}s"
             self.note("apply", k, detail)
-            self._later(d, lambda: None if proc.alive() else proc.spawn(), k, f"restart {who}")
+            if k == "wipe_proxy" and hasattr(c, "rejoin"):
+                # a proxy without its data refuses to start on its own; the operator's step is --join
+                self._later(d, lambda: c.rejoin(who), k, f"restart {who} with --join")
+            else:
+                self._later(d, lambda: None if proc.alive() else proc.spawn(), k, f"restart {who}")
         elif k == "disk_full":
             who = self.resolve(p["who"])
             disks = getattr(c, "disks", {})
@@ -364,7 +369,13 @@ class Injector(threading.Thread):
                 return
             n = disks[who].fill()
             self.note("apply", k, f"{who} ({p['who']}) data dir full ({n} bytes of filler) for {d}s")
-            self._later(d, disks[who].unfill, k, f"free {who}'s data dir")
+            proc = c.process(who)
+
+            def free() -> None:
+                disks[who].unfill()
+                if not proc.alive():    # it exits when Raft storage fails; a supervisor starts it again
+                    proc.spawn()
+            self._later(d, free, k, f"free {who}'s data dir (restart it if it exited)")
         elif k == "master_flap":
             self._master_flap(spec)
         else:
