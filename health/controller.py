@@ -139,9 +139,11 @@ def raft_status(consensus) -> dict:
     if getattr(consensus, "core", True) is None:   # RaftNode not started yet
         return {"role": "follower", "term": 0, "leader": None, "members": [], "commit_index": 0,
                 "applied_index": 0}
+    cluster = getattr(consensus, "cluster", None)
     return {"role": consensus.role, "term": consensus.term, "leader": consensus.leader_id,
             "members": list(consensus.members), "commit_index": consensus.commit_index,
-            "applied_index": consensus.applied_index}
+            "applied_index": consensus.applied_index,
+            "cluster_id": (cluster.cluster_id or None) if cluster is not None else None}
 
 
 class Controller:

@@ -46,7 +46,7 @@ def status_document(server, raft=None) -> dict:
         "failover": failover,
         "topology": {"epoch": topo.epoch, "master": topo.master,
                      "master_up": health.up(topo.master) if topo.master else False, "replicas": replicas,
-                     "writes_held": topo.hold_reason or None},
+                     "writes_paused": topo.writes_paused, "writes_held": topo.hold_reason or None},
         "clients": {"connected": len(server.clients), "total": server.total_connections,
                     "rejected": dict(server.rejected)},
         "nodes": [st.to_dict(now, health.down_after) for st in health.nodes.values()],

@@ -275,6 +275,9 @@ def test_raft_metrics_agree_with_status(scenario):
         phases = {lab["phase"]: v for lab, v in m.select("redis_raft_proxy_failover_phase")}
         assert sum(phases.values()) == 1.0 and phases.get(st["failover"]["phase"]) == 1.0, \
             f"{name}: phase gauges {phases} vs /status {st['failover']['phase']}"
+    # every proxy names the same Raft cluster id in /status (chosen by the first leader)
+    ids = {status(sc.admin(name))["raft"]["cluster_id"] for name in c.names}
+    assert len(ids) == 1 and None not in ids and len(ids.pop()) == 32, ids
 
 
 def test_command_counters_count_traffic_by_class(scenario):
