@@ -441,7 +441,6 @@ class SentinelService:
         return pairs
 
     def replica_fields(self, addr: str) -> list[tuple[str, object]]:
-        topo = self.topology
         now = time.monotonic()
         st = self.health.nodes.get(addr)
         pairs = self._common_fields(addr, addr, ["slave"], now)
@@ -452,7 +451,7 @@ class SentinelService:
             except ValueError:
                 pass
         link_ok = st is not None and st.link_up and not self.node_down(addr)
-        priority = (topo.priorities or {}).get(addr, 100)
+        priority = st.priority if st is not None else 100   # Redis's own replica-priority
         pairs += [("master-link-down-time", int(st.link_down_since_s * 1000) if st and not st.link_up else 0),
                   ("master-link-status", "ok" if link_ok else "err"), ("master-host", mhost),
                   ("master-port", mport), ("slave-priority", priority),

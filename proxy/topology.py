@@ -39,7 +39,6 @@ class Topology:
     epoch: int
     master: str | None
     replicas: tuple[str, ...] = ()
-    priorities: dict = field(default_factory=dict, compare=False, hash=False)
     writes_paused: bool = False     # a graceful switchover is draining the master, or no node is safe
     history: History | None = field(default=None, compare=False)   # the master's known history
     hold_reason: str = ""           # why writes are paused, when it is not a switchover
@@ -52,16 +51,16 @@ class Topology:
         """The next epoch, with `new_master` promoted and every other node a replica.
         `history`: what the new master holds (its own history when chosen)."""
         others = tuple(n for n in self.nodes if n != new_master)
-        return Topology(self.epoch + 1, new_master, others, self.priorities,
+        return Topology(self.epoch + 1, new_master, others,
                         history=history if history is not None else self.history)
 
     def paused(self, reason: str = "") -> "Topology":
         """The next epoch, same roles, writes held on every proxy."""
-        return Topology(self.epoch + 1, self.master, self.replicas, self.priorities, writes_paused=True,
+        return Topology(self.epoch + 1, self.master, self.replicas, writes_paused=True,
                         history=self.history, hold_reason=reason)
 
     def resumed(self) -> "Topology":
-        return Topology(self.epoch + 1, self.master, self.replicas, self.priorities, history=self.history)
+        return Topology(self.epoch + 1, self.master, self.replicas, history=self.history)
 
     def with_history(self, history: History) -> "Topology":
         """The same epoch and roles with a newer record of the master's history."""
