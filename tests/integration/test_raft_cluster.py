@@ -333,6 +333,33 @@ def test_restarted_follower_rejoins_and_catches_up(keeper):
           f"term {after['term']}")
 
 
+def test_proxy_that_lost_its_data_dir_refuses_to_start_until_told_to_join(keeper):
+    """A member whose data dir is gone must not bootstrap (or silently rejoin) a cluster:
+    it exits 1 naming `--join`; started with `--join`, it is replicated back and converges."""
+    import shutil
+
+    c = keeper.healthy()
+    start = c.wait_converged(c.initial)
+    follower, _ = others(c, start["leader"])
+    cluster_id = start["statuses"][follower]["raft"]["cluster_id"]
+    assert cluster_id, brief(start["statuses"][follower])
+    p = c.proxies[follower]
+    c.kill(follower)
+    shutil.rmtree(c.data_dir(follower))
+    p.spawn()
+    code = wait_until(lambda: p.proc.poll(), 30, message=lambda: f"{follower} to refuse to start:\n{p.log_tail()}")
+    assert code == 1 and "--join" in p.log_tail(), p.log_tail()
+    p.kill()
+    p.options["join"] = c.admin_url(start["leader"])
+    try:
+        c.restart(follower, timeout=60)
+        after = c.wait_converged(c.initial, timeout=30)
+        assert after["statuses"][follower]["raft"]["cluster_id"] == cluster_id
+        assert sorted(after["members"]) == sorted(c.initial)
+    finally:
+        p.options.pop("join", None)
+
+
 # ---------------------------------------------------------------------------
 # 5. leadership transfer with the operator CLI
 # ---------------------------------------------------------------------------
