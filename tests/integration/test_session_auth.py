@@ -113,7 +113,9 @@ def test_hello3_auth_default(auth_proxy):
         hello = c.command("HELLO", "2", "AUTH", "default", PROXY_PASS, "SETNAME", "h2client")
         assert isinstance(hello, list), hello
         assert c.command("CLIENT", "GETNAME") == b"h2client"
-        assert c.command("HGETALL", k) == [b"f", b"v"]
+        # another connection's write, read from a replica: replication is asynchronous
+        wait_until(lambda: c.command("HGETALL", k) == [b"f", b"v"], 10,
+                   message="the RESP2 client to read the RESP3 client's hash as a flat array")
 
 
 def test_redis_py_clients_with_proxy_password(auth_proxy):
