@@ -64,7 +64,7 @@ class RunResult:
                  f"{self.samples} samples) {windows}",
                  f"longest time without an acknowledged write: {self.unavailable_s:.2f}s from "
                  f"+{self.unavailable_at:.2f}s",
-                 f"converged after healing: " + (f"{self.converged_s:.2f}s" if self.converged_s is not None
+                 "converged after healing: " + (f"{self.converged_s:.2f}s" if self.converged_s is not None
                                                  else f"NO ({self.convergence_error})"),
                  f"epochs at the end: {self.epochs_end}"]
         if self.synced_error:

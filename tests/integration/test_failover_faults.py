@@ -21,7 +21,7 @@ import redis
 from benchmarks.failover_lib import RAFT_SECRET, ProxyCluster, Writer, read_back, wait_replica_of
 from benchmarks.raft_cluster_lib import run_ops
 
-from .harness import HarnessError, RedisServer, redis_client, wait_until
+from .harness import RedisServer, redis_client, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
