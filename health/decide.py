@@ -65,7 +65,14 @@ class NodeView:
 # ---------------------------------------------------------------------------
 
 def contains(v: NodeView, h: History) -> bool:
-    """True when node `v`'s dataset holds the stream `h.replid` up to `h.offset`."""
+    """True when node `v`'s dataset holds the stream `h.replid` up to `h.offset`.
+
+    A history at offset 0 holds nothing replicated, so every node covers it:
+    Redis itself starts a new replication id (and no replid2) when it creates
+    its backlog for the first replica, so a master seen before any replica
+    attached changes its id without losing anything."""
+    if h.offset <= 0:
+        return True
     if not v.replid:
         return False
     if v.replid == h.replid:

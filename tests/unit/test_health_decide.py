@@ -279,6 +279,18 @@ def test_contains_follows_redis_replication_ids():
     assert not contains(node("master", 9000, ""), H), "no replid reported"
 
 
+def test_a_history_at_offset_zero_is_covered_by_any_node():
+    """Redis starts a new replication id when it creates its backlog for the first
+    replica: a master recorded before any replica attached (offset 0) changes its id
+    with nothing lost. It must not be taken for a master that lost its data (the k8s
+    start-up test was held in no_safe_master before)."""
+    before_replicas = History(OLD, 0)
+    first_sync = node("master", 0, NEW)
+    assert contains(first_sync, before_replicas)
+    assert not master_lost_history(first_sync, before_replicas)
+    assert next_history(node("master", 42, NEW), before_replicas) == History(NEW, 42)
+
+
 def test_next_history_grows_with_the_master_and_never_adopts_an_empty_one():
     assert next_history(node("master", 10, OLD), None) == History(OLD, 10)
     assert next_history(node("master", 6000, OLD), H) == History(OLD, 6000)
