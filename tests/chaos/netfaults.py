@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from tests.integration.harness import pid_alive
+
 PREFIX = "rrp_chaos_"
 NFT = "/usr/sbin/nft" if os.path.exists("/usr/sbin/nft") else "nft"
 TC = "/usr/sbin/tc" if os.path.exists("/usr/sbin/tc") else "tc"
@@ -73,16 +75,6 @@ def cgroup2_root() -> Path:
             if len(parts) > 2 and parts[2] == "cgroup2":
                 return Path(parts[1])
     raise NetFaultError("cgroup v2 is not mounted")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -127,14 +119,14 @@ def sweep_stale() -> list[str]:
         tables = []
     for t in tables:
         pid = _owner_pid(t["name"])
-        if pid is not None and not _pid_alive(pid):
+        if pid is not None and not pid_alive(pid):
             _run([NFT, "delete", "table", t["family"], t["name"]], check=False)
             removed.append(f"nft table {t['family']} {t['name']}")
     try:
         owner = int(QDISC_OWNER.read_text().strip() or "0")
     except (OSError, ValueError):
         owner = 0
-    if owner and not _pid_alive(owner):
+    if owner and not pid_alive(owner):
         _run([TC, "qdisc", "del", "dev", "lo", "root"], check=False)
         QDISC_OWNER.unlink(missing_ok=True)
         removed.append("qdisc on lo")
@@ -142,7 +134,7 @@ def sweep_stale() -> list[str]:
         mounts = [line.split()[1] for line in fh]
     for mnt in mounts:
         m = re.search(PREFIX + r"(\d+)", mnt)
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             _run(["umount", "-l", mnt], check=False)
             removed.append(f"mount {mnt}")
     try:
@@ -151,7 +143,7 @@ def sweep_stale() -> list[str]:
         return removed
     for d in root.glob(PREFIX + "*"):
         pid = _owner_pid(d.name)
-        if pid is not None and not _pid_alive(pid):
+        if pid is not None and not pid_alive(pid):
             if _remove_cgroup_tree(d):
                 removed.append(f"cgroup {d}")
     return removed

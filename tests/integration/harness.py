@@ -103,7 +103,7 @@ _port_lock = threading.Lock()
 _my_ports: set[int] = set()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -125,7 +125,7 @@ def _reserve(port: int) -> bool:
                 owner = int(path.read_text() or "0")
             except (OSError, ValueError):
                 owner = 0
-            if owner and owner != os.getpid() and _pid_alive(owner):
+            if owner and owner != os.getpid() and pid_alive(owner):
                 return False
             if owner == os.getpid():
                 return False
