@@ -132,12 +132,17 @@ def test_a_leader_that_is_not_up_to_date_does_not_reconcile(pair, behind):
     ctl = controller(x, y, Topology(2, y.addr, (x.addr,)), consensus)
     probe(ctl, x, y)
 
+    run_one_step(ctl)
+    assert roles(x, y) == ("master", "slave"), f"a leader with {behind} reconciled"
+
+
+def run_one_step(ctl: Controller) -> None:
+    """One leader step of the controller, then close its Redis clients."""
     async def scenario():
         await ctl._step()
         for c in ctl._clients.values():
             await c.aclose()
     asyncio.run(scenario())
-    assert roles(x, y) == ("master", "slave"), f"a leader with {behind} reconciled"
 
 
 def test_an_up_to_date_leader_does_reconcile(pair):
@@ -146,9 +151,5 @@ def test_an_up_to_date_leader_does_reconcile(pair):
     ctl = controller(x, y, Topology(2, y.addr, (x.addr,)), StandIn())
     probe(ctl, x, y)
 
-    async def scenario():
-        await ctl._step()
-        for c in ctl._clients.values():
-            await c.aclose()
-    asyncio.run(scenario())
+    run_one_step(ctl)
     wait_until(lambda: roles(x, y) == ("slave", "master"), 5, message="Y promoted and X demoted")
