@@ -22,8 +22,8 @@ from redis.exceptions import RedisError
 
 from proxy.topology import History, Topology
 
-from .decide import (LeaderState, NodeView, choose_new_master, freshest, master_lost_history, next_history,
-                     objectively_down, reconcile, refuse_to_act)
+from .decide import (LeaderState, NodeView, choose_new_master, freshest, history_due, master_lost_history,
+                     next_history, objectively_down, reconcile, refuse_to_act)
 from .raft_events import RaftEvents
 
 log = logging.getLogger("health.controller")
@@ -324,7 +324,7 @@ class Controller:
         if h is None:
             return
         now = time.monotonic()
-        if topo.history is not None and h.replid == topo.history.replid and now - self._history_at < HISTORY_INTERVAL_S:
+        if not history_due(h, topo.history, now - self._history_at, HISTORY_INTERVAL_S):
             return
         self._history_at = now
         self._proposing = True

@@ -107,6 +107,16 @@ def next_history(mview: NodeView | None, history: History | None) -> History | N
     return None
 
 
+def history_due(new: History, recorded: History | None, since_last_s: float, interval_s: float) -> bool:
+    """Commit `new` now? At once for a new replication id, or while the recorded
+    history is still at offset 0 (it protects nothing yet: see `contains`);
+    offset growth within one id at most every `interval_s` (each entry costs
+    every proxy an fsync)."""
+    if recorded is None or new.replid != recorded.replid or recorded.offset <= 0:
+        return True
+    return since_last_s >= interval_s
+
+
 def master_lost_history(mview: NodeView | None, history: History | None) -> bool:
     """The committed master answers but no longer holds the committed history
     (restarted without its data, or from an old dump)."""

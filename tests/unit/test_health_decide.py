@@ -14,7 +14,7 @@ import pytest
 
 from dataclasses import replace
 
-from health.decide import (NO_REPLID, Action, LeaderState, NodeView, choose_new_master, contains,
+from health.decide import (NO_REPLID, Action, LeaderState, NodeView, choose_new_master, contains, history_due,
                            master_lost_history, next_history, objectively_down, reconcile, refuse_to_act)
 from proxy.topology import History, Topology
 
@@ -289,6 +289,12 @@ def test_a_history_at_offset_zero_is_covered_by_any_node():
     assert contains(first_sync, before_replicas)
     assert not master_lost_history(first_sync, before_replicas)
     assert next_history(node("master", 42, NEW), before_replicas) == History(NEW, 42)
+    # a history at offset 0 protects nothing, so its first growth is committed at once,
+    # not HISTORY_INTERVAL_S later (an empty restart in between would go unseen)
+    assert history_due(History(NEW, 42), History(NEW, 0), since_last_s=0.1, interval_s=10)
+    assert history_due(History(OTHER, 42), History(NEW, 40), since_last_s=0.1, interval_s=10)
+    assert not history_due(History(NEW, 42), History(NEW, 40), since_last_s=0.1, interval_s=10)
+    assert history_due(History(NEW, 42), History(NEW, 40), since_last_s=10, interval_s=10)
 
 
 def test_next_history_grows_with_the_master_and_never_adopts_an_empty_one():
