@@ -236,7 +236,8 @@ class ProcessRegistry:
 
     def add(self, p: "ManagedProcess") -> None:
         with self._lock:
-            self.procs.append(p)
+            if p not in self.procs:     # a restarted process is registered once
+                self.procs.append(p)
 
     def remove(self, p: "ManagedProcess") -> None:
         with self._lock:
