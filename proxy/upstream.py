@@ -270,7 +270,7 @@ class Upstream(asyncio.Protocol):
         self.ready = False                  # `_flush` sends nothing
         if self.transport is not None:
             self.transport.pause_reading()  # replies wait in the kernel, not in memory here
-        log.info("event=writes_suspended master=%s", self.addr)
+        log.debug("event=writes_suspended master=%s", self.addr)
         self.gate.suspend(self)
 
     def resume(self) -> None:
@@ -551,7 +551,7 @@ class Upstream(asyncio.Protocol):
 
     def _raw_release(self) -> bool:
         """The marker after a RAW write arrived: deliver what was held, the
-        write's reply replaced by an error if the lease lapsed meanwhile or no
+        write's reply replaced by an error if the lease lapsed within this batch or no
         replica confirmed it (ack = replica).  False if the connection ended."""
         held, self._raw_held = self._raw_held, []
         held.pop()                              # the marker's reply
@@ -569,6 +569,8 @@ class Upstream(asyncio.Protocol):
         wi = found[0] if self.wait_cmd else None
         ri = found[-1]
         if held[ri][:1] != b"-":                # an error is no acknowledgement: delivered as it is
+            # (the gate was asked when this batch arrived, see `data_received`;
+            # this catches only a lease lost while the batch was being read)
             if self.gate is not None and not self.gate.in_flight_ok():
                 log.warning("event=write_outcome_unknown master=%s reason=lease_lapsed", self.addr)
                 held[ri] = lease_lapsed_reply(self.addr)
