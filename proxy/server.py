@@ -26,7 +26,7 @@ from .router import Router
 from .session import ClientSession
 from .topology import Topology
 from .upstream import DiscardSlot, Upstream, set_nodelay
-from .write_gate import WriteGate, lease_lapsed_reply, master_replaced_reply, writes_paused_reply
+from .write_gate import WriteGate, master_replaced_reply, writes_paused_reply
 
 log = logging.getLogger("proxy.server")
 
@@ -97,14 +97,15 @@ class ProxyServer:
         elif old is not None and new.master and new.writes_paused and not old.writes_paused:
             # A switchover drains the master: a write still in flight may land
             # after the offsets it waits for were read; its outcome is unknown.
-            self._retire_writes(new.master, writes_paused_reply(new.master, new.epoch))
+            self.retire_writes(new.master, writes_paused_reply(new.master, new.epoch))
+        self.gate.settle()           # writes suspended under an earlier topology fail now
         self._wake_held()
         self.sentinel.on_topology(new, old, reason)
 
     def lease_held(self) -> bool:
         return self.consensus.lease_held()
 
-    def _retire_writes(self, addr: str, reply: bytes) -> None:
+    def retire_writes(self, addr: str, reply: bytes) -> None:
         """Every connection to `addr` with a write queued or unanswered answers `reply` instead."""
         for up in self._shared.get(addr, []):
             if up is not None and not up.closed and up.writes_owed():
@@ -112,17 +113,28 @@ class ProxyServer:
         for s in list(self.clients):
             s.retire_writes(addr, reply)
 
+    def _suspend_writes(self, addr: str) -> None:
+        """Every connection to `addr` with a write queued or unanswered stops
+        sending and delivering until the write gate settles it."""
+        for up in self._shared.get(addr, []):
+            if up is not None and not up.closed and up.writes_owed():
+                up.suspend()
+        for s in list(self.clients):
+            s.suspend_writes(addr)
+
     def _watch_lease(self) -> None:
-        """On losing the lease, writes in flight fail at once (not only when
-        their late replies arrive, which a frozen master may never send)."""
+        """On losing the lease, writes in flight are suspended at once (not only
+        when their replies arrive, which a frozen master may never send); the
+        write gate then resumes them or fails them (`WriteGate.settle`)."""
         held = self.consensus.lease_held()
         if self._lease_seen and not held:
             self.gate.lapsed()
             master = self.router.master
             if master is not None:
-                log.warning("event=lease_lost master=%s: writes in flight fail", master)
-                self._retire_writes(master, lease_lapsed_reply(master))
+                log.warning("event=lease_lost master=%s: writes in flight are suspended", master)
+                self._suspend_writes(master)
         self._lease_seen = held
+        self.gate.settle()
 
     def can_write(self, addr: str) -> bool:
         """Writes may flow to `addr`: lease held, node up and not suspect.

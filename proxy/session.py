@@ -501,6 +501,13 @@ class ClientSession(asyncio.Protocol):
         if raw is not None and raw.addr == addr and not raw.closed and raw.writes_owed():
             raw.retire(reply)
 
+    def suspend_writes(self, addr: str) -> None:
+        """The lease lapsed: this client's connections to `addr` that owe a
+        write are suspended (see write_gate.py)."""
+        for up in (self.dedicated.get(addr), self.raw):
+            if up is not None and up.addr == addr and not up.closed and up.writes_owed():
+                up.suspend()
+
     def _tx_lost(self, reply: bytes) -> None:
         """The master connection holding this client's MULTI or WATCH is gone:
         the transaction must fail at EXEC (a new connection knows neither)."""

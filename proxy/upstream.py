@@ -15,8 +15,9 @@ write's reply can still be found (`raw_write`).
 
 While a write is queued or owed, the write gate (write_gate.py) is asked once
 per flush and once per batch of replies; when it says the lease lapsed, the
-connection is retired: unsent bytes are dropped and every reply still owed
-becomes an error (`retire`).
+connection is suspended (`suspend`): unsent bytes stay unsent and replies that
+arrive are kept, until the gate resumes it (`resume`) or retires it: then
+unsent bytes are dropped and every reply still owed becomes an error (`retire`).
 """
 
 from __future__ import annotations
@@ -184,6 +185,8 @@ class Upstream(asyncio.Protocol):
         # leave and before the replies owed after a write are delivered.
         self.gate = None
         self._out_write = False             # bytes not sent yet include a write
+        self.suspended = False              # the lease lapsed with a write owed: see `suspend`
+        self._held_in: list[bytes] = []     # replies received while suspended, not looked at yet
         self._owed_write: Slot | None = None  # the last slot with a write, until it is answered
         # RAW mode: the stream is framed so that a write's reply can be found
         # (`raw_write`): the write is followed by [WAIT and] a marker PING.
@@ -223,6 +226,9 @@ class Upstream(asyncio.Protocol):
         self.transport = transport
         set_nodelay(transport)
         transport.set_write_buffer_limits(high=4 * 1024 * 1024)
+        if self.suspended:
+            transport.pause_reading()
+            return
         self.ready = True
         self._flush()
 
@@ -250,12 +256,37 @@ class Upstream(asyncio.Protocol):
     def writes_owed(self) -> bool:
         """A write was queued or sent here and its reply not delivered yet."""
         slot = self._owed_write
-        return self._out_write or (slot is not None and not slot.done) or bool(self._raw_markers)
+        return self.suspended or self._out_write or (slot is not None and not slot.done) or bool(self._raw_markers)
 
-    def _lapsed(self) -> None:
-        """The lease lapsed with a write in flight (see write_gate)."""
-        log.warning("event=write_outcome_unknown master=%s reason=lease_lapsed", self.addr)
-        self.retire(lease_lapsed_reply(self.addr))
+    def suspend(self, data: bytes = b"") -> None:
+        """The lease lapsed with a write owed: send nothing more and deliver no
+        reply (`data`: replies just received) until the write gate resumes
+        this connection or retires it (write_gate.WriteGate.settle)."""
+        if data:
+            self._held_in.append(data)
+        if self.suspended or self.closed:
+            return
+        self.suspended = True
+        self.ready = False                  # `_flush` sends nothing
+        if self.transport is not None:
+            self.transport.pause_reading()  # replies wait in the kernel, not in memory here
+        log.debug("event=writes_suspended master=%s", self.addr)
+        self.gate.suspend(self)
+
+    def resume(self) -> None:
+        """The lease is back under the same topology: deliver the replies kept
+        (in order, before any newer one) and send what was held."""
+        if not self.suspended or self.closed:
+            return
+        self.suspended = False
+        held, self._held_in = self._held_in, []
+        if self.transport is None:
+            return                          # still connecting: `connection_made` flushes
+        self.ready = True
+        self.transport.resume_reading()     # (never delivers data before this method returns)
+        if held:
+            self.data_received(b"".join(held))
+        self._flush()
 
     def _fail(self, reason: str | None, reply: bytes | None = None) -> None:
         """Close and answer every waiting slot with an error naming the node.
@@ -267,6 +298,8 @@ class Upstream(asyncio.Protocol):
             return
         self.closed = True
         self.ready = False
+        self.suspended = False
+        self._held_in = []
         self.error = reason
         if reason:
             log.debug("upstream %s failed: %s", self.addr, reason)
@@ -323,10 +356,10 @@ class Upstream(asyncio.Protocol):
         if self._out_write:
             # A write dispatched under the lease must not leave after it lapsed
             # (e.g. this connection was still being made).
-            self._out_write = False
             if self.gate is not None and not self.gate.in_flight_ok():
-                self._lapsed()
+                self.suspend()
                 return
+            self._out_write = False
         if self._window and not self.in_tx:
             if self._window_write:
                 gate = WaitGate(self._window, self.addr, self.wait_timeout_ms)
@@ -385,8 +418,8 @@ class Upstream(asyncio.Protocol):
 
     # -- receiving --------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self.raw_sink is not None and not self.waiters:
-            self._raw_received(data)
+        if self.suspended:
+            self._held_in.append(data)      # (reading is paused: at most what was already read)
             return
         owed = self._owed_write
         if owed is not None:
@@ -394,7 +427,14 @@ class Upstream(asyncio.Protocol):
             if owed.done:
                 self._owed_write = None
             elif self.gate is not None and not self.gate.in_flight_ok():
-                self._lapsed()
+                self.suspend(data)
+                return
+        if self.raw_sink is not None:
+            if self._raw_markers and self.gate is not None and not self.gate.in_flight_ok():
+                self.suspend(data)          # RAW: a write's reply may be in this batch
+                return
+            if not self.waiters:
+                self._raw_received(data)
                 return
         buf = self.buf + data if self.buf else data
         pos = 0
@@ -511,7 +551,7 @@ class Upstream(asyncio.Protocol):
 
     def _raw_release(self) -> bool:
         """The marker after a RAW write arrived: deliver what was held, the
-        write's reply replaced by an error if the lease lapsed meanwhile or no
+        write's reply replaced by an error if the lease lapsed within this batch or no
         replica confirmed it (ack = replica).  False if the connection ended."""
         held, self._raw_held = self._raw_held, []
         held.pop()                              # the marker's reply
@@ -529,6 +569,8 @@ class Upstream(asyncio.Protocol):
         wi = found[0] if self.wait_cmd else None
         ri = found[-1]
         if held[ri][:1] != b"-":                # an error is no acknowledgement: delivered as it is
+            # (the gate was asked when this batch arrived, see `data_received`;
+            # this catches only a lease lost while the batch was being read)
             if self.gate is not None and not self.gate.in_flight_ok():
                 log.warning("event=write_outcome_unknown master=%s reason=lease_lapsed", self.addr)
                 held[ri] = lease_lapsed_reply(self.addr)

@@ -10,18 +10,37 @@ two moments:
   until `ProxyServer` wakes it), or refused after `hold_ms`;
 * when its bytes leave and when its reply comes back (`in_flight_ok`, asked
   by the `Upstream` once per flush and once per batch of replies while a write
-  is owed): a lease that lapsed in between means the write's outcome is
-  unknown, and the client gets an error instead of the master's late reply.
+  is owed).
 
-Topology changes retire the old master's connections (`ProxyServer`), which
-turns every reply they still owe into an error as well.
+A lease that lapses while writes are queued or owed on a master connection
+suspends that connection (`suspend`): bytes not sent stay unsent and replies
+that arrive are kept, not delivered.  Then (`settle`, on every lease poll and
+every topology apply):
+
+* the lease is back and the committed topology is the one the connection was
+  suspended under (same epoch, same master, no switchover pause): the
+  connection resumes.  Nothing newer can have been committed meanwhile, since
+  a lease is only held once everything its leader committed is applied here,
+  and a later change is fenced against this lease: the writes were processed
+  by the master of the latest committed topology, as every write is;
+* the topology changed first, or hold_ms passed without the lease: the outcome
+  of those writes is unknown, and every reply still owed becomes an error.
+
+So losing the Raft leader (followers' leases lapse until a new one is elected)
+is a short pause for clients, while a write is never acknowledged late by a
+master that was replaced or outside a lease.  Topology changes also retire
+the old master's connections (`ProxyServer`), which turns every reply they
+still owe into an error.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 from . import resp
+
+log = logging.getLogger("proxy.write_gate")
 
 STOP = object()     # a session stops reading commands until it is woken (held, or replies owed)
 
@@ -51,6 +70,11 @@ def master_replaced_reply(addr: str, epoch: int) -> bytes:
                             f"epoch {epoch}) while the command was in flight")
 
 
+def topology_changed_reply(addr: str, epoch: int) -> bytes:
+    return resp.error_reply(f"TRYAGAIN proxy: write outcome unknown: the topology changed (epoch {epoch}) while "
+                            f"this proxy's lease had lapsed with the command in flight to master {addr}")
+
+
 def writes_paused_reply(addr: str, epoch: int) -> bytes:
     return resp.error_reply(f"TRYAGAIN proxy: write outcome unknown: a switchover from master {addr} paused "
                             f"writes (topology epoch {epoch}) while the command was in flight")
@@ -59,11 +83,14 @@ def writes_paused_reply(addr: str, epoch: int) -> bytes:
 class WriteGate:
     """Owned by `ProxyServer`; shared by every session and upstream."""
 
-    __slots__ = ("server", "open_until")
+    __slots__ = ("server", "open_until", "suspended", "suspended_since", "suspended_under")
 
     def __init__(self, server) -> None:
         self.server = server
         self.open_until = 0.0       # monotonic time until which the last positive lease check is trusted
+        self.suspended: list = []   # master connections suspended since the lease lapsed (see `settle`)
+        self.suspended_since = 0.0
+        self.suspended_under = None  # the committed topology when the first of them was suspended
 
     # -- when a write is routed ------------------------------------------------
     def admit(self, session, addr: str | None):
@@ -121,3 +148,45 @@ class WriteGate:
     def lapsed(self) -> None:
         """The lease was seen lost: stop trusting the cached check at once."""
         self.open_until = 0.0
+
+    # -- writes in flight while the lease is lapsed ---------------------------
+    def suspend(self, upstream) -> None:
+        """`upstream` stopped sending and delivering (`Upstream.suspend`): `settle` decides."""
+        if not self.suspended:
+            self.suspended_since = time.monotonic()
+            self.suspended_under = self.server.router.topology
+        self.suspended.append(upstream)
+
+    def settle(self) -> None:
+        """Resume or fail the suspended connections (see the module doc)."""
+        ups = self.suspended
+        if not ups:
+            return
+        server = self.server
+        now_t, was = server.router.topology, self.suspended_under
+        if now_t.epoch != was.epoch or now_t.master != was.master or now_t.writes_paused != was.writes_paused:
+            why = "topology_changed"
+            reply = topology_changed_reply(was.master, now_t.epoch)
+        elif server.lease_held():
+            self.suspended = []
+            live = [up for up in ups if not up.closed]
+            if live:
+                log.warning("event=writes_resumed master=%s connections=%d paused_ms=%d", was.master, len(live),
+                            (time.monotonic() - self.suspended_since) * 1000)
+            for up in live:
+                up.resume()
+            return
+        elif time.monotonic() - self.suspended_since >= server.hold_s:
+            why = "lease_lapsed"
+            reply = lease_lapsed_reply(was.master)
+        else:
+            return
+        self.suspended = []
+        live = [up for up in ups if not up.closed]
+        if live:
+            log.warning("event=write_outcome_unknown master=%s reason=%s connections=%d", was.master, why, len(live))
+        for addr in {up.addr for up in live}:
+            server.retire_writes(addr, reply)
+        for up in live:
+            if not up.closed:       # (every suspended connection owes a write: retired above)
+                up.retire(reply)

@@ -163,12 +163,54 @@ def enter_mode(cl: RawClient, mode: str) -> None:
 @pytest.mark.parametrize("mode", ["shared", "dedicated", "pubsub-resp2", "pubsub-resp3"])
 def test_write_in_flight_when_the_lease_lapses_is_not_acknowledged(keeper, mode):
     """The master is frozen (SIGSTOP) with a SET in its socket; the proxy then loses its
-    lease; the master is resumed and answers +OK.  The client must get an error (the
-    write's outcome is unknown), never the late +OK.  Before the fix: +OK in every mode."""
+    lease; the master is resumed and answers +OK, but the lease does not come back
+    within hold_ms.  The client must get an error (the write's outcome is unknown),
+    never the late +OK.  Before the fix: +OK in every mode."""
     c = keeper.healthy()
     view = c.wait_stable()
     master = c.redis(view["master"])
     key = uniq("inflight")
+    others = []
+    with RawClient(c.proxy(GATED).port, timeout=20) as cl:
+        enter_mode(cl, mode)
+        before = tcp_unread_bytes(master.port)
+        master.stop()
+        try:
+            t_sent = time.monotonic()
+            cl.send(encode_command("SET", key, "v"))
+            wait_until(lambda: tcp_unread_bytes(master.port) > before, 5,
+                       message="the SET to reach the frozen master's socket")
+            others = freeze_others(c)
+            t_lapsed = time.monotonic()
+        finally:
+            master.cont()
+        try:
+            reply = cl.read_reply()     # the lease does not come back: the others stay frozen
+            t_reply = time.monotonic()
+        finally:
+            for p in others:
+                p.cont()
+    assert isinstance(reply, hiredis.ReplyError), f"a write answered after the lease lapsed: {reply!r}"
+    # Held (suspended) in case the lease came back, then failed: hold_ms counts from the
+    # first lapse the write saw, which is after it was sent and (a loaded machine may
+    # lose the lease briefly before the freeze) at the latest when /status said so.
+    assert t_reply - t_sent >= HOLD_S * 0.9 and t_reply - t_lapsed >= 0.3, \
+        f"failed {t_reply - t_sent:.2f}s after the send, {t_reply - t_lapsed:.2f}s after the lapse (hold_ms {HOLD_S}s)"
+    assert str(reply).startswith("TRYAGAIN") and "outcome unknown" in str(reply) and "lease" in str(reply), reply
+
+
+@pytest.mark.parametrize("mode", ["shared", "dedicated", "pubsub-resp2", "pubsub-resp3"])
+def test_write_in_flight_when_the_lease_lapses_and_returns_under_the_same_topology_is_acknowledged(keeper, mode):
+    """As above, but the other proxies resume with the master: the lease comes back
+    within hold_ms and the topology is the same (same epoch, same master), so the write
+    was processed by the master of the latest committed topology, like any write.  The
+    client gets +OK after the pause and the key is on the master.  This is what a Raft
+    leader's death looks like to the followers (their leases lapse until a new leader is
+    elected).  Before the fix: "TRYAGAIN ... write outcome unknown ... lease lapsed"."""
+    c = keeper.healthy()
+    view = c.wait_stable()
+    master = c.redis(view["master"])
+    key = uniq("resumed")
     others = []
     with RawClient(c.proxy(GATED).port, timeout=20) as cl:
         enter_mode(cl, mode)
@@ -181,13 +223,15 @@ def test_write_in_flight_when_the_lease_lapses_is_not_acknowledged(keeper, mode)
             others = freeze_others(c)
         finally:
             master.cont()
-        try:
-            reply = cl.read_reply()
-        finally:
             for p in others:
                 p.cont()
-    assert isinstance(reply, hiredis.ReplyError), f"a write answered after the lease lapsed: {reply!r}"
-    assert str(reply).startswith("TRYAGAIN") and "outcome unknown" in str(reply) and "lease" in str(reply), reply
+        reply = cl.read_reply()
+        assert cl.command("SET", key + ":after", "v") == b"OK"     # the connection works on
+    after = c.status(GATED)["topology"]
+    assert (after["epoch"], after["master"]) == (view["epoch"], master.addr), after
+    assert reply == b"OK", f"a write whose lease came back under the same topology was refused: {reply!r}"
+    with master.client(timeout=5) as m:
+        assert m.get(key) == b"v"
 
 
 @pytest.mark.parametrize("mode", ["pubsub-resp2", "pubsub-resp3"])
