@@ -221,6 +221,12 @@ class ProxyCluster:
             if name in (src, dst):
                 relay.cut()
 
+    def cont_all(self) -> None:
+        """SIGCONT every live Redis node and proxy (after a test froze some)."""
+        for p in [*self.rs.servers, *self.proxies.values()]:
+            if p.alive():
+                p.cont()
+
     def heal(self) -> None:
         """Heal every proxy-proxy link and every proxy-redis relay (cut first, so that a
         blackholed connection, which lost bytes, is never resumed)."""

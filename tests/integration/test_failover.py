@@ -66,12 +66,7 @@ class Keeper(ClusterKeeper):
 
     @staticmethod
     def restore(c: ProxyCluster) -> None:
-        for s in c.rs.servers:
-            if s.alive():
-                s.cont()
-        for p in c.proxies.values():
-            if p.alive():
-                p.cont()
+        c.cont_all()
         c.heal()
         dead = [p for p in c.proxies.values() if not p.alive()]
         for p in dead:

@@ -41,12 +41,7 @@ class Keeper(ClusterKeeper):
 
     @staticmethod
     def restore(c: ProxyCluster) -> None:
-        for s in c.rs.servers:
-            if s.alive():
-                s.cont()
-        for p in c.proxies.values():
-            if p.alive():
-                p.cont()
+        c.cont_all()
         if any(not p.alive() for p in c.proxies.values()) or any(not s.alive() for s in c.rs.servers):
             raise HarnessError("a process died")
         view = c.wait_stable(timeout=30)
