@@ -25,6 +25,7 @@ from proxy.topology import History, Topology
 from .decide import (LeaderState, NodeView, choose_new_master, freshest, history_due, master_lost_history,
                      next_history, objectively_down, reconcile, refuse_to_act)
 from .raft_events import RaftEvents
+from .redis_control import control_client
 
 log = logging.getLogger("health.controller")
 
@@ -553,11 +554,9 @@ class Controller:
     def _client(self, addr: str) -> aioredis.Redis:
         c = self._clients.get(addr)
         if c is None:
-            host, _, port = addr.rpartition(":")
-            t = self.cfg.down_after_ms / 1000.0
-            c = self._clients[addr] = aioredis.Redis(
-                host=host, port=int(port), username=self.cfg.redis_username or None,
-                password=self.cfg.redis_password or None, socket_timeout=t, socket_connect_timeout=t)
+            c = self._clients[addr] = control_client(addr, username=self.cfg.control_username,
+                                                     password=self.cfg.control_password,
+                                                     timeout=self.cfg.down_after_ms / 1000.0)
         return c
 
     async def _run_action(self, action, epoch: int) -> None:

@@ -20,10 +20,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from .decide import DEFAULT_PRIORITY, NO_REPLID
+from .redis_control import control_client
 
 log = logging.getLogger("health.probe")
 
@@ -140,11 +140,8 @@ class Prober:
         self.addr = addr
         self.interval = interval_ms / 1000.0
         self.timeout = timeout_ms / 1000.0
-        host, _, port = addr.rpartition(":")
-        self._client = aioredis.Redis(host=host, port=int(port), username=username or None,
-                                      password=password or None, socket_timeout=self.timeout,
-                                      socket_connect_timeout=self.timeout, single_connection_client=True,
-                                      decode_responses=True)
+        self._client = control_client(addr, username=username, password=password, timeout=self.timeout,
+                                      single_connection_client=True, decode_responses=True)
         self._on_change = on_change
         self._was_up: bool | None = None
         self._kick = asyncio.Event()

@@ -142,6 +142,13 @@ class Config:
     requirepass: str = _key("str", "", "password clients must AUTH with at the proxy (empty: none)", secret=True)
     redis_username: str = _key("str", "", "username the proxy uses towards Redis", secret=False)
     redis_password: str = _key("str", "", "password the proxy uses towards Redis", secret=True)
+    # Least privilege: the proxy's own control connections (probes, REPLICAOF, CLIENT PAUSE, COMMAND,
+    # SCRIPT/FUNCTION KILL) may use a Redis user of their own; client traffic keeps the one above.
+    redis_control_username: str = _key("str", "", "username of the proxy's control connections to Redis "
+                                       "(INFO, REPLICAOF, CLIENT PAUSE, COMMAND, SCRIPT/FUNCTION KILL); "
+                                       "empty: redis_username", secret=False)
+    redis_control_password: str = _key("str", "", "password of the proxy's control connections to Redis; "
+                                       "empty: redis_password", secret=True)
     peers: list = _key("list", [], "the proxies as name=http://host:adminport (this one included); empty: "
                         "a single proxy without Raft")
     data_dir: str = _key("str", "", "directory for Raft hard state, log and snapshot (required with peers)")
@@ -205,6 +212,16 @@ class Config:
             raise ConfigError("sentinel_port", "must differ from port and admin_port")
         if not self.node or not re.match(r"^[A-Za-z0-9_.-]+$", self.node):
             raise ConfigError("node", "must be a non-empty name of letters, digits, '.', '_' or '-'")
+
+    @property
+    def control_username(self) -> str:
+        """The Redis username of the control connections (falls back to the data user)."""
+        return self.redis_control_username or self.redis_username
+
+    @property
+    def control_password(self) -> str:
+        """The Redis password of the control connections (falls back to the data password)."""
+        return self.redis_control_password or self.redis_password
 
     @property
     def peer_urls(self) -> dict[str, str]:

@@ -199,13 +199,16 @@ class ProxyServer:
                     s.wake()
 
     # -- upstreams --------------------------------------------------------------
-    def upstream_auth_command(self) -> bytes:
+    def upstream_auth_command(self, *, control: bool = False) -> bytes:
+        """AUTH as the data user (connections carrying client traffic) or the control user."""
         cfg = self.cfg
-        args = [b"AUTH"] + ([cfg.redis_username.encode()] if cfg.redis_username else []) + [cfg.redis_password.encode()]
-        return resp.encode_command(args)
+        user, password = (cfg.control_username, cfg.control_password) if control \
+            else (cfg.redis_username, cfg.redis_password)
+        return resp.encode_command([b"AUTH"] + ([user.encode()] if user else []) + [password.encode()])
 
-    def _base_handshake(self) -> list[bytes]:
-        return [self.upstream_auth_command()] if self.cfg.redis_password else []
+    def _base_handshake(self, *, control: bool = False) -> list[bytes]:
+        password = self.cfg.control_password if control else self.cfg.redis_password
+        return [self.upstream_auth_command(control=control)] if password else []
 
     # -- scripts -------------------------------------------------------------------
     def script_loads(self) -> list[bytes]:
@@ -322,7 +325,7 @@ class ProxyServer:
         host, _, port = addr.rpartition(":")
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
-            msgs = self._base_handshake() + [resp.encode_command([b"COMMAND"])]
+            msgs = self._base_handshake(control=True) + [resp.encode_command([b"COMMAND"])]
             writer.write(b"".join(msgs))
             parser = hiredis.Reader()
             replies = []
@@ -347,7 +350,7 @@ class ProxyServer:
                                                      backlog=4096, reuse_address=True)
         for addr in cfg.redis_nodes:
             prober = Prober(self.health, addr, interval_ms=cfg.probe_interval_ms, timeout_ms=cfg.down_after_ms,
-                            username=cfg.redis_username, password=cfg.redis_password,
+                            username=cfg.control_username, password=cfg.control_password,
                             on_change=self._node_changed)
             self.probers[addr] = prober
             self._tasks.append(self.loop.create_task(prober.run()))

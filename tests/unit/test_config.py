@@ -50,3 +50,17 @@ def test_example_file_loads_and_matches_defaults():
 
     path = pathlib.Path(__file__).parents[2] / "config.example.toml"
     assert load_config(str(path), env={}) == load_config(env={})
+
+
+def test_control_credentials_default_to_the_data_user():
+    cfg = load_config(env={"REDIS_RAFT_PROXY_REDIS_PASSWORD": "data-pw"}, flags={"redis_username": "rrp-data"})
+    assert (cfg.control_username, cfg.control_password) == ("rrp-data", "data-pw")
+    assert (cfg.redis_control_username, cfg.redis_control_password) == ("", "")
+
+
+def test_control_credentials_are_their_own_when_set():
+    cfg = load_config(env={"REDIS_RAFT_PROXY_REDIS_CONTROL_PASSWORD": "ctl-pw", "REDIS_RAFT_PROXY_REDIS_PASSWORD": "d"},
+                      flags={"redis_username": "rrp-data", "redis_control_username": "rrp-control"})
+    assert (cfg.control_username, cfg.control_password) == ("rrp-control", "ctl-pw")
+    assert (cfg.redis_username, cfg.redis_password) == ("rrp-data", "d")
+    assert "ctl-pw" not in repr(cfg.redacted()) and "rrp-control" in repr(cfg.redacted())

@@ -1,0 +1,26 @@
+"""The proxy's own control connections to Redis (probes, reconciler, switchover).
+
+They authenticate as the control user (`redis_control_username` /
+`redis_control_password`, falling back to the data user), which needs only the
+commands listed under "Least-privilege Redis users" in README.md.  redis-py's
+connect-time `CLIENT SETINFO` is turned off so that such a user needs no
+permission for it (Redis 7.2+ would refuse it and log an ACL denial on every
+connect).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import redis.asyncio as aioredis
+
+# Newer redis-py spells "no CLIENT SETINFO" driver_info=None (lib_name/lib_version are deprecated there).
+_NO_SETINFO = {"driver_info": None} if "driver_info" in inspect.signature(aioredis.Redis.__init__).parameters \
+    else {"lib_name": None, "lib_version": None}
+
+
+def control_client(addr: str, *, username: str, password: str, timeout: float, **kw) -> aioredis.Redis:
+    """A redis-py client for `addr` (host:port) that logs in as the control user."""
+    host, _, port = addr.rpartition(":")
+    return aioredis.Redis(host=host, port=int(port), username=username or None, password=password or None,
+                          socket_timeout=timeout, socket_connect_timeout=timeout, **_NO_SETINFO, **kw)
