@@ -1,5 +1,9 @@
 """proxy/config.py: precedence, validation and error messages naming the key."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from proxy.config import ConfigError, load_config
@@ -121,14 +125,11 @@ def test_secret_and_a_different_secret_file_conflict(tmp_path):
 def test_cli_exits_2_naming_the_key(tmp_path):
     """`redis-raft-proxy run` with peers and no secret does not start (bounded: before
     the check it served forever)."""
-    import subprocess
-    import sys
-
     def run(*args: str) -> subprocess.CompletedProcess:
         argv = [sys.executable, "-m", "proxy.cli", "run", "--port", "0", "--admin-port", "0",
                 "--sentinel-port", "0", *args]
-        env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("REDIS_RAFT_PROXY_")}
-        return subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_RAFT_PROXY_")}
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env, check=False)
 
     r = run("--peers", CLUSTER["peers"], "--data-dir", str(tmp_path), "--node", "proxy-1")
     assert r.returncode == 2 and "'raft_secret'" in r.stderr and "openssl rand -hex 32" in r.stderr, r.stderr
