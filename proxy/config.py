@@ -259,7 +259,8 @@ def how_to_set(key: str) -> str:
     return (f"Make one with `openssl rand -hex 32` and set it with {ENV_PREFIX}{key.upper()}, "
             f"{key}_file (a file, e.g. a mounted Secret) or {key} in the config file")
 
-# secret key -> the key naming a file to read it from
+
+# the key naming a file -> the secret read from that file
 SECRET_FILES = {"raft_secret_file": "raft_secret", "requirepass_file": "requirepass",
                 "redis_password_file": "redis_password"}
 
@@ -274,7 +275,7 @@ def is_placeholder(value: str) -> bool:
 
 
 def read_secret_file(key: str, path: str) -> str:
-    """The file's content without its trailing newline; ConfigError naming `key` if
+    """The file's content without its trailing newlines; ConfigError naming `key` if
     it cannot be read or is empty (never the content itself)."""
     try:
         with open(path, encoding="utf-8") as fh:
