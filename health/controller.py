@@ -21,6 +21,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from proxy.topology import History, Topology
+from raft.auth import SECRET_HEADER, secret_matches
 
 from .decide import (LeaderState, NodeView, choose_new_master, freshest, history_due, master_lost_history,
                      next_history, objectively_down, reconcile, refuse_to_act)
@@ -582,8 +583,8 @@ class Controller:
 
 def add_report_route(app: web.Application, controller: Controller) -> None:
     async def report(request: web.Request) -> web.Response:
-        if request.headers.get("X-Raft-Secret", "") != controller.cfg.raft_secret:
-            return web.Response(status=403, text="bad secret\n")
+        if not secret_matches(request.headers.get(SECRET_HEADER), controller.cfg.raft_secret):
+            return web.Response(status=403, text="bad or missing X-Raft-Secret\n")
         try:
             body = await request.json()
             controller.receive_report(str(body["node"]), dict(body["view"]))

@@ -10,6 +10,8 @@ import time
 
 from aiohttp import web
 
+from raft.auth import SECRET_HEADER, secret_matches
+
 from . import __version__
 
 
@@ -85,7 +87,7 @@ def add_operator_routes(app: web.Application, server) -> None:
     """Operator actions: switchover, leadership transfer, membership.
 
     They change the cluster, so they need the shared secret (header
-    `X-Raft-Secret`) when one is configured.  Actions only the leader can do
+    `X-Raft-Secret`); without a configured `raft_secret` they are refused.  Actions only the leader can do
     answer 409 with the leader's name and admin URL on a follower.
     """
     from health.controller import NotLeaderError
@@ -95,7 +97,7 @@ def add_operator_routes(app: web.Application, server) -> None:
     def guarded(handler):
         """Refuse a request without the shared secret (403)."""
         async def wrapper(request: web.Request) -> web.Response:
-            if request.headers.get("X-Raft-Secret", "") != server.cfg.raft_secret:
+            if not secret_matches(request.headers.get(SECRET_HEADER), server.cfg.raft_secret):
                 return web.json_response({"ok": False, "error": "bad or missing X-Raft-Secret"}, status=403)
             return await handler(request)
         return wrapper

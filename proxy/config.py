@@ -16,6 +16,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from raft.auth import secret_matches
+
 ENV_PREFIX = "REDIS_RAFT_PROXY_"
 
 
@@ -152,8 +154,13 @@ class Config:
     peers: list = _key("list", [], "the proxies as name=http://host:adminport (this one included); empty: "
                         "a single proxy without Raft")
     data_dir: str = _key("str", "", "directory for Raft hard state, log and snapshot (required with peers)")
-    raft_secret: str = _key("str", "", "shared secret the proxies authenticate Raft and reports with",
+    raft_secret: str = _key("str", "", "shared secret the proxies authenticate Raft, reports and operator "
+                            "actions with (required with peers or join; make one with `openssl rand -hex 32`)",
                             secret=True)
+    # -- secrets from files (mounted Kubernetes Secrets); see SECRET_FILES
+    raft_secret_file: str = _key("str", "", "read raft_secret from this file (trailing newline stripped)")
+    requirepass_file: str = _key("str", "", "read requirepass from this file (trailing newline stripped)")
+    redis_password_file: str = _key("str", "", "read redis_password from this file (trailing newline stripped)")
     advertise_url: str = _key("str", "", "this proxy's admin URL as other proxies reach it (default: "
                               "http://bind:admin_port)")
     join: str = _key("str", "", "admin URL of a running proxy: join its cluster as a new member")
@@ -169,7 +176,20 @@ class Config:
     log_level: str = _key("str", "info", "log level", choices=("debug", "info", "warning", "error"))
 
     def __post_init__(self) -> None:
+        self._read_secret_files()
         self.validate()
+
+    def _read_secret_files(self) -> None:
+        """Fill each secret from its `*_file` key (not both with different values: which one
+        wins would be a guess)."""
+        for file_key, key in SECRET_FILES.items():
+            path = getattr(self, file_key)
+            if not path:
+                continue
+            value = read_secret_file(file_key, path)
+            if getattr(self, key) and not secret_matches(getattr(self, key), value):
+                raise ConfigError(file_key, f"set either {key} or {file_key}, not both")
+            setattr(self, key, value)
 
     # -- validation -------------------------------------------------------
     def validate(self) -> None:
@@ -204,6 +224,12 @@ class Config:
             raise ConfigError("peers", f"this proxy ({self.node!r}) is not among the peers")
         if (self.peers or self.join) and not self.data_dir:
             raise ConfigError("data_dir", "required when peers or join are set")
+        if (self.peers or self.join) and not self.raft_secret:
+            raise ConfigError("raft_secret", "required when peers or join are set: anyone reaching the admin "
+                              f"port could otherwise fail the cluster over. {how_to_set('raft_secret')}")
+        for f in dataclasses.fields(self):
+            if f.metadata["secret"] and is_placeholder(getattr(self, f.name)):
+                raise ConfigError(f.name, f"is a placeholder value, not a secret. {how_to_set(f.name)}")
         if self.heartbeat_ticks >= self.election_ticks:
             raise ConfigError("heartbeat_ticks", "must be smaller than election_ticks")
         if not re.match(r"^[!-~]+$", self.master_name):
@@ -243,6 +269,40 @@ class Config:
             value = getattr(self, f.name)
             out[f.name] = "***" if f.metadata["secret"] and value else value
         return out
+
+
+def how_to_set(key: str) -> str:
+    """The hint that goes with a missing or placeholder secret."""
+    return (f"Make one with `openssl rand -hex 32` and set it with {ENV_PREFIX}{key.upper()}, "
+            f"{key}_file (a file, e.g. a mounted Secret) or {key} in the config file")
+
+
+# the key naming a file -> the secret read from that file
+SECRET_FILES = {"raft_secret_file": "raft_secret", "requirepass_file": "requirepass",
+                "redis_password_file": "redis_password"}
+
+# "change-me-raft-secret" in k8s/base/secret.env and its kin: a value copied
+# from an example is public, so it must not open the cluster.
+_PLACEHOLDER_RE = re.compile(r"change[-_ .]?me|^(secret|password|placeholder|xxx+)$", re.IGNORECASE)
+
+
+def is_placeholder(value: str) -> bool:
+    """True for a known example value that must never be used as a secret."""
+    return bool(value) and bool(_PLACEHOLDER_RE.search(value.strip()))
+
+
+def read_secret_file(key: str, path: str) -> str:
+    """The file's content without its trailing newlines; ConfigError naming `key` if
+    it cannot be read or is empty (never the content itself)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = fh.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(key, f"cannot read {path}: {reason}") from None
+    if not value:
+        raise ConfigError(key, f"{path} is empty")
+    return value
 
 
 def _coerce(key: str, raw: Any) -> Any:

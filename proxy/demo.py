@@ -131,7 +131,7 @@ def proxy_children(args, extra: list[str], datadir: str) -> list[Child]:
     nodes = ",".join(f"127.0.0.1:{args.redis_port + i}" for i in range(3))
     peers = ",".join(f"{name}=http://127.0.0.1:{args.admin_port + i}" for i, name in enumerate(PROXY_NAMES))
     env = dict(os.environ)
-    env.setdefault("REDIS_RAFT_PROXY_RAFT_SECRET", secrets.token_hex(16))
+    env.setdefault("REDIS_RAFT_PROXY_RAFT_SECRET", secrets.token_hex(32))   # as `openssl rand -hex 32`
     out = []
     for i, name in enumerate(PROXY_NAMES):
         argv = [sys.executable, "-m", "proxy.cli", "run", "--node", name,

@@ -20,7 +20,22 @@ DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
 
 
 def _secret(args) -> str:
-    return args.secret if args.secret is not None else os.environ.get("REDIS_RAFT_PROXY_RAFT_SECRET", "")
+    """--secret, else $REDIS_RAFT_PROXY_RAFT_SECRET, else the file $REDIS_RAFT_PROXY_RAFT_SECRET_FILE
+    names (as the proxy reads it); "" when none is given (the proxy then answers 403)."""
+    if args.secret is not None:
+        return args.secret
+    if os.environ.get("REDIS_RAFT_PROXY_RAFT_SECRET"):
+        return os.environ["REDIS_RAFT_PROXY_RAFT_SECRET"]
+    path = os.environ.get("REDIS_RAFT_PROXY_RAFT_SECRET_FILE")
+    if path:
+        from .config import ConfigError, read_secret_file
+
+        try:
+            return read_secret_file("raft_secret_file", path)
+        except ConfigError as exc:
+            print(f"redis-raft-proxy: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+    return ""
 
 
 def http(method: str, url: str, body: dict | None = None, secret: str = "", timeout: float = 5.0):
@@ -202,7 +217,8 @@ def cmd_remove(args) -> int:
 def add_commands(sub) -> None:
     def common(p):
         p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help="a proxy's admin URL (default %(default)s)")
-        p.add_argument("--secret", default=None, help="shared secret (default: $REDIS_RAFT_PROXY_RAFT_SECRET)")
+        p.add_argument("--secret", default=None, help="shared secret (default: $REDIS_RAFT_PROXY_RAFT_SECRET, "
+                       "or the file named by $REDIS_RAFT_PROXY_RAFT_SECRET_FILE)")
 
     p = sub.add_parser("status", help="the cluster at a glance; exit 1 when unhealthy")
     common(p)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import logging
 import os
 import sys
@@ -45,6 +44,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
+
+from raft.auth import secret_matches
 
 from . import __version__, resp
 from .resp import ProtocolError
@@ -835,7 +836,7 @@ class SentinelSession(asyncio.Protocol):
             return False
         if not self.svc.password:
             return True  # the default user has no password
-        return hmac.compare_digest(password, self.svc.password.encode())
+        return secret_matches(password, self.svc.password)
 
     def cmd_auth(self, args):
         if len(args) not in (2, 3):

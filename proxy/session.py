@@ -22,6 +22,8 @@ import logging
 import time
 from collections import deque
 
+from raft.auth import secret_matches
+
 from . import resp
 from .commands import BLOCK_OPTION, CONTAINERS, REFUSED, RAW_MODE, Kind
 from .upstream import DiscardSlot, Slot, Upstream
@@ -899,7 +901,7 @@ class ClientSession(asyncio.Protocol):
         cfg = self.server.cfg
         if not cfg.requirepass or (user is not None and user != b"default"):
             return None
-        return password == cfg.requirepass.encode()
+        return secret_matches(password, cfg.requirepass)
 
     def _cmd_auth(self, args):
         if len(args) not in (1, 2):

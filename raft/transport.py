@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import hmac
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -23,12 +22,12 @@ import aiohttp
 from aiohttp import web
 
 from raft import codec
+from raft.auth import SECRET_HEADER, secret_matches
 from raft.cluster import INFO_PATH, ClusterMeta
 from raft.messages import Message
 
 log = logging.getLogger(__name__)
 
-SECRET_HEADER = "X-Raft-Secret"
 MESSAGE_PATH = "/raft/message"
 
 
@@ -238,13 +237,12 @@ class HttpTransport:
 
 
 def add_raft_routes(app: web.Application, node: Receiver) -> None:
-    """Serve POST /raft/message: 403 without the shared secret, 400 on a bad body,
+    """Serve POST /raft/message: 403 without the shared secret (or when none is set), 400 on a bad body,
     409 from another cluster (raft.cluster), else 204. GET /raft/cluster: our
     cluster id and seeded set, 503 until the data dir is loaded."""
 
     def authorized(request: web.Request) -> bool:
-        given = request.headers.get(SECRET_HEADER, "")
-        return hmac.compare_digest(given.encode(), node.secret.encode())
+        return secret_matches(request.headers.get(SECRET_HEADER), node.secret)
 
     async def info(request: web.Request) -> web.Response:
         if not authorized(request):

@@ -13,9 +13,12 @@ repl-diskless-sync-delay).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -64,6 +67,20 @@ def test_demo_serves_fails_over_and_stops_every_process(tmp_path: Path) -> None:
         # "up" means ready for "try a failure": both replicas have had their first sync
         links = [redis.Redis(port=redis_base + i).info("replication")["master_link_status"] for i in (1, 2)]
         assert links == ["up", "up"], f"the demo said it is up before its replicas synced: {links}"
+        # it made a random Raft secret, printed it for the operator, and the proxies need it
+        printed = [m.group(1) for line in out.lines
+                   if (m := re.search(r"REDIS_RAFT_PROXY_RAFT_SECRET=([0-9a-f]+);", line))]
+        assert len(printed) == 1 and len(printed[0]) == 64, f"no generated secret printed:\n{out.tail()}"
+
+        def raft_cluster(secret: str | None) -> int:
+            req = urllib.request.Request(f"http://127.0.0.1:{admin}/raft/cluster",
+                                         headers={"X-Raft-Secret": secret} if secret is not None else {})
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+        assert (raft_cluster(printed[0]), raft_cluster(None), raft_cluster("")) == (200, 403, 403)
         with redis_client(proxy, decode=True) as cl:
             assert cl.set("demo:k", "v1") is True
             assert cl.get("demo:k") == "v1"

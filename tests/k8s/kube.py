@@ -73,21 +73,56 @@ def require_kubectl() -> str:
     return KUBECTL
 
 
-@functools.cache
-def _render_text(target: str) -> str:
-    proc = subprocess.run([require_kubectl(), "kustomize", str(K8S / target)], capture_output=True, text=True,
+SECRET_NAME = "redis-raft-proxy-secret"
+
+
+def _kustomize(path: Path, what: str) -> str:
+    proc = subprocess.run([require_kubectl(), "kustomize", str(path)], capture_output=True, text=True,
                           timeout=60, check=False)
     if proc.returncode != 0:
-        raise AssertionError(f"kubectl kustomize k8s/{target} failed:\n{proc.stderr}")
+        raise AssertionError(f"kubectl kustomize {what} failed:\n{proc.stderr}")
     return proc.stdout
+
+
+@functools.cache
+def _committed_text(target: str) -> str:
+    return _kustomize(K8S / target, f"k8s/{target}")
+
+
+def committed_secret_keys() -> list[str]:
+    """The keys of k8s/base/secret.env (whose committed values are placeholders)."""
+    lines = (K8S / "base" / "secret.env").read_text().splitlines()
+    return [ln.split("=", 1)[0].strip() for ln in lines if "=" in ln and not ln.lstrip().startswith("#")]
+
+
+@functools.cache
+def _render_text(target: str) -> str:
+    """k8s/<target> as an operator deploys it (k8s/README.md, "Secrets"): an overlay of
+    their own on top that replaces the placeholder Secret with values from
+    `openssl rand -hex 32` (here: the secrets module). The proxies refuse the
+    placeholders at start."""
+    import secrets as random_secrets
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="k8s-overlay-"))
+    atexit.register(shutil.rmtree, root, True)
+    (root / "secret.env").write_text("".join(f"{k}={random_secrets.token_hex(32)}\n"
+                                             for k in committed_secret_keys()))
+    resource = os.path.relpath(K8S / target, root)     # kustomize refuses absolute resource paths
+    (root / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n- {resource}\n"
+        f"secretGenerator:\n- name: {SECRET_NAME}\n  behavior: replace\n  envs:\n  - secret.env\n")
+    return _kustomize(root, f"k8s/{target} with an operator's Secret")
 
 
 _prefetched = False
 
 
 def render(target: str) -> Rendered:
-    """The objects `kubectl kustomize k8s/<target>` renders (each target
-    rendered once per session; the first call renders all of them at once)."""
+    """The objects `kubectl kustomize k8s/<target>` renders under an operator's overlay
+    with real secrets (each target rendered once per session; the first call renders
+    all of them at once)."""
     global _prefetched
     if not _prefetched:
         _prefetched = True
@@ -97,6 +132,11 @@ def render(target: str) -> Rendered:
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda t: _try(_render_text, t), kustomizations()))
     return Rendered(target, [d for d in yaml.safe_load_all(_render_text(target)) if d])
+
+
+def render_committed(target: str) -> Rendered:
+    """`kubectl kustomize k8s/<target>` as committed: the Secret holds the placeholders."""
+    return Rendered(target, [d for d in yaml.safe_load_all(_committed_text(target)) if d])
 
 
 def _try(fn, *args):

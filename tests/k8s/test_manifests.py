@@ -11,10 +11,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from proxy.config import Config, load_config, parse_addr
+from proxy.config import Config, ConfigError, load_config, parse_addr
 
 from .kube import (
     K8S_VERSION,
+    committed_secret_keys,
     container,
     container_env,
     container_port,
@@ -22,6 +23,7 @@ from .kube import (
     pod_spec,
     pod_spec_labels,
     render,
+    render_committed,
 )
 
 TARGETS = kustomizations()
@@ -163,6 +165,29 @@ def test_config_toml_loads_with_the_proxy_loader(target, tmp_path):
                            if e["name"] == "REDIS_RAFT_PROXY_RAFT_SECRET"))
     for value in secret.values():
         assert value not in text
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_committed_secret_is_a_placeholder_the_proxies_refuse(target, tmp_path):
+    """Applied as committed (without an overlay with real secrets) the proxies do not start:
+    exit 2 naming the key (the placeholder values are public)."""
+    r = render_committed(target)
+    committed = _proxy_secret(r)
+    assert set(committed_secret_keys()) <= set(committed)
+    for i in range(r.get("StatefulSet", PROXY)["spec"]["replicas"]):
+        with pytest.raises(ConfigError) as exc:
+            _config(r, i, tmp_path)
+        assert exc.value.key in ("raft_secret", "redis_password") and "placeholder" in str(exc.value)
+    # and the operator's overlay (render) replaces every one of them
+    mine = _proxy_secret(render(target))
+    assert set(mine) == set(committed_secret_keys())
+    assert not set(mine.values()) & set(committed.values())
+
+
+def _proxy_secret(r) -> dict[str, str]:
+    """The Secret the proxy's REDIS_RAFT_PROXY_RAFT_SECRET comes from (its name carries a hash)."""
+    return r.secret(next(e["valueFrom"]["secretKeyRef"]["name"] for e in container(r.get("StatefulSet", PROXY))["env"]
+                         if e["name"] == "REDIS_RAFT_PROXY_RAFT_SECRET"))
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -371,3 +396,28 @@ def test_scale_overlay_runs_five_proxies():
     r = render("overlays/scale-5")
     assert r.get("StatefulSet", PROXY)["spec"]["replicas"] == 5
     assert len(_config(r).peers) == 3, "the bootstrap members stay the same; pods 3 and 4 join"
+
+
+def test_network_policy_limits_the_admin_port_to_proxies_and_the_scraper():
+    """production: the admin port only from proxy pods and Prometheus; the client and
+    Sentinel ports (from the proxy's own config) open to all."""
+    r = render("overlays/production")
+    cfg = _config(r)
+    sts = r.get("StatefulSet", PROXY)
+    pod_labels = pod_spec_labels(sts)
+    policies = [p for p in r.all("NetworkPolicy")
+                if all(pod_labels.get(k) == v for k, v in p["spec"]["podSelector"]["matchLabels"].items())]
+    assert len(policies) == 1, [p["metadata"]["name"] for p in r.all("NetworkPolicy")]
+    rules = policies[0]["spec"]["ingress"]
+    assert policies[0]["spec"]["policyTypes"] == ["Ingress"]
+    open_ports = {p["port"] for rule in rules if "from" not in rule for p in rule["ports"]}
+    assert open_ports == {cfg.port, cfg.sentinel_port}
+    (admin_rule,) = [rule for rule in rules if "from" in rule]
+    assert [p["port"] for p in admin_rule["ports"]] == [cfg.admin_port]
+    sources = admin_rule["from"]
+    assert any(s.get("podSelector", {}).get("matchLabels") == {k: pod_labels[k] for k in
+               ("app.kubernetes.io/name", "app.kubernetes.io/component")} and "namespaceSelector" not in s
+               for s in sources), "the other proxies (Raft, reports, joins)"
+    assert any(s.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "prometheus"
+               for s in sources), "the scraper"
+    assert "overlays/production" in TARGETS and not render("base").all("NetworkPolicy")

@@ -1,5 +1,9 @@
 """proxy/config.py: precedence, validation and error messages naming the key."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from proxy.config import ConfigError, load_config
@@ -64,3 +68,84 @@ def test_control_credentials_are_their_own_when_set():
     assert (cfg.control_username, cfg.control_password) == ("rrp-control", "ctl-pw")
     assert (cfg.redis_username, cfg.redis_password) == ("rrp-data", "d")
     assert "ctl-pw" not in repr(cfg.redacted()) and "rrp-control" in repr(cfg.redacted())
+
+
+# -- closed by default: the Raft secret, placeholders, secrets from files ------------------
+
+CLUSTER = {"peers": "proxy-1=http://127.0.0.1:8000,proxy-2=http://127.0.0.1:8001", "data_dir": "/tmp/raft-data"}
+
+
+@pytest.mark.parametrize("flags", [CLUSTER, {**CLUSTER, "join": "http://127.0.0.1:8001"}])
+def test_peers_or_join_without_a_raft_secret_is_refused(flags):
+    with pytest.raises(ConfigError) as exc:
+        load_config(env={}, flags=flags)
+    assert exc.value.key == "raft_secret"
+    assert "openssl rand -hex 32" in str(exc.value) and "REDIS_RAFT_PROXY_RAFT_SECRET" in str(exc.value)
+
+
+def test_a_standalone_proxy_needs_no_secret():
+    assert load_config(env={}).raft_secret == ""
+
+
+@pytest.mark.parametrize("key", ["raft_secret", "requirepass", "redis_password"])
+@pytest.mark.parametrize("value", ["change-me-raft-secret", "change-me-redis-password", "CHANGEME", "secret"])
+def test_placeholder_secrets_are_refused(key, value):
+    with pytest.raises(ConfigError) as exc:
+        load_config(env={}, flags={**CLUSTER, "raft_secret": "a" * 32, key: value})
+    assert exc.value.key == key and "placeholder" in str(exc.value)
+    assert repr(value) not in str(exc.value)     # the error does not echo the value
+
+
+def test_the_k8s_placeholder_is_refused():
+    """The committed k8s/base/secret.env must not open a cluster."""
+    import pathlib
+
+    env = dict(line.split("=", 1) for line in
+               (pathlib.Path(__file__).parents[2] / "k8s/base/secret.env").read_text().split() if "=" in line)
+    with pytest.raises(ConfigError) as exc:
+        load_config(env={"REDIS_RAFT_PROXY_RAFT_SECRET": env["raft-secret"]}, flags=CLUSTER)
+    assert exc.value.key == "raft_secret"
+
+
+@pytest.mark.parametrize("key", ["raft_secret", "requirepass", "redis_password"])
+def test_secrets_from_files(tmp_path, key):
+    path = tmp_path / key
+    path.write_text("0f3a9c-from-a-file\n")      # `echo ... > file` and Kubernetes Secrets end so
+    cfg = load_config(env={f"REDIS_RAFT_PROXY_{key.upper()}_FILE": str(path)}, flags=CLUSTER | {
+        "raft_secret": "a" * 32} if key != "raft_secret" else CLUSTER)
+    assert getattr(cfg, key) == "0f3a9c-from-a-file"
+    assert "0f3a9c-from-a-file" not in repr(cfg.redacted())
+    assert cfg.redacted()[key] == "***"
+
+
+@pytest.mark.parametrize("content, why", [(None, "No such file"), ("", "empty"), ("\n", "empty")])
+def test_unreadable_or_empty_secret_file_names_the_key(tmp_path, content, why):
+    path = tmp_path / "raft-secret"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as exc:
+        load_config(env={}, flags={**CLUSTER, "raft_secret_file": str(path)})
+    assert exc.value.key == "raft_secret_file" and why in str(exc.value) and str(path) in str(exc.value)
+
+
+def test_secret_and_a_different_secret_file_conflict(tmp_path):
+    path = tmp_path / "pw"
+    path.write_text("from-the-file")
+    with pytest.raises(ConfigError) as exc:
+        load_config(env={}, flags={"requirepass": "from-a-flag", "requirepass_file": str(path)})
+    assert exc.value.key == "requirepass_file" and "from-the-file" not in str(exc.value)
+
+
+def test_cli_exits_2_naming_the_key(tmp_path):
+    """`redis-raft-proxy run` with peers and no secret does not start (bounded: before
+    the check it served forever)."""
+    def run(*args: str) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "proxy.cli", "run", "--port", "0", "--admin-port", "0",
+                "--sentinel-port", "0", *args]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_RAFT_PROXY_")}
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env, check=False)
+
+    r = run("--peers", CLUSTER["peers"], "--data-dir", str(tmp_path), "--node", "proxy-1")
+    assert r.returncode == 2 and "'raft_secret'" in r.stderr and "openssl rand -hex 32" in r.stderr, r.stderr
+    r = run("--raft-secret-file", str(tmp_path / "missing"))
+    assert r.returncode == 2 and "'raft_secret_file'" in r.stderr, r.stderr

@@ -43,6 +43,25 @@ async def serve(node) -> TestServer:
     return server
 
 
+async def test_route_without_a_secret_refuses_everything() -> None:
+    """A node with an empty secret: an empty or missing header is no match (before, the
+    empty header matched the empty secret and Raft messages could be injected)."""
+    sink = Sink()
+    sink.secret = ""
+    server = await serve(sink)
+    msg = TimeoutNow(3, "a", "b")
+    try:
+        async with aiohttp.ClientSession() as s:
+            for headers in ({}, {SECRET_HEADER: ""}):
+                async with s.post(server.make_url("/raft/message"), data=codec.dumps(msg), headers=headers) as r:
+                    assert r.status == 403
+                async with s.get(server.make_url("/raft/cluster"), headers=headers) as r:
+                    assert r.status == 403
+        assert sink.got == []
+    finally:
+        await server.close()
+
+
 async def test_route_checks_secret_and_body() -> None:
     sink = Sink()
     server = await serve(sink)
