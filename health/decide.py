@@ -65,8 +65,7 @@ class NodeView:
 # ---------------------------------------------------------------------------
 
 def contains(v: NodeView, h: History) -> bool:
-    """True when node `v`'s dataset continues the history `h`: the same stream up
-    to at least `h.offset`, or a node promoted out of that stream.
+    """True when node `v`'s dataset holds the stream `h.replid` up to `h.offset`.
 
     A history at offset 0 holds nothing replicated, so every node covers it:
     Redis itself starts a new replication id (and no replid2) when it creates
@@ -77,14 +76,8 @@ def contains(v: NodeView, h: History) -> bool:
     if not v.replid:
         return False
     if v.replid == h.replid:
-        return v.offset >= h.offset     # below it: restarted from an older dump
-    # Promoted out of the stream `h.replid` (Redis keeps it as replid2). Its offset
-    # there may be below `h.offset`: with asynchronous replication the replica
-    # chosen by highest offset can miss the master's last bytes, which only
-    # `ack = replica` protects (and then the chosen replica has every confirmed
-    # write). Requiring the offset held a promoted master in no_safe_master for
-    # good (chaos seed 5, async mode: 634 bytes short, writes held 240 s).
-    return v.replid2 == h.replid
+        return v.offset >= h.offset
+    return v.replid2 == h.replid and v.offset2 - 1 >= h.offset
 
 
 def same_lineage(v: NodeView, h: History) -> bool:
