@@ -155,6 +155,23 @@ def enter_mode(cl: RawClient, mode: str) -> None:
     assert cl.command("SET", uniq("warm"), "x") == b"OK"
 
 
+def write_then_lose_the_lease(c, cl: RawClient, master, key: str) -> tuple[list, float, float]:
+    """Freeze the master, send a SET that lands in its socket, freeze the other proxies
+    (so this one's lease lapses), resume the master.  Returns the frozen proxies (the
+    caller resumes them), when the SET was sent and when the lease was made to lapse."""
+    before = tcp_unread_bytes(master.port)
+    master.stop()
+    try:
+        t_sent = time.monotonic()
+        cl.send(encode_command("SET", key, "v"))
+        wait_until(lambda: tcp_unread_bytes(master.port) > before, 5,
+                   message="the SET to reach the frozen master's socket")
+        others = freeze_others(c)
+        return others, t_sent, time.monotonic()
+    finally:
+        master.cont()
+
+
 @pytest.mark.parametrize("mode", ["shared", "dedicated", "pubsub-resp2", "pubsub-resp3"])
 def test_write_in_flight_when_the_lease_lapses_is_not_acknowledged(keeper, mode):
     """The master is frozen (SIGSTOP) with a SET in its socket; the proxy then loses its
@@ -165,20 +182,9 @@ def test_write_in_flight_when_the_lease_lapses_is_not_acknowledged(keeper, mode)
     view = c.wait_stable()
     master = c.redis(view["master"])
     key = uniq("inflight")
-    others = []
     with RawClient(c.proxy(GATED).port, timeout=20) as cl:
         enter_mode(cl, mode)
-        before = tcp_unread_bytes(master.port)
-        master.stop()
-        try:
-            t_sent = time.monotonic()
-            cl.send(encode_command("SET", key, "v"))
-            wait_until(lambda: tcp_unread_bytes(master.port) > before, 5,
-                       message="the SET to reach the frozen master's socket")
-            others = freeze_others(c)
-            t_lapsed = time.monotonic()
-        finally:
-            master.cont()
+        others, t_sent, t_lapsed = write_then_lose_the_lease(c, cl, master, key)
         try:
             reply = cl.read_reply()     # the lease does not come back: the others stay frozen
             t_reply = time.monotonic()
@@ -206,20 +212,11 @@ def test_write_in_flight_when_the_lease_lapses_and_returns_under_the_same_topolo
     view = c.wait_stable()
     master = c.redis(view["master"])
     key = uniq("resumed")
-    others = []
     with RawClient(c.proxy(GATED).port, timeout=20) as cl:
         enter_mode(cl, mode)
-        before = tcp_unread_bytes(master.port)
-        master.stop()
-        try:
-            cl.send(encode_command("SET", key, "v"))
-            wait_until(lambda: tcp_unread_bytes(master.port) > before, 5,
-                       message="the SET to reach the frozen master's socket")
-            others = freeze_others(c)
-        finally:
-            master.cont()
-            for p in others:
-                p.cont()
+        others, _, _ = write_then_lose_the_lease(c, cl, master, key)
+        for p in others:
+            p.cont()
         reply = cl.read_reply()
         assert cl.command("SET", key + ":after", "v") == b"OK"     # the connection works on
     after = c.status(GATED)["topology"]
