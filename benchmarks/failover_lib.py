@@ -122,7 +122,7 @@ class ProxyCluster:
     def start(self, timeout: float = 30.0) -> "ProxyCluster":
         for relay in [*self.relays.values(), *self.redis_relays.values()]:
             relay.start()
-        self.rs.start()
+        self.rs.start(timeout)
         for p in self.proxies.values():
             p.spawn()
         for p in self.proxies.values():

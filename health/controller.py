@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from proxy.topology import History, Topology
 from raft.auth import SECRET_HEADER, secret_matches
 
-from .decide import (LeaderState, NodeView, choose_new_master, freshest, history_due, master_lost_history,
+from .decide import (LeaderState, NodeView, choose_new_master, freshest, history_due, master_lost_history, never_seen,
                      next_history, objectively_down, reconcile, refuse_to_act)
 from .raft_events import RaftEvents
 from .redis_control import control_client
@@ -289,7 +289,7 @@ class Controller:
         quorum = len(self.consensus.members) // 2 + 1
         if not objectively_down(topo.master, views, quorum):
             self._down_since = None
-            if self.phase == "objectively_down":
+            if self.phase in ("objectively_down", "never_seen"):
                 self.phase = "idle"
             if self.phase != "switchover":
                 await self._record_history(topo, mview)
@@ -301,6 +301,15 @@ class Controller:
             log.warning("event=objectively_down master=%s epoch=%d votes=%d quorum=%d", topo.master,
                         topo.epoch, sum(1 for v in views.values() if topo.master in v and not v[topo.master].up),
                         quorum)
+        if never_seen(topo.history):
+            if self.phase != "never_seen":
+                log.error("event=failover_blocked master=%s epoch=%d reason='the master was never seen up: "
+                          "nothing is known of what it holds'", topo.master, topo.epoch)
+            self.phase = "never_seen"
+            self.phase_reason = (f"master {topo.master} is down and was never seen up, so nothing is known of what "
+                                 f"it holds; no replica is promoted over it. To promote one anyway: "
+                                 f"redis-raft-proxy failover --to <node>")
+            return
         down_for = self.cfg.down_after_ms / 1000.0 + (now - self._down_since)
         new = self._candidate(topo, views, down_for)
         if new is None:
@@ -458,6 +467,8 @@ class Controller:
         if topo is None or topo.master is None:
             raise ValueError("no committed topology")
         if topo.writes_paused and topo.hold_reason:
+            return await self._accept_loss(topo, to)
+        if never_seen(topo.history) and not self.server.health.up(topo.master):
             return await self._accept_loss(topo, to)
         if to == topo.master and not topo.writes_paused:
             return {"ok": True, "message": f"{to} is already the master", "epoch": topo.epoch}

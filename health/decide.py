@@ -128,6 +128,16 @@ def master_lost_history(mview: NodeView | None, history: History | None) -> bool
 # failure detection and the choice of a new master
 # ---------------------------------------------------------------------------
 
+def never_seen(history: History | None) -> bool:
+    """No history was ever recorded for the committed master: no leader has seen it
+    answer since the topology named it (say, every node started at once and its
+    replicas answered first, or it was down when the proxies first started).
+    Nothing is known of what it holds (it may be loading a large dataset), so no
+    replica is promoted over it automatically: Sentinel, too, fails over only a
+    master it has seen."""
+    return history is None
+
+
 def objectively_down(master: str, views: dict[str, dict[str, NodeView]], quorum: int) -> bool:
     """True when at least `quorum` proxies' fresh views say `master` is down.
 

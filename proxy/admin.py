@@ -15,6 +15,13 @@ from raft.auth import SECRET_HEADER, secret_matches
 from . import __version__
 
 
+def _committed_history(server) -> dict | None:
+    """The replicated state's history: `history` entries update it without re-routing,
+    so the router's copy of the topology does not carry it."""
+    sm_topo = server.controller.sm.topology
+    return sm_topo.history.to_dict() if sm_topo is not None and sm_topo.history else None
+
+
 def status_document(server, raft=None) -> dict:
     """The `/status` JSON: the contract in DESIGN.md, plus extra fields."""
     cfg = server.cfg
@@ -48,7 +55,8 @@ def status_document(server, raft=None) -> dict:
         "failover": failover,
         "topology": {"epoch": topo.epoch, "master": topo.master,
                      "master_up": health.up(topo.master) if topo.master else False, "replicas": replicas,
-                     "writes_paused": topo.writes_paused, "writes_held": topo.hold_reason or None},
+                     "writes_paused": topo.writes_paused, "writes_held": topo.hold_reason or None,
+                     "history": _committed_history(server)},
         "clients": {"connected": len(server.clients), "total": server.total_connections,
                     "rejected": dict(server.rejected)},
         "nodes": [st.to_dict(now, health.down_after) for st in health.nodes.values()],

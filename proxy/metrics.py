@@ -20,8 +20,8 @@ from prometheus_client.exposition import choose_encoder
 KIND_NAMES = {1: "read", 2: "write", 3: "admin", 4: "blocking", 0: "other"}
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0)
-FAILOVER_PHASES = ("idle", "objectively_down", "proposing", "reconciling", "no_candidate", "no_safe_master",
-                   "switchover")
+FAILOVER_PHASES = ("idle", "objectively_down", "proposing", "reconciling", "no_candidate", "never_seen",
+                   "no_safe_master", "switchover")
 
 
 class Histogram:

@@ -18,7 +18,8 @@ import time
 import pytest
 import redis
 
-from benchmarks.failover_lib import RAFT_SECRET, ProxyCluster, Writer, read_back, wait_replica_of
+from benchmarks.failover_lib import PROXY_NAMES, RAFT_SECRET, ProxyCluster, Writer, read_back, wait_replica_of
+from proxy.config import ENV_PREFIX
 from benchmarks.raft_cluster_lib import run_ops
 
 from .harness import RedisServer, redis_client, wait_until
@@ -242,6 +243,52 @@ def test_switchover_keeps_an_old_master_it_could_not_demote_paused(tmp_path):
         c.cleanup()
 
 
+def test_a_master_never_seen_is_not_failed_over(tmp_path):
+    """The proxies' control user exists on the replicas but not on the master, so no
+    proxy's probe ever sees the master answer, while its replicas synchronise with it
+    and answer. Nothing is known of what the master holds: no replica is promoted over
+    it (phase never_seen) until the operator asks. (Before the fix the leader promoted
+    a replica as soon as the master was 'objectively down': a proxy started together
+    with its nodes did so whenever a replica answered a probe before the master.)"""
+    env = {ENV_PREFIX + "REDIS_CONTROL_PASSWORD": "prober-password"}
+    c = ProxyCluster(tmp_path / "neverseen", options={**TIMING, "redis_control_username": "prober"},
+                     node_env={n: dict(env) for n in PROXY_NAMES})
+    for s in c.rs.replicas:
+        s.extra_args = ["--user", "prober", "on", ">prober-password", "~*", "&*", "+@all"]
+    master = c.rs.master
+    try:
+        c.start(timeout=60)
+        view = c.wait_stable(timeout=30)
+        assert view["master"] == master.addr and view["epoch"] == 1
+
+        def blocked():
+            st = leader_status(c)
+            return st if st and st["failover"]["phase"] == "never_seen" else None
+        st = wait_until(blocked, 15, message=lambda: f"the leader to report never_seen; {c.logs(20)}")
+        assert st["topology"]["epoch"] == 1 and st["topology"]["master"] == master.addr
+        assert st["topology"]["history"] is None
+        assert master.addr in st["failover"]["reason"]
+        for s in c.rs.replicas:
+            assert s.info("replication")["role"] == "slave", f"{s.addr} was promoted over an unseen master"
+        target = c.rs.replicas[0]
+        r = run_ops("failover", "--to", target.addr, endpoint=f"http://127.0.0.1:{c.proxy(st['node']).admin_port}",
+                    secret=RAFT_SECRET)
+        assert r.returncode == 0, r.stdout + r.stderr
+        new = c.wait_epoch(2, timeout=20)
+        assert new["master"] == target.addr
+        assert any("event=data_loss_accepted" in p.log_text() for p in c.proxies.values())
+
+        def writable():
+            try:
+                with redis_client(c.proxy(st["node"]).port, decode=True, timeout=6) as cl:
+                    return cl.set("neverseen:after", "y") is True
+            except redis.RedisError:
+                return False
+        wait_until(writable, 20, message="writes to flow to the replica the operator chose")
+    finally:
+        c.cleanup()
+
+
 # ---------------------------------------------------------------------------
 # item 5: the candidate must be reachable by the leader
 # ---------------------------------------------------------------------------
@@ -302,6 +349,16 @@ def test_the_committed_history_survives_a_leader_change(tmp_path):
         with redis_client(c.proxy(survivors[0]).port, decode=True) as cl:
             for k in keys:
                 assert cl.set(k, k)
+        # the old leader has committed a history covering the writes (offset growth is
+        # recorded at most every 10 s), and the survivors applied it: the test is about
+        # a recorded history outliving its recorder, not about a leader killed first
+        written = int(master.info("replication")["master_repl_offset"])
+
+        def recorded():
+            hs = [(st or {}).get("topology", {}).get("history") for st in c.statuses(survivors).values()]
+            return all(h and h["offset"] >= written for h in hs) and hs
+        wait_until(recorded, 25, message=lambda: f"the survivors to apply a history at offset >= {written}: "
+                                                 f"{[(st or {}).get('topology') for st in c.statuses(survivors).values()]}")
         c.proxy(view["leader"]).kill()
         after = c.wait_stable(names=survivors, timeout=20)
         assert after["leader"] in survivors and after["epoch"] == view["epoch"]
