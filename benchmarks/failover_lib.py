@@ -59,8 +59,8 @@ RAFT_SECRET = "failover-test-secret"
 # the proxy cluster
 # ---------------------------------------------------------------------------
 
-def _http_json(port: int, path: str, timeout: float) -> dict:
-    with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=timeout) as resp:
+def _http_json(url: str, path: str, timeout: float, ssl_context=None) -> dict:
+    with urllib.request.urlopen(f"{url}{path}", timeout=timeout, context=ssl_context) as resp:
         return json.loads(resp.read())
 
 
@@ -78,14 +78,23 @@ class ProxyCluster:
     its own `FaultRelay` (an LD_PRELOAD shim rewrites its connect() calls, so
     the node keeps its address, which is its identity in the topology):
     `redis_link(proxy, addr)` is the relay to cut that one link.
+
+    With `tls` (tests.integration.tls_fixtures.TestTls) every hop but the
+    proxies' plaintext client ports runs over TLS: Redis serves TLS only to the
+    proxies and its replicas, the proxies reach Redis and each other over TLS
+    (https:// peers), and also serve clients on `tls_ports`.
     """
 
     def __init__(self, workdir: Path, *, relays: bool = False, options: dict | None = None,
                  node_options: dict[str, dict] | None = None, node_env: dict[str, dict] | None = None,
-                 read_policy: str = "replicas", redis_link_relays: Sequence[str] = ()) -> None:
+                 read_policy: str = "replicas", redis_link_relays: Sequence[str] = (), tls=None) -> None:
         self.workdir = Path(workdir)
-        self.rs = ReplicaSet(self.workdir / "redis")
+        self.tls = tls
+        self.rs = ReplicaSet(self.workdir / "redis", tls=tls.redis_files() if tls else None)
         self.names = list(PROXY_NAMES)
+        self.tls_ports = dict(zip(self.names, free_ports(len(self.names)))) if tls else {}
+        self.admin_ssl = tls.client_context(tls.proxy) if tls else None
+        scheme = "https" if tls else "http"
         ports = free_ports(2 * len(self.names))
         self.client_ports = dict(zip(self.names, ports[:3]))
         self.admin_ports = dict(zip(self.names, ports[3:]))
@@ -107,8 +116,10 @@ class ProxyCluster:
             peers = []
             for other in self.names:
                 port = self.admin_ports[other] if other == name or not relays else self.relays[(name, other)].port
-                peers.append(f"{other}=http://{HOST}:{port}")
+                peers.append(f"{other}={scheme}://{HOST}:{port}")
             opts = {"peers": ",".join(peers), "data_dir": str(self.workdir / "raft" / name)}
+            if tls:
+                opts.update(tls.proxy_options(), tls_port=self.tls_ports[name])
             opts.update(options or {})
             opts.update((node_options or {}).get(name, {}))
             env = {"REDIS_RAFT_PROXY_RAFT_SECRET": RAFT_SECRET}
@@ -116,7 +127,7 @@ class ProxyCluster:
             self.proxies[name] = ProxyProcess(self.workdir / "proxies", self.rs.addrs, self.rs.master.addr,
                                               node=name, port=self.client_ports[name],
                                               admin_port=self.admin_ports[name], read_policy=read_policy,
-                                              options=opts, env=env)
+                                              options=opts, env=env, admin_ssl=self.admin_ssl)
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> "ProxyCluster":
@@ -154,7 +165,7 @@ class ProxyCluster:
     def status(self, name: str, timeout: float = 1.0) -> dict | None:
         """One proxy's /status, or None when it does not answer."""
         try:
-            return _http_json(self.admin_ports[name], "/status", timeout)
+            return _http_json(self.proxies[name].admin_url, "/status", timeout, self.admin_ssl)
         except Exception:  # noqa: BLE001 - dead, stopped or cut off
             return None
 

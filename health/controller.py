@@ -21,12 +21,13 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from proxy.topology import History, Topology
-from raft.auth import SECRET_HEADER, secret_matches
+from raft.auth import SECRET_HEADER, request_authorized
+from raft.transport import http_session
 
 from .decide import (LeaderState, NodeView, choose_new_master, freshest, history_due, master_lost_history, never_seen,
                      next_history, objectively_down, reconcile, refuse_to_act)
 from .raft_events import RaftEvents
-from .redis_control import control_client
+from .redis_control import control_client, control_tls
 
 log = logging.getLogger("health.controller")
 
@@ -225,8 +226,7 @@ class Controller:
 
     # -- the loop -------------------------------------------------------------
     async def run(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=max(0.2, self.interval * 2))
-        self._http = aiohttp.ClientSession(timeout=timeout)
+        self._http = http_session(max(0.2, self.interval * 2), self.server.tls.admin_client)
         try:
             while True:
                 started = time.monotonic()
@@ -568,7 +568,8 @@ class Controller:
         if c is None:
             c = self._clients[addr] = control_client(addr, username=self.cfg.control_username,
                                                      password=self.cfg.control_password,
-                                                     timeout=self.cfg.down_after_ms / 1000.0)
+                                                     timeout=self.cfg.down_after_ms / 1000.0,
+                                                     tls=control_tls(self.cfg))
         return c
 
     async def _run_action(self, action, epoch: int) -> None:
@@ -594,7 +595,8 @@ class Controller:
 
 def add_report_route(app: web.Application, controller: Controller) -> None:
     async def report(request: web.Request) -> web.Response:
-        if not secret_matches(request.headers.get(SECRET_HEADER), controller.cfg.raft_secret):
+        if not request_authorized(request.headers.get(SECRET_HEADER), controller.cfg.raft_secret,
+                                  request.transport):
             return web.Response(status=403, text="bad or missing X-Raft-Secret\n")
         try:
             body = await request.json()

@@ -134,13 +134,13 @@ class Prober:
     """Probes one node forever (until cancelled) and updates `Health`."""
 
     def __init__(self, health: Health, addr: str, *, interval_ms: int, timeout_ms: int,
-                 username: str = "", password: str = "",
+                 username: str = "", password: str = "", tls: dict | None = None,
                  on_change: Callable[[str, bool], None] | None = None) -> None:
         self.health = health
         self.addr = addr
         self.interval = interval_ms / 1000.0
         self.timeout = timeout_ms / 1000.0
-        self._client = control_client(addr, username=username, password=password, timeout=self.timeout,
+        self._client = control_client(addr, username=username, password=password, timeout=self.timeout, tls=tls,
                                       single_connection_client=True, decode_responses=True)
         self._on_change = on_change
         self._was_up: bool | None = None

@@ -19,8 +19,21 @@ _NO_SETINFO = {"driver_info": None} if "driver_info" in inspect.signature(aiored
     else {"lib_name": None, "lib_version": None}
 
 
-def control_client(addr: str, *, username: str, password: str, timeout: float, **kw) -> aioredis.Redis:
-    """A redis-py client for `addr` (host:port) that logs in as the control user."""
+def control_tls(cfg) -> dict:
+    """redis-py's TLS arguments for `tls_upstream` (files are read per connection, so a
+    rotated client certificate is picked up by the next reconnect)."""
+    if not cfg.tls_upstream:
+        return {}
+    return {"ssl": True, "ssl_cert_reqs": "required", "ssl_ca_certs": cfg.tls_upstream_ca_cert_file or None,
+            "ssl_certfile": cfg.tls_upstream_cert_file or None, "ssl_keyfile": cfg.tls_upstream_key_file or None,
+            "ssl_check_hostname": cfg.tls_upstream_check_hostname}
+
+
+def control_client(addr: str, *, username: str, password: str, timeout: float, tls: dict | None = None,
+                   **kw) -> aioredis.Redis:
+    """A redis-py client for `addr` (host:port) that logs in as the control user
+    (over TLS with `tls`, from `control_tls`)."""
     host, _, port = addr.rpartition(":")
     return aioredis.Redis(host=host, port=int(port), username=username or None, password=password or None,
-                          socket_timeout=timeout, socket_connect_timeout=timeout, **_NO_SETINFO, **kw)
+                          socket_timeout=timeout, socket_connect_timeout=timeout, **_NO_SETINFO, **(tls or {}),
+                          **kw)

@@ -10,7 +10,7 @@ import time
 
 from aiohttp import web
 
-from raft.auth import SECRET_HEADER, secret_matches
+from raft.auth import SECRET_HEADER, request_authorized
 
 from . import __version__
 
@@ -95,7 +95,8 @@ def add_operator_routes(app: web.Application, server) -> None:
     """Operator actions: switchover, leadership transfer, membership.
 
     They change the cluster, so they need the shared secret (header
-    `X-Raft-Secret`); without a configured `raft_secret` they are refused.  Actions only the leader can do
+    `X-Raft-Secret`) or, with `tls_admin`, a client certificate signed by the
+    configured CA; without either they are refused.  Actions only the leader can do
     answer 409 with the leader's name and admin URL on a follower.
     """
     from health.controller import NotLeaderError
@@ -105,7 +106,8 @@ def add_operator_routes(app: web.Application, server) -> None:
     def guarded(handler):
         """Refuse a request without the shared secret (403)."""
         async def wrapper(request: web.Request) -> web.Response:
-            if not secret_matches(request.headers.get(SECRET_HEADER), server.cfg.raft_secret):
+            if not request_authorized(request.headers.get(SECRET_HEADER), server.cfg.raft_secret,
+                                      request.transport):
                 return web.json_response({"ok": False, "error": "bad or missing X-Raft-Secret"}, status=403)
             return await handler(request)
         return wrapper

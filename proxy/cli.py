@@ -23,7 +23,7 @@ def _install_uvloop() -> str:
     return "uvloop"
 
 
-async def _serve(cfg) -> int:
+async def _serve(cfg, tls) -> int:
     from aiohttp import web
 
     from .admin import make_app
@@ -31,7 +31,7 @@ async def _serve(cfg) -> int:
 
     from health.controller import add_report_route
 
-    server = ProxyServer(cfg)
+    server = ProxyServer(cfg, tls)
     from .metrics import make_metrics_handler
 
     app = make_app(server, server.consensus, metrics_handler=make_metrics_handler(server))
@@ -42,11 +42,11 @@ async def _serve(cfg) -> int:
         add_raft_routes(app, server.consensus)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.bind, cfg.admin_port, reuse_address=True)
+    site = web.TCPSite(runner, cfg.bind, cfg.admin_port, reuse_address=True, ssl_context=tls.admin_server)
     await site.start()
     await server.start()
     if cfg.join:
-        asyncio.get_running_loop().create_task(_join(cfg))
+        asyncio.get_running_loop().create_task(_join(cfg, tls))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -76,17 +76,17 @@ async def _serve(cfg) -> int:
     return rc
 
 
-async def _join(cfg) -> None:
+async def _join(cfg, tls) -> None:
     """--join: ask the running cluster (via any member) to add this proxy; retry until it did."""
     from .ops_cli import leader_call
 
-    me = cfg.advertise_url or f"http://{cfg.bind}:{cfg.admin_port}"
+    me = cfg.advertise_url or f"{cfg.admin_scheme}://{cfg.bind}:{cfg.admin_port}"
     loop = asyncio.get_running_loop()
     while True:
         try:
             status, doc = await loop.run_in_executor(
                 None, leader_call, cfg.join, "POST", "/admin/members", {"node": cfg.node, "url": me},
-                cfg.raft_secret, 10.0)
+                cfg.raft_secret, 10.0, tls.admin_client)
             if status == 200:
                 log.info("event=member_joined node=%s via=%s members=%s", cfg.node, cfg.join, doc.get("members"))
                 return
@@ -103,12 +103,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"redis-raft-proxy: {exc}", file=sys.stderr)
         return 2
     setup_logging(cfg.log_format, cfg.log_level, cfg.node)
+    from .tls import TlsConfigError, tls_from_config
+
+    try:
+        tls = tls_from_config(cfg)
+    except TlsConfigError as exc:
+        print(f"redis-raft-proxy: {exc}", file=sys.stderr)
+        return 2
     loop_name = _install_uvloop()
     log.info("starting node=%s loop=%s config=%s", cfg.node, loop_name, cfg.redacted())
     from raft.storage import StorageError
 
     try:
-        return asyncio.run(_serve(cfg))
+        return asyncio.run(_serve(cfg, tls))
     except (OSError, StorageError) as exc:  # a port in use; a data dir that cannot be loaded
         log.error("cannot start: %s", exc)
         return 1

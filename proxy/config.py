@@ -170,6 +170,31 @@ class Config:
     heartbeat_ticks: int = _key("int", 1, "Raft heartbeat interval in ticks", minimum=1)
     sentinel_port: int = _key("int", 26379, "Sentinel-compatible port for Sentinel clients (0: off)", minimum=0)
     master_name: str = _key("str", "mymaster", "the master name Sentinel clients ask for")
+    # -- TLS (Redis' own key names where they exist); see proxy/tls.py
+    tls_port: int = _key("int", 0, "client port speaking TLS (0: off); set port = 0 for TLS only", minimum=0)
+    tls_cert_file: str = _key("str", "", "this proxy's certificate (PEM) for tls_port, tls_sentinel and tls_admin")
+    tls_key_file: str = _key("str", "", "the private key of tls_cert_file (PEM)")
+    tls_ca_cert_file: str = _key("str", "", "CA that client certificates (and, with tls_admin, the other "
+                                 "proxies' certificates) must be signed by")
+    tls_auth_clients: str = _key("str", "yes", "client certificates on tls_port: yes = required, optional = "
+                                 "verified when sent, no = not asked for", choices=("yes", "no", "optional"))
+    tls_protocols: str = _key("str", "", "TLS versions allowed, e.g. \"TLSv1.2 TLSv1.3\" (default: TLSv1.2 and up)")
+    tls_ciphers: str = _key("str", "", "OpenSSL cipher list for TLSv1.2 (default: OpenSSL's)")
+    tls_sentinel: bool = _key("bool", False, "the Sentinel-compatible port speaks TLS (tls_cert_file ...)")
+    tls_admin: bool = _key("bool", False, "the admin/Raft port serves HTTPS with tls_cert_file; peers are "
+                           "https:// URLs verified against tls_ca_cert_file, which this proxy's certificate "
+                           "is presented to as a client certificate; a client certificate signed by that CA "
+                           "authenticates /admin and /raft requests like the secret")
+    tls_upstream: bool = _key("bool", False, "connect to the Redis nodes over TLS (their tls-port)")
+    tls_upstream_ca_cert_file: str = _key("str", "", "CA the Redis nodes' certificates are checked against "
+                                          "(empty: the system CAs)")
+    tls_upstream_cert_file: str = _key("str", "", "client certificate the proxy presents to Redis (needed "
+                                       "when Redis runs with tls-auth-clients yes)")
+    tls_upstream_key_file: str = _key("str", "", "the private key of tls_upstream_cert_file")
+    tls_upstream_check_hostname: bool = _key("bool", True, "check that a Redis node's certificate names the "
+                                             "host of its address in redis_nodes")
+    tls_handshake_timeout_ms: int = _key("int", 5000, "a client's TLS handshake must finish within this",
+                                         minimum=1)
     command_metrics: bool = _key("bool", True, "count commands and time them per class on the hot path "
                                  "(off: /metrics keeps everything else)")
     log_format: str = _key("str", "kv", "log line format", choices=("kv", "json"))
@@ -236,8 +261,44 @@ class Config:
             raise ConfigError("master_name", "must be a non-empty name without spaces")
         if self.sentinel_port and self.sentinel_port in (self.port, self.admin_port):
             raise ConfigError("sentinel_port", "must differ from port and admin_port")
+        self._validate_tls()
         if not self.node or not re.match(r"^[A-Za-z0-9_.-]+$", self.node):
             raise ConfigError("node", "must be a non-empty name of letters, digits, '.', '_' or '-'")
+
+    def _validate_tls(self) -> None:
+        from .tls import protocol_range
+
+        try:
+            protocol_range(self.tls_protocols)
+        except ValueError as exc:
+            raise ConfigError("tls_protocols", str(exc)) from None
+        if not self.port and not self.tls_port:
+            raise ConfigError("port", "port and tls_port are both 0: no client port")
+        ports = {"port": self.port, "admin_port": self.admin_port, "sentinel_port": self.sentinel_port}
+        for key, value in ports.items():
+            if self.tls_port and value == self.tls_port:
+                raise ConfigError("tls_port", f"must differ from {key}")
+        serves_tls = [k for k in ("tls_port", "tls_sentinel", "tls_admin") if getattr(self, k)]
+        if serves_tls and not (self.tls_cert_file and self.tls_key_file):
+            raise ConfigError("tls_cert_file", f"{serves_tls[0]} needs tls_cert_file and tls_key_file")
+        if self.tls_admin and not self.tls_ca_cert_file:
+            raise ConfigError("tls_ca_cert_file", "tls_admin needs it, to verify the other proxies")
+        if self.tls_port and self.tls_auth_clients != "no" and not self.tls_ca_cert_file:
+            raise ConfigError("tls_ca_cert_file", f"tls_auth_clients = {self.tls_auth_clients} needs it (or set "
+                              "tls_auth_clients = no)")
+        if bool(self.tls_upstream_cert_file) != bool(self.tls_upstream_key_file):
+            raise ConfigError("tls_upstream_key_file", "set both tls_upstream_cert_file and tls_upstream_key_file")
+        scheme = "https://" if self.tls_admin else "http://"
+        for key, urls in (("peers", [p.partition("=")[2] for p in self.peers]), ("join", [self.join]),
+                          ("advertise_url", [self.advertise_url])):
+            bad = [u for u in urls if u and not u.startswith(scheme)]
+            if bad:
+                raise ConfigError(key, f"{bad[0]!r}: with tls_admin = {str(self.tls_admin).lower()} the admin "
+                                  f"URLs start with {scheme}")
+
+    @property
+    def admin_scheme(self) -> str:
+        return "https" if self.tls_admin else "http"
 
     @property
     def control_username(self) -> str:

@@ -38,13 +38,36 @@ def _secret(args) -> str:
     return ""
 
 
-def http(method: str, url: str, body: dict | None = None, secret: str = "", timeout: float = 5.0):
+def _ssl_context(args):
+    """The client TLS context for https:// admin URLs: --cacert (default
+    $REDIS_RAFT_PROXY_TLS_CA_CERT_FILE), and --cert/--key to authenticate with a client
+    certificate (defaults: $REDIS_RAFT_PROXY_TLS_CERT_FILE / _TLS_KEY_FILE, as a proxy's
+    own pod has them). None when the endpoint is plain http."""
+    if not args.endpoint.startswith("https://"):
+        return None
+    from .tls import TlsConfigError, TlsFiles, client_context
+
+    env = os.environ.get
+    files = TlsFiles(args.cert or env("REDIS_RAFT_PROXY_TLS_CERT_FILE", ""),
+                     args.key or env("REDIS_RAFT_PROXY_TLS_KEY_FILE", ""),
+                     args.cacert or env("REDIS_RAFT_PROXY_TLS_CA_CERT_FILE", ""))
+    try:
+        # the proxies' certificates are checked against the cluster's CA, not against the URL's host
+        # (the same rule the proxies apply to each other)
+        return client_context(files, check_hostname=False)
+    except TlsConfigError as exc:
+        print(f"redis-raft-proxy: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def http(method: str, url: str, body: dict | None = None, secret: str = "", timeout: float = 5.0,
+         ssl_context=None):
     """One request; returns (status, decoded JSON or text)."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"Content-Type": "application/json", "X-Raft-Secret": secret})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=ssl_context) as r:
             raw, status = r.read(), r.status
     except urllib.error.HTTPError as exc:
         raw, status = exc.read(), exc.code
@@ -54,30 +77,32 @@ def http(method: str, url: str, body: dict | None = None, secret: str = "", time
         return status, raw.decode(errors="replace")
 
 
-def leader_call(endpoint: str, method: str, path: str, body: dict | None, secret: str, timeout: float):
+def leader_call(endpoint: str, method: str, path: str, body: dict | None, secret: str, timeout: float,
+                ssl_context=None):
     """Call `path` on the leader: ask `endpoint`, follow its 409 hint once."""
-    status, doc = http(method, endpoint.rstrip("/") + path, body, secret, timeout)
+    status, doc = http(method, endpoint.rstrip("/") + path, body, secret, timeout, ssl_context)
     if status == 409 and isinstance(doc, dict) and doc.get("leader_url"):
-        status, doc = http(method, doc["leader_url"].rstrip("/") + path, body, secret, timeout)
+        status, doc = http(method, doc["leader_url"].rstrip("/") + path, body, secret, timeout, ssl_context)
     return status, doc
 
 
-def _fetch_status(url: str) -> dict | None:
+def _fetch_status(url: str, ssl_context=None) -> dict | None:
     try:
-        status, doc = http("GET", url.rstrip("/") + "/status", timeout=2.0)
+        status, doc = http("GET", url.rstrip("/") + "/status", timeout=2.0, ssl_context=ssl_context)
     except (OSError, urllib.error.URLError):
         return None
     return doc if status == 200 and isinstance(doc, dict) else None
 
 
-def gather(endpoint: str) -> tuple[dict | None, dict[str, dict | None]]:
+def gather(endpoint: str, ssl_context=None) -> tuple[dict | None, dict[str, dict | None]]:
     """The contacted proxy's status and every member's (None: unreachable)."""
-    first = _fetch_status(endpoint)
+    first = _fetch_status(endpoint, ssl_context)
     if first is None:
         return None, {}
     proxies: dict[str, dict | None] = {}
     for name, url in (first.get("peers") or {}).items():
-        proxies[name] = first if name == first.get("node") else (_fetch_status(url) if url else None)
+        proxies[name] = first if name == first.get("node") else \
+            (_fetch_status(url, ssl_context) if url else None)
     proxies.setdefault(first["node"], first)
     return first, proxies
 
@@ -131,7 +156,7 @@ def render(first: dict, proxies: dict[str, dict | None]) -> str:
 
 
 def cmd_status(args) -> int:
-    first, proxies = gather(args.endpoint)
+    first, proxies = gather(args.endpoint, _ssl_context(args))
     if first is None:
         print(f"redis-raft-proxy status: no proxy answers at {args.endpoint}", file=sys.stderr)
         return 1
@@ -153,9 +178,9 @@ def _report(status: int, doc, ok_text: str) -> int:
     return 1
 
 
-def _target_lag(endpoint: str, target: str) -> str:
+def _target_lag(endpoint: str, target: str, ssl_context=None) -> str:
     """The switchover target's replication lag as `endpoint` sees it, for progress lines."""
-    st = _fetch_status(endpoint)
+    st = _fetch_status(endpoint, ssl_context)
     if st is None:
         return "status unavailable"
     for r in st.get("topology", {}).get("replicas", []):
@@ -171,13 +196,14 @@ def cmd_failover(args) -> int:
     print(f"switchover to {args.to}: pausing writes, waiting for {args.to} to catch up ...", flush=True)
     t0 = time.monotonic()
     result: list = []
+    ctx = _ssl_context(args)
     call = threading.Thread(target=lambda: result.append(leader_call(
-        args.endpoint, "POST", "/admin/failover", {"to": args.to}, _secret(args), timeout=args.timeout + 5)),
-        daemon=True)
+        args.endpoint, "POST", "/admin/failover", {"to": args.to}, _secret(args), timeout=args.timeout + 5,
+        ssl_context=ctx)), daemon=True)
     call.start()
     call.join(1.0)
     while call.is_alive():          # progress while the leader waits for the target to catch up
-        print(f"  {time.monotonic() - t0:5.1f}s  {args.to}: {_target_lag(args.endpoint, args.to)}", flush=True)
+        print(f"  {time.monotonic() - t0:5.1f}s  {args.to}: {_target_lag(args.endpoint, args.to, ctx)}", flush=True)
         call.join(1.0)
     if not result:
         print("failed: no answer from the proxies", file=sys.stderr)
@@ -190,7 +216,7 @@ def cmd_failover(args) -> int:
 
 def cmd_transfer(args) -> int:
     if args.if_leader:
-        st = _fetch_status(args.endpoint)
+        st = _fetch_status(args.endpoint, _ssl_context(args))
         if st is None:
             print(f"transfer-leadership: no proxy answers at {args.endpoint}", file=sys.stderr)
             return 1
@@ -199,18 +225,20 @@ def cmd_transfer(args) -> int:
             print(f"{st.get('node')} is not the leader ({role}): nothing to transfer")
             return 0
     body = {"to": args.to} if args.to else {}
-    status, doc = leader_call(args.endpoint, "POST", "/admin/transfer-leadership", body, _secret(args), 10.0)
+    status, doc = leader_call(args.endpoint, "POST", "/admin/transfer-leadership", body, _secret(args), 10.0,
+                              _ssl_context(args))
     return _report(status, doc, "leadership transferred; leader is now {leader}")
 
 
 def cmd_join(args) -> int:
     status, doc = leader_call(args.endpoint, "POST", "/admin/members", {"node": args.node, "url": args.url},
-                              _secret(args), 10.0)
+                              _secret(args), 10.0, _ssl_context(args))
     return _report(status, doc, "members: {members}")
 
 
 def cmd_remove(args) -> int:
-    status, doc = leader_call(args.endpoint, "DELETE", f"/admin/members/{args.node}", None, _secret(args), 10.0)
+    status, doc = leader_call(args.endpoint, "DELETE", f"/admin/members/{args.node}", None, _secret(args), 10.0,
+                              _ssl_context(args))
     return _report(status, doc, "members: {members}")
 
 
@@ -219,6 +247,11 @@ def add_commands(sub) -> None:
         p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help="a proxy's admin URL (default %(default)s)")
         p.add_argument("--secret", default=None, help="shared secret (default: $REDIS_RAFT_PROXY_RAFT_SECRET, "
                        "or the file named by $REDIS_RAFT_PROXY_RAFT_SECRET_FILE)")
+        p.add_argument("--cacert", default=None, help="CA of an https:// endpoint (default: "
+                       "$REDIS_RAFT_PROXY_TLS_CA_CERT_FILE)")
+        p.add_argument("--cert", default=None, help="client certificate, instead of the secret (default: "
+                       "$REDIS_RAFT_PROXY_TLS_CERT_FILE)")
+        p.add_argument("--key", default=None, help="its key (default: $REDIS_RAFT_PROXY_TLS_KEY_FILE)")
 
     p = sub.add_parser("status", help="the cluster at a glance; exit 1 when unhealthy")
     common(p)

@@ -43,12 +43,13 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import aiohttp
 
 from raft.auth import secret_matches
+from raft.transport import http_session
 
 from . import __version__, resp
 from .resp import ProtocolError
+from .tls import tls_protocol_factory
 from .upstream import set_nodelay
 
 log = logging.getLogger("proxy.sentinel")
@@ -303,8 +304,10 @@ class SentinelService:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(lambda: SentinelSession(self), self.bind, self.port,
-                                                    reuse_address=True)
+            tls = self.server.tls
+            factory = (tls_protocol_factory(lambda: SentinelSession(self), tls.clients, tls.handshake_timeout_s,
+                                            "sentinel") if tls.sentinel else lambda: SentinelSession(self))
+            self._server = await loop.create_server(factory, self.bind, self.port, reuse_address=True)
         except OSError as exc:
             # The data path matters more than this compatibility endpoint: keep serving Redis traffic.
             self.error = f"cannot listen on {self.bind}:{self.port}: {exc.strerror or exc}"
@@ -613,7 +616,7 @@ class SentinelService:
 
     # -- the other proxies ----------------------------------------------------------
     async def _poll_peers(self) -> None:
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S))
+        self._http = http_session(PEER_TIMEOUT_S, self.server.tls.admin_client)
         while True:
             fast = False
             try:

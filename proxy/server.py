@@ -17,6 +17,7 @@ import hiredis
 
 from health.controller import Controller, StandaloneConsensus, TopologyStateMachine
 from health.probe import Health, Prober
+from health.redis_control import control_tls
 
 from . import resp
 from .commands import CommandTable
@@ -24,6 +25,7 @@ from .config import Config
 from .metrics import Stats
 from .router import Router
 from .session import ClientSession
+from .tls import ProxyTls, tls_from_config, tls_protocol_factory
 from .topology import Topology
 from .upstream import DiscardSlot, Upstream, set_nodelay
 from .write_gate import WriteGate, master_replaced_reply, writes_paused_reply
@@ -34,8 +36,9 @@ RECONNECT_BACKOFF = 0.1   # seconds a failed node is answered from memory before
 
 
 class ProxyServer:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, tls: ProxyTls | None = None) -> None:
         self.cfg = cfg
+        self.tls = tls if tls is not None else tls_from_config(cfg)
         self.table = CommandTable()
         self.health = Health(list(cfg.redis_nodes), cfg.down_after_ms)
         # Nothing is routed until a topology is committed (by Raft, or at once when standalone).
@@ -62,7 +65,7 @@ class ProxyServer:
         self.scripts: dict[str, bytes] = {}
         self.probers: dict[str, Prober] = {}
         self._tasks: list[asyncio.Task] = []
-        self._server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def _make_consensus(self):
@@ -70,9 +73,11 @@ class ProxyServer:
         if not cfg.peers and not cfg.join:
             return StandaloneConsensus(cfg.node, self.sm)
         from raft.node import RaftNode
+        from raft.transport import HttpTransport
 
         peers = cfg.peer_urls
-        return RaftNode(cfg.node, peers, cfg.data_dir, cfg.raft_secret, apply=self.sm.apply,
+        transport = HttpTransport(cfg.node, peers, cfg.raft_secret, ssl_context=self.tls.admin_client)
+        return RaftNode(cfg.node, peers, cfg.data_dir, cfg.raft_secret, transport=transport, apply=self.sm.apply,
                         snapshot=self.sm.snapshot, restore=self.sm.restore, tick_ms=cfg.tick_ms,
                         election_ticks=cfg.election_ticks, heartbeat_ticks=cfg.heartbeat_ticks,
                         join=bool(cfg.join), on_sync=self.stats.fsync_seconds.observe,
@@ -237,13 +242,20 @@ class ProxyServer:
         if dead is not None and time.monotonic() < dead[0]:
             return dead[1]
         up = Upstream(addr, connect_timeout=self.cfg.connect_timeout_ms / 1000.0,
-                      on_close=self._upstream_closed, **kw)
+                      on_close=self._upstream_closed, tls=self.upstream_tls(addr.rpartition(":")[0]), **kw)
         up.gate = self.gate
         if self.cfg.ack == "replica":     # (RAW mode: see Upstream.raw_write)
             up.wait_cmd = resp.encode_command([b"WAIT", b"1", str(self.cfg.ack_timeout_ms).encode()])
             up.wait_timeout_ms = self.cfg.ack_timeout_ms
         up.start(self.loop)
         return up
+
+    def upstream_tls(self, host: str) -> dict:
+        """create_connection's TLS arguments towards a Redis node on `host` ({} without tls_upstream)."""
+        if self.tls.upstream is None:
+            return {}
+        return {"ssl": self.tls.upstream, "server_hostname": host,
+                "ssl_handshake_timeout": self.cfg.connect_timeout_ms / 1000.0}
 
     def _upstream_closed(self, up: Upstream) -> None:
         if up.error:
@@ -323,7 +335,7 @@ class ProxyServer:
 
     async def _fetch_commands(self, addr: str) -> list:
         host, _, port = addr.rpartition(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
+        reader, writer = await asyncio.open_connection(host, int(port), **self.upstream_tls(host))
         try:
             msgs = self._base_handshake(control=True) + [resp.encode_command([b"COMMAND"])]
             writer.write(b"".join(msgs))
@@ -346,12 +358,19 @@ class ProxyServer:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         cfg = self.cfg
-        self._server = await self.loop.create_server(lambda: ClientSession(self), cfg.bind, cfg.port,
-                                                     backlog=4096, reuse_address=True)
+        if cfg.port:
+            self._servers.append(await self.loop.create_server(lambda: ClientSession(self), cfg.bind, cfg.port,
+                                                               backlog=4096, reuse_address=True))
+        if cfg.tls_port:
+            factory = tls_protocol_factory(lambda: ClientSession(self), self.tls.clients,
+                                           self.tls.handshake_timeout_s, "clients")
+            self._servers.append(await self.loop.create_server(factory, cfg.bind, cfg.tls_port, backlog=4096,
+                                                               reuse_address=True))
+        self._tasks.append(self.loop.create_task(self.tls.reloader.run()))
         for addr in cfg.redis_nodes:
             prober = Prober(self.health, addr, interval_ms=cfg.probe_interval_ms, timeout_ms=cfg.down_after_ms,
                             username=cfg.control_username, password=cfg.control_password,
-                            on_change=self._node_changed)
+                            tls=control_tls(cfg), on_change=self._node_changed)
             self.probers[addr] = prober
             self._tasks.append(self.loop.create_task(prober.run()))
         self._tasks.append(self.loop.create_task(self._load_command_table()))
@@ -363,14 +382,16 @@ class ProxyServer:
                 Topology.initial(list(cfg.redis_nodes), cfg.initial_master), "standalone: from configuration"), 1)
         self._tasks.append(self.loop.create_task(self.controller.run()))
         await self.sentinel.start()
-        log.info("proxy %s listening on %s:%d (pid %d)", cfg.node, cfg.bind, cfg.port, os.getpid())
+        ports = ", ".join(f"{cfg.bind}:{p}{' (TLS)' if tls else ''}"
+                          for p, tls in ((cfg.port, False), (cfg.tls_port, True)) if p)
+        log.info("proxy %s listening on %s (pid %d)", cfg.node, ports, os.getpid())
 
     def _node_changed(self, addr: str, up: bool) -> None:
         log.info("event=%s node=%s", "node_up" if up else "node_subjectively_down", addr)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for srv in self._servers:
+            srv.close()
         await self.sentinel.stop()
         for t in self._tasks:
             t.cancel()

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import re
 import socket
+import ssl
 import time
 from collections import deque
 from typing import Callable, Iterable
@@ -151,8 +152,9 @@ class Upstream(asyncio.Protocol):
     def __init__(self, addr: str, *, handshake: Iterable[bytes] = (), raw_sink=None,
                  on_close: Callable[["Upstream"], None] | None = None, connect_timeout: float = 1.0,
                  resp3: bool = False, push_sink=None, best_effort: Iterable[bytes] = (),
-                 want_id: bool = False) -> None:
+                 want_id: bool = False, tls: dict | None = None) -> None:
         self.addr = addr
+        self._tls = tls or {}           # create_connection's ssl arguments (tls_upstream)
         host, _, port = addr.rpartition(":")
         self.host, self.port = host, int(port)
         self.transport: asyncio.Transport | None = None
@@ -213,9 +215,11 @@ class Upstream(asyncio.Protocol):
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             await asyncio.wait_for(
-                loop.create_connection(lambda: self, self.host, self.port), self._connect_timeout)
+                loop.create_connection(lambda: self, self.host, self.port, **self._tls), self._connect_timeout)
         except asyncio.TimeoutError:
             self._fail(f"Redis node {self.addr} is unreachable (connect timeout)")
+        except ssl.SSLError as exc:
+            self._fail(f"Redis node {self.addr} is unreachable (TLS: {exc.reason or exc})")
         except OSError as exc:
             self._fail(f"Redis node {self.addr} is unreachable ({exc.strerror or exc})")
 

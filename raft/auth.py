@@ -23,3 +23,17 @@ def secret_matches(given: str | bytes | None, expected: str | bytes | None) -> b
     if isinstance(expected, str):
         expected = expected.encode()
     return hmac.compare_digest(given, expected)
+
+
+def peer_certificate_verified(transport) -> bool:
+    """True when the connection's TLS client certificate was verified against the
+    configured CA (an HTTPS server with client certificates optional: a certificate
+    that fails verification fails the handshake, so one that is there passed)."""
+    if transport is None:
+        return False
+    return bool(transport.get_extra_info("peercert"))
+
+
+def request_authorized(given_secret: str | None, expected_secret: str, transport) -> bool:
+    """An admin or Raft request: the shared secret, or a verified client certificate."""
+    return secret_matches(given_secret, expected_secret) or peer_certificate_verified(transport)

@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from raft import codec
-from raft.auth import SECRET_HEADER, secret_matches
+from raft.auth import SECRET_HEADER, request_authorized
 from raft.cluster import INFO_PATH, ClusterMeta
 from raft.messages import Message
 
@@ -139,6 +139,12 @@ class InMemoryTransport:
 # --------------------------------------------------------------------------- HTTP
 
 
+def http_session(timeout: float, ssl_context=None) -> aiohttp.ClientSession:
+    """A client session for the proxies' admin URLs (https ones verified with `ssl_context`)."""
+    connector = aiohttp.TCPConnector(ssl=ssl_context) if ssl_context is not None else None
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), connector=connector)
+
+
 class HttpTransport:
     """POSTs each message to ``{peer_url}/raft/message``.
 
@@ -147,8 +153,10 @@ class HttpTransport:
     dead peer costs one bounded queue and never slows the others.
     """
 
-    def __init__(self, node_id: str, peers: dict[str, str], secret: str, timeout: float = 0.5, queue_size: int = 256) -> None:
+    def __init__(self, node_id: str, peers: dict[str, str], secret: str, timeout: float = 0.5, queue_size: int = 256,
+                 ssl_context=None) -> None:
         self.node_id = node_id
+        self.ssl_context = ssl_context      # https peers (tls_admin): verifies them, presents our certificate
         self.peers = dict(peers)
         self.secret = secret
         self.timeout = timeout
@@ -181,7 +189,7 @@ class HttpTransport:
             return None
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        self._session = http_session(self.timeout, self.ssl_context)
 
     def set_peers(self, peers: dict[str, str]) -> None:
         self.peers = dict(peers)
@@ -242,7 +250,7 @@ def add_raft_routes(app: web.Application, node: Receiver) -> None:
     cluster id and seeded set, 503 until the data dir is loaded."""
 
     def authorized(request: web.Request) -> bool:
-        return secret_matches(request.headers.get(SECRET_HEADER), node.secret)
+        return request_authorized(request.headers.get(SECRET_HEADER), node.secret, request.transport)
 
     async def info(request: web.Request) -> web.Response:
         if not authorized(request):

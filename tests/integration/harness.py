@@ -507,11 +507,17 @@ def redis_client(port: int, *, protocol: int = 2, decode: bool = False, timeout:
 # ---------------------------------------------------------------------------
 
 class RedisServer(ManagedProcess):
-    """One real redis-server on 127.0.0.1:`port`, data dir in `workdir`."""
+    """One real redis-server on 127.0.0.1:`port`, data dir in `workdir`.
+
+    With `tls` (cert, key, CA: proxy.tls.TlsFiles), `port` is its TLS port (its
+    address for the proxies and its replicas: tls-replication yes, client
+    certificates required) and the harness talks to it in plaintext on `plain_port`."""
 
     def __init__(self, workdir: Path, port: int | None = None, replicaof: "RedisServer | str | None" = None,
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), tls=None) -> None:
         self.port = port or free_port()
+        self.tls = tls
+        self.plain_port = free_port() if tls is not None else self.port
         self.name = f"redis-{self.port}"
         super().__init__(Path(workdir) / self.name)
         self.replicaof = replicaof.addr if isinstance(replicaof, RedisServer) else replicaof
@@ -522,9 +528,13 @@ class RedisServer(ManagedProcess):
         return f"{HOST}:{self.port}"
 
     def argv(self) -> list[str]:
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
+        args = [REDIS_SERVER, "--port", str(self.plain_port), "--bind", HOST, "--save", "", "--appendonly", "no",
                 "--dir", str(self.workdir), "--daemonize", "no", "--protected-mode", "no",
                 "--logfile", "", "--repl-diskless-sync-delay", "0"]
+        if self.tls is not None:
+            args += ["--tls-port", str(self.port), "--tls-cert-file", str(self.tls.cert), "--tls-key-file",
+                     str(self.tls.key), "--tls-ca-cert-file", str(self.tls.ca), "--tls-replication", "yes",
+                     "--tls-auth-clients", "yes"]
         if self.replicaof:
             host, _, port = self.replicaof.rpartition(":")
             args += ["--replicaof", host, port]
@@ -538,7 +548,7 @@ class RedisServer(ManagedProcess):
     def wait_ready(self, timeout: float = 10.0) -> None:
         def ready() -> bool:
             self._check_alive("starting")
-            return ping_port(self.port)
+            return ping_port(self.plain_port)
         wait_until(ready, timeout, message=f"{self.name} to answer PING")
 
     def restart(self, timeout: float = 10.0) -> "RedisServer":
@@ -549,7 +559,7 @@ class RedisServer(ManagedProcess):
         return self.start(timeout)
 
     def client(self, **kw) -> redis.Redis:
-        return redis_client(self.port, **kw)
+        return redis_client(self.plain_port, **kw)
 
     def info(self, section: str = "replication") -> dict:
         with self.client(decode=True, timeout=5) as c:
@@ -577,10 +587,10 @@ def wait_replica_synced(replica: RedisServer, master: RedisServer, timeout: floa
 class ReplicaSet:
     """1 master + `replicas` replicas, all on free ports under `workdir`."""
 
-    def __init__(self, workdir: Path, replicas: int = 2, ports: Sequence[int] | None = None) -> None:
+    def __init__(self, workdir: Path, replicas: int = 2, ports: Sequence[int] | None = None, tls=None) -> None:
         ports = list(ports) if ports is not None else free_ports(replicas + 1)
-        self.master = RedisServer(workdir, ports[0])
-        self.replicas = [RedisServer(workdir, p, replicaof=self.master) for p in ports[1:]]
+        self.master = RedisServer(workdir, ports[0], tls=tls)
+        self.replicas = [RedisServer(workdir, p, replicaof=self.master, tls=tls) for p in ports[1:]]
 
     @property
     def servers(self) -> list[RedisServer]:
@@ -627,7 +637,9 @@ class ProxyProcess(ManagedProcess):
     def __init__(self, workdir: Path, redis_nodes: Sequence[str], master: str | None = None, *,
                  node: str = "proxy-1", port: int | None = None, admin_port: int | None = None,
                  read_policy: str | None = "replicas", options: Mapping[str, Any] | None = None,
-                 env: Mapping[str, str] | None = None, extra_argv: Sequence[str] = ()) -> None:
+                 env: Mapping[str, str] | None = None, extra_argv: Sequence[str] = (),
+                 admin_ssl=None) -> None:
+        self.admin_ssl = admin_ssl      # with tls_admin: the client context for its https admin port
         if port is None or admin_port is None:
             p, a = free_ports(2)
             port = port or p
@@ -652,6 +664,10 @@ class ProxyProcess(ManagedProcess):
     def addr(self) -> str:
         return f"{HOST}:{self.port}"
 
+    @property
+    def admin_url(self) -> str:
+        return f"{'https' if self.admin_ssl is not None else 'http'}://{HOST}:{self.admin_port}"
+
     def argv(self) -> list[str]:
         args = [PROXY_BIN, "run", "--node", self.node, "--bind", HOST, "--port", str(self.port),
                 "--admin-port", str(self.admin_port), "--redis-nodes", ",".join(self.redis_nodes),
@@ -675,7 +691,7 @@ class ProxyProcess(ManagedProcess):
 
     def http_get(self, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(f"http://{HOST}:{self.admin_port}{path}", timeout=timeout) as resp:
+            with urllib.request.urlopen(f"{self.admin_url}{path}", timeout=timeout, context=self.admin_ssl) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()

@@ -19,6 +19,7 @@ from proxy.config import load_config
 from proxy.router import Router
 from proxy.sentinel import (PeerInfo, SentinelService, SentinelSession, _Disabled, attach_sentinel, glob_match,
                             sentinel_id, sentinel_status)
+from proxy.tls import ProxyTls
 from proxy.topology import Topology
 
 M, R1, R2 = "127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"
@@ -72,7 +73,7 @@ def make_server(master=M, replicas=(R1, R2), epoch=4, **flags):
             st.role, st.offset, st.link_up, st.master_addr = "slave", 990, True, master
     topo = Topology(epoch, master, tuple(replicas))
     return SimpleNamespace(cfg=cfg, health=health, router=Router(topo, health, "replicas"),
-                           consensus=FakeConsensus(), controller=SimpleNamespace(peer_url=URLS.get))
+                           consensus=FakeConsensus(), controller=SimpleNamespace(peer_url=URLS.get), tls=ProxyTls())
 
 
 def make(**kw):

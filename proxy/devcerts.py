@@ -1,0 +1,90 @@
+"""Throwaway certificates for `demo --tls` and the tests, made with the openssl CLI.
+
+Never for production: the CA key sits beside the certificates. Each call makes
+a CA, then leaf certificates for 127.0.0.1 / localhost signed by it, each usable
+as a server and as a client certificate (Redis uses one certificate for both
+roles, as do the proxies).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+_SAN = "subjectAltName=IP:127.0.0.1,DNS:localhost"
+_USAGE = "extendedKeyUsage=serverAuth,clientAuth"
+
+
+class CertError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Leaf:
+    cert: Path
+    key: Path
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    try:
+        subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+    except FileNotFoundError:
+        raise CertError("the openssl command is needed to make certificates (apt-get install openssl)") from None
+    except subprocess.CalledProcessError as exc:
+        raise CertError(f"openssl {args[0]} failed: {exc.stderr.decode(errors='replace').strip()}") from None
+
+
+class DevCA:
+    """A CA in `directory` (ca.crt, ca.key) that signs leaves on demand."""
+
+    def __init__(self, directory: Path, name: str = "redis-raft-proxy dev CA") -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cert = self.dir / "ca.crt"
+        self.key = self.dir / "ca.key"
+        if not self.cert.exists():
+            _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.key.name, "-out",
+                     self.cert.name, "-days", "3650", "-subj", f"/CN={name}", cwd=self.dir)
+
+    def leaf(self, name: str, *, days: int = 825, not_yet_valid: bool = False, expired: bool = False) -> Leaf:
+        """`name`.crt / `name`.key for 127.0.0.1 and localhost. `expired` makes one whose
+        validity ended yesterday (openssl x509 cannot back-date, so `ca` is used)."""
+        key, csr, crt = f"{name}.key", f"{name}.csr", f"{name}.crt"
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={name}",
+                 cwd=self.dir)
+        ext = self.dir / f"{name}.ext"
+        ext.write_text(f"{_SAN}\n{_USAGE}\n")
+        if expired or not_yet_valid:
+            start, end = ("20200101000000Z", "20200102000000Z") if expired else ("20990101000000Z", "20991231000000Z")
+            self._ca_sign(csr, crt, ext, start, end)
+        else:
+            _openssl("x509", "-req", "-in", csr, "-CA", self.cert.name, "-CAkey", self.key.name,
+                     "-CAcreateserial", "-out", crt, "-days", str(days), "-extfile", ext.name, cwd=self.dir)
+        return Leaf(self.dir / crt, self.dir / key)
+
+    def _ca_sign(self, csr: str, crt: str, ext: Path, start: str, end: str) -> None:
+        db = self.dir / "ca-db"
+        db.mkdir(exist_ok=True)
+        (db / "index.txt").touch()
+        serial = db / "serial"
+        if not serial.exists():
+            serial.write_text("1000\n")
+        conf = db / "ca.cnf"
+        conf.write_text(f"""[ca]
+default_ca = dev
+[dev]
+dir = {db}
+database = $dir/index.txt
+serial = $dir/serial
+new_certs_dir = $dir
+certificate = {self.cert}
+private_key = {self.key}
+default_md = sha256
+policy = any
+unique_subject = no
+[any]
+commonName = supplied
+""")
+        _openssl("ca", "-batch", "-config", str(conf), "-in", csr, "-out", crt, "-startdate", start, "-enddate", end,
+                 "-extfile", ext.name, "-notext", cwd=self.dir)

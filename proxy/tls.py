@@ -1,0 +1,274 @@
+"""TLS contexts for every hop, built from the `tls_*` keys, and their reloading.
+
+Three roles, each one `ssl.SSLContext` made once at start and reloaded in place:
+
+* the client-facing server (`tls_port`, and the Sentinel port with
+  `tls_sentinel`): `tls_cert_file` / `tls_key_file`, clients verified against
+  `tls_ca_cert_file` as `tls_auth_clients` says (Redis' names and meanings);
+* the admin/Raft HTTPS server (`tls_admin`): the same certificate; a client
+  certificate signed by the CA authenticates `/admin` and `/raft` requests;
+* the client side of the proxy's own connections: to Redis (`tls_upstream`,
+  with `tls_upstream_*` files) and to the other proxies (`tls_admin`, with the
+  proxy's own certificate as its client certificate).
+
+Reloading: `CertReloader` polls the files' identity (inode, size, mtime; a
+Kubernetes Secret mount swaps a symlink) and calls `load_cert_chain` /
+`load_verify_locations` on the live context, so new handshakes use the new
+certificate while established connections keep theirs.  A half-written pair
+(new certificate, old key) fails to load: the old pair stays in use and the
+load is retried on the next poll.  A replaced CA is added to the trusted set;
+the old CA stays trusted until the process restarts (OpenSSL cannot remove a
+CA from a live context).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+AUTH_CLIENTS = ("yes", "no", "optional")
+
+
+class TlsConfigError(ValueError):
+    """A certificate, key or CA cannot be loaded; names the file, never a secret.
+    `which`: "cert" (the certificate or its key) or "ca"."""
+
+    def __init__(self, message: str, which: str = "cert") -> None:
+        super().__init__(message)
+        self.which = which
+
+
+def protocol_range(protocols: str) -> tuple[ssl.TLSVersion, ssl.TLSVersion]:
+    """'TLSv1.2 TLSv1.3' (Redis' tls-protocols) -> (minimum, maximum); '' = TLSv1.2 and up."""
+    names = protocols.split()
+    if not names:
+        return ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.MAXIMUM_SUPPORTED
+    unknown = [n for n in names if n not in PROTOCOLS]
+    if unknown:
+        raise ValueError(f"unknown protocol {unknown[0]!r} (known: {', '.join(PROTOCOLS)})")
+    versions = sorted(PROTOCOLS[n] for n in names)
+    return versions[0], versions[-1]
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The files of one context: its own certificate and key, and the CA it trusts."""
+
+    cert: str = ""
+    key: str = ""
+    ca: str = ""
+
+    def paths(self) -> list[str]:
+        return [p for p in (self.cert, self.key, self.ca) if p]
+
+
+def _load(ctx: ssl.SSLContext, files: TlsFiles) -> None:
+    try:
+        if files.cert:
+            ctx.load_cert_chain(files.cert, files.key or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsConfigError(f"cannot load the certificate {files.cert} with key {files.key or files.cert}: "
+                             f"{_reason(exc)}") from None
+    try:
+        if files.ca:
+            ctx.load_verify_locations(cafile=files.ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsConfigError(f"cannot load the CA certificate {files.ca}: {_reason(exc)}", "ca") from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+def _common(ctx: ssl.SSLContext, protocols: str, ciphers: str) -> None:
+    ctx.minimum_version, ctx.maximum_version = protocol_range(protocols)
+    if ciphers:
+        try:
+            ctx.set_ciphers(ciphers)
+        except ssl.SSLError:
+            raise TlsConfigError(f"no usable cipher in {ciphers!r}") from None
+
+
+def server_context(files: TlsFiles, *, auth_clients: str = "yes", protocols: str = "",
+                   ciphers: str = "") -> ssl.SSLContext:
+    """A server context; `auth_clients` as Redis' tls-auth-clients (yes: a client
+    certificate signed by the CA is required; optional: verified if sent)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _common(ctx, protocols, ciphers)
+    ctx.verify_mode = {"yes": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "no": ssl.CERT_NONE}[auth_clients]
+    _load(ctx, files)
+    return ctx
+
+
+def client_context(files: TlsFiles, *, check_hostname: bool = True, protocols: str = "",
+                   ciphers: str = "") -> ssl.SSLContext:
+    """A client context that verifies the server against `files.ca` (the system CAs
+    when empty) and presents `files.cert` when set."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _common(ctx, protocols, ciphers)
+    ctx.check_hostname = check_hostname
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    if not files.ca:
+        ctx.load_default_certs()
+    _load(ctx, files)
+    return ctx
+
+
+def _identity(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass
+class _Watched:
+    name: str
+    ctx: ssl.SSLContext
+    files: TlsFiles
+    seen: dict[str, tuple | None] = field(default_factory=dict)
+    last_error: str = ""
+
+
+class CertReloader:
+    """Reloads watched contexts in place when their files change (see the module doc)."""
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self._watched: list[_Watched] = []
+        self.reloads = 0
+        self.failures = 0
+
+    def watch(self, name: str, ctx: ssl.SSLContext, files: TlsFiles) -> None:
+        self._watched.append(_Watched(name, ctx, files, {p: _identity(p) for p in files.paths()}))
+
+    def check(self) -> list[str]:
+        """Reload every context whose files changed; the names of those reloaded."""
+        done = []
+        for w in self._watched:
+            now = {p: _identity(p) for p in w.files.paths()}
+            if now == w.seen:
+                continue
+            try:
+                _load(w.ctx, w.files)
+            except TlsConfigError as exc:
+                if str(exc) != w.last_error:
+                    self.failures += 1
+                    log.error("event=tls_reload_failed context=%s error=%r (the previous certificate stays in use)",
+                              w.name, str(exc))
+                w.last_error = str(exc)
+                continue
+            w.seen, w.last_error = now, ""
+            self.reloads += 1
+            done.append(w.name)
+            log.warning("event=tls_reloaded context=%s cert=%s", w.name, w.files.cert or w.files.ca)
+        return done
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            self.check()
+
+
+class TlsAcceptor(asyncio.Protocol):
+    """One accepted TCP connection whose TLS handshake the proxy runs itself
+    (`loop.start_tls`), so that a failed or stalled handshake (a plaintext client,
+    an untrusted or expired certificate) closes that connection with a log line
+    naming the client; asyncio's own TLS server drops such connections silently."""
+
+    failures = 0        # handshakes failed, all listeners (for /metrics)
+
+    def __init__(self, make_protocol, ctx: ssl.SSLContext, timeout_s: float, listener: str) -> None:
+        self._make = make_protocol
+        self._ctx = ctx
+        self._timeout = timeout_s
+        self._listener = listener
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+        transport.pause_reading()       # the ClientHello is for the TLS layer, not for us
+        asyncio.get_running_loop().create_task(self._handshake())
+
+    async def _handshake(self) -> None:
+        transport, loop = self._transport, asyncio.get_running_loop()
+        proto = self._make()
+        try:
+            tls_transport = await loop.start_tls(transport, proto, self._ctx, server_side=True,
+                                                 ssl_handshake_timeout=self._timeout)
+        except (ssl.SSLError, OSError, asyncio.TimeoutError, ConnectionError) as exc:
+            TlsAcceptor.failures += 1
+            peer = transport.get_extra_info("peername")
+            reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else (str(exc) or type(exc).__name__)
+            log.warning("event=tls_handshake_failed listener=%s client=%s error=%r", self._listener,
+                        f"{peer[0]}:{peer[1]}" if peer else "?", reason)
+            transport.abort()
+            return
+        proto.connection_made(tls_transport)
+
+    def data_received(self, data: bytes) -> None:     # never: reading is paused until start_tls
+        pass
+
+    def connection_lost(self, exc) -> None:
+        pass
+
+
+def tls_protocol_factory(make_protocol, ctx: ssl.SSLContext, timeout_s: float, listener: str):
+    """A protocol factory for `loop.create_server` (without ssl=) serving TLS through TlsAcceptor."""
+    return lambda: TlsAcceptor(make_protocol, ctx, timeout_s, listener)
+
+
+@dataclass
+class ProxyTls:
+    """The contexts one proxy uses (None where that hop is plaintext)."""
+
+    clients: ssl.SSLContext | None = None        # tls_port, and the Sentinel port with tls_sentinel
+    sentinel: bool = False
+    admin_server: ssl.SSLContext | None = None   # the admin/Raft app (tls_admin)
+    admin_client: ssl.SSLContext | None = None   # to the other proxies (tls_admin)
+    upstream: ssl.SSLContext | None = None       # to Redis (tls_upstream)
+    upstream_check_hostname: bool = True
+    handshake_timeout_s: float = 5.0
+    reloader: CertReloader = field(default_factory=CertReloader)
+
+
+def tls_from_config(cfg) -> ProxyTls:
+    """Build every context `cfg` asks for; raises TlsConfigError naming the key and file."""
+    out = ProxyTls(sentinel=cfg.tls_sentinel, upstream_check_hostname=cfg.tls_upstream_check_hostname,
+                   handshake_timeout_s=cfg.tls_handshake_timeout_ms / 1000.0)
+    own = TlsFiles(cfg.tls_cert_file, cfg.tls_key_file, cfg.tls_ca_cert_file)
+    own_keys = ("tls_cert_file", "tls_ca_cert_file")
+    common = {"protocols": cfg.tls_protocols, "ciphers": cfg.tls_ciphers}
+
+    def build(keys: tuple[str, str], name: str, make, files: TlsFiles, **kw) -> ssl.SSLContext:
+        """`keys`: the config keys of the certificate and of the CA, for the error."""
+        try:
+            ctx = make(files, **kw, **common)
+        except TlsConfigError as exc:
+            key = keys[0] if exc.which == "cert" else keys[1]
+            raise TlsConfigError(f"config key {key!r}: {exc}", exc.which) from None
+        out.reloader.watch(name, ctx, files)
+        return ctx
+
+    if cfg.tls_port or cfg.tls_sentinel:
+        out.clients = build(own_keys, "clients", server_context, own, auth_clients=cfg.tls_auth_clients)
+    if cfg.tls_admin:
+        out.admin_server = build(own_keys, "admin", server_context, own, auth_clients="optional")
+        out.admin_client = build(own_keys, "peers", client_context, own, check_hostname=False)
+    if cfg.tls_upstream:
+        files = TlsFiles(cfg.tls_upstream_cert_file, cfg.tls_upstream_key_file, cfg.tls_upstream_ca_cert_file)
+        out.upstream = build(("tls_upstream_cert_file", "tls_upstream_ca_cert_file"), "upstream", client_context,
+                             files,
+                             check_hostname=cfg.tls_upstream_check_hostname)
+    return out

@@ -1,0 +1,276 @@
+"""TLS on every hop (issue 13): clients -> proxy, proxy -> Redis, proxy <-> proxy and
+operator -> proxy, with real TLS redis-servers (Debian's redis-server is built with
+TLS), real clients (redis-py with ssl, redis-cli --tls) and certificates the test makes
+with the openssl CLI (proxy/devcerts.py).
+
+One cluster for the module (3 TLS redis-servers, tls-replication yes, client
+certificates required; 3 proxies with tls_port, tls_upstream and tls_admin); the
+failover test comes last, as it changes the master.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+import redis
+
+from benchmarks.failover_lib import RAFT_SECRET, ProxyCluster
+from proxy.config import ENV_PREFIX
+
+from .harness import HOST, PROXY_BIN, free_ports, start_or_clean, wait_until
+from .tls_fixtures import TestTls
+
+pytestmark = pytest.mark.timeout(180)
+
+OPTIONS = {"down_after_ms": 500, "hold_ms": 5000, "lease_ms": 1000, "tls_handshake_timeout_ms": 1500}
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory) -> TestTls:
+    return TestTls.make(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, tls):
+    c = ProxyCluster(tmp_path_factory.mktemp("tls-cluster"), options=dict(OPTIONS), tls=tls,
+                     node_options={"proxy-1": {"sentinel_port": free_ports(1)[0], "tls_sentinel": True}})
+    start_or_clean(c, 60)
+    try:
+        yield c
+    finally:
+        c.cleanup()
+
+
+def tls_client(c: ProxyCluster, tls: TestTls, name: str = "proxy-1", **kw) -> redis.Redis:
+    return redis.Redis(host=HOST, port=c.tls_ports[name], socket_timeout=10, decode_responses=True,
+                       **tls.redis_py_kwargs(), **kw)
+
+
+def handshake_failures(c: ProxyCluster, name: str) -> int:
+    return c.proxy(name).log_text().count("event=tls_handshake_failed")
+
+
+def wait_failure_logged(c: ProxyCluster, name: str, before: int, what: str) -> None:
+    wait_until(lambda: handshake_failures(c, name) > before, 10,
+               message=f"{name} to log event=tls_handshake_failed for {what}")
+
+
+def test_redis_nodes_only_speak_tls_with_a_certificate(cluster, tls):
+    """The test's premise: the proxies can only be reaching Redis over TLS."""
+    master = cluster.redis(cluster.wait_stable()["master"])
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(host=HOST, port=master.port, socket_timeout=2).ping()     # plaintext on the TLS port
+    with redis.Redis(host=HOST, port=master.port, ssl=True, ssl_ca_certs=str(tls.ca.cert),
+                     socket_timeout=2) as r:
+        with pytest.raises(redis.ConnectionError):
+            r.ping()                                                             # no client certificate
+    st = cluster.status("proxy-1")
+    assert all(n["up"] for n in st["nodes"]), st["nodes"]
+
+
+def test_reads_and_writes_over_tls(cluster, tls):
+    cluster.wait_stable()
+    with tls_client(cluster, tls) as r:
+        assert r.set("tls:k", "v") is True
+        assert r.incr("tls:n") == 1
+        # reads go to replicas (read-your-writes on this connection)
+        assert r.get("tls:k") == "v"
+    with tls_client(cluster, tls, name="proxy-2") as other:   # another client: replication is asynchronous
+        wait_until(lambda: other.get("tls:k") == "v", 10, message="the write to be readable via proxy-2")
+    out = subprocess.run(["redis-cli", "--tls", "--cacert", str(tls.ca.cert), "--cert", str(tls.client.cert),
+                          "--key", str(tls.client.key), "-h", HOST, "-p", str(cluster.tls_ports["proxy-3"]),
+                          "GET", "tls:k"], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0 and out.stdout.strip() == "v", out
+
+
+def test_sentinel_port_over_tls(cluster, tls):
+    view = cluster.wait_stable()
+    port = cluster.proxy("proxy-1").options["sentinel_port"]
+    with redis.Redis(host=HOST, port=port, socket_timeout=5, decode_responses=True, **tls.redis_py_kwargs()) as s:
+        host, p = s.execute_command("SENTINEL", "get-master-addr-by-name", "mymaster")
+    assert f"{host}:{p}" == view["master"]
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(host=HOST, port=port, socket_timeout=2).ping()
+
+
+def test_bad_tls_clients_are_closed_and_logged_without_harming_others(cluster, tls, tmp_path):
+    """A plaintext client, no client certificate, an expired one, one from another CA, and
+    a handshake that stalls: each connection is closed and logged; a client already
+    connected keeps working throughout."""
+    cluster.wait_stable()
+    port = cluster.tls_ports["proxy-1"]
+    bystander = tls_client(cluster, tls)
+    assert bystander.set("tls:bystander", "0") is True
+    from proxy.devcerts import DevCA
+
+    expired = tls.ca.leaf("expired-client", expired=True)
+    stranger = DevCA(tmp_path / "other-ca", name="some other CA").leaf("stranger")
+    attempts = {
+        "no client certificate": {"ssl": True, "ssl_ca_certs": str(tls.ca.cert)},
+        "an expired certificate": tls.redis_py_kwargs(expired),
+        "a certificate from another CA": tls.redis_py_kwargs(stranger),
+    }
+    for i, (what, kw) in enumerate(attempts.items()):
+        before = handshake_failures(cluster, "proxy-1")
+        with redis.Redis(host=HOST, port=port, socket_timeout=5, **kw) as bad:
+            with pytest.raises(redis.ConnectionError):
+                bad.ping()
+        wait_failure_logged(cluster, "proxy-1", before, what)
+        assert bystander.set("tls:bystander", str(i + 1)) is True
+    # plaintext RESP on the TLS port, and a client that connects and sends nothing
+    for what, payload in (("plaintext RESP", b"*1\r\n$4\r\nPING\r\n"), ("a stalled handshake", b"")):
+        before = handshake_failures(cluster, "proxy-1")
+        with socket.create_connection((HOST, port), timeout=10) as s:
+            if payload:
+                s.sendall(payload)
+            t0 = time.monotonic()
+            data = s.recv(100)      # the proxy closes it: b"" (never a RESP reply)
+            assert data == b"", f"{what}: got {data!r}"
+            assert time.monotonic() - t0 < 8, f"{what}: not closed within the handshake timeout"
+        wait_failure_logged(cluster, "proxy-1", before, what)
+    assert bystander.get("tls:bystander") == str(len(attempts))
+    bystander.close()
+
+
+def test_admin_and_raft_over_https(cluster, tls):
+    """The proxies' admin ports serve HTTPS only; a client certificate signed by the CA
+    authenticates operator routes like the secret; the operator CLI speaks HTTPS."""
+    view = cluster.wait_stable()
+    leader = cluster.proxy(view["leader"])
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+        urllib.request.urlopen(f"http://{HOST}:{leader.admin_port}/status", timeout=3).read()
+    server_only = ssl.create_default_context(cafile=str(tls.ca.cert))      # verifies, presents nothing
+    server_only.check_hostname = False
+    with urllib.request.urlopen(f"{leader.admin_url}/status", timeout=5, context=server_only) as r:
+        assert r.status == 200      # /status is open (it holds no secret)
+    req = urllib.request.Request(f"{leader.admin_url}/raft/cluster")
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(req, timeout=5, context=server_only)
+    assert denied.value.code == 403
+    with urllib.request.urlopen(req, timeout=5, context=tls.client_context()) as r:
+        assert r.status == 200      # a client certificate from the CA, no secret
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    out = subprocess.run([PROXY_BIN, "status", "--endpoint", leader.admin_url, "--cacert", str(tls.ca.cert)],
+                         capture_output=True, text=True, timeout=30, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "healthy" in out.stdout
+    # an operator action authenticated by a client certificate alone
+    target = next(n for n in cluster.names if n != view["leader"])
+    out = subprocess.run([PROXY_BIN, "transfer-leadership", "--to", target, "--endpoint", leader.admin_url,
+                          "--cacert", str(tls.ca.cert), "--cert", str(tls.client.cert), "--key",
+                          str(tls.client.key)], capture_output=True, text=True, timeout=30, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    wait_until(lambda: (v := cluster.agreed()) and v["leader"] == target, 20,
+               message=f"leadership to move to {target} over HTTPS Raft")
+
+
+def test_certificate_rotation_under_load(cluster, tls):
+    """The proxy's certificate files are replaced (as cert-manager does) while a client
+    writes over TLS: the proxy reloads them, new connections get the new certificate,
+    the connected client never notices."""
+    cluster.wait_stable()
+    name = "proxy-2"
+    port = cluster.tls_ports[name]
+
+    def serial_presented() -> int:
+        ctx = tls.client_context()
+        with socket.create_connection((HOST, port), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            return int(s.getpeercert()["serialNumber"], 16)
+
+    old_serial = serial_presented()
+    errors: list[BaseException] = []
+    acked: list[int] = []
+    stop = threading.Event()
+
+    def writer():
+        with tls_client(cluster, tls, name=name) as r:
+            i = 0
+            while not stop.is_set():
+                try:
+                    r.set(f"rot:{i}", i)
+                    acked.append(i)
+                except redis.RedisError as exc:
+                    errors.append(exc)
+                i += 1
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: len(acked) > 50, 15, message="the writer to get going")
+        new = tls.ca.leaf("proxy-rotated")
+        for src, dst in ((new.cert, tls.proxy.cert), (new.key, tls.proxy.key)):
+            tmp = dst.with_suffix(".new")
+            tmp.write_bytes(src.read_bytes())
+            os.replace(tmp, dst)
+        wait_until(lambda: "event=tls_reloaded" in cluster.proxy(name).log_text(), 15,
+                   message=f"{name} to reload its certificate")
+        new_serial = wait_until(lambda: (s := serial_presented()) != old_serial and s, 10,
+                                message="new connections to get the new certificate")
+        count = len(acked)
+        wait_until(lambda: len(acked) > count + 50, 15, message="writes to go on after the rotation")
+    finally:
+        stop.set()
+        t.join(15)
+    assert not errors, f"the connected client saw errors during the rotation: {errors[:3]}"
+    assert new_serial != old_serial
+
+
+def test_failover_over_tls(cluster, tls):
+    """SIGKILL the master: the proxies (Raft over HTTPS) promote a replica over TLS and
+    TLS clients go on writing; nothing they were acknowledged is lost."""
+    view = cluster.wait_stable()
+    master = cluster.redis(view["master"])
+    with tls_client(cluster, tls, name="proxy-3") as r:
+        keys = [f"tlsfo:{i}" for i in range(100)]
+        for k in keys:
+            assert r.set(k, k) is True
+        replica = next(s for s in cluster.rs.servers if s is not master)
+        with replica.client(decode=True) as rc:
+            wait_until(lambda: rc.get(keys[-1]) == keys[-1], 10, message="the last write to reach a replica")
+        master.kill()
+        new = cluster.wait_epoch(view["epoch"] + 1, timeout=30)
+        assert new["master"] != master.addr
+
+        def writable():
+            try:
+                return r.set("tlsfo:after", "1") is True
+            except redis.RedisError:
+                return False
+        wait_until(writable, 20, message="writes over TLS after the failover")
+        with cluster.redis(new["master"]).client(decode=True) as nm:
+            missing = [k for k, v in zip(keys, nm.mget(keys)) if v != k]
+        assert not missing, f"{len(missing)} acknowledged keys lost"
+
+
+def test_unloadable_certificate_exits_2_naming_the_key(tmp_path, tls):
+    port, admin, tls_port, r1 = free_ports(4)
+    bad = tmp_path / "not-a-cert.pem"
+    bad.write_text("hello\n")
+    ca = {"tls_ca_cert_file": str(tls.ca.cert)}
+    cases = [({"tls_cert_file": str(bad), "tls_key_file": str(tls.proxy.key), **ca}, "tls_cert_file"),
+             ({"tls_cert_file": str(tls.proxy.cert), "tls_key_file": str(tls.client.key), **ca}, "tls_cert_file"),
+             ({"tls_cert_file": str(tls.proxy.cert), "tls_key_file": str(tls.proxy.key)}, "tls_ca_cert_file"),
+             ({"tls_cert_file": str(tls.proxy.cert), "tls_key_file": str(tls.proxy.key),
+               "tls_ca_cert_file": str(tmp_path / "missing.crt")}, "tls_ca_cert_file")]
+    for opts, key in cases:
+        argv = [PROXY_BIN, "run", "--node", "badtls", "--port", str(port), "--admin-port", str(admin),
+                "--tls-port", str(tls_port), "--redis-nodes", f"{HOST}:{r1}"]
+        for k, v in opts.items():
+            argv += ["--" + k.replace("_", "-"), v]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
+        assert out.returncode == 2, (opts, out.stderr)
+        assert key in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+assert RAFT_SECRET  # the cluster still has a secret: certificates add to it, they do not replace it
