@@ -161,6 +161,8 @@ class Config:
     raft_secret_file: str = _key("str", "", "read raft_secret from this file (trailing newline stripped)")
     requirepass_file: str = _key("str", "", "read requirepass from this file (trailing newline stripped)")
     redis_password_file: str = _key("str", "", "read redis_password from this file (trailing newline stripped)")
+    redis_control_password_file: str = _key("str", "", "read redis_control_password from this file (trailing "
+                                             "newline stripped)")
     advertise_url: str = _key("str", "", "this proxy's admin URL as other proxies reach it (default: "
                               "http://bind:admin_port)")
     join: str = _key("str", "", "admin URL of a running proxy: join its cluster as a new member")
@@ -340,7 +342,7 @@ def how_to_set(key: str) -> str:
 
 # the key naming a file -> the secret read from that file
 SECRET_FILES = {"raft_secret_file": "raft_secret", "requirepass_file": "requirepass",
-                "redis_password_file": "redis_password"}
+                "redis_password_file": "redis_password", "redis_control_password_file": "redis_control_password"}
 
 # "change-me-raft-secret" in k8s/base/secret.env and its kin: a value copied
 # from an example is public, so it must not open the cluster.

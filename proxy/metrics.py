@@ -92,6 +92,23 @@ class ProxyCollector:
     def __init__(self, server) -> None:
         self.server = server
 
+    def _tls(self):
+        tls = self.server.tls
+        c = CounterMetricFamily("redis_raft_proxy_tls_handshake_failures", "Client TLS handshakes that failed or "
+                                "stalled (the connection was closed)", labels=["listener"])
+        for listener, n in list(tls.handshake_failures.items()):
+            c.add_metric([listener], n)
+        yield c
+        yield _one(CounterMetricFamily, "redis_raft_proxy_tls_reloads", "Certificates reloaded after their files "
+                   "changed", tls.reloader.reloads)
+        yield _one(CounterMetricFamily, "redis_raft_proxy_tls_reload_failures", "Changed certificate files that "
+                   "did not load (the previous certificate stays in use)", tls.reloader.failures)
+        g = GaugeMetricFamily("redis_raft_proxy_tls_certificate_expiry_timestamp_seconds", "When the certificate "
+                              "a TLS context presents expires (Unix time)", labels=["context"])
+        for name, when in tls.reloader.expiries().items():
+            g.add_metric([name], when)
+        yield g
+
     def collect(self):
         s = self.server
         st: Stats = s.stats
@@ -126,6 +143,7 @@ class ProxyCollector:
         h = HistogramMetricFamily("redis_raft_proxy_hold_duration_seconds", "How long held clients waited")
         h.add_metric([], st.hold_seconds.family_buckets(), st.hold_seconds.total)
         yield h
+        yield from self._tls()
         yield from self._control()
         yield from self._nodes()
         yield from self._raft()

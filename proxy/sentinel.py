@@ -305,8 +305,8 @@ class SentinelService:
         loop = asyncio.get_running_loop()
         try:
             tls = self.server.tls
-            factory = (tls_protocol_factory(lambda: SentinelSession(self), tls.clients, tls.handshake_timeout_s,
-                                            "sentinel") if tls.sentinel else lambda: SentinelSession(self))
+            factory = (tls_protocol_factory(lambda: SentinelSession(self), tls, "sentinel") if tls.sentinel
+                       else lambda: SentinelSession(self))
             self._server = await loop.create_server(factory, self.bind, self.port, reuse_address=True)
         except OSError as exc:
             # The data path matters more than this compatibility endpoint: keep serving Redis traffic.

@@ -362,8 +362,7 @@ class ProxyServer:
             self._servers.append(await self.loop.create_server(lambda: ClientSession(self), cfg.bind, cfg.port,
                                                                backlog=4096, reuse_address=True))
         if cfg.tls_port:
-            factory = tls_protocol_factory(lambda: ClientSession(self), self.tls.clients,
-                                           self.tls.handshake_timeout_s, "clients")
+            factory = tls_protocol_factory(lambda: ClientSession(self), self.tls, "clients")
             self._servers.append(await self.loop.create_server(factory, cfg.bind, cfg.tls_port, backlog=4096,
                                                                reuse_address=True))
         self._tasks.append(self.loop.create_task(self.tls.reloader.run()))

@@ -132,6 +132,15 @@ def _identity(path: str) -> tuple | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def not_after(cert_file: str) -> float | None:
+    """The certificate's expiry (Unix time), or None when it cannot be read."""
+    try:
+        decoded = ssl._ssl._test_decode_cert(cert_file)     # CPython's own PEM decoder
+        return float(ssl.cert_time_to_seconds(decoded["notAfter"]))
+    except (OSError, ssl.SSLError, KeyError, ValueError, AttributeError):
+        return None
+
+
 @dataclass
 class _Watched:
     name: str
@@ -139,6 +148,7 @@ class _Watched:
     files: TlsFiles
     seen: dict[str, tuple | None] = field(default_factory=dict)
     last_error: str = ""
+    expires: float | None = None    # of the certificate in use
 
 
 class CertReloader:
@@ -151,7 +161,12 @@ class CertReloader:
         self.failures = 0
 
     def watch(self, name: str, ctx: ssl.SSLContext, files: TlsFiles) -> None:
-        self._watched.append(_Watched(name, ctx, files, {p: _identity(p) for p in files.paths()}))
+        self._watched.append(_Watched(name, ctx, files, {p: _identity(p) for p in files.paths()},
+                                      expires=not_after(files.cert) if files.cert else None))
+
+    def expiries(self) -> dict[str, float]:
+        """Context name -> expiry (Unix time) of the certificate it presents."""
+        return {w.name: w.expires for w in self._watched if w.expires is not None}
 
     def check(self) -> list[str]:
         """Reload every context whose files changed; the names of those reloaded."""
@@ -170,6 +185,7 @@ class CertReloader:
                 w.last_error = str(exc)
                 continue
             w.seen, w.last_error = now, ""
+            w.expires = not_after(w.files.cert) if w.files.cert else None
             self.reloads += 1
             done.append(w.name)
             log.warning("event=tls_reloaded context=%s cert=%s", w.name, w.files.cert or w.files.ca)
@@ -187,13 +203,13 @@ class TlsAcceptor(asyncio.Protocol):
     an untrusted or expired certificate) closes that connection with a log line
     naming the client; asyncio's own TLS server drops such connections silently."""
 
-    failures = 0        # handshakes failed, all listeners (for /metrics)
-
-    def __init__(self, make_protocol, ctx: ssl.SSLContext, timeout_s: float, listener: str) -> None:
+    def __init__(self, make_protocol, ctx: ssl.SSLContext, timeout_s: float, listener: str,
+                 failures: dict[str, int]) -> None:
         self._make = make_protocol
         self._ctx = ctx
         self._timeout = timeout_s
         self._listener = listener
+        self._failures = failures      # listener -> handshakes failed (for /metrics)
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport) -> None:
@@ -208,7 +224,7 @@ class TlsAcceptor(asyncio.Protocol):
             tls_transport = await loop.start_tls(transport, proto, self._ctx, server_side=True,
                                                  ssl_handshake_timeout=self._timeout)
         except (ssl.SSLError, OSError, asyncio.TimeoutError, ConnectionError) as exc:
-            TlsAcceptor.failures += 1
+            self._failures[self._listener] = self._failures.get(self._listener, 0) + 1
             peer = transport.get_extra_info("peername")
             reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else (str(exc) or type(exc).__name__)
             log.warning("event=tls_handshake_failed listener=%s client=%s error=%r", self._listener,
@@ -224,9 +240,11 @@ class TlsAcceptor(asyncio.Protocol):
         pass
 
 
-def tls_protocol_factory(make_protocol, ctx: ssl.SSLContext, timeout_s: float, listener: str):
-    """A protocol factory for `loop.create_server` (without ssl=) serving TLS through TlsAcceptor."""
-    return lambda: TlsAcceptor(make_protocol, ctx, timeout_s, listener)
+def tls_protocol_factory(make_protocol, tls: "ProxyTls", listener: str):
+    """A protocol factory for `loop.create_server` (without ssl=) serving `tls.clients`
+    through TlsAcceptor."""
+    return lambda: TlsAcceptor(make_protocol, tls.clients, tls.handshake_timeout_s, listener,
+                               tls.handshake_failures)
 
 
 @dataclass
@@ -241,6 +259,7 @@ class ProxyTls:
     upstream_check_hostname: bool = True
     handshake_timeout_s: float = 5.0
     reloader: CertReloader = field(default_factory=CertReloader)
+    handshake_failures: dict[str, int] = field(default_factory=dict)   # listener -> count
 
 
 def tls_from_config(cfg) -> ProxyTls:

@@ -177,7 +177,11 @@ def scraped(tmp_path_factory):
     redis = pytest.importorskip("redis")
     parser = pytest.importorskip("prometheus_client.parser")
     tmp = tmp_path_factory.mktemp("dashboard")
-    m_port, r_port, port, admin = free_ports(4)
+    m_port, r_port, port, admin, tls_port = free_ports(5)
+    from proxy.devcerts import DevCA
+
+    ca = DevCA(tmp / "certs")
+    leaf = ca.leaf("proxy")     # a TLS port too, so that the tls_* metrics have samples
     procs = []
     try:
         for p, extra in ((m_port, []), (r_port, ["--replicaof", HOST, str(m_port)])):
@@ -191,7 +195,9 @@ def scraped(tmp_path_factory):
         with open(tmp / "proxy.log", "wb") as log:
             procs.append(subprocess.Popen([str(VENV_BIN / "redis-raft-proxy"), "run", "--node", "proxy-0",
                                            "--bind", HOST, "--port", str(port), "--admin-port", str(admin),
-                                           "--redis-nodes", f"{HOST}:{m_port},{HOST}:{r_port}"],
+                                           "--redis-nodes", f"{HOST}:{m_port},{HOST}:{r_port}",
+                                           "--tls-port", str(tls_port), "--tls-cert-file", str(leaf.cert),
+                                           "--tls-key-file", str(leaf.key), "--tls-auth-clients", "no"],
                                           env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         logtail = lambda: (tmp / "proxy.log").read_text(errors="replace")[-3000:]
         wait_until(lambda: http_get(f"http://{HOST}:{admin}/readyz")[0] == 200, 30, "the proxy Ready",

@@ -87,7 +87,7 @@ def test_a_standalone_proxy_needs_no_secret():
     assert load_config(env={}).raft_secret == ""
 
 
-@pytest.mark.parametrize("key", ["raft_secret", "requirepass", "redis_password"])
+@pytest.mark.parametrize("key", ["raft_secret", "requirepass", "redis_password", "redis_control_password"])
 @pytest.mark.parametrize("value", ["change-me-raft-secret", "change-me-redis-password", "CHANGEME", "secret"])
 def test_placeholder_secrets_are_refused(key, value):
     with pytest.raises(ConfigError) as exc:
@@ -107,7 +107,7 @@ def test_the_k8s_placeholder_is_refused():
     assert exc.value.key == "raft_secret"
 
 
-@pytest.mark.parametrize("key", ["raft_secret", "requirepass", "redis_password"])
+@pytest.mark.parametrize("key", ["raft_secret", "requirepass", "redis_password", "redis_control_password"])
 def test_secrets_from_files(tmp_path, key):
     path = tmp_path / key
     path.write_text("0f3a9c-from-a-file\n")      # `echo ... > file` and Kubernetes Secrets end so
