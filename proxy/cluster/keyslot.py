@@ -1,0 +1,41 @@
+"""Redis Cluster's key -> hash slot: CRC16 (XMODEM) of the key, or of its hash tag,
+modulo 16384 (the cluster specification, "Keys distribution model")."""
+
+from __future__ import annotations
+
+SLOTS = 16384
+
+
+def _table() -> list[int]:
+    out = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+        out.append(crc & 0xFFFF)
+    return out
+
+
+_CRC16 = _table()
+
+
+def crc16(data: bytes) -> int:
+    crc = 0
+    for b in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[((crc >> 8) ^ b) & 0xFF]
+    return crc
+
+
+def hash_tag(key: bytes) -> bytes:
+    """The part of `key` that is hashed: between the first '{' and the first '}' after
+    it, when that is not empty; else the whole key."""
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            return key[start + 1:end]
+    return key
+
+
+def key_slot(key: bytes) -> int:
+    return crc16(hash_tag(key)) % SLOTS
