@@ -64,3 +64,42 @@ def test_unknown_spec_makes_it_incomplete():
     specs = (KeySpec("index", index=1), KeySpec("unknown", find="unknown"))
     k = key_positions(specs, argv("SORT", "k", "STORE", "d"))
     assert k.positions == (1,) and not k.complete
+
+
+# ---------------------------------------------------------------------------
+# slot map
+# ---------------------------------------------------------------------------
+
+from proxy.cluster.slotmap import Shard, SlotMap, SlotMapError, shards_from_cluster_shards  # noqa: E402
+
+
+def three_shards() -> SlotMap:
+    return SlotMap([Shard("a", ((0, 5460),), "h:1"), Shard("b", ((5461, 10922),), "h:2"),
+                    Shard("c", ((10923, 16383),), "h:3")])
+
+
+def test_owner_and_grouping():
+    m = three_shards()
+    assert m.owner(0).id == "a" and m.owner(5461).id == "b" and m.owner(16383).id == "c"
+    assert m.uncovered() == []
+    slots = [key_slot(k) for k in (b"foo", b"bar", b"{foo}x", b"a")]     # 12182 5061 12182 15495
+    assert m.group_by_shard(slots) == {"c": [0, 2, 3], "a": [1]}
+
+
+def test_gaps_and_overlaps():
+    m = SlotMap([Shard("a", ((0, 99), (200, 16383)), "h:1")])
+    assert m.uncovered() == [(100, 199)] and m.owner(150) is None
+    with pytest.raises(SlotMapError, match="both a and b"):
+        SlotMap([Shard("a", ((0, 10),), "h:1"), Shard("b", ((10, 20),), "h:2")])
+    with pytest.raises(SlotMapError, match="bad slot range"):
+        SlotMap([Shard("a", ((0, 16384),), "h:1")])
+
+
+def test_cluster_shards_reply():
+    reply = [[b"slots", [0, 5460, 6000, 6001], b"nodes", [
+        [b"id", b"m1", b"port", 7000, b"ip", b"127.0.0.1", b"endpoint", b"127.0.0.1", b"role", b"master",
+         b"replication-offset", 10, b"health", b"online"],
+        [b"id", b"r1", b"port", 7003, b"ip", b"127.0.0.1", b"endpoint", b"127.0.0.1", b"role", b"replica",
+         b"replication-offset", 10, b"health", b"online"]]]]
+    (s,) = shards_from_cluster_shards(reply)
+    assert s == Shard("m1", ((0, 5460), (6000, 6001)), "127.0.0.1:7000", ("127.0.0.1:7003",))
