@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from proxy.topology import History, Topology
+from proxy.routing.topology import History, Topology
 from raft.auth import SECRET_HEADER, request_authorized
 from raft.transport import http_session
 

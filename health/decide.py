@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.topology import History
+from proxy.routing.topology import History
 
 NO_REPLID = "0" * 40    # the replication id that is none (INFO's master_replid2 without a history)
 DEFAULT_PRIORITY = 100  # Redis' default replica-priority

@@ -20,13 +20,13 @@ from health.probe import Health, Prober
 from health.redis_control import control_tls
 
 from . import resp
-from .commands import CommandTable
+from .protocol.commands import CommandTable
 from .config import Config
 from .metrics import Stats
-from .router import Router
+from .routing.router import Router
 from .session import ClientSession
 from .tls import ProxyTls, tls_from_config, tls_protocol_factory
-from .topology import Topology
+from .routing.topology import Topology
 from .upstream import DiscardSlot, Upstream, set_nodelay
 from .write_gate import WriteGate, master_replaced_reply, writes_paused_reply
 

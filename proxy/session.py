@@ -25,7 +25,7 @@ from collections import deque
 from raft.auth import secret_matches
 
 from . import resp
-from .commands import BLOCK_OPTION, CONTAINERS, REFUSED, RAW_MODE, Kind
+from .protocol.commands import BLOCK_OPTION, CONTAINERS, REFUSED, RAW_MODE, Kind
 from .upstream import DiscardSlot, Slot, Upstream
 from .write_gate import STOP, Refusal
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from proxy.cluster.keyslot import SLOTS
+from proxy.routing.keyslot import SLOTS
 
 from .harness import HOST, RedisServer, free_ports, wait_until
 

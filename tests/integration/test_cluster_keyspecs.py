@@ -6,7 +6,7 @@ from __future__ import annotations
 import hiredis
 import pytest
 
-from proxy.cluster.keyspecs import key_positions, parse_key_specs
+from proxy.protocol.keyspecs import key_positions, parse_key_specs
 
 from .harness import SERVER_BACKENDS, RawClient, RedisServer
 

@@ -8,8 +8,8 @@ import random
 import hiredis
 import pytest
 
-from proxy.cluster.keyslot import key_slot
-from proxy.cluster.slotmap import SlotMap, shards_from_cluster_shards
+from proxy.routing.keyslot import key_slot
+from proxy.routing.slotmap import SlotMap, shards_from_cluster_shards
 
 from .cluster_nodes import ClusterNodes
 from .harness import SERVER_BACKENDS, RawClient

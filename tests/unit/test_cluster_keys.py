@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.cluster.keyslot import crc16, hash_tag, key_slot
-from proxy.cluster.keyspecs import KeySpec, key_positions, parse_key_specs
+from proxy.routing.keyslot import crc16, hash_tag, key_slot
+from proxy.protocol.keyspecs import KeySpec, key_positions, parse_key_specs
 
 
 def test_crc16_reference_value():
@@ -70,7 +70,7 @@ def test_unknown_spec_makes_it_incomplete():
 # slot map
 # ---------------------------------------------------------------------------
 
-from proxy.cluster.slotmap import Shard, SlotMap, SlotMapError, shards_from_cluster_shards  # noqa: E402
+from proxy.routing.slotmap import Shard, SlotMap, SlotMapError, shards_from_cluster_shards  # noqa: E402
 
 
 def three_shards() -> SlotMap:

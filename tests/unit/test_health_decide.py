@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from health.decide import (NO_REPLID, Action, LeaderState, NodeView, choose_new_master, contains, history_due,
                            master_lost_history, next_history, objectively_down, reconcile, refuse_to_act)
-from proxy.topology import History, Topology
+from proxy.routing.topology import History, Topology
 
 M, A, B, C = "10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379", "10.0.0.4:6379"
 PROXIES = ("proxy-1", "proxy-2", "proxy-3")

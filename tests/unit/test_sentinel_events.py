@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 
 from proxy.sentinel import PeerInfo, SentinelService, sentinel_id
-from proxy.topology import Topology
+from proxy.routing.topology import Topology
 from test_sentinel_protocol import M, R1, R2, URLS, call, connect, make, make_server
 
 

@@ -16,11 +16,11 @@ import pytest
 
 from health.probe import Health
 from proxy.config import load_config
-from proxy.router import Router
+from proxy.routing.router import Router
 from proxy.sentinel import (PeerInfo, SentinelService, SentinelSession, _Disabled, attach_sentinel, glob_match,
                             sentinel_id, sentinel_status)
 from proxy.tls import ProxyTls
-from proxy.topology import Topology
+from proxy.routing.topology import Topology
 
 M, R1, R2 = "127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"
 NAMES = ["proxy-1", "proxy-2", "proxy-3"]
