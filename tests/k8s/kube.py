@@ -16,7 +16,8 @@ has and a local process has not:
   redis.conf), and `127.0.0.1:<containerPort>` inside a pod's own commands
   (the preStop hook) means that pod's local port;
 * volumes: every volume mount path becomes a directory of that pod in the
-  test's temp dir (ConfigMaps written out as files), in commands, env and
+  test's temp dir (ConfigMaps and Secrets written out as files, with their
+  `items` and modes), in commands, env (e.g. REDIS_RAFT_PROXY_*_FILE) and
   config file contents alike.
 
 Nothing but loopback is ever contacted.
@@ -175,6 +176,73 @@ class Rendered:
             if sel and all(pod_labels.get(k) == v for k, v in sel.items()):
                 out.append(svc)
         return out
+
+
+def mounts_of(c: dict, pod_dir: Path) -> dict[str, Path]:
+    """mountPath -> the pod's local directory for that volume."""
+    return {m["mountPath"]: pod_dir / "volumes" / m["name"] for m in c.get("volumeMounts", [])}
+
+
+def map_mount_paths(mounts: dict[str, Path], text: str) -> str:
+    """Each mount path (a whole path component sequence) -> its local directory, in
+    one pass so that a local path is never mapped again."""
+    if not mounts:
+        return text
+    alternatives = "|".join(re.escape(m) for m in sorted(mounts, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w/.-])({alternatives})(?=[/\"'\s,]|$)", re.MULTILINE)
+    return pattern.sub(lambda m: str(mounts[m.group(1)]), text)
+
+
+def write_volume(rendered: Rendered, vol: dict, local: Path,
+                 transform: Callable[[str, str], str] | None = None) -> None:
+    """A ConfigMap or Secret volume's files in `local`, as the kubelet projects them:
+    every key, or only the `items` (at their `path`), with the item's `mode` or the
+    volume's `defaultMode` (0644). A listed key the object lacks fails the pod
+    (here: the test) unless the volume is `optional`. `transform(path, content)`
+    may rewrite a file's content."""
+    if "configMap" in vol:
+        src = vol["configMap"]
+        name, data = src["name"], rendered.configmap(src["name"])
+    elif "secret" in vol:
+        src = vol["secret"]
+        name, data = src["secretName"], rendered.secret(src["secretName"])
+    else:
+        raise AssertionError(f"volume {vol['name']}: not a ConfigMap or Secret: {vol}")
+    items = src.get("items") or [{"key": k, "path": k} for k in data]
+    for item in items:
+        if item["key"] not in data:
+            assert src.get("optional"), f"volume {vol['name']}: key {item['key']!r} missing in {name}"
+            continue
+        content = data[item["key"]]
+        if transform is not None:
+            content = transform(item["path"], content)
+        target = local / item["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            target.chmod(0o600)
+        target.write_text(content)
+        target.chmod(int(item.get("mode", src.get("defaultMode", 0o644))))
+
+
+def pod_volumes(rendered: Rendered, sts: dict, pod_dir: Path,
+                transform: Callable[[str, str], str] | None = None) -> dict[str, Path]:
+    """Create the volumes of one pod of `sts` under `pod_dir` (ConfigMap files, through
+    `transform` when given, and Secret files written; emptyDirs and claims as empty
+    directories); mountPath -> local dir."""
+    spec = pod_spec(sts)
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    claims = {t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])}
+    mounts = mounts_of(container(sts), pod_dir)
+    for mount, local in mounts.items():
+        local.mkdir(parents=True, exist_ok=True)
+        vol = volumes.get(local.name)
+        if vol is None:
+            assert local.name in claims, f"mount {mount} has neither a volume nor a claim"
+        elif "configMap" in vol or "secret" in vol:
+            write_volume(rendered, vol, local, transform if "configMap" in vol else None)
+        else:
+            assert "emptyDir" in vol, f"volume {local.name} kind not emulated: {vol}"
+    return mounts
 
 
 def pod_spec(sts: dict) -> dict:
@@ -364,40 +432,23 @@ class LocalPods:
 
     def mounts(self, pod: Pod) -> dict[str, Path]:
         """mountPath -> the pod's local directory for that volume."""
-        c = container(pod.spec)
-        return {m["mountPath"]: pod.dir / "volumes" / m["name"] for m in c.get("volumeMounts", [])}
+        return mounts_of(container(pod.spec), pod.dir)
 
     def map_paths(self, pod: Pod, text: str) -> str:
-        """Each mount path (a whole path component sequence) -> the pod's local
-        directory, in one pass so that a local path is never mapped again."""
-        mounts = self.mounts(pod)
-        alternatives = "|".join(re.escape(m) for m in sorted(mounts, key=len, reverse=True))
-        pattern = re.compile(rf"(?<![\w/.-])({alternatives})(?=[/\"'\s]|$)", re.MULTILINE)
-        return pattern.sub(lambda m: str(mounts[m.group(1)]), text)
+        return map_mount_paths(self.mounts(pod), text)
 
     def localise(self, pod: Pod, text: str) -> str:
         return self.map_paths(pod, self.map_own_ports(pod, self.map_dns(text)))
 
     # -- start ---------------------------------------------------------------
     def prepare(self, pod: Pod, rewrite_file: Callable[[Pod, str, str], str] | None = None) -> None:
-        """Create the pod's volumes: ConfigMap files (localised), empty dirs."""
-        spec = pod_spec(pod.spec)
-        volumes = {v["name"]: v for v in spec.get("volumes", [])}
-        claims = {t["metadata"]["name"] for t in pod.spec["spec"].get("volumeClaimTemplates", [])}
-        for mount, local in self.mounts(pod).items():
-            local.mkdir(parents=True, exist_ok=True)
-            vol = volumes.get(local.name)
-            if vol is None:
-                assert local.name in claims, f"{pod.name}: mount {mount} has neither a volume nor a claim"
-                continue
-            if "configMap" in vol:
-                for key, content in self.r.configmap(vol["configMap"]["name"]).items():
-                    content = self.localise(pod, content)
-                    if rewrite_file is not None:
-                        content = rewrite_file(pod, key, content)
-                    (local / key).write_text(content)
-            else:
-                assert "emptyDir" in vol, f"{pod.name}: volume {local.name} kind not emulated: {vol}"
+        """Create the pod's volumes: ConfigMap files (localised), Secret files (as
+        they are), empty dirs."""
+        def transform(path: str, content: str) -> str:
+            content = self.localise(pod, content)
+            return rewrite_file(pod, path, content) if rewrite_file is not None else content
+
+        pod_volumes(self.r, pod.spec, pod.dir, transform)
 
     def env(self, pod: Pod, extra: dict[str, str] | None = None) -> dict[str, str]:
         c = container(pod.spec)

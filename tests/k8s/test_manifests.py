@@ -20,8 +20,10 @@ from .kube import (
     container_env,
     container_port,
     kustomizations,
+    map_mount_paths,
     pod_spec,
     pod_spec_labels,
+    pod_volumes,
     render,
     render_committed,
 )
@@ -138,14 +140,32 @@ def _pod_env(r, ordinal: int) -> dict[str, str]:
 
 
 def _config(r, ordinal: int = 0, tmp: Path | None = None) -> Config:
+    """The config of proxy pod `ordinal` as it loads in the pod: its volumes (ConfigMap,
+    Secret files) written under `tmp`, the env's mount paths mapped there."""
     import tempfile
 
-    cm, key, _ = _toml_path(r)
-    d = Path(tmp or tempfile.mkdtemp(prefix="k8s-toml-"))
-    path = d / key
-    path.write_text(r.configmap(cm)[key])
-    env = {k: v for k, v in _pod_env(r, ordinal).items() if k.startswith("REDIS_RAFT_PROXY_")}
-    return load_config(str(path), env=env)
+    _, key, mount = _toml_path(r)
+    mounts = pod_volumes(r, r.get("StatefulSet", PROXY), Path(tmp or tempfile.mkdtemp(prefix="k8s-toml-"))
+                         / f"{PROXY}-{ordinal}")
+    env = {k: map_mount_paths(mounts, v) for k, v in _pod_env(r, ordinal).items() if k.startswith("REDIS_RAFT_PROXY_")}
+    return load_config(str(mounts[mount] / key), env=env)
+
+
+SECRET_FILE_ENV = {"REDIS_RAFT_PROXY_RAFT_SECRET_FILE": "raft-secret",
+                   "REDIS_RAFT_PROXY_REDIS_PASSWORD_FILE": "redis-password"}
+
+
+def _secret_file(r, env_name: str) -> tuple[dict, dict, str]:
+    """(volume, volumeMount, key of the Secret) of the file the proxy's env `env_name` names."""
+    sts = r.get("StatefulSet", PROXY)
+    c = container(sts)
+    path = next(e["value"] for e in c["env"] if e["name"] == env_name)
+    mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/"))
+    vol = next(v for v in pod_spec(sts)["volumes"] if v["name"] == mount["name"])
+    rel = path[len(mount["mountPath"].rstrip("/")) + 1:]
+    items = (vol.get("secret") or {}).get("items")
+    key = next((i["key"] for i in items if i["path"] == rel), None) if items else rel
+    return vol, mount, key
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -159,12 +179,41 @@ def test_config_toml_loads_with_the_proxy_loader(target, tmp_path):
     for i in range(replicas):
         cfg = _config(r, i, tmp_path)
         assert cfg.node == f"{PROXY}-{i}"
-        assert cfg.raft_secret and cfg.redis_password, "secrets reach the proxy through the environment"
+        secret = _proxy_secret(r)
+        assert (cfg.raft_secret, cfg.redis_password) == (secret["raft-secret"], secret["redis-password"]), \
+            "the secrets reach the proxy as the mounted Secret's files"
     # the secrets are not in the ConfigMap
-    secret = r.secret(next(e["valueFrom"]["secretKeyRef"]["name"] for e in container(sts)["env"]
-                           if e["name"] == "REDIS_RAFT_PROXY_RAFT_SECRET"))
-    for value in secret.values():
+    for value in _proxy_secret(r).values():
         assert value not in text
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_proxy_secrets_are_read_only_files_the_proxy_user_can_read(target):
+    """raft-secret and redis-password are files of a read-only Secret volume, not env
+    values (env shows in `kubectl describe pod` and /proc/<pid>/environ); the kubelet
+    writes them as root:<fsGroup> with the volume's mode, which must let the pod's
+    non-root user (through the group) read them and no one else."""
+    r = render(target)
+    sts = r.get("StatefulSet", PROXY)
+    c = container(sts)
+    for e in c["env"]:
+        ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+        assert not (ref and ref["key"] in SECRET_FILE_ENV.values()), f"{e['name']}: a secret as an env value"
+        assert e["name"] not in ("REDIS_RAFT_PROXY_RAFT_SECRET", "REDIS_RAFT_PROXY_REDIS_PASSWORD")
+    psc, csc = pod_spec(sts)["securityContext"], c.get("securityContext") or {}
+    uid = csc.get("runAsUser", psc.get("runAsUser"))
+    gids = {csc.get("runAsGroup", psc.get("runAsGroup")), psc.get("fsGroup"), *psc.get("supplementalGroups", [])}
+    assert uid not in (None, 0)
+    for env_name, key in SECRET_FILE_ENV.items():
+        vol, mount, vol_key = _secret_file(r, env_name)
+        assert "secret" in vol and vol_key == key, f"{env_name}: not the Secret's key {key}"
+        assert r.get("Secret", vol["secret"]["secretName"]) and mount.get("readOnly") is True
+        item = next((i for i in vol["secret"].get("items", []) if i["key"] == key), {})
+        mode = int(item.get("mode", vol["secret"].get("defaultMode", 0o644)))
+        file_gid = psc.get("fsGroup", 0)       # owner root; group fsGroup when the pod has one
+        assert mode & 0o040 and file_gid in gids, f"{env_name}: mode {mode:o}, group {file_gid}: unreadable for " \
+            f"uid {uid} groups {gids}"
+        assert not mode & 0o007, f"{env_name}: mode {mode:o} lets every user of the node's pods read it"
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -185,9 +234,9 @@ def test_committed_secret_is_a_placeholder_the_proxies_refuse(target, tmp_path):
 
 
 def _proxy_secret(r) -> dict[str, str]:
-    """The Secret the proxy's REDIS_RAFT_PROXY_RAFT_SECRET comes from (its name carries a hash)."""
-    return r.secret(next(e["valueFrom"]["secretKeyRef"]["name"] for e in container(r.get("StatefulSet", PROXY))["env"]
-                         if e["name"] == "REDIS_RAFT_PROXY_RAFT_SECRET"))
+    """The Secret the proxy's raft_secret_file is mounted from (its name carries a hash)."""
+    vol, _, _ = _secret_file(r, "REDIS_RAFT_PROXY_RAFT_SECRET_FILE")
+    return r.secret(vol["secret"]["secretName"])
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -383,6 +432,11 @@ def test_secret_references_resolve(target):
             for v in pod_spec(sts)["volumes"]:
                 if "configMap" in v:
                     r.configmap(v["configMap"]["name"])
+                if "secret" in v and not v["secret"].get("optional"):
+                    # a listed key the Secret lacks keeps the pod from starting
+                    data = r.secret(v["secret"]["secretName"])
+                    missing = [i["key"] for i in v["secret"].get("items", []) if i["key"] not in data]
+                    assert not missing, f"{sts['metadata']['name']}: volume {v['name']}: no key {missing}"
 
 
 def test_loadbalancer_overlay():
