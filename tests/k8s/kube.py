@@ -76,6 +76,28 @@ def require_kubectl() -> str:
 
 SECRET_NAME = "redis-raft-proxy-secret"
 
+# Secrets the manifests use but do not make: name -> (type, keys). components/tls
+# mounts redis-raft-proxy-tls, which cert-manager (k8s/README.md, "TLS") or the
+# operator creates; the tests stand in a throwaway CA's certificate for it.
+TLS_SECRET = "redis-raft-proxy-tls"
+EXTERNAL_SECRETS = {TLS_SECRET: ("kubernetes.io/tls", ("tls.crt", "tls.key", "ca.crt"))}
+
+
+@functools.cache
+def dev_tls_secret() -> dict[str, str]:
+    """The data of redis-raft-proxy-tls as cert-manager writes it, from proxy.devcerts:
+    one certificate (server and client, for 127.0.0.1, where the tests map every pod
+    name), its key, and the CA."""
+    import tempfile
+
+    from proxy.devcerts import DevCA
+
+    root = Path(tempfile.mkdtemp(prefix="k8s-tls-"))
+    atexit.register(shutil.rmtree, root, True)
+    ca = DevCA(root)
+    leaf = ca.leaf("redis-raft-proxy")
+    return {"tls.crt": leaf.cert.read_text(), "tls.key": leaf.key.read_text(), "ca.crt": ca.cert.read_text()}
+
 
 def _kustomize(path: Path, what: str) -> str:
     proc = subprocess.run([require_kubectl(), "kustomize", str(path)], capture_output=True, text=True,
@@ -115,6 +137,20 @@ def _render_text(target: str) -> str:
         f"resources:\n- {resource}\n"
         f"secretGenerator:\n- name: {SECRET_NAME}\n  behavior: replace\n  envs:\n  - secret.env\n")
     return _kustomize(root, f"k8s/{target} with an operator's Secret")
+
+
+def kustomize_dir(resources: list[str], components: list[str] = ()) -> Rendered:
+    """Render a throwaway kustomization of k8s/<resources> with k8s/<components>."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="k8s-combo-") as tmp:
+        rel = lambda t: os.path.relpath(K8S / t, tmp)    # noqa: E731 - kustomize refuses absolute paths
+        (Path(tmp) / "kustomization.yaml").write_text(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+            f"resources: {json.dumps([rel(t) for t in resources])}\n"
+            f"components: {json.dumps([rel(t) for t in components])}\n")
+        text = _kustomize(Path(tmp), f"{resources} with {list(components)}")
+    return Rendered("+".join([*resources, *components]), [d for d in yaml.safe_load_all(text) if d])
 
 
 _prefetched = False
@@ -164,6 +200,10 @@ class Rendered:
         return dict(self.get("ConfigMap", name).get("data", {}))
 
     def secret(self, name: str) -> dict[str, str]:
+        """The Secret's data; for one of EXTERNAL_SECRETS that the manifests do not make,
+        what the cluster would hold (dev_tls_secret)."""
+        if name in EXTERNAL_SECRETS and not any(o["metadata"]["name"] == name for o in self.all("Secret")):
+            return dev_tls_secret()
         obj = self.get("Secret", name)
         out = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
         out.update(obj.get("stringData") or {})

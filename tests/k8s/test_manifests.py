@@ -4,6 +4,7 @@ pinned Kubernetes version, and the manifests agree with the proxy's config
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import tomllib
 from pathlib import Path
@@ -14,12 +15,16 @@ import pytest
 from proxy.config import Config, ConfigError, load_config, parse_addr
 
 from .kube import (
+    EXTERNAL_SECRETS,
+    K8S,
     K8S_VERSION,
+    TLS_SECRET,
     committed_secret_keys,
     container,
     container_env,
     container_port,
     kustomizations,
+    kustomize_dir,
     map_mount_paths,
     pod_spec,
     pod_spec_labels,
@@ -35,7 +40,7 @@ CONFIG_ARG = "--config"
 
 def test_every_overlay_is_checked():
     assert TARGETS[0] == "base"
-    assert {"overlays/loadbalancer", "overlays/scale-5", "overlays/production"} <= set(TARGETS)
+    assert {"overlays/loadbalancer", "overlays/scale-5", "overlays/production", "overlays/tls"} <= set(TARGETS)
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -200,20 +205,28 @@ def test_proxy_secrets_are_read_only_files_the_proxy_user_can_read(target):
         ref = (e.get("valueFrom") or {}).get("secretKeyRef")
         assert not (ref and ref["key"] in SECRET_FILE_ENV.values()), f"{e['name']}: a secret as an env value"
         assert e["name"] not in ("REDIS_RAFT_PROXY_RAFT_SECRET", "REDIS_RAFT_PROXY_REDIS_PASSWORD")
-    psc, csc = pod_spec(sts)["securityContext"], c.get("securityContext") or {}
-    uid = csc.get("runAsUser", psc.get("runAsUser"))
-    gids = {csc.get("runAsGroup", psc.get("runAsGroup")), psc.get("fsGroup"), *psc.get("supplementalGroups", [])}
-    assert uid not in (None, 0)
     for env_name, key in SECRET_FILE_ENV.items():
         vol, mount, vol_key = _secret_file(r, env_name)
         assert "secret" in vol and vol_key == key, f"{env_name}: not the Secret's key {key}"
         assert r.get("Secret", vol["secret"]["secretName"]) and mount.get("readOnly") is True
-        item = next((i for i in vol["secret"].get("items", []) if i["key"] == key), {})
-        mode = int(item.get("mode", vol["secret"].get("defaultMode", 0o644)))
-        file_gid = psc.get("fsGroup", 0)       # owner root; group fsGroup when the pod has one
-        assert mode & 0o040 and file_gid in gids, f"{env_name}: mode {mode:o}, group {file_gid}: unreadable for " \
-            f"uid {uid} groups {gids}"
-        assert not mode & 0o007, f"{env_name}: mode {mode:o} lets every user of the node's pods read it"
+        _assert_only_the_pod_user_reads(sts, c, vol, key)
+
+
+def _assert_only_the_pod_user_reads(sts: dict, c: dict, vol: dict, key: str) -> None:
+    """The kubelet writes a Secret volume's files as root:<fsGroup> (root:root without
+    one) with the item's mode or the volume's defaultMode (0644): the container's
+    non-root user must read `key` through its groups, and other users not at all."""
+    psc, csc = pod_spec(sts)["securityContext"], c.get("securityContext") or {}
+    uid = csc.get("runAsUser", psc.get("runAsUser"))
+    gids = {csc.get("runAsGroup", psc.get("runAsGroup")), psc.get("fsGroup"), *psc.get("supplementalGroups", [])}
+    assert uid not in (None, 0)
+    item = next((i for i in vol["secret"].get("items", []) if i["key"] == key), {})
+    mode = int(item.get("mode", vol["secret"].get("defaultMode", 0o644)))
+    file_gid = psc.get("fsGroup", 0)
+    where = f"{sts['metadata']['name']}: volume {vol['name']} key {key}"
+    assert mode & 0o040 and file_gid in gids, f"{where}: mode {mode:o}, group {file_gid}: unreadable for " \
+        f"uid {uid} groups {gids}"
+    assert not mode & 0o007, f"{where}: mode {mode:o} lets any user read it"
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -239,20 +252,31 @@ def _proxy_secret(r) -> dict[str, str]:
     return r.secret(vol["secret"]["secretName"])
 
 
+def _client_port(cfg: Config) -> int:
+    """The client port: `port`, or `tls_port` with the plain port off (components/tls)."""
+    assert bool(cfg.port) != bool(cfg.tls_port), "one client port: plain text or TLS, not both"
+    return cfg.port or cfg.tls_port
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_proxy_ports_probes_and_services_agree_with_config(target):
     r = render(target)
     cfg = _config(r)
     sts = r.get("StatefulSet", PROXY)
     c = container(sts)
-    assert container_port(c, "redis") == cfg.port == 6380
+    # one client port, plain text or (components/tls) TLS only
+    assert container_port(c, "redis") == _client_port(cfg) == 6380
     assert container_port(c, "admin") == cfg.admin_port == 8000
     assert cfg.bind == "0.0.0.0", "listen on the pod IP"
     ready, live = c["readinessProbe"]["httpGet"], c["livenessProbe"]["httpGet"]
-    assert (ready["path"], container_port(c, ready["port"])) == ("/readyz", cfg.admin_port)
-    assert (live["path"], container_port(c, live["port"])) == ("/healthz", cfg.admin_port)
+    scheme = cfg.admin_scheme.upper()
+    assert (ready["path"], container_port(c, ready["port"]), ready.get("scheme", "HTTP")) == \
+        ("/readyz", cfg.admin_port, scheme)
+    assert (live["path"], container_port(c, live["port"]), live.get("scheme", "HTTP")) == \
+        ("/healthz", cfg.admin_port, scheme)
     ann = sts["spec"]["template"]["metadata"]["annotations"]
     assert ann["prometheus.io/scrape"] == "true"
+    assert ann.get("prometheus.io/scheme", "http") == cfg.admin_scheme
     assert int(ann["prometheus.io/port"]) == cfg.admin_port and ann["prometheus.io/path"] == "/metrics"
 
     labels = pod_spec_labels(sts)
@@ -261,7 +285,7 @@ def test_proxy_ports_probes_and_services_agree_with_config(target):
     assert client["spec"].get("type", "ClusterIP") in ("ClusterIP", "LoadBalancer")
     assert not client["spec"].get("publishNotReadyAddresses"), "clients reach only Ready proxies"
     (cport,) = client["spec"]["ports"]
-    assert cport["port"] == 6380 and container_port(c, cport["targetPort"]) == cfg.port
+    assert cport["port"] == 6380 and container_port(c, cport["targetPort"]) == _client_port(cfg)
     peers_svc = services[sts["spec"]["serviceName"]]
     assert peers_svc["spec"]["clusterIP"] == "None"
     assert peers_svc["spec"]["publishNotReadyAddresses"] is True, \
@@ -281,11 +305,10 @@ def test_peers_are_the_statefulset_pods(target):
     assert len(urls) in (3, 5) and len(urls) <= replicas
     for name, url in urls.items():
         u = urlsplit(url)
-        assert (u.scheme, u.hostname, u.port) == ("http", f"{name}.{headless}", cfg.admin_port)
+        assert (u.scheme, u.hostname, u.port) == (cfg.admin_scheme, f"{name}.{headless}", cfg.admin_port)
     for i in range(replicas):
-        env = _pod_env(r, i)
         # advertise_url of each pod is its own peer URL
-        assert env["REDIS_RAFT_PROXY_ADVERTISE_URL"] == f"http://{PROXY}-{i}.{headless}:{cfg.admin_port}"
+        assert _config(r, i).advertise_url == f"{cfg.admin_scheme}://{PROXY}-{i}.{headless}:{cfg.admin_port}"
     if replicas > len(urls):
         # later pods join through a Service of Ready proxies on the admin port
         join = _pod_env(r, replicas - 1)["REDIS_RAFT_PROXY_JOIN"]
@@ -304,9 +327,14 @@ def test_redis_nodes_are_the_redis_pods(target):
     cfg = _config(r)
     sts = r.get("StatefulSet", REDIS)
     c = container(sts)
-    conf_text = _redis_conf(r)
-    directives = _directives(conf_text)
-    port = int(directives["port"])
+    directives = _redis_directives(r)
+    # one port: plain text, or (components/tls) TLS only, which the proxies then speak
+    tls = int(directives.get("tls-port", "0"))
+    assert bool(tls) != bool(int(directives["port"])), "one Redis port: plain text or TLS, not both"
+    port = tls or int(directives["port"])
+    assert cfg.tls_upstream == bool(tls)
+    if tls:
+        assert directives["tls-replication"] == "yes", "replication over TLS too"
     assert container_port(c, "redis") == port
     expected = [f"{REDIS}-{i}.{sts['spec']['serviceName']}:{port}" for i in range(sts["spec"]["replicas"])]
     assert cfg.redis_nodes == expected
@@ -318,21 +346,40 @@ def test_redis_nodes_are_the_redis_pods(target):
         parse_addr(host_port)
 
 
-def _redis_conf(r) -> str:
+def _redis_confs(r) -> tuple[str, dict[str, str]]:
+    """(mountPath, {key: text}) of the Redis ConfigMap volume."""
     sts = r.get("StatefulSet", REDIS)
     vol = next(v for v in pod_spec(sts)["volumes"] if "configMap" in v)
-    data = r.configmap(vol["configMap"]["name"])
-    (text,) = data.values()
-    return text
+    mount = next(m["mountPath"] for m in container(sts)["volumeMounts"] if m["name"] == vol["name"])
+    return mount, r.configmap(vol["configMap"]["name"])
+
+
+def _redis_directives(r) -> dict[str, str]:
+    """The directives of redis.conf and of the files its `include` patterns match in the
+    same ConfigMap (in Redis' order: alphabetical, at the include), later ones winning."""
+    mount, data = _redis_confs(r)
+    out: dict[str, str] = {}
+    for line in _lines(data["redis.conf"]):
+        word, _, rest = line.partition(" ")
+        if word.lower() == "include":
+            assert rest.startswith(mount.rstrip("/") + "/"), f"include {rest}: not in the ConfigMap"
+            for key in sorted(k for k in data if fnmatch.fnmatch(k, rest[len(mount.rstrip("/")) + 1:])):
+                assert key != "redis.conf"
+                out.update(_directives(data[key]))
+        else:
+            out[word.lower()] = rest.strip()
+    return out
+
+
+def _lines(text: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
 
 
 def _directives(text: str) -> dict[str, str]:
     out = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            word, _, rest = line.partition(" ")
-            out[word.lower()] = rest.strip()
+    for line in _lines(text):
+        word, _, rest = line.partition(" ")
+        out[word.lower()] = rest.strip()
     return out
 
 
@@ -341,15 +388,16 @@ def test_redis_config_names_no_master_and_keeps_secrets_out(target):
     r = render(target)
     sts = r.get("StatefulSet", REDIS)
     c = container(sts)
-    d = _directives(_redis_conf(r))
-    assert not {"replicaof", "slaveof", "requirepass", "masterauth"} & set(d), \
-        "roles come from the proxies (REPLICAOF); passwords from the Secret"
+    conf_mount, confs = _redis_confs(r)
+    for text in confs.values():
+        assert not {"replicaof", "slaveof", "requirepass", "masterauth"} & set(_directives(text)), \
+            "roles come from the proxies (REPLICAOF); passwords from the Secret"
+    d = _redis_directives(r)
     assert container(sts)["image"].startswith("redis:7"), "stock redis:7 image"
     script = " ".join(c["command"] + c["args"])
     assert "requirepass" in script and "masterauth" in script and "$REDIS_PASSWORD" in script
     data_mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "data")
     assert d["dir"] == data_mount
-    conf_mount = next(m for m in c["volumeMounts"] if m["name"] == "config")["mountPath"]
     assert f"{conf_mount}/redis.conf" in script
 
 
@@ -414,8 +462,12 @@ def test_prestop_transfers_leadership(target):
     cfg = _config(r)
     c = container(r.get("StatefulSet", PROXY))
     script = " ".join(c["lifecycle"]["preStop"]["exec"]["command"])
-    assert (f"redis-raft-proxy transfer-leadership --if-leader --endpoint http://127.0.0.1:{cfg.admin_port}"
-            in script)
+    command = (f"redis-raft-proxy transfer-leadership --if-leader --endpoint "
+               f"{cfg.admin_scheme}://127.0.0.1:{cfg.admin_port}")
+    if cfg.tls_admin:
+        # the proxy's certificate is checked against the CA the proxy itself uses
+        command += f" --cacert {_pod_env(r, 0)['REDIS_RAFT_PROXY_TLS_CA_CERT_FILE']}"
+    assert command in script
     grace = pod_spec(r.get("StatefulSet", PROXY))["terminationGracePeriodSeconds"]
     assert grace >= 15
 
@@ -433,9 +485,15 @@ def test_secret_references_resolve(target):
                 if "configMap" in v:
                     r.configmap(v["configMap"]["name"])
                 if "secret" in v and not v["secret"].get("optional"):
+                    name = v["secret"]["secretName"]
+                    if name in EXTERNAL_SECRETS:
+                        # made outside the manifests (cert-manager): only its documented keys
+                        assert not any(o["metadata"]["name"] == name for o in r.all("Secret"))
+                        keys = EXTERNAL_SECRETS[name][1]
+                    else:
+                        keys = r.secret(name)
                     # a listed key the Secret lacks keeps the pod from starting
-                    data = r.secret(v["secret"]["secretName"])
-                    missing = [i["key"] for i in v["secret"].get("items", []) if i["key"] not in data]
+                    missing = [i["key"] for i in v["secret"].get("items", []) if i["key"] not in keys]
                     assert not missing, f"{sts['metadata']['name']}: volume {v['name']}: no key {missing}"
 
 
@@ -475,3 +533,67 @@ def test_network_policy_limits_the_admin_port_to_proxies_and_the_scraper():
     assert any(s.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "prometheus"
                for s in sources), "the scraper"
     assert "overlays/production" in TARGETS and not render("base").all("NetworkPolicy")
+
+
+# -- components/tls -------------------------------------------------------------
+
+TLS_FILE_KEYS = {"tls_cert_file": "tls.crt", "tls_key_file": "tls.key", "tls_ca_cert_file": "ca.crt",
+                 "tls_upstream_cert_file": "tls.crt", "tls_upstream_key_file": "tls.key",
+                 "tls_upstream_ca_cert_file": "ca.crt"}
+
+
+def _tls_mount(r, sts: dict, path: str, key: str) -> None:
+    """`path` is the file `key` of the TLS Secret, mounted read-only in `sts`'s container
+    (whole, so that a renewed Secret reaches the pod) and readable by its user only."""
+    c = container(sts)
+    mount = next((m for m in c["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+    assert mount is not None, f"{sts['metadata']['name']}: {path} is on no volume"
+    assert mount.get("readOnly") is True and not mount.get("subPath"), "a subPath mount is never updated"
+    vol = next(v for v in pod_spec(sts)["volumes"] if v["name"] == mount["name"])
+    assert vol.get("secret", {}).get("secretName") == TLS_SECRET, f"{path}: not from the Secret {TLS_SECRET}"
+    assert not vol["secret"].get("items"), "every key of the Secret, as cert-manager writes it"
+    assert path == f"{mount['mountPath'].rstrip('/')}/{key}"
+    assert key in EXTERNAL_SECRETS[TLS_SECRET][1]
+    _assert_only_the_pod_user_reads(sts, c, vol, key)
+
+
+def test_tls_overlay_secures_every_hop():
+    """overlays/tls: clients, Sentinel clients, the admin/Raft port and the hop to Redis
+    speak TLS with the certificate of the Secret redis-raft-proxy-tls; Redis serves TLS
+    only and replicates over TLS with the same files."""
+    r = render("overlays/tls")
+    cfg = _config(r)
+    assert (cfg.port, cfg.tls_port, cfg.tls_sentinel, cfg.tls_admin, cfg.tls_upstream) == (0, 6380, True, True, True)
+    assert cfg.tls_auth_clients == "yes" and cfg.tls_upstream_check_hostname
+    proxy = r.get("StatefulSet", PROXY)
+    env = _pod_env(r, 0)
+    for key, secret_key in TLS_FILE_KEYS.items():
+        _tls_mount(r, proxy, env[f"REDIS_RAFT_PROXY_{key.upper()}"], secret_key)
+    redis_sts = r.get("StatefulSet", REDIS)
+    d = _redis_directives(r)
+    assert (d["port"], d["tls-auth-clients"], d["tls-replication"]) == ("0", "yes", "yes")
+    for directive, secret_key in (("tls-cert-file", "tls.crt"), ("tls-key-file", "tls.key"),
+                                  ("tls-ca-cert-file", "ca.crt")):
+        _tls_mount(r, redis_sts, d[directive], secret_key)
+    probe = " ".join(container(redis_sts)["readinessProbe"]["exec"]["command"])
+    for flag, directive in (("--cacert", "tls-ca-cert-file"), ("--cert", "tls-cert-file"), ("--key", "tls-key-file")):
+        assert f"{flag} {d[directive]}" in probe, "redis-cli must present the certificate (tls-auth-clients yes)"
+    assert "--tls" in probe.split() and f"-p {d['tls-port']}" in probe
+    # the ServiceMonitor (production's) scrapes over https, checking the pods' certificate
+    (sm,) = r.all("ServiceMonitor")
+    ep = sm["spec"]["endpoints"][0]
+    assert ep["scheme"] == "https"
+    assert ep["tlsConfig"]["ca"]["secret"] == {"name": TLS_SECRET, "key": "ca.crt"}
+    assert ep["tlsConfig"].get("serverName") and not ep["tlsConfig"].get("insecureSkipVerify")
+    # the cert-manager objects stay out of the manifests (k8s/README.md shows them)
+    assert not [o for o in r.objects if o["apiVersion"].startswith("cert-manager.io/")]
+
+
+def test_tls_component_without_servicemonitor():
+    """components/tls on the base alone (no ServiceMonitor to patch) renders and turns TLS on."""
+    r = kustomize_dir(["base"], ["components/tls"])
+    assert not r.all("ServiceMonitor")
+    c = container(r.get("StatefulSet", PROXY))
+    assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert {e["name"]: e.get("value") for e in c["env"]}["REDIS_RAFT_PROXY_TLS_ADMIN"] == "yes"
+    assert (K8S / "components" / "tls" / "kustomization.yaml").exists()
