@@ -376,8 +376,17 @@ def free_ports(n: int) -> list[int]:
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    """GET `url`; an https:// server's certificate is not checked (as the kubelet's
+    probes do not)."""
+    ctx = None
+    if url.startswith("https://"):
+        import ssl
+
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
@@ -406,6 +415,7 @@ class Pod:
     spec: dict
     dir: Path
     ports: dict[int, int] = field(default_factory=dict)   # containerPort -> local port
+    https: set[int] = field(default_factory=set)           # containerPorts probed with scheme HTTPS
     proc: subprocess.Popen | None = None
     log: Path | None = None
 
@@ -413,7 +423,8 @@ class Pod:
         return self.ports[container_port_]
 
     def url(self, container_port_: int, path: str = "") -> str:
-        return f"http://{HOST}:{self.local(container_port_)}{path}"
+        scheme = "https" if container_port_ in self.https else "http"
+        return f"{scheme}://{HOST}:{self.local(container_port_)}{path}"
 
     def tail(self, n: int = 40) -> str:
         if self.log is None or not self.log.exists():
@@ -439,6 +450,9 @@ class LocalPods:
                 pod_name = f"{name}-{i}"
                 pod = Pod(name, i, pod_name, sts, tmp / pod_name)
                 pod.ports = dict(zip(cports, free_ports(len(cports))))
+                pod.https = {container_port(c, probe["httpGet"]["port"]) for probe in
+                             (c.get("readinessProbe"), c.get("livenessProbe"))
+                             if probe and "httpGet" in probe and probe["httpGet"].get("scheme") == "HTTPS"}
                 pods.append(pod)
                 for cp, lp in pod.ports.items():
                     # <pod>.<governing headless service>:<port>
@@ -568,15 +582,16 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 
 def rewrite_redis_conf(port_of: Callable[[Pod], int]) -> Callable[[Pod, str, str], str]:
-    """The network-namespace part for Redis: its own local port, loopback only."""
+    """The network-namespace part for Redis: its own local port (`port`, or `tls-port`
+    with `port 0`), loopback only."""
     def rewrite(pod: Pod, key: str, content: str) -> str:
         if not key.endswith(".conf"):
             return content
         out = []
         for line in content.splitlines():
             word = line.split(maxsplit=1)[0].lower() if line.strip() and not line.lstrip().startswith("#") else ""
-            if word == "port":
-                line = f"port {port_of(pod)}"
+            if word in ("port", "tls-port") and line.split()[1] != "0":
+                line = f"{word} {port_of(pod)}"
             elif word == "bind":
                 line = f"bind {HOST}"
             out.append(line)
