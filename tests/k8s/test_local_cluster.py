@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import time
 
 import pytest
@@ -153,6 +154,11 @@ def _check_only_tls(pods: LocalPods, redises: list[Pod], proxies: list[Pod]) -> 
                    _redis_client(pods, redises[0], None, ssl_certfile=None, ssl_keyfile=None, **once)):
         with pytest.raises(redis.ConnectionError):
             client.ping()
+    # the operator CLI in a pod: --cacert/--cert/--key from the pod's env, https endpoint
+    env = pods.env(proxies[0])
+    out = subprocess.run(["redis-raft-proxy", "status", "--endpoint", proxies[0].url(admin)], env=env,
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
     # the replicas replicate over TLS (tls-replication yes): their master link is up
     password = pods.env(redises[0])["REDIS_PASSWORD"]
     for rp in redises[1:]:
