@@ -144,11 +144,11 @@ def kustomize_dir(resources: list[str], components: list[str] = ()) -> Rendered:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="k8s-combo-") as tmp:
-        rel = lambda t: os.path.relpath(K8S / t, tmp)    # noqa: E731 - kustomize refuses absolute paths
+        # kustomize refuses absolute paths
+        res, comps = ([os.path.relpath(K8S / t, tmp) for t in ts] for ts in (resources, components))
         (Path(tmp) / "kustomization.yaml").write_text(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-            f"resources: {json.dumps([rel(t) for t in resources])}\n"
-            f"components: {json.dumps([rel(t) for t in components])}\n")
+            f"resources: {json.dumps(res)}\ncomponents: {json.dumps(comps)}\n")
         text = _kustomize(Path(tmp), f"{resources} with {list(components)}")
     return Rendered("+".join([*resources, *components]), [d for d in yaml.safe_load_all(text) if d])
 

@@ -16,7 +16,6 @@ from proxy.config import Config, ConfigError, load_config, parse_addr
 
 from .kube import (
     EXTERNAL_SECRETS,
-    K8S,
     K8S_VERSION,
     TLS_SECRET,
     committed_secret_keys,
@@ -596,4 +595,3 @@ def test_tls_component_without_servicemonitor():
     c = container(r.get("StatefulSet", PROXY))
     assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
     assert {e["name"]: e.get("value") for e in c["env"]}["REDIS_RAFT_PROXY_TLS_ADMIN"] == "yes"
-    assert (K8S / "components" / "tls" / "kustomization.yaml").exists()
