@@ -16,7 +16,8 @@ has and a local process has not:
   redis.conf), and `127.0.0.1:<containerPort>` inside a pod's own commands
   (the preStop hook) means that pod's local port;
 * volumes: every volume mount path becomes a directory of that pod in the
-  test's temp dir (ConfigMaps written out as files), in commands, env and
+  test's temp dir (ConfigMaps and Secrets written out as files, with their
+  `items` and modes), in commands, env (e.g. REDIS_RAFT_PROXY_*_FILE) and
   config file contents alike.
 
 Nothing but loopback is ever contacted.
@@ -75,6 +76,28 @@ def require_kubectl() -> str:
 
 SECRET_NAME = "redis-raft-proxy-secret"
 
+# Secrets the manifests use but do not make: name -> (type, keys). components/tls
+# mounts redis-raft-proxy-tls, which cert-manager (k8s/README.md, "TLS") or the
+# operator creates; the tests stand in a throwaway CA's certificate for it.
+TLS_SECRET = "redis-raft-proxy-tls"
+EXTERNAL_SECRETS = {TLS_SECRET: ("kubernetes.io/tls", ("tls.crt", "tls.key", "ca.crt"))}
+
+
+@functools.cache
+def dev_tls_secret() -> dict[str, str]:
+    """The data of redis-raft-proxy-tls as cert-manager writes it, from proxy.devcerts:
+    one certificate (server and client, for 127.0.0.1, where the tests map every pod
+    name), its key, and the CA."""
+    import tempfile
+
+    from proxy.devcerts import DevCA
+
+    root = Path(tempfile.mkdtemp(prefix="k8s-tls-"))
+    atexit.register(shutil.rmtree, root, True)
+    ca = DevCA(root)
+    leaf = ca.leaf("redis-raft-proxy")
+    return {"tls.crt": leaf.cert.read_text(), "tls.key": leaf.key.read_text(), "ca.crt": ca.cert.read_text()}
+
 
 def _kustomize(path: Path, what: str) -> str:
     proc = subprocess.run([require_kubectl(), "kustomize", str(path)], capture_output=True, text=True,
@@ -114,6 +137,20 @@ def _render_text(target: str) -> str:
         f"resources:\n- {resource}\n"
         f"secretGenerator:\n- name: {SECRET_NAME}\n  behavior: replace\n  envs:\n  - secret.env\n")
     return _kustomize(root, f"k8s/{target} with an operator's Secret")
+
+
+def kustomize_dir(resources: list[str], components: list[str] = ()) -> Rendered:
+    """Render a throwaway kustomization of k8s/<resources> with k8s/<components>."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="k8s-combo-") as tmp:
+        # kustomize refuses absolute paths
+        res, comps = ([os.path.relpath(K8S / t, tmp) for t in ts] for ts in (resources, components))
+        (Path(tmp) / "kustomization.yaml").write_text(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+            f"resources: {json.dumps(res)}\ncomponents: {json.dumps(comps)}\n")
+        text = _kustomize(Path(tmp), f"{resources} with {list(components)}")
+    return Rendered("+".join([*resources, *components]), [d for d in yaml.safe_load_all(text) if d])
 
 
 _prefetched = False
@@ -163,6 +200,10 @@ class Rendered:
         return dict(self.get("ConfigMap", name).get("data", {}))
 
     def secret(self, name: str) -> dict[str, str]:
+        """The Secret's data; for one of EXTERNAL_SECRETS that the manifests do not make,
+        what the cluster would hold (dev_tls_secret)."""
+        if name in EXTERNAL_SECRETS and not any(o["metadata"]["name"] == name for o in self.all("Secret")):
+            return dev_tls_secret()
         obj = self.get("Secret", name)
         out = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
         out.update(obj.get("stringData") or {})
@@ -175,6 +216,73 @@ class Rendered:
             if sel and all(pod_labels.get(k) == v for k, v in sel.items()):
                 out.append(svc)
         return out
+
+
+def mounts_of(c: dict, pod_dir: Path) -> dict[str, Path]:
+    """mountPath -> the pod's local directory for that volume."""
+    return {m["mountPath"]: pod_dir / "volumes" / m["name"] for m in c.get("volumeMounts", [])}
+
+
+def map_mount_paths(mounts: dict[str, Path], text: str) -> str:
+    """Each mount path (a whole path component sequence) -> its local directory, in
+    one pass so that a local path is never mapped again."""
+    if not mounts:
+        return text
+    alternatives = "|".join(re.escape(m) for m in sorted(mounts, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w/.-])({alternatives})(?=[/\"'\s,]|$)", re.MULTILINE)
+    return pattern.sub(lambda m: str(mounts[m.group(1)]), text)
+
+
+def write_volume(rendered: Rendered, vol: dict, local: Path,
+                 transform: Callable[[str, str], str] | None = None) -> None:
+    """A ConfigMap or Secret volume's files in `local`, as the kubelet projects them:
+    every key, or only the `items` (at their `path`), with the item's `mode` or the
+    volume's `defaultMode` (0644). A listed key the object lacks fails the pod
+    (here: the test) unless the volume is `optional`. `transform(path, content)`
+    may rewrite a file's content."""
+    if "configMap" in vol:
+        src = vol["configMap"]
+        name, data = src["name"], rendered.configmap(src["name"])
+    elif "secret" in vol:
+        src = vol["secret"]
+        name, data = src["secretName"], rendered.secret(src["secretName"])
+    else:
+        raise AssertionError(f"volume {vol['name']}: not a ConfigMap or Secret: {vol}")
+    items = src.get("items") or [{"key": k, "path": k} for k in data]
+    for item in items:
+        if item["key"] not in data:
+            assert src.get("optional"), f"volume {vol['name']}: key {item['key']!r} missing in {name}"
+            continue
+        content = data[item["key"]]
+        if transform is not None:
+            content = transform(item["path"], content)
+        target = local / item["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            target.chmod(0o600)
+        target.write_text(content)
+        target.chmod(int(item.get("mode", src.get("defaultMode", 0o644))))
+
+
+def pod_volumes(rendered: Rendered, sts: dict, pod_dir: Path,
+                transform: Callable[[str, str], str] | None = None) -> dict[str, Path]:
+    """Create the volumes of one pod of `sts` under `pod_dir` (ConfigMap files, through
+    `transform` when given, and Secret files written; emptyDirs and claims as empty
+    directories); mountPath -> local dir."""
+    spec = pod_spec(sts)
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    claims = {t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])}
+    mounts = mounts_of(container(sts), pod_dir)
+    for mount, local in mounts.items():
+        local.mkdir(parents=True, exist_ok=True)
+        vol = volumes.get(local.name)
+        if vol is None:
+            assert local.name in claims, f"mount {mount} has neither a volume nor a claim"
+        elif "configMap" in vol or "secret" in vol:
+            write_volume(rendered, vol, local, transform if "configMap" in vol else None)
+        else:
+            assert "emptyDir" in vol, f"volume {local.name} kind not emulated: {vol}"
+    return mounts
 
 
 def pod_spec(sts: dict) -> dict:
@@ -268,8 +376,17 @@ def free_ports(n: int) -> list[int]:
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    """GET `url`; an https:// server's certificate is not checked (as the kubelet's
+    probes do not)."""
+    ctx = None
+    if url.startswith("https://"):
+        import ssl
+
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
@@ -298,6 +415,7 @@ class Pod:
     spec: dict
     dir: Path
     ports: dict[int, int] = field(default_factory=dict)   # containerPort -> local port
+    https: set[int] = field(default_factory=set)           # containerPorts probed with scheme HTTPS
     proc: subprocess.Popen | None = None
     log: Path | None = None
 
@@ -305,7 +423,8 @@ class Pod:
         return self.ports[container_port_]
 
     def url(self, container_port_: int, path: str = "") -> str:
-        return f"http://{HOST}:{self.local(container_port_)}{path}"
+        scheme = "https" if container_port_ in self.https else "http"
+        return f"{scheme}://{HOST}:{self.local(container_port_)}{path}"
 
     def tail(self, n: int = 40) -> str:
         if self.log is None or not self.log.exists():
@@ -331,6 +450,9 @@ class LocalPods:
                 pod_name = f"{name}-{i}"
                 pod = Pod(name, i, pod_name, sts, tmp / pod_name)
                 pod.ports = dict(zip(cports, free_ports(len(cports))))
+                pod.https = {container_port(c, probe["httpGet"]["port"]) for probe in
+                             (c.get("readinessProbe"), c.get("livenessProbe"))
+                             if probe and "httpGet" in probe and probe["httpGet"].get("scheme") == "HTTPS"}
                 pods.append(pod)
                 for cp, lp in pod.ports.items():
                     # <pod>.<governing headless service>:<port>
@@ -364,40 +486,23 @@ class LocalPods:
 
     def mounts(self, pod: Pod) -> dict[str, Path]:
         """mountPath -> the pod's local directory for that volume."""
-        c = container(pod.spec)
-        return {m["mountPath"]: pod.dir / "volumes" / m["name"] for m in c.get("volumeMounts", [])}
+        return mounts_of(container(pod.spec), pod.dir)
 
     def map_paths(self, pod: Pod, text: str) -> str:
-        """Each mount path (a whole path component sequence) -> the pod's local
-        directory, in one pass so that a local path is never mapped again."""
-        mounts = self.mounts(pod)
-        alternatives = "|".join(re.escape(m) for m in sorted(mounts, key=len, reverse=True))
-        pattern = re.compile(rf"(?<![\w/.-])({alternatives})(?=[/\"'\s]|$)", re.MULTILINE)
-        return pattern.sub(lambda m: str(mounts[m.group(1)]), text)
+        return map_mount_paths(self.mounts(pod), text)
 
     def localise(self, pod: Pod, text: str) -> str:
         return self.map_paths(pod, self.map_own_ports(pod, self.map_dns(text)))
 
     # -- start ---------------------------------------------------------------
     def prepare(self, pod: Pod, rewrite_file: Callable[[Pod, str, str], str] | None = None) -> None:
-        """Create the pod's volumes: ConfigMap files (localised), empty dirs."""
-        spec = pod_spec(pod.spec)
-        volumes = {v["name"]: v for v in spec.get("volumes", [])}
-        claims = {t["metadata"]["name"] for t in pod.spec["spec"].get("volumeClaimTemplates", [])}
-        for mount, local in self.mounts(pod).items():
-            local.mkdir(parents=True, exist_ok=True)
-            vol = volumes.get(local.name)
-            if vol is None:
-                assert local.name in claims, f"{pod.name}: mount {mount} has neither a volume nor a claim"
-                continue
-            if "configMap" in vol:
-                for key, content in self.r.configmap(vol["configMap"]["name"]).items():
-                    content = self.localise(pod, content)
-                    if rewrite_file is not None:
-                        content = rewrite_file(pod, key, content)
-                    (local / key).write_text(content)
-            else:
-                assert "emptyDir" in vol, f"{pod.name}: volume {local.name} kind not emulated: {vol}"
+        """Create the pod's volumes: ConfigMap files (localised), Secret files (as
+        they are), empty dirs."""
+        def transform(path: str, content: str) -> str:
+            content = self.localise(pod, content)
+            return rewrite_file(pod, path, content) if rewrite_file is not None else content
+
+        pod_volumes(self.r, pod.spec, pod.dir, transform)
 
     def env(self, pod: Pod, extra: dict[str, str] | None = None) -> dict[str, str]:
         c = container(pod.spec)
@@ -477,15 +582,16 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 
 def rewrite_redis_conf(port_of: Callable[[Pod], int]) -> Callable[[Pod, str, str], str]:
-    """The network-namespace part for Redis: its own local port, loopback only."""
+    """The network-namespace part for Redis: its own local port (`port`, or `tls-port`
+    with `port 0`), loopback only."""
     def rewrite(pod: Pod, key: str, content: str) -> str:
         if not key.endswith(".conf"):
             return content
         out = []
         for line in content.splitlines():
             word = line.split(maxsplit=1)[0].lower() if line.strip() and not line.lstrip().startswith("#") else ""
-            if word == "port":
-                line = f"port {port_of(pod)}"
+            if word in ("port", "tls-port") and line.split()[1] != "0":
+                line = f"{word} {port_of(pod)}"
             elif word == "bind":
                 line = f"bind {HOST}"
             out.append(line)

@@ -5,9 +5,10 @@ names mapped to 127.0.0.1 ports, form a working cluster."""
 from __future__ import annotations
 
 import json
-import time
-
 import os
+import socket
+import subprocess
+import time
 
 import pytest
 
@@ -18,6 +19,7 @@ from .kube import (
     Pod,
     container,
     container_port,
+    http_get,
     render,
     rewrite_redis_conf,
     status,
@@ -25,6 +27,8 @@ from .kube import (
 )
 
 redis = pytest.importorskip("redis")
+from redis.backoff import NoBackoff  # noqa: E402 - after the importorskip
+from redis.retry import Retry  # noqa: E402
 
 PROXY, REDIS = "redis-raft-proxy", "redis"
 START_TIMEOUT = 60.0
@@ -44,11 +48,37 @@ def _start(target: str, tmp_path) -> tuple[LocalPods, list[Pod], list[Pod]]:
         pods.start(pod)
     for pod in pods.pods[PROXY]:
         pods.prepare(pod)
-        # The pod's network namespace: its own address and ports.
+        # The pod's network namespace: its own address and ports (the client port is
+        # tls_port with components/tls).
+        port_key = "REDIS_RAFT_PROXY_TLS_PORT" if _tls_clients(pods) else "REDIS_RAFT_PROXY_PORT"
         pods.start(pod, {"REDIS_RAFT_PROXY_BIND": HOST,
-                         "REDIS_RAFT_PROXY_PORT": str(pod.local(client_port)),
+                         port_key: str(pod.local(client_port)),
                          "REDIS_RAFT_PROXY_ADMIN_PORT": str(pod.local(admin_port))})
     return pods, pods.pods[REDIS], pods.pods[PROXY]
+
+
+def _proxy_env(pods: LocalPods, pod: Pod | None = None) -> dict[str, str]:
+    """A proxy pod's environment (paths mapped to its local volumes)."""
+    return pods.env(pod or pods.pods[PROXY][0])
+
+
+def _tls_clients(pods: LocalPods) -> bool:
+    """The proxies' client port speaks TLS (components/tls sets tls_port to it)."""
+    client_port = container_port(container(pods.r.get("StatefulSet", PROXY)), "redis")
+    return _proxy_env(pods).get("REDIS_RAFT_PROXY_TLS_PORT") == str(client_port)
+
+
+def _tls_kwargs(pods: LocalPods, prefix: str) -> dict:
+    """redis-py TLS arguments from a proxy pod's certificate files (REDIS_RAFT_PROXY_<prefix>*):
+    the pods' certificate also serves as a client's."""
+    env = _proxy_env(pods)
+    return {"ssl": True, "ssl_ca_certs": env[f"REDIS_RAFT_PROXY_{prefix}CA_CERT_FILE"],
+            "ssl_certfile": env[f"REDIS_RAFT_PROXY_{prefix}CERT_FILE"],
+            "ssl_keyfile": env[f"REDIS_RAFT_PROXY_{prefix}KEY_FILE"]}
+
+
+def _tls_upstream(pods: LocalPods) -> bool:
+    return _proxy_env(pods).get("REDIS_RAFT_PROXY_TLS_UPSTREAM") in ("yes", "true", "1")
 
 
 def _admin(pods: LocalPods) -> int:
@@ -57,12 +87,15 @@ def _admin(pods: LocalPods) -> int:
 
 def _client(pods: LocalPods, pod: Pod, **kw) -> redis.Redis:
     port = pod.local(container_port(container(pods.r.get("StatefulSet", PROXY)), "redis"))
-    return redis.Redis(host=HOST, port=port, socket_timeout=5, decode_responses=True, **kw)
+    tls = _tls_kwargs(pods, "TLS_") if _tls_clients(pods) else {}
+    return redis.Redis(host=HOST, port=port, socket_timeout=5, decode_responses=True, **{**tls, **kw})
 
 
-def _redis_client(pods: LocalPods, pod: Pod, password: str | None) -> redis.Redis:
+def _redis_client(pods: LocalPods, pod: Pod, password: str | None, **kw) -> redis.Redis:
     port = pod.local(container_port(container(pods.r.get("StatefulSet", REDIS)), "redis"))
-    return redis.Redis(host=HOST, port=port, password=password, socket_timeout=2, decode_responses=True)
+    tls = _tls_kwargs(pods, "TLS_UPSTREAM_") if _tls_upstream(pods) else {}
+    return redis.Redis(host=HOST, port=port, password=password, socket_timeout=2, decode_responses=True,
+                       **{**tls, **kw})
 
 
 def _leader(pods: LocalPods, proxies: list[Pod], members: int) -> str | None:
@@ -86,6 +119,50 @@ def _leader(pods: LocalPods, proxies: list[Pod], members: int) -> str | None:
 
 
 _seen: list[str] = []   # the last observation of _leader, for the failure message
+
+
+def _plain_ping(port: int, timeout: float = 10.0) -> bytes:
+    """What a plain-text PING to `port` gets back before the server closes (or `timeout`)."""
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+        out = b""
+        try:
+            while chunk := sock.recv(4096):
+                out += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return out
+
+
+def _check_only_tls(pods: LocalPods, redises: list[Pod], proxies: list[Pod]) -> None:
+    """components/tls: the working cluster above spoke TLS on every hop; nothing answers
+    in plain text, and the client port and Redis want a client certificate."""
+    assert _tls_clients(pods) and _tls_upstream(pods)
+    admin = _admin(pods)
+    assert proxies[0].url(admin).startswith("https://")
+    code, _ = http_get(proxies[0].url(admin, "/status").replace("https://", "http://", 1), timeout=2)
+    assert code != 200, "the admin/Raft port answers plain http"
+    client_port = container_port(container(pods.r.get("StatefulSet", PROXY)), "redis")
+    redis_port = container_port(container(pods.r.get("StatefulSet", REDIS)), "redis")
+    for port in (proxies[0].local(client_port), redises[0].local(redis_port)):
+        t0 = time.monotonic()
+        assert b"PONG" not in _plain_ping(port), f"port {port} answers in plain text"
+        print(f"plain text on {port}: closed after {time.monotonic() - t0:.1f}s")
+    # a TLS client without a certificate (tls_auth_clients yes, tls-auth-clients yes)
+    once = {"retry": Retry(NoBackoff(), 0)}
+    for client in (_client(pods, proxies[0], ssl_certfile=None, ssl_keyfile=None, **once),
+                   _redis_client(pods, redises[0], None, ssl_certfile=None, ssl_keyfile=None, **once)):
+        with pytest.raises(redis.ConnectionError):
+            client.ping()
+    # the operator CLI in a pod: --cacert/--cert/--key from the pod's env, https endpoint
+    env = pods.env(proxies[0])
+    out = subprocess.run(["redis-raft-proxy", "status", "--endpoint", proxies[0].url(admin)], env=env,
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # the replicas replicate over TLS (tls-replication yes): their master link is up
+    password = pods.env(redises[0])["REDIS_PASSWORD"]
+    for rp in redises[1:]:
+        assert _redis_client(pods, rp, password).info("replication")["master_link_status"] == "up"
 
 
 def _status(pod: Pod, admin: int) -> dict:
@@ -150,13 +227,15 @@ def _check_cluster(pods: LocalPods, redises: list[Pod], proxies: list[Pod]) -> s
     return leader
 
 
-@pytest.mark.parametrize("target", ["base"])
+@pytest.mark.parametrize("target", ["base", "overlays/tls"])
 def test_statefulsets_run_a_working_cluster(target, tmp_path):
     pods, redises, proxies = _start(target, tmp_path)
     try:
         assert len(redises) == 3 and len(proxies) == 3
         leader = _check_cluster(pods, redises, proxies)
         admin = _admin(pods)
+        if target == "overlays/tls":
+            _check_only_tls(pods, redises, proxies)
         by_name = {p.name: p for p in proxies}
 
         # preStop on a follower: nothing moves.

@@ -4,6 +4,7 @@ pinned Kubernetes version, and the manifests agree with the proxy's config
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import tomllib
 from pathlib import Path
@@ -14,14 +15,19 @@ import pytest
 from proxy.config import Config, ConfigError, load_config, parse_addr
 
 from .kube import (
+    EXTERNAL_SECRETS,
     K8S_VERSION,
+    TLS_SECRET,
     committed_secret_keys,
     container,
     container_env,
     container_port,
     kustomizations,
+    kustomize_dir,
+    map_mount_paths,
     pod_spec,
     pod_spec_labels,
+    pod_volumes,
     render,
     render_committed,
 )
@@ -33,7 +39,7 @@ CONFIG_ARG = "--config"
 
 def test_every_overlay_is_checked():
     assert TARGETS[0] == "base"
-    assert {"overlays/loadbalancer", "overlays/scale-5", "overlays/production"} <= set(TARGETS)
+    assert {"overlays/loadbalancer", "overlays/scale-5", "overlays/production", "overlays/tls"} <= set(TARGETS)
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -138,14 +144,32 @@ def _pod_env(r, ordinal: int) -> dict[str, str]:
 
 
 def _config(r, ordinal: int = 0, tmp: Path | None = None) -> Config:
+    """The config of proxy pod `ordinal` as it loads in the pod: its volumes (ConfigMap,
+    Secret files) written under `tmp`, the env's mount paths mapped there."""
     import tempfile
 
-    cm, key, _ = _toml_path(r)
-    d = Path(tmp or tempfile.mkdtemp(prefix="k8s-toml-"))
-    path = d / key
-    path.write_text(r.configmap(cm)[key])
-    env = {k: v for k, v in _pod_env(r, ordinal).items() if k.startswith("REDIS_RAFT_PROXY_")}
-    return load_config(str(path), env=env)
+    _, key, mount = _toml_path(r)
+    mounts = pod_volumes(r, r.get("StatefulSet", PROXY), Path(tmp or tempfile.mkdtemp(prefix="k8s-toml-"))
+                         / f"{PROXY}-{ordinal}")
+    env = {k: map_mount_paths(mounts, v) for k, v in _pod_env(r, ordinal).items() if k.startswith("REDIS_RAFT_PROXY_")}
+    return load_config(str(mounts[mount] / key), env=env)
+
+
+SECRET_FILE_ENV = {"REDIS_RAFT_PROXY_RAFT_SECRET_FILE": "raft-secret",
+                   "REDIS_RAFT_PROXY_REDIS_PASSWORD_FILE": "redis-password"}
+
+
+def _secret_file(r, env_name: str) -> tuple[dict, dict, str]:
+    """(volume, volumeMount, key of the Secret) of the file the proxy's env `env_name` names."""
+    sts = r.get("StatefulSet", PROXY)
+    c = container(sts)
+    path = next(e["value"] for e in c["env"] if e["name"] == env_name)
+    mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/"))
+    vol = next(v for v in pod_spec(sts)["volumes"] if v["name"] == mount["name"])
+    rel = path[len(mount["mountPath"].rstrip("/")) + 1:]
+    items = (vol.get("secret") or {}).get("items")
+    key = next((i["key"] for i in items if i["path"] == rel), None) if items else rel
+    return vol, mount, key
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -159,12 +183,49 @@ def test_config_toml_loads_with_the_proxy_loader(target, tmp_path):
     for i in range(replicas):
         cfg = _config(r, i, tmp_path)
         assert cfg.node == f"{PROXY}-{i}"
-        assert cfg.raft_secret and cfg.redis_password, "secrets reach the proxy through the environment"
+        secret = _proxy_secret(r)
+        assert (cfg.raft_secret, cfg.redis_password) == (secret["raft-secret"], secret["redis-password"]), \
+            "the secrets reach the proxy as the mounted Secret's files"
     # the secrets are not in the ConfigMap
-    secret = r.secret(next(e["valueFrom"]["secretKeyRef"]["name"] for e in container(sts)["env"]
-                           if e["name"] == "REDIS_RAFT_PROXY_RAFT_SECRET"))
-    for value in secret.values():
+    for value in _proxy_secret(r).values():
         assert value not in text
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_proxy_secrets_are_read_only_files_the_proxy_user_can_read(target):
+    """raft-secret and redis-password are files of a read-only Secret volume, not env
+    values (env shows in `kubectl describe pod` and /proc/<pid>/environ); the kubelet
+    writes them as root:<fsGroup> with the volume's mode, which must let the pod's
+    non-root user (through the group) read them and no one else."""
+    r = render(target)
+    sts = r.get("StatefulSet", PROXY)
+    c = container(sts)
+    for e in c["env"]:
+        ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+        assert not (ref and ref["key"] in SECRET_FILE_ENV.values()), f"{e['name']}: a secret as an env value"
+        assert e["name"] not in ("REDIS_RAFT_PROXY_RAFT_SECRET", "REDIS_RAFT_PROXY_REDIS_PASSWORD")
+    for env_name, key in SECRET_FILE_ENV.items():
+        vol, mount, vol_key = _secret_file(r, env_name)
+        assert "secret" in vol and vol_key == key, f"{env_name}: not the Secret's key {key}"
+        assert r.get("Secret", vol["secret"]["secretName"]) and mount.get("readOnly") is True
+        _assert_only_the_pod_user_reads(sts, c, vol, key)
+
+
+def _assert_only_the_pod_user_reads(sts: dict, c: dict, vol: dict, key: str) -> None:
+    """The kubelet writes a Secret volume's files as root:<fsGroup> (root:root without
+    one) with the item's mode or the volume's defaultMode (0644): the container's
+    non-root user must read `key` through its groups, and other users not at all."""
+    psc, csc = pod_spec(sts)["securityContext"], c.get("securityContext") or {}
+    uid = csc.get("runAsUser", psc.get("runAsUser"))
+    gids = {csc.get("runAsGroup", psc.get("runAsGroup")), psc.get("fsGroup"), *psc.get("supplementalGroups", [])}
+    assert uid not in (None, 0)
+    item = next((i for i in vol["secret"].get("items", []) if i["key"] == key), {})
+    mode = int(item.get("mode", vol["secret"].get("defaultMode", 0o644)))
+    file_gid = psc.get("fsGroup", 0)
+    where = f"{sts['metadata']['name']}: volume {vol['name']} key {key}"
+    assert mode & 0o040 and file_gid in gids, f"{where}: mode {mode:o}, group {file_gid}: unreadable for " \
+        f"uid {uid} groups {gids}"
+    assert not mode & 0o007, f"{where}: mode {mode:o} lets any user read it"
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -185,9 +246,15 @@ def test_committed_secret_is_a_placeholder_the_proxies_refuse(target, tmp_path):
 
 
 def _proxy_secret(r) -> dict[str, str]:
-    """The Secret the proxy's REDIS_RAFT_PROXY_RAFT_SECRET comes from (its name carries a hash)."""
-    return r.secret(next(e["valueFrom"]["secretKeyRef"]["name"] for e in container(r.get("StatefulSet", PROXY))["env"]
-                         if e["name"] == "REDIS_RAFT_PROXY_RAFT_SECRET"))
+    """The Secret the proxy's raft_secret_file is mounted from (its name carries a hash)."""
+    vol, _, _ = _secret_file(r, "REDIS_RAFT_PROXY_RAFT_SECRET_FILE")
+    return r.secret(vol["secret"]["secretName"])
+
+
+def _client_port(cfg: Config) -> int:
+    """The client port: `port`, or `tls_port` with the plain port off (components/tls)."""
+    assert bool(cfg.port) != bool(cfg.tls_port), "one client port: plain text or TLS, not both"
+    return cfg.port or cfg.tls_port
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -196,14 +263,19 @@ def test_proxy_ports_probes_and_services_agree_with_config(target):
     cfg = _config(r)
     sts = r.get("StatefulSet", PROXY)
     c = container(sts)
-    assert container_port(c, "redis") == cfg.port == 6380
+    # one client port, plain text or (components/tls) TLS only
+    assert container_port(c, "redis") == _client_port(cfg) == 6380
     assert container_port(c, "admin") == cfg.admin_port == 8000
     assert cfg.bind == "0.0.0.0", "listen on the pod IP"
     ready, live = c["readinessProbe"]["httpGet"], c["livenessProbe"]["httpGet"]
-    assert (ready["path"], container_port(c, ready["port"])) == ("/readyz", cfg.admin_port)
-    assert (live["path"], container_port(c, live["port"])) == ("/healthz", cfg.admin_port)
+    scheme = cfg.admin_scheme.upper()
+    assert (ready["path"], container_port(c, ready["port"]), ready.get("scheme", "HTTP")) == \
+        ("/readyz", cfg.admin_port, scheme)
+    assert (live["path"], container_port(c, live["port"]), live.get("scheme", "HTTP")) == \
+        ("/healthz", cfg.admin_port, scheme)
     ann = sts["spec"]["template"]["metadata"]["annotations"]
     assert ann["prometheus.io/scrape"] == "true"
+    assert ann.get("prometheus.io/scheme", "http") == cfg.admin_scheme
     assert int(ann["prometheus.io/port"]) == cfg.admin_port and ann["prometheus.io/path"] == "/metrics"
 
     labels = pod_spec_labels(sts)
@@ -212,7 +284,7 @@ def test_proxy_ports_probes_and_services_agree_with_config(target):
     assert client["spec"].get("type", "ClusterIP") in ("ClusterIP", "LoadBalancer")
     assert not client["spec"].get("publishNotReadyAddresses"), "clients reach only Ready proxies"
     (cport,) = client["spec"]["ports"]
-    assert cport["port"] == 6380 and container_port(c, cport["targetPort"]) == cfg.port
+    assert cport["port"] == 6380 and container_port(c, cport["targetPort"]) == _client_port(cfg)
     peers_svc = services[sts["spec"]["serviceName"]]
     assert peers_svc["spec"]["clusterIP"] == "None"
     assert peers_svc["spec"]["publishNotReadyAddresses"] is True, \
@@ -232,11 +304,10 @@ def test_peers_are_the_statefulset_pods(target):
     assert len(urls) in (3, 5) and len(urls) <= replicas
     for name, url in urls.items():
         u = urlsplit(url)
-        assert (u.scheme, u.hostname, u.port) == ("http", f"{name}.{headless}", cfg.admin_port)
+        assert (u.scheme, u.hostname, u.port) == (cfg.admin_scheme, f"{name}.{headless}", cfg.admin_port)
     for i in range(replicas):
-        env = _pod_env(r, i)
         # advertise_url of each pod is its own peer URL
-        assert env["REDIS_RAFT_PROXY_ADVERTISE_URL"] == f"http://{PROXY}-{i}.{headless}:{cfg.admin_port}"
+        assert _config(r, i).advertise_url == f"{cfg.admin_scheme}://{PROXY}-{i}.{headless}:{cfg.admin_port}"
     if replicas > len(urls):
         # later pods join through a Service of Ready proxies on the admin port
         join = _pod_env(r, replicas - 1)["REDIS_RAFT_PROXY_JOIN"]
@@ -255,9 +326,14 @@ def test_redis_nodes_are_the_redis_pods(target):
     cfg = _config(r)
     sts = r.get("StatefulSet", REDIS)
     c = container(sts)
-    conf_text = _redis_conf(r)
-    directives = _directives(conf_text)
-    port = int(directives["port"])
+    directives = _redis_directives(r)
+    # one port: plain text, or (components/tls) TLS only, which the proxies then speak
+    tls = int(directives.get("tls-port", "0"))
+    assert bool(tls) != bool(int(directives["port"])), "one Redis port: plain text or TLS, not both"
+    port = tls or int(directives["port"])
+    assert cfg.tls_upstream == bool(tls)
+    if tls:
+        assert directives["tls-replication"] == "yes", "replication over TLS too"
     assert container_port(c, "redis") == port
     expected = [f"{REDIS}-{i}.{sts['spec']['serviceName']}:{port}" for i in range(sts["spec"]["replicas"])]
     assert cfg.redis_nodes == expected
@@ -269,21 +345,40 @@ def test_redis_nodes_are_the_redis_pods(target):
         parse_addr(host_port)
 
 
-def _redis_conf(r) -> str:
+def _redis_confs(r) -> tuple[str, dict[str, str]]:
+    """(mountPath, {key: text}) of the Redis ConfigMap volume."""
     sts = r.get("StatefulSet", REDIS)
     vol = next(v for v in pod_spec(sts)["volumes"] if "configMap" in v)
-    data = r.configmap(vol["configMap"]["name"])
-    (text,) = data.values()
-    return text
+    mount = next(m["mountPath"] for m in container(sts)["volumeMounts"] if m["name"] == vol["name"])
+    return mount, r.configmap(vol["configMap"]["name"])
+
+
+def _redis_directives(r) -> dict[str, str]:
+    """The directives of redis.conf and of the files its `include` patterns match in the
+    same ConfigMap (in Redis' order: alphabetical, at the include), later ones winning."""
+    mount, data = _redis_confs(r)
+    out: dict[str, str] = {}
+    for line in _lines(data["redis.conf"]):
+        word, _, rest = line.partition(" ")
+        if word.lower() == "include":
+            assert rest.startswith(mount.rstrip("/") + "/"), f"include {rest}: not in the ConfigMap"
+            for key in sorted(k for k in data if fnmatch.fnmatch(k, rest[len(mount.rstrip("/")) + 1:])):
+                assert key != "redis.conf"
+                out.update(_directives(data[key]))
+        else:
+            out[word.lower()] = rest.strip()
+    return out
+
+
+def _lines(text: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
 
 
 def _directives(text: str) -> dict[str, str]:
     out = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            word, _, rest = line.partition(" ")
-            out[word.lower()] = rest.strip()
+    for line in _lines(text):
+        word, _, rest = line.partition(" ")
+        out[word.lower()] = rest.strip()
     return out
 
 
@@ -292,15 +387,16 @@ def test_redis_config_names_no_master_and_keeps_secrets_out(target):
     r = render(target)
     sts = r.get("StatefulSet", REDIS)
     c = container(sts)
-    d = _directives(_redis_conf(r))
-    assert not {"replicaof", "slaveof", "requirepass", "masterauth"} & set(d), \
-        "roles come from the proxies (REPLICAOF); passwords from the Secret"
+    conf_mount, confs = _redis_confs(r)
+    for text in confs.values():
+        assert not {"replicaof", "slaveof", "requirepass", "masterauth"} & set(_directives(text)), \
+            "roles come from the proxies (REPLICAOF); passwords from the Secret"
+    d = _redis_directives(r)
     assert container(sts)["image"].startswith("redis:7"), "stock redis:7 image"
     script = " ".join(c["command"] + c["args"])
     assert "requirepass" in script and "masterauth" in script and "$REDIS_PASSWORD" in script
     data_mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "data")
     assert d["dir"] == data_mount
-    conf_mount = next(m for m in c["volumeMounts"] if m["name"] == "config")["mountPath"]
     assert f"{conf_mount}/redis.conf" in script
 
 
@@ -365,8 +461,12 @@ def test_prestop_transfers_leadership(target):
     cfg = _config(r)
     c = container(r.get("StatefulSet", PROXY))
     script = " ".join(c["lifecycle"]["preStop"]["exec"]["command"])
-    assert (f"redis-raft-proxy transfer-leadership --if-leader --endpoint http://127.0.0.1:{cfg.admin_port}"
-            in script)
+    command = (f"redis-raft-proxy transfer-leadership --if-leader --endpoint "
+               f"{cfg.admin_scheme}://127.0.0.1:{cfg.admin_port}")
+    if cfg.tls_admin:
+        # the proxy's certificate is checked against the CA the proxy itself uses
+        command += f" --cacert {_pod_env(r, 0)['REDIS_RAFT_PROXY_TLS_CA_CERT_FILE']}"
+    assert command in script
     grace = pod_spec(r.get("StatefulSet", PROXY))["terminationGracePeriodSeconds"]
     assert grace >= 15
 
@@ -383,6 +483,17 @@ def test_secret_references_resolve(target):
             for v in pod_spec(sts)["volumes"]:
                 if "configMap" in v:
                     r.configmap(v["configMap"]["name"])
+                if "secret" in v and not v["secret"].get("optional"):
+                    name = v["secret"]["secretName"]
+                    if name in EXTERNAL_SECRETS:
+                        # made outside the manifests (cert-manager): only its documented keys
+                        assert not any(o["metadata"]["name"] == name for o in r.all("Secret"))
+                        keys = EXTERNAL_SECRETS[name][1]
+                    else:
+                        keys = r.secret(name)
+                    # a listed key the Secret lacks keeps the pod from starting
+                    missing = [i["key"] for i in v["secret"].get("items", []) if i["key"] not in keys]
+                    assert not missing, f"{sts['metadata']['name']}: volume {v['name']}: no key {missing}"
 
 
 def test_loadbalancer_overlay():
@@ -421,3 +532,66 @@ def test_network_policy_limits_the_admin_port_to_proxies_and_the_scraper():
     assert any(s.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "prometheus"
                for s in sources), "the scraper"
     assert "overlays/production" in TARGETS and not render("base").all("NetworkPolicy")
+
+
+# -- components/tls -------------------------------------------------------------
+
+TLS_FILE_KEYS = {"tls_cert_file": "tls.crt", "tls_key_file": "tls.key", "tls_ca_cert_file": "ca.crt",
+                 "tls_upstream_cert_file": "tls.crt", "tls_upstream_key_file": "tls.key",
+                 "tls_upstream_ca_cert_file": "ca.crt"}
+
+
+def _tls_mount(r, sts: dict, path: str, key: str) -> None:
+    """`path` is the file `key` of the TLS Secret, mounted read-only in `sts`'s container
+    (whole, so that a renewed Secret reaches the pod) and readable by its user only."""
+    c = container(sts)
+    mount = next((m for m in c["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+    assert mount is not None, f"{sts['metadata']['name']}: {path} is on no volume"
+    assert mount.get("readOnly") is True and not mount.get("subPath"), "a subPath mount is never updated"
+    vol = next(v for v in pod_spec(sts)["volumes"] if v["name"] == mount["name"])
+    assert vol.get("secret", {}).get("secretName") == TLS_SECRET, f"{path}: not from the Secret {TLS_SECRET}"
+    assert not vol["secret"].get("items"), "every key of the Secret, as cert-manager writes it"
+    assert path == f"{mount['mountPath'].rstrip('/')}/{key}"
+    assert key in EXTERNAL_SECRETS[TLS_SECRET][1]
+    _assert_only_the_pod_user_reads(sts, c, vol, key)
+
+
+def test_tls_overlay_secures_every_hop():
+    """overlays/tls: clients, Sentinel clients, the admin/Raft port and the hop to Redis
+    speak TLS with the certificate of the Secret redis-raft-proxy-tls; Redis serves TLS
+    only and replicates over TLS with the same files."""
+    r = render("overlays/tls")
+    cfg = _config(r)
+    assert (cfg.port, cfg.tls_port, cfg.tls_sentinel, cfg.tls_admin, cfg.tls_upstream) == (0, 6380, True, True, True)
+    assert cfg.tls_auth_clients == "yes" and cfg.tls_upstream_check_hostname
+    proxy = r.get("StatefulSet", PROXY)
+    env = _pod_env(r, 0)
+    for key, secret_key in TLS_FILE_KEYS.items():
+        _tls_mount(r, proxy, env[f"REDIS_RAFT_PROXY_{key.upper()}"], secret_key)
+    redis_sts = r.get("StatefulSet", REDIS)
+    d = _redis_directives(r)
+    assert (d["port"], d["tls-auth-clients"], d["tls-replication"]) == ("0", "yes", "yes")
+    for directive, secret_key in (("tls-cert-file", "tls.crt"), ("tls-key-file", "tls.key"),
+                                  ("tls-ca-cert-file", "ca.crt")):
+        _tls_mount(r, redis_sts, d[directive], secret_key)
+    probe = " ".join(container(redis_sts)["readinessProbe"]["exec"]["command"])
+    for flag, directive in (("--cacert", "tls-ca-cert-file"), ("--cert", "tls-cert-file"), ("--key", "tls-key-file")):
+        assert f"{flag} {d[directive]}" in probe, "redis-cli must present the certificate (tls-auth-clients yes)"
+    assert "--tls" in probe.split() and f"-p {d['tls-port']}" in probe
+    # the ServiceMonitor (production's) scrapes over https, checking the pods' certificate
+    (sm,) = r.all("ServiceMonitor")
+    ep = sm["spec"]["endpoints"][0]
+    assert ep["scheme"] == "https"
+    assert ep["tlsConfig"]["ca"]["secret"] == {"name": TLS_SECRET, "key": "ca.crt"}
+    assert ep["tlsConfig"].get("serverName") and not ep["tlsConfig"].get("insecureSkipVerify")
+    # the cert-manager objects stay out of the manifests (k8s/README.md shows them)
+    assert not [o for o in r.objects if o["apiVersion"].startswith("cert-manager.io/")]
+
+
+def test_tls_component_without_servicemonitor():
+    """components/tls on the base alone (no ServiceMonitor to patch) renders and turns TLS on."""
+    r = kustomize_dir(["base"], ["components/tls"])
+    assert not r.all("ServiceMonitor")
+    c = container(r.get("StatefulSet", PROXY))
+    assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert {e["name"]: e.get("value") for e in c["env"]}["REDIS_RAFT_PROXY_TLS_ADMIN"] == "yes"
