@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default 26379)")
     demo.add_argument("--dir", default=None, help="data directory (default: a new temp dir)")
     demo.add_argument("--redis-server", default="redis-server", help="redis-server binary")
+    demo.add_argument("--tls", action="store_true", help="TLS on every hop, with throwaway certificates made "
+                      "in the data dir (tls/: CA, Redis, proxy and client certificates)")
     from .ops_cli import add_commands
 
     add_commands(sub)

@@ -5,6 +5,12 @@ replicas) and three proxies, all on 127.0.0.1, data in a temp dir.  The demo
 watches its children: when one dies (kill it to try a failure) it says so
 and prints the command that starts it again; it never restarts anything
 behind the user's back.  Ctrl-C or SIGTERM stops everything.
+
+With --tls every hop speaks TLS (certificates from proxy/devcerts.py in the
+data dir's tls/ folder): the redis-servers serve only TLS (replication too) and
+require client certificates; the proxies serve TLS on the usual client ports,
+HTTPS between each other and to the operator, TLS on their Sentinel ports, and
+present a client certificate to Redis.
 """
 
 from __future__ import annotations
@@ -20,8 +26,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 from redis import Redis, RedisError
+
+from .devcerts import CertError, ClusterCerts, config_flags
 
 PROXY_NAMES = ("proxy-1", "proxy-2", "proxy-3")
 
@@ -84,27 +94,28 @@ def _wait_port(port: int, child: Child, timeout: float = 15.0) -> bool:
     return False
 
 
-def _replica_synced(port: int) -> bool:
+def _replica_synced(port: int, client_kwargs: dict[str, Any]) -> bool:
     try:
-        with Redis(port=port, socket_timeout=1) as r:
+        with Redis(port=port, socket_timeout=1, **client_kwargs) as r:
             return r.info("replication").get("master_link_status") == "up"
     except RedisError:
         return False
 
 
-def _wait_replicas_synced(master_port: int, timeout: float, stopping) -> bool:
+def _wait_replicas_synced(master_port: int, timeout: float, stopping: Callable[[], bool],
+                          client_kwargs: dict[str, Any]) -> bool:
     """Both replicas finished their first sync (Redis waits repl-diskless-sync-delay,
     5 s, before it starts one): until then a replica holds no data and is rightly
     never promoted, so "try a failure" would find the failover blocked."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not stopping():
-        if all(_replica_synced(master_port + i) for i in (1, 2)):
+        if all(_replica_synced(master_port + i, client_kwargs) for i in (1, 2)):
             return True
         time.sleep(0.1)
     return False
 
 
-def redis_children(args, datadir: str) -> list[Child]:
+def redis_children(args, datadir: str, certs: ClusterCerts | None = None) -> list[Child]:
     server = shutil.which(args.redis_server)
     if server is None:
         raise SystemExit("redis-raft-proxy demo: redis-server not found. On Debian: "
@@ -114,7 +125,8 @@ def redis_children(args, datadir: str) -> list[Child]:
         port = args.redis_port + i
         d = os.path.join(datadir, f"redis-{port}")
         os.makedirs(d, exist_ok=True)
-        argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", "",
+        listen = certs.redis_args(port) + ["--port", "0"] if certs else ["--port", str(port)]
+        argv = [server, *listen, "--bind", "127.0.0.1", "--dir", d, "--save", "",
                 "--appendonly", "no", "--protected-mode", "no"]
         # The first start follows the initial master. A restart must not: by then the master
         # may be another node, and the proxies' leader points the node at the right one (a
@@ -127,15 +139,23 @@ def redis_children(args, datadir: str) -> list[Child]:
     return out
 
 
-def proxy_children(args, extra: list[str], datadir: str) -> list[Child]:
+def _proxy_tls_flags(certs: ClusterCerts, port: int) -> list[str]:
+    """TLS only on the client port `port`; TLS to Redis, HTTPS admin/Raft, TLS Sentinel port."""
+    return ["--port", "0", "--tls-port", str(port), *config_flags(certs.proxy_options(admin=True, sentinel=True))]
+
+
+def proxy_children(args, extra: list[str], datadir: str, certs: ClusterCerts | None = None) -> list[Child]:
     nodes = ",".join(f"127.0.0.1:{args.redis_port + i}" for i in range(3))
-    peers = ",".join(f"{name}=http://127.0.0.1:{args.admin_port + i}" for i, name in enumerate(PROXY_NAMES))
+    scheme = "https" if certs else "http"
+    peers = ",".join(f"{name}={scheme}://127.0.0.1:{args.admin_port + i}" for i, name in enumerate(PROXY_NAMES))
     env = dict(os.environ)
     env.setdefault("REDIS_RAFT_PROXY_RAFT_SECRET", secrets.token_hex(32))   # as `openssl rand -hex 32`
     out = []
     for i, name in enumerate(PROXY_NAMES):
-        argv = [sys.executable, "-m", "proxy.cli", "run", "--node", name,
-                "--port", str(args.proxy_port + i), "--admin-port", str(args.admin_port + i),
+        port = args.proxy_port + i
+        listen = _proxy_tls_flags(certs, port) if certs else ["--port", str(port)]
+        argv = [sys.executable, "-m", "proxy.cli", "run", "--node", name, *listen,
+                "--admin-port", str(args.admin_port + i),
                 "--sentinel-port", str(args.sentinel_port + i),
                 "--redis-nodes", nodes, "--master", f"127.0.0.1:{args.redis_port}"]
         argv += ["--peers", peers, "--data-dir", os.path.join(datadir, name)]
@@ -144,11 +164,37 @@ def proxy_children(args, extra: list[str], datadir: str) -> list[Child]:
     return out
 
 
+def print_banner(args, datadir: str, secret: str, certs: ClusterCerts | None) -> None:
+    """How to reach every part of the running demo."""
+    tls = shlex.join(["--tls", *certs.cli_args()]) + " " if certs else ""
+    cacert = f" --cacert {shlex.quote(str(certs.ca.cert))}" if certs else ""
+    curl = f"curl -s{cacert} https" if certs else "curl -s http"
+    scheme = "https" if certs else "http"
+    print(f"redis-raft-proxy demo is up (data and logs in {datadir})")
+    print(f"  endpoint:  redis-cli {tls}-p {args.proxy_port}     (also {args.proxy_port + 1}, {args.proxy_port + 2})")
+    print(f"  status:    {curl}://127.0.0.1:{args.admin_port}/status")
+    print(f"  redis:     127.0.0.1:{args.redis_port} (master), {args.redis_port + 1}, {args.redis_port + 2}"
+          + (" (TLS only, client certificate required)" if certs else ""))
+    print(f"  sentinel:  127.0.0.1:{args.sentinel_port}-{args.sentinel_port + 2} (master name mymaster"
+          + (", TLS)" if certs else ")"))
+    print(f"  operator:  export REDIS_RAFT_PROXY_RAFT_SECRET={secret}; "
+          f"redis-raft-proxy status --endpoint {scheme}://127.0.0.1:{args.admin_port}{cacert}")
+    if certs:
+        print(f"  certificates: {certs.ca.dir} (throwaway CA; --cert/--key {certs.client.cert.name} "
+              "also authenticate operator commands)")
+    print("  try a failure: kill -9 a redis-server or a proxy; Ctrl-C stops everything", flush=True)
+
+
 def run_demo(args, extra: list[str]) -> int:
     datadir = args.dir or tempfile.mkdtemp(prefix="redis-raft-proxy-demo-")
     os.makedirs(datadir, exist_ok=True)
-    redis = redis_children(args, datadir)
-    proxies = proxy_children(args, extra, datadir)
+    try:
+        certs = ClusterCerts.make(Path(datadir) / "tls") if args.tls else None
+    except CertError as exc:
+        print(f"demo: cannot make the TLS certificates: {exc}", file=sys.stderr)
+        return 1
+    redis = redis_children(args, datadir, certs)
+    proxies = proxy_children(args, extra, datadir, certs)
     children = redis + proxies
     ports = [base + i for base in (args.redis_port, args.proxy_port, args.admin_port, args.sentinel_port)
              for i in range(3)]
@@ -172,7 +218,8 @@ def run_demo(args, extra: list[str]) -> int:
             if not _wait_port(args.redis_port + i, child):
                 print(f"demo: {child.name} did not start; see {child.log_path}", file=sys.stderr)
                 return 1
-        if not _wait_replicas_synced(args.redis_port, 30, lambda: stopping):
+        client_kwargs = certs.redis_py_kwargs() if certs else {}
+        if not _wait_replicas_synced(args.redis_port, 30, lambda: stopping, client_kwargs):
             print("demo: the replicas have not finished their first sync after 30 s; a failover is blocked until "
                   f"they do (see {datadir}/redis-*.log)", file=sys.stderr, flush=True)
         for child in proxies:
@@ -181,14 +228,7 @@ def run_demo(args, extra: list[str]) -> int:
             if not _wait_port(args.proxy_port + i, child, timeout=30):
                 print(f"demo: {child.name} did not start; see {child.log_path}", file=sys.stderr)
                 return 1
-        print(f"redis-raft-proxy demo is up (data and logs in {datadir})")
-        print(f"  endpoint:  redis-cli -p {args.proxy_port}     (also {args.proxy_port + 1}, {args.proxy_port + 2})")
-        print(f"  status:    curl -s http://127.0.0.1:{args.admin_port}/status")
-        print(f"  redis:     127.0.0.1:{args.redis_port} (master), {args.redis_port + 1}, {args.redis_port + 2}")
-        print(f"  sentinel:  127.0.0.1:{args.sentinel_port}-{args.sentinel_port + 2} (master name mymaster)")
-        print(f"  operator:  export REDIS_RAFT_PROXY_RAFT_SECRET={proxies[0].env['REDIS_RAFT_PROXY_RAFT_SECRET']}; "
-              f"redis-raft-proxy status --endpoint http://127.0.0.1:{args.admin_port}")
-        print("  try a failure: kill -9 a redis-server or a proxy; Ctrl-C stops everything", flush=True)
+        print_banner(args, datadir, proxies[0].env["REDIS_RAFT_PROXY_RAFT_SECRET"], certs)
         while not stopping:
             for child in children:
                 if child.proc is not None and not child.alive() and not child.reported_dead:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from .tls import TlsFiles
 
 _SAN = "subjectAltName=IP:127.0.0.1,DNS:localhost"
 _USAGE = "extendedKeyUsage=serverAuth,clientAuth"
@@ -88,3 +91,65 @@ commonName = supplied
 """)
         _openssl("ca", "-batch", "-config", str(conf), "-in", csr, "-out", crt, "-startdate", start, "-enddate", end,
                  "-extfile", ext.name, "-notext", cwd=self.dir)
+
+
+def redis_tls_args(files: TlsFiles, tls_port: int) -> list[str]:
+    """redis-server flags: TLS on `tls_port`, replication over TLS, client certificates required."""
+    return ["--tls-port", str(tls_port), "--tls-cert-file", str(files.cert), "--tls-key-file", str(files.key),
+            "--tls-ca-cert-file", str(files.ca), "--tls-replication", "yes", "--tls-auth-clients", "yes"]
+
+
+def config_flags(options: dict[str, Any]) -> list[str]:
+    """Config keys as `redis-raft-proxy run` flags: {"tls_admin": True} -> ["--tls-admin", "true"]."""
+    flags: list[str] = []
+    for key, value in options.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        flags += ["--" + key.replace("_", "-"), text]
+    return flags
+
+
+@dataclass
+class ClusterCerts:
+    """A CA with one certificate for the Redis nodes, one for the proxies and one for clients
+    (`demo --tls`, the TLS benchmark and the tests)."""
+
+    ca: DevCA
+    redis: Leaf
+    proxy: Leaf
+    client: Leaf
+
+    @classmethod
+    def make(cls, directory: Path) -> "ClusterCerts":
+        ca = DevCA(Path(directory))
+        return cls(ca, ca.leaf("redis"), ca.leaf("proxy"), ca.leaf("client"))
+
+    def redis_files(self) -> TlsFiles:
+        return TlsFiles(str(self.redis.cert), str(self.redis.key), str(self.ca.cert))
+
+    def redis_args(self, tls_port: int) -> list[str]:
+        """redis-server flags for a node serving TLS on `tls_port` (add `--port 0` for TLS only)."""
+        return redis_tls_args(self.redis_files(), tls_port)
+
+    def proxy_options(self, *, admin: bool = True, sentinel: bool = False) -> dict[str, Any]:
+        """tls_* keys for a proxy: TLS to Redis, and HTTPS between the proxies with `admin`."""
+        opts: dict[str, Any] = {
+            "tls_cert_file": str(self.proxy.cert), "tls_key_file": str(self.proxy.key),
+            "tls_ca_cert_file": str(self.ca.cert), "tls_upstream": True,
+            "tls_upstream_ca_cert_file": str(self.ca.cert), "tls_upstream_cert_file": str(self.proxy.cert),
+            "tls_upstream_key_file": str(self.proxy.key)}
+        if admin:
+            opts["tls_admin"] = True
+        if sentinel:
+            opts["tls_sentinel"] = True
+        return opts
+
+    def redis_py_kwargs(self, leaf: Leaf | None = None) -> dict[str, Any]:
+        """redis-py connection arguments: TLS, trusting the CA, presenting `leaf` (default: client)."""
+        leaf = leaf or self.client
+        return {"ssl": True, "ssl_ca_certs": str(self.ca.cert), "ssl_certfile": str(leaf.cert),
+                "ssl_keyfile": str(leaf.key)}
+
+    def cli_args(self, leaf: Leaf | None = None) -> list[str]:
+        """The --cacert/--cert/--key arguments of redis-cli, redis-benchmark and our operator CLI."""
+        leaf = leaf or self.client
+        return ["--cacert", str(self.ca.cert), "--cert", str(leaf.cert), "--key", str(leaf.key)]

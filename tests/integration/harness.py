@@ -41,6 +41,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from proxy.devcerts import redis_tls_args
+
 HOST = "127.0.0.1"
 POLL_INTERVAL = 0.02
 
@@ -549,9 +551,7 @@ class RedisServer(ManagedProcess):
                 "--dir", str(self.workdir), "--daemonize", "no", "--protected-mode", "no",
                 "--logfile", "", "--repl-diskless-sync-delay", "0"]
         if self.tls is not None:
-            args += ["--tls-port", str(self.port), "--tls-cert-file", str(self.tls.cert), "--tls-key-file",
-                     str(self.tls.key), "--tls-ca-cert-file", str(self.tls.ca), "--tls-replication", "yes",
-                     "--tls-auth-clients", "yes"]
+            args += redis_tls_args(self.tls, self.port)
         if self.replicaof:
             host, _, port = self.replicaof.rpartition(":")
             args += ["--replicaof", host, port]

@@ -127,3 +127,66 @@ def test_demo_serves_fails_over_and_stops_every_process(tmp_path: Path) -> None:
     assert not left, f"ports still served after the demo stopped: {left}"
     ps = subprocess.run(["pgrep", "-f", str(tmp_path / "demo")], capture_output=True, text=True)
     assert not ps.stdout.strip(), f"processes of the demo outlived it: {ps.stdout}"
+
+
+def start_demo(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, Output, dict[str, int]]:
+    """Run `redis-raft-proxy demo` on free ports; return it, its output and its first ports."""
+    ports = {kind: free_port_block(3) for kind in ("proxy", "admin", "redis", "sentinel")}
+    argv = [PROXY_BIN, "demo", "--proxy-port", str(ports["proxy"]), "--admin-port", str(ports["admin"]),
+            "--redis-port", str(ports["redis"]), "--sentinel-port", str(ports["sentinel"]),
+            "--dir", str(tmp_path / "demo"), *flags]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_RAFT_PROXY_")}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    out = Output(proc)
+    out.start()
+    return proc, out, ports
+
+
+def stop_demo(proc: subprocess.Popen, out: Output) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert code == 0, f"the demo exited with {code} on SIGTERM:\n{out.tail()}"
+
+
+@pytest.mark.timeout(90)
+def test_demo_tls_serves_only_tls_on_every_hop(tmp_path: Path) -> None:
+    """`demo --tls`: clients need TLS and the client certificate it made; the operator CLI
+    reaches the HTTPS admin port with its CA; a dead TLS redis-server's restart command is
+    TLS only too."""
+    proc, out, ports = start_demo(tmp_path, "--tls")
+    certs = tmp_path / "demo" / "tls"
+    proxy, admin, redis_base = ports["proxy"], ports["admin"], ports["redis"]
+    tls_kwargs = {"ssl": True, "ssl_ca_certs": str(certs / "ca.crt"), "ssl_certfile": str(certs / "client.crt"),
+                  "ssl_keyfile": str(certs / "client.key")}
+    try:
+        try:
+            wait_until(lambda: out.has(f"redis-cli --tls --cacert {certs / 'ca.crt'} --cert {certs / 'client.crt'} "
+                                       f"--key {certs / 'client.key'} -p {proxy}") or proc.poll() is not None,
+                       60, message="the demo to print its TLS endpoint")
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}\ndemo output:\n{out.tail(60)}") from None
+        assert proc.poll() is None, f"the demo exited with {proc.returncode}:\n{out.tail(60)}"
+        with redis.Redis(port=proxy, socket_timeout=5, decode_responses=True, **tls_kwargs) as cl:
+            assert cl.set("demo:tls", "v1") is True
+        with redis.Redis(port=proxy + 1, socket_timeout=5, decode_responses=True, **tls_kwargs) as cl:
+            assert wait_until(lambda: cl.get("demo:tls") == "v1", 10), "another proxy reads the write over TLS"
+        for port in (proxy, redis_base):        # plaintext on a TLS-only port: closed, or no answer
+            with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
+                redis.Redis(port=port, socket_timeout=1).ping()
+        status = subprocess.run([PROXY_BIN, "status", "--endpoint", f"https://127.0.0.1:{admin}", "--cacert",
+                                 str(certs / "ca.crt")], capture_output=True, text=True, timeout=30)
+        assert status.returncode == 0, f"status over HTTPS failed: {status.stdout}{status.stderr}"
+        assert out.has(f"redis-raft-proxy status --endpoint https://127.0.0.1:{admin} --cacert {certs / 'ca.crt'}")
+        replica = redis.Redis(port=redis_base + 2, socket_timeout=5, **tls_kwargs)
+        os.kill(replica.info("server")["process_id"], signal.SIGKILL)
+        wait_until(lambda: out.has(f"redis-{redis_base + 2} (pid"), 10, message="the demo to log the replica's exit")
+        restart = next(line for line in out.lines if f"--tls-port {redis_base + 2}" in line)
+        assert "--port 0" in restart and "--tls-replication yes" in restart, restart
+    finally:
+        stop_demo(proc, out)
