@@ -8,6 +8,7 @@ roles, as do the proxies).
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +143,13 @@ class ClusterCerts:
         if sentinel:
             opts["tls_sentinel"] = True
         return opts
+
+    def client_context(self, leaf: Leaf | None = None) -> ssl.SSLContext:
+        """A client context trusting the CA and presenting `leaf` (default: the client certificate)."""
+        leaf = leaf or self.client
+        ctx = ssl.create_default_context(cafile=str(self.ca.cert))
+        ctx.load_cert_chain(str(leaf.cert), str(leaf.key))
+        return ctx
 
     def redis_py_kwargs(self, leaf: Leaf | None = None) -> dict[str, Any]:
         """redis-py connection arguments: TLS, trusting the CA, presenting `leaf` (default: client)."""

@@ -201,7 +201,13 @@ class TlsAcceptor(asyncio.Protocol):
     """One accepted TCP connection whose TLS handshake the proxy runs itself
     (`loop.start_tls`), so that a failed or stalled handshake (a plaintext client,
     an untrusted or expired certificate) closes that connection with a log line
-    naming the client; asyncio's own TLS server drops such connections silently."""
+    naming the client; asyncio's own TLS server drops such connections silently.
+
+    uvloop starts reading only after connection_made returns, so pausing there does
+    nothing and a client's ClientHello, when it comes quickly, reaches this
+    protocol before start_tls has taken the transport over: those bytes are kept
+    and handed to the TLS layer (dropping them stalled the handshake until it timed
+    out, for most of redis-benchmark's connections)."""
 
     def __init__(self, make_protocol, ctx: ssl.SSLContext, timeout_s: float, listener: str,
                  failures: dict[str, int]) -> None:
@@ -211,6 +217,7 @@ class TlsAcceptor(asyncio.Protocol):
         self._listener = listener
         self._failures = failures      # listener -> handshakes failed (for /metrics)
         self._transport: asyncio.Transport | None = None
+        self._early: list[bytes] = []       # bytes that came before start_tls took the transport
 
     def connection_made(self, transport) -> None:
         self._transport = transport
@@ -220,9 +227,22 @@ class TlsAcceptor(asyncio.Protocol):
     async def _handshake(self) -> None:
         transport, loop = self._transport, asyncio.get_running_loop()
         proto = self._make()
-        try:
+
+        async def upgrade() -> None:
             tls_transport = await loop.start_tls(transport, proto, self._ctx, server_side=True,
                                                  ssl_handshake_timeout=self._timeout)
+            proto.connection_made(tls_transport)
+
+        handshake = loop.create_task(upgrade())
+        # One step: start_tls has paused the transport and swapped in its TLS protocol,
+        # whose connection_made and resume_reading are queued; the kept bytes go after
+        # connection_made and before anything the resumed transport reads.
+        await asyncio.sleep(0)
+        if self._early:
+            loop.call_soon(_replay, transport.get_protocol(), b"".join(self._early))
+            self._early = []
+        try:
+            await handshake
         except (ssl.SSLError, OSError, asyncio.TimeoutError, ConnectionError) as exc:
             self._failures[self._listener] = self._failures.get(self._listener, 0) + 1
             peer = transport.get_extra_info("peername")
@@ -230,14 +250,26 @@ class TlsAcceptor(asyncio.Protocol):
             log.warning("event=tls_handshake_failed listener=%s client=%s error=%r", self._listener,
                         f"{peer[0]}:{peer[1]}" if peer else "?", reason)
             transport.abort()
-            return
-        proto.connection_made(tls_transport)
 
-    def data_received(self, data: bytes) -> None:     # never: reading is paused until start_tls
-        pass
+    def data_received(self, data: bytes) -> None:     # only before start_tls took over (uvloop)
+        self._early.append(data)
 
     def connection_lost(self, exc) -> None:
         pass
+
+
+def _replay(proto: asyncio.BaseProtocol, data: bytes) -> None:
+    """Hand `data` to `proto` as if the transport had just read it."""
+    if isinstance(proto, asyncio.BufferedProtocol) or hasattr(proto, "get_buffer"):
+        view = memoryview(data)
+        while view:
+            buf = memoryview(proto.get_buffer(len(view)))
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            proto.buffer_updated(n)
+            view = view[n:]
+    else:
+        proto.data_received(data)
 
 
 def tls_protocol_factory(make_protocol, tls: "ProxyTls", listener: str):
