@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -137,14 +138,16 @@ def _read_line(sock: socket.socket) -> bytes:
     return buf
 
 
-def answers(port: int, timeout_s: float = 1.0) -> bool:
-    """True when the server on `port` answers PING with +PONG and a SET with +OK.
+def answers(port: int, timeout_s: float = 1.0, tls: ssl.SSLContext | None = None) -> bool:
+    """True when the server on `port` answers PING with +PONG and a SET with +OK
+    (over TLS with the client context `tls`).
 
     The SET matters for proxies: they may answer PING before they know
     where to send writes.
     """
     try:
-        with socket.create_connection((HOST, port), timeout=timeout_s) as sock:
+        with socket.create_connection((HOST, port), timeout=timeout_s) as raw, \
+                (tls.wrap_socket(raw, server_hostname=HOST) if tls else raw) as sock:
             sock.sendall(resp_encode("PING"))
             if not _read_line(sock).startswith(b"+PONG"):
                 return False
@@ -154,7 +157,7 @@ def answers(port: int, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def wait_ready(managed: Managed, port: int, timeout_s: float) -> float:
+def wait_ready(managed: Managed, port: int, timeout_s: float, tls: ssl.SSLContext | None = None) -> float:
     """Poll `port` until it answers (see answers()); return the seconds it took.
 
     Raises StartError, with the tail of the process's log, when the process
@@ -165,7 +168,7 @@ def wait_ready(managed: Managed, port: int, timeout_s: float) -> float:
         if not managed.alive():
             raise StartError(f"{managed.name} exited with status {managed.proc.returncode}"
                              f"\n{managed.log_tail()}")
-        if answers(port):
+        if answers(port, tls=tls):
             return time.monotonic() - start
         if time.monotonic() - start > timeout_s:
             raise StartError(f"{managed.name} did not answer PING/SET on port {port} within "

@@ -62,9 +62,10 @@ class BenchSettings:
     timeout_s: float
 
 
-def bench_argv(port: int, settings: BenchSettings, pipeline: int) -> list[str]:
-    """The redis-benchmark command line for one run."""
-    return ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", ",".join(settings.tests),
+def bench_argv(port: int, settings: BenchSettings, pipeline: int,
+               client_args: Sequence[str] = ()) -> list[str]:
+    """The redis-benchmark command line for one run (`client_args`: e.g. --tls --cacert ...)."""
+    return ["redis-benchmark", "-h", HOST, "-p", str(port), *client_args, "-t", ",".join(settings.tests),
             "-c", str(settings.clients), "-n", str(settings.requests[pipeline]),
             "-P", str(pipeline), "--csv"]
 
@@ -137,7 +138,7 @@ def _run(argv: Sequence[str], timeout_s: float,
 def run_once(target: Target, settings: BenchSettings, pipeline: int, round_no: int,
              is_alive: Callable[[Target], bool]) -> list[Sample]:
     """Run redis-benchmark once against `target`; one Sample per test."""
-    argv = bench_argv(target.port, settings, pipeline)
+    argv = bench_argv(target.port, settings, pipeline, target.client_args)
     done = _run(argv, settings.timeout_s, lambda: is_alive(target))
     parsed = parse_csv(done.stdout)
     missing = [t for t in settings.tests if t.upper() not in parsed]

@@ -5,6 +5,10 @@ work directory, starts the server through the ProcessRegistry, waits until
 it answers PING and SET, and returns a `Target`. Failures raise StartError
 (or OSError when the binary is missing); the caller decides whether that
 is fatal (redis-server) or means skipping the target (everything else).
+
+With `certs` (proxy.devcerts.ClusterCerts) redis-server and our proxy serve
+only TLS, with client certificates required, and the proxy reaches Redis over
+TLS; the Target then carries the redis-benchmark flags for TLS.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .procs import HOST, ProcessRegistry, free_ports, wait_ready
+
+if TYPE_CHECKING:
+    from proxy.devcerts import ClusterCerts
 
 DIRECT = "direct"
 PROXY = "proxy"
@@ -35,6 +42,7 @@ class Target:
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)
     startup_s: float = 0.0
+    client_args: list[str] = field(default_factory=list)   # extra redis-benchmark flags (--tls ...)
 
 
 @dataclass
@@ -92,15 +100,22 @@ def require_binary(name: str) -> str:
     return path
 
 
-def start_redis(reg: ProcessRegistry, workdir: Path, timeout_s: float) -> Target:
-    """Start a throwaway redis-server (no RDB, no AOF) in `workdir`."""
+def tls_client_args(certs: "ClusterCerts | None") -> list[str]:
+    """redis-benchmark flags for a TLS target (none without `certs`)."""
+    return ["--tls", *certs.cli_args()] if certs else []
+
+
+def start_redis(reg: ProcessRegistry, workdir: Path, timeout_s: float,
+                certs: "ClusterCerts | None" = None) -> Target:
+    """Start a throwaway redis-server (no RDB, no AOF) in `workdir`; TLS only with `certs`."""
     workdir.mkdir(parents=True, exist_ok=True)
     (port,) = free_ports(1)
-    argv = [require_binary("redis-server"), "--port", str(port), "--bind", HOST,
+    listen = [*certs.redis_args(port), "--port", "0"] if certs else ["--port", str(port)]
+    argv = [require_binary("redis-server"), *listen, "--bind", HOST,
             "--save", "", "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no"]
     managed = reg.start(DIRECT, argv, workdir / "redis.log", cwd=workdir)
-    startup = wait_ready(managed, port, timeout_s)
-    return Target(DIRECT, DIRECT, port, argv, startup_s=startup)
+    startup = wait_ready(managed, port, timeout_s, certs.client_context() if certs else None)
+    return Target(DIRECT, DIRECT, port, argv, startup_s=startup, client_args=tls_client_args(certs))
 
 
 def haproxy_config(port: int, redis_port: int, threads: int) -> str:
@@ -169,22 +184,30 @@ def start_twemproxy(reg: ProcessRegistry, workdir: Path, redis_port: int,
 
 
 def proxy_argv(binary: str, port: int, admin_port: int, redis_port: int,
-               extra: Sequence[str]) -> list[str]:
-    """Command line of our proxy as a single node in front of one redis."""
-    return [binary, "run", "--node", "bench", "--port", str(port), "--admin-port", str(admin_port),
+               extra: Sequence[str], certs: "ClusterCerts | None" = None) -> list[str]:
+    """Command line of our proxy as a single node in front of one redis; with `certs`
+    it serves only TLS on `port` and reaches redis over TLS."""
+    if certs:
+        from proxy.devcerts import config_flags
+
+        listen = ["--port", "0", "--tls-port", str(port), *config_flags(certs.proxy_options(admin=False))]
+    else:
+        listen = ["--port", str(port)]
+    return [binary, "run", "--node", "bench", *listen, "--admin-port", str(admin_port),
             "--redis-nodes", f"{HOST}:{redis_port}", "--read-policy", "master", *extra]
 
 
 def start_proxy(reg: ProcessRegistry, workdir: Path, binary: str, redis_port: int,
-                spec: ProxySpec, timeout_s: float) -> Target:
-    """Start our proxy (one instance per ProxySpec) in front of redis."""
+                spec: ProxySpec, timeout_s: float, certs: "ClusterCerts | None" = None) -> Target:
+    """Start our proxy (one instance per ProxySpec) in front of redis (TLS everywhere with `certs`)."""
     if not os.access(binary, os.X_OK):
         raise FileNotFoundError(f"{binary} is missing or not executable "
                                 "(is the proxy installed in the venv?)")
     workdir.mkdir(parents=True, exist_ok=True)
     port, admin_port = free_ports(2)
-    argv = proxy_argv(binary, port, admin_port, redis_port, spec.args)
+    argv = proxy_argv(binary, port, admin_port, redis_port, spec.args, certs)
     env = {**os.environ, **spec.env}
     managed = reg.start(spec.name, argv, workdir / "proxy.log", env=env, cwd=workdir)
-    startup = wait_ready(managed, port, timeout_s)
-    return Target(spec.name, PROXY, port, argv, dict(spec.env), startup_s=startup)
+    startup = wait_ready(managed, port, timeout_s, certs.client_context() if certs else None)
+    return Target(spec.name, PROXY, port, argv, dict(spec.env), startup_s=startup,
+                  client_args=tls_client_args(certs))
