@@ -226,12 +226,12 @@ class TlsAcceptor(asyncio.Protocol):
 
     async def _handshake(self) -> None:
         transport, loop = self._transport, asyncio.get_running_loop()
-        proto = self._make()
+        held = _HeldUntilConnected()
 
         async def upgrade() -> None:
-            tls_transport = await loop.start_tls(transport, proto, self._ctx, server_side=True,
+            tls_transport = await loop.start_tls(transport, held, self._ctx, server_side=True,
                                                  ssl_handshake_timeout=self._timeout)
-            proto.connection_made(tls_transport)
+            held.connect(self._make(), tls_transport)
 
         handshake = loop.create_task(upgrade())
         # One step: start_tls has paused the transport and swapped in its TLS protocol,
@@ -256,6 +256,40 @@ class TlsAcceptor(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         pass
+
+
+class _HeldUntilConnected(asyncio.Protocol):
+    """The application protocol start_tls is given. The TLS layer may deliver the
+    client's first command in the same step that completes the handshake, before
+    start_tls has returned the transport for connection_made: such data (and an EOF
+    or a loss) is held here, then handed to the session after its connection_made,
+    and the transport talks to the session directly from then on."""
+
+    def __init__(self) -> None:
+        self._held: list[bytes] = []
+        self._eof = False
+        self._lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self._held.append(bytes(data))
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = (exc,)
+
+    def connect(self, proto: asyncio.Protocol, transport: asyncio.Transport) -> None:
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
+        if self._held:
+            _replay(proto, b"".join(self._held))
+            self._held = []
+        if self._eof and not proto.eof_received():
+            transport.close()
+        if self._lost is not None:
+            proto.connection_lost(self._lost[0])
 
 
 def _replay(proto: asyncio.BaseProtocol, data: bytes) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,54 @@ async def serve_and_connect(certs: ClusterCerts) -> list[str]:
 def test_every_handshake_completes(tmp_path: Path, runner) -> None:
     certs = ClusterCerts.make(tmp_path)
     assert runner(serve_and_connect(certs)) == ["+PONG\r\n"] * CONNECTIONS
+
+
+def finished_and_command_in_one_segment(certs: ClusterCerts, port: int) -> str:
+    """A TLS 1.3 client whose last handshake flight and first command leave in one
+    TCP segment (redis-benchmark does this), so the server's TLS layer has the command
+    as soon as the handshake completes."""
+    ctx = certs.client_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if outgoing.pending:
+                    s.sendall(outgoing.read())
+                data = s.recv(65536)
+                if not data:
+                    return "closed during the handshake"
+                incoming.write(data)
+        tls.write(b"PING\r\n")
+        s.sendall(outgoing.read())      # client Finished + the command, together
+        while True:
+            try:
+                return tls.read(100).decode()
+            except ssl.SSLWantReadError:
+                data = s.recv(65536)
+                if not data:
+                    return "closed"
+                incoming.write(data)
+
+
+async def serve_one(certs: ClusterCerts, client) -> list[str]:
+    own = TlsFiles(str(certs.proxy.cert), str(certs.proxy.key), str(certs.ca.cert))
+    tls = ProxyTls(clients=server_context(own), handshake_timeout_s=2.0)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(tls_protocol_factory(Pong, tls, "test"), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        return [await loop.run_in_executor(None, client, certs, port) for _ in range(5)]
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("runner", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def test_a_command_that_arrives_with_the_handshake_is_served(tmp_path: Path, runner) -> None:
+    """The command must reach the session after its connection_made (before the fix it
+    could arrive first, and the session had no transport to answer on)."""
+    certs = ClusterCerts.make(tmp_path)
+    assert runner(serve_one(certs, finished_and_command_in_one_segment)) == ["+PONG\r\n"] * 5
