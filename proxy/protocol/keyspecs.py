@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .reply_maps import as_map
+
 
 @dataclass(frozen=True)
 class KeySpec:
@@ -29,14 +31,6 @@ class KeySpec:
     incomplete: bool = False    # Redis' INCOMPLETE flag: keys may hide elsewhere too
 
 
-def _pairs(flat) -> dict[bytes, object]:
-    """A RESP2 flattened map (or a RESP3 dict) as a dict with bytes keys."""
-    if isinstance(flat, dict):
-        return {(k.encode() if isinstance(k, str) else k): v for k, v in flat.items()}
-    it = iter(flat)
-    return {(k.encode() if isinstance(k, str) else k): v for k, v in zip(it, it)}
-
-
 def _b(x) -> bytes:
     return x.encode() if isinstance(x, str) else bytes(x)
 
@@ -45,16 +39,16 @@ def parse_key_specs(raw: list) -> tuple[KeySpec, ...]:
     """The key specs of one `COMMAND INFO` entry (its element 8)."""
     out = []
     for item in raw or ():
-        d = _pairs(item)
-        flags = {_b(f).upper() for f in d.get(b"flags", [])}
-        bs, fk = _pairs(d.get(b"begin_search", [])), _pairs(d.get(b"find_keys", []))
-        bspec, fspec = _pairs(bs.get(b"spec", [])), _pairs(fk.get(b"spec", []))
-        begin, find = _b(bs.get(b"type", b"unknown")).decode(), _b(fk.get(b"type", b"unknown")).decode()
-        out.append(KeySpec(begin=begin, index=int(bspec.get(b"index", 0)), keyword=_b(bspec.get(b"keyword", b"")),
-                           startfrom=int(bspec.get(b"startfrom", 0)), find=find,
-                           lastkey=int(fspec.get(b"lastkey", 0)), keystep=int(fspec.get(b"keystep", 1)),
-                           limit=int(fspec.get(b"limit", 0)), keynumidx=int(fspec.get(b"keynumidx", 0)),
-                           firstkey=int(fspec.get(b"firstkey", 1)), incomplete=b"INCOMPLETE" in flags))
+        d = as_map(item)
+        flags = {_b(f).upper() for f in d.get("flags", [])}
+        bs, fk = as_map(d.get("begin_search", [])), as_map(d.get("find_keys", []))
+        bspec, fspec = as_map(bs.get("spec", [])), as_map(fk.get("spec", []))
+        begin, find = _b(bs.get("type", b"unknown")).decode(), _b(fk.get("type", b"unknown")).decode()
+        out.append(KeySpec(begin=begin, index=int(bspec.get("index", 0)), keyword=_b(bspec.get("keyword", b"")),
+                           startfrom=int(bspec.get("startfrom", 0)), find=find,
+                           lastkey=int(fspec.get("lastkey", 0)), keystep=int(fspec.get("keystep", 1)),
+                           limit=int(fspec.get("limit", 0)), keynumidx=int(fspec.get("keynumidx", 0)),
+                           firstkey=int(fspec.get("firstkey", 1)), incomplete=b"INCOMPLETE" in flags))
     return tuple(out)
 
 

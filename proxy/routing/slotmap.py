@@ -7,6 +7,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Iterable
 
+from ..protocol.reply_maps import as_map
 from .keyslot import SLOTS
 
 
@@ -66,13 +67,6 @@ class SlotMap:
         return out
 
 
-def _pairs(flat) -> dict:
-    if isinstance(flat, dict):
-        return {(k.decode() if isinstance(k, bytes) else k): v for k, v in flat.items()}
-    it = iter(flat)
-    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in zip(it, it)}
-
-
 def _text(x) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
@@ -82,12 +76,12 @@ def shards_from_cluster_shards(reply: list) -> list[Shard]:
     address is its `ip` (or `endpoint`) and `port` (or `tls-port`)."""
     out = []
     for entry in reply:
-        d = _pairs(entry)
+        d = as_map(entry)
         flat = [int(x) for x in d.get("slots", [])]
         ranges = tuple(zip(flat[0::2], flat[1::2]))
         master, master_id, replicas = None, "", []
         for node in d.get("nodes", []):
-            n = _pairs(node)
+            n = as_map(node)
             host = _text(n.get("ip") or n.get("endpoint") or "")
             port = n.get("port") or n.get("tls-port")
             addr = f"{host}:{int(port)}"

@@ -115,13 +115,7 @@ def test_demo_serves_fails_over_and_stops_every_process(tmp_path: Path) -> None:
         assert proc.poll() is None, f"the demo stopped after one of its processes died:\n{out.tail()}"
         assert not port_is_listening(redis_base), "the demo restarted the killed master behind the user's back"
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
+        code = terminate_demo(proc)
     assert code == 0, f"the demo exited with {code} on SIGTERM:\n{out.tail()}"
     left = [p for p in ports if port_is_listening(p)]
     assert not left, f"ports still served after the demo stopped: {left}"
@@ -143,14 +137,19 @@ def start_demo(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, Output, d
     return proc, out, ports
 
 
-def stop_demo(proc: subprocess.Popen, out: Output) -> None:
+def terminate_demo(proc: subprocess.Popen) -> int:
+    """SIGTERM the demo (if it still runs) and return its exit status (SIGKILL after 30 s, and raise)."""
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGTERM)
     try:
-        code = proc.wait(timeout=30)
+        return proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
+
+
+def stop_demo(proc: subprocess.Popen, out: Output) -> None:
+    code = terminate_demo(proc)
     assert code == 0, f"the demo exited with {code} on SIGTERM:\n{out.tail()}"
 
 
