@@ -6,7 +6,7 @@ it answers PING and SET, and returns a `Target`. Failures raise StartError
 (or OSError when the binary is missing); the caller decides whether that
 is fatal (redis-server) or means skipping the target (everything else).
 
-With `certs` (proxy.devcerts.ClusterCerts) redis-server and our proxy serve
+With `certs` (proxy.process.devcerts.ClusterCerts) redis-server and our proxy serve
 only TLS, with client certificates required, and the proxy reaches Redis over
 TLS; the Target then carries the redis-benchmark flags for TLS.
 """
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Sequence
 from .procs import HOST, ProcessRegistry, free_ports, wait_ready
 
 if TYPE_CHECKING:
-    from proxy.devcerts import ClusterCerts
+    from proxy.process.devcerts import ClusterCerts
 
 DIRECT = "direct"
 PROXY = "proxy"
@@ -188,7 +188,7 @@ def proxy_argv(binary: str, port: int, admin_port: int, redis_port: int,
     """Command line of our proxy as a single node in front of one redis; with `certs`
     it serves only TLS on `port` and reaches redis over TLS."""
     if certs:
-        from proxy.devcerts import config_flags
+        from proxy.process.devcerts import config_flags
 
         listen = ["--port", "0", "--tls-port", str(port), *config_flags(certs.proxy_options(admin=False))]
     else:

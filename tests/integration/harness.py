@@ -41,7 +41,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from proxy.devcerts import redis_tls_args
+from proxy.process.devcerts import redis_tls_args
 
 HOST = "127.0.0.1"
 POLL_INTERVAL = 0.02

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from benchmarks.failover_lib import PROXY_NAMES, RAFT_SECRET, ProxyCluster, Writer, read_back, wait_replica_of
-from proxy.config import ENV_PREFIX
+from proxy.process.config import ENV_PREFIX
 from benchmarks.raft_cluster_lib import run_ops
 
 from .harness import RedisServer, redis_client, wait_until

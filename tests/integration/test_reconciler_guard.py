@@ -18,7 +18,7 @@ import pytest
 
 from health.controller import Controller, TopologyStateMachine
 from health.probe import Health, parse_replication_info
-from proxy.config import Config
+from proxy.process.config import Config
 from proxy.routing.topology import Topology
 
 from .harness import RedisServer, wait_replica_synced, wait_until

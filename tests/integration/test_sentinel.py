@@ -30,12 +30,13 @@ pytestmark = pytest.mark.timeout(120)
 
 LAUNCHER = r'''
 import dataclasses, sys
-from proxy import cli, config
+from proxy.process import cli, config
 
 argv = sys.argv[1:]
 if "sentinel_port" not in {f.name for f in dataclasses.fields(config.Config)}:
     # Not wired yet: take the two keys off the command line and attach the endpoint here.
-    from proxy import admin, sentinel, server as srv
+    from proxy import sentinel
+    from proxy.process import admin, server as srv
 
     opts = {"--sentinel-port": "0", "--master-name": "mymaster"}
     rest = []

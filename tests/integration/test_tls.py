@@ -1,7 +1,7 @@
 """TLS on every hop (issue 13): clients -> proxy, proxy -> Redis, proxy <-> proxy and
 operator -> proxy, with real TLS redis-servers (Debian's redis-server is built with
 TLS), real clients (redis-py with ssl, redis-cli --tls) and certificates the test makes
-with the openssl CLI (proxy/devcerts.py).
+with the openssl CLI (proxy/process/devcerts.py).
 
 One cluster for the module (3 TLS redis-servers, tls-replication yes, client
 certificates required; 3 proxies with tls_port, tls_upstream and tls_admin); the
@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from benchmarks.failover_lib import RAFT_SECRET, ProxyCluster
-from proxy.config import ENV_PREFIX
+from proxy.process.config import ENV_PREFIX
 
 from .harness import HOST, PROXY_BIN, free_ports, start_or_clean, wait_until
 from .tls_fixtures import TestTls
@@ -107,7 +107,7 @@ def test_bad_tls_clients_are_closed_and_logged_without_harming_others(cluster, t
     port = cluster.tls_ports["proxy-1"]
     bystander = tls_client(cluster, tls)
     assert bystander.set("tls:bystander", "0") is True
-    from proxy.devcerts import DevCA
+    from proxy.process.devcerts import DevCA
 
     expired = tls.ca.leaf("expired-client", expired=True)
     stranger = DevCA(tmp_path / "other-ca", name="some other CA").leaf("stranger")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.devcerts import ClusterCerts
+from proxy.process.devcerts import ClusterCerts
 
 
 class TestTls(ClusterCerts):

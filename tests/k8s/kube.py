@@ -85,12 +85,12 @@ EXTERNAL_SECRETS = {TLS_SECRET: ("kubernetes.io/tls", ("tls.crt", "tls.key", "ca
 
 @functools.cache
 def dev_tls_secret() -> dict[str, str]:
-    """The data of redis-raft-proxy-tls as cert-manager writes it, from proxy.devcerts:
+    """The data of redis-raft-proxy-tls as cert-manager writes it, from proxy.process.devcerts:
     one certificate (server and client, for 127.0.0.1, where the tests map every pod
     name), its key, and the CA."""
     import tempfile
 
-    from proxy.devcerts import DevCA
+    from proxy.process.devcerts import DevCA
 
     root = Path(tempfile.mkdtemp(prefix="k8s-tls-"))
     atexit.register(shutil.rmtree, root, True)

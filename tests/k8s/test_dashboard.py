@@ -178,7 +178,7 @@ def scraped(tmp_path_factory):
     parser = pytest.importorskip("prometheus_client.parser")
     tmp = tmp_path_factory.mktemp("dashboard")
     m_port, r_port, port, admin, tls_port = free_ports(5)
-    from proxy.devcerts import DevCA
+    from proxy.process.devcerts import DevCA
 
     ca = DevCA(tmp / "certs")
     leaf = ca.leaf("proxy")     # a TLS port too, so that the tls_* metrics have samples

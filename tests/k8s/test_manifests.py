@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from proxy.config import Config, ConfigError, load_config, parse_addr
+from proxy.process.config import Config, ConfigError, load_config, parse_addr
 
 from .kube import (
     EXTERNAL_SECRETS,

@@ -1,4 +1,4 @@
-"""proxy/config.py: precedence, validation and error messages naming the key."""
+"""proxy/process/config.py: precedence, validation and error messages naming the key."""
 
 import os
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from proxy.config import ConfigError, load_config
+from proxy.process.config import ConfigError, load_config
 
 
 def test_defaults():
@@ -140,7 +140,7 @@ def test_cli_exits_2_naming_the_key(tmp_path):
     """`redis-raft-proxy run` with peers and no secret does not start (bounded: before
     the check it served forever)."""
     def run(*args: str) -> subprocess.CompletedProcess:
-        argv = [sys.executable, "-m", "proxy.cli", "run", "--port", "0", "--admin-port", "0",
+        argv = [sys.executable, "-m", "proxy.process.cli", "run", "--port", "0", "--admin-port", "0",
                 "--sentinel-port", "0", *args]
         env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_RAFT_PROXY_")}
         return subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env, check=False)

@@ -1,4 +1,4 @@
-"""proxy.demo: the command printed to start a dead redis-server again carries no stale REPLICAOF.
+"""proxy.process.demo: the command printed to start a dead redis-server again carries no stale REPLICAOF.
 
 Issue 12 item 6: the demo printed each node's first-start command, so a restarted node
 came back as a replica of the *original* master, which by then may be a replica itself or
@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from proxy import demo
+from proxy.process import demo
 
 
 def children(tmp_path):

@@ -1,10 +1,10 @@
-"""proxy/ops_cli.py: where the operator commands take the Raft secret from."""
+"""proxy/process/ops_cli.py: where the operator commands take the Raft secret from."""
 
 import argparse
 
 import pytest
 
-from proxy.ops_cli import _secret
+from proxy.process.ops_cli import _secret
 
 
 def test_flag_then_env_then_file(tmp_path, monkeypatch):

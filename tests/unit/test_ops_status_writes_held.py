@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from proxy.ops_cli import problems
+from proxy.process.ops_cli import problems
 
 
 def status(writes_held=None) -> dict:

@@ -205,7 +205,7 @@ async def test_storage_failure_stops_the_node(h: Harness, monkeypatch) -> None:
     with pytest.raises(StorageError):
         await leader.propose(b"x", timeout=5)
     assert leader.failed is not None and not leader.lease_held() and leader.role == "follower"
-    # the process is told to exit (proxy.cli), so that a supervisor restarts it on its durable state
+    # the process is told to exit (proxy.process.cli), so that a supervisor restarts it on its durable state
     assert leader.fatal is not None and leader.fatal.done() and isinstance(leader.fatal.result(), StorageError)
     others = [h.nodes[n] for n in IDS if n != leader.node_id]
     await h.eventually(lambda: any(n.role == "leader" for n in others))

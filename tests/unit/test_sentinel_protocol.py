@@ -15,7 +15,7 @@ import hiredis
 import pytest
 
 from health.probe import Health
-from proxy.config import load_config
+from proxy.process.config import load_config
 from proxy.routing.router import Router
 from proxy.sentinel import (PeerInfo, SentinelService, SentinelSession, _Disabled, attach_sentinel, glob_match,
                             sentinel_id, sentinel_status)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from proxy.devcerts import ClusterCerts
+from proxy.process.devcerts import ClusterCerts
 from proxy.tls import ProxyTls, TlsFiles, server_context, tls_protocol_factory
 
 CONNECTIONS = 20

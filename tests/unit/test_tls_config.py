@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 
-from proxy.config import ConfigError, load_config
+from proxy.process.config import ConfigError, load_config
 from proxy.tls import CertReloader, TlsConfigError, TlsFiles, protocol_range, server_context
 
 
@@ -55,7 +55,7 @@ def test_missing_files_name_the_file_not_a_secret(tmp_path):
 
 
 def test_reloader_keeps_the_old_certificate_when_the_new_one_does_not_load(tmp_path):
-    from proxy.devcerts import DevCA
+    from proxy.process.devcerts import DevCA
 
     ca = DevCA(tmp_path)
     a = ca.leaf("a")

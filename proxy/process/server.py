@@ -19,16 +19,16 @@ from health.controller import Controller, StandaloneConsensus, TopologyStateMach
 from health.probe import Health, Prober
 from health.redis_control import control_tls
 
-from . import resp
-from .protocol.commands import CommandTable
+from .. import resp
+from ..protocol.commands import CommandTable
 from .config import Config
 from .metrics import Stats
-from .routing.router import Router
-from .session import ClientSession
-from .tls import ProxyTls, tls_from_config, tls_protocol_factory
-from .routing.topology import Topology
-from .upstream import DiscardSlot, Upstream, set_nodelay
-from .write_gate import WriteGate, master_replaced_reply, writes_paused_reply
+from ..routing.router import Router
+from ..session import ClientSession
+from ..tls import ProxyTls, tls_from_config, tls_protocol_factory
+from ..routing.topology import Topology
+from ..upstream import DiscardSlot, Upstream, set_nodelay
+from ..write_gate import WriteGate, master_replaced_reply, writes_paused_reply
 
 log = logging.getLogger("proxy.server")
 
@@ -47,7 +47,7 @@ class ProxyServer:
         self.stats = Stats()            # before the consensus: Raft saves are timed into it (on_sync)
         self.consensus = self._make_consensus()
         self.controller = Controller(self, self.consensus, self.sm)
-        from .sentinel import attach_sentinel
+        from ..sentinel import attach_sentinel
 
         self.sentinel = attach_sentinel(self)
         self.held: set[ClientSession] = set()

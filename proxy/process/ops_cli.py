@@ -45,7 +45,7 @@ def _ssl_context(args):
     own pod has them). None when the endpoint is plain http."""
     if not args.endpoint.startswith("https://"):
         return None
-    from .tls import TlsConfigError, TlsFiles, client_context
+    from ..tls import TlsConfigError, TlsFiles, client_context
 
     env = os.environ.get
     files = TlsFiles(args.cert or env("REDIS_RAFT_PROXY_TLS_CERT_FILE", ""),

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from raft.auth import SECRET_HEADER, request_authorized
 
-from . import __version__
+from .. import __version__
 
 
 def _committed_history(server) -> dict | None:

@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"redis-raft-proxy: {exc}", file=sys.stderr)
         return 2
     setup_logging(cfg.log_format, cfg.log_level, cfg.node)
-    from .tls import TlsConfigError, tls_from_config
+    from ..tls import TlsConfigError, tls_from_config
 
     try:
         tls = tls_from_config(cfg)

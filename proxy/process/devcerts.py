@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .tls import TlsFiles
+from ..tls import TlsFiles
 
 _SAN = "subjectAltName=IP:127.0.0.1,DNS:localhost"
 _USAGE = "extendedKeyUsage=serverAuth,clientAuth"

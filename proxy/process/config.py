@@ -268,7 +268,7 @@ class Config:
             raise ConfigError("node", "must be a non-empty name of letters, digits, '.', '_' or '-'")
 
     def _validate_tls(self) -> None:
-        from .tls import protocol_range
+        from ..tls import protocol_range
 
         try:
             protocol_range(self.tls_protocols)

@@ -6,7 +6,7 @@ watches its children: when one dies (kill it to try a failure) it says so
 and prints the command that starts it again; it never restarts anything
 behind the user's back.  Ctrl-C or SIGTERM stops everything.
 
-With --tls every hop speaks TLS (certificates from proxy/devcerts.py in the
+With --tls every hop speaks TLS (certificates from proxy/process/devcerts.py in the
 data dir's tls/ folder): the redis-servers serve only TLS (replication too) and
 require client certificates; the proxies serve TLS on the usual client ports,
 HTTPS between each other and to the operator, TLS on their Sentinel ports, and
@@ -154,7 +154,7 @@ def proxy_children(args, extra: list[str], datadir: str, certs: ClusterCerts | N
     for i, name in enumerate(PROXY_NAMES):
         port = args.proxy_port + i
         listen = _proxy_tls_flags(certs, port) if certs else ["--port", str(port)]
-        argv = [sys.executable, "-m", "proxy.cli", "run", "--node", name, *listen,
+        argv = [sys.executable, "-m", "proxy.process.cli", "run", "--node", name, *listen,
                 "--admin-port", str(args.admin_port + i),
                 "--sentinel-port", str(args.sentinel_port + i),
                 "--redis-nodes", nodes, "--master", f"127.0.0.1:{args.redis_port}"]
