@@ -17,69 +17,37 @@ when it is routed, and again when its bytes leave and its reply returns.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import logging
 import time
 from collections import deque
 
-from raft.auth import secret_matches
-
-from . import resp
-from .protocol.commands import BLOCK_OPTION, CONTAINERS, REFUSED, RAW_MODE, Kind
-from .upstream import DiscardSlot, Slot, Upstream
-from .write_gate import STOP, Refusal
-
-READ, WRITE, ADMIN = int(Kind.READ), int(Kind.WRITE), int(Kind.ADMIN)
-
-log = logging.getLogger("proxy.session")
-
-SHARED, DEDICATED, RAW = 0, 1, 2
-LOCAL = object()    # answered (or swallowed) by the proxy itself
-# STOP (write_gate): stop reading commands until owed replies arrived or a hold ends
-
-# RAW mode: commands that only manage the pub/sub or MONITOR stream itself;
-# every other command passes the write gate (or, for reads, the read gate).
-RAW_STREAM_COMMANDS = RAW_MODE | {b"ping", b"echo", b"quit", b"reset"}
-
-MAX_PENDING_SLOTS = 10_000
-NO_SUCH_CLIENT = 2**63 - 1   # a client id no Redis connection has
-_ids = itertools.count(1)
-
-PONG = b"+PONG\r\n"
-OK = b"+OK\r\n"
-NOAUTH = b"-NOAUTH Authentication required.\r\n"
-WAIT_MARK = resp.encode_command([b"PUBLISH", b"__redis-raft-proxy:wait__", b""])
-WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+from .. import resp
+from ..protocol.commands import BLOCK_OPTION, CONTAINERS, RAW_MODE, REFUSED, Kind
+from ..upstream import DiscardSlot, Slot, Upstream
+from ..write_gate import STOP, Refusal
+from .common import (
+    ADMIN,
+    DEDICATED,
+    LOCAL,
+    MAX_PENDING_SLOTS,
+    NOAUTH,
+    RAW,
+    RAW_STREAM_COMMANDS,
+    READ,
+    SHARED,
+    WAIT_MARK,
+    WRITE,
+    HookSlot,
+    LocalSlot,
+    Sink,
+    client_ids,
+    log,
+)
+from .connection_commands import ConnectionCommands
+from .local_commands import LocalCommands
+from .transactions import Transactions
 
 
-def _bulk(value: bytes | None, resp3: bool = False) -> bytes:
-    if value is None:
-        return b"_\r\n" if resp3 else b"$-1\r\n"
-    return b"$%d\r\n%s\r\n" % (len(value), value)
-
-
-class LocalSlot(Slot):
-    """A reply the proxy wrote itself, already complete."""
-
-    __slots__ = ()
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__(None, 0)
-        self.parts.append(data)
-        self.done = True
-
-
-class HookSlot(Slot):
-    """A slot whose complete reply the session inspects (AUTH, SELECT)."""
-
-    __slots__ = ("hook",)
-
-    def __init__(self, owner, hook) -> None:
-        super().__init__(owner, 1)
-        self.hook = hook
-
-
-class ClientSession(asyncio.Protocol):
+class ClientSession(LocalCommands, Transactions, ConnectionCommands, asyncio.Protocol):
     def __init__(self, server) -> None:
         self.server = server
         cfg = server.cfg
@@ -88,7 +56,7 @@ class ClientSession(asyncio.Protocol):
         self.table = server.table
         self.router = server.router
         self.gate = server.gate
-        self.id = next(_ids)
+        self.id = next(client_ids)
         self.transport: asyncio.Transport | None = None
         self.buf: bytes | bytearray = b""
         self.need = 0
@@ -368,7 +336,7 @@ class ClientSession(asyncio.Protocol):
         """A reply slot for one command, queued; honours CLIENT REPLY OFF/SKIP."""
         slot = Slot(self, 1) if hook is None else HookSlot(self, hook)
         if self.reply_mode != b"on":
-            slot.parts = _Sink()
+            slot.parts = Sink()
             if self.reply_mode == b"skip":
                 self.reply_mode = b"on"
         self.pending.append(slot)
@@ -739,140 +707,6 @@ class ClientSession(asyncio.Protocol):
         return f"{peer[0]}:{peer[1]}" if peer else "?"
 
     # -- commands the proxy handles itself -------------------------------------
-    def _cmd_ping(self, args):
-        if not self.authenticated:
-            return self._local(NOAUTH)
-        if self.multi:
-            return self._master()   # queued: EXEC's reply has an element for it
-        if not args:
-            return self._local(PONG)
-        if len(args) == 1:
-            return self._local(_bulk(args[0]))
-        return self._local(b"-ERR wrong number of arguments for 'ping' command\r\n")
-
-    def _cmd_echo(self, args):
-        if not self.authenticated:
-            return self._local(NOAUTH)
-        if self.multi:
-            return self._master()
-        if len(args) != 1:
-            return self._local(b"-ERR wrong number of arguments for 'echo' command\r\n")
-        return self._local(_bulk(args[0]))
-
-    def _cmd_quit(self, args):
-        self.reply_mode = b"on"
-        self._local(OK)
-        self.closing = True
-        return LOCAL
-
-    def _cmd_refused(self, name: bytes):
-        refusal = resp.error_reply("ERR proxy: " + REFUSED[name])
-        if self.multi and self.mode == DEDICATED:
-            # Inside MULTI the master must see an error too, so that EXEC
-            # answers EXECABORT as for any command Redis rejects while queueing.
-            up = self.dedicated.get(self.router.master)
-            if up is not None and not up.closed:
-                return self._send_one(up, resp.encode_command([b"redis-raft-proxy-refused"]),
-                                      lambda _reply: refusal)
-        return self._local(refusal)
-
-    def _cmd_select(self, args):
-        if not self.authenticated:
-            return self._local(NOAUTH)
-        if len(args) != 1:
-            return self._local(b"-ERR wrong number of arguments for 'select' command\r\n")
-        try:
-            db = int(args[0])
-        except ValueError:
-            return self._local(b"-ERR value is not an integer or out of range\r\n")
-        if self.mode == SHARED and db == 0:
-            return self._local(OK)
-        if self.multi:
-            self.tx_db = db     # takes effect when EXEC runs the transaction
-            return self._master()
-        if self.mode == SHARED and self._go_dedicated() is STOP:
-            return STOP
-        up = self._master()
-        if type(up) is not Upstream:
-            return up
-        old = self.db
-        self.db = db
-        cmd = resp.encode_command([b"SELECT", args[0]])
-        self._broadcast(cmd, up)
-        return self._send_one(up, cmd, lambda reply: self._undo_select(reply, old))
-
-    def _undo_select(self, reply: bytes, old: int) -> None:
-        if reply.startswith(b"-"):
-            self.db = old
-
-    def _cmd_multi(self, args):
-        if not self.authenticated:
-            return self._local(NOAUTH)
-        if self.tx_lost is not None and not self.multi:
-            self.multi = True                   # answered here; EXEC fails
-            return self._local(OK)
-        if self.mode == SHARED and self._go_dedicated() is STOP:
-            return STOP
-        up = self._master()
-        if type(up) is Upstream:
-            up.barrier()        # ack = replica: the WAIT for earlier writes goes before MULTI
-            up.in_tx = True
-            self.multi = True
-        return up
-
-    def _cmd_watch(self, args):
-        if not self.authenticated:
-            return self._local(NOAUTH)
-        if self.mode == SHARED and self._go_dedicated() is STOP:
-            return STOP
-        if not self.multi:
-            self.watching = True
-        return self._master()
-
-    def _cmd_exec(self, args):
-        if not self.authenticated:
-            return self._local(NOAUTH)
-        if self.tx_lost is not None:
-            reply, self.tx_lost = self.tx_lost, None
-            self.multi = self.watching = False
-            self.tx_db = None
-            return self._local(reply)
-        if self.replica_slot is not None and self._reads_in_flight():
-            return STOP
-        self.multi = False
-        self.watching = False
-        self._write_flag = True
-        up = self._master()
-        if type(up) is Upstream:
-            up.in_tx = False
-            if self.tx_db is not None:
-                db, self.tx_db = self.tx_db, None
-                return self._send_one(up, resp.encode_command([b"EXEC", *args]),
-                                      lambda reply: self._exec_selected(reply, db, up), write=True)
-        return up
-
-    def _exec_selected(self, reply: bytes, db: int, up: Upstream) -> None:
-        """EXEC ran a SELECT: the connection's db changed; follow it everywhere."""
-        if reply.startswith(b"*") and not reply.startswith(b"*-1"):
-            self.db = db
-            self._broadcast(resp.encode_command([b"SELECT", str(db).encode()]), up)
-
-    def _cmd_discard(self, args):
-        self.tx_db = None
-        if self.tx_lost is not None and self.multi:
-            self.tx_lost = None
-            self.multi = self.watching = False
-            return self._local(OK)
-        return self._cmd_exec(args)
-
-    def _cmd_unwatch(self, args):
-        if not self.authenticated:
-            return self._local(NOAUTH)
-        if not self.multi:
-            self.watching = False
-            self.tx_lost = None
-        return self._master()
-
     def _cmd_raw(self, args):
         """SUBSCRIBE & co, MONITOR: switch to RAW mode on the master."""
         if not self.authenticated:
@@ -891,226 +725,6 @@ class ClientSession(asyncio.Protocol):
         self.mode = RAW
         self.raw = self.server.raw_upstream(addr, self)
         return self.raw
-
-    def _proxy_password(self, user: bytes | None, password: bytes) -> bool | None:
-        """With `requirepass`, the proxy owns the default user's password.
-
-        Returns True/False for the default user, None for other users (their
-        credentials go to Redis ACLs).
-        """
-        cfg = self.server.cfg
-        if not cfg.requirepass or (user is not None and user != b"default"):
-            return None
-        return secret_matches(password, cfg.requirepass)
-
-    def _cmd_auth(self, args):
-        if len(args) not in (1, 2):
-            return self._local(b"-ERR wrong number of arguments for 'auth' command\r\n")
-        verdict = self._proxy_password(args[0] if len(args) == 2 else None, args[-1])
-        if verdict is True:
-            self.authenticated = True
-            return self._local(OK)
-        if verdict is False:
-            return self._local(WRONGPASS)
-        if self.mode == SHARED and self._go_dedicated() is STOP:
-            return STOP
-        up = self._master()
-        if type(up) is not Upstream:
-            return up
-        return self._send_one(up, resp.encode_command([b"AUTH", *args]),
-                              lambda reply: self._auth_result(reply, list(args)))
-
-    def _auth_result(self, reply: bytes, args: list[bytes]) -> None:
-        if not reply.startswith(b"-"):
-            self.authenticated = True
-            self.auth = args
-            cmd = resp.encode_command([b"AUTH", *args])
-            self._broadcast(cmd, self.dedicated.get(self.router.master))
-
-    def _cmd_hello(self, args):
-        if args:
-            try:
-                proto = int(args[0])
-            except ValueError:
-                return self._local(b"-ERR Protocol version is not an integer or out of range\r\n")
-            if proto not in (2, 3):
-                return self._local(b"-NOPROTO unsupported protocol version\r\n")
-        cfg = self.server.cfg
-        rest = list(args[1:])
-        # HELLO ... AUTH default <pass> with the proxy's own password: checked here.
-        lowered = [a.lower() for a in rest]
-        if cfg.requirepass and b"auth" in lowered:
-            i = lowered.index(b"auth")
-            if i + 2 >= len(rest):
-                return self._local(b"-ERR Syntax error in HELLO option 'auth'\r\n")
-            verdict = self._proxy_password(rest[i + 1], rest[i + 2])
-            if verdict is False:
-                return self._local(WRONGPASS)
-            if verdict is True:
-                self.authenticated = True
-                rest = rest[:i] + rest[i + 3:]
-                lowered = [a.lower() for a in rest]
-        if not self.authenticated and b"auth" not in lowered:
-            return self._local(NOAUTH)
-        if self.mode == SHARED and self._go_dedicated() is STOP:
-            return STOP
-        up = self._master()
-        if type(up) is not Upstream:
-            return up
-        if args:
-            self.resp3 = int(args[0]) == 3
-            hello = resp.encode_command([b"HELLO", args[0]])
-            self._broadcast(hello, up)
-            for u in self.dedicated.values():
-                u.resp3 = self.resp3
-        lowered = [a.lower() for a in rest]
-        if b"setname" in lowered:
-            i = lowered.index(b"setname")
-            if i + 1 < len(rest):
-                self.name = rest[i + 1]
-        auth = None
-        if b"auth" in lowered:
-            i = lowered.index(b"auth")
-            auth = rest[i + 1:i + 3]
-        return self._send_one(up, resp.encode_command([b"HELLO", *args[:1], *rest]),
-                              (lambda reply: self._auth_result(reply, auth)) if auth else None)
-
-    def _cmd_reset(self, args):
-        if not self._drained():
-            return STOP
-        for up in self.dedicated.values():
-            up.close()
-        self.dedicated.clear()
-        if self.raw is not None:
-            self.raw.close()
-            self.raw = None
-        self.mode = SHARED
-        self.db = 0
-        self.name = None
-        self.resp3 = False
-        self.auth = None
-        self.authenticated = not self.server.cfg.requirepass
-        self.multi = self.watching = False
-        self.tx_lost = None
-        self.reply_mode = b"on"
-        self.read_node = None
-        self.rw_slot = None
-        return self._local(b"+RESET\r\n")
-
-    def _cmd_client(self, args):
-        if not args:
-            return self._local(b"-ERR wrong number of arguments for 'client' command\r\n")
-        sub = args[0].lower()
-        if self.multi and self.authenticated and sub in (b"setinfo", b"setname", b"getname", b"id", b"info"):
-            # Inside MULTI Redis queues them and EXEC answers for each: answered
-            # here, EXEC's reply would lack their elements.
-            return self._master()
-        if sub == b"setinfo":
-            return self._local(OK if len(args) == 3 else
-                               b"-ERR wrong number of arguments for 'client|setinfo' command\r\n")
-        if not self.authenticated:
-            return self._local(NOAUTH)
-        if sub == b"setname":
-            if len(args) != 2:
-                return self._local(b"-ERR wrong number of arguments for 'client|setname' command\r\n")
-            if any(c <= 32 or c > 126 for c in args[1]):
-                return self._local(b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n")
-            self.name = args[1] or None
-            self._broadcast(resp.encode_command([b"CLIENT", b"SETNAME", args[1]]), None)
-            return self._local(OK)
-        if sub == b"getname":
-            return self._local(_bulk(self.name, self.resp3))
-        if sub == b"id":
-            return self._local(b":%d\r\n" % self.id)
-        if sub == b"reply":
-            mode = args[1].lower() if len(args) == 2 else b""
-            if mode not in (b"on", b"off", b"skip"):
-                return self._local(b"-ERR syntax error\r\n")
-            self.reply_mode = b"on"
-            if mode == b"on":
-                return self._local(OK)
-            self.reply_mode = mode
-            return LOCAL
-        if sub == b"kill":
-            return self._local(b"-ERR proxy: CLIENT KILL is not allowed through redis-raft-proxy "
-                               b"(upstream connections are shared)\r\n")
-        if sub == b"info":
-            return self._local(_bulk(self._client_info(), False) if not self.resp3 else
-                               b"=%d\r\ntxt:%s\r\n" % (len(self._client_info()) + 4, self._client_info()))
-        if sub == b"unblock" and len(args) >= 2:
-            return self._client_with_id(args, 1)
-        if sub in (b"tracking", b"caching", b"no-evict", b"no-touch"):
-            if self.mode == SHARED and self._go_dedicated() is STOP:
-                return STOP
-            if sub == b"tracking":
-                lowered = [a.lower() for a in args]
-                if b"redirect" in lowered[2:-1]:
-                    routed = self._client_with_id(args, lowered.index(b"redirect", 2) + 1)
-                    if routed is not STOP and len(args) > 1:
-                        self.tracking = args[1].lower() == b"on"
-                    return routed
-            if sub == b"tracking" and len(args) > 1:
-                # Invalidations come from the node that served the read: a
-                # tracking client reads from the master only.
-                self.tracking = args[1].lower() == b"on"
-        return self._master()
-
-    def _client_with_id(self, args: list[bytes], i: int):
-        """CLIENT UNBLOCK <id>, CLIENT TRACKING ... REDIRECT <id>: `args[i]` is a
-        client id as this proxy hands them out (CLIENT ID); the master knows the
-        connections, so send it the id of that client's own master connection.
-        An id with no such connection becomes one no connection has, and Redis
-        answers as for any unknown id (never some other connection's id)."""
-        up = self._master()
-        if type(up) is not Upstream:
-            return up
-        try:
-            pid = int(args[i])
-        except ValueError:
-            pid = None                        # Redis' own error for a non-integer id
-        if pid is not None:
-            target = self if pid == self.id else next((s for s in self.server.clients if s.id == pid), None)
-            conn = None
-            if target is not None and not target.closed:
-                raw = target.raw
-                conn = raw if raw is not None and not raw.closed and raw.addr == up.addr \
-                    else target.dedicated.get(up.addr)
-            if conn is up and not conn.closed and conn.redis_id is None and not self.multi:
-                # our own connection, just opened: its CLIENT ID (set-up) comes before this PING's reply
-                self._send_one(up, resp.encode_command([b"PING"]), self._swallow)
-                self.waiting = True
-                self.wait_slot = None
-                return STOP
-            redis_id = conn.redis_id if conn is not None and not conn.closed else None
-            args = list(args)
-            args[i] = str(redis_id if redis_id is not None else NO_SUCH_CLIENT).encode()
-        return self._send_one(up, resp.encode_command([b"CLIENT", *args]))
-
-    def _swallow(self, reply: bytes) -> bytes:
-        self.queued = max(0, self.queued - len(reply))
-        return b""
-
-    def _client_info(self) -> bytes:
-        """CLIENT INFO for this client as the proxy sees it (Redis' format)."""
-        peer = self.transport.get_extra_info("peername") or ("?", 0)
-        local = self.transport.get_extra_info("sockname") or ("?", 0)
-        flags = ("x" if self.multi else "") + ("P" if self.mode == RAW else "") or "N"
-        return (f"id={self.id} addr={peer[0]}:{peer[1]} laddr={local[0]}:{local[1]} fd=-1 "
-                f"name={(self.name or b'').decode(errors='replace')} age={int(time.monotonic() - self.created)} "
-                f"idle=0 flags={flags} db={self.db} sub=0 psub=0 ssub=0 multi={-1 if not self.multi else 0} "
-                f"qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll={len(self.pending)} omem={self.queued} "
-                f"tot-mem=0 events=r cmd=client|info user=default redir=-1 "
-                f"resp={3 if self.resp3 else 2}\n").encode()
-
-
-class _Sink(list):
-    """Parts of a reply the client asked not to get (CLIENT REPLY OFF/SKIP)."""
-
-    def append(self, _item) -> None:
-        pass
-
-    def extend(self, _items) -> None:
-        pass
 
 
 def _refuser(name: bytes):
