@@ -50,3 +50,41 @@ def test_slot_map_from_cluster_shards_routes_every_key(nodes):
     finally:
         for c in clients.values():
             c.close()
+
+
+def test_split_plans_run_on_a_real_cluster(nodes):
+    """MSET and MGET over keys in every shard, cut by routing/split.py and sent to the
+    owning nodes, give what the keys hold; a command that cannot be cut gets the same
+    -CROSSSLOT a node gives."""
+    from proxy.protocol.keyspecs import Keys
+    from proxy.routing.split import CROSSSLOT, merge_replies, plan
+
+    with RawClient(nodes.masters[0].port) as first:
+        m = SlotMap(shards_from_cluster_shards(first.command("CLUSTER", "SHARDS")))
+        # Redis' own words for a cross-slot command on one node
+        same_node = [k for k in (f"x{i}".encode() for i in range(200)) if m.owner(key_slot(k)).master ==
+                     nodes.masters[0].addr][:2]
+        real = first.command("RENAME", *same_node)
+        assert isinstance(real, hiredis.ReplyError) and CROSSSLOT.decode().strip("-\r\n") == str(real)
+    by_addr = {s.addr: s.port for s in nodes.masters}
+    by_shard = {s.id: by_addr[s.master] for s in m.shards}
+    keys = [f"split:{i}".encode() for i in range(60)]
+    assert len({m.owner(key_slot(k)).id for k in keys}) == 3, "the keys must cover every shard"
+
+    def run(argv: list[bytes]):
+        p = plan(argv, Keys(tuple(range(1, len(argv), 2 if argv[0] == b"MSET" else 1)), True), m)
+        assert p.kind == "split"
+        replies = []
+        for part in p.parts:
+            with RawClient(by_shard[part.shard]) as c:
+                replies.append(c.command(*part.argv))
+        return merge_replies(p, replies)
+
+    mset = [b"MSET"]
+    for k in keys:
+        mset += [k, b"v-" + k]
+    assert run(mset) == b"OK"
+    assert run([b"MGET", *keys]) == [b"v-" + k for k in keys]
+    assert run([b"DEL", *keys[:30]]) == 30
+    assert run([b"MGET", *keys[:2], *keys[-2:]]) == [None, None, b"v-" + keys[-2], b"v-" + keys[-1]]
+

@@ -103,3 +103,54 @@ def test_cluster_shards_reply():
          b"replication-offset", 10, b"health", b"online"]]]]
     (s,) = shards_from_cluster_shards(reply)
     assert s == Shard("m1", ((0, 5460), (6000, 6001)), "127.0.0.1:7000", ("127.0.0.1:7003",))
+
+
+# ---------------------------------------------------------------------------
+# splitting multi-key commands
+# ---------------------------------------------------------------------------
+
+from proxy.protocol.keyspecs import Keys  # noqa: E402
+from proxy.routing.split import CROSSSLOT, merge_replies, plan  # noqa: E402
+
+
+def keys_at(*positions: int) -> Keys:
+    return Keys(tuple(positions), True)
+
+
+def test_one_slot_goes_whole_to_its_shard():
+    p = plan(argv("MGET", "{u}a", "{u}b"), keys_at(1, 2), three_shards())
+    assert p.kind == "one" and p.slot == key_slot(b"u") and p.shard == three_shards().owner(p.slot).id
+
+
+def test_mget_across_slots_is_split_per_slot_and_merged_in_order():
+    m = three_shards()
+    p = plan(argv("MGET", "foo", "bar", "{foo}x", "a"), keys_at(1, 2, 3, 4), m)
+    assert p.kind == "split" and p.merge == "values"
+    by_slot = {part.slot: part for part in p.parts}
+    assert by_slot[12182].argv == (b"MGET", b"foo", b"{foo}x") and by_slot[12182].order == (0, 2)
+    assert by_slot[5061].argv == (b"MGET", b"bar") and by_slot[5061].shard == "a"
+    replies = [[b"v-" + k for k in part.argv[1:]] for part in p.parts]
+    assert merge_replies(p, replies) == [b"v-foo", b"v-bar", b"v-{foo}x", b"v-a"]
+
+
+def test_mset_keeps_values_with_their_keys_and_del_sums():
+    p = plan(argv("MSET", "foo", "1", "bar", "2"), keys_at(1, 3), three_shards())
+    assert sorted(part.argv for part in p.parts) == [(b"MSET", b"bar", b"2"), (b"MSET", b"foo", b"1")]
+    assert merge_replies(p, [b"OK", b"OK"]) == b"OK"
+    d = plan(argv("DEL", "foo", "bar", "a"), keys_at(1, 2, 3), three_shards())
+    assert merge_replies(d, [2, 1]) == 3
+    err = ValueError("ERR something")
+    assert merge_replies(d, [1, err]) is err
+
+
+def test_commands_that_cannot_be_split_get_crossslot():
+    for cmd in (argv("RENAME", "foo", "bar"), argv("SUNIONSTORE", "foo", "bar"), argv("MSETNX", "foo", "1", "bar", "2")):
+        p = plan(cmd, keys_at(*range(1, len(cmd), 2 if cmd[0] == b"MSETNX" else 1)), three_shards())
+        assert p.kind == "error" and p.error == CROSSSLOT, cmd
+
+
+def test_keyless_and_unowned():
+    assert plan(argv("PING"), keys_at(), three_shards()).kind == "keyless"
+    gap = SlotMap([Shard("a", ((0, 100),), "h:1")])
+    p = plan(argv("GET", "foo"), keys_at(1), gap)
+    assert p.kind == "one" and p.shard is None
