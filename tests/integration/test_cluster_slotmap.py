@@ -88,3 +88,23 @@ def test_split_plans_run_on_a_real_cluster(nodes):
     assert run([b"DEL", *keys[:30]]) == 30
     assert run([b"MGET", *keys[:2], *keys[-2:]]) == [None, None, b"v-" + keys[-2], b"v-" + keys[-1]]
 
+
+
+def test_the_harness_nodes_pass_the_config_check_and_a_default_node_does_not(nodes, tmp_path):
+    from health.cluster_config import node_config_problems
+
+    from .harness import RedisServer, free_port
+
+    for s in nodes.servers:
+        with s.client() as c:
+            cfg = c.execute_command("CONFIG", "GET", "cluster-*")
+        assert node_config_problems(s.addr, cfg) == [], s.addr
+    plain = RedisServer(tmp_path, binary=nodes.servers[0].binary,
+                        extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "n.conf",
+                                    "--cluster-port", str(free_port())]).start()     # defaults otherwise
+    try:
+        with plain.client() as c:
+            problems = node_config_problems(plain.addr, c.execute_command("CONFIG", "GET", "cluster-*"))
+    finally:
+        plain.cleanup()
+    assert len(problems) == 2, problems
