@@ -10,7 +10,6 @@ committed topology.  Decisions are the pure functions of `health.decide`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import replace
@@ -27,6 +26,7 @@ from raft.transport import http_session
 from .decide import (LeaderState, NodeView, choose_new_master, freshest, history_due, master_lost_history, never_seen,
                      next_history, objectively_down, reconcile, refuse_to_act)
 from .raft_events import RaftEvents
+from .state_machine import TopologyStateMachine
 from .redis_control import control_client, control_tls
 
 log = logging.getLogger("health.controller")
@@ -46,55 +46,6 @@ class NotLeaderError(Exception):
     def __init__(self, leader: str | None) -> None:
         super().__init__(f"not the Raft leader (leader: {leader})")
         self.leader = leader
-
-
-class TopologyStateMachine:
-    """The replicated state: the committed topology.  Raft entries are JSON."""
-
-    def __init__(self, on_change) -> None:
-        self.topology: Topology | None = None
-        self._on_change = on_change
-
-    @staticmethod
-    def entry(topology: Topology, reason: str = "") -> bytes:
-        return json.dumps({"op": "topology", "topology": topology.to_dict(), "reason": reason}).encode()
-
-    @staticmethod
-    def history_entry(topology: Topology, history: History) -> bytes:
-        """A newer record of the master's replication history, for `topology`'s epoch only."""
-        return json.dumps({"op": "history", "epoch": topology.epoch, "master": topology.master,
-                           "history": history.to_dict()}).encode()
-
-    def apply(self, data: bytes) -> None:
-        try:
-            doc = json.loads(data)
-        except ValueError:
-            return  # no-op and membership entries are not ours
-        if not isinstance(doc, dict):
-            return
-        if doc.get("op") == "history":
-            h = History.from_dict(doc.get("history"))
-            t = self.topology
-            if h is not None and t is not None and t.epoch == doc.get("epoch") and t.master == doc.get("master"):
-                self.topology = t.with_history(h)      # roles unchanged: nothing to re-route
-            return
-        if doc.get("op") != "topology":
-            return
-        new = Topology.from_dict(doc["topology"])
-        if self.topology is None or new.epoch > self.topology.epoch:
-            old, self.topology = self.topology, new
-            self._on_change(new, old, doc.get("reason", ""))
-
-    def snapshot(self) -> bytes:
-        return json.dumps({"topology": self.topology.to_dict() if self.topology else None}).encode()
-
-    def restore(self, data: bytes) -> None:
-        doc = json.loads(data) if data else {}
-        if doc.get("topology"):
-            new = Topology.from_dict(doc["topology"])
-            if self.topology is None or new.epoch >= self.topology.epoch:
-                old, self.topology = self.topology, new
-                self._on_change(new, old, "restored from snapshot")
 
 
 class StandaloneConsensus:

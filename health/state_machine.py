@@ -1,0 +1,88 @@
+"""The replicated state: the committed topology of each shard. Raft entries are JSON.
+
+A single master-replica set is the shard "" (cluster mode adds one shard per slot
+range, issue 14). Entries and snapshots of shard "" keep the format of the versions
+before shards (no "shard" field; the snapshot's "topology" key), so a rolling upgrade
+mixes them freely.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from proxy.routing.topology import History, Topology
+
+SINGLE = ""     # the shard of single-set mode
+
+OnChange = Callable[[Topology, "Topology | None", str], None]
+
+
+class TopologyStateMachine:
+    def __init__(self, on_change: OnChange) -> None:
+        self.shards: dict[str, Topology] = {}
+        self._on_change = on_change     # called for shard SINGLE (the data path routes by it)
+
+    @property
+    def topology(self) -> Topology | None:
+        """The single set's committed topology (None until one is committed)."""
+        return self.shards.get(SINGLE)
+
+    @staticmethod
+    def entry(topology: Topology, reason: str = "", shard: str = SINGLE) -> bytes:
+        doc = {"op": "topology", "topology": topology.to_dict(), "reason": reason}
+        if shard != SINGLE:
+            doc["shard"] = shard
+        return json.dumps(doc).encode()
+
+    @staticmethod
+    def history_entry(topology: Topology, history: History, shard: str = SINGLE) -> bytes:
+        """A newer record of the master's replication history, for `topology`'s epoch only."""
+        doc = {"op": "history", "epoch": topology.epoch, "master": topology.master, "history": history.to_dict()}
+        if shard != SINGLE:
+            doc["shard"] = shard
+        return json.dumps(doc).encode()
+
+    def apply(self, data: bytes) -> None:
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return  # no-op and membership entries are not ours
+        if not isinstance(doc, dict):
+            return
+        shard = str(doc.get("shard", SINGLE))
+        current = self.shards.get(shard)
+        if doc.get("op") == "history":
+            h = History.from_dict(doc.get("history"))
+            if h is not None and current is not None and current.epoch == doc.get("epoch") \
+                    and current.master == doc.get("master"):
+                self.shards[shard] = current.with_history(h)      # roles unchanged: nothing to re-route
+            return
+        if doc.get("op") != "topology":
+            return
+        new = Topology.from_dict(doc["topology"])
+        if current is None or new.epoch > current.epoch:
+            self._set(shard, new, doc.get("reason", ""))
+
+    def _set(self, shard: str, new: Topology, reason: str) -> None:
+        old = self.shards.get(shard)
+        self.shards[shard] = new
+        if shard == SINGLE:
+            self._on_change(new, old, reason)
+
+    def snapshot(self) -> bytes:
+        doc: dict = {"topology": self.topology.to_dict() if self.topology else None}
+        others = {s: t.to_dict() for s, t in self.shards.items() if s != SINGLE}
+        if others:
+            doc["shards"] = others
+        return json.dumps(doc).encode()
+
+    def restore(self, data: bytes) -> None:
+        doc = json.loads(data) if data else {}
+        wanted = {s: Topology.from_dict(t) for s, t in (doc.get("shards") or {}).items()}
+        if doc.get("topology"):
+            wanted[SINGLE] = Topology.from_dict(doc["topology"])
+        for shard, new in wanted.items():
+            current = self.shards.get(shard)
+            if current is None or new.epoch >= current.epoch:
+                self._set(shard, new, "restored from snapshot")
