@@ -26,8 +26,8 @@ from raft.transport import http_session
 from .decide import (LeaderState, NodeView, choose_new_master, freshest, history_due, master_lost_history, never_seen,
                      next_history, objectively_down, reconcile, refuse_to_act)
 from .raft_events import RaftEvents
-from .state_machine import TopologyStateMachine
 from .redis_control import control_client, control_tls
+from .state_machine import TopologyStateMachine
 
 log = logging.getLogger("health.controller")
 
