@@ -61,13 +61,23 @@ def lease_held(c: ProxyCluster, name: str) -> bool | None:
     return None if st is None else st["lease"]["held"]
 
 
-def freeze_others(c: ProxyCluster) -> list:
-    """SIGSTOP every proxy but GATED and wait until GATED says it lost its lease."""
+def freeze_others(c: ProxyCluster) -> tuple[list, float]:
+    """SIGSTOP every proxy but GATED and wait until GATED lost its lease for good.
+
+    The first lapse is not enough: a Raft ack (or heartbeat) a frozen proxy sent just
+    before SIGSTOP may still be delivered, on a loaded machine after the lapse, and
+    renew the lease for a moment, so a write may legitimately be acknowledged. (A CI
+    run saw this on a cluster a second old.) Only once GATED knows no leader (its
+    leader, or itself, lost the quorum: an election timeout later) can nothing renew
+    it. Returns the frozen proxies and when the lease was first seen lapsed."""
     others = [p for n, p in c.proxies.items() if n != GATED]
     for p in others:
         p.stop()
     wait_until(lambda: lease_held(c, GATED) is False, 10, message=f"{GATED} to lose its lease")
-    return others
+    lapsed_at = time.monotonic()
+    wait_until(lambda: (st := c.status(GATED)) is not None and st["raft"]["leader"] is None, 10,
+               message=f"{GATED} to know no leader (so that nothing can renew its lease)")
+    return others, lapsed_at
 
 
 def read_until_error(cl: RawClient, deadline: float):
@@ -112,7 +122,7 @@ def test_no_client_mode_writes_without_a_lease(keeper):
         assert cl["pubsub-resp3"].command("SUBSCRIBE", ch3) == [b"subscribe", ch3.encode(), 1]
         assert cl["monitor"].command("MONITOR") == b"OK"
 
-        others = freeze_others(c)
+        others, _ = freeze_others(c)
         t0 = time.monotonic()
         for m in ("shared", "dedicated", "pubsub-resp3", "monitor"):
             cl[m].send(encode_command("SET", keys[m], "v"))
@@ -166,8 +176,8 @@ def write_then_lose_the_lease(c, cl: RawClient, master, key: str) -> tuple[list,
         cl.send(encode_command("SET", key, "v"))
         wait_until(lambda: tcp_unread_bytes(master.port) > before, 5,
                    message="the SET to reach the frozen master's socket")
-        others = freeze_others(c)
-        return others, t_sent, time.monotonic()
+        others, lapsed_at = freeze_others(c)
+        return others, t_sent, lapsed_at
     finally:
         master.cont()
 
@@ -302,7 +312,7 @@ def test_write_queued_on_a_connection_still_being_made_is_not_sent_after_the_lea
             backlog = _fill_backlog(master.port)
             # WATCH moves the client to a dedicated connection of its own: a new one, now hanging
             cl.send(encode_command("WATCH", key) + encode_command("UNWATCH") + encode_command("SET", key, "v"))
-            others = freeze_others(c)
+            others, _ = freeze_others(c)
         finally:
             master.cont()
         try:
@@ -439,7 +449,7 @@ def test_watch_state_lost_with_a_retired_connection_fails_the_transaction(keeper
             cl.send(encode_command("SET", key, "1"))
             wait_until(lambda: tcp_unread_bytes(master.port) > before, 5,
                        message="the SET to reach the frozen master's socket")
-            others = freeze_others(c)
+            others, _ = freeze_others(c)
         finally:
             master.cont()
         try:
