@@ -355,7 +355,8 @@ class Controller:
         checks that it still leads in `term` with a lease, has applied all it
         committed and that `topo` is still the latest (DESIGN.md rule 2): a leader
         deposed, or a topology replaced, during a wait must not act on it."""
-        actions = reconcile(topo.master, topo.nodes, view, topo.history)
+        held = bool(topo.writes_paused and topo.hold_reason)     # no_safe_master committed
+        actions = reconcile(topo.master, topo.nodes, view, topo.history, writes_held=held)
         if not actions:
             if self.phase == "reconciling":
                 self.phase = "idle"
@@ -365,7 +366,7 @@ class Controller:
             if not await self._wait_fenced(topo):
                 return
             # the wait may have been long: decide again on what the probes show now
-            actions = reconcile(topo.master, topo.nodes, self.local_view(), topo.history)
+            actions = reconcile(topo.master, topo.nodes, self.local_view(), topo.history, writes_held=held)
         now = time.monotonic()
         for action in actions:
             key = (action.node, topo.epoch, action.replicaof or "")
@@ -528,7 +529,8 @@ class Controller:
         try:
             if action.replicaof is None:
                 await client.execute_command("REPLICAOF", "NO", "ONE")
-                log.warning("event=node_promoted node=%s epoch=%d reason=%r", action.node, epoch, action.reason)
+                event = "node_detached" if action.reason.startswith("detach") else "node_promoted"
+                log.warning("event=%s node=%s epoch=%d reason=%r", event, action.node, epoch, action.reason)
             else:
                 host, _, port = action.replicaof.rpartition(":")
                 paused = action.node == self._paused_old

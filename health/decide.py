@@ -252,7 +252,7 @@ class Action:
 
 
 def reconcile(master: str | None, nodes: tuple[str, ...], view: dict[str, NodeView],
-              history: History | None = None) -> list[Action]:
+              history: History | None = None, *, writes_held: bool = False) -> list[Action]:
     """What to change so that Redis roles match the committed topology.
 
     Only nodes that answer are touched; a node already in the right role is
@@ -260,14 +260,16 @@ def reconcile(master: str | None, nodes: tuple[str, ...], view: dict[str, NodeVi
     A master that answers without the committed `history` is neither promoted
     nor given replicas: they would resynchronise from it and discard what
     they hold (the controller fails over to a node that has the history, or
-    holds writes).
+    holds writes). Once writes are held for that reason (`writes_held`: the
+    committed topology says no_safe_master), the replicas still following it
+    are detached (see `detach_from_lost_master`).
     """
     actions = []
     if master is None:
         return actions
     mview = view.get(master)
     if master_lost_history(mview, history):
-        return actions
+        return detach_from_lost_master(master, nodes, view, mview) if writes_held else actions
     if mview is not None and mview.up and mview.role == "slave":
         actions.append(Action(master, None, f"promote: role is {mview.role}"))
     for node in nodes:
@@ -280,4 +282,27 @@ def reconcile(master: str | None, nodes: tuple[str, ...], view: dict[str, NodeVi
             actions.append(Action(node, master, "demote: a master that the topology says is a replica"))
         elif v.master != master:
             actions.append(Action(node, master, f"re-point: follows {v.master}"))
+    return actions
+
+
+def detach_from_lost_master(master: str, nodes: tuple[str, ...], view: dict[str, NodeView],
+                            mview: NodeView | None) -> list[Action]:
+    """REPLICAOF NO ONE for every replica still following `master`, which lost the
+    committed data while no replica was safe to promote (writes are held for the
+    operator's `failover --to`).
+
+    Left alone, such a replica resynchronises from the emptied master as soon as
+    Redis' diskless-sync delay (5 s by default) is over and discards what it holds:
+    acknowledged writes the operator could still keep by choosing it. Detached, it
+    keeps its data and answers as a master of its own, which no proxy writes to
+    while writes are held; the operator's choice then demotes the others. A replica
+    already carrying the emptied master's own replication id holds nothing more."""
+    actions = []
+    for node in nodes:
+        v = view.get(node)
+        if node == master or v is None or not v.up or v.role != "slave" or v.master != master:
+            continue
+        if mview is not None and v.replid and v.replid == mview.replid:
+            continue
+        actions.append(Action(node, None, f"detach: keep what it holds; {master} lost the committed data"))
     return actions

@@ -166,9 +166,11 @@ def test_no_node_with_the_data_holds_writes_and_tells_the_operator(tmp_path):
         with redis_client(endpoint.port, decode=True, timeout=10) as cl:
             with pytest.raises(redis.RedisError, match="no_safe_master"):
                 cl.set("nosafe:during", "x")
-        # nobody was made master of the others: the replicas still wait on the emptied node
+        # no emptied node is made master of the others: the replicas are detached (masters of
+        # their own, keeping what they hold: nothing here) rather than resynchronised from it
         for s in replicas:
-            assert s.info("replication")["role"] == "slave"
+            wait_until(lambda s=s: s.info("replication")["role"] == "master", 10, message=f"{s.addr} detached")
+        assert any("event=node_detached" in p.log_text() for p in c.proxies.values())
         # the operator accepts the loss
         r = run_ops("failover", "--to", master.addr, endpoint=f"http://127.0.0.1:{endpoint.admin_port}",
                     secret=RAFT_SECRET)
@@ -183,6 +185,62 @@ def test_no_node_with_the_data_holds_writes_and_tells_the_operator(tmp_path):
                 return False
         wait_until(writable, 20, message="writes to flow after the operator accepted the loss")
         assert any("event=data_loss_accepted" in p.log_text() for p in c.proxies.values())
+    finally:
+        c.cleanup()
+
+
+def test_replicas_keep_their_data_while_writes_are_held_for_the_operator(tmp_path):
+    """The chaos run of README (ack = async, seed 5): the master restarted empty and no
+    replica was a safe candidate (there, the last one held an older lineage: a deposed
+    master whose full sync had not finished; here, replica-priority 0 says the same: the
+    proxies may not promote them on their own). Writes are held in `no_safe_master` for
+    the operator's `failover --to`, but the replicas still followed the emptied master
+    and resynchronised from it once Redis' 5 s diskless-sync delay was over, discarding
+    every acknowledged write before the operator could choose. They must be detached
+    and keep what they hold, so that `failover --to` one of them loses nothing."""
+    c = start_cluster(tmp_path / "keep", redis_args=SYNC_DELAY)
+    try:
+        view = c.wait_stable()
+        master = c.redis(view["master"])
+        replicas = sorted((s for s in c.rs.servers if s is not master), key=lambda s: s.addr)
+        for s in replicas:
+            with s.client(timeout=5) as cl:
+                cl.config_set("replica-priority", 0)
+        endpoint = c.proxy(view["leader"])
+        keys = 200
+        with redis_client(endpoint.port, decode=True) as cl:
+            for i in range(keys):
+                assert cl.set(f"keep:{i}", i)
+        for s in replicas:
+            wait_replica_of(s, master)
+        time.sleep(0.3)     # three probe intervals: the probes see the priority (an observation window)
+        master.kill()
+        master.replicaof = None
+        master.start()
+
+        def held():
+            st = leader_status(c)
+            return st if st and st["failover"]["phase"] == "no_safe_master" else None
+        st = wait_until(held, 15, message=lambda: f"the leader to report no_safe_master; {c.logs(20)}")
+
+        def settled(s: RedisServer) -> bool:
+            """Detached (a master of its own), or done resynchronising from the emptied node."""
+            info = s.info("replication")
+            return info["role"] == "master" or (info.get("master_link_status") == "up"
+                                                and not int(info.get("master_sync_in_progress", 0)))
+        for s in replicas:
+            wait_until(lambda s=s: settled(s), 20, message=lambda s=s: f"{s.addr} to settle; {c.logs(20)}")
+        for s in replicas:
+            with s.client(decode=True) as cl:
+                assert cl.dbsize() >= keys, f"{s.addr} resynchronised from the emptied master while writes were held"
+        keeper = replicas[0]
+        r = run_ops("failover", "--to", keeper.addr, endpoint=f"http://127.0.0.1:{endpoint.admin_port}",
+                    secret=RAFT_SECRET)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert c.wait_epoch(st["topology"]["epoch"] + 1, timeout=20)["master"] == keeper.addr
+        with keeper.client(decode=True) as cl:
+            missing = [i for i in range(keys) if cl.get(f"keep:{i}") != str(i)]
+        assert not missing, f"{len(missing)} of {keys} acknowledged writes lost, e.g. {missing[:5]}"
     finally:
         c.cleanup()
 

@@ -323,6 +323,30 @@ def test_a_restarted_empty_master_is_never_promoted_nor_given_replicas():
     assert reconcile(B, (B, M, A, C), view, H) == []
 
 
+def test_once_writes_are_held_the_replicas_of_an_emptied_master_are_detached():
+    """no_safe_master (README's chaos run, ack = async, seed 5): B, the committed master, came
+    back empty and no replica was a safe candidate (M held an older lineage). Left following B,
+    M and A resynchronised from it 5 s later and discarded every acknowledged write before the
+    operator could choose one of them. Once the held topology is committed they are detached;
+    a node that already carries B's own replication id, a master and a node that does not
+    answer are left alone, and nothing is detached before writes are held."""
+    view = {B: node("master", 0, NEW),
+            M: node("slave", 5200, OTHER, master=B, link_up=False, link_down_s=1),
+            A: node("slave", 0, OLD, master=B, link_up=False, link_down_s=1),
+            C: node("slave", 0, NEW, master=B, link_up=True)}
+    assert reconcile(B, (B, M, A, C), view, H) == [], "before writes are held: a keeper may still be promoted"
+    acts = reconcile(B, (B, M, A, C), view, H, writes_held=True)
+    assert [(a.node, a.replicaof) for a in acts] == [(M, None), (A, None)]
+    assert all(a.reason.startswith("detach") for a in acts)
+    # detached, they are masters: nothing more to do (idempotent), and none is given to B
+    view[M], view[A] = node("master", 5200, "d" * 40, OTHER, 5201), node("master", 0, "e" * 40, OLD, 1)
+    view[C] = node("slave", 0, NEW, master=B, up=False)
+    assert reconcile(B, (B, M, A, C), view, H, writes_held=True) == []
+    # a master that holds the history: writes_held changes nothing
+    view = {M: node("master", 6000, OLD), A: node("slave", 5000, OLD, master=M)}
+    assert reconcile(M, (M, A), view, H, writes_held=True) == []
+
+
 def test_the_replica_that_kept_the_history_is_the_one_to_promote():
     views = {p: {B: node("master", 0, NEW),
                  M: node("slave", 5200, OLD, master=B, link_up=False, link_down_s=0.4),
