@@ -58,7 +58,7 @@ class NodeStatus:
     def to_dict(self, now: float, down_after: float) -> dict:
         return {"addr": self.addr, "up": self.up(now, down_after), "role": self.role,
                 "offset": self.offset, "link_up": self.link_up, "master": self.master_addr,
-                "error": self.error}
+                "error": self.error, "priority": self.priority}
 
 
 def _replid(value: object) -> str:

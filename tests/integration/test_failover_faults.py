@@ -61,6 +61,30 @@ def synced_replica_of(c: ProxyCluster, master: RedisServer, timeout: float = 30.
     return wait_until(one, timeout, message=lambda: f"an in-sync replica of {master.addr}; {c.logs(15)}")
 
 
+def wait_every_proxy_sees_priority_zero(c: ProxyCluster, nodes) -> None:
+    """Every proxy's probe has seen replica-priority 0 on `nodes` (/status `nodes[].priority`)."""
+    addrs = {s.addr for s in nodes}
+
+    def seen() -> bool:
+        sts = c.statuses()
+        return all(st and all(n["priority"] == 0 for n in st["nodes"] if n["addr"] in addrs)
+                   for st in sts.values())
+    wait_until(seen, 10, message=lambda: f"every proxy to see replica-priority 0 on {sorted(addrs)}")
+
+
+def restart_empty_and_wait_no_safe_master(c: ProxyCluster, master: RedisServer) -> dict:
+    """Restart the master without its data (no --replicaof) and wait for the leader to
+    hold writes in no_safe_master; its /status."""
+    master.kill()
+    master.replicaof = None
+    master.start()
+
+    def held():
+        st = leader_status(c)
+        return st if st and st["failover"]["phase"] == "no_safe_master" else None
+    return wait_until(held, 15, message=lambda: f"the leader to report no_safe_master; {c.logs(20)}")
+
+
 def leader_status(c: ProxyCluster) -> dict | None:
     for st in c.statuses().values():
         if st and st["raft"]["role"] == "leader":
@@ -147,14 +171,7 @@ def test_no_node_with_the_data_holds_writes_and_tells_the_operator(tmp_path):
             s.start()
         for s in replicas:   # demoted by the leader: a full sync from the master, 5 s away
             wait_until(lambda s=s: s.info("replication")["role"] == "slave", 10, message=f"{s.addr} demoted")
-        master.kill()
-        master.replicaof = None
-        master.start()
-
-        def held():
-            st = leader_status(c)
-            return st if st and st["failover"]["phase"] == "no_safe_master" else None
-        st = wait_until(held, 15, message=lambda: f"the leader to report no_safe_master; {c.logs(20)}")
+        st = restart_empty_and_wait_no_safe_master(c, master)
         assert master.addr in st["failover"]["reason"]
 
         def all_held():     # the leader sets its phase, then commits the paused topology
@@ -213,15 +230,8 @@ def test_replicas_keep_their_data_while_writes_are_held_for_the_operator(tmp_pat
                 assert cl.set(f"keep:{i}", i)
         for s in replicas:
             wait_replica_of(s, master)
-        time.sleep(0.3)     # three probe intervals: the probes see the priority (an observation window)
-        master.kill()
-        master.replicaof = None
-        master.start()
-
-        def held():
-            st = leader_status(c)
-            return st if st and st["failover"]["phase"] == "no_safe_master" else None
-        st = wait_until(held, 15, message=lambda: f"the leader to report no_safe_master; {c.logs(20)}")
+        wait_every_proxy_sees_priority_zero(c, replicas)
+        st = restart_empty_and_wait_no_safe_master(c, master)
 
         def settled(s: RedisServer) -> bool:
             """Detached (a master of its own), or done resynchronising from the emptied node."""
@@ -262,8 +272,7 @@ def test_replica_priority_zero_is_never_promoted(tmp_path):
             cl.config_set("replica-priority", 0)
         for s in replicas:
             wait_replica_of(s, master)
-        # every proxy's probe has seen the priority
-        time.sleep(0.3)     # three probe intervals: an observation window, not a synchronisation
+        wait_every_proxy_sees_priority_zero(c, [never])
         master.kill()
         new = c.wait_epoch(view["epoch"] + 1, timeout=20)
         assert new["master"] == other.addr, f"promoted {new['master']}, whose replica-priority is 0"
