@@ -9,7 +9,7 @@ mixes them freely.
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from proxy.routing.topology import History, Topology
 

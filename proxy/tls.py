@@ -243,7 +243,7 @@ class TlsAcceptor(asyncio.Protocol):
             self._early = []
         try:
             await handshake
-        except (ssl.SSLError, OSError, asyncio.TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, ssl.SSLError, OSError, ConnectionError) as exc:
             self._failures[self._listener] = self._failures.get(self._listener, 0) + 1
             peer = transport.get_extra_info("peername")
             reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else (str(exc) or type(exc).__name__)
@@ -306,7 +306,7 @@ def _replay(proto: asyncio.BaseProtocol, data: bytes) -> None:
         proto.data_received(data)
 
 
-def tls_protocol_factory(make_protocol, tls: "ProxyTls", listener: str):
+def tls_protocol_factory(make_protocol, tls: ProxyTls, listener: str):
     """A protocol factory for `loop.create_server` (without ssl=) serving `tls.clients`
     through TlsAcceptor."""
     return lambda: TlsAcceptor(make_protocol, tls.clients, tls.handshake_timeout_s, listener,

@@ -120,7 +120,7 @@ class ClusterCerts:
     client: Leaf
 
     @classmethod
-    def make(cls, directory: Path) -> "ClusterCerts":
+    def make(cls, directory: Path) -> ClusterCerts:
         ca = DevCA(Path(directory))
         return cls(ca, ca.leaf("redis"), ca.leaf("proxy"), ca.leaf("client"))
 

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from ..protocol.reply_maps import as_map
 from .keyslot import SLOTS

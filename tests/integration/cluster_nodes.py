@@ -38,7 +38,7 @@ class ClusterNodes:
         self.replicas = self.servers[masters:]
         self.replicas_per_master = replicas_per_master
 
-    def start(self, timeout: float = 30.0) -> "ClusterNodes":
+    def start(self, timeout: float = 30.0) -> ClusterNodes:
         for s in self.servers:
             s.spawn()
         for s in self.servers:

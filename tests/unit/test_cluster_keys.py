@@ -1,4 +1,4 @@
-"""Hash slots and key positions (proxy/cluster): pure checks against the values of the
+"""Hash slots, key positions, slot maps and split plans (proxy/routing, proxy/protocol): pure checks against the values of the
 Redis Cluster specification; tests/integration/test_cluster_keyspecs.py compares
 key positions with a real server's COMMAND GETKEYS."""
 
@@ -6,8 +6,15 @@ from __future__ import annotations
 
 import pytest
 
+from proxy.protocol.keyspecs import Keys, KeySpec, key_positions, parse_key_specs
 from proxy.routing.keyslot import crc16, hash_tag, key_slot
-from proxy.protocol.keyspecs import KeySpec, key_positions, parse_key_specs
+from proxy.routing.slotmap import (
+    Shard,
+    SlotMap,
+    SlotMapError,
+    shards_from_cluster_shards,
+)
+from proxy.routing.split import CROSSSLOT, merge_replies, plan
 
 
 def test_crc16_reference_value():
@@ -70,8 +77,6 @@ def test_unknown_spec_makes_it_incomplete():
 # slot map
 # ---------------------------------------------------------------------------
 
-from proxy.routing.slotmap import Shard, SlotMap, SlotMapError, shards_from_cluster_shards  # noqa: E402
-
 
 def three_shards() -> SlotMap:
     return SlotMap([Shard("a", ((0, 5460),), "h:1"), Shard("b", ((5461, 10922),), "h:2"),
@@ -108,9 +113,6 @@ def test_cluster_shards_reply():
 # ---------------------------------------------------------------------------
 # splitting multi-key commands
 # ---------------------------------------------------------------------------
-
-from proxy.protocol.keyspecs import Keys  # noqa: E402
-from proxy.routing.split import CROSSSLOT, merge_replies, plan  # noqa: E402
 
 
 def keys_at(*positions: int) -> Keys:

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from redis._parsers.helpers import parse_cluster_info, parse_cluster_nodes
 
-from proxy.routing.cluster_view import ProxyNode, cluster_info, cluster_nodes, cluster_shards, cluster_slots
+from proxy.routing.cluster_view import (
+    ProxyNode,
+    cluster_info,
+    cluster_nodes,
+    cluster_shards,
+    cluster_slots,
+)
 
 ME, P2, P3 = ProxyNode("proxy-1", "10.0.0.1", 6380), ProxyNode("proxy-2", "10.0.0.2", 6380), \
     ProxyNode("proxy-3", "10.0.0.3", 6380)

@@ -7,7 +7,13 @@ import ssl
 import pytest
 
 from proxy.process.config import ConfigError, load_config
-from proxy.tls import CertReloader, TlsConfigError, TlsFiles, protocol_range, server_context
+from proxy.tls import (
+    CertReloader,
+    TlsConfigError,
+    TlsFiles,
+    protocol_range,
+    server_context,
+)
 
 
 def cfg(**flags):
