@@ -1,5 +1,5 @@
-"""Hash slots, key positions, slot maps and split plans (proxy/routing, proxy/protocol): pure checks against the values of the
-Redis Cluster specification; tests/integration/test_cluster_keyspecs.py compares
+"""Hash slots, key positions, slot maps and split plans (proxy/routing, proxy/protocol):
+pure checks against the values of the Redis Cluster specification; tests/integration/test_cluster_keyspecs.py compares
 key positions with a real server's COMMAND GETKEYS."""
 
 from __future__ import annotations
