@@ -1,0 +1,301 @@
+"""Cluster mode (issue 14) with real processes: a cluster-enabled Redis/Valkey cluster
+behind 3 proxies running Raft.
+
+Used by `tests/integration/test_cluster_mode.py`, `tests/integration/test_cluster_failover.py`
+and the cluster benchmarks.  Built on the integration harness (`ClusterNodes` from
+`tests/integration/cluster_nodes.py`, `ProxyProcess`, `wait_until`, free ports) and on
+`benchmarks/failover_lib.py` (proxy names, the Raft secret, /status over HTTP):
+
+* `ShardedProxyCluster`  N shards (1 master + R replicas each, slots split evenly) and
+                         3 proxies given every node as `cluster_nodes`; `start()` waits
+                         until every proxy's /status shows every shard with a master
+* `ShardView`            one shard as a proxy's /status (or the nodes' CLUSTER SHARDS)
+                         shows it, with the `RedisServer`s behind its addresses
+* `key_in_shard`         a key (or hash tag) whose slot one given shard serves
+
+127.0.0.1 only; every wait is bounded (`wait_until`); nothing sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.failover_lib import PROXY_NAMES, RAFT_SECRET, _http_json  # noqa: E402
+from proxy.protocol.reply_maps import as_map  # noqa: E402
+from proxy.routing.keyslot import key_slot  # noqa: E402
+from tests.integration.cluster_nodes import ClusterNodes  # noqa: E402
+from tests.integration.harness import (HOST, HarnessError, ProxyProcess, RedisServer, free_ports,  # noqa: E402
+                                       release_ports, wait_until)
+
+
+@dataclass
+class ShardView:
+    """One shard: its slot ranges, its master and replicas (None / absent when down or unknown)."""
+
+    id: str
+    ranges: list[tuple[int, int]]
+    master: RedisServer | None
+    replicas: list[RedisServer] = field(default_factory=list)
+    epoch: int | None = None
+    raw: dict = field(default_factory=dict)
+
+    def serves(self, slot: int) -> bool:
+        return any(start <= slot <= end for start, end in self.ranges)
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [s for s in [self.master, *self.replicas] if s is not None]
+
+
+def _text(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _addr(entry: Any) -> str | None:
+    """A node address as /status writes it: "host:port", or an object with `addr`."""
+    if entry is None:
+        return None
+    if isinstance(entry, Mapping):
+        return entry.get("addr") or (f"{entry['host']}:{entry['port']}" if "host" in entry else None)
+    return str(entry)
+
+
+class ShardedProxyCluster:
+    """`shards` x (1 + `replicas_per_master`) cluster-enabled redis-servers (or valkey-servers:
+    `binary`) and 3 proxies running Raft in cluster mode.
+
+    `options` go to every proxy as flags (e.g. ``{"ack": "replica", "down_after_ms": 500}``);
+    `node_options` maps a proxy name to extra flags for that proxy only.  Each proxy is given
+    every node as `cluster_nodes` (the harness also passes `redis_nodes` / `master`, which
+    cluster mode ignores).
+    """
+
+    def __init__(self, workdir: Path, shards: int = 3, replicas_per_master: int = 1,
+                 options: Mapping[str, Any] | None = None, binary: str | None = None,
+                 node_options: Mapping[str, Mapping[str, Any]] | None = None,
+                 read_policy: str = "replicas") -> None:
+        self.workdir = Path(workdir)
+        self.shard_count = shards
+        self.cluster = ClusterNodes(self.workdir / "nodes", masters=shards,
+                                    replicas_per_master=replicas_per_master, binary=binary)
+        self.names = list(PROXY_NAMES)
+        ports = free_ports(2 * len(self.names))
+        self.client_ports = dict(zip(self.names, ports[:len(self.names)]))
+        self.admin_ports = dict(zip(self.names, ports[len(self.names):]))
+        peers = ",".join(f"{n}=http://{HOST}:{self.admin_ports[n]}" for n in self.names)
+        node_addrs = [s.addr for s in self.cluster.servers]
+        self.proxies: dict[str, ProxyProcess] = {}
+        for name in self.names:
+            opts: dict[str, Any] = {"cluster_nodes": ",".join(node_addrs), "peers": peers,
+                                    "data_dir": str(self.workdir / "raft" / name)}
+            opts.update(options or {})
+            opts.update((node_options or {}).get(name, {}))
+            self.proxies[name] = ProxyProcess(self.workdir / "proxies", node_addrs, self.cluster.masters[0].addr,
+                                              node=name, port=self.client_ports[name],
+                                              admin_port=self.admin_ports[name], read_policy=read_policy,
+                                              options=opts, env={"REDIS_RAFT_PROXY_RAFT_SECRET": RAFT_SECRET})
+
+    # -- life cycle ---------------------------------------------------------------------
+    def start(self, timeout: float = 60.0) -> ShardedProxyCluster:
+        self.cluster.start(timeout)
+        for p in self.proxies.values():
+            p.spawn()
+        for p in self.proxies.values():
+            p.wait_ready(timeout)
+        self.wait_ready(timeout=timeout)
+        return self
+
+    def cleanup(self) -> None:
+        for p in self.proxies.values():
+            p.cleanup()
+        self.cluster.cleanup()
+        release_ports(list(self.client_ports.values()) + list(self.admin_ports.values()))
+
+    def __enter__(self) -> ShardedProxyCluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+    # -- views --------------------------------------------------------------------------
+    @property
+    def nodes(self) -> list[RedisServer]:
+        return list(self.cluster.servers)
+
+    def node(self, addr: str) -> RedisServer:
+        for s in self.cluster.servers:
+            if s.addr == addr:
+                return s
+        raise KeyError(addr)
+
+    def proxy(self, name: str) -> ProxyProcess:
+        return self.proxies[name]
+
+    def alive(self) -> list[ProxyProcess]:
+        return [p for p in self.proxies.values() if p.alive()]
+
+    def status(self, name: str, timeout: float = 1.0) -> dict | None:
+        """One proxy's /status, or None when it does not answer."""
+        try:
+            return _http_json(self.proxies[name].admin_url, "/status", timeout)
+        except Exception:  # noqa: BLE001 - dead, stopped or still starting
+            return None
+
+    def statuses(self, names: Iterable[str] | None = None) -> dict[str, dict | None]:
+        names = list(names) if names is not None else [p.node for p in self.alive()]
+        return {n: self.status(n) for n in names}
+
+    def _shard_view(self, d: Mapping[str, Any]) -> ShardView:
+        master = _addr(d.get("master"))
+        return ShardView(id=str(d["id"]), ranges=[(int(a), int(b)) for a, b in d.get("slots", [])],
+                         master=self.node(master) if master else None,
+                         replicas=[self.node(a) for a in map(_addr, d.get("replicas") or []) if a],
+                         epoch=d.get("epoch"), raw=dict(d))
+
+    def shards(self, name: str | None = None) -> list[ShardView]:
+        """The shards as proxy `name` (default: the first that answers) committed them."""
+        for n in [name] if name else [p.node for p in self.alive()]:
+            s = self.status(n)
+            if s is not None:
+                return [self._shard_view(d) for d in s.get("shards", [])]
+        raise HarnessError("no proxy answers /status")
+
+    def agreed(self, names: Iterable[str] | None = None) -> list[ShardView] | None:
+        """The shards when every named (default: live) proxy is in cluster mode, knows a Raft
+        leader, and shows the same `shard_count` shards, each with a master; else None."""
+        sts = self.statuses(names)
+        if not sts or any(s is None for s in sts.values()):
+            return None
+        views = set()
+        for s in sts.values():
+            if s.get("mode") != "cluster" or not s.get("raft", {}).get("leader"):
+                return None
+            shards = s.get("shards") or []
+            if len(shards) != self.shard_count or any(not d.get("master") for d in shards):
+                return None
+            views.add(json.dumps(sorted((str(d["id"]), _addr(d["master"]), d.get("epoch")) for d in shards)))
+        if len(views) != 1:
+            return None
+        return [self._shard_view(d) for d in next(iter(sts.values()))["shards"]]
+
+    def wait_ready(self, names: Iterable[str] | None = None, timeout: float = 30.0) -> list[ShardView]:
+        """Every named (default: live) proxy shows every shard with the same master."""
+        names = list(names) if names is not None else None
+        return wait_until(lambda: self.agreed(names), timeout,
+                          message=lambda: f"every proxy's /status to show {self.shard_count} shards with a "
+                                          f"master: {self._brief(self.statuses(names))}")
+
+    def leader(self) -> ProxyProcess:
+        """The Raft leader (every live proxy agreeing on it, the leader saying so itself)."""
+        def find():
+            sts = self.statuses()
+            leaders = {s["raft"]["leader"] if s else None for s in sts.values()}
+            if len(leaders) != 1 or None in leaders:
+                return None
+            leader = leaders.pop()
+            s = sts.get(leader)
+            return self.proxies[leader] if s and s["raft"]["role"] == "leader" else None
+        return wait_until(find, 20, message=lambda: f"one Raft leader: {self._brief(self.statuses())}")
+
+    @staticmethod
+    def _brief(sts: Mapping[str, dict | None]) -> str:
+        out = {}
+        for n, s in sts.items():
+            if s is None:
+                out[n] = None
+                continue
+            out[n] = {"mode": s.get("mode"), "leader": s.get("raft", {}).get("leader"),
+                      "shards": [{k: d.get(k) for k in ("id", "master", "epoch", "phase", "phase_reason")}
+                                 for d in s.get("shards") or []],
+                      "problems": s.get("cluster_config_problems")}
+        return json.dumps(out)
+
+    # -- where keys live ------------------------------------------------------------------
+    def shard_of_key(self, key: str | bytes, source: str = "status") -> ShardView:
+        """The shard serving `key`: as the proxies committed it (`source="status"`) or as the
+        nodes themselves say (`source="nodes"`: CLUSTER SHARDS on a live node, failed nodes
+        left out)."""
+        slot = key_slot(key.encode() if isinstance(key, str) else key)
+        views = self.shards() if source == "status" else self.node_shards()
+        for v in views:
+            if v.serves(slot):
+                return v
+        raise HarnessError(f"no shard serves slot {slot} ({key!r}) in {[(v.id, v.ranges) for v in views]}")
+
+    def shard_index(self, key: str | bytes) -> int:
+        """Position (0..shards-1, by first slot) of the shard serving `key`."""
+        slot = key_slot(key.encode() if isinstance(key, str) else key)
+        return next(i for i, v in enumerate(self.ordered_shards()) if v.serves(slot))
+
+    def ordered_shards(self) -> list[ShardView]:
+        """The committed shards sorted by their first slot (stable across failovers)."""
+        return sorted(self.shards(), key=lambda v: min(v.ranges))
+
+    def node_shards(self) -> list[ShardView]:
+        """CLUSTER SHARDS as a live node answers it, failed nodes left out."""
+        for s in self.cluster.servers:
+            if not s.alive():
+                continue
+            try:
+                with s.client(timeout=2) as c:
+                    reply = c.execute_command("CLUSTER", "SHARDS")
+            except Exception:  # noqa: BLE001 - try the next node
+                continue
+            out = []
+            for entry in reply:
+                d = as_map(entry)
+                flat = [int(x) for x in d.get("slots", [])]
+                if not flat:
+                    continue            # a master that lost all its slots (Redis 7.0 lists it alone)
+                master, replicas, master_id = None, [], ""
+                for n in map(as_map, d.get("nodes", [])):
+                    if _text(n.get("health", "online")) == "fail":
+                        continue        # "loading" is fine: Redis 7.0 says so of a replica at offset 0
+                    addr = f"{_text(n.get('ip') or n.get('endpoint'))}:{int(n['port'])}"
+                    if _text(n.get("role")) == "master":
+                        master, master_id = addr, _text(n.get("id"))
+                    else:
+                        replicas.append(addr)
+                out.append(ShardView(master_id or _text(d.get("shard-id", "")), list(zip(flat[0::2], flat[1::2])),
+                                     self.node(master) if master else None, [self.node(a) for a in replicas]))
+            return out
+        raise HarnessError("no cluster node answers CLUSTER SHARDS")
+
+    # -- faults ---------------------------------------------------------------------------
+    def kill_master(self, shard: int | str | ShardView) -> RedisServer:
+        """SIGKILL the committed master of `shard` (its position in `ordered_shards()`, its
+        id, or a view); returns the killed server."""
+        if isinstance(shard, ShardView):
+            view = shard
+        elif isinstance(shard, int):
+            view = self.ordered_shards()[shard]
+        else:
+            view = next(v for v in self.shards() if v.id == shard)
+        if view.master is None:
+            raise HarnessError(f"shard {view.id} has no master to kill")
+        view.master.kill()
+        return view.master
+
+    def logs(self, lines: int = 60) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.log_tail(lines)}" for p in self.proxies.values())
+
+
+def key_in_shard(view: ShardView, prefix: str = "k", start: int = 0) -> str:
+    """The first key `prefix`N (N >= `start`) whose slot `view` serves; used as a hash tag to
+    pin many keys to one shard (``"{" + key_in_shard(v) + "}:suffix"``)."""
+    for i in range(start, start + 1_000_000):
+        key = f"{prefix}{i}"
+        if view.serves(key_slot(key.encode())):
+            return key
+    raise HarnessError(f"no key {prefix}N lands in shard {view.id}")
+
+
+__all__ = ["ShardedProxyCluster", "ShardView", "key_in_shard", "ClusterNodes", "HOST"]
