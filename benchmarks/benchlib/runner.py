@@ -75,10 +75,13 @@ def parse_csv(text: str) -> dict[str, dict[str, float]]:
 
     Understands both the 7.x header ("test","rps","avg_latency_ms",...,
     "p50_latency_ms",...) and the headerless 6.x form ("SET","12345.67").
+    Lines before the 7.x header are skipped: with --cluster, redis-benchmark
+    first lists the masters it found ("Cluster has 3 master nodes: ...").
     """
     rows = [row for row in csv.reader(io.StringIO(text)) if row]
-    if rows and rows[0][0] == "test":
-        header, body = rows[0], rows[1:]
+    start = next((i for i, row in enumerate(rows) if row[0] == "test"), None)
+    if start is not None:
+        header, body = rows[start], rows[start + 1:]
     else:
         header, body = ["test", "rps"], rows
     results: dict[str, dict[str, float]] = {}

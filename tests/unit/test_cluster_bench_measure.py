@@ -86,3 +86,16 @@ def test_time_calls_counts_wrong_replies_and_medians_are_per_target():
     med = median_by_target([run, time_calls("x", 1, lambda: 1, 3, 1), time_calls("y", 0, lambda: 0, 2, 1)])
     assert med["x"]["rounds"] == 2 and med["x"]["wrong"] == 1 and med["y"]["wrong"] == 2
     assert percentile([1.0, 2.0, 3.0], 0.5) == 2.0
+
+
+def test_redis_benchmark_csv_after_the_cluster_preamble_is_parsed():
+    from benchmarks.benchlib.runner import parse_csv
+
+    out = ('Cluster has 3 master nodes:\n\nMaster 0: f101 127.0.0.1:40055\nMaster 1: d8cd 127.0.0.1:55531\n\n'
+           '"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms",'
+           '"max_latency_ms"\n"SET","79365.08","0.368","0.048","0.327","0.655","0.919","4.991"\n'
+           '"GET","79051.38","0.302","0.032","0.207","0.903","1.775","7.431"\n')
+    parsed = parse_csv(out)
+    assert set(parsed) == {"SET", "GET"}
+    assert parsed["SET"]["rps"] == 79365.08 and parsed["GET"]["p50_ms"] == 0.207
+    assert parse_csv('"SET","12345.67"\n') == {"SET": {"rps": 12345.67}}   # the headerless 6.x form
