@@ -311,13 +311,13 @@ class ClusterSession(ClusterTransactions, ClientSession):
 
     # -- redirects ---------------------------------------------------------------------------------
     def slots_done(self) -> None:
-        pending = self.pending
-        while pending and pending[0].done and type(pending[0]) is RoutedSlot:
-            head = pending[0]
-            if self._follow(head):
-                return
-            drop_prefix(head)
-            break
+        for s in self.pending:         # the replies about to be delivered: redirects followed first
+            if not s.done:
+                break
+            if type(s) is RoutedSlot:
+                if self._follow(s):
+                    break
+                drop_prefix(s)
         super().slots_done()
 
     def _follow(self, s: RoutedSlot) -> bool:
