@@ -36,6 +36,17 @@ def _myid(server) -> str:
         return c.execute_command("CLUSTER", "MYID")
 
 
+def test_status_shows_each_shard_in_the_single_set_form(cluster):
+    c, p = cluster
+    doc = p.status()
+    assert doc["mode"] == "cluster"
+    shards = doc["topology"]["shards"]
+    assert sorted(s["master"] for s in shards) == sorted(m.addr for m in c.masters)
+    assert sorted(tuple(r) for s in shards for r in s["slots"]) == [(0, 8191), (8192, 16383)]
+    assert all(s["epoch"] == 1 and s["replicas"] == [] and s["master_up"] for s in shards)
+    assert [s["id"] for s in shards] == [s["id"] for s in doc["shards"]]
+
+
 def test_a_misconfigured_node_is_reported(cluster):
     c, p = cluster
     wait_until(lambda: p.status()["cluster_config_problems"], 20, message="a config problem in /status")
