@@ -367,6 +367,15 @@ class ClusterSession(ClusterTransactions, ClientSession):
             return self._local(OK)
         return self._local(b"-ERR SELECT is not allowed in cluster mode\r\n")
 
+    def _cmd_reset(self, args):
+        if not self._drained():
+            return STOP
+        self._tx_reset()
+        self.rw.clear()
+        self.read_nodes.clear()
+        self.written.clear()
+        return super()._cmd_reset(args)
+
     def _me(self) -> cluster_view.ProxyNode:
         sock = self.transport.get_extra_info("sockname") if self.transport is not None else None
         host = sock[0] if sock else self.server.cfg.bind
@@ -444,6 +453,7 @@ TX_CONTROL = frozenset({b"exec", b"discard", b"multi", b"watch", b"quit", b"rese
 CLUSTER_HANDLERS = {n: h for n, h in _HANDLERS.items() if n not in RAW_MODE and n not in REFUSED}
 CLUSTER_HANDLERS.update({
     b"select": ClusterSession._cmd_select,
+    b"reset": ClusterSession._cmd_reset,
     b"cluster": ClusterSession._cmd_cluster,
     b"multi": ClusterSession._cmd_multi,
     b"exec": ClusterSession._cmd_exec,
