@@ -22,11 +22,8 @@ def _committed_history(server) -> dict | None:
     return sm_topo.history.to_dict() if sm_topo is not None and sm_topo.history else None
 
 
-def status_document(server, raft=None) -> dict:
-    """The `/status` JSON: the contract in DESIGN.md, plus extra fields."""
-    cfg = server.cfg
-    topo = server.router.topology
-    health = server.health
+def topology_doc(health, topo, history: dict | None) -> dict:
+    """A committed topology as `/status` shows it, with each replica's health and lag."""
     now = time.monotonic()
     master_off = health.offset(topo.master) if topo.master else 0
     replicas = []
@@ -37,6 +34,16 @@ def status_document(server, raft=None) -> dict:
                          "up": up, "offset": st.offset if st else 0,
                          "lag_bytes": max(0, master_off - st.offset) if st and up else None,
                          "lag_ms": None if not (st and up) else round(max(0.0, now - st.last_ok) * 1000)})
+    return {"epoch": topo.epoch, "master": topo.master,
+            "master_up": health.up(topo.master) if topo.master else False, "replicas": replicas,
+            "writes_paused": topo.writes_paused, "writes_held": topo.hold_reason or None, "history": history}
+
+
+def status_document(server, raft=None) -> dict:
+    """The `/status` JSON: the contract in DESIGN.md, plus extra fields."""
+    cfg = server.cfg
+    health = server.health
+    now = time.monotonic()
     from health.controller import raft_status
 
     raft_doc = raft_status(server.consensus)
@@ -45,24 +52,34 @@ def status_document(server, raft=None) -> dict:
     ctl = server.controller
     failover = {"phase": ctl.phase, "reason": ctl.phase_reason, "total": ctl.failovers,
                 "last_duration_s": round(ctl.last_failover_s, 3)}
-    return {
+    doc = {
         "node": cfg.node,
+        "mode": "cluster" if server.cluster is not None else "single",
         "pid": os.getpid(),
         "version": __version__,
         "uptime_s": round(time.time() - server.started, 3),
         "raft": raft_doc,
         "lease": lease,
         "failover": failover,
-        "topology": {"epoch": topo.epoch, "master": topo.master,
-                     "master_up": health.up(topo.master) if topo.master else False, "replicas": replicas,
-                     "writes_paused": topo.writes_paused, "writes_held": topo.hold_reason or None,
-                     "history": _committed_history(server)},
+        "topology": topology_doc(health, server.router.topology, _committed_history(server)),
         "clients": {"connected": len(server.clients), "total": server.total_connections,
                     "rejected": dict(server.rejected)},
         "nodes": [st.to_dict(now, health.down_after) for st in health.nodes.values()],
         "peers": {m: server.controller.peer_url(m) for m in raft_doc["members"]},
         "sentinel": server.sentinel.status_doc(),
     }
+    if server.cluster is not None:
+        ctl = server.controller
+        doc["shards"] = ctl.shard_status()
+        # DESIGN.md's form: one entry per shard, each as the single set's topology
+        doc["topology"]["shards"] = [
+            {"id": shard, "slots": [list(r) for r in t.slots],
+             **topology_doc(health, t, t.history.to_dict() if t.history else None)}
+            for shard, t in sorted(server.sm.cluster_shards.items())]
+        doc["cluster_config_problems"] = list(ctl.config_problems)
+        if ctl.discovery_error:
+            doc["cluster_discovery_error"] = ctl.discovery_error
+    return doc
 
 
 def make_app(server, raft=None, metrics_handler=None) -> web.Application:
@@ -72,8 +89,10 @@ def make_app(server, raft=None, metrics_handler=None) -> web.Application:
         return web.Response(text="ok\n")
 
     async def readyz(_request):
-        topo = server.router.topology
-        if topo.master is None:
+        if server.cluster is not None:
+            if not server.cluster.routers:
+                return web.Response(status=503, text="no committed topology\n")
+        elif server.router.topology.master is None:
             return web.Response(status=503, text="no committed topology\n")
         if not server.consensus.lease_held() and not server.cfg.stale_reads_when_partitioned:
             return web.Response(status=503, text="no lease from a quorum\n")
