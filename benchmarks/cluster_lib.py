@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ if str(REPO) not in sys.path:
 
 import redis
 
-from benchmarks.failover_lib import PROXY_NAMES, RAFT_SECRET, _http_json
+from benchmarks.failover_lib import PROXY_NAMES, RAFT_SECRET, _http_json, error_text
 from proxy.protocol.reply_maps import as_map
 from proxy.routing.keyslot import key_slot
 from tests.integration.cluster_nodes import ClusterNodes
@@ -298,6 +298,16 @@ class ShardedProxyCluster:
         return "\n".join(f"--- {p.name} ---\n{p.log_tail(lines)}" for p in self.proxies.values())
 
 
+def reply_error(call: Callable[[], Any]) -> str:
+    """The error reply `call` (a redis-py call) got, as the server sent it (redis-py turns
+    CROSSSLOT, CLUSTERDOWN, EXECABORT ... into exception classes without the code)."""
+    try:
+        reply = call()
+    except redis.ResponseError as exc:
+        return error_text(exc)
+    raise AssertionError(f"expected an error reply, got {reply!r}")
+
+
 def key_in_shard(view: ShardView, prefix: str = "k", start: int = 0) -> str:
     """The first key `prefix`N (N >= `start`) whose slot `view` serves; used as a hash tag to
     pin many keys to one shard (``"{" + key_in_shard(v) + "}:suffix"``)."""
@@ -308,4 +318,4 @@ def key_in_shard(view: ShardView, prefix: str = "k", start: int = 0) -> str:
     raise HarnessError(f"no key {prefix}N lands in shard {view.id}")
 
 
-__all__ = ["HOST", "ClusterNodes", "ShardView", "ShardedProxyCluster", "key_in_shard"]
+__all__ = ["HOST", "ClusterNodes", "ShardView", "ShardedProxyCluster", "key_in_shard", "reply_error"]
