@@ -34,7 +34,7 @@ class ClusterController(Controller):
         self._checking = False
         self.discovery_error = ""
 
-    def shard(self, shard: str) -> Controller:
+    def for_shard(self, shard: str) -> Controller:
         c = self.per_shard.get(shard)
         if c is None:
             c = self.per_shard[shard] = Controller(self.server, self.consensus, self.sm, shard=shard,
@@ -64,7 +64,7 @@ class ClusterController(Controller):
         await asyncio.gather(*(self._shard_step(s, term, view) for s in shards))
 
     async def _shard_step(self, shard: str, term: int, view) -> None:
-        c = self.shard(shard)
+        c = self.for_shard(shard)
         try:
             await c._maybe_fail_over(c.topology)
             await c._reconcile(c.topology, view, term)
@@ -123,7 +123,7 @@ class ClusterController(Controller):
             raise NotLeaderError(self.consensus.leader_id)
         for shard, topo in self.sm.cluster_shards.items():
             if to in topo.nodes:
-                out = await self.shard(shard).switchover(to, timeout)
+                out = await self.for_shard(shard).switchover(to, timeout)
                 return {**out, "shard": shard}
         raise ValueError(f"{to} is not a node of any shard")
 

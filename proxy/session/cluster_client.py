@@ -62,6 +62,7 @@ class ClusterSession(ClusterTransactions, ClientSession):
         self.health = server.health
         self.read_nodes: dict[str, tuple[str | None, float]] = {}   # shard -> (node, when picked)
         self.rw: dict[str, list] = {}           # shard -> [slot of the last write, done at, master offset]
+        self.written: set[str] = set()          # the shards this client wrote to (WAIT asks their masters)
         self.init_transactions()
 
     # -- the command loop ------------------------------------------------------------
@@ -201,6 +202,7 @@ class ClusterSession(ClusterTransactions, ClientSession):
         return self._upstream(node)
 
     def _note_write_in(self, shard: str, slot: Slot) -> None:
+        self.written.add(shard)
         if self.rw_enabled:
             self.rw[shard] = [slot, None, None]
 
@@ -251,9 +253,10 @@ class ClusterSession(ClusterTransactions, ClientSession):
         self.pending.append(parent)
         return FanOut(self, parent, combine)
 
-    def _fan_masters(self, data: bytes, combine, *, write: bool, prefix: bytes = b""):
-        """`data` to every shard's master; the replies combined into one."""
-        routers = [self.cluster.routers[s] for s in sorted(self.cluster.routers)]
+    def _fan_masters(self, data: bytes, combine, *, write: bool, prefix: bytes = b"", shards=None):
+        """`data` to every shard's master (or `shards`'); the replies combined into one."""
+        routers = [self.cluster.routers[s] for s in sorted(shards or self.cluster.routers)
+                   if s in self.cluster.routers]
         if not routers:
             return self._deliver(self.gate.admit(self, None) or Refusal(resp.error_reply(
                 "CLUSTERDOWN proxy: no shard is known yet")), data)
@@ -275,7 +278,10 @@ class ClusterSession(ClusterTransactions, ClientSession):
         if how is not None:
             _, combine = how
             write = name in (b"flushall", b"flushdb")
-            return self._fan_masters(data, combine, write=write, prefix=WAIT_MARK if name == b"wait" else b"")
+            if name == b"wait":     # the masters of the shards this client wrote to
+                shards = (self.written & self.cluster.routers.keys()) or {self._default_shard()} - {None}
+                return self._fan_masters(data, combine, write=False, prefix=WAIT_MARK, shards=shards)
+            return self._fan_masters(data, combine, write=write)
         if name == b"scan":
             return self._scan(args)
         shard = self._default_shard()
@@ -311,13 +317,13 @@ class ClusterSession(ClusterTransactions, ClientSession):
 
     # -- redirects ---------------------------------------------------------------------------------
     def slots_done(self) -> None:
-        pending = self.pending
-        while pending and pending[0].done and type(pending[0]) is RoutedSlot:
-            head = pending[0]
-            if self._follow(head):
-                return
-            drop_prefix(head)
-            break
+        for s in self.pending:         # the replies about to be delivered: redirects followed first
+            if not s.done:
+                break
+            if type(s) is RoutedSlot:
+                if self._follow(s):
+                    break
+                drop_prefix(s)
         super().slots_done()
 
     def _follow(self, s: RoutedSlot) -> bool:
