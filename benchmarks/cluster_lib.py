@@ -20,20 +20,30 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.failover_lib import PROXY_NAMES, RAFT_SECRET, _http_json  # noqa: E402
-from proxy.protocol.reply_maps import as_map  # noqa: E402
-from proxy.routing.keyslot import key_slot  # noqa: E402
-from tests.integration.cluster_nodes import ClusterNodes  # noqa: E402
-from tests.integration.harness import (HOST, HarnessError, ProxyProcess, RedisServer, free_ports,  # noqa: E402
-                                       release_ports, wait_until)
+import redis
+
+from benchmarks.failover_lib import PROXY_NAMES, RAFT_SECRET, _http_json, error_text
+from proxy.protocol.reply_maps import as_map
+from proxy.routing.keyslot import key_slot
+from tests.integration.cluster_nodes import ClusterNodes
+from tests.integration.harness import (
+    HOST,
+    HarnessError,
+    ProxyProcess,
+    RedisServer,
+    free_ports,
+    release_ports,
+    wait_until,
+)
 
 
 @dataclass
@@ -119,7 +129,7 @@ class ShardedProxyCluster:
         self.cluster.cleanup()
         release_ports(list(self.client_ports.values()) + list(self.admin_ports.values()))
 
-    def __enter__(self) -> ShardedProxyCluster:
+    def __enter__(self) -> ShardedProxyCluster:  # noqa: PYI034
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -247,8 +257,8 @@ class ShardedProxyCluster:
             try:
                 with s.client(timeout=2) as c:
                     reply = c.execute_command("CLUSTER", "SHARDS")
-            except Exception:  # noqa: BLE001 - try the next node
-                continue
+            except (OSError, redis.RedisError):
+                continue        # try the next node
             out = []
             for entry in reply:
                 d = as_map(entry)
@@ -288,6 +298,16 @@ class ShardedProxyCluster:
         return "\n".join(f"--- {p.name} ---\n{p.log_tail(lines)}" for p in self.proxies.values())
 
 
+def reply_error(call: Callable[[], Any]) -> str:
+    """The error reply `call` (a redis-py call) got, as the server sent it (redis-py turns
+    CROSSSLOT, CLUSTERDOWN, EXECABORT ... into exception classes without the code)."""
+    try:
+        reply = call()
+    except redis.ResponseError as exc:
+        return error_text(exc)
+    raise AssertionError(f"expected an error reply, got {reply!r}")
+
+
 def key_in_shard(view: ShardView, prefix: str = "k", start: int = 0) -> str:
     """The first key `prefix`N (N >= `start`) whose slot `view` serves; used as a hash tag to
     pin many keys to one shard (``"{" + key_in_shard(v) + "}:suffix"``)."""
@@ -298,4 +318,4 @@ def key_in_shard(view: ShardView, prefix: str = "k", start: int = 0) -> str:
     raise HarnessError(f"no key {prefix}N lands in shard {view.id}")
 
 
-__all__ = ["ShardedProxyCluster", "ShardView", "key_in_shard", "ClusterNodes", "HOST"]
+__all__ = ["HOST", "ClusterNodes", "ShardView", "ShardedProxyCluster", "key_in_shard", "reply_error"]

@@ -1,0 +1,224 @@
+"""Cluster mode (issue 14) under faults, with real processes: a cluster-enabled Redis 7.0
+cluster of 3 shards behind 3 proxies running Raft with `ack = replica`.
+
+1. SIGKILL one shard's master while a writer per shard SETs unique keys through the
+   proxies: the other shards' writes never pause, the killed shard's writes resume once
+   the proxies promote its replica (`CLUSTER FAILOVER TAKEOVER`), no acknowledged write is
+   missing, /status names the new master, and the old master restarted rejoins its shard
+   as a replica.  Two replicas per shard, so that `ack = replica` still has a replica to
+   confirm writes once one of them is the new master.
+2. SIGKILL a master and its only replica: that shard's slots answer `-CLUSTERDOWN` naming
+   the range; every other shard keeps serving.
+
+Timings as in test_failover.py (TIMING: down_after_ms 500, hold_ms 5000, lease_ms 1000).
+Every wait is a bounded poll; the writers record every outcome with its time.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from itertools import pairwise
+
+import pytest
+import redis
+
+from benchmarks.cluster_lib import (
+    ShardedProxyCluster,
+    ShardView,
+    key_in_shard,
+    reply_error,
+)
+from benchmarks.failover_lib import (
+    Writer,
+    WriteResult,
+    error_text,
+    read_back,
+    wait_replica_of,
+)
+
+from .harness import redis_client, start_or_clean, wait_until
+from .test_failover import HOLD_S, TIMING
+
+pytestmark = pytest.mark.timeout(240)
+
+SHARDS = 3
+MAX_PAUSE_S = 1.0          # longest gap between acknowledgements allowed in a shard that kept its master
+WRITE_INTERVAL_S = 0.005
+
+
+def shard_writers(c: ShardedProxyCluster, shards: Sequence[ShardView], prefix: str) -> list[Writer]:
+    """One Writer per shard, through proxy-1, -2, -3 in turn; each writes keys of one hash tag
+    in its shard (so every key of a writer lives on that shard's master)."""
+    out = []
+    for i, view in enumerate(shards):
+        tag = key_in_shard(view, f"{prefix}{i}-")
+        proxy = c.proxy(c.names[i % len(c.names)])
+        out.append(Writer(proxy.port, prefix="{" + tag + "}", interval=WRITE_INTERVAL_S))
+    return out
+
+
+def longest_pause(results: Sequence[WriteResult], start: float, end: float) -> float:
+    """The longest time without an acknowledgement between `start` and `end`."""
+    acks = [start] + sorted(r.done for r in results if r.ok and start <= r.done <= end) + [end]
+    return max(b - a for a, b in pairwise(acks))
+
+
+def fmt(results: Sequence[WriteResult], n: int = 5) -> str:
+    return "; ".join(f"{r.key} {r.kind}: {r.error}" for r in results[:n])
+
+
+def view_for(shards: Sequence[ShardView], ranges) -> ShardView | None:
+    return next((v for v in shards if v.ranges == ranges), None)
+
+
+def test_master_kill_fails_over_one_shard_while_the_others_keep_writing(tmp_path):
+    c = ShardedProxyCluster(tmp_path / "c", shards=SHARDS, replicas_per_master=2,
+                            options={**TIMING, "ack": "replica"})
+    writers: list[Writer] = []
+    try:
+        start_or_clean(c, 90)
+        shards = c.ordered_shards()
+        victim = shards[1]
+        old = victim.master
+        writers = shard_writers(c, shards, "f1-")
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.wait_acks(50)
+
+        t_kill = time.monotonic()
+        c.kill_master(victim)
+        hit = writers[1]
+        resumed = hit.wait_acks(20, after=t_kill, timeout=30)
+        t_resumed = resumed.done
+        for w in writers:
+            w.wait_acks(20, after=time.monotonic(), timeout=30)
+        t_end = time.monotonic()
+
+        pauses = [longest_pause(w.snapshot(), t_kill, t_end) for w in writers]
+        print(f"\nshard 1 master killed: its writes resumed after {t_resumed - t_kill:.2f}s; longest pause "
+              f"per shard {[round(p, 2) for p in pauses]}; acked {[len(w.acked()) for w in writers]}; "
+              f"failed {[len(w.errors()) for w in writers]}")
+        # the other shards never paused and never failed
+        for i, w in enumerate(writers):
+            if w is hit:
+                continue
+            pause = pauses[i]
+            assert pause <= MAX_PAUSE_S, (f"shard {i}'s writes paused {pause:.2f}s while shard 1 failed over "
+                                          f"(kill at 0, resumed at {t_resumed - t_kill:.2f}s)")
+            assert not w.errors(), f"shard {i}'s writes failed: {fmt(w.errors())}"
+
+        # /status: every proxy names the promoted replica as the shard's master
+        def promoted():
+            view = c.agreed()
+            v = view_for(view, victim.ranges) if view else None
+            return v if v and v.master is not old and v.master in victim.replicas else None
+        new_view = wait_until(promoted, 20, message=lambda: f"every proxy to show a new master for "
+                                                            f"{victim.ranges}: {c._brief(c.statuses())}")
+        assert new_view.epoch is None or victim.epoch is None or new_view.epoch > victim.epoch
+        new_master = new_view.master
+
+        for w in writers:
+            w.stop()
+            assert w.crashed is None, f"writer {w.prefix} crashed: {w.crashed!r}"
+        acked = [r for w in writers for r in w.acked()]
+
+        # no acknowledged write is missing: on each shard's current master directly ...
+        for i, w in enumerate(writers):
+            master = new_master if w is hit else shards[i].master
+            with master.client(decode=True) as m:
+                lost = read_back(m, w.acked())
+            assert not lost, (f"{len(lost)} of {len(w.acked())} acknowledged writes of shard {i} missing on "
+                              f"{master.addr}, e.g. {[r.key for r in lost[:5]]}")
+        # ... and through a proxy (which may read a replica: poll)
+        with redis_client(c.proxy("proxy-2").port, decode=True) as cl:
+            wait_until(lambda: not read_back(cl, acked), 20,
+                       message=lambda: f"every acknowledged write readable through proxy-2 "
+                                       f"({len(read_back(cl, acked))} of {len(acked)} not yet)")
+
+        log = "\n".join(p.log_text() for p in c.proxies.values())
+        assert re.search(r"event=failover_committed\b.*\bshard=", log), \
+            "no proxy logged event=failover_committed with a shard"
+
+        # the old master, restarted (empty), rejoins its shard as a replica of the new master
+        old.start()
+        wait_replica_of(old, new_master, timeout=60)
+
+        def listed_as_replica() -> bool:
+            with old.client(decode=True) as cl:
+                me = next(ln for ln in cl.execute_command("CLUSTER", "NODES").splitlines() if "myself" in ln)
+            with new_master.client(decode=True) as cl:
+                new_id = cl.execute_command("CLUSTER", "MYID")
+            fields = me.split()
+            return "slave" in fields[2] and fields[3] == new_id
+        wait_until(listed_as_replica, 30, message=f"{old.addr} to be a replica of {new_master.addr} in CLUSTER NODES")
+
+        def status_lists_old_as_replica():
+            view = c.agreed()
+            v = view_for(view, victim.ranges) if view else None
+            return v is not None and v.master is new_master and old in v.replicas
+        wait_until(status_lists_old_as_replica, 30,
+                   message=lambda: f"every proxy's /status to list {old.addr} as a replica of "
+                                   f"{new_master.addr}: {c._brief(c.statuses())}")
+    finally:
+        for w in writers:
+            if w.is_alive():
+                w.stop()
+        c.cleanup()
+
+
+def test_shard_without_any_node_answers_clusterdown_and_the_others_serve(tmp_path):
+    c = ShardedProxyCluster(tmp_path / "c", shards=SHARDS, replicas_per_master=1,
+                            options={**TIMING, "ack": "replica"})
+    try:
+        start_or_clean(c, 90)
+        shards = c.ordered_shards()
+        victim = shards[2]
+        keys = [key_in_shard(v, "cd-") for v in shards]
+        with redis_client(c.proxy("proxy-1").port, decode=True, timeout=HOLD_S + 10) as cl:
+            for k in keys:
+                assert cl.set(k, "before") is True
+            for s in victim.servers:
+                s.kill()
+            down_key = keys[2]
+            start, end = victim.ranges[0]
+
+            # reads of the dead shard: -CLUSTERDOWN at once (once the proxies see it down)
+            def read_refused():
+                try:
+                    cl.get(down_key)
+                except redis.ResponseError as exc:
+                    return error_text(exc)
+                return None
+            wait_until(lambda: (read_refused() or "").startswith("CLUSTERDOWN"), 15,
+                       message=lambda: f"a read of {down_key} to get -CLUSTERDOWN; last: {read_refused()}")
+            t0 = time.monotonic()
+            err = read_refused()
+            assert err is not None and time.monotonic() - t0 < 1.0, f"a read of a dead shard took long: {err}"
+            assert err.startswith("CLUSTERDOWN") and f"{start}-{end}" in err, err
+
+            # writes: held up to hold_ms, then -CLUSTERDOWN naming the range
+            t0 = time.monotonic()
+            msg = reply_error(lambda: cl.set(down_key, "after"))
+            held = time.monotonic() - t0
+            assert msg.startswith("CLUSTERDOWN") and f"{start}-{end}" in msg, msg
+            assert held <= HOLD_S + 2.0, f"a write to a dead shard was held {held:.1f}s (hold_ms {HOLD_S}s)"
+
+            # every other shard serves, reads and writes, through every proxy
+            for name in c.names:
+                with redis_client(c.proxy(name).port, decode=True) as other:
+                    for k in keys[:2]:
+                        t0 = time.monotonic()
+                        assert other.set(k, f"after-{name}") is True
+                        assert other.get(k) == f"after-{name}"
+                        assert time.monotonic() - t0 < 1.0, f"{k} through {name} was slow"
+            # a multi-key read over live and dead shards fails as a whole, naming the dead range
+            msg = reply_error(lambda: cl.mget(keys))
+            assert msg.startswith("CLUSTERDOWN") and f"{start}-{end}" in msg, msg
+            # written through proxy-3, read through proxy-1 (maybe from a replica): poll
+            wait_until(lambda: cl.mget(keys[:2]) == ["after-proxy-3", "after-proxy-3"], 10,
+                       message="the live shards' last writes through proxy-1")
+    finally:
+        c.cleanup()
