@@ -4,11 +4,15 @@ Starts, on 127.0.0.1 only, a cluster-enabled Redis 7 cluster of 3 shards (3 mast
 + 3 replicas, slots split evenly) and 3 redis-raft-proxy processes in cluster mode
 (`benchmarks/cluster_lib.py`: ShardedProxyCluster), then, in one run:
 
-1. throughput: `redis-benchmark -t set,get -c 50 -r 100000` at -P 1 and -P 16
-   against one proxy's client port, and `redis-benchmark --cluster` (a
-   cluster-aware client: one connection per master, keys hash-tagged per node)
-   against the nodes directly, alternating in rounds; median ops/s, ratio to
-   direct, p50/p99 at -P 1 (benchmarks/benchlib does the running and the table);
+1. throughput: `redis-benchmark -t set,get -c 50 -r 100000 --threads 3` at -P 1
+   and -P 16 against one proxy's client port, and `redis-benchmark --cluster` (a
+   cluster-aware client: a thread per master, each client on one node, keys
+   hash-tagged for it) against the nodes directly, alternating in rounds; median
+   ops/s, ratio to direct, p50/p99 at -P 1 (benchmarks/benchlib runs them and
+   prints the table). With threads (and so with --cluster) redis-benchmark notices
+   the end of a run on a 250 ms tick, so ops/s = requests / (a multiple of
+   0.25 s): the full sizes make every run last seconds; --quick's figures only
+   show that the benchmark works;
 2. MGET of 100 keys spread over the 3 shards (about a third each): one redis-py
    client in a loop through the proxy (one MGET, split and merged by the proxy)
    next to redis-py's RedisCluster `mget_nonatomic` against the nodes (the best a
@@ -33,7 +37,8 @@ benchmarks/results/cluster-<timestamp>.json and cluster-latest.json.
 
 Examples (from the repository root):
     python -m benchmarks.cluster --quick          # ~30 s, what tests/ smoke-tests
-    python -m benchmarks.cluster                  # ~3 minutes
+    python -m benchmarks.cluster                  # ~5 minutes
+    python -m benchmarks.cluster --parts failover --trials 6
     python -m benchmarks.cluster --trials 6 --ack replica
 """
 
@@ -98,6 +103,7 @@ TIMING = {"down_after_ms": 500, "hold_ms": 5000, "lease_ms": 1000}
 MGET_KEYS = 100
 KEYSPACE = 100_000          # redis-benchmark -r: keys spread over every slot
 PROXY_TARGET, DIRECT_TARGET = "proxy", "direct"      # benchlib's baseline is named "direct"
+PARTS = ("throughput", "mget", "failover")
 MGET_PROXY, MGET_DIRECT = "proxy MGET", "RedisCluster mget_nonatomic"
 
 
@@ -114,7 +120,7 @@ class Sizes:
     window_s: float          # every writer runs at least this long after the kill
 
 
-FULL = Sizes(requests=25_000, pipelined=200_000, rounds=3, mget_calls=2_000, mget_bench=20_000,
+FULL = Sizes(requests=200_000, pipelined=1_000_000, rounds=3, mget_calls=2_000, mget_bench=20_000,
              trials=3, window_s=6.0)
 QUICK = Sizes(requests=2_000, pipelined=16_000, rounds=1, mget_calls=200, mget_bench=2_000,
               trials=1, window_s=3.0)
@@ -148,9 +154,11 @@ def throughput(cluster: ShardedProxyCluster, proxy_port: int, args: argparse.Nam
                sizes: Sizes) -> tuple[list[Sample], dict[str, str]]:
     """redis-benchmark against the proxy and, with --cluster, against the nodes; alternating."""
     spread_keys = ["-r", str(KEYSPACE)]     # without -r every request uses one key, so one shard
+    # --cluster runs one client thread per master: --threads gives the proxy's client the same
+    threads = ["--threads", str(args.client_threads)] if args.client_threads else []
     node = cluster.cluster.masters[0]
     targets = [Target(DIRECT_TARGET, DIRECT_TARGET, node.port, [], client_args=["--cluster", *spread_keys]),
-               Target(PROXY_TARGET, PROXY_TARGET, proxy_port, [], client_args=spread_keys)]
+               Target(PROXY_TARGET, PROXY_TARGET, proxy_port, [], client_args=[*threads, *spread_keys])]
     requests = {p: sizes.requests if p == 1 else sizes.pipelined for p in args.pipelines}
     settings = BenchSettings(args.tests, args.clients, requests, args.run_timeout)
 
@@ -289,16 +297,20 @@ def shard_reports(cluster: ShardedProxyCluster, proxy: str, views: list[ShardVie
         for i, (v, w) in enumerate(zip(views, writers)):
             gaps: AckGaps = ack_gaps(w.snapshot(), t_kill, t_end)
             errors: dict[str, int] = {}
+            samples: list[str] = []         # the first few error texts, in full
             for r in w.errors():
                 if r.sent >= t_kill:
                     text = (r.error or "").split(" ")[0] if r.kind == "reply" else r.kind
                     errors[text] = errors.get(text, 0) + 1
+                    if len(samples) < 3:
+                        samples.append(f"+{r.sent - t_kill:.3f}s {r.kind}: {r.error}")
             try:
                 lost: int | str = len(read_back(client, w.acked()))
             except redis.RedisError as exc:
                 lost = f"not read back: {exc}"
             reports.append({"shard": i, "slots": v.ranges, "killed": i == killed_index,
-                            "acked_total": len(w.acked()), "errors_after_kill": errors, "lost": lost,
+                            "acked_total": len(w.acked()), "errors_after_kill": errors, "error_samples": samples,
+                            "lost": lost,
                             **asdict(gaps)})
     return reports
 
@@ -323,7 +335,7 @@ def failovers(cluster: ShardedProxyCluster, args: argparse.Namespace, sizes: Siz
         for s in trial.shards:
             log(f"[trial {n + 1}] shard {s['shard']}{' (killed)' if s['killed'] else ''}: longest gap "
                 f"{fmt_s(s['longest_gap_s'])} s, first ack after kill {fmt_s(s['unavailable_s'])} s, "
-                f"errors {s['errors_after_kill']}, lost {s['lost']}")
+                f"errors {s['errors_after_kill']} {s['error_samples']}, lost {s['lost']}")
         if trial.problem:
             break
         if n + 1 < sizes.trials:
@@ -411,6 +423,8 @@ def run(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> dict:
         parts = {"throughput": throughput_part, "mget": lambda: mget(cluster, proxy_port, args, sizes),
                  "failover": lambda: {"trials": [asdict(t) for t in failovers(cluster, args, sizes)]}}
         for name, part in parts.items():
+            if name not in args.parts:
+                continue
             try:
                 payload[name] = part()
             except (HarnessError, redis.RedisError, OSError, subprocess.SubprocessError) as exc:
@@ -490,7 +504,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Sizes
     p.add_argument("--mget-calls", type=int, help="MGET calls per loop")
     p.add_argument("--trials", type=int, help="failover trials (trial i kills shard i mod 3's master)")
     p.add_argument("--window", type=float, help="seconds every writer runs after the kill")
+    p.add_argument("--parts", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+                   default=list(PARTS), help="comma-separated parts to run: " + ",".join(PARTS))
     p.add_argument("-c", "--clients", type=int, default=50, help="redis-benchmark -c")
+    p.add_argument("--client-threads", type=int, default=SHARDS,
+                   help="redis-benchmark --threads against the proxy (0: single-threaded); --cluster "
+                        "runs one thread per master, so the default gives both targets the same client")
     p.add_argument("--pipelines", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16],
                    help="comma-separated redis-benchmark -P values")
     p.add_argument("--tests", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
@@ -516,6 +535,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Sizes
                   window_s=args.window or base.window_s)
     if min(sizes.requests, sizes.pipelined, sizes.rounds, sizes.mget_calls, args.clients) < 1 or sizes.trials < 0:
         p.error("sizes and --clients must be >= 1 (--trials >= 0)")
+    if set(args.parts) - set(PARTS):
+        p.error(f"unknown --parts {sorted(set(args.parts) - set(PARTS))}; choose from {PARTS}")
     if not args.pipelines or min(args.pipelines) < 1:
         p.error("--pipelines must list numbers >= 1")
     return args, sizes
