@@ -11,8 +11,9 @@ Starts, on 127.0.0.1 only, a cluster-enabled Redis 7 cluster of 3 shards (3 mast
    ops/s, ratio to direct, p50/p99 at -P 1 (benchmarks/benchlib runs them and
    prints the table). With threads (and so with --cluster) redis-benchmark notices
    the end of a run on a 250 ms tick, so ops/s = requests / (a multiple of
-   0.25 s): the full sizes make every run last seconds; --quick's figures only
-   show that the benchmark works;
+   0.25 s), which understates the shorter runs most (the direct ones, so ratios
+   lean towards the proxy): the full sizes make a direct run last about 5 s (at
+   most 5 % understated); --quick's figures only show that the benchmark works;
 2. MGET of 100 keys spread over the 3 shards (about a third each): one redis-py
    client in a loop through the proxy (one MGET, split and merged by the proxy)
    next to redis-py's RedisCluster `mget_nonatomic` against the nodes (the best a
@@ -37,7 +38,7 @@ benchmarks/results/cluster-<timestamp>.json and cluster-latest.json.
 
 Examples (from the repository root):
     python -m benchmarks.cluster --quick          # ~30 s, what tests/ smoke-tests
-    python -m benchmarks.cluster                  # ~5 minutes
+    python -m benchmarks.cluster                  # ~8 minutes
     python -m benchmarks.cluster --parts failover --trials 6
     python -m benchmarks.cluster --trials 6 --ack replica
 """
@@ -120,7 +121,7 @@ class Sizes:
     window_s: float          # every writer runs at least this long after the kill
 
 
-FULL = Sizes(requests=200_000, pipelined=1_000_000, rounds=3, mget_calls=2_000, mget_bench=20_000,
+FULL = Sizes(requests=400_000, pipelined=2_500_000, rounds=3, mget_calls=2_000, mget_bench=20_000,
              trials=3, window_s=6.0)
 QUICK = Sizes(requests=2_000, pipelined=16_000, rounds=1, mget_calls=200, mget_bench=2_000,
               trials=1, window_s=3.0)
@@ -228,7 +229,7 @@ def mget_benchmark(proxy_port: int, keys: list[str], args: argparse.Namespace, s
 # 3. failover window per shard
 # ---------------------------------------------------------------------------
 
-FAILOVER_LOG = re.compile(r"event=failover_committed\b.*")
+FAILOVER_LOG = re.compile(r'event=failover_committed\b[^"\n]*')
 
 
 def committed_lines(cluster: ShardedProxyCluster) -> list[str]:
@@ -341,6 +342,7 @@ def failovers(cluster: ShardedProxyCluster, args: argparse.Namespace, sizes: Siz
         if n + 1 < sizes.trials:
             try:
                 restore(cluster, trial, args.failover_timeout)
+                log(f"[trial {n + 1}] {trial.killed_node} back as a synced replica in {trial.restored_s:.2f} s")
             except HarnessError as exc:
                 trial.problem = f"restore failed: {exc}"
                 log(f"[trial {n + 1}] {trial.problem}")
