@@ -145,8 +145,9 @@ def even_plan(shards: dict[str, Topology]) -> list[tuple[str, str, tuple[tuple[i
     if not ids:
         return []
     n = len(ids)
-    want = {sid: SLOTS // n + (1 if i < SLOTS % n else 0) for i, sid in enumerate(ids)}
     have = {sid: expand(shards[sid].slots) for sid in ids}
+    fullest = sorted(ids, key=lambda sid: (-len(have[sid]), sid))      # the spare slots stay where they are
+    want = {sid: SLOTS // n + (1 if i < SLOTS % n else 0) for i, sid in enumerate(fullest)}
     givers = [(sid, have[sid][want[sid]:]) for sid in ids if len(have[sid]) > want[sid]]
     takers = [(sid, want[sid] - len(have[sid])) for sid in ids if len(have[sid]) < want[sid]]
     moves = []
