@@ -112,8 +112,14 @@ class ProxyServer:
         self._wake_held()
         self.sentinel.on_topology(new, old, reason)
 
-    def _apply_shard(self, shard: str, new: Topology, old: Topology | None, reason: str) -> None:
-        """Cluster mode: a shard's committed topology was applied (as `_apply_topology`)."""
+    def _apply_shard(self, shard: str, new: Topology | None, old: Topology | None, reason: str) -> None:
+        """Cluster mode: a shard's committed topology was applied (as `_apply_topology`);
+        `new` None: the shard was removed (its slots moved away first)."""
+        if new is None:
+            self.cluster.remove_shard(shard)
+            log.warning("event=shard_removed shard=%s reason=%r", shard, reason)
+            self.gate.settle()
+            return
         self.cluster.set_shard(shard, new)
         self.stats.topology_changes += 1
         log.warning("event=topology_applied shard=%s epoch=%d master=%s replicas=%s slots=%s reason=%r", shard,
