@@ -22,17 +22,28 @@ from __future__ import annotations
 
 from .. import resp
 from ..protocol.commands import BLOCK_OPTION, CONTAINERS, RAW_MODE, REFUSED, Kind
-from ..routing import cluster_view
-from ..routing.keyslot import SLOTS, key_slot
 from ..routing.cluster_router import ranges_text
 from ..routing.split import plan
 from ..upstream import DiscardSlot, Slot, Upstream
 from ..write_gate import STOP, Refusal
 from .client import _HANDLERS, ClientSession
-from .cluster_fanout import (FanOut, RoutedSlot, combine_concat, combine_first, combine_min, combine_plan,
-                             combine_random, combine_scan, combine_sum, drop_prefix, redirect, scan_cursor)
+from .cluster_fanout import (
+    FanOut,
+    RoutedSlot,
+    combine_concat,
+    combine_first,
+    combine_min,
+    combine_plan,
+    combine_random,
+    combine_scan,
+    combine_sum,
+    drop_prefix,
+    redirect,
+    scan_cursor,
+)
+from .cluster_local_commands import ClusterLocalCommands
 from .cluster_transactions import ClusterTransactions
-from .common import LOCAL, NOAUTH, OK, RAW, SHARED, WAIT_MARK, log
+from .common import LOCAL, NOAUTH, RAW, SHARED, WAIT_MARK, log
 
 READ, BLOCKING = Kind.READ, Kind.BLOCKING
 MAX_HOPS = 5
@@ -53,7 +64,7 @@ def clusterdown(slots: str, shard: str | None, why: str) -> bytes:
     return resp.error_reply(f"CLUSTERDOWN proxy: {where} {why}")
 
 
-class ClusterSession(ClusterTransactions, ClientSession):
+class ClusterSession(ClusterLocalCommands, ClusterTransactions, ClientSession):
     plain = False       # every command is looked at (no batches of plain reads and writes)
 
     def __init__(self, server) -> None:
@@ -357,86 +368,14 @@ class ClusterSession(ClusterTransactions, ClientSession):
             up.send(s.data, s, s.write)
         return True
 
-    # -- commands the proxy answers ------------------------------------------------------------------
-    def _cmd_select(self, args):
-        if not self.authenticated:
-            return self._local(NOAUTH)
-        if len(args) != 1:
-            return self._local(b"-ERR wrong number of arguments for 'select' command\r\n")
-        if args[0] == b"0":
-            return self._local(OK)
-        return self._local(b"-ERR SELECT is not allowed in cluster mode\r\n")
-
-    def _me(self) -> cluster_view.ProxyNode:
-        sock = self.transport.get_extra_info("sockname") if self.transport is not None else None
-        host = sock[0] if sock else self.server.cfg.bind
-        port = sock[1] if sock else self.server.cfg.port
-        return cluster_view.ProxyNode(self.server.cfg.node, host, port)
-
-    def _cmd_cluster(self, args):
-        if not self.authenticated:
-            return self._local(NOAUTH)
-        sub = args[0].lower() if args else b""
-        me = self._me()
-        if sub == b"slots":
-            return self._local(encode(cluster_view.cluster_slots(me, []), self.resp3))
-        if sub == b"shards":
-            return self._local(encode(cluster_view.cluster_shards(me, []), self.resp3))
-        if sub == b"nodes":
-            return self._local(bulk_text(cluster_view.cluster_nodes(me, [])))
-        if sub == b"info":
-            ok = bool(self.cluster.routers) and not self.cluster.slots.uncovered()
-            return self._local(bulk_text(cluster_view.cluster_info(1, ok)))
-        if sub == b"myid":
-            return self._local(bulk_text(me.id.encode()))
-        if sub == b"keyslot" and len(args) == 2:
-            return self._local(b":%d\r\n" % key_slot(args[1]))
-        if sub == b"countkeysinslot" and len(args) == 2 and args[1].isdigit() and int(args[1]) < SLOTS:
-            owner = self.cluster.slots.owner(int(args[1]))
-            if owner is not None:
-                return self._one(owner.id, int(args[1]), resp.encode_command([b"CLUSTER", *args]), READ)
-        return self._local(resp.error_reply(f"ERR proxy: CLUSTER {sub.decode(errors='replace').upper()} is not "
-                                            "served by redis-raft-proxy (it answers SLOTS, SHARDS, NODES, INFO, "
-                                            "MYID, KEYSLOT, COUNTKEYSINSLOT)"))
-
-    def _cluster_raw(self, name: bytes, args: list[bytes]):
-        """SUBSCRIBE & co: one RAW connection to a master. Messages PUBLISHed anywhere in the
-        cluster reach every node, so any master serves SUBSCRIBE; SSUBSCRIBE goes to the
-        master of its channels' slot."""
-        if not self.authenticated:
-            return self._local(NOAUTH)
+    def _cmd_reset(self, args):
         if not self._drained():
             return STOP
-        if name in (b"ssubscribe", b"sunsubscribe") and args:
-            owner = self.cluster.slots.owner(key_slot(args[0]))
-            r = self.cluster.router(owner.id) if owner is not None else None
-        else:
-            r = self._default_router()
-        addr = r.topology.master if r is not None else None
-        refused = self.gate.admit(self, addr)
-        if refused is not None:
-            return refused
-        for up in self.dedicated.values():
-            up.close()
-        self.dedicated.clear()
-        self.mode = RAW
-        self.raw = self.server.raw_upstream(addr, self)
-        return self.raw
-
-
-def bulk_text(text: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(text), text)
-
-
-def encode(value, resp3: bool = False) -> bytes:
-    """A reply built by the proxy (nested lists of bytes and ints) in RESP."""
-    if isinstance(value, list):
-        return b"*%d\r\n" % len(value) + b"".join(encode(v, resp3) for v in value)
-    if isinstance(value, int):
-        return b":%d\r\n" % value
-    if value is None:
-        return b"_\r\n" if resp3 else b"$-1\r\n"
-    return bulk_text(value)
+        self._tx_reset()
+        self.rw.clear()
+        self.read_nodes.clear()
+        self.written.clear()
+        return super()._cmd_reset(args)
 
 
 TX_CONTROL = frozenset({b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"})
@@ -444,6 +383,7 @@ TX_CONTROL = frozenset({b"exec", b"discard", b"multi", b"watch", b"quit", b"rese
 CLUSTER_HANDLERS = {n: h for n, h in _HANDLERS.items() if n not in RAW_MODE and n not in REFUSED}
 CLUSTER_HANDLERS.update({
     b"select": ClusterSession._cmd_select,
+    b"reset": ClusterSession._cmd_reset,
     b"cluster": ClusterSession._cmd_cluster,
     b"multi": ClusterSession._cmd_multi,
     b"exec": ClusterSession._cmd_exec,
