@@ -12,6 +12,9 @@ and the cluster benchmarks.  Built on the integration harness (`ClusterNodes` fr
 * `ShardView`            one shard as a proxy's /status (or the nodes' CLUSTER SHARDS)
                          shows it, with the `RedisServer`s behind its addresses
 * `key_in_shard`         a key (or hash tag) whose slot one given shard serves
+* `shard_writers`        one `Writer` per shard (keys of one hash tag in it), through
+                         the proxies in turn; `longest_pause` between acknowledgements
+* `reply_error`          an error reply as the server sent it (CROSSSLOT, CLUSTERDOWN)
 
 127.0.0.1 only; every wait is bounded (`wait_until`); nothing sleeps to synchronise.
 """
@@ -20,8 +23,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +35,14 @@ if str(REPO) not in sys.path:
 
 import redis
 
-from benchmarks.failover_lib import PROXY_NAMES, RAFT_SECRET, _http_json, error_text
+from benchmarks.failover_lib import (
+    PROXY_NAMES,
+    RAFT_SECRET,
+    Writer,
+    WriteResult,
+    _http_json,
+    error_text,
+)
 from proxy.protocol.reply_maps import as_map
 from proxy.routing.keyslot import key_slot
 from tests.integration.cluster_nodes import ClusterNodes
@@ -318,4 +329,23 @@ def key_in_shard(view: ShardView, prefix: str = "k", start: int = 0) -> str:
     raise HarnessError(f"no key {prefix}N lands in shard {view.id}")
 
 
-__all__ = ["HOST", "ClusterNodes", "ShardView", "ShardedProxyCluster", "key_in_shard", "reply_error"]
+def shard_writers(c: ShardedProxyCluster, shards: Sequence[ShardView], prefix: str,
+                  interval: float = 0.005) -> list[Writer]:
+    """One Writer per shard, through proxy-1, -2, -3 in turn; each writes keys of one hash tag
+    in its shard (so every key of a writer lives on that shard's master)."""
+    out = []
+    for i, view in enumerate(shards):
+        tag = key_in_shard(view, f"{prefix}{i}-")
+        proxy = c.proxy(c.names[i % len(c.names)])
+        out.append(Writer(proxy.port, prefix="{" + tag + "}", interval=interval))
+    return out
+
+
+def longest_pause(results: Sequence[WriteResult], start: float, end: float) -> float:
+    """The longest time without an acknowledgement between `start` and `end`."""
+    acks = [start] + sorted(r.done for r in results if r.ok and start <= r.done <= end) + [end]
+    return max(b - a for a, b in pairwise(acks))
+
+
+__all__ = ["HOST", "ClusterNodes", "ShardView", "ShardedProxyCluster", "key_in_shard", "longest_pause", "reply_error",
+           "shard_writers"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from itertools import pairwise
 
 import pytest
 import redis
@@ -28,7 +27,9 @@ from benchmarks.cluster_lib import (
     ShardedProxyCluster,
     ShardView,
     key_in_shard,
+    longest_pause,
     reply_error,
+    shard_writers,
 )
 from benchmarks.failover_lib import (
     Writer,
@@ -48,23 +49,6 @@ MAX_PAUSE_S = 1.0          # longest gap between acknowledgements allowed in a s
 WRITE_INTERVAL_S = 0.005
 
 
-def shard_writers(c: ShardedProxyCluster, shards: Sequence[ShardView], prefix: str) -> list[Writer]:
-    """One Writer per shard, through proxy-1, -2, -3 in turn; each writes keys of one hash tag
-    in its shard (so every key of a writer lives on that shard's master)."""
-    out = []
-    for i, view in enumerate(shards):
-        tag = key_in_shard(view, f"{prefix}{i}-")
-        proxy = c.proxy(c.names[i % len(c.names)])
-        out.append(Writer(proxy.port, prefix="{" + tag + "}", interval=WRITE_INTERVAL_S))
-    return out
-
-
-def longest_pause(results: Sequence[WriteResult], start: float, end: float) -> float:
-    """The longest time without an acknowledgement between `start` and `end`."""
-    acks = [start] + sorted(r.done for r in results if r.ok and start <= r.done <= end) + [end]
-    return max(b - a for a, b in pairwise(acks))
-
-
 def fmt(results: Sequence[WriteResult], n: int = 5) -> str:
     return "; ".join(f"{r.key} {r.kind}: {r.error}" for r in results[:n])
 
@@ -82,7 +66,7 @@ def test_master_kill_fails_over_one_shard_while_the_others_keep_writing(tmp_path
         shards = c.ordered_shards()
         victim = shards[1]
         old = victim.master
-        writers = shard_writers(c, shards, "f1-")
+        writers = shard_writers(c, shards, "f1-", interval=WRITE_INTERVAL_S)
         for w in writers:
             w.start()
         for w in writers:
@@ -100,7 +84,7 @@ def test_master_kill_fails_over_one_shard_while_the_others_keep_writing(tmp_path
         pauses = [longest_pause(w.snapshot(), t_kill, t_end) for w in writers]
         print(f"\nshard 1 master killed: its writes resumed after {t_resumed - t_kill:.2f}s; longest pause "
               f"per shard {[round(p, 2) for p in pauses]}; acked {[len(w.acked()) for w in writers]}; "
-              f"failed {[len(w.errors()) for w in writers]}")
+              f"failed {[len(w.errors()) for w in writers]}: {fmt(hit.errors())}")
         # the other shards never paused and never failed
         for i, w in enumerate(writers):
             if w is hit:

@@ -33,6 +33,7 @@ from .harness import (
     SERVER_BACKENDS,
     RawClient,
     RedisServer,
+    commandstats_calls,
     redis_client,
     start_or_clean,
     wait_replica_synced,
@@ -147,6 +148,32 @@ def test_set_get_in_every_shard(cluster, protocol):
     assert len({owner(views, k).id for k in keys}) == SHARDS
     for k in keys:
         assert node_values(owner(views, k).master, [k]) == [f"v-{k}"], f"{k} not on the master serving it"
+
+
+def test_reads_go_to_each_shards_replica_and_own_writes_are_read_back(cluster, client):
+    """read_policy = replicas, per shard: another client's reads are served by the replica of
+    the key's shard (once it has the write: poll), while the writer reads its own writes."""
+    keys = one_key_per_shard(cluster, "rp-")
+    views = cluster.node_shards()
+    for k in keys:
+        client.set(k, f"v-{k}")
+        assert client.get(k) == f"v-{k}", "read-your-writes"
+    with redis_client(cluster.proxy("proxy-2").port, decode=True) as reader:
+        for k in keys:
+            wait_until(lambda k=k: reader.get(k) == f"v-{k}", 10, message=f"{k} readable through proxy-2")
+        before = {s.addr: commandstats_calls(s, "get") for v in views for s in v.servers}
+        for k in keys:
+            for _ in range(20):
+                assert reader.get(k) == f"v-{k}"
+        after = {s.addr: commandstats_calls(s, "get") for v in views for s in v.servers}
+    for k in keys:
+        v = owner(views, k)
+        served = {s.addr: after[s.addr] - before[s.addr] for s in v.servers}
+        replica = v.replicas[0]
+        assert served[replica.addr] >= 18, (f"GETs of {k} were not served by its shard's replica {replica.addr}: "
+                                            f"{served}; the replica's GET stats "
+                                            f"{replica.info('commandstats').get('cmdstat_get')}, errors "
+                                            f"{replica.info('errorstats')}")
 
 
 def test_cluster_keyslot_is_answered_like_a_node(client):
