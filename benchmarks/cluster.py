@@ -28,7 +28,10 @@ Starts, on 127.0.0.1 only, a cluster-enabled Redis 7 cluster of 3 shards (3 mast
    writes lost (read back); for the killed shard also the time until the proxy's
    /status names a new master and the `failover_committed` log lines. The killed
    node is restarted (it rejoins as a replica) before the next trial, which kills
-   the next shard's master.
+   the next shard's master; with --ack replica it is restarted as soon as the new
+   master is named, since with one replica per shard no write can be acknowledged
+   until a replica is back (the killed shard's window then includes the restart
+   and the full resynchronisation).
 
 The nodes run with `cluster-replica-no-failover yes` (the proxies fail over, not
 the cluster bus), so the direct cluster client has no failover to compare with.
@@ -138,7 +141,8 @@ class FailoverTrial:
     new_master_s: float | None          # kill -> the writing proxy's /status names another master
     shards: list[dict] = field(default_factory=list)     # one per shard: AckGaps + slots, lost, errors
     log_lines: list[str] = field(default_factory=list)   # failover_committed lines of the trial
-    restored_s: float | None = None     # restart -> the old master is a synced replica again
+    restarted_s: float | None = None    # kill -> the killed node restarted (ack = replica: at once)
+    restored_s: float | None = None     # after the window: the wait until it is a synced replica again
     problem: str = ""
 
 
@@ -274,6 +278,10 @@ def failover_trial(cluster: ShardedProxyCluster, proxy: str, trial: int, args: a
             view = wait_until(promoted, args.failover_timeout, interval=0.01,
                               message=f"proxy {proxy} to name a new master for shard {killed_index}")
             out.new_master_s, out.new_master = time.monotonic() - t_kill, view.master.addr
+            if args.ack == "replica":
+                # one replica per shard: the new master has none until the old one is back
+                killed.start()
+                out.restarted_s = time.monotonic() - t_kill
             writers[killed_index].wait_acks(50, after=time.monotonic(), timeout=args.failover_timeout)
         except HarnessError as exc:
             out.problem = str(exc)
@@ -321,7 +329,8 @@ def restore(cluster: ShardedProxyCluster, trial: FailoverTrial, timeout: float) 
     and every proxy shows every shard with a master again."""
     t0 = time.monotonic()
     node = cluster.node(trial.killed_node)
-    node.start()
+    if not node.alive():
+        node.start()
     if trial.new_master:
         wait_replica_of(node, cluster.node(trial.new_master), timeout=timeout)
     cluster.wait_ready(timeout=timeout)
@@ -490,6 +499,10 @@ def report(args: argparse.Namespace, sizes: Sizes, payload: dict) -> None:
               f"shard through {args.proxy}, window {sizes.window_s:.0f} s from the kill):\n")
         print(failover_table(trials))
         for t in trials:
+            restart = f", restarted at +{t.restarted_s:.3f} s" if t.restarted_s is not None else ""
+            back = ", back as a synced replica before the next trial" if t.restored_s is not None else ""
+            print(f"  trial {t.trial + 1}: killed {t.killed_node} (shard {t.killed_shard}), new master "
+                  f"{t.new_master} at +{fmt_s(t.new_master_s)} s{restart}{back}")
             for line in t.log_lines:
                 print(f"  trial {t.trial + 1}: {line}")
     for line in problems(payload, sizes):
