@@ -77,29 +77,28 @@ sys.dont_write_bytecode = True  # keep benchmarks/ free of __pycache__
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
-from types import FrameType  # noqa: E402
+import argparse
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from types import FrameType
 
-import redis  # noqa: E402
-from redis.cluster import RedisCluster  # noqa: E402
+import redis
+from redis.cluster import RedisCluster
 
-from benchmarks.benchlib.report import Summary, markdown_table, summarize, write_json  # noqa: E402
-from benchmarks.benchlib.runner import BenchSettings, Sample, parse_csv, run_rounds  # noqa: E402
-from benchmarks.benchlib.targets import Target, tool_version  # noqa: E402
-from benchmarks.cluster_lib import HOST, ShardedProxyCluster, ShardView, key_in_shard  # noqa: E402
-from benchmarks.cluster_measure import (AckGaps, CallRun, ack_gaps, alternate, median_by_target,  # noqa: E402
-                                        spread, time_calls)
-from benchmarks.failover_lib import PROXY_NAMES, Writer, read_back, wait_replica_of  # noqa: E402
-from tests.integration.harness import HarnessError, redis_client, wait_until  # noqa: E402
+from benchmarks.benchlib.report import Summary, markdown_table, summarize, write_json
+from benchmarks.benchlib.runner import BenchSettings, Sample, parse_csv, run_rounds
+from benchmarks.benchlib.targets import Target, tool_version
+from benchmarks.cluster_lib import HOST, ShardedProxyCluster, ShardView, key_in_shard
+from benchmarks.cluster_measure import AckGaps, CallRun, ack_gaps, alternate, median_by_target, spread, time_calls
+from benchmarks.failover_lib import PROXY_NAMES, Writer, read_back, wait_replica_of
+from tests.integration.harness import HarnessError, redis_client, wait_until
 
 SHARDS = 3
 # the failover tests' timing (benchmarks/failover's defaults too)
@@ -218,7 +217,7 @@ def mget_benchmark(proxy_port: int, keys: list[str], args: argparse.Namespace, s
     argv = ["redis-benchmark", "-h", HOST, "-p", str(proxy_port), "-c", str(args.clients),
             "-n", str(sizes.mget_bench), "--csv", "MGET", *keys]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=args.run_timeout)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=args.run_timeout, check=False)
     except subprocess.TimeoutExpired:
         return {"error": f"redis-benchmark timed out after {args.run_timeout:.0f}s"}
     rows = list(parse_csv(done.stdout).values())
@@ -386,8 +385,8 @@ def mget_table(result: dict) -> str:
 
 
 def failover_table(trials: list[FailoverTrial]) -> str:
-    rows = ["| trial | shard | slots | longest gap s | first ack after kill s | new master s | "
-            "acked | failed after kill | lost |",
+    rows = [("| trial | shard | slots | longest gap s | first ack after kill s | new master s | "
+             "acked | failed after kill | lost |"),
             "| -: | --- | --- | -: | -: | -: | -: | --- | -: |"]
     for t in trials:
         for s in t.shards:
@@ -403,7 +402,7 @@ def failover_table(trials: list[FailoverTrial]) -> str:
 def git_head() -> str:
     try:
         return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip()
+                              text=True, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return ""
 
@@ -468,7 +467,7 @@ def problems(payload: dict, sizes: Sizes) -> list[str]:
 
 
 def report(args: argparse.Namespace, sizes: Sizes, payload: dict) -> None:
-    stamp = datetime.now(timezone.utc)
+    stamp = datetime.now(UTC)
     payload.update(schema=1, timestamp=stamp.isoformat(timespec="seconds"), argv=sys.argv[1:],
                    settings={**asdict(sizes), "quick": args.quick, "clients": args.clients,
                              "pipelines": args.pipelines, "tests": args.tests, "ack": args.ack,

@@ -17,6 +17,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from typing import Protocol
 
 from proxy.routing.keyslot import key_slot
@@ -143,7 +144,7 @@ def ack_gaps(writes: Sequence[Write], t_fault: float, t_end: float) -> AckGaps:
     before = [t for t in acks if t < t_fault]
     points = ([before[-1]] if before else [t_fault]) + [t for t in acks if t >= t_fault] + [t_end]
     after = [w for w in writes if w.sent >= t_fault and w.done <= t_end]
-    gaps = [(b - a, a) for a, b in zip(points, points[1:])]
+    gaps = [(b - a, a) for a, b in pairwise(points)]
     longest, at = max(gaps) if gaps else (None, None)
     first = min((w.done for w in after if w.ok), default=None)
     return AckGaps(sum(1 for w in after if w.ok), sum(1 for w in after if not w.ok),
