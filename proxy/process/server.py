@@ -34,6 +34,7 @@ from ..write_gate import WriteGate, master_replaced_reply, writes_paused_reply
 
 log = logging.getLogger("proxy.server")
 
+READONLY = resp.encode_command([b"READONLY"])
 RECONNECT_BACKOFF = 0.1   # seconds a failed node is answered from memory before the next attempt
 
 
@@ -316,6 +317,10 @@ class ProxyServer:
         dead = self._dead.get(addr)
         if dead is not None and time.monotonic() < dead[0]:
             return dead[1]
+        if self.cluster is not None:
+            # a cluster replica serves reads only on a READONLY connection (else MOVED to its
+            # master); a master ignores it
+            kw["handshake"] = [*kw.get("handshake", ()), READONLY]
         up = Upstream(addr, connect_timeout=self.cfg.connect_timeout_ms / 1000.0,
                       on_close=self._upstream_closed, tls=self.upstream_tls(addr.rpartition(":")[0]), **kw)
         up.gate = self.gate
