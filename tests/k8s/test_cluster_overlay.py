@@ -2,17 +2,44 @@
 what the proxies require, the proxies seed every Redis pod, and the Job
 redis-cluster-create runs `redis-raft-proxy create-cluster` over exactly those
 pods with the Redis password from the Secret. (The checks every overlay gets,
-schema validation included, are in test_manifests.py.)"""
+schema validation included, are in test_manifests.py.) Run as local processes
+(kube.LocalPods) the overlay forms a cluster and serves every shard."""
 
 from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from proxy.process.cli import build_parser
-from proxy.process.cluster_create import CLUSTER_SERVER_ARGS, ClusterCreator
+from proxy.process.cluster_create import CLUSTER_SERVER_ARGS, ClusterCreator, even_ranges, parse_cluster_nodes
+from proxy.routing.keyslot import key_slot
 
-from .kube import container, container_env, container_port, full_command, pod_spec, pod_spec_labels, render
+from .kube import (
+    HOST,
+    REDIS_SERVER,
+    VENV_BIN,
+    LocalPods,
+    Pod,
+    container,
+    container_env,
+    container_port,
+    full_command,
+    map_mount_paths,
+    pod_spec,
+    pod_spec_labels,
+    pod_volumes,
+    render,
+    rewrite_redis_conf,
+    status,
+    wait_until,
+)
 from .test_manifests import _assert_only_the_pod_user_reads, _config, _redis_confs, _redis_directives
+
+redis = pytest.importorskip("redis")
 
 TARGET = "overlays/cluster"
 PROXY, REDIS, JOB = "redis-raft-proxy", "redis", "redis-cluster-create"
@@ -116,3 +143,86 @@ def test_network_policy_lets_the_bus_and_the_job_in(port, source):
                and any(all(src.get(k) == v for k, v in f["podSelector"]["matchLabels"].items())
                        for f in rule["from"])]
     assert allowed, f"no ingress rule lets {source} pods reach Redis on {port}"
+
+
+# -- the rendered overlay run as local processes (kube.LocalPods) -------------
+
+def _run_job(pods: LocalPods, tmp_path: Path) -> subprocess.CompletedProcess:
+    """The Job's container as the kubelet runs it: its Secret volume written out, its
+    env and command with the Redis pods' DNS names mapped to their local ports."""
+    job = pods.r.get("Job", JOB)
+    c = container(job)
+    mounts = pod_volumes(pods.r, job, tmp_path / JOB)
+    env = {k: map_mount_paths(mounts, v) for k, v in container_env(pods.r, c, f"{JOB}-x").items()}
+    argv = [map_mount_paths(mounts, pods.map_dns(a)) for a in full_command(c, env)]
+    base = {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}", "LC_ALL": "C.UTF-8"}
+    return subprocess.run(argv, env={**base, **env}, capture_output=True, text=True, timeout=150, check=False)
+
+
+@pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed (apt-get install redis-server)")
+def test_overlay_runs_a_working_cluster(tmp_path):
+    """The six Redis pods with their rendered config, the Job's exact command (twice: the
+    second run changes nothing), then the three proxies: every shard served through
+    one proxy, MGET across shards, and another proxy reads the writes."""
+    r = render(TARGET)
+    pods = LocalPods(r, tmp_path, [REDIS, PROXY])
+    redis_c = container(r.get("StatefulSet", REDIS))
+    port, bus = container_port(redis_c, "redis"), container_port(redis_c, "cluster-bus")
+    own_port = rewrite_redis_conf(lambda pod: pod.local(port))
+
+    def rewrite(pod: Pod, key: str, content: str) -> str:      # and its own bus port
+        return re.sub(r"(?m)^cluster-port \d+$", f"cluster-port {pod.local(bus)}", own_port(pod, key, content))
+    try:
+        for pod in pods.pods[REDIS]:
+            pods.prepare(pod, rewrite)
+            pods.start(pod)
+        first = _run_job(pods, tmp_path)
+        assert first.returncode == 0, f"{first.stdout}{first.stderr}\n{pods.logs()}"
+        password = pods.env(pods.pods[REDIS][0])["REDIS_PASSWORD"]
+        assert password not in first.stdout + first.stderr
+        again = _run_job(pods, tmp_path)
+        assert again.returncode == 0 and not any(w in again.stdout for w in ("ADDSLOTS", "MEET", "REPLICATE")), \
+            again.stdout + again.stderr
+        clients = [redis.Redis(host=HOST, port=p.local(port), password=password, decode_responses=True,
+                               socket_timeout=5) for p in pods.pods[REDIS]]
+        me = [next(e for e in parse_cluster_nodes(c.execute_command("CLUSTER", "NODES")) if e.myself)
+              for c in clients]
+        assert [bool(e.slots) for e in me] == [True] * 3 + [False] * 3, "redis-0..2 own the slots"
+        assert [e.master_id for e in me[3:]] == [e.node_id for e in me[:3]], "redis-3..5 replicate redis-0..2"
+
+        proxy_c = container(r.get("StatefulSet", PROXY))
+        client_port, admin = container_port(proxy_c, "redis"), container_port(proxy_c, "admin")
+        for pod in pods.pods[PROXY]:
+            pods.prepare(pod)
+            pods.start(pod, {"REDIS_RAFT_PROXY_BIND": HOST, "REDIS_RAFT_PROXY_PORT": str(pod.local(client_port)),
+                             "REDIS_RAFT_PROXY_ADMIN_PORT": str(pod.local(admin))})
+
+        def served() -> bool:
+            pods.check_alive()
+            docs = [status(p, admin) for p in pods.pods[PROXY]]
+            return all(d and d.get("mode") == "cluster" and len(d.get("shards") or []) == 3
+                       and all(s.get("master") for s in d["shards"]) for d in docs)
+        wait_until(served, 90, "every proxy to show three shards with a master", diagnose=pods.logs)
+        keys = [f"k8s:{{{tag}}}" for tag in _tags_per_shard(3)]
+        c0, c2 = (redis.Redis(host=HOST, port=p.local(client_port), socket_timeout=5, decode_responses=True)
+                  for p in (pods.pods[PROXY][0], pods.pods[PROXY][2]))
+        for k in keys:
+            assert c0.set(k, k) is True and c0.get(k) == k
+        assert c0.mget(keys) == keys
+        wait_until(lambda: c2.mget(keys) == keys, 10, "another proxy to read the writes", diagnose=pods.logs)
+        for k, c in zip(keys, clients[:3]):
+            assert c.get(k) == k, f"{k} is not on the master of its shard"
+    finally:
+        pods.stop_all()
+
+
+def _tags_per_shard(shards: int) -> list[str]:
+    """A hash tag in each shard's even share of the slots."""
+    out: list[str | None] = [None] * shards
+    i = 0
+    while None in out:
+        slot = key_slot(str(i).encode())
+        n = next(n for n, (s, e) in enumerate(even_ranges(shards)) if s <= slot <= e)
+        out[n] = out[n] or str(i)
+        i += 1
+    return out
