@@ -27,7 +27,7 @@ from .decide import (LeaderState, NodeView, choose_new_master, freshest, history
                      next_history, objectively_down, reconcile, refuse_to_act)
 from .raft_events import RaftEvents
 from .redis_control import control_client, control_tls
-from .state_machine import TopologyStateMachine
+from .state_machine import SINGLE, TopologyStateMachine
 
 log = logging.getLogger("health.controller")
 
@@ -38,6 +38,16 @@ UNKNOWN_AGE_S = 1e9          # a node never answered: its view is as old as can 
 # writes may pause for a moment: rarely enough to be invisible, often enough to catch a
 # master restarted from an old dump.
 HISTORY_INTERVAL_S = 10.0
+
+
+class ShardLog(logging.LoggerAdapter):
+    """A shard's controller logs each event with `shard=ID` appended."""
+
+    def process(self, msg, kwargs):
+        return f"{msg} shard={self.extra}", kwargs
+
+    def __init__(self, logger: logging.Logger, shard: str) -> None:
+        super().__init__(logger, shard)      # (LoggerAdapter keeps `extra` as given)
 
 
 class NotLeaderError(Exception):
@@ -103,16 +113,21 @@ def raft_status(consensus) -> dict:
 class Controller:
     """Runs on every proxy; acts (decides, reconciles) only on the leader."""
 
-    def __init__(self, server, consensus, sm: TopologyStateMachine) -> None:
+    def __init__(self, server, consensus, sm: TopologyStateMachine, *, shard: str = SINGLE,
+                 shared_with: "Controller | None" = None) -> None:
         self.server = server
         self.cfg = server.cfg
         self.consensus = consensus
         self.sm = sm
-        self.views: dict[str, tuple[float, dict[str, NodeView]]] = {}
+        self.shard = shard      # the shard this controller decides for (cluster mode: one each)
+        self.log = log if shard == SINGLE else ShardLog(log, shard)
+        self.parent = shared_with
+        # a shard's controller shares the views, clients and counters of the one that runs the loop
+        self.views: dict[str, tuple[float, dict[str, NodeView]]] = shared_with.views if shared_with else {}
         self.interval = self.cfg.probe_interval_ms / 1000.0
         self.freshness = max(3 * self.interval, self.cfg.down_after_ms / 1000.0)
         self._http: aiohttp.ClientSession | None = None
-        self._clients: dict[str, aioredis.Redis] = {}
+        self._clients: dict[str, aioredis.Redis] = shared_with._clients if shared_with else {}
         self._proposing = False
         self._last_failover_at = 0.0
         self._acted: dict[tuple[str, int], float] = {}
@@ -127,6 +142,11 @@ class Controller:
         self.candidate_age_s = max(3 * self.interval, 0.3)
         self._history_at = 0.0
         self._paused_old: str | None = None     # an old master left paused: its demotion failed
+
+    @property
+    def topology(self) -> Topology | None:
+        """This controller's shard's committed topology."""
+        return self.sm.shards.get(self.shard)
 
     # -- views --------------------------------------------------------------
     def local_view(self) -> dict[str, NodeView]:
@@ -155,7 +175,7 @@ class Controller:
         c = self.consensus
         log_ = getattr(getattr(c, "core", None), "log", None)
         commit_term = log_.term_at(c.commit_index) if log_ is not None else None
-        topo = self.sm.topology
+        topo = self.topology
         return LeaderState(c.role, c.term, c.commit_index, c.applied_index, commit_term, bool(c.lease_held()),
                            topo.epoch if topo is not None else None)
 
@@ -184,7 +204,7 @@ class Controller:
                 try:
                     await self._step()
                 except Exception:  # the control loop must survive anything
-                    log.exception("controller step failed")
+                    self.log.exception("controller step failed")
                 await asyncio.sleep(max(0.01, self.interval - (time.monotonic() - started)))
         finally:
             await self._http.close()
@@ -200,7 +220,7 @@ class Controller:
             asyncio.get_running_loop().create_task(self._send_report(view))
             return
         self.views[self.cfg.node] = (time.monotonic(), view)
-        term, topo = self.consensus.term, self.sm.topology
+        term, topo = self.consensus.term, self.topology
         # a new leader decides nothing before it applied all that is committed, its own
         # no-op included: until then its topology may be an epoch behind
         if self.refusal(term, topo.epoch if topo is not None else None) is not None:
@@ -209,7 +229,7 @@ class Controller:
             await self._propose_initial()
             return
         await self._maybe_fail_over(topo)
-        await self._reconcile(self.sm.topology, view, term)
+        await self._reconcile(self.topology, view, term)
 
     async def _propose_initial(self) -> None:
         if self._proposing:
@@ -220,10 +240,10 @@ class Controller:
     async def _propose(self, topo: Topology, reason: str) -> bool:
         self._proposing = True
         try:
-            await self.consensus.propose(TopologyStateMachine.entry(topo, reason), timeout=2.0)
+            await self.consensus.propose(TopologyStateMachine.entry(topo, reason, self.shard), timeout=2.0)
             return True
         except Exception as exc:
-            log.warning("event=propose_failed epoch=%d reason=%r error=%r", topo.epoch, reason, exc)
+            self.log.warning("event=propose_failed epoch=%d reason=%r error=%r", topo.epoch, reason, exc)
             return False
         finally:
             self._proposing = False
@@ -249,12 +269,12 @@ class Controller:
         if self._down_since is None:
             self._down_since = now
             self.phase = "objectively_down"
-            log.warning("event=objectively_down master=%s epoch=%d votes=%d quorum=%d", topo.master,
+            self.log.warning("event=objectively_down master=%s epoch=%d votes=%d quorum=%d", topo.master,
                         topo.epoch, sum(1 for v in views.values() if topo.master in v and not v[topo.master].up),
                         quorum)
         if never_seen(topo.history):
             if self.phase != "never_seen":
-                log.error("event=failover_blocked master=%s epoch=%d reason='the master was never seen up: "
+                self.log.error("event=failover_blocked master=%s epoch=%d reason='the master was never seen up: "
                           "nothing is known of what it holds'", topo.master, topo.epoch)
             self.phase = "never_seen"
             self.phase_reason = (f"master {topo.master} is down and was never seen up, so nothing is known of what "
@@ -265,7 +285,7 @@ class Controller:
         new = self._candidate(topo, views, down_for)
         if new is None:
             if self.phase != "no_candidate":
-                log.error("event=failover_blocked master=%s epoch=%d reason='no replica is safe to promote'",
+                self.log.error("event=failover_blocked master=%s epoch=%d reason='no replica is safe to promote'",
                           topo.master, topo.epoch)
             self.phase = "no_candidate"
             self.phase_reason = f"master {topo.master} is down and no replica is safe to promote"
@@ -291,9 +311,9 @@ class Controller:
         self._history_at = now
         self._proposing = True
         try:
-            await self.consensus.propose(TopologyStateMachine.history_entry(topo, h), timeout=2.0)
+            await self.consensus.propose(TopologyStateMachine.history_entry(topo, h, self.shard), timeout=2.0)
         except Exception as exc:
-            log.warning("event=propose_failed epoch=%d reason='master history' error=%r", topo.epoch, exc)
+            self.log.warning("event=propose_failed epoch=%d reason='master history' error=%r", topo.epoch, exc)
         finally:
             self._proposing = False
 
@@ -308,7 +328,7 @@ class Controller:
         keeper = self._candidate(topo, views, 0.0)
         if keeper is not None:
             k = freshest(keeper, views)
-            log.error("event=master_restarted_empty master=%s offset=%d replid=%s replica=%s replica_offset=%d "
+            self.log.error("event=master_restarted_empty master=%s offset=%d replid=%s replica=%s replica_offset=%d "
                       "epoch=%d", topo.master, m.offset, m.replid, keeper, k.offset if k else -1, topo.epoch)
             await self._fail_over(topo, keeper, f"failover: {topo.master} restarted without its data "
                                                 f"(offset {m.offset}, {keeper} has {k.offset if k else '?'})",
@@ -318,7 +338,7 @@ class Controller:
                   f"{m.offset}, the committed history is replid {h.replid} offset {h.offset}) and no replica "
                   f"holds it; writes are held. To accept the loss: redis-raft-proxy failover --to <node>")
         if self.phase != "no_safe_master":
-            log.error("event=no_safe_master master=%s epoch=%d role=%s replid=%s offset=%d history_replid=%s "
+            self.log.error("event=no_safe_master master=%s epoch=%d role=%s replid=%s offset=%d history_replid=%s "
                       "history_offset=%d", topo.master, topo.epoch, m.role, m.replid, m.offset, h.replid, h.offset)
         self.phase, self.phase_reason = "no_safe_master", reason
         if not topo.writes_paused:
@@ -333,14 +353,16 @@ class Controller:
         nxt = topo.with_master(new, History(seen.replid, seen.offset) if seen and seen.replid else None)
         self.phase = "proposing"
         started = time.monotonic()
-        log.warning("event=failover_started old_master=%s new_master=%s epoch=%d", topo.master, new, nxt.epoch)
+        self.log.warning("event=failover_started old_master=%s new_master=%s epoch=%d", topo.master, new, nxt.epoch)
         if not await self._propose(nxt, reason):
             return False
         done = time.monotonic()
-        self.failovers += 1
-        self.last_failover_s = done - since
+        for c in (self, self.parent):
+            if c is not None:
+                c.failovers += 1
+                c.last_failover_s = done - since
         self.phase, self.phase_reason = "reconciling", ""
-        log.warning("event=failover_committed new_master=%s epoch=%d duration_ms=%.0f commit_ms=%.0f", new,
+        self.log.warning("event=failover_committed new_master=%s epoch=%d duration_ms=%.0f commit_ms=%.0f", new,
                     nxt.epoch, self.last_failover_s * 1000, (done - started) * 1000)
         return True
 
@@ -360,7 +382,7 @@ class Controller:
         if not actions:
             if self.phase == "reconciling":
                 self.phase = "idle"
-                log.info("event=failover_finished epoch=%d master=%s", topo.epoch, topo.master)
+                self.log.info("event=failover_finished epoch=%d master=%s", topo.epoch, topo.master)
             return
         if not paused_master:
             if not await self._wait_fenced(topo):
@@ -375,7 +397,7 @@ class Controller:
                 continue  # give the last command time to show in the probes
             why = self.refusal(term, topo.epoch)
             if why is not None:
-                log.warning("event=reconcile_stopped epoch=%d term=%d node=%s reason=%r", topo.epoch, term,
+                self.log.warning("event=reconcile_stopped epoch=%d term=%d node=%s reason=%r", topo.epoch, term,
                             action.node, why)
                 return
             self._acted[key] = now
@@ -388,7 +410,7 @@ class Controller:
             self._fence = (topo.epoch, self.consensus.applied_index)  # at or after the entry of `topo`
         deadline = time.monotonic() + self.consensus.fence_timeout_s + 0.1
         while not self.consensus.writes_fenced(self._fence[1]):
-            current = self.sm.topology
+            current = self.topology
             if time.monotonic() > deadline or self.consensus.role != "leader" or current is None \
                     or current.epoch != topo.epoch:
                 return False
@@ -415,7 +437,7 @@ class Controller:
         """
         if self.consensus.role != "leader":
             raise NotLeaderError(self.consensus.leader_id)
-        topo = self.sm.topology
+        topo = self.topology
         if topo is None or topo.master is None:
             raise ValueError("no committed topology")
         if topo.writes_paused and topo.hold_reason:
@@ -431,7 +453,7 @@ class Controller:
         started = time.monotonic()
         old, term = topo.master, self.consensus.term
         self.phase = "switchover"
-        log.warning("event=switchover_started from=%s to=%s epoch=%d", old, to, topo.epoch)
+        self.log.warning("event=switchover_started from=%s to=%s epoch=%d", old, to, topo.epoch)
         if not await self._propose(topo.paused(), f"switchover to {to}: pause writes"):
             self.phase = "idle"
             raise RuntimeError("could not commit the write pause")
@@ -449,15 +471,15 @@ class Controller:
                     raise TimeoutError(f"{to} did not catch up with {old} within {timeout}s")
                 await asyncio.sleep(0.01)
         except (RedisError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
-            log.error("event=switchover_aborted from=%s to=%s error=%r", old, to, exc)
-            await self._propose(self.sm.topology.resumed(), f"switchover to {to} aborted: {exc}")
+            self.log.error("event=switchover_aborted from=%s to=%s error=%r", old, to, exc)
+            await self._propose(self.topology.resumed(), f"switchover to {to} aborted: {exc}")
             await self._unpause(master)
             self.phase = "idle"
             raise RuntimeError(f"switchover aborted, writes resumed on {old}: {exc}") from None
-        nxt = self.sm.topology.with_master(to, History(str(r.get("master_replid", "")),
+        nxt = self.topology.with_master(to, History(str(r.get("master_replid", "")),
                                                        int(r.get("slave_repl_offset", 0))))
         if not await self._propose(nxt, f"switchover to {to}"):
-            await self._propose(self.sm.topology.resumed(), f"switchover to {to} aborted")
+            await self._propose(self.topology.resumed(), f"switchover to {to} aborted")
             await self._unpause(master)
             self.phase = "idle"
             raise RuntimeError("could not commit the new topology; writes resumed on the old master")
@@ -467,11 +489,11 @@ class Controller:
             await self._unpause(master)
         else:
             self._paused_old = old
-            log.error("event=switchover_demotion_pending node=%s epoch=%d reason='the old master is still a "
+            self.log.error("event=switchover_demotion_pending node=%s epoch=%d reason='the old master is still a "
                       "master: it stays paused until the reconciler has demoted it'", old, nxt.epoch)
         self.phase = "idle"
         took = time.monotonic() - started
-        log.warning("event=switchover_finished from=%s to=%s epoch=%d duration_ms=%.0f old_demoted=%s", old, to,
+        self.log.warning("event=switchover_finished from=%s to=%s epoch=%d duration_ms=%.0f old_demoted=%s", old, to,
                     nxt.epoch, took * 1000, demoted)
         out = {"ok": True, "message": f"{to} is the master", "epoch": nxt.epoch, "duration_s": round(took, 3)}
         if not demoted:
@@ -486,7 +508,7 @@ class Controller:
         if v is None or not v.up or not v.replid:
             raise ValueError(f"{to} does not answer")
         h = topo.history
-        log.error("event=data_loss_accepted node=%s replid=%s offset=%d history_replid=%s history_offset=%d epoch=%d",
+        self.log.error("event=data_loss_accepted node=%s replid=%s offset=%d history_replid=%s history_offset=%d epoch=%d",
                   to, v.replid, v.offset, h.replid if h else "", h.offset if h else -1, topo.epoch)
         nxt = topo.with_master(to, History(v.replid, v.offset))
         if not await self._propose(nxt, f"operator accepted the data loss: {to} is the master"):
@@ -505,7 +527,7 @@ class Controller:
         try:
             await client.execute_command("CLIENT", "UNPAUSE")
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            log.warning("event=unpause_failed error=%r", exc)
+            self.log.warning("event=unpause_failed error=%r", exc)
 
     def peer_url(self, node: str | None) -> str | None:
         """A proxy's admin URL: from the Raft membership, else from config."""
@@ -528,22 +550,37 @@ class Controller:
         client = self._client(action.node)
         try:
             if action.replicaof is None:
-                await client.execute_command("REPLICAOF", "NO", "ONE")
-                event = "node_detached" if action.reason.startswith("detach") else "node_promoted"
-                log.warning("event=%s node=%s epoch=%d reason=%r", event, action.node, epoch, action.reason)
+                detach = action.reason.startswith("detach")
+                if self.shard == SINGLE:
+                    await client.execute_command("REPLICAOF", "NO", "ONE")
+                elif detach:
+                    # a cluster node cannot leave its master without taking its slots
+                    self.log.error("event=detach_skipped node=%s epoch=%d reason='cluster nodes cannot be "
+                                   "detached; run redis-raft-proxy failover --to <node> promptly'", action.node, epoch)
+                    return
+                else:
+                    # the replica takes its master's slots with a new config epoch, without the
+                    # master's agreement (it may be dead); the cluster bus tells every other node
+                    await client.execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
+                event = "node_detached" if detach else "node_promoted"
+                self.log.warning("event=%s node=%s epoch=%d reason=%r", event, action.node, epoch, action.reason)
             else:
                 host, _, port = action.replicaof.rpartition(":")
                 paused = action.node == self._paused_old
                 if paused:      # a switchover's old master: keep it paused while it is a master
                     await client.execute_command("CLIENT", "PAUSE", max(2000, int(self.cfg.hold_ms)), "WRITE")
-                await client.execute_command("REPLICAOF", host, port)
-                log.warning("event=node_demoted node=%s replicaof=%s epoch=%d reason=%r", action.node,
+                if self.shard == SINGLE:
+                    await client.execute_command("REPLICAOF", host, port)
+                else:
+                    master_id = await self._client(action.replicaof).execute_command("CLUSTER", "MYID")
+                    await client.execute_command("CLUSTER", "REPLICATE", master_id)
+                self.log.warning("event=node_demoted node=%s replicaof=%s epoch=%d reason=%r", action.node,
                             action.replicaof, epoch, action.reason)
                 if paused:
                     self._paused_old = None
                     await self._unpause(client)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            log.warning("event=reconcile_failed node=%s epoch=%d error=%r", action.node, epoch, exc)
+            self.log.warning("event=reconcile_failed node=%s epoch=%d error=%r", action.node, epoch, exc)
 
 
 def add_report_route(app: web.Application, controller: Controller) -> None:

@@ -16,12 +16,19 @@ from proxy.routing.topology import History, Topology
 SINGLE = ""     # the shard of single-set mode
 
 OnChange = Callable[[Topology, "Topology | None", str], None]
+OnShardChange = Callable[[str, Topology, "Topology | None", str], None]
 
 
 class TopologyStateMachine:
-    def __init__(self, on_change: OnChange) -> None:
+    def __init__(self, on_change: OnChange, on_shard_change: OnShardChange | None = None) -> None:
         self.shards: dict[str, Topology] = {}
         self._on_change = on_change     # called for shard SINGLE (the data path routes by it)
+        self._on_shard_change = on_shard_change     # called for every other shard (cluster mode)
+
+    @property
+    def cluster_shards(self) -> dict[str, Topology]:
+        """Cluster mode: every shard but the single set's."""
+        return {s: t for s, t in self.shards.items() if s != SINGLE}
 
     @property
     def topology(self) -> Topology | None:
@@ -43,12 +50,22 @@ class TopologyStateMachine:
             doc["shard"] = shard
         return json.dumps(doc).encode()
 
+    @staticmethod
+    def shards_entry(shards: dict[str, Topology], reason: str = "") -> bytes:
+        """Several shards' topologies in one entry (cluster mode's first topology: all or none)."""
+        return json.dumps({"op": "shards", "shards": {s: t.to_dict() for s, t in shards.items()},
+                           "reason": reason}).encode()
+
     def apply(self, data: bytes) -> None:
         try:
             doc = json.loads(data)
         except ValueError:
             return  # no-op and membership entries are not ours
         if not isinstance(doc, dict):
+            return
+        if doc.get("op") == "shards":
+            for shard, t in (doc.get("shards") or {}).items():
+                self._newer(str(shard), Topology.from_dict(t), doc.get("reason", ""))
             return
         shard = str(doc.get("shard", SINGLE))
         current = self.shards.get(shard)
@@ -60,15 +77,20 @@ class TopologyStateMachine:
             return
         if doc.get("op") != "topology":
             return
-        new = Topology.from_dict(doc["topology"])
+        self._newer(shard, Topology.from_dict(doc["topology"]), doc.get("reason", ""))
+
+    def _newer(self, shard: str, new: Topology, reason: str) -> None:
+        current = self.shards.get(shard)
         if current is None or new.epoch > current.epoch:
-            self._set(shard, new, doc.get("reason", ""))
+            self._set(shard, new, reason)
 
     def _set(self, shard: str, new: Topology, reason: str) -> None:
         old = self.shards.get(shard)
         self.shards[shard] = new
         if shard == SINGLE:
             self._on_change(new, old, reason)
+        elif self._on_shard_change is not None:
+            self._on_shard_change(shard, new, old, reason)
 
     def snapshot(self) -> bytes:
         doc: dict = {"topology": self.topology.to_dict() if self.topology else None}

@@ -90,7 +90,7 @@ class WriteGate:
         self.open_until = 0.0       # monotonic time until which the last positive lease check is trusted
         self.suspended: list = []   # master connections suspended since the lease lapsed (see `settle`)
         self.suspended_since = 0.0
-        self.suspended_under = None  # the committed topology when the first of them was suspended
+        self.suspended_under = None  # the routing generation when the first of them was suspended
 
     # -- when a write is routed ------------------------------------------------
     def admit(self, session, addr: str | None):
@@ -126,8 +126,7 @@ class WriteGate:
             session.hold_reported = True
             server.stats.hold_timeouts += 1
             server.stats.hold_seconds.observe(now - session.hold_since)
-        return Refusal(resp.error_reply(f"TRYAGAIN proxy: no write for {server.cfg.hold_ms} ms: "
-                                        + server.write_unavailable_reason(addr)))
+        return Refusal(resp.error_reply(server.write_unavailable_error(addr)))
 
     # -- while a write is in flight --------------------------------------------
     def in_flight_ok(self) -> bool:
@@ -154,7 +153,7 @@ class WriteGate:
         """`upstream` stopped sending and delivering (`Upstream.suspend`): `settle` decides."""
         if not self.suspended:
             self.suspended_since = time.monotonic()
-            self.suspended_under = self.server.router.topology
+            self.suspended_under = self.server.routing_generation()
         self.suspended.append(upstream)
 
     def settle(self) -> None:
@@ -163,28 +162,28 @@ class WriteGate:
         if not ups:
             return
         server = self.server
-        now_t, was = server.router.topology, self.suspended_under
-        if now_t.epoch != was.epoch or now_t.master != was.master or now_t.writes_paused != was.writes_paused:
+        masters = ",".join(sorted({up.addr for up in ups}))
+        if server.routing_generation() != self.suspended_under:
             why = "topology_changed"
-            reply = topology_changed_reply(was.master, now_t.epoch)
+            reply = topology_changed_reply(masters, server.topology_epoch())
         elif server.lease_held():
             self.suspended = []
             live = [up for up in ups if not up.closed]
             if live:
-                log.warning("event=writes_resumed master=%s connections=%d paused_ms=%d", was.master, len(live),
+                log.warning("event=writes_resumed master=%s connections=%d paused_ms=%d", masters, len(live),
                             (time.monotonic() - self.suspended_since) * 1000)
             for up in live:
                 up.resume()
             return
         elif time.monotonic() - self.suspended_since >= server.hold_s:
             why = "lease_lapsed"
-            reply = lease_lapsed_reply(was.master)
+            reply = lease_lapsed_reply(masters)
         else:
             return
         self.suspended = []
         live = [up for up in ups if not up.closed]
         if live:
-            log.warning("event=write_outcome_unknown master=%s reason=%s connections=%d", was.master, why, len(live))
+            log.warning("event=write_outcome_unknown master=%s reason=%s connections=%d", masters, why, len(live))
         for addr in {up.addr for up in live}:
             server.retire_writes(addr, reply)
         for up in live:

@@ -45,8 +45,9 @@ def status_document(server, raft=None) -> dict:
     ctl = server.controller
     failover = {"phase": ctl.phase, "reason": ctl.phase_reason, "total": ctl.failovers,
                 "last_duration_s": round(ctl.last_failover_s, 3)}
-    return {
+    doc = {
         "node": cfg.node,
+        "mode": "cluster" if server.cluster is not None else "single",
         "pid": os.getpid(),
         "version": __version__,
         "uptime_s": round(time.time() - server.started, 3),
@@ -63,6 +64,13 @@ def status_document(server, raft=None) -> dict:
         "peers": {m: server.controller.peer_url(m) for m in raft_doc["members"]},
         "sentinel": server.sentinel.status_doc(),
     }
+    if server.cluster is not None:
+        ctl = server.controller
+        doc["shards"] = ctl.shard_status()
+        doc["cluster_config_problems"] = list(ctl.config_problems)
+        if ctl.discovery_error:
+            doc["cluster_discovery_error"] = ctl.discovery_error
+    return doc
 
 
 def make_app(server, raft=None, metrics_handler=None) -> web.Application:
@@ -72,8 +80,10 @@ def make_app(server, raft=None, metrics_handler=None) -> web.Application:
         return web.Response(text="ok\n")
 
     async def readyz(_request):
-        topo = server.router.topology
-        if topo.master is None:
+        if server.cluster is not None:
+            if not server.cluster.routers:
+                return web.Response(status=503, text="no committed topology\n")
+        elif server.router.topology.master is None:
             return web.Response(status=503, text="no committed topology\n")
         if not server.consensus.lease_held() and not server.cfg.stale_reads_when_partitioned:
             return web.Response(status=503, text="no lease from a quorum\n")

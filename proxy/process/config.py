@@ -114,6 +114,9 @@ class Config:
     redis_nodes: list = _key("list", ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"],
                              "the Redis nodes, host:port")
     master: str = _key("str", "", "initial master (host:port, one of redis_nodes); default: the first")
+    cluster_nodes: list = _key("list", [], "cluster mode: seed nodes (host:port) of a cluster-enabled Redis/Valkey "
+                               "cluster, the rest found with CLUSTER SHARDS; redis_nodes and master are then "
+                               "not used (empty: a single master-replica set)")
     read_policy: str = _key("str", "replicas", "where reads go", choices=("master", "replicas", "any"))
     read_your_writes: bool = _key("bool", True, "a client's reads see its own earlier writes")
     ack: str = _key("str", "async", "acknowledge writes at once or after WAIT confirms a replica",
@@ -236,6 +239,11 @@ class Config:
                 raise ConfigError("redis_nodes", str(exc)) from None
         if len(set(self.redis_nodes)) != len(self.redis_nodes):
             raise ConfigError("redis_nodes", "duplicate address")
+        for addr in self.cluster_nodes:
+            try:
+                parse_addr(addr)
+            except ValueError as exc:
+                raise ConfigError("cluster_nodes", str(exc)) from None
         if self.master and self.master not in self.redis_nodes:
             raise ConfigError("master", f"{self.master!r} is not one of redis_nodes")
         names = []
@@ -320,6 +328,11 @@ class Config:
     def lease_ticks(self) -> int:
         """The write lease in Raft ticks: lease_ms, but always shorter than the election timeout."""
         return max(1, min(self.lease_ms // self.tick_ms, self.election_ticks - 2))
+
+    @property
+    def cluster_mode(self) -> bool:
+        """Fronting a sharded Redis/Valkey Cluster (issue 14), not one master-replica set."""
+        return bool(self.cluster_nodes)
 
     @property
     def initial_master(self) -> str:

@@ -66,6 +66,7 @@ class Stats:
         self.leader_changes = 0
         self.elections = 0
         self.topology_changes = 0
+        self.redirects_followed = 0     # cluster mode: MOVED answers followed inside the proxy
         self._last_leader = None
         self._last_term = 0
 
@@ -166,6 +167,8 @@ class ProxyCollector:
         yield i
         yield _one(GaugeMetricFamily, "redis_raft_proxy_topology_epoch", "Epoch of the committed topology", topo.epoch)
         yield _one(CounterMetricFamily, "redis_raft_proxy_topology_changes", "Committed topologies applied", s.stats.topology_changes)
+        yield _one(CounterMetricFamily, "redis_raft_proxy_cluster_redirects_followed",
+                   "Cluster mode: MOVED answers from nodes followed inside the proxy", s.stats.redirects_followed)
 
     def _nodes(self):
         s = self.server

@@ -15,6 +15,7 @@ import time
 
 import hiredis
 
+from health.cluster_controller import ClusterController
 from health.controller import Controller, StandaloneConsensus, TopologyStateMachine
 from health.probe import Health, Prober
 from health.redis_control import control_tls
@@ -23,8 +24,9 @@ from .. import resp
 from ..protocol.commands import CommandTable
 from .config import Config
 from .metrics import Stats
+from ..routing.cluster_router import ClusterRouter, ranges_text
 from ..routing.router import Router
-from ..session import ClientSession
+from ..session import ClientSession, ClusterSession
 from ..tls import ProxyTls, tls_from_config, tls_protocol_factory
 from ..routing.topology import Topology
 from ..upstream import DiscardSlot, Upstream, set_nodelay
@@ -40,13 +42,16 @@ class ProxyServer:
         self.cfg = cfg
         self.tls = tls if tls is not None else tls_from_config(cfg)
         self.table = CommandTable()
-        self.health = Health(list(cfg.redis_nodes), cfg.down_after_ms)
+        # cluster mode: nodes are probed once a committed topology names them
+        self.health = Health([] if cfg.cluster_mode else list(cfg.redis_nodes), cfg.down_after_ms)
         # Nothing is routed until a topology is committed (by Raft, or at once when standalone).
         self.router = Router(Topology(0, None, ()), self.health, cfg.read_policy)
-        self.sm = TopologyStateMachine(self._apply_topology)
+        self.cluster = ClusterRouter(self.health, cfg.read_policy) if cfg.cluster_mode else None
+        self.session_class = ClusterSession if cfg.cluster_mode else ClientSession
+        self.sm = TopologyStateMachine(self._apply_topology, self._apply_shard)
         self.stats = Stats()            # before the consensus: Raft saves are timed into it (on_sync)
         self.consensus = self._make_consensus()
-        self.controller = Controller(self, self.consensus, self.sm)
+        self.controller = (ClusterController if cfg.cluster_mode else Controller)(self, self.consensus, self.sm)
         from ..sentinel import attach_sentinel
 
         self.sentinel = attach_sentinel(self)
@@ -107,6 +112,54 @@ class ProxyServer:
         self._wake_held()
         self.sentinel.on_topology(new, old, reason)
 
+    def _apply_shard(self, shard: str, new: Topology, old: Topology | None, reason: str) -> None:
+        """Cluster mode: a shard's committed topology was applied (as `_apply_topology`)."""
+        self.cluster.set_shard(shard, new)
+        self.stats.topology_changes += 1
+        log.warning("event=topology_applied shard=%s epoch=%d master=%s replicas=%s slots=%s reason=%r", shard,
+                    new.epoch, new.master, ",".join(new.replicas), ranges_text(new.slots), reason)
+        for addr in new.nodes:
+            self._probe(addr)
+        if old is not None and old.master and old.master != new.master:
+            reply = master_replaced_reply(old.master, new.epoch)
+            for up in self._shared.pop(old.master, []):
+                if up is not None:
+                    up.retire(reply)
+            for s in list(self.clients):
+                s.node_retired(old.master, reply)
+        elif old is not None and new.master and new.writes_paused and not old.writes_paused:
+            self.retire_writes(new.master, writes_paused_reply(new.master, new.epoch))
+        self.gate.settle()
+        self._wake_held()
+
+    def routing_generation(self) -> tuple:
+        """Changes with every committed change of roles or write pause (the write gate's check)."""
+        if self.cluster is not None:
+            return self.cluster.generation()
+        t = self.router.topology
+        return (t.epoch, t.master, t.writes_paused)
+
+    def topology_epoch(self) -> int:
+        if self.cluster is not None:
+            return max((t.epoch for t in self.sm.cluster_shards.values()), default=0)
+        return self.router.topology.epoch
+
+    def _topology_of(self, addr: str) -> Topology | None:
+        """The committed topology in which `addr` is a node (cluster mode: its shard's)."""
+        if self.cluster is not None:
+            return self.cluster.topology_of(addr)
+        return self.router.topology
+
+    @property
+    def masters(self) -> list[str]:
+        if self.cluster is not None:
+            return self.cluster.masters
+        return [self.router.master] if self.router.master else []
+
+    @property
+    def all_nodes(self) -> list[str]:
+        return self.cluster.nodes if self.cluster is not None else list(self.router.topology.nodes)
+
     def lease_held(self) -> bool:
         return self.consensus.lease_held()
 
@@ -134,8 +187,7 @@ class ProxyServer:
         held = self.consensus.lease_held()
         if self._lease_seen and not held:
             self.gate.lapsed()
-            master = self.router.master
-            if master is not None:
+            for master in self.masters:
                 log.warning("event=lease_lost master=%s: writes in flight are suspended", master)
                 self._suspend_writes(master)
         self._lease_seen = held
@@ -148,7 +200,9 @@ class ProxyServer:
         probe succeeds again: writes are held at once, not only after
         `down_after_ms`.
         """
-        if not self.consensus.lease_held() or not self.health.up(addr) or self.router.topology.writes_paused:
+        topo = self._topology_of(addr)
+        if not self.consensus.lease_held() or not self.health.up(addr) or topo is None or topo.writes_paused \
+                or topo.master != addr:
             return False
         st = self.health.nodes[addr]
         if st.ever_ok and st.role != "master":
@@ -172,11 +226,23 @@ class ProxyServer:
             return "no committed topology yet"
         if not self.consensus.lease_held():
             return "this proxy holds no lease from a quorum of proxies (partitioned or no Raft leader)"
-        if self.router.topology.writes_paused:
-            return self.router.topology.hold_reason or f"a switchover from master {addr} is in progress"
+        topo = self._topology_of(addr)
+        if topo is not None and topo.writes_paused:
+            return topo.hold_reason or f"a switchover from master {addr} is in progress"
         st = self.health.nodes.get(addr)
         detail = f" ({st.error})" if st is not None and st.error else ""
         return f"master {addr} is down{detail} and no failover has completed"
+
+    def write_unavailable_error(self, addr: str | None) -> str:
+        """The error a write held for `hold_ms` gets (without the leading '-')."""
+        why = self.write_unavailable_reason(addr)
+        topo = self._topology_of(addr) if addr is not None else None
+        if self.cluster is not None and topo is not None and self.consensus.lease_held() \
+                and not topo.writes_paused:
+            shard = self.cluster.shard_of(addr)
+            return f"CLUSTERDOWN proxy: hash slots {ranges_text(topo.slots)} (shard {shard}) have no master " \
+                   f"for {self.cfg.hold_ms} ms: {why}"
+        return f"TRYAGAIN proxy: no write for {self.cfg.hold_ms} ms: {why}"
 
     def hold(self, session: ClientSession) -> None:
         self.held.add(session)
@@ -194,8 +260,11 @@ class ProxyServer:
             if not self.held:
                 continue
             now = time.monotonic()
-            master = self.router.master
-            ok = master is not None and self.can_write(master)
+            if self.cluster is not None:    # which shard a held client waits for is its own business
+                ok = self.consensus.lease_held()
+            else:
+                master = self.router.master
+                ok = master is not None and self.can_write(master)
             for s in list(self.held):
                 if s.closed:
                     self.held.discard(s)
@@ -232,8 +301,8 @@ class ProxyServer:
         else:
             return
         cmd = resp.encode_command([b"SCRIPT", *args])
-        for addr in self.router.topology.nodes:
-            if addr != self.router.master:
+        for addr in self.all_nodes:
+            if self.cluster is not None or addr != self.router.master:
                 self.shared_upstream(addr, 0).send(cmd, DiscardSlot(1))
 
     def _make(self, addr: str, **kw) -> Upstream:
@@ -321,7 +390,7 @@ class ProxyServer:
     async def _load_command_table(self) -> None:
         """Fetch `COMMAND` from the master (or any node) until one answers."""
         while not self.table.from_upstream:
-            for addr in [self.router.master] + list(self.cfg.redis_nodes):
+            for addr in [*self.masters, *self.cfg.cluster_nodes, *self.cfg.redis_nodes]:
                 if addr is None:
                     continue
                 try:
@@ -359,24 +428,22 @@ class ProxyServer:
         self.loop = asyncio.get_running_loop()
         cfg = self.cfg
         if cfg.port:
-            self._servers.append(await self.loop.create_server(lambda: ClientSession(self), cfg.bind, cfg.port,
+            self._servers.append(await self.loop.create_server(lambda: self.session_class(self), cfg.bind, cfg.port,
                                                                backlog=4096, reuse_address=True))
         if cfg.tls_port:
-            factory = tls_protocol_factory(lambda: ClientSession(self), self.tls, "clients")
+            factory = tls_protocol_factory(lambda: self.session_class(self), self.tls, "clients")
             self._servers.append(await self.loop.create_server(factory, cfg.bind, cfg.tls_port, backlog=4096,
                                                                reuse_address=True))
         self._tasks.append(self.loop.create_task(self.tls.reloader.run()))
-        for addr in cfg.redis_nodes:
-            prober = Prober(self.health, addr, interval_ms=cfg.probe_interval_ms, timeout_ms=cfg.down_after_ms,
-                            username=cfg.control_username, password=cfg.control_password,
-                            tls=control_tls(cfg), on_change=self._node_changed)
-            self.probers[addr] = prober
-            self._tasks.append(self.loop.create_task(prober.run()))
+        for addr in ([] if cfg.cluster_mode else cfg.redis_nodes):
+            self._probe(addr)
         self._tasks.append(self.loop.create_task(self._load_command_table()))
         self._tasks.append(self.loop.create_task(self._soft_limit_sweeper()))
         self._tasks.append(self.loop.create_task(self._hold_waker()))
         await self.consensus.start()
-        if isinstance(self.consensus, StandaloneConsensus):
+        for addr in (self.all_nodes if self.cluster is not None else ()):    # restored from a snapshot
+            self._probe(addr)
+        if isinstance(self.consensus, StandaloneConsensus) and not cfg.cluster_mode:
             await self.consensus.propose(TopologyStateMachine.entry(
                 Topology.initial(list(cfg.redis_nodes), cfg.initial_master), "standalone: from configuration"), 1)
         self._tasks.append(self.loop.create_task(self.controller.run()))
@@ -384,6 +451,18 @@ class ProxyServer:
         ports = ", ".join(f"{cfg.bind}:{p}{' (TLS)' if tls else ''}"
                           for p, tls in ((cfg.port, False), (cfg.tls_port, True)) if p)
         log.info("proxy %s listening on %s (pid %d)", cfg.node, ports, os.getpid())
+
+    def _probe(self, addr: str) -> None:
+        """Probe `addr` from now on (once: a node already probed is left as it is)."""
+        if addr in self.probers or self.loop is None:
+            return
+        cfg = self.cfg
+        self.health.add_node(addr)
+        prober = Prober(self.health, addr, interval_ms=cfg.probe_interval_ms, timeout_ms=cfg.down_after_ms,
+                        username=cfg.control_username, password=cfg.control_password,
+                        tls=control_tls(cfg), on_change=self._node_changed)
+        self.probers[addr] = prober
+        self._tasks.append(self.loop.create_task(prober.run()))
 
     def _node_changed(self, addr: str, up: bool) -> None:
         log.info("event=%s node=%s", "node_up" if up else "node_subjectively_down", addr)

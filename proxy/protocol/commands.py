@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from .keyspecs import KeySpec, Keys, key_positions, parse_key_specs
+
 
 class Kind(IntEnum):
     SPECIAL = 0     # the session inspects it (handlers, containers, XREAD BLOCK)
@@ -94,6 +96,7 @@ class CommandTable:
 
     def __init__(self, table: dict[bytes, Kind] | None = None) -> None:
         self._table: dict[bytes, Kind] = dict(BUILTIN if table is None else table)
+        self._specs: dict[bytes, tuple[KeySpec, ...]] = {}     # name (or `container|sub`) -> key specs
         self.from_upstream = False
         self._build_fast()
 
@@ -112,15 +115,29 @@ class CommandTable:
         k = self._table.get(full)
         return k if k is not None else self._table.get(name, Kind.WRITE)
 
+    def keys(self, name: bytes, args: list[bytes]) -> Keys | None:
+        """Where the keys of `name args...` are (positions count the name as 0), from the
+        command's key specs; None when it has none or the table is not loaded yet."""
+        specs = None
+        if name in CONTAINERS and args:
+            specs = self._specs.get(name + b"|" + args[0].lower())
+        if specs is None:
+            specs = self._specs.get(name)
+        if not specs:
+            return None
+        return key_positions(specs, [name, *args])
+
     def load_command_reply(self, reply: list) -> None:
         """Replace the table with one built from a decoded `COMMAND` reply."""
         table: dict[bytes, Kind] = {}
+        specs: dict[bytes, tuple[KeySpec, ...]] = {}
         for entry in reply:
-            _add_entry(table, entry, b"")
+            _add_entry(table, entry, b"", specs)
         for name in BLOCKING:
             table[name] = Kind.BLOCKING
         if table:
             self._table = table
+            self._specs = specs
             self.from_upstream = True
             self._build_fast()
 
@@ -129,8 +146,11 @@ def _as_bytes(x) -> bytes:
     return x if isinstance(x, bytes) else str(x).encode()
 
 
-def _add_entry(table: dict[bytes, Kind], entry: list, parent: bytes) -> None:
+def _add_entry(table: dict[bytes, Kind], entry: list, parent: bytes,
+               specs: dict[bytes, tuple[KeySpec, ...]] | None = None) -> None:
     name = _as_bytes(entry[0]).lower()
+    if specs is not None and len(entry) > 8 and isinstance(entry[8], list) and entry[8]:
+        specs[name] = parse_key_specs(entry[8])
     flags = {_as_bytes(f).lower() for f in entry[2]}
     if b"write" in flags or b"may_replicate" in flags:
         kind = Kind.WRITE
@@ -144,4 +164,4 @@ def _add_entry(table: dict[bytes, Kind], entry: list, parent: bytes) -> None:
     # Redis 7: element 9 lists subcommands as full entries named `parent|sub`.
     if len(entry) > 9 and isinstance(entry[9], list):
         for sub in entry[9]:
-            _add_entry(table, sub, name)
+            _add_entry(table, sub, name, specs)

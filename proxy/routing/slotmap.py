@@ -45,6 +45,10 @@ class SlotMap:
         i = self._owner[slot]
         return None if i < 0 else self.shards[i]
 
+    def reassign(self, slot: int, index: int) -> None:
+        """Slot `slot` is served by `self.shards[index]` from now on (a MOVED followed)."""
+        self._owner[slot] = index
+
     def uncovered(self) -> list[tuple[int, int]]:
         """The slot ranges no shard serves."""
         out: list[tuple[int, int]] = []

@@ -42,6 +42,7 @@ class Topology:
     writes_paused: bool = False     # a graceful switchover is draining the master, or no node is safe
     history: History | None = field(default=None, compare=False)   # the master's known history
     hold_reason: str = ""           # why writes are paused, when it is not a switchover
+    slots: tuple[tuple[int, int], ...] = ()    # cluster mode: the shard's slot ranges (inclusive)
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -52,15 +53,15 @@ class Topology:
         `history`: what the new master holds (its own history when chosen)."""
         others = tuple(n for n in self.nodes if n != new_master)
         return Topology(self.epoch + 1, new_master, others,
-                        history=history if history is not None else self.history)
+                        history=history if history is not None else self.history, slots=self.slots)
 
     def paused(self, reason: str = "") -> "Topology":
         """The next epoch, same roles, writes held on every proxy."""
         return Topology(self.epoch + 1, self.master, self.replicas, writes_paused=True,
-                        history=self.history, hold_reason=reason)
+                        history=self.history, hold_reason=reason, slots=self.slots)
 
     def resumed(self) -> "Topology":
-        return Topology(self.epoch + 1, self.master, self.replicas, history=self.history)
+        return Topology(self.epoch + 1, self.master, self.replicas, history=self.history, slots=self.slots)
 
     def with_history(self, history: History) -> "Topology":
         """The same epoch and roles with a newer record of the master's history."""
@@ -74,6 +75,8 @@ class Topology:
             d["hold_reason"] = self.hold_reason
         if self.history is not None:
             d["history"] = self.history.to_dict()
+        if self.slots:
+            d["slots"] = [list(r) for r in self.slots]
         return d
 
     def encode(self) -> bytes:
@@ -83,7 +86,8 @@ class Topology:
     def from_dict(cls, d: dict) -> "Topology":
         return cls(int(d["epoch"]), d.get("master"), tuple(d.get("replicas", ())),
                    writes_paused=bool(d.get("writes_paused", False)), history=History.from_dict(d.get("history")),
-                   hold_reason=str(d.get("hold_reason") or ""))
+                   hold_reason=str(d.get("hold_reason") or ""),
+                   slots=tuple((int(a), int(b)) for a, b in d.get("slots") or ()))
 
     @classmethod
     def initial(cls, nodes: list[str], master: str) -> "Topology":

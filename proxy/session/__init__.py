@@ -5,8 +5,12 @@ replies in order, flow control); the commands the proxy serves itself live in
 mixins of their own: `local_commands.py` (PING, ECHO, QUIT, SELECT, refusals),
 `transactions.py` (MULTI/EXEC, WATCH), `connection_commands.py` (AUTH, HELLO,
 RESET, CLIENT); `common.py` holds the modes, canned replies and slot types.
+Cluster mode's connection (`cluster_client.py`) is the same connection routing by
+hash slot, with its fan-out (`cluster_fanout.py`) and transactions
+(`cluster_transactions.py`) beside it.
 """
 
 from .client import ClientSession
+from .cluster_client import ClusterSession
 
-__all__ = ["ClientSession"]
+__all__ = ["ClientSession", "ClusterSession"]

@@ -424,11 +424,15 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, asyncio.Pro
             if self.table.kind(name) == Kind.READ:
                 refused = self.gate.admit_read(self)
             else:
-                refused = self.gate.admit(self, self.router.master)
+                refused = self.gate.admit(self, self._raw_master())
                 self._write_flag = True
             if refused is not None:
                 return refused
         return self.raw
+
+    def _raw_master(self) -> str | None:
+        """The master a RAW-mode write goes to."""
+        return self.router.master
 
     # -- targets --------------------------------------------------------------
     def _master(self):

@@ -1,0 +1,208 @@
+"""Cluster mode: one client command served by several node commands, the replies
+combined into one (routing/split.py's plans, and the keyless commands that mean the
+whole cluster: DBSIZE, KEYS, SCAN, FLUSHALL, RANDOMKEY, WAIT ...).
+
+A `FanOut` owns the node commands' reply slots (it stands in for the session as their
+owner); once every one is complete it writes the combined reply into the client's
+slot and lets the session deliver in order. Combining works on the raw replies where
+it can (an error, +OK, arrays concatenated), so values are never re-encoded.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import hiredis
+
+from .. import resp
+from ..routing.split import Plan, merge_replies
+from ..upstream import Slot
+from .common import bulk
+
+Combine = Callable[[list[bytes]], bytes]
+
+
+class RoutedSlot(Slot):
+    """The reply slot of one node command in cluster mode: the session follows a MOVED
+    or ASK it gets (`ClusterSession._follow`) before anyone sees it. `skip`: replies of
+    the proxy's own prefix (ASKING, MULTI ... QUEUED) dropped before delivery."""
+
+    __slots__ = ("data", "slot", "write", "hops", "skip")
+
+    def __init__(self, owner, data: bytes, slot: int | None, write: bool, remaining: int = 1,
+                 skip: int = 0) -> None:
+        super().__init__(owner, remaining)
+        self.data = data
+        self.slot = slot
+        self.write = write
+        self.hops = 0
+        self.skip = skip
+
+
+def redirect(slot: Slot) -> bytes | None:
+    """The `-MOVED ...` / `-ASK ...` line a finished slot holds, or None."""
+    parts = slot.parts
+    if parts and parts[0][:1] == b"-" and (parts[0][:7] == b"-MOVED " or parts[0][:5] == b"-ASK "):
+        return b"".join(parts).split(b"\r\n", 1)[0]
+    return None
+
+
+def drop_prefix(slot: RoutedSlot) -> None:
+    """Remove the first `slot.skip` replies (the proxy's own prefix commands)."""
+    if not slot.skip:
+        return
+    data = b"".join(slot.parts)
+    end, _ = resp.scan_replies(data, 0, slot.skip)
+    slot.parts = [data[end:]]
+    slot.skip = 0
+
+
+class FanOut:
+    """Owner of the sub-slots of one client command; fills `parent` when all are done."""
+
+    __slots__ = ("session", "parent", "subs", "combine")
+
+    def __init__(self, session, parent: Slot, combine: Combine) -> None:
+        self.session = session
+        self.parent = parent
+        self.subs: list[RoutedSlot] = []
+        self.combine = combine
+
+    # the part of a session an Upstream talks to: reply bytes count against the client's limit
+    @property
+    def closed(self) -> bool:
+        return self.session.closed
+
+    @property
+    def queued(self) -> int:
+        return self.session.queued
+
+    @queued.setter
+    def queued(self, n: int) -> None:
+        self.session.queued = n
+
+    @property
+    def output_limit(self) -> int:
+        return self.session.output_limit
+
+    def output_overflow(self) -> None:
+        self.session.output_overflow()
+
+    def slots_done(self) -> None:
+        if self.parent.done:
+            return
+        for sub in self.subs:
+            if not sub.done:
+                return
+            if self.session._follow(sub):
+                return
+        for sub in self.subs:
+            drop_prefix(sub)
+        self.parent.parts = [self.combine([b"".join(s.parts) for s in self.subs])]
+        self.parent.remaining = 0
+        self.parent.done = True
+        self.session.slots_done()
+
+
+# -- combining replies ---------------------------------------------------------------
+
+def parse(raw: bytes):
+    r = hiredis.Reader()
+    r.feed(raw)
+    return r.gets()
+
+
+def first_error(raws: list[bytes]) -> bytes | None:
+    for raw in raws:
+        if raw[:1] == b"-":
+            return raw
+    return None
+
+
+def _error_first(fn: Combine) -> Combine:
+    def combine(raws: list[bytes]) -> bytes:
+        err = first_error(raws)
+        return err if err is not None else fn(raws)
+    return combine
+
+
+@_error_first
+def combine_first(raws: list[bytes]) -> bytes:
+    """Every node did it (FLUSHALL, SCRIPT LOAD ...): the first reply."""
+    return raws[0]
+
+
+@_error_first
+def combine_sum(raws: list[bytes]) -> bytes:
+    return b":%d\r\n" % sum(int(parse(r)) for r in raws)
+
+
+@_error_first
+def combine_min(raws: list[bytes]) -> bytes:
+    return b":%d\r\n" % min(int(parse(r)) for r in raws)
+
+
+@_error_first
+def combine_concat(raws: list[bytes]) -> bytes:
+    """Arrays (KEYS) joined into one."""
+    total, bodies = 0, []
+    for raw in raws:
+        head, _, body = raw.partition(b"\r\n")
+        n = int(head[1:])
+        if n > 0:
+            total += n
+            bodies.append(body)
+    return b"*%d\r\n" % total + b"".join(bodies)
+
+
+def combine_random(raws: list[bytes]) -> bytes:
+    """RANDOMKEY: a key from a random node that has one."""
+    err = first_error(raws)
+    if err is not None:
+        return err
+    found = [r for r in raws if parse(r) is not None]
+    return random.choice(found) if found else raws[0]
+
+
+def combine_plan(p: Plan, resp3: bool) -> Combine:
+    """A split plan's merge (MGET's values back in key order, DEL's sum, MSET's OK)."""
+    def combine(raws: list[bytes]) -> bytes:
+        err = first_error(raws)
+        if err is not None:
+            return err
+        if p.merge == "ok":
+            return raws[0]
+        merged = merge_replies(p, [parse(r) for r in raws])
+        if p.merge == "sum":
+            return b":%d\r\n" % merged
+        return b"*%d\r\n" % len(merged) + b"".join(bulk(v, resp3) for v in merged)
+    return combine
+
+
+# -- SCAN over every shard ---------------------------------------------------------------
+# The client's cursor carries the shard: (node cursor << SHARD_BITS) | shard index, in the
+# shards' sorted order. A shard's walk ends when its node returns 0; the next shard starts.
+
+SHARD_BITS = 10
+
+
+def scan_cursor(cursor: int) -> tuple[int, int]:
+    """(shard index, node cursor) of a client's SCAN cursor."""
+    return cursor & ((1 << SHARD_BITS) - 1), cursor >> SHARD_BITS
+
+
+def combine_scan(index: int, shards: int) -> Combine:
+    def combine(raws: list[bytes]) -> bytes:
+        raw = raws[0]
+        if raw[:1] == b"-":
+            return raw
+        node_cursor, keys = parse(raw)
+        nxt = int(node_cursor)
+        if nxt:
+            cursor = (nxt << SHARD_BITS) | index
+        else:
+            cursor = index + 1 if index + 1 < shards else 0
+        c = str(cursor).encode()
+        return b"*2\r\n" + bulk(c) + b"*%d\r\n" % len(keys) + b"".join(bulk(k) for k in keys)
+    return combine
