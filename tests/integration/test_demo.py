@@ -252,3 +252,63 @@ def test_demo_shards_serves_every_shard_through_one_endpoint(tmp_path: Path) -> 
         stop_demo(proc, out)
     left = [p for p in [redis_base + i for i in range(12)] + [proxy + i for i in range(3)] if port_is_listening(p)]
     assert not left, f"ports still served after the demo stopped: {left}"
+
+
+@pytest.mark.timeout(180)
+def test_demo_shards_fails_one_shard_over_while_the_others_serve(tmp_path: Path) -> None:
+    """`demo --shards 3`, then SIGKILL the master of shard 2: shards 1 and 3 keep serving
+    writes at once, shard 2's replica is promoted and takes writes, and the dead node,
+    started again with the command the demo printed, rejoins as a replica of its shard."""
+    proc, out, ports = start_demo(tmp_path, "--shards", "3", redis_ports=12)
+    proxy, redis_base = ports["proxy"], ports["redis"]
+    restarted: subprocess.Popen | None = None
+    try:
+        try:
+            wait_until(lambda: out.has(f"redis-cli -p {proxy}") or proc.poll() is not None, 120,
+                       message="the demo to print its endpoint")
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}\ndemo output:\n{out.tail(60)}") from None
+        assert proc.poll() is None, f"the demo exited with {proc.returncode}:\n{out.tail(60)}"
+        keys = keys_per_shard(3)
+        with redis_client(proxy, decode=True) as cl:
+            for k in keys:
+                assert cl.set(k, "v1") is True
+        replica = redis.Redis(port=redis_base + 4, decode_responses=True, single_connection_client=True)
+        replica.execute_command("READONLY")
+        wait_until(lambda: replica.get(keys[1]) == "v1", 10, message="shard 2's replica to have the write")
+        master = redis.Redis(port=redis_base + 1)
+        os.kill(master.info("server")["process_id"], signal.SIGKILL)
+        with redis_client(proxy, decode=True, timeout=2) as cl:
+            for k in (keys[0], keys[2]):      # the other shards never wait for shard 2
+                assert cl.set(k, "v2") is True and cl.get(k) == "v2"
+
+        def write_shard_2() -> bool:
+            try:
+                with redis_client(proxy, decode=True, timeout=10) as cl:
+                    return cl.set(keys[1], "v2") is True
+            except redis.RedisError:
+                return False
+        try:
+            wait_until(write_shard_2, 40, message="a write to shard 2 after its master was killed")
+        except HarnessError as exc:
+            status = subprocess.run(["curl", "-s", f"http://127.0.0.1:{ports['admin']}/status"],
+                                    capture_output=True, text=True).stdout
+            logs = "\n".join((tmp_path / "demo" / f"proxy-{i}.log").read_text()[-3000:] for i in (1, 2, 3))
+            raise HarnessError(f"{exc}\n/status: {status}\nproxy logs:\n{logs}") from None
+        assert replica.info("replication")["role"] == "master", "shard 2's replica was promoted"
+        with redis_client(proxy + 1, decode=True) as cl:
+            assert wait_until(lambda: cl.mget(keys) == ["v2", "v2", "v2"], 10)
+        restart = next(line.strip() for line in out.lines if f"--port {redis_base + 1} " in line)
+        restarted = subprocess.Popen(restart, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+
+        def rejoined() -> bool:
+            info = redis.Redis(port=redis_base + 1, socket_timeout=2).info("replication")
+            return info["role"] == "slave" and info["master_port"] == redis_base + 4 \
+                and info["master_link_status"] == "up"
+        wait_until(rejoined, 30, message="the restarted old master to rejoin as a replica of its shard")
+    finally:
+        if restarted is not None and restarted.poll() is None:
+            os.killpg(restarted.pid, signal.SIGTERM)
+            restarted.wait(10)
+        stop_demo(proc, out)
