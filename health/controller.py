@@ -23,8 +23,19 @@ from proxy.routing.topology import History, Topology
 from raft.auth import SECRET_HEADER, request_authorized
 from raft.transport import http_session
 
-from .decide import (LeaderState, NodeView, choose_new_master, freshest, history_due, master_lost_history, never_seen,
-                     next_history, objectively_down, reconcile, refuse_to_act)
+from .decide import (
+    LeaderState,
+    NodeView,
+    choose_new_master,
+    freshest,
+    history_due,
+    master_lost_history,
+    never_seen,
+    next_history,
+    objectively_down,
+    reconcile,
+    refuse_to_act,
+)
 from .raft_events import RaftEvents
 from .redis_control import control_client, control_tls
 from .state_machine import SINGLE, TopologyStateMachine
@@ -484,7 +495,7 @@ class Controller:
             self.phase = "idle"
             raise RuntimeError("could not commit the new topology; writes resumed on the old master")
         await self._reconcile(nxt, self.local_view(), term, paused_master=True)
-        demoted = await self._is_replica(master)
+        demoted = await self._became_replica(master)
         if demoted:
             await self._unpause(master)
         else:
@@ -515,6 +526,16 @@ class Controller:
             raise RuntimeError("could not commit the new topology")
         self.phase, self.phase_reason = "reconciling", ""
         return {"ok": True, "message": f"{to} is the master with the data it has", "epoch": nxt.epoch}
+
+    async def _became_replica(self, client: aioredis.Redis, within_s: float = 2.0) -> bool:
+        """The old master turned replica (at once after REPLICAOF; in cluster mode once the
+        cluster bus brought it the promoted node's claim on its slots)."""
+        deadline = time.monotonic() + within_s
+        while not await self._is_replica(client):
+            if self.shard == SINGLE or time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def _is_replica(self, client: aioredis.Redis) -> bool:
         try:

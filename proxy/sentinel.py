@@ -674,8 +674,8 @@ def attach_sentinel(server, port: int | None = None, master_name: str | None = N
     cfg = server.cfg
     port = int(getattr(cfg, "sentinel_port", 0) if port is None else port)
     name = master_name or getattr(cfg, "master_name", "") or DEFAULT_MASTER_NAME
-    if not port:
-        return _Disabled()
+    if not port or getattr(cfg, "cluster_mode", False):
+        return _Disabled()      # (cluster mode has no one master to name: CLUSTER SLOTS serves its clients)
     return SentinelService(server, port, name)
 
 

@@ -22,11 +22,8 @@ def _committed_history(server) -> dict | None:
     return sm_topo.history.to_dict() if sm_topo is not None and sm_topo.history else None
 
 
-def status_document(server, raft=None) -> dict:
-    """The `/status` JSON: the contract in DESIGN.md, plus extra fields."""
-    cfg = server.cfg
-    topo = server.router.topology
-    health = server.health
+def topology_doc(health, topo, history: dict | None) -> dict:
+    """A committed topology as `/status` shows it, with each replica's health and lag."""
     now = time.monotonic()
     master_off = health.offset(topo.master) if topo.master else 0
     replicas = []
@@ -37,6 +34,16 @@ def status_document(server, raft=None) -> dict:
                          "up": up, "offset": st.offset if st else 0,
                          "lag_bytes": max(0, master_off - st.offset) if st and up else None,
                          "lag_ms": None if not (st and up) else round(max(0.0, now - st.last_ok) * 1000)})
+    return {"epoch": topo.epoch, "master": topo.master,
+            "master_up": health.up(topo.master) if topo.master else False, "replicas": replicas,
+            "writes_paused": topo.writes_paused, "writes_held": topo.hold_reason or None, "history": history}
+
+
+def status_document(server, raft=None) -> dict:
+    """The `/status` JSON: the contract in DESIGN.md, plus extra fields."""
+    cfg = server.cfg
+    health = server.health
+    now = time.monotonic()
     from health.controller import raft_status
 
     raft_doc = raft_status(server.consensus)
@@ -54,10 +61,7 @@ def status_document(server, raft=None) -> dict:
         "raft": raft_doc,
         "lease": lease,
         "failover": failover,
-        "topology": {"epoch": topo.epoch, "master": topo.master,
-                     "master_up": health.up(topo.master) if topo.master else False, "replicas": replicas,
-                     "writes_paused": topo.writes_paused, "writes_held": topo.hold_reason or None,
-                     "history": _committed_history(server)},
+        "topology": topology_doc(health, server.router.topology, _committed_history(server)),
         "clients": {"connected": len(server.clients), "total": server.total_connections,
                     "rejected": dict(server.rejected)},
         "nodes": [st.to_dict(now, health.down_after) for st in health.nodes.values()],
@@ -67,7 +71,13 @@ def status_document(server, raft=None) -> dict:
     if server.cluster is not None:
         ctl = server.controller
         doc["shards"] = ctl.shard_status()
+        # DESIGN.md's form: one entry per shard, each as the single set's topology
+        doc["topology"]["shards"] = [
+            {"id": shard, "slots": [list(r) for r in t.slots],
+             **topology_doc(health, t, t.history.to_dict() if t.history else None)}
+            for shard, t in sorted(server.sm.cluster_shards.items())]
         doc["cluster_config_problems"] = list(ctl.config_problems)
+        doc["migrations"] = ctl.migration_status()
         if ctl.discovery_error:
             doc["cluster_discovery_error"] = ctl.discovery_error
     return doc
@@ -196,6 +206,39 @@ def add_operator_routes(app: web.Application, server) -> None:
             return web.json_response({"ok": False, "error": f"remove failed: {exc!r}"}, status=500)
         return web.json_response({"ok": True, "members": list(cons.members)})
 
+    async def cluster_action(request: web.Request) -> web.Response:
+        """Cluster mode: move-slots, add-shard, remove-shard, rebalance, cancel (issue 15)."""
+        if server.cluster is None:
+            return web.json_response({"ok": False, "error": "not in cluster mode (cluster_nodes is empty)"},
+                                     status=400)
+        from health.migration import parse_ranges
+
+        doc = await body(request)
+        action = request.match_info["action"]
+        try:
+            if action == "move-slots":
+                result = await ctl.move_slots(str(doc.get("from", "")), str(doc.get("to", "")),
+                                              parse_ranges(str(doc.get("slots", ""))))
+            elif action == "add-shard":
+                replicas = doc.get("replicas") or []
+                if not isinstance(replicas, list):
+                    raise ValueError("replicas: expected a list of host:port")
+                result = await ctl.add_shard(str(doc.get("master", "")), [str(r) for r in replicas])
+            elif action == "remove-shard":
+                result = await ctl.remove_shard(str(doc.get("shard", "")))
+            elif action == "rebalance":
+                result = await ctl.rebalance()
+            elif action == "cancel":
+                result = await ctl.cancel_migrations()
+            else:
+                return web.json_response({"ok": False, "error": f"unknown action {action!r}"}, status=404)
+        except NotLeaderError as exc:
+            return not_leader(exc.leader)
+        except ValueError as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response(result)
+
+    app.router.add_post("/admin/cluster/{action}", guarded(cluster_action))
     app.router.add_post("/admin/failover", guarded(failover))
     app.router.add_post("/admin/transfer-leadership", guarded(transfer))
     app.router.add_post("/admin/members", guarded(add_member))

@@ -22,15 +22,26 @@ from __future__ import annotations
 
 from .. import resp
 from ..protocol.commands import BLOCK_OPTION, CONTAINERS, RAW_MODE, REFUSED, Kind
-from ..routing import cluster_view
-from ..routing.keyslot import SLOTS, key_slot
 from ..routing.cluster_router import ranges_text
 from ..routing.split import plan
 from ..upstream import DiscardSlot, Slot, Upstream
 from ..write_gate import STOP, Refusal
 from .client import _HANDLERS, ClientSession
-from .cluster_fanout import (FanOut, RoutedSlot, combine_concat, combine_first, combine_min, combine_plan,
-                             combine_random, combine_scan, combine_sum, drop_prefix, redirect, scan_cursor)
+from .cluster_fanout import (
+    FanOut,
+    RoutedSlot,
+    combine_concat,
+    combine_first,
+    combine_min,
+    combine_plan,
+    combine_random,
+    combine_scan,
+    combine_sum,
+    drop_prefix,
+    redirect,
+    scan_cursor,
+)
+from .cluster_local_commands import ClusterLocalCommands, ShardedPubsub
 from .cluster_transactions import ClusterTransactions
 from .common import LOCAL, NOAUTH, OK, RAW, SHARED, WAIT_MARK, log
 
@@ -53,7 +64,7 @@ def clusterdown(slots: str, shard: str | None, why: str) -> bytes:
     return resp.error_reply(f"CLUSTERDOWN proxy: {where} {why}")
 
 
-class ClusterSession(ClusterTransactions, ClientSession):
+class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, ClientSession):
     plain = False       # every command is looked at (no batches of plain reads and writes)
 
     def __init__(self, server) -> None:
@@ -62,11 +73,17 @@ class ClusterSession(ClusterTransactions, ClientSession):
         self.health = server.health
         self.read_nodes: dict[str, tuple[str | None, float]] = {}   # shard -> (node, when picked)
         self.rw: dict[str, list] = {}           # shard -> [slot of the last write, done at, master offset]
+        self.written: set[str] = set()          # the shards this client wrote to (WAIT asks their masters)
         self.init_transactions()
+        self.init_sharded_pubsub()
 
     # -- the command loop ------------------------------------------------------------
     def _dispatch(self, name: bytes, start: int, end: int, args_at: int, inline) -> bool:
         if self.mode == RAW:
+            if name in SHARDED_PUBSUB and self.authenticated:
+                buf = self._buf
+                return self._route_sharded(name, self._args(buf, args_at, end, inline),
+                                           bytes(buf[start:end]) if inline is None else resp.encode_command(inline))
             return super()._dispatch(name, start, end, args_at, inline)
         buf = self._buf
         data = buf[start:end] if inline is None else resp.encode_command(inline)
@@ -201,6 +218,7 @@ class ClusterSession(ClusterTransactions, ClientSession):
         return self._upstream(node)
 
     def _note_write_in(self, shard: str, slot: Slot) -> None:
+        self.written.add(shard)
         if self.rw_enabled:
             self.rw[shard] = [slot, None, None]
 
@@ -251,9 +269,10 @@ class ClusterSession(ClusterTransactions, ClientSession):
         self.pending.append(parent)
         return FanOut(self, parent, combine)
 
-    def _fan_masters(self, data: bytes, combine, *, write: bool, prefix: bytes = b""):
-        """`data` to every shard's master; the replies combined into one."""
-        routers = [self.cluster.routers[s] for s in sorted(self.cluster.routers)]
+    def _fan_masters(self, data: bytes, combine, *, write: bool, prefix: bytes = b"", shards=None):
+        """`data` to every shard's master (or `shards`'); the replies combined into one."""
+        routers = [self.cluster.routers[s] for s in sorted(shards or self.cluster.routers)
+                   if s in self.cluster.routers]
         if not routers:
             return self._deliver(self.gate.admit(self, None) or Refusal(resp.error_reply(
                 "CLUSTERDOWN proxy: no shard is known yet")), data)
@@ -275,7 +294,10 @@ class ClusterSession(ClusterTransactions, ClientSession):
         if how is not None:
             _, combine = how
             write = name in (b"flushall", b"flushdb")
-            return self._fan_masters(data, combine, write=write, prefix=WAIT_MARK if name == b"wait" else b"")
+            if name == b"wait":     # the masters of the shards this client wrote to
+                shards = (self.written & self.cluster.routers.keys()) or {self._default_shard()} - {None}
+                return self._fan_masters(data, combine, write=False, prefix=WAIT_MARK, shards=shards)
+            return self._fan_masters(data, combine, write=write)
         if name == b"scan":
             return self._scan(args)
         shard = self._default_shard()
@@ -311,13 +333,13 @@ class ClusterSession(ClusterTransactions, ClientSession):
 
     # -- redirects ---------------------------------------------------------------------------------
     def slots_done(self) -> None:
-        pending = self.pending
-        while pending and pending[0].done and type(pending[0]) is RoutedSlot:
-            head = pending[0]
-            if self._follow(head):
-                return
-            drop_prefix(head)
-            break
+        for s in self.pending:         # the replies about to be delivered: redirects followed first
+            if not s.done:
+                break
+            if type(s) is RoutedSlot:
+                if self._follow(s):
+                    break
+                drop_prefix(s)
         super().slots_done()
 
     def _follow(self, s: RoutedSlot) -> bool:
@@ -351,93 +373,43 @@ class ClusterSession(ClusterTransactions, ClientSession):
             up.send(s.data, s, s.write)
         return True
 
-    # -- commands the proxy answers ------------------------------------------------------------------
-    def _cmd_select(self, args):
-        if not self.authenticated:
-            return self._local(NOAUTH)
-        if len(args) != 1:
-            return self._local(b"-ERR wrong number of arguments for 'select' command\r\n")
-        if args[0] == b"0":
-            return self._local(OK)
-        return self._local(b"-ERR SELECT is not allowed in cluster mode\r\n")
+    def connection_lost(self, exc) -> None:
+        self._close_sharded()
+        super().connection_lost(exc)
 
-    def _me(self) -> cluster_view.ProxyNode:
-        sock = self.transport.get_extra_info("sockname") if self.transport is not None else None
-        host = sock[0] if sock else self.server.cfg.bind
-        port = sock[1] if sock else self.server.cfg.port
-        return cluster_view.ProxyNode(self.server.cfg.node, host, port)
+    def node_retired(self, addr: str, reply: bytes) -> None:
+        self._sharded_retired(addr, reply)
+        super().node_retired(addr, reply)
 
-    def _cmd_cluster(self, args):
-        if not self.authenticated:
-            return self._local(NOAUTH)
-        sub = args[0].lower() if args else b""
-        me = self._me()
-        if sub == b"slots":
-            return self._local(encode(cluster_view.cluster_slots(me, []), self.resp3))
-        if sub == b"shards":
-            return self._local(encode(cluster_view.cluster_shards(me, []), self.resp3))
-        if sub == b"nodes":
-            return self._local(bulk_text(cluster_view.cluster_nodes(me, [])))
-        if sub == b"info":
-            ok = bool(self.cluster.routers) and not self.cluster.slots.uncovered()
-            return self._local(bulk_text(cluster_view.cluster_info(1, ok)))
-        if sub == b"myid":
-            return self._local(bulk_text(me.id.encode()))
-        if sub == b"keyslot" and len(args) == 2:
-            return self._local(b":%d\r\n" % key_slot(args[1]))
-        if sub == b"countkeysinslot" and len(args) == 2 and args[1].isdigit() and int(args[1]) < SLOTS:
-            owner = self.cluster.slots.owner(int(args[1]))
-            if owner is not None:
-                return self._one(owner.id, int(args[1]), resp.encode_command([b"CLUSTER", *args]), READ)
-        return self._local(resp.error_reply(f"ERR proxy: CLUSTER {sub.decode(errors='replace').upper()} is not "
-                                            "served by redis-raft-proxy (it answers SLOTS, SHARDS, NODES, INFO, "
-                                            "MYID, KEYSLOT, COUNTKEYSINSLOT)"))
+    def raw_closed(self, up) -> None:
+        """A shard channel's connection went away: like the main one, the client must
+        reconnect and subscribe again."""
+        if up is not self.raw and up in self.raw_shards.values() and not self.closed:
+            self.transport.write(up.retired or resp.error_reply("ERR proxy: " + (up.error or "connection closed")))
+            self.transport.close()
+            return
+        super().raw_closed(up)
 
-    def _cluster_raw(self, name: bytes, args: list[bytes]):
-        """SUBSCRIBE & co: one RAW connection to a master. Messages PUBLISHed anywhere in the
-        cluster reach every node, so any master serves SUBSCRIBE; SSUBSCRIBE goes to the
-        master of its channels' slot."""
-        if not self.authenticated:
-            return self._local(NOAUTH)
+    def _cmd_reset(self, args):
         if not self._drained():
             return STOP
-        if name in (b"ssubscribe", b"sunsubscribe") and args:
-            owner = self.cluster.slots.owner(key_slot(args[0]))
-            r = self.cluster.router(owner.id) if owner is not None else None
-        else:
-            r = self._default_router()
-        addr = r.topology.master if r is not None else None
-        refused = self.gate.admit(self, addr)
-        if refused is not None:
-            return refused
-        for up in self.dedicated.values():
-            up.close()
-        self.dedicated.clear()
-        self.mode = RAW
-        self.raw = self.server.raw_upstream(addr, self)
-        return self.raw
+        self._tx_reset()
+        self.rw.clear()
+        self.read_nodes.clear()
+        self.written.clear()
+        return super()._cmd_reset(args)
 
 
-def bulk_text(text: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(text), text)
-
-
-def encode(value, resp3: bool = False) -> bytes:
-    """A reply built by the proxy (nested lists of bytes and ints) in RESP."""
-    if isinstance(value, list):
-        return b"*%d\r\n" % len(value) + b"".join(encode(v, resp3) for v in value)
-    if isinstance(value, int):
-        return b":%d\r\n" % value
-    if value is None:
-        return b"_\r\n" if resp3 else b"$-1\r\n"
-    return bulk_text(value)
-
-
+SHARDED_PUBSUB = frozenset({b"ssubscribe", b"sunsubscribe"})
 TX_CONTROL = frozenset({b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"})
 
 CLUSTER_HANDLERS = {n: h for n, h in _HANDLERS.items() if n not in RAW_MODE and n not in REFUSED}
 CLUSTER_HANDLERS.update({
     b"select": ClusterSession._cmd_select,
+    b"reset": ClusterSession._cmd_reset,
+    # the proxy decides which node serves a read (its replica connections are READONLY already)
+    b"readonly": lambda self, args: self._local(OK),
+    b"readwrite": lambda self, args: self._local(OK),
     b"cluster": ClusterSession._cmd_cluster,
     b"multi": ClusterSession._cmd_multi,
     b"exec": ClusterSession._cmd_exec,
