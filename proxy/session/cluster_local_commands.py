@@ -8,7 +8,7 @@ from ..protocol.commands import Kind
 from ..routing import cluster_view
 from ..routing.keyslot import SLOTS, key_slot
 from ..write_gate import STOP
-from .common import NOAUTH, OK, RAW
+from .common import NOAUTH, OK
 
 
 class ClusterLocalCommands:
@@ -68,16 +68,46 @@ class ClusterLocalCommands:
             r = self.cluster.router(owner.id) if owner is not None else None
         else:
             r = self._default_router()
+        return self._go_raw(r.topology.master if r is not None else None)
+
+
+class ShardedPubsub:
+    """Mixed into ClusterSession: one client connection subscribed to shard channels of
+    several shards. A node accepts SSUBSCRIBE only for the slots it serves, so each
+    shard's master gets a RAW connection of its own for this client (the first one is
+    `raw`), and every message from any of them goes to the client as it arrives."""
+
+    def init_sharded_pubsub(self) -> None:
+        self.raw_shards: dict[str, object] = {}     # master address -> its RAW upstream (not `raw`)
+
+    def _route_sharded(self, name: bytes, args: list[bytes], data: bytes) -> bool:
+        """SSUBSCRIBE/SUNSUBSCRIBE in RAW mode: to the master of the channel's slot."""
+        owner = self.cluster.slots.owner(key_slot(args[0])) if args else None
+        r = self.cluster.router(owner.id) if owner is not None else None
         addr = r.topology.master if r is not None else None
-        refused = self.gate.admit(self, addr)
-        if refused is not None:
-            return refused
-        for up in self.dedicated.values():
+        if not args:        # SUNSUBSCRIBE from everything: every connection that has shard channels
+            for up in [self.raw, *self.raw_shards.values()]:
+                up.send(data, None)
+            return True
+        if addr is None:
+            self._local(resp.error_reply(f"CLUSTERDOWN proxy: hash slot {key_slot(args[0])} is not served"))
+            self.slots_done()
+            return True
+        up = self.raw if addr == self.raw.addr else self.raw_shards.get(addr)
+        if up is None or up.closed:
+            up = self.raw_shards[addr] = self.server.raw_upstream(addr, self)
+        up.send(data, None)
+        return True
+
+    def _close_sharded(self) -> None:
+        for up in self.raw_shards.values():
             up.close()
-        self.dedicated.clear()
-        self.mode = RAW
-        self.raw = self.server.raw_upstream(addr, self)
-        return self.raw
+        self.raw_shards.clear()
+
+    def _sharded_retired(self, addr: str, reply: bytes) -> None:
+        up = self.raw_shards.get(addr)
+        if up is not None:
+            up.retire(reply)
 
 
 def bulk_text(text: bytes) -> bytes:
