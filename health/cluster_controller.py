@@ -16,8 +16,25 @@ import asyncio
 import logging
 import time
 
+from redis.exceptions import RedisError
+
+from proxy.routing.topology import Topology
+
 from .cluster_discovery import DiscoveryError, cluster_shards, config_problems, initial_topologies
 from .controller import Controller, NotLeaderError
+from .migration import (
+    ACTIVE,
+    CANCELLED,
+    QUEUED,
+    RUNNING,
+    Migration,
+    even_plan,
+    expand,
+    refuse_move,
+    resolve_shard,
+    to_ranges,
+)
+from .migration_driver import MigrationDriver
 from .state_machine import TopologyStateMachine
 
 log = logging.getLogger("health.cluster")
@@ -33,6 +50,7 @@ class ClusterController(Controller):
         self._config_checked_at = -CONFIG_CHECK_INTERVAL_S
         self._checking = False
         self.discovery_error = ""
+        self.migration = MigrationDriver(self)
 
     def for_shard(self, shard: str) -> Controller:
         c = self.per_shard.get(shard)
@@ -62,6 +80,7 @@ class ClusterController(Controller):
             await self._propose_discovered()
             return
         await asyncio.gather(*(self._shard_step(s, term, view) for s in shards))
+        self.migration.step(term)
 
     async def _shard_step(self, shard: str, term: int, view) -> None:
         c = self.for_shard(shard)
@@ -127,6 +146,145 @@ class ClusterController(Controller):
                 return {**out, "shard": shard}
         raise ValueError(f"{to} is not a node of any shard")
 
+    # -- moving slots (issue 15) ------------------------------------------------------
+    def _leader(self) -> None:
+        if self.consensus.role != "leader":
+            raise NotLeaderError(self.consensus.leader_id)
+
+    def _shard_id(self, name: str) -> str:
+        sid = resolve_shard(self.sm.cluster_shards, name)
+        if sid is None:
+            raise ValueError(f"no shard {name!r} (name one by its id, as /status shows it, or by a node's address)")
+        return sid
+
+    def _refuse_if_busy(self) -> None:
+        for m in self.sm.migrations.values():
+            if m.state in ACTIVE:
+                raise ValueError(f"migration {m.id} ({m.source} -> {m.target}) is {m.state}; cancel it or let it "
+                                 "finish first")
+
+    async def _plan(self, moves: list[tuple[str, str, tuple[tuple[int, int], ...]]], what: str,
+                    then_remove: str = "", extra: dict | None = None) -> dict:
+        """Commit `moves` as migrations, the first running and the rest queued behind it."""
+        shards = self.sm.cluster_shards
+        for source, target, slots in moves[:1]:
+            why = refuse_move(shards, list(self.sm.migrations.values()), source, target, slots)
+            if why is not None:
+                raise ValueError(why)
+        now = time.time()
+        base = f"{int(now * 1000):x}"
+        planned = [Migration(f"{base}-{i}", source, target, slots, state=RUNNING if i == 0 else QUEUED,
+                             started_at=now, updated_at=now, then_remove=bool(then_remove) and i == len(moves) - 1)
+                   for i, (source, target, slots) in enumerate(moves)]
+        for m in planned:
+            await self.consensus.propose(TopologyStateMachine.migration_entry(m, reason=what), timeout=2.0)
+        log.warning("event=migration_planned what=%r moves=%d slots=%d", what, len(planned),
+                    sum(m.total for m in planned))
+        return {"ok": True, "message": what, "migrations": [m.to_dict() for m in planned], **(extra or {})}
+
+    async def move_slots(self, source: str, target: str, slots: tuple[tuple[int, int], ...]) -> dict:
+        self._leader()
+        src, dst = self._shard_id(source), self._shard_id(target)
+        return await self._plan([(src, dst, slots)], f"move {sum(b - a + 1 for a, b in slots)} slots {src} -> {dst}")
+
+    async def rebalance(self) -> dict:
+        self._leader()
+        self._refuse_if_busy()
+        moves = even_plan(self.sm.cluster_shards)
+        if not moves:
+            return {"ok": True, "message": "already balanced", "migrations": []}
+        return await self._plan(moves, "rebalance")
+
+    async def remove_shard(self, name: str) -> dict:
+        """Move every slot of shard `name` to the others (evenly), then forget it and
+        release its nodes."""
+        self._leader()
+        self._refuse_if_busy()
+        sid = self._shard_id(name)
+        rest = sorted(s for s in self.sm.cluster_shards if s != sid)
+        if not rest:
+            raise ValueError("cannot remove the last shard")
+        slots = expand(self.sm.cluster_shards[sid].slots)
+        if not slots:
+            raise ValueError(f"shard {sid} serves no slots: nothing to move")
+        per = -(-len(slots) // len(rest))
+        moves = [(sid, target, to_ranges(slots[i * per:(i + 1) * per])) for i, target in enumerate(rest)
+                 if slots[i * per:(i + 1) * per]]
+        return await self._plan(moves, f"remove shard {sid}", then_remove=sid)
+
+    async def add_shard(self, master: str, replicas: list[str]) -> dict:
+        """Bring new nodes into the cluster (MEET, REPLICATE), commit them as a shard with
+        no slots, then rebalance slots onto it."""
+        self._leader()
+        self._refuse_if_busy()
+        shards = self.sm.cluster_shards
+        known = {a for t in shards.values() for a in t.nodes}
+        for addr in [master, *replicas]:
+            if addr in known:
+                raise ValueError(f"{addr} is already a node of a shard")
+        seed = min((t.master for t in shards.values() if t.master), default=None)
+        if seed is None:
+            raise ValueError("no shard has a master to introduce the new nodes")
+        sid = await self._introduce(seed, master, replicas)
+        await self.consensus.propose(TopologyStateMachine.entry(Topology(1, master, tuple(replicas)), "add-shard",
+                                                                sid), timeout=2.0)
+        moves = even_plan(self.sm.cluster_shards)
+        if not moves:
+            return {"ok": True, "message": f"shard {sid} added", "shard": sid, "migrations": []}
+        return await self._plan(moves, f"add shard {sid} and rebalance", extra={"shard": sid})
+
+    async def _introduce(self, seed: str, master: str, replicas: list[str]) -> str:
+        """CLUSTER MEET the new nodes from `seed`, make `replicas` replicate `master`;
+        returns the master's node id (the new shard's id)."""
+        try:
+            for addr in [master, *replicas]:
+                host, _, port = addr.rpartition(":")
+                bus = await self._bus_port(addr)
+                await self._client(seed).execute_command("CLUSTER", "MEET", host, int(port), bus)
+            master_id = _text(await self._client(master).execute_command("CLUSTER", "MYID"))
+            for addr in replicas:
+                deadline = time.monotonic() + 10
+                while True:     # the replica must know the master (gossip) before it can follow it
+                    try:
+                        await self._client(addr).execute_command("CLUSTER", "REPLICATE", master_id)
+                        break
+                    except RedisError:
+                        if time.monotonic() > deadline:
+                            raise
+                        await asyncio.sleep(0.1)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            raise ValueError(f"could not bring the new nodes into the cluster: {exc}") from None
+        return master_id
+
+    async def _bus_port(self, addr: str) -> int:
+        """The node's cluster bus port, from its own CLUSTER NODES line."""
+        for line in _text(await self._client(addr).execute_command("CLUSTER", "NODES")).splitlines():
+            fields = line.split()
+            if len(fields) > 2 and "myself" in fields[2]:
+                return int(fields[1].split("@")[1].split(",")[0])
+        raise ValueError(f"{addr} is not a cluster-enabled node (no CLUSTER NODES line of its own)")
+
+    async def cancel_migrations(self) -> dict:
+        """Stop after the batch in flight: slots moved so far stay moved, the rest stay put."""
+        self._leader()
+        cancelled = []
+        for m in list(self.sm.migrations.values()):
+            if m.state in ACTIVE:
+                nxt = m.with_state(CANCELLED, "cancelled by the operator", time.time())
+                await self.consensus.propose(TopologyStateMachine.migration_entry(nxt, reason="cancel"), timeout=2.0)
+                cancelled.append(nxt.to_dict())
+        log.warning("event=migration_cancelled count=%d", len(cancelled))
+        return {"ok": True, "message": f"{len(cancelled)} migration(s) cancelled", "migrations": cancelled}
+
+    def migration_status(self) -> list[dict]:
+        out = []
+        for m in sorted(self.sm.migrations.values(), key=lambda m: m.id):
+            d = m.to_dict()
+            if m.state == RUNNING and self.migration.waiting:
+                d["waiting"] = self.migration.waiting
+            out.append(d)
+        return out
+
     def shard_status(self) -> list[dict]:
         out = []
         for shard, topo in sorted(self.sm.cluster_shards.items()):
@@ -140,3 +298,7 @@ class ClusterController(Controller):
                 d["history"] = topo.history.to_dict()
             out.append(d)
         return out
+
+
+def _text(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)

@@ -23,8 +23,19 @@ from proxy.routing.topology import History, Topology
 from raft.auth import SECRET_HEADER, request_authorized
 from raft.transport import http_session
 
-from .decide import (LeaderState, NodeView, choose_new_master, freshest, history_due, master_lost_history, never_seen,
-                     next_history, objectively_down, reconcile, refuse_to_act)
+from .decide import (
+    LeaderState,
+    NodeView,
+    choose_new_master,
+    freshest,
+    history_due,
+    master_lost_history,
+    never_seen,
+    next_history,
+    objectively_down,
+    reconcile,
+    refuse_to_act,
+)
 from .raft_events import RaftEvents
 from .redis_control import control_client, control_tls
 from .state_machine import SINGLE, TopologyStateMachine

@@ -13,10 +13,12 @@ from collections.abc import Callable
 
 from proxy.routing.topology import History, Topology
 
+from .migration import Migration
+
 SINGLE = ""     # the shard of single-set mode
 
 OnChange = Callable[[Topology, "Topology | None", str], None]
-OnShardChange = Callable[[str, Topology, "Topology | None", str], None]
+OnShardChange = Callable[[str, "Topology | None", "Topology | None", str], None]   # new None: forgotten
 
 
 class TopologyStateMachine:
@@ -24,6 +26,7 @@ class TopologyStateMachine:
         self.shards: dict[str, Topology] = {}
         self._on_change = on_change     # called for shard SINGLE (the data path routes by it)
         self._on_shard_change = on_shard_change     # called for every other shard (cluster mode)
+        self.migrations: dict[str, Migration] = {}   # cluster mode: slot moves, by id (issue 15)
 
     @property
     def cluster_shards(self) -> dict[str, Topology]:
@@ -56,6 +59,18 @@ class TopologyStateMachine:
         return json.dumps({"op": "shards", "shards": {s: t.to_dict() for s, t in shards.items()},
                            "reason": reason}).encode()
 
+    @staticmethod
+    def migration_entry(m: Migration, shards: dict[str, Topology] | None = None, forget: str = "",
+                        reason: str = "") -> bytes:
+        """A slot move's plan or progress, with the shards whose slots it changed (and the
+        shard it emptied, to forget) in the same entry."""
+        doc: dict = {"op": "migration", "migration": m.to_dict(), "reason": reason}
+        if shards:
+            doc["shards"] = {s: t.to_dict() for s, t in shards.items()}
+        if forget:
+            doc["forget"] = forget
+        return json.dumps(doc).encode()
+
     def apply(self, data: bytes) -> None:
         try:
             doc = json.loads(data)
@@ -63,9 +78,14 @@ class TopologyStateMachine:
             return  # no-op and membership entries are not ours
         if not isinstance(doc, dict):
             return
-        if doc.get("op") == "shards":
+        if doc.get("op") in ("shards", "migration"):
             for shard, t in (doc.get("shards") or {}).items():
                 self._newer(str(shard), Topology.from_dict(t), doc.get("reason", ""))
+            if doc.get("op") == "migration":
+                m = Migration.from_dict(doc["migration"])
+                self.migrations[m.id] = m
+                if doc.get("forget"):
+                    self._forget(str(doc["forget"]), doc.get("reason", ""))
             return
         shard = str(doc.get("shard", SINGLE))
         current = self.shards.get(shard)
@@ -92,11 +112,18 @@ class TopologyStateMachine:
         elif self._on_shard_change is not None:
             self._on_shard_change(shard, new, old, reason)
 
+    def _forget(self, shard: str, reason: str) -> None:
+        old = self.shards.pop(shard, None)
+        if old is not None and self._on_shard_change is not None:
+            self._on_shard_change(shard, None, old, reason)
+
     def snapshot(self) -> bytes:
         doc: dict = {"topology": self.topology.to_dict() if self.topology else None}
         others = {s: t.to_dict() for s, t in self.shards.items() if s != SINGLE}
         if others:
             doc["shards"] = others
+        if self.migrations:
+            doc["migrations"] = [m.to_dict() for m in self.migrations.values()]
         return json.dumps(doc).encode()
 
     def restore(self, data: bytes) -> None:
@@ -108,3 +135,8 @@ class TopologyStateMachine:
             current = self.shards.get(shard)
             if current is None or new.epoch >= current.epoch:
                 self._set(shard, new, "restored from snapshot")
+        for shard in [s for s in self.shards if s != SINGLE and s not in wanted and "shards" in doc]:
+            self._forget(shard, "restored from snapshot")
+        for d in doc.get("migrations") or ():
+            m = Migration.from_dict(d)
+            self.migrations[m.id] = m

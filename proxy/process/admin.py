@@ -77,6 +77,7 @@ def status_document(server, raft=None) -> dict:
              **topology_doc(health, t, t.history.to_dict() if t.history else None)}
             for shard, t in sorted(server.sm.cluster_shards.items())]
         doc["cluster_config_problems"] = list(ctl.config_problems)
+        doc["migrations"] = ctl.migration_status()
         if ctl.discovery_error:
             doc["cluster_discovery_error"] = ctl.discovery_error
     return doc
@@ -205,6 +206,39 @@ def add_operator_routes(app: web.Application, server) -> None:
             return web.json_response({"ok": False, "error": f"remove failed: {exc!r}"}, status=500)
         return web.json_response({"ok": True, "members": list(cons.members)})
 
+    async def cluster_action(request: web.Request) -> web.Response:
+        """Cluster mode: move-slots, add-shard, remove-shard, rebalance, cancel (issue 15)."""
+        if server.cluster is None:
+            return web.json_response({"ok": False, "error": "not in cluster mode (cluster_nodes is empty)"},
+                                     status=400)
+        from health.migration import parse_ranges
+
+        doc = await body(request)
+        action = request.match_info["action"]
+        try:
+            if action == "move-slots":
+                result = await ctl.move_slots(str(doc.get("from", "")), str(doc.get("to", "")),
+                                              parse_ranges(str(doc.get("slots", ""))))
+            elif action == "add-shard":
+                replicas = doc.get("replicas") or []
+                if not isinstance(replicas, list):
+                    raise ValueError("replicas: expected a list of host:port")
+                result = await ctl.add_shard(str(doc.get("master", "")), [str(r) for r in replicas])
+            elif action == "remove-shard":
+                result = await ctl.remove_shard(str(doc.get("shard", "")))
+            elif action == "rebalance":
+                result = await ctl.rebalance()
+            elif action == "cancel":
+                result = await ctl.cancel_migrations()
+            else:
+                return web.json_response({"ok": False, "error": f"unknown action {action!r}"}, status=404)
+        except NotLeaderError as exc:
+            return not_leader(exc.leader)
+        except ValueError as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response(result)
+
+    app.router.add_post("/admin/cluster/{action}", guarded(cluster_action))
     app.router.add_post("/admin/failover", guarded(failover))
     app.router.add_post("/admin/transfer-leadership", guarded(transfer))
     app.router.add_post("/admin/members", guarded(add_member))

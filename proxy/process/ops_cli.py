@@ -277,3 +277,6 @@ def add_commands(sub) -> None:
     common(p)
     p.add_argument("--node", required=True)
     p.set_defaults(func=cmd_remove)
+    from .cluster_cli import add_cluster_commands
+
+    add_cluster_commands(sub, common)

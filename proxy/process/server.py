@@ -34,6 +34,7 @@ from ..write_gate import WriteGate, master_replaced_reply, writes_paused_reply
 
 log = logging.getLogger("proxy.server")
 
+READONLY = resp.encode_command([b"READONLY"])
 RECONNECT_BACKOFF = 0.1   # seconds a failed node is answered from memory before the next attempt
 
 
@@ -112,8 +113,14 @@ class ProxyServer:
         self._wake_held()
         self.sentinel.on_topology(new, old, reason)
 
-    def _apply_shard(self, shard: str, new: Topology, old: Topology | None, reason: str) -> None:
-        """Cluster mode: a shard's committed topology was applied (as `_apply_topology`)."""
+    def _apply_shard(self, shard: str, new: Topology | None, old: Topology | None, reason: str) -> None:
+        """Cluster mode: a shard's committed topology was applied (as `_apply_topology`);
+        `new` None: the shard was removed (its slots moved away first)."""
+        if new is None:
+            self.cluster.remove_shard(shard)
+            log.warning("event=shard_removed shard=%s reason=%r", shard, reason)
+            self.gate.settle()
+            return
         self.cluster.set_shard(shard, new)
         self.stats.topology_changes += 1
         log.warning("event=topology_applied shard=%s epoch=%d master=%s replicas=%s slots=%s reason=%r", shard,
@@ -310,6 +317,10 @@ class ProxyServer:
         dead = self._dead.get(addr)
         if dead is not None and time.monotonic() < dead[0]:
             return dead[1]
+        if self.cluster is not None:
+            # a cluster replica serves reads only on a READONLY connection (else MOVED to its
+            # master); a master ignores it
+            kw["handshake"] = [*kw.get("handshake", ()), READONLY]
         up = Upstream(addr, connect_timeout=self.cfg.connect_timeout_ms / 1000.0,
                       on_close=self._upstream_closed, tls=self.upstream_tls(addr.rpartition(":")[0]), **kw)
         up.gate = self.gate

@@ -45,6 +45,10 @@ class ClusterRouter:
             r.set_topology(topo)
         self._rebuild()
 
+    def remove_shard(self, shard: str) -> None:
+        if self.routers.pop(shard, None) is not None:
+            self._rebuild()
+
     def _rebuild(self) -> None:
         shards = [Shard(s, r.topology.slots, r.topology.master, r.topology.replicas)
                   for s, r in sorted(self.routers.items())]

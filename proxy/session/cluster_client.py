@@ -41,9 +41,9 @@ from .cluster_fanout import (
     redirect,
     scan_cursor,
 )
-from .cluster_local_commands import ClusterLocalCommands
+from .cluster_local_commands import ClusterLocalCommands, ShardedPubsub
 from .cluster_transactions import ClusterTransactions
-from .common import LOCAL, NOAUTH, RAW, SHARED, WAIT_MARK, log
+from .common import LOCAL, NOAUTH, OK, RAW, SHARED, WAIT_MARK, log
 
 READ, BLOCKING = Kind.READ, Kind.BLOCKING
 MAX_HOPS = 5
@@ -64,7 +64,7 @@ def clusterdown(slots: str, shard: str | None, why: str) -> bytes:
     return resp.error_reply(f"CLUSTERDOWN proxy: {where} {why}")
 
 
-class ClusterSession(ClusterLocalCommands, ClusterTransactions, ClientSession):
+class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, ClientSession):
     plain = False       # every command is looked at (no batches of plain reads and writes)
 
     def __init__(self, server) -> None:
@@ -75,10 +75,15 @@ class ClusterSession(ClusterLocalCommands, ClusterTransactions, ClientSession):
         self.rw: dict[str, list] = {}           # shard -> [slot of the last write, done at, master offset]
         self.written: set[str] = set()          # the shards this client wrote to (WAIT asks their masters)
         self.init_transactions()
+        self.init_sharded_pubsub()
 
     # -- the command loop ------------------------------------------------------------
     def _dispatch(self, name: bytes, start: int, end: int, args_at: int, inline) -> bool:
         if self.mode == RAW:
+            if name in SHARDED_PUBSUB and self.authenticated:
+                buf = self._buf
+                return self._route_sharded(name, self._args(buf, args_at, end, inline),
+                                           bytes(buf[start:end]) if inline is None else resp.encode_command(inline))
             return super()._dispatch(name, start, end, args_at, inline)
         buf = self._buf
         data = buf[start:end] if inline is None else resp.encode_command(inline)
@@ -368,6 +373,23 @@ class ClusterSession(ClusterLocalCommands, ClusterTransactions, ClientSession):
             up.send(s.data, s, s.write)
         return True
 
+    def connection_lost(self, exc) -> None:
+        self._close_sharded()
+        super().connection_lost(exc)
+
+    def node_retired(self, addr: str, reply: bytes) -> None:
+        self._sharded_retired(addr, reply)
+        super().node_retired(addr, reply)
+
+    def raw_closed(self, up) -> None:
+        """A shard channel's connection went away: like the main one, the client must
+        reconnect and subscribe again."""
+        if up is not self.raw and up in self.raw_shards.values() and not self.closed:
+            self.transport.write(up.retired or resp.error_reply("ERR proxy: " + (up.error or "connection closed")))
+            self.transport.close()
+            return
+        super().raw_closed(up)
+
     def _cmd_reset(self, args):
         if not self._drained():
             return STOP
@@ -378,12 +400,16 @@ class ClusterSession(ClusterLocalCommands, ClusterTransactions, ClientSession):
         return super()._cmd_reset(args)
 
 
+SHARDED_PUBSUB = frozenset({b"ssubscribe", b"sunsubscribe"})
 TX_CONTROL = frozenset({b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"})
 
 CLUSTER_HANDLERS = {n: h for n, h in _HANDLERS.items() if n not in RAW_MODE and n not in REFUSED}
 CLUSTER_HANDLERS.update({
     b"select": ClusterSession._cmd_select,
     b"reset": ClusterSession._cmd_reset,
+    # the proxy decides which node serves a read (its replica connections are READONLY already)
+    b"readonly": lambda self, args: self._local(OK),
+    b"readwrite": lambda self, args: self._local(OK),
     b"cluster": ClusterSession._cmd_cluster,
     b"multi": ClusterSession._cmd_multi,
     b"exec": ClusterSession._cmd_exec,

@@ -80,6 +80,45 @@ class ClusterLocalCommands:
         return self.raw
 
 
+class ShardedPubsub:
+    """Mixed into ClusterSession: one client connection subscribed to shard channels of
+    several shards. A node accepts SSUBSCRIBE only for the slots it serves, so each
+    shard's master gets a RAW connection of its own for this client (the first one is
+    `raw`), and every message from any of them goes to the client as it arrives."""
+
+    def init_sharded_pubsub(self) -> None:
+        self.raw_shards: dict[str, object] = {}     # master address -> its RAW upstream (not `raw`)
+
+    def _route_sharded(self, name: bytes, args: list[bytes], data: bytes) -> bool:
+        """SSUBSCRIBE/SUNSUBSCRIBE in RAW mode: to the master of the channel's slot."""
+        owner = self.cluster.slots.owner(key_slot(args[0])) if args else None
+        r = self.cluster.router(owner.id) if owner is not None else None
+        addr = r.topology.master if r is not None else None
+        if not args:        # SUNSUBSCRIBE from everything: every connection that has shard channels
+            for up in [self.raw, *self.raw_shards.values()]:
+                up.send(data, None)
+            return True
+        if addr is None:
+            self._local(resp.error_reply(f"CLUSTERDOWN proxy: hash slot {key_slot(args[0])} is not served"))
+            self.slots_done()
+            return True
+        up = self.raw if addr == self.raw.addr else self.raw_shards.get(addr)
+        if up is None or up.closed:
+            up = self.raw_shards[addr] = self.server.raw_upstream(addr, self)
+        up.send(data, None)
+        return True
+
+    def _close_sharded(self) -> None:
+        for up in self.raw_shards.values():
+            up.close()
+        self.raw_shards.clear()
+
+    def _sharded_retired(self, addr: str, reply: bytes) -> None:
+        up = self.raw_shards.get(addr)
+        if up is not None:
+            up.retire(reply)
+
+
 def bulk_text(text: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(text), text)
 
