@@ -1,22 +1,19 @@
 """Cluster-enabled redis-servers for cluster-mode tests: N masters (and replicas),
 slots split evenly, joined with CLUSTER MEET, configured as the proxies need them
-(`cluster-replica-no-failover yes`, `cluster-require-full-coverage no`)."""
+(`cluster-replica-no-failover yes`, `cluster-require-full-coverage no`). The
+cluster is made by the product's proxy/process/cluster_create.py, as the demo
+and the Kubernetes Job make theirs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from proxy.routing.keyslot import SLOTS
+from proxy.process.cluster_create import CLUSTER_SERVER_ARGS, create_cluster, even_ranges
 
-from .harness import HOST, RedisServer, free_ports, wait_until
+from .harness import RedisServer, free_ports
 
-CLUSTER_ARGS = ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000",
-                "--cluster-replica-no-failover", "yes", "--cluster-require-full-coverage", "no"]
-
-
-def even_ranges(shards: int) -> list[tuple[int, int]]:
-    size = SLOTS // shards
-    return [(i * size, SLOTS - 1 if i == shards - 1 else (i + 1) * size - 1) for i in range(shards)]
+CLUSTER_ARGS = CLUSTER_SERVER_ARGS
+__all__ = ["CLUSTER_ARGS", "ClusterNodes", "even_ranges"]
 
 
 class ClusterNodes:
@@ -43,40 +40,8 @@ class ClusterNodes:
             s.spawn()
         for s in self.servers:
             s.wait_ready(timeout)
-        for (start, end), m in zip(even_ranges(len(self.masters)), self.masters):
-            with m.client() as c:
-                c.execute_command("CLUSTER", "ADDSLOTSRANGE", start, end)
-        first = self.servers[0]
-        with first.client() as c:
-            for s in self.servers[1:]:
-                c.execute_command("CLUSTER", "MEET", HOST, s.port, self.bus_ports[s.port])
-        wait_until(lambda: all(self._knows_all(s) for s in self.servers), timeout,
-                   message="every node to know every other (CLUSTER MEET)")
-        for i, r in enumerate(self.replicas):
-            master = self.masters[i // self.replicas_per_master]
-            with master.client(decode=True) as c:
-                master_id = c.execute_command("CLUSTER", "MYID")
-            with r.client() as c:
-                c.execute_command("CLUSTER", "REPLICATE", master_id)
-        wait_until(lambda: all(self._state_ok(s) for s in self.servers), timeout,
-                   message="cluster_state:ok on every node")
-        wait_until(lambda: all(self._shards_seen(s) for s in self.servers), timeout,
-                   message="every node to see each replica in its shard (CLUSTER SHARDS)")
+        create_cluster([s.addr for s in self.masters], [s.addr for s in self.replicas], timeout=timeout)
         return self
-
-    def _knows_all(self, s: RedisServer) -> bool:
-        with s.client(decode=True, timeout=2) as c:
-            return len([ln for ln in c.execute_command("CLUSTER", "NODES").splitlines() if ln.strip()]) \
-                == len(self.servers)
-
-    def _shards_seen(self, s: RedisServer) -> bool:
-        with s.client(timeout=2) as c:
-            return len(c.execute_command("CLUSTER", "SHARDS")) == len(self.masters)
-
-    @staticmethod
-    def _state_ok(s: RedisServer) -> bool:
-        with s.client(decode=True, timeout=2) as c:
-            return c.execute_command("CLUSTER", "INFO").startswith("cluster_state:ok")
 
     def cleanup(self) -> None:
         for s in self.servers:
