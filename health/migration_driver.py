@@ -64,7 +64,7 @@ class MigrationDriver:
         self.failure = ""           # why its last batch failed (cleared by the next that succeeds)
         self._retry_at = 0.0
         self._mechanism: dict[str, str] = {}        # migration id -> the mechanism this leader chose
-        self._atomic_failures: dict[str, int] = {}
+        self._atomic_failures: dict[str, tuple[int, str]] = {}     # id -> failed jobs in a row, the last error
 
     @property
     def waiting(self) -> str:
@@ -137,7 +137,9 @@ class MigrationDriver:
         src, dst = shards[m.source].master, shards[m.target].master
         others = [t.master for sid, t in shards.items() if sid not in (m.source, m.target) and t.master]
         try:
-            mechanism = await self._choose_mechanism(m, [t.master for t in shards.values() if t.master])
+            up = [t.master for sid, t in shards.items()       # (a master down elsewhere takes no part)
+                  if t.master and (sid in (m.source, m.target) or self.ctl.server.health.up(t.master))]
+            mechanism = await self._choose_mechanism(m, up)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             self._failed(m, f"could not ask the masters which slot migration they support: {exc!r}")
             return
@@ -154,13 +156,16 @@ class MigrationDriver:
             else:
                 keys = await self._move_legacy(src, dst, others, batch)
         except AtomicMoveFailed as exc:
-            n = self._atomic_failures[m.id] = self._atomic_failures.get(m.id, 0) + 1
-            self._failed(m, f"atomic slot migration failed ({n}/{ATOMIC_ATTEMPTS}) and is retried: {exc}", batch)
+            n = self._atomic_failures.get(m.id, (0, ""))[0] + 1
+            self._atomic_failures[m.id] = (n, str(exc))
+            then = "it goes on the legacy way" if n >= ATOMIC_ATTEMPTS else "it is retried"
+            self._failed(m, f"atomic slot migration failed ({n}/{ATOMIC_ATTEMPTS}), {then}: {exc}", batch)
             return
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             self._failed(m, f"a batch failed and is retried: {str(exc) or type(exc).__name__}", batch)
             return
-        self.failure, self._atomic_failures[m.id] = "", 0
+        self.failure = ""
+        self._atomic_failures.pop(m.id, None)
         cur = self.sm.migrations.get(m.id, m)       # (cancelled meanwhile: the progress is kept, the state too)
         nxt = cur.advanced(len(batch), keys, time.time())
         log.info("event=migration_batch id=%s slots=%d-%d keys=%d ms=%.0f", m.id, batch[0], batch[-1], keys,
@@ -183,8 +188,9 @@ class MigrationDriver:
         failed `ATOMIC_ATTEMPTS` times in a row. Logged when it differs from the
         committed choice (the first time, or a change): once per migration."""
         chosen = self._mechanism.get(m.id)
-        if chosen == ATOMIC and self._atomic_failures.get(m.id, 0) >= ATOMIC_ATTEMPTS:
-            chosen, reason = LEGACY, f"{ATOMIC_ATTEMPTS} atomic slot migrations failed in a row: {self.failure}"
+        failures, last = self._atomic_failures.get(m.id, (0, ""))
+        if chosen == ATOMIC and failures >= ATOMIC_ATTEMPTS:
+            chosen, reason = LEGACY, f"{failures} atomic slot migrations failed in a row, the last: {last}"
         elif chosen is None and m.mechanism == LEGACY:
             chosen = reason = LEGACY        # committed so by an earlier leader (perhaps after atomic failures)
         elif chosen is None:

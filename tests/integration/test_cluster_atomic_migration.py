@@ -26,9 +26,9 @@ needs_valkey = pytest.mark.skipif(VALKEY is None, reason="no valkey-server (the 
 MOVED = (0, 999)
 
 
-def _start_proxy(tmp_path, nodes: ClusterNodes) -> ProxyProcess:
+def _start_proxy(tmp_path, nodes: ClusterNodes, **options) -> ProxyProcess:
     addrs = [s.addr for s in nodes.servers]
-    p = ProxyProcess(tmp_path / "proxy", addrs, options={"cluster_nodes": ",".join(addrs)},
+    p = ProxyProcess(tmp_path / "proxy", addrs, options={"cluster_nodes": ",".join(addrs), **options},
                      env={"REDIS_RAFT_PROXY_RAFT_SECRET": RAFT_SECRET})
     p.start()
     wait_until(lambda: len(p.status()["shards"]) == 2 and all(s.get("history") for s in p.status()["shards"]),
@@ -44,7 +44,7 @@ def proxied_cluster(request, tmp_path):
     nodes = ClusterNodes(tmp_path / "nodes", masters=2, replicas_per_master=1, binary=binary).start()
     p = None
     try:
-        p = _start_proxy(tmp_path, nodes)
+        p = _start_proxy(tmp_path, nodes, ack="replica")     # each batch's keys confirmed by a replica
         yield request.param, nodes, p
     finally:
         if p is not None:
@@ -95,6 +95,53 @@ def test_move_slots_uses_atomic_on_valkey_9_and_legacy_on_redis_7_without_losing
         assert len(on_target) == expected_moved
         assert [c.get(k) for k in on_target] == [values[k].encode() for k in on_target]
     assert r.set("am:after", "x") is True and r.get("am:after") == b"x"
+
+
+@needs_valkey
+def test_failing_atomic_jobs_show_as_waiting_are_retried_then_the_migration_goes_on_the_legacy_way(tmp_path):
+    nodes = ClusterNodes(tmp_path / "nodes", masters=2, replicas_per_master=1, binary=VALKEY).start()
+    p, relay = None, None
+    try:
+        p = _start_proxy(tmp_path, nodes)
+        source, target = sorted(p.status()["shards"], key=lambda s: s["slots"][0][0])
+        src = next(s for s in nodes.masters if s.addr == source["master"])
+        dst = next(s for s in nodes.masters if s.addr == target["master"])
+        # the target announces a closed port: the source's atomic jobs cannot reach it (MIGRATE,
+        # sent by the leader to the target's committed address, can)
+        relay = FaultRelay(dst.port).start()
+        relay.cut()
+        with dst.client() as c:
+            c.config_set("cluster-announce-port", relay.port)
+        wait_until(lambda: f":{relay.port}@" in _text(src, "CLUSTER", "NODES"), 20,
+                   message="the source to see the target at the closed port")
+        r = p.client()
+        values = {f"fb:{i}": f"v{i}" for i in range(2000)}
+        r.mset(values)
+        expected_moved = _keys_in(src, 0, 99)
+        started = subprocess.run([PROXY_BIN, "cluster", "move-slots", "--from", source["id"], "--to", target["id"],
+                                  "--slots", "0-99", "--no-wait", "--endpoint", p.admin_url], capture_output=True,
+                                 text=True, timeout=30, env={"REDIS_RAFT_PROXY_RAFT_SECRET": RAFT_SECRET})
+        assert started.returncode == 0, started.stdout + started.stderr
+        waiting = wait_until(lambda: "atomic slot migration failed" in (m := p.status()["migrations"][0]).get(
+            "waiting", "") and m, 20, message="the failed atomic job as the migration's waiting reason")
+        assert waiting["state"] == "running" and waiting["mechanism"] == "atomic" and waiting["done"] == 0
+        assert "failed (1/3), it is retried" in waiting["waiting"] and "failed on the source" in waiting["waiting"]
+        m = wait_until(lambda: (m := p.status()["migrations"][0])["state"] == "done" and m, 60,
+                       message="the migration to end")
+        assert (m["mechanism"], m["done"], m["keys_moved"], m.get("waiting")) == ("legacy", 100, expected_moved, None)
+        logged = [ln for ln in p.log_text().splitlines() if "event=migration_mechanism" in ln]
+        assert [("mechanism=atomic" in ln, "mechanism=legacy" in ln) for ln in logged] == [(True, False),
+                                                                                          (False, True)], logged
+        assert "3 atomic slot migrations failed in a row" in logged[1]
+        names = list(values)
+        assert r.mget(names) == [values[k].encode() for k in names]
+        assert _keys_in(dst, 0, 99) == expected_moved and _keys_in(src, 0, 99) == 0
+    finally:
+        if relay is not None:
+            relay.close()
+        if p is not None:
+            p.cleanup()
+        nodes.cleanup()
 
 
 # -- the atomic commands on their own, against Valkey 9 -----------------------------------
