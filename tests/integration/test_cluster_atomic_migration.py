@@ -107,7 +107,7 @@ def test_move_slots_uses_atomic_on_valkey_9_and_legacy_on_redis_7_without_losing
     assert (m["state"], m["mechanism"], m["done"], m["total"]) == ("done", want, 1000, 1000), m
     # the keys written before, and those written meanwhile that were there when their slot moved
     assert expected_moved <= m["keys_moved"] <= _keys_in(dst, *MOVED), m
-    logged = [ln for ln in p.log_ask().splitlines() if "event=migration_mechanism" in ln]
+    logged = [ln for ln in p.log_text().splitlines() if "event=migration_mechanism" in ln]
     assert len(logged) == 1 and f"mechanism={want}" in logged[0] and m["id"] in logged[0], logged
     after = {s["id"]: s for s in p.status()["shards"]}
     assert after[target["id"]]["slots"][0] == [0, 999] and after[source["id"]]["slots"][0][0] == 1000
@@ -153,7 +153,7 @@ def test_failing_atomic_jobs_show_as_waiting_are_retried_then_the_migration_goes
         m = wait_until(lambda: (m := p.status()["migrations"][0])["state"] == "done" and m, 60,
                        message="the migration to end")
         assert (m["mechanism"], m["done"], m["keys_moved"], m.get("waiting")) == ("legacy", 100, expected_moved, None)
-        logged = [ln for ln in p.log_ask().splitlines() if "event=migration_mechanism" in ln]
+        logged = [ln for ln in p.log_text().splitlines() if "event=migration_mechanism" in ln]
         assert [("mechanism=atomic" in ln, "mechanism=legacy" in ln) for ln in logged] == [(True, False),
                                                                                           (False, True)], logged
         assert "3 atomic slot migrations failed in a row" in logged[1]
