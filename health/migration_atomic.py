@@ -143,8 +143,11 @@ async def move_atomic(src, dst, slots: list[int], *, stall_s: float = STALL_S) -
     if job is None:
         ranges = to_ranges(todo)
         keys = await count_keys(src, todo)
-        await src.execute_command("CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", *[s for r in ranges for s in r],
-                                  "NODE", dst_id)
+        try:
+            await src.execute_command("CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", *[s for r in ranges for s in r],
+                                      "NODE", dst_id)
+        except ResponseError as exc:    # e.g. NOPERM: counts towards going on the legacy way
+            raise AtomicMoveFailed(f"CLUSTER MIGRATESLOTS refused by the source: {exc}") from exc
         job = new_export(before, parse_jobs(await src.execute_command("CLUSTER", "GETSLOTMIGRATIONS")),
                          dst_id, ranges)
         if job is None:

@@ -263,3 +263,22 @@ def test_a_job_still_running_is_waited_for_not_started_twice_and_cancelled_once_
         asyncio.run(_move(src, dst, SLOTS, stall_s=1.0))
     assert f"{job.name[:8]} made no headway" in str(failed.value)
     assert [(j.name, j.state) for j in _exports(src)] == [(job.name, "cancelled")]
+
+
+def test_a_source_refusing_migrateslots_fails_the_batch_as_an_atomic_failure(valkey_pair):
+    src, dst, _ = valkey_pair
+    with src.client() as c:
+        c.execute_command("ACL", "SETUSER", "no-migrate", "on", ">pw", "~*", "&*", "+@all", "-cluster|migrateslots")
+
+    async def run() -> None:
+        s = aioredis.Redis(host=HOST, port=src.port, username="no-migrate", password="pw")
+        d = aioredis.Redis(host=HOST, port=dst.port)
+        try:
+            await move_atomic(s, d, SLOTS)
+        finally:
+            await s.aclose()
+            await d.aclose()
+
+    with pytest.raises(AtomicMoveFailed, match="MIGRATESLOTS refused by the source: .*cluster.migrateslots"):
+        asyncio.run(run())
+    assert _exports(src) == []
