@@ -134,33 +134,41 @@ async def move_atomic(src, dst, slots: list[int], *, stall_s: float = STALL_S) -
     """Move `slots` from the node `src` to the node `dst` (clients) with one atomic job;
     return how many keys moved (counted on the source before the job started).
     AtomicMoveFailed if the job failed, was cancelled or stalled (Valkey rolled it back)."""
-    wanted, dst_id = set(slots), _text(await dst.execute_command("CLUSTER", "MYID"))
-    todo = sorted(wanted - myself_slots(_text(await dst.execute_command("CLUSTER", "NODES"))))
-    if not todo:
-        return 0                        # moved before (a new leader re-running the batch)
-    before = parse_jobs(await src.execute_command("CLUSTER", "GETSLOTMIGRATIONS"))
-    job, keys = running_export(before, set(todo)), 0
-    if job is None:
-        ranges = to_ranges(todo)
-        keys = await count_keys(src, todo)
-        try:
-            await src.execute_command("CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", *[s for r in ranges for s in r],
-                                      "NODE", dst_id)
-        except ResponseError as exc:    # e.g. NOPERM: counts towards going on the legacy way
-            raise AtomicMoveFailed(f"CLUSTER MIGRATESLOTS refused by the source: {exc}") from exc
-        job = new_export(before, parse_jobs(await src.execute_command("CLUSTER", "GETSLOTMIGRATIONS")),
-                         dst_id, ranges)
+    dst_id, keys = _text(await dst.execute_command("CLUSTER", "MYID")), 0
+    for _ in range(2):                  # a job an earlier leader left running, then ours for the rest
+        todo = sorted(set(slots) - myself_slots(_text(await dst.execute_command("CLUSTER", "NODES"))))
+        if not todo:
+            return keys                 # moved before (a new leader re-running the batch)
+        before = parse_jobs(await src.execute_command("CLUSTER", "GETSLOTMIGRATIONS"))
+        job = running_export(before, set(todo))
+        adopted = job is not None
         if job is None:
-            raise AtomicMoveFailed("CLUSTER MIGRATESLOTS answered OK but no job shows in CLUSTER GETSLOTMIGRATIONS")
-    job = await _finished(src, job, stall_s)
-    if job.state != SUCCESS:
-        raise AtomicMoveFailed(f"atomic slot migration {job.name[:8]} {job.state} on the source"
-                               + (f": {job.message}" if job.message else ""))
-    left = set(todo) - myself_slots(_text(await dst.execute_command("CLUSTER", "NODES")))
+            keys = await count_keys(src, todo)
+            job = await _start(src, before, dst_id, todo)
+        job = await _finished(src, job, stall_s)
+        if job.state != SUCCESS:
+            raise AtomicMoveFailed(f"atomic slot migration {job.name[:8]} {job.state} on the source"
+                                   + (f": {job.message}" if job.message else ""))
+        if not adopted:
+            break
+    left = set(slots) - myself_slots(_text(await dst.execute_command("CLUSTER", "NODES")))
     if left:
         raise AtomicMoveFailed(f"atomic slot migration {job.name[:8]} succeeded but the target does not serve "
                                f"slots {to_ranges(left)}")
     return keys
+
+
+async def _start(src, before: list[SlotJob], dst_id: str, todo: list[int]) -> SlotJob:
+    ranges = to_ranges(todo)
+    try:
+        await src.execute_command("CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", *[s for r in ranges for s in r],
+                                  "NODE", dst_id)
+    except ResponseError as exc:        # e.g. NOPERM: counts towards going on the legacy way
+        raise AtomicMoveFailed(f"CLUSTER MIGRATESLOTS refused by the source: {exc}") from exc
+    job = new_export(before, parse_jobs(await src.execute_command("CLUSTER", "GETSLOTMIGRATIONS")), dst_id, ranges)
+    if job is None:
+        raise AtomicMoveFailed("CLUSTER MIGRATESLOTS answered OK but no job shows in CLUSTER GETSLOTMIGRATIONS")
+    return job
 
 
 async def _finished(src, job: SlotJob, stall_s: float) -> SlotJob:

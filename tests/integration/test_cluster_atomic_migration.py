@@ -282,3 +282,18 @@ def test_a_source_refusing_migrateslots_fails_the_batch_as_an_atomic_failure(val
     with pytest.raises(AtomicMoveFailed, match="MIGRATESLOTS refused by the source: .*cluster.migrateslots"):
         asyncio.run(run())
     assert _exports(src) == []
+
+
+def test_a_job_of_part_of_the_batch_still_running_is_waited_for_then_the_rest_moves_in_a_job_of_its_own(valkey_pair):
+    src, dst, relay = valkey_pair
+    keys = _fill(src, SLOTS[0], SLOTS[-1])
+    relay.set_delay(0.3)            # the earlier leader's job takes seconds: still running when the batch re-runs
+    _ask(src, "CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", 100, 149, "NODE", _ask(dst, "CLUSTER", "MYID"))
+    (old,) = _exports(src)
+    with src.client(decode=True) as c:
+        in_rest = sum(int(c.execute_command("CLUSTER", "COUNTKEYSINSLOT", s)) for s in range(150, 200))
+    assert asyncio.run(_move(src, dst, SLOTS)) == in_rest        # counts what its own job moved
+    new, first = _exports(src)
+    assert (first.name, first.state, new.state, new.ranges) == (old.name, "success", "success", ((150, 199),))
+    with dst.client(decode=True) as c:
+        assert [c.get(k) for k in keys] == list(keys.values())
