@@ -40,8 +40,8 @@ Prints Markdown tables with the load average at the start; writes
 benchmarks/results/cluster-<timestamp>.json and cluster-latest.json.
 
 Examples (from the repository root):
-    python -m benchmarks.cluster --quick          # ~30 s, what tests/ smoke-tests
-    python -m benchmarks.cluster                  # ~8 minutes
+    python -m benchmarks.cluster --quick          # ~15 s, what tests/ smoke-tests
+    python -m benchmarks.cluster                  # ~10 minutes on 2 cores
     python -m benchmarks.cluster --parts failover --trials 6
     python -m benchmarks.cluster --trials 6 --ack replica
 """
@@ -511,7 +511,7 @@ def report(args: argparse.Namespace, sizes: Sizes, payload: dict) -> None:
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Sizes]:
     p = argparse.ArgumentParser(prog="python -m benchmarks.cluster", description=__doc__.split("\n\n")[0],
                                 epilog="Full description: see the top of benchmarks/cluster.py.")
-    p.add_argument("--quick", action="store_true", help="small sizes (~30 s), for the smoke test")
+    p.add_argument("--quick", action="store_true", help="small sizes (~15 s), for the smoke test")
     p.add_argument("-n", "--requests", type=int, help="redis-benchmark -n at -P 1")
     p.add_argument("--pipelined-requests", type=int, help="redis-benchmark -n at -P > 1")
     p.add_argument("--rounds", type=int, help="rounds over the targets (throughput, MGET)")
