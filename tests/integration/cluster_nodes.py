@@ -23,13 +23,16 @@ class ClusterNodes:
     """`masters` shards of one master and `replicas_per_master` replicas each."""
 
     def __init__(self, workdir: Path, masters: int = 3, replicas_per_master: int = 1,
-                 binary: str | None = None) -> None:
+                 binary: str | None = None, ranges: list[tuple[int, int]] | None = None) -> None:
+        """`ranges`: each master's slots (default: split evenly)."""
         n = masters * (1 + replicas_per_master)
+        self.workdir = Path(workdir)
+        self.binary = binary
         ports = free_ports(2 * n)
         self.servers = []
         self.bus_ports: dict[int, int] = dict(zip(ports[:n], ports[n:]))
         for p, bus in self.bus_ports.items():
-            s = RedisServer(Path(workdir), p, binary=binary)
+            s = RedisServer(self.workdir, p, binary=binary)
             # an explicit bus port: the default, port + 10000, does not exist for a free port above 55535
             s.extra_args = list(CLUSTER_ARGS) + ["--cluster-config-file", f"nodes-{p}.conf",
                                                  "--cluster-port", str(bus)]
@@ -37,13 +40,16 @@ class ClusterNodes:
         self.masters = self.servers[:masters]
         self.replicas = self.servers[masters:]
         self.replicas_per_master = replicas_per_master
+        self.ranges = list(ranges) if ranges is not None else even_ranges(masters)
+        if len(self.ranges) != masters:
+            raise ValueError(f"{masters} masters but {len(self.ranges)} slot ranges")
 
     def start(self, timeout: float = 30.0) -> ClusterNodes:
         for s in self.servers:
             s.spawn()
         for s in self.servers:
             s.wait_ready(timeout)
-        for (start, end), m in zip(even_ranges(len(self.masters)), self.masters):
+        for (start, end), m in zip(self.ranges, self.masters):
             with m.client() as c:
                 c.execute_command("CLUSTER", "ADDSLOTSRANGE", start, end)
         first = self.servers[0]
@@ -63,6 +69,24 @@ class ClusterNodes:
         wait_until(lambda: all(self._shards_seen(s) for s in self.servers), timeout,
                    message="every node to see each replica in its shard (CLUSTER SHARDS)")
         return self
+
+    def spare_nodes(self, count: int, timeout: float = 30.0) -> list[RedisServer]:
+        """Start `count` more cluster-enabled nodes (same settings, explicit bus ports) that are
+        not in the cluster yet: for `cluster add-shard` (issue 15). They are listed in `servers`
+        (and cleaned up with the rest) but in neither `masters` nor `replicas`."""
+        ports = free_ports(2 * count)
+        new = []
+        for p, bus in zip(ports[:count], ports[count:]):
+            self.bus_ports[p] = bus
+            s = RedisServer(self.workdir, p, binary=self.binary)
+            s.extra_args = list(CLUSTER_ARGS) + ["--cluster-config-file", f"nodes-{p}.conf", "--cluster-port", str(bus)]
+            new.append(s)
+        self.servers.extend(new)
+        for s in new:
+            s.spawn()
+        for s in new:
+            s.wait_ready(timeout)
+        return new
 
     def _knows_all(self, s: RedisServer) -> bool:
         with s.client(decode=True, timeout=2) as c:
