@@ -580,5 +580,5 @@ class RetryingWriter(Writer):
         return bad
 
 
-__all__ = ["HOST", "ClusterNodes", "Reader", "ReadResult", "ShardView", "RetryingWriter", "ShardedProxyCluster", "key_in_shard", "longest_pause", "node_keys",
-           "reply_error", "shard_writers", "slot_owners"]
+__all__ = ["HOST", "ClusterNodes", "ReadResult", "Reader", "RetryingWriter", "ShardView", "ShardedProxyCluster",
+           "key_in_shard", "longest_pause", "node_keys", "reply_error", "shard_writers", "slot_owners"]

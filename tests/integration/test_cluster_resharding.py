@@ -36,9 +36,9 @@ import pytest
 
 from benchmarks.cluster_lib import (
     Reader,
+    RetryingWriter,
     ShardedProxyCluster,
     ShardView,
-    RetryingWriter,
     node_keys,
     slot_owners,
 )
@@ -240,9 +240,9 @@ def wait_progress(c: ShardedProxyCluster, mid: str, at_least: int, timeout: floa
 def cli(c: ShardedProxyCluster, *args: str) -> subprocess.CompletedProcess[str]:
     """`redis-raft-proxy cluster ARGS --endpoint <proxy-1> --secret ...` (the real CLI)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_RAFT_PROXY_")}
-    argv = [str(Path(sys.executable).parent / "redis-raft-proxy"), "cluster", *args, "--endpoint", c.proxy(c.names[0]).admin_url,
-            "--secret", RAFT_SECRET]
-    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    argv = [str(Path(sys.executable).parent / "redis-raft-proxy"), "cluster", *args,
+            "--endpoint", c.proxy(c.names[0]).admin_url, "--secret", RAFT_SECRET]
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
 def counted(ms: Sequence[dict]) -> str:
@@ -258,7 +258,7 @@ def test_move_add_remove_under_load_keep_every_acknowledged_write_once(tmp_path)
         start_or_clean(c, 90)
         base = preload(c, "pre", 2000)
         load = Load(c, "l").start()
-        a, b, third = c.ordered_shards()
+        a, _, third = c.ordered_shards()
         assert third.ranges == [(10922, 16383)], third.ranges
 
         t0 = time.monotonic()       # 1. a third of the slots, from the last shard (named by its master) to the first
