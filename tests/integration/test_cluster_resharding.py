@@ -51,7 +51,7 @@ from .test_failover import TIMING
 pytestmark = pytest.mark.timeout(300)
 
 REPO = Path(__file__).resolve().parents[2]
-WRITE_INTERVAL_S = 0.01
+WRITE_INTERVAL_S = 0.02     # each of the 9 client threads (3 per proxy) sends a command every this often
 MAX_TRYAGAIN = 20            # retried -TRYAGAIN answers over a whole test: "at most a few" ...
 MAX_TRYAGAIN_SHARE = 0.01    # ... or 1 % of the commands, whichever is more
 ELECTION_S = 3.0             # bound on a new Raft leader's election after the leader proxy is killed
@@ -71,7 +71,7 @@ class Load:
         self.msets = [RetryingWriter(c.proxy(n).port, prefix=f"{prefix}m-{n}", tags=8, interval=WRITE_INTERVAL_S)
                       for n in names] if msets else []
         self.readers = [Reader(c.proxy(n).port, [self.writers[(i + 1) % len(names)]], prefix=f"{prefix}-{n}",
-                               seed=i) for i, n in enumerate(names)] if readers else []
+                               interval=WRITE_INTERVAL_S, seed=i) for i, n in enumerate(names)] if readers else []
 
     @property
     def threads(self) -> list:
@@ -450,7 +450,7 @@ def test_a_shard_emptied_by_move_slots_keeps_the_map_and_can_then_be_removed(tmp
         base = preload(c, "pre", 1000)
         load = Load(c, "e", readers=False).start()
         a, b, third = c.ordered_shards()
-        ms = finish(c, start_plan(c, "move-slots", {"from": a.id, "to": b.id, "slots": "0-63"}), timeout=30)
+        ms = finish(c, start_plan(c, "move-slots", {"from": a.id, "to": b.id, "slots": "0-63"}), timeout=20)
         print(f"move: {counted(ms)}; {load.summary()}")
         before = {v.id: (v.master.addr, v.ranges) for v in c.shards()}
         assert before[a.id] == (a.master.addr, []) and before[b.id] == (b.master.addr, [(0, 8191)]), before
