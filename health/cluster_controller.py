@@ -64,14 +64,9 @@ class ClusterController(Controller):
 
     async def _step(self) -> None:
         self._maybe_check_config()
-        self.server.stats.observe_raft(self.consensus)
-        self.raft_events.observe(self.consensus)
-        view = self.local_view()
-        if self.consensus.role != "leader":
-            self.views.clear()
-            asyncio.get_running_loop().create_task(self._send_report(view))
+        view = self._observe()
+        if view is None:
             return
-        self.views[self.cfg.node] = (time.monotonic(), view)
         term = self.consensus.term
         if self.refusal(term, None) is not None:
             return

@@ -222,15 +222,23 @@ class Controller:
             for c in self._clients.values():
                 await c.aclose()
 
-    async def _step(self) -> None:
+    def _observe(self) -> dict[str, NodeView] | None:
+        """Raft metrics and events, and this proxy's view of the nodes: sent to the leader
+        (None), or kept with the others' when this proxy leads (the view)."""
         self.server.stats.observe_raft(self.consensus)
         self.raft_events.observe(self.consensus)
         view = self.local_view()
         if self.consensus.role != "leader":
             self.views.clear()
             asyncio.get_running_loop().create_task(self._send_report(view))
-            return
+            return None
         self.views[self.cfg.node] = (time.monotonic(), view)
+        return view
+
+    async def _step(self) -> None:
+        view = self._observe()
+        if view is None:
+            return
         term, topo = self.consensus.term, self.topology
         # a new leader decides nothing before it applied all that is committed, its own
         # no-op included: until then its topology may be an epoch behind

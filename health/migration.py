@@ -97,6 +97,19 @@ class Migration:
         return replace(self, state=state, reason=reason, updated_at=now or self.updated_at)
 
 
+def merged(current: Migration | None, new: Migration) -> Migration:
+    """A migration's record after entry `new` (decided, maybe, on an older record): progress
+    never goes back, and an ended migration stays ended (a cancel and a batch's progress
+    may be committed in either order)."""
+    if current is None:
+        return new
+    state = current.state if current.state not in ACTIVE and new.state in ACTIVE else new.state
+    if current.state == CANCELLED and new.state == DONE:
+        state = DONE if new.done >= new.total else CANCELLED
+    return replace(new, done=max(current.done, new.done), keys_moved=max(current.keys_moved, new.keys_moved),
+                   state=state, reason=new.reason or current.reason)
+
+
 def refuse_move(shards: dict[str, Topology], migrations: Iterable[Migration], source: str, target: str,
                 slots: tuple[tuple[int, int], ...]) -> str | None:
     """Why moving `slots` from `source` to `target` must not start, or None."""
@@ -130,12 +143,20 @@ def resolve_shard(shards: dict[str, Topology], name: str) -> str | None:
 
 
 def moved_slots(shards: dict[str, Topology], source: str, target: str, slots: Iterable[int]) -> dict[str, Topology]:
-    """The two shards' next topologies once `slots` moved from `source` to `target` (roles
-    unchanged, epochs + 1: the slot map changes, so does what the write gate compares)."""
+    """The two shards' topologies once `slots` moved from `source` to `target`, applied to
+    whatever they are when the entry applies. Roles and epochs are unchanged: an epoch
+    counts changes of roles, and a failover committed meanwhile must neither be undone
+    by this entry nor lose to it. (A write suspended across a slot move needs no epoch
+    either: its master answers MOVED for a slot it no longer serves, and it is followed.)"""
     moving = set(slots)
-    src, dst = shards[source], shards[target]
-    return {source: replace(src, epoch=src.epoch + 1, slots=to_ranges(set(expand(src.slots)) - moving)),
-            target: replace(dst, epoch=dst.epoch + 1, slots=to_ranges(set(expand(dst.slots)) | moving))}
+    out = {}
+    if source in shards:
+        src = shards[source]
+        out[source] = replace(src, slots=to_ranges(set(expand(src.slots)) - moving))
+    if target in shards:
+        dst = shards[target]
+        out[target] = replace(dst, slots=to_ranges(set(expand(dst.slots)) | moving))
+    return out
 
 
 def even_plan(shards: dict[str, Topology]) -> list[tuple[str, str, tuple[tuple[int, int], ...]]]:

@@ -28,7 +28,7 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from .migration import DONE, QUEUED, RUNNING, Migration, moved_slots
+from .migration import DONE, QUEUED, RUNNING, Migration
 from .redis_control import control_client, control_tls
 from .state_machine import TopologyStateMachine
 
@@ -126,20 +126,20 @@ class MigrationDriver:
         log.info("event=migration_batch id=%s slots=%d-%d keys=%d ms=%.0f", m.id, batch[0], batch[-1], keys,
                  (time.monotonic() - started) * 1000)
         forget = m.source if nxt.state == DONE and nxt.then_remove else ""
-        if await self._commit(nxt, moved_slots(shards, m.source, m.target, batch), term, "slots moved", forget):
+        if await self._commit(nxt, batch, term, "slots moved", forget):
             if nxt.state == DONE:
                 log.warning("event=migration_finished id=%s source=%s target=%s slots=%d keys=%d", nxt.id,
                             nxt.source, nxt.target, nxt.total, nxt.keys_moved)
             if forget:
                 await self._release(shards[forget].nodes, [t for sid, t in shards.items() if sid != forget])
 
-    async def _commit(self, m: Migration, shards, term: int, reason: str, forget: str = "") -> bool:
+    async def _commit(self, m: Migration, moved: list[int] | None, term: int, reason: str, forget: str = "") -> bool:
         why = self.ctl.refusal(term, None)
         if why is not None:
             log.warning("event=migration_not_committed id=%s reason=%r", m.id, why)
             return False
         try:
-            await self.ctl.consensus.propose(TopologyStateMachine.migration_entry(m, shards, forget, reason),
+            await self.ctl.consensus.propose(TopologyStateMachine.migration_entry(m, moved, forget, reason),
                                              timeout=2.0)
             return True
         except Exception as exc:

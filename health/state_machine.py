@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 
 from proxy.routing.topology import History, Topology
 
-from .migration import Migration
+from .migration import Migration, expand, merged, moved_slots, to_ranges
 
 SINGLE = ""     # the shard of single-set mode
 
@@ -60,13 +61,13 @@ class TopologyStateMachine:
                            "reason": reason}).encode()
 
     @staticmethod
-    def migration_entry(m: Migration, shards: dict[str, Topology] | None = None, forget: str = "",
-                        reason: str = "") -> bytes:
-        """A slot move's plan or progress, with the shards whose slots it changed (and the
-        shard it emptied, to forget) in the same entry."""
+    def migration_entry(m: Migration, moved: list[int] | None = None, forget: str = "", reason: str = "") -> bytes:
+        """A slot move's plan or progress; with `moved`, the slots that moved from its source
+        to its target in this step (applied to the shards as they are then: see
+        `migration.moved_slots`), and `forget`, the shard it emptied."""
         doc: dict = {"op": "migration", "migration": m.to_dict(), "reason": reason}
-        if shards:
-            doc["shards"] = {s: t.to_dict() for s, t in shards.items()}
+        if moved:
+            doc["moved"] = [list(r) for r in to_ranges(moved)]
         if forget:
             doc["forget"] = forget
         return json.dumps(doc).encode()
@@ -82,8 +83,12 @@ class TopologyStateMachine:
             for shard, t in (doc.get("shards") or {}).items():
                 self._newer(str(shard), Topology.from_dict(t), doc.get("reason", ""))
             if doc.get("op") == "migration":
-                m = Migration.from_dict(doc["migration"])
+                m = merged(self.migrations.get(doc["migration"]["id"]), Migration.from_dict(doc["migration"]))
                 self.migrations[m.id] = m
+                if doc.get("moved"):
+                    moved = expand((int(a), int(b)) for a, b in doc["moved"])
+                    for shard, t in moved_slots(self.shards, m.source, m.target, moved).items():
+                        self._set(shard, t, doc.get("reason", ""))
                 if doc.get("forget"):
                     self._forget(str(doc["forget"]), doc.get("reason", ""))
             return
@@ -102,6 +107,10 @@ class TopologyStateMachine:
     def _newer(self, shard: str, new: Topology, reason: str) -> None:
         current = self.shards.get(shard)
         if current is None or new.epoch > current.epoch:
+            if current is not None and shard != SINGLE:
+                # a shard's slots change only by a migration's entries: a change of roles
+                # decided on an older state must not bring back the slots it saw
+                new = replace(new, slots=current.slots)
             self._set(shard, new, reason)
 
     def _set(self, shard: str, new: Topology, reason: str) -> None:

@@ -127,6 +127,35 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     return run_demo(args, extra)
 
 
+def cmd_create_cluster(args: argparse.Namespace) -> int:
+    """Make cluster-enabled nodes one cluster (the Kubernetes Job of k8s/overlays/cluster)."""
+    import os
+
+    from .cluster_create import ClusterCreateError, create_cluster
+
+    password = None
+    path = args.password_file or os.environ.get("REDIS_RAFT_PROXY_REDIS_PASSWORD_FILE")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                password = f.read().strip()
+        except OSError as exc:
+            print(f"redis-raft-proxy create-cluster: cannot read the password file: {exc}", file=sys.stderr)
+            return 2
+    else:
+        password = os.environ.get("REDIS_RAFT_PROXY_REDIS_PASSWORD") or None
+    masters = [a.strip() for a in args.masters.split(",") if a.strip()]
+    replicas = [a.strip() for a in args.replicas.split(",") if a.strip()]
+    try:
+        ids = create_cluster(masters, replicas, client_kwargs={"password": password} if password else {},
+                             timeout=args.timeout, log=lambda m: print(f"create-cluster: {m}", flush=True))
+    except ClusterCreateError as exc:
+        print(f"redis-raft-proxy create-cluster: {exc}", file=sys.stderr)
+        return 1
+    print(f"create-cluster: {len(masters)} shards, {len(ids)} nodes, cluster_state:ok", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="redis-raft-proxy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,8 +170,21 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default 26379)")
     demo.add_argument("--dir", default=None, help="data directory (default: a new temp dir)")
     demo.add_argument("--redis-server", default="redis-server", help="redis-server binary")
+    demo.add_argument("--shards", type=int, default=0, help="cluster mode: N shards of a cluster-enabled Redis "
+                      "(N masters + N replicas from --redis-port on, their bus ports after them) behind the "
+                      "proxies (default: one replica set, no cluster)")
     demo.add_argument("--tls", action="store_true", help="TLS on every hop, with throwaway certificates made "
                       "in the data dir (tls/: CA, Redis, proxy and client certificates)")
+    cc = sub.add_parser("create-cluster", help="make cluster-enabled Redis/Valkey nodes one cluster for cluster "
+                        "mode (idempotent: a formed cluster is left as it is)")
+    cc.add_argument("--masters", required=True, help="host:port,... one per shard; the slots are split evenly")
+    cc.add_argument("--replicas", default="", help="host:port,...; replica i follows master "
+                    "i // (replicas / masters)")
+    cc.add_argument("--password-file", default=None, help="file holding the nodes' requirepass (default: "
+                    "$REDIS_RAFT_PROXY_REDIS_PASSWORD_FILE, else $REDIS_RAFT_PROXY_REDIS_PASSWORD)")
+    cc.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the nodes and each step "
+                    "(default %(default)s)")
+    cc.set_defaults(func=cmd_create_cluster)
     from .ops_cli import add_commands
 
     add_commands(sub)

@@ -1,6 +1,7 @@
 """`redis-raft-proxy demo`: a local cluster to try things on.
 
-Three redis-server processes (the first the initial master, the others its
+With --shards N, a Redis Cluster of N shards instead (proxy/process/demo_cluster.py).
+By default three redis-server processes (the first the initial master, the others its
 replicas) and three proxies, all on 127.0.0.1, data in a temp dir.  The demo
 watches its children: when one dies (kill it to try a failure) it says so
 and prints the command that starts it again; it never restarts anything
@@ -115,11 +116,16 @@ def _wait_replicas_synced(master_port: int, timeout: float, stopping: Callable[[
     return False
 
 
-def redis_children(args, datadir: str, certs: ClusterCerts | None = None) -> list[Child]:
+def redis_server_binary(args) -> str:
     server = shutil.which(args.redis_server)
     if server is None:
         raise SystemExit("redis-raft-proxy demo: redis-server not found. On Debian: "
                          "sudo apt-get install -y redis-server redis-tools")
+    return server
+
+
+def redis_children(args, datadir: str, certs: ClusterCerts | None = None) -> list[Child]:
+    server = redis_server_binary(args)
     out = []
     for i in range(3):
         port = args.redis_port + i
@@ -144,8 +150,17 @@ def _proxy_tls_flags(certs: ClusterCerts, port: int) -> list[str]:
     return ["--port", "0", "--tls-port", str(port), *config_flags(certs.proxy_options(admin=True, sentinel=True))]
 
 
-def proxy_children(args, extra: list[str], datadir: str, certs: ClusterCerts | None = None) -> list[Child]:
+def single_set_flags(args) -> list[str]:
+    """The proxies' view of the single-set demo: three nodes, the first the initial master,
+    and a Sentinel-compatible port each (from --sentinel-port on)."""
     nodes = ",".join(f"127.0.0.1:{args.redis_port + i}" for i in range(3))
+    return ["--redis-nodes", nodes, "--master", f"127.0.0.1:{args.redis_port}"]
+
+
+def proxy_children(args, extra: list[str], datadir: str, certs: ClusterCerts | None = None,
+                   upstream: list[str] | None = None) -> list[Child]:
+    """The three proxies; `upstream`: the flags that name the Redis nodes (default: the
+    single set's, with Sentinel ports)."""
     scheme = "https" if certs else "http"
     peers = ",".join(f"{name}={scheme}://127.0.0.1:{args.admin_port + i}" for i, name in enumerate(PROXY_NAMES))
     env = dict(os.environ)
@@ -155,17 +170,21 @@ def proxy_children(args, extra: list[str], datadir: str, certs: ClusterCerts | N
         port = args.proxy_port + i
         listen = _proxy_tls_flags(certs, port) if certs else ["--port", str(port)]
         argv = [sys.executable, "-m", "proxy.process.cli", "run", "--node", name, *listen,
-                "--admin-port", str(args.admin_port + i),
-                "--sentinel-port", str(args.sentinel_port + i),
-                "--redis-nodes", nodes, "--master", f"127.0.0.1:{args.redis_port}"]
+                "--admin-port", str(args.admin_port + i)]
+        if upstream is None:
+            argv += ["--sentinel-port", str(args.sentinel_port + i), *single_set_flags(args)]
+        else:
+            argv += upstream
         argv += ["--peers", peers, "--data-dir", os.path.join(datadir, name)]
         argv += extra
         out.append(Child(name, argv, os.path.join(datadir, f"{name}.log"), env))
     return out
 
 
-def print_banner(args, datadir: str, secret: str, certs: ClusterCerts | None) -> None:
-    """How to reach every part of the running demo."""
+def print_banner(args, datadir: str, secret: str, certs: ClusterCerts | None,
+                 redis_lines: list[str] | None = None) -> None:
+    """How to reach every part of the running demo; `redis_lines` describe the Redis
+    nodes (default: the single set's nodes and Sentinel ports)."""
     tls = shlex.join(["--tls", *certs.cli_args()]) + " " if certs else ""
     cacert = f" --cacert {shlex.quote(str(certs.ca.cert))}" if certs else ""
     curl = f"curl -s{cacert} https" if certs else "curl -s http"
@@ -173,10 +192,13 @@ def print_banner(args, datadir: str, secret: str, certs: ClusterCerts | None) ->
     print(f"redis-raft-proxy demo is up (data and logs in {datadir})")
     print(f"  endpoint:  redis-cli {tls}-p {args.proxy_port}     (also {args.proxy_port + 1}, {args.proxy_port + 2})")
     print(f"  status:    {curl}://127.0.0.1:{args.admin_port}/status")
-    print(f"  redis:     127.0.0.1:{args.redis_port} (master), {args.redis_port + 1}, {args.redis_port + 2}"
-          + (" (TLS only, client certificate required)" if certs else ""))
-    print(f"  sentinel:  127.0.0.1:{args.sentinel_port}-{args.sentinel_port + 2} (master name mymaster"
-          + (", TLS)" if certs else ")"))
+    if redis_lines is None:
+        redis_lines = [f"redis:     127.0.0.1:{args.redis_port} (master), {args.redis_port + 1}, {args.redis_port + 2}"
+                       + (" (TLS only, client certificate required)" if certs else ""),
+                       f"sentinel:  127.0.0.1:{args.sentinel_port}-{args.sentinel_port + 2} (master name mymaster"
+                       + (", TLS)" if certs else ")")]
+    for line in redis_lines:
+        print(f"  {line}")
     print(f"  operator:  export REDIS_RAFT_PROXY_RAFT_SECRET={secret}; "
           f"redis-raft-proxy status --endpoint {scheme}://127.0.0.1:{args.admin_port}{cacert}")
     if certs:
@@ -185,7 +207,45 @@ def print_banner(args, datadir: str, secret: str, certs: ClusterCerts | None) ->
     print("  try a failure: kill -9 a redis-server or a proxy; Ctrl-C stops everything", flush=True)
 
 
+@dataclass
+class Layout:
+    """What one kind of demo runs: the single set (default) or a cluster (--shards)."""
+
+    redis: list[Child]
+    redis_ports: list[int]          # the redis-servers' client ports, in `redis` order
+    proxies: list[Child]
+    ports: list[int]                # every port the demo listens on (checked free first)
+    # once the redis-servers answer: make them ready for the proxies; False = give up
+    prepare: Callable[[Callable[[], bool]], bool]
+    # once the proxies listen: wait until they serve (warn, do not give up)
+    ready: Callable[[Callable[[], bool]], None] = lambda _stopping: None
+    redis_lines: list[str] | None = None    # the banner's lines on Redis (None: the single set's)
+
+
+def single_set_layout(args, extra: list[str], datadir: str, certs: ClusterCerts | None) -> Layout:
+    client_kwargs = certs.redis_py_kwargs() if certs else {}
+
+    def prepare(stopping: Callable[[], bool]) -> bool:
+        if not _wait_replicas_synced(args.redis_port, 30, stopping, client_kwargs):
+            print("demo: the replicas have not finished their first sync after 30 s; a failover is blocked until "
+                  f"they do (see {datadir}/redis-*.log)", file=sys.stderr, flush=True)
+        return True
+
+    ports = [base + i for base in (args.redis_port, args.proxy_port, args.admin_port, args.sentinel_port)
+             for i in range(3)]
+    return Layout(redis_children(args, datadir, certs), [args.redis_port + i for i in range(3)],
+                  proxy_children(args, extra, datadir, certs), ports, prepare)
+
+
 def run_demo(args, extra: list[str]) -> int:
+    shards = getattr(args, "shards", 0)
+    if shards:
+        from .demo_cluster import check_options
+
+        problem = check_options(args)
+        if problem:
+            print(f"demo: {problem}", file=sys.stderr)
+            return 2
     datadir = args.dir or tempfile.mkdtemp(prefix="redis-raft-proxy-demo-")
     os.makedirs(datadir, exist_ok=True)
     try:
@@ -193,12 +253,15 @@ def run_demo(args, extra: list[str]) -> int:
     except CertError as exc:
         print(f"demo: cannot make the TLS certificates: {exc}", file=sys.stderr)
         return 1
-    redis = redis_children(args, datadir, certs)
-    proxies = proxy_children(args, extra, datadir, certs)
+    if shards:
+        from .demo_cluster import cluster_layout
+
+        layout = cluster_layout(args, extra, datadir, certs)
+    else:
+        layout = single_set_layout(args, extra, datadir, certs)
+    redis, proxies = layout.redis, layout.proxies
     children = redis + proxies
-    ports = [base + i for base in (args.redis_port, args.proxy_port, args.admin_port, args.sentinel_port)
-             for i in range(3)]
-    busy = [p for p in ports if _port_open(p)]
+    busy = [p for p in layout.ports if _port_open(p)]
     if busy:
         print(f"demo: ports already in use: {', '.join(map(str, busy))} (another demo still running?); "
               "choose others with --proxy-port/--admin-port/--redis-port", file=sys.stderr)
@@ -214,21 +277,20 @@ def run_demo(args, extra: list[str]) -> int:
     try:
         for child in redis:
             child.start()
-        for i, child in enumerate(redis):
-            if not _wait_port(args.redis_port + i, child):
+        for port, child in zip(layout.redis_ports, redis):
+            if not _wait_port(port, child):
                 print(f"demo: {child.name} did not start; see {child.log_path}", file=sys.stderr)
                 return 1
-        client_kwargs = certs.redis_py_kwargs() if certs else {}
-        if not _wait_replicas_synced(args.redis_port, 30, lambda: stopping, client_kwargs):
-            print("demo: the replicas have not finished their first sync after 30 s; a failover is blocked until "
-                  f"they do (see {datadir}/redis-*.log)", file=sys.stderr, flush=True)
+        if not layout.prepare(lambda: stopping):
+            return 1
         for child in proxies:
             child.start()
         for i, child in enumerate(proxies):
             if not _wait_port(args.proxy_port + i, child, timeout=30):
                 print(f"demo: {child.name} did not start; see {child.log_path}", file=sys.stderr)
                 return 1
-        print_banner(args, datadir, proxies[0].env["REDIS_RAFT_PROXY_RAFT_SECRET"], certs)
+        layout.ready(lambda: stopping)
+        print_banner(args, datadir, proxies[0].env["REDIS_RAFT_PROXY_RAFT_SECRET"], certs, layout.redis_lines)
         while not stopping:
             for child in children:
                 if child.proc is not None and not child.alive() and not child.reported_dead:

@@ -107,15 +107,36 @@ def gather(endpoint: str, ssl_context=None) -> tuple[dict | None, dict[str, dict
     return first, proxies
 
 
-def problems(first: dict, proxies: dict[str, dict | None]) -> list[str]:
+def _topology_problems(topo: dict, where: str = "") -> list[str]:
     out = []
-    topo = first["topology"]
     if not topo.get("master"):
-        out.append("no committed topology")
+        out.append(f"{where}no committed topology")
     elif not topo.get("master_up"):
-        out.append(f"master {topo['master']} is down")
+        out.append(f"{where}master {topo['master']} is down")
     if topo.get("writes_held"):
-        out.append(f"writes held: {topo['writes_held']}")
+        out.append(f"{where}writes held: {topo['writes_held']}")
+    for r in topo.get("replicas", []):
+        if not r.get("healthy"):
+            out.append(f"{where}replica {r['addr']} not healthy")
+    return out
+
+
+def _shards(first: dict) -> list[dict]:
+    """Cluster mode: every shard's topology (single-set mode: none)."""
+    return first.get("topology", {}).get("shards") or [] if first.get("mode") == "cluster" else []
+
+
+def problems(first: dict, proxies: dict[str, dict | None]) -> list[str]:
+    if first.get("mode") == "cluster":
+        out = [p for t in _shards(first) for p in _topology_problems(t, f"shard {t['id'][:8]}: ")]
+        if not _shards(first):
+            out.append("no committed topology" + (f": {first['cluster_discovery_error']}"
+                                                  if first.get("cluster_discovery_error") else ""))
+        out += [f"node setting: {p}" for p in first.get("cluster_config_problems", [])]
+        out += [f"migration {m['id']} waiting: {m['waiting']}" for m in first.get("migrations", [])
+                if m.get("waiting")]
+    else:
+        out = _topology_problems(first["topology"])
     for name, st in proxies.items():
         if st is None:
             out.append(f"proxy {name} unreachable")
@@ -124,22 +145,39 @@ def problems(first: dict, proxies: dict[str, dict | None]) -> list[str]:
     leaders = {st["raft"]["leader"] for st in proxies.values() if st}
     if None in leaders or len(leaders) != 1:
         out.append(f"no single Raft leader (seen: {sorted(map(str, leaders))})")
-    for r in topo.get("replicas", []):
-        if not r.get("healthy"):
-            out.append(f"replica {r['addr']} not healthy")
     return out
+
+
+def _node_lines(nodes: list[dict], master: str | None) -> list[str]:
+    lines = [f"{'REDIS NODE':<22} {'ROLE':<8} {'UP':<4} {'OFFSET':>12} {'LAG(bytes)':>11} FOLLOWS"]
+    master_off = next((n["offset"] for n in nodes if n["addr"] == master), 0)
+    for n in nodes:
+        lag = "" if n["addr"] == master or not n["up"] else str(max(0, master_off - n["offset"]))
+        lines.append(f"{n['addr']:<22} {n['role']:<8} {'yes' if n['up'] else 'NO':<4} {n['offset']:>12} "
+                     f"{lag:>11} {n.get('master') or ''}")
+    return lines
 
 
 def render(first: dict, proxies: dict[str, dict | None]) -> str:
     topo = first["topology"]
-    lines = [f"topology epoch {topo['epoch']}, master {topo['master']}"
-             + ("  (writes paused: switchover)" if topo.get("writes_paused") else ""), ""]
-    lines.append(f"{'REDIS NODE':<22} {'ROLE':<8} {'UP':<4} {'OFFSET':>12} {'LAG(bytes)':>11} FOLLOWS")
-    master_off = next((n["offset"] for n in first["nodes"] if n["addr"] == topo["master"]), 0)
-    for n in first["nodes"]:
-        lag = "" if n["addr"] == topo["master"] or not n["up"] else str(max(0, master_off - n["offset"]))
-        lines.append(f"{n['addr']:<22} {n['role']:<8} {'yes' if n['up'] else 'NO':<4} {n['offset']:>12} "
-                     f"{lag:>11} {n.get('master') or ''}")
+    shards = _shards(first)
+    if shards:
+        from .cluster_cli import progress_line
+
+        by_addr = {n["addr"]: n for n in first["nodes"]}
+        lines = []
+        for t in shards:
+            slots = ",".join(f"{a}-{b}" for a, b in t["slots"]) or "none"
+            lines += [f"shard {t['id'][:8]} slots {slots} epoch {t['epoch']}, master {t['master']}"
+                      + ("  (writes paused)" if t.get("writes_paused") else "")]
+            addrs = [t["master"], *(r["addr"] for r in t["replicas"])]
+            lines += ["  " + ln for ln in _node_lines([by_addr[a] for a in addrs if a in by_addr], t["master"])]
+        lines += [progress_line(m, time.time()) for m in first.get("migrations", []) if m["state"] in
+                  ("running", "queued")]
+    else:
+        lines = [f"topology epoch {topo['epoch']}, master {topo['master']}"
+                 + ("  (writes paused: switchover)" if topo.get("writes_paused") else ""), ""]
+        lines += _node_lines(first["nodes"], topo["master"])
     lines += ["", f"{'PROXY':<12} {'RAFT ROLE':<10} {'TERM':>5} {'LEADER':<12} {'LEASE':<6} {'EPOCH':>5} "
                   f"{'CLIENTS':>7}"]
     for name, st in sorted(proxies.items()):

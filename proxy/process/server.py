@@ -96,6 +96,12 @@ class ProxyServer:
         self.stats.topology_changes += 1
         log.warning("event=topology_applied epoch=%d master=%s replicas=%s reason=%r", new.epoch, new.master,
                     ",".join(new.replicas), reason)
+        self._roles_changed(new, old)
+        self.sentinel.on_topology(new, old, reason)
+
+    def _roles_changed(self, new: Topology, old: Topology | None) -> None:
+        """What a newly applied topology (of the single set, or of one shard) means for the
+        connections in flight."""
         if old is not None and old.master and old.master != new.master:
             # Nothing more may reach the old master through this proxy: replies
             # still owed by it become errors, never late acknowledgements.
@@ -111,7 +117,6 @@ class ProxyServer:
             self.retire_writes(new.master, writes_paused_reply(new.master, new.epoch))
         self.gate.settle()           # writes suspended under an earlier topology fail now
         self._wake_held()
-        self.sentinel.on_topology(new, old, reason)
 
     def _apply_shard(self, shard: str, new: Topology | None, old: Topology | None, reason: str) -> None:
         """Cluster mode: a shard's committed topology was applied (as `_apply_topology`);
@@ -127,17 +132,7 @@ class ProxyServer:
                     new.epoch, new.master, ",".join(new.replicas), ranges_text(new.slots), reason)
         for addr in new.nodes:
             self._probe(addr)
-        if old is not None and old.master and old.master != new.master:
-            reply = master_replaced_reply(old.master, new.epoch)
-            for up in self._shared.pop(old.master, []):
-                if up is not None:
-                    up.retire(reply)
-            for s in list(self.clients):
-                s.node_retired(old.master, reply)
-        elif old is not None and new.master and new.writes_paused and not old.writes_paused:
-            self.retire_writes(new.master, writes_paused_reply(new.master, new.epoch))
-        self.gate.settle()
-        self._wake_held()
+        self._roles_changed(new, old)
 
     def routing_generation(self) -> tuple:
         """Changes with every committed change of roles or write pause (the write gate's check)."""

@@ -719,7 +719,11 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, asyncio.Pro
             return self._master()
         if not self._drained():
             return STOP
-        addr = self.router.master
+        return self._go_raw(self.router.master)
+
+    def _go_raw(self, addr: str | None):
+        """RAW mode on master `addr` once the write gate admits (its connections of its own
+        are closed: from now on every command goes down the raw stream)."""
         refused = self.gate.admit(self, addr)
         if refused is not None:
             return refused if refused is STOP else self._local(refused.reply)

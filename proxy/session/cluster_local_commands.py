@@ -8,7 +8,7 @@ from ..protocol.commands import Kind
 from ..routing import cluster_view
 from ..routing.keyslot import SLOTS, key_slot
 from ..write_gate import STOP
-from .common import NOAUTH, OK, RAW
+from .common import NOAUTH, OK
 
 
 class ClusterLocalCommands:
@@ -68,16 +68,7 @@ class ClusterLocalCommands:
             r = self.cluster.router(owner.id) if owner is not None else None
         else:
             r = self._default_router()
-        addr = r.topology.master if r is not None else None
-        refused = self.gate.admit(self, addr)
-        if refused is not None:
-            return refused
-        for up in self.dedicated.values():
-            up.close()
-        self.dedicated.clear()
-        self.mode = RAW
-        self.raw = self.server.raw_upstream(addr, self)
-        return self.raw
+        return self._go_raw(r.topology.master if r is not None else None)
 
 
 class ShardedPubsub:

