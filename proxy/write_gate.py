@@ -83,14 +83,13 @@ def writes_paused_reply(addr: str, epoch: int) -> bytes:
 class WriteGate:
     """Owned by `ProxyServer`; shared by every session and upstream."""
 
-    __slots__ = ("server", "open_until", "suspended", "suspended_since", "suspended_under")
+    __slots__ = ("server", "open_until", "suspended", "suspended_since")
 
     def __init__(self, server) -> None:
         self.server = server
         self.open_until = 0.0       # monotonic time until which the last positive lease check is trusted
-        self.suspended: list = []   # master connections suspended since the lease lapsed (see `settle`)
+        self.suspended: list = []   # (master connection, its routing generation) since the lease lapsed
         self.suspended_since = 0.0
-        self.suspended_under = None  # the routing generation when the first of them was suspended
 
     # -- when a write is routed ------------------------------------------------
     def admit(self, session, addr: str | None):
@@ -150,42 +149,53 @@ class WriteGate:
 
     # -- writes in flight while the lease is lapsed ---------------------------
     def suspend(self, upstream) -> None:
-        """`upstream` stopped sending and delivering (`Upstream.suspend`): `settle` decides."""
+        """`upstream` stopped sending and delivering (`Upstream.suspend`): `settle` decides,
+        by the committed topology of the master it writes to (cluster mode: its shard's)."""
         if not self.suspended:
             self.suspended_since = time.monotonic()
-            self.suspended_under = self.server.routing_generation()
-        self.suspended.append(upstream)
+        self.suspended.append((upstream, self.server.routing_generation(upstream.addr)))
 
     def settle(self) -> None:
-        """Resume or fail the suspended connections (see the module doc)."""
-        ups = self.suspended
-        if not ups:
+        """Resume or fail the suspended connections (see the module doc). Each is judged by
+        its own master's topology: a failover in one shard fails no write to another."""
+        if not self.suspended:
             return
         server = self.server
-        masters = ",".join(sorted({up.addr for up in ups}))
-        if server.routing_generation() != self.suspended_under:
-            why = "topology_changed"
-            reply = topology_changed_reply(masters, server.topology_epoch())
-        elif server.lease_held():
-            self.suspended = []
-            live = [up for up in ups if not up.closed]
-            if live:
-                log.warning("event=writes_resumed master=%s connections=%d paused_ms=%d", masters, len(live),
-                            (time.monotonic() - self.suspended_since) * 1000)
-            for up in live:
+        lease = server.lease_held()
+        expired = time.monotonic() - self.suspended_since >= server.hold_s
+        keep, resume, changed, lapsed = [], [], [], []
+        for up, generation in self.suspended:
+            if up.closed:
+                continue
+            if server.routing_generation(up.addr) != generation:
+                changed.append(up)
+            elif lease:
+                resume.append(up)
+            elif expired:
+                lapsed.append(up)
+            else:
+                keep.append((up, generation))
+        self.suspended = keep
+        if resume:
+            log.warning("event=writes_resumed master=%s connections=%d paused_ms=%d", _addrs(resume), len(resume),
+                        (time.monotonic() - self.suspended_since) * 1000)
+            for up in resume:
                 up.resume()
-            return
-        elif time.monotonic() - self.suspended_since >= server.hold_s:
-            why = "lease_lapsed"
-            reply = lease_lapsed_reply(masters)
-        else:
-            return
-        self.suspended = []
-        live = [up for up in ups if not up.closed]
-        if live:
-            log.warning("event=write_outcome_unknown master=%s reason=%s connections=%d", masters, why, len(live))
-        for addr in {up.addr for up in live}:
-            server.retire_writes(addr, reply)
-        for up in live:
+        if changed:
+            self._fail(changed, "topology_changed", topology_changed_reply(_addrs(changed), server.topology_epoch()))
+        if lapsed:
+            self._fail(lapsed, "lease_lapsed", lease_lapsed_reply(_addrs(lapsed)))
+
+    def _fail(self, ups: list, why: str, reply: bytes) -> None:
+        """The outcome of the writes `ups` owe is unknown: every reply still owed (on these
+        connections, and on any other to their masters) becomes `reply`."""
+        log.warning("event=write_outcome_unknown master=%s reason=%s connections=%d", _addrs(ups), why, len(ups))
+        for addr in {up.addr for up in ups}:
+            self.server.retire_writes(addr, reply)
+        for up in ups:
             if not up.closed:       # (every suspended connection owes a write: retired above)
                 up.retire(reply)
+
+
+def _addrs(ups) -> str:
+    return ",".join(sorted({up.addr for up in ups}))

@@ -134,12 +134,11 @@ class ProxyServer:
             self._probe(addr)
         self._roles_changed(new, old)
 
-    def routing_generation(self) -> tuple:
-        """Changes with every committed change of roles or write pause (the write gate's check)."""
-        if self.cluster is not None:
-            return self.cluster.generation()
-        t = self.router.topology
-        return (t.epoch, t.master, t.writes_paused)
+    def routing_generation(self, addr: str) -> tuple | None:
+        """Changes with every committed change of roles or write pause of the topology that
+        names `addr` (the write gate's check; cluster mode: `addr`'s shard)."""
+        t = self._topology_of(addr)
+        return None if t is None else (t.epoch, t.master, t.writes_paused)
 
     def topology_epoch(self) -> int:
         if self.cluster is not None:

@@ -80,11 +80,6 @@ class ClusterRouter:
     def nodes(self) -> list[str]:
         return [a for _, r in sorted(self.routers.items()) for a in r.topology.nodes]
 
-    def generation(self) -> tuple:
-        """Changes whenever any shard's committed topology does (the write gate's check)."""
-        return tuple((s, r.topology.epoch, r.topology.master, r.topology.writes_paused)
-                     for s, r in sorted(self.routers.items()))
-
     def moved(self, slot: int, addr: str) -> bool:
         """A node answered MOVED `slot` `addr`: route that slot to the shard whose committed
         master is `addr` (True), unless no committed shard has that master (False)."""
