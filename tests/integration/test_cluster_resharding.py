@@ -4,11 +4,12 @@ while clients write and read through every proxy.
 
 1. Under a write + read load through all 3 proxies (`ack = replica`): move a third of the
    slots (5461, all but one of a shard's) to another shard, remove that shard, add a shard
-   (a new master and replica the test starts; slots rebalanced onto it).  Afterwards every acknowledged write is present (key by
-   key, through a proxy), every key lives on exactly one master and on the master that
-   owns its slot, every live node's CLUSTER SHARDS gives every slot exactly one owner
-   (the one the proxies committed), no reader saw a wrong value, and the only errors
-   clients saw are a few -TRYAGAIN on multi-key writes (retried and counted).
+   (a new master and replica the test starts; slots rebalanced onto it).  Afterwards every
+   acknowledged write is present (key by key, through a proxy), every key lives on exactly
+   one master and on the master that owns its slot, released nodes hold no key, every live
+   node's CLUSTER SHARDS gives every slot exactly one owner (the one the proxies
+   committed), no reader saw a wrong value, and the only errors clients saw are a few
+   -TRYAGAIN (retried, as cluster clients do, and counted).
 2. Bad input is refused with a clear message and changes nothing: an unknown shard, slots
    the source does not serve, a bad range, a node already in a shard, a second plan while
    one runs; `cluster cancel` stops the running one and leaves a consistent slot map.
