@@ -19,7 +19,7 @@ Each round measures the same load twice:
 Reported: keys moved per second and slots per second (the migration's own keys_moved
 and its wall time), and the clients' ops/s, p50, p99, p99.9 and max latency during the
 migration next to the baseline, with their ratios; errors (anything but a retried
--TRYAGAIN) and -TRYAGAIN retries; after the last round, the masters' DBSIZE must add
+-TRYAGAIN, and a GET answering nil: every key exists all along) and -TRYAGAIN retries; after the last round, the masters' DBSIZE must add
 up to the preloaded key count (no key lost, none on two shards).
 
 The load generator is Python threads on the same machine as the servers: its own
@@ -146,7 +146,7 @@ class SteadyClient(threading.Thread):
                 try:
                     reply = client.get(key) if kind == "GET" else client.set(key, self.value)
                     ok = reply is not None if kind == "GET" else reply is True
-                    error = "" if ok else f"unexpected reply {reply!r}"
+                    error = "" if ok else "GET: nil for a preloaded key" if kind == "GET" else f"SET: {reply!r}"
                 except redis.ResponseError as exc:
                     text = error_text(exc)
                     if text.startswith("TRYAGAIN") and time.monotonic() - sent < 10 and not self.halt.is_set():
