@@ -19,8 +19,9 @@ Each round measures the same load twice:
 Reported: keys moved per second and slots per second (the migration's own keys_moved
 and its wall time), and the clients' ops/s, p50, p99, p99.9 and max latency during the
 migration next to the baseline, with their ratios; errors (anything but a retried
--TRYAGAIN, and a GET answering nil: every key exists all along) and -TRYAGAIN retries; after the last round, the masters' DBSIZE must add
-up to the preloaded key count (no key lost, none on two shards).
+-TRYAGAIN, and a GET answering nil: every key exists all along) and -TRYAGAIN retries;
+after the last round, the masters' DBSIZE must add up to the preloaded key count (no
+key lost, none on two shards). Exit status 1 when there was an error or a key is lost.
 
 The load generator is Python threads on the same machine as the servers: its own
 scheduling shows in the latencies of both phases alike; compare the ratios, not the
