@@ -17,6 +17,13 @@ source answers `MOVED`, which they follow too until the batch is committed. With
 window `ack = replica` leaves for any write. A shard failing over, a master down, or
 a paused shard holds the migration (`waiting`) until both shards are well again; it
 then goes on with the new masters.
+
+Where every master has Valkey 9's atomic slot migration (`health.migration_atomic`),
+it is used instead (bigger batches: one job each): the choice is made once per
+migration, logged (`event=migration_mechanism`) and committed in `Migration.mechanism`.
+A failed or cancelled atomic job (Valkey rolls it back) holds the migration with its
+reason and is retried; after `ATOMIC_ATTEMPTS` failures in a row the migration goes on
+the legacy way.
 """
 
 from __future__ import annotations
@@ -24,17 +31,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from .migration import DONE, QUEUED, RUNNING, Migration
+from .migration_atomic import AtomicMoveFailed, atomic_unsupported, move_atomic
 from .redis_control import control_client, control_tls
 from .state_machine import TopologyStateMachine
 
 log = logging.getLogger("health.migration")
 
 BATCH_SLOTS = 32
+ATOMIC_BATCH_SLOTS = 512            # one atomic job (one snapshot of the source) per batch
+ATOMIC_ATTEMPTS = 3                 # failed atomic jobs in a row before going on the legacy way
+RETRY_AFTER_S = 1.0                 # pause after a failed batch
+ATOMIC, LEGACY = "atomic", "legacy"
 KEYS_PER_MIGRATE = 100
 MIGRATE_TIMEOUT_MS = 10000
 WAIT_MARK = ("PUBLISH", "__redis-raft-proxy:migration__", "")
@@ -47,7 +60,16 @@ class MigrationDriver:
         self.sm: TopologyStateMachine = controller.sm
         self._task: asyncio.Task | None = None
         self._clients: dict[str, aioredis.Redis] = {}
-        self.waiting = ""           # why the running migration is held (shown in /status)
+        self.held = ""              # why the running migration is held
+        self.failure = ""           # why its last batch failed (cleared by the next that succeeds)
+        self._retry_at = 0.0
+        self._mechanism: dict[str, str] = {}        # migration id -> the mechanism this leader chose
+        self._atomic_failures: dict[str, tuple[int, str]] = {}     # id -> failed jobs in a row, the last error
+
+    @property
+    def waiting(self) -> str:
+        """Why the running migration does not progress (shown in /status), or ""."""
+        return self.held or self.failure
 
     def current(self) -> Migration | None:
         running = [m for m in self.sm.migrations.values() if m.state == RUNNING]
@@ -59,10 +81,11 @@ class MigrationDriver:
 
     def step(self, term: int) -> None:
         """Called by the leader's control loop: start the next batch unless one runs."""
-        if self._task is not None and not self._task.done():
+        if self._task is not None and not self._task.done() or time.monotonic() < self._retry_at:
             return
         m = self.current()
         if m is None:
+            self.held = self.failure = ""
             q = self.next_queued()
             if q is None:
                 return
@@ -103,24 +126,46 @@ class MigrationDriver:
     async def _batch(self, m: Migration, term: int) -> None:
         why = self._hold_reason(m)
         if why:
-            if why != self.waiting:
+            if why != self.held:
                 log.warning("event=migration_waiting id=%s reason=%r", m.id, why)
-            self.waiting = why
+            self.held = why
             return
-        if self.waiting:
-            log.warning("event=migration_resumed id=%s after=%r", m.id, self.waiting)
-            self.waiting = ""
+        if self.held:
+            log.warning("event=migration_resumed id=%s after=%r", m.id, self.held)
+            self.held = ""
         shards = self.sm.cluster_shards
         src, dst = shards[m.source].master, shards[m.target].master
         others = [t.master for sid, t in shards.items() if sid not in (m.source, m.target) and t.master]
-        batch = m.pending()[:BATCH_SLOTS]
+        try:
+            up = [t.master for sid, t in shards.items()       # (a master down elsewhere takes no part)
+                  if t.master and (sid in (m.source, m.target) or self.ctl.server.health.up(t.master))]
+            mechanism = await self._choose_mechanism(m, up)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self._failed(m, f"could not ask the masters which slot migration they support: {exc!r}")
+            return
+        if mechanism != m.mechanism:
+            cur = self.sm.migrations.get(m.id, m)
+            if cur.state == RUNNING:        # (not cancelled while the masters were asked)
+                await self._commit(replace(cur, mechanism=mechanism), None, term, f"slot migration: {mechanism}")
+            return
+        batch = m.pending()[:ATOMIC_BATCH_SLOTS if mechanism == ATOMIC else BATCH_SLOTS]
         started = time.monotonic()
         try:
-            keys = await self._move_legacy(src, dst, others, batch)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            self.waiting = f"a batch failed and is retried: {str(exc) or type(exc).__name__}"
-            log.warning("event=migration_batch_failed id=%s slots=%d-%d error=%r", m.id, batch[0], batch[-1], exc)
+            if mechanism == ATOMIC:
+                keys = await self._move_atomic(src, dst, batch)
+            else:
+                keys = await self._move_legacy(src, dst, others, batch)
+        except AtomicMoveFailed as exc:
+            n = self._atomic_failures.get(m.id, (0, ""))[0] + 1
+            self._atomic_failures[m.id] = (n, str(exc))
+            then = "it goes on the legacy way" if n >= ATOMIC_ATTEMPTS else "it is retried"
+            self._failed(m, f"atomic slot migration failed ({n}/{ATOMIC_ATTEMPTS}), {then}: {exc}", batch)
             return
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self._failed(m, f"a batch failed and is retried: {str(exc) or type(exc).__name__}", batch)
+            return
+        self.failure = ""
+        self._atomic_failures.pop(m.id, None)
         cur = self.sm.migrations.get(m.id, m)       # (cancelled meanwhile: the progress is kept, the state too)
         nxt = cur.advanced(len(batch), keys, time.time())
         log.info("event=migration_batch id=%s slots=%d-%d keys=%d ms=%.0f", m.id, batch[0], batch[-1], keys,
@@ -132,6 +177,31 @@ class MigrationDriver:
                             nxt.source, nxt.target, nxt.total, nxt.keys_moved)
             if forget:
                 await self._release(shards[forget].nodes, [t for sid, t in shards.items() if sid != forget])
+
+    def _failed(self, m: Migration, why: str, batch: list[int] | None = None) -> None:
+        self.failure, self._retry_at = why, time.monotonic() + RETRY_AFTER_S
+        log.warning("event=migration_batch_failed id=%s slots=%s reason=%r", m.id,
+                    f"{batch[0]}-{batch[-1]}" if batch else "-", why)
+
+    async def _choose_mechanism(self, m: Migration, masters: list[str]) -> str:
+        """Atomic if every master supports it, else legacy; legacy too once atomic jobs
+        failed `ATOMIC_ATTEMPTS` times in a row. Logged when it differs from the
+        committed choice (the first time, or a change): once per migration."""
+        chosen = self._mechanism.get(m.id)
+        failures, last = self._atomic_failures.get(m.id, (0, ""))
+        if chosen == ATOMIC and failures >= ATOMIC_ATTEMPTS:
+            chosen, reason = LEGACY, f"{failures} atomic slot migrations failed in a row, the last: {last}"
+        elif chosen is None and m.mechanism == LEGACY:
+            chosen = reason = LEGACY        # committed so by an earlier leader (perhaps after atomic failures)
+        elif chosen is None:
+            why = [w for w in [await atomic_unsupported(self._client(a), a) for a in masters] if w]
+            chosen, reason = (LEGACY, why[0]) if why else (ATOMIC, "every master supports CLUSTER MIGRATESLOTS")
+        else:
+            return chosen
+        self._mechanism[m.id] = chosen
+        if chosen != m.mechanism:
+            log.warning("event=migration_mechanism id=%s mechanism=%s reason=%r", m.id, chosen, reason)
+        return chosen
 
     async def _commit(self, m: Migration, moved: list[int] | None, term: int, reason: str, forget: str = "") -> bool:
         why = self.ctl.refusal(term, None)
@@ -147,6 +217,13 @@ class MigrationDriver:
             return False
 
     # -- Redis commands ---------------------------------------------------------------
+    async def _move_atomic(self, src: str, dst: str, slots: list[int]) -> int:
+        d = self._client(dst)
+        keys = await move_atomic(self._client(src), d, slots)
+        if self.cfg.ack == "replica":
+            await self._replicated(d, dst)
+        return keys
+
     async def _move_legacy(self, src: str, dst: str, others: list[str], slots: list[int]) -> int:
         s, d = self._client(src), self._client(dst)
         src_id = await s.execute_command("CLUSTER", "MYID")

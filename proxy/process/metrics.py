@@ -148,6 +148,38 @@ class ProxyCollector:
         yield from self._control()
         yield from self._nodes()
         yield from self._raft()
+        if s.cluster is not None:
+            yield from self._cluster()
+
+    def _cluster(self):
+        """Cluster mode: every shard as this proxy applied it, and the slot moves in flight."""
+        sm = self.server.sm
+        epoch = GaugeMetricFamily("redis_raft_proxy_shard_epoch", "Epoch of the shard's committed topology",
+                                  labels=["shard"])
+        slots = GaugeMetricFamily("redis_raft_proxy_shard_slots", "Hash slots the shard serves", labels=["shard"])
+        paused = GaugeMetricFamily("redis_raft_proxy_shard_writes_paused", "1 while the shard's writes are held",
+                                   labels=["shard"])
+        master = InfoMetricFamily("redis_raft_proxy_shard_master", "The master of the shard", labels=["shard", "node"])
+        for shard, t in sorted(sm.cluster_shards.items()):
+            epoch.add_metric([shard], t.epoch)
+            slots.add_metric([shard], sum(b - a + 1 for a, b in t.slots))
+            paused.add_metric([shard], 1.0 if t.writes_paused else 0.0)
+            master.add_metric([shard, t.master or ""], {})
+        yield from (epoch, slots, paused, master)
+        active = [m for m in sm.migrations.values() if m.state in ("running", "queued")]
+        yield _one(GaugeMetricFamily, "redis_raft_proxy_migrations_active", "Slot moves running or queued",
+                   len(active))
+        done = GaugeMetricFamily("redis_raft_proxy_migration_slots_moved", "Slots a move in flight has moved",
+                                 labels=["id", "source", "target", "state"])
+        total = GaugeMetricFamily("redis_raft_proxy_migration_slots", "Slots a move in flight moves in all",
+                                  labels=["id"])
+        keys = GaugeMetricFamily("redis_raft_proxy_migration_keys_moved", "Keys a move in flight has moved",
+                                 labels=["id"])
+        for m in active:
+            done.add_metric([m.id, m.source, m.target, m.state], m.done)
+            total.add_metric([m.id], m.total)
+            keys.add_metric([m.id], m.keys_moved)
+        yield from (done, total, keys)
 
     def _control(self):
         s = self.server

@@ -71,6 +71,9 @@ def http(method: str, url: str, body: dict | None = None, secret: str = "", time
             raw, status = r.read(), r.status
     except urllib.error.HTTPError as exc:
         raw, status = exc.read(), exc.code
+    except (urllib.error.URLError, OSError) as exc:     # down, refused, timed out, TLS: one line, no traceback
+        reason = getattr(exc, "reason", None) or exc
+        return 0, {"ok": False, "error": f"no answer from {url}: {reason}"}
     try:
         return status, json.loads(raw)
     except ValueError:
@@ -212,7 +215,7 @@ def _report(status: int, doc, ok_text: str) -> int:
         print(ok_text.format(**doc))
         return 0
     err = doc.get("error") if isinstance(doc, dict) else doc
-    print(f"failed (HTTP {status}): {err}", file=sys.stderr)
+    print(f"failed (HTTP {status}): {err}" if status else f"failed: {err}", file=sys.stderr)
     return 1
 
 

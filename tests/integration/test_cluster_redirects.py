@@ -83,3 +83,6 @@ def test_ask_and_moved_are_followed_inside_the_proxy(cluster):
     metrics = p.http_get("/metrics")[1].decode()
     followed = [ln for ln in metrics.splitlines() if ln.startswith("redis_raft_proxy_cluster_redirects_followed")]
     assert followed and float(followed[0].split()[-1]) >= 1
+    shard_slots = [ln for ln in metrics.splitlines() if ln.startswith("redis_raft_proxy_shard_slots{")]
+    assert len(shard_slots) == 2 and sum(float(ln.split()[-1]) for ln in shard_slots) == 16384
+    assert "redis_raft_proxy_migrations_active 0.0" in metrics

@@ -334,10 +334,12 @@ def test_status_reflects_the_failover(scenario):
 
     def views():
         out = {n: status(sc.admin(n)) for n in c.names}
-        # every proxy has probed the killed node as down by now (or soon)
+        # every proxy has probed the killed node as down by now (or soon), and holds its lease: a
+        # lease lapses for a moment when the event loop is starved past 3 ticks (a loaded CI
+        # machine), or on a follower that has not applied an entry its leader committed yet
         return out if all(not r["healthy"] for st in out.values() for r in st["topology"]["replicas"]
-                          if r["addr"] == sc.old) else None
-    sts = wait_until(views, 10, message=f"every /status to show {sc.old} unhealthy")
+                          if r["addr"] == sc.old) and all(st["lease"]["held"] for st in out.values()) else None
+    sts = wait_until(views, 10, message=f"every /status to show {sc.old} unhealthy and every lease held")
     leaders = {st["raft"]["leader"] for st in sts.values()}
     assert len(leaders) == 1 and None not in leaders, f"proxies disagree on the Raft leader: {leaders}"
     leader = leaders.pop()
