@@ -22,7 +22,10 @@ and the cluster benchmarks.  Built on the integration harness (`ClusterNodes` fr
 from __future__ import annotations
 
 import json
+import random
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -44,7 +47,7 @@ from benchmarks.failover_lib import (
     error_text,
 )
 from proxy.protocol.reply_maps import as_map
-from proxy.routing.keyslot import key_slot
+from proxy.routing.keyslot import SLOTS, key_slot
 from tests.integration.cluster_nodes import ClusterNodes
 from tests.integration.harness import (
     HOST,
@@ -52,6 +55,7 @@ from tests.integration.harness import (
     ProxyProcess,
     RedisServer,
     free_ports,
+    redis_client,
     release_ports,
     wait_until,
 )
@@ -94,6 +98,7 @@ class ShardedProxyCluster:
     `binary`) and 3 proxies running Raft in cluster mode.
 
     `options` go to every proxy as flags (e.g. ``{"ack": "replica", "down_after_ms": 500}``);
+    `slot_ranges` gives each master its slots (default: split evenly);
     `node_options` maps a proxy name to extra flags for that proxy only.  Each proxy is given
     every node as `cluster_nodes` (the harness also passes `redis_nodes` / `master`, which
     cluster mode ignores).
@@ -102,11 +107,12 @@ class ShardedProxyCluster:
     def __init__(self, workdir: Path, shards: int = 3, replicas_per_master: int = 1,
                  options: Mapping[str, Any] | None = None, binary: str | None = None,
                  node_options: Mapping[str, Mapping[str, Any]] | None = None,
-                 read_policy: str = "replicas") -> None:
+                 read_policy: str = "replicas", slot_ranges: Sequence[tuple[int, int]] | None = None) -> None:
         self.workdir = Path(workdir)
         self.shard_count = shards
         self.cluster = ClusterNodes(self.workdir / "nodes", masters=shards,
-                                    replicas_per_master=replicas_per_master, binary=binary)
+                                    replicas_per_master=replicas_per_master, binary=binary,
+                                    ranges=list(slot_ranges) if slot_ranges is not None else None)
         self.names = list(PROXY_NAMES)
         ports = free_ports(2 * len(self.names))
         self.client_ports = dict(zip(self.names, ports[:len(self.names)]))
@@ -308,6 +314,48 @@ class ShardedProxyCluster:
     def logs(self, lines: int = 60) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.log_tail(lines)}" for p in self.proxies.values())
 
+    # -- resharding (issue 15) --------------------------------------------------------------
+    def spare_nodes(self, count: int, timeout: float = 30.0) -> list[RedisServer]:
+        """Start `count` cluster-enabled nodes not in the cluster yet (for `cluster add-shard`)."""
+        return self.cluster.spare_nodes(count, timeout)
+
+    def admin(self, action: str, body: Mapping[str, Any] | None = None, via: str | None = None,
+              timeout: float = 30.0) -> tuple[int, Any]:
+        """POST /admin/cluster/`action` (move-slots, add-shard, remove-shard, rebalance, cancel)
+        as `redis-raft-proxy cluster ...` does: to proxy `via` (default: the first live one),
+        following its hint to the leader; returns (HTTP status, JSON reply)."""
+        from proxy.process.ops_cli import leader_call
+        proxy = self.proxies[via] if via else self.alive()[0]
+        return leader_call(proxy.admin_url, "POST", f"/admin/cluster/{action}", dict(body or {}), RAFT_SECRET,
+                           timeout)
+
+    def migrations(self, name: str | None = None) -> list[dict]:
+        """The `migrations` list of proxy `name`'s /status (default: the Raft leader's)."""
+        s = self.status(name or self.leader().node)
+        return list((s or {}).get("migrations") or [])
+
+    def wait_migrations(self, ids: Iterable[str], timeout: float = 60.0,
+                        states: Sequence[str] = ("done", "cancelled", "failed")) -> list[dict]:
+        """Poll the leader's /status until every migration in `ids` is in one of `states`;
+        returns them."""
+        ids = set(ids)
+
+        def ended():
+            try:
+                mine = [m for m in self.migrations() if m["id"] in ids]
+            except HarnessError:
+                return None         # no leader at the moment (one was killed): ask again
+            return mine if len(mine) == len(ids) and all(m["state"] in states for m in mine) else None
+        return wait_until(ended, timeout, message=lambda: f"migrations {sorted(ids)} to end: "
+                                                          f"{self._safe_migrations()}")
+
+    def _safe_migrations(self) -> Any:
+        for n in [p.node for p in self.alive()]:
+            s = self.status(n)
+            if s is not None and s.get("raft", {}).get("role") == "leader":
+                return s.get("migrations")
+        return "no leader answers"
+
 
 def reply_error(call: Callable[[], Any]) -> str:
     """The error reply `call` (a redis-py call) got, as the server sent it (redis-py turns
@@ -347,5 +395,190 @@ def longest_pause(results: Sequence[WriteResult], start: float, end: float) -> f
     return max(b - a for a, b in pairwise(acks))
 
 
-__all__ = ["HOST", "ClusterNodes", "ShardView", "ShardedProxyCluster", "key_in_shard", "longest_pause", "reply_error",
-           "shard_writers"]
+def slot_owners(server: RedisServer) -> tuple[list[str | None], list[int]]:
+    """What `server`'s CLUSTER SHARDS says of every slot: the owner (master node id, None when
+    no shard lists the slot) per slot, and the slots that more than one shard lists."""
+    owners: list[str | None] = [None] * SLOTS
+    doubles = []
+    with server.client(timeout=5) as c:
+        reply = c.execute_command("CLUSTER", "SHARDS")
+    for entry in reply:
+        d = as_map(entry)
+        flat = [int(x) for x in d.get("slots", [])]
+        master = next((_text(n.get("id")) for n in map(as_map, d.get("nodes", [])) if _text(n.get("role")) == "master"),
+                      "?")
+        for a, b in zip(flat[0::2], flat[1::2]):
+            for slot in range(a, b + 1):
+                if owners[slot] is not None and owners[slot] != master:
+                    doubles.append(slot)
+                owners[slot] = master
+    return owners, doubles
+
+
+def node_keys(server: RedisServer) -> list[str]:
+    """Every key on `server` (SCAN, not KEYS: the node goes on serving the load)."""
+    with server.client(decode=True, timeout=10) as c:
+        return list(c.scan_iter(count=1000))
+
+
+@dataclass
+class ReadResult:
+    key: str
+    expected: str
+    got: str | None
+    sent: float
+    done: float
+    kind: str = "ok"        # ok | wrong (another value or nil) | reply (an error reply) | conn
+    error: str | None = None
+
+
+class Reader(threading.Thread):
+    """GET, every ~`interval` s through one endpoint, a random key that another client's
+    writer had acknowledged at least `settle` s before (so it is on a replica too under
+    `ack = replica`); records every outcome and its latency (a -TRYAGAIN is retried, as
+    by RetryingWriter, and counted)."""
+
+    def __init__(self, port: int, writers: Sequence[Writer], prefix: str = "r", interval: float = 0.005,
+                 settle: float = 0.5, timeout: float = 10.0, seed: int = 0, retry_for: float = 10.0,
+                 retry_pause: float = 0.05) -> None:
+        super().__init__(name=f"reader-{prefix}", daemon=True)
+        self.port, self.writers, self.interval, self.settle, self.timeout = port, list(writers), interval, settle, timeout
+        self.retry_for, self.retry_pause = retry_for, retry_pause
+        self.tryagain = 0               # -TRYAGAIN answers retried (as a cluster client does)
+        self.tryagain_texts: list[str] = []
+        self.results: list[ReadResult] = []
+        self.crashed: BaseException | None = None
+        self._rng = random.Random(seed)
+        self._halt = threading.Event()
+        self._lock = threading.Lock()
+
+    def _pick(self) -> WriteResult | None:
+        w = self._rng.choice(self.writers)
+        acked = [r for r in w.snapshot()[-2000:] if r.ok and r.done <= time.monotonic() - self.settle]
+        return self._rng.choice(acked) if acked else None
+
+    def run(self) -> None:
+        client = None
+        try:
+            while not self._halt.is_set():
+                pick = self._pick()
+                if pick is None:
+                    self._halt.wait(self.interval)
+                    continue
+                sent = time.monotonic()
+                while True:
+                    try:
+                        if client is None:
+                            client = redis_client(self.port, decode=True, timeout=self.timeout)
+                        got = client.get(pick.key)
+                        r = ReadResult(pick.key, pick.value, got, sent, time.monotonic(),
+                                       "ok" if got == pick.value else "wrong")
+                    except redis.ResponseError as exc:
+                        text = error_text(exc)
+                        if text.startswith("TRYAGAIN") and time.monotonic() - sent < self.retry_for \
+                                and not self._halt.is_set():
+                            with self._lock:
+                                self.tryagain += 1
+                                self.tryagain_texts.append(text)
+                            self._halt.wait(self.retry_pause)
+                            continue
+                        r = ReadResult(pick.key, pick.value, None, sent, time.monotonic(), "reply", text)
+                    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                        r = ReadResult(pick.key, pick.value, None, sent, time.monotonic(), "conn",
+                                       f"{type(exc).__name__}: {exc}")
+                        client = None
+                    break
+                with self._lock:
+                    self.results.append(r)
+                left = self.interval - (time.monotonic() - sent)
+                if left > 0:
+                    self._halt.wait(left)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.crashed = exc
+
+    def stop(self) -> Reader:
+        self._halt.set()
+        self.join(30)
+        return self
+
+    def snapshot(self) -> list[ReadResult]:
+        with self._lock:
+            return list(self.results)
+
+
+class RetryingWriter(Writer):
+    """A Writer that retries a -TRYAGAIN answer every `retry_pause` s for up to `retry_for` s
+    (each counted in `tryagain`), as a cluster client does; a result then is the write's
+    final outcome.
+
+    With `tags` > 0 it writes `MSET {tag}:last V {tag}:N V` for `tags` hash tags in turn
+    (one key that exists, one new: while the tag's slot migrates, Redis answers -TRYAGAIN
+    when one is moved and the other not); the result's key is the new key `{tag}:N`.
+    Otherwise it SETs unique keys `prefix:N`, as Writer does."""
+
+    def __init__(self, port: int, prefix: str = "w", tags: int = 0, interval: float = 0.005,
+                 retry_for: float = 10.0, retry_pause: float = 0.05, timeout: float = 10.0) -> None:
+        super().__init__(port, prefix=prefix, interval=interval, timeout=timeout)
+        self.tags = [f"{{{prefix}-t{i}}}" for i in range(tags)]
+        self.retry_for, self.retry_pause = retry_for, retry_pause
+        self.tryagain = 0
+        self.tryagain_texts: list[str] = []
+
+    def _run(self) -> None:
+        i = 0
+        client = None
+        while not self._halt.is_set():
+            if self.tags:
+                tag = self.tags[i % len(self.tags)]
+                key, value = f"{tag}:{i}", f"{self.prefix}-v{i}"
+            else:
+                tag, key, value = "", f"{self.prefix}:{i}", f"{self.prefix}-v{i}"
+            i += 1
+            sent = time.monotonic()
+            r = None
+            while True:
+                try:
+                    if client is None:
+                        client = self.client = self.client_factory()
+                    reply = client.mset({f"{tag}:last": value, key: value}) if tag else client.set(key, value)
+                    r = WriteResult(key, value, sent, time.monotonic(), reply is True,
+                                    None if reply is True else f"unexpected reply {reply!r}",
+                                    "ok" if reply is True else "reply")
+                except redis.ResponseError as exc:
+                    text = error_text(exc)
+                    if text.startswith("TRYAGAIN") and time.monotonic() - sent < self.retry_for \
+                            and not self._halt.is_set():
+                        with self._lock:
+                            self.tryagain += 1
+                            self.tryagain_texts.append(text)
+                        self._halt.wait(self.retry_pause)
+                        continue
+                    r = WriteResult(key, value, sent, time.monotonic(), False, text, "reply")
+                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                    r = WriteResult(key, value, sent, time.monotonic(), False, f"{type(exc).__name__}: {exc}", "conn")
+                    client = None
+                break
+            with self._lock:
+                self.results.append(r)
+            left = self.interval - (time.monotonic() - sent)
+            if left > 0:
+                self._halt.wait(left)
+
+    def last_values_ok(self, client: Any) -> list[str]:
+        """Each tag's `last` key holds the value of its last acknowledged MSET or of a later one
+        (whose reply was lost); returns the tags for which it does not."""
+        bad = []
+        order = {r.value: n for n, r in enumerate(self.snapshot())}
+        for tag in self.tags:
+            acked = [r for r in self.snapshot() if r.ok and r.key.startswith(tag + ":")]
+            if not acked:
+                continue
+            got = client.get(f"{tag}:last")
+            got = got.decode() if isinstance(got, bytes) else got
+            if got not in order or order[got] < order[acked[-1].value]:
+                bad.append(f"{tag}:last = {got!r}, last acknowledged {acked[-1].value!r}")
+        return bad
+
+
+__all__ = ["HOST", "ClusterNodes", "ReadResult", "Reader", "RetryingWriter", "ShardView", "ShardedProxyCluster",
+           "key_in_shard", "longest_pause", "node_keys", "reply_error", "shard_writers", "slot_owners"]

@@ -179,9 +179,10 @@ class MigrationDriver:
                 await self._release(shards[forget].nodes, [t for sid, t in shards.items() if sid != forget])
 
     def _failed(self, m: Migration, why: str, batch: list[int] | None = None) -> None:
+        repeated = why == self.failure         # (a lasting cause, e.g. NOPERM, is logged once, not every retry)
         self.failure, self._retry_at = why, time.monotonic() + RETRY_AFTER_S
-        log.warning("event=migration_batch_failed id=%s slots=%s reason=%r", m.id,
-                    f"{batch[0]}-{batch[-1]}" if batch else "-", why)
+        (log.debug if repeated else log.warning)("event=migration_batch_failed id=%s slots=%s reason=%r", m.id,
+                                                 f"{batch[0]}-{batch[-1]}" if batch else "-", why)
 
     async def _choose_mechanism(self, m: Migration, masters: list[str]) -> str:
         """Atomic if every master supports it, else legacy; legacy too once atomic jobs
