@@ -6,6 +6,10 @@ be the only failover authority (issue 14, "The model"), checked from `CONFIG GET
   authorities, two masters for a range: the split brain the proxies exist to prevent).
 * `cluster-require-full-coverage no`: else one lost shard makes every node refuse
   every command, and the other shards stop serving too.
+* `cluster-allow-replica-migration no`: else a master whose last slot moved away
+  makes itself a replica of the slot's new owner, and a shard with more replicas gives
+  one to a shard left with none: roles changing behind the proxies' back (a third
+  authority), and a source master that a slot move (remove-shard) must still reach.
 * `cluster-allow-reads-when-down yes` is not required: the proxies send reads to a
   shard's nodes only while they hold a lease and the shard has a master.
 """
@@ -16,6 +20,8 @@ REQUIRED = {
     "cluster-replica-no-failover": ("yes", "its replicas would fail over by themselves after cluster-node-timeout, "
                                            "racing the proxies' decision"),
     "cluster-require-full-coverage": ("no", "one lost shard would stop every shard from serving"),
+    "cluster-allow-replica-migration": ("no", "a master emptied by a slot move would turn itself into a replica, "
+                                              "and replicas would move between shards, behind the proxies' back"),
 }
 
 

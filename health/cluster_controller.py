@@ -25,6 +25,7 @@ from .controller import Controller, NotLeaderError
 from .migration import (
     ACTIVE,
     CANCELLED,
+    DONE,
     QUEUED,
     RUNNING,
     Migration,
@@ -200,8 +201,15 @@ class ClusterController(Controller):
         if not rest:
             raise ValueError("cannot remove the last shard")
         slots = expand(self.sm.cluster_shards[sid].slots)
-        if not slots:
-            raise ValueError(f"shard {sid} serves no slots: nothing to move")
+        if not slots:       # nothing to move: forget it and release its nodes now
+            now = time.time()
+            m = Migration(f"{int(now * 1000):x}-0", sid, rest[0], (), state=DONE, started_at=now, updated_at=now,
+                          then_remove=True)
+            nodes = self.sm.cluster_shards[sid].nodes
+            await self.consensus.propose(TopologyStateMachine.migration_entry(m, forget=sid, reason="remove-shard"),
+                                         timeout=2.0)
+            await self.migration.release(nodes, list(self.sm.cluster_shards.values()))
+            return {"ok": True, "message": f"shard {sid} removed (it served no slots)", "migrations": []}
         per = -(-len(slots) // len(rest))
         moves = [(sid, target, to_ranges(slots[i * per:(i + 1) * per])) for i, target in enumerate(rest)
                  if slots[i * per:(i + 1) * per]]

@@ -176,7 +176,7 @@ class MigrationDriver:
                 log.warning("event=migration_finished id=%s source=%s target=%s slots=%d keys=%d", nxt.id,
                             nxt.source, nxt.target, nxt.total, nxt.keys_moved)
             if forget:
-                await self._release(shards[forget].nodes, [t for sid, t in shards.items() if sid != forget])
+                await self.release(shards[forget].nodes, [t for sid, t in shards.items() if sid != forget])
 
     def _failed(self, m: Migration, why: str, batch: list[int] | None = None) -> None:
         repeated = why == self.failure         # (a lasting cause, e.g. NOPERM, is logged once, not every retry)
@@ -280,7 +280,7 @@ class MigrationDriver:
                     raise       # the target and the source must know; the others learn by gossip
                 log.debug("SETSLOT NODE on %s failed: %r", addr, exc)
 
-    async def _release(self, nodes, remaining) -> None:
+    async def release(self, nodes, remaining) -> None:
         """remove-shard: the emptied shard's nodes leave the cluster (CLUSTER FORGET on
         every remaining node, CLUSTER RESET on them), best effort: they no longer serve
         anything the proxies route to."""

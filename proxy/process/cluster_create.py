@@ -35,10 +35,10 @@ from redis import Redis, RedisError
 from ..routing.keyslot import SLOTS
 from .config import parse_addr
 
-# What the proxies require of the nodes (cluster-replica-no-failover: the proxies, not the
-# nodes, fail a shard over; cluster-require-full-coverage no: one shard down leaves the others serving).
+# What the proxies require of the nodes (health/cluster_config.py says why).
 CLUSTER_SERVER_ARGS = ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000",
-                       "--cluster-replica-no-failover", "yes", "--cluster-require-full-coverage", "no"]
+                       "--cluster-replica-no-failover", "yes", "--cluster-require-full-coverage", "no",
+                       "--cluster-allow-replica-migration", "no"]
 
 Range = tuple[int, int]
 

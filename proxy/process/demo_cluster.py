@@ -1,8 +1,8 @@
 """`redis-raft-proxy demo --shards N`: the local demo in cluster mode.
 
 N masters and N replicas, cluster-enabled (`cluster-replica-no-failover yes`,
-`cluster-require-full-coverage no`, as the proxies require), on
---redis-port .. +2N-1 with their cluster bus ports right after them
+`cluster-require-full-coverage no`, `cluster-allow-replica-migration no`, as the
+proxies require), on --redis-port .. +2N-1 with their cluster bus ports right after them
 (+2N .. +4N-1); proxy/process/cluster_create.py gives the masters the slots
 evenly, meets them and makes replica i follow master i. The three proxies get
 every node in `cluster_nodes` and find the shards with CLUSTER SHARDS. The

@@ -1,6 +1,7 @@
 """Cluster-enabled redis-servers for cluster-mode tests: N masters (and replicas),
 slots split evenly (or as given), joined with CLUSTER MEET, configured as the proxies need them
-(`cluster-replica-no-failover yes`, `cluster-require-full-coverage no`). The
+(`cluster-replica-no-failover yes`, `cluster-require-full-coverage no`,
+`cluster-allow-replica-migration no`). The
 cluster is made by the product's proxy/process/cluster_create.py, as the demo
 and the Kubernetes Job make theirs."""
 

@@ -107,4 +107,4 @@ def test_the_harness_nodes_pass_the_config_check_and_a_default_node_does_not(nod
             problems = node_config_problems(plain.addr, c.execute_command("CONFIG", "GET", "cluster-*"))
     finally:
         plain.cleanup()
-    assert len(problems) == 2, problems
+    assert len(problems) == 3, problems
