@@ -23,11 +23,13 @@ OnShardChange = Callable[[str, "Topology | None", "Topology | None", str], None]
 
 
 class TopologyStateMachine:
-    def __init__(self, on_change: OnChange, on_shard_change: OnShardChange | None = None) -> None:
+    def __init__(self, on_change: OnChange, on_shard_change: OnShardChange | None = None,
+                 on_migrations: Callable[[], None] | None = None) -> None:
         self.shards: dict[str, Topology] = {}
         self._on_change = on_change     # called for shard SINGLE (the data path routes by it)
         self._on_shard_change = on_shard_change     # called for every other shard (cluster mode)
         self.migrations: dict[str, Migration] = {}   # cluster mode: slot moves, by id (issue 15)
+        self._on_migrations = on_migrations         # called after a migration's record changed
 
     @property
     def cluster_shards(self) -> dict[str, Topology]:
@@ -91,6 +93,8 @@ class TopologyStateMachine:
                         self._set(shard, t, doc.get("reason", ""))
                 if doc.get("forget"):
                     self._forget(str(doc["forget"]), doc.get("reason", ""))
+                if self._on_migrations is not None:
+                    self._on_migrations()
             return
         shard = str(doc.get("shard", SINGLE))
         current = self.shards.get(shard)
@@ -149,3 +153,5 @@ class TopologyStateMachine:
         for d in doc.get("migrations") or ():
             m = Migration.from_dict(d)
             self.migrations[m.id] = m
+        if self._on_migrations is not None:
+            self._on_migrations()

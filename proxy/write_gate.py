@@ -97,21 +97,27 @@ class WriteGate:
         server = self.server
         if addr is None or not server.can_write(addr):
             return self.hold(session, addr)
-        if session.hold_since is not None:
-            if not session.hold_reported:
-                server.stats.hold_seconds.observe(time.monotonic() - session.hold_since)
-            session.hold_since = None
-            session.hold_reported = False
+        self._released(session)
         return None
 
     def admit_read(self, session):
         """None when a read may be served now (see `ProxyServer.can_read`); else STOP or a Refusal."""
         if self.server.can_read():
+            self._released(session)
             return None
-        return self.hold(session, self.server.router.master)
+        return self.hold(session, self.server.router.master, reading=True)
 
-    def hold(self, session, addr: str | None):
-        """Hold `session`'s commands until a master can take writes, up to hold_ms."""
+    def _released(self, session) -> None:
+        """The session's commands flow again: its hold (if any) is over and counted."""
+        if session.hold_since is not None:
+            if not session.hold_reported:
+                self.server.stats.hold_seconds.observe(time.monotonic() - session.hold_since)
+            session.hold_since = None
+            session.hold_reported = False
+
+    def hold(self, session, addr: str | None, reading: bool = False):
+        """Hold `session`'s commands until a master can take writes (`reading`: until this
+        proxy may serve reads), up to hold_ms."""
         server = self.server
         now = time.monotonic()
         if session.hold_since is None:
@@ -125,6 +131,9 @@ class WriteGate:
             session.hold_reported = True
             server.stats.hold_timeouts += 1
             server.stats.hold_seconds.observe(now - session.hold_since)
+        if reading:
+            return Refusal(resp.error_reply(f"TRYAGAIN proxy: no read for {server.cfg.hold_ms} ms: this proxy holds "
+                                            "no lease from a quorum of proxies (partitioned or no Raft leader)"))
         return Refusal(resp.error_reply(server.write_unavailable_error(addr)))
 
     # -- while a write is in flight --------------------------------------------

@@ -22,15 +22,15 @@ from health.redis_control import control_tls
 
 from .. import resp
 from ..protocol.commands import CommandTable
-from .config import Config
-from .metrics import Stats
 from ..routing.cluster_router import ClusterRouter, ranges_text
 from ..routing.router import Router
+from ..routing.topology import Topology
 from ..session import ClientSession, ClusterSession
 from ..tls import ProxyTls, tls_from_config, tls_protocol_factory
-from ..routing.topology import Topology
 from ..upstream import DiscardSlot, Upstream, set_nodelay
 from ..write_gate import WriteGate, master_replaced_reply, writes_paused_reply
+from .config import Config
+from .metrics import Stats
 
 log = logging.getLogger("proxy.server")
 
@@ -49,7 +49,7 @@ class ProxyServer:
         self.router = Router(Topology(0, None, ()), self.health, cfg.read_policy)
         self.cluster = ClusterRouter(self.health, cfg.read_policy) if cfg.cluster_mode else None
         self.session_class = ClusterSession if cfg.cluster_mode else ClientSession
-        self.sm = TopologyStateMachine(self._apply_topology, self._apply_shard)
+        self.sm = TopologyStateMachine(self._apply_topology, self._apply_shard, self._apply_migrations)
         self.stats = Stats()            # before the consensus: Raft saves are timed into it (on_sync)
         self.consensus = self._make_consensus()
         self.controller = (ClusterController if cfg.cluster_mode else Controller)(self, self.consensus, self.sm)
@@ -133,6 +133,14 @@ class ProxyServer:
         for addr in new.nodes:
             self._probe(addr)
         self._roles_changed(new, old)
+
+    def _apply_migrations(self) -> None:
+        """Cluster mode: the slots of the moves running or queued are read on masters only."""
+        if self.cluster is not None:
+            from health.migration import ACTIVE, expand
+
+            self.cluster.set_migrating(s for m in self.sm.migrations.values() if m.state in ACTIVE
+                                       for s in expand(m.slots))
 
     def routing_generation(self, addr: str) -> tuple | None:
         """Changes with every committed change of roles or write pause of the topology that

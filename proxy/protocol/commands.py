@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from .keyspecs import KeySpec, Keys, key_positions, parse_key_specs
+from .keyspecs import Keys, KeySpec, key_positions, parse_key_specs
 
 
 class Kind(IntEnum):
@@ -97,6 +97,7 @@ class CommandTable:
     def __init__(self, table: dict[bytes, Kind] | None = None) -> None:
         self._table: dict[bytes, Kind] = dict(BUILTIN if table is None else table)
         self._specs: dict[bytes, tuple[KeySpec, ...]] = {}     # name (or `container|sub`) -> key specs
+        self.single_key: frozenset[bytes] = frozenset()          # commands whose one key is argument 1
         self.from_upstream = False
         self._build_fast()
 
@@ -138,8 +139,18 @@ class CommandTable:
         if table:
             self._table = table
             self._specs = specs
+            self.single_key = frozenset(n for n, sp in specs.items() if b"|" not in n and _one_key_at_1(sp))
             self.from_upstream = True
             self._build_fast()
+
+
+def _one_key_at_1(specs: tuple[KeySpec, ...]) -> bool:
+    """GET, SET, INCR, HSET ...: exactly one key, the first argument (cluster mode routes
+    them without following the specs for every command)."""
+    if len(specs) != 1:
+        return False
+    s = specs[0]
+    return s.begin == "index" and s.index == 1 and s.find == "range" and s.lastkey == 0 and not s.incomplete
 
 
 def _as_bytes(x) -> bytes:

@@ -13,6 +13,7 @@ import logging
 
 from health.probe import Health
 
+from .keyslot import SLOTS
 from .router import Router
 from .slotmap import Shard, SlotMap, SlotMapError
 from .topology import Topology
@@ -33,6 +34,10 @@ class ClusterRouter:
         self.slots = SlotMap(())
         self._index: dict[str, int] = {}        # shard id -> its index in the slot map
         self._shard_of: dict[str, str] = {}     # node address -> shard id
+        # slots of the slot moves running or queued: read on masters only (a source replica
+        # knows nothing of a move: it answers nil for a key already moved, where its master
+        # answers ASK; a target replica may not have the keys yet)
+        self.migrating = bytearray(SLOTS)
 
     # -- committed changes --------------------------------------------------------
     def set_shard(self, shard: str, topo: Topology) -> None:
@@ -44,6 +49,12 @@ class ClusterRouter:
         else:
             r.set_topology(topo)
         self._rebuild()
+
+    def set_migrating(self, slots) -> None:
+        m = bytearray(SLOTS)
+        for slot in slots:
+            m[slot] = 1
+        self.migrating = m
 
     def remove_shard(self, shard: str) -> None:
         if self.routers.pop(shard, None) is not None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from .. import resp
 from ..protocol.commands import BLOCK_OPTION, CONTAINERS, RAW_MODE, REFUSED, Kind
 from ..routing.cluster_router import ranges_text
+from ..routing.keyslot import key_slot
 from ..routing.split import plan
 from ..upstream import DiscardSlot, Slot, Upstream
 from ..write_gate import STOP, Refusal
@@ -111,6 +112,10 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
                 return self._fan_masters(data, combine_first, write=True)
         elif name in BLOCK_OPTION and any(a.lower() == b"block" for a in args):
             kind = BLOCKING
+        elif name in self.table.single_key and args:     # the common case, without a plan
+            slot = key_slot(args[0])
+            owner = self.cluster.slots.owner(slot)
+            return self._one(owner.id if owner is not None else None, slot, data, kind)
         argv = [name, *args]
         p = plan(argv, self.table.keys(name, args), self.cluster.slots)
         if p.kind == "error":
@@ -147,7 +152,7 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
         if r is None:
             return self._local(clusterdown(str(slot), None, "are not served by any shard"))
         if kind == READ:
-            target = self._reader_in(shard, r)
+            target = self._reader_in(shard, r, slot)
             write = False
         else:
             if kind == BLOCKING and self.mode == SHARED:
@@ -197,13 +202,15 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
         return self.raw.addr if self.raw is not None else None
 
     # -- reads ---------------------------------------------------------------------------------
-    def _reader_in(self, shard: str, r):
+    def _reader_in(self, shard: str, r, slot: int | None = None):
         if r.read_policy == "master" or self.tracking:
             return self._master_in(r)
         refused = self.gate.admit_read(self)
         if refused is not None:
             return refused
         topo = r.topology
+        if slot is not None and self.cluster.migrating[slot] and topo.master is not None:
+            return self._upstream(topo.master)      # (see ClusterRouter.migrating)
         if not any(self.health.up(n) for n in topo.nodes):
             return Refusal(clusterdown(ranges_text(topo.slots), shard, "have no node up: "
                                        + ", ".join(topo.nodes) + " are down"))
@@ -250,7 +257,7 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
             r = self.cluster.router(part.shard)
             if r is None:
                 return self._local(clusterdown(str(part.slot), None, "are not served by any shard"))
-            t = self._master_in(r) if write else self._reader_in(part.shard, r)
+            t = self._master_in(r) if write else self._reader_in(part.shard, r, part.slot)
             if t is STOP:
                 return STOP
             if type(t) is Refusal:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.protocol.keyspecs import Keys, KeySpec, key_positions, parse_key_specs
-from proxy.routing.keyslot import crc16, hash_tag, key_slot
+from proxy.routing.keyslot import crc16, crc16_py, hash_tag, key_slot
 from proxy.routing.slotmap import (
     Shard,
     SlotMap,
@@ -19,6 +19,15 @@ from proxy.routing.split import CROSSSLOT, merge_replies, plan
 
 def test_crc16_reference_value():
     assert crc16(b"123456789") == 0x31C3       # the specification's check value (XMODEM)
+
+
+def test_the_c_crc16_is_the_table_one():
+    import random
+
+    rng = random.Random(3)
+    for _ in range(500):
+        data = bytes(rng.randrange(256) for _ in range(rng.randrange(64)))
+        assert crc16(data) == crc16_py(data)
 
 
 @pytest.mark.parametrize("key,slot", [(b"foo", 12182), (b"bar", 5061), (b"", 0), (b"a", 15495)])

@@ -69,3 +69,37 @@ def test_without_any_change_the_lease_back_resumes_everything():
     server.lease = True
     gate.settle()
     assert all(up.resumed and up.retired is None for up in ups)
+
+
+class FakeSession:
+    def __init__(self) -> None:
+        self.hold_since = None
+        self.hold_reported = False
+        self.held = False
+
+
+class ReadServer(FakeServer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.router = SimpleNamespace(master=None)      # cluster mode: no single master
+        self.stats = SimpleNamespace(held_total=0, hold_timeouts=0, hold_seconds=SimpleNamespace(observe=lambda s: None))
+        self.hold_s = 0.0
+        self.holding = []
+
+    def can_read(self) -> bool:
+        return self.lease
+
+    def hold(self, session) -> None:
+        self.holding.append(session)
+
+
+def test_a_read_only_client_is_held_afresh_after_every_lapse_and_told_why():
+    server = ReadServer()
+    gate = WriteGate(server)
+    s = FakeSession()
+    refused = gate.admit_read(s)        # hold_ms 0: refused at once, for the right reason
+    assert b"no read for" in refused.reply and b"lease" in refused.reply and b"topology" not in refused.reply
+    server.lease = True
+    assert gate.admit_read(s) is None and s.hold_since is None and not s.hold_reported
+    server.lease, server.hold_s = False, 5.0
+    assert gate.admit_read(s) is not None and s.held    # a new lapse: held again (STOP), not refused at once
