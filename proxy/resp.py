@@ -295,7 +295,8 @@ def error_reply(message: str) -> bytes:
 split_commands = split_commands_py
 scan_replies_py = scan_replies
 try:  # the C versions, when built (pip install compiles them)
-    from ._speedups import scan_replies as _scan_c, split_commands as _split_c
+    from ._speedups import scan_replies as _scan_c
+    from ._speedups import split_commands as _split_c
 except ImportError:  # pragma: no cover - pure Python fallback
     pass
 else:

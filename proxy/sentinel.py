@@ -43,7 +43,6 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-
 from raft.auth import secret_matches
 from raft.transport import http_session
 

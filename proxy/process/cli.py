@@ -26,10 +26,10 @@ def _install_uvloop() -> str:
 async def _serve(cfg, tls) -> int:
     from aiohttp import web
 
+    from health.controller import add_report_route
+
     from .admin import make_app
     from .server import ProxyServer
-
-    from health.controller import add_report_route
 
     server = ProxyServer(cfg, tls)
     from .metrics import make_metrics_handler
