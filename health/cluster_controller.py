@@ -271,11 +271,16 @@ class ClusterController(Controller):
         """Stop after the batch in flight: slots moved so far stay moved, the rest stay put."""
         self._leader()
         cancelled = []
-        for m in list(self.sm.migrations.values()):
-            if m.state in ACTIVE:
-                nxt = m.with_state(CANCELLED, "cancelled by the operator", time.time())
-                await self.consensus.propose(TopologyStateMachine.migration_entry(nxt, reason="cancel"), timeout=2.0)
-                cancelled.append(nxt.to_dict())
+        await self.migration.quiesce()      # the batch in flight commits what it moved first
+        try:
+            for m in list(self.sm.migrations.values()):
+                if m.state in ACTIVE:
+                    nxt = m.with_state(CANCELLED, "cancelled by the operator", time.time())
+                    await self.consensus.propose(TopologyStateMachine.migration_entry(nxt, reason="cancel"),
+                                                 timeout=2.0)
+                    cancelled.append(nxt.to_dict())
+        finally:
+            self.migration.resume()
         log.warning("event=migration_cancelled count=%d", len(cancelled))
         return {"ok": True, "message": f"{len(cancelled)} migration(s) cancelled", "migrations": cancelled}
 

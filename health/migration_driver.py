@@ -62,6 +62,7 @@ class MigrationDriver:
         self._clients: dict[str, aioredis.Redis] = {}
         self.held = ""              # why the running migration is held
         self.failure = ""           # why its last batch failed (cleared by the next that succeeds)
+        self.stopping = False       # no new batch (a cancel is being committed)
         self._retry_at = 0.0
         self._mechanism: dict[str, str] = {}        # migration id -> the mechanism this leader chose
         self._atomic_failures: dict[str, tuple[int, str]] = {}     # id -> failed jobs in a row, the last error
@@ -81,7 +82,8 @@ class MigrationDriver:
 
     def step(self, term: int) -> None:
         """Called by the leader's control loop: start the next batch unless one runs."""
-        if self._task is not None and not self._task.done() or time.monotonic() < self._retry_at:
+        if self._task is not None and not self._task.done() or time.monotonic() < self._retry_at \
+                or self.stopping:
             return
         m = self.current()
         if m is None:
@@ -93,6 +95,17 @@ class MigrationDriver:
                 self._commit(q.with_state(RUNNING, now=time.time()), None, term, "next planned move"))
             return
         self._task = asyncio.get_running_loop().create_task(self._batch(m, term))
+
+    async def quiesce(self, timeout: float = 30.0) -> None:
+        """Let the batch in flight finish and commit, and start no other until `resume`
+        (a cancel is committed between two batches, never across one)."""
+        self.stopping = True
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.wait([task], timeout=timeout)
+
+    def resume(self) -> None:
+        self.stopping = False
 
     async def close(self) -> None:
         if self._task is not None:
@@ -205,10 +218,15 @@ class MigrationDriver:
         return chosen
 
     async def _commit(self, m: Migration, moved: list[int] | None, term: int, reason: str, forget: str = "") -> bool:
-        why = self.ctl.refusal(term, None)
-        if why is not None:
-            log.warning("event=migration_not_committed id=%s reason=%r", m.id, why)
-            return False
+        """Commit `m` (and the slots that moved); False if this proxy may not act any more. A
+        refusal that passes (this leader has not applied all it committed yet) is waited out:
+        slots moved on the nodes must not go uncommitted."""
+        deadline = time.monotonic() + 2.0
+        while (why := self.ctl.refusal(term, None)) is not None:
+            if not why.startswith("applied") or time.monotonic() > deadline:
+                log.warning("event=migration_not_committed id=%s reason=%r", m.id, why)
+                return False
+            await asyncio.sleep(0.01)
         try:
             await self.ctl.consensus.propose(TopologyStateMachine.migration_entry(m, moved, forget, reason),
                                              timeout=2.0)

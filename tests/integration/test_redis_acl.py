@@ -160,6 +160,11 @@ def test_failover_and_switchover_with_the_control_user(acl_cluster):
     with c.proxy(after["leader"]).client() as r:
         assert r.set("acl:after", "x") is True   # ack = replica: the repointed replica acknowledges
     leader = c.proxy(after["leader"])
+    # the leader switches over only to a replica its own probes show healthy (synced, link up):
+    # Redis says so a probe interval before the leader sees it
+    wait_until(lambda: any(rep["addr"] == other.addr and rep["healthy"]
+                           for rep in leader.status()["topology"]["replicas"]), 15,
+               message=lambda: f"the leader to see {other.addr} as a healthy replica: {leader.status()['topology']}")
     res = run_ops("failover", "--to", other.addr, endpoint=f"http://127.0.0.1:{leader.admin_port}",
                   secret=RAFT_SECRET)
     assert res.returncode == 0, res.stdout + res.stderr
