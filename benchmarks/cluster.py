@@ -53,29 +53,15 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-_REEXEC_MARK = "CLUSTER_BENCH_REEXEC"
-
-
-def _reexec_in_venv_if_needed() -> None:
-    """Re-run with the project's venv Python when redis-py or the proxy package are missing."""
-    try:
-        import redis  # noqa: F401
-
-        import proxy  # noqa: F401
-    except ImportError:
-        if VENV_PYTHON.exists() and not os.environ.get(_REEXEC_MARK):
-            os.environ[_REEXEC_MARK] = "1"
-            os.chdir(REPO)
-            os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), "-m", "benchmarks.cluster", *sys.argv[1:]])
-
-
-if __name__ == "__main__":
-    _reexec_in_venv_if_needed()
-
-sys.dont_write_bytecode = True  # keep benchmarks/ free of __pycache__
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+if __name__ == "__main__":
+    from benchmarks.benchlib.venv import reexec_in_venv_if_needed
+
+    reexec_in_venv_if_needed("benchmarks.cluster")
+
+sys.dont_write_bytecode = True  # keep benchmarks/ free of __pycache__
 
 import argparse
 import platform

@@ -432,6 +432,18 @@ class ReadResult:
     error: str | None = None
 
 
+def retried_tryagain(worker, text: str, sent: float) -> bool:
+    """A `-TRYAGAIN` answer within `worker.retry_for` of sending: counted, and retried after
+    `worker.retry_pause` (True), as a cluster client does; anything else is an error (False)."""
+    if not text.startswith("TRYAGAIN") or time.monotonic() - sent >= worker.retry_for or worker._halt.is_set():
+        return False
+    with worker._lock:
+        worker.tryagain += 1
+        worker.tryagain_texts.append(text)
+    worker._halt.wait(worker.retry_pause)
+    return True
+
+
 class Reader(threading.Thread):
     """GET, every ~`interval` s through one endpoint, a random key that another client's
     writer had acknowledged at least `settle` s before (so it is on a replica too under
@@ -475,12 +487,7 @@ class Reader(threading.Thread):
                                        "ok" if got == pick.value else "wrong")
                     except redis.ResponseError as exc:
                         text = error_text(exc)
-                        if text.startswith("TRYAGAIN") and time.monotonic() - sent < self.retry_for \
-                                and not self._halt.is_set():
-                            with self._lock:
-                                self.tryagain += 1
-                                self.tryagain_texts.append(text)
-                            self._halt.wait(self.retry_pause)
+                        if retried_tryagain(self, text, sent):
                             continue
                         r = ReadResult(pick.key, pick.value, None, sent, time.monotonic(), "reply", text)
                     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
@@ -546,12 +553,7 @@ class RetryingWriter(Writer):
                                     "ok" if reply is True else "reply")
                 except redis.ResponseError as exc:
                     text = error_text(exc)
-                    if text.startswith("TRYAGAIN") and time.monotonic() - sent < self.retry_for \
-                            and not self._halt.is_set():
-                        with self._lock:
-                            self.tryagain += 1
-                            self.tryagain_texts.append(text)
-                        self._halt.wait(self.retry_pause)
+                    if retried_tryagain(self, text, sent):
                         continue
                     r = WriteResult(key, value, sent, time.monotonic(), False, text, "reply")
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:

@@ -10,36 +10,16 @@ preloaded key once, no client error), not how fast anything was: timing on a sha
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-RUN_LIMIT_S = 100.0
+from .benchmark_smoke import RUN_LIMIT_S, run_quick
 
 pytestmark = pytest.mark.timeout(RUN_LIMIT_S + 20)
 
 
-def run_quick(results: Path) -> subprocess.CompletedProcess[str]:
-    """Run the benchmark; on overrun SIGTERM it (it then stops the servers it started)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_RAFT_PROXY_")}
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.resharding", "--quick", "--results-dir", str(results)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=RUN_LIMIT_S)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=15)
-        pytest.fail(f"benchmarks.resharding --quick ran over {RUN_LIMIT_S:.0f}s\n{out}\n{err[-4000:]}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
 def test_quick_resharding_benchmark_reports_rate_and_latency_side_by_side(tmp_path):
-    done = run_quick(tmp_path)
+    done = run_quick("benchmarks.resharding", tmp_path)
     print(done.stdout)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-6000:]}"
     assert done.stdout.startswith("load average at start:"), done.stdout[:200]
