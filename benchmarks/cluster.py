@@ -82,7 +82,15 @@ from benchmarks.benchlib.report import Summary, markdown_table, summarize, write
 from benchmarks.benchlib.runner import BenchSettings, Sample, parse_csv, run_rounds
 from benchmarks.benchlib.targets import Target, tool_version
 from benchmarks.cluster_lib import HOST, ShardedProxyCluster, ShardView, key_in_shard
-from benchmarks.cluster_measure import AckGaps, CallRun, ack_gaps, alternate, median_by_target, spread, time_calls
+from benchmarks.cluster_measure import (
+    AckGaps,
+    CallRun,
+    ack_gaps,
+    alternate,
+    median_by_target,
+    spread,
+    time_calls,
+)
 from benchmarks.failover_lib import PROXY_NAMES, Writer, read_back, wait_replica_of
 from tests.integration.harness import HarnessError, redis_client, wait_until
 

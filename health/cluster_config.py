@@ -17,11 +17,11 @@ be the only failover authority (issue 14, "The model"), checked from `CONFIG GET
 from __future__ import annotations
 
 REQUIRED = {
-    "cluster-replica-no-failover": ("yes", "its replicas would fail over by themselves after cluster-node-timeout, "
-                                           "racing the proxies' decision"),
+    "cluster-replica-no-failover": ("yes", ("its replicas would fail over by themselves after cluster-node-timeout, "
+                                            "racing the proxies' decision")),
     "cluster-require-full-coverage": ("no", "one lost shard would stop every shard from serving"),
-    "cluster-allow-replica-migration": ("no", "a master emptied by a slot move would turn itself into a replica, "
-                                              "and replicas would move between shards, behind the proxies' back"),
+    "cluster-allow-replica-migration": ("no", ("a master emptied by a slot move would turn itself into a replica, "
+                                               "and replicas would move between shards, behind the proxies' back")),
 }
 
 

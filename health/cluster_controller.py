@@ -20,7 +20,12 @@ from redis.exceptions import RedisError
 
 from proxy.routing.topology import Topology
 
-from .cluster_discovery import DiscoveryError, cluster_shards, config_problems, initial_topologies
+from .cluster_discovery import (
+    DiscoveryError,
+    cluster_shards,
+    config_problems,
+    initial_topologies,
+)
 from .controller import Controller, NotLeaderError
 from .migration import (
     ACTIVE,
@@ -255,7 +260,7 @@ class ClusterController(Controller):
                         if time.monotonic() > deadline:
                             raise
                         await asyncio.sleep(0.1)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             raise ValueError(f"could not bring the new nodes into the cluster: {exc}") from None
         return master_id
 

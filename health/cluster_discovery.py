@@ -31,7 +31,7 @@ async def cluster_shards(seeds: Iterable[str], client: Client, timeout: float) -
         try:
             reply = await asyncio.wait_for(client(addr).execute_command("CLUSTER", "SHARDS"), timeout)
             return [s for s in shards_from_cluster_shards(reply) if s.ranges and s.master]
-        except (RedisError, OSError, asyncio.TimeoutError, ValueError, TypeError) as exc:
+        except (TimeoutError, RedisError, OSError, ValueError, TypeError) as exc:
             errors.append(f"{addr}: {str(exc) or type(exc).__name__}")
     raise DiscoveryError("no cluster node answered CLUSTER SHARDS (" + "; ".join(errors) + ")")
 
@@ -51,7 +51,7 @@ async def config_problems(nodes: Iterable[str], client: Client, timeout: float) 
             for key in ("cluster-enabled", *REQUIRED):
                 got.update(_pairs(await asyncio.wait_for(client(addr).execute_command("CONFIG", "GET", key),
                                                          timeout)))
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             log.debug("CONFIG GET on %s failed: %r", addr, exc)
             continue
         out.extend(node_config_problems(addr, got))

@@ -125,7 +125,7 @@ class Controller:
     """Runs on every proxy; acts (decides, reconciles) only on the leader."""
 
     def __init__(self, server, consensus, sm: TopologyStateMachine, *, shard: str = SINGLE,
-                 shared_with: "Controller | None" = None) -> None:
+                 shared_with: Controller | None = None) -> None:
         self.server = server
         self.cfg = server.cfg
         self.consensus = consensus
@@ -203,7 +203,7 @@ class Controller:
             async with self._http.post(url + REPORT_PATH, json=body,
                                        headers={"X-Raft-Secret": self.cfg.raft_secret}) as r:
                 await r.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             pass
 
     # -- the loop -------------------------------------------------------------
@@ -489,7 +489,7 @@ class Controller:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{to} did not catch up with {old} within {timeout}s")
                 await asyncio.sleep(0.01)
-        except (RedisError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (RedisError, OSError, TimeoutError) as exc:
             self.log.error("event=switchover_aborted from=%s to=%s error=%r", old, to, exc)
             await self._propose(self.topology.resumed(), f"switchover to {to} aborted: {exc}")
             await self._unpause(master)
@@ -548,14 +548,14 @@ class Controller:
     async def _is_replica(self, client: aioredis.Redis) -> bool:
         try:
             info = await client.info("replication")
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, RedisError, OSError):
             return False
         return info.get("role") == "slave"
 
     async def _unpause(self, client: aioredis.Redis) -> None:
         try:
             await client.execute_command("CLIENT", "UNPAUSE")
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             self.log.warning("event=unpause_failed error=%r", exc)
 
     def peer_url(self, node: str | None) -> str | None:
@@ -608,7 +608,7 @@ class Controller:
                 if paused:
                     self._paused_old = None
                     await self._unpause(client)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             self.log.warning("event=reconcile_failed node=%s epoch=%d error=%r", action.node, epoch, exc)
 
 

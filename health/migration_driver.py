@@ -153,7 +153,7 @@ class MigrationDriver:
             up = [t.master for sid, t in shards.items()       # (a master down elsewhere takes no part)
                   if t.master and (sid in (m.source, m.target) or self.ctl.server.health.up(t.master))]
             mechanism = await self._choose_mechanism(m, up)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             self._failed(m, f"could not ask the masters which slot migration they support: {exc!r}")
             return
         if mechanism != m.mechanism:
@@ -174,7 +174,7 @@ class MigrationDriver:
             then = "it goes on the legacy way" if n >= ATOMIC_ATTEMPTS else "it is retried"
             self._failed(m, f"atomic slot migration failed ({n}/{ATOMIC_ATTEMPTS}), {then}: {exc}", batch)
             return
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             self._failed(m, f"a batch failed and is retried: {str(exc) or type(exc).__name__}", batch)
             return
         self.failure = ""
@@ -293,7 +293,7 @@ class MigrationDriver:
         for i, addr in enumerate(nodes):
             try:
                 await self._client(addr).execute_command("CLUSTER", "SETSLOT", slot, "NODE", owner_id)
-            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, RedisError, OSError) as exc:
                 if i < 2:
                     raise       # the target and the source must know; the others learn by gossip
                 log.debug("SETSLOT NODE on %s failed: %r", addr, exc)
@@ -306,18 +306,18 @@ class MigrationDriver:
         for addr in nodes:
             try:
                 ids[addr] = await self._client(addr).execute_command("CLUSTER", "MYID")
-            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, RedisError, OSError) as exc:
                 log.warning("event=node_release_failed node=%s error=%r", addr, exc)
         for t in remaining:
             for addr in t.nodes:
                 for node_id in ids.values():
                     try:
                         await self._client(addr).execute_command("CLUSTER", "FORGET", node_id)
-                    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                    except (TimeoutError, RedisError, OSError) as exc:
                         log.debug("CLUSTER FORGET on %s failed: %r", addr, exc)
         for addr in sorted(ids, key=lambda a: a not in nodes[1:]):     # replicas first
             try:
                 await self._client(addr).execute_command("CLUSTER", "RESET", "SOFT")
                 log.warning("event=node_released node=%s", addr)
-            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, RedisError, OSError) as exc:
                 log.warning("event=node_release_failed node=%s error=%r", addr, exc)

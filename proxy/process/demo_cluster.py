@@ -24,7 +24,12 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from .cluster_create import CLUSTER_SERVER_ARGS, ClusterCreateError, create_cluster, even_ranges
+from .cluster_create import (
+    CLUSTER_SERVER_ARGS,
+    ClusterCreateError,
+    create_cluster,
+    even_ranges,
+)
 from .demo import Child, Layout, proxy_children, redis_server_binary
 from .devcerts import ClusterCerts
 

@@ -424,8 +424,18 @@ CLUSTER_HANDLERS.update({
     b"watch": ClusterSession._cmd_watch,
     b"unwatch": ClusterSession._cmd_unwatch,
 })
+
+
+def _raw_handler(name: bytes):
+    return lambda self, args: self._cluster_raw(name, args)
+
+
+def _refused_handler(name: bytes):
+    return lambda self, args: self._cmd_refused(name)
+
+
 for _name in RAW_MODE:
-    CLUSTER_HANDLERS[_name] = (lambda n: lambda self, args: self._cluster_raw(n, args))(_name)
+    CLUSTER_HANDLERS[_name] = _raw_handler(_name)
 for _name in REFUSED:
     if _name != b"cluster":
-        CLUSTER_HANDLERS[_name] = (lambda n: lambda self, args: self._cmd_refused(n))(_name)
+        CLUSTER_HANDLERS[_name] = _refused_handler(_name)

@@ -28,7 +28,7 @@ class RoutedSlot(Slot):
     or ASK it gets (`ClusterSession._follow`) before anyone sees it. `skip`: replies of
     the proxy's own prefix (ASKING, MULTI ... QUEUED) dropped before delivery."""
 
-    __slots__ = ("data", "slot", "write", "hops", "skip")
+    __slots__ = ("data", "hops", "skip", "slot", "write")
 
     def __init__(self, owner, data: bytes, slot: int | None, write: bool, remaining: int = 1,
                  skip: int = 0) -> None:
@@ -61,7 +61,7 @@ def drop_prefix(slot: RoutedSlot) -> None:
 class FanOut:
     """Owner of the sub-slots of one client command; fills `parent` when all are done."""
 
-    __slots__ = ("session", "parent", "subs", "combine")
+    __slots__ = ("combine", "parent", "session", "subs")
 
     def __init__(self, session, parent: Slot, combine: Combine) -> None:
         self.session = session

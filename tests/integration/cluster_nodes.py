@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from proxy.process.cluster_create import CLUSTER_SERVER_ARGS, create_cluster, even_ranges
+from proxy.process.cluster_create import (
+    CLUSTER_SERVER_ARGS,
+    create_cluster,
+    even_ranges,
+)
 
 from .harness import RedisServer, free_ports
 

@@ -54,7 +54,8 @@ def cluster(tmp_path):
 
 
 def _ops(p, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([PROXY_BIN, *args, "--endpoint", p.admin_url], capture_output=True, text=True, timeout=90,
+    return subprocess.run([PROXY_BIN, *args, "--endpoint", p.admin_url], capture_output=True,
+                          check=False, text=True, timeout=90,
                           env={"REDIS_RAFT_PROXY_RAFT_SECRET": RAFT_SECRET})
 
 

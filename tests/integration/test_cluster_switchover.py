@@ -35,6 +35,7 @@ def cluster(tmp_path):
 
 def _failover(p: ProxyProcess, to: str) -> subprocess.CompletedProcess:
     return subprocess.run([PROXY_BIN, "failover", "--to", to, "--endpoint", p.admin_url], capture_output=True,
+                          check=False,
                           text=True, timeout=60, env={"REDIS_RAFT_PROXY_RAFT_SECRET": RAFT_SECRET})
 
 
@@ -68,11 +69,14 @@ def test_status_cli_shows_every_shard_and_its_health(cluster):
     c, p = cluster
     wait_until(lambda: all(r["healthy"] for t in p.status()["topology"]["shards"] for r in t["replicas"]), 20,
                message="every replica healthy")
-    ok = subprocess.run([PROXY_BIN, "status", "--endpoint", p.admin_url], capture_output=True, text=True, timeout=30)
+    ok = subprocess.run([PROXY_BIN, "status", "--endpoint", p.admin_url], capture_output=True,
+                        check=False, text=True, timeout=30)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.count("shard ") == 2 and all(s.addr in ok.stdout for s in c.servers)
     c.replicas[0].kill()
     wait_until(lambda: subprocess.run([PROXY_BIN, "status", "--endpoint", p.admin_url], capture_output=True,
+                                      check=False,
                                       timeout=30).returncode == 1, 10, message="status exit 1 with a replica down")
-    bad = subprocess.run([PROXY_BIN, "status", "--endpoint", p.admin_url], capture_output=True, text=True, timeout=30)
+    bad = subprocess.run([PROXY_BIN, "status", "--endpoint", p.admin_url], capture_output=True,
+                         check=False, text=True, timeout=30)
     assert f"replica {c.replicas[0].addr} not healthy" in bad.stdout

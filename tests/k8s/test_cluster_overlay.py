@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 
 from proxy.process.cli import build_parser
-from proxy.process.cluster_create import CLUSTER_SERVER_ARGS, ClusterCreator, even_ranges, parse_cluster_nodes
+from proxy.process.cluster_create import (
+    CLUSTER_SERVER_ARGS,
+    ClusterCreator,
+    even_ranges,
+    parse_cluster_nodes,
+)
 from proxy.routing.keyslot import key_slot
 
 from .kube import (
@@ -37,7 +42,12 @@ from .kube import (
     status,
     wait_until,
 )
-from .test_manifests import _assert_only_the_pod_user_reads, _config, _redis_confs, _redis_directives
+from .test_manifests import (
+    _assert_only_the_pod_user_reads,
+    _config,
+    _redis_confs,
+    _redis_directives,
+)
 
 redis = pytest.importorskip("redis")
 

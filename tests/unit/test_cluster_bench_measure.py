@@ -7,7 +7,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from benchmarks.cluster_measure import ack_gaps, alternate, median_by_target, percentile, spread, time_calls
+from benchmarks.cluster_measure import (
+    ack_gaps,
+    alternate,
+    median_by_target,
+    percentile,
+    spread,
+    time_calls,
+)
 from proxy.routing.keyslot import key_slot
 
 

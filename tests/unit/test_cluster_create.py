@@ -3,6 +3,8 @@ node replicates which master), from CLUSTER NODES texts, without sockets."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from proxy.process.cluster_create import (
@@ -45,7 +47,7 @@ def test_even_ranges_cover_every_slot_once():
     for n in (1, 2, 3, 5, 7):
         r = even_ranges(n)
         assert r[0][0] == 0 and r[-1][1] == SLOTS - 1
-        assert all(a[1] + 1 == b[0] for a, b in zip(r, r[1:]))
+        assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(r))
     with pytest.raises(ValueError):
         even_ranges(0)
 

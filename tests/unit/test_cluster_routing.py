@@ -15,8 +15,16 @@ from proxy.routing.keyslot import key_slot
 from proxy.routing.slotmap import Shard
 from proxy.routing.split import plan
 from proxy.routing.topology import Topology
-from proxy.session.cluster_fanout import (SHARD_BITS, combine_concat, combine_first, combine_min, combine_plan,
-                                          combine_scan, combine_sum, scan_cursor)
+from proxy.session.cluster_fanout import (
+    SHARD_BITS,
+    combine_concat,
+    combine_first,
+    combine_min,
+    combine_plan,
+    combine_scan,
+    combine_sum,
+    scan_cursor,
+)
 
 A = Topology(1, "h:1", ("h:4",), slots=((0, 5460),))
 B = Topology(1, "h:2", ("h:5",), slots=((5461, 10922),))

@@ -14,8 +14,8 @@ from proxy.process.cluster_create import CLUSTER_SERVER_ARGS
 
 
 def args(**kw) -> argparse.Namespace:
-    base = dict(shards=3, redis_port=7000, proxy_port=6380, admin_port=8000, sentinel_port=26379,
-                redis_server=shutil.which("redis-server") or "/usr/bin/redis-server", tls=False, dir=None)
+    base = {"shards": 3, "redis_port": 7000, "proxy_port": 6380, "admin_port": 8000, "sentinel_port": 26379,
+            "redis_server": shutil.which("redis-server") or "/usr/bin/redis-server", "tls": False, "dir": None}
     return argparse.Namespace(**{**base, **kw})
 
 
