@@ -414,8 +414,12 @@ def test_source_master_killed_mid_migration_the_shard_fails_over_and_the_migrati
         waiting = wait_until(lambda: next((m.get("waiting") for m in c.migrations() if m["id"] == mid), None),
                              15, message=lambda: f"the migration to wait for shard {a.id}: {c.migrations()}")
         (m,) = finish(c, [mid], timeout=90)
-        views = committed(c, 3)
-        src = next(v for v in views if v.id == a.id)
+        views = committed(c, 3)     # (every proxy agrees on the masters; the last batch may still be applying)
+        wait_until(lambda: all(next(v for v in c.shards(p.node) if v.id == a.id).ranges == [(1000, 5460)]
+                               for p in c.alive()), 10,
+                   message=lambda: "every proxy to apply the last batch: "
+                                   f"{[(p.node, c.shards(p.node)) for p in c.alive()]}")
+        src = next(v for v in c.shards(c.leader().node) if v.id == a.id)
         assert src.master is not None and src.master is not killed and src.ranges == [(1000, 5460)]
         print(f"killed {killed.addr} at {at_kill['done']}/{at_kill['total']} slots; waited ({waiting}); "
               f"finished {time.monotonic() - t_kill:.1f}s after the kill with {m['keys_moved']} keys; "
