@@ -36,6 +36,7 @@ from dataclasses import replace
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from .cancellation import raise_if_cancelled
 from .migration import DONE, QUEUED, RUNNING, Migration
 from .migration_atomic import AtomicMoveFailed, atomic_unsupported, move_atomic
 from .redis_control import control_client, control_tls
@@ -260,6 +261,7 @@ class MigrationDriver:
                 continue
             await s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
             while True:
+                raise_if_cancelled()
                 keys = await s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, KEYS_PER_MIGRATE)
                 if not keys:
                     break
