@@ -393,6 +393,15 @@ class RaftCore:
             raise ProposalRejected(f"unknown membership operation {cc.op!r}")
         return self._append_local(EntryKind.CONFIG, encode_members(new))
 
+    def best_transferee(self) -> str | None:
+        """Leader: the voter to hand leadership to: one that answered within this election
+        timeout before one that did not, then the most up to date; None if no other voter."""
+        if self.role != LEADER:
+            return None
+        ranked = [(pr.recent_active, pr.match, peer) for peer, pr in self._prs.items()
+                  if peer != self.id and peer in self.members]
+        return max(ranked)[2] if ranked else None
+
     def transfer_leadership(self, to: str) -> None:
         """Hand leadership to ``to``: bring it up to date, then send it TimeoutNow.
         Proposals are refused and the lease is void meanwhile; if ``to`` has not

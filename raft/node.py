@@ -290,6 +290,10 @@ class RaftNode:
         entry = self._c().propose_conf_change(ConfChange("remove", node_id))
         await self._wait_applied(entry, timeout)
 
+    def best_transferee(self) -> str | None:
+        """Leader: the most up-to-date voter that answered lately (None: none, or not leader)."""
+        return self.core.best_transferee() if self.core is not None and self.failed is None else None
+
     async def transfer_leadership(self, to: str, timeout: float | None = None) -> None:
         """Hand leadership to ``to`` and wait until this node is no longer leader."""
         self._check_usable()

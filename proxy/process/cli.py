@@ -69,7 +69,8 @@ async def _serve(cfg, tls) -> int:
             log.error("cannot start: %s", exc)
         rc = 1
     else:
-        log.info("shutting down")
+        log.info("shutting down: draining clients")
+        await server.drain()
     waits[0].cancel()
     await server.stop()
     await runner.cleanup()

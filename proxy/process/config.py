@@ -126,6 +126,8 @@ class Config:
                               minimum=1)
     probe_interval_ms: int = _key("int", 100, "how often each Redis node is probed", minimum=1)
     hold_ms: int = _key("int", 5000, "how long a write waits for a master before an error", minimum=0)
+    drain_timeout_ms: int = _key("int", 5000, "on SIGTERM, how long clients' commands in flight may take to be "
+                                 "answered before their connections are cut", minimum=0)
     lease_ms: int = _key("int", 1000, "how long writes may flow without hearing from a quorum", minimum=1)
     stale_reads_when_partitioned: bool = _key("bool", False,
                                               "serve reads while this proxy holds no lease from a quorum")

@@ -481,6 +481,29 @@ class ProxyServer:
     def _node_changed(self, addr: str, up: bool) -> None:
         log.info("event=%s node=%s", "node_up" if up else "node_subjectively_down", addr)
 
+    async def drain(self) -> None:
+        """SIGTERM: stop accepting clients, hand Raft leadership to another proxy, let
+        every client's commands in flight be answered (at most drain_timeout_ms), then
+        close the connections between replies, never inside one."""
+        loop = asyncio.get_running_loop()
+        for srv in self._servers:
+            srv.close()
+        best = getattr(self.consensus, "best_transferee", lambda: None)()
+        if best is not None:
+            try:
+                await self.consensus.transfer_leadership(best)
+                log.info("event=leadership_handed_over to=%s", best)
+            except Exception as exc:  # noqa: BLE001 -- stopping anyway: an election settles it
+                log.warning("event=leadership_handover_failed to=%s error=%r", best, exc)
+        clients = len(self.clients)
+        for s in list(self.clients):
+            s.drain()
+        deadline = loop.time() + self.cfg.drain_timeout_ms / 1000.0
+        while self.clients and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        cut = len(self.clients)
+        log.info("event=drained clients=%d answered_and_closed=%d cut=%d", clients, clients - cut, cut)
+
     async def stop(self) -> None:
         for srv in self._servers:
             srv.close()

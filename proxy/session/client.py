@@ -70,6 +70,7 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, asyncio.Pro
         self.raw: Upstream | None = None
         self.closed = False
         self.closing = False           # QUIT or protocol error: close once replies are out
+        self.draining = False          # the proxy is stopping: half-close once replies are out
         self.waiting = False           # stopped until `pending` drains
         self.wait_slot: Slot | None = None  # if set, `waiting` ends when this slot is done
         self.held = False              # stopped until a master takes writes (or hold_ms passed)
@@ -134,6 +135,9 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, asyncio.Pro
         else:
             self.buf = data
         if len(self.buf) < self.need or self.waiting or self.closing or self.held:
+            if self.draining:           # never read: dropped unanswered, so never executed
+                self.buf = b""
+                return
             if self.waiting or self.closing or self.held:
                 self._pause_reading()
             return
@@ -625,7 +629,7 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, asyncio.Pro
                 asyncio.get_running_loop().call_soon(self._resume_process)
         if not pending:
             if self.closing:
-                t.close()
+                self._half_close() if self.draining else t.close()
                 return
             if self.waiting:
                 self.waiting = False
@@ -638,8 +642,35 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, asyncio.Pro
             self._resume_reading()
 
     def _resume_process(self) -> None:
-        if not self.closed and not self.waiting and not self.held and self.buf:
+        if not self.closed and not self.closing and not self.waiting and not self.held and self.buf:
             self._process()
+
+    def drain(self) -> None:
+        """The proxy is stopping: read nothing more, answer what was sent, then close.
+
+        A blocked (BLPOP...) or subscribed client is closed at once: its reply may never
+        come, and Redis drops a blocked command whose connection closes.  Commands not
+        read yet (or held for a master, which are not sent) stay unanswered, so not
+        executed: the client retries them elsewhere."""
+        if self.closed:
+            return
+        self.closing = self.draining = True
+        self._pause_reading()
+        if self.raw is not None or self.blocked_on is not None:
+            self.transport.close()
+        elif not self.pending:
+            self._half_close()
+
+    def _half_close(self) -> None:
+        """FIN after the last reply, then read and drop until the client closes: closing
+        with its unread commands in the socket would send a RST, and a RST can discard
+        replies the client has not read yet."""
+        t = self.transport
+        if t.can_write_eof():
+            t.write_eof()
+            self._resume_reading()
+        else:                           # TLS: close() sends close_notify after the replies
+            t.close()
 
     def raw_reply(self, data: bytes) -> None:
         if not self.closed:
