@@ -98,6 +98,23 @@ def test_leadership_transfer() -> None:
     assert c.cores["n1"].role == FOLLOWER and c.cores["n1"].leader_id == "n3"
 
 
+def test_best_transferee_is_the_most_up_to_date_live_voter() -> None:
+    c = Cluster(3)
+    c.elect("n1")
+    assert c.cores["n2"].best_transferee() is None, "only a leader names one"
+    c.isolate("n3")
+    c.cores["n1"].propose(b"x")
+    c.stabilize()
+    assert c.cores["n1"].best_transferee() == "n2", "n3 missed an entry"
+    c.recover()
+    c.stabilize()
+    c.isolate("n2")
+    c.tick_all(c.cfg.election_ticks)           # n2's activity mark is from before the cut
+    c.cores["n1"].propose(b"y")
+    c.stabilize()
+    assert c.cores["n1"].best_transferee() == "n3"
+
+
 def test_transfer_to_non_member_rejected() -> None:
     c = Cluster(3)
     c.elect("n1")
