@@ -80,9 +80,12 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
 
     # -- the command loop ------------------------------------------------------------
     def _dispatch(self, name: bytes, start: int, end: int, args_at: int, inline) -> bool:
+        if self._seen(name, start, end, args_at, inline):
+            return False
         if self.mode == RAW:
             if name in SHARDED_PUBSUB and self.authenticated:
                 buf = self._buf
+                self._ran(name, start, end, args_at, inline)
                 return self._route_sharded(name, self._args(buf, args_at, end, inline),
                                            bytes(buf[start:end]) if inline is None else resp.encode_command(inline))
             return super()._dispatch(name, start, end, args_at, inline)
@@ -92,7 +95,10 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
             data = bytes(data)
         args = self._args(buf, args_at, end, inline)
         self._write_flag = False
-        return self._route_cluster(name, args, data) is not STOP
+        if self._route_cluster(name, args, data) is STOP:
+            return False
+        self._ran(name, start, end, args_at, inline)
+        return True
 
     def _route_cluster(self, name: bytes, args: list[bytes], data: bytes):
         """Serve one command; LOCAL once its reply slot is queued, or STOP."""
@@ -439,3 +445,5 @@ for _name in RAW_MODE:
 for _name in REFUSED:
     if _name != b"cluster":
         CLUSTER_HANDLERS[_name] = _refused_handler(_name)
+CLUSTER_HANDLERS[b"monitor"] = _HANDLERS[b"monitor"]
+CLUSTER_HANDLERS[b"debug"] = _HANDLERS[b"debug"]
