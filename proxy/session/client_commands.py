@@ -21,6 +21,21 @@ from .common import LOCAL, NO_SUCH_CLIENT, NOAUTH, OK, SHARED, bulk
 DEBUG_ALLOWED = "DEBUG ERROR, DEBUG SLEEP 0 and DEBUG OBJECT pass through"
 
 
+# The harmless forms of the admin commands the proxy answers itself, that the master is asked
+# first (see `ClientCommands._admin`): the same command where Redis has one that changes nothing,
+# else CLIENT KILL of no client (PAUSE, UNPAUSE and MONITOR are @admin @dangerous as it is).
+_NO_ONE = str(NO_SUCH_CLIENT).encode()
+_KILL_NO_ONE = resp.encode_command([b"CLIENT", b"KILL", b"ID", _NO_ONE])
+ADMIN_PROBES = {
+    b"list": resp.encode_command([b"CLIENT", b"LIST", b"ID", _NO_ONE]),
+    b"kill": _KILL_NO_ONE,
+    b"pause": _KILL_NO_ONE,
+    b"unpause": _KILL_NO_ONE,
+    b"no-evict": resp.encode_command([b"CLIENT", b"NO-EVICT", b"off"]),
+    b"monitor": _KILL_NO_ONE,
+}
+
+
 def _wrong_args(sub: bytes) -> bytes:
     return b"-ERR wrong number of arguments for 'client|%s' command\r\n" % sub
 
@@ -80,24 +95,10 @@ class ClientCommands:
             return LOCAL
         if sub == b"info":
             return self._local(self._verbatim(self._client_info()))
-        if sub == b"list":
-            return self._client_list(args[1:])
-        if sub == b"kill":
-            return self._client_kill(args[1:])
-        if sub == b"pause":
-            return self._client_pause(args)
-        if sub == b"unpause":
-            if len(args) != 1:
-                return self._local(_wrong_args(b"unpause"))
-            self.registry.unpause()
-            return self._local(OK)
-        if sub == b"no-evict":
-            # The proxy evicts no client for memory: the flag is kept and shown, as Redis does.
-            mode = args[1].lower() if len(args) == 2 else b""
-            if mode not in (b"on", b"off"):
-                return self._local(b"-ERR syntax error\r\n")
-            self.no_evict = mode == b"on"
-            return self._local(OK)
+        if sub in ADMIN_PROBES:
+            if self.multi:
+                return self._master()       # queued: the master answers at EXEC
+            return self._admin(ADMIN_PROBES[sub], lambda: self._client_admin(sub, args))
         if sub == b"no-touch":
             return self._client_no_touch(args)
         if sub == b"unblock" and len(args) >= 2:
@@ -119,7 +120,40 @@ class ClientCommands:
         return self._master()
 
     # -- CLIENT LIST / KILL / PAUSE / NO-TOUCH ----------------------------------
-    def _client_list(self, args: list[bytes]):
+    def _admin(self, probe: bytes, answer):
+        """An admin command the proxy answers itself (`answer()`: its reply), once the master says
+        the user that carries this client's commands may run it: `probe` is a harmless form of
+        it, sent on the client's own path to the master; its -NOPERM is the client's answer."""
+        up = self._master()
+        if type(up) is not Upstream:
+            return up
+
+        def checked(reply: bytes) -> bytes:
+            if reply.startswith(b"-NOPERM"):
+                return reply
+            return answer()
+        return self._send_one(up, probe, checked)
+
+    def _client_admin(self, sub: bytes, args: list[bytes]) -> bytes:
+        if sub == b"list":
+            return self._client_list(args[1:])
+        if sub == b"kill":
+            return self._client_kill(args[1:])
+        if sub == b"pause":
+            return self._client_pause(args)
+        if sub == b"unpause":
+            if len(args) != 1:
+                return _wrong_args(b"unpause")
+            self.registry.unpause()
+            return OK
+        # NO-EVICT: the proxy evicts no client for memory: the flag is kept and shown, as Redis does.
+        mode = args[1].lower() if len(args) == 2 else b""
+        if mode not in (b"on", b"off"):
+            return b"-ERR syntax error\r\n"
+        self.no_evict = mode == b"on"
+        return OK
+
+    def _client_list(self, args: list[bytes]) -> bytes:
         """CLIENT LIST [TYPE type] [ID id ...]: this proxy's clients."""
         ctype, ids = None, None
         i = 0
@@ -128,7 +162,7 @@ class ClientCommands:
             if opt == b"type" and i + 1 < len(args):
                 ctype = args[i + 1].lower()
                 if ctype not in CLIENT_TYPES:
-                    return self._local(b"-ERR Unknown client type '%s'\r\n" % args[i + 1])
+                    return b"-ERR Unknown client type '%s'\r\n" % args[i + 1]
                 ctype = b"replica" if ctype == b"slave" else ctype
                 i += 2
             elif opt == b"id" and i + 1 < len(args):
@@ -137,36 +171,35 @@ class ClientCommands:
                     try:
                         ids.add(int(a))
                     except ValueError:
-                        return self._local(b"-ERR Invalid client ID\r\n")
+                        return b"-ERR Invalid client ID\r\n"
                 i = len(args)
             else:
-                return self._local(b"-ERR syntax error\r\n")
+                return b"-ERR syntax error\r\n"
         from .client_registry import client_type
 
         now = time.monotonic()
         lines = [info_line(s, now) + "\n" for s in self.registry.clients()
                  if (ids is None or s.id in ids) and (ctype is None or client_type(s) == ctype)]
-        return self._local(self._verbatim("".join(lines).encode()))
+        return self._verbatim("".join(lines).encode())
 
-    def _client_kill(self, args: list[bytes]):
+    def _client_kill(self, args: list[bytes]) -> bytes:
         """CLIENT KILL addr:port | filters: closes this proxy's matching clients (and, with them,
         their own upstream connections: see `ClientSession.connection_lost`)."""
         f = parse_kill(args)
         if type(f) is bytes:
-            return self._local(f)
+            return f
         now = time.monotonic()
         victims = [s for s in self.registry.clients() if f.matches(s, self, now)]
         if f.old_form:
             victims = victims[:1]
             if not victims:
-                return self._local(b"-ERR No such client\r\n")
-        self._local(OK if f.old_form else b":%d\r\n" % len(victims))
+                return b"-ERR No such client\r\n"
         for s in victims:
             if s is self:
                 self.closing = True     # once the reply is out, as Redis closes after the reply
             else:
                 s.kill()
-        return LOCAL
+        return OK if f.old_form else b":%d\r\n" % len(victims)
 
     def kill(self) -> None:
         """Closed by another client's CLIENT KILL: at once, replies still owed are dropped (as Redis
@@ -176,23 +209,23 @@ class ClientCommands:
         self.killed = True
         self.transport.abort()
 
-    def _client_pause(self, args: list[bytes]):
+    def _client_pause(self, args: list[bytes]) -> bytes:
         if len(args) not in (2, 3):
-            return self._local(_wrong_args(b"pause"))
+            return _wrong_args(b"pause")
         try:
             ms = int(args[1])
         except ValueError:
-            return self._local(b"-ERR timeout is not an integer or out of range\r\n")
+            return b"-ERR timeout is not an integer or out of range\r\n"
         if ms < 0:
-            return self._local(b"-ERR timeout is negative\r\n")
+            return b"-ERR timeout is negative\r\n"
         mode = PAUSE_ALL
         if len(args) == 3:
             m = args[2].lower()
             if m not in (b"write", b"all"):
-                return self._local(b"-ERR CLIENT PAUSE mode must be WRITE or ALL\r\n")
+                return b"-ERR CLIENT PAUSE mode must be WRITE or ALL\r\n"
             mode = PAUSE_WRITE if m == b"write" else PAUSE_ALL
         self.registry.pause(ms, mode)
-        return self._local(OK)
+        return OK
 
     def _client_no_touch(self, args: list[bytes]):
         """CLIENT NO-TOUCH: the reads touch keys on the Redis nodes, so it needs connections of
@@ -256,8 +289,11 @@ class ClientCommands:
             return self._local(NOAUTH)
         if self.multi:
             return self._master()       # Redis refuses it inside MULTI: EXEC then aborts
-        self.registry.add_monitor(self)
-        return self._local(OK)
+
+        def start() -> bytes:
+            self.registry.add_monitor(self)
+            return OK
+        return self._admin(ADMIN_PROBES[b"monitor"], start)
 
     # -- ACL ------------------------------------------------------------------------------
     def _cmd_acl(self, args):

@@ -300,21 +300,33 @@ def test_acl_log_has_the_proxys_own_auth_failures_and_the_masters(locked, replic
         assert admin.acl_whoami() == "default"
 
 
-def test_acl_whoami_and_client_list_user_follow_an_acl_user(proxy, replica_set):
-    user, pw = uniq("u"), "pw-19"
+def test_acl_whoami_client_list_user_and_the_users_admin_rights(proxy, replica_set):
+    """ACL WHOAMI and CLIENT LIST's user= name the user the client authenticated as; the admin
+    commands the proxy answers itself need that user's right to run them on Redis."""
+    user, limited, pw = uniq("u"), uniq("limited"), "pw-19"
     for s in replica_set.servers:
         with s.client(timeout=5) as c:
             c.acl_setuser(user, enabled=True, passwords=["+" + pw], keys=["*"], channels=["*"], commands=["+@all"])
+            c.acl_setuser(limited, enabled=True, passwords=["+" + pw], keys=["*"], channels=["*"],
+                          commands=["+@all", "-@admin", "-@dangerous"])
     try:
-        with one(proxy.port) as r:
+        with one(proxy.port) as r, one(proxy.port) as weak:
             assert r.acl_whoami() == "default"
             r.auth(pw, user)
             assert r.acl_whoami() == user
             assert r.client_info()["user"] == user
+            assert any(c["user"] == user for c in r.client_list())
+            weak.auth(pw, limited)
+            for cmd in (["CLIENT", "LIST"], ["CLIENT", "KILL", "USER", user], ["CLIENT", "PAUSE", "10000"],
+                        ["CLIENT", "UNPAUSE"], ["CLIENT", "NO-EVICT", "on"], ["MONITOR"]):
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    weak.execute_command(*cmd)
+            assert weak.client_info()["user"] == limited and weak.set(uniq("k"), "1") is True
+            assert r.ping()
     finally:
         for s in replica_set.servers:
             with s.client(timeout=5) as c:
-                c.acl_deluser(user)
+                c.acl_deluser(user, limited)
 
 
 # -- PING while the master is busy ----------------------------------------------------------------------
