@@ -375,7 +375,8 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
             self.tx_count += 1
         elif name == b"multi":
             self.tx_count = 0
-        if self.registry.monitors:
+        if self.registry.monitors and (self.authenticated or name == b"auth" or name == b"hello"):
+            # (a command refused with -NOAUTH never ran: Redis does not show it)
             args = self._args(self._buf, args_at, end, inline)
             self.registry.feed(self, name, [self._name_as_sent(start, inline, name), *args])
         if name in SUBSCRIBE:

@@ -271,6 +271,26 @@ def test_monitor_shows_every_command_with_the_real_client_address(proxy, locked,
             c.close()
 
 
+def test_monitor_redacts_secrets_and_skips_commands_refused_before_auth(locked):
+    with locked.raw() as mon, locked.raw() as c:
+        assert mon.command("AUTH", PASSWORD) == b"OK"
+        assert mon.command("MONITOR") == b"OK"
+        k = uniq("noauth")
+        assert str(c.command("GET", k)).startswith("NOAUTH")
+        assert str(c.command("AUTH", "wrong-pw")).startswith("WRONGPASS")
+        assert c.command("AUTH", PASSWORD) == b"OK"
+        assert isinstance(c.command("HELLO", "2", "AUTH", "default", PASSWORD), list)
+        assert c.command("ECHO", "end") == b"end"
+        lines = []
+        while not lines or b'"end"' not in lines[-1]:
+            lines.append(mon.read_reply())
+        text = b"\n".join(lines)
+        assert k.encode() not in text, "a command refused with NOAUTH appeared in MONITOR"
+        assert PASSWORD.encode() not in text and b"wrong-pw" not in text, "a password reached MONITOR"
+        assert sum(ln.endswith(b'] "AUTH" "(redacted)"') for ln in lines) == 2, lines
+        assert any(ln.endswith(b'"HELLO" "2" "AUTH" "(redacted)" "(redacted)"') for ln in lines), lines
+
+
 # -- ACL LOG, ACL WHOAMI -----------------------------------------------------------------------------
 @RESP
 def test_acl_log_has_the_proxys_own_auth_failures_and_the_masters(locked, replica_set, protocol):
