@@ -131,6 +131,7 @@ class ClientCommands:
         def checked(reply: bytes) -> bytes:
             if reply.startswith(b"-NOPERM"):
                 return reply
+            self._swallow(reply)        # (not owed to the client: CLIENT LIST's omem must not count it)
             return answer()
         return self._send_one(up, probe, checked)
 
@@ -207,6 +208,7 @@ class ClientCommands:
         if self.closed or self.killed:
             return
         self.killed = True
+        self.closed = True          # nothing more is written to it, nothing more is kept for it
         self.transport.abort()
 
     def _client_pause(self, args: list[bytes]) -> bytes:
