@@ -86,11 +86,10 @@ def _builtin() -> dict[bytes, Kind]:
 
 BUILTIN = _builtin()
 
-# Commands MONITOR does not show (Redis' `admin` and `skip_monitor` flags), until the
-# upstream's own COMMAND reply is loaded.
+# Commands MONITOR does not show (Redis' `admin` flag; `skip_monitor` ones, EVAL and FCALL,
+# Redis shows all the same), until the upstream's own COMMAND reply is loaded.
 _UNMONITORED = frozenset(b"""monitor debug config shutdown sync psync replconf replicaof slaveof failover
-client|list client|kill client|pause client|unpause client|no-evict acl|log acl|setuser acl|deluser
-eval evalsha eval_ro evalsha_ro fcall fcall_ro""".split())
+client|list client|kill client|pause client|unpause client|no-evict acl|log acl|setuser acl|deluser""".split())
 
 
 class CommandTable:
@@ -104,7 +103,7 @@ class CommandTable:
         self._table: dict[bytes, Kind] = dict(BUILTIN if table is None else table)
         self._specs: dict[bytes, tuple[KeySpec, ...]] = {}     # name (or `container|sub`) -> key specs
         self.single_key: frozenset[bytes] = frozenset()          # commands whose one key is argument 1
-        self.unmonitored: frozenset[bytes] = _UNMONITORED        # not shown by MONITOR (admin, skip_monitor)
+        self.unmonitored: frozenset[bytes] = _UNMONITORED        # not shown by MONITOR (admin)
         self.from_upstream = False
         self._build_fast()
 
@@ -172,7 +171,7 @@ def _add_entry(table: dict[bytes, Kind], entry: list, parent: bytes,
     if specs is not None and len(entry) > 8 and isinstance(entry[8], list) and entry[8]:
         specs[name] = parse_key_specs(entry[8])
     flags = {_as_bytes(f).lower() for f in entry[2]}
-    if unmonitored is not None and (b"admin" in flags or b"skip_monitor" in flags):
+    if unmonitored is not None and b"admin" in flags:
         unmonitored.add(name)
     if b"write" in flags or b"may_replicate" in flags:
         kind = Kind.WRITE

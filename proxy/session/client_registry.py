@@ -294,7 +294,8 @@ class ClientRegistry:
         self.paused.discard(s)
 
     def feed(self, s, name: bytes, argv: list[bytes]) -> None:
-        """`s` runs `argv`: every MONITOR client gets the line (not admin commands, as in Redis)."""
+        """`s` runs `argv`: every MONITOR client gets the line (not admin commands, as in Redis; the
+        commands a script runs on the node, Redis' `[0 lua]` lines, are not seen by the proxy)."""
         table = self.server.table
         if name in table.unmonitored or (name in CONTAINERS and len(argv) > 1
                                          and name + b"|" + argv[1].lower() in table.unmonitored):

@@ -254,6 +254,7 @@ def test_monitor_shows_every_command_with_the_real_client_address(proxy, locked,
         r.set(k, "a b\"c")
         r.get(k)
         r.client_list()                         # admin: not shown, as in Redis
+        r.eval("return 1", 0)                  # EVAL is shown although skip_monitor, as in Redis
         r.execute_command("ECHO", "done")
         far.set(k, "elsewhere")                 # another proxy's client: not shown here
         lines = []
@@ -261,7 +262,8 @@ def test_monitor_shows_every_command_with_the_real_client_address(proxy, locked,
             lines.append(mon.read_reply())
         mine = [ln.decode() for ln in lines if f"[0 {addr}]".encode() in ln]
         text = "\n".join(mine)
-        for expected in ('"PING"', '"CLIENT" "SETNAME" "watched"', f'"SET" "{k}" "a b\\"c"', f'"GET" "{k}"'):
+        for expected in ('"PING"', '"CLIENT" "SETNAME" "watched"', f'"SET" "{k}" "a b\\"c"', f'"GET" "{k}"',
+                         '"EVAL" "return 1" "0"'):
             assert expected.lower() in text.lower(), f"{expected} missing from MONITOR: {text}"
         assert "LIST" not in text.upper()
         assert not any(b"elsewhere" in ln for ln in lines)
