@@ -22,17 +22,18 @@ DEBUG_ALLOWED = "DEBUG ERROR, DEBUG SLEEP 0 and DEBUG OBJECT pass through"
 
 
 # The harmless forms of the admin commands the proxy answers itself, that the master is asked
-# first (see `ClientCommands._admin`): the same command where Redis has one that changes nothing,
-# else CLIENT KILL of no client (PAUSE, UNPAUSE and MONITOR are @admin @dangerous as it is).
+# first (see `ClientCommands._admin`; Redis checks ACLs before a command's own arguments): the
+# same command where one changes nothing (CLIENT PAUSE -1 only gets an error), else the nearest
+# (UNPAUSE: PAUSE; MONITOR: CLIENT KILL, both @admin @dangerous as it is).
 _NO_ONE = str(NO_SUCH_CLIENT).encode()
-_KILL_NO_ONE = resp.encode_command([b"CLIENT", b"KILL", b"ID", _NO_ONE])
+_PAUSE_NOTHING = resp.encode_command([b"CLIENT", b"PAUSE", b"-1"])
 ADMIN_PROBES = {
     b"list": resp.encode_command([b"CLIENT", b"LIST", b"ID", _NO_ONE]),
-    b"kill": _KILL_NO_ONE,
-    b"pause": _KILL_NO_ONE,
-    b"unpause": _KILL_NO_ONE,
+    b"kill": resp.encode_command([b"CLIENT", b"KILL", b"ID", _NO_ONE]),
+    b"pause": _PAUSE_NOTHING,
+    b"unpause": _PAUSE_NOTHING,
     b"no-evict": resp.encode_command([b"CLIENT", b"NO-EVICT", b"off"]),
-    b"monitor": _KILL_NO_ONE,
+    b"monitor": resp.encode_command([b"CLIENT", b"KILL", b"ID", _NO_ONE]),
 }
 
 
