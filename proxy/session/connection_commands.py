@@ -4,12 +4,17 @@ upstream connections replay), answered as the proxy sees the client; CLIENT is i
 
 from __future__ import annotations
 
+import re
+
 from raft.auth import secret_matches
 
 from .. import resp
 from ..upstream import Upstream
 from ..write_gate import STOP
 from .common import NOAUTH, OK, SHARED, WRONGPASS
+
+
+_HELLO_ID = re.compile(rb"\$2\r\nid\r\n:\d+\r\n")
 
 
 class ConnectionCommands:
@@ -98,7 +103,16 @@ class ConnectionCommands:
             i = lowered.index(b"auth")
             auth = rest[i + 1:i + 3]
         return self._send_one(up, resp.encode_command([b"HELLO", *args[:1], *rest]),
-                              (lambda reply: self._auth_result(reply, auth)) if auth else None)
+                              lambda reply: self._hello_result(reply, auth))
+
+    def _hello_result(self, reply: bytes, auth: list[bytes] | None) -> bytes | None:
+        """HELLO's reply names the client's id: the proxy's (as CLIENT ID and CLIENT LIST), not
+        the id of the proxy's connection to the master."""
+        if auth:
+            self._auth_result(reply, auth)
+        if reply.startswith(b"-"):
+            return None
+        return _HELLO_ID.sub(b"$2\r\nid\r\n:%d\r\n" % self.id, reply, count=1)
 
     def _cmd_reset(self, args):
         if not self._drained():

@@ -77,6 +77,9 @@ def test_client_list_and_info_describe_this_proxys_clients_in_redis_format(proxy
         listed = by_addr(a.client_list())
         me = listed[a_addr]
         assert a.client_id() == int(me["id"])
+        hello = a.execute_command("HELLO", protocol)
+        hello = hello if isinstance(hello, dict) else dict(zip(hello[::2], hello[1::2]))
+        assert hello["id"] == a.client_id(), "HELLO names another id than CLIENT ID"
         assert me["laddr"] == proxy.addr and me["name"] == "lister" and me["db"] == "2"
         assert me["cmd"] == "client|list" and me["user"] == "default" and me["resp"] == str(protocol)
         assert me["flags"] == "N" and me["multi"] == "-1" and me["sub"] == "0"
