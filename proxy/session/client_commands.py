@@ -27,6 +27,7 @@ DEBUG_ALLOWED = "DEBUG ERROR, DEBUG SLEEP 0 and DEBUG OBJECT pass through"
 # (UNPAUSE: PAUSE; MONITOR: CLIENT KILL, both @admin @dangerous as it is).
 _NO_ONE = str(NO_SUCH_CLIENT).encode()
 _PAUSE_NOTHING = resp.encode_command([b"CLIENT", b"PAUSE", b"-1"])
+_NOT_CHECKED = (b"-NOPERM", b"-ERR proxy:", b"-TRYAGAIN", b"-CLUSTERDOWN")
 ADMIN_PROBES = {
     b"list": resp.encode_command([b"CLIENT", b"LIST", b"ID", _NO_ONE]),
     b"kill": resp.encode_command([b"CLIENT", b"KILL", b"ID", _NO_ONE]),
@@ -130,7 +131,9 @@ class ClientCommands:
             return up
 
         def checked(reply: bytes) -> bytes:
-            if reply.startswith(b"-NOPERM"):
+            # refused, or no answer from Redis (the connection failed): never answered unchecked;
+            # another error (an older Redis without the subcommand) is no refusal
+            if reply.startswith(_NOT_CHECKED):
                 return reply
             self._swallow(reply)        # (not owed to the client: CLIENT LIST's omem must not count it)
             return answer()
