@@ -83,6 +83,7 @@ def test_client_list_and_info_describe_this_proxys_clients_in_redis_format(proxy
         assert me["laddr"] == proxy.addr and me["name"] == "lister" and me["db"] == "2"
         assert me["cmd"] == "client|list" and me["user"] == "default" and me["resp"] == str(protocol)
         assert me["flags"] == "N" and me["multi"] == "-1" and me["sub"] == "0"
+        assert me["lib-name"] == "redis-py", me          # from redis-py's CLIENT SETINFO
         assert int(me["fd"]) > 0 and int(me["age"]) >= 0 and int(me["idle"]) >= 0
         assert listed[b_addr]["cmd"] == "set", listed[b_addr]
         subscriber = next(c for c in listed.values() if c["flags"] == "P")
@@ -113,6 +114,13 @@ def test_client_list_and_info_describe_this_proxys_clients_in_redis_format(proxy
         assert "e" in a.client_info()["flags"]
         with pytest.raises(redis.ResponseError, match="syntax error"):
             a.execute_command("CLIENT", "NO-EVICT", "maybe")
+        # CLIENT NO-TOUCH: the master decides (Redis 7.2+); the flag shows only once it accepted
+        try:
+            touched = a.execute_command("CLIENT", "NO-TOUCH", "on") in (True, "OK")
+        except redis.ResponseError as exc:
+            assert "no-touch" in str(exc).lower(), exc      # Redis 7.0: its own unknown-subcommand error
+            touched = False
+        assert ("T" in a.client_info()["flags"]) == touched
     finally:
         ps.close()
         for c in (a, b, other, sub):
