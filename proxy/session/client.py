@@ -6,8 +6,8 @@ node travel as one slice of the client's own bytes and one reply slot).
 A client that creates connection state (MULTI/WATCH, blocking commands,
 SELECT, AUTH, HELLO, CLIENT TRACKING) moves for good to DEDICATED mode:
 upstream connections of its own, whose handshake replays that state.
-Pub/sub and MONITOR put it in RAW mode: one master connection, bytes
-forwarded both ways.  A mode change first waits until every reply already
+Pub/sub puts it in RAW mode: one master connection, bytes forwarded both
+ways (MONITOR is the proxy's own: see client_commands.py).  A mode change first waits until every reply already
 owed to the client has arrived, so order is kept across connections.
 
 Every write, whatever the mode, passes the one write gate (write_gate.py):
