@@ -7,8 +7,9 @@ A client that creates connection state (MULTI/WATCH, blocking commands,
 SELECT, AUTH, HELLO, CLIENT TRACKING) moves for good to DEDICATED mode:
 upstream connections of its own, whose handshake replays that state.
 Pub/sub puts it in RAW mode: one master connection, bytes forwarded both
-ways (MONITOR is the proxy's own: see client_commands.py).  A mode change first waits until every reply already
-owed to the client has arrived, so order is kept across connections.
+ways (MONITOR is the proxy's own: see client_commands.py).  A mode change
+first waits until every reply already owed to the client has arrived, so
+order is kept across connections.
 
 Every write, whatever the mode, passes the one write gate (write_gate.py):
 when it is routed, and again when its bytes leave and its reply returns.
@@ -43,7 +44,7 @@ from .common import (
     log,
 )
 from .client_commands import ClientCommands
-from .client_registry import SUBSCRIBE
+from .client_registry import AFTER_RUN, SUBSCRIBE
 from .connection_commands import ConnectionCommands
 from .local_commands import LocalCommands
 from .transactions import Transactions
@@ -320,7 +321,9 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
     def _dispatch(self, name: bytes, start: int, end: int, args_at: int, inline) -> bool:
         """Route one command; False when processing must stop before it."""
         buf = self._buf
-        if self._seen(name, start, end, args_at, inline):
+        self.last_cmd = name
+        registry = self.registry
+        if registry.intercept and self._paused(name, end, args_at, inline):
             return False
         if name in _HANDLERS or self.mode == RAW:
             self._close_batch()   # a handler may send on its own: the batch goes first
@@ -335,7 +338,8 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
                 target = self._local(target.reply)
         if target is STOP:
             return False
-        self._ran(name, start, end, args_at, inline)
+        if registry.monitors or self.multi or name in AFTER_RUN:
+            self._ran(name, start, end, args_at, inline)
         if target is LOCAL:
             self._close_batch()
             return True
@@ -359,18 +363,17 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
 
     _write_flag = False
 
-    def _seen(self, name: bytes, start: int, end: int, args_at: int, inline) -> bool:
-        """Before a command is routed: record it (CLIENT LIST's cmd); True if CLIENT PAUSE stops it."""
-        self.last_cmd = name
+    def _paused(self, name: bytes, end: int, args_at: int, inline) -> bool:
+        """True if the CLIENT PAUSE in force stops this command (the session is then held)."""
         registry = self.registry
-        if registry.intercept and registry.pause_mode:
-            if registry.pauses(self, name, self._args(self._buf, args_at, end, inline)):
-                self._close_batch()
-                return True
+        if registry.pause_mode and registry.pauses(self, name, self._args(self._buf, args_at, end, inline)):
+            self._close_batch()
+            return True
         return False
 
     def _ran(self, name: bytes, start: int, end: int, args_at: int, inline) -> None:
-        """A command was routed (not stopped): MONITOR's feed, MULTI's count, pub/sub's channels."""
+        """A command was routed (not stopped): MONITOR's feed, MULTI's count, pub/sub's channels
+        (called when there are monitors, in MULTI, or for a name in AFTER_RUN)."""
         if self.multi and name != b"multi":
             self.tx_count += 1
         elif name == b"multi":

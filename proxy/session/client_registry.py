@@ -28,6 +28,8 @@ ACL_LOG_GROUP_S = 60.0              # Redis groups a repeated failure into one e
 CLIENT_TYPES = frozenset({b"normal", b"pubsub", b"master", b"replica", b"slave"})
 SUBSCRIBE = {b"subscribe": "channels", b"unsubscribe": "channels", b"psubscribe": "patterns",
              b"punsubscribe": "patterns", b"ssubscribe": "schannels", b"sunsubscribe": "schannels"}
+# the commands a session looks at once routed, besides every command while in MULTI or monitored
+AFTER_RUN = frozenset(SUBSCRIBE) | {b"multi"}
 # never paused: the pause must stay liftable from any client
 UNPAUSABLE = frozenset({b"client|unpause", b"client|pause"})
 

@@ -42,6 +42,7 @@ from .cluster_fanout import (
     redirect,
     scan_cursor,
 )
+from .client_registry import AFTER_RUN
 from .cluster_local_commands import ClusterLocalCommands, ShardedPubsub
 from .cluster_transactions import ClusterTransactions
 from .common import LOCAL, NOAUTH, OK, RAW, SHARED, WAIT_MARK, log
@@ -80,7 +81,9 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
 
     # -- the command loop ------------------------------------------------------------
     def _dispatch(self, name: bytes, start: int, end: int, args_at: int, inline) -> bool:
-        if self._seen(name, start, end, args_at, inline):
+        self.last_cmd = name
+        registry = self.registry
+        if registry.intercept and self._paused(name, end, args_at, inline):
             return False
         if self.mode == RAW:
             if name in SHARDED_PUBSUB and self.authenticated:
@@ -97,7 +100,8 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
         self._write_flag = False
         if self._route_cluster(name, args, data) is STOP:
             return False
-        self._ran(name, start, end, args_at, inline)
+        if registry.monitors or self.multi or name in AFTER_RUN:
+            self._ran(name, start, end, args_at, inline)
         return True
 
     def _route_cluster(self, name: bytes, args: list[bytes], data: bytes):
