@@ -26,6 +26,7 @@ from ..routing.cluster_router import ClusterRouter, ranges_text
 from ..routing.router import Router
 from ..routing.topology import Topology
 from ..session import ClientSession, ClusterSession
+from ..session.client_registry import ClientRegistry
 from ..tls import ProxyTls, tls_from_config, tls_protocol_factory
 from ..upstream import DiscardSlot, Upstream, set_nodelay
 from ..write_gate import WriteGate, master_replaced_reply, writes_paused_reply
@@ -61,6 +62,7 @@ class ProxyServer:
         self.gate = WriteGate(self)
         self._lease_seen = False        # the lease as the hold waker last saw it
         self.clients: set[ClientSession] = set()
+        self.registry = ClientRegistry(self)    # MONITOR, CLIENT PAUSE, the proxy's own ACL LOG
         self.total_connections = 0
         self.rejected: dict[str, int] = {}
         self.started = time.time()

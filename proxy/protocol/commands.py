@@ -86,6 +86,11 @@ def _builtin() -> dict[bytes, Kind]:
 
 BUILTIN = _builtin()
 
+# Commands MONITOR does not show (Redis' `admin` flag; `skip_monitor` ones, EVAL and FCALL,
+# Redis shows all the same), until the upstream's own COMMAND reply is loaded.
+_UNMONITORED = frozenset(b"""monitor debug config shutdown sync psync replconf replicaof slaveof failover
+client|list client|kill client|pause client|unpause client|no-evict acl|log acl|setuser acl|deluser""".split())
+
 
 class CommandTable:
     """Maps a lower-case command name (or `container|sub`) to its Kind.
@@ -98,6 +103,7 @@ class CommandTable:
         self._table: dict[bytes, Kind] = dict(BUILTIN if table is None else table)
         self._specs: dict[bytes, tuple[KeySpec, ...]] = {}     # name (or `container|sub`) -> key specs
         self.single_key: frozenset[bytes] = frozenset()          # commands whose one key is argument 1
+        self.unmonitored: frozenset[bytes] = _UNMONITORED        # not shown by MONITOR (admin)
         self.from_upstream = False
         self._build_fast()
 
@@ -132,14 +138,16 @@ class CommandTable:
         """Replace the table with one built from a decoded `COMMAND` reply."""
         table: dict[bytes, Kind] = {}
         specs: dict[bytes, tuple[KeySpec, ...]] = {}
+        unmonitored: set[bytes] = set()
         for entry in reply:
-            _add_entry(table, entry, b"", specs)
+            _add_entry(table, entry, b"", specs, unmonitored)
         for name in BLOCKING:
             table[name] = Kind.BLOCKING
         if table:
             self._table = table
             self._specs = specs
             self.single_key = frozenset(n for n, sp in specs.items() if b"|" not in n and _one_key_at_1(sp))
+            self.unmonitored = frozenset(unmonitored)
             self.from_upstream = True
             self._build_fast()
 
@@ -158,11 +166,13 @@ def _as_bytes(x) -> bytes:
 
 
 def _add_entry(table: dict[bytes, Kind], entry: list, parent: bytes,
-               specs: dict[bytes, tuple[KeySpec, ...]] | None = None) -> None:
+               specs: dict[bytes, tuple[KeySpec, ...]] | None = None, unmonitored: set[bytes] | None = None) -> None:
     name = _as_bytes(entry[0]).lower()
     if specs is not None and len(entry) > 8 and isinstance(entry[8], list) and entry[8]:
         specs[name] = parse_key_specs(entry[8])
     flags = {_as_bytes(f).lower() for f in entry[2]}
+    if unmonitored is not None and b"admin" in flags:
+        unmonitored.add(name)
     if b"write" in flags or b"may_replicate" in flags:
         kind = Kind.WRITE
     elif b"blocking" in flags and name not in BLOCK_OPTION:
@@ -175,4 +185,4 @@ def _add_entry(table: dict[bytes, Kind], entry: list, parent: bytes,
     # Redis 7: element 9 lists subcommands as full entries named `parent|sub`.
     if len(entry) > 9 and isinstance(entry[9], list):
         for sub in entry[9]:
-            _add_entry(table, sub, name, specs)
+            _add_entry(table, sub, name, specs, unmonitored)

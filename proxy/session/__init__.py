@@ -4,7 +4,10 @@
 replies in order, flow control); the commands the proxy serves itself live in
 mixins of their own: `local_commands.py` (PING, ECHO, QUIT, SELECT, refusals),
 `transactions.py` (MULTI/EXEC, WATCH), `connection_commands.py` (AUTH, HELLO,
-RESET, CLIENT); `common.py` holds the modes, canned replies and slot types.
+RESET), `client_commands.py` (CLIENT, MONITOR, ACL LOG/WHOAMI, DEBUG, for this
+proxy's own clients, with `client_registry.py`: the monitors, CLIENT PAUSE, the
+proxy's ACL LOG and Redis' formats); `common.py` holds the modes, canned replies
+and slot types.
 Cluster mode's connection (`cluster_client.py`) is the same connection routing by
 hash slot, with its fan-out (`cluster_fanout.py`) and transactions
 (`cluster_transactions.py`) beside it.

@@ -6,9 +6,10 @@ node travel as one slice of the client's own bytes and one reply slot).
 A client that creates connection state (MULTI/WATCH, blocking commands,
 SELECT, AUTH, HELLO, CLIENT TRACKING) moves for good to DEDICATED mode:
 upstream connections of its own, whose handshake replays that state.
-Pub/sub and MONITOR put it in RAW mode: one master connection, bytes
-forwarded both ways.  A mode change first waits until every reply already
-owed to the client has arrived, so order is kept across connections.
+Pub/sub puts it in RAW mode: one master connection, bytes forwarded both
+ways (MONITOR is the proxy's own: see client_commands.py).  A mode change
+first waits until every reply already owed to the client has arrived, so
+order is kept across connections.
 
 Every write, whatever the mode, passes the one write gate (write_gate.py):
 when it is routed, and again when its bytes leave and its reply returns.
@@ -42,12 +43,14 @@ from .common import (
     client_ids,
     log,
 )
+from .client_commands import ClientCommands
+from .client_registry import AFTER_RUN, SUBSCRIBE
 from .connection_commands import ConnectionCommands
 from .local_commands import LocalCommands
 from .transactions import Transactions
 
 
-class ClientSession(LocalCommands, Transactions, ConnectionCommands, asyncio.Protocol):
+class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientCommands, asyncio.Protocol):
     def __init__(self, server) -> None:
         self.server = server
         cfg = server.cfg
@@ -106,12 +109,31 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, asyncio.Pro
         self._commands = server.stats.commands
         self._metrics = cfg.command_metrics
         self._latency = server.stats.latency
-        self._now = 0.0
+        self._now = 0.0                 # the last read's time (idle counts from it)
         self.created = time.monotonic()
+        # what CLIENT LIST shows (client_registry.py)
+        self.registry = server.registry
+        self.peer_addr = self.local_addr = "?:0"
+        self.last_cmd = b"NULL"
+        self.lib_name: bytes | None = None
+        self.lib_ver: bytes | None = None
+        self.no_evict = self.no_touch = False
+        self.monitoring = False
+        self.killed = False
+        self.tx_count = 0               # commands queued in this MULTI
+        self.channels: set[bytes] = set()
+        self.patterns: set[bytes] = set()
+        self.schannels: set[bytes] = set()
 
     # -- asyncio.Protocol ---------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        if peer:
+            self.peer_addr = f"{peer[0]}:{peer[1]}"
+        if local:
+            self.local_addr = f"{local[0]}:{local[1]}"
         self.server.client_connected(self)
 
     def connection_lost(self, exc) -> None:
@@ -124,6 +146,7 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, asyncio.Pro
             self.raw.close()
         if self.blocked_on is not None:
             self.blocked_on.blocked_sessions.discard(self)
+        self.registry.forget(self)
         self.server.client_disconnected(self)
 
     def data_received(self, data: bytes) -> None:
@@ -164,12 +187,14 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, asyncio.Pro
         split = resp.split_commands
         kinds = self.table.fast
         self._now = time.monotonic()
+        intercept = self.registry.intercept     # MONITOR or CLIENT PAUSE: every command through _dispatch
         try:
             while pos < n:
                 groups, next_pos, need, err = split(buf, pos, self.max_bulk, self.max_args, kinds, WRITE)
                 stopped = False
                 for kind, count, start, end, name, args_at in groups:
-                    if (kind == READ or kind == WRITE or kind == ADMIN) and self.plain:
+                    if (kind == READ or kind == WRITE or kind == ADMIN) and self.plain and not intercept:
+                        self.last_cmd = name
                         # ADMIN counts as a write: EVAL and FCALL carry no write flag in Redis 7.0
                         if kind != READ and self.replica_slot is not None and self._reads_in_flight():
                             pos = start
@@ -300,6 +325,10 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, asyncio.Pro
     def _dispatch(self, name: bytes, start: int, end: int, args_at: int, inline) -> bool:
         """Route one command; False when processing must stop before it."""
         buf = self._buf
+        self.last_cmd = name
+        registry = self.registry
+        if registry.intercept and self._paused(name, end, args_at, inline):
+            return False
         if name in _HANDLERS or self.mode == RAW:
             self._close_batch()   # a handler may send on its own: the batch goes first
         if self.mode == RAW:
@@ -313,6 +342,8 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, asyncio.Pro
                 target = self._local(target.reply)
         if target is STOP:
             return False
+        if registry.monitors or self.multi or name in AFTER_RUN:
+            self._ran(name, start, end, args_at, inline)
         if target is LOCAL:
             self._close_batch()
             return True
@@ -335,6 +366,47 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, asyncio.Pro
         return True
 
     _write_flag = False
+
+    def _paused(self, name: bytes, end: int, args_at: int, inline) -> bool:
+        """True if the CLIENT PAUSE in force stops this command (the session is then held)."""
+        registry = self.registry
+        if registry.pause_mode and registry.pauses(self, name, self._args(self._buf, args_at, end, inline)):
+            self._close_batch()
+            return True
+        return False
+
+    def _ran(self, name: bytes, start: int, end: int, args_at: int, inline) -> None:
+        """A command was routed (not stopped): MONITOR's feed, MULTI's count, pub/sub's channels
+        (called when there are monitors, in MULTI, or for a name in AFTER_RUN)."""
+        if self.multi and name != b"multi":
+            self.tx_count += 1
+        elif name == b"multi":
+            self.tx_count = 0
+        if self.registry.monitors and (self.authenticated or name == b"auth" or name == b"hello"):
+            # (a command refused with -NOAUTH never ran: Redis does not show it)
+            args = self._args(self._buf, args_at, end, inline)
+            self.registry.feed(self, name, [self._name_as_sent(start, inline, name), *args])
+        if name in SUBSCRIBE:
+            self._track_subscriptions(name, self._args(self._buf, args_at, end, inline))
+
+    def _name_as_sent(self, start: int, inline, name: bytes) -> bytes:
+        if inline is not None:
+            return inline[0]
+        buf = self._buf
+        p = buf.index(b"\r\n", start) + 2      # after *N: the name's $len line
+        p = buf.index(b"\r\n", p) + 2
+        return bytes(buf[p:p + len(name)])
+
+    def _track_subscriptions(self, name: bytes, args: list[bytes]) -> None:
+        """The channels and patterns the client subscribed to (CLIENT LIST's sub, psub, ssub)."""
+        subs = getattr(self, SUBSCRIBE[name])
+        if name.startswith((b"unsub", b"punsub", b"sunsub")):
+            if args:
+                subs.difference_update(args)
+            else:
+                subs.clear()
+        else:
+            subs.update(args)
 
     def _new_slot(self, hook=None) -> Slot:
         """A reply slot for one command, queued; honours CLIENT REPLY OFF/SKIP."""
@@ -584,6 +656,8 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, asyncio.Pro
             cmds.append(resp.encode_command([b"SELECT", str(self.db).encode()]))
         if self.name:
             cmds.append(resp.encode_command([b"CLIENT", b"SETNAME", self.name]))
+        if self.no_touch:
+            cmds.append(resp.encode_command([b"CLIENT", b"NO-TOUCH", b"on"]))
         return cmds
 
     def _broadcast(self, cmd: bytes, skip: Upstream | None) -> None:
@@ -789,3 +863,8 @@ for _name in RAW_MODE:
     _HANDLERS[_name] = ClientSession._cmd_raw
 for _name in REFUSED:
     _HANDLERS[_name] = _refuser(_name)
+_HANDLERS.update({
+    b"monitor": ClientSession._cmd_monitor,     # answered by the proxy for its own clients
+    b"acl": ClientSession._cmd_acl,
+    b"debug": ClientSession._cmd_debug,
+})

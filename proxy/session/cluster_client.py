@@ -42,6 +42,7 @@ from .cluster_fanout import (
     redirect,
     scan_cursor,
 )
+from .client_registry import AFTER_RUN
 from .cluster_local_commands import ClusterLocalCommands, ShardedPubsub
 from .cluster_transactions import ClusterTransactions
 from .common import LOCAL, NOAUTH, OK, RAW, SHARED, WAIT_MARK, log
@@ -80,9 +81,14 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
 
     # -- the command loop ------------------------------------------------------------
     def _dispatch(self, name: bytes, start: int, end: int, args_at: int, inline) -> bool:
+        self.last_cmd = name
+        registry = self.registry
+        if registry.intercept and self._paused(name, end, args_at, inline):
+            return False
         if self.mode == RAW:
             if name in SHARDED_PUBSUB and self.authenticated:
                 buf = self._buf
+                self._ran(name, start, end, args_at, inline)
                 return self._route_sharded(name, self._args(buf, args_at, end, inline),
                                            bytes(buf[start:end]) if inline is None else resp.encode_command(inline))
             return super()._dispatch(name, start, end, args_at, inline)
@@ -92,7 +98,11 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
             data = bytes(data)
         args = self._args(buf, args_at, end, inline)
         self._write_flag = False
-        return self._route_cluster(name, args, data) is not STOP
+        if self._route_cluster(name, args, data) is STOP:
+            return False
+        if registry.monitors or self.multi or name in AFTER_RUN:
+            self._ran(name, start, end, args_at, inline)
+        return True
 
     def _route_cluster(self, name: bytes, args: list[bytes], data: bytes):
         """Serve one command; LOCAL once its reply slot is queued, or STOP."""
@@ -439,3 +449,5 @@ for _name in RAW_MODE:
 for _name in REFUSED:
     if _name != b"cluster":
         CLUSTER_HANDLERS[_name] = _refused_handler(_name)
+CLUSTER_HANDLERS[b"monitor"] = _HANDLERS[b"monitor"]
+CLUSTER_HANDLERS[b"debug"] = _HANDLERS[b"debug"]

@@ -23,6 +23,19 @@ class ClusterLocalCommands:
             return self._local(OK)
         return self._local(b"-ERR SELECT is not allowed in cluster mode\r\n")
 
+    def _ping_master(self) -> str | None:
+        r = self._default_router()
+        return r.topology.master if r is not None else None
+
+    def _debug_target(self, args):
+        """DEBUG OBJECT key: the master of the key's slot; DEBUG ERROR, SLEEP 0: the default one."""
+        if args[0].lower() == b"object" and len(args) == 2:
+            owner = self.cluster.slots.owner(key_slot(args[1]))
+            r = self.cluster.router(owner.id) if owner is not None else None
+            if r is not None:
+                return self._master_in(r)
+        return self._master()
+
     def _me(self) -> cluster_view.ProxyNode:
         sock = self.transport.get_extra_info("sockname") if self.transport is not None else None
         host = sock[0] if sock else self.server.cfg.bind

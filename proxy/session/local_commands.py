@@ -18,6 +18,9 @@ class LocalCommands:
             return self._local(NOAUTH)
         if self.multi:
             return self._master()   # queued: EXEC's reply has an element for it
+        busy = self._master_busy()
+        if busy is not None:
+            return self._local(busy)
         if not args:
             return self._local(PONG)
         if len(args) == 1:
@@ -39,8 +42,8 @@ class LocalCommands:
         self.closing = True
         return LOCAL
 
-    def _cmd_refused(self, name: bytes):
-        refusal = resp.error_reply("ERR proxy: " + REFUSED[name])
+    def _cmd_refused(self, name: bytes, why: str | None = None):
+        refusal = resp.error_reply("ERR proxy: " + (why or REFUSED[name]))
         if self.multi and self.mode == DEDICATED:
             # Inside MULTI the master must see an error too, so that EXEC
             # answers EXECABORT as for any command Redis rejects while queueing.

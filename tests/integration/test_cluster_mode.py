@@ -436,3 +436,25 @@ def test_redis_cli_cluster_mode_through_a_proxy(cluster):
         # another client through another proxy: may read a replica, so poll
         wait_until(lambda k=k: run(p2, "GET", k) == f"v-{k}", 10, message=f"{k} through proxy-2")
     assert run(p1, "CLUSTER", "KEYSLOT", "foo") == str(key_slot(b"foo"))
+
+
+def test_client_list_kill_and_monitor_describe_each_proxys_own_clients(cluster):
+    """Issue 19 in cluster mode: CLIENT LIST and MONITOR show one proxy's clients (commands to every
+    shard), CLIENT KILL closes them and never a client of another proxy."""
+    p1, p2 = cluster.proxy("proxy-1"), cluster.proxy("proxy-2")
+    keys = one_key_per_shard(cluster, "issue19-")
+    with RawClient(p1.port) as mon, RawClient(p1.port) as mine, RawClient(p2.port) as far, \
+            redis_client(p1.port, decode=True) as admin:
+        mine_addr = "%s:%d" % mine.sock.getsockname()[:2]
+        assert mon.command("MONITOR") == b"OK"
+        for k in keys:
+            assert mine.command("SET", k, "v") == b"OK"
+        assert mine.command("PING") == b"PONG" and far.command("PING") == b"PONG"
+        lines = [mon.read_reply() for _ in range(len(keys) + 1)]
+        assert all(f"[0 {mine_addr}]".encode() in ln for ln in lines), lines
+        assert [ln.split(b'] ', 1)[1].split()[0] for ln in lines] == [b'"SET"'] * len(keys) + [b'"PING"']
+        listed = {c["addr"] for c in admin.client_list()}
+        assert mine_addr in listed and "%s:%d" % far.sock.getsockname()[:2] not in listed
+        assert admin.execute_command("CLIENT", "KILL", "ADDR", mine_addr) == 1
+        assert mine.read_until_closed(5) is not None
+        assert far.command("GET", keys[0]) in (b"v", None)      # (another proxy's client: untouched)

@@ -189,7 +189,7 @@ def test_refused_command_inside_multi_aborts_the_transaction(proxy, replica_set)
     with proxy.raw() as c:
         assert c.command("MULTI") == b"OK"
         assert c.command("SET", k, "1") == b"QUEUED"
-        assert_refused(c.command("DEBUG", "SLEEP", "0"), "DEBUG inside MULTI")
+        assert_refused(c.command("DEBUG", "SLEEP", "1"), "DEBUG inside MULTI")
         reply = c.command("EXEC")
         assert is_error(reply) and str(reply).startswith("EXECABORT"), \
             f"EXEC after a refused command inside MULTI answered {reply!r}"
@@ -735,7 +735,7 @@ REFUSED_CMDS = [
     ("FAILOVER",),
     ("CLUSTER", "INFO"),
     ("SENTINEL", "MASTERS"),
-    ("DEBUG", "SLEEP", "0"),
+    ("DEBUG", "SLEEP", "1"), ("DEBUG", "RELOAD"),
     ("replicaof", "127.0.0.1", "1"),
 ]
 
