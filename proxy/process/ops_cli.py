@@ -68,7 +68,10 @@ def _ssl_context(args):
 
 def http(method: str, url: str, body: dict | None = None, secret: str = "", timeout: float = 5.0,
          ssl_context=None):
-    """One request; returns (status, decoded JSON or text)."""
+    """One request; returns (status, decoded JSON or text); status 0 and {"error": ...} when
+    no HTTP answer came."""
+    if not url.startswith(("http://", "https://")):
+        return 0, {"ok": False, "error": f"bad endpoint {url!r}: expected http://host:port or https://host:port"}
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"Content-Type": "application/json", "X-Raft-Secret": secret})
