@@ -24,7 +24,7 @@ def _install_uvloop() -> str:
     return "uvloop"
 
 
-async def _serve(cfg, tls) -> int:
+async def _serve(cfg, tls, read_config=None) -> int:
     from aiohttp import web
 
     from health.controller import add_report_route
@@ -52,6 +52,11 @@ async def _serve(cfg, tls) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if read_config is not None:
+        from .reload import reload_config
+
+        # SIGHUP: the safe keys apply at once, no client is dropped (proxy/process/reload.py)
+        loop.add_signal_handler(signal.SIGHUP, reload_config, cfg, read_config, lambda _plan: tls.reloader.check())
     waits = [loop.create_task(stop.wait())]
     # raft: this node must not take part (raft.cluster), or its storage failed (raft.node)
     fatal = getattr(server.consensus, "fatal", None)
@@ -116,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from raft.storage import StorageError
 
     try:
-        return asyncio.run(_serve(cfg, tls))
+        return asyncio.run(_serve(cfg, tls, lambda: load_config(args.config, flags=flags_from_args(args))))
     except (OSError, StorageError) as exc:  # a port in use; a data dir that cannot be loaded
         log.error("cannot start: %s", exc)
         return 1
