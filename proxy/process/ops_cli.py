@@ -71,7 +71,7 @@ def http(method: str, url: str, body: dict | None = None, secret: str = "", time
     """One request; returns (status, decoded JSON or text); status 0 and {"error": ...} when
     no HTTP answer came."""
     if not url.startswith(("http://", "https://")):
-        return 0, {"ok": False, "error": f"bad endpoint {url!r}: expected http://host:port or https://host:port"}
+        return _no_answer(url, f"bad endpoint {url!r}: expected http://host:port or https://host:port")
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"Content-Type": "application/json", "X-Raft-Secret": secret})
@@ -82,16 +82,19 @@ def http(method: str, url: str, body: dict | None = None, secret: str = "", time
         raw, status = exc.read(), exc.code
     except (urllib.error.URLError, OSError) as exc:     # down, refused, timed out, TLS: one line, no traceback
         reason = getattr(exc, "reason", None) or exc
-        return 0, {"ok": False, "error": f"no answer from {url}: {reason or type(exc).__name__}"}
+        return _no_answer(url, str(reason) or type(exc).__name__)
     except http.client.HTTPException as exc:            # something that is not an HTTP server answered
-        return 0, {"ok": False, "error": f"{url} does not answer HTTP (is it a proxy's admin port?): "
-                                         f"{type(exc).__name__}"}
+        return _no_answer(url, f"it does not speak HTTP (is it a proxy's admin port?): {type(exc).__name__}")
     except ValueError as exc:                           # a malformed URL
-        return 0, {"ok": False, "error": f"bad endpoint {url!r}: {exc} (expected http://host:port)"}
+        return _no_answer(url, f"bad endpoint {url!r}: {exc} (expected http://host:port)")
     try:
         return status, json.loads(raw)
     except ValueError:
         return status, raw.decode(errors="replace")
+
+
+def _no_answer(url: str, reason: str) -> tuple[int, dict]:
+    return 0, {"ok": False, "error": f"no answer from {url}: {reason}", "reason": reason}
 
 
 def one_line(text: object, limit: int = 300) -> str:
@@ -229,7 +232,7 @@ def _no_proxy(command: str, endpoint: str, ssl_context=None) -> str:
     """Why no status came from `endpoint`, in one line."""
     status, doc = http("GET", endpoint.rstrip("/") + "/status", timeout=2.0, ssl_context=ssl_context)
     if status == 0:
-        return f"redis-raft-proxy {command}: {doc['error']}"
+        return f"redis-raft-proxy {command}: no proxy answers at {endpoint}: {doc['reason']}"
     return f"redis-raft-proxy {command}: {endpoint} is not a redis-raft-proxy admin endpoint (HTTP {status} on /status)"
 
 
