@@ -579,6 +579,13 @@ def test_master_restarted_empty_is_replaced_by_the_replica_that_kept_the_data(ke
         wait_replica_of(old, new_master, timeout=30)
         with redis_client(endpoint.port, decode=True) as cl:
             assert cl.mget(keys[:10]) == keys[:10]
+
+        def record():
+            h = run_ops("history", "--json", endpoint=endpoint.admin_url, secret=RAFT_SECRET)
+            assert h.returncode == 0, h.stderr
+            return next((r for r in json.loads(h.stdout) if r["epoch"] == new["epoch"]), None)
+        rec = wait_until(record, 5, message=f"a history record of epoch {new['epoch']}")
+        assert (rec["old_master"], rec["new_master"], rec["cause"]) == (old.addr, new["master"], "restarted_empty")
     finally:
         old.extra_args = saved_args
         if old.alive():
@@ -657,6 +664,13 @@ def test_master_stuck_in_a_script_that_wrote_is_failed_over(keeper):
             assert cl.set("busy:after", "1") is True
             assert cl.get("busy:after") == "1"
         assert runner.is_alive(), f"the script ended: {runner.outcome}"
+        # the failover history tells this failover from one of a master that stopped answering
+        def record():
+            h = run_ops("history", "--json", endpoint=endpoint.admin_url, secret=RAFT_SECRET)
+            assert h.returncode == 0, h.stderr
+            return next((r for r in json.loads(h.stdout) if r["epoch"] == new["epoch"]), None)
+        rec = wait_until(record, 5, message=f"a history record of epoch {new['epoch']}")
+        assert (rec["old_master"], rec["cause"]) == (old.addr, "busy"), rec
     finally:
         old.kill()      # stuck for good; the next test's keeper restarts it as a replica
     runner.join(10)
