@@ -23,17 +23,6 @@ from proxy.routing.topology import History, Topology
 from raft.auth import SECRET_HEADER, request_authorized
 from raft.transport import http_session
 
-from .maintenance import (
-    BUSY,
-    DATA_LOSS_ACCEPTED,
-    MANUAL,
-    RESTARTED_EMPTY,
-    FailoverRecord,
-    Pause,
-    down_cause,
-    pause_expired,
-    pause_until,
-)
 from .decide import (
     LeaderState,
     NodeView,
@@ -46,6 +35,17 @@ from .decide import (
     objectively_down,
     reconcile,
     refuse_to_act,
+)
+from .maintenance import (
+    BUSY,
+    DATA_LOSS_ACCEPTED,
+    MANUAL,
+    RESTARTED_EMPTY,
+    FailoverRecord,
+    Pause,
+    down_cause,
+    pause_expired,
+    pause_until,
 )
 from .raft_events import RaftEvents
 from .redis_control import control_client, control_tls
