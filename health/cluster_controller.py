@@ -80,6 +80,7 @@ class ClusterController(Controller):
         if not shards:
             await self._propose_discovered()
             return
+        await self._maybe_end_pause()      # maintenance mode covers every shard
         await asyncio.gather(*(self._shard_step(s, term, view) for s in shards))
         self.migration.step(term)
 

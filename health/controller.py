@@ -37,6 +37,17 @@ from .decide import (
     reconcile,
     refuse_to_act,
 )
+from .maintenance import (
+    BUSY,
+    DATA_LOSS_ACCEPTED,
+    MANUAL,
+    RESTARTED_EMPTY,
+    FailoverRecord,
+    Pause,
+    down_cause,
+    pause_expired,
+    pause_until,
+)
 from .raft_events import RaftEvents
 from .redis_control import control_client, control_tls
 from .state_machine import SINGLE, TopologyStateMachine
@@ -60,6 +71,16 @@ class ShardLog(logging.LoggerAdapter):
 
     def __init__(self, logger: logging.Logger, shard: str) -> None:
         super().__init__(logger, shard)      # (LoggerAdapter keeps `extra` as given)
+
+
+def switchover_budget(timeout: float) -> tuple[float, float]:
+    """Split a switchover's `timeout` into (seconds from the start by which the target must
+    have caught up, seconds kept for committing the new master): a fifth for the commit,
+    at most 1 s, so the whole operation ends within `timeout`."""
+    if timeout <= 0:
+        raise ValueError(f"timeout must be positive, got {timeout}")
+    commit_s = min(1.0, timeout / 5)
+    return timeout - commit_s, commit_s
 
 
 class NotLeaderError(Exception):
@@ -154,6 +175,7 @@ class Controller:
         self.candidate_age_s = max(3 * self.interval, 0.3)
         self._history_at = 0.0
         self._paused_old: str | None = None     # an old master left paused: its demotion failed
+        self._tasks: set[asyncio.Task] = set()  # background proposals (failover records)
 
     @property
     def topology(self) -> Topology | None:
@@ -249,6 +271,7 @@ class Controller:
         if topo is None:
             await self._propose_initial()
             return
+        await self._maybe_end_pause()
         await self._maybe_fail_over(topo)
         await self._reconcile(self.topology, view, term)
 
@@ -258,10 +281,10 @@ class Controller:
         topo = Topology.initial(list(self.cfg.redis_nodes), self.cfg.initial_master)
         await self._propose(topo, "initial topology from configuration")
 
-    async def _propose(self, topo: Topology, reason: str) -> bool:
+    async def _propose(self, topo: Topology, reason: str, timeout: float = 2.0) -> bool:
         self._proposing = True
         try:
-            await self.consensus.propose(TopologyStateMachine.entry(topo, reason, self.shard), timeout=2.0)
+            await self.consensus.propose(TopologyStateMachine.entry(topo, reason, self.shard), timeout=timeout)
             return True
         except Exception as exc:
             self.log.warning("event=propose_failed epoch=%d reason=%r error=%r", topo.epoch, reason, exc)
@@ -274,15 +297,19 @@ class Controller:
             return
         views = self.fresh_views()
         mview = views.get(self.cfg.node, {}).get(topo.master)
+        paused = self.sm.pause
         if self.phase != "switchover" and not (topo.writes_paused and not topo.hold_reason) \
                 and master_lost_history(mview, topo.history):
+            if paused is not None:
+                self._suppressed(topo, paused, "restarted without its data")
+                return
             await self._master_lost_history(topo, views)
             return
         quorum = len(self.consensus.members) // 2 + 1
         if not objectively_down(topo.master, views, quorum):
             self._down_since = None
-            if self.phase in ("objectively_down", "never_seen"):
-                self.phase = "idle"
+            if self.phase in ("objectively_down", "never_seen", "paused"):
+                self.phase, self.phase_reason = "idle", ""
             if self.phase != "switchover":
                 await self._record_history(topo, mview)
             return
@@ -293,6 +320,9 @@ class Controller:
             self.log.warning("event=objectively_down master=%s epoch=%d votes=%d quorum=%d", topo.master,
                         topo.epoch, sum(1 for v in views.values() if topo.master in v and not v[topo.master].up),
                         quorum)
+        if paused is not None:
+            self._suppressed(topo, paused, "objectively down")
+            return
         if never_seen(topo.history):
             if self.phase != "never_seen":
                 self.log.error("event=failover_blocked master=%s epoch=%d reason='the master was never seen up: "
@@ -312,8 +342,74 @@ class Controller:
             self.phase_reason = f"master {topo.master} is down and no replica is safe to promote"
             return
         # duration: from objective down to committed (the wait for a safe candidate included)
-        if await self._fail_over(topo, new, f"failover: {topo.master} objectively down", self._down_since, views):
+        st = self.server.health.nodes.get(topo.master)
+        cause = down_cause(st.error if st else None)
+        # writes wait from the master's last valid reply (as this leader saw it)
+        held_since = min(self._down_since, st.last_ok) if st is not None and st.ever_ok else self._down_since
+        if await self._fail_over(topo, new, f"failover: {topo.master} objectively down"
+                                 + (" (busy)" if cause == BUSY else ""), self._down_since, views,
+                                 cause=cause, held_since=held_since):
             self._down_since = None
+
+    def _suppressed(self, topo: Topology, pause: Pause, what: str) -> None:
+        """Maintenance mode: the master needs a failover, which is not done."""
+        if self.phase != "paused":
+            self.log.error("event=failover_suppressed master=%s epoch=%d state=%r pause_reason=%r paused_by=%r",
+                           topo.master, topo.epoch, what, pause.reason, pause.by)
+        self.phase = "paused"
+        why = pause.reason or "no reason given"
+        self.phase_reason = (f"master {topo.master} is {what}, but automatic failover is paused ({why}); "
+                             "redis-raft-proxy resume, or failover --to <node>")
+
+    # -- maintenance mode -------------------------------------------------------------
+    async def _maybe_end_pause(self) -> None:
+        """The leader ends a pause whose expiry passed (by its own clock)."""
+        pause = self.sm.pause
+        if pause_expired(pause, time.time()) and not self._proposing:
+            self.log.warning("event=failover_pause_expired until=%.3f paused_by=%r", pause.until, pause.by)
+            await self._propose_entry(TopologyStateMachine.pause_entry(None), "pause expired")
+
+    async def _propose_entry(self, data: bytes, what: str) -> bool:
+        try:
+            await self.consensus.propose(data, timeout=2.0)
+            return True
+        except Exception as exc:
+            self.log.warning("event=propose_failed reason=%r error=%r", what, exc)
+            return False
+
+    async def pause(self, reason: str, expires_s: float | None, by: str) -> dict:
+        """Maintenance mode on (for every shard): no automatic failover until `resume`
+        or until `expires_s` seconds from now (by the leader's clock)."""
+        if self.consensus.role != "leader":
+            raise NotLeaderError(self.consensus.leader_id)
+        now = time.time()
+        pause = Pause(reason, pause_until(now, expires_s), by or self.cfg.node, now)
+        if not await self._propose_entry(TopologyStateMachine.pause_entry(pause), "pause"):
+            raise RuntimeError("could not commit the pause")
+        return {"ok": True, "message": "automatic failover paused" + (f" until {_iso(pause.until)}"
+                                                                     if pause.until else ""),
+                "paused": pause.to_dict()}
+
+    async def resume(self, by: str) -> dict:
+        if self.consensus.role != "leader":
+            raise NotLeaderError(self.consensus.leader_id)
+        if self.sm.pause is None:
+            return {"ok": True, "message": "automatic failover was not paused"}
+        if not await self._propose_entry(TopologyStateMachine.pause_entry(None), "resume"):
+            raise RuntimeError("could not commit the resume")
+        self.log.warning("event=failover_resume_requested by=%r", by)
+        return {"ok": True, "message": "automatic failover resumed"}
+
+    def _record(self, old: str | None, topo: Topology, cause: str, held_s: float | None, detail: str) -> None:
+        """Commit a record of the change of master `topo` for `history` (in the background:
+        the reconciler must not wait for it)."""
+        rec = FailoverRecord(topo.epoch, time.time(), old, topo.master or "", cause,
+                             None if held_s is None else round(max(0.0, held_s) * 1000), self.cfg.node,
+                             self.shard, detail)
+        task = asyncio.get_running_loop().create_task(
+            self._propose_entry(TopologyStateMachine.record_entry(rec), "failover record"))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _candidate(self, topo: Topology, views: dict[str, dict[str, NodeView]], down_for: float) -> str | None:
         return choose_new_master(topo.master, topo.replicas, views, leader=self.cfg.node, history=topo.history,
@@ -351,9 +447,10 @@ class Controller:
             k = freshest(keeper, views)
             self.log.error("event=master_restarted_empty master=%s offset=%d replid=%s replica=%s replica_offset=%d "
                       "epoch=%d", topo.master, m.offset, m.replid, keeper, k.offset if k else -1, topo.epoch)
+            now = time.monotonic()
             await self._fail_over(topo, keeper, f"failover: {topo.master} restarted without its data "
                                                 f"(offset {m.offset}, {keeper} has {k.offset if k else '?'})",
-                                  time.monotonic(), views)
+                                  now, views, cause=RESTARTED_EMPTY, held_since=now)
             return
         reason = (f"no_safe_master: {topo.master} lost the committed data (it has replid {m.replid} offset "
                   f"{m.offset}, the committed history is replid {h.replid} offset {h.offset}) and no replica "
@@ -366,7 +463,7 @@ class Controller:
             await self._propose(topo.paused(reason), reason)
 
     async def _fail_over(self, topo: Topology, new: str, reason: str, since: float,
-                         views: dict[str, dict[str, NodeView]]) -> bool:
+                         views: dict[str, dict[str, NodeView]], *, cause: str, held_since: float) -> bool:
         """Commit `topo` with `new` as master; the reconciler then changes the roles.
         The new topology records what `new` was seen to hold: the reconciler promotes
         it only while it still holds that."""
@@ -385,6 +482,7 @@ class Controller:
         self.phase, self.phase_reason = "reconciling", ""
         self.log.warning("event=failover_committed new_master=%s epoch=%d duration_ms=%.0f commit_ms=%.0f", new,
                     nxt.epoch, self.last_failover_s * 1000, (done - started) * 1000)
+        self._record(topo.master, nxt, cause, done - held_since, reason)
         return True
 
     async def _reconcile(self, topo: Topology, view: dict[str, NodeView], term: int,
@@ -472,24 +570,29 @@ class Controller:
         if not self.server.health.readable(to, topo.master):
             raise ValueError(f"{to} is not a healthy replica of {topo.master}")
         started = time.monotonic()
+        # `timeout` bounds the whole switchover: the pause's commit, the catch-up, and the
+        # new topology's commit (kept a share of it: see switchover_budget)
+        caught_up_by, commit_s = switchover_budget(timeout)
+        deadline = started + caught_up_by
         old, term = topo.master, self.consensus.term
         self.phase = "switchover"
-        self.log.warning("event=switchover_started from=%s to=%s epoch=%d", old, to, topo.epoch)
-        if not await self._propose(topo.paused(), f"switchover to {to}: pause writes"):
+        self.log.warning("event=switchover_started from=%s to=%s epoch=%d timeout_s=%.3f", old, to, topo.epoch,
+                         timeout)
+        if not await self._propose(topo.paused(), f"switchover to {to}: pause writes", timeout=min(2.0, caught_up_by)):
             self.phase = "idle"
             raise RuntimeError("could not commit the write pause")
         master = self._client(old)
         target = self._client(to)
         try:
-            await master.execute_command("CLIENT", "PAUSE", int(timeout * 1000), "WRITE")
-            deadline = time.monotonic() + timeout
+            await master.execute_command("CLIENT", "PAUSE", max(1, int((started + timeout - time.monotonic()) * 1000)),
+                                         "WRITE")
             while True:
                 m = await master.info("replication")
                 r = await target.info("replication")
                 if int(r.get("slave_repl_offset", -1)) >= int(m.get("master_repl_offset", 0)):
                     break
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{to} did not catch up with {old} within {timeout}s")
+                    raise TimeoutError(f"{to} did not catch up with {old} within the timeout ({timeout}s)")
                 await asyncio.sleep(0.01)
         except (RedisError, OSError, TimeoutError) as exc:
             self.log.error("event=switchover_aborted from=%s to=%s error=%r", old, to, exc)
@@ -499,11 +602,13 @@ class Controller:
             raise RuntimeError(f"switchover aborted, writes resumed on {old}: {exc}") from None
         nxt = self.topology.with_master(to, History(str(r.get("master_replid", "")),
                                                        int(r.get("slave_repl_offset", 0))))
-        if not await self._propose(nxt, f"switchover to {to}"):
+        if not await self._propose(nxt, f"switchover to {to}", timeout=max(0.1, started + timeout - time.monotonic(),
+                                                                          min(commit_s, 0.5))):
             await self._propose(self.topology.resumed(), f"switchover to {to} aborted")
             await self._unpause(master)
             self.phase = "idle"
             raise RuntimeError("could not commit the new topology; writes resumed on the old master")
+        self._record(old, nxt, MANUAL, time.monotonic() - started, f"switchover to {to}")
         await self._reconcile(nxt, self.local_view(), term, paused_master=True)
         demoted = await self._became_replica(master)
         if demoted:
@@ -534,6 +639,7 @@ class Controller:
         nxt = topo.with_master(to, History(v.replid, v.offset))
         if not await self._propose(nxt, f"operator accepted the data loss: {to} is the master"):
             raise RuntimeError("could not commit the new topology")
+        self._record(topo.master, nxt, DATA_LOSS_ACCEPTED, None, f"operator accepted the data loss: {to}")
         self.phase, self.phase_reason = "reconciling", ""
         return {"ok": True, "message": f"{to} is the master with the data it has", "epoch": nxt.epoch}
 
@@ -627,3 +733,7 @@ def add_report_route(app: web.Application, controller: Controller) -> None:
         return web.Response(text="ok\n")
 
     app.router.add_post(REPORT_PATH, report)
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))

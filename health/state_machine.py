@@ -9,12 +9,16 @@ mixes them freely.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 
 from proxy.routing.topology import History, Topology
 
+from .maintenance import FailoverRecord, Pause, bounded
 from .migration import Migration, expand, merged, moved_slots, to_ranges
+
+log = logging.getLogger("health.state")
 
 SINGLE = ""     # the shard of single-set mode
 
@@ -30,6 +34,8 @@ class TopologyStateMachine:
         self._on_shard_change = on_shard_change     # called for every other shard (cluster mode)
         self.migrations: dict[str, Migration] = {}   # cluster mode: slot moves, by id (issue 15)
         self._on_migrations = on_migrations         # called after a migration's record changed
+        self.pause: Pause | None = None             # maintenance mode: no automatic failover (issue 17)
+        self.failover_history: list[FailoverRecord] = []    # the last changes of master, oldest first
 
     @property
     def cluster_shards(self) -> dict[str, Topology]:
@@ -74,6 +80,24 @@ class TopologyStateMachine:
             doc["forget"] = forget
         return json.dumps(doc).encode()
 
+    @staticmethod
+    def pause_entry(pause: Pause | None) -> bytes:
+        """Start (or replace) maintenance mode; None ends it."""
+        return json.dumps({"op": "pause", "pause": pause.to_dict() if pause else None}).encode()
+
+    @staticmethod
+    def record_entry(record: FailoverRecord) -> bytes:
+        """A change of master for the failover history (after its topology entry)."""
+        return json.dumps({"op": "failover_record", "record": record.to_dict()}).encode()
+
+    def _apply_pause(self, pause: Pause | None) -> None:
+        old, self.pause = self.pause, pause
+        if pause is not None:
+            log.warning("event=failover_paused reason=%r until=%s by=%r", pause.reason,
+                        "none" if pause.until is None else f"{pause.until:.3f}", pause.by)
+        elif old is not None:
+            log.warning("event=failover_resumed paused_by=%r", old.by)
+
     def apply(self, data: bytes) -> None:
         try:
             doc = json.loads(data)
@@ -95,6 +119,12 @@ class TopologyStateMachine:
                     self._forget(str(doc["forget"]), doc.get("reason", ""))
                 if self._on_migrations is not None:
                     self._on_migrations()
+            return
+        if doc.get("op") == "pause":
+            self._apply_pause(Pause.from_dict(doc.get("pause")))
+            return
+        if doc.get("op") == "failover_record":
+            self.failover_history = bounded(self.failover_history, FailoverRecord.from_dict(doc["record"]))
             return
         shard = str(doc.get("shard", SINGLE))
         current = self.shards.get(shard)
@@ -137,6 +167,10 @@ class TopologyStateMachine:
             doc["shards"] = others
         if self.migrations:
             doc["migrations"] = [m.to_dict() for m in self.migrations.values()]
+        if self.pause is not None:
+            doc["pause"] = self.pause.to_dict()
+        if self.failover_history:
+            doc["failover_history"] = [r.to_dict() for r in self.failover_history]
         return json.dumps(doc).encode()
 
     def restore(self, data: bytes) -> None:
@@ -153,5 +187,9 @@ class TopologyStateMachine:
         for d in doc.get("migrations") or ():
             m = Migration.from_dict(d)
             self.migrations[m.id] = m
+        pause = Pause.from_dict(doc.get("pause"))
+        if pause != self.pause:
+            self._apply_pause(pause)
+        self.failover_history = [FailoverRecord.from_dict(d) for d in doc.get("failover_history") or ()]
         if self._on_migrations is not None:
             self._on_migrations()

@@ -61,7 +61,9 @@ def status_document(server, raft=None) -> dict:
         "raft": raft_doc,
         "lease": lease,
         "failover": failover,
-        "topology": topology_doc(health, server.router.topology, _committed_history(server)),
+        "topology": {**topology_doc(health, server.router.topology, _committed_history(server)),
+                     # maintenance mode (issue 17): {reason, until, by, at} while automatic failover is off
+                     "paused": server.sm.pause.to_dict() if server.sm.pause is not None else None},
         "clients": {"connected": len(server.clients), "total": server.total_connections,
                     "rejected": dict(server.rejected)},
         "nodes": [st.to_dict(now, health.down_after) for st in health.nodes.values()],
@@ -102,10 +104,16 @@ def make_app(server, raft=None, metrics_handler=None) -> web.Application:
     async def status(_request):
         return web.json_response(status_document(server, raft))
 
+    async def history(_request):
+        """Every change of master the replicated state remembers (the last 100), oldest first."""
+        return web.json_response({"node": server.cfg.node,
+                                  "history": [r.to_dict() for r in server.sm.failover_history]})
+
     app.router.add_get("/healthz", healthz)
     add_operator_routes(app, server)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)
+    app.router.add_get("/history", history)
     if metrics_handler is not None:
         app.router.add_get("/metrics", metrics_handler)
     return app
@@ -148,12 +156,36 @@ def add_operator_routes(app: web.Application, server) -> None:
     async def failover(request: web.Request) -> web.Response:
         doc = await body(request)
         to = str(doc.get("to", ""))
-        timeout = float(doc.get("timeout", server.cfg.hold_ms / 1000.0 * 0.8))
         try:
+            # default: within hold_ms, so that no write held by the pause times out
+            timeout = float(doc.get("timeout") or server.cfg.hold_ms / 1000.0 * 0.8)
             result = await ctl.switchover(to, timeout=timeout)
         except NotLeaderError as exc:
             return not_leader(exc.leader)
-        except (ValueError, RuntimeError) as exc:
+        except (ValueError, TypeError, RuntimeError) as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response(result)
+
+    async def pause(request: web.Request) -> web.Response:
+        """Maintenance mode: {"reason": str, "expires_s": seconds or null, "by": str}."""
+        doc = await body(request)
+        expires = doc.get("expires_s")
+        try:
+            expires_s = None if expires is None else float(expires)
+            result = await ctl.pause(str(doc.get("reason") or ""), expires_s, str(doc.get("by") or ""))
+        except NotLeaderError as exc:
+            return not_leader(exc.leader)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response(result)
+
+    async def resume(request: web.Request) -> web.Response:
+        doc = await body(request)
+        try:
+            result = await ctl.resume(str(doc.get("by") or ""))
+        except NotLeaderError as exc:
+            return not_leader(exc.leader)
+        except RuntimeError as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
         return web.json_response(result)
 
@@ -240,6 +272,8 @@ def add_operator_routes(app: web.Application, server) -> None:
 
     app.router.add_post("/admin/cluster/{action}", guarded(cluster_action))
     app.router.add_post("/admin/failover", guarded(failover))
+    app.router.add_post("/admin/pause", guarded(pause))
+    app.router.add_post("/admin/resume", guarded(resume))
     app.router.add_post("/admin/transfer-leadership", guarded(transfer))
     app.router.add_post("/admin/members", guarded(add_member))
     app.router.add_delete("/admin/members/{node}", guarded(remove_member))

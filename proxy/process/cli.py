@@ -8,7 +8,8 @@ import logging
 import signal
 import sys
 
-from .config import ConfigError, add_flags, flags_from_args, load_config
+from .. import __version__
+from .config import ConfigError, add_flags, config_problems, flags_from_args, load_config
 from .logging_setup import setup_logging
 
 log = logging.getLogger("proxy.cli")
@@ -23,7 +24,7 @@ def _install_uvloop() -> str:
     return "uvloop"
 
 
-async def _serve(cfg, tls) -> int:
+async def _serve(cfg, tls, read_config=None) -> int:
     from aiohttp import web
 
     from health.controller import add_report_route
@@ -51,6 +52,11 @@ async def _serve(cfg, tls) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if read_config is not None:
+        from .reload import reload_config
+
+        # SIGHUP: the safe keys apply at once, no client is dropped (proxy/process/reload.py)
+        loop.add_signal_handler(signal.SIGHUP, reload_config, cfg, read_config, lambda _plan: tls.reloader.check())
     waits = [loop.create_task(stop.wait())]
     # raft: this node must not take part (raft.cluster), or its storage failed (raft.node)
     fatal = getattr(server.consensus, "fatal", None)
@@ -116,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from raft.storage import StorageError
 
     try:
-        return asyncio.run(_serve(cfg, tls))
+        return asyncio.run(_serve(cfg, tls, lambda: load_config(args.config, flags=flags_from_args(args))))
     except (OSError, StorageError) as exc:  # a port in use; a data dir that cannot be loaded
         log.error("cannot start: %s", exc)
         return 1
@@ -157,13 +163,35 @@ def cmd_create_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Every problem of a configuration file (with the environment, as `run` reads it) at once."""
+    problems = config_problems(args.file, env=None if args.env else {})
+    for p in problems:
+        print(f"{args.file}: {p}", file=sys.stderr)
+    if problems:
+        print(f"{args.file}: {len(problems)} problem(s)", file=sys.stderr)
+        return 2
+    print(f"{args.file}: ok")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="redis-raft-proxy", description=__doc__)
+    from .ops_cli import HELP, add_commands
+
+    parser = argparse.ArgumentParser(prog="redis-raft-proxy", description=__doc__, formatter_class=HELP)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run one proxy")
+    run = sub.add_parser("run", help="run one proxy", formatter_class=HELP)
     add_flags(run)
+    check = sub.add_parser("check-config", help="validate a configuration file: every problem at once, exit 2 "
+                           "if any", formatter_class=HELP)
+    check.add_argument("file", help="the TOML file")
+    check.add_argument("--no-env", dest="env", action="store_false",
+                       help="ignore the REDIS_RAFT_PROXY_* environment (default: applied, as run does)")
+    check.set_defaults(func=cmd_check_config)
     demo = sub.add_parser("demo", help="start a local cluster: 3 redis-server + 3 proxies on 127.0.0.1",
-                          description="Extra flags (e.g. --read-policy master) are passed to every proxy.")
+                          description="Extra flags (e.g. --read-policy master) are passed to every proxy.",
+                          formatter_class=HELP)
     demo.add_argument("--proxy-port", type=int, default=6380, help="first proxy client port (default 6380)")
     demo.add_argument("--admin-port", type=int, default=8000, help="first proxy admin port (default 8000)")
     demo.add_argument("--redis-port", type=int, default=7000, help="first redis-server port (default 7000)")
@@ -177,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tls", action="store_true", help="TLS on every hop, with throwaway certificates made "
                       "in the data dir (tls/: CA, Redis, proxy and client certificates)")
     cc = sub.add_parser("create-cluster", help="make cluster-enabled Redis/Valkey nodes one cluster for cluster "
-                        "mode (idempotent: a formed cluster is left as it is)")
+                        "mode (idempotent: a formed cluster is left as it is)", formatter_class=HELP)
     cc.add_argument("--masters", required=True, help="host:port,... one per shard; the slots are split evenly")
     cc.add_argument("--replicas", default="", help="host:port,...; replica i follows master "
                     "i // (replicas / masters)")
@@ -186,8 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the nodes and each step "
                     "(default %(default)s)")
     cc.set_defaults(func=cmd_create_cluster)
-    from .ops_cli import add_commands
-
     add_commands(sub)
     return parser
 
@@ -202,9 +228,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return cmd_run(args)
     if hasattr(args, "func"):
-        return args.func(args)
+        return _guarded(args)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _guarded(args: argparse.Namespace) -> int:
+    """An operator command: whatever goes wrong is one line and a non-zero exit, never a
+    traceback (the commands handle what they expect; this is the net under them)."""
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"redis-raft-proxy {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        print(f"redis-raft-proxy {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

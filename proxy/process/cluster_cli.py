@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .ops_cli import _fetch_status, _report, _secret, _ssl_context, leader_call
+from .ops_cli import HELP, _fetch_status, _no_proxy, _report, _secret, _ssl_context, leader_call
 
 
 def _start(args, action: str, body: dict) -> int:
@@ -80,7 +80,7 @@ def cmd_cancel(args) -> int:
 def cmd_migrations(args) -> int:
     st = _fetch_status(args.endpoint, _ssl_context(args))
     if st is None:
-        print(f"no proxy answers at {args.endpoint}", file=sys.stderr)
+        print(_no_proxy("cluster migrations", args.endpoint, _ssl_context(args)), file=sys.stderr)
         return 1
     for m in st.get("migrations", []):
         print(progress_line(m, time.time()))
@@ -88,11 +88,11 @@ def cmd_migrations(args) -> int:
 
 
 def add_cluster_commands(sub, common) -> None:
-    p = sub.add_parser("cluster", help="cluster mode: move slots, add and remove shards")
+    p = sub.add_parser("cluster", help="cluster mode: move slots, add and remove shards", formatter_class=HELP)
     csub = p.add_subparsers(dest="cluster_command", required=True)
 
     def action(name: str, help_text: str, func, wait: bool = True):
-        a = csub.add_parser(name, help=help_text)
+        a = csub.add_parser(name, help=help_text, formatter_class=HELP)
         common(a)
         if wait:
             a.add_argument("--no-wait", action="store_true", help="start it and return (no progress bar)")

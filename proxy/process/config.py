@@ -14,7 +14,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from raft.auth import secret_matches
 
@@ -208,104 +208,126 @@ class Config:
     log_level: str = _key("str", "info", "log level", choices=("debug", "info", "warning", "error"))
 
     def __post_init__(self) -> None:
-        self._read_secret_files()
+        for problem in self._read_secret_files():
+            raise problem
         self.validate()
 
-    def _read_secret_files(self) -> None:
+    @classmethod
+    def problems_of(cls, values: Mapping[str, Any]) -> list[ConfigError]:
+        """Every problem of a configuration made of `values` (already parsed), instead of
+        the first one only (`check-config`)."""
+        cfg = cls.__new__(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            setattr(cfg, f.name, values.get(f.name, default))
+        return [*cfg._read_secret_files(), *cfg.problems()]
+
+    def _read_secret_files(self) -> Iterator[ConfigError]:
         """Fill each secret from its `*_file` key (not both with different values: which one
-        wins would be a guess)."""
+        wins would be a guess); yields what is wrong."""
         for file_key, key in SECRET_FILES.items():
             path = getattr(self, file_key)
             if not path:
                 continue
-            value = read_secret_file(file_key, path)
+            try:
+                value = read_secret_file(file_key, path)
+            except ConfigError as exc:
+                yield exc
+                continue
             if getattr(self, key) and not secret_matches(getattr(self, key), value):
-                raise ConfigError(file_key, f"set either {key} or {file_key}, not both")
+                yield ConfigError(file_key, f"set either {key} or {file_key}, not both")
+                continue
             setattr(self, key, value)
 
     # -- validation -------------------------------------------------------
     def validate(self) -> None:
+        """Raise the first problem (see `problems`)."""
+        for problem in self.problems():
+            raise problem
+
+    def problems(self) -> Iterator[ConfigError]:
+        """Every value that is wrong, each as a ConfigError naming its key."""
         for f in dataclasses.fields(self):
             meta = f.metadata
             value = getattr(self, f.name)
             if meta["choices"] and value not in meta["choices"]:
-                raise ConfigError(f.name, f"must be one of {', '.join(meta['choices'])}, got {value!r}")
+                yield ConfigError(f.name, f"must be one of {', '.join(meta['choices'])}, got {value!r}")
             if meta["minimum"] is not None and value < meta["minimum"]:
-                raise ConfigError(f.name, f"must be >= {meta['minimum']}, got {value!r}")
+                yield ConfigError(f.name, f"must be >= {meta['minimum']}, got {value!r}")
         if not self.redis_nodes:
-            raise ConfigError("redis_nodes", "at least one Redis node is required")
+            yield ConfigError("redis_nodes", "at least one Redis node is required")
         for addr in self.redis_nodes:
             try:
                 parse_addr(addr)
             except ValueError as exc:
-                raise ConfigError("redis_nodes", str(exc)) from None
+                yield ConfigError("redis_nodes", str(exc))
         if len(set(self.redis_nodes)) != len(self.redis_nodes):
-            raise ConfigError("redis_nodes", "duplicate address")
+            yield ConfigError("redis_nodes", "duplicate address")
         for addr in self.cluster_nodes:
             try:
                 parse_addr(addr)
             except ValueError as exc:
-                raise ConfigError("cluster_nodes", str(exc)) from None
+                yield ConfigError("cluster_nodes", str(exc))
         if self.master and self.master not in self.redis_nodes:
-            raise ConfigError("master", f"{self.master!r} is not one of redis_nodes")
+            yield ConfigError("master", f"{self.master!r} is not one of redis_nodes")
         names = []
         for peer in self.peers:
             name, sep, url = peer.partition("=")
             if not sep or not name or not url.startswith("http"):
-                raise ConfigError("peers", f"expected name=http://host:port, got {peer!r}")
+                yield ConfigError("peers", f"expected name=http://host:port, got {peer!r}")
             names.append(name)
         if self.join and not self.peers:
-            raise ConfigError("peers", "--join needs --peers listing the current members (and this proxy), "
+            yield ConfigError("peers", "--join needs --peers listing the current members (and this proxy), "
                               "so that this proxy can reach them")
         if self.peers and self.node not in names and not self.join:
-            raise ConfigError("peers", f"this proxy ({self.node!r}) is not among the peers")
+            yield ConfigError("peers", f"this proxy ({self.node!r}) is not among the peers")
         if (self.peers or self.join) and not self.data_dir:
-            raise ConfigError("data_dir", "required when peers or join are set")
+            yield ConfigError("data_dir", "required when peers or join are set")
         if (self.peers or self.join) and not self.raft_secret:
-            raise ConfigError("raft_secret", "required when peers or join are set: anyone reaching the admin "
+            yield ConfigError("raft_secret", "required when peers or join are set: anyone reaching the admin "
                               f"port could otherwise fail the cluster over. {how_to_set('raft_secret')}")
         for f in dataclasses.fields(self):
             if f.metadata["secret"] and is_placeholder(getattr(self, f.name)):
-                raise ConfigError(f.name, f"is a placeholder value, not a secret. {how_to_set(f.name)}")
+                yield ConfigError(f.name, f"is a placeholder value, not a secret. {how_to_set(f.name)}")
         if self.heartbeat_ticks >= self.election_ticks:
-            raise ConfigError("heartbeat_ticks", "must be smaller than election_ticks")
+            yield ConfigError("heartbeat_ticks", "must be smaller than election_ticks")
         if not re.match(r"^[!-~]+$", self.master_name):
-            raise ConfigError("master_name", "must be a non-empty name without spaces")
+            yield ConfigError("master_name", "must be a non-empty name without spaces")
         if self.sentinel_port and self.sentinel_port in (self.port, self.admin_port):
-            raise ConfigError("sentinel_port", "must differ from port and admin_port")
-        self._validate_tls()
+            yield ConfigError("sentinel_port", "must differ from port and admin_port")
+        yield from self._tls_problems()
         if not self.node or not re.match(r"^[A-Za-z0-9_.-]+$", self.node):
-            raise ConfigError("node", "must be a non-empty name of letters, digits, '.', '_' or '-'")
+            yield ConfigError("node", "must be a non-empty name of letters, digits, '.', '_' or '-'")
 
-    def _validate_tls(self) -> None:
+    def _tls_problems(self) -> Iterator[ConfigError]:
         from ..tls import protocol_range
 
         try:
             protocol_range(self.tls_protocols)
         except ValueError as exc:
-            raise ConfigError("tls_protocols", str(exc)) from None
+            yield ConfigError("tls_protocols", str(exc))
         if not self.port and not self.tls_port:
-            raise ConfigError("port", "port and tls_port are both 0: no client port")
+            yield ConfigError("port", "port and tls_port are both 0: no client port")
         ports = {"port": self.port, "admin_port": self.admin_port, "sentinel_port": self.sentinel_port}
         for key, value in ports.items():
             if self.tls_port and value == self.tls_port:
-                raise ConfigError("tls_port", f"must differ from {key}")
+                yield ConfigError("tls_port", f"must differ from {key}")
         serves_tls = [k for k in ("tls_port", "tls_sentinel", "tls_admin") if getattr(self, k)]
         if serves_tls and not (self.tls_cert_file and self.tls_key_file):
-            raise ConfigError("tls_cert_file", f"{serves_tls[0]} needs tls_cert_file and tls_key_file")
+            yield ConfigError("tls_cert_file", f"{serves_tls[0]} needs tls_cert_file and tls_key_file")
         if self.tls_admin and not self.tls_ca_cert_file:
-            raise ConfigError("tls_ca_cert_file", "tls_admin needs it, to verify the other proxies")
+            yield ConfigError("tls_ca_cert_file", "tls_admin needs it, to verify the other proxies")
         if self.tls_port and self.tls_auth_clients != "no" and not self.tls_ca_cert_file:
-            raise ConfigError("tls_ca_cert_file", f"tls_auth_clients = {self.tls_auth_clients} needs it (or set "
+            yield ConfigError("tls_ca_cert_file", f"tls_auth_clients = {self.tls_auth_clients} needs it (or set "
                               "tls_auth_clients = no)")
         if bool(self.tls_upstream_cert_file) != bool(self.tls_upstream_key_file):
-            raise ConfigError("tls_upstream_key_file", "set both tls_upstream_cert_file and tls_upstream_key_file")
+            yield ConfigError("tls_upstream_key_file", "set both tls_upstream_cert_file and tls_upstream_key_file")
         scheme = "https://" if self.tls_admin else "http://"
         for key, urls in (("peers", [p.partition("=")[2] for p in self.peers]), ("join", [self.join]),
                           ("advertise_url", [self.advertise_url])):
             bad = [u for u in urls if u and not u.startswith(scheme)]
             if bad:
-                raise ConfigError(key, f"{bad[0]!r}: with tls_admin = {str(self.tls_admin).lower()} the admin "
+                yield ConfigError(key, f"{bad[0]!r}: with tls_admin = {str(self.tls_admin).lower()} the admin "
                                   f"URLs start with {scheme}")
 
     @property
@@ -395,31 +417,53 @@ def _coerce(key: str, raw: Any) -> Any:
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Add --config and one --key-with-dashes flag per key (all default None)."""
-    parser.add_argument("--config", "-c", help="TOML configuration file")
+    parser.add_argument("--config", "-c", help="TOML configuration file (default: none; built-in defaults, then "
+                        "REDIS_RAFT_PROXY_* variables, then flags)")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, dest=f"cfg_{f.name}", default=None, metavar=f.metadata["kind"].upper(),
-                            help=f.metadata["doc"])
+        meta = f.metadata
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        shown = ",".join(default) if isinstance(default, list) else str(default).lower() \
+            if isinstance(default, bool) else default
+        # the default shown is the built-in one (the flag's own is None: not given, so the file's value stays)
+        parser.add_argument(flag, dest=f"cfg_{f.name}", default=None, choices=meta["choices"] or None,
+                            metavar=None if meta["choices"] else meta["kind"].upper(),
+                            help=f"{meta['doc']} (default: {shown!r})".replace("%", "%%"))
 
 
 def flags_from_args(args: argparse.Namespace) -> dict[str, str]:
     return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
 
 
-def load_config(path: str | None = None, *, env: Mapping[str, str] | None = None,
-                flags: Mapping[str, Any] | None = None) -> Config:
-    """Build a validated Config from file, environment and flags."""
+def _read_values(path: str | None, env: Mapping[str, str] | None, flags: Mapping[str, Any] | None,
+                 errors: list[ConfigError] | None = None) -> dict[str, Any]:
+    """The parsed values from file, environment and flags (later wins). Each problem is
+    raised, or, given `errors`, appended to it (the key then keeps its default)."""
+    def bad(exc: ConfigError) -> None:
+        if errors is None:
+            raise exc
+        errors.append(exc)
+
+    def coerce(key: str, raw: Any, values: dict[str, Any]) -> None:
+        try:
+            values[key] = _coerce(key, raw)
+        except ConfigError as exc:
+            bad(exc)
+
     values: dict[str, Any] = {}
     if path:
+        data: dict[str, Any] = {}
         try:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)
         except FileNotFoundError:
-            raise ConfigError("config", f"file not found: {path}") from None
+            bad(ConfigError("config", f"file not found: {path}"))
+        except OSError as exc:
+            bad(ConfigError("config", f"cannot read {path}: {exc.strerror or type(exc).__name__}"))
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+            bad(ConfigError("config", f"{path} is not valid TOML: {exc}"))
         for key, raw in data.items():
-            values[key] = _coerce(key, raw)
+            coerce(key, raw, values)
     env = os.environ if env is None else env
     known = {f.name for f in dataclasses.fields(Config)}
     for name, raw in env.items():
@@ -427,8 +471,25 @@ def load_config(path: str | None = None, *, env: Mapping[str, str] | None = None
             continue
         key = name[len(ENV_PREFIX):].lower()
         if key not in known:
-            raise ConfigError(key, f"unknown key (from environment variable {name})")
-        values[key] = _coerce(key, raw)
+            bad(ConfigError(key, f"unknown key (from environment variable {name})"))
+            continue
+        coerce(key, raw, values)
     for key, raw in (flags or {}).items():
-        values[key] = _coerce(key, raw)
-    return Config(**values)
+        coerce(key, raw, values)
+    return values
+
+
+def load_config(path: str | None = None, *, env: Mapping[str, str] | None = None,
+                flags: Mapping[str, Any] | None = None) -> Config:
+    """Build a validated Config from file, environment and flags."""
+    return Config(**_read_values(path, env, flags))
+
+
+def config_problems(path: str | None = None, *, env: Mapping[str, str] | None = None,
+                    flags: Mapping[str, Any] | None = None) -> list[ConfigError]:
+    """Every problem `load_config` would find, not only the first (`check-config`)."""
+    errors: list[ConfigError] = []
+    values = _read_values(path, env, flags, errors)
+    if errors and errors[0].key == "config":       # no file, or not TOML: nothing more to say
+        return errors
+    return errors + Config.problems_of(values)

@@ -21,7 +21,7 @@ KIND_NAMES = {1: "read", 2: "write", 3: "admin", 4: "blocking", 0: "other"}
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0)
 FAILOVER_PHASES = ("idle", "objectively_down", "proposing", "reconciling", "no_candidate", "never_seen",
-                   "no_safe_master", "switchover")
+                   "no_safe_master", "switchover", "paused")
 
 
 class Histogram:
@@ -198,6 +198,13 @@ class ProxyCollector:
         i.add_metric([topo.master or "", str(topo.epoch)], {})
         yield i
         yield _one(GaugeMetricFamily, "redis_raft_proxy_topology_epoch", "Epoch of the committed topology", topo.epoch)
+        pause = s.sm.pause
+        yield _one(GaugeMetricFamily, "redis_raft_proxy_failover_paused",
+                   "1 while automatic failover is paused (maintenance mode, redis-raft-proxy pause)",
+                   1.0 if pause is not None else 0.0)
+        yield _one(GaugeMetricFamily, "redis_raft_proxy_failover_pause_expiry_timestamp_seconds",
+                   "When the pause expires (unix time; 0: not paused or no expiry)",
+                   pause.until if pause is not None and pause.until else 0.0)
         yield _one(CounterMetricFamily, "redis_raft_proxy_topology_changes", "Committed topologies applied", s.stats.topology_changes)
         yield _one(CounterMetricFamily, "redis_raft_proxy_cluster_redirects_followed",
                    "Cluster mode: MOVED answers from nodes followed inside the proxy", s.stats.redirects_followed)

@@ -1,15 +1,21 @@
-"""Operator commands: `status`, `failover`, `transfer-leadership`, `join`, `remove`.
+"""Operator commands: `status`, `failover`, `pause`, `resume`, `history`,
+`transfer-leadership`, `join`, `remove`.
 
 They talk to a proxy's admin port over HTTP (stdlib only, so they work from
 any shell), follow the Raft leader when the contacted proxy is not it, and
-print clear one-line outcomes.  Exit status: 0 fine, 1 unhealthy or failed,
-2 bad usage.
+print clear one-line outcomes: a proxy that is down, an endpoint that is not a
+proxy, a wrong secret or a refused action is one line on stderr, never a
+traceback.  Exit status: 0 fine, 1 unhealthy or failed, 2 bad usage.
 """
 
 from __future__ import annotations
 
+import argparse
+import getpass
+import http.client
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -62,7 +68,10 @@ def _ssl_context(args):
 
 def http(method: str, url: str, body: dict | None = None, secret: str = "", timeout: float = 5.0,
          ssl_context=None):
-    """One request; returns (status, decoded JSON or text)."""
+    """One request; returns (status, decoded JSON or text); status 0 and {"error": ...} when
+    no HTTP answer came."""
+    if not url.startswith(("http://", "https://")):
+        return _no_answer(url, f"bad endpoint {url!r}: expected http://host:port or https://host:port")
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"Content-Type": "application/json", "X-Raft-Secret": secret})
@@ -73,11 +82,25 @@ def http(method: str, url: str, body: dict | None = None, secret: str = "", time
         raw, status = exc.read(), exc.code
     except (urllib.error.URLError, OSError) as exc:     # down, refused, timed out, TLS: one line, no traceback
         reason = getattr(exc, "reason", None) or exc
-        return 0, {"ok": False, "error": f"no answer from {url}: {reason}"}
+        return _no_answer(url, str(reason) or type(exc).__name__)
+    except http.client.HTTPException as exc:            # something that is not an HTTP server answered
+        return _no_answer(url, f"it does not speak HTTP (is it a proxy's admin port?): {type(exc).__name__}")
+    except ValueError as exc:                           # a malformed URL
+        return _no_answer(url, f"bad endpoint {url!r}: {exc} (expected http://host:port)")
     try:
         return status, json.loads(raw)
     except ValueError:
         return status, raw.decode(errors="replace")
+
+
+def _no_answer(url: str, reason: str) -> tuple[int, dict]:
+    return 0, {"ok": False, "error": f"no answer from {url}: {reason}", "reason": reason}
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """An answer's text as one line (an HTML error page, say), cut at `limit` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[:limit] + " ..."
 
 
 def leader_call(endpoint: str, method: str, path: str, body: dict | None, secret: str, timeout: float,
@@ -90,11 +113,11 @@ def leader_call(endpoint: str, method: str, path: str, body: dict | None, secret
 
 
 def _fetch_status(url: str, ssl_context=None) -> dict | None:
-    try:
-        status, doc = http("GET", url.rstrip("/") + "/status", timeout=2.0, ssl_context=ssl_context)
-    except (OSError, urllib.error.URLError):
+    """A proxy's /status, or None: no answer, or not a redis-raft-proxy's status."""
+    status, doc = http("GET", url.rstrip("/") + "/status", timeout=2.0, ssl_context=ssl_context)
+    if status != 200 or not isinstance(doc, dict) or not all(k in doc for k in ("node", "raft", "topology")):
         return None
-    return doc if status == 200 and isinstance(doc, dict) else None
+    return doc
 
 
 def gather(endpoint: str, ssl_context=None) -> tuple[dict | None, dict[str, dict | None]]:
@@ -193,13 +216,30 @@ def render(first: dict, proxies: dict[str, dict | None]) -> str:
                      f"{st['clients']['connected']:>7}")
     fo = first.get("failover", {})
     lines += ["", f"failovers led by {first['node']}: {fo.get('total', 0)}, phase {fo.get('phase', '?')}"]
+    paused = topo.get("paused")
+    if paused:
+        lines.append(f"automatic failover PAUSED by {paused.get('by') or '?'} since {_utc(paused.get('at'))}, "
+                     + (f"until {_utc(paused['until'])}" if paused.get("until") else "until resumed")
+                     + (f": {paused['reason']}" if paused.get("reason") else ""))
     return "\n".join(lines)
+
+
+def _utc(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t)) if t else "-"
+
+
+def _no_proxy(command: str, endpoint: str, ssl_context=None) -> str:
+    """Why no status came from `endpoint`, in one line."""
+    status, doc = http("GET", endpoint.rstrip("/") + "/status", timeout=2.0, ssl_context=ssl_context)
+    if status == 0:
+        return f"redis-raft-proxy {command}: no proxy answers at {endpoint}: {doc['reason']}"
+    return f"redis-raft-proxy {command}: {endpoint} is not a redis-raft-proxy admin endpoint (HTTP {status} on /status)"
 
 
 def cmd_status(args) -> int:
     first, proxies = gather(args.endpoint, _ssl_context(args))
     if first is None:
-        print(f"redis-raft-proxy status: no proxy answers at {args.endpoint}", file=sys.stderr)
+        print(_no_proxy("status", args.endpoint, _ssl_context(args)), file=sys.stderr)
         return 1
     issues = problems(first, proxies)
     if args.json:
@@ -214,7 +254,7 @@ def _report(status: int, doc, ok_text: str) -> int:
     if status == 200 and isinstance(doc, dict) and doc.get("ok"):
         print(ok_text.format(**doc))
         return 0
-    err = doc.get("error") if isinstance(doc, dict) else doc
+    err = one_line(doc.get("error") if isinstance(doc, dict) else doc)
     print(f"failed (HTTP {status}): {err}" if status else f"failed: {err}", file=sys.stderr)
     return 1
 
@@ -233,14 +273,24 @@ def _target_lag(endpoint: str, target: str, ssl_context=None) -> str:
     return "not a replica"
 
 
+# how long to wait for the leader's answer beyond the switchover's own --timeout
+# (without --timeout the leader's default applies: 80% of its hold_ms)
+ANSWER_MARGIN_S = 5.0
+DEFAULT_SWITCHOVER_WAIT_S = 60.0
+
+
 def cmd_failover(args) -> int:
+    if args.timeout is not None and args.timeout <= 0:
+        print("failover: --timeout must be positive", file=sys.stderr)
+        return 2
     print(f"switchover to {args.to}: pausing writes, waiting for {args.to} to catch up ...", flush=True)
     t0 = time.monotonic()
     result: list = []
     ctx = _ssl_context(args)
+    body = {"to": args.to} if args.timeout is None else {"to": args.to, "timeout": args.timeout}
+    wait = DEFAULT_SWITCHOVER_WAIT_S if args.timeout is None else args.timeout + ANSWER_MARGIN_S
     call = threading.Thread(target=lambda: result.append(leader_call(
-        args.endpoint, "POST", "/admin/failover", {"to": args.to}, _secret(args), timeout=args.timeout + 5,
-        ssl_context=ctx)), daemon=True)
+        args.endpoint, "POST", "/admin/failover", body, _secret(args), timeout=wait, ssl_context=ctx)), daemon=True)
     call.start()
     call.join(1.0)
     while call.is_alive():          # progress while the leader waits for the target to catch up
@@ -253,6 +303,72 @@ def cmd_failover(args) -> int:
     if isinstance(doc, dict) and doc.get("ok"):
         doc.setdefault("duration_s", round(time.monotonic() - t0, 3))
     return _report(status, doc, "done: {message} (epoch {epoch}, {duration_s}s)")
+
+
+def _operator() -> str:
+    """Who asks, for the record: user@host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "?"
+    return f"{user}@{socket.gethostname()}"
+
+
+def cmd_pause(args) -> int:
+    expires_s = None
+    if args.expires is not None:
+        from health.maintenance import parse_duration
+
+        try:
+            expires_s = parse_duration(args.expires)
+        except ValueError as exc:
+            print(f"pause: --expires: {exc}", file=sys.stderr)
+            return 2
+    body = {"reason": args.reason, "expires_s": expires_s, "by": args.by or _operator()}
+    status, doc = leader_call(args.endpoint, "POST", "/admin/pause", body, _secret(args), 10.0, _ssl_context(args))
+    return _report(status, doc, "{message}")
+
+
+def cmd_resume(args) -> int:
+    status, doc = leader_call(args.endpoint, "POST", "/admin/resume", {"by": args.by or _operator()}, _secret(args),
+                              10.0, _ssl_context(args))
+    return _report(status, doc, "{message}")
+
+
+HISTORY_CAUSES = {"objectively_down": "objectively down", "busy": "busy", "restarted_empty": "restarted empty",
+                  "manual": "manual", "manual_data_loss_accepted": "manual (data loss accepted)"}
+
+
+def render_history(records: list[dict]) -> str:
+    """The failover history as a table, oldest first."""
+    shards = any(r.get("shard") for r in records)
+    head = f"{'EPOCH':>5}  {'TIME (UTC)':<20} " + (f"{'SHARD':<9}" if shards else "") + \
+        f"{'OLD MASTER':<22} {'NEW MASTER':<22} {'REASON':<16} {'HELD(ms)':>8}  LEADER"
+    lines = [head]
+    for r in records:
+        held = "-" if r.get("held_ms") is None else str(r["held_ms"])
+        lines.append(f"{r['epoch']:>5}  {_utc(r.get('time')):<20} " + (f"{(r.get('shard') or '')[:8]:<9}" if shards
+                                                                       else "")
+                     + f"{str(r.get('old_master') or '-'):<22} {r['new_master']:<22} "
+                       f"{HISTORY_CAUSES.get(r.get('cause'), r.get('cause') or '?'):<16} {held:>8}  {r.get('leader')}")
+    if not records:
+        lines.append("(no failover or switchover recorded)")
+    return "\n".join(lines)
+
+
+def cmd_history(args) -> int:
+    ctx = _ssl_context(args)
+    status, doc = http("GET", args.endpoint.rstrip("/") + "/history", timeout=5.0, ssl_context=ctx)
+    if status != 200 or not isinstance(doc, dict) or not isinstance(doc.get("history"), list):
+        if status == 0:
+            print(f"redis-raft-proxy history: {doc['error']}", file=sys.stderr)
+        else:
+            print(f"redis-raft-proxy history: {args.endpoint} is not a redis-raft-proxy admin endpoint "
+                  f"(HTTP {status} on /history: {one_line(doc, 120)})", file=sys.stderr)
+        return 1
+    records = doc["history"][-args.limit:] if args.limit else doc["history"]
+    print(json.dumps(records, indent=2) if args.json else render_history(records))
+    return 0
 
 
 def cmd_transfer(args) -> int:
@@ -283,9 +399,19 @@ def cmd_remove(args) -> int:
     return _report(status, doc, "members: {members}")
 
 
+class HELP(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows every default (and argparse the allowed values), except where the help
+    text already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if "(default" in (action.help or "") or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_commands(sub) -> None:
     def common(p):
-        p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help="a proxy's admin URL (default %(default)s)")
+        p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help="a proxy's admin URL")
         p.add_argument("--secret", default=None, help="shared secret (default: $REDIS_RAFT_PROXY_RAFT_SECRET, "
                        "or the file named by $REDIS_RAFT_PROXY_RAFT_SECRET_FILE)")
         p.add_argument("--cacert", default=None, help="CA of an https:// endpoint (default: "
@@ -294,27 +420,47 @@ def add_commands(sub) -> None:
                        "$REDIS_RAFT_PROXY_TLS_CERT_FILE)")
         p.add_argument("--key", default=None, help="its key (default: $REDIS_RAFT_PROXY_TLS_KEY_FILE)")
 
-    p = sub.add_parser("status", help="the cluster at a glance; exit 1 when unhealthy")
+    p = sub.add_parser("status", help="the cluster at a glance; exit 1 when unhealthy", formatter_class=HELP)
     common(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
-    p = sub.add_parser("failover", help="graceful switchover to a replica (no write lost)")
+    p = sub.add_parser("failover", help="graceful switchover to a replica (no write lost)", formatter_class=HELP)
     common(p)
     p.add_argument("--to", required=True, help="the replica to promote, host:port")
-    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--timeout", type=float, default=None, help="seconds the whole switchover may take, the "
+                   "target's catch-up included; then writes resume on the old master (default: 80%% of the "
+                   "leader's hold_ms, so no write held meanwhile times out)")
     p.set_defaults(func=cmd_failover)
-    p = sub.add_parser("transfer-leadership", help="hand Raft leadership to another proxy")
+    p = sub.add_parser("pause", help="maintenance mode: no automatic failover until resume (failover --to still "
+                       "works); every shard in cluster mode", formatter_class=HELP)
+    common(p)
+    p.add_argument("--reason", default="", help="why, shown by status")
+    p.add_argument("--expires", default=None, help="end the pause by itself after this long, e.g. 30m, 2h, 90s "
+                   "(default: none, until resume)")
+    p.add_argument("--by", default=None, help="who pauses, for the record (default: user@host)")
+    p.set_defaults(func=cmd_pause)
+    p = sub.add_parser("resume", help="end maintenance mode: automatic failover again", formatter_class=HELP)
+    common(p)
+    p.add_argument("--by", default=None, help="who resumes, for the log (default: user@host)")
+    p.set_defaults(func=cmd_resume)
+    p = sub.add_parser("history", help="every failover and switchover the cluster remembers (the last 100)",
+                       formatter_class=HELP)
+    common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--limit", type=int, default=0, help="show only the last N (0: all)")
+    p.set_defaults(func=cmd_history)
+    p = sub.add_parser("transfer-leadership", help="hand Raft leadership to another proxy", formatter_class=HELP)
     common(p)
     p.add_argument("--to", default=None, help="the proxy to lead (default: any other member)")
     p.add_argument("--if-leader", action="store_true",
                    help="only if the proxy at --endpoint leads; else do nothing and exit 0 (for preStop hooks)")
     p.set_defaults(func=cmd_transfer)
-    p = sub.add_parser("join", help="add a proxy to the Raft membership")
+    p = sub.add_parser("join", help="add a proxy to the Raft membership", formatter_class=HELP)
     common(p)
     p.add_argument("--node", required=True)
     p.add_argument("--url", required=True, help="the new proxy's admin URL")
     p.set_defaults(func=cmd_join)
-    p = sub.add_parser("remove", help="remove a (dead) proxy from the Raft membership")
+    p = sub.add_parser("remove", help="remove a (dead) proxy from the Raft membership", formatter_class=HELP)
     common(p)
     p.add_argument("--node", required=True)
     p.set_defaults(func=cmd_remove)

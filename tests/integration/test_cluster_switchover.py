@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -80,3 +81,48 @@ def test_status_cli_shows_every_shard_and_its_health(cluster):
     bad = subprocess.run([PROXY_BIN, "status", "--endpoint", p.admin_url], capture_output=True,
                          check=False, text=True, timeout=30)
     assert f"replica {c.replicas[0].addr} not healthy" in bad.stdout
+
+
+def _ops(p: ProxyProcess, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PROXY_BIN, *args, "--endpoint", p.admin_url], capture_output=True, check=False,
+                          text=True, timeout=60, env={"REDIS_RAFT_PROXY_RAFT_SECRET": RAFT_SECRET})
+
+
+def test_pause_holds_every_shards_failover_and_history_names_the_shard(cluster):
+    """Maintenance mode covers every shard (issue 17): a switchover in one shard still
+    works, a dead master of another is not replaced until `resume`; `history` lists both
+    changes with their shard."""
+    c, p = cluster
+    a, b = sorted(p.status()["shards"], key=lambda s: s["slots"][0][0])
+    paused = _ops(p, "pause", "--reason", "maintenance")
+    assert paused.returncode == 0, paused.stderr
+    assert p.status()["topology"]["paused"]["reason"] == "maintenance"
+    switched = _failover(p, a["replicas"][0])
+    assert switched.returncode == 0, switched.stdout + switched.stderr
+
+    victim = next(s for s in c.servers if s.addr == b["master"])
+    victim.kill()
+
+    def phase_b() -> dict:
+        return next(s for s in p.status()["shards"] if s["id"] == b["id"])
+    wait_until(lambda: phase_b()["phase"] == "paused", 10, message=lambda: f"shard {b['id']} paused: {phase_b()}")
+    deadline = time.monotonic() + 1.0       # twice down_after_ms past the point it would have failed over
+    while time.monotonic() < deadline:
+        assert phase_b()["master"] == victim.addr, "a shard failed over while paused"
+        time.sleep(0.05)
+
+    resumed = _ops(p, "resume")
+    assert resumed.returncode == 0 and "resumed" in resumed.stdout, resumed.stderr
+    wait_until(lambda: phase_b()["master"] == b["replicas"][0], 15, message="shard b failed over after resume")
+    assert p.status()["topology"]["paused"] is None
+
+    def records():
+        h = _ops(p, "history", "--json")
+        assert h.returncode == 0, h.stderr
+        recs = json.loads(h.stdout)
+        return recs if len(recs) == 2 else None
+    manual, down = wait_until(records, 5, message="two records in the history")
+    assert (manual["shard"], manual["cause"], manual["new_master"]) == (a["id"], "manual", a["replicas"][0])
+    assert (down["shard"], down["cause"], down["old_master"]) == (b["id"], "objectively_down", victim.addr)
+    table = _ops(p, "history").stdout
+    assert "SHARD" in table and a["id"][:8] in table and b["id"][:8] in table, table

@@ -26,6 +26,7 @@ defaults when written); probe interval and Raft ticks at their defaults.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -578,6 +579,13 @@ def test_master_restarted_empty_is_replaced_by_the_replica_that_kept_the_data(ke
         wait_replica_of(old, new_master, timeout=30)
         with redis_client(endpoint.port, decode=True) as cl:
             assert cl.mget(keys[:10]) == keys[:10]
+
+        def record():
+            h = run_ops("history", "--json", endpoint=endpoint.admin_url, secret=RAFT_SECRET)
+            assert h.returncode == 0, h.stderr
+            return next((r for r in json.loads(h.stdout) if r["epoch"] == new["epoch"]), None)
+        rec = wait_until(record, 5, message=f"a history record of epoch {new['epoch']}")
+        assert (rec["old_master"], rec["new_master"], rec["cause"]) == (old.addr, new["master"], "restarted_empty")
     finally:
         old.extra_args = saved_args
         if old.alive():
@@ -656,9 +664,164 @@ def test_master_stuck_in_a_script_that_wrote_is_failed_over(keeper):
             assert cl.set("busy:after", "1") is True
             assert cl.get("busy:after") == "1"
         assert runner.is_alive(), f"the script ended: {runner.outcome}"
+        # the failover history tells this failover from one of a master that stopped answering
+        def record():
+            h = run_ops("history", "--json", endpoint=endpoint.admin_url, secret=RAFT_SECRET)
+            assert h.returncode == 0, h.stderr
+            return next((r for r in json.loads(h.stdout) if r["epoch"] == new["epoch"]), None)
+        rec = wait_until(record, 5, message=f"a history record of epoch {new['epoch']}")
+        assert (rec["old_master"], rec["cause"]) == (old.addr, "busy"), rec
     finally:
         old.kill()      # stuck for good; the next test's keeper restarts it as a replica
     runner.join(10)
+
+
+# ---------------------------------------------------------------------------
+# 7e. maintenance mode and the failover history (issue 17)
+# ---------------------------------------------------------------------------
+
+def _paused_everywhere(c: ProxyCluster, reason: str | None) -> bool:
+    """Every live proxy shows the pause with `reason` in /status (None: not paused)."""
+    sts = c.statuses()
+    return all(st is not None and ((st["topology"].get("paused") or {}).get("reason") if reason is not None
+                                   else st["topology"].get("paused")) == reason for st in sts.values())
+
+
+def _metric(c: ProxyCluster, name: str, metric: str) -> float | None:
+    import urllib.request
+
+    with urllib.request.urlopen(c.proxy(name).admin_url + "/metrics", timeout=2) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(metric + " "):
+                return float(line.split()[1])
+    return None
+
+
+def test_paused_cluster_does_not_fail_over_until_the_pause_expires_and_history_records_it(keeper):
+    """`pause`: every proxy shows it (status, /status, metric, log); a switchover still
+    works; a dead master is not replaced while paused; the leader ends the pause at its
+    expiry and fails over then; `history` lists the switchover and the failover."""
+    c = keeper.healthy()
+    view = c.wait_stable()
+    e0, old = view["epoch"], view["master"]
+    follower = c.proxy(other_names(c, view["leader"])[0]).admin_url     # the CLI follows the leader
+    target = next(a for a in c.rs.addrs if a != old)
+    try:
+        r = run_ops("pause", "--reason", "kernel upgrade", "--by", "ops@test", endpoint=follower, secret=RAFT_SECRET)
+        assert r.returncode == 0 and "paused" in r.stdout, r.stderr
+        wait_until(lambda: _paused_everywhere(c, "kernel upgrade"), 5, message="every proxy to show the pause")
+        assert _metric(c, view["leader"], "redis_raft_proxy_failover_paused") == 1.0
+        st = run_ops("status", endpoint=follower, secret=RAFT_SECRET)
+        assert "automatic failover PAUSED by ops@test" in st.stdout and "kernel upgrade" in st.stdout, st.stdout
+
+        r = run_ops("failover", "--to", target, "--timeout", "4", endpoint=follower, secret=RAFT_SECRET)
+        assert r.returncode == 0, r.stdout + r.stderr
+        view = c.wait_epoch(e0 + 2)             # the write pause, then the new master
+        assert view["master"] == target
+        e1 = view["epoch"]
+
+        c.redis(target).kill()
+        observe_no_failover(c, e1, 2.0)         # 4x down_after_ms: it would have failed over by now
+        leader = c.wait_stable()["leader"]
+        wait_until(lambda: "event=failover_suppressed master=" + target in c.proxy(leader).log_text(), 5,
+                   message="an event=failover_suppressed line")
+        assert c.status(leader)["failover"]["phase"] == "paused"
+
+        r = run_ops("pause", "--expires", "1s", "--reason", "ending", endpoint=follower, secret=RAFT_SECRET)
+        assert r.returncode == 0, r.stderr
+        view = c.wait_epoch(e1 + 1, timeout=15)
+        assert view["master"] != target
+        wait_until(lambda: _paused_everywhere(c, None), 5, message="the pause to end on every proxy")
+        assert any("event=failover_pause_expired" in p.log_text() for p in c.proxies.values())
+        assert any("event=failover_resumed" in p.log_text() for p in c.proxies.values())
+        assert _metric(c, view["leader"], "redis_raft_proxy_failover_paused") == 0.0
+
+        def recorded():
+            h = run_ops("history", "--json", endpoint=follower, secret=RAFT_SECRET)
+            assert h.returncode == 0, h.stderr
+            recs = [x for x in json.loads(h.stdout) if x["epoch"] > e0]
+            return recs if len(recs) == 2 else None
+        manual, down = wait_until(recorded, 5, message="two records in the history")
+        assert (manual["old_master"], manual["new_master"], manual["cause"], manual["epoch"]) == \
+            (old, target, "manual", e1)
+        assert manual["held_ms"] is not None and 0 <= manual["held_ms"] <= 4000
+        assert (down["old_master"], down["new_master"], down["cause"]) == (target, view["master"], "objectively_down")
+        # writes waited from the master's death through the pause to the new master's commit
+        assert down["held_ms"] >= 2000 and down["leader"] in c.names
+        table = run_ops("history", endpoint=follower, secret=RAFT_SECRET).stdout
+        assert "objectively down" in table and "manual" in table and target in table, table
+    finally:
+        run_ops("resume", endpoint=follower, secret=RAFT_SECRET)
+
+
+def test_failover_timeout_bounds_the_whole_switchover_catch_up_included(keeper):
+    """`failover --timeout 1` to a replica that cannot catch up (its master link's writes
+    are held by CLIENT PAUSE WRITE on the replica: Redis postpones them, INFO still
+    answers): the switchover gives up within the timeout, not the leader's default
+    (80% of hold_ms = 4 s), and writes resume on the old master."""
+    c = keeper.healthy()
+    view = c.wait_stable()
+    old = view["master"]
+    target = c.redis(next(a for a in c.rs.addrs if a != old))
+    endpoint = c.proxy(view["leader"]).admin_url
+    with target.client(timeout=5) as t, redis_client(c.proxy(view["leader"]).port, decode=True) as cl:
+        t.execute_command("CLIENT", "PAUSE", 10000, "WRITE")
+        try:
+            cl.set("timeout-bound:lag", "x")       # the target cannot apply it while paused
+            t0 = time.monotonic()
+            r = run_ops("failover", "--to", target.addr, "--timeout", "1", endpoint=endpoint, secret=RAFT_SECRET)
+            took = time.monotonic() - t0
+        finally:
+            t.execute_command("CLIENT", "UNPAUSE")
+        assert r.returncode == 1 and "did not catch up" in r.stderr, r.stdout + r.stderr
+        assert took < 2.5, f"the switchover took {took:.1f}s with --timeout 1"
+        after = c.wait_stable()
+        assert after["master"] == old
+        assert cl.set("timeout-bound:after", "y")
+
+
+def test_operator_commands_answer_down_and_wrong_endpoints_wrong_secrets_and_refusals_in_one_line(keeper, capsys):
+    """Every operator command, against a port nothing listens on, a Redis port (not HTTP),
+    an HTTP server path that is not a proxy's API, with a wrong secret, and asked for
+    something refused: one line on stderr, a non-zero exit, no traceback."""
+    from proxy.process.cli import main
+
+    from .harness import free_port
+
+    c = keeper.healthy()
+    view = c.wait_stable()
+    good = c.proxy(view["leader"]).admin_url
+    replica = next(a for a in c.rs.addrs if a != view["master"])
+    commands = [["status"], ["history"], ["failover", "--to", replica, "--timeout", "2"], ["pause"], ["resume"],
+                ["transfer-leadership"], ["join", "--node", "proxy-9", "--url", "http://127.0.0.1:1"],
+                ["remove", "--node", "proxy-9"], ["cluster", "migrations"], ["cluster", "cancel"],
+                ["cluster", "rebalance", "--no-wait"]]
+
+    def one_line_failure(argv: list[str], endpoint: str, secret: str, expect: str = "") -> str:
+        rc = main([*argv, "--endpoint", endpoint, "--secret", secret])
+        out = capsys.readouterr()
+        lines = [ln for ln in out.err.splitlines() if ln.strip()]
+        assert rc != 0 and len(lines) == 1 and "Traceback" not in out.err + out.out, \
+            f"{argv} at {endpoint}: rc {rc}, stderr {out.err!r}"
+        assert expect in lines[0], f"{argv} at {endpoint}: {lines[0]!r} does not say {expect!r}"
+        return lines[0]
+
+    down = f"http://127.0.0.1:{free_port()}"
+    for argv in commands:
+        one_line_failure(argv, down, RAFT_SECRET, "127.0.0.1")
+        one_line_failure(argv, f"http://{view['master']}", RAFT_SECRET)
+        one_line_failure(argv, good + "/nope", RAFT_SECRET)
+    one_line_failure(["status"], "127.0.0.1:8000", RAFT_SECRET, "bad endpoint")
+    for argv in commands:
+        if argv[0] not in ("status", "history") and argv != ["cluster", "migrations"]:
+            one_line_failure(argv, good, "wrong-secret", "403")
+    one_line_failure(["failover", "--to", "127.0.0.1:1"], good, RAFT_SECRET, "is not a replica")
+    one_line_failure(["remove", "--node", "proxy-9"], good, RAFT_SECRET, "is not a member")
+    one_line_failure(["cluster", "cancel"], good, RAFT_SECRET, "not in cluster mode")
+    one_line_failure(["pause", "--expires", "soon"], good, RAFT_SECRET, "duration")
+    one_line_failure(["failover", "--to", replica, "--timeout", "0"], good, RAFT_SECRET, "positive")
+    assert c.wait_stable()["epoch"] == view["epoch"], "a refused or unauthorised action changed the topology"
+    assert c.status(view["leader"])["topology"]["paused"] is None
 
 
 # ---------------------------------------------------------------------------

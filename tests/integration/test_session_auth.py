@@ -354,3 +354,52 @@ def test_upstream_password_every_session_mode(pw_proxy, pw_set):
     code, body = pw_proxy.http_get("/metrics")
     assert UPSTREAM_PASS.encode() not in body
     assert UPSTREAM_PASS not in proxy_output(pw_proxy), "the upstream password appears in the proxy's log"
+
+
+# ---------------------------------------------------------------------------
+# SIGHUP: reload the safe keys (issue 17)
+# ---------------------------------------------------------------------------
+
+def test_sighup_reloads_requirepass_and_limits_keeps_clients_and_refuses_restart_keys(replica_set, tmp_path):
+    """The proxy reads its file again on SIGHUP: the new requirepass, log level and limits
+    apply without dropping the connected client (which stays authenticated); keys that
+    need a restart are refused in the log; a file that does not validate changes nothing."""
+    import os
+    import signal
+
+    from .harness import ProxyProcess
+
+    old, new = "reload-old-5d1e", "reload-new-a9c4"
+    conf = tmp_path / "proxy.toml"
+    conf.write_text(f'requirepass = "{old}"\nlog_level = "info"\ndown_after_ms = 10000\n')
+    p = ProxyProcess(tmp_path / "p", replica_set.addrs, replica_set.master.addr, node="proxy-reload",
+                     read_policy=None, extra_argv=["--config", str(conf)])
+    try:
+        p.spawn()
+        wait_until(lambda: p._check_alive("starting") or _answers_auth(p.port, old), 20,
+                   message=lambda: f"{p.name} to answer AUTH\n{p.log_tail()}")
+        with RawClient(p.port, timeout=5) as held:
+            assert held.command("AUTH", old) == b"OK"
+            conf.write_text(f'requirepass = "{new}"\nlog_level = "debug"\ndown_after_ms = 2000\n'
+                            f'proto_max_bulk_len = "1mb"\ndata_dir = "{tmp_path / "elsewhere"}"\n')
+            os.kill(p.pid, signal.SIGHUP)
+            wait_until(lambda: "event=config_reloaded" in p.log_text(), 10, message="event=config_reloaded")
+            text = proxy_output(p)
+            assert "event=config_reloaded applied=log_level,proto_max_bulk_len,requirepass" in text, text[-2000:]
+            assert "event=config_reload_refused keys=down_after_ms,data_dir" in text, text[-2000:]
+            assert old not in text and new not in text, "a password was logged"
+            assert held.command("PING") == b"PONG"          # the same connection, still authenticated
+            assert _answers_auth(p.port, new) and not _answers_auth(p.port, old)
+            with pytest.raises(redis.ResponseError, match="(?i)bulk|protocol"):
+                with redis_client(p.port, password=new) as cl:
+                    cl.set("reload:big", "x" * (2 * 1024 * 1024))     # over the new proto_max_bulk_len
+            assert p.status()["node"] == "proxy-reload"      # nothing that needs a restart changed
+
+            conf.write_text('requirepass = "x"\nread_policy = "sometimes"\n')
+            os.kill(p.pid, signal.SIGHUP)
+            wait_until(lambda: "event=config_reload_failed" in p.log_text(), 10, message="event=config_reload_failed")
+            assert "read_policy" in proxy_output(p).split("event=config_reload_failed")[1].splitlines()[0]
+            assert held.command("PING") == b"PONG" and _answers_auth(p.port, new)
+            assert p.alive()
+    finally:
+        p.cleanup()
