@@ -394,7 +394,7 @@ class Controller:
         one is demoted. `paused_master`: the switchover's CLIENT PAUSE WRITE holds
         such writes. After that wait, and before every Redis command, the leader
         checks that it still leads in `term` with a lease, has applied all it
-        committed and that `topo` is still the latest (DESIGN.md rule 2): a leader
+        committed and that `topo` is still the latest (docs/design.md rule 2): a leader
         deposed, or a topology replaced, during a wait must not act on it."""
         held = bool(topo.writes_paused and topo.hold_reason)     # no_safe_master committed
         actions = reconcile(topo.master, topo.nodes, view, topo.history, writes_held=held)
@@ -591,8 +591,10 @@ class Controller:
                     # the replica takes its master's slots with a new config epoch, without the
                     # master's agreement (it may be dead); the cluster bus tells every other node
                     await client.execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
-                event = "node_detached" if detach else "node_promoted"
-                self.log.warning("event=%s node=%s epoch=%d reason=%r", event, action.node, epoch, action.reason)
+                if detach:
+                    self.log.warning("event=node_detached node=%s epoch=%d reason=%r", action.node, epoch, action.reason)
+                else:
+                    self.log.warning("event=node_promoted node=%s epoch=%d reason=%r", action.node, epoch, action.reason)
             else:
                 host, _, port = action.replicaof.rpartition(":")
                 paused = action.node == self._paused_old

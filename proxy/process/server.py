@@ -197,7 +197,7 @@ class ProxyServer:
         if self._lease_seen and not held:
             self.gate.lapsed()
             for master in self.masters:
-                log.warning("event=lease_lost master=%s: writes in flight are suspended", master)
+                log.warning("event=lease_lost master=%s writes in flight are suspended", master)
                 self._suspend_writes(master)
         self._lease_seen = held
         self.gate.settle()
@@ -478,7 +478,10 @@ class ProxyServer:
         self._tasks.append(self.loop.create_task(prober.run()))
 
     def _node_changed(self, addr: str, up: bool) -> None:
-        log.info("event=%s node=%s", "node_up" if up else "node_subjectively_down", addr)
+        if up:
+            log.info("event=node_up node=%s", addr)
+        else:
+            log.info("event=node_subjectively_down node=%s", addr)
 
     async def stop(self) -> None:
         for srv in self._servers:
