@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from proxy.process.metrics import FAILOVER_BUCKETS, SWITCHOVER_BUCKETS, Histogram
 from proxy.routing.topology import History, Topology
 from raft.auth import SECRET_HEADER, request_authorized
 from raft.transport import http_session
@@ -144,6 +145,9 @@ class Controller:
         self._acted: dict[tuple[str, int], float] = {}
         self.failovers = 0
         self.last_failover_s = 0.0
+        # durations of the failovers / switchovers this proxy led (shared by a cluster's shard controllers)
+        self.failover_seconds = shared_with.failover_seconds if shared_with else Histogram(FAILOVER_BUCKETS)
+        self.switchover_seconds = shared_with.switchover_seconds if shared_with else Histogram(SWITCHOVER_BUCKETS)
         self.raft_events = RaftEvents(self.cfg.node)
         self.phase = "idle"
         self._down_since: float | None = None
@@ -380,6 +384,7 @@ class Controller:
             if c is not None:
                 c.failovers += 1
                 c.last_failover_s = done - since
+        self.failover_seconds.observe(done - since)
         self.phase, self.phase_reason = "reconciling", ""
         self.log.warning("event=failover_committed new_master=%s epoch=%d duration_ms=%.0f commit_ms=%.0f", new,
                     nxt.epoch, self.last_failover_s * 1000, (done - started) * 1000)
@@ -512,6 +517,7 @@ class Controller:
                       "master: it stays paused until the reconciler has demoted it'", old, nxt.epoch)
         self.phase = "idle"
         took = time.monotonic() - started
+        self.switchover_seconds.observe(took)
         self.log.warning("event=switchover_finished from=%s to=%s epoch=%d duration_ms=%.0f old_demoted=%s", old, to,
                     nxt.epoch, took * 1000, demoted)
         out = {"ok": True, "message": f"{to} is the master", "epoch": nxt.epoch, "duration_s": round(took, 3)}

@@ -83,6 +83,7 @@ class ProxyServer:
 
         peers = cfg.peer_urls
         transport = HttpTransport(cfg.node, peers, cfg.raft_secret, ssl_context=self.tls.admin_client)
+        transport.on_rpc = self.stats.observe_raft_rpc
         return RaftNode(cfg.node, peers, cfg.data_dir, cfg.raft_secret, transport=transport, apply=self.sm.apply,
                         snapshot=self.sm.snapshot, restore=self.sm.restore, tick_ms=cfg.tick_ms,
                         election_ticks=cfg.election_ticks, heartbeat_ticks=cfg.heartbeat_ticks,

@@ -245,14 +245,32 @@ def test_metrics_reflect_the_failover(scenario):
             assert duration > 0, f"{name}: last failover duration {duration}"
         else:
             assert duration == 0, f"{name} led no failover but reports a duration of {duration}s"
-        # the committed topology: new master and epoch, one info sample
+        # the failover's duration as a histogram too: one observation on the leader, none elsewhere
+        count = m.value("redis_raft_proxy_failover_duration_seconds_count")
+        assert count == (1 if name == sc.leader else 0), f"{name}: failover histogram count {count}"
+        assert m.value("redis_raft_proxy_failover_duration_seconds_bucket", le="+Inf") == count
+        assert m.value("redis_raft_proxy_failover_duration_seconds_sum") == pytest.approx(duration, abs=1e-6)
+        assert m.value("redis_raft_proxy_switchover_duration_seconds_count") == 0
+        # the committed topology: new master, one info sample, no label that changes every failover
         info = m.select("redis_raft_proxy_master_info")
-        assert [lab for lab, _ in info] == [{"node": sc.new, "epoch": str(sc.epoch)}], f"{name}: {info}"
+        assert [lab for lab, _ in info] == [{"node": sc.new}], f"{name}: {info}"
         assert info[0][1] == 1.0
         assert m.value("redis_raft_proxy_topology_epoch") == sc.epoch
         assert (m.value("redis_raft_proxy_topology_changes_total")
                 - b.value("redis_raft_proxy_topology_changes_total")) == 1, name
-        assert b.select("redis_raft_proxy_master_info")[0][0] == {"node": sc.old, "epoch": str(sc.e0)}
+        assert b.select("redis_raft_proxy_master_info")[0][0] == {"node": sc.old}
+        # Raft messages were timed: the Raft leader's to both followers, a follower's (its answers) to the leader
+        raft_leader = status(sc.admin(name))["raft"]["leader"]
+        peers = {lab["peer"] for lab, _ in m.select("redis_raft_proxy_raft_rpc_duration_seconds_count")}
+        expected = set(c.names) - {name} if raft_leader == name else {raft_leader}
+        assert expected <= peers, f"{name}: timed peers {peers}, Raft leader {raft_leader}"
+        assert all(v > 0 for _, v in m.select("redis_raft_proxy_raft_rpc_duration_seconds_count"))
+        # the standard process metrics and the build info
+        for std in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+                    "process_start_time_seconds"):
+            assert m.value(std) > 0, (name, std)
+        (build, one), = m.select("redis_raft_proxy_build_info")
+        assert one == 1.0 and build["version"] and build["speedups"] in ("true", "false"), build
         # the fsync histogram has timed Raft saves (votes, entries)
         assert m.value("redis_raft_proxy_raft_fsync_duration_seconds_count") > 0, name
         assert m.value("redis_raft_proxy_raft_fsync_duration_seconds_bucket", le="+Inf") == \
@@ -348,7 +366,7 @@ def test_openmetrics_negotiation(scenario):
     fams = {f.name: f for f in om_families(body)}
     assert fams["redis_raft_proxy_failovers"].samples[0].value == 1
     assert fams["redis_raft_proxy_master"].type == "info"
-    assert fams["redis_raft_proxy_master"].samples[0].labels == {"node": sc.new, "epoch": str(sc.epoch)}
+    assert fams["redis_raft_proxy_master"].samples[0].labels == {"node": sc.new}
     ctype, body = http_get(port, "/metrics")
     assert ctype.startswith("text/plain") and "# EOF" not in body, ctype
 
@@ -558,6 +576,13 @@ def test_old_master_returns_demoted_and_cli_turns_healthy(scenario):
         assert st["topology"]["epoch"] == sc.epoch and st["topology"]["master"] == sc.new
         m = scrape(sc.admin(name))
         assert m.value("redis_raft_proxy_redis_node_up", node=sc.old) == 1.0
+        # per replica: its link to the master, its lag in bytes and in seconds (the master is idle here)
+        replicas = set(c.rs.addrs) - {sc.new}
+        assert {lab["node"] for lab, _ in m.select("redis_raft_proxy_redis_replica_link_up")} == replicas, name
+        assert m.value("redis_raft_proxy_redis_replica_link_up", node=sc.old) == 1.0
+        assert {lab["node"] for lab, _ in m.select("redis_raft_proxy_redis_replica_lag_bytes")} == replicas, name
+        lag_s = dict((lab["node"], v) for lab, v in m.select("redis_raft_proxy_redis_replica_lag_seconds"))
+        assert set(lag_s) == replicas and all(0 <= v < 30 for v in lag_s.values()), (name, lag_s)
         assert m.value("redis_raft_proxy_redis_node_is_master", node=sc.old) == 0.0
         # still exactly the one failover
         assert m.value("redis_raft_proxy_failovers_total") == (1 if name == sc.leader else 0)
