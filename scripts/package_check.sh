@@ -3,7 +3,8 @@
 # (the wheel from the sdist, so a file missing from the sdist fails here),
 # checks what they carry, installs the wheel in a fresh venv and runs the
 # smoke test there, outside the source tree: `redis-raft-proxy --help` and
-# importing every package, the compiled speedups included.
+# importing every package, the compiled speedups included. On Python 3.11 the
+# dependencies come from requirements.lock by hash, as in the Dockerfile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -29,8 +30,15 @@ grep -q '\.dist-info/licenses/LICENSE$' <<<"$wheel_files" || fail "the wheel has
 
 echo "package-check: installing $(basename "$wheel") in a fresh venv"
 "$PY" -m venv "$work/venv"
-"$work/venv/bin/pip" install -q --disable-pip-version-check "$wheel" >"$work/install.log" 2>&1 \
-  || { tail -40 "$work/install.log"; fail "installing the wheel failed"; }
+pip=("$work/venv/bin/pip" install -q --disable-pip-version-check)
+if "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  # as the Dockerfile does: the locked dependencies by hash, then the wheel alone
+  "${pip[@]}" --require-hashes --only-binary=:all: -r requirements.lock >"$work/install.log" 2>&1 \
+    || { tail -40 "$work/install.log"; fail "installing requirements.lock failed (run scripts/lock.sh?)"; }
+fi
+"${pip[@]}" "$wheel" >>"$work/install.log" 2>&1 || { tail -40 "$work/install.log"; fail "installing the wheel failed"; }
+"$work/venv/bin/pip" check >"$work/check.log" 2>&1 \
+  || { cat "$work/check.log"; fail "the installed dependencies do not satisfy the wheel's (requirements.lock stale?)"; }
 
 cd "$work"      # imports must come from the venv, not from the source tree
 "$work/venv/bin/redis-raft-proxy" --help | grep -q "usage: redis-raft-proxy" || fail "redis-raft-proxy --help"
