@@ -72,25 +72,30 @@ def parse_fields(message: str) -> tuple[dict[str, str], str]:
     """(`k=v` fields in order, the remaining prose) of an `event=...` message.
 
     A message that does not start with `event=` has no fields: all of it is
-    prose.  Parsing stops at the first word that is not `k=v`; from there on
-    the text is prose."""
+    prose.  In an event, words that are not `k=v` are prose, wherever they are
+    (a shard's controller appends `shard=ID` after them)."""
     if not message.startswith("event="):
         return {}, message
     fields: dict[str, str] = {}
+    prose: list[str] = []
     i, n = 0, len(message)
     while i < n:
         m = _KEY.match(message, i)
-        if not m:
-            break
-        end = _value_end(message, m.end())
-        key = m.group(1)
-        if key in RESERVED:
-            key += "_"
-        fields[key] = _unquote(message[m.end():end])
+        if m:
+            end = _value_end(message, m.end())
+            key = m.group(1)
+            if key in RESERVED:
+                key += "_"
+            fields[key] = _unquote(message[m.end():end])
+        else:       # a word of prose: up to the next blank (an apostrophe opens no quote)
+            end = i
+            while end < n and not message[end].isspace():
+                end += 1
+            prose.append(message[i:end])
         i = end
         while i < n and message[i].isspace():
             i += 1
-    return fields, message[i:].strip()
+    return fields, " ".join(prose)
 
 
 def mask_secrets(fields: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,9 @@ def test_fields_respect_quotes_brackets_and_trailing_prose():
                       "replicas": "['a', 'b c']", "reason": "failover: 10.0.0.6:6379 objectively down",
                       "error": "ConnectionError('Connection refused')", "note": "it's x"}
     assert prose == "the rest is prose"
+    # a shard's controller appends its shard after the prose (health/controller.py ShardLog)
+    assert parse_fields("event=lease_lost master=m:1 writes in flight aren't sent shard=s1") == \
+        ({"event": "lease_lost", "master": "m:1", "shard": "s1"}, "writes in flight aren't sent")
     assert parse_fields("proxy proxy-1 listening on 127.0.0.1:6380") == ({}, "proxy proxy-1 listening on 127.0.0.1:6380")
     # a standard key in an event is renamed, never overwrites the line's own
     assert parse_fields("event=x level=3 ts=4")[0] == {"event": "x", "level_": "3", "ts_": "4"}
