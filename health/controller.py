@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from proxy.process.metrics import FAILOVER_BUCKETS, SWITCHOVER_BUCKETS, Histogram
 from proxy.routing.topology import History, Topology
 from raft.auth import SECRET_HEADER, request_authorized
 from raft.transport import http_session
@@ -166,6 +167,9 @@ class Controller:
         self._acted: dict[tuple[str, int], float] = {}
         self.failovers = 0
         self.last_failover_s = 0.0
+        # durations of the failovers / switchovers this proxy led (shared by a cluster's shard controllers)
+        self.failover_seconds = shared_with.failover_seconds if shared_with else Histogram(FAILOVER_BUCKETS)
+        self.switchover_seconds = shared_with.switchover_seconds if shared_with else Histogram(SWITCHOVER_BUCKETS)
         self.raft_events = RaftEvents(self.cfg.node)
         self.phase = "idle"
         self._down_since: float | None = None
@@ -479,6 +483,7 @@ class Controller:
             if c is not None:
                 c.failovers += 1
                 c.last_failover_s = done - since
+        self.failover_seconds.observe(done - since)
         self.phase, self.phase_reason = "reconciling", ""
         self.log.warning("event=failover_committed new_master=%s epoch=%d duration_ms=%.0f commit_ms=%.0f", new,
                     nxt.epoch, self.last_failover_s * 1000, (done - started) * 1000)
@@ -494,7 +499,7 @@ class Controller:
         one is demoted. `paused_master`: the switchover's CLIENT PAUSE WRITE holds
         such writes. After that wait, and before every Redis command, the leader
         checks that it still leads in `term` with a lease, has applied all it
-        committed and that `topo` is still the latest (DESIGN.md rule 2): a leader
+        committed and that `topo` is still the latest (docs/design.md rule 2): a leader
         deposed, or a topology replaced, during a wait must not act on it."""
         held = bool(topo.writes_paused and topo.hold_reason)     # no_safe_master committed
         actions = reconcile(topo.master, topo.nodes, view, topo.history, writes_held=held)
@@ -619,6 +624,7 @@ class Controller:
                       "master: it stays paused until the reconciler has demoted it'", old, nxt.epoch)
         self.phase = "idle"
         took = time.monotonic() - started
+        self.switchover_seconds.observe(took)
         self.log.warning("event=switchover_finished from=%s to=%s epoch=%d duration_ms=%.0f old_demoted=%s", old, to,
                     nxt.epoch, took * 1000, demoted)
         out = {"ok": True, "message": f"{to} is the master", "epoch": nxt.epoch, "duration_s": round(took, 3)}
@@ -699,8 +705,10 @@ class Controller:
                     # the replica takes its master's slots with a new config epoch, without the
                     # master's agreement (it may be dead); the cluster bus tells every other node
                     await client.execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
-                event = "node_detached" if detach else "node_promoted"
-                self.log.warning("event=%s node=%s epoch=%d reason=%r", event, action.node, epoch, action.reason)
+                if detach:
+                    self.log.warning("event=node_detached node=%s epoch=%d reason=%r", action.node, epoch, action.reason)
+                else:
+                    self.log.warning("event=node_promoted node=%s epoch=%d reason=%r", action.node, epoch, action.reason)
             else:
                 host, _, port = action.replicaof.rpartition(":")
                 paused = action.node == self._paused_old

@@ -3,7 +3,7 @@
 The leader feeds them the latest view of every proxy (its own included) and
 gets back whether the master is objectively down, which replica to promote,
 whether the master still holds its known replication history, and what the
-reconciler must change.  Everything here follows DESIGN.md's safety rules 2
+reconciler must change.  Everything here follows docs/design.md's safety rules 2
 and 3.
 
 Replication histories (Redis' `master_replid`, `master_replid2`,

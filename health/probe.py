@@ -90,6 +90,22 @@ def parse_replication_info(info: dict, status: NodeStatus) -> None:
         status.offset = int(info.get("master_repl_offset", 0))
 
 
+def lag_seconds(master_samples, replica_offset: int, replica_seen_at: float) -> float:
+    """Replication lag in seconds from the master's probed offsets `(sent_at, offset)`:
+    the time from the first master probe that saw more than the replica held to the
+    replica's probe (0 when the replica held everything the master had when last
+    probed before it).  Probes are `probe_interval_ms` apart, so this is a lower bound
+    with that resolution; a replica behind every kept sample gets the oldest one's age."""
+    behind_since = None
+    for sent_at, offset in reversed(master_samples):
+        if sent_at > replica_seen_at:
+            continue
+        if offset <= replica_offset:
+            break
+        behind_since = sent_at
+    return 0.0 if behind_since is None else max(0.0, replica_seen_at - behind_since)
+
+
 class Health:
     """Every node's latest status, as seen by this proxy."""
 
@@ -115,6 +131,14 @@ class Health:
     def offset(self, addr: str) -> int:
         st = self.nodes.get(addr)
         return st.offset if st is not None else -1
+
+    def replica_lag_seconds(self, replica: str, master: str) -> float | None:
+        """How far behind `master` the data `replica` held at its last probe was, in seconds
+        (`lag_seconds`); None before both were probed."""
+        r, m = self.nodes.get(replica), self.nodes.get(master)
+        if r is None or m is None or not r.ever_ok or not m.samples:
+            return None
+        return lag_seconds(m.samples, r.offset, r.last_ok)
 
     def master_offset_after(self, addr: str, t: float) -> int | None:
         """The master's offset from the first probe sent after time `t`.

@@ -180,7 +180,7 @@ class CertReloader:
             except TlsConfigError as exc:
                 if str(exc) != w.last_error:
                     self.failures += 1
-                    log.error("event=tls_reload_failed context=%s error=%r (the previous certificate stays in use)",
+                    log.error("event=tls_reload_failed context=%s error=%r the previous certificate stays in use",
                               w.name, str(exc))
                 w.last_error = str(exc)
                 continue

@@ -1,6 +1,6 @@
 """The write gate: the one place that decides whether a write may reach the master.
 
-DESIGN.md safety rule 1: a proxy sends writes only to the master of the
+docs/design.md safety rule 1: a proxy sends writes only to the master of the
 latest committed topology, and only while it holds a lease; without one it
 holds writes up to `hold_ms`, then answers an error that says why.  Every
 client mode (shared, dedicated, MULTI, pub/sub, MONITOR) asks this gate, at

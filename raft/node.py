@@ -476,7 +476,7 @@ class RaftNode:
         self.transport.set_peers(peers)
 
     def _fail(self, exc: StorageError) -> None:
-        log.error("event=storage_failed node=%s error=%r: stops voting and acking", self.node_id, str(exc))
+        log.error("event=storage_failed node=%s error=%r stops voting and acking", self.node_id, str(exc))
         self.failed = exc
         self._fail_waiters(exc)
         if self.fatal is not None and not self.fatal.done():

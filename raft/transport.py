@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -162,6 +163,9 @@ class HttpTransport:
         self.timeout = timeout
         self.queue_size = queue_size
         self.dropped = 0
+        # (peer, seconds, error kind or None) for every POST: the process' metrics
+        # count errors and time round trips (no metrics types in raft/)
+        self.on_rpc: Callable[[str, float | None, str | None], None] = lambda peer, seconds, error: None
         self._queues: dict[str, asyncio.Queue[Message]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -206,6 +210,7 @@ class HttpTransport:
             q.put_nowait(msg)
         except asyncio.QueueFull:
             self.dropped += 1
+            self.on_rpc(to, None, "queue_full")
 
     async def _worker(self, to: str, q: asyncio.Queue[Message]) -> None:
         while True:
@@ -220,17 +225,26 @@ class HttpTransport:
                 self.dropped += len(msgs)
                 continue
             body = codec.dumps(msgs[0]) if len(msgs) == 1 else json.dumps([codec.encode(m) for m in msgs]).encode()
+            started = time.monotonic()
             try:
                 async with self._session.post(
                     url.rstrip("/") + MESSAGE_PATH,
                     data=body,
                     headers={SECRET_HEADER: self.secret, "Content-Type": "application/json", **self._meta().headers()},
                 ) as resp:
+                    error = None
                     if resp.status >= 300:
                         self.dropped += 1
+                        error = "unauthorized" if resp.status in (401, 403) else "refused"
                         log.debug("raft message to %s refused: HTTP %s", to, resp.status)
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                self.on_rpc(to, time.monotonic() - started, error)
+            except TimeoutError:
                 self.dropped += 1
+                self.on_rpc(to, None, "timeout")
+                log.debug("raft message to %s dropped: timed out", to)
+            except (aiohttp.ClientError, OSError) as exc:
+                self.dropped += 1
+                self.on_rpc(to, None, "connection")
                 log.debug("raft message to %s dropped: %r", to, exc)
 
     async def close(self) -> None:

@@ -40,7 +40,7 @@ def topology_doc(health, topo, history: dict | None) -> dict:
 
 
 def status_document(server, raft=None) -> dict:
-    """The `/status` JSON: the contract in DESIGN.md, plus extra fields."""
+    """The `/status` JSON: the contract in docs/design.md, plus extra fields."""
     cfg = server.cfg
     health = server.health
     now = time.monotonic()
@@ -73,7 +73,7 @@ def status_document(server, raft=None) -> dict:
     if server.cluster is not None:
         ctl = server.controller
         doc["shards"] = ctl.shard_status()
-        # DESIGN.md's form: one entry per shard, each as the single set's topology
+        # docs/design.md's form: one entry per shard, each as the single set's topology
         doc["topology"]["shards"] = [
             {"id": shard, "slots": [list(r) for r in t.slots],
              **topology_doc(health, t, t.history.to_dict() if t.history else None)}

@@ -118,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"redis-raft-proxy: {exc}", file=sys.stderr)
         return 2
     loop_name = _install_uvloop()
-    log.info("starting node=%s loop=%s config=%s", cfg.node, loop_name, cfg.redacted())
+    log.info("event=starting node=%s loop=%s config=%s", cfg.node, loop_name, cfg.redacted())
     from raft.storage import StorageError
 
     try:

@@ -204,7 +204,8 @@ class Config:
                                          minimum=1)
     command_metrics: bool = _key("bool", True, "count commands and time them per class on the hot path "
                                  "(off: /metrics keeps everything else)")
-    log_format: str = _key("str", "kv", "log line format", choices=("kv", "json"))
+    log_format: str = _key("str", "kv", "log line format: kv (logfmt) or json, event fields as top-level keys",
+                         choices=("kv", "json"))
     log_level: str = _key("str", "info", "log level", choices=("debug", "info", "warning", "error"))
 
     def __post_init__(self) -> None:

@@ -3,23 +3,33 @@
 The data path only bumps plain ints and dicts (per group of commands, not
 per command); `ProxyCollector` turns them into Prometheus families when
 `/metrics` is scraped.  Labels are bounded: command class, Redis node
-address (from config), error kind, Raft role: never keys or client addresses.
+address (from config), Raft peer (the membership), error kind, Raft role:
+never keys or client addresses, and never a value that changes with every
+failover (the epoch is a gauge's value, not a label).  The registry also
+carries the standard `process_*` and `python_*` collectors.
 """
 
 from __future__ import annotations
 
 import bisect
+import platform
 import time
 from collections import defaultdict
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import choose_encoder
+
+from .. import __version__
 
 KIND_NAMES = {1: "read", 2: "write", 3: "admin", 4: "blocking", 0: "other"}
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0)
+# down detected -> committed (failover); pause -> new master committed and reconciled (switchover)
+FAILOVER_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
+SWITCHOVER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0)
+RAFT_RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 FAILOVER_PHASES = ("idle", "objectively_down", "proposing", "reconciling", "no_candidate", "never_seen",
                    "no_safe_master", "switchover", "paused")
 
@@ -67,8 +77,18 @@ class Stats:
         self.elections = 0
         self.topology_changes = 0
         self.redirects_followed = 0     # cluster mode: MOVED answers followed inside the proxy
+        # Raft messages to peers: one POST per batch (raft/transport.py reports each)
+        self.raft_rpc_seconds: dict[str, Histogram] = defaultdict(lambda: Histogram(RAFT_RPC_BUCKETS))
+        self.raft_rpc_errors: dict[tuple[str, str], int] = defaultdict(int)     # (peer, kind)
         self._last_leader = None
         self._last_term = 0
+
+    def observe_raft_rpc(self, peer: str, seconds: float | None, error: str | None) -> None:
+        """One POST of Raft messages to `peer`: its round trip (None: no answer) and error kind."""
+        if seconds is not None:
+            self.raft_rpc_seconds[peer].observe(seconds)
+        if error is not None:
+            self.raft_rpc_errors[peer, error] += 1
 
     def observe_raft(self, consensus) -> None:
         """Called each control step: counts leader changes and new terms."""
@@ -80,6 +100,27 @@ class Stats:
         if term > self._last_term:
             self.elections += term - self._last_term if self._last_term else 0
             self._last_term = term
+
+
+def _speedups() -> bool:
+    try:
+        from .. import _speedups  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def build_info() -> InfoMetricFamily:
+    info = InfoMetricFamily("redis_raft_proxy_build", "The running version (value 1)",
+                            labels=["version", "python", "speedups"])
+    info.add_metric([__version__, platform.python_version(), "true" if _speedups() else "false"], {})
+    return info
+
+
+def _histogram(name: str, doc: str, hist: Histogram) -> HistogramMetricFamily:
+    h = HistogramMetricFamily(name, doc)
+    h.add_metric([], hist.family_buckets(), hist.total)
+    return h
 
 
 def _one(cls, name: str, doc: str, value: float):
@@ -113,6 +154,7 @@ class ProxyCollector:
     def collect(self):
         s = self.server
         st: Stats = s.stats
+        yield build_info()
         c = CounterMetricFamily("redis_raft_proxy_commands", "Commands forwarded, by class and target node",
                                 labels=["class", "node"])
         for (kind, node), n in list(st.commands.items()):
@@ -193,9 +235,14 @@ class ProxyCollector:
         for phase in FAILOVER_PHASES:
             g.add_metric([phase], 1.0 if ctl.phase == phase else 0.0)
         yield g
-        i = InfoMetricFamily("redis_raft_proxy_master", "The master of the committed topology",
-                             labels=["node", "epoch"])
-        i.add_metric([topo.master or "", str(topo.epoch)], {})
+        yield _histogram("redis_raft_proxy_failover_duration_seconds", "Failovers this proxy led, from the "
+                         "master objectively down to the new topology committed", ctl.failover_seconds)
+        yield _histogram("redis_raft_proxy_switchover_duration_seconds", "Switchovers (failover --to) this proxy "
+                         "led, from the write pause to the new master reconciled", ctl.switchover_seconds)
+        # no epoch label: a label whose value changes every failover makes a new series each time
+        i = InfoMetricFamily("redis_raft_proxy_master", "The master of the committed topology (its epoch: "
+                             "redis_raft_proxy_topology_epoch)", labels=["node"])
+        i.add_metric([topo.master or ""], {})
         yield i
         yield _one(GaugeMetricFamily, "redis_raft_proxy_topology_epoch", "Epoch of the committed topology", topo.epoch)
         pause = s.sm.pause
@@ -221,17 +268,23 @@ class ProxyCollector:
                                  labels=["node"])
         lag = GaugeMetricFamily("redis_raft_proxy_redis_replica_lag_bytes",
                                 "Master offset minus replica offset, as probed by this proxy", labels=["node"])
+        lag_s = GaugeMetricFamily("redis_raft_proxy_redis_replica_lag_seconds",
+                                  "How old the replica's data was at its last probe: time since the first master "
+                                  "probe that saw more than it held (probe_interval_ms resolution)", labels=["node"])
+        link = GaugeMetricFamily("redis_raft_proxy_redis_replica_link_up",
+                                 "1 when the replica reports master_link_status:up", labels=["node"])
         probe = GaugeMetricFamily("redis_raft_proxy_redis_probe_seconds", "Last probe round trip", labels=["node"])
         for addr, st in health.nodes.items():
             up.add_metric([addr], 1.0 if st.up(now, health.down_after) else 0.0)
             role.add_metric([addr], 1.0 if st.role == "master" else 0.0)
             if addr != master and st.role == "slave":
                 lag.add_metric([addr], max(0, master_off - st.offset))
+                link.add_metric([addr], 1.0 if st.link_up else 0.0)
+                seconds = health.replica_lag_seconds(addr, master) if master else None
+                if seconds is not None:
+                    lag_s.add_metric([addr], seconds)
             probe.add_metric([addr], st.probe_ms / 1000.0)
-        yield up
-        yield role
-        yield lag
-        yield probe
+        yield from (up, role, lag, lag_s, link, probe)
 
     def _raft(self):
         s = self.server
@@ -247,6 +300,17 @@ class ProxyCollector:
         yield _one(CounterMetricFamily, "redis_raft_proxy_raft_leader_changes", "Leader changes seen by this proxy", st.leader_changes)
         yield _one(CounterMetricFamily, "redis_raft_proxy_raft_elections", "New terms seen by this proxy", st.elections)
         yield _one(GaugeMetricFamily, "redis_raft_proxy_lease_held", "1 while this proxy holds a lease from a quorum", 1.0 if cons.lease_held() else 0.0)
+        h = HistogramMetricFamily("redis_raft_proxy_raft_rpc_duration_seconds", "Round trip of a POST of Raft "
+                                  "messages to a peer that answered", labels=["peer"])
+        for peer, hist in list(st.raft_rpc_seconds.items()):
+            h.add_metric([peer], hist.family_buckets(), hist.total)
+        yield h
+        c = CounterMetricFamily("redis_raft_proxy_raft_rpc_errors", "POSTs of Raft messages that failed (the "
+                                "messages are dropped; Raft resends): timeout, connection, refused, unauthorized, "
+                                "queue_full", labels=["peer", "kind"])
+        for (peer, kind), n in list(st.raft_rpc_errors.items()):
+            c.add_metric([peer, kind], n)
+        yield c
         h = HistogramMetricFamily("redis_raft_proxy_raft_fsync_duration_seconds",
                                   "Time of Raft storage saves that fsync (hard state, entries, snapshot)")
         h.add_metric([], st.fsync_seconds.family_buckets(), st.fsync_seconds.total)
@@ -258,6 +322,10 @@ class ProxyCollector:
 def make_metrics_handler(server):
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ProxyCollector(server))
+    # the standard process_* (CPU, memory, fds, start time) and python_* families
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
 
     async def handler(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))

@@ -85,6 +85,7 @@ class ProxyServer:
 
         peers = cfg.peer_urls
         transport = HttpTransport(cfg.node, peers, cfg.raft_secret, ssl_context=self.tls.admin_client)
+        transport.on_rpc = self.stats.observe_raft_rpc
         return RaftNode(cfg.node, peers, cfg.data_dir, cfg.raft_secret, transport=transport, apply=self.sm.apply,
                         snapshot=self.sm.snapshot, restore=self.sm.restore, tick_ms=cfg.tick_ms,
                         election_ticks=cfg.election_ticks, heartbeat_ticks=cfg.heartbeat_ticks,
@@ -199,7 +200,7 @@ class ProxyServer:
         if self._lease_seen and not held:
             self.gate.lapsed()
             for master in self.masters:
-                log.warning("event=lease_lost master=%s: writes in flight are suspended", master)
+                log.warning("event=lease_lost master=%s writes in flight are suspended", master)
                 self._suspend_writes(master)
         self._lease_seen = held
         self.gate.settle()
@@ -481,7 +482,10 @@ class ProxyServer:
         self._tasks.append(self.loop.create_task(prober.run()))
 
     def _node_changed(self, addr: str, up: bool) -> None:
-        log.info("event=%s node=%s", "node_up" if up else "node_subjectively_down", addr)
+        if up:
+            log.info("event=node_up node=%s", addr)
+        else:
+            log.info("event=node_subjectively_down node=%s", addr)
 
     async def drain(self) -> None:
         """SIGTERM: stop accepting clients, hand Raft leadership to another proxy, let

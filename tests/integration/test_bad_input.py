@@ -1,4 +1,4 @@
-"""Bad input never harms others (DESIGN.md, safety rule 5).
+"""Bad input never harms others (docs/design.md, safety rule 5).
 
 Each test has a bystander: a second client connected to the same proxy
 before the bad thing happens, which must keep working afterwards.

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import urllib.request
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ REDIS_USER = "rrp-proxy"
 REDIS_PASSWORD = "Redis-Upstream-Secret-5d1e"       # the proxies' password towards Redis (ACL user)
 PROXY_PASSWORD = "Proxy-Requirepass-Secret-c07b"    # the proxies' own requirepass
 SECRETS = (RAFT_SECRET, REDIS_PASSWORD, PROXY_PASSWORD)
+# every event test reads both log formats: the last proxy logs JSON, the others logfmt
+LOG_FORMATS = {n: ("json" if n == PROXY_NAMES[-1] else "kv") for n in PROXY_NAMES}
 
 
 # ---------------------------------------------------------------------------
@@ -89,11 +92,36 @@ def status(port: int) -> dict:
     return json.loads(http_get(port, "/status")[1])
 
 
+def parse_log_line(line: str) -> dict:
+    """One log line as a dict: a JSON object (`log_format = "json"`) or logfmt (`"kv"`), parsed
+    independently of the proxy's formatter (json.loads; shlex for logfmt's quoting)."""
+    if line.startswith("{"):
+        doc = json.loads(line)
+        assert isinstance(doc, dict), line
+        return doc
+    out = {}
+    for token in shlex.split(line, posix=True):
+        key, eq, value = token.partition("=")
+        assert eq and re.fullmatch(r"[A-Za-z_][\w.-]*", key), f"not logfmt: {token!r} in {line!r}"
+        out[key] = value
+    return out
+
+
+def log_lines(log: str) -> list[str]:
+    """The proxy's own lines (not the harness's `===== start #n: <command>` markers)."""
+    return [line for line in log.splitlines() if line.strip() and not line.startswith("===== start #")]
+
+
+def log_records(log: str) -> list[dict]:
+    return [parse_log_line(line) for line in log_lines(log)]
+
+
 def events(log: str, name: str) -> list[dict[str, str]]:
-    """The key=value fields of every `event=<name>` log line."""
+    """The fields of every `event=<name>` log line (values as text, whichever the log format)."""
     out = []
-    for m in re.finditer(rf'event={name}( [^"\n]*)?', log):
-        out.append(dict(re.findall(r"(\w+)=(\S+)", m.group(0))))
+    for rec in log_records(log):
+        if rec.get("event") == name:
+            out.append({k: v if isinstance(v, str) else json.dumps(v) for k, v in rec.items()})
     return out
 
 
@@ -143,7 +171,8 @@ class Scenario:
         if self._tried:
             pytest.fail("the shared failover already failed in an earlier test")
         self._tried = True
-        node_env = {n: {ENV_PREFIX + "REDIS_PASSWORD": REDIS_PASSWORD, ENV_PREFIX + "REQUIREPASS": PROXY_PASSWORD}
+        node_env = {n: {ENV_PREFIX + "REDIS_PASSWORD": REDIS_PASSWORD, ENV_PREFIX + "REQUIREPASS": PROXY_PASSWORD,
+                        ENV_PREFIX + "LOG_FORMAT": LOG_FORMATS[n]}
                     for n in PROXY_NAMES}
         c = ProxyCluster(self.root, options={**TIMING, "redis_username": REDIS_USER}, node_env=node_env)
         for s in c.rs.servers:
@@ -216,14 +245,32 @@ def test_metrics_reflect_the_failover(scenario):
             assert duration > 0, f"{name}: last failover duration {duration}"
         else:
             assert duration == 0, f"{name} led no failover but reports a duration of {duration}s"
-        # the committed topology: new master and epoch, one info sample
+        # the failover's duration as a histogram too: one observation on the leader, none elsewhere
+        count = m.value("redis_raft_proxy_failover_duration_seconds_count")
+        assert count == (1 if name == sc.leader else 0), f"{name}: failover histogram count {count}"
+        assert m.value("redis_raft_proxy_failover_duration_seconds_bucket", le="+Inf") == count
+        assert m.value("redis_raft_proxy_failover_duration_seconds_sum") == pytest.approx(duration, abs=1e-6)
+        assert m.value("redis_raft_proxy_switchover_duration_seconds_count") == 0
+        # the committed topology: new master, one info sample, no label that changes every failover
         info = m.select("redis_raft_proxy_master_info")
-        assert [lab for lab, _ in info] == [{"node": sc.new, "epoch": str(sc.epoch)}], f"{name}: {info}"
+        assert [lab for lab, _ in info] == [{"node": sc.new}], f"{name}: {info}"
         assert info[0][1] == 1.0
         assert m.value("redis_raft_proxy_topology_epoch") == sc.epoch
         assert (m.value("redis_raft_proxy_topology_changes_total")
                 - b.value("redis_raft_proxy_topology_changes_total")) == 1, name
-        assert b.select("redis_raft_proxy_master_info")[0][0] == {"node": sc.old, "epoch": str(sc.e0)}
+        assert b.select("redis_raft_proxy_master_info")[0][0] == {"node": sc.old}
+        # Raft messages were timed: the Raft leader's to both followers, a follower's (its answers) to the leader
+        raft_leader = status(sc.admin(name))["raft"]["leader"]
+        peers = {lab["peer"] for lab, _ in m.select("redis_raft_proxy_raft_rpc_duration_seconds_count")}
+        expected = set(c.names) - {name} if raft_leader == name else {raft_leader}
+        assert expected <= peers, f"{name}: timed peers {peers}, Raft leader {raft_leader}"
+        assert all(v > 0 for _, v in m.select("redis_raft_proxy_raft_rpc_duration_seconds_count"))
+        # the standard process metrics and the build info
+        for std in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+                    "process_start_time_seconds"):
+            assert m.value(std) > 0, (name, std)
+        (build, one), = m.select("redis_raft_proxy_build_info")
+        assert one == 1.0 and build["version"] and build["speedups"] in ("true", "false"), build
         # the fsync histogram has timed Raft saves (votes, entries)
         assert m.value("redis_raft_proxy_raft_fsync_duration_seconds_count") > 0, name
         assert m.value("redis_raft_proxy_raft_fsync_duration_seconds_bucket", le="+Inf") == \
@@ -319,7 +366,7 @@ def test_openmetrics_negotiation(scenario):
     fams = {f.name: f for f in om_families(body)}
     assert fams["redis_raft_proxy_failovers"].samples[0].value == 1
     assert fams["redis_raft_proxy_master"].type == "info"
-    assert fams["redis_raft_proxy_master"].samples[0].labels == {"node": sc.new, "epoch": str(sc.epoch)}
+    assert fams["redis_raft_proxy_master"].samples[0].labels == {"node": sc.new}
     ctype, body = http_get(port, "/metrics")
     assert ctype.startswith("text/plain") and "# EOF" not in body, ctype
 
@@ -344,7 +391,7 @@ def test_status_reflects_the_failover(scenario):
     assert len(leaders) == 1 and None not in leaders, f"proxies disagree on the Raft leader: {leaders}"
     leader = leaders.pop()
     for name, st in sts.items():
-        # the DESIGN.md contract
+        # the docs/design.md contract
         assert st["node"] == name and isinstance(st["pid"], int) and st["version"]
         raft = st["raft"]
         for k in ("role", "term", "leader", "members", "commit_index"):
@@ -452,15 +499,42 @@ def test_events_tell_the_failover(scenario):
         assert elected and elected[-1]["leader"] == sc.leader, (name, elected)
 
 
+def test_log_lines_are_structured_in_both_formats(scenario):
+    """Every line of a real proxy's log is one logfmt record (`kv`) or one JSON object (`json`) whose
+    event fields are top-level keys, not a `msg` string wrapping `event=...`."""
+    sc = down(scenario)
+    for name in sc.cluster.names:
+        log = sc.log(name)
+        records = log_records(log)
+        assert records, f"{name} logged nothing"
+        fmt = LOG_FORMATS[name]
+        assert all(line.startswith("{") == (fmt == "json") for line in log_lines(log)), f"{name}: mixed formats"
+        for rec in records:
+            assert {"ts", "level", "logger"} <= set(rec) and rec["proxy"] == name, rec
+            assert "event=" not in str(rec.get("msg", "")), f"{name}: event wrapped in msg: {rec}"
+        applied = [r for r in records if r.get("event") == "topology_applied" and str(r["epoch"]) == str(sc.epoch)]
+        assert applied and applied[-1]["master"] == sc.new, (name, applied)
+        if fmt == "json":
+            # typed values: numbers are JSON numbers, Python literals (the start-up config) JSON objects
+            assert applied[-1]["epoch"] == sc.epoch and isinstance(applied[-1]["epoch"], int), applied[-1]
+            assert isinstance(next(r for r in records if r.get("event") == "starting")["config"], dict)
+        else:
+            assert re.search(rf"^ts=\S+ level=warning logger=proxy.server proxy={name} event=topology_applied epoch={sc.epoch} "
+                             rf"master={re.escape(sc.new)} ", log, re.M), f"{name}: no logfmt topology_applied line"
+    committed = events(sc.log(sc.leader), "failover_committed")[0]
+    assert float(committed["duration_ms"]) > 0 and committed["logger"] == "health.controller", committed
+
+
 def test_no_secret_in_logs_status_or_metrics(scenario):
     sc = down(scenario)
     c = sc.cluster
     for name in c.names:
         log = sc.log(name)
-        assert "event=topology_applied" in log       # the log is the proxy's, and it is not empty
+        assert events(log, "topology_applied")       # the log is the proxy's, and it is not empty
         # the start-up line prints the configuration with secrets masked
-        assert re.search(r"'raft_secret': '\*\*\*'", log), "no masked raft_secret in the start-up line"
-        assert re.search(r"'redis_password': '\*\*\*'", log), "no masked redis_password in the start-up line"
+        config = events(log, "starting")[0]["config"]
+        assert re.search(r"""['"]raft_secret['"]: ['"]\*\*\*['"]""", config), "no masked raft_secret at start-up"
+        assert re.search(r"""['"]redis_password['"]: ['"]\*\*\*['"]""", config), "no masked redis_password"
         exposed = {
             "log": log,
             "/status": http_get(sc.admin(name), "/status")[1],
@@ -502,6 +576,13 @@ def test_old_master_returns_demoted_and_cli_turns_healthy(scenario):
         assert st["topology"]["epoch"] == sc.epoch and st["topology"]["master"] == sc.new
         m = scrape(sc.admin(name))
         assert m.value("redis_raft_proxy_redis_node_up", node=sc.old) == 1.0
+        # per replica: its link to the master, its lag in bytes and in seconds (the master is idle here)
+        replicas = set(c.rs.addrs) - {sc.new}
+        assert {lab["node"] for lab, _ in m.select("redis_raft_proxy_redis_replica_link_up")} == replicas, name
+        assert m.value("redis_raft_proxy_redis_replica_link_up", node=sc.old) == 1.0
+        assert {lab["node"] for lab, _ in m.select("redis_raft_proxy_redis_replica_lag_bytes")} == replicas, name
+        lag_s = dict((lab["node"], v) for lab, v in m.select("redis_raft_proxy_redis_replica_lag_seconds"))
+        assert set(lag_s) == replicas and all(0 <= v < 30 for v in lag_s.values()), (name, lag_s)
         assert m.value("redis_raft_proxy_redis_node_is_master", node=sc.old) == 0.0
         # still exactly the one failover
         assert m.value("redis_raft_proxy_failovers_total") == (1 if name == sc.leader else 0)

@@ -1,4 +1,4 @@
-"""The write gate under faults (issue 12, DESIGN.md safety rule 1): every kind of
+"""The write gate under faults (issue 12, docs/design.md safety rule 1): every kind of
 client connection asks the same gate, and a write the lease no longer covers is
 never acknowledged.
 

@@ -27,9 +27,20 @@ REQUIRED = {
     "redis_raft_proxy_raft_role", "redis_raft_proxy_raft_term", "redis_raft_proxy_raft_leader_changes_total",
     "redis_raft_proxy_redis_replica_lag_bytes", "redis_raft_proxy_redis_node_up",
     "redis_raft_proxy_lease_held", "redis_raft_proxy_held_clients",
+    # issue 18: replication per replica, failover/switchover durations, Raft RPCs, the process, the build
+    "redis_raft_proxy_redis_replica_lag_seconds", "redis_raft_proxy_redis_replica_link_up",
+    "redis_raft_proxy_failover_duration_seconds_bucket", "redis_raft_proxy_switchover_duration_seconds_bucket",
+    "redis_raft_proxy_raft_rpc_duration_seconds_bucket", "redis_raft_proxy_raft_rpc_errors_total",
+    "process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds",
+    "redis_raft_proxy_build_info",
 }
-# Labels Prometheus adds to every series of a target (not on /metrics).
-TARGET_LABELS = {"job", "instance", "pod", "namespace"}
+# Labels Prometheus adds to every series of a target (not on /metrics): `pod` and `deployment`
+# come from the ServiceMonitor's relabelings (tests/k8s/test_alerts.py checks that they do).
+TARGET_LABELS = {"job", "instance", "pod", "namespace", "deployment"}
+# Families of the standard prometheus_client collectors the proxy registers (proxy/process/metrics.py),
+# and the series Prometheus itself writes for every target.
+STANDARD_PREFIXES = ("process_", "python_")
+SYNTHETIC = {"up"}
 
 PROMQL_WORDS = {
     # aggregations and keywords
@@ -100,7 +111,9 @@ _IDENT = re.compile(r"(?<![\w.$])([a-zA-Z_:][a-zA-Z0-9_:]*)")
 
 
 def metric_names(expr: str) -> set[str]:
-    return set(re.findall(rf"\b{PREFIX}[a-zA-Z0-9_:]+\b", expr))
+    """The /metrics series an expression reads (ours and the standard process_/python_ ones)."""
+    prefixes = "|".join((PREFIX, *STANDARD_PREFIXES))
+    return set(re.findall(rf"\b(?<![\w:])(?:{prefixes})[a-zA-Z0-9_:]+\b", expr))
 
 
 def unknown_identifiers(expr: str) -> set[str]:
@@ -114,7 +127,8 @@ def unknown_identifiers(expr: str) -> set[str]:
     text = _GROUPING.sub(lambda m: m.group(1), text)
     text = re.sub(r"\b\d+(\.\d+)?(e[+-]?\d+)?\b", "0", text)
     words = set(_IDENT.findall(text))
-    return {w for w in words if w.lower() not in PROMQL_WORDS and not w.startswith(PREFIX)}
+    return {w for w in words if w.lower() not in PROMQL_WORDS and w not in SYNTHETIC
+            and not w.startswith((PREFIX, *STANDARD_PREFIXES))}
 
 
 def label_uses(expr: str) -> tuple[dict[str, set[str]], set[str]]:
@@ -160,6 +174,24 @@ def test_dashboard_covers_the_operators_view():
     exprs = " ".join(e for _, e in _expressions(_dashboard()))
     assert "rate(redis_raft_proxy_commands_total" in exprs and "by (class)" in exprs
     assert "histogram_quantile(" in exprs and "by (le, class)" in exprs
+
+
+def test_dashboard_is_scoped_by_namespace_and_deployment_and_names_pods():
+    d = _dashboard()
+    variables = [v["name"] for v in d["templating"]["list"]]
+    assert variables[:4] == ["datasource", "namespace", "deployment", "pod"], variables
+    for where, expr in _expressions(d):
+        if where.startswith("variable"):
+            continue
+        for m in _SELECTOR.finditer(expr):
+            if m.group(1) and metric_names(m.group(1)):
+                body = m.group(2)
+                assert 'namespace=~"$namespace"' in body and 'deployment=~"$deployment"' in body \
+                    and 'pod=~"$pod"' in body, f"{where}: {m.group(0)} is not scoped by the variables"
+        assert "instance" not in expr, f"{where} uses the scrape address, not the pod name: {expr}"
+    legends = [t.get("legendFormat", "") for p in _panels(d) for t in p.get("targets", [])]
+    assert not [x for x in legends if "{{instance}}" in x]
+    assert any("{{pod}}" in x for x in legends)
 
 
 def test_expressions_use_only_promql_and_our_metrics():

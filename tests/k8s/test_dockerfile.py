@@ -110,3 +110,63 @@ def test_build_copies_every_package_and_the_ignore_file_keeps_the_context_small(
                if line.strip() and not line.startswith("#")}
     assert {".git", ".venv", "**/*.so", "**/__pycache__", "tests"} <= ignored
     assert not ignored & (packages | {"pyproject.toml", "setup.py", "README.md"})
+
+
+# -- pinned dependencies and container defaults (issue 18) -------------------------
+
+LOCK = ROOT / "requirements.lock"
+CONTAINER_CONFIG = ROOT / "config.container.toml"
+
+
+def _lock() -> dict[str, tuple[str, list[str]]]:
+    """name (normalised) -> (version, hashes) of requirements.lock."""
+    text = LOCK.read_text().replace("\\\n", " ")
+    out = {}
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        pin, *rest = line.split()
+        name, eq, version = pin.partition("==")
+        assert eq and version, f"not pinned with ==: {pin}"
+        out[re.sub(r"[-_.]+", "-", name).lower()] = (version, re.findall(r"--hash=sha256:([0-9a-f]{64})", line))
+    return out
+
+
+def test_dependencies_are_installed_from_the_lock_by_hash():
+    build = _stages()[0]
+    text = " ".join(r for _, r in build)
+    assert "--require-hashes" in text and "-r requirements.lock" in text
+    assert "pip install --no-deps /wheels/" in text, "the project's wheel resolves nothing more"
+    assert "pip check" in text, "a lock that no longer satisfies pyproject.toml fails the build"
+    lock = _lock()
+    assert all(hashes for _, hashes in lock.values()), "every pin has its hashes"
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in deps:
+        name = re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", dep).group(0)).lower()
+        assert name in lock, f"{name} (pyproject.toml) is not in requirements.lock: run scripts/lock.sh"
+
+
+def test_container_defaults_listen_on_every_interface_and_name_no_local_redis():
+    from proxy.process.config import ConfigError, load_config
+
+    final = _stages()[-1]
+    cmd = [r for w, r in final if w == "CMD"][-1]
+    assert "/etc/redis-raft-proxy/container.toml" in cmd
+    assert any(r.split()[1:] == ["/etc/redis-raft-proxy", "/etc/redis-raft-proxy"] for w, r in final if w == "COPY")
+    build = " ".join(r for w, r in _stages()[0] if w == "COPY")
+    assert "config.container.toml /etc/redis-raft-proxy/container.toml" in build
+    # without a node list the proxy refuses to start, naming the key (not 127.0.0.1:7000..7002)
+    try:
+        load_config(str(CONTAINER_CONFIG), env={})
+        raise AssertionError("the container config starts without redis_nodes")
+    except ConfigError as exc:
+        assert "redis_nodes" in str(exc)
+    cfg = load_config(str(CONTAINER_CONFIG), env={"REDIS_RAFT_PROXY_REDIS_NODES": "redis-0.redis:6379,redis-1.redis:6379"})
+    assert cfg.bind == "0.0.0.0" and cfg.data_dir == "/data"
+    assert cfg.redis_nodes == ["redis-0.redis:6379", "redis-1.redis:6379"]
+    settings = "\n".join(line.split("#", 1)[0] for line in CONTAINER_CONFIG.read_text().splitlines())
+    assert "bind" in settings and "127.0.0.1" not in settings and "localhost" not in settings
+    # the image's volume and the HEALTHCHECK agree with these defaults
+    assert any(w == "VOLUME" and "/data" in r for w, r in final)
+    health = [r for w, r in final if w == "HEALTHCHECK"][-1]
+    assert f":{cfg.admin_port}/healthz" in health
