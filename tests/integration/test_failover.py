@@ -559,6 +559,15 @@ def test_master_restarted_empty_is_replaced_by_the_replica_that_kept_the_data(ke
     for s in c.rs.servers:
         if s is not old:
             wait_replica_of(s, old, timeout=20)
+    # The leader tells "restarted empty" from the committed history: wait until it holds
+    # these writes (run alone, the test killed the master before it did).
+    replid = old.info()["master_replid"]
+
+    def history_committed():
+        h = ((c.status(view["leader"]) or {}).get("topology") or {}).get("history") or {}
+        return h.get("replid") == replid and int(h.get("offset") or 0) > 0
+    wait_until(history_committed, 15, message=lambda: f"the leader to commit history {replid} with offset > 0: "
+                                                      f"{(c.status(view['leader']) or {}).get('topology')}")
 
     old.kill()
     (old.workdir / "dump.rdb").unlink(missing_ok=True)   # restarted with nothing
