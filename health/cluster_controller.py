@@ -273,17 +273,40 @@ class ClusterController(Controller):
         raise ValueError(f"{addr} is not a cluster-enabled node (no CLUSTER NODES line of its own)")
 
     async def cancel_migrations(self) -> dict:
-        """Stop after the batch in flight: slots moved so far stay moved, the rest stay put."""
+        """Stop after the batch in flight: slots moved so far stay moved, the rest stay put.
+        What the nodes moved and no leader committed (a leader killed mid-batch) is first
+        made to agree with them (`MigrationDriver.reconcile`) and committed with the cancel."""
         self._leader()
         cancelled = []
         await self.migration.quiesce()      # the batch in flight commits what it moved first
         try:
             for m in list(self.sm.migrations.values()):
-                if m.state in ACTIVE:
-                    nxt = m.with_state(CANCELLED, "cancelled by the operator", time.time())
-                    await self.consensus.propose(TopologyStateMachine.migration_entry(nxt, reason="cancel"),
-                                                 timeout=2.0)
-                    cancelled.append(nxt.to_dict())
+                if m.state not in ACTIVE:
+                    continue
+                moved: list[int] = []
+                keys = 0
+                if m.state == RUNNING:
+                    try:
+                        decided, keys = await self.migration.reconcile(m)
+                    except (TimeoutError, RedisError, OSError, ValueError) as exc:
+                        raise ValueError(f"migration {m.id} not cancelled: could not make the committed slot map "
+                                         f"agree with the nodes ({exc}); try again once both shards have a master"
+                                         ) from None
+                    moved = decided.to_commit
+                cur = self.sm.migrations.get(m.id, m)
+                nxt = cur.advanced(len(moved), keys, time.time()) if moved else cur
+                forget = ""
+                if nxt.state == DONE:       # every slot had moved: it is done, not cancelled
+                    forget = m.source if m.then_remove else ""
+                else:
+                    nxt = nxt.with_state(CANCELLED, "cancelled by the operator", time.time())
+                shards = self.sm.cluster_shards
+                await self.consensus.propose(TopologyStateMachine.migration_entry(nxt, moved, forget, reason="cancel"),
+                                             timeout=2.0)
+                if forget and forget in shards:
+                    await self.migration.release(shards[forget].nodes,
+                                                 [t for sid, t in shards.items() if sid != forget])
+                cancelled.append(nxt.to_dict())
         finally:
             self.migration.resume()
         log.warning("event=migration_cancelled count=%d", len(cancelled))

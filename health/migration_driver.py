@@ -37,7 +37,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from .migration import DONE, QUEUED, RUNNING, Migration
-from .migration_atomic import AtomicMoveFailed, atomic_unsupported, move_atomic
+from .migration_atomic import AtomicMoveFailed, atomic_unsupported, cancel_exports, key_counts, move_atomic
+from .migration_reconcile import Reconciliation, node_view, reconcile, slot_facts
 from .redis_control import control_client, control_tls
 from .state_machine import TopologyStateMachine
 
@@ -235,6 +236,38 @@ class MigrationDriver:
             log.warning("event=propose_failed reason='migration %s' error=%r", m.id, exc)
             return False
 
+    async def reconcile(self, m: Migration) -> tuple[Reconciliation, int]:
+        """Make the running migration `m` agree with the nodes before it is cancelled
+        (`health.migration_reconcile`): an atomic job still running is cancelled (Valkey
+        rolls it back), slots the nodes moved and nobody committed (a leader killed
+        mid-batch) get their owner announced again, half-moved ones are finished. Returns
+        the decision (its `to_commit` slots are now the target's) and the keys moved.
+        Call with the driver quiesced; raises TimeoutError, RedisError, OSError or
+        ValueError when the two masters cannot be asked."""
+        pending = m.pending()
+        shards = self.sm.cluster_shards
+        if not pending:
+            return Reconciliation(), 0
+        src_t, dst_t = shards.get(m.source), shards.get(m.target)
+        if src_t is None or dst_t is None or src_t.master is None or dst_t.master is None:
+            raise ValueError(f"shard {m.source if src_t is None or src_t.master is None else m.target} has no "
+                             "master to ask where the slots are")
+        src, dst = src_t.master, dst_t.master
+        others = [t.master for sid, t in shards.items() if sid not in (m.source, m.target) and t.master]
+        s, d = self._client(src), self._client(dst)
+        await cancel_exports(s, set(pending))
+        sv = node_view(_text(await s.execute_command("CLUSTER", "NODES")))
+        dv = node_view(_text(await d.execute_command("CLUSTER", "NODES")))
+        counts = zip(pending, await key_counts(s, pending), await key_counts(d, pending))
+        decided = reconcile(pending, {slot: slot_facts(sv, dv, slot, a, b) for slot, a, b in counts})
+        keys = 0
+        for slot in decided.to_commit:
+            keys += await self._move_slot(src, dst, others, slot, sv.id, dv.id)
+        if decided.to_commit or decided.lost:
+            log.warning("event=migration_reconciled id=%s moved=%d finished=%d lost=%d keys=%d", m.id,
+                        len(decided.moved), len(decided.finish), len(decided.lost), keys)
+        return decided, keys
+
     # -- Redis commands ---------------------------------------------------------------
     async def _move_atomic(self, src: str, dst: str, slots: list[int]) -> int:
         d = self._client(dst)
@@ -245,30 +278,40 @@ class MigrationDriver:
 
     async def _move_legacy(self, src: str, dst: str, others: list[str], slots: list[int]) -> int:
         s, d = self._client(src), self._client(dst)
-        src_id = await s.execute_command("CLUSTER", "MYID")
-        dst_id = await d.execute_command("CLUSTER", "MYID")
+        src_id = _text(await s.execute_command("CLUSTER", "MYID"))
+        dst_id = _text(await d.execute_command("CLUSTER", "MYID"))
+        keys_moved = 0
+        for slot in slots:
+            keys_moved += await self._move_slot(src, dst, others, slot, src_id, dst_id)
+        return keys_moved
+
+    async def _move_slot(self, src: str, dst: str, others: list[str], slot: int, src_id: str, dst_id: str) -> int:
+        """One slot the legacy way, from wherever it is: untouched, half-moved (marks, some of
+        its keys on each node) or moved (only its owner announced again); returns the keys moved."""
+        s, d = self._client(src), self._client(dst)
+        try:
+            await d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        except ResponseError as exc:
+            if "already the owner" not in str(exc):
+                raise
+            if not int(await s.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)):
+                await self._announce(slot, dst_id, [src, *others])     # moved before: announce again
+                return 0
+            # the target serves it but the source still holds keys of it: they go along first
+        await s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
         host, _, port = dst.rpartition(":")
         auth = self._migrate_auth()
         keys_moved = 0
-        for slot in slots:
-            try:
-                await d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
-            except ResponseError as exc:
-                if "already the owner" not in str(exc):
-                    raise
-                await self._announce(slot, dst_id, [src, *others])     # moved before: announce again
-                continue
-            await s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
-            while True:
-                keys = await s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, KEYS_PER_MIGRATE)
-                if not keys:
-                    break
-                await s.execute_command("MIGRATE", host, port, "", 0, MIGRATE_TIMEOUT_MS, "REPLACE", *auth,
-                                        "KEYS", *keys)
-                keys_moved += len(keys)
-                if self.cfg.ack == "replica":
-                    await self._replicated(d, dst)
-            await self._announce(slot, dst_id, [dst, src, *others])
+        while True:
+            keys = await s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, KEYS_PER_MIGRATE)
+            if not keys:
+                break
+            await s.execute_command("MIGRATE", host, port, "", 0, MIGRATE_TIMEOUT_MS, "REPLACE", *auth,
+                                    "KEYS", *keys)
+            keys_moved += len(keys)
+            if self.cfg.ack == "replica":
+                await self._replicated(d, dst)
+        await self._announce(slot, dst_id, [dst, src, *others])
         return keys_moved
 
     def _migrate_auth(self) -> list[str]:
@@ -321,3 +364,7 @@ class MigrationDriver:
                 log.warning("event=node_released node=%s", addr)
             except (TimeoutError, RedisError, OSError) as exc:
                 log.warning("event=node_release_failed node=%s error=%r", addr, exc)
+
+
+def _text(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
