@@ -144,11 +144,12 @@ class MigrationDriver:
                 log.warning("event=migration_waiting id=%s reason=%r", m.id, why)
             self.held = why
             return
-        if self.held:
-            log.warning("event=migration_resumed id=%s after=%r", m.id, self.held)
-            self.held = ""
         shards = self.sm.cluster_shards
         src, dst = shards[m.source].master, shards[m.target].master
+        if self.held:       # it goes on (never back): the batch is re-run with the masters as they are now
+            log.warning("event=migration_resumed id=%s outcome=continue after=%r source_master=%s target_master=%s",
+                        m.id, self.held, src, dst)
+            self.held = ""
         others = [t.master for sid, t in shards.items() if sid not in (m.source, m.target) and t.master]
         try:
             up = [t.master for sid, t in shards.items()       # (a master down elsewhere takes no part)
@@ -178,6 +179,9 @@ class MigrationDriver:
         except (TimeoutError, RedisError, OSError) as exc:
             self._failed(m, f"a batch failed and is retried: {str(exc) or type(exc).__name__}", batch)
             return
+        if self.failure:
+            log.warning("event=migration_resumed id=%s outcome=continue after=%r source_master=%s target_master=%s",
+                        m.id, self.failure, src, dst)
         self.failure = ""
         self._atomic_failures.pop(m.id, None)
         cur = self.sm.migrations.get(m.id, m)       # (cancelled meanwhile: the progress is kept, the state too)
