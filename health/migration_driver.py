@@ -34,6 +34,8 @@ import time
 from dataclasses import replace
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from .migration import DONE, QUEUED, RUNNING, Migration
@@ -117,9 +119,12 @@ class MigrationDriver:
     def _client(self, addr: str) -> aioredis.Redis:
         c = self._clients.get(addr)
         if c is None:
+            # no retries by redis-py (its default, 10, would hold a batch for minutes behind a
+            # partition): a failed command fails the batch, which the driver runs again
             c = self._clients[addr] = control_client(addr, username=self.cfg.control_username,
                                                      password=self.cfg.control_password,
-                                                     timeout=MIGRATE_TIMEOUT_MS / 1000.0 + 5, tls=control_tls(self.cfg))
+                                                     timeout=MIGRATE_TIMEOUT_MS / 1000.0 + 5, tls=control_tls(self.cfg),
+                                                     retry=Retry(NoBackoff(), 0))
         return c
 
     def _hold_reason(self, m: Migration) -> str:

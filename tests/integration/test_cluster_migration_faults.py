@@ -231,12 +231,19 @@ def test_driving_proxy_cut_from_the_source_mid_migration_one_owner_per_slot_afte
             return any(d.get("master") == a.master.addr and d.get("master_up") is False
                        for d in s.get("topology", {}).get("shards", []))
         wait_until(leader_sees_it_down, 15, message=lambda: f"{leader.node} to see {a.master.addr} down")
+        # the migration pauses: held for the source's master, or its batch failed (a command in
+        # flight to the source fails once the control connection's timeout, 15 s, runs out)
+        waiting = wait_until(lambda: _waiting(c, mid), 25, message=lambda: f"the migration to wait: {c.migrations()}")
         net.heal(fault)
         fault = None
         (m,) = finish(c, [mid], timeout=60)
         assert c.leader().node == leader.node
+        seen = [ln.split("msg=", 1)[-1] for ln in leader.log_text().splitlines()
+                if re.search(r"event=(migration_(waiting|batch_failed|resumed)|node_\w+) ", ln)
+                and (mid in ln or a.master.addr in ln)]
         print(f"cut {leader.node} from {a.master.addr} at {at_cut['done']}/{at_cut['total']} slots; "
-              f"{m['keys_moved']} keys moved; {load.summary()}")
+              f"waited ({waiting}); {m['keys_moved']} keys moved; {load.summary()}; the leader logged: {seen}")
+        assert any("event=migration_resumed" in ln and "outcome=continue" in ln for ln in seen), seen
         load.stop()
         for t in load.threads:
             assert t.crashed is None, t.crashed
