@@ -34,12 +34,14 @@ from .migration import (
     QUEUED,
     RUNNING,
     Migration,
+    even_keys_plan,
     even_plan,
     expand,
     refuse_move,
     resolve_shard,
     to_ranges,
 )
+from .migration_atomic import key_counts
 from .migration_driver import MigrationDriver
 from .state_machine import TopologyStateMachine
 
@@ -188,13 +190,39 @@ class ClusterController(Controller):
         src, dst = self._shard_id(source), self._shard_id(target)
         return await self._plan([(src, dst, slots)], f"move {sum(b - a + 1 for a, b in slots)} slots {src} -> {dst}")
 
-    async def rebalance(self) -> dict:
+    async def rebalance(self, by: str = "slots") -> dict:
+        """Even out the shards' slots (`by="slots"`) or their keys (`by="keys"`: planned from
+        CLUSTER COUNTKEYSINSLOT of every slot on its master)."""
+        if by not in ("slots", "keys"):
+            raise ValueError(f"rebalance by {by!r}: expected 'slots' or 'keys'")
         self._leader()
         self._refuse_if_busy()
-        moves = even_plan(self.sm.cluster_shards)
+        shards = self.sm.cluster_shards
+        extra: dict = {}
+        if by == "keys":
+            keys = await self._slot_keys(shards)
+            moves = even_keys_plan(shards, keys)
+            extra["keys"] = {sid: sum(keys.get(s, 0) for s in expand(t.slots)) for sid, t in shards.items()}
+        else:
+            moves = even_plan(shards)
         if not moves:
-            return {"ok": True, "message": "already balanced", "migrations": []}
-        return await self._plan(moves, "rebalance")
+            return {"ok": True, "message": f"already balanced by {by}", "migrations": [], **extra}
+        return await self._plan(moves, f"rebalance by {by}", extra=extra)
+
+    async def _slot_keys(self, shards: dict[str, Topology]) -> dict[int, int]:
+        """Every slot's key count, asked of the master serving it."""
+        out: dict[int, int] = {}
+        for sid, t in shards.items():
+            slots = expand(t.slots)
+            if not slots:
+                continue
+            if t.master is None:
+                raise ValueError(f"shard {sid} has no master to count its keys")
+            try:
+                out.update(zip(slots, await key_counts(self._client(t.master), slots)))
+            except (TimeoutError, RedisError, OSError) as exc:
+                raise ValueError(f"could not count the keys of shard {sid} on {t.master}: {exc}") from None
+        return out
 
     async def remove_shard(self, name: str) -> dict:
         """Move every slot of shard `name` to the others (evenly), then forget it and

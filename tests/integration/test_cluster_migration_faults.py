@@ -243,7 +243,7 @@ def test_driving_proxy_cut_from_the_source_mid_migration_one_owner_per_slot_afte
                 and (mid in ln or a.master.addr in ln)]
         print(f"cut {leader.node} from {a.master.addr} at {at_cut['done']}/{at_cut['total']} slots; "
               f"waited ({waiting}); {m['keys_moved']} keys moved; {load.summary()}; the leader logged: {seen}")
-        assert any("event=migration_resumed" in ln and "outcome=continue" in ln for ln in seen), seen
+        assert any("event=migration_resumed" in ln and "outcome=continue" in ln and mid in ln for ln in seen), seen
         load.stop()
         for t in load.threads:
             assert t.crashed is None, t.crashed
@@ -255,3 +255,41 @@ def test_driving_proxy_cut_from_the_source_mid_migration_one_owner_per_slot_afte
     views = {v.id: v.ranges for v in committed(c, 2)}
     assert views[a.id] == _without(a.ranges, 500, 899), views
     shared.check()
+
+
+# -- 4 ---------------------------------------------------------------------------------------
+
+def test_rebalance_by_keys_evens_out_the_keys_of_hot_slots(shared):
+    c = shared.c
+    a, b = shared.shards()
+    tags: list[str] = []        # 16 hash tags in B's highest slots, 100 keys each
+    i = 0
+    while len(tags) < 16:
+        t = f"hot{i}"
+        if key_slot(t.encode()) >= 16000 and b.serves(key_slot(t.encode())):
+            tags.append(t)
+        i += 1
+    values = {f"{{{t}}}:{n}": f"{t}-{n}" for t in tags for n in range(100)}
+    with redis_client(c.proxy(c.names[1]).port, decode=True) as client:
+        for t in tags:
+            assert client.mset({k: v for k, v in values.items() if k.startswith(f"{{{t}}}")}) is True
+    now = time.monotonic()
+    shared.acked += [WriteResult(k, v, now, now, True) for k, v in values.items()]
+    shared.attempted |= set(values)
+
+    def dbsize(v) -> int:
+        with v.master.client() as cl:
+            return cl.dbsize()
+    before = {v.id: dbsize(v) for v in (a, b)}
+    done = cli(c, "rebalance", "--by", "keys")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    (m,) = [m for m in c.migrations() if m["state"] == "done"][-1:]
+    assert (m["source"], m["target"]) == (b.id, a.id) and m["keys_moved"] > 0, m
+    a, b = shared.shards()
+    after = {v.id: dbsize(v) for v in (a, b)}
+    mean = sum(after.values()) / 2
+    print(f"keys per shard before {before}, after {after}; {m['total']} slots, {m['keys_moved']} keys moved")
+    assert abs(after[a.id] - after[b.id]) <= 0.1 * mean + 100, (before, after)     # ±5 % each, or one hot slot
+    shared.check()
+    done = cli(c, "rebalance", "--by", "keys")
+    assert done.returncode == 0 and "already balanced by keys" in done.stdout, (done.stdout, done.stderr)
