@@ -308,7 +308,8 @@ class ClusterController(Controller):
         cancelled = []
         await self.migration.quiesce()      # the batch in flight commits what it moved first
         try:
-            for m in list(self.sm.migrations.values()):
+            # the running one first: if the nodes cannot be asked, nothing is cancelled
+            for m in sorted(self.sm.migrations.values(), key=lambda m: (m.state != RUNNING, m.id)):
                 if m.state not in ACTIVE:
                     continue
                 moved: list[int] = []
