@@ -29,7 +29,8 @@ async def cluster_shards(seeds: Iterable[str], client: Client, timeout: float) -
     errors = []
     for addr in seeds:
         try:
-            reply = await asyncio.wait_for(client(addr).execute_command("CLUSTER", "SHARDS"), timeout)
+            async with asyncio.timeout(timeout):
+                reply = await client(addr).execute_command("CLUSTER", "SHARDS")
             return [s for s in shards_from_cluster_shards(reply) if s.ranges and s.master]
         except (TimeoutError, RedisError, OSError, ValueError, TypeError) as exc:
             errors.append(f"{addr}: {str(exc) or type(exc).__name__}")
@@ -49,8 +50,8 @@ async def config_problems(nodes: Iterable[str], client: Client, timeout: float) 
         try:
             got = {}
             for key in ("cluster-enabled", *REQUIRED):
-                got.update(_pairs(await asyncio.wait_for(client(addr).execute_command("CONFIG", "GET", key),
-                                                         timeout)))
+                async with asyncio.timeout(timeout):
+                    got.update(_pairs(await client(addr).execute_command("CONFIG", "GET", key)))
         except (TimeoutError, RedisError, OSError) as exc:
             log.debug("CONFIG GET on %s failed: %r", addr, exc)
             continue

@@ -23,6 +23,7 @@ from proxy.routing.topology import History, Topology
 from raft.auth import SECRET_HEADER, request_authorized
 from raft.transport import http_session
 
+from .cancellation import raise_if_cancelled
 from .decide import (
     LeaderState,
     NodeView,
@@ -211,6 +212,7 @@ class Controller:
         self._http = http_session(max(0.2, self.interval * 2), self.server.tls.admin_client)
         try:
             while True:
+                raise_if_cancelled()
                 started = time.monotonic()
                 try:
                     await self._step()

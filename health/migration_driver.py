@@ -38,6 +38,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
+from .cancellation import raise_if_cancelled
 from .migration import DONE, QUEUED, RUNNING, Migration
 from .migration_atomic import AtomicMoveFailed, atomic_unsupported, cancel_exports, key_counts, move_atomic
 from .migration_reconcile import Reconciliation, node_view, reconcile, slot_facts
@@ -312,6 +313,7 @@ class MigrationDriver:
         auth = self._migrate_auth()
         keys_moved = 0
         while True:
+            raise_if_cancelled()
             keys = await s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, KEYS_PER_MIGRATE)
             if not keys:
                 break

@@ -22,6 +22,7 @@ from typing import Callable
 
 from redis.exceptions import RedisError, ResponseError
 
+from .cancellation import raise_if_cancelled
 from .decide import DEFAULT_PRIORITY, NO_REPLID
 from .redis_control import control_client
 
@@ -155,7 +156,8 @@ class Prober:
         """The node has been busy (a long script or function) for `down_after_ms`."""
         kill = ("FUNCTION", "KILL") if "FUNCTION KILL" in busy_error else ("SCRIPT", "KILL")
         try:
-            reply = await asyncio.wait_for(self._client.execute_command(*kill), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                reply = await self._client.execute_command(*kill)
             log.warning("event=busy_script_killed node=%s command=%r reply=%r", self.addr, " ".join(kill), reply)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             log.warning("event=busy_script_kill_failed node=%s command=%r error=%r", self.addr, " ".join(kill),
@@ -165,9 +167,11 @@ class Prober:
         status = self.health.nodes[self.addr]
         try:
             while True:
+                raise_if_cancelled()
                 started = time.monotonic()
                 try:
-                    info = await asyncio.wait_for(self._client.info("replication"), self.timeout)
+                    async with asyncio.timeout(self.timeout):
+                        info = await self._client.info("replication")
                     parse_replication_info(info, status)
                     status.last_ok = time.monotonic()
                     status.ever_ok = True
@@ -195,7 +199,8 @@ class Prober:
                         self._on_change(self.addr, up)
                 self._kick.clear()
                 try:
-                    await asyncio.wait_for(self._kick.wait(), max(0.0, self.interval - (now - started)))
+                    async with asyncio.timeout(max(0.0, self.interval - (now - started))):
+                        await self._kick.wait()
                 except asyncio.TimeoutError:
                     pass
         finally:

@@ -214,8 +214,8 @@ class Upstream(asyncio.Protocol):
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: self, self.host, self.port, **self._tls), self._connect_timeout)
+            async with asyncio.timeout(self._connect_timeout):
+                await loop.create_connection(lambda: self, self.host, self.port, **self._tls)
         except asyncio.TimeoutError:
             self._fail(f"Redis node {self.addr} is unreachable (connect timeout)")
         except ssl.SSLError as exc:

@@ -309,7 +309,8 @@ class RaftNode:
                 raise TimeoutError()
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
             except TimeoutError:
                 pass
 
@@ -323,7 +324,8 @@ class RaftNode:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(entry.index, []).append((entry.term, fut))
         self._wake.set()
-        await asyncio.wait_for(fut, timeout)
+        async with asyncio.timeout(timeout):
+            await fut
 
     # ------------------------------------------------------------------ inputs
 

@@ -3,7 +3,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "$@" tests
 rc=$?
 # pytest exits 5 when it collected no tests: that is not a failure of the code,
 # but CI must not call it green silently either.

@@ -168,14 +168,20 @@ def _myself(views: dict[str, list[NodeEntry]], addr: str) -> NodeEntry:
     raise ClusterCreateError(f"{addr}: CLUSTER NODES has no 'myself' line (is cluster-enabled yes set?)")
 
 
-def _poll(pred: Callable[[], Any], timeout: float, what: str) -> None:
+def _poll(pred: Callable[[], Any], timeout: float, what: str, nudge: Callable[[], Any] | None = None,
+          nudge_every: float = 3.0) -> None:
+    """Poll `pred` until true; `nudge` (if given) runs every `nudge_every` seconds meanwhile."""
     deadline = time.monotonic() + timeout
+    next_nudge = time.monotonic() + nudge_every
     last: Exception | None = None
     while True:
         try:
             if pred():
                 return
             last = None
+            if nudge is not None and time.monotonic() >= next_nudge:
+                next_nudge = time.monotonic() + nudge_every
+                nudge()
         except RedisError as exc:
             last = exc
         if time.monotonic() >= deadline:
@@ -236,7 +242,10 @@ class ClusterCreator:
                 self._call(addr, "CLUSTER", "ADDSLOTSRANGE", start, end)
         ids = {a: _myself(views, a).node_id for a in self.nodes}
         self._meet(views)
-        _poll(lambda: self._all_known(ids), timeout, "every node to know every other (CLUSTER MEET)")
+        # A MEET whose handshake does not finish within the node timeout is forgotten (a
+        # loaded machine): MEET again until every node knows every other, as redis-cli does.
+        _poll(lambda: self._all_known(ids), timeout, "every node to know every other (CLUSTER MEET)",
+              nudge=lambda: self._meet(self.views()))
         for addr, master_id in replica_targets(self.masters, self.replicas, self.views()).items():
             self.log(f"{addr}: CLUSTER REPLICATE {master_id}")
             self._call(addr, "CLUSTER", "REPLICATE", master_id)

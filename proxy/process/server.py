@@ -407,7 +407,8 @@ class ProxyServer:
                 if addr is None:
                     continue
                 try:
-                    reply = await asyncio.wait_for(self._fetch_commands(addr), 5.0)
+                    async with asyncio.timeout(5.0):
+                        reply = await self._fetch_commands(addr)
                     self.table.load_command_reply(reply)
                     log.info("command table loaded from %s (%d commands)", addr, len(reply))
                     return

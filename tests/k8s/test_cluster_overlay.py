@@ -166,7 +166,11 @@ def _run_job(pods: LocalPods, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {k: map_mount_paths(mounts, v) for k, v in container_env(pods.r, c, f"{JOB}-x").items()}
     argv = [map_mount_paths(mounts, pods.map_dns(a)) for a in full_command(c, env)]
     base = {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}", "LC_ALL": "C.UTF-8"}
-    return subprocess.run(argv, env={**base, **env}, capture_output=True, text=True, timeout=150, check=False)
+    try:
+        return subprocess.run(argv, env={**base, **env}, capture_output=True, text=True, timeout=150, check=False)
+    except subprocess.TimeoutExpired as exc:       # what it had done by then, for the failure message
+        out, err = (x.decode() if isinstance(x, bytes) else (x or "") for x in (exc.stdout, exc.stderr))
+        return subprocess.CompletedProcess(argv, -9, out, err + "\n(killed after 150 s)")
 
 
 @pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed (apt-get install redis-server)")

@@ -117,3 +117,42 @@ def test_bad_node_lists_are_refused_with_a_clear_error():
         ClusterCreator(M, [M[0], R[0], R[1]])
     with pytest.raises(ClusterCreateError, match="host:port"):
         ClusterCreator(["redis-0"], [])
+
+
+def test_a_meet_whose_handshake_was_forgotten_is_sent_again(monkeypatch):
+    """A MEET that does not complete its handshake within the node timeout is dropped
+    by Redis; the creator MEETs again while a node is still unknown (a loaded CI machine
+    waited 150 s for a cluster that never formed)."""
+    views_seen = {"first_knows": {M[0]}}
+    meets: list[tuple] = []
+
+    def view_of(addr: str) -> str:
+        known = views_seen["first_knows"] if addr == M[0] else set(M[:2])
+        return "\n".join(line(a, me=(a == addr)) for a in M[:2] if a in known | {addr})
+
+    creator = ClusterCreator(M[:2])
+
+    def call(addr: str, *args):
+        if args[:2] == ("CLUSTER", "NODES"):
+            return view_of(addr)
+        if args[:2] == ("CLUSTER", "MEET"):
+            meets.append(args)
+            if len(meets) >= 2:              # the second MEET gets through
+                views_seen["first_knows"] = set(M[:2])
+            return "OK"
+        if args[0] == "PING":
+            return True
+        return "OK"
+
+    monkeypatch.setattr(creator, "_call", call)
+    import proxy.process.cluster_create as cc
+    monkeypatch.setattr(cc, "resolve", lambda host: host)
+    monkeypatch.setattr(cc.time, "sleep", lambda s: None)
+    clock = itertools.count(0, 0.5)
+    monkeypatch.setattr(cc.time, "monotonic", lambda: next(clock))
+    views = creator.views()
+    creator._meet(views)
+    ids = {a: ID[a] for a in M[:2]}
+    cc._poll(lambda: creator._all_known(ids), 60, "every node to know every other",
+             nudge=lambda: creator._meet(creator.views()))
+    assert len(meets) == 2, meets
