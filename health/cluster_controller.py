@@ -34,12 +34,14 @@ from .migration import (
     QUEUED,
     RUNNING,
     Migration,
+    even_keys_plan,
     even_plan,
     expand,
     refuse_move,
     resolve_shard,
     to_ranges,
 )
+from .migration_atomic import key_counts
 from .migration_driver import MigrationDriver
 from .state_machine import TopologyStateMachine
 
@@ -189,13 +191,39 @@ class ClusterController(Controller):
         src, dst = self._shard_id(source), self._shard_id(target)
         return await self._plan([(src, dst, slots)], f"move {sum(b - a + 1 for a, b in slots)} slots {src} -> {dst}")
 
-    async def rebalance(self) -> dict:
+    async def rebalance(self, by: str = "slots") -> dict:
+        """Even out the shards' slots (`by="slots"`) or their keys (`by="keys"`: planned from
+        CLUSTER COUNTKEYSINSLOT of every slot on its master)."""
+        if by not in ("slots", "keys"):
+            raise ValueError(f"rebalance by {by!r}: expected 'slots' or 'keys'")
         self._leader()
         self._refuse_if_busy()
-        moves = even_plan(self.sm.cluster_shards)
+        shards = self.sm.cluster_shards
+        extra: dict = {}
+        if by == "keys":
+            keys = await self._slot_keys(shards)
+            moves = even_keys_plan(shards, keys)
+            extra["keys"] = {sid: sum(keys.get(s, 0) for s in expand(t.slots)) for sid, t in shards.items()}
+        else:
+            moves = even_plan(shards)
         if not moves:
-            return {"ok": True, "message": "already balanced", "migrations": []}
-        return await self._plan(moves, "rebalance")
+            return {"ok": True, "message": f"already balanced by {by}", "migrations": [], **extra}
+        return await self._plan(moves, f"rebalance by {by}", extra=extra)
+
+    async def _slot_keys(self, shards: dict[str, Topology]) -> dict[int, int]:
+        """Every slot's key count, asked of the master serving it."""
+        out: dict[int, int] = {}
+        for sid, t in shards.items():
+            slots = expand(t.slots)
+            if not slots:
+                continue
+            if t.master is None:
+                raise ValueError(f"shard {sid} has no master to count its keys")
+            try:
+                out.update(zip(slots, await key_counts(self._client(t.master), slots)))
+            except (TimeoutError, RedisError, OSError) as exc:
+                raise ValueError(f"could not count the keys of shard {sid} on {t.master}: {exc}") from None
+        return out
 
     async def remove_shard(self, name: str) -> dict:
         """Move every slot of shard `name` to the others (evenly), then forget it and
@@ -274,17 +302,41 @@ class ClusterController(Controller):
         raise ValueError(f"{addr} is not a cluster-enabled node (no CLUSTER NODES line of its own)")
 
     async def cancel_migrations(self) -> dict:
-        """Stop after the batch in flight: slots moved so far stay moved, the rest stay put."""
+        """Stop after the batch in flight: slots moved so far stay moved, the rest stay put.
+        What the nodes moved and no leader committed (a leader killed mid-batch) is first
+        made to agree with them (`MigrationDriver.reconcile`) and committed with the cancel."""
         self._leader()
         cancelled = []
         await self.migration.quiesce()      # the batch in flight commits what it moved first
         try:
-            for m in list(self.sm.migrations.values()):
-                if m.state in ACTIVE:
-                    nxt = m.with_state(CANCELLED, "cancelled by the operator", time.time())
-                    await self.consensus.propose(TopologyStateMachine.migration_entry(nxt, reason="cancel"),
-                                                 timeout=2.0)
-                    cancelled.append(nxt.to_dict())
+            # the running one first: if the nodes cannot be asked, nothing is cancelled
+            for m in sorted(self.sm.migrations.values(), key=lambda m: (m.state != RUNNING, m.id)):
+                if m.state not in ACTIVE:
+                    continue
+                moved: list[int] = []
+                keys = 0
+                if m.state == RUNNING:
+                    try:
+                        decided, keys = await self.migration.reconcile(m)
+                    except (TimeoutError, RedisError, OSError, ValueError) as exc:
+                        raise ValueError(f"migration {m.id} not cancelled: could not make the committed slot map "
+                                         f"agree with the nodes ({exc}); try again once both shards have a master"
+                                         ) from None
+                    moved = decided.to_commit
+                cur = self.sm.migrations.get(m.id, m)
+                nxt = cur.advanced(len(moved), keys, time.time()) if moved else cur
+                forget = ""
+                if nxt.state == DONE:       # every slot had moved: it is done, not cancelled
+                    forget = m.source if m.then_remove else ""
+                else:
+                    nxt = nxt.with_state(CANCELLED, "cancelled by the operator", time.time())
+                shards = self.sm.cluster_shards
+                await self.consensus.propose(TopologyStateMachine.migration_entry(nxt, moved, forget, reason="cancel"),
+                                             timeout=2.0)
+                if forget and forget in shards:
+                    await self.migration.release(shards[forget].nodes,
+                                                 [t for sid, t in shards.items() if sid != forget])
+                cancelled.append(nxt.to_dict())
         finally:
             self.migration.resume()
         log.warning("event=migration_cancelled count=%d", len(cancelled))

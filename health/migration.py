@@ -184,5 +184,48 @@ def even_plan(shards: dict[str, Topology]) -> list[tuple[str, str, tuple[tuple[i
     return moves
 
 
+def even_keys_plan(shards: dict[str, Topology], keys: dict[int, int],
+                   tolerance: float = 0.05) -> list[tuple[str, str, tuple[tuple[int, int], ...]]]:
+    """Moves (source, target, slots) that even out the shards' key counts (`keys`: slot ->
+    its keys, from CLUSTER COUNTKEYSINSLOT) rather than their slot counts: each shard below
+    the mean takes slots from the one furthest above it, highest slots first (the ranges
+    stay compact), skipping empty slots (moving them evens nothing) and slots heavier than
+    what is still needed (a slot cannot be split: one hot hash tag stays where it is), until
+    every shard is within `tolerance` of the mean (at least one key) or no slot fits."""
+    ids = sorted(shards)
+    if len(ids) < 2:
+        return []
+    have = {sid: [s for s in expand(shards[sid].slots) if keys.get(s, 0) > 0] for sid in ids}
+    count = {sid: sum(keys[s] for s in have[sid]) for sid in ids}
+    mean = sum(count.values()) / len(ids)
+    slack = max(1.0, tolerance * mean)
+    moves: list[tuple[str, str, tuple[int, ...]]] = []
+    for taker in sorted(ids, key=lambda sid: (count[sid], sid)):
+        while mean - count[taker] > slack:
+            giver = max(ids, key=lambda sid: (count[sid] - mean, sid))
+            if count[giver] - mean <= slack:
+                break
+            need = min(mean - count[taker], count[giver] - mean)     # keys this move should carry (± slack)
+            take: list[int] = []
+            carried = 0
+            for s in reversed(have[giver]):
+                if carried + keys[s] <= need + slack:
+                    take.append(s)
+                    carried += keys[s]
+                if carried >= need:
+                    break
+            if not take:
+                break       # no whole slot fits: as even as whole slots make it
+            have[giver] = [s for s in have[giver] if s not in set(take)]
+            have[taker] = sorted(have[taker] + take)
+            count[giver] -= carried
+            count[taker] += carried
+            moves.append((giver, taker, tuple(take)))
+    merged_moves: dict[tuple[str, str], list[int]] = {}     # one move per (source, target), in order
+    for giver, taker, take in moves:
+        merged_moves.setdefault((giver, taker), []).extend(take)
+    return [(g, t, to_ranges(slots)) for (g, t), slots in merged_moves.items()]
+
+
 def _text(ranges: tuple[tuple[int, int], ...]) -> str:
     return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges)

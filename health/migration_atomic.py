@@ -26,6 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 from proxy.protocol.reply_maps import as_map
 
 from .migration import to_ranges
+from .migration_reconcile import node_view
 
 SUCCESS, FAILED, CANCELLED = "success", "failed", "cancelled"
 FINISHED = (SUCCESS, FAILED, CANCELLED)
@@ -99,17 +100,7 @@ def new_export(before: list[SlotJob], after: list[SlotJob], target: str,
 def myself_slots(cluster_nodes: str) -> set[int]:
     """The slots a node serves in its own view (its `myself` line of `CLUSTER NODES`;
     `[slot->-id]` / `[slot-<-id]` entries are slots in legacy migration, not served)."""
-    for line in cluster_nodes.splitlines():
-        fields = line.split()
-        if len(fields) >= 8 and "myself" in fields[2].split(","):
-            out: set[int] = set()
-            for f in fields[8:]:
-                if f.startswith("["):
-                    continue
-                a, _, b = f.partition("-")
-                out.update(range(int(a), int(b or a) + 1))
-            return out
-    raise ValueError("no line of its own in CLUSTER NODES")
+    return set(node_view(cluster_nodes).slots)
 
 
 async def atomic_unsupported(client, addr: str) -> str:
@@ -121,13 +112,39 @@ async def atomic_unsupported(client, addr: str) -> str:
     return ""
 
 
-async def count_keys(client, slots: list[int]) -> int:
+async def key_counts(client, slots: list[int]) -> list[int]:
+    """`CLUSTER COUNTKEYSINSLOT` of each slot (one pipeline)."""
     if not slots:
-        return 0
+        return []
     pipe = client.pipeline(transaction=False)
     for s in slots:
         pipe.execute_command("CLUSTER", "COUNTKEYSINSLOT", s)
-    return sum(int(n) for n in await pipe.execute())
+    return [int(n) for n in await pipe.execute()]
+
+
+async def count_keys(client, slots: list[int]) -> int:
+    return sum(await key_counts(client, slots))
+
+
+async def cancel_exports(src, slots: set[int], timeout: float = 10.0) -> bool:
+    """Cancel the source's atomic jobs still moving some of `slots` (an earlier leader's:
+    Valkey rolls them back) and wait until they ended; False if the node has no atomic
+    slot migration (Redis 7). AtomicMoveFailed if one is still running after `timeout`."""
+    try:
+        jobs = parse_jobs(await src.execute_command("CLUSTER", "GETSLOTMIGRATIONS"))
+    except ResponseError:
+        return False
+    if running_export(jobs, slots) is None:
+        return True
+    await src.execute_command("CLUSTER", "CANCELSLOTMIGRATIONS")
+    deadline = time.monotonic() + timeout
+    while (job := running_export(parse_jobs(await src.execute_command("CLUSTER", "GETSLOTMIGRATIONS")),
+                                 slots)) is not None:
+        if time.monotonic() > deadline:
+            raise AtomicMoveFailed(f"atomic slot migration {job.name[:8]} still {job.state} {timeout:.0f}s after "
+                                   "it was cancelled")
+        await asyncio.sleep(POLL_S[0])
+    return True
 
 
 async def move_atomic(src, dst, slots: list[int], *, stall_s: float = STALL_S) -> int:

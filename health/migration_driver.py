@@ -34,11 +34,14 @@ import time
 from dataclasses import replace
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from .cancellation import raise_if_cancelled
 from .migration import DONE, QUEUED, RUNNING, Migration
-from .migration_atomic import AtomicMoveFailed, atomic_unsupported, move_atomic
+from .migration_atomic import AtomicMoveFailed, atomic_unsupported, cancel_exports, key_counts, move_atomic
+from .migration_reconcile import Reconciliation, node_view, reconcile, slot_facts
 from .redis_control import control_client, control_tls
 from .state_machine import TopologyStateMachine
 
@@ -117,9 +120,12 @@ class MigrationDriver:
     def _client(self, addr: str) -> aioredis.Redis:
         c = self._clients.get(addr)
         if c is None:
+            # no retries by redis-py (its default, 10, would hold a batch for minutes behind a
+            # partition): a failed command fails the batch, which the driver runs again
             c = self._clients[addr] = control_client(addr, username=self.cfg.control_username,
                                                      password=self.cfg.control_password,
-                                                     timeout=MIGRATE_TIMEOUT_MS / 1000.0 + 5, tls=control_tls(self.cfg))
+                                                     timeout=MIGRATE_TIMEOUT_MS / 1000.0 + 5, tls=control_tls(self.cfg),
+                                                     retry=Retry(NoBackoff(), 0))
         return c
 
     def _hold_reason(self, m: Migration) -> str:
@@ -144,11 +150,12 @@ class MigrationDriver:
                 log.warning("event=migration_waiting id=%s reason=%r", m.id, why)
             self.held = why
             return
-        if self.held:
-            log.warning("event=migration_resumed id=%s after=%r", m.id, self.held)
-            self.held = ""
         shards = self.sm.cluster_shards
         src, dst = shards[m.source].master, shards[m.target].master
+        if self.held:       # it goes on (never back): the batch is re-run with the masters as they are now
+            log.warning("event=migration_resumed id=%s outcome=continue after=%r source_master=%s target_master=%s",
+                        m.id, self.held, src, dst)
+            self.held = ""
         others = [t.master for sid, t in shards.items() if sid not in (m.source, m.target) and t.master]
         try:
             up = [t.master for sid, t in shards.items()       # (a master down elsewhere takes no part)
@@ -178,6 +185,9 @@ class MigrationDriver:
         except (TimeoutError, RedisError, OSError) as exc:
             self._failed(m, f"a batch failed and is retried: {str(exc) or type(exc).__name__}", batch)
             return
+        if self.failure:
+            log.warning("event=migration_resumed id=%s outcome=continue after=%r source_master=%s target_master=%s",
+                        m.id, self.failure, src, dst)
         self.failure = ""
         self._atomic_failures.pop(m.id, None)
         cur = self.sm.migrations.get(m.id, m)       # (cancelled meanwhile: the progress is kept, the state too)
@@ -236,6 +246,38 @@ class MigrationDriver:
             log.warning("event=propose_failed reason='migration %s' error=%r", m.id, exc)
             return False
 
+    async def reconcile(self, m: Migration) -> tuple[Reconciliation, int]:
+        """Make the running migration `m` agree with the nodes before it is cancelled
+        (`health.migration_reconcile`): an atomic job still running is cancelled (Valkey
+        rolls it back), slots the nodes moved and nobody committed (a leader killed
+        mid-batch) get their owner announced again, half-moved ones are finished. Returns
+        the decision (its `to_commit` slots are now the target's) and the keys moved.
+        Call with the driver quiesced; raises TimeoutError, RedisError, OSError or
+        ValueError when the two masters cannot be asked."""
+        pending = m.pending()
+        shards = self.sm.cluster_shards
+        if not pending:
+            return Reconciliation(), 0
+        src_t, dst_t = shards.get(m.source), shards.get(m.target)
+        if src_t is None or dst_t is None or src_t.master is None or dst_t.master is None:
+            raise ValueError(f"shard {m.source if src_t is None or src_t.master is None else m.target} has no "
+                             "master to ask where the slots are")
+        src, dst = src_t.master, dst_t.master
+        others = [t.master for sid, t in shards.items() if sid not in (m.source, m.target) and t.master]
+        s, d = self._client(src), self._client(dst)
+        await cancel_exports(s, set(pending))
+        sv = node_view(_text(await s.execute_command("CLUSTER", "NODES")))
+        dv = node_view(_text(await d.execute_command("CLUSTER", "NODES")))
+        counts = zip(pending, await key_counts(s, pending), await key_counts(d, pending))
+        decided = reconcile(pending, {slot: slot_facts(sv, dv, slot, a, b) for slot, a, b in counts})
+        keys = 0
+        for slot in decided.to_commit:
+            keys += await self._move_slot(src, dst, others, slot, sv.id, dv.id)
+        if decided.to_commit or decided.lost:
+            log.warning("event=migration_reconciled id=%s moved=%d finished=%d lost=%d keys=%d", m.id,
+                        len(decided.moved), len(decided.finish), len(decided.lost), keys)
+        return decided, keys
+
     # -- Redis commands ---------------------------------------------------------------
     async def _move_atomic(self, src: str, dst: str, slots: list[int]) -> int:
         d = self._client(dst)
@@ -246,31 +288,41 @@ class MigrationDriver:
 
     async def _move_legacy(self, src: str, dst: str, others: list[str], slots: list[int]) -> int:
         s, d = self._client(src), self._client(dst)
-        src_id = await s.execute_command("CLUSTER", "MYID")
-        dst_id = await d.execute_command("CLUSTER", "MYID")
+        src_id = _text(await s.execute_command("CLUSTER", "MYID"))
+        dst_id = _text(await d.execute_command("CLUSTER", "MYID"))
+        keys_moved = 0
+        for slot in slots:
+            keys_moved += await self._move_slot(src, dst, others, slot, src_id, dst_id)
+        return keys_moved
+
+    async def _move_slot(self, src: str, dst: str, others: list[str], slot: int, src_id: str, dst_id: str) -> int:
+        """One slot the legacy way, from wherever it is: untouched, half-moved (marks, some of
+        its keys on each node) or moved (only its owner announced again); returns the keys moved."""
+        s, d = self._client(src), self._client(dst)
+        try:
+            await d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        except ResponseError as exc:
+            if "already the owner" not in str(exc):
+                raise
+            if not int(await s.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)):
+                await self._announce(slot, dst_id, [src, *others])     # moved before: announce again
+                return 0
+            # the target serves it but the source still holds keys of it: they go along first
+        await s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
         host, _, port = dst.rpartition(":")
         auth = self._migrate_auth()
         keys_moved = 0
-        for slot in slots:
-            try:
-                await d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
-            except ResponseError as exc:
-                if "already the owner" not in str(exc):
-                    raise
-                await self._announce(slot, dst_id, [src, *others])     # moved before: announce again
-                continue
-            await s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
-            while True:
-                raise_if_cancelled()
-                keys = await s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, KEYS_PER_MIGRATE)
-                if not keys:
-                    break
-                await s.execute_command("MIGRATE", host, port, "", 0, MIGRATE_TIMEOUT_MS, "REPLACE", *auth,
-                                        "KEYS", *keys)
-                keys_moved += len(keys)
-                if self.cfg.ack == "replica":
-                    await self._replicated(d, dst)
-            await self._announce(slot, dst_id, [dst, src, *others])
+        while True:
+            raise_if_cancelled()
+            keys = await s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, KEYS_PER_MIGRATE)
+            if not keys:
+                break
+            await s.execute_command("MIGRATE", host, port, "", 0, MIGRATE_TIMEOUT_MS, "REPLACE", *auth,
+                                    "KEYS", *keys)
+            keys_moved += len(keys)
+            if self.cfg.ack == "replica":
+                await self._replicated(d, dst)
+        await self._announce(slot, dst_id, [dst, src, *others])
         return keys_moved
 
     def _migrate_auth(self) -> list[str]:
@@ -323,3 +375,7 @@ class MigrationDriver:
                 log.warning("event=node_released node=%s", addr)
             except (TimeoutError, RedisError, OSError) as exc:
                 log.warning("event=node_release_failed node=%s error=%r", addr, exc)
+
+
+def _text(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)

@@ -259,7 +259,7 @@ def add_operator_routes(app: web.Application, server) -> None:
             elif action == "remove-shard":
                 result = await ctl.remove_shard(str(doc.get("shard", "")))
             elif action == "rebalance":
-                result = await ctl.rebalance()
+                result = await ctl.rebalance(str(doc.get("by", "slots")))
             elif action == "cancel":
                 result = await ctl.cancel_migrations()
             else:

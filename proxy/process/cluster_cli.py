@@ -68,7 +68,7 @@ def cmd_remove(args) -> int:
 
 
 def cmd_rebalance(args) -> int:
-    return _start(args, "rebalance", {})
+    return _start(args, "rebalance", {"by": args.by})
 
 
 def cmd_cancel(args) -> int:
@@ -108,6 +108,8 @@ def add_cluster_commands(sub, common) -> None:
     a.add_argument("--replicas", default="", help="its replicas, comma-separated host:port")
     a = action("remove-shard", "move a shard's slots to the others, then release its nodes", cmd_remove)
     a.add_argument("--shard", required=True, help="shard id or a node address")
-    action("rebalance", "even out the slots over the shards", cmd_rebalance)
+    a = action("rebalance", "even out the slots (or keys) over the shards", cmd_rebalance)
+    a.add_argument("--by", choices=("slots", "keys"), default="slots",
+                   help="even out slot counts (default) or key counts (CLUSTER COUNTKEYSINSLOT per slot)")
     action("cancel", "stop the migrations in flight after their current batch", cmd_cancel, wait=False)
     action("migrations", "list migrations and their progress", cmd_migrations, wait=False)

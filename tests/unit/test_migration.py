@@ -11,6 +11,7 @@ from health.migration import (
     QUEUED,
     RUNNING,
     Migration,
+    even_keys_plan,
     even_plan,
     expand,
     merged,
@@ -127,3 +128,38 @@ def test_a_cancel_and_a_batch_commit_in_either_order_keep_progress_and_the_cance
         rec = merged(merged(None, first), second)
         assert (rec.done, rec.keys_moved, rec.state) == (32, 10, CANCELLED)
     assert merged(m.with_state(CANCELLED), m.advanced(100, 1, 1.0)).state == DONE
+
+
+def _after(shards: dict[str, Topology], keys: dict[int, int], moves) -> dict[str, int]:
+    """Each shard's key count once `moves` ran (and a check that each move's slots were its source's)."""
+    owned = {sid: set(expand(t.slots)) for sid, t in shards.items()}
+    for source, target, slots in moves:
+        moving = set(expand(slots))
+        assert moving <= owned[source], (source, slots)
+        owned[source] -= moving
+        owned[target] |= moving
+    return {sid: sum(keys.get(s, 0) for s in slots) for sid, slots in owned.items()}
+
+
+def test_even_keys_plan_evens_out_keys_not_slots():
+    # slots are even, keys are not: 4 keys in each of shard a's slots, 1 in b's, none in half of c's
+    keys = {s: 4 for s in range(0, 5461)} | {s: 1 for s in range(5461, 10923)} | \
+        {s: 1 for s in range(10923, 16384, 2)}
+    moves = even_keys_plan(SHARDS, keys)
+    assert moves and {s for s, _, _ in moves} == {"aaaaaaaa11"}
+    after = _after(SHARDS, keys, moves)
+    mean = sum(keys.values()) / 3
+    assert all(abs(n - mean) <= 0.05 * mean for n in after.values()), (after, mean)
+    moved = [s for _, _, r in moves for s in expand(r)]
+    assert len(moved) == len(set(moved)) and all(keys.get(s, 0) > 0 for s in moved)    # no empty slot moved
+    assert [len(r) for _, _, r in moves] == [1, 1]      # the highest slots of a: one compact range per move
+    assert even_keys_plan(SHARDS, {s: 1 for s in range(SLOTS)}) == []      # already even (±5 %)
+    assert even_keys_plan(SHARDS, {}) == []                                  # no keys at all
+
+
+def test_even_keys_plan_leaves_a_slot_heavier_than_the_gap_where_it_is():
+    keys = {0: 9000, 1: 10, 5461: 10, 10923: 10}     # one hot hash tag on shard a
+    moves = even_keys_plan(SHARDS, keys)
+    assert all(0 not in expand(r) for _, _, r in moves), moves
+    assert _after(SHARDS, keys, moves)["aaaaaaaa11"] >= 9000
+    assert even_keys_plan({"only": SHARDS["aaaaaaaa11"]}, keys) == []

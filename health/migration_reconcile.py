@@ -1,0 +1,112 @@
+"""Where a migration's slots really are, from the nodes (issue 15): the pure decision.
+
+The Raft state says which slots a migration has moved (`Migration.done`, each batch
+committed with the shards' new ranges), but the nodes move first and the commit comes
+after: a leader killed in between leaves up to one batch moved on the nodes and not in
+the committed map (and, the legacy way, maybe one slot half-moved: MIGRATING on the
+source, IMPORTING on the target, some of its keys on each). A new leader that goes on
+re-runs that batch (every step is idempotent), but one told to cancel must first make
+the committed map agree with the nodes. It looks at each pending slot on the source and
+target masters (`CLUSTER NODES`: who serves it, migration marks; `COUNTKEYSINSLOT`) and
+`reconcile` decides, slot by slot:
+
+* `moved`:  the target serves it and the source holds none of its keys: it moved; only
+            its owner is announced again (the source may not know yet) and committed;
+* `finish`: half-moved (a migration mark on either node, keys of it on the target, or
+            the target serving it while the source still holds keys): the rest of its keys
+            are moved and the slot handed to the target, then committed. Finishing is the
+            direction that is always safe: keys written meanwhile followed `ASK` to the
+            target, and moving them back would race the clients;
+* `stay`:   on the source, untouched: nothing to do;
+* `lost`:   neither node serves it (moved elsewhere by hand?): left as committed and
+            reported; the data path follows the nodes' `MOVED`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+MOVED, FINISH, STAY, LOST = "moved", "finish", "stay", "lost"
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A master's own line of `CLUSTER NODES`: its id, the slots it serves, and its
+    legacy migration marks (`[slot->-id]` migrating to id, `[slot-<-id]` importing from id)."""
+    id: str
+    slots: frozenset[int]
+    migrating: Mapping[int, str] = field(default_factory=dict)
+    importing: Mapping[int, str] = field(default_factory=dict)
+
+
+def node_view(cluster_nodes: str) -> NodeView:
+    """Parse the `myself` line of a `CLUSTER NODES` reply; ValueError if there is none."""
+    for line in cluster_nodes.splitlines():
+        fields = line.split()
+        if len(fields) >= 8 and "myself" in fields[2].split(","):
+            slots: set[int] = set()
+            migrating: dict[int, str] = {}
+            importing: dict[int, str] = {}
+            for f in fields[8:]:
+                if f.startswith("["):
+                    body = f.strip("[]")
+                    if "->-" in body:
+                        slot, _, peer = body.partition("->-")
+                        migrating[int(slot)] = peer
+                    elif "-<-" in body:
+                        slot, _, peer = body.partition("-<-")
+                        importing[int(slot)] = peer
+                    continue
+                a, _, b = f.partition("-")
+                slots.update(range(int(a), int(b or a) + 1))
+            return NodeView(fields[0], frozenset(slots), migrating, importing)
+    raise ValueError("no line of its own in CLUSTER NODES")
+
+
+@dataclass(frozen=True)
+class SlotFacts:
+    """One slot as the source and target masters see it."""
+    source_owns: bool
+    target_owns: bool
+    migrating: bool = False         # the source has it MIGRATING
+    importing: bool = False         # the target has it IMPORTING
+    source_keys: int = 0
+    target_keys: int = 0
+
+
+def slot_facts(source: NodeView, target: NodeView, slot: int, source_keys: int, target_keys: int) -> SlotFacts:
+    return SlotFacts(slot in source.slots, slot in target.slots, slot in source.migrating, slot in target.importing,
+                     source_keys, target_keys)
+
+
+def slot_decision(f: SlotFacts) -> str:
+    if f.target_owns:
+        return FINISH if f.source_owns and f.source_keys else MOVED
+    if not f.source_owns:
+        return LOST
+    if f.migrating or f.importing or f.target_keys:
+        return FINISH
+    return STAY
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    moved: tuple[int, ...] = ()
+    finish: tuple[int, ...] = ()
+    lost: tuple[int, ...] = ()
+
+    @property
+    def to_commit(self) -> list[int]:
+        """The slots to commit as moved (once the `finish` ones are finished)."""
+        return sorted((*self.moved, *self.finish))
+
+
+def reconcile(pending: Iterable[int], facts: Mapping[int, SlotFacts]) -> Reconciliation:
+    """Each of a migration's pending slots (not yet committed as moved) decided from the
+    nodes' facts; a slot without facts is taken as untouched (`stay`)."""
+    out: dict[str, list[int]] = {MOVED: [], FINISH: [], STAY: [], LOST: []}
+    for s in pending:
+        f = facts.get(s)
+        out[STAY if f is None else slot_decision(f)].append(s)
+    return Reconciliation(tuple(out[MOVED]), tuple(out[FINISH]), tuple(out[LOST]))
