@@ -34,8 +34,6 @@ import time
 from dataclasses import replace
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from .cancellation import raise_if_cancelled
@@ -120,12 +118,11 @@ class MigrationDriver:
     def _client(self, addr: str) -> aioredis.Redis:
         c = self._clients.get(addr)
         if c is None:
-            # no retries by redis-py (its default, 10, would hold a batch for minutes behind a
-            # partition): a failed command fails the batch, which the driver runs again
+            # control clients do not retry (a failed command fails the batch, which the driver
+            # runs again; redis-py's default held a batch for minutes behind a partition)
             c = self._clients[addr] = control_client(addr, username=self.cfg.control_username,
                                                      password=self.cfg.control_password,
-                                                     timeout=MIGRATE_TIMEOUT_MS / 1000.0 + 5, tls=control_tls(self.cfg),
-                                                     retry=Retry(NoBackoff(), 0))
+                                                     timeout=MIGRATE_TIMEOUT_MS / 1000.0 + 5, tls=control_tls(self.cfg))
         return c
 
     def _hold_reason(self, m: Migration) -> str:

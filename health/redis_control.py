@@ -6,6 +6,12 @@ commands listed under "Least-privilege Redis users" in README.md.  redis-py's
 connect-time `CLIENT SETINFO` is turned off so that such a user needs no
 permission for it (Redis 7.2+ would refuse it and log an ACL denial on every
 connect).
+
+Inside redis-py they retry once, at once, and only a connection found closed (a
+node restarted since the last command): its default (10 retries with backoff,
+timeouts included) kept one command on a frozen node busy for 8 s at a 0.5 s
+timeout, stalling the control loop that awaited it. Every caller already
+retries at its own pace.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ from __future__ import annotations
 import inspect
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 # Newer redis-py spells "no CLIENT SETINFO" driver_info=None (lib_name/lib_version are deprecated there).
 _NO_SETINFO = {"driver_info": None} if "driver_info" in inspect.signature(aioredis.Redis.__init__).parameters \
@@ -34,6 +43,7 @@ def control_client(addr: str, *, username: str, password: str, timeout: float, t
     """A redis-py client for `addr` (host:port) that logs in as the control user
     (over TLS with `tls`, from `control_tls`)."""
     host, _, port = addr.rpartition(":")
+    kw.setdefault("retry", Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
     return aioredis.Redis(host=host, port=int(port), username=username or None, password=password or None,
                           socket_timeout=timeout, socket_connect_timeout=timeout, **_NO_SETINFO, **(tls or {}),
                           **kw)
