@@ -354,6 +354,12 @@ def test_acl_whoami_client_list_user_and_the_users_admin_rights(proxy, replica_s
                         ["CLIENT", "UNPAUSE"], ["CLIENT", "NO-EVICT", "on"], ["MONITOR"]):
                 with pytest.raises(redis.exceptions.NoPermissionError):
                     weak.execute_command(*cmd)
+            # inside MULTI the rights are checked when queued, as Redis does: EXEC then aborts
+            assert weak.execute_command("MULTI") in (True, "OK")
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                weak.execute_command("CLIENT", "KILL", "USER", user)
+            with pytest.raises(redis.exceptions.ExecAbortError):
+                weak.execute_command("EXEC")
             assert weak.client_info()["user"] == limited and weak.set(uniq("k"), "1") is True
             assert r.ping()
     finally:
