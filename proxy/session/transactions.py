@@ -30,6 +30,10 @@ class QueuedHere:
         return bool(self.answers or self.monitor)
 
 
+# run at once inside MULTI, never queued (as Redis: a nested MULTI and a WATCH get an error)
+NOT_QUEUED = frozenset((b"multi", b"exec", b"discard", b"watch", b"quit", b"reset"))
+
+
 def array_elements(reply: bytes) -> list[bytes] | None:
     """The elements of a complete RESP array reply (EXEC's), each as its bytes; None for
     anything else (an error, a nil)."""

@@ -443,6 +443,11 @@ def test_client_commands_inside_multi_are_answered_for_this_client_at_exec(proxy
                  ("CLIENT", "KILL", "ID", str(victim_id)), ("GET", k)]
         for cmd in queue:
             assert a.command(*cmd) == b"QUEUED", cmd
+            # run at once and not queued, as in Redis: no element of EXEC's reply for them
+            if cmd[0] == "SET":
+                assert "nested" in str(a.command("MULTI"))
+            elif cmd[1] == "GETNAME":
+                assert "WATCH inside MULTI" in str(a.command("WATCH", k))
         out = a.command("EXEC")
         assert out[:4] == [b"OK", my_id, None, b"OK"], out
         info = fields(out[4])
