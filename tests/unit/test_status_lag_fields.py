@@ -1,6 +1,6 @@
 """`/status` names what it shows (issue 18): a replica's replication lag (bytes, ms) and the
 age of this proxy's last probe are separate fields; the old `lag_bytes` / `lag_ms` stay, with
-`lag_ms` being the probe age it always was (deprecated, README "Contracts")."""
+`lag_ms` being the probe age it always was (deprecated: README, "Contract changes for observability")."""
 
 from __future__ import annotations
 
