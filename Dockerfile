@@ -54,7 +54,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 WORKDIR /data
 VOLUME ["/data"]
-EXPOSE 6380 8000
+EXPOSE 6380 8000 26379
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
 ENTRYPOINT ["redis-raft-proxy"]

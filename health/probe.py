@@ -57,9 +57,13 @@ class NodeStatus:
         return now - (self.last_ok if self.ever_ok else self.since) <= down_after
 
     def to_dict(self, now: float, down_after: float) -> dict:
+        """`/status`'s `nodes` entry.  `probe_age_ms`: how long ago the last valid reply
+        came (None: never); `probe_rtt_ms`: that probe's round trip."""
         return {"addr": self.addr, "up": self.up(now, down_after), "role": self.role,
                 "offset": self.offset, "link_up": self.link_up, "master": self.master_addr,
-                "error": self.error, "priority": self.priority}
+                "error": self.error, "priority": self.priority,
+                "probe_age_ms": round(max(0.0, now - self.last_ok) * 1000) if self.ever_ok else None,
+                "probe_rtt_ms": round(self.probe_ms, 3) if self.ever_ok else None}
 
 
 def _replid(value: object) -> str:

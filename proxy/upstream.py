@@ -197,6 +197,8 @@ class Upstream(asyncio.Protocol):
         self._raw_markers: deque[bytes] = deque()  # the ends of the marker replies expected
         self._raw_held: list[bytes] = []    # complete frames held until the next marker
         self._raw_seq = 0
+        # markers of replies the proxy makes itself (`raw_answer`): marker -> (probe sent?, answer)
+        self._raw_answers: dict[bytes, tuple[bool, Callable[[bytes | None], bytes]]] = {}
 
     # -- life cycle -------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -260,7 +262,11 @@ class Upstream(asyncio.Protocol):
     def writes_owed(self) -> bool:
         """A write was queued or sent here and its reply not delivered yet."""
         slot = self._owed_write
-        return self.suspended or self._out_write or (slot is not None and not slot.done) or bool(self._raw_markers)
+        return self.suspended or self._out_write or (slot is not None and not slot.done) or self._raw_writes_owed()
+
+    def _raw_writes_owed(self) -> bool:
+        """RAW mode: a write's marker is still expected (not only `raw_answer` markers)."""
+        return len(self._raw_markers) > len(self._raw_answers)
 
     def suspend(self, data: bytes = b"") -> None:
         """The lease lapsed with a write owed: send nothing more and deliver no
@@ -393,6 +399,24 @@ class Upstream(asyncio.Protocol):
         self._raw_markers.append(b"$%d\r\n%s\r\n" % (len(token), token))
         self._queue(data + (self.wait_cmd or b"") + resp.encode_command([b"PING", token]), None, True)
 
+    def raw_answer(self, probe: bytes | None, answer: Callable[[bytes | None], bytes]) -> None:
+        """RAW mode: a reply the proxy makes itself (CLIENT ... on a subscribed RESP3
+        connection), delivered in its place among the stream's replies.
+
+        `probe` (a harmless command, e.g. to let the master check the user's rights) and a
+        marker `PING` are sent; when the marker's reply arrives, `answer(probe's reply)`
+        (`answer(None)` without a probe) takes the place of the probe's reply (or of the
+        marker's), so every reply before it and after it keeps its order.
+        """
+        if self.closed:
+            return
+        self._raw_seq += 1
+        token = b"__redis-raft-proxy:%d__" % self._raw_seq
+        marker = b"$%d\r\n%s\r\n" % (len(token), token)
+        self._raw_markers.append(marker)
+        self._raw_answers[marker] = (probe is not None, answer)
+        self._queue((probe or b"") + resp.encode_command([b"PING", token]), None, False)
+
     def barrier(self) -> None:
         """Write what is queued now (with its WAIT): used before MULTI."""
         self._flush()
@@ -434,7 +458,7 @@ class Upstream(asyncio.Protocol):
                 self.suspend(data)
                 return
         if self.raw_sink is not None:
-            if self._raw_markers and self.gate is not None and not self.gate.in_flight_ok():
+            if self._raw_writes_owed() and self.gate is not None and not self.gate.in_flight_ok():
                 self.suspend(data)          # RAW: a write's reply may be in this batch
                 return
             if not self.waiters:
@@ -544,14 +568,32 @@ class Upstream(asyncio.Protocol):
                 pos = out = end
                 self._raw_held.append(frame)
                 if frame.endswith(markers[0]) and (frame[0] == 36 or frame.startswith(_PONG_ARRAY)):
-                    markers.popleft()
-                    if not self._raw_release():
+                    marker = markers.popleft()
+                    local = self._raw_answers.pop(marker, None)
+                    if not (self._raw_release() if local is None else self._raw_answered(*local)):
                         return
         except (resp.ReplyError, ValueError) as exc:
             self._fail(f"Redis node {self.addr} sent an invalid reply ({exc})")
             return
         if out < pos and not self.closed:
             sink.raw_reply(data[out:pos])
+
+    def _raw_answered(self, probed: bool, answer: Callable[[bytes | None], bytes]) -> bool:
+        """The marker after a `raw_answer` arrived: deliver what was held, with the proxy's
+        answer in place of the probe's reply (or of the marker's).  False if the connection
+        ended."""
+        held, self._raw_held = self._raw_held, []
+        held.pop()                              # the marker's reply
+        if not probed:
+            held.append(answer(None))
+        else:
+            i = next((i for i in range(len(held) - 1, -1, -1) if not _unsolicited(held[i])), None)
+            if i is None:
+                self._fail(f"Redis node {self.addr}: a reply on a pub/sub connection could not be told apart")
+                return False
+            held[i] = answer(held[i])
+        self.raw_sink.raw_reply(b"".join(held))
+        return not self.closed
 
     def _raw_release(self) -> bool:
         """The marker after a RAW write arrived: deliver what was held, the

@@ -22,18 +22,33 @@ def _committed_history(server) -> dict | None:
     return sm_topo.history.to_dict() if sm_topo is not None and sm_topo.history else None
 
 
+def replica_doc(health, addr: str, master: str | None, now: float) -> dict:
+    """One replica of a committed topology as `/status` shows it.
+
+    `replication_lag_bytes`: how far its replication offset is behind the master's, as
+    last probed; `replication_lag_ms`: how long ago the master first had data the replica
+    did not (health.probe.lag_seconds: a lower bound, probe_interval_ms resolution);
+    `probe_age_ms`: how long ago this proxy's last valid probe reply came.  All None
+    while the replica is down (or, for the lag in ms, before both were probed).
+    Deprecated, kept for compatibility: `lag_bytes` (= replication_lag_bytes) and
+    `lag_ms`, which despite its name is the probe age (= probe_age_ms), not a lag."""
+    st = health.nodes.get(addr)
+    up = st is not None and st.up(now, health.down_after)
+    master_off = health.offset(master) if master else 0
+    lag_bytes = max(0, master_off - st.offset) if st and up else None
+    probe_age_ms = round(max(0.0, now - st.last_ok) * 1000) if st and up else None
+    lag_s = health.replica_lag_seconds(addr, master) if up and master else None
+    return {"addr": addr, "healthy": health.readable(addr, master), "up": up, "offset": st.offset if st else 0,
+            "replication_lag_bytes": lag_bytes,
+            "replication_lag_ms": None if lag_s is None else round(lag_s * 1000),
+            "probe_age_ms": probe_age_ms,
+            "lag_bytes": lag_bytes, "lag_ms": probe_age_ms}
+
+
 def topology_doc(health, topo, history: dict | None) -> dict:
     """A committed topology as `/status` shows it, with each replica's health and lag."""
     now = time.monotonic()
-    master_off = health.offset(topo.master) if topo.master else 0
-    replicas = []
-    for addr in topo.replicas:
-        st = health.nodes.get(addr)
-        up = st is not None and st.up(now, health.down_after)
-        replicas.append({"addr": addr, "healthy": health.readable(addr, topo.master),
-                         "up": up, "offset": st.offset if st else 0,
-                         "lag_bytes": max(0, master_off - st.offset) if st and up else None,
-                         "lag_ms": None if not (st and up) else round(max(0.0, now - st.last_ok) * 1000)})
+    replicas = [replica_doc(health, addr, topo.master, now) for addr in topo.replicas]
     return {"epoch": topo.epoch, "master": topo.master,
             "master_up": health.up(topo.master) if topo.master else False, "replicas": replicas,
             "writes_paused": topo.writes_paused, "writes_held": topo.hold_reason or None, "history": history}

@@ -174,13 +174,22 @@ def problems(first: dict, proxies: dict[str, dict | None]) -> list[str]:
     return out
 
 
-def _node_lines(nodes: list[dict], master: str | None) -> list[str]:
-    lines = [f"{'REDIS NODE':<22} {'ROLE':<8} {'UP':<4} {'OFFSET':>12} {'LAG(bytes)':>11} FOLLOWS"]
-    master_off = next((n["offset"] for n in nodes if n["addr"] == master), 0)
+def _cell(value) -> str:
+    return "" if value is None else str(value)
+
+
+def _node_lines(nodes: list[dict], topo: dict) -> list[str]:
+    """The Redis nodes of one topology: the replicas' replication lag (bytes, ms) from the
+    topology's `replicas` entries, the probe age (ms since this proxy's last valid probe) from
+    `nodes`."""
+    lines = [f"{'REDIS NODE':<22} {'ROLE':<8} {'UP':<4} {'OFFSET':>12} {'LAG(bytes)':>11} {'LAG(ms)':>8} "
+             f"{'PROBE AGE(ms)':>13} FOLLOWS"]
+    replicas = {r["addr"]: r for r in topo.get("replicas", [])}
     for n in nodes:
-        lag = "" if n["addr"] == master or not n["up"] else str(max(0, master_off - n["offset"]))
+        r = replicas.get(n["addr"], {})
         lines.append(f"{n['addr']:<22} {n['role']:<8} {'yes' if n['up'] else 'NO':<4} {n['offset']:>12} "
-                     f"{lag:>11} {n.get('master') or ''}")
+                     f"{_cell(r.get('replication_lag_bytes')):>11} {_cell(r.get('replication_lag_ms')):>8} "
+                     f"{_cell(n.get('probe_age_ms')):>13} {n.get('master') or ''}")
     return lines
 
 
@@ -197,13 +206,13 @@ def render(first: dict, proxies: dict[str, dict | None]) -> str:
             lines += [f"shard {t['id'][:8]} slots {slots} epoch {t['epoch']}, master {t['master']}"
                       + ("  (writes paused)" if t.get("writes_paused") else "")]
             addrs = [t["master"], *(r["addr"] for r in t["replicas"])]
-            lines += ["  " + ln for ln in _node_lines([by_addr[a] for a in addrs if a in by_addr], t["master"])]
+            lines += ["  " + ln for ln in _node_lines([by_addr[a] for a in addrs if a in by_addr], t)]
         lines += [progress_line(m, time.time()) for m in first.get("migrations", []) if m["state"] in
                   ("running", "queued")]
     else:
         lines = [f"topology epoch {topo['epoch']}, master {topo['master']}"
                  + ("  (writes paused: switchover)" if topo.get("writes_paused") else ""), ""]
-        lines += _node_lines(first["nodes"], topo["master"])
+        lines += _node_lines(first["nodes"], topo)
     lines += ["", f"{'PROXY':<12} {'RAFT ROLE':<10} {'TERM':>5} {'LEADER':<12} {'LEASE':<6} {'EPOCH':>5} "
                   f"{'CLIENTS':>7}"]
     for name, st in sorted(proxies.items()):
@@ -266,7 +275,7 @@ def _target_lag(endpoint: str, target: str, ssl_context=None) -> str:
         return "status unavailable"
     for r in st.get("topology", {}).get("replicas", []):
         if r.get("addr") == target:
-            lag = r.get("lag_bytes")
+            lag = r.get("replication_lag_bytes")
             return f"lag {lag} bytes" if lag is not None else "not reachable"
     if st.get("topology", {}).get("master") == target:
         return "promoted"

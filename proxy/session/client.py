@@ -47,7 +47,7 @@ from .client_commands import ClientCommands
 from .client_registry import AFTER_RUN, SUBSCRIBE
 from .connection_commands import ConnectionCommands
 from .local_commands import LocalCommands
-from .transactions import Transactions
+from .transactions import NOT_QUEUED, QueuedHere, Transactions
 
 
 class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientCommands, asyncio.Protocol):
@@ -121,6 +121,10 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         self.monitoring = False
         self.killed = False
         self.tx_count = 0               # commands queued in this MULTI
+        self.tx_queued = 0              # ... of them, those queued on the master (EXEC's elements)
+        self.tx_here = QueuedHere()     # ... and what the proxy adds to EXEC's reply
+        self.tx_exec_here: QueuedHere | None = None   # the EXEC just routed: its MONITOR line goes there
+        self.tx_running: int | None = None  # while EXEC's answers are made: how many commands it runs
         self.channels: set[bytes] = set()
         self.patterns: set[bytes] = set()
         self.schannels: set[bytes] = set()
@@ -331,8 +335,12 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
             return False
         if name in _HANDLERS or self.mode == RAW:
             self._close_batch()   # a handler may send on its own: the batch goes first
+        in_tx = self.multi
         if self.mode == RAW:
-            target = self._route_raw(name)
+            if name == b"client" and self.resp3 and self.authenticated:
+                target = self._client_raw(self._args(buf, args_at, end, inline))
+            else:
+                target = self._route_raw(name)
             if type(target) is Refusal:
                 target = self._local(target.reply)
         else:
@@ -343,7 +351,7 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         if target is STOP:
             return False
         if registry.monitors or self.multi or name in AFTER_RUN:
-            self._ran(name, start, end, args_at, inline)
+            self._ran(name, start, end, args_at, inline, target, in_tx)
         if target is LOCAL:
             self._close_batch()
             return True
@@ -375,17 +383,36 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
             return True
         return False
 
-    def _ran(self, name: bytes, start: int, end: int, args_at: int, inline) -> None:
+    # MONITOR shows the commands queued in MULTI when EXEC runs them (Transactions._exec_answered)
+    _monitor_at_exec = True
+
+    def _ran(self, name: bytes, start: int, end: int, args_at: int, inline, target=None,
+             in_tx: bool | None = None) -> None:
         """A command was routed (not stopped): MONITOR's feed, MULTI's count, pub/sub's channels
-        (called when there are monitors, in MULTI, or for a name in AFTER_RUN)."""
-        if self.multi and name != b"multi":
+        (called when there are monitors, in MULTI, or for a name in AFTER_RUN).  `target`: where
+        it went (LOCAL: answered here, or sent by its handler, which counted it then); `in_tx`:
+        the client was in MULTI before it (None: as far as `self.multi` tells)."""
+        if in_tx is None:
+            in_tx = self.multi and name != b"multi"
+        queued = in_tx and self.multi and name not in NOT_QUEUED
+        if queued:
             self.tx_count += 1
-        elif name == b"multi":
-            self.tx_count = 0
+            if target is not LOCAL and target is not None:
+                self.tx_queued += 1
+        elif name == b"multi" and not in_tx:
+            self.tx_count = self.tx_queued = 0
+            self.tx_here = QueuedHere()
         if self.registry.monitors and (self.authenticated or name == b"auth" or name == b"hello"):
             # (a command refused with -NOAUTH never ran: Redis does not show it)
             args = self._args(self._buf, args_at, end, inline)
-            self.registry.feed(self, name, [self._name_as_sent(start, inline, name), *args])
+            argv = [self._name_as_sent(start, inline, name), *args]
+            if self._monitor_at_exec and queued:
+                self.tx_here.monitor.append((name, argv))      # shown when EXEC runs it
+            elif name == b"exec" and self.tx_exec_here is not None:
+                self.tx_exec_here.exec_argv = argv                 # shown after what it ran
+            else:
+                self.registry.feed(self, name, argv)
+        self.tx_exec_here = None
         if name in SUBSCRIBE:
             self._track_subscriptions(name, self._args(self._buf, args_at, end, inline))
 
@@ -420,6 +447,8 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
 
     def _send_one(self, up: Upstream, data: bytes, hook=None, write: bool = False):
         """Send one command the proxy rewrote or watches the reply of."""
+        if self.multi:
+            self.tx_queued += 1             # queued on the master: one more element of EXEC's reply
         slot = self._new_slot(hook)
         up.send(data, slot, write)
         if write:

@@ -10,6 +10,7 @@ authentications the proxy rejected itself to the master's log.  The shared state
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from .. import resp
@@ -38,6 +39,16 @@ ADMIN_PROBES = {
 }
 
 
+# CLIENT subcommands the proxy answers from its own state alone, and those it answers once the
+# master let the user run them (ADMIN_PROBES; MONITOR is a command of its own, not a subcommand)
+CLIENT_LOCAL = frozenset((b"setinfo", b"setname", b"getname", b"id", b"info"))
+CLIENT_ADMIN = frozenset(ADMIN_PROBES) - {b"monitor"}
+# What a CLIENT subcommand answered from the proxy's state queues on the master inside MULTI:
+# a harmless command of the same ACL category (@connection) that every Redis version has;
+# EXEC's element for it is replaced by the proxy's answer.
+_TX_PLACEHOLDER = resp.encode_command([b"CLIENT", b"ID"])
+
+
 def _wrong_args(sub: bytes) -> bytes:
     return b"-ERR wrong number of arguments for 'client|%s' command\r\n" % sub
 
@@ -59,33 +70,14 @@ class ClientCommands:
             return self._local(b"-ERR wrong number of arguments for 'client' command\r\n")
         sub = args[0].lower()
         self.last_cmd = b"client|" + sub
-        if self.multi and self.authenticated and sub in (b"setinfo", b"setname", b"getname", b"id", b"info"):
-            # Inside MULTI Redis queues them and EXEC answers for each: answered
-            # here, EXEC's reply would lack their elements.
-            return self._master()
-        if sub == b"setinfo":
-            if len(args) != 3:
-                return self._local(_wrong_args(b"setinfo"))
-            attr = args[1].lower()
-            if attr == b"lib-name":
-                self.lib_name = args[2]
-            elif attr == b"lib-ver":
-                self.lib_ver = args[2]
-            return self._local(OK)
+        if self.multi and self.authenticated and (sub in CLIENT_LOCAL or sub in CLIENT_ADMIN):
+            return self._client_queued(sub, args)
+        if sub in CLIENT_LOCAL:
+            if not self.authenticated and sub != b"setinfo":
+                return self._local(NOAUTH)
+            return self._local(self._client_local_reply(sub, args))
         if not self.authenticated:
             return self._local(NOAUTH)
-        if sub == b"setname":
-            if len(args) != 2:
-                return self._local(_wrong_args(b"setname"))
-            if any(c <= 32 or c > 126 for c in args[1]):
-                return self._local(b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n")
-            self.name = args[1] or None
-            self._broadcast(resp.encode_command([b"CLIENT", b"SETNAME", args[1]]), None)
-            return self._local(OK)
-        if sub == b"getname":
-            return self._local(bulk(self.name, self.resp3))
-        if sub == b"id":
-            return self._local(b":%d\r\n" % self.id)
         if sub == b"reply":
             mode = args[1].lower() if len(args) == 2 else b""
             if mode not in (b"on", b"off", b"skip"):
@@ -95,11 +87,7 @@ class ClientCommands:
                 return self._local(OK)
             self.reply_mode = mode
             return LOCAL
-        if sub == b"info":
-            return self._local(self._verbatim(self._client_info()))
-        if sub in ADMIN_PROBES:
-            if self.multi:
-                return self._master()       # queued: the master answers at EXEC
+        if sub in CLIENT_ADMIN:
             return self._admin(ADMIN_PROBES[sub], lambda: self._client_admin(sub, args))
         if sub == b"no-touch":
             return self._client_no_touch(args)
@@ -120,6 +108,78 @@ class ClientCommands:
                 # tracking client reads from the master only.
                 self.tracking = args[1].lower() == b"on"
         return self._master()
+
+    def _client_local_reply(self, sub: bytes, args: list[bytes]) -> bytes:
+        """CLIENT SETINFO / SETNAME / GETNAME / ID / INFO (CLIENT_LOCAL): the reply, from and to
+        this session's own state."""
+        if sub == b"setinfo":
+            if len(args) != 3:
+                return _wrong_args(b"setinfo")
+            attr = args[1].lower()
+            if attr == b"lib-name":
+                self.lib_name = args[2]
+            elif attr == b"lib-ver":
+                self.lib_ver = args[2]
+            return OK
+        if sub == b"setname":
+            if len(args) != 2:
+                return _wrong_args(b"setname")
+            if any(c <= 32 or c > 126 for c in args[1]):
+                return b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
+            self.name = args[1] or None
+            self._broadcast(resp.encode_command([b"CLIENT", b"SETNAME", args[1]]), None)
+            return OK
+        if sub == b"getname":
+            return bulk(self.name, self.resp3)
+        if sub == b"id":
+            return b":%d\r\n" % self.id
+        return self._verbatim(self._client_info())
+
+    def _client_queued(self, sub: bytes, args: list[bytes]):
+        """CLIENT ... inside MULTI: Redis queues it and answers at EXEC, for this client.  The
+        master queues a stand-in (the admin subcommands' probe, so the user's rights are checked
+        when EXEC runs, as Redis checks them; else `_TX_PLACEHOLDER`), and EXEC's element for it
+        becomes the proxy's answer, computed when EXEC's reply is delivered
+        (transactions.QueuedHere)."""
+        if self.tx_lost is not None:
+            return self._local(self.tx_lost)    # queued in a transaction that can only fail
+        up = self._master()
+        if type(up) is not Upstream:
+            return up
+        if sub in CLIENT_ADMIN:
+            probe = ADMIN_PROBES[sub]
+
+            def answer(reply: bytes) -> bytes:
+                return reply if reply.startswith(_NOT_CHECKED) else self._client_admin(sub, args)
+        else:
+            probe = _TX_PLACEHOLDER
+
+            def answer(reply: bytes) -> bytes:
+                return reply if reply.startswith(b"-") else self._client_local_reply(sub, args)
+        self.tx_here.answers[self.tx_queued] = answer
+        return self._send_one(up, probe)
+
+    def _client_raw(self, args: list[bytes]):
+        """CLIENT ... on a subscribed RESP3 connection (RAW mode), where Redis runs any command:
+        the subcommands the proxy answers elsewhere are answered here too, in their place in
+        the stream (Upstream.raw_answer); the rest go down the stream to the master as before."""
+        sub = args[0].lower() if args else b""
+        self.last_cmd = b"client|" + sub if sub else b"client"
+        raw = self.raw
+        if sub in CLIENT_LOCAL:
+            raw.raw_answer(None, lambda _reply: self._client_local_reply(sub, args))
+            return LOCAL
+        if sub in CLIENT_ADMIN:
+            def answer(reply: bytes | None) -> bytes:
+                if reply.startswith(_NOT_CHECKED):
+                    return reply
+                out = self._client_admin(sub, args)
+                if self.closing:        # CLIENT KILL of itself: closed once the reply is out
+                    asyncio.get_running_loop().call_soon(self.transport.close)
+                return out
+            raw.raw_answer(ADMIN_PROBES[sub], answer)
+            return LOCAL
+        return raw
 
     # -- CLIENT LIST / KILL / PAUSE / NO-TOUCH ----------------------------------
     def _admin(self, probe: bytes, answer):

@@ -68,6 +68,7 @@ def clusterdown(slots: str, shard: str | None, why: str) -> bytes:
 
 class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, ClientSession):
     plain = False       # every command is looked at (no batches of plain reads and writes)
+    _monitor_at_exec = False    # its MULTI is queued here (cluster_transactions): MONITOR shows commands as queued
 
     def __init__(self, server) -> None:
         super().__init__(server)

@@ -354,6 +354,12 @@ def test_acl_whoami_client_list_user_and_the_users_admin_rights(proxy, replica_s
                         ["CLIENT", "UNPAUSE"], ["CLIENT", "NO-EVICT", "on"], ["MONITOR"]):
                 with pytest.raises(redis.exceptions.NoPermissionError):
                     weak.execute_command(*cmd)
+            # inside MULTI the rights are checked when queued, as Redis does: EXEC then aborts
+            assert weak.execute_command("MULTI") in (True, "OK")
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                weak.execute_command("CLIENT", "KILL", "USER", user)
+            with pytest.raises(redis.exceptions.ExecAbortError):
+                weak.execute_command("EXEC")
             assert weak.client_info()["user"] == limited and weak.set(uniq("k"), "1") is True
             assert r.ping()
     finally:
@@ -407,3 +413,107 @@ def test_debug_passes_the_harmless_subcommands_and_refuses_the_rest(proxy, proto
             with pytest.raises(redis.ResponseError, match=f"proxy: DEBUG {cmd[0]}.*not allowed"):
                 r.execute_command("DEBUG", *cmd)
         assert r.get(k) == "v"
+
+
+# -- CLIENT inside MULTI, MONITOR of a transaction, CLIENT on a subscribed RESP3 connection -----------
+def hello_id(c, protocol: int) -> int:
+    """HELLO `protocol` on the raw connection `c`: its client id."""
+    hello = c.command("HELLO", str(protocol))
+    return hello[b"id"] if isinstance(hello, dict) else dict(zip(hello[::2], hello[1::2]))[b"id"]
+
+
+def fields(line: bytes | str) -> dict[str, str]:
+    text = line.decode() if isinstance(line, bytes) else line
+    return dict(kv.split("=", 1) for kv in text.split())
+
+
+@RESP
+def test_client_commands_inside_multi_are_answered_for_this_client_at_exec(proxy, protocol):
+    """Redis queues CLIENT ID/INFO/LIST/SETNAME/GETNAME/KILL inside MULTI and answers them at EXEC,
+    for the client itself: the proxy's answers (never those of its upstream connection) take
+    their places in EXEC's reply."""
+    a, victim = proxy.raw(), one(proxy.port, protocol)
+    k = uniq("txc")
+    try:
+        my_id, victim_id = hello_id(a, protocol), victim.client_id()
+        victim_addr = addr_of(victim)
+        assert a.command("MULTI") == b"OK"
+        queue = [("SET", k, "v"), ("CLIENT", "ID"), ("CLIENT", "GETNAME"), ("CLIENT", "SETNAME", "in-tx"),
+                 ("CLIENT", "INFO"), ("CLIENT", "LIST", "ID", str(my_id), str(victim_id)),
+                 ("CLIENT", "KILL", "ID", str(victim_id)), ("GET", k)]
+        for cmd in queue:
+            assert a.command(*cmd) == b"QUEUED", cmd
+            # run at once and not queued, as in Redis: no element of EXEC's reply for them
+            if cmd[0] == "SET":
+                assert "nested" in str(a.command("MULTI"))
+            elif cmd[1] == "GETNAME":
+                assert "WATCH inside MULTI" in str(a.command("WATCH", k))
+        out = a.command("EXEC")
+        assert out[:4] == [b"OK", my_id, None, b"OK"], out
+        info = fields(out[4])
+        # as Redis shows a client while its EXEC runs
+        assert (info["id"], info["name"], info["resp"], info["flags"], info["multi"], info["cmd"]) == \
+            (str(my_id), "in-tx", str(protocol), "x", str(len(queue)), "exec"), info
+        listed = {fields(ln)["id"]: ln for ln in out[5].decode().splitlines()}
+        assert set(listed) == {str(my_id), str(victim_id)} and f"addr={victim_addr} " in listed[str(victim_id)], out[5]
+        assert out[6:] == [1, b"v"], out
+        assert a.command("CLIENT", "GETNAME") == b"in-tx"
+        with pytest.raises(redis.ConnectionError):
+            victim.ping()           # killed when EXEC ran
+    finally:
+        a.close()
+        victim.close()
+
+
+def test_monitor_shows_commands_queued_in_multi_when_exec_runs_them(proxy):
+    """As Redis: a queued command shows when EXEC runs it (then EXEC), one DISCARDed never."""
+    mon = proxy.raw()
+    r, other = proxy.raw(), proxy.raw()
+    k = uniq("montx")
+    try:
+        assert mon.command("MONITOR") == b"OK"
+        assert r.command("MULTI") == b"OK"
+        assert r.command("SET", k, "queued") == b"QUEUED"
+        assert other.command("ECHO", "between") == b"between"
+        assert r.command("EXEC") == [b"OK"]
+        assert r.command("MULTI") == b"OK"
+        assert r.command("SET", k, "discarded") == b"QUEUED"
+        assert r.command("DISCARD") == b"OK"
+        assert r.command("ECHO", "done") == b"done"
+        lines = []
+        while not any(b'"ECHO" "done"' in ln for ln in lines):
+            lines.append(mon.read_reply())
+        cmds = [ln.split(b"] ", 1)[1].decode() for ln in lines if b'"ECHO" "between"' in ln or k.encode() in ln
+                or any(w in ln for w in (b'"MULTI"', b'"EXEC"', b'"DISCARD"', b'"ECHO" "done"'))]
+        assert cmds == ['"MULTI"', '"ECHO" "between"', f'"SET" "{k}" "queued"', '"EXEC"', '"MULTI"', '"DISCARD"',
+                        '"ECHO" "done"'], cmds
+    finally:
+        for c in (mon, r, other):
+            c.close()
+
+
+def test_client_commands_on_a_subscribed_resp3_connection_are_answered_by_the_proxy(proxy):
+    """RESP3 lets a subscribed client run any command: CLIENT ID/INFO/LIST/SETNAME/GETNAME are
+    answered for it by the proxy (as on any other connection), in order with the pushes."""
+    sub, pub = proxy.raw(), one(proxy.port)
+    ch = uniq("ch3")
+    try:
+        my_id = hello_id(sub, 3)
+        sub.send(encode_command("SUBSCRIBE", ch))
+        assert sub.read_reply()[:2] == [b"subscribe", ch.encode()]
+        assert sub.command("CLIENT", "ID") == my_id
+        assert sub.command("CLIENT", "SETNAME", "subscriber") == b"OK"
+        assert sub.command("CLIENT", "GETNAME") == b"subscriber"
+        info = dict(kv.split("=", 1) for kv in sub.command("CLIENT", "INFO").decode().split())
+        assert (info["id"], info["name"], info["sub"], info["flags"], info["resp"]) == \
+            (str(my_id), "subscriber", "1", "P", "3"), info
+        # a message published meanwhile arrives in its place, before CLIENT LIST's reply
+        assert pub.publish(ch, "hello") == 1
+        sub.send(encode_command("CLIENT", "LIST", "ID", str(my_id)))
+        assert sub.read_reply() == [b"message", ch.encode(), b"hello"]
+        (line,) = sub.read_reply().decode().splitlines()
+        assert f"id={my_id} " in line and "name=subscriber" in line, line
+        assert sub.command("PING") == b"PONG"
+    finally:
+        sub.close()
+        pub.close()

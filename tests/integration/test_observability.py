@@ -405,7 +405,9 @@ def test_status_reflects_the_failover(scenario):
         replicas = {r["addr"]: r for r in topo["replicas"]}
         assert set(replicas) == set(c.rs.addrs) - {sc.new}, f"{name}: replicas {sorted(replicas)}"
         for r in replicas.values():
-            assert {"addr", "healthy", "lag_ms"} <= set(r), r
+            assert {"addr", "healthy", "lag_ms", "lag_bytes",
+                    "replication_lag_bytes", "replication_lag_ms", "probe_age_ms"} <= set(r), r
+            assert r["lag_ms"] == r["probe_age_ms"] and r["lag_bytes"] == r["replication_lag_bytes"], r
         assert replicas[sc.old]["healthy"] is False and replicas[sc.old]["up"] is False, f"{name}: {replicas[sc.old]}"
         nodes = {n["addr"]: n for n in st["nodes"]}
         assert nodes[sc.old]["up"] is False

@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import base64
 import functools
+import http.client
 import json
 import os
 import re
@@ -389,9 +390,14 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
         with urllib.request.urlopen(url, timeout=timeout, context=ctx) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
-    except OSError as exc:
-        return 0, str(exc)
+        try:
+            return exc.code, exc.read().decode(errors="replace")
+        except (OSError, http.client.HTTPException) as body_exc:
+            return exc.code, f"(body unreadable: {body_exc!r})"
+    except (OSError, http.client.HTTPException) as exc:
+        # A server that is starting or stopping may close mid-response (BadStatusLine,
+        # IncompleteRead, ...): no answer, as for a refused connection; callers poll again.
+        return 0, f"{type(exc).__name__}: {exc}"
 
 
 def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.1,

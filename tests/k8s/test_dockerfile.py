@@ -93,7 +93,8 @@ def test_final_image_has_no_build_tools_and_runs_unprivileged():
     entry = [r for w, r in final if w == "ENTRYPOINT"]
     assert entry and "redis-raft-proxy" in entry[-1]
     exposed = {int(p) for w, r in final if w == "EXPOSE" for p in r.split()}
-    assert exposed == {6380, 8000}
+    # the client, admin and Sentinel-compatible ports the manifests declare on the proxy container
+    assert exposed == {6380, 8000, 26379} == {int(p["containerPort"]) for p in container(sts)["ports"]}
 
 
 def test_build_copies_every_package_and_the_ignore_file_keeps_the_context_small():

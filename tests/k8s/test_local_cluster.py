@@ -51,9 +51,11 @@ def _start(target: str, tmp_path) -> tuple[LocalPods, list[Pod], list[Pod]]:
         # The pod's network namespace: its own address and ports (the client port is
         # tls_port with components/tls).
         port_key = "REDIS_RAFT_PROXY_TLS_PORT" if _tls_clients(pods) else "REDIS_RAFT_PROXY_PORT"
-        pods.start(pod, {"REDIS_RAFT_PROXY_BIND": HOST,
-                         port_key: str(pod.local(client_port)),
-                         "REDIS_RAFT_PROXY_ADMIN_PORT": str(pod.local(admin_port))})
+        ports = {"REDIS_RAFT_PROXY_BIND": HOST, port_key: str(pod.local(client_port)),
+                 "REDIS_RAFT_PROXY_ADMIN_PORT": str(pod.local(admin_port))}
+        if any(p.get("name") == "sentinel" for p in proxy_c.get("ports", [])):
+            ports["REDIS_RAFT_PROXY_SENTINEL_PORT"] = str(pod.local(container_port(proxy_c, "sentinel")))
+        pods.start(pod, ports)
     return pods, pods.pods[REDIS], pods.pods[PROXY]
 
 
@@ -224,7 +226,23 @@ def _check_cluster(pods: LocalPods, redises: list[Pod], proxies: list[Pod]) -> s
     wait_until(lambda: c.get("k8s:key:0") == "value-0", 10, "k8s:key:0 readable through another proxy",
                diagnose=pods.logs)
     assert _redis_client(pods, redises[0], password).get("k8s:key:0") == "value-0"
+    _check_sentinel_service(pods, proxies, master_addr)
     return leader
+
+
+def _check_sentinel_service(pods: LocalPods, proxies: list[Pod], master_addr: str) -> None:
+    """A Sentinel client given the Service redis-raft-proxy-sentinel (docs/sentinel.md, the
+    Kubernetes migration) finds the committed master and every other proxy's Sentinel port."""
+    proxy_c = container(pods.r.get("StatefulSet", PROXY))
+    svc = pods.r.get("Service", "redis-raft-proxy-sentinel")
+    host, port = pods.addr_map[(svc["metadata"]["name"], svc["spec"]["ports"][0]["port"])].rsplit(":", 1)
+    env = _proxy_env(pods)
+    tls = _tls_kwargs(pods, "TLS_") if env.get("REDIS_RAFT_PROXY_TLS_SENTINEL") in ("yes", "true", "1") else {}
+    s = redis.Redis(host=host, port=int(port), socket_timeout=5, decode_responses=True, **tls)
+    name = env.get("REDIS_RAFT_PROXY_MASTER_NAME", "mymaster")
+    assert ":".join(s.execute_command("SENTINEL", "get-master-addr-by-name", name)) == master_addr
+    others = {int(e["port"]) for e in s.sentinel_sentinels(name)}
+    assert others == {p.local(container_port(proxy_c, "sentinel")) for p in proxies[1:]}, others
 
 
 @pytest.mark.parametrize("target", ["base", "overlays/tls"])

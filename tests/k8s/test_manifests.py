@@ -293,6 +293,40 @@ def test_proxy_ports_probes_and_services_agree_with_config(target):
     assert [container_port(c, p["targetPort"]) for p in peers_svc["spec"]["ports"]] == [cfg.admin_port]
 
 
+SENTINEL_SERVICE = "redis-raft-proxy-sentinel"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_sentinel_port_is_exposed_where_the_proxies_serve_it(target):
+    """The Sentinel-compatible port (docs/sentinel.md): declared on the proxy container as
+    `sentinel_port` from the proxy's own config, served by a Service of the Ready proxies
+    on Sentinel's port 26379 (port name as Bitnami's chart: tcp-sentinel) and, with the
+    NetworkPolicy, open to clients. Cluster mode serves none, and declares none."""
+    r = render(target)
+    cfg = _config(r)
+    c = container(r.get("StatefulSet", PROXY))
+    services = {s["metadata"]["name"]: s for s in r.services_selecting(pod_spec_labels(r.get("StatefulSet", PROXY)))}
+    declared = [p for p in c["ports"] if p.get("name") == "sentinel" or p["containerPort"] == 26379]
+    if cfg.cluster_mode:
+        assert not declared and SENTINEL_SERVICE not in services, "cluster mode serves no Sentinel port"
+        return
+    assert cfg.sentinel_port == 26379 and cfg.master_name == "mymaster"
+    assert container_port(c, "sentinel") == cfg.sentinel_port
+    svc = services[SENTINEL_SERVICE]
+    assert svc["spec"].get("type", "ClusterIP") == "ClusterIP"
+    assert not svc["spec"].get("publishNotReadyAddresses"), "a proxy without a lease is not Ready: no clients"
+    (port,) = svc["spec"]["ports"]
+    assert (port["name"], port["port"]) == ("tcp-sentinel", 26379)
+    assert container_port(c, port["targetPort"]) == cfg.sentinel_port
+    for policy in r.all("NetworkPolicy"):
+        if policy["metadata"]["name"] == PROXY_ADMIN_POLICY:
+            open_ports = {p["port"] for rule in policy["spec"]["ingress"] if "from" not in rule for p in rule["ports"]}
+            assert cfg.sentinel_port in open_ports
+
+
+PROXY_ADMIN_POLICY = "redis-raft-proxy-admin"
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_peers_are_the_statefulset_pods(target):
     r = render(target)
