@@ -467,3 +467,6 @@ def add_commands(sub) -> None:
     from .cluster_cli import add_cluster_commands
 
     add_cluster_commands(sub, common)
+    from .config_cli import add_config_commands
+
+    add_config_commands(sub, common)
