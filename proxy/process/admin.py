@@ -96,6 +96,36 @@ def config_doc(server) -> dict:
             "tags": tags_doc(live.overrides)}
 
 
+PEER_STATUS_TIMEOUT_S = 2.0
+
+
+async def peers_status(server, raft=None) -> dict:
+    """{"node": this proxy, "proxies": {member: its /status, or null when it did not answer}}."""
+    import asyncio
+
+    import aiohttp
+
+    from raft.transport import http_session
+
+    me = status_document(server, raft)
+    proxies: dict[str, dict | None] = {me["node"]: me}
+
+    async def one(name: str, url: str | None) -> None:
+        proxies[name] = None
+        if not url:
+            return
+        try:
+            async with session.get(url.rstrip("/") + "/status") as r:
+                doc = await r.json() if r.status == 200 else None
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+            doc = None
+        proxies[name] = doc if isinstance(doc, dict) and "raft" in doc else None
+
+    async with http_session(PEER_STATUS_TIMEOUT_S, server.tls.admin_client) as session:
+        await asyncio.gather(*(one(n, u) for n, u in me["peers"].items() if n != me["node"]))
+    return {"node": me["node"], "proxies": proxies}
+
+
 def make_app(server, raft=None, metrics_handler=None) -> web.Application:
     app = web.Application()
 
@@ -120,7 +150,13 @@ def make_app(server, raft=None, metrics_handler=None) -> web.Application:
         return web.json_response({"node": server.cfg.node,
                                   "history": [r.to_dict() for r in server.sm.failover_history]})
 
+    async def cluster_status(_request):
+        """Every member's /status, fetched by this proxy: one endpoint (a single `kubectl
+        port-forward`) shows the whole cluster. Read-only, like /status."""
+        return web.json_response(await peers_status(server, raft))
+
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/status/cluster", cluster_status)
     add_operator_routes(app, server)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)

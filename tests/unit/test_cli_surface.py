@@ -99,3 +99,33 @@ def test_history_table():
 def test_an_html_error_page_is_one_line():
     assert one_line("<html>\n<body>\n  502 Bad Gateway\n</body></html>") == "<html> <body> 502 Bad Gateway </body></html>"
     assert len(one_line("x" * 1000)) < 310
+
+
+def test_status_columns_fit_long_pod_names_and_addresses():
+    from proxy.process.ops_cli import render
+
+    long_node = "redis-raft-proxy-redis-2.redis-raft-proxy-redis.production.svc.cluster.local:6379"
+    master = "redis-raft-proxy-redis-0.redis-raft-proxy-redis.production.svc.cluster.local:6379"
+    names = ["redis-raft-proxy-0-a-very-long-statefulset-name", "redis-raft-proxy-1-a-very-long-statefulset-name"]
+
+    def st(name: str, role: str) -> dict:
+        return {"node": name, "raft": {"role": role, "term": 12, "leader": names[0]}, "lease": {"held": True},
+                "topology": {"epoch": 7}, "clients": {"connected": 3}}
+    first = {**st(names[0], "leader"), "failover": {},
+             "topology": {"epoch": 7, "master": master, "replicas": [], "paused": None},
+             "nodes": [{"addr": master, "role": "master", "up": True, "offset": 123456, "master": None},
+                       {"addr": long_node, "role": "slave", "up": True, "offset": 123000, "master": master}]}
+    lines = render(first, {names[0]: first, names[1]: st(names[1], "follower")}).splitlines()
+
+    def columns_line_up(header: str, rows: list[str], column: str, values: list[str]) -> None:
+        at = header.index(column)
+        for row, value in zip(rows, values):
+            assert row[at:at + len(value)] == value, f"{column!r} column misaligned:\n{header}\n{row}"
+
+    node_head = next(i for i, ln in enumerate(lines) if ln.startswith("REDIS NODE"))
+    columns_line_up(lines[node_head], lines[node_head + 1:node_head + 3], "ROLE", ["master", "slave"])
+    proxy_head = next(i for i, ln in enumerate(lines) if ln.startswith("PROXY"))
+    rows = lines[proxy_head + 1:proxy_head + 3]
+    columns_line_up(lines[proxy_head], rows, "RAFT ROLE", ["leader", "follower"])
+    columns_line_up(lines[proxy_head], rows, "LEADER", [names[0], names[0]])
+    assert all(r.split()[0] in names for r in rows)
