@@ -59,6 +59,8 @@ class ProxyServer:
         # the dynamic configuration (issue 17): Raft's overrides of the cluster-wide keys, applied live
         self.live_config = LiveConfig(self)
         self.sm.on_config = self.live_config.apply
+        if self.sm.config:
+            self.live_config.apply(self.sm.config)
         from ..sentinel import attach_sentinel
 
         self.sentinel = attach_sentinel(self)

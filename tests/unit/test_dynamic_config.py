@@ -173,3 +173,35 @@ def test_noloadbalance_nodes_serve_no_reads():
     assert r.pick_read_node() == M          # no replica may serve reads: the master does
     assert serves_reads(A, {}) and not serves_reads(A, {A: NodeTags(noloadbalance=True)})
 
+
+
+def test_a_committed_change_applies_live_to_the_running_proxy(caplog):
+    """config_live.LiveConfig: what a proxy does when the `config` entry applies."""
+    import logging
+    from types import SimpleNamespace
+
+    from health.probe import Health
+    from proxy.process.config_live import LiveConfig
+
+    cfg = Config()
+    cfg.sources = {"hold_ms": "file"}
+    timings = []
+    health = Health([M, A], cfg.down_after_ms)
+    server = SimpleNamespace(cfg=cfg, health=health, router=Router(Topology(1, M, (A,)), health, cfg.read_policy),
+                             cluster=None, hold_s=cfg.hold_ms / 1000.0, probers={},
+                             controller=SimpleNamespace(timings_changed=lambda: timings.append(1)))
+    live = LiveConfig(server)
+    with caplog.at_level(logging.INFO):
+        live.apply({"read_policy": "master", "hold_ms": 900, "down_after_ms": 700, f"tags.{A}.noloadbalance": True})
+    assert cfg.read_policy == "master" and server.router.read_policy == "master"
+    assert server.hold_s == 0.9 and health.down_after == 0.7 and timings == [1]
+    assert server.router.tags == {A: NodeTags(noloadbalance=True)}
+    assert "event=config_applied key=read_policy value=master source=raft" in caplog.text
+    live.apply({})          # everything unset: each key back to the proxy's own value
+    assert cfg.hold_ms == 5000 and server.router.read_policy == "replicas" and server.router.tags == {}
+    assert "event=config_applied key=hold_ms value=5000 source=file" in caplog.text
+    live.set_base({"hold_ms": 1200})        # SIGHUP: the file's new value, Raft setting nothing
+    assert cfg.hold_ms == 1200 and server.hold_s == 1.2
+    live.apply({"hold_ms": 800})
+    live.set_base({"hold_ms": 1500})        # Raft's value still wins
+    assert cfg.hold_ms == 800
