@@ -804,7 +804,8 @@ def test_operator_commands_answer_down_and_wrong_endpoints_wrong_secrets_and_ref
     commands = [["status"], ["history"], ["failover", "--to", replica, "--timeout", "2"], ["pause"], ["resume"],
                 ["transfer-leadership"], ["join", "--node", "proxy-9", "--url", "http://127.0.0.1:1"],
                 ["remove", "--node", "proxy-9"], ["cluster", "migrations"], ["cluster", "cancel"],
-                ["cluster", "rebalance", "--no-wait"]]
+                ["cluster", "rebalance", "--no-wait"], ["config", "show"], ["config", "set", "hold_ms", "4000"],
+                ["config", "unset", "hold_ms"], ["config", "edit"]]
 
     def one_line_failure(argv: list[str], endpoint: str, secret: str, expect: str = "") -> str:
         rc = main([*argv, "--endpoint", endpoint, "--secret", secret])
@@ -829,6 +830,8 @@ def test_operator_commands_answer_down_and_wrong_endpoints_wrong_secrets_and_ref
     one_line_failure(["cluster", "cancel"], good, RAFT_SECRET, "not in cluster mode")
     one_line_failure(["pause", "--expires", "soon"], good, RAFT_SECRET, "duration")
     one_line_failure(["failover", "--to", replica, "--timeout", "0"], good, RAFT_SECRET, "positive")
+    one_line_failure(["config", "set", "lease_ms", "900"], good, RAFT_SECRET, "cannot be set through Raft")
+    one_line_failure(["config", "set", "ack", "never"], good, RAFT_SECRET, "must be one of async, replica")
     assert c.wait_stable()["epoch"] == view["epoch"], "a refused or unauthorised action changed the topology"
     assert c.status(view["leader"])["topology"]["paused"] is None
 
