@@ -236,12 +236,21 @@ def render(first: dict, proxies: dict[str, dict | None]) -> str:
                          frozenset({2, 5, 6}))]
     fo = first.get("failover", {})
     lines += ["", f"failovers led by {first['node']}: {fo.get('total', 0)}, phase {fo.get('phase', '?')}"]
+    lines += _dynamic_config_lines(first.get("config") or {})
     paused = topo.get("paused")
     if paused:
         lines.append(f"automatic failover PAUSED by {paused.get('by') or '?'} since {_utc(paused.get('at'))}, "
                      + (f"until {_utc(paused['until'])}" if paused.get("until") else "until resumed")
                      + (f": {paused['reason']}" if paused.get("reason") else ""))
     return "\n".join(lines)
+
+
+def _dynamic_config_lines(doc: dict) -> list[str]:
+    """What `config set` changed for every proxy (the rest is each proxy's own file)."""
+    raft = [f"{k}={json.dumps(v['value'])}" for k, v in (doc.get("values") or {}).items() if v.get("source") == "raft"]
+    tags = [f"{addr} " + " ".join(f"{t}={json.dumps(v)}" for t, v in sorted(ts.items()))
+            for addr, ts in sorted((doc.get("tags") or {}).items())]
+    return ([f"set through Raft: {', '.join(raft)}"] if raft else []) + [f"tags: {t}" for t in tags]
 
 
 def _utc(t: float | None) -> str:

@@ -129,3 +129,14 @@ def test_status_columns_fit_long_pod_names_and_addresses():
     columns_line_up(lines[proxy_head], rows, "RAFT ROLE", ["leader", "follower"])
     columns_line_up(lines[proxy_head], rows, "LEADER", [names[0], names[0]])
     assert all(r.split()[0] in names for r in rows)
+
+
+def test_status_shows_what_was_set_through_raft_and_the_tags():
+    from proxy.process.ops_cli import _dynamic_config_lines
+
+    doc = {"values": {"read_policy": {"value": "master", "source": "raft"}, "hold_ms": {"value": 5000,
+                                                                                       "source": "file"}},
+           "tags": {"127.0.0.1:7001": {"nofailover": True, "priority": 10}}}
+    assert _dynamic_config_lines(doc) == ['set through Raft: read_policy="master"',
+                                          "tags: 127.0.0.1:7001 nofailover=true priority=10"]
+    assert _dynamic_config_lines({}) == []
