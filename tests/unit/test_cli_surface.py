@@ -140,3 +140,45 @@ def test_status_shows_what_was_set_through_raft_and_the_tags():
     assert _dynamic_config_lines(doc) == ['set through Raft: read_policy="master"',
                                           "tags: 127.0.0.1:7001 nofailover=true priority=10"]
     assert _dynamic_config_lines({}) == []
+
+
+def test_status_reads_every_proxy_through_the_one_endpoint_it_is_given():
+    """As through one `kubectl port-forward`: the peers' own URLs do not answer from here,
+    the contacted proxy's /status/cluster has them all."""
+    import http.server
+    import json
+    import threading
+
+    from proxy.process.ops_cli import gather
+
+    def st(name: str) -> dict:
+        return {"node": name, "raft": {"role": "follower", "leader": "p-1"}, "topology": {"epoch": 1},
+                "peers": {"p-1": "http://127.0.0.1:1", "p-2": "http://127.0.0.1:1", "p-3": "http://127.0.0.1:1"}}
+    docs = {"/status": st("p-1"), "/status/cluster": {"node": "p-1", "proxies": {n: st(n) for n in
+                                                                                 ("p-1", "p-2", "p-3")}}}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path not in docs:
+                self.send_error(404)
+                return
+            body = json.dumps(docs[self.path]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        first, proxies = gather(f"http://127.0.0.1:{srv.server_address[1]}")
+        assert first["node"] == "p-1" and sorted(n for n, d in proxies.items() if d) == ["p-1", "p-2", "p-3"]
+        del docs["/status/cluster"]     # an older proxy: each peer's own URL (here unreachable)
+        _, proxies = gather(f"http://127.0.0.1:{srv.server_address[1]}")
+        assert proxies["p-1"] is not None and proxies["p-2"] is None and proxies["p-3"] is None
+    finally:
+        srv.shutdown()
