@@ -879,6 +879,8 @@ def test_config_set_through_one_proxy_applies_live_on_every_proxy(keeper, monkey
             assert "event=config_applied key=read_policy value=master source=raft" in c.proxy(name).log_text()
             served = _reads_counted(c, c.proxy(name).port, "dyncfg:key")
             assert served[master] == 10 and sum(served.values()) == 10, (name, served)
+        sticky = redis_client(c.proxy(follower).port, decode=True, timeout=5)     # connected under policy master
+        assert sticky.ping()
         shown = run_ops("config", "show", endpoint=endpoint, secret=RAFT_SECRET).stdout
         assert any(ln.split() == ["read_policy", '"master"', "raft"] for ln in shown.splitlines()), shown
         assert any(ln.split() == ["hold_ms", "5000", "flag"] for ln in shown.splitlines()), shown
@@ -894,6 +896,19 @@ def test_config_set_through_one_proxy_applies_live_on_every_proxy(keeper, monkey
         wait_until(lambda: _config_everywhere(c, "hold_ms", 4000) and _config_everywhere(c, "read_policy", "replicas",
                                                                                           None), 5,
                    message="the edit on every proxy")
+        # reads go to replicas again, and the client connected under policy master still reads its
+        # own writes: the replicas cannot apply it (CLIENT PAUSE WRITE holds their master link's writes)
+        replicas = [s_ for s_ in c.rs.servers if s_.addr != master]
+        for s_ in replicas:
+            with s_.client(timeout=5) as rc:
+                rc.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+        try:
+            assert sticky.set("dyncfg:ryw", "mine") and sticky.get("dyncfg:ryw") == "mine"
+        finally:
+            for s_ in replicas:
+                with s_.client(timeout=5) as rc:
+                    rc.execute_command("CLIENT", "UNPAUSE")
+            sticky.close()
         monkeypatch.setenv("EDITOR", "sed -i -e 's/^hold_ms.*/hold_ms=3000/' -e 's/^ack.*/ack=\"never\"/'")
         r = run_ops("config", "edit", endpoint=endpoint, secret=RAFT_SECRET)
         assert r.returncode == 2 and "config key 'ack': must be one of async, replica" in r.stderr, r.stderr
