@@ -29,6 +29,7 @@ from .decide import (
     LeaderState,
     NodeView,
     choose_new_master,
+    failover_refusal,
     freshest,
     history_due,
     master_lost_history,
@@ -158,8 +159,7 @@ class Controller:
         self.parent = shared_with
         # a shard's controller shares the views, clients and counters of the one that runs the loop
         self.views: dict[str, tuple[float, dict[str, NodeView]]] = shared_with.views if shared_with else {}
-        self.interval = self.cfg.probe_interval_ms / 1000.0
-        self.freshness = max(3 * self.interval, self.cfg.down_after_ms / 1000.0)
+        self.timings_changed()
         self._http: aiohttp.ClientSession | None = None
         self._clients: dict[str, aioredis.Redis] = shared_with._clients if shared_with else {}
         self._proposing = False
@@ -175,11 +175,25 @@ class Controller:
         self._down_since: float | None = None
         self._fence: tuple[int, int] = (-1, 0)  # (topology epoch, Raft index to fence on)
         self.phase_reason = ""       # why the phase is what it is (no_safe_master, no_candidate)
-        # a candidate's freshest observation may be at most this old (older offsets are old news)
-        self.candidate_age_s = max(3 * self.interval, 0.3)
         self._history_at = 0.0
         self._paused_old: str | None = None     # an old master left paused: its demotion failed
         self._tasks: set[asyncio.Task] = set()  # background proposals (failover records)
+
+    def timings_changed(self) -> None:
+        """(Re)compute what follows from probe_interval_ms and down_after_ms (the dynamic
+        configuration may change them while running)."""
+        self.interval = self.cfg.probe_interval_ms / 1000.0
+        self.freshness = max(3 * self.interval, self.cfg.down_after_ms / 1000.0)
+        # a candidate's freshest observation may be at most this old (older offsets are old news)
+        self.candidate_age_s = max(3 * self.interval, 0.3)
+        for c in getattr(self, "per_shard", {}).values():
+            c.timings_changed()
+
+    @property
+    def tags(self) -> dict:
+        """The operator's node tags (dynamic configuration)."""
+        live = getattr(self.server, "live_config", None)
+        return live.tags if live is not None else {}
 
     @property
     def topology(self) -> Topology | None:
@@ -418,7 +432,8 @@ class Controller:
     def _candidate(self, topo: Topology, views: dict[str, dict[str, NodeView]], down_for: float) -> str | None:
         return choose_new_master(topo.master, topo.replicas, views, leader=self.cfg.node, history=topo.history,
                                  max_age_s=self.candidate_age_s,
-                                 max_staleness_s=self.cfg.max_replica_staleness_ms / 1000.0, down_for_s=down_for)
+                                 max_staleness_s=self.cfg.max_replica_staleness_ms / 1000.0, down_for_s=down_for,
+                                 tags=self.tags)
 
     async def _record_history(self, topo: Topology, mview: NodeView | None) -> None:
         """Commit how far the master's history has grown (at most every HISTORY_INTERVAL_S,
@@ -574,6 +589,9 @@ class Controller:
             raise ValueError(f"{to} is not a replica in the committed topology")
         if not self.server.health.readable(to, topo.master):
             raise ValueError(f"{to} is not a healthy replica of {topo.master}")
+        tagged = failover_refusal(to, self.tags)
+        if tagged is not None:      # the operator's choice wins over the tag, with a warning
+            self.log.warning("event=switchover_to_tagged_node node=%s tag=%r", to, tagged)
         started = time.monotonic()
         # `timeout` bounds the whole switchover: the pause's commit, the catch-up, and the
         # new topology's commit (kept a share of it: see switchover_budget)
@@ -628,6 +646,9 @@ class Controller:
         self.log.warning("event=switchover_finished from=%s to=%s epoch=%d duration_ms=%.0f old_demoted=%s", old, to,
                     nxt.epoch, took * 1000, demoted)
         out = {"ok": True, "message": f"{to} is the master", "epoch": nxt.epoch, "duration_s": round(took, 3)}
+        if tagged is not None:
+            out["warning"] = f"{to} is {tagged}: automatic failover would never have promoted it"
+            out["message"] += f" (warning: {out['warning']})"
         if not demoted:
             out["message"] += f"; {old} is not demoted yet and stays paused until it is"
         return out

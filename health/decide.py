@@ -15,6 +15,7 @@ stream at offset 0, so it never `contains` the history the cluster committed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from proxy.routing.topology import History
@@ -58,6 +59,38 @@ class NodeView:
         return {"up": self.up, "role": self.role, "offset": self.offset, "link_up": self.link_up,
                 "link_down_s": self.link_down_s, "master": self.master, "replid": self.replid,
                 "replid2": self.replid2, "offset2": self.offset2, "priority": self.priority, "age_s": self.age_s}
+
+
+@dataclass(frozen=True)
+class NodeTags:
+    """An operator's tags on one Redis node (set through the dynamic configuration, like
+    Patroni's tags): `nofailover` never promotes it automatically (`failover --to` still
+    can); `priority`, lower wins, 0 never (as Redis' replica-priority, which it replaces
+    for this node); `noloadbalance` never sends it reads; `max_lag_on_failover` (bytes):
+    a replica further behind is not promoted automatically."""
+
+    nofailover: bool = False
+    priority: int | None = None
+    noloadbalance: bool = False
+    max_lag_on_failover: int | None = None
+
+
+NO_TAGS = NodeTags()
+
+
+def serves_reads(addr: str, tags: Mapping[str, NodeTags]) -> bool:
+    """May reads be load-balanced to `addr`? (not when tagged `noloadbalance`)"""
+    return not tags.get(addr, NO_TAGS).noloadbalance
+
+
+def failover_refusal(addr: str, tags: Mapping[str, NodeTags]) -> str | None:
+    """Why an automatic failover must not promote `addr` whatever its state, or None."""
+    t = tags.get(addr, NO_TAGS)
+    if t.nofailover:
+        return "tagged nofailover"
+    if t.priority == 0:
+        return "tagged priority 0"
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -151,7 +184,8 @@ def objectively_down(master: str, views: dict[str, dict[str, NodeView]], quorum:
 
 def choose_new_master(master: str, replicas: tuple[str, ...], views: dict[str, dict[str, NodeView]],
                       *, leader: str, history: History | None = None, max_age_s: float,
-                      max_staleness_s: float, down_for_s: float) -> str | None:
+                      max_staleness_s: float, down_for_s: float,
+                      tags: Mapping[str, NodeTags] | None = None) -> str | None:
     """The replica to promote, or None when no replica is safe to promote.
 
     A candidate must be up in the leader's own view, observed at most
@@ -164,13 +198,20 @@ def choose_new_master(master: str, replicas: tuple[str, ...], views: dict[str, d
     committed `history` (a node that resynchronised from an empty one does
     not), has `replica-priority` other than 0, and was not cut off from the
     master longer than `max_staleness_s` before the master went down
-    (`link_down_s - down_for_s`).  Best: highest replication offset, then
-    lowest priority number, then name.
+    (`link_down_s - down_for_s`).  The operator's `tags` exclude a node tagged
+    `nofailover` (or priority 0) and one whose offset is more than its
+    `max_lag_on_failover` bytes behind the highest offset seen of the master or
+    any replica.  Best: highest replication offset, then lowest priority number
+    (the tag's, else Redis' replica-priority), then name.
     """
+    tags = tags or {}
     own = views.get(leader, {})
+    newest = max((pv[a].offset for pv in views.values() for a in (master, *replicas) if a in pv), default=0)
     best: tuple | None = None
     best_addr = None
     for addr in replicas:
+        if failover_refusal(addr, tags) is not None:
+            continue
         mine = own.get(addr)
         if mine is None or not mine.up or mine.age_s > max_age_s:
             continue    # the leader has not reached it lately
@@ -186,7 +227,10 @@ def choose_new_master(master: str, replicas: tuple[str, ...], views: dict[str, d
             continue
         if history is not None and not same_lineage(view, history):
             continue
-        key = (-view.offset, view.priority, addr)
+        tag = tags.get(addr, NO_TAGS)
+        if tag.max_lag_on_failover is not None and newest - view.offset > tag.max_lag_on_failover:
+            continue
+        key = (-view.offset, view.priority if tag.priority is None else tag.priority, view.priority, addr)
         if best is None or key < best:
             best, best_addr = key, addr
     return best_addr

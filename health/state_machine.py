@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from typing import Any
 from dataclasses import replace
 
 from proxy.routing.topology import History, Topology
@@ -36,6 +37,9 @@ class TopologyStateMachine:
         self._on_migrations = on_migrations         # called after a migration's record changed
         self.pause: Pause | None = None             # maintenance mode: no automatic failover (issue 17)
         self.failover_history: list[FailoverRecord] = []    # the last changes of master, oldest first
+        # dynamic configuration (issue 17): key -> value set through Raft, node tags included
+        self.config: dict[str, Any] = {}
+        self.on_config: Callable[[dict[str, Any]], None] | None = None     # called after it changed
 
     @property
     def cluster_shards(self) -> dict[str, Topology]:
@@ -90,6 +94,20 @@ class TopologyStateMachine:
         """A change of master for the failover history (after its topology entry)."""
         return json.dumps({"op": "failover_record", "record": record.to_dict()}).encode()
 
+    @staticmethod
+    def config_entry(set_: dict[str, Any], unset: list[str] = (), replace: bool = False, by: str = "") -> bytes:
+        """A change of the dynamic configuration (validated by the leader: see
+        proxy/process/dynamic_config.py); `replace`: `set_` is the whole new map."""
+        doc: dict[str, Any] = {"op": "config", "set": set_, "unset": list(unset), "by": by}
+        if replace:
+            doc["replace"] = True
+        return json.dumps(doc).encode()
+
+    def _set_config(self, new: dict[str, Any]) -> None:
+        self.config = new
+        if self.on_config is not None:
+            self.on_config(dict(new))
+
     def _apply_pause(self, pause: Pause | None) -> None:
         old, self.pause = self.pause, pause
         if pause is not None:
@@ -122,6 +140,11 @@ class TopologyStateMachine:
             return
         if doc.get("op") == "pause":
             self._apply_pause(Pause.from_dict(doc.get("pause")))
+            return
+        if doc.get("op") == "config":
+            from proxy.process.dynamic_config import merge_change
+
+            self._set_config(merge_change(self.config, doc))
             return
         if doc.get("op") == "failover_record":
             self.failover_history = bounded(self.failover_history, FailoverRecord.from_dict(doc["record"]))
@@ -171,6 +194,8 @@ class TopologyStateMachine:
             doc["pause"] = self.pause.to_dict()
         if self.failover_history:
             doc["failover_history"] = [r.to_dict() for r in self.failover_history]
+        if self.config:
+            doc["config"] = self.config
         return json.dumps(doc).encode()
 
     def restore(self, data: bytes) -> None:
@@ -191,5 +216,8 @@ class TopologyStateMachine:
         if pause != self.pause:
             self._apply_pause(pause)
         self.failover_history = [FailoverRecord.from_dict(d) for d in doc.get("failover_history") or ()]
+        config = dict(doc.get("config") or {})
+        if config != self.config:
+            self._set_config(config)
         if self._on_migrations is not None:
             self._on_migrations()

@@ -67,7 +67,8 @@ PEER_TIMEOUT_S = 1.0
 REFUSED = {
     "failover": "the proxies fail over by themselves through Raft; for a graceful switchover run "
                 "'redis-raft-proxy failover --to HOST:PORT'",
-    "set": "settings come from the proxy configuration (down_after_ms, hold_ms, ...), not SENTINEL SET",
+    "set": "settings come from the proxy configuration (redis-raft-proxy config set down_after_ms ...), not "
+           "SENTINEL SET",
     "monitor": "the monitored Redis nodes come from the proxy configuration (redis_nodes, master_name)",
     "remove": "the monitored Redis nodes come from the proxy configuration (redis_nodes, master_name)",
     "reset": "the proxies keep their state in Raft; there is nothing to reset",

@@ -84,6 +84,8 @@ def status_document(server, raft=None) -> dict:
         "nodes": [st.to_dict(now, health.down_after) for st in health.nodes.values()],
         "peers": {m: server.controller.peer_url(m) for m in raft_doc["members"]},
         "sentinel": server.sentinel.status_doc(),
+        # the cluster-wide keys' effective values and where each comes from, and node tags (issue 17)
+        "config": config_doc(server),
     }
     if server.cluster is not None:
         ctl = server.controller
@@ -98,6 +100,45 @@ def status_document(server, raft=None) -> dict:
         if ctl.discovery_error:
             doc["cluster_discovery_error"] = ctl.discovery_error
     return doc
+
+
+def config_doc(server) -> dict:
+    """The dynamic configuration as this proxy applies it."""
+    from .dynamic_config import tags_doc
+
+    live = server.live_config
+    return {"values": {k: {"value": v, "source": src} for k, (v, src) in live.values().items()},
+            "tags": tags_doc(live.overrides)}
+
+
+PEER_STATUS_TIMEOUT_S = 2.0
+
+
+async def peers_status(server, raft=None) -> dict:
+    """{"node": this proxy, "proxies": {member: its /status, or null when it did not answer}}."""
+    import asyncio
+
+    import aiohttp
+
+    from raft.transport import http_session
+
+    me = status_document(server, raft)
+    proxies: dict[str, dict | None] = {me["node"]: me}
+
+    async def one(name: str, url: str | None) -> None:
+        proxies[name] = None
+        if not url:
+            return
+        try:
+            async with session.get(url.rstrip("/") + "/status") as r:
+                doc = await r.json() if r.status == 200 else None
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+            doc = None
+        proxies[name] = doc if isinstance(doc, dict) and "raft" in doc else None
+
+    async with http_session(PEER_STATUS_TIMEOUT_S, server.tls.admin_client) as session:
+        await asyncio.gather(*(one(n, u) for n, u in me["peers"].items() if n != me["node"]))
+    return {"node": me["node"], "proxies": proxies}
 
 
 def make_app(server, raft=None, metrics_handler=None) -> web.Application:
@@ -124,7 +165,13 @@ def make_app(server, raft=None, metrics_handler=None) -> web.Application:
         return web.json_response({"node": server.cfg.node,
                                   "history": [r.to_dict() for r in server.sm.failover_history]})
 
+    async def cluster_status(_request):
+        """Every member's /status, fetched by this proxy: one endpoint (a single `kubectl
+        port-forward`) shows the whole cluster. Read-only, like /status."""
+        return web.json_response(await peers_status(server, raft))
+
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/status/cluster", cluster_status)
     add_operator_routes(app, server)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)
@@ -285,6 +332,44 @@ def add_operator_routes(app: web.Application, server) -> None:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
         return web.json_response(result)
 
+    async def config_show(_request: web.Request) -> web.Response:
+        from .dynamic_config import settable_text
+
+        return web.json_response({"ok": True, "node": server.cfg.node, **config_doc(server),
+                                  "overrides": server.sm.config, "settable": settable_text()})
+
+    async def config_change(request: web.Request) -> web.Response:
+        """{"set": {key: value}, "unset": [key], "replace": false, "by": str}: validated as at
+        start-up, every problem at once; nothing is applied when one is wrong."""
+        from health.state_machine import TopologyStateMachine
+
+        from .dynamic_config import validate_change
+
+        doc = await body(request)
+        set_, unset = doc.get("set") or {}, doc.get("unset") or []
+        if not isinstance(set_, dict) or not isinstance(unset, list):
+            return web.json_response({"ok": False, "error": "expected set: {key: value}, unset: [key]"}, status=400)
+        if server.consensus.role != "leader":
+            return not_leader(server.consensus.leader_id)
+        new, errors = validate_change(server.sm.config, set_, [str(k) for k in unset], bool(doc.get("replace")))
+        if errors:
+            return web.json_response({"ok": False, "error": "; ".join(str(e) for e in errors),
+                                      "errors": [str(e) for e in errors]}, status=400)
+        changed = {k: v for k, v in new.items() if server.sm.config.get(k, object()) != v}
+        removed = [k for k in server.sm.config if k not in new]
+        if not changed and not removed:
+            return web.json_response({"ok": True, "message": "nothing to change", "overrides": new})
+        entry = TopologyStateMachine.config_entry(changed, removed, by=str(doc.get("by") or ""))
+        try:
+            await server.consensus.propose(entry, timeout=2.0)
+        except Exception as exc:  # noqa: BLE001 -- one line for the operator
+            return web.json_response({"ok": False, "error": f"could not commit the change: {exc!r}"}, status=503)
+        what = [f"{k}={v}" for k, v in changed.items()] + [f"{k} unset" for k in removed]
+        return web.json_response({"ok": True, "message": "applied on every proxy: " + ", ".join(what),
+                                  "overrides": new})
+
+    app.router.add_get("/admin/config", guarded(config_show))
+    app.router.add_post("/admin/config", guarded(config_change))
     app.router.add_post("/admin/cluster/{action}", guarded(cluster_action))
     app.router.add_post("/admin/failover", guarded(failover))
     app.router.add_post("/admin/pause", guarded(pause))

@@ -56,7 +56,11 @@ async def _serve(cfg, tls, read_config=None) -> int:
         from .reload import reload_config
 
         # SIGHUP: the safe keys apply at once, no client is dropped (proxy/process/reload.py)
-        loop.add_signal_handler(signal.SIGHUP, reload_config, cfg, read_config, lambda _plan: tls.reloader.check())
+        def reloaded(plan) -> None:
+            tls.reloader.check()
+            server.live_config.set_base(plan.dynamic)     # Raft's values still win over the file's
+
+        loop.add_signal_handler(signal.SIGHUP, reload_config, cfg, read_config, reloaded)
     waits = [loop.create_task(stop.wait())]
     # raft: this node must not take part (raft.cluster), or its storage failed (raft.node)
     fatal = getattr(server.consensus, "fatal", None)

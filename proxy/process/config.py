@@ -14,7 +14,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 from raft.auth import secret_matches
 
@@ -208,6 +208,9 @@ class Config:
                          choices=("kv", "json"))
     log_level: str = _key("str", "info", "log level", choices=("debug", "info", "warning", "error"))
 
+    # where each value came from (load_config fills it): key -> file / env / flag; absent: default
+    sources: ClassVar[dict[str, str]] = {}
+
     def __post_init__(self) -> None:
         for problem in self._read_secret_files():
             raise problem
@@ -249,12 +252,7 @@ class Config:
     def problems(self) -> Iterator[ConfigError]:
         """Every value that is wrong, each as a ConfigError naming its key."""
         for f in dataclasses.fields(self):
-            meta = f.metadata
-            value = getattr(self, f.name)
-            if meta["choices"] and value not in meta["choices"]:
-                yield ConfigError(f.name, f"must be one of {', '.join(meta['choices'])}, got {value!r}")
-            if meta["minimum"] is not None and value < meta["minimum"]:
-                yield ConfigError(f.name, f"must be >= {meta['minimum']}, got {value!r}")
+            yield from value_problems(f.name, getattr(self, f.name))
         if not self.redis_nodes:
             yield ConfigError("redis_nodes", "at least one Redis node is required")
         for addr in self.redis_nodes:
@@ -372,6 +370,16 @@ class Config:
         return out
 
 
+def value_problems(key: str, value: Any) -> Iterator[ConfigError]:
+    """What is wrong with one key's parsed value on its own (choices, minimum): the
+    start-up checks, shared with `config set` (proxy/process/dynamic_config.py)."""
+    meta = {f.name: f for f in dataclasses.fields(Config)}[key].metadata
+    if meta["choices"] and value not in meta["choices"]:
+        yield ConfigError(key, f"must be one of {', '.join(meta['choices'])}, got {value!r}")
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        yield ConfigError(key, f"must be >= {meta['minimum']}, got {value!r}")
+
+
 def how_to_set(key: str) -> str:
     """The hint that goes with a missing or placeholder secret."""
     return (f"Make one with `openssl rand -hex 32` and set it with {ENV_PREFIX}{key.upper()}, "
@@ -482,8 +490,27 @@ def _read_values(path: str | None, env: Mapping[str, str] | None, flags: Mapping
 
 def load_config(path: str | None = None, *, env: Mapping[str, str] | None = None,
                 flags: Mapping[str, Any] | None = None) -> Config:
-    """Build a validated Config from file, environment and flags."""
-    return Config(**_read_values(path, env, flags))
+    """Build a validated Config from file, environment and flags; `cfg.sources` says
+    where each value not at its default came from."""
+    cfg = Config(**_read_values(path, env, flags))
+    cfg.sources = value_sources(path, env, flags)
+    return cfg
+
+
+def value_sources(path: str | None, env: Mapping[str, str] | None,
+                  flags: Mapping[str, Any] | None) -> dict[str, str]:
+    """key -> "file", "env" or "flag": the layer its value comes from (a key absent: "default")."""
+    out: dict[str, str] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                out.update({k: "file" for k in tomllib.load(fh)})
+        except (OSError, tomllib.TOMLDecodeError):
+            pass
+    env = os.environ if env is None else env
+    out.update({n[len(ENV_PREFIX):].lower(): "env" for n in env if n.startswith(ENV_PREFIX)})
+    out.update({k: "flag" for k in flags or {}})
+    return out
 
 
 def config_problems(path: str | None = None, *, env: Mapping[str, str] | None = None,

@@ -121,10 +121,19 @@ def _fetch_status(url: str, ssl_context=None) -> dict | None:
 
 
 def gather(endpoint: str, ssl_context=None) -> tuple[dict | None, dict[str, dict | None]]:
-    """The contacted proxy's status and every member's (None: unreachable)."""
+    """The contacted proxy's status and every member's (None: unreachable), all through
+    `endpoint` (its /status/cluster asks the others: the peers' own URLs need not be
+    reachable from here, as through a `kubectl port-forward`); a proxy without that route
+    (an older version): each member's URL directly."""
     first = _fetch_status(endpoint, ssl_context)
     if first is None:
         return None, {}
+    status, doc = http("GET", endpoint.rstrip("/") + "/status/cluster", timeout=5.0, ssl_context=ssl_context)
+    if status == 200 and isinstance(doc, dict) and isinstance(doc.get("proxies"), dict) \
+            and doc.get("node") == first.get("node"):
+        proxies = {n: st if isinstance(st, dict) and "raft" in st else None for n, st in doc["proxies"].items()}
+        proxies[first["node"]] = first
+        return first, proxies
     proxies: dict[str, dict | None] = {}
     for name, url in (first.get("peers") or {}).items():
         proxies[name] = first if name == first.get("node") else \
@@ -178,19 +187,31 @@ def _cell(value) -> str:
     return "" if value is None else str(value)
 
 
+def table(head: list[str], rows: list[list[str]], right: frozenset[int] = frozenset()) -> list[str]:
+    """Rows as lines, each column as wide as its widest cell (long pod names and addresses
+    fit); the columns in `right` are right-aligned; the last column is not padded."""
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        out = [str(c).rjust(w) if i in right else str(c).ljust(w) if i < len(cells) - 1 else str(c)
+               for i, (c, w) in enumerate(zip(cells, widths))]
+        return " ".join(out).rstrip()
+    return [line(head), *(line(r) for r in rows)]
+
+
 def _node_lines(nodes: list[dict], topo: dict) -> list[str]:
     """The Redis nodes of one topology: the replicas' replication lag (bytes, ms) from the
     topology's `replicas` entries, the probe age (ms since this proxy's last valid probe) from
     `nodes`."""
-    lines = [f"{'REDIS NODE':<22} {'ROLE':<8} {'UP':<4} {'OFFSET':>12} {'LAG(bytes)':>11} {'LAG(ms)':>8} "
-             f"{'PROBE AGE(ms)':>13} FOLLOWS"]
     replicas = {r["addr"]: r for r in topo.get("replicas", [])}
+    rows = []
     for n in nodes:
         r = replicas.get(n["addr"], {})
-        lines.append(f"{n['addr']:<22} {n['role']:<8} {'yes' if n['up'] else 'NO':<4} {n['offset']:>12} "
-                     f"{_cell(r.get('replication_lag_bytes')):>11} {_cell(r.get('replication_lag_ms')):>8} "
-                     f"{_cell(n.get('probe_age_ms')):>13} {n.get('master') or ''}")
-    return lines
+        rows.append([n["addr"], n["role"], "yes" if n["up"] else "NO", str(n["offset"]),
+                     _cell(r.get("replication_lag_bytes")), _cell(r.get("replication_lag_ms")),
+                     _cell(n.get("probe_age_ms")), n.get("master") or ""])
+    return table(["REDIS NODE", "ROLE", "UP", "OFFSET", "LAG(bytes)", "LAG(ms)", "PROBE AGE(ms)", "FOLLOWS"], rows,
+                 frozenset({3, 4, 5, 6}))
 
 
 def render(first: dict, proxies: dict[str, dict | None]) -> str:
@@ -213,24 +234,33 @@ def render(first: dict, proxies: dict[str, dict | None]) -> str:
         lines = [f"topology epoch {topo['epoch']}, master {topo['master']}"
                  + ("  (writes paused: switchover)" if topo.get("writes_paused") else ""), ""]
         lines += _node_lines(first["nodes"], topo)
-    lines += ["", f"{'PROXY':<12} {'RAFT ROLE':<10} {'TERM':>5} {'LEADER':<12} {'LEASE':<6} {'EPOCH':>5} "
-                  f"{'CLIENTS':>7}"]
+    rows = []
     for name, st in sorted(proxies.items()):
         if st is None:
-            lines.append(f"{name:<12} unreachable")
+            rows.append([name, "unreachable", "", "", "", "", ""])
             continue
         r = st["raft"]
-        lines.append(f"{name:<12} {r['role']:<10} {r['term']:>5} {str(r['leader']):<12} "
-                     f"{'yes' if st['lease']['held'] else 'NO':<6} {st['topology']['epoch']:>5} "
-                     f"{st['clients']['connected']:>7}")
+        rows.append([name, r["role"], str(r["term"]), str(r["leader"]), "yes" if st["lease"]["held"] else "NO",
+                     str(st["topology"]["epoch"]), str(st["clients"]["connected"])])
+    lines += ["", *table(["PROXY", "RAFT ROLE", "TERM", "LEADER", "LEASE", "EPOCH", "CLIENTS"], rows,
+                         frozenset({2, 5, 6}))]
     fo = first.get("failover", {})
     lines += ["", f"failovers led by {first['node']}: {fo.get('total', 0)}, phase {fo.get('phase', '?')}"]
+    lines += _dynamic_config_lines(first.get("config") or {})
     paused = topo.get("paused")
     if paused:
         lines.append(f"automatic failover PAUSED by {paused.get('by') or '?'} since {_utc(paused.get('at'))}, "
                      + (f"until {_utc(paused['until'])}" if paused.get("until") else "until resumed")
                      + (f": {paused['reason']}" if paused.get("reason") else ""))
     return "\n".join(lines)
+
+
+def _dynamic_config_lines(doc: dict) -> list[str]:
+    """What `config set` changed for every proxy (the rest is each proxy's own file)."""
+    raft = [f"{k}={json.dumps(v['value'])}" for k, v in (doc.get("values") or {}).items() if v.get("source") == "raft"]
+    tags = [f"{addr} " + " ".join(f"{t}={json.dumps(v)}" for t, v in sorted(ts.items()))
+            for addr, ts in sorted((doc.get("tags") or {}).items())]
+    return ([f"set through Raft: {', '.join(raft)}"] if raft else []) + [f"tags: {t}" for t in tags]
 
 
 def _utc(t: float | None) -> str:
@@ -349,17 +379,17 @@ HISTORY_CAUSES = {"objectively_down": "objectively down", "busy": "busy", "resta
 
 
 def render_history(records: list[dict]) -> str:
-    """The failover history as a table, oldest first."""
+    """The failover history as a table, oldest first (columns as wide as their cells)."""
     shards = any(r.get("shard") for r in records)
-    head = f"{'EPOCH':>5}  {'TIME (UTC)':<20} " + (f"{'SHARD':<9}" if shards else "") + \
-        f"{'OLD MASTER':<22} {'NEW MASTER':<22} {'REASON':<16} {'HELD(ms)':>8}  LEADER"
-    lines = [head]
+    head = ["EPOCH", "TIME (UTC)", *(["SHARD"] if shards else []), "OLD MASTER", "NEW MASTER", "REASON", "HELD(ms)",
+            "LEADER"]
+    rows = []
     for r in records:
         held = "-" if r.get("held_ms") is None else str(r["held_ms"])
-        lines.append(f"{r['epoch']:>5}  {_utc(r.get('time')):<20} " + (f"{(r.get('shard') or '')[:8]:<9}" if shards
-                                                                       else "")
-                     + f"{str(r.get('old_master') or '-'):<22} {r['new_master']:<22} "
-                       f"{HISTORY_CAUSES.get(r.get('cause'), r.get('cause') or '?'):<16} {held:>8}  {r.get('leader')}")
+        rows.append([str(r["epoch"]), _utc(r.get("time")), *([(r.get("shard") or "")[:8]] if shards else []),
+                     str(r.get("old_master") or "-"), r["new_master"],
+                     HISTORY_CAUSES.get(r.get("cause"), r.get("cause") or "?"), held, str(r.get("leader"))])
+    lines = table(head, rows, frozenset({0, len(head) - 2}))
     if not records:
         lines.append("(no failover or switchover recorded)")
     return "\n".join(lines)
@@ -476,3 +506,6 @@ def add_commands(sub) -> None:
     from .cluster_cli import add_cluster_commands
 
     add_cluster_commands(sub, common)
+    from .config_cli import add_config_commands
+
+    add_config_commands(sub, common)

@@ -32,20 +32,26 @@ RELOADABLE = frozenset({
 class ReloadPlan:
     apply: dict[str, Any]           # key -> new value, to set on the running configuration
     need_restart: tuple[str, ...]   # keys whose new value takes effect only after a restart
+    # the file's values of the cluster-wide keys (dynamic_config.DYNAMIC_KEYS): they apply
+    # live where the dynamic configuration (Raft) sets nothing (config_live.LiveConfig.set_base)
+    dynamic: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def plan_reload(running: Config, new: Config) -> ReloadPlan:
     """What differs between `running` and `new`, split into what applies now and what not."""
+    from .dynamic_config import DYNAMIC_KEYS
+
     apply, restart = {}, []
+    dynamic = {k: getattr(new, k) for k in DYNAMIC_KEYS}
     for f in dataclasses.fields(Config):
         old_value, new_value = getattr(running, f.name), getattr(new, f.name)
-        if old_value == new_value:
+        if old_value == new_value or f.name in DYNAMIC_KEYS:
             continue
         if f.name in RELOADABLE:
             apply[f.name] = new_value
         else:
             restart.append(f.name)
-    return ReloadPlan(apply, tuple(restart))
+    return ReloadPlan(apply, tuple(restart), dynamic)
 
 
 def reload_config(running: Config, read: Callable[[], Config], on_applied: Callable[[ReloadPlan], None]) -> None:

@@ -54,6 +54,13 @@ class ProxyServer:
         self.stats = Stats()            # before the consensus: Raft saves are timed into it (on_sync)
         self.consensus = self._make_consensus()
         self.controller = (ClusterController if cfg.cluster_mode else Controller)(self, self.consensus, self.sm)
+        from .config_live import LiveConfig
+
+        # the dynamic configuration (issue 17): Raft's overrides of the cluster-wide keys, applied live
+        self.live_config = LiveConfig(self)
+        self.sm.on_config = self.live_config.apply
+        if self.sm.config:
+            self.live_config.apply(self.sm.config)
         from ..sentinel import attach_sentinel
 
         self.sentinel = attach_sentinel(self)

@@ -30,6 +30,7 @@ class ClusterRouter:
     def __init__(self, health: Health, read_policy: str) -> None:
         self.health = health
         self.read_policy = read_policy
+        self.tags: dict = {}        # node tags (see Router.tags)
         self.routers: dict[str, Router] = {}
         self.slots = SlotMap(())
         self._index: dict[str, int] = {}        # shard id -> its index in the slot map
@@ -44,11 +45,23 @@ class ClusterRouter:
         r = self.routers.get(shard)
         if r is None:
             self.routers[shard] = Router(topo, self.health, self.read_policy)
+            self.routers[shard].tags = self.tags
             for addr in topo.nodes:
                 self.health.add_node(addr)
         else:
             r.set_topology(topo)
         self._rebuild()
+
+    def set_read_policy(self, policy: str) -> None:
+        """The dynamic configuration changed the read policy (every shard's router)."""
+        self.read_policy = policy
+        for r in self.routers.values():
+            r.read_policy = policy
+
+    def set_tags(self, tags: dict) -> None:
+        self.tags = tags
+        for r in self.routers.values():
+            r.tags = tags
 
     def set_migrating(self, slots) -> None:
         m = bytearray(SLOTS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 
+from health.decide import NodeTags, serves_reads
 from health.probe import Health
 
 from .topology import Topology
@@ -18,6 +19,7 @@ class Router:
         self.topology = topology
         self.health = health
         self.read_policy = read_policy
+        self.tags: dict[str, NodeTags] = {}     # the operator's node tags: noloadbalance nodes serve no reads
         self._rr = itertools.count()
 
     @property
@@ -31,10 +33,11 @@ class Router:
 
     def readable_replicas(self) -> list[str]:
         master = self.topology.master
-        return [r for r in self.topology.replicas if self.health.readable(r, master)]
+        return [r for r in self.topology.replicas if self.health.readable(r, master) and serves_reads(r, self.tags)]
 
     def replica_fit(self, addr: str | None) -> bool:
-        return addr is not None and addr in self.topology.replicas and self.health.readable(addr, self.topology.master)
+        return addr is not None and addr in self.topology.replicas and \
+            self.health.readable(addr, self.topology.master) and serves_reads(addr, self.tags)
 
     def pick_read_node(self) -> str | None:
         """A node for a client's reads, round-robin over the candidates.

@@ -101,7 +101,9 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         self.replica_slot: Slot | None = None  # last batch of reads sent to a replica
         self.rw_done_at: float | None = None
         self.rw_offset: int | None = None
-        self.rw_enabled = cfg.read_your_writes and cfg.read_policy != "master"
+        # tracked under read_policy master too: `config set read_policy` may send reads to
+        # replicas while this client is connected
+        self.rw_enabled = cfg.read_your_writes
         self.soft_since: float | None = None
         self.queued = 0                 # reply bytes received for this client, not yet written
         self.output_limit = cfg.client_output_buffer_limit

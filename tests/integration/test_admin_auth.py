@@ -36,8 +36,10 @@ GUARDED = [
     ("POST", "/raft/message", {"type": "heartbeat"}),
     ("GET", "/raft/cluster", None),
     ("POST", "/health/report", {"node": "proxy-2", "view": {}}),
+    ("GET", "/admin/config", None),
+    ("POST", "/admin/config", {"set": {"read_policy": "master"}}),
 ]
-OPEN = ["/healthz", "/readyz", "/metrics", "/status"]
+OPEN = ["/healthz", "/readyz", "/metrics", "/status", "/status/cluster"]
 BAD_HEADERS = {"missing": None, "empty": "", "wrong": WRONG}
 
 

@@ -804,7 +804,8 @@ def test_operator_commands_answer_down_and_wrong_endpoints_wrong_secrets_and_ref
     commands = [["status"], ["history"], ["failover", "--to", replica, "--timeout", "2"], ["pause"], ["resume"],
                 ["transfer-leadership"], ["join", "--node", "proxy-9", "--url", "http://127.0.0.1:1"],
                 ["remove", "--node", "proxy-9"], ["cluster", "migrations"], ["cluster", "cancel"],
-                ["cluster", "rebalance", "--no-wait"]]
+                ["cluster", "rebalance", "--no-wait"], ["config", "show"], ["config", "set", "hold_ms", "4000"],
+                ["config", "unset", "hold_ms"], ["config", "edit"]]
 
     def one_line_failure(argv: list[str], endpoint: str, secret: str, expect: str = "") -> str:
         rc = main([*argv, "--endpoint", endpoint, "--secret", secret])
@@ -829,8 +830,133 @@ def test_operator_commands_answer_down_and_wrong_endpoints_wrong_secrets_and_ref
     one_line_failure(["cluster", "cancel"], good, RAFT_SECRET, "not in cluster mode")
     one_line_failure(["pause", "--expires", "soon"], good, RAFT_SECRET, "duration")
     one_line_failure(["failover", "--to", replica, "--timeout", "0"], good, RAFT_SECRET, "positive")
+    one_line_failure(["config", "set", "lease_ms", "900"], good, RAFT_SECRET, "cannot be set through Raft")
+    one_line_failure(["config", "set", "ack", "never"], good, RAFT_SECRET, "must be one of async, replica")
     assert c.wait_stable()["epoch"] == view["epoch"], "a refused or unauthorised action changed the topology"
     assert c.status(view["leader"])["topology"]["paused"] is None
+
+
+# ---------------------------------------------------------------------------
+# dynamic configuration and node tags (issue 17)
+# ---------------------------------------------------------------------------
+
+def _config_everywhere(c: ProxyCluster, key: str, value, source: str | None = "raft") -> bool:
+    """Every proxy's /status shows `key` at `value` (from `source`; None: any)."""
+    sts = c.statuses()
+    return all(st is not None and st["config"]["values"][key]["value"] == value
+               and (source is None or st["config"]["values"][key]["source"] == source) for st in sts.values())
+
+
+def _reads_counted(c: ProxyCluster, port: int, key: str, n: int = 10) -> dict[str, int]:
+    """`n` GETs through a new connection to the proxy at `port`: how many each Redis node served."""
+    before = {s.addr: commandstats_calls(s, "get") for s in c.rs.servers if s.alive()}
+    with redis_client(port, decode=True, timeout=5) as cl:
+        for _ in range(n):
+            cl.get(key)
+    return {a: commandstats_calls(c.redis(a), "get") - b for a, b in before.items()}
+
+
+def test_config_set_through_one_proxy_applies_live_on_every_proxy(keeper, monkeypatch):
+    """`config set read_policy master` through a follower: every proxy shows it in /status
+    (source raft) and logs event=config_applied, and its reads go to the master at once;
+    `config edit` applies a change and applies nothing when a value is wrong; a key that
+    is not cluster-wide is refused naming the ones that are; `config unset` goes back to
+    each proxy's own value. `status` sees every proxy through the one endpoint."""
+    c = keeper.healthy()
+    view = c.wait_stable()
+    master = view["master"]
+    follower = other_names(c, view["leader"])[0]
+    endpoint = c.proxy(follower).admin_url
+    with redis_client(c.proxy(view["leader"]).port) as cl:
+        cl.set("dyncfg:key", "v")
+    wait_synced_readback(c, master)
+    try:
+        assert max(n for a, n in _reads_counted(c, c.proxy(follower).port, "dyncfg:key").items() if a != master) > 0
+        r = run_ops("config", "set", "read_policy", "master", endpoint=endpoint, secret=RAFT_SECRET)
+        assert r.returncode == 0 and "read_policy=master" in r.stdout, r.stdout + r.stderr
+        wait_until(lambda: _config_everywhere(c, "read_policy", "master"), 5, message="read_policy master everywhere")
+        for name in c.names:
+            assert "event=config_applied key=read_policy value=master source=raft" in c.proxy(name).log_text()
+            served = _reads_counted(c, c.proxy(name).port, "dyncfg:key")
+            assert served[master] == 10 and sum(served.values()) == 10, (name, served)
+        sticky = redis_client(c.proxy(follower).port, decode=True, timeout=5)     # connected under policy master
+        assert sticky.ping()
+        shown = run_ops("config", "show", endpoint=endpoint, secret=RAFT_SECRET).stdout
+        assert any(ln.split() == ["read_policy", '"master"', "raft"] for ln in shown.splitlines()), shown
+        assert any(ln.split() == ["hold_ms", "5000", "flag"] for ln in shown.splitlines()), shown
+
+        r = run_ops("config", "set", "port", "7000", endpoint=endpoint, secret=RAFT_SECRET)
+        assert r.returncode == 2 and "cannot be set through Raft" in r.stderr and "down_after_ms" in r.stderr
+        r = run_ops("config", "set", "hold_ms", "4000", endpoint=endpoint, secret="wrong-secret")
+        assert r.returncode == 1 and "403" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+        monkeypatch.setenv("EDITOR", "sed -i -e s/^hold_ms.*/hold_ms=4000/ -e s/^read_policy.*//")
+        r = run_ops("config", "edit", endpoint=endpoint, secret=RAFT_SECRET)
+        assert r.returncode == 0, r.stdout + r.stderr
+        wait_until(lambda: _config_everywhere(c, "hold_ms", 4000) and _config_everywhere(c, "read_policy", "replicas",
+                                                                                          None), 5,
+                   message="the edit on every proxy")
+        # reads go to replicas again, and the client connected under policy master still reads its
+        # own writes: the replicas cannot apply it (CLIENT PAUSE WRITE holds their master link's writes)
+        replicas = [s_ for s_ in c.rs.servers if s_.addr != master]
+        for s_ in replicas:
+            with s_.client(timeout=5) as rc:
+                rc.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+        try:
+            assert sticky.set("dyncfg:ryw", "mine") and sticky.get("dyncfg:ryw") == "mine"
+        finally:
+            for s_ in replicas:
+                with s_.client(timeout=5) as rc:
+                    rc.execute_command("CLIENT", "UNPAUSE")
+            sticky.close()
+        monkeypatch.setenv("EDITOR", "sed -i -e 's/^hold_ms.*/hold_ms=3000/' -e 's/^ack.*/ack=\"never\"/'")
+        r = run_ops("config", "edit", endpoint=endpoint, secret=RAFT_SECRET)
+        assert r.returncode == 2 and "config key 'ack': must be one of async, replica" in r.stderr, r.stderr
+        assert "nothing applied" in r.stderr and _config_everywhere(c, "hold_ms", 4000)
+
+        st = run_ops("status", "--json", endpoint=endpoint, secret=RAFT_SECRET)
+        proxies = json.loads(st.stdout)["proxies"]
+        assert sorted(n for n, d in proxies.items() if d) == sorted(c.names), st.stdout[:500]
+    finally:
+        for key in ("read_policy", "hold_ms"):
+            run_ops("config", "unset", key, endpoint=endpoint, secret=RAFT_SECRET)
+    wait_until(lambda: _config_everywhere(c, "hold_ms", 5000, "flag"), 5, message="hold_ms back to the flag's")
+
+
+def test_nofailover_replica_is_skipped_and_noloadbalance_replica_gets_no_reads(keeper):
+    """Tags set through Raft: reads never go to a `noloadbalance` replica; when the master
+    dies, the `nofailover` replica is not promoted, the other is; `failover --to` the
+    nofailover replica still works, with a warning."""
+    c = keeper.healthy()
+    view = c.wait_stable()
+    e0, master = view["epoch"], view["master"]
+    keep, promote = sorted(a for a in c.rs.addrs if a != master)   # the name's tie-break would choose `keep`
+    endpoint = c.proxy(view["leader"]).admin_url
+    port = c.proxy(other_names(c, view["leader"])[0]).port
+    with redis_client(port) as cl:
+        cl.set("tags:key", "v")
+    wait_synced_readback(c, master)
+    tags = (f"tags.{keep}.nofailover", f"tags.{promote}.noloadbalance")
+    try:
+        for key in tags:
+            r = run_ops("config", "set", key, "true", endpoint=endpoint, secret=RAFT_SECRET)
+            assert r.returncode == 0, r.stdout + r.stderr
+        wait_until(lambda: all(st and st["config"]["tags"].get(promote, {}).get("noloadbalance")
+                               and st["config"]["tags"].get(keep, {}).get("nofailover")
+                               for st in c.statuses().values()), 5, message="the tags on every proxy")
+        served = _reads_counted(c, port, "tags:key", 20)
+        assert served[promote] == 0 and served[keep] == 20, served
+
+        c.redis(master).kill()
+        after = c.wait_epoch(e0 + 1, timeout=15)
+        assert after["master"] == promote, after
+
+        r = run_ops("failover", "--to", keep, "--timeout", "4", endpoint=endpoint, secret=RAFT_SECRET)
+        assert r.returncode == 0 and "warning" in r.stdout and "nofailover" in r.stdout, r.stdout + r.stderr
+        assert c.wait_epoch(after["epoch"] + 2)["master"] == keep
+    finally:
+        for key in tags:
+            run_ops("config", "unset", key, endpoint=endpoint, secret=RAFT_SECRET)
 
 
 # ---------------------------------------------------------------------------

@@ -99,3 +99,86 @@ def test_history_table():
 def test_an_html_error_page_is_one_line():
     assert one_line("<html>\n<body>\n  502 Bad Gateway\n</body></html>") == "<html> <body> 502 Bad Gateway </body></html>"
     assert len(one_line("x" * 1000)) < 310
+
+
+def test_status_columns_fit_long_pod_names_and_addresses():
+    from proxy.process.ops_cli import render
+
+    long_node = "redis-raft-proxy-redis-2.redis-raft-proxy-redis.production.svc.cluster.local:6379"
+    master = "redis-raft-proxy-redis-0.redis-raft-proxy-redis.production.svc.cluster.local:6379"
+    names = ["redis-raft-proxy-0-a-very-long-statefulset-name", "redis-raft-proxy-1-a-very-long-statefulset-name"]
+
+    def st(name: str, role: str) -> dict:
+        return {"node": name, "raft": {"role": role, "term": 12, "leader": names[0]}, "lease": {"held": True},
+                "topology": {"epoch": 7}, "clients": {"connected": 3}}
+    first = {**st(names[0], "leader"), "failover": {},
+             "topology": {"epoch": 7, "master": master, "replicas": [], "paused": None},
+             "nodes": [{"addr": master, "role": "master", "up": True, "offset": 123456, "master": None},
+                       {"addr": long_node, "role": "slave", "up": True, "offset": 123000, "master": master}]}
+    lines = render(first, {names[0]: first, names[1]: st(names[1], "follower")}).splitlines()
+
+    def columns_line_up(header: str, rows: list[str], column: str, values: list[str]) -> None:
+        at = header.index(column)
+        for row, value in zip(rows, values):
+            assert row[at:at + len(value)] == value, f"{column!r} column misaligned:\n{header}\n{row}"
+
+    node_head = next(i for i, ln in enumerate(lines) if ln.startswith("REDIS NODE"))
+    columns_line_up(lines[node_head], lines[node_head + 1:node_head + 3], "ROLE", ["master", "slave"])
+    proxy_head = next(i for i, ln in enumerate(lines) if ln.startswith("PROXY"))
+    rows = lines[proxy_head + 1:proxy_head + 3]
+    columns_line_up(lines[proxy_head], rows, "RAFT ROLE", ["leader", "follower"])
+    columns_line_up(lines[proxy_head], rows, "LEADER", [names[0], names[0]])
+    assert all(r.split()[0] in names for r in rows)
+
+
+def test_status_shows_what_was_set_through_raft_and_the_tags():
+    from proxy.process.ops_cli import _dynamic_config_lines
+
+    doc = {"values": {"read_policy": {"value": "master", "source": "raft"}, "hold_ms": {"value": 5000,
+                                                                                       "source": "file"}},
+           "tags": {"127.0.0.1:7001": {"nofailover": True, "priority": 10}}}
+    assert _dynamic_config_lines(doc) == ['set through Raft: read_policy="master"',
+                                          "tags: 127.0.0.1:7001 nofailover=true priority=10"]
+    assert _dynamic_config_lines({}) == []
+
+
+def test_status_reads_every_proxy_through_the_one_endpoint_it_is_given():
+    """As through one `kubectl port-forward`: the peers' own URLs do not answer from here,
+    the contacted proxy's /status/cluster has them all."""
+    import http.server
+    import json
+    import threading
+
+    from proxy.process.ops_cli import gather
+
+    def st(name: str) -> dict:
+        return {"node": name, "raft": {"role": "follower", "leader": "p-1"}, "topology": {"epoch": 1},
+                "peers": {"p-1": "http://127.0.0.1:1", "p-2": "http://127.0.0.1:1", "p-3": "http://127.0.0.1:1"}}
+    docs = {"/status": st("p-1"), "/status/cluster": {"node": "p-1", "proxies": {n: st(n) for n in
+                                                                                 ("p-1", "p-2", "p-3")}}}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path not in docs:
+                self.send_error(404)
+                return
+            body = json.dumps(docs[self.path]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        first, proxies = gather(f"http://127.0.0.1:{srv.server_address[1]}")
+        assert first["node"] == "p-1" and sorted(n for n, d in proxies.items() if d) == ["p-1", "p-2", "p-3"]
+        del docs["/status/cluster"]     # an older proxy: each peer's own URL (here unreachable)
+        _, proxies = gather(f"http://127.0.0.1:{srv.server_address[1]}")
+        assert proxies["p-1"] is not None and proxies["p-2"] is None and proxies["p-3"] is None
+    finally:
+        srv.shutdown()

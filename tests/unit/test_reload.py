@@ -14,7 +14,9 @@ def test_safe_keys_apply_and_the_others_need_a_restart():
                  redis_nodes=["127.0.0.1:7000", "127.0.0.1:7001"])
     plan = plan_reload(running, new)
     assert plan.apply == {"requirepass": "s3cret-new", "log_level": "debug", "maxclients": 7}
-    assert set(plan.need_restart) == {"port", "down_after_ms", "redis_nodes"}
+    assert set(plan.need_restart) == {"port", "redis_nodes"}
+    # a cluster-wide key is the proxy's new base: it applies live where Raft sets nothing
+    assert plan.dynamic["down_after_ms"] == 900 and plan.dynamic["read_policy"] == "replicas"
     assert plan_reload(running, Config()).apply == {} and plan_reload(running, Config()).need_restart == ()
 
 
