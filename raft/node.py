@@ -410,11 +410,14 @@ class RaftNode:
             while core.has_ready():
                 rd = core.ready()
                 t0 = time.monotonic()
-                try:
-                    await loop.run_in_executor(self._disk, self.storage.save, rd)
-                except StorageError as exc:
-                    self._fail(exc)
-                    return
+                # Most Readies (heartbeats and their acks) have nothing to persist:
+                # those skip the disk thread and its two thread hand-offs (issue 16).
+                if rd.hard_state is not None or rd.entries_to_persist or rd.snapshot_to_persist is not None:
+                    try:
+                        await loop.run_in_executor(self._disk, self.storage.save, rd)
+                    except StorageError as exc:
+                        self._fail(exc)
+                        return
                 if rd.must_sync and self._on_sync is not None:
                     self._on_sync(time.monotonic() - t0)
                 for m in rd.messages:
