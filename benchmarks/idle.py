@@ -3,7 +3,8 @@
 Starts, on 127.0.0.1 only, the demo's set-up (3 redis-server: 1 master + 2
 replicas; 3 redis-raft-proxy processes running Raft, default settings) and, in
 the same run, 3 Redis Sentinels (`redis-server --sentinel`, quorum 2) watching
-the same 3 nodes. No client sends anything. After a settle time (start-up,
+the same 3 nodes (the proxies serve their Sentinel-compatible ports too, as in
+the demo). No client sends anything. After a settle time (start-up,
 first election, sentinels discovering each other), it samples every process's
 CPU from the kernel's own accounting (utime + stime of /proc/PID/stat) over
 the window (60 s by default) and its RSS (VmRSS) at the end, and prints:
@@ -11,7 +12,10 @@ the window (60 s by default) and its RSS (VmRSS) at the end, and prints:
 * the load average at start (figures from a loaded machine are not idle figures);
 * per process: % of one core over the window, RSS;
 * mean proxy / mean sentinel ratios of CPU and RSS;
-* the Redis nodes' CPU too: what the probes of each kind cost the nodes.
+* the Redis nodes' CPU too: what the probes of each kind cost the nodes;
+* then (--clients, default 5,000) the memory of idle clients: that many
+  connections to one proxy, each having had one PING answered; the RSS the
+  proxy grew by, per client.
 
 Writes benchmarks/results/idle-<timestamp>.json and idle-latest.json.
 
@@ -42,6 +46,7 @@ sys.dont_write_bytecode = True  # keep benchmarks/ free of __pycache__
 import argparse
 import json
 import platform
+import socket
 import statistics
 import tempfile
 import time
@@ -49,6 +54,7 @@ from datetime import UTC, datetime
 
 from benchmarks import failover_lib as fl
 from benchmarks.benchlib.proccpu import CpuWindow, rss_bytes
+from tests.integration.harness import free_ports
 
 RESULTS_DIR = REPO / "benchmarks" / "results"
 SENTINEL_DOWN_AFTER_MS = 1000
@@ -66,12 +72,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds to wait after everything is up before sampling starts")
     p.add_argument("--quick", action="store_true", help="a 2 s window after a 1 s settle (a smoke test)")
     p.add_argument("--no-sentinel", action="store_true", help="skip the Sentinels")
+    p.add_argument("--clients", type=int, default=5000,
+                   help="idle client connections opened to one proxy after the window, for RSS per client (0: none)")
     p.add_argument("--proxy-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra proxy config key for every proxy (repeat), e.g. probe_interval_ms=200")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = p.parse_args(argv)
     if args.quick:
-        args.duration, args.settle = 2.0, 1.0
+        args.duration, args.settle, args.clients = 2.0, 1.0, min(args.clients, 200)
     if args.duration <= 0 or args.settle < 0:
         p.error("--duration must be positive and --settle not negative")
     for item in args.proxy_option:
@@ -117,13 +125,44 @@ def print_table(result: dict) -> None:
           f"mean sentinel {fmt(s['mean_sentinel_cpu_pct'], ' %')}, {fmt(s['mean_sentinel_rss_mb'], ' MB')}; "
           f"ratio proxy/sentinel CPU {fmt(s['cpu_ratio_proxy_to_sentinel'])}, "
           f"RSS {fmt(s['rss_ratio_proxy_to_sentinel'])}")
+    c = result.get("idle_clients")
+    if c:
+        print(f"\n{c['clients']} idle clients on one proxy ({c['proxy_connected']} connected by its /status): RSS "
+              f"{c['rss_before_mb']:.1f} -> {c['rss_after_mb']:.1f} MB, {c['bytes_per_client'] / 1024:.1f} kB per client")
+
+
+def idle_clients_rss(cluster: fl.ProxyCluster, name: str, count: int) -> dict:
+    """Open `count` client connections to proxy `name`, PING on each (so each has a
+    session), and report how much the proxy's RSS grew, per client."""
+    proxy = cluster.proxies[name]
+    before = rss_bytes(proxy.pid)
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.create_connection((proxy.addr.split(":")[0], proxy.port), timeout=5)
+            s.sendall(b"*1\r\n$4\r\nPING\r\n")
+            socks.append(s)
+        for s in socks:
+            if not s.recv(64).startswith(b"+PONG"):
+                raise RuntimeError("a client got no +PONG")
+        time.sleep(1.0)     # let the proxy settle (a measurement, not a synchronisation)
+        after = rss_bytes(proxy.pid)
+        connected = cluster.status(name)["clients"]["connected"] if cluster.status(name) else None
+    finally:
+        for s in socks:
+            s.close()
+    return {"clients": count, "proxy_connected": connected, "rss_before_mb": round(before / 2**20, 2),
+            "rss_after_mb": round(after / 2**20, 2), "bytes_per_client": round((after - before) / count)}
 
 
 def run(args: argparse.Namespace, tmp: Path) -> dict:
     options = dict(item.split("=", 1) for item in args.proxy_option)
     loadavg = os.getloadavg()
     log(f"load average at start: {' '.join(f'{x:.2f}' for x in loadavg)}")
-    cluster = fl.ProxyCluster(tmp / "proxies", options=options)
+    # as in the demo, every proxy also serves its Sentinel-compatible port
+    sentinel_ports = dict(zip(fl.PROXY_NAMES, free_ports(len(fl.PROXY_NAMES))))
+    cluster = fl.ProxyCluster(tmp / "proxies", options=options,
+                              node_options={n: {"sentinel_port": p} for n, p in sentinel_ports.items()})
     sentinels = None
     try:
         cluster.start()
@@ -150,6 +189,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
                   "loadavg_end": list(os.getloadavg()), "proxy_options": options,
                   "sentinel_down_after_ms": None if args.no_sentinel else SENTINEL_DOWN_AFTER_MS}
         result.update(summarize(window, rss, kinds))
+        if args.clients > 0:
+            result["idle_clients"] = idle_clients_rss(cluster, "proxy-1", args.clients)
         return result
     finally:
         if sentinels is not None:
