@@ -35,6 +35,8 @@ from .decide import (
     objectively_down,
     reconcile,
     refuse_to_act,
+    report_due,
+    report_key,
 )
 from .raft_events import RaftEvents
 from .redis_control import control_client, control_tls
@@ -137,6 +139,11 @@ class Controller:
         self.views: dict[str, tuple[float, dict[str, NodeView]]] = shared_with.views if shared_with else {}
         self.interval = self.cfg.probe_interval_ms / 1000.0
         self.freshness = max(3 * self.interval, self.cfg.down_after_ms / 1000.0)
+        # a follower's unchanged view is sent again this often (a changed one at once):
+        # well within `freshness`, so the leader never sees it go stale
+        self.report_refresh_s = max(self.interval, 0.4 * self.freshness)
+        self._report_key: tuple | None = None
+        self._report_at = 0.0
         self._http: aiohttp.ClientSession | None = None
         self._clients: dict[str, aioredis.Redis] = shared_with._clients if shared_with else {}
         self._proposing = False
@@ -203,8 +210,11 @@ class Controller:
             async with self._http.post(url + REPORT_PATH, json=body,
                                        headers={"X-Raft-Secret": self.cfg.raft_secret}) as r:
                 await r.read()
+                if r.status < 300:
+                    return
         except (TimeoutError, aiohttp.ClientError, OSError):
             pass
+        self._report_key = None     # not delivered: send again at the next step
 
     # -- the loop -------------------------------------------------------------
     async def run(self) -> None:
@@ -230,8 +240,12 @@ class Controller:
         view = self.local_view()
         if self.consensus.role != "leader":
             self.views.clear()
-            asyncio.get_running_loop().create_task(self._send_report(view))
+            key, now = report_key(view, self.consensus.leader_id), time.monotonic()
+            if report_due(key, self._report_key, now - self._report_at, self.report_refresh_s):
+                self._report_key, self._report_at = key, now
+                asyncio.get_running_loop().create_task(self._send_report(view))
             return None
+        self._report_key = None
         self.views[self.cfg.node] = (time.monotonic(), view)
         return view
 

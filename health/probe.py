@@ -167,7 +167,8 @@ class Prober:
             while True:
                 started = time.monotonic()
                 try:
-                    info = await asyncio.wait_for(self._client.info("replication"), self.timeout)
+                    async with asyncio.timeout(self.timeout):   # no task per probe, unlike wait_for
+                        info = await self._client.info("replication")
                     parse_replication_info(info, status)
                     status.last_ok = time.monotonic()
                     status.ever_ok = True
@@ -195,8 +196,9 @@ class Prober:
                         self._on_change(self.addr, up)
                 self._kick.clear()
                 try:
-                    await asyncio.wait_for(self._kick.wait(), max(0.0, self.interval - (now - started)))
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(max(0.0, self.interval - (now - started))):
+                        await self._kick.wait()
+                except TimeoutError:
                     pass
         finally:
             try:

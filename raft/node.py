@@ -80,6 +80,9 @@ class RaftNode:
         after the quorum ack it rests on; keep it below election_ticks."""
         self.node_id = node_id
         self._on_sync = on_sync
+        # Called after every tick, the moment a lease can run out by time (the app
+        # watches its lease there rather than polling: issue 16).
+        self.on_tick: Callable[[], None] | None = None
         self.peers = dict(peers)
         self.data_dir = data_dir
         self.secret = secret
@@ -398,6 +401,11 @@ class RaftNode:
                     core.tick()
             self._wake.set()
             self._changed.set()
+            if self.on_tick is not None:
+                try:
+                    self.on_tick()
+                except Exception:  # the app's bug must not stop the clock
+                    log.exception("on_tick callback failed")
 
     # ------------------------------------------------------------------ Ready loop
 

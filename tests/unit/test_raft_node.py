@@ -364,3 +364,20 @@ async def test_heartbeats_with_nothing_to_persist_skip_the_disk_thread(h: Harnes
     assert empty == []
     await leader.propose(b"x", timeout=5)
     assert set(saved) >= {leader.node_id}
+
+
+async def test_on_tick_is_called_after_every_tick(h: Harness) -> None:
+    """Issue 16: the proxy watches its lease from the Raft ticker instead of a 20 ms poll; a
+    callback that raises does not stop the clock."""
+    for nid in IDS:
+        await h.start(nid)
+    node = await h.leader()
+    calls: list[int] = []
+
+    def on_tick() -> None:
+        calls.append(node.core._now)
+        raise RuntimeError("the app's bug")
+
+    node.on_tick = on_tick
+    await h.eventually(lambda: len(calls) >= 5)
+    assert calls == sorted(calls) and calls[-1] > calls[0]
