@@ -38,6 +38,7 @@ from .decide import (
     report_due,
     report_key,
 )
+from .probe import until_next
 from .raft_events import RaftEvents
 from .redis_control import control_client, control_tls
 from .state_machine import SINGLE, TopologyStateMachine
@@ -221,12 +222,11 @@ class Controller:
         self._http = http_session(max(0.2, self.interval * 2), self.server.tls.admin_client)
         try:
             while True:
-                started = time.monotonic()
                 try:
                     await self._step()
                 except Exception:  # the control loop must survive anything
                     self.log.exception("controller step failed")
-                await asyncio.sleep(max(0.01, self.interval - (time.monotonic() - started)))
+                await asyncio.sleep(until_next(self.interval))     # with the probes: one wake-up
         finally:
             await self._http.close()
             for c in self._clients.values():

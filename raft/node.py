@@ -388,7 +388,9 @@ class RaftNode:
         """
         interval = self.tick_ms / 1000
         loop = asyncio.get_running_loop()
-        next_tick = loop.time() + interval
+        # on the grid of the loop's clock that the proxy's other periodic tasks use
+        # (health.probe.until_next): one wake-up for all of them
+        next_tick = (loop.time() // interval + 1) * interval
         while True:
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
             now = loop.time()

@@ -483,3 +483,14 @@ def test_a_follower_reports_a_change_at_once_and_an_unchanged_view_only_to_refre
     assert report_due(report_key(moved, "proxy-1"), key, 0.0, refresh_s=0.2)
     assert report_due(report_key(up, "proxy-2"), key, 0.0, refresh_s=0.2)   # a new leader
     assert report_due(key, None, 0.0, refresh_s=0.2)                        # never sent (or not delivered)
+
+
+def test_periodic_tasks_wait_for_the_same_grid_point():
+    """Issue 16: probes, controller, Sentinel watch and Raft ticks wake up together."""
+    from health.probe import until_next
+
+    assert until_next(0.1, now=12.34) == pytest.approx(0.06)
+    assert until_next(0.1, now=12.3999) == pytest.approx(0.1001)   # just early: the next point, not twice
+    assert until_next(0.1, now=12.301) == pytest.approx(0.099)
+    for now in (5.0, 5.02, 5.049):      # tasks asleep at different moments meet at 5.1
+        assert now + until_next(0.1, now=now) == pytest.approx(5.1)
