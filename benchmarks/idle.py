@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds to wait after everything is up before sampling starts")
     p.add_argument("--quick", action="store_true", help="a 2 s window after a 1 s settle (a smoke test)")
     p.add_argument("--no-sentinel", action="store_true", help="skip the Sentinels")
+    p.add_argument("--no-proxy-sentinel-port", action="store_true",
+                   help="the proxies without their Sentinel-compatible port (the demo has it)")
     p.add_argument("--clients", type=int, default=5000,
                    help="idle client connections opened to one proxy after the window, for RSS per client (0: none)")
     p.add_argument("--proxy-option", action="append", default=[], metavar="KEY=VALUE",
@@ -162,7 +164,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
     # as in the demo, every proxy also serves its Sentinel-compatible port
     sentinel_ports = dict(zip(fl.PROXY_NAMES, free_ports(len(fl.PROXY_NAMES))))
     cluster = fl.ProxyCluster(tmp / "proxies", options=options,
-                              node_options={n: {"sentinel_port": p} for n, p in sentinel_ports.items()})
+                              node_options={} if args.no_proxy_sentinel_port else
+                              {n: {"sentinel_port": p} for n, p in sentinel_ports.items()})
     sentinels = None
     try:
         cluster.start()
@@ -187,7 +190,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
             raise RuntimeError(f"proxies exited during the run: {dead}\n{cluster.logs()}")
         result = {"duration_s": round(window.wall_s, 2), "settle_s": args.settle, "loadavg_start": list(loadavg),
                   "loadavg_end": list(os.getloadavg()), "proxy_options": options,
-                  "sentinel_down_after_ms": None if args.no_sentinel else SENTINEL_DOWN_AFTER_MS}
+                  "sentinel_down_after_ms": None if args.no_sentinel else SENTINEL_DOWN_AFTER_MS,
+                  "proxy_sentinel_port": not args.no_proxy_sentinel_port}
         result.update(summarize(window, rss, kinds))
         if args.clients > 0:
             result["idle_clients"] = idle_clients_rss(cluster, "proxy-1", args.clients)
