@@ -61,16 +61,19 @@ class NodeStatus:
                 "error": self.error, "priority": self.priority}
 
 
-def until_next(interval: float, now: float | None = None) -> float:
-    """Seconds until the next multiple of `interval` on the event loop's clock.
+def until_next(interval: float, now: float | None = None, offset: float = 0.0) -> float:
+    """Seconds until the next point `offset` past a multiple of `interval` on the event
+    loop's clock.
 
     The periodic tasks of a proxy (the probes of every node, the controller, the
     Sentinel port's watch, the Raft ticker) wait on one grid, so an idle proxy
-    wakes up once for all of them rather than once for each (issue 16). A wake-up
-    a little early does not run twice for one grid point."""
+    wakes up once for several of them rather than once for each (issue 16). Tasks
+    that use what others found take an offset (the controller reads the probes' replies
+    half an interval after they were sent). A wake-up a little early does not run
+    twice for one grid point."""
     if now is None:
         now = asyncio.get_running_loop().time()
-    delay = interval - (now % interval)
+    delay = interval - ((now - offset) % interval)
     return delay if delay > 0.05 * interval else delay + interval
 
 

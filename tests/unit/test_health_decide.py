@@ -494,3 +494,5 @@ def test_periodic_tasks_wait_for_the_same_grid_point():
     assert until_next(0.1, now=12.301) == pytest.approx(0.099)
     for now in (5.0, 5.02, 5.049):      # tasks asleep at different moments meet at 5.1
         assert now + until_next(0.1, now=now) == pytest.approx(5.1)
+    assert 5.02 + until_next(0.1, now=5.02, offset=0.05) == pytest.approx(5.05)   # half an interval later
+    assert 5.06 + until_next(0.1, now=5.06, offset=0.05) == pytest.approx(5.15)
