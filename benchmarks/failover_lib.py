@@ -667,18 +667,23 @@ class SentinelProcess(ManagedProcess):
 
 
 class SentinelCluster:
-    """3 redis-server (1 master + 2 replicas) watched by 3 sentinels (quorum 2)."""
+    """3 redis-server (1 master + 2 replicas) watched by 3 sentinels (quorum 2).
 
-    def __init__(self, workdir: Path, down_after_ms: int) -> None:
+    With `rs`, the sentinels watch that running replica set (started and
+    cleaned up by its owner) instead of one of their own."""
+
+    def __init__(self, workdir: Path, down_after_ms: int, rs: ReplicaSet | None = None) -> None:
         self.workdir = Path(workdir)
-        self.rs = ReplicaSet(self.workdir / "redis")
+        self._own_rs = rs is None
+        self.rs = rs if rs is not None else ReplicaSet(self.workdir / "redis")
         self.ports = free_ports(3)
         self.down_after_ms = down_after_ms
         self.sentinels = [SentinelProcess(self.workdir / "sentinels", p, self.rs.master, down_after_ms)
                           for p in self.ports]
 
     def start(self, timeout: float = 30.0) -> "SentinelCluster":
-        self.rs.start()
+        if self._own_rs:
+            self.rs.start()
         for s in self.sentinels:
             s.start()
 
@@ -715,7 +720,8 @@ class SentinelCluster:
     def cleanup(self) -> None:
         for s in self.sentinels:
             s.cleanup()
-        self.rs.cleanup()
+        if self._own_rs:
+            self.rs.cleanup()
         release_ports(self.ports)
 
     def __enter__(self) -> "SentinelCluster":

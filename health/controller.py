@@ -38,6 +38,8 @@ from .decide import (
     objectively_down,
     reconcile,
     refuse_to_act,
+    report_due,
+    report_key,
 )
 from .maintenance import (
     BUSY,
@@ -50,6 +52,7 @@ from .maintenance import (
     pause_expired,
     pause_until,
 )
+from .probe import until_next
 from .raft_events import RaftEvents
 from .redis_control import control_client, control_tls
 from .state_machine import SINGLE, TopologyStateMachine
@@ -159,6 +162,8 @@ class Controller:
         self.parent = shared_with
         # a shard's controller shares the views, clients and counters of the one that runs the loop
         self.views: dict[str, tuple[float, dict[str, NodeView]]] = shared_with.views if shared_with else {}
+        self._report_key: tuple | None = None
+        self._report_at = 0.0
         self.timings_changed()
         self._http: aiohttp.ClientSession | None = None
         self._clients: dict[str, aioredis.Redis] = shared_with._clients if shared_with else {}
@@ -186,6 +191,9 @@ class Controller:
         self.freshness = max(3 * self.interval, self.cfg.down_after_ms / 1000.0)
         # a candidate's freshest observation may be at most this old (older offsets are old news)
         self.candidate_age_s = max(3 * self.interval, 0.3)
+        # a follower's unchanged view is sent again this often (a changed one at once):
+        # well within `freshness`, so the leader never sees it go stale
+        self.report_refresh_s = max(self.interval, 0.4 * self.freshness)
         for c in getattr(self, "per_shard", {}).values():
             c.timings_changed()
 
@@ -244,8 +252,11 @@ class Controller:
             async with self._http.post(url + REPORT_PATH, json=body,
                                        headers={"X-Raft-Secret": self.cfg.raft_secret}) as r:
                 await r.read()
+                if r.status < 300:
+                    return
         except (TimeoutError, aiohttp.ClientError, OSError):
             pass
+        self._report_key = None     # not delivered: send again at the next step
 
     # -- the loop -------------------------------------------------------------
     async def run(self) -> None:
@@ -253,12 +264,16 @@ class Controller:
         try:
             while True:
                 raise_if_cancelled()
-                started = time.monotonic()
                 try:
                     await self._step()
                 except Exception:  # the control loop must survive anything
                     self.log.exception("controller step failed")
-                await asyncio.sleep(max(0.01, self.interval - (time.monotonic() - started)))
+                # Half an interval after the probes (a Raft tick with default settings): their
+                # replies are in. The monotonic clock, and so this grid, is shared by the proxies
+                # of one host: the leader decides a quarter later, once the followers' reports of
+                # the same probes have arrived.
+                lead = self.consensus.role == "leader"
+                await asyncio.sleep(until_next(self.interval, offset=(0.75 if lead else 0.5) * self.interval))
         finally:
             await self._http.close()
             for c in self._clients.values():
@@ -272,8 +287,12 @@ class Controller:
         view = self.local_view()
         if self.consensus.role != "leader":
             self.views.clear()
-            asyncio.get_running_loop().create_task(self._send_report(view))
+            key, now = report_key(view, self.consensus.leader_id), time.monotonic()
+            if report_due(key, self._report_key, now - self._report_at, self.report_refresh_s):
+                self._report_key, self._report_at = key, now
+                asyncio.get_running_loop().create_task(self._send_report(view))
             return None
+        self._report_key = None
         self.views[self.cfg.node] = (time.monotonic(), view)
         return view
 

@@ -16,7 +16,7 @@ stream at offset 0, so it never `contains` the history the cluster committed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from proxy.routing.topology import History
 
@@ -169,6 +169,19 @@ def never_seen(history: History | None) -> bool:
     replica is promoted over it automatically: Sentinel, too, fails over only a
     master it has seen."""
     return history is None
+
+
+def report_key(view: dict[str, NodeView], leader: str | None) -> tuple:
+    """What a report says apart from the ages: a report that says the same again to the
+    same leader only refreshes the ages, which the leader also counts on its own clock."""
+    return leader, tuple(sorted((addr, replace(nv, age_s=0.0)) for addr, nv in view.items()))
+
+
+def report_due(key: tuple, last_key: tuple | None, since_last_s: float, refresh_s: float) -> bool:
+    """Send a follower's view to the leader now? At once when it says something new (a
+    node went down, a new leader that has no view of ours), else every `refresh_s`, so
+    that it stays fresh at the leader (issue 16: not every probe interval when idle)."""
+    return key != last_key or since_last_s >= refresh_s
 
 
 def objectively_down(master: str, views: dict[str, dict[str, NodeView]], quorum: int) -> bool:

@@ -66,6 +66,22 @@ class NodeStatus:
                 "probe_rtt_ms": round(self.probe_ms, 3) if self.ever_ok else None}
 
 
+def until_next(interval: float, now: float | None = None, offset: float = 0.0) -> float:
+    """Seconds until the next point `offset` past a multiple of `interval` on the event
+    loop's clock.
+
+    The periodic tasks of a proxy (the probes of every node, the controller, the
+    Sentinel port's watch, the Raft ticker) wait on one grid, so an idle proxy
+    wakes up once for several of them rather than once for each (issue 16). Tasks
+    that use what others found take an offset (the controller reads the probes' replies
+    half an interval after they were sent). A wake-up a little early does not run
+    twice for one grid point."""
+    if now is None:
+        now = asyncio.get_running_loop().time()
+    delay = interval - ((now - offset) % interval)
+    return delay if delay > 0.05 * interval else delay + interval
+
+
 def _replid(value: object) -> str:
     """redis-py decodes INFO values that look like numbers: "000...0" arrives as 0."""
     return NO_REPLID if value == 0 else str(value)
@@ -198,7 +214,7 @@ class Prober:
                 raise_if_cancelled()
                 started = time.monotonic()
                 try:
-                    async with asyncio.timeout(self.timeout):
+                    async with asyncio.timeout(self.timeout):   # no task per probe, unlike wait_for
                         info = await self._client.info("replication")
                     parse_replication_info(info, status)
                     status.last_ok = time.monotonic()
@@ -227,9 +243,9 @@ class Prober:
                         self._on_change(self.addr, up)
                 self._kick.clear()
                 try:
-                    async with asyncio.timeout(max(0.0, self.interval - (now - started))):
+                    async with asyncio.timeout(until_next(self.interval)):
                         await self._kick.wait()
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             try:

@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from health.probe import until_next
 from raft.auth import secret_matches
 from raft.transport import http_session
 
@@ -608,7 +609,7 @@ class SentinelService:
     async def _watch(self) -> None:
         interval = max(0.02, min(0.1, self.cfg.probe_interval_ms / 1000.0))
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(until_next(interval, offset=interval / 2))   # with the controller: probes are in
             try:
                 self._tick()
             except Exception:  # never let a bug here stop the events

@@ -163,6 +163,9 @@ class WriteGate:
         if not self.suspended:
             self.suspended_since = time.monotonic()
         self.suspended.append((upstream, self.server.routing_generation(upstream.addr)))
+        kick = getattr(self.server, "kick_hold_waker", None)
+        if kick is not None:
+            kick()      # settle from now on every 20 ms, not only every Raft tick
 
     def settle(self) -> None:
         """Resume or fail the suspended connections (see the module doc). Each is judged by

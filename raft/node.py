@@ -80,6 +80,9 @@ class RaftNode:
         after the quorum ack it rests on; keep it below election_ticks."""
         self.node_id = node_id
         self._on_sync = on_sync
+        # Called after every tick, the moment a lease can run out by time (the app
+        # watches its lease there rather than polling: issue 16).
+        self.on_tick: Callable[[], None] | None = None
         self.peers = dict(peers)
         self.data_dir = data_dir
         self.secret = secret
@@ -391,7 +394,9 @@ class RaftNode:
         """
         interval = self.tick_ms / 1000
         loop = asyncio.get_running_loop()
-        next_tick = loop.time() + interval
+        # on the grid of the loop's clock that the proxy's other periodic tasks use
+        # (health.probe.until_next): one wake-up for all of them
+        next_tick = (loop.time() // interval + 1) * interval
         while True:
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
             now = loop.time()
@@ -404,6 +409,11 @@ class RaftNode:
                     core.tick()
             self._wake.set()
             self._changed.set()
+            if self.on_tick is not None:
+                try:
+                    self.on_tick()
+                except Exception:  # the app's bug must not stop the clock
+                    log.exception("on_tick callback failed")
 
     # ------------------------------------------------------------------ Ready loop
 
@@ -416,11 +426,14 @@ class RaftNode:
             while core.has_ready():
                 rd = core.ready()
                 t0 = time.monotonic()
-                try:
-                    await loop.run_in_executor(self._disk, self.storage.save, rd)
-                except StorageError as exc:
-                    self._fail(exc)
-                    return
+                # Most Readies (heartbeats and their acks) have nothing to persist:
+                # those skip the disk thread and its two thread hand-offs (issue 16).
+                if rd.hard_state is not None or rd.entries_to_persist or rd.snapshot_to_persist is not None:
+                    try:
+                        await loop.run_in_executor(self._disk, self.storage.save, rd)
+                    except StorageError as exc:
+                        self._fail(exc)
+                        return
                 if rd.must_sync and self._on_sync is not None:
                     self._on_sync(time.monotonic() - t0)
                 for m in rd.messages:

@@ -8,6 +8,16 @@ implementations: :class:`InMemoryNetwork` for tests (with cut links) and
 
 Both carry the sender's cluster id and seeded set with every message (HTTP:
 headers) and answer ``cluster_info`` (HTTP: GET /raft/cluster); see raft.cluster.
+
+Over HTTP each node keeps one WebSocket open to each peer (GET /raft/stream,
+authenticated like every /raft/ request at the upgrade) and sends every batch
+as one binary frame: a heartbeat costs one small write instead of an HTTP
+request and response on both sides (the idle cost of a proxy; issue 16). A
+frame is ``{"msgs": [...]}`` plus ``"meta"`` (the cluster headers) whenever
+those changed on this connection; the receiver checks the sender's cluster id
+on every frame as it did on every POST. A peer without the route (a version
+before it, during a rolling upgrade) gets POST /raft/message as before, and
+is asked again every ``STREAM_RETRY_S``.
 """
 
 from __future__ import annotations
@@ -30,6 +40,13 @@ from raft.messages import Message
 log = logging.getLogger(__name__)
 
 MESSAGE_PATH = "/raft/message"
+STREAM_PATH = "/raft/stream"
+STREAM_RETRY_S = 60.0       # a peer without the stream route is asked again this often
+# WebSocket ping interval of a stream with nothing else to read: a connection whose
+# far side stopped parsing (a partition that dropped bytes mid-frame, a frozen
+# process) is closed after 1.5 x this without a pong, and the next batch reconnects.
+STREAM_HEARTBEAT_S = 1.0
+STREAM_MAX_FRAME = 4 * 1024 * 1024
 
 
 class Transport(Protocol):
@@ -146,11 +163,40 @@ def http_session(timeout: float, ssl_context=None) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), connector=connector)
 
 
+class _Link:
+    """One peer's outgoing stream: the WebSocket, the task reading it, what it was told."""
+
+    __slots__ = ("meta_sent", "post_until", "reader", "ws")
+
+    def __init__(self) -> None:
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.meta_sent: dict[str, str] | None = None   # cluster headers last sent on ws
+        self.post_until = 0.0                          # loop time until which the peer gets POSTs
+
+    def open(self, ws: aiohttp.ClientWebSocketResponse, reader: asyncio.Task[None]) -> None:
+        self.ws, self.reader, self.meta_sent = ws, reader, None
+
+    async def close(self) -> None:
+        ws, reader, self.ws, self.reader = self.ws, self.reader, None, None
+        if reader is not None:
+            reader.cancel()
+        if ws is not None and not ws.closed:
+            try:
+                async with asyncio.timeout(0.5):
+                    await ws.close()
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                pass
+        if reader is not None:
+            await asyncio.gather(reader, return_exceptions=True)
+
+
 class HttpTransport:
-    """POSTs each message to ``{peer_url}/raft/message``.
+    """Sends messages to ``{peer_url}/raft/stream`` (a WebSocket held open), or
+    POSTs them to ``{peer_url}/raft/message`` for a peer without it.
 
     One sender task per peer drains a bounded queue in order; a full queue or
-    a failed POST drops the message (after ``timeout`` seconds at most), so a
+    a failed send drops the message (after ``timeout`` seconds at most), so a
     dead peer costs one bounded queue and never slows the others.
     """
 
@@ -213,39 +259,111 @@ class HttpTransport:
             self.on_rpc(to, None, "queue_full")
 
     async def _worker(self, to: str, q: asyncio.Queue[Message]) -> None:
-        while True:
-            msgs = [await q.get()]
-            # Everything queued meanwhile goes in the same POST: when a round
-            # trip takes longer than a tick (a loaded machine), messages must
-            # not pile up and arrive seconds late (the lease would lapse).
-            while not q.empty():
-                msgs.append(q.get_nowait())
-            url = self.peers.get(to)
-            if not url or self._session is None:
-                self.dropped += len(msgs)
-                continue
-            body = codec.dumps(msgs[0]) if len(msgs) == 1 else json.dumps([codec.encode(m) for m in msgs]).encode()
-            started = time.monotonic()
+        link = _Link()
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                msgs = [await q.get()]
+                # Everything queued meanwhile goes in the same frame (or POST): when a
+                # round trip takes longer than a tick (a loaded machine), messages must
+                # not pile up and arrive seconds late (the lease would lapse).
+                while not q.empty():
+                    msgs.append(q.get_nowait())
+                url = self.peers.get(to)
+                if not url or self._session is None:
+                    self.dropped += len(msgs)
+                    continue
+                url = url.rstrip("/")
+                if link.post_until <= loop.time():
+                    sent = await self._send_stream(to, url, link, msgs)
+                    if sent is not None:
+                        if not sent:
+                            self.dropped += 1
+                        continue
+                    link.post_until = loop.time() + STREAM_RETRY_S
+                    log.info("event=raft_peer_without_stream peer=%s: POST /raft/message instead", to)
+                await self._post(to, url, msgs)
+        finally:
+            await link.close()
+
+    async def _send_stream(self, to: str, url: str, link: _Link, msgs: list[Message]) -> bool | None:
+        """Send ``msgs`` as one frame on ``to``'s stream, opened if need be: True
+        when written, False when not (the stream is closed: the next batch opens
+        another), None when the peer has no stream route."""
+        assert self._session is not None
+        ws = link.ws
+        if ws is None or ws.closed:
+            await link.close()
             try:
-                async with self._session.post(
-                    url.rstrip("/") + MESSAGE_PATH,
-                    data=body,
-                    headers={SECRET_HEADER: self.secret, "Content-Type": "application/json", **self._meta().headers()},
-                ) as resp:
-                    error = None
-                    if resp.status >= 300:
-                        self.dropped += 1
-                        error = "unauthorized" if resp.status in (401, 403) else "refused"
-                        log.debug("raft message to %s refused: HTTP %s", to, resp.status)
-                self.on_rpc(to, time.monotonic() - started, error)
+                ws = await self._session.ws_connect(url + STREAM_PATH, headers={SECRET_HEADER: self.secret},
+                                                    heartbeat=STREAM_HEARTBEAT_S, max_msg_size=STREAM_MAX_FRAME)
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status in (404, 405):
+                    return None
+                log.debug("raft stream to %s refused: HTTP %s", to, exc.status)
+                self.on_rpc(to, None, "unauthorized" if exc.status in (401, 403) else "refused")
+                return False
             except TimeoutError:
-                self.dropped += 1
+                log.debug("raft stream to %s not opened: timed out", to)
                 self.on_rpc(to, None, "timeout")
-                log.debug("raft message to %s dropped: timed out", to)
+                return False
             except (aiohttp.ClientError, OSError) as exc:
-                self.dropped += 1
+                log.debug("raft stream to %s not opened: %r", to, exc)
                 self.on_rpc(to, None, "connection")
-                log.debug("raft message to %s dropped: %r", to, exc)
+                return False
+            link.open(ws, asyncio.get_running_loop().create_task(self._read_stream(to, ws)))
+        meta = self._meta().headers()
+        frame: dict[str, object] = {"msgs": [codec.encode(m) for m in msgs]}
+        if meta != link.meta_sent:
+            frame["meta"] = meta
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.timeout):
+                await ws.send_bytes(json.dumps(frame, separators=(",", ":")).encode())
+        except (TimeoutError, aiohttp.ClientError, OSError, RuntimeError) as exc:  # RuntimeError: closing
+            log.debug("raft stream to %s failed: %r", to, exc)
+            self.on_rpc(to, None, "timeout" if isinstance(exc, TimeoutError) else "connection")
+            await link.close()
+            return False
+        link.meta_sent = meta
+        self.on_rpc(to, time.monotonic() - started, None)     # a one-way frame: the time to hand it over
+        return True
+
+    async def _read_stream(self, to: str, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Read what the peer sends back on our stream: refusals (aiohttp answers pings)."""
+        try:
+            async for m in ws:
+                if m.type == aiohttp.WSMsgType.TEXT:
+                    self.dropped += 1
+                    self.on_rpc(to, None, "refused")
+                    log.debug("raft messages to %s refused: %s", to, m.data.strip())
+        except (aiohttp.ClientError, OSError) as exc:
+            log.debug("raft stream to %s ended: %r", to, exc)
+
+    async def _post(self, to: str, url: str, msgs: list[Message]) -> None:
+        assert self._session is not None
+        body = codec.dumps(msgs[0]) if len(msgs) == 1 else json.dumps([codec.encode(m) for m in msgs]).encode()
+        started = time.monotonic()
+        try:
+            async with self._session.post(
+                url + MESSAGE_PATH,
+                data=body,
+                headers={SECRET_HEADER: self.secret, "Content-Type": "application/json", **self._meta().headers()},
+            ) as resp:
+                error = None
+                if resp.status >= 300:
+                    self.dropped += 1
+                    error = "unauthorized" if resp.status in (401, 403) else "refused"
+                    log.debug("raft message to %s refused: HTTP %s", to, resp.status)
+            self.on_rpc(to, time.monotonic() - started, error)
+        except TimeoutError:
+            self.dropped += 1
+            self.on_rpc(to, None, "timeout")
+            log.debug("raft message to %s dropped: timed out", to)
+        except (aiohttp.ClientError, OSError) as exc:
+            self.dropped += 1
+            self.on_rpc(to, None, "connection")
+            log.debug("raft message to %s dropped: %r", to, exc)
 
     async def close(self) -> None:
         for t in self._workers.values():
@@ -260,8 +378,10 @@ class HttpTransport:
 
 def add_raft_routes(app: web.Application, node: Receiver) -> None:
     """Serve POST /raft/message: 403 without the shared secret (or when none is set), 400 on a bad body,
-    409 from another cluster (raft.cluster), else 204. GET /raft/cluster: our
-    cluster id and seeded set, 503 until the data dir is loaded."""
+    409 from another cluster (raft.cluster), else 204. GET /raft/stream: the same
+    as a WebSocket of frames (403 at the upgrade without the secret; a bad frame
+    closes it; a refused frame is answered with a text frame saying why). GET
+    /raft/cluster: our cluster id and seeded set, 503 until the data dir is loaded."""
 
     def authorized(request: web.Request) -> bool:
         return request_authorized(request.headers.get(SECRET_HEADER), node.secret, request.transport)
@@ -295,5 +415,33 @@ def add_raft_routes(app: web.Application, node: Receiver) -> None:
             node.receive(msg)
         return web.Response(status=204)
 
+    async def stream(request: web.Request) -> web.StreamResponse:
+        if not authorized(request):
+            return web.Response(status=403, text="bad raft secret\n")
+        ws = web.WebSocketResponse(heartbeat=STREAM_HEARTBEAT_S, max_msg_size=STREAM_MAX_FRAME)
+        await ws.prepare(request)
+        meta: ClusterMeta | None = None     # the sender's cluster headers, as last sent on this stream
+        check = getattr(node, "peer_meta", None)
+        async for frame in ws:
+            if frame.type != aiohttp.WSMsgType.BINARY:
+                continue
+            try:
+                data = json.loads(frame.data)
+                msgs = [codec.decode(d) for d in data["msgs"]]
+                if "meta" in data:
+                    meta = ClusterMeta.from_headers(data["meta"])
+            except (codec.CodecError, ValueError, TypeError, KeyError) as exc:
+                await ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA, message=str(exc)[:100].encode())
+                break
+            if check is not None and msgs:
+                problem = check(msgs[0].src, meta)
+                if problem is not None:
+                    await ws.send_str(f"{problem}\n")
+                    continue
+            for msg in msgs:
+                node.receive(msg)
+        return ws
+
     app.router.add_post(MESSAGE_PATH, handle)
+    app.router.add_get(STREAM_PATH, stream)
     app.router.add_get(INFO_PATH, info)

@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator, Sequence
 
+from .proccpu import cpu_seconds
 from .procs import HOST
 from .targets import Target
 
@@ -46,6 +47,10 @@ class Sample:
     p95_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
+    # CPU the target's process (and the redis-server behind it) used in the run, by the
+    # kernel's accounting, per command of the run (its tests together: SET and GET)
+    cpu_us_per_cmd: float | None = None
+    backend_cpu_us_per_cmd: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict for the JSON report."""
@@ -142,7 +147,14 @@ def run_once(target: Target, settings: BenchSettings, pipeline: int, round_no: i
              is_alive: Callable[[Target], bool]) -> list[Sample]:
     """Run redis-benchmark once against `target`; one Sample per test."""
     argv = bench_argv(target.port, settings, pipeline, target.client_args)
+    pids = [p for p in (target.pid, target.backend_pid) if p]
+    cpu_before = _cpu(pids)
     done = _run(argv, settings.timeout_s, lambda: is_alive(target))
+    cpu_used = {pid: after - cpu_before[pid] for pid, after in _cpu(pids).items() if pid in cpu_before}
+    commands = settings.requests[pipeline] * len(settings.tests)
+
+    def per_cmd(pid: int) -> float | None:
+        return round(cpu_used[pid] / commands * 1e6, 2) if pid in cpu_used else None
     parsed = parse_csv(done.stdout)
     missing = [t for t in settings.tests if t.upper() not in parsed]
     if done.returncode != 0 or missing:
@@ -150,7 +162,19 @@ def run_once(target: Target, settings: BenchSettings, pipeline: int, round_no: i
         raise BenchmarkError(f"redis-benchmark exit {done.returncode}, missing {missing}: "
                              + " | ".join(detail))
     return [Sample(target.name, round_no, pipeline, test.upper(), settings.requests[pipeline],
-                   **parsed[test.upper()]) for test in settings.tests]
+                   **parsed[test.upper()], cpu_us_per_cmd=per_cmd(target.pid),
+                   backend_cpu_us_per_cmd=per_cmd(target.backend_pid)) for test in settings.tests]
+
+
+def _cpu(pids: Sequence[int]) -> dict[int, float]:
+    """CPU seconds used so far by each of `pids` still running (see proccpu)."""
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = cpu_seconds(pid)
+        except OSError:
+            pass
+    return out
 
 
 def schedule(targets: Sequence[Target], rounds: int,

@@ -43,6 +43,8 @@ class Target:
     env: dict[str, str] = field(default_factory=dict)
     startup_s: float = 0.0
     client_args: list[str] = field(default_factory=list)   # extra redis-benchmark flags (--tls ...)
+    pid: int = 0            # the server's process, whose own CPU accounting each run reads
+    backend_pid: int = 0    # the redis-server behind a proxy (0: none, or direct)
 
 
 @dataclass
@@ -115,7 +117,8 @@ def start_redis(reg: ProcessRegistry, workdir: Path, timeout_s: float,
             "--save", "", "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no"]
     managed = reg.start(DIRECT, argv, workdir / "redis.log", cwd=workdir)
     startup = wait_ready(managed, port, timeout_s, certs.client_context() if certs else None)
-    return Target(DIRECT, DIRECT, port, argv, startup_s=startup, client_args=tls_client_args(certs))
+    return Target(DIRECT, DIRECT, port, argv, startup_s=startup, client_args=tls_client_args(certs),
+                  pid=managed.proc.pid)
 
 
 def haproxy_config(port: int, redis_port: int, threads: int) -> str:
@@ -150,7 +153,7 @@ def start_haproxy(reg: ProcessRegistry, workdir: Path, redis_port: int,
     argv = [require_binary("haproxy"), "-db", "-f", str(config)]
     managed = reg.start(HAPROXY, argv, workdir / "haproxy.log", cwd=workdir)
     startup = wait_ready(managed, port, timeout_s)
-    return Target(HAPROXY, HAPROXY, port, argv, startup_s=startup)
+    return Target(HAPROXY, HAPROXY, port, argv, startup_s=startup, pid=managed.proc.pid)
 
 
 def twemproxy_config(port: int, redis_port: int) -> str:
@@ -180,7 +183,7 @@ def start_twemproxy(reg: ProcessRegistry, workdir: Path, redis_port: int,
             "-p", str(workdir / "nutcracker.pid"), "-o", str(workdir / "nutcracker.log")]
     managed = reg.start(TWEMPROXY, argv, workdir / "nutcracker.out", cwd=workdir)
     startup = wait_ready(managed, port, timeout_s)
-    return Target(TWEMPROXY, TWEMPROXY, port, argv, startup_s=startup)
+    return Target(TWEMPROXY, TWEMPROXY, port, argv, startup_s=startup, pid=managed.proc.pid)
 
 
 def proxy_argv(binary: str, port: int, admin_port: int, redis_port: int,
@@ -210,4 +213,4 @@ def start_proxy(reg: ProcessRegistry, workdir: Path, binary: str, redis_port: in
     managed = reg.start(spec.name, argv, workdir / "proxy.log", env=env, cwd=workdir)
     startup = wait_ready(managed, port, timeout_s, certs.client_context() if certs else None)
     return Target(spec.name, PROXY, port, argv, dict(spec.env), startup_s=startup,
-                  client_args=tls_client_args(certs))
+                  client_args=tls_client_args(certs), pid=managed.proc.pid)

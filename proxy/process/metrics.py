@@ -300,12 +300,13 @@ class ProxyCollector:
         yield _one(CounterMetricFamily, "redis_raft_proxy_raft_leader_changes", "Leader changes seen by this proxy", st.leader_changes)
         yield _one(CounterMetricFamily, "redis_raft_proxy_raft_elections", "New terms seen by this proxy", st.elections)
         yield _one(GaugeMetricFamily, "redis_raft_proxy_lease_held", "1 while this proxy holds a lease from a quorum", 1.0 if cons.lease_held() else 0.0)
-        h = HistogramMetricFamily("redis_raft_proxy_raft_rpc_duration_seconds", "Round trip of a POST of Raft "
-                                  "messages to a peer that answered", labels=["peer"])
+        h = HistogramMetricFamily("redis_raft_proxy_raft_rpc_duration_seconds", "Time to hand a batch of Raft "
+                                  "messages to a peer: writing a frame on its stream, or a POST's round trip (a peer "
+                                  "without the stream route)", labels=["peer"])
         for peer, hist in list(st.raft_rpc_seconds.items()):
             h.add_metric([peer], hist.family_buckets(), hist.total)
         yield h
-        c = CounterMetricFamily("redis_raft_proxy_raft_rpc_errors", "POSTs of Raft messages that failed (the "
+        c = CounterMetricFamily("redis_raft_proxy_raft_rpc_errors", "Batches of Raft messages that failed (the "
                                 "messages are dropped; Raft resends): timeout, connection, refused, unauthorized, "
                                 "queue_full", labels=["peer", "kind"])
         for (peer, kind), n in list(st.raft_rpc_errors.items()):

@@ -68,6 +68,7 @@ class ProxyServer:
         self.hold_s = cfg.hold_ms / 1000.0
         self.gate = WriteGate(self)
         self._lease_seen = False        # the lease as the hold waker last saw it
+        self._hold_kick = asyncio.Event()   # held clients or suspended writes: poll every 20 ms
         self.clients: set[ClientSession] = set()
         self.registry = ClientRegistry(self)    # MONITOR, CLIENT PAUSE, the proxy's own ACL LOG
         self.total_connections = 0
@@ -265,16 +266,36 @@ class ProxyServer:
 
     def hold(self, session: ClientSession) -> None:
         self.held.add(session)
+        self._hold_kick.set()
+
+    def kick_hold_waker(self) -> None:
+        """Something to settle (a write suspended): the hold waker polls every 20 ms again."""
+        self._hold_kick.set()
 
     def _wake_held(self) -> None:
         held, self.held = self.held, set()
         for s in held:
             s.wake()
 
+    def _on_raft_tick(self) -> None:
+        """Every Raft tick: a lease runs out only by a tick (or by a message, which the
+        upstream's own checks and the next tick see), so the lease is watched here, and
+        the 20 ms poll below runs only while clients are held or writes suspended."""
+        self._watch_lease()
+        if self.held or self.gate.suspended:
+            self._hold_kick.set()
+
     async def _hold_waker(self) -> None:
         """Wake held clients when writes can flow again or their hold expired."""
+        tick_driven = hasattr(self.consensus, "on_tick")
+        if tick_driven:
+            self.consensus.on_tick = self._on_raft_tick
         while True:
-            await asyncio.sleep(0.02)
+            if tick_driven and not self.held and not self.gate.suspended:
+                self._hold_kick.clear()
+                await self._hold_kick.wait()    # idle: no wake-up every 20 ms (issue 16)
+            else:
+                await asyncio.sleep(0.02)
             self._watch_lease()
             if not self.held:
                 continue

@@ -34,6 +34,7 @@ GUARDED = [
     ("POST", "/admin/members", {"node": "intruder", "url": "http://127.0.0.1:1"}),
     ("DELETE", "/admin/members/proxy-2", None),
     ("POST", "/raft/message", {"type": "heartbeat"}),
+    ("GET", "/raft/stream", None),
     ("GET", "/raft/cluster", None),
     ("POST", "/health/report", {"node": "proxy-2", "view": {}}),
     ("GET", "/admin/config", None),
@@ -103,7 +104,7 @@ def test_open_routes_and_status_hold_no_secret(cluster):
         assert SECRET not in cluster.proxies[name].log_text(), f"{name} logged the secret"
 
 
-@pytest.mark.parametrize("method, path, body", GUARDED[:4] + GUARDED[6:])
+@pytest.mark.parametrize("method, path, body", GUARDED[:4] + GUARDED[7:])
 @pytest.mark.parametrize("header", list(BAD_HEADERS.values()), ids=list(BAD_HEADERS))
 def test_standalone_proxy_without_a_secret_refuses_admin_actions(proxy, method, path, body, header):
     """No raft_secret configured (a single proxy needs none): an empty or missing header

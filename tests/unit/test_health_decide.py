@@ -464,3 +464,35 @@ def test_probe_reads_replica_priority_and_second_offset():
 def test_a_replica_with_priority_zero_in_its_own_view_is_never_chosen():
     v = {A: replace(replica(900), priority=0), B: replica(100)}
     assert choose(v) == B
+
+
+def test_a_follower_reports_a_change_at_once_and_an_unchanged_view_only_to_refresh_it():
+    """Issue 16: a follower used to POST its view every probe interval even when nothing
+    changed. Now: at once on news (a node down, a new offset, a new leader), else every refresh_s."""
+    from health.decide import report_due, report_key
+
+    up = {"a:1": NodeView(True, "master", 100, age_s=0.01), "b:2": NodeView(True, "slave", 100, True, age_s=0.02)}
+    key = report_key(up, "proxy-1")
+    older = {a: replace(nv, age_s=nv.age_s + 0.09) for a, nv in up.items()}
+    assert report_key(older, "proxy-1") == key                  # only the ages moved
+    assert not report_due(report_key(older, "proxy-1"), key, 0.1, refresh_s=0.2)
+    assert report_due(report_key(older, "proxy-1"), key, 0.2, refresh_s=0.2)
+    down = {**up, "a:1": replace(up["a:1"], up=False)}
+    assert report_due(report_key(down, "proxy-1"), key, 0.0, refresh_s=0.2)
+    moved = {**up, "b:2": replace(up["b:2"], offset=101)}
+    assert report_due(report_key(moved, "proxy-1"), key, 0.0, refresh_s=0.2)
+    assert report_due(report_key(up, "proxy-2"), key, 0.0, refresh_s=0.2)   # a new leader
+    assert report_due(key, None, 0.0, refresh_s=0.2)                        # never sent (or not delivered)
+
+
+def test_periodic_tasks_wait_for_the_same_grid_point():
+    """Issue 16: probes, controller, Sentinel watch and Raft ticks wake up together."""
+    from health.probe import until_next
+
+    assert until_next(0.1, now=12.34) == pytest.approx(0.06)
+    assert until_next(0.1, now=12.3999) == pytest.approx(0.1001)   # just early: the next point, not twice
+    assert until_next(0.1, now=12.301) == pytest.approx(0.099)
+    for now in (5.0, 5.02, 5.049):      # tasks asleep at different moments meet at 5.1
+        assert now + until_next(0.1, now=now) == pytest.approx(5.1)
+    assert 5.02 + until_next(0.1, now=5.02, offset=0.05) == pytest.approx(5.05)   # half an interval later
+    assert 5.06 + until_next(0.1, now=5.06, offset=0.05) == pytest.approx(5.15)

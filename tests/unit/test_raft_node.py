@@ -338,3 +338,46 @@ async def test_messages_from_another_cluster_are_refused(h: Harness) -> None:
     # A peer that sends no id (a version before cluster ids) is still heard.
     assert a.peer_meta("b", None) is None
     assert a.peer_meta("b", ClusterMeta(cid, frozenset({"b"}))) is None
+
+
+async def test_heartbeats_with_nothing_to_persist_skip_the_disk_thread(h: Harness, monkeypatch) -> None:
+    """Issue 16 (idle cost): a Ready that carries only messages (heartbeats, their acks)
+    is not handed to the storage thread; one with something to persist still is."""
+    for nid in IDS:
+        await h.start(nid)
+    leader = await h.leader()
+    empty: list[str] = []
+    saved: list[str] = []
+    for node in h.nodes.values():
+        real_save = node.storage.save
+
+        def save(rd, real_save=real_save, nid=node.node_id) -> None:
+            if rd.hard_state is None and not rd.entries_to_persist and rd.snapshot_to_persist is None:
+                empty.append(nid)
+            else:
+                saved.append(nid)
+            real_save(rd)
+
+        monkeypatch.setattr(node.storage, "save", save)
+    beats = h.net.delivered
+    await h.eventually(lambda: h.net.delivered >= beats + 40)    # 10 heartbeat rounds and acks
+    assert empty == []
+    await leader.propose(b"x", timeout=5)
+    assert set(saved) >= {leader.node_id}
+
+
+async def test_on_tick_is_called_after_every_tick(h: Harness) -> None:
+    """Issue 16: the proxy watches its lease from the Raft ticker instead of a 20 ms poll; a
+    callback that raises does not stop the clock."""
+    for nid in IDS:
+        await h.start(nid)
+    node = await h.leader()
+    calls: list[int] = []
+
+    def on_tick() -> None:
+        calls.append(node.core._now)
+        raise RuntimeError("the app's bug")
+
+    node.on_tick = on_tick
+    await h.eventually(lambda: len(calls) >= 5)
+    assert calls == sorted(calls) and calls[-1] > calls[0]

@@ -164,3 +164,69 @@ async def test_three_nodes_over_http(tmp_path) -> None:
             await n.stop()
         for srv in servers.values():
             await srv.close()
+
+
+async def test_messages_share_one_stream_not_a_request_each() -> None:
+    """Issue 16: a heartbeat used to be an HTTP POST (request + response, both sides); now every
+    message to a peer travels on one WebSocket held open, longer than the request timeout."""
+    sink = Sink()
+    requests: list[str] = []
+
+    @web.middleware
+    async def count(request: web.Request, handler):
+        requests.append(f"{request.method} {request.path}")
+        return await handler(request)
+
+    app = web.Application(middlewares=[count])
+    add_raft_routes(app, sink)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    t = HttpTransport("a", {"b": str(server.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
+    await t.start()
+    try:
+        msgs = [TimeoutNow(i, "a", "b") for i in range(12)]
+        for m in msgs:   # spread over more than the 0.3 s timeout: the stream outlives it
+            t.send("b", m)
+            await asyncio.sleep(0.05)
+        await eventually(lambda: len(sink.got) == len(msgs))
+        assert sink.got == msgs
+        assert requests == ["GET /raft/stream"]
+        assert t.dropped == 0
+    finally:
+        await t.close()
+        await server.close()
+
+
+async def test_stream_refused_without_secret_and_falls_back_to_post_for_an_older_peer() -> None:
+    """The upgrade needs the secret like any /raft/ request; a peer without the route (an older
+    version) still gets every message, by POST."""
+    sink = Sink()
+    server = await serve(sink)
+    try:
+        async with aiohttp.ClientSession() as s:
+            for headers in ({}, {SECRET_HEADER: "wrong"}):
+                async with s.get(server.make_url("/raft/stream"), headers=headers) as r:
+                    assert r.status == 403
+        app = web.Application()     # an older peer: POST /raft/message only
+
+        async def post_only(request: web.Request) -> web.Response:
+            assert request.headers.get(SECRET_HEADER) == "s3cret"
+            sink.receive(codec.loads(await request.read()))
+            return web.Response(status=204)
+
+        app.router.add_post("/raft/message", post_only)
+        old = TestServer(app, host="127.0.0.1")
+        await old.start_server()
+        t = HttpTransport("a", {"b": str(old.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
+        await t.start()
+        try:
+            msgs = [TimeoutNow(i, "a", "b") for i in range(3)]
+            for m in msgs:
+                t.send("b", m)
+                await eventually(lambda: sink.got and sink.got[-1] == m)
+            assert sink.got == msgs
+        finally:
+            await t.close()
+            await old.close()
+    finally:
+        await server.close()

@@ -1,0 +1,79 @@
+"""A process's own CPU and memory accounting, read from /proc (Linux).
+
+`cpu_seconds(pid)` is utime + stime of /proc/PID/stat (the kernel's count of
+the time the process ran, in user and system mode, all threads), so a
+benchmark measures what a server spent without trusting the server to say
+so; `rss_bytes(pid)` is VmRSS of /proc/PID/status. Threads are included,
+children are not (every server measured here is one process).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def parse_stat_cpu_ticks(stat_line: str) -> int:
+    """utime + stime (fields 14 and 15) of a /proc/PID/stat line, in clock ticks.
+
+    The command name (field 2) is in parentheses and may hold spaces or
+    parentheses itself, so fields are counted from the last ')'.
+    """
+    rest = stat_line[stat_line.rindex(")") + 2:].split()
+    # rest[0] is field 3 (state): utime is field 14, stime field 15
+    return int(rest[11]) + int(rest[12])
+
+
+def parse_status_rss_bytes(status_text: str) -> int:
+    """VmRSS of a /proc/PID/status text, in bytes (0 for a zombie, which has none)."""
+    for line in status_text.splitlines():
+        if line.startswith("VmRSS:"):
+            value, unit = line.split()[1:3]
+            if unit != "kB":
+                raise ValueError(f"unexpected VmRSS unit {unit!r}")
+            return int(value) * 1024
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time process `pid` has used so far (user + system), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        return parse_stat_cpu_ticks(f.read()) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process `pid`, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        return parse_status_rss_bytes(f.read())
+
+
+@dataclass
+class CpuWindow:
+    """CPU used by a set of processes between `start()` and `stop()`, by the wall clock."""
+
+    pids: dict[str, int]
+    started_at: float = 0.0
+    wall_s: float = 0.0
+    cpu_start: dict[str, float] | None = None
+    cpu_s: dict[str, float] | None = None
+
+    def start(self) -> CpuWindow:
+        self.cpu_start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.started_at = time.monotonic()
+        return self
+
+    def stop(self) -> CpuWindow:
+        if self.cpu_start is None:
+            raise RuntimeError("CpuWindow.stop() before start()")
+        self.wall_s = time.monotonic() - self.started_at
+        self.cpu_s = {name: cpu_seconds(pid) - self.cpu_start[name] for name, pid in self.pids.items()}
+        return self
+
+    def percent_of_core(self, name: str) -> float:
+        """CPU used by `name` as a percentage of one core over the window."""
+        if self.cpu_s is None or self.wall_s <= 0:
+            raise RuntimeError("CpuWindow not stopped")
+        return 100.0 * self.cpu_s[name] / self.wall_s

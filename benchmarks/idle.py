@@ -1,0 +1,227 @@
+"""Idle cost: CPU and memory of the 3-proxy demo set-up next to 3 Redis Sentinels, nothing to do.
+
+Starts, on 127.0.0.1 only, the demo's set-up (3 redis-server: 1 master + 2
+replicas; 3 redis-raft-proxy processes running Raft, default settings) and, in
+the same run, 3 Redis Sentinels (`redis-server --sentinel`, quorum 2) watching
+the same 3 nodes (the proxies serve their Sentinel-compatible ports too, as in
+the demo). No client sends anything. After a settle time (start-up,
+first election, sentinels discovering each other), it samples every process's
+CPU from the kernel's own accounting (utime + stime of /proc/PID/stat) over
+the window (60 s by default) and its RSS (VmRSS) at the end, and prints:
+
+* the load average at start (figures from a loaded machine are not idle figures);
+* per process: % of one core over the window, RSS;
+* mean proxy / mean sentinel ratios of CPU and RSS;
+* the Redis nodes' CPU too: what the probes of each kind cost the nodes;
+* then (--clients, default 5,000) the memory of idle clients: that many
+  connections to one proxy, each having had one PING answered; the RSS the
+  proxy grew by, per client.
+
+Writes benchmarks/results/idle-<timestamp>.json and idle-latest.json.
+
+Examples (from the repository root):
+    python -m benchmarks.idle                      # 60 s window
+    python -m benchmarks.idle --duration 20
+    python -m benchmarks.idle --quick              # a 2 s window: shows it works
+    python -m benchmarks.idle --proxy-option probe_interval_ms=200
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+if __name__ == "__main__":
+    from benchmarks.benchlib.venv import reexec_in_venv_if_needed
+
+    reexec_in_venv_if_needed("benchmarks.idle")
+
+sys.dont_write_bytecode = True  # keep benchmarks/ free of __pycache__
+
+import argparse
+import json
+import platform
+import socket
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+
+from benchmarks import failover_lib as fl
+from benchmarks.benchlib.proccpu import CpuWindow, rss_bytes
+from tests.integration.harness import free_ports
+
+RESULTS_DIR = REPO / "benchmarks" / "results"
+SENTINEL_DOWN_AFTER_MS = 1000
+
+
+def log(message: str) -> None:
+    print(f"[idle] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.idle", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of CPU sampling")
+    p.add_argument("--settle", type=float, default=5.0,
+                   help="seconds to wait after everything is up before sampling starts")
+    p.add_argument("--quick", action="store_true", help="a 2 s window after a 1 s settle (a smoke test)")
+    p.add_argument("--no-sentinel", action="store_true", help="skip the Sentinels")
+    p.add_argument("--no-proxy-sentinel-port", action="store_true",
+                   help="the proxies without their Sentinel-compatible port (the demo has it)")
+    p.add_argument("--clients", type=int, default=5000,
+                   help="idle client connections opened to one proxy after the window, for RSS per client (0: none)")
+    p.add_argument("--proxy-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra proxy config key for every proxy (repeat), e.g. probe_interval_ms=200")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.settle, args.clients = 2.0, 1.0, min(args.clients, 200)
+    if args.duration <= 0 or args.settle < 0:
+        p.error("--duration must be positive and --settle not negative")
+    for item in args.proxy_option:
+        if "=" not in item:
+            p.error(f"--proxy-option expects KEY=VALUE, got {item!r}")
+    return args
+
+
+def summarize(window: CpuWindow, rss: dict[str, int], kinds: dict[str, str]) -> dict:
+    """Per-process rows and the proxy/sentinel ratios (None where a kind is missing)."""
+    rows = [{"name": n, "kind": kinds[n], "cpu_s": round(window.cpu_s[n], 3),
+             "cpu_pct_of_core": round(window.percent_of_core(n), 3), "rss_mb": round(rss[n] / 2**20, 2)}
+            for n in window.pids]
+
+    def mean(kind: str, key: str) -> float | None:
+        vals = [r[key] for r in rows if r["kind"] == kind]
+        return statistics.mean(vals) if vals else None
+
+    out: dict = {"processes": rows}
+    for kind in ("proxy", "sentinel", "redis"):
+        out[f"mean_{kind}_cpu_pct"] = mean(kind, "cpu_pct_of_core")
+        out[f"mean_{kind}_rss_mb"] = mean(kind, "rss_mb")
+    px, st = out["mean_proxy_cpu_pct"], out["mean_sentinel_cpu_pct"]
+    out["cpu_ratio_proxy_to_sentinel"] = round(px / st, 2) if px is not None and st else None
+    pr, sr = out["mean_proxy_rss_mb"], out["mean_sentinel_rss_mb"]
+    out["rss_ratio_proxy_to_sentinel"] = round(pr / sr, 2) if pr is not None and sr else None
+    return out
+
+
+def print_table(result: dict) -> None:
+    print(f"\nIdle {result['duration_s']:.0f} s, {os.cpu_count()} CPUs, load average at start "
+          f"{' '.join(f'{x:.2f}' for x in result['loadavg_start'])}\n")
+    print("| process | kind | CPU s | % of a core | RSS MB |")
+    print("|---|---|---|---|---|")
+    for r in result["processes"]:
+        print(f"| {r['name']} | {r['kind']} | {r['cpu_s']:.2f} | {r['cpu_pct_of_core']:.2f} | {r['rss_mb']:.1f} |")
+    s = result
+
+    def fmt(v: float | None, unit: str = "") -> str:
+        return "–" if v is None else f"{v:.2f}{unit}"
+
+    print(f"\nmean proxy {fmt(s['mean_proxy_cpu_pct'], ' %')} of a core, {fmt(s['mean_proxy_rss_mb'], ' MB')}; "
+          f"mean sentinel {fmt(s['mean_sentinel_cpu_pct'], ' %')}, {fmt(s['mean_sentinel_rss_mb'], ' MB')}; "
+          f"ratio proxy/sentinel CPU {fmt(s['cpu_ratio_proxy_to_sentinel'])}, "
+          f"RSS {fmt(s['rss_ratio_proxy_to_sentinel'])}")
+    c = result.get("idle_clients")
+    if c:
+        print(f"\n{c['clients']} idle clients on one proxy ({c['proxy_connected']} connected by its /status): RSS "
+              f"{c['rss_before_mb']:.1f} -> {c['rss_after_mb']:.1f} MB, {c['bytes_per_client'] / 1024:.1f} kB per client")
+
+
+def idle_clients_rss(cluster: fl.ProxyCluster, name: str, count: int) -> dict:
+    """Open `count` client connections to proxy `name`, PING on each (so each has a
+    session), and report how much the proxy's RSS grew, per client."""
+    proxy = cluster.proxies[name]
+    before = rss_bytes(proxy.pid)
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.create_connection((proxy.addr.split(":")[0], proxy.port), timeout=5)
+            s.sendall(b"*1\r\n$4\r\nPING\r\n")
+            socks.append(s)
+        for s in socks:
+            if not s.recv(64).startswith(b"+PONG"):
+                raise RuntimeError("a client got no +PONG")
+        time.sleep(1.0)     # let the proxy settle (a measurement, not a synchronisation)
+        after = rss_bytes(proxy.pid)
+        connected = cluster.status(name)["clients"]["connected"] if cluster.status(name) else None
+    finally:
+        for s in socks:
+            s.close()
+    return {"clients": count, "proxy_connected": connected, "rss_before_mb": round(before / 2**20, 2),
+            "rss_after_mb": round(after / 2**20, 2), "bytes_per_client": round((after - before) / count)}
+
+
+def run(args: argparse.Namespace, tmp: Path) -> dict:
+    options = dict(item.split("=", 1) for item in args.proxy_option)
+    loadavg = os.getloadavg()
+    log(f"load average at start: {' '.join(f'{x:.2f}' for x in loadavg)}")
+    # as in the demo, every proxy also serves its Sentinel-compatible port
+    sentinel_ports = dict(zip(fl.PROXY_NAMES, free_ports(len(fl.PROXY_NAMES))))
+    cluster = fl.ProxyCluster(tmp / "proxies", options=options,
+                              node_options={} if args.no_proxy_sentinel_port else
+                              {n: {"sentinel_port": p} for n, p in sentinel_ports.items()})
+    sentinels = None
+    try:
+        cluster.start()
+        pids = {name: p.pid for name, p in cluster.proxies.items()}
+        kinds = dict.fromkeys(pids, "proxy")
+        if not args.no_sentinel:
+            sentinels = fl.SentinelCluster(tmp / "sentinels", SENTINEL_DOWN_AFTER_MS, rs=cluster.rs).start()
+            for s in sentinels.sentinels:
+                pids[s.name] = s.pid
+                kinds[s.name] = "sentinel"
+        for server in cluster.rs.servers:
+            name = f"redis-{server.port}"
+            pids[name], kinds[name] = server.pid, "redis"
+        log(f"up; settling {args.settle:.0f} s, then sampling {args.duration:.0f} s")
+        time.sleep(args.settle)   # a measurement window, not a synchronisation
+        window = CpuWindow(pids).start()
+        time.sleep(args.duration)
+        window.stop()
+        rss = {name: rss_bytes(pid) for name, pid in pids.items()}
+        dead = [n for n, p in cluster.proxies.items() if not p.alive()]
+        if dead:
+            raise RuntimeError(f"proxies exited during the run: {dead}\n{cluster.logs()}")
+        result = {"duration_s": round(window.wall_s, 2), "settle_s": args.settle, "loadavg_start": list(loadavg),
+                  "loadavg_end": list(os.getloadavg()), "proxy_options": options,
+                  "sentinel_down_after_ms": None if args.no_sentinel else SENTINEL_DOWN_AFTER_MS,
+                  "proxy_sentinel_port": not args.no_proxy_sentinel_port}
+        result.update(summarize(window, rss, kinds))
+        if args.clients > 0:
+            result["idle_clients"] = idle_clients_rss(cluster, "proxy-1", args.clients)
+        return result
+    finally:
+        if sentinels is not None:
+            sentinels.cleanup()
+        cluster.cleanup()
+
+
+def save(result: dict, results_dir: Path) -> Path:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    payload = {"benchmark": "idle", "time": stamp, "platform": platform.platform(), "cpus": os.cpu_count(),
+               "python": platform.python_version(), **result}
+    path = results_dir / f"idle-{stamp}.json"
+    text = json.dumps(payload, indent=2) + "\n"
+    path.write_text(text)
+    (results_dir / "idle-latest.json").write_text(text)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="idle-bench-") as tmp:
+        result = run(args, Path(tmp))
+    print_table(result)
+    log(f"saved {save(result, args.results_dir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

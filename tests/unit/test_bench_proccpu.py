@@ -1,0 +1,32 @@
+"""benchmarks/benchlib/proccpu.py: a process's own CPU and RSS accounting from /proc."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from benchmarks.benchlib.proccpu import (CLOCK_TICKS, CpuWindow, cpu_seconds, parse_stat_cpu_ticks,
+                                         parse_status_rss_bytes, rss_bytes)
+
+
+def test_stat_fields_are_counted_after_a_command_name_with_spaces_and_parentheses():
+    line = "4242 (redis (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 123 45 0 0 20 0 4 0 100 1 2 3"
+    assert parse_stat_cpu_ticks(line) == 123 + 45
+
+
+def test_rss_is_read_in_bytes():
+    assert parse_status_rss_bytes("Name:\tx\nVmRSS:\t  53720 kB\nThreads:\t4\n") == 53720 * 1024
+    assert parse_status_rss_bytes("Name:\tzombie\nState:\tZ\n") == 0
+
+
+def test_this_process_cpu_grows_with_work_and_a_window_reports_percent_of_a_core():
+    me = os.getpid()
+    window = CpuWindow({"me": me}).start()
+    before = cpu_seconds(me)
+    deadline = time.process_time() + 3 / CLOCK_TICKS       # a few clock ticks of CPU
+    while time.process_time() < deadline:
+        pass
+    assert cpu_seconds(me) > before
+    window.stop()
+    assert 0 < window.percent_of_core("me") <= 100 * (os.cpu_count() or 1)
+    assert rss_bytes(me) > 1024 * 1024
