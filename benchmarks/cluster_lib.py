@@ -346,8 +346,23 @@ class ShardedProxyCluster:
             except HarnessError:
                 return None         # no leader at the moment (one was killed): ask again
             return mine if len(mine) == len(ids) and all(m["state"] in states for m in mine) else None
-        return wait_until(ended, timeout, message=lambda: f"migrations {sorted(ids)} to end: "
-                                                          f"{self._safe_migrations()}")
+        out = wait_until(ended, timeout, message=lambda: f"migrations {sorted(ids)} to end: "
+                                                         f"{self._safe_migrations()}")
+        self.wait_applied_everywhere()
+        return out
+
+    def wait_applied_everywhere(self, timeout: float = 15.0) -> None:
+        """Every live proxy has applied what the leader had committed when this was called: a
+        view read from any proxy right after the leader reported a migration's end was one entry
+        (the last batch) behind on a loaded machine."""
+        lead = self.status(self.leader().node) or {}
+        target = int((lead.get("raft") or {}).get("commit_index") or 0)
+
+        def applied(p: ProxyProcess) -> bool:
+            raft = (self.status(p.node) or {}).get("raft") or {}
+            return int(raft.get("applied_index") or -1) >= target
+        wait_until(lambda: all(applied(p) for p in self.alive()), timeout,
+                   message=lambda: f"every proxy to apply index {target}: {self._brief(self.statuses())}")
 
     def _safe_migrations(self) -> Any:
         for n in [p.node for p in self.alive()]:
