@@ -131,8 +131,8 @@ def main() -> int:
                   f"{px['GET'] / dr['GET']:.2f} |")
         one = med["proxies-1"]
         print("\nscaling vs 1 proxy: " + ", ".join(
-            f"{k} proxies SET x{med[f'proxies-{k}']['SET'] / one['SET']:.2f} GET x{med[f'proxies-{k}']['GET'] / one['GET']:.2f}"
-            for k in (2, 3)))
+            f"{k} proxies SET x{med[f'proxies-{k}']['SET'] / one['SET']:.2f} "
+            f"GET x{med[f'proxies-{k}']['GET'] / one['GET']:.2f}" for k in (2, 3)))
         print(f"direct redis-server, {args.clients} clients split 1/2/3 ways: " + ", ".join(
             f"SET {med[f'direct-{k}']['SET']:.0f} GET {med[f'direct-{k}']['GET']:.0f}" for k in (1, 2, 3)))
         print(f"load average: start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}, "

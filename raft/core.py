@@ -348,9 +348,10 @@ class RaftCore:
     def writes_fenced(self, index: int) -> bool:
         """Leader: no node can hold a lease any more without having applied
         ``index``. True once ``index`` is committed and applied here and every
-        peer (voters and learners alike: both route writes) has answered that it knows the commit (its lease then waits for its
-        apply) and leases a node outside our configuration may hold have run out
-        (a removed member, or one an earlier leader added), or once every lease
+        peer (voters and learners alike: both route writes) has answered that it
+        knows the commit (its lease then waits for its apply) and leases a node
+        outside our configuration may hold have run out (a removed member, or
+        one an earlier leader added), or once every lease
         handed out before the commit has run out. The application waits for this
         before acting on an entry that proxies with a stale view would contradict
         (promoting a new Redis master while a lagging proxy still writes to the old)."""

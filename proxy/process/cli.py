@@ -89,12 +89,12 @@ async def _join(cfg, tls) -> None:
     from .ops_cli import leader_call
 
     me = cfg.advertise_url or f"{cfg.admin_scheme}://{cfg.bind}:{cfg.admin_port}"
+    body = {"node": cfg.node, "url": me, **({"learner": True} if cfg.learner else {})}
     loop = asyncio.get_running_loop()
     while True:
         try:
             status, doc = await loop.run_in_executor(
-                None, leader_call, cfg.join, "POST", "/admin/members", {"node": cfg.node, "url": me, **({"learner": True} if cfg.learner else {})},
-                cfg.raft_secret, 10.0, tls.admin_client)
+                None, leader_call, cfg.join, "POST", "/admin/members", body, cfg.raft_secret, 10.0, tls.admin_client)
             if status == 200:
                 log.info("event=member_joined node=%s via=%s members=%s learners=%s", cfg.node, cfg.join,
                          doc.get("members"), doc.get("learners"))

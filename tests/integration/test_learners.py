@@ -179,7 +179,8 @@ def test_cut_learner_is_fenced_then_refuses_writes_then_follows_again(lc):
               f"{t_commit - t_cut:.2f} s, new master promoted {t_promoted - t_cut:.2f} s")
 
         # no lease: a write through the cut learner is held for hold_ms, then refused
-        wait_until(lambda: (s := c.status(CUT)) and not s["lease"]["held"], 5, message="the cut learner's lease to lapse")
+        wait_until(lambda: (s := c.status(CUT)) and not s["lease"]["held"], 5,
+                   message="the cut learner's lease to lapse")
         t0 = time.monotonic()
         with pytest.raises(redis.exceptions.TryAgainError, match="holds no lease"):
             set_through(c, CUT, "t3:while-cut", "lost")

@@ -154,9 +154,8 @@ def test_cli_exits_2_naming_the_key(tmp_path):
 def test_learner_needs_join():
     with pytest.raises(ConfigError, match="learner.*only with --join"):
         load_config(env={}, flags={"learner": "true", "raft_secret": "a3f9c1e07b6d4428", **CLUSTER})
-    cfg = load_config(env={}, flags={"learner": "true", "join": "http://127.0.0.1:8000", "raft_secret": "a3f9c1e07b6d4428",
-                                     **CLUSTER, "peers": CLUSTER["peers"] + ",proxy-3=http://127.0.0.1:8002",
-                                     "node": "proxy-3"})
+    cfg = load_config(env={}, flags={**CLUSTER, "learner": "true", "join": "http://127.0.0.1:8000",
+                                     "raft_secret": "a3f9c1e07b6d4428", "node": "proxy-3"})
     assert cfg.learner and cfg.learner_probe_interval_ms == 1000
 
 
