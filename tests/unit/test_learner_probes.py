@@ -50,3 +50,34 @@ def test_a_proxy_started_as_learner_probes_slowly_before_it_is_added(tmp_path) -
     assert server.probing_as_learner() and server._probe_interval_ms() == 1000
     voter = server_with(RaftCore("p1", {"p1": ""}, rng=random.Random(1)))
     assert not voter.probing_as_learner() and voter._probe_interval_ms() == 100
+
+
+def test_a_learner_does_not_report_its_view_to_the_leader() -> None:
+    """Only voters' views count for objective down; a learner does not send its own."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from health.controller import Controller, TopologyStateMachine
+    from health.probe import Health
+
+    cfg = load_config(env={}, flags={})
+    consensus = SimpleNamespace(role="follower", term=2, leader_id="p1", members=["p1", "p2", "p3"],
+                                learners=["p4"], is_learner=True, lease_held=lambda: True)
+    server = SimpleNamespace(cfg=cfg, health=Health(list(cfg.redis_nodes), cfg.down_after_ms),
+                             stats=SimpleNamespace(observe_raft=lambda c: None))
+    ctl = Controller(server, consensus, TopologyStateMachine(lambda new, old, reason: None))
+    sent: list[str] = []
+
+    async def report(view) -> None:
+        sent.append(consensus.role)
+
+    ctl._send_report = report   # type: ignore[method-assign]
+
+    async def observe_twice() -> None:
+        assert ctl._observe() is None
+        consensus.is_learner = False      # promoted
+        assert ctl._observe() is None
+        await asyncio.sleep(0)
+
+    asyncio.run(observe_twice())
+    assert sent == ["follower"]   # only once it is a voter
