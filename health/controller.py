@@ -139,11 +139,14 @@ class StandaloneConsensus:
 
 def raft_status(consensus) -> dict:
     if getattr(consensus, "core", True) is None:   # RaftNode not started yet
-        return {"role": "follower", "term": 0, "leader": None, "members": [], "commit_index": 0,
+        return {"role": "follower", "term": 0, "leader": None, "members": [], "learners": [], "commit_index": 0,
                 "applied_index": 0}
     cluster = getattr(consensus, "cluster", None)
-    return {"role": consensus.role, "term": consensus.term, "leader": consensus.leader_id,
-            "members": list(consensus.members), "commit_index": consensus.commit_index,
+    # a learner (issue 16) is a follower that never votes: shown as "learner"
+    learner = getattr(consensus, "is_learner", False) and consensus.role == "follower"
+    return {"role": "learner" if learner else consensus.role, "term": consensus.term,
+            "leader": consensus.leader_id, "members": list(consensus.members),
+            "learners": list(getattr(consensus, "learners", [])), "commit_index": consensus.commit_index,
             "applied_index": consensus.applied_index,
             "cluster_id": (cluster.cluster_id or None) if cluster is not None else None}
 
@@ -284,11 +287,15 @@ class Controller:
         (None), or kept with the others' when this proxy leads (the view)."""
         self.server.stats.observe_raft(self.consensus)
         self.raft_events.observe(self.consensus)
+        tune = getattr(self.server, "tune_probes", None)
+        if tune is not None:
+            tune()
         view = self.local_view()
         if self.consensus.role != "leader":
             self.views.clear()
             key, now = report_key(view, self.consensus.leader_id), time.monotonic()
-            if report_due(key, self._report_key, now - self._report_at, self.report_refresh_s):
+            learner = getattr(self.consensus, "is_learner", False)     # a learner's view is not counted
+            if not learner and report_due(key, self._report_key, now - self._report_at, self.report_refresh_s):
                 self._report_key, self._report_at = key, now
                 asyncio.get_running_loop().create_task(self._send_report(view))
             return None
@@ -718,7 +725,8 @@ class Controller:
             return None
         core = getattr(self.consensus, "core", None)
         members = getattr(core, "members", None) or {}
-        return members.get(node) or self.consensus.peers.get(node)
+        learners = getattr(core, "learners", None) or {}
+        return members.get(node) or learners.get(node) or self.consensus.peers.get(node)
 
     def _client(self, addr: str) -> aioredis.Redis:
         c = self._clients.get(addr)

@@ -19,6 +19,7 @@ class RaftEvents:
         self._leader: str | None = None
         self._term = 0
         self._members: set[str] | None = None
+        self._learners: set[str] | None = None
         self._lease: bool | None = None
 
     def observe(self, consensus) -> None:
@@ -40,6 +41,15 @@ class RaftEvents:
                 log.warning("event=member_removed node=%s members=%s", m, ",".join(sorted(members)))
         if members or self._members is not None:
             self._members = members
+
+        learners = set(getattr(consensus, "learners", ()))
+        if self._learners is not None and learners != self._learners:
+            for m in sorted(learners - self._learners):
+                log.warning("event=learner_added node=%s learners=%s", m, ",".join(sorted(learners)))
+            for m in sorted(self._learners - learners):   # promoted (then also member_added) or removed
+                log.warning("event=learner_removed node=%s learners=%s", m, ",".join(sorted(learners)))
+        if learners or self._learners is not None or members:  # known once there is a membership
+            self._learners = learners
 
         lease = bool(consensus.lease_held())
         if self._lease is not None and lease != self._lease:

@@ -51,17 +51,24 @@ def entry_from_dict(d: Any) -> Entry:
 
 
 def snapshot_to_dict(s: Snapshot) -> dict[str, Any]:
-    return {"index": s.index, "term": s.term, "members": dict(s.members), "data": _b64(s.data)}
+    """``learners`` only when there are some: a snapshot without learners encodes as
+    before they existed (an older node reads it)."""
+    out: dict[str, Any] = {"index": s.index, "term": s.term, "members": dict(s.members), "data": _b64(s.data)}
+    if s.learners:
+        out["learners"] = dict(s.learners)
+    return out
+
+
+def _str_map(v: Any, what: str) -> dict[str, str]:
+    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(a, str) for k, a in v.items()):
+        raise CodecError(f"bad {what}")
+    return dict(v)
 
 
 def snapshot_from_dict(d: Any) -> Snapshot:
     try:
-        members = d["members"]
-        if not isinstance(members, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in members.items()
-        ):
-            raise CodecError("bad members")
-        return Snapshot(index=_int(d["index"]), term=_int(d["term"]), members=dict(members), data=_unb64(d["data"]))
+        return Snapshot(index=_int(d["index"]), term=_int(d["term"]), members=_str_map(d["members"], "members"),
+                        data=_unb64(d["data"]), learners=_str_map(d.get("learners", {}), "learners"))
     except (KeyError, TypeError) as exc:
         raise CodecError(f"bad snapshot: {exc}") from None
 

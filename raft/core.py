@@ -152,9 +152,16 @@ class Config:
 
 @dataclass(frozen=True, slots=True)
 class ConfChange:
-    """Add or remove one voter. ``address`` is kept with the membership (the admin URL)."""
+    """One single-server membership change. ``address`` is kept with the membership
+    (the admin URL).
 
-    op: str  # "add" | "remove"
+    ``add``: a new voter, or a learner promoted to voter; ``add_learner``: a new
+    non-voting learner (etcd's model: it gets the log, snapshots and follower
+    leases, never votes or campaigns, and is not counted for commit, the leader
+    lease or check-quorum); ``promote``: a learner becomes a voter; ``remove``:
+    a voter or a learner leaves."""
+
+    op: str  # "add" | "add_learner" | "promote" | "remove"
     node_id: str
     address: str = ""
 
@@ -187,12 +194,25 @@ class Ready:
     must_sync: bool
 
 
-def encode_members(members: Mapping[str, str]) -> bytes:
-    return json.dumps({"members": dict(sorted(members.items()))}, separators=(",", ":")).encode()
+def encode_members(members: Mapping[str, str], learners: Mapping[str, str] | None = None) -> bytes:
+    """A CONFIG entry's data. ``learners`` appear only when there are some, so a
+    configuration without learners encodes exactly as before learners existed (a
+    node of that version reads it: rolling upgrades)."""
+    doc: dict[str, dict[str, str]] = {"members": dict(sorted(members.items()))}
+    if learners:
+        doc["learners"] = dict(sorted(learners.items()))
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def decode_members(data: bytes) -> dict[str, str]:
+    """The voters of a CONFIG entry."""
     return dict(json.loads(data)["members"])
+
+
+def decode_config(data: bytes) -> tuple[dict[str, str], dict[str, str]]:
+    """A CONFIG entry's (voters, learners)."""
+    doc = json.loads(data)
+    return dict(doc["members"]), dict(doc.get("learners") or {})
 
 
 class RaftCore:
@@ -207,6 +227,7 @@ class RaftCore:
         config: Config | None = None,
         boot_id: int = 1,
         cluster_id: str = "",
+        learners: Mapping[str, str] | None = None,
     ) -> None:
         """``peers`` is the bootstrap membership (id -> address, or ids), used only
         when storage holds no snapshot; pass an empty one to join an existing
@@ -216,7 +237,8 @@ class RaftCore:
         ``cluster_id`` is the id of the cluster this node's data belongs to ("" while
         not known): see raft.cluster. A leader writes it into its NOOP entry (the
         first leader of a cluster chooses it); ``cluster_id`` is set once such an
-        entry is applied."""
+        entry is applied. ``learners`` are bootstrap learners (id -> address), used
+        like ``peers``."""
         if boot_id <= 0:
             raise ValueError("boot_id must be positive")
         self.id = node_id
@@ -227,7 +249,7 @@ class RaftCore:
         self._rng = rng if rng is not None else random.Random(0)
         st = storage_state or StorageState()
         members = dict(peers) if isinstance(peers, Mapping) else {p: "" for p in peers}
-        snap = st.snapshot or Snapshot(index=0, term=0, members=members, data=b"")
+        snap = st.snapshot or Snapshot(index=0, term=0, members=members, data=b"", learners=dict(learners or {}))
         self.log = RaftLog(snap, st.entries)
         hs = st.hard_state
         self.term = hs.term
@@ -235,7 +257,8 @@ class RaftCore:
         self.commit = min(max(hs.commit, snap.index), self.log.last_index)
         self.role = FOLLOWER
         self.leader_id: str | None = None
-        self.members: dict[str, str] = {}
+        self.members: dict[str, str] = {}  # the voters
+        self.learners: dict[str, str] = {}  # non-voting: replicated to and leased, never counted
         self.config_index = 0
         self._recompute_config()
 
@@ -295,6 +318,9 @@ class RaftCore:
     def promotable(self) -> bool:
         return self.id in self.members
 
+    def is_learner(self) -> bool:
+        return self.id in self.learners
+
     def lease_valid(self) -> bool:
         """True on a leader whose quorum acked a message sent within lease_ticks,
         that has committed an entry of its term, applied all it committed (an
@@ -322,9 +348,10 @@ class RaftCore:
     def writes_fenced(self, index: int) -> bool:
         """Leader: no node can hold a lease any more without having applied
         ``index``. True once ``index`` is committed and applied here and every
-        peer has answered that it knows the commit (its lease then waits for its
-        apply) and leases a node outside our configuration may hold have run out
-        (a removed member, or one an earlier leader added), or once every lease
+        peer (voters and learners alike: both route writes) has answered that it
+        knows the commit (its lease then waits for its apply) and leases a node
+        outside our configuration may hold have run out (a removed member, or
+        one an earlier leader added), or once every lease
         handed out before the commit has run out. The application waits for this
         before acting on an entry that proxies with a stale view would contradict
         (promoting a new Redis master while a lagging proxy still writes to the old)."""
@@ -379,19 +406,36 @@ class RaftCore:
         if self.config_index > self.commit:
             raise ProposalRejected("another membership change is pending")
         new = dict(self.members)
-        if cc.op == "add":
-            if cc.node_id in new:
-                raise ProposalRejected(f"{cc.node_id} is already a member")
-            new[cc.node_id] = cc.address
+        learners = dict(self.learners)
+        node = cc.node_id
+        if cc.op in ("add", "promote"):
+            if node in new:
+                raise ProposalRejected(f"{node} is already a voter")
+            if node in learners:
+                address = learners.pop(node)
+                new[node] = cc.address or address
+            elif cc.op == "promote":
+                raise ProposalRejected(f"{node} is not a learner")
+            else:
+                new[node] = cc.address
+        elif cc.op == "add_learner":
+            if node in new:
+                raise ProposalRejected(f"{node} is already a voter")
+            if node in learners:
+                raise ProposalRejected(f"{node} is already a learner")
+            learners[node] = cc.address
         elif cc.op == "remove":
-            if cc.node_id not in new:
-                raise ProposalRejected(f"{cc.node_id} is not a member")
-            if len(new) == 1:
-                raise ProposalRejected("cannot remove the last member")
-            del new[cc.node_id]
+            if node in learners:
+                del learners[node]
+            elif node not in new:
+                raise ProposalRejected(f"{node} is not a member")
+            elif len(new) == 1:
+                raise ProposalRejected("cannot remove the last voter")
+            else:
+                del new[node]
         else:
             raise ProposalRejected(f"unknown membership operation {cc.op!r}")
-        return self._append_local(EntryKind.CONFIG, encode_members(new))
+        return self._append_local(EntryKind.CONFIG, encode_members(new, learners))
 
     def best_transferee(self) -> str | None:
         """Leader: the voter to hand leadership to: one that answered within this election
@@ -427,7 +471,8 @@ class RaftCore:
         term = self.log.term_at(idx)
         if term is None or idx <= self.log.snapshot.index:
             raise RaftError("nothing to compact")
-        snap = Snapshot(index=idx, term=term, members=self._members_at(idx), data=data)
+        members, learners = self._config_at(idx)
+        snap = Snapshot(index=idx, term=term, members=members, data=data, learners=learners)
         self.log.compact(snap)
         self._pending_snapshot = snap
         return snap
@@ -618,7 +663,8 @@ class RaftCore:
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._transferee = None
-        self._prs = {p: Progress(next=self.log.last_index + 1) for p in self.members if p != self.id}
+        self._prs = {p: Progress(next=self.log.last_index + 1) for p in (*self.members, *self.learners)
+                     if p != self.id}
         self._leader_since = self._now
         # A node that is not (or no longer) in our configuration may hold a lease
         # from an earlier leader: one it removed, or one it added in an entry we do
@@ -811,7 +857,7 @@ class RaftCore:
         if (self._restate_members and self.log.snapshot.index == 0 and self.config_index == 0
                 and self.log.term_at(self.commit) == self.term):
             self._restate_members = False
-            self._append_local(EntryKind.CONFIG, encode_members(self.members))
+            self._append_local(EntryKind.CONFIG, encode_members(self.members, self.learners))
 
     def _quorum_active(self) -> bool:
         active = sum(1 for p in self.members if p == self.id or (p in self._prs and self._prs[p].recent_active))
@@ -997,25 +1043,28 @@ class RaftCore:
         """Membership is the latest CONFIG entry in the log, else the snapshot's."""
         for e in reversed(self.log.entries):
             if e.kind == EntryKind.CONFIG:
-                self._set_members(decode_members(e.data), e.index)
+                self._set_members(*decode_config(e.data), e.index)
                 return
-        self._set_members(dict(self.log.snapshot.members), self.log.snapshot.index)
+        snap = self.log.snapshot
+        self._set_members(dict(snap.members), dict(snap.learners), snap.index)
 
-    def _members_at(self, index: int) -> dict[str, str]:
+    def _config_at(self, index: int) -> tuple[dict[str, str], dict[str, str]]:
         for e in reversed(self.log.slice(self.log.first_index, index)):
             if e.kind == EntryKind.CONFIG:
-                return decode_members(e.data)
-        return dict(self.log.snapshot.members)
+                return decode_config(e.data)
+        return dict(self.log.snapshot.members), dict(self.log.snapshot.learners)
 
-    def _set_members(self, members: dict[str, str], index: int) -> None:
+    def _set_members(self, members: dict[str, str], learners: dict[str, str], index: int) -> None:
         self.members = members
+        self.learners = learners
         self.config_index = index
         if self.role == LEADER:
-            for p in members:
+            for p in (*members, *learners):
                 if p != self.id and p not in self._prs:
                     self._prs[p] = Progress(next=self.log.last_index + 1)
             for p in list(self._prs):
-                if p not in members:
+                if p not in members and p not in learners:
+                    # a removed voter or learner may still hold a lease: writes_fenced waits it out
                     self._dropped_lease_end = max(self._dropped_lease_end, self._lease_end(self._prs.pop(p)))
             if self._transferee is not None and self._transferee not in members:
                 self._transferee = None

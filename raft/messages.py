@@ -43,17 +43,20 @@ class HardState:
 class Snapshot:
     """The state machine at ``index`` plus the membership in force there.
 
-    ``members`` maps node id -> address (an opaque string for the core; the
-    driver uses it as the peer's admin base URL).
+    ``members`` maps voter id -> address (an opaque string for the core; the
+    driver uses it as the peer's admin base URL); ``learners`` the same for the
+    non-voting learners (empty in snapshots taken before learners existed).
     """
 
     index: int
     term: int
     members: dict[str, str] = field(default_factory=dict)
     data: bytes = b""
+    learners: dict[str, str] = field(default_factory=dict)
 
     def __hash__(self) -> int:  # dict field: hash by identity-free key
-        return hash((self.index, self.term, tuple(sorted(self.members.items())), self.data))
+        return hash((self.index, self.term, tuple(sorted(self.members.items())), self.data,
+                     tuple(sorted(self.learners.items()))))
 
 
 @dataclass(frozen=True, slots=True)

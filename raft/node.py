@@ -227,7 +227,18 @@ class RaftNode:
 
     @property
     def members(self) -> list[str]:
+        """The voters."""
         return sorted(self._c().members)
+
+    @property
+    def learners(self) -> list[str]:
+        """The non-voting learners: they follow the log and route writes under the
+        same lease and fence rules, but never vote (see raft.core.ConfChange)."""
+        return sorted(self._c().learners)
+
+    @property
+    def is_learner(self) -> bool:
+        return self.core is not None and self.core.is_learner()
 
     @property
     def commit_index(self) -> int:
@@ -264,10 +275,11 @@ class RaftNode:
         return {
             "cluster_id": self.cluster.cluster_id or None,
             "bootstrap_pending": self._gated,
-            "role": self.role,
+            "role": "learner" if self.is_learner and self.role == "follower" else self.role,
             "term": self.term,
             "leader": self.leader_id,
             "members": self.members,
+            "learners": self.learners,
             "commit_index": self.commit_index,
             "applied_index": self.applied_index,
             "lease_held": self.lease_held(),
@@ -283,9 +295,16 @@ class RaftNode:
         entry = self._c().propose(data)
         await self._wait_applied(entry, timeout)
 
-    async def add_member(self, node_id: str, url: str, timeout: float = 5.0) -> None:
+    async def add_member(self, node_id: str, url: str, timeout: float = 5.0, *, learner: bool = False) -> None:
+        """Add a voter (promoting it if it is a learner), or with ``learner`` a learner."""
         self._check_usable()
-        entry = self._c().propose_conf_change(ConfChange("add", node_id, url))
+        entry = self._c().propose_conf_change(ConfChange("add_learner" if learner else "add", node_id, url))
+        await self._wait_applied(entry, timeout)
+
+    async def promote_member(self, node_id: str, timeout: float = 5.0) -> None:
+        """Make a learner a voter."""
+        self._check_usable()
+        entry = self._c().propose_conf_change(ConfChange("promote", node_id))
         await self._wait_applied(entry, timeout)
 
     async def remove_member(self, node_id: str, timeout: float = 5.0) -> None:
@@ -483,7 +502,8 @@ class RaftNode:
 
     def _update_peers(self) -> None:
         peers = dict(self.peers)
-        for nid, url in self._c().members.items():
+        core = self._c()
+        for nid, url in (*core.members.items(), *core.learners.items()):
             if url:
                 peers[nid] = url
         self.transport.set_peers(peers)

@@ -82,7 +82,7 @@ def status_document(server, raft=None) -> dict:
         "clients": {"connected": len(server.clients), "total": server.total_connections,
                     "rejected": dict(server.rejected)},
         "nodes": [st.to_dict(now, health.down_after) for st in health.nodes.values()],
-        "peers": {m: server.controller.peer_url(m) for m in raft_doc["members"]},
+        "peers": {m: server.controller.peer_url(m) for m in (*raft_doc["members"], *raft_doc["learners"])},
         "sentinel": server.sentinel.status_doc(),
         # the cluster-wide keys' effective values and where each comes from, and node tags (issue 17)
         "config": config_doc(server),
@@ -271,34 +271,57 @@ def add_operator_routes(app: web.Application, server) -> None:
         # leader_id may still be unknown here (the old leader stepped down first)
         return web.json_response({"ok": True, "leader": cons.leader_id or to})
 
+    def membership(cons, **extra) -> web.Response:
+        return web.json_response({"ok": True, "members": list(cons.members),
+                                  "learners": list(getattr(cons, "learners", [])), **extra})
+
     async def add_member(request: web.Request) -> web.Response:
+        """{"node", "url", "learner": bool}: a new voter, or a non-voting learner."""
         doc = await body(request)
         cons = server.consensus
         if cons.role != "leader":
             return not_leader(cons.leader_id)
-        node, url = str(doc.get("node", "")), str(doc.get("url", ""))
+        node, url, learner = str(doc.get("node", "")), str(doc.get("url", "")), doc.get("learner", False)
         if not node or not url.startswith("http"):
             return web.json_response({"ok": False, "error": "need node and url"}, status=400)
+        if not isinstance(learner, bool):
+            return web.json_response({"ok": False, "error": "learner: expected true or false"}, status=400)
         if node in cons.members:
-            return web.json_response({"ok": True, "members": list(cons.members), "message": "already a member"})
+            return membership(cons, message="already a member")
+        if learner and node in getattr(cons, "learners", []):
+            return membership(cons, message="already a learner")
         try:
-            await cons.add_member(node, url)
+            # a learner added again without "learner" is promoted (etcd's rule for add)
+            await cons.add_member(node, url, learner=learner)
         except Exception as exc:
             return web.json_response({"ok": False, "error": f"add failed: {exc!r}"}, status=500)
-        return web.json_response({"ok": True, "members": list(cons.members)})
+        return membership(cons)
+
+    async def promote_member(request: web.Request) -> web.Response:
+        node = request.match_info["node"]
+        cons = server.consensus
+        if cons.role != "leader":
+            return not_leader(cons.leader_id)
+        if node not in getattr(cons, "learners", []):
+            return web.json_response({"ok": False, "error": f"{node} is not a learner"}, status=400)
+        try:
+            await cons.promote_member(node)
+        except Exception as exc:
+            return web.json_response({"ok": False, "error": f"promote failed: {exc!r}"}, status=500)
+        return membership(cons)
 
     async def remove_member(request: web.Request) -> web.Response:
         node = request.match_info["node"]
         cons = server.consensus
         if cons.role != "leader":
             return not_leader(cons.leader_id)
-        if node not in cons.members:
+        if node not in cons.members and node not in getattr(cons, "learners", []):
             return web.json_response({"ok": False, "error": f"{node} is not a member"}, status=400)
         try:
             await cons.remove_member(node)
         except Exception as exc:
             return web.json_response({"ok": False, "error": f"remove failed: {exc!r}"}, status=500)
-        return web.json_response({"ok": True, "members": list(cons.members)})
+        return membership(cons)
 
     async def cluster_action(request: web.Request) -> web.Response:
         """Cluster mode: move-slots, add-shard, remove-shard, rebalance, cancel (issue 15)."""
@@ -376,4 +399,5 @@ def add_operator_routes(app: web.Application, server) -> None:
     app.router.add_post("/admin/resume", guarded(resume))
     app.router.add_post("/admin/transfer-leadership", guarded(transfer))
     app.router.add_post("/admin/members", guarded(add_member))
+    app.router.add_post("/admin/members/{node}/promote", guarded(promote_member))
     app.router.add_delete("/admin/members/{node}", guarded(remove_member))

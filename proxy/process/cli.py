@@ -88,18 +88,20 @@ async def _serve(cfg, tls, read_config=None) -> int:
 
 
 async def _join(cfg, tls) -> None:
-    """--join: ask the running cluster (via any member) to add this proxy; retry until it did."""
+    """--join: ask the running cluster (via any member) to add this proxy (with `learner`: as
+    a non-voting learner); retry until it did."""
     from .ops_cli import leader_call
 
     me = cfg.advertise_url or f"{cfg.admin_scheme}://{cfg.bind}:{cfg.admin_port}"
+    body = {"node": cfg.node, "url": me, **({"learner": True} if cfg.learner else {})}
     loop = asyncio.get_running_loop()
     while True:
         try:
             status, doc = await loop.run_in_executor(
-                None, leader_call, cfg.join, "POST", "/admin/members", {"node": cfg.node, "url": me},
-                cfg.raft_secret, 10.0, tls.admin_client)
+                None, leader_call, cfg.join, "POST", "/admin/members", body, cfg.raft_secret, 10.0, tls.admin_client)
             if status == 200:
-                log.info("event=member_joined node=%s via=%s members=%s", cfg.node, cfg.join, doc.get("members"))
+                log.info("event=member_joined node=%s via=%s members=%s learners=%s", cfg.node, cfg.join,
+                         doc.get("members"), doc.get("learners"))
                 return
             log.warning("join via %s failed: HTTP %s %s; retrying", cfg.join, status, doc)
         except OSError as exc:

@@ -125,6 +125,8 @@ class Config:
     down_after_ms: int = _key("int", 500, "a node is subjectively down after this long without a valid reply",
                               minimum=1)
     probe_interval_ms: int = _key("int", 100, "how often each Redis node is probed", minimum=1)
+    learner_probe_interval_ms: int = _key("int", 1000, "how often a Raft learner probes each Redis node (its "
+                                          "view is not counted for failover)", minimum=1)
     hold_ms: int = _key("int", 5000, "how long a write waits for a master before an error", minimum=0)
     drain_timeout_ms: int = _key("int", 5000, "on SIGTERM, how long clients' commands in flight may take to be "
                                  "answered before their connections are cut", minimum=0)
@@ -171,6 +173,8 @@ class Config:
     advertise_url: str = _key("str", "", "this proxy's admin URL as other proxies reach it (default: "
                               "http://bind:admin_port)")
     join: str = _key("str", "", "admin URL of a running proxy: join its cluster as a new member")
+    learner: bool = _key("bool", False, "with join: join as a non-voting Raft learner (routes clients under the "
+                         "same lease and fence rules, never votes; scale out beyond the 3 or 5 voters)")
     tick_ms: int = _key("int", 50, "Raft tick", minimum=1)
     election_ticks: int = _key("int", 10, "Raft election timeout in ticks (randomised up to twice that); the "
                                "write lease ends 2 ticks before it", minimum=3)
@@ -278,6 +282,9 @@ class Config:
         if self.join and not self.peers:
             yield ConfigError("peers", "--join needs --peers listing the current members (and this proxy), "
                               "so that this proxy can reach them")
+        if self.learner and not self.join:
+            yield ConfigError("learner", "only with --join: a learner is added to a running cluster by its "
+                              "leader (a proxy listed in peers bootstraps as a voter)")
         if self.peers and self.node not in names and not self.join:
             yield ConfigError("peers", f"this proxy ({self.node!r}) is not among the peers")
         if (self.peers or self.join) and not self.data_dir:
@@ -435,7 +442,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         shown = ",".join(default) if isinstance(default, list) else str(default).lower() \
             if isinstance(default, bool) else default
         # the default shown is the built-in one (the flag's own is None: not given, so the file's value stays)
-        parser.add_argument(flag, dest=f"cfg_{f.name}", default=None, choices=meta["choices"] or None,
+        # a bool flag alone means true (--learner); --flag false still works
+        bare = {"nargs": "?", "const": "true"} if meta["kind"] == "bool" else {}
+        parser.add_argument(flag, dest=f"cfg_{f.name}", default=None, choices=meta["choices"] or None, **bare,
                             metavar=None if meta["choices"] else meta["kind"].upper(),
                             help=f"{meta['doc']} (default: {shown!r})".replace("%", "%%"))
 

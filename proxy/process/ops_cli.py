@@ -291,7 +291,7 @@ def cmd_status(args) -> int:
 
 def _report(status: int, doc, ok_text: str) -> int:
     if status == 200 and isinstance(doc, dict) and doc.get("ok"):
-        print(ok_text.format(**doc))
+        print(ok_text.format_map({"learners": [], **doc}))  # a proxy before learners sends none
         return 0
     err = one_line(doc.get("error") if isinstance(doc, dict) else doc)
     print(f"failed (HTTP {status}): {err}" if status else f"failed: {err}", file=sys.stderr)
@@ -427,15 +427,21 @@ def cmd_transfer(args) -> int:
 
 
 def cmd_join(args) -> int:
-    status, doc = leader_call(args.endpoint, "POST", "/admin/members", {"node": args.node, "url": args.url},
-                              _secret(args), 10.0, _ssl_context(args))
-    return _report(status, doc, "members: {members}")
+    body = {"node": args.node, "url": args.url, **({"learner": True} if args.learner else {})}
+    status, doc = leader_call(args.endpoint, "POST", "/admin/members", body, _secret(args), 10.0, _ssl_context(args))
+    return _report(status, doc, "members: {members} learners: {learners}")
+
+
+def cmd_promote(args) -> int:
+    status, doc = leader_call(args.endpoint, "POST", f"/admin/members/{args.node}/promote", {}, _secret(args), 10.0,
+                              _ssl_context(args))
+    return _report(status, doc, "members: {members} learners: {learners}")
 
 
 def cmd_remove(args) -> int:
     status, doc = leader_call(args.endpoint, "DELETE", f"/admin/members/{args.node}", None, _secret(args), 10.0,
                               _ssl_context(args))
-    return _report(status, doc, "members: {members}")
+    return _report(status, doc, "members: {members} learners: {learners}")
 
 
 class HELP(argparse.ArgumentDefaultsHelpFormatter):
@@ -498,8 +504,14 @@ def add_commands(sub) -> None:
     common(p)
     p.add_argument("--node", required=True)
     p.add_argument("--url", required=True, help="the new proxy's admin URL")
+    p.add_argument("--learner", action="store_true", help="as a non-voting learner")
     p.set_defaults(func=cmd_join)
-    p = sub.add_parser("remove", help="remove a (dead) proxy from the Raft membership", formatter_class=HELP)
+    p = sub.add_parser("promote", help="make a Raft learner a voter", formatter_class=HELP)
+    common(p)
+    p.add_argument("--node", required=True)
+    p.set_defaults(func=cmd_promote)
+    p = sub.add_parser("remove", help="remove a (dead) proxy, voter or learner, from the Raft membership",
+                       formatter_class=HELP)
     common(p)
     p.add_argument("--node", required=True)
     p.set_defaults(func=cmd_remove)

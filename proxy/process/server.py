@@ -46,6 +46,8 @@ class ProxyServer:
         self.table = CommandTable()
         # cluster mode: nodes are probed once a committed topology names them
         self.health = Health([] if cfg.cluster_mode else list(cfg.redis_nodes), cfg.down_after_ms)
+        self._probing_as_learner = False
+        self._set_probe_rate(cfg.learner)
         # Nothing is routed until a topology is committed (by Raft, or at once when standalone).
         self.router = Router(Topology(0, None, ()), self.health, cfg.read_policy)
         self.cluster = ClusterRouter(self.health, cfg.read_policy) if cfg.cluster_mode else None
@@ -503,11 +505,41 @@ class ProxyServer:
             return
         cfg = self.cfg
         self.health.add_node(addr)
-        prober = Prober(self.health, addr, interval_ms=cfg.probe_interval_ms, timeout_ms=cfg.down_after_ms,
+        prober = Prober(self.health, addr, interval_ms=self._probe_interval_ms(), timeout_ms=cfg.down_after_ms,
                         username=cfg.control_username, password=cfg.control_password,
                         tls=control_tls(cfg), on_change=self._node_changed)
         self.probers[addr] = prober
         self._tasks.append(self.loop.create_task(prober.run()))
+
+    def _probe_interval_ms(self) -> int:
+        return self.cfg.learner_probe_interval_ms if self._probing_as_learner else self.cfg.probe_interval_ms
+
+    def probing_as_learner(self) -> bool:
+        """A Raft learner, or a proxy started with `learner` not yet made a voter: its
+        view of Redis is not counted for failover, so it probes at
+        `learner_probe_interval_ms` and 10+ proxies do not multiply the probe load."""
+        core = getattr(self.consensus, "core", None)
+        if core is None or not hasattr(core, "learners"):
+            return self.cfg.learner
+        return core.is_learner() or (self.cfg.learner and self.cfg.node not in core.members)
+
+    def tune_probes(self) -> None:
+        """Follow a change of Raft role (a promotion) with the probe rate (the controller calls this)."""
+        learner = self.probing_as_learner()
+        if learner != self._probing_as_learner:
+            self._set_probe_rate(learner)
+            log.info("event=probe_rate node=%s learner=%s interval_ms=%d", self.cfg.node, learner,
+                     self._probe_interval_ms())
+
+    def _set_probe_rate(self, learner: bool) -> None:
+        self._probing_as_learner = learner
+        interval_ms = self._probe_interval_ms()
+        # probed less often, a node must not look down between two probes (writes need it up);
+        # a dead master is still seen at once through failed connections (_failed_at)
+        self.health.down_after = (self.cfg.down_after_ms + (interval_ms if learner else 0)) / 1000.0
+        for prober in getattr(self, "probers", {}).values():
+            prober.interval = interval_ms / 1000.0
+            prober.kick()
 
     def _node_changed(self, addr: str, up: bool) -> None:
         if up:

@@ -37,7 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raft.core import (
+    CANDIDATE,
     LEADER,
+    PRE_CANDIDATE,
     ConfChange,
     Config,
     NotLeader,
@@ -46,7 +48,7 @@ from raft.core import (
     Ready,
     StorageState,
 )
-from raft.messages import Entry, EntryKind, HardState, Message, Snapshot
+from raft.messages import Entry, EntryKind, HardState, Message, PreVote, RequestVote, Snapshot
 from raft.storage import Storage
 
 
@@ -140,6 +142,8 @@ class Checker:
         raise InvariantViolation(msg)
 
     def on_state(self, node: str, core: RaftCore) -> None:
+        if core.role in (PRE_CANDIDATE, CANDIDATE, LEADER) and core.is_learner():
+            self.fail(f"learner: {node} is a learner but {core.role} in term {core.term}")
         if core.role != LEADER:
             self.leader_mark.pop(node, None)
             return
@@ -223,6 +227,7 @@ class Faults:
 class SimNode:
     id: str
     bootstrap: dict[str, str]
+    bootstrap_learners: dict[str, str] = field(default_factory=dict)
     disk: MemDisk = field(default_factory=MemDisk)
     storage: Storage | None = None  # optional real raft.storage.Storage shadowing ``disk``
     core: RaftCore | None = None
@@ -246,9 +251,13 @@ class Sim:
         tick_ms: float = 10.0,
         check_leases: bool = True,
         storage_dir: str | None = None,
+        learners: int = 0,
     ) -> None:
         """``storage_dir``: also persist through raft.storage.Storage there and check
-        on every restart that it reloads exactly what was persisted."""
+        on every restart that it reloads exactly what was persisted. ``learners``:
+        that many non-voting learners in the bootstrap configuration (after the
+        voters, before the spares); membership faults then also add, promote and
+        remove learners."""
         self.storage_dir = storage_dir
         self.seed = seed
         self.rng = random.Random(seed)
@@ -263,10 +272,12 @@ class Sim:
         self.checker = Checker()
         ids = [f"n{i}" for i in range(1, n + 1)]
         members = {i: "" for i in ids}
+        learner_ids = {f"n{k}": "" for k in range(n + 1, n + learners + 1)}
+        self.with_learners = learners > 0
         self.nodes: dict[str, SimNode] = {}
-        for i in ids:
-            self.nodes[i] = SimNode(i, bootstrap=members)
-        for k in range(n + 1, n + spares + 1):
+        for i in [*ids, *learner_ids]:
+            self.nodes[i] = SimNode(i, bootstrap=members, bootstrap_learners=learner_ids)
+        for k in range(n + learners + 1, n + learners + spares + 1):
             self.nodes[f"n{k}"] = SimNode(f"n{k}", bootstrap={})  # joins when added
         self.group: dict[str, int] = {i: 0 for i in self.nodes}
         self.acked: dict[bytes, None] = {}  # insertion-ordered set
@@ -410,6 +421,10 @@ class Sim:
     # ------------------------------------------------------------------ network
 
     def send(self, m: Message) -> None:
+        if isinstance(m, (PreVote, RequestVote)):
+            src = self.nodes[m.src].core
+            if src is not None and m.dst in src.learners:
+                self.checker.fail(f"learner: {m.src} asked learner {m.dst} for a vote")
         f = self.faults
         if self.group[m.src] != self.group[m.dst] or (f.drop and self.rng.random() < f.drop):
             return
@@ -459,6 +474,7 @@ class Sim:
             rng=random.Random(self.rng.getrandbits(64)),
             config=self.cfg,
             boot_id=node.incarnation,
+            learners=node.bootstrap_learners,
         )
         node.app = App()
         if node.disk.snapshot is not None:
@@ -570,15 +586,32 @@ class Sim:
                 core = ldr.core
                 assert core is not None
                 members = sorted(core.members)
-                outsiders = [i for i in ids if i not in core.members]
+                learners = sorted(core.learners)
+                outsiders = [i for i in ids if i not in core.members and i not in core.learners]
                 try:
-                    if outsiders and (len(members) <= 3 or r.random() < 0.5):
+                    if self.with_learners and r.random() < 0.5:
+                        self._learner_change(core, outsiders, learners)
+                    elif outsiders and (len(members) <= 3 or r.random() < 0.5):
                         core.propose_conf_change(ConfChange("add", r.choice(outsiders)))
                     elif len(members) > 3:
                         core.propose_conf_change(ConfChange("remove", r.choice(members)))
                 except (NotLeader, ProposalRejected):
                     pass
                 self._after(ldr)
+
+    def _learner_change(self, core: RaftCore, outsiders: list[str], learners: list[str]) -> None:
+        """Add a learner, promote one (while voters are few), or remove one."""
+        r = self.rng
+        choice = r.random()
+        if outsiders and (choice < 0.4 or not learners):
+            core.propose_conf_change(ConfChange("add_learner", r.choice(outsiders)))
+            self.stats["learner_added"] += 1
+        elif learners and choice < 0.7 and len(core.members) <= 4:
+            core.propose_conf_change(ConfChange("promote", r.choice(learners)))
+            self.stats["learner_promoted"] += 1
+        elif learners:
+            core.propose_conf_change(ConfChange("remove", r.choice(learners)))
+            self.stats["learner_removed"] += 1
 
     # ------------------------------------------------------------------ end-of-run checks
 
@@ -621,12 +654,12 @@ class Sim:
         # committed further entries (under the new configuration) before a new
         # leader of a later term, which commits them again only with its own entry.
         target = max(ldr[0].core.commit_index, self.checker.max_committed)
-        return all(self.nodes[m].app.index >= target for m in ldr[0].core.members)
+        return all(self.nodes[m].app.index >= target for m in (*ldr[0].core.members, *ldr[0].core.learners))
 
     def check_final(self) -> None:
         ldr = self.leaders()[0]
         assert ldr.core is not None
-        for m in ldr.core.members:
+        for m in (*ldr.core.members, *ldr.core.learners):
             values = set(self.nodes[m].app.values)
             lost = [v for v in self.acked if v not in values]
             if lost:

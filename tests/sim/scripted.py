@@ -16,8 +16,12 @@ from tests.sim.harness import MemDisk
 
 
 class Cluster:
-    def __init__(self, n: int = 3, cfg: Config | None = None, seed: int = 0, ids: list[str] | None = None) -> None:
-        self.ids = ids or [f"n{i}" for i in range(1, n + 1)]
+    def __init__(self, n: int = 3, cfg: Config | None = None, seed: int = 0, ids: list[str] | None = None,
+                 learners: list[str] | None = None) -> None:
+        """``n`` voters (or ``ids``) plus ``learners`` in the bootstrap configuration."""
+        self.voter_ids = ids or [f"n{i}" for i in range(1, n + 1)]
+        self.learner_ids = list(learners or [])
+        self.ids = [*self.voter_ids, *self.learner_ids]
         self.cfg = cfg or Config(election_ticks=10, heartbeat_ticks=1)
         self.rng = random.Random(seed)
         self.disks = {i: MemDisk() for i in self.ids}
@@ -36,11 +40,12 @@ class Cluster:
     def _new_core(self, nid: str) -> RaftCore:
         return RaftCore(
             nid,
-            {i: "" for i in self.ids},
+            {i: "" for i in self.voter_ids},
             self.disks[nid].state(),
             rng=random.Random(self.rng.getrandbits(32)),
             config=self.cfg,
             boot_id=self._next_boot(),
+            learners={i: "" for i in self.learner_ids},
         )
 
     def _next_boot(self) -> int:

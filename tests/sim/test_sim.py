@@ -26,7 +26,8 @@ FIRST_SEED = int(os.environ.get("RAFT_SIM_FIRST_SEED", "1"))
 
 def run_seed(seed: int) -> Sim:
     """One full run: faults for VIRTUAL_MS, then heal and require progress."""
-    sim = Sim(seed, n=3 if seed % 2 else 5)
+    # every third seed runs with learners (2 in the bootstrap configuration, more added, promoted, removed)
+    sim = Sim(seed, n=3 if seed % 2 else 5, learners=2 if seed % 3 == 0 else 0)
     try:
         sim.run_until(VIRTUAL_MS)
         sim.settle()

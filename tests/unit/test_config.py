@@ -149,3 +149,19 @@ def test_cli_exits_2_naming_the_key(tmp_path):
     assert r.returncode == 2 and "'raft_secret'" in r.stderr and "openssl rand -hex 32" in r.stderr, r.stderr
     r = run("--raft-secret-file", str(tmp_path / "missing"))
     assert r.returncode == 2 and "'raft_secret_file'" in r.stderr, r.stderr
+
+
+def test_learner_needs_join():
+    with pytest.raises(ConfigError, match="learner.*only with --join"):
+        load_config(env={}, flags={"learner": "true", "raft_secret": "a3f9c1e07b6d4428", **CLUSTER})
+    cfg = load_config(env={}, flags={**CLUSTER, "learner": "true", "join": "http://127.0.0.1:8000",
+                                     "raft_secret": "a3f9c1e07b6d4428", "node": "proxy-3"})
+    assert cfg.learner and cfg.learner_probe_interval_ms == 1000
+
+
+def test_a_bool_flag_alone_means_true():
+    from proxy.process.cli import build_parser
+    from proxy.process.config import flags_from_args
+
+    args = build_parser().parse_args(["run", "--learner", "--read-your-writes", "false"])
+    assert flags_from_args(args) == {"learner": "true", "read_your_writes": "false"}

@@ -15,6 +15,7 @@ class View:
     role: str = "follower"
     members: list[str] = field(default_factory=lambda: ["p1", "p2", "p3"])
     lease: bool = True
+    learners: list[str] = field(default_factory=list)
 
     def lease_held(self) -> bool:
         return self.lease
@@ -52,6 +53,13 @@ def test_each_change_is_logged_once(caplog) -> None:
     v.members = ["p2", "p3", "p4"]
     ev.observe(v)
     assert events(caplog) == ["event=member_removed"]
+
+    v.learners = ["l1"]
+    ev.observe(v)
+    assert events(caplog) == ["event=learner_added"]
+    v.members, v.learners = ["l1", "p2", "p3", "p4"], []     # promoted
+    ev.observe(v)
+    assert events(caplog) == ["event=member_added", "event=learner_removed"]
 
 
 def test_same_leader_in_a_new_term_is_a_new_election(caplog) -> None:

@@ -182,6 +182,27 @@ async def test_transfer_and_membership(h: Harness) -> None:
     assert new.members == IDS
 
 
+async def test_learner_joins_follows_holds_a_lease_and_is_promoted(h: Harness) -> None:
+    for nid in IDS:
+        await h.start(nid)
+    leader = await h.leader()
+    await h.start("l", join=True, ids=IDS + ["l"])
+    await leader.add_member("l", "mem://l", timeout=5, learner=True)
+    assert leader.members == IDS and leader.learners == ["l"]
+    await leader.propose(b"to-learner", timeout=5)
+    learner = h.nodes["l"]
+    await h.eventually(lambda: h.apps["l"].values == [b"to-learner"])
+    await h.eventually(lambda: learner.is_learner and learner.lease_held())
+    st = learner.status()
+    assert st["role"] == "learner" and st["learners"] == ["l"] and st["members"] == IDS
+    assert leader.status()["learners"] == ["l"]
+    await leader.promote_member("l", timeout=5)
+    assert leader.members == sorted(IDS + ["l"]) and leader.learners == []
+    await h.eventually(lambda: learner.status()["role"] == "follower" and not learner.is_learner)
+    await leader.remove_member("l", timeout=5)
+    assert leader.members == IDS
+
+
 async def test_isolated_leader_loses_lease_and_steps_down(h: Harness) -> None:
     for nid in IDS:
         await h.start(nid)

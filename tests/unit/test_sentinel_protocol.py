@@ -241,6 +241,21 @@ def test_sentinels_from_peer_status():
     assert pairs(call(s, "SENTINEL", "master", "mymaster"))["num-other-sentinels"] == b"2"
 
 
+def test_learners_are_not_sentinels():
+    """A Raft learner (issue 16) routes clients but has no say in failover: not a sentinel."""
+    server, svc = make()
+    server.consensus.learners = ["learner-1"]
+    s = connect(svc)
+    for i, name in enumerate([*NAMES[1:], "learner-1"], start=1):
+        peer = svc.peers[name] = PeerInfo(name, f"http://127.0.0.1:{9000 + i}", "127.0.0.1")
+        svc.apply_peer_status(peer, {"sentinel": {"port": 26379 + i, "myid": sentinel_id(name)},
+                                     "topology": {"master": M, "master_up": True}, "lease": {"held": True}})
+    names = [pairs(x)["name"] for x in call(s, "SENTINEL", "sentinels", "mymaster")]
+    assert names == [sentinel_id("proxy-2").encode(), sentinel_id("proxy-3").encode()]
+    assert pairs(call(s, "SENTINEL", "master", "mymaster"))["num-other-sentinels"] == b"2"
+    assert call(s, "SENTINEL", "ckquorum", "mymaster").startswith(b"OK 3 usable Sentinels")
+
+
 def test_ckquorum_and_lease():
     server, svc = make()
     s = connect(svc)
