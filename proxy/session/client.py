@@ -49,6 +49,8 @@ from .connection_commands import ConnectionCommands
 from .local_commands import LocalCommands
 from .transactions import NOT_QUEUED, QueuedHere, Transactions
 
+DRAIN_LINGER_S = 0.3   # after its last reply, how long a stopping proxy waits for a client to close first
+
 
 class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientCommands, asyncio.Protocol):
     def __init__(self, server) -> None:
@@ -767,13 +769,15 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
             self._half_close()
 
     def _half_close(self) -> None:
-        """FIN after the last reply, then read and drop until the client closes: closing
-        with its unread commands in the socket would send a RST, and a RST can discard
-        replies the client has not read yet."""
+        """FIN after the last reply, then read and drop what the client still sends until
+        it closes, or DRAIN_LINGER_S passed (an idle pooled client may never read): closing
+        with its unread commands in our socket would send a RST at once, and the kernel
+        then drops the replies not yet sent."""
         t = self.transport
         if t.can_write_eof():
             t.write_eof()
             self._resume_reading()
+            asyncio.get_running_loop().call_later(DRAIN_LINGER_S, t.close)
         else:                           # TLS: close() sends close_notify after the replies
             t.close()
 

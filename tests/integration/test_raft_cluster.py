@@ -519,7 +519,14 @@ def test_rolling_sigterm_answers_every_command_a_proxy_read(keeper):
         load = IncrLoad(p.port, f"drain:{name}:{uuid.uuid4().hex[:8]}")
         load.start()
         assert load.started_ok.wait(10), f"no INCR answered through {name}: {load.errors} {load.ended}"
+        idle = p.client()           # a pooled connection that never reads again
+        assert idle.ping()
+        t0 = time.monotonic()
         assert p.terminate(timeout=15) == 0, f"{name} did not exit 0 on SIGTERM:\n{p.log_tail()}"
+        took = time.monotonic() - t0
+        idle.close()
+        # drain_timeout_ms is 5 s: an idle client is closed after a short linger, not waited for
+        assert took < 3.0 and "cut=0" in p.log_text(), f"{name} took {took:.1f}s to stop:\n{p.log_tail()}"
         load.join(10)
         assert not load.is_alive() and not load.errors and load.ended == "closed", \
             f"{name}: the client saw {load.errors or load.ended or 'no close'}"
