@@ -48,6 +48,7 @@ from .maintenance import (
     RESTARTED_EMPTY,
     FailoverRecord,
     Pause,
+    busy_kill_grace_s,
     down_cause,
     pause_expired,
     pause_until,
@@ -376,6 +377,17 @@ class Controller:
                                  f"it holds; no replica is promoted over it. To promote one anyway: "
                                  f"redis-raft-proxy failover --to <node>")
             return
+        st = self.server.health.nodes.get(topo.master)
+        grace = busy_kill_grace_s(self.interval)
+        # Busy: answering -BUSY now, or lately (another proxy's SCRIPT KILL may just have
+        # ended it, and the views that found the master down predate that).
+        busy = st is not None and st.busy_at is not None and now - st.busy_at < self.cfg.down_after_ms / 1000 + grace
+        cause = BUSY if busy else down_cause(st.error if st else None)
+        if cause == BUSY and now - self._down_since < grace:
+            # every proxy that finds it down and busy sends SCRIPT KILL (or FUNCTION KILL), as
+            # Sentinel does: give a read-only script's kill time to show before failing over
+            self.phase = "busy"
+            return
         down_for = self.cfg.down_after_ms / 1000.0 + (now - self._down_since)
         new = self._candidate(topo, views, down_for)
         if new is None:
@@ -386,8 +398,6 @@ class Controller:
             self.phase_reason = f"master {topo.master} is down and no replica is safe to promote"
             return
         # duration: from objective down to committed (the wait for a safe candidate included)
-        st = self.server.health.nodes.get(topo.master)
-        cause = down_cause(st.error if st else None)
         # writes wait from the master's last valid reply (as this leader saw it)
         held_since = min(self._down_since, st.last_ok) if st is not None and st.ever_ok else self._down_since
         if await self._fail_over(topo, new, f"failover: {topo.master} objectively down"

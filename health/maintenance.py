@@ -112,6 +112,14 @@ def down_cause(probe_error: str | None) -> str:
     return BUSY if (probe_error or "").startswith("BUSY") else OBJECTIVELY_DOWN
 
 
+def busy_kill_grace_s(probe_interval_s: float) -> float:
+    """How long a master found objectively down while answering -BUSY is left alone: the
+    SCRIPT KILL that every proxy sends when it finds it so reaches it at once, and the
+    probes one or two intervals later show whether it worked (a script that wrote cannot be
+    killed: the failover then goes ahead, this much later)."""
+    return 3 * probe_interval_s
+
+
 def bounded(records: list[FailoverRecord], new: FailoverRecord, limit: int = HISTORY_MAX) -> list[FailoverRecord]:
     """`records` with `new` appended (once: a record of the same shard and epoch is kept
     as it was, so a re-applied entry changes nothing), at most `limit`, oldest dropped."""

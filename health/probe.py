@@ -46,6 +46,7 @@ class NodeStatus:
     offset2: int = -1               # second_repl_offset: replid2 holds up to offset2 - 1
     priority: int = DEFAULT_PRIORITY   # replica-priority (slave_priority): 0 = never promote
     probe_ms: float = 0.0
+    busy_at: float | None = None    # monotonic time of the last -BUSY reply
     samples: deque = field(default_factory=lambda: deque(maxlen=64))  # (sent_at, offset)
 
     since: float = field(default_factory=time.monotonic)  # when probing began
@@ -226,6 +227,8 @@ class Prober:
                     self._kill_sent = False
                 except ResponseError as exc:      # -BUSY, -LOADING, -NOAUTH...: the connection is fine
                     status.error = str(exc)
+                    if status.error.startswith("BUSY"):
+                        status.busy_at = time.monotonic()
                 except (RedisError, OSError, asyncio.TimeoutError) as exc:
                     status.error = str(exc) or type(exc).__name__
                     try:

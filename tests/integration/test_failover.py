@@ -647,6 +647,9 @@ def test_runaway_read_only_script_on_the_master_is_killed(keeper):
                                for p in c.proxies.values()), 5, message="an event=busy_script_killed log line")
         with master.client(timeout=5) as cl:
             assert cl.ping() is True
+        # killed, not failed over: every proxy finds it down at the same probe, and the leader's
+        # decision must not outrun the kill another proxy sent
+        assert c.wait_stable()["epoch"] == view["epoch"], "the master was failed over although its script was killed"
     finally:
         if master.alive():
             _busy_threshold(master, 5000)

@@ -386,7 +386,9 @@ def test_sighup_reloads_requirepass_and_limits_keeps_clients_and_refuses_restart
             wait_until(lambda: "event=config_reloaded" in p.log_text(), 10, message="event=config_reloaded")
             text = proxy_output(p)
             assert "event=config_reloaded applied=log_level,proto_max_bulk_len,requirepass" in text, text[-2000:]
-            assert "event=config_reload_refused keys=down_after_ms,data_dir" in text, text[-2000:]
+            assert "event=config_reload_refused keys=data_dir" in text, text[-2000:]
+            # a cluster-wide key the file changes is the proxy's own value from now on (Raft sets none)
+            assert "event=config_applied key=down_after_ms value=2000 source=file" in text, text[-2000:]
             assert old not in text and new not in text, "a password was logged"
             assert held.command("PING") == b"PONG"          # the same connection, still authenticated
             assert _answers_auth(p.port, new) and not _answers_auth(p.port, old)
