@@ -36,9 +36,9 @@ HERE = Path(__file__).resolve().parent
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.benchlib.runner import parse_csv  # noqa: E402
-from benchmarks.raft_cluster_lib import NAMES, RaftCluster, host_info, save_results  # noqa: E402
-from tests.integration.harness import HOST, wait_until  # noqa: E402
+from benchmarks.benchlib.runner import parse_csv
+from benchmarks.raft_cluster_lib import NAMES, RaftCluster, host_info, save_results
+from tests.integration.harness import HOST, wait_until
 
 TESTS = ("SET", "GET")
 

@@ -38,7 +38,13 @@ from redis.exceptions import RedisError, ResponseError
 
 from .cancellation import raise_if_cancelled
 from .migration import DONE, QUEUED, RUNNING, Migration
-from .migration_atomic import AtomicMoveFailed, atomic_unsupported, cancel_exports, key_counts, move_atomic
+from .migration_atomic import (
+    AtomicMoveFailed,
+    atomic_unsupported,
+    cancel_exports,
+    key_counts,
+    move_atomic,
+)
 from .migration_reconcile import Reconciliation, node_view, reconcile, slot_facts
 from .redis_control import control_client, control_tls
 from .state_machine import TopologyStateMachine

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
 from dataclasses import replace
+from typing import Any
 
 from proxy.routing.topology import History, Topology
 

@@ -9,7 +9,13 @@ import signal
 import sys
 
 from .. import __version__
-from .config import ConfigError, add_flags, config_problems, flags_from_args, load_config
+from .config import (
+    ConfigError,
+    add_flags,
+    config_problems,
+    flags_from_args,
+    load_config,
+)
 from .logging_setup import setup_logging
 
 log = logging.getLogger("proxy.cli")

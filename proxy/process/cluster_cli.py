@@ -8,7 +8,15 @@ from __future__ import annotations
 import sys
 import time
 
-from .ops_cli import HELP, _fetch_status, _no_proxy, _report, _secret, _ssl_context, leader_call
+from .ops_cli import (
+    HELP,
+    _fetch_status,
+    _no_proxy,
+    _report,
+    _secret,
+    _ssl_context,
+    leader_call,
+)
 
 
 def _start(args, action: str, body: dict) -> int:

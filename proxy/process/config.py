@@ -13,8 +13,9 @@ import dataclasses
 import os
 import re
 import tomllib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar
 
 from raft.auth import secret_matches
 

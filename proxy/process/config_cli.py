@@ -15,8 +15,24 @@ import sys
 import tempfile
 
 from .config import ConfigError
-from .dynamic_config import DYNAMIC_KEYS, edit_change, from_toml, settable_text, tag_key, to_toml, validate_change
-from .ops_cli import _operator, _report, _secret, _ssl_context, http, leader_call, one_line
+from .dynamic_config import (
+    DYNAMIC_KEYS,
+    edit_change,
+    from_toml,
+    settable_text,
+    tag_key,
+    to_toml,
+    validate_change,
+)
+from .ops_cli import (
+    _operator,
+    _report,
+    _secret,
+    _ssl_context,
+    http,
+    leader_call,
+    one_line,
+)
 
 
 def _current(args) -> dict | None:

@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 MASK = "***"
-SECRET_KEY = re.compile(r"(password|passwd|secret|requirepass|token|auth_?key)", re.I)
+SECRET_KEY = re.compile(r"(password|passwd|secret|requirepass|token|auth_?key)", re.IGNORECASE)
 RESERVED = ("ts", "level", "logger", "proxy", "msg", "exc")
 _KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*)=")
 _OPEN = {"(": ")", "[": "]", "{": "}"}

@@ -25,6 +25,8 @@ from .. import resp
 from ..protocol.commands import BLOCK_OPTION, CONTAINERS, RAW_MODE, REFUSED, Kind
 from ..upstream import DiscardSlot, Slot, Upstream
 from ..write_gate import STOP, Refusal
+from .client_commands import ClientCommands
+from .client_registry import AFTER_RUN, SUBSCRIBE
 from .common import (
     ADMIN,
     DEDICATED,
@@ -43,8 +45,6 @@ from .common import (
     client_ids,
     log,
 )
-from .client_commands import ClientCommands
-from .client_registry import AFTER_RUN, SUBSCRIBE
 from .connection_commands import ConnectionCommands
 from .local_commands import LocalCommands
 from .transactions import NOT_QUEUED, QueuedHere, Transactions

@@ -16,7 +16,14 @@ import time
 from .. import resp
 from ..upstream import Upstream
 from ..write_gate import STOP
-from .client_registry import CLIENT_TYPES, PAUSE_ALL, PAUSE_WRITE, client_user, info_line, parse_kill
+from .client_registry import (
+    CLIENT_TYPES,
+    PAUSE_ALL,
+    PAUSE_WRITE,
+    client_user,
+    info_line,
+    parse_kill,
+)
 from .common import LOCAL, NO_SUCH_CLIENT, NOAUTH, OK, SHARED, bulk
 
 DEBUG_ALLOWED = "DEBUG ERROR, DEBUG SLEEP 0 and DEBUG OBJECT pass through"

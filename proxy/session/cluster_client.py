@@ -28,6 +28,7 @@ from ..routing.split import plan
 from ..upstream import DiscardSlot, Slot, Upstream
 from ..write_gate import STOP, Refusal
 from .client import _HANDLERS, ClientSession
+from .client_registry import AFTER_RUN
 from .cluster_fanout import (
     FanOut,
     RoutedSlot,
@@ -42,7 +43,6 @@ from .cluster_fanout import (
     redirect,
     scan_cursor,
 )
-from .client_registry import AFTER_RUN
 from .cluster_local_commands import ClusterLocalCommands, ShardedPubsub
 from .cluster_transactions import ClusterTransactions
 from .common import LOCAL, NOAUTH, OK, RAW, SHARED, WAIT_MARK, log

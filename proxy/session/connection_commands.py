@@ -13,7 +13,6 @@ from ..upstream import Upstream
 from ..write_gate import STOP
 from .common import NOAUTH, OK, SHARED, WRONGPASS
 
-
 _HELLO_ID = re.compile(rb"\$2\r\nid\r\n:\d+\r\n")
 
 

@@ -30,13 +30,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as om_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.failover_lib import PROXY_NAMES, RAFT_SECRET, ProxyCluster, wait_replica_of
+from benchmarks.failover_lib import (
+    PROXY_NAMES,
+    RAFT_SECRET,
+    ProxyCluster,
+    wait_replica_of,
+)
 
-from .harness import (ENV_PREFIX, HOST, PROXY_BIN, free_port, redis_client, release_ports, start_or_clean,
-                      wait_until, yield_then_clean)
+from .harness import (
+    ENV_PREFIX,
+    HOST,
+    PROXY_BIN,
+    free_port,
+    redis_client,
+    release_ports,
+    start_or_clean,
+    wait_until,
+    yield_then_clean,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -164,7 +180,7 @@ class Scenario:
         return wait_until(found, timeout, message=lambda: f"event={event} {fields} in the log of {name}:\n"
                                                           f"{self.cluster.proxy(name).log_tail(30)}")
 
-    def failed_over(self) -> "Scenario":
+    def failed_over(self) -> Scenario:
         """Start the cluster, scrape baselines, SIGKILL the master, wait for the new epoch (once)."""
         if self._done:
             return self
@@ -300,7 +316,7 @@ def test_raft_metrics_agree_with_status(scenario):
     for name in c.names:
         port = sc.admin(name)
 
-        def consistent():
+        def consistent(port=port):
             # /status, /metrics, /status: Raft state unchanged in between, so both describe the same moment
             s1, m, s2 = status(port), scrape(port), status(port)
             keys = ("role", "term", "leader", "commit_index", "applied_index")
@@ -522,7 +538,7 @@ def test_log_lines_are_structured_in_both_formats(scenario):
             assert isinstance(next(r for r in records if r.get("event") == "starting")["config"], dict)
         else:
             assert re.search(rf"^ts=\S+ level=warning logger=proxy.server proxy={name} event=topology_applied epoch={sc.epoch} "
-                             rf"master={re.escape(sc.new)} ", log, re.M), f"{name}: no logfmt topology_applied line"
+                             rf"master={re.escape(sc.new)} ", log, re.MULTILINE), f"{name}: no logfmt topology_applied line"
     committed = events(sc.log(sc.leader), "failover_committed")[0]
     assert float(committed["duration_ms"]) > 0 and committed["logger"] == "health.controller", committed
 
@@ -583,7 +599,7 @@ def test_old_master_returns_demoted_and_cli_turns_healthy(scenario):
         assert {lab["node"] for lab, _ in m.select("redis_raft_proxy_redis_replica_link_up")} == replicas, name
         assert m.value("redis_raft_proxy_redis_replica_link_up", node=sc.old) == 1.0
         assert {lab["node"] for lab, _ in m.select("redis_raft_proxy_redis_replica_lag_bytes")} == replicas, name
-        lag_s = dict((lab["node"], v) for lab, v in m.select("redis_raft_proxy_redis_replica_lag_seconds"))
+        lag_s = {lab["node"]: v for lab, v in m.select("redis_raft_proxy_redis_replica_lag_seconds")}
         assert set(lag_s) == replicas and all(0 <= v < 30 for v in lag_s.values()), (name, lag_s)
         assert m.value("redis_raft_proxy_redis_node_is_master", node=sc.old) == 0.0
         # still exactly the one failover

@@ -19,7 +19,12 @@ import pytest
 import redis
 from redis.exceptions import NoPermissionError
 
-from benchmarks.failover_lib import PROXY_NAMES, RAFT_SECRET, ProxyCluster, wait_replica_of
+from benchmarks.failover_lib import (
+    PROXY_NAMES,
+    RAFT_SECRET,
+    ProxyCluster,
+    wait_replica_of,
+)
 from benchmarks.raft_cluster_lib import run_ops
 
 from .harness import ENV_PREFIX, start_or_clean, wait_until
@@ -172,7 +177,7 @@ def test_failover_and_switchover_with_the_control_user(acl_cluster):
     assert final["master"] == other.addr
     # the switchover's duration is in the leader's histogram
     code, body = leader.http_get("/metrics")
-    assert code == 200 and re.search(rb"^redis_raft_proxy_switchover_duration_seconds_count 1\.0$", body, re.M), \
+    assert code == 200 and re.search(rb"^redis_raft_proxy_switchover_duration_seconds_count 1\.0$", body, re.MULTILINE), \
         body.decode(errors="replace")[-3000:]
     wait_replica_of(new, other)
     with c.proxy(final["leader"]).client() as r:

@@ -10,7 +10,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from .kube import K8S, ROOT
 from .test_dashboard import SYNTHETIC, label_uses, metric_names, unknown_identifiers
@@ -54,7 +59,7 @@ def defined_series() -> set[str]:
 def anchors(markdown: str) -> set[str]:
     """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
     out = set()
-    for title in re.findall(r"^#{1,6}\s+(.+?)\s*$", markdown, re.M):
+    for title in re.findall(r"^#{1,6}\s+(.+?)\s*$", markdown, re.MULTILINE):
         slug = re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
         out.add(slug)
     return out

@@ -126,7 +126,7 @@ def _lock() -> dict[str, tuple[str, list[str]]]:
     for line in text.splitlines():
         if not line.strip() or line.startswith("#"):
             continue
-        pin, *rest = line.split()
+        pin = line.split()[0]
         name, eq, version = pin.partition("==")
         assert eq and version, f"not pinned with ==: {pin}"
         out[re.sub(r"[-_.]+", "-", name).lower()] = (version, re.findall(r"--hash=sha256:([0-9a-f]{64})", line))

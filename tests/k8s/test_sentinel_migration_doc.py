@@ -14,7 +14,16 @@ from pathlib import Path
 
 import yaml
 
-from .kube import K8S, ROOT, Rendered, _kustomize, committed_secret_keys, container, container_port, pod_spec_labels
+from .kube import (
+    K8S,
+    ROOT,
+    Rendered,
+    _kustomize,
+    committed_secret_keys,
+    container,
+    container_port,
+    pod_spec_labels,
+)
 from .test_manifests import PROXY, SENTINEL_SERVICE, _config
 
 DOC = ROOT / "docs" / "sentinel.md"
@@ -30,7 +39,7 @@ def _section() -> str:
 
 def _blocks(text: str) -> list[str]:
     """The fenced code blocks (those in list items dedented)."""
-    return [textwrap.dedent(b) for b in re.findall(r"```[a-z]*\n(.*?)```", text, re.S)]
+    return [textwrap.dedent(b) for b in re.findall(r"```[a-z]*\n(.*?)```", text, re.DOTALL)]
 
 
 def _render_doc_overlay() -> Rendered:
@@ -69,7 +78,7 @@ def test_the_docs_service_patch_points_the_charts_service_at_the_proxies():
     """Step 4's JSON patch: its selector selects the proxy pods, its targetPorts are the proxy
     container's port names, its ports keep the chart's names and numbers."""
     section = _section()
-    patch = re.search(r"patch service my-release-redis --type json -p '(\[.*?\])'", section, re.S)
+    patch = re.search(r"patch service my-release-redis --type json -p '(\[.*?\])'", section, re.DOTALL)
     assert patch, "no Service patch in the section"
     ops = {op["path"]: op["value"] for op in json.loads(patch.group(1))}
     r = _render_doc_overlay()

@@ -48,7 +48,15 @@ from raft.core import (
     Ready,
     StorageState,
 )
-from raft.messages import Entry, EntryKind, HardState, Message, PreVote, RequestVote, Snapshot
+from raft.messages import (
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    PreVote,
+    RequestVote,
+    Snapshot,
+)
 from raft.storage import Storage
 
 

@@ -13,7 +13,16 @@ import random
 import pytest
 
 from raft.codec import snapshot_from_dict, snapshot_to_dict
-from raft.core import FOLLOWER, LEADER, ConfChange, Config, ProposalRejected, RaftCore, decode_config, encode_members
+from raft.core import (
+    FOLLOWER,
+    LEADER,
+    ConfChange,
+    Config,
+    ProposalRejected,
+    RaftCore,
+    decode_config,
+    encode_members,
+)
 from raft.messages import EntryKind, Message, PreVote, RequestVote, Snapshot
 from tests.sim.scripted import Cluster
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import os
 import time
 
-from benchmarks.benchlib.proccpu import (CLOCK_TICKS, CpuWindow, cpu_seconds, parse_stat_cpu_ticks,
-                                         parse_status_rss_bytes, rss_bytes)
+from benchmarks.benchlib.proccpu import (
+    CLOCK_TICKS,
+    CpuWindow,
+    cpu_seconds,
+    parse_stat_cpu_ticks,
+    parse_status_rss_bytes,
+    rss_bytes,
+)
 
 
 def test_stat_fields_are_counted_after_a_command_name_with_spaces_and_parentheses():

@@ -5,13 +5,29 @@ the tags in the failover decision and read routing."""
 from __future__ import annotations
 
 import json
+
 import pytest
 
-from health.decide import NodeTags, NodeView, choose_new_master, failover_refusal, serves_reads
+from health.decide import (
+    NodeTags,
+    NodeView,
+    choose_new_master,
+    failover_refusal,
+    serves_reads,
+)
 from health.state_machine import TopologyStateMachine
 from proxy.process.config import Config, ConfigError, load_config
-from proxy.process.dynamic_config import (DYNAMIC_KEYS, edit_change, effective, from_toml, merge_change, node_tags,
-                                          parse_override, to_toml, validate_change)
+from proxy.process.dynamic_config import (
+    DYNAMIC_KEYS,
+    edit_change,
+    effective,
+    from_toml,
+    merge_change,
+    node_tags,
+    parse_override,
+    to_toml,
+    validate_change,
+)
 from proxy.process.reload import plan_reload
 from proxy.routing.router import Router
 from proxy.routing.topology import Topology

@@ -223,7 +223,7 @@ async def test_stream_refused_without_secret_and_falls_back_to_post_for_an_older
             msgs = [TimeoutNow(i, "a", "b") for i in range(3)]
             for m in msgs:
                 t.send("b", m)
-                await eventually(lambda: sink.got and sink.got[-1] == m)
+                await eventually(lambda m=m: sink.got and sink.got[-1] == m)
             assert sink.got == msgs
         finally:
             await t.close()
