@@ -378,7 +378,7 @@ class Controller:
                                  f"redis-raft-proxy failover --to <node>")
             return
         st = self.server.health.nodes.get(topo.master)
-        grace = busy_kill_grace_s(self.interval)
+        grace = busy_kill_grace_s(self.interval, self.cfg.down_after_ms / 1000)
         # Busy: answering -BUSY now, or lately (another proxy's SCRIPT KILL may just have
         # ended it, and the views that found the master down predate that).
         busy = st is not None and st.busy_at is not None and now - st.busy_at < self.cfg.down_after_ms / 1000 + grace

@@ -112,12 +112,14 @@ def down_cause(probe_error: str | None) -> str:
     return BUSY if (probe_error or "").startswith("BUSY") else OBJECTIVELY_DOWN
 
 
-def busy_kill_grace_s(probe_interval_s: float) -> float:
+def busy_kill_grace_s(probe_interval_s: float, down_after_s: float) -> float:
     """How long a master found objectively down while answering -BUSY is left alone: the
     SCRIPT KILL that every proxy sends when it finds it so reaches it at once, and the
-    probes one or two intervals later show whether it worked (a script that wrote cannot be
-    killed: the failover then goes ahead, this much later)."""
-    return 3 * probe_interval_s
+    probes and reports after it show whether it worked (a script that wrote cannot be
+    killed: the failover then goes ahead, this much later). 3 probe intervals were not
+    always enough on a loaded machine (a CI run failed a master over 274 ms after its
+    script was killed): at least down_after_ms."""
+    return max(3 * probe_interval_s, down_after_s)
 
 
 def bounded(records: list[FailoverRecord], new: FailoverRecord, limit: int = HISTORY_MAX) -> list[FailoverRecord]:
