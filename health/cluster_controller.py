@@ -43,6 +43,7 @@ from .migration import (
 )
 from .migration_atomic import key_counts
 from .migration_driver import MigrationDriver
+from .migration_reconcile import served_slots
 from .state_machine import TopologyStateMachine
 
 log = logging.getLogger("health.cluster")
@@ -289,9 +290,22 @@ class ClusterController(Controller):
                         if time.monotonic() > deadline:
                             raise
                         await asyncio.sleep(0.1)
+            await self._learn_slot_map(seed, master)
         except (TimeoutError, RedisError, OSError) as exc:
             raise ValueError(f"could not bring the new nodes into the cluster: {exc}") from None
         return master_id
+
+    async def _learn_slot_map(self, seed: str, new: str, timeout: float = 10.0) -> None:
+        """Wait (bounded) until the new master knows who serves every slot the seed knows of,
+        from the cluster bus: slots it is told to import before that it would never learn
+        (`served_slots`). Past the bound the migration driver tells it, slot by slot."""
+        want = served_slots(_text(await self._client(seed).execute_command("CLUSTER", "NODES")))
+        deadline = time.monotonic() + timeout
+        while missing := want - served_slots(_text(await self._client(new).execute_command("CLUSTER", "NODES"))):
+            if time.monotonic() > deadline:
+                log.warning("event=slot_map_not_learned node=%s missing_slots=%d", new, len(missing))
+                return
+            await asyncio.sleep(0.1)
 
     async def _bus_port(self, addr: str) -> int:
         """The node's cluster bus port, from its own CLUSTER NODES line."""

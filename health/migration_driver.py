@@ -45,7 +45,7 @@ from .migration_atomic import (
     key_counts,
     move_atomic,
 )
-from .migration_reconcile import Reconciliation, node_view, reconcile, slot_facts
+from .migration_reconcile import Reconciliation, node_view, reconcile, served_slots, slot_facts
 from .redis_control import control_client, control_tls
 from .state_machine import TopologyStateMachine
 
@@ -274,8 +274,9 @@ class MigrationDriver:
         counts = zip(pending, await key_counts(s, pending), await key_counts(d, pending))
         decided = reconcile(pending, {slot: slot_facts(sv, dv, slot, a, b) for slot, a, b in counts})
         keys = 0
+        unserved = set(decided.to_commit) - served_slots(_text(await d.execute_command("CLUSTER", "NODES")))
         for slot in decided.to_commit:
-            keys += await self._move_slot(src, dst, others, slot, sv.id, dv.id)
+            keys += await self._move_slot(src, dst, others, slot, sv.id, dv.id, slot in unserved)
         if decided.to_commit or decided.lost:
             log.warning("event=migration_reconciled id=%s moved=%d finished=%d lost=%d keys=%d", m.id,
                         len(decided.moved), len(decided.finish), len(decided.lost), keys)
@@ -293,14 +294,19 @@ class MigrationDriver:
         s, d = self._client(src), self._client(dst)
         src_id = _text(await s.execute_command("CLUSTER", "MYID"))
         dst_id = _text(await d.execute_command("CLUSTER", "MYID"))
+        unserved = set(slots) - served_slots(_text(await d.execute_command("CLUSTER", "NODES")))
         keys_moved = 0
         for slot in slots:
-            keys_moved += await self._move_slot(src, dst, others, slot, src_id, dst_id)
+            keys_moved += await self._move_slot(src, dst, others, slot, src_id, dst_id, slot in unserved)
         return keys_moved
 
-    async def _move_slot(self, src: str, dst: str, others: list[str], slot: int, src_id: str, dst_id: str) -> int:
+    async def _move_slot(self, src: str, dst: str, others: list[str], slot: int, src_id: str, dst_id: str,
+                         unserved: bool = False) -> int:
         """One slot the legacy way, from wherever it is: untouched, half-moved (marks, some of
-        its keys on each node) or moved (only its owner announced again); returns the keys moved."""
+        its keys on each node) or moved (only its owner announced again); returns the keys moved.
+        `unserved`: the target knows no owner of the slot (`served_slots`); once the source
+        has accepted MIGRATING (it serves the slot) the target is told so, or it would refuse
+        every key with `-CLUSTERDOWN Hash slot not served`, for ever if it imports already."""
         s, d = self._client(src), self._client(dst)
         try:
             await d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
@@ -312,6 +318,9 @@ class MigrationDriver:
                 return 0
             # the target serves it but the source still holds keys of it: they go along first
         await s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        if unserved:
+            await d.execute_command("CLUSTER", "SETSLOT", slot, "NODE", src_id)
+            log.warning("event=slot_owner_taught node=%s slot=%d owner=%s", dst, slot, src)
         host, _, port = dst.rpartition(":")
         auth = self._migrate_auth()
         keys_moved = 0

@@ -45,7 +45,6 @@ def node_view(cluster_nodes: str) -> NodeView:
     for line in cluster_nodes.splitlines():
         fields = line.split()
         if len(fields) >= 8 and "myself" in fields[2].split(","):
-            slots: set[int] = set()
             migrating: dict[int, str] = {}
             importing: dict[int, str] = {}
             for f in fields[8:]:
@@ -57,11 +56,31 @@ def node_view(cluster_nodes: str) -> NodeView:
                     elif "-<-" in body:
                         slot, _, peer = body.partition("-<-")
                         importing[int(slot)] = peer
-                    continue
-                a, _, b = f.partition("-")
-                slots.update(range(int(a), int(b or a) + 1))
-            return NodeView(fields[0], frozenset(slots), migrating, importing)
+            return NodeView(fields[0], frozenset(_line_slots(fields)), migrating, importing)
     raise ValueError("no line of its own in CLUSTER NODES")
+
+
+def served_slots(cluster_nodes: str) -> frozenset[int]:
+    """The slots some node serves in the view of the node that gave this `CLUSTER NODES`.
+
+    A node that has a slot IMPORTING ignores what gossip says about that slot's owner
+    (Redis' `clusterUpdateSlotsConfigWith` skips importing slots): one that was told to
+    import before it had heard who serves the slot - a shard just added - never learns
+    it, and answers the source's `MIGRATE` with `-CLUSTERDOWN Hash slot not served`."""
+    out: set[int] = set()
+    for line in cluster_nodes.splitlines():
+        out.update(_line_slots(line.split()))
+    return frozenset(out)
+
+
+def _line_slots(fields: list[str]) -> set[int]:
+    """The slots a `CLUSTER NODES` line (split) serves, migration marks left out."""
+    slots: set[int] = set()
+    for f in fields[8:]:
+        if not f.startswith("["):
+            a, _, b = f.partition("-")
+            slots.update(range(int(a), int(b or a) + 1))
+    return slots
 
 
 @dataclass(frozen=True)

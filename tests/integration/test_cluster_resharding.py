@@ -482,6 +482,17 @@ def test_a_shard_emptied_by_move_slots_keeps_the_map_and_can_then_be_removed(tmp
         views = c.wait_ready(timeout=10)
         assert_slot_map(c, [v for v in views if v.ranges])
 
+        # b's master imports a slot before it heard who serves it (as a node add-shard just brought
+        # in may): Redis then ignores the cluster bus about that slot, so MIGRATE's keys would be
+        # refused (-CLUSTERDOWN Hash slot not served) for ever unless the target is told the owner
+        slot, keys = stuck_import(c, b, third)
+        ms = finish(c, start_plan(c, "move-slots", {"from": third.id, "to": b.id, "slots": f"{slot}-{slot}"}),
+                    timeout=20)
+        assert ms[0]["keys_moved"] >= len(keys), ms        # (the load may have written to the slot too)
+        with b.master.client(decode=True) as cl:
+            assert {r.key for r in keys} <= set(cl.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000))
+        assert "event=slot_owner_taught" in c.logs(100_000)
+
         status, doc = c.admin("remove-shard", {"shard": a.id})
         assert status == 200 and doc.get("ok"), f"remove-shard of the empty shard {a.id}: HTTP {status} {doc}"
         released = a.servers
@@ -490,8 +501,28 @@ def test_a_shard_emptied_by_move_slots_keeps_the_map_and_can_then_be_removed(tmp
         load.stop()
         load.check_clients()
         assert_slot_map(c, views)
-        assert_keys_placed(c, views, [*base, *load.acked()], load.attempted_keys() | {r.key for r in base}, released)
+        acked = [*base, *load.acked(), *keys]
+        assert_keys_placed(c, views, acked, load.attempted_keys() | {r.key for r in acked}, released)
     finally:
         if load is not None:
             load.stop()
         c.cleanup()
+
+
+def stuck_import(c: ShardedProxyCluster, target: ShardView, source: ShardView) -> tuple[int, list[WriteResult]]:
+    """A slot of `source` with 3 keys (written through a proxy) that `target`'s master has
+    IMPORTING while it knows no owner of it (CLUSTER DELSLOTS in its own view)."""
+    tag = next(f"t{i}" for i in range(10_000) if source.serves(key_slot(f"t{i}".encode())))
+    slot = key_slot(tag.encode())
+    now = time.monotonic()
+    keys = [WriteResult(f"{{{tag}}}:{i}", f"v{i}", now, now, True) for i in range(3)]
+    with redis_client(c.proxy(c.names[0]).port, decode=True) as client:
+        assert client.mset({r.key: r.value for r in keys}) is True
+    with source.master.client(decode=True) as cl:
+        source_id = cl.execute_command("CLUSTER", "MYID")
+    with target.master.client(decode=True) as cl:
+        cl.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        cl.execute_command("CLUSTER", "DELSLOTS", slot)
+        owners, _ = slot_owners(target.master)
+        assert owners[slot] is None, f"{target.master.addr} still knows an owner of slot {slot}: {owners[slot]}"
+    return slot, keys

@@ -81,3 +81,12 @@ def test_slots_neither_master_serves_are_reported_not_committed():
     facts = {s: slot_facts(src, dst, s, 0, 0) for s in (300, 301)}
     r = reconcile([300, 301], facts)
     assert r.lost == (300, 301) and r.to_commit == []
+
+
+def test_served_slots_are_every_node_s_slots_in_one_node_s_view_marks_left_out():
+    from health.migration_reconcile import served_slots
+    assert served_slots(SRC) == frozenset({*range(0, 100), *range(100, 201)})
+    # a node that imports slot 5 and never heard who serves 6 (a node just added)
+    view = DST.replace(" 5-99", " 7-99")
+    assert served_slots(view) == frozenset({*range(0, 5), *range(7, 201)})
+    assert served_slots("") == frozenset()
