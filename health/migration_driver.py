@@ -45,7 +45,7 @@ from .migration_atomic import (
     key_counts,
     move_atomic,
 )
-from .migration_reconcile import Reconciliation, node_view, reconcile, served_slots, slot_facts
+from .migration_reconcile import Reconciliation, node_view, reconcile, served_slots, slot_facts, slot_owner
 from .redis_control import control_client, control_tls
 from .state_machine import TopologyStateMachine
 
@@ -317,7 +317,13 @@ class MigrationDriver:
                 await self._announce(slot, dst_id, [src, *others])     # moved before: announce again
                 return 0
             # the target serves it but the source still holds keys of it: they go along first
-        await s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        try:
+            await s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        except ResponseError as exc:
+            if "not the owner" not in str(exc):
+                raise
+            await self._left_source(src, dst, others, slot, dst_id)
+            return 0
         if unserved:
             await d.execute_command("CLUSTER", "SETSLOT", slot, "NODE", src_id)
             log.warning("event=slot_owner_taught node=%s slot=%d owner=%s", dst, slot, src)
@@ -336,6 +342,24 @@ class MigrationDriver:
                 await self._replicated(d, dst)
         await self._announce(slot, dst_id, [dst, src, *others])
         return keys_moved
+
+    async def _left_source(self, src: str, dst: str, others: list[str], slot: int, dst_id: str) -> None:
+        """The source no longer serves a slot of the batch: its keys went to the target and its
+        owner was announced to the source, but the target did not take it (a target master
+        killed right after the announcement, before its replica - now the master - heard of
+        it, would leave the slot to a dead node). With none of its keys left on the source and
+        no other shard's master serving it, the target's master is announced its owner. Any
+        other case is left for an operator (RedisError: the migration waits, saying why)."""
+        s = self._client(src)
+        owner = slot_owner(_text(await s.execute_command("CLUSTER", "NODES")), slot)
+        other_ids = {_text(await self._client(a).execute_command("CLUSTER", "MYID")) for a in others}
+        keys = int(await s.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot))
+        if owner is None or owner in other_ids or keys:
+            raise RedisError(f"slot {slot} is no longer served by the source master {src} (served by "
+                             f"{owner or 'no node'} in its view, {keys} of its keys still there): "
+                             "check the slot with CLUSTER NODES and fix it by hand, or cancel the migration")
+        await self._announce(slot, dst_id, [dst, src, *others])
+        log.warning("event=slot_owner_announced slot=%d owner=%s was=%s", slot, dst, owner)
 
     def _migrate_auth(self) -> list[str]:
         """MIGRATE logs in on the target as the control user."""

@@ -73,6 +73,15 @@ def served_slots(cluster_nodes: str) -> frozenset[int]:
     return frozenset(out)
 
 
+def slot_owner(cluster_nodes: str, slot: int) -> str | None:
+    """The id of the node that serves `slot` in this `CLUSTER NODES` view, None if none."""
+    for line in cluster_nodes.splitlines():
+        fields = line.split()
+        if slot in _line_slots(fields):
+            return fields[0]
+    return None
+
+
 def _line_slots(fields: list[str]) -> set[int]:
     """The slots a `CLUSTER NODES` line (split) serves, migration marks left out."""
     slots: set[int] = set()

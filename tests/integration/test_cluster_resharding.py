@@ -493,6 +493,15 @@ def test_a_shard_emptied_by_move_slots_keeps_the_map_and_can_then_be_removed(tmp
             assert {r.key for r in keys} <= set(cl.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000))
         assert "event=slot_owner_taught" in c.logs(100_000)
 
+        # a slot whose keys went to b's master and whose owner the source was told, but which b's
+        # master never took (as when a target master dies right after the announcement): the
+        # source refuses MIGRATING ("not the owner"); it must not wait for ever either
+        slot, more = left_source(c, b, third)
+        ms = finish(c, start_plan(c, "move-slots", {"from": third.id, "to": b.id, "slots": f"{slot}-{slot}"}),
+                    timeout=20)
+        assert "event=slot_owner_announced" in c.logs(100_000)
+        keys += more
+
         status, doc = c.admin("remove-shard", {"shard": a.id})
         assert status == 200 and doc.get("ok"), f"remove-shard of the empty shard {a.id}: HTTP {status} {doc}"
         released = a.servers
@@ -509,15 +518,20 @@ def test_a_shard_emptied_by_move_slots_keeps_the_map_and_can_then_be_removed(tmp
         c.cleanup()
 
 
-def stuck_import(c: ShardedProxyCluster, target: ShardView, source: ShardView) -> tuple[int, list[WriteResult]]:
-    """A slot of `source` with 3 keys (written through a proxy) that `target`'s master has
-    IMPORTING while it knows no owner of it (CLUSTER DELSLOTS in its own view)."""
-    tag = next(f"t{i}" for i in range(10_000) if source.serves(key_slot(f"t{i}".encode())))
-    slot = key_slot(tag.encode())
+def keys_in_a_slot(c: ShardedProxyCluster, source: ShardView, start: int) -> tuple[int, list[WriteResult]]:
+    """3 keys of one slot `source` serves (hash tags from `t<start>` on), written through a proxy."""
+    tag = next(f"t{i}" for i in range(start, start + 10_000) if source.serves(key_slot(f"t{i}".encode())))
     now = time.monotonic()
     keys = [WriteResult(f"{{{tag}}}:{i}", f"v{i}", now, now, True) for i in range(3)]
     with redis_client(c.proxy(c.names[0]).port, decode=True) as client:
         assert client.mset({r.key: r.value for r in keys}) is True
+    return key_slot(tag.encode()), keys
+
+
+def stuck_import(c: ShardedProxyCluster, target: ShardView, source: ShardView) -> tuple[int, list[WriteResult]]:
+    """A slot of `source` with 3 keys that `target`'s master has IMPORTING while it knows no
+    owner of it (CLUSTER DELSLOTS in its own view)."""
+    slot, keys = keys_in_a_slot(c, source, 0)
     with source.master.client(decode=True) as cl:
         source_id = cl.execute_command("CLUSTER", "MYID")
     with target.master.client(decode=True) as cl:
@@ -525,4 +539,22 @@ def stuck_import(c: ShardedProxyCluster, target: ShardView, source: ShardView) -
         cl.execute_command("CLUSTER", "DELSLOTS", slot)
         owners, _ = slot_owners(target.master)
         assert owners[slot] is None, f"{target.master.addr} still knows an owner of slot {slot}: {owners[slot]}"
+    return slot, keys
+
+
+def left_source(c: ShardedProxyCluster, target: ShardView, source: ShardView) -> tuple[int, list[WriteResult]]:
+    """A slot of `source` with 3 keys moved by hand to `target`'s master (IMPORTING there,
+    MIGRATING + MIGRATE on the source), then announced to the source only: the source says
+    the target serves it, the target (still importing) does not take it."""
+    slot, keys = keys_in_a_slot(c, source, 20_000)
+    with source.master.client(decode=True) as s, target.master.client(decode=True) as t:
+        source_id, target_id = s.execute_command("CLUSTER", "MYID"), t.execute_command("CLUSTER", "MYID")
+        t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        while batch := s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            host, port = target.master.addr.rsplit(":", 1)
+            s.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", *batch)
+        s.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    owners, _ = slot_owners(target.master)
+    assert owners[slot] == source_id, f"{target.master.addr} took slot {slot} already: {owners[slot]}"
     return slot, keys

@@ -90,3 +90,9 @@ def test_served_slots_are_every_node_s_slots_in_one_node_s_view_marks_left_out()
     view = DST.replace(" 5-99", " 7-99")
     assert served_slots(view) == frozenset({*range(0, 5), *range(7, 201)})
     assert served_slots("") == frozenset()
+
+
+def test_slot_owner_is_the_node_serving_it_in_that_view():
+    from health.migration_reconcile import slot_owner
+    assert (slot_owner(SRC, 4), slot_owner(SRC, 0), slot_owner(SRC, 150)) == ("a1b2", "e5f1", "e5f1")
+    assert slot_owner(SRC, 201) is None and slot_owner(DST, 5) == "a1b2"
