@@ -215,41 +215,33 @@ def add_operator_routes(app: web.Application, server) -> None:
             raise web.HTTPBadRequest(text="expected a JSON object\n")
         return doc
 
-    async def failover(request: web.Request) -> web.Response:
-        doc = await body(request)
-        to = str(doc.get("to", ""))
+    async def controller_call(call) -> web.Response:
+        """`await call()` on the controller: its result, 409 off the leader, 400 on bad input."""
         try:
-            # default: within hold_ms, so that no write held by the pause times out
-            timeout = float(doc.get("timeout") or server.cfg.hold_ms / 1000.0 * 0.8)
-            result = await ctl.switchover(to, timeout=timeout)
+            result = await call()
         except NotLeaderError as exc:
             return not_leader(exc.leader)
         except (ValueError, TypeError, RuntimeError) as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
         return web.json_response(result)
+
+    async def failover(request: web.Request) -> web.Response:
+        doc = await body(request)
+        # default: within hold_ms, so that no write held by the pause times out
+        return await controller_call(lambda: ctl.switchover(
+            str(doc.get("to", "")), timeout=float(doc.get("timeout") or server.cfg.hold_ms / 1000.0 * 0.8)))
 
     async def pause(request: web.Request) -> web.Response:
         """Maintenance mode: {"reason": str, "expires_s": seconds or null, "by": str}."""
         doc = await body(request)
         expires = doc.get("expires_s")
-        try:
-            expires_s = None if expires is None else float(expires)
-            result = await ctl.pause(str(doc.get("reason") or ""), expires_s, str(doc.get("by") or ""))
-        except NotLeaderError as exc:
-            return not_leader(exc.leader)
-        except (ValueError, TypeError, RuntimeError) as exc:
-            return web.json_response({"ok": False, "error": str(exc)}, status=400)
-        return web.json_response(result)
+        return await controller_call(lambda: ctl.pause(str(doc.get("reason") or ""),
+                                                       None if expires is None else float(expires),
+                                                       str(doc.get("by") or "")))
 
     async def resume(request: web.Request) -> web.Response:
         doc = await body(request)
-        try:
-            result = await ctl.resume(str(doc.get("by") or ""))
-        except NotLeaderError as exc:
-            return not_leader(exc.leader)
-        except RuntimeError as exc:
-            return web.json_response({"ok": False, "error": str(exc)}, status=400)
-        return web.json_response(result)
+        return await controller_call(lambda: ctl.resume(str(doc.get("by") or "")))
 
     async def transfer(request: web.Request) -> web.Response:
         doc = await body(request)
@@ -275,6 +267,14 @@ def add_operator_routes(app: web.Application, server) -> None:
         return web.json_response({"ok": True, "members": list(cons.members),
                                   "learners": list(getattr(cons, "learners", [])), **extra})
 
+    async def membership_change(what: str, change) -> web.Response:
+        """Await a membership change the leader makes: the new membership, or 500 with why not."""
+        try:
+            await change
+        except Exception as exc:  # noqa: BLE001 -- one line for the operator
+            return web.json_response({"ok": False, "error": f"{what} failed: {exc!r}"}, status=500)
+        return membership(server.consensus)
+
     async def add_member(request: web.Request) -> web.Response:
         """{"node", "url", "learner": bool}: a new voter, or a non-voting learner."""
         doc = await body(request)
@@ -290,12 +290,8 @@ def add_operator_routes(app: web.Application, server) -> None:
             return membership(cons, message="already a member")
         if learner and node in getattr(cons, "learners", []):
             return membership(cons, message="already a learner")
-        try:
-            # a learner added again without "learner" is promoted (etcd's rule for add)
-            await cons.add_member(node, url, learner=learner)
-        except Exception as exc:
-            return web.json_response({"ok": False, "error": f"add failed: {exc!r}"}, status=500)
-        return membership(cons)
+        # a learner added again without "learner" is promoted (etcd's rule for add)
+        return await membership_change("add", cons.add_member(node, url, learner=learner))
 
     async def promote_member(request: web.Request) -> web.Response:
         node = request.match_info["node"]
@@ -304,11 +300,7 @@ def add_operator_routes(app: web.Application, server) -> None:
             return not_leader(cons.leader_id)
         if node not in getattr(cons, "learners", []):
             return web.json_response({"ok": False, "error": f"{node} is not a learner"}, status=400)
-        try:
-            await cons.promote_member(node)
-        except Exception as exc:
-            return web.json_response({"ok": False, "error": f"promote failed: {exc!r}"}, status=500)
-        return membership(cons)
+        return await membership_change("promote", cons.promote_member(node))
 
     async def remove_member(request: web.Request) -> web.Response:
         node = request.match_info["node"]
@@ -317,11 +309,7 @@ def add_operator_routes(app: web.Application, server) -> None:
             return not_leader(cons.leader_id)
         if node not in cons.members and node not in getattr(cons, "learners", []):
             return web.json_response({"ok": False, "error": f"{node} is not a member"}, status=400)
-        try:
-            await cons.remove_member(node)
-        except Exception as exc:
-            return web.json_response({"ok": False, "error": f"remove failed: {exc!r}"}, status=500)
-        return membership(cons)
+        return await membership_change("remove", cons.remove_member(node))
 
     async def cluster_action(request: web.Request) -> web.Response:
         """Cluster mode: move-slots, add-shard, remove-shard, rebalance, cancel (issue 15)."""
