@@ -82,12 +82,9 @@ def validate_change(current: Mapping[str, Any], set_: Mapping[str, Any], unset: 
         if key not in DYNAMIC_KEYS and split_tag_key(key) is None:
             errors.append(ConfigError(key, f"cannot be set through Raft. The keys that can be set: {settable_text()}"))
         new.pop(key, None)
-    for key, raw in set_.items():
-        try:
-            new[key] = parse_override(key, raw)
-        except ConfigError as exc:
-            errors.append(exc)
-    return new, errors
+    parsed, bad = valid_overrides(set_)
+    new.update(parsed)
+    return new, errors + bad
 
 
 def merge_change(current: Mapping[str, Any], doc: Mapping[str, Any]) -> dict[str, Any]:
