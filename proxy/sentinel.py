@@ -275,6 +275,11 @@ class SentinelService:
 
     enabled = True
 
+    @property
+    def password(self) -> str:
+        """The proxy's requirepass as it is now (a SIGHUP may have changed it)."""
+        return getattr(self.cfg, "requirepass", "") or ""
+
     def __init__(self, server, port: int, master_name: str = DEFAULT_MASTER_NAME, bind: str | None = None) -> None:
         self.server = server
         self.cfg = server.cfg
@@ -282,7 +287,6 @@ class SentinelService:
         self.master_name = master_name
         self.bind = bind if bind is not None else self.cfg.bind
         self.myid = sentinel_id(self.cfg.node)
-        self.password = getattr(self.cfg, "requirepass", "") or ""
         self.sessions: set[SentinelSession] = set()
         self.total_connections = 0
         self.started = time.time()

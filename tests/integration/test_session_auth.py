@@ -374,8 +374,9 @@ def test_sighup_reloads_requirepass_and_limits_keeps_clients_and_refuses_restart
     old, new = "reload-old-5d1e", "reload-new-a9c4"
     conf = tmp_path / "proxy.toml"
     conf.write_text(f'requirepass = "{old}"\nlog_level = "info"\ndown_after_ms = 10000\n')
+    (sentinel_port,) = free_ports(1)
     p = ProxyProcess(tmp_path / "p", replica_set.addrs, replica_set.master.addr, node="proxy-reload",
-                     read_policy=None, extra_argv=["--config", str(conf)])
+                     read_policy=None, extra_argv=["--config", str(conf)], options={"sentinel_port": sentinel_port})
     try:
         p.spawn()
         wait_until(lambda: p._check_alive("starting") or _answers_auth(p.port, old), 20,
@@ -394,6 +395,8 @@ def test_sighup_reloads_requirepass_and_limits_keeps_clients_and_refuses_restart
             assert old not in text and new not in text, "a password was logged"
             assert held.command("PING") == b"PONG"          # the same connection, still authenticated
             assert _answers_auth(p.port, new) and not _answers_auth(p.port, old)
+            assert _answers_auth(sentinel_port, new) and not _answers_auth(sentinel_port, old), \
+                "the Sentinel port did not take the new requirepass"
             # over the new proto_max_bulk_len: refused with a protocol error and the connection
             # closed; a client still writing the 2 MB may see the close first (a CI run did)
             with pytest.raises((redis.ResponseError, redis.ConnectionError)) as refused:
