@@ -291,9 +291,11 @@ class ProxyCollector:
         cons = s.consensus
         st = s.stats
         yield _one(GaugeMetricFamily, "redis_raft_proxy_raft_term", "Current Raft term", cons.term)
-        g = GaugeMetricFamily("redis_raft_proxy_raft_role", "1 for this proxy's Raft role", labels=["role"])
-        for r in ("leader", "follower", "candidate"):
-            g.add_metric([r], 1.0 if cons.role == r else 0.0)
+        g = GaugeMetricFamily("redis_raft_proxy_raft_role", "1 for this proxy's Raft role (a non-voting "
+                              "learner: learner)", labels=["role"])
+        role = "learner" if getattr(cons, "is_learner", False) and cons.role == "follower" else cons.role
+        for r in ("leader", "follower", "candidate", "learner"):
+            g.add_metric([r], 1.0 if role == r else 0.0)
         yield g
         yield _one(GaugeMetricFamily, "redis_raft_proxy_raft_commit_index", "Raft commit index", cons.commit_index)
         yield _one(GaugeMetricFamily, "redis_raft_proxy_raft_applied_index", "Raft applied index", cons.applied_index)

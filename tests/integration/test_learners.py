@@ -99,7 +99,11 @@ def test_learners_join_route_writes_and_never_vote(lc):
         r = s["raft"]
         assert sorted(r["members"]) == sorted(NAMES), (name, r)
         assert sorted(r["learners"]) == sorted(LEARNERS), (name, r)
-        assert r["role"] == ("learner" if name in LEARNERS else "leader" if name == v["leader"] else "follower")
+        role = "learner" if name in LEARNERS else "leader" if name == v["leader"] else "follower"
+        assert r["role"] == role, (name, r)
+        m = c.metrics(name) or {}
+        assert [k for k, x in m.items() if k.startswith("redis_raft_proxy_raft_role{") and x == 1] == \
+            [f'redis_raft_proxy_raft_role{{role="{role}"}}'], (name, m)
     for name in LEARNERS:
         assert set_through(c, name, f"t1:{name}", name) is True
         assert on_master(c, v["master"], f"t1:{name}") == name

@@ -328,7 +328,7 @@ def test_raft_metrics_agree_with_status(scenario):
         assert m.value("redis_raft_proxy_raft_commit_index") == raft["commit_index"], name
         assert m.value("redis_raft_proxy_raft_applied_index") == raft["applied_index"], name
         roles = {lab["role"]: v for lab, v in m.select("redis_raft_proxy_raft_role")}
-        assert roles == {r: (1.0 if r == raft["role"] else 0.0) for r in ("leader", "follower", "candidate")}, \
+        assert roles == {r: (1.0 if r == raft["role"] else 0.0) for r in ("leader", "follower", "candidate", "learner")}, \
             f"{name}: role gauges {roles}, /status says {raft['role']}"
         assert m.value("redis_raft_proxy_lease_held") == (1.0 if st["lease"]["held"] else 0.0)
         assert m.value("redis_raft_proxy_topology_epoch") == st["topology"]["epoch"] == sc.epoch
