@@ -41,14 +41,19 @@ def progress_line(m: dict, now: float) -> str:
             f"{m.get('keys_moved', 0)} keys  {rate:.0f} slots/s  {eta}  {m['state']}{extra}")
 
 
-def watch(args, ids: list[str]) -> int:
+def watch(args, ids: list[str], interval: float = 0.5, give_up_s: float = 30.0) -> int:
+    """Print the migrations' progress until they end (0 when all are done, 1 otherwise).
+    An endpoint that stops answering (or forgets the migrations) is retried for
+    `give_up_s`, then watching stops with 2: the migration goes on on the leader."""
     ctx = _ssl_context(args)
     last = ""
+    lost_since: float | None = None
     try:
         while True:
             st = _fetch_status(args.endpoint, ctx)
             mine = [m for m in (st or {}).get("migrations", []) if m["id"] in ids]
             if mine:
+                lost_since = None
                 text = "\n".join(progress_line(m, time.time()) for m in mine)
                 if text != last:
                     print(text, flush=True)
@@ -56,7 +61,16 @@ def watch(args, ids: list[str]) -> int:
                 if all(m["state"] not in ("running", "queued") for m in mine):
                     failed = [m for m in mine if m["state"] != "done"]
                     return 1 if failed else 0
-            time.sleep(0.5)
+            elif lost_since is None:
+                lost_since = time.monotonic()
+                why = "does not answer" if st is None else "shows none of these migrations"
+                print(f"{args.endpoint} {why}; trying again for {give_up_s:.0f}s", file=sys.stderr, flush=True)
+            elif time.monotonic() - lost_since > give_up_s:
+                print(f"stopped watching: no progress from {args.endpoint} for {give_up_s:.0f}s; the migration "
+                      "goes on on the Raft leader (redis-raft-proxy cluster migrations --endpoint <another "
+                      "proxy> shows it)", file=sys.stderr)
+                return 2
+            time.sleep(interval)
     except KeyboardInterrupt:
         print("stopped watching; the migration goes on (redis-raft-proxy cluster cancel stops it)", file=sys.stderr)
         return 130
