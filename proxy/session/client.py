@@ -735,8 +735,9 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
             if self.buf:
                 asyncio.get_running_loop().call_soon(self._resume_process)
         if not pending:
-            if self.closing:
-                self._half_close() if self.draining else t.close()
+            if self.closing:        # QUIT, a protocol error, a stopping proxy: what still comes is dropped
+                self.draining = True
+                self._half_close()
                 return
             if self.waiting:
                 self.waiting = False

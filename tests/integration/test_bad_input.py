@@ -457,3 +457,21 @@ def test_bad_config_value_exits_2_naming_the_key(tmp_path, flags, env, key):
     assert proc.returncode == 2, f"exit status {proc.returncode}, output: {text}"
     names = (key, "--" + key.replace("_", "-"), "REDIS_RAFT_PROXY_" + key.upper())
     assert any(n in text for n in names), f"the message does not name {key}: {text}"
+
+
+def test_a_client_still_sending_after_a_protocol_error_gets_the_error_not_a_reset(limited_proxy, bystander):
+    """A bulk over proto_max_bulk_len sent whole before the client reads (as redis-py does):
+    the proxy answers the protocol error, closes with a FIN and drops what still comes;
+    closing with the unread bytes in its socket sent a RST, so the client's send failed
+    (broken pipe, reset) and it never read the error (a CI run saw that)."""
+    for _ in range(5):
+        with RawClient(limited_proxy.port) as raw:
+            raw.sock.settimeout(10)
+            try:
+                raw.sock.sendall(b"*3\r\n$3\r\nSET\r\n$8\r\nbad:big1\r\n$" + str(2 << 20).encode() + b"\r\n"
+                                 + b"x" * (2 << 20) + b"\r\n")
+            except OSError as exc:
+                pytest.fail(f"the proxy reset the connection while the client was still sending: {exc!r}")
+            got = raw.read_until_closed(10)
+        assert got.startswith(b"-ERR Protocol error") and b"bulk" in got, got[:200]
+    assert_serves(bystander, "still-sending")
