@@ -136,3 +136,17 @@ class Cluster:
         self.cores[nid] = self._new_core(nid)
         self.applied[nid] = []
         return self.cores[nid]
+
+    def ticks_until_fenced(self, leader: str, idx: int, cut_off: str) -> int:
+        """Tick every node until `leader` says entry `idx` is fenced, checking that it never
+        is while `cut_off` (a node that cannot hear of `idx`) still holds a valid lease;
+        returns the ticks it took (bounded by the lease's lifetime)."""
+        lead, other = self.cores[leader], self.cores[cut_off]
+        waited = 0
+        while not lead.writes_fenced(idx):
+            assert waited <= self.cfg.lease_outlives_ticks
+            self.tick_all(1)
+            waited += 1
+            if other.follower_lease_valid():      # it could still act on the old state
+                assert not lead.writes_fenced(idx)
+        return waited

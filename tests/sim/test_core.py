@@ -265,14 +265,7 @@ def test_writes_fenced_waits_out_the_lease_of_a_silent_peer() -> None:
     c.cut("n1", "n3")  # n3 may still hold its lease and never hears of the commit
     n1.propose(b"v")
     c.stabilize()
-    idx = n1.commit_index
-    waited = 0
-    while not n1.writes_fenced(idx):
-        assert waited <= c.cfg.lease_outlives_ticks
-        c.tick_all(1)
-        waited += 1
-        if c.cores["n3"].follower_lease_valid():  # n3 could still act on the old state
-            assert not n1.writes_fenced(idx)
+    waited = c.ticks_until_fenced("n1", n1.commit_index, "n3")
     assert not c.cores["n3"].follower_lease_valid()
     assert waited > 1  # more than the one tick the acks of the live peer take
 

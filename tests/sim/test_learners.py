@@ -104,14 +104,7 @@ def test_learner_holds_a_follower_lease_and_writes_fenced_waits_for_a_cut_learne
     c.cut("n1", "l1")  # l1 may still route writes and never hears of the commit
     n1.propose(b"new topology")
     c.stabilize()
-    idx = n1.commit_index
-    waited = 0
-    while not n1.writes_fenced(idx):
-        assert waited <= c.cfg.lease_outlives_ticks
-        c.tick_all(1)
-        waited += 1
-        if l1.follower_lease_valid():
-            assert not n1.writes_fenced(idx)
+    waited = c.ticks_until_fenced("n1", n1.commit_index, "l1")
     assert not l1.follower_lease_valid()
     assert waited > 1  # the voters alone answer within one tick: the wait was for l1
 
@@ -128,14 +121,7 @@ def test_removed_learner_lease_is_waited_out() -> None:
     assert "l1" not in n1.learners and n1.commit_index == n1.config_index
     n1.propose(b"v")
     c.stabilize()
-    idx = n1.commit_index
-    waited = 0
-    while not n1.writes_fenced(idx):
-        assert waited <= c.cfg.lease_outlives_ticks
-        c.tick_all(1)
-        waited += 1
-        if l1.follower_lease_valid():
-            assert not n1.writes_fenced(idx)
+    waited = c.ticks_until_fenced("n1", n1.commit_index, "l1")
     assert waited > 1
 
 
