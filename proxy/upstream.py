@@ -512,10 +512,10 @@ class Upstream(asyncio.Protocol):
                     self._slot_finished(slot)
                     continue
                 end, rem = scan(buf, pos, slot.remaining)
+                owner = slot.owner
                 if end > pos:
                     part = buf if (pos == 0 and end == n and type(buf) is bytes) else buf[pos:end]
-                    owner = slot.owner          # `_deliver`, inlined: once per reply batch per slot
-                    if owner is None:
+                    if owner is None:           # `_deliver`, inlined: once per reply batch per slot
                         slot.parts.append(part)
                     elif not owner.closed:
                         slot.parts.append(part)
@@ -527,9 +527,9 @@ class Upstream(asyncio.Protocol):
                 if rem:
                     break
                 waiters.popleft()
-                if slot.owner is not None and slot.gate is None:
+                if owner is not None and slot.gate is None:
                     slot.done = True
-                    touched.add(slot.owner)
+                    touched.add(owner)
                 else:
                     self._slot_finished(slot)
         except (resp.ReplyError, ValueError) as exc:

@@ -283,7 +283,7 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
     def _add(self, target: Upstream, start: int, end: int, count: int, is_write: bool, kind: int = 0) -> None:
         """Add `count` commands in `buf[start:end]` to the batch for `target`."""
         if self._metrics:
-            self._commands[(kind, target.addr)] += count
+            self._commands[target.addr][kind] += count
         cur = self._cur
         if cur is target and self._seg_end == start:
             slot = self._cur_slot
