@@ -7,6 +7,9 @@
  * command.  These functions do the same work as `resp.split_commands` and
  * `resp.scan_replies` (the reference implementations, which the unit tests
  * compare them with) and never build objects for the bytes they only skip.
+ * They run once per client read and once per reply batch, so they take their
+ * arguments by METH_FASTCALL and build their result tuples directly (format
+ * parsing in PyArg_ParseTuple and Py_BuildValue showed in profiles).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -36,6 +39,39 @@ static const char *find_crlf(const char *p, const char *end) {
     return NULL;
 }
 
+/* A tuple of n new references (stolen); NULL (and every item released) on failure. */
+static PyObject *tuple_of(Py_ssize_t n, PyObject **items) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (items[i] == NULL) {
+            for (Py_ssize_t j = 0; j < n; j++) Py_XDECREF(items[j]);
+            return NULL;
+        }
+    }
+    PyObject *t = PyTuple_New(n);
+    if (t == NULL) {
+        for (Py_ssize_t j = 0; j < n; j++) Py_DECREF(items[j]);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(t, i, items[i]);
+    return t;
+}
+
+/* The arguments both functions start with: a bytes-like buffer and an offset into it. */
+static int get_buffer(PyObject *obj, Py_buffer *view) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) < 0) {
+        PyErr_Format(PyExc_TypeError, "a bytes-like object is required, not '%.100s'", Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
+static int get_ssize(PyObject *obj, Py_ssize_t *out) {
+    Py_ssize_t v = PyLong_AsSsize_t(obj);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    *out = v;
+    return 0;
+}
+
 /*
  * split_commands(buf, pos, max_bulk, max_args, kinds, default_kind)
  *   -> (groups, pos, need, error)
@@ -47,14 +83,30 @@ static const char *find_crlf(const char *p, const char *end) {
  * multibulk (an inline command: the caller handles it), or at a protocol
  * error (error = the message; pos = the start of the bad command).
  */
-static PyObject *split_commands(PyObject *self, PyObject *args) {
+static PyObject *split_commands(PyObject *self, PyObject *const *fargs, Py_ssize_t nargs) {
     Py_buffer view;
     Py_ssize_t pos, max_bulk, max_args;
     PyObject *kinds;
     long default_kind;
-    if (!PyArg_ParseTuple(args, "y*nnnO!l", &view, &pos, &max_bulk, &max_args, &PyDict_Type, &kinds,
-                          &default_kind))
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "split_commands expected 6 arguments, got %zd", nargs);
         return NULL;
+    }
+    if (!PyDict_Check(fargs[4])) {
+        PyErr_SetString(PyExc_TypeError, "split_commands: kinds must be a dict");
+        return NULL;
+    }
+    kinds = fargs[4];
+    default_kind = PyLong_AsLong(fargs[5]);
+    if (default_kind == -1 && PyErr_Occurred()) return NULL;
+    if (get_ssize(fargs[1], &pos) < 0 || get_ssize(fargs[2], &max_bulk) < 0 || get_ssize(fargs[3], &max_args) < 0)
+        return NULL;
+    if (get_buffer(fargs[0], &view) < 0) return NULL;
+    if (pos < 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "split_commands: negative pos");
+        return NULL;
+    }
     const char *base = (const char *)view.buf;
     const char *end = base + view.len;
     PyObject *groups = PyList_New(0);
@@ -69,10 +121,14 @@ static PyObject *split_commands(PyObject *self, PyObject *args) {
 
 #define FLUSH_GROUP() do { \
         if (g_count) { \
-            PyObject *t = Py_BuildValue("(lnnnOn)", g_kind, (Py_ssize_t)g_count, g_start, g_end, g_name, g_args); \
+            PyObject *items[6] = {PyLong_FromLong(g_kind), PyLong_FromSsize_t((Py_ssize_t)g_count), \
+                                  PyLong_FromSsize_t(g_start), PyLong_FromSsize_t(g_end), g_name, \
+                                  PyLong_FromSsize_t(g_args)}; \
+            g_name = NULL;                  /* the tuple owns it (or it was released) */ \
+            PyObject *t = tuple_of(6, items); \
             if (t == NULL || PyList_Append(groups, t) < 0) { Py_XDECREF(t); goto fail; } \
             Py_DECREF(t); \
-            Py_CLEAR(g_name); g_count = 0; \
+            g_count = 0; \
         } } while (0)
 
     while (base + pos < end) {
@@ -163,8 +219,8 @@ static PyObject *split_commands(PyObject *self, PyObject *args) {
     FLUSH_GROUP();
     PyBuffer_Release(&view);
     PyObject *err = error ? PyUnicode_FromString(error) : Py_NewRef(Py_None);
-    if (err == NULL) { Py_DECREF(groups); return NULL; }
-    return Py_BuildValue("(NnnN)", groups, pos, need, err);
+    PyObject *items[4] = {groups, PyLong_FromSsize_t(pos), PyLong_FromSsize_t(need), err};
+    return tuple_of(4, items);
 fail:
     Py_XDECREF(g_name);
     Py_DECREF(groups);
@@ -173,12 +229,37 @@ fail:
 #undef FLUSH_GROUP
 }
 
+/* The exception scan_replies raises on bytes that are not RESP: resp.ReplyError once
+ * resp.py registered it (set_reply_error), so callers need no Python wrapper. */
+static PyObject *reply_error = NULL;
+
+static PyObject *set_reply_error(PyObject *self, PyObject *cls) {
+    if (!PyExceptionClass_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "set_reply_error expects an exception class");
+        return NULL;
+    }
+    Py_XSETREF(reply_error, Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
+
 /* scan_replies(buf, pos, remaining) -> (pos, remaining); see resp.scan_replies. */
-static PyObject *scan_replies(PyObject *self, PyObject *args) {
+static PyObject *scan_replies(PyObject *self, PyObject *const *fargs, Py_ssize_t nargs) {
     Py_buffer view;
     Py_ssize_t pos;
     long long remaining;
-    if (!PyArg_ParseTuple(args, "y*nL", &view, &pos, &remaining)) return NULL;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "scan_replies expected 3 arguments, got %zd", nargs);
+        return NULL;
+    }
+    if (get_ssize(fargs[1], &pos) < 0) return NULL;
+    remaining = PyLong_AsLongLong(fargs[2]);
+    if (remaining == -1 && PyErr_Occurred()) return NULL;
+    if (get_buffer(fargs[0], &view) < 0) return NULL;
+    if (pos < 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "scan_replies: negative pos");
+        return NULL;
+    }
     const char *base = (const char *)view.buf;
     const char *end = base + view.len;
     while (remaining > 0 && base + pos < end) {
@@ -214,16 +295,18 @@ static PyObject *scan_replies(PyObject *self, PyObject *args) {
         }
     }
     PyBuffer_Release(&view);
-    return Py_BuildValue("(nL)", pos, remaining);
+    PyObject *items[2] = {PyLong_FromSsize_t(pos), PyLong_FromLongLong(remaining)};
+    return tuple_of(2, items);
 bad:
     PyBuffer_Release(&view);
-    PyErr_Format(PyExc_ValueError, "unexpected reply at offset %zd", pos);
+    PyErr_Format(reply_error ? reply_error : PyExc_ValueError, "unexpected reply at offset %zd", pos);
     return NULL;
 }
 
 static PyMethodDef methods[] = {
-    {"split_commands", split_commands, METH_VARARGS, "Split client bytes into groups of commands."},
-    {"scan_replies", scan_replies, METH_VARARGS, "Skip complete RESP replies."},
+    {"split_commands", (PyCFunction)(void (*)(void))split_commands, METH_FASTCALL, "Split client bytes into groups of commands."},
+    {"scan_replies", (PyCFunction)(void (*)(void))scan_replies, METH_FASTCALL, "Skip complete RESP replies."},
+    {"set_reply_error", set_reply_error, METH_O, "The exception class scan_replies raises on bad bytes."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -296,14 +296,12 @@ split_commands = split_commands_py
 scan_replies_py = scan_replies
 try:  # the C versions, when built (pip install compiles them)
     from ._speedups import scan_replies as _scan_c
+    from ._speedups import set_reply_error as _set_reply_error
     from ._speedups import split_commands as _split_c
 except ImportError:  # pragma: no cover - pure Python fallback
     pass
 else:
     split_commands = _split_c
-
-    def scan_replies(buf, pos, remaining):  # noqa: F811 - C version, same contract
-        try:
-            return _scan_c(buf, pos, remaining)
-        except ValueError as exc:
-            raise ReplyError(str(exc)) from None
+    # the C scanner raises ReplyError itself, so it is called directly (no wrapper frame)
+    _set_reply_error(ReplyError)
+    scan_replies = _scan_c  # noqa: F811 - C version, same contract

@@ -469,6 +469,7 @@ class Upstream(asyncio.Protocol):
         n = len(buf)
         waiters = self.waiters
         touched = self._touched
+        scan = resp.scan_replies
         try:
             while pos < n:
                 if not waiters:
@@ -510,17 +511,25 @@ class Upstream(asyncio.Protocol):
                     waiters.popleft()
                     self._slot_finished(slot)
                     continue
-                end, rem = resp.scan_replies(buf, pos, slot.remaining)
+                end, rem = scan(buf, pos, slot.remaining)
+                owner = slot.owner
                 if end > pos:
-                    self._deliver(slot, buf if (pos == 0 and end == n and type(buf) is bytes) else buf[pos:end])
+                    part = buf if (pos == 0 and end == n and type(buf) is bytes) else buf[pos:end]
+                    if owner is None:           # `_deliver`, inlined: once per reply batch per slot
+                        slot.parts.append(part)
+                    elif not owner.closed:
+                        slot.parts.append(part)
+                        owner.queued += len(part)
+                        if owner.queued > owner.output_limit:
+                            owner.output_overflow()
                     pos = end
                 slot.remaining = rem
                 if rem:
                     break
                 waiters.popleft()
-                if slot.owner is not None and slot.gate is None:
+                if owner is not None and slot.gate is None:
                     slot.done = True
-                    touched.add(slot.owner)
+                    touched.add(owner)
                 else:
                     self._slot_finished(slot)
         except (resp.ReplyError, ValueError) as exc:

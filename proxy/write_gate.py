@@ -97,13 +97,15 @@ class WriteGate:
         server = self.server
         if addr is None or not server.can_write(addr):
             return self.hold(session, addr)
-        self._released(session)
+        if session.hold_since is not None:
+            self._released(session)
         return None
 
     def admit_read(self, session):
         """None when a read may be served now (see `ProxyServer.can_read`); else STOP or a Refusal."""
         if self.server.can_read():
-            self._released(session)
+            if session.hold_since is not None:
+                self._released(session)
             return None
         return self.hold(session, self.server.router.master, reading=True)
 

@@ -63,7 +63,8 @@ class Stats:
     """Counters the data path and the control loop update."""
 
     def __init__(self) -> None:
-        self.commands: dict[tuple[int, str], int] = defaultdict(int)      # (kind, node) -> count
+        # node -> kind -> count (nested: the hot path builds no tuple key per batch)
+        self.commands: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         self.latency: dict[int, Histogram] = defaultdict(Histogram)       # kind -> histogram
         self.upstream_errors: dict[tuple[str, str], int] = defaultdict(int)  # (node, kind)
         self.bytes_in = 0
@@ -157,8 +158,9 @@ class ProxyCollector:
         yield build_info()
         c = CounterMetricFamily("redis_raft_proxy_commands", "Commands forwarded, by class and target node",
                                 labels=["class", "node"])
-        for (kind, node), n in list(st.commands.items()):
-            c.add_metric([KIND_NAMES.get(kind, "other"), node], n)
+        for node, by_kind in list(st.commands.items()):
+            for kind, n in list(by_kind.items()):
+                c.add_metric([KIND_NAMES.get(kind, "other"), node], n)
         yield c
         h = HistogramMetricFamily("redis_raft_proxy_command_duration_seconds",
                                   "Time from a command batch leaving the proxy to its replies being complete",

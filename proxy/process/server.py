@@ -222,11 +222,13 @@ class ProxyServer:
         probe succeeds again: writes are held at once, not only after
         `down_after_ms`.
         """
-        topo = self._topology_of(addr)
-        if not self.consensus.lease_held() or not self.health.up(addr) or topo is None or topo.writes_paused \
-                or topo.master != addr:
+        topo = self.router.topology if self.cluster is None else self.cluster.topology_of(addr)
+        if topo is None or topo.writes_paused or topo.master != addr or not self.consensus.lease_held():
             return False
-        st = self.health.nodes[addr]
+        health = self.health
+        st = health.nodes.get(addr)     # `health.up(addr)`, inlined: asked for every batch of writes
+        if st is None or not st.up(time.monotonic(), health.down_after):
+            return False
         if st.ever_ok and st.role != "master":
             # Committed as master, but the reconciler's REPLICAOF NO ONE has
             # not shown in a probe yet: hold rather than hit READONLY.

@@ -196,12 +196,14 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         kinds = self.table.fast
         self._now = time.monotonic()
         intercept = self.registry.intercept     # MONITOR or CLIENT PAUSE: every command through _dispatch
+        # whole groups may be routed at once: only `_dispatch` changes this (it is re-read after one)
+        grouped = self.plain and not intercept
         try:
             while pos < n:
                 groups, next_pos, need, err = split(buf, pos, self.max_bulk, self.max_args, kinds, WRITE)
                 stopped = False
                 for kind, count, start, end, name, args_at in groups:
-                    if (kind == READ or kind == WRITE or kind == ADMIN) and self.plain and not intercept:
+                    if grouped and (kind == READ or kind == WRITE or kind == ADMIN):
                         self.last_cmd = name
                         # ADMIN counts as a write: EVAL and FCALL carry no write flag in Redis 7.0
                         if kind != READ and self.replica_slot is not None and self._reads_in_flight():
@@ -234,6 +236,7 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
                         if self.closing:
                             break
                     pos = p
+                    grouped = self.plain and not intercept
                     if stopped or self.closing:
                         break
                 if stopped or self.closing:
@@ -280,7 +283,7 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
     def _add(self, target: Upstream, start: int, end: int, count: int, is_write: bool, kind: int = 0) -> None:
         """Add `count` commands in `buf[start:end]` to the batch for `target`."""
         if self._metrics:
-            self._commands[(kind, target.addr)] += count
+            self._commands[target.addr][kind] += count
         cur = self._cur
         if cur is target and self._seg_end == start:
             slot = self._cur_slot
@@ -296,7 +299,10 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         self._seg_end = end
         if is_write:
             self._cur_write = True
-            self._note_write(slot)
+            if self.rw_enabled:         # `_note_write`, inlined (once per batch)
+                self.rw_slot = slot
+                self.rw_done_at = None
+                self.rw_offset = None
         elif target.addr != self.router.topology.master:
             self.replica_slot = slot
 
@@ -705,6 +711,8 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         if self.closed:
             return
         pending = self.pending
+        if pending and not pending[0].done and not self.waiting and not self.reading_paused:
+            return      # nothing to write or resume (the common case after routing commands)
         out = []
         now = 0.0
         while pending and pending[0].done:
@@ -720,14 +728,14 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
             out.extend(slot.parts)
         t = self.transport
         if out:
-            if len(out) == 1:
-                data = out[0]
-            else:
-                data = b"".join(out)
-            self.stats.bytes_out += len(data)
-            self.queued = max(0, self.queued - len(data))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            size = len(data)
+            self.stats.bytes_out += size
+            queued = self.queued - size
+            self.queued = queued if queued > 0 else 0
             t.write(data)
-            self._check_output()
+            if t.get_write_buffer_size() or self.soft_since is not None:
+                self._check_output()    # (not all written: the common case needs no check)
         if self.waiting and self.wait_slot is not None and self.wait_slot.done:
             self.waiting = False        # the replica reads a write waited for are answered
             self.wait_slot = None

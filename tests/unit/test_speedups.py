@@ -46,3 +46,41 @@ def test_scan_replies_matches_reference(seed):
     cut = buf[:rng.randrange(len(buf) + 1)]
     want = rng.randrange(1, len(parts) + 1)
     assert speedups.scan_replies(cut, 0, want) == resp.scan_replies_py(cut, 0, want)
+
+
+def test_scan_replies_raises_reply_error_itself():
+    """resp.scan_replies is the C function, called without a Python wrapper: it must raise
+    resp.ReplyError (which Upstream turns into one error per waiting client) by itself."""
+    assert resp.scan_replies is speedups.scan_replies
+    for bad in (b"?x\r\n", b"+OK\r\n$x\r\n"):
+        with pytest.raises(resp.ReplyError, match="unexpected reply at offset"):
+            speedups.scan_replies(bad, 0, 2)
+    with pytest.raises(resp.ReplyError):
+        resp.scan_replies_py(b"?x\r\n", 0, 2)
+
+
+@pytest.mark.parametrize("make", [bytes, bytearray, memoryview])
+def test_fastcall_arguments_take_any_bytes_like(make):
+    cmds = resp.encode_command([b"GET", b"k"]) + resp.encode_command([b"SET", b"k", b"v"])
+    assert speedups.split_commands(make(cmds), 0, 1 << 20, 100, KINDS, 2) == \
+        resp.split_commands_py(cmds, 0, 1 << 20, 100, KINDS, 2)
+    assert speedups.scan_replies(make(b"+OK\r\n:1\r\n"), 5, 1) == (9, 0)
+    # a position past the end finds nothing, as in the reference
+    assert speedups.split_commands(make(cmds), len(cmds) + 3, 1 << 20, 100, KINDS, 2) == \
+        ([], len(cmds) + 3, 0, None)
+    assert speedups.scan_replies(make(b"+OK\r\n"), 9, 1) == (9, 1)
+
+
+def test_fastcall_arguments_are_checked():
+    with pytest.raises(TypeError):
+        speedups.split_commands(b"", 0, 1, 1, KINDS)            # one argument short
+    with pytest.raises(TypeError):
+        speedups.split_commands(b"", 0, 1, 1, [], 2)            # kinds not a dict
+    with pytest.raises(TypeError):
+        speedups.split_commands("*1\r\n", 0, 1, 1, KINDS, 2)    # str, not bytes
+    with pytest.raises(TypeError):
+        speedups.scan_replies(b"+OK\r\n", 0)
+    with pytest.raises(TypeError):
+        speedups.scan_replies(b"+OK\r\n", "0", 1)
+    with pytest.raises(ValueError):
+        speedups.scan_replies(b"+OK\r\n", -1, 1)
