@@ -46,6 +46,9 @@ from raft.storage import Storage, StorageError
 from raft.transport import HttpTransport, Transport
 
 log = logging.getLogger(__name__)
+# a save (fsync) slower than this is logged: the node sends and applies nothing meanwhile,
+# so a disk that stalls for seconds (another process flushing a large file) lapses leases
+SLOW_SAVE_S = 1.0
 
 __all__ = ["ClusterMismatch", "NotLeader", "ProposalRejected", "RaftNode", "StorageError"]
 
@@ -453,8 +456,12 @@ class RaftNode:
                     except StorageError as exc:
                         self._fail(exc)
                         return
-                if rd.must_sync and self._on_sync is not None:
-                    self._on_sync(time.monotonic() - t0)
+                if rd.must_sync:
+                    took = time.monotonic() - t0
+                    if took > SLOW_SAVE_S:      # nothing is sent or applied meanwhile: leases lapse
+                        log.warning("event=raft_slow_fsync node=%s ms=%.0f", self.node_id, took * 1000)
+                    if self._on_sync is not None:
+                        self._on_sync(took)
                 for m in rd.messages:
                     self.transport.send(m.dst, m)
                 self._apply(rd)

@@ -402,3 +402,26 @@ async def test_on_tick_is_called_after_every_tick(h: Harness) -> None:
     node.on_tick = on_tick
     await h.eventually(lambda: len(calls) >= 5)
     assert calls == sorted(calls) and calls[-1] > calls[0]
+
+
+async def test_a_slow_save_is_logged(h: Harness, monkeypatch, caplog) -> None:
+    """A save slower than SLOW_SAVE_S is logged (event=raft_slow_fsync): the node sends and
+    applies nothing meanwhile, which otherwise shows only as lapsed leases."""
+    import time
+
+    import raft.node
+
+    for nid in IDS:
+        await h.start(nid)
+    leader = await h.leader()
+    real_save = leader.storage.save
+
+    def slow_save(rd) -> None:
+        time.sleep(0.05)
+        real_save(rd)
+
+    monkeypatch.setattr(raft.node, "SLOW_SAVE_S", 0.02)
+    monkeypatch.setattr(leader.storage, "save", slow_save)
+    with caplog.at_level("WARNING", logger="raft.node"):
+        await leader.propose(b"x", timeout=5)
+    assert any("event=raft_slow_fsync node=" + leader.node_id in r.getMessage() for r in caplog.records)
