@@ -19,6 +19,25 @@ VERSION = 1
 
 _BY_NAME: dict[str, type] = {cls.__name__: cls for cls in MESSAGE_TYPES}
 
+# Per message type, its fields as (name, how to check it, required), looked up once:
+# dataclasses.fields() on every message was a good part of a heartbeat's cost (issue 16).
+_ENTRIES, _SNAPSHOT, _STR, _BOOL, _INT = range(5)
+
+
+def _field_kind(f: dataclasses.Field) -> int:
+    if f.name == "entries":
+        return _ENTRIES
+    if f.name == "snapshot":
+        return _SNAPSHOT
+    if f.name in ("src", "dst"):
+        return _STR
+    return _BOOL if f.type in ("bool", bool) else _INT
+
+
+_FIELDS: dict[type, tuple[tuple[str, int, bool], ...]] = {
+    cls: tuple((f.name, _field_kind(f), f.default is dataclasses.MISSING) for f in dataclasses.fields(cls))
+    for cls in MESSAGE_TYPES}
+
 
 class CodecError(ValueError):
     """The input is not a valid encoded Raft message."""
@@ -81,14 +100,15 @@ def _int(v: Any) -> int:
 
 def encode(msg: Message) -> dict[str, Any]:
     """Message -> JSON-able dict."""
-    out: dict[str, Any] = {"v": VERSION, "type": type(msg).__name__}
-    for f in dataclasses.fields(msg):
-        value = getattr(msg, f.name)
-        if f.name == "entries":
+    cls = type(msg)
+    out: dict[str, Any] = {"v": VERSION, "type": cls.__name__}
+    for name, kind, _ in _FIELDS[cls]:
+        value = getattr(msg, name)
+        if kind == _ENTRIES:
             value = [entry_to_dict(e) for e in value]
-        elif f.name == "snapshot":
+        elif kind == _SNAPSHOT:
             value = snapshot_to_dict(value)
-        out[f.name] = value
+        out[name] = value
     return out
 
 
@@ -102,27 +122,27 @@ def decode(d: Any) -> Message:
     if cls is None:
         raise CodecError(f"unknown message type {d.get('type')!r}")
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in d:
-            if f.default is not dataclasses.MISSING:
+    for name, kind, required in _FIELDS[cls]:
+        if name not in d:
+            if not required:
                 continue
-            raise CodecError(f"{cls.__name__}: missing field {f.name}")
-        value = d[f.name]
-        if f.name == "entries":
+            raise CodecError(f"{cls.__name__}: missing field {name}")
+        value = d[name]
+        if kind == _ENTRIES:
             if not isinstance(value, list):
                 raise CodecError("entries must be a list")
             value = tuple(entry_from_dict(e) for e in value)
-        elif f.name == "snapshot":
+        elif kind == _SNAPSHOT:
             value = snapshot_from_dict(value)
-        elif f.name in ("src", "dst"):
+        elif kind == _STR:
             if not isinstance(value, str):
-                raise CodecError(f"{f.name} must be a string")
-        elif f.type in ("bool", bool):
+                raise CodecError(f"{name} must be a string")
+        elif kind == _BOOL:
             if not isinstance(value, bool):
-                raise CodecError(f"{f.name} must be a bool")
+                raise CodecError(f"{name} must be a bool")
         else:
             value = _int(value)
-        kwargs[f.name] = value
+        kwargs[name] = value
     return cls(**kwargs)
 
 
