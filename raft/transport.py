@@ -20,11 +20,13 @@ before it, during a rolling upgrade) gets POST /raft/message as before, and
 is asked again every ``STREAM_RETRY_S``.
 
 A stream opened with the WebSocket subprotocol ``STREAM_PROTOCOL`` (both sides
-of this version offer it) also carries the application's own small payloads
-(``send_app``: a follower's view of the Redis nodes for the leader), in the same
-frames as the Raft messages under ``"app"``, instead of an HTTP request and
-response each (issue 16). To a peer whose stream did not agree on it,
-``send_app`` answers False and the application uses its own route.
+of this version offer it) sends heartbeats and their answers as compact binary
+frames (``codec.compact_frame``) rather than JSON when nothing else goes with
+them, and also carries the application's own small payloads (``send_app``: a
+follower's view of the Redis nodes for the leader) in the same frames as the
+Raft messages under ``"app"``, instead of an HTTP request and response each
+(issue 16). To a peer whose stream did not agree on it, frames stay JSON and
+``send_app`` answers False: the application uses its own route.
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ STREAM_RETRY_S = 60.0       # a peer without the stream route is asked again thi
 # process) is closed after 1.5 x this without a pong, and the next batch reconnects.
 STREAM_HEARTBEAT_S = 1.0
 STREAM_MAX_FRAME = 4 * 1024 * 1024
-# The subprotocol of a stream whose frames may also carry application payloads ("app").
-STREAM_PROTOCOL = "raft-stream.app"
+# The subprotocol of a stream whose frames may be compact and carry application payloads ("app").
+STREAM_PROTOCOL = "raft-stream.2"
 
 
 class _AppPayload:
@@ -206,8 +208,9 @@ class _Link:
     def open(self, ws: aiohttp.ClientWebSocketResponse, reader: asyncio.Task[None]) -> None:
         self.ws, self.reader, self.meta_sent = ws, reader, None
 
-    def carries_app(self) -> bool:
-        """The stream is open and the peer agreed to application payloads on it."""
+    def agreed(self) -> bool:
+        """The stream is open and the peer agreed on STREAM_PROTOCOL (compact frames,
+        application payloads)."""
         return self.ws is not None and not self.ws.closed and self.ws.protocol == STREAM_PROTOCOL
 
     async def close(self) -> None:
@@ -299,7 +302,7 @@ class HttpTransport:
         ``on_failed`` is called if it is queued but not delivered after all."""
         link = self._links.get(to)
         q = self._queues.get(to)
-        if link is None or q is None or not link.carries_app():
+        if link is None or q is None or not link.agreed():
             return False
         try:
             q.put_nowait(_AppPayload(body, on_failed))
@@ -375,19 +378,23 @@ class HttpTransport:
                 return _failed(apps)
             link.open(ws, asyncio.get_running_loop().create_task(self._read_stream(to, ws)))
         meta = self._meta().headers()
-        frame: dict[str, object] = {"msgs": [codec.encode(m) for m in msgs]}
-        if meta != link.meta_sent:
-            frame["meta"] = meta
-        if apps and not link.carries_app():      # reconnected to a peer without them
+        agreed = link.agreed()
+        if apps and not agreed:      # reconnected to a peer without them
             apps = _failed(apps) or []
-        if apps:
-            frame["app"] = [a.body for a in apps]
         if not msgs and not apps:
             return True
+        data = codec.compact_frame(msgs) if agreed and not apps and meta == link.meta_sent else None
+        if data is None:
+            frame: dict[str, object] = {"msgs": [codec.encode(m) for m in msgs]}
+            if meta != link.meta_sent:
+                frame["meta"] = meta
+            if apps:
+                frame["app"] = [a.body for a in apps]
+            data = json.dumps(frame, separators=(",", ":")).encode()
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.timeout):
-                await ws.send_bytes(json.dumps(frame, separators=(",", ":")).encode())
+                await ws.send_bytes(data)
         except (TimeoutError, aiohttp.ClientError, OSError, RuntimeError) as exc:  # RuntimeError: closing
             log.debug("raft stream to %s failed: %r", to, exc)
             self.on_rpc(to, None, "timeout" if isinstance(exc, TimeoutError) else "connection")
@@ -498,13 +505,16 @@ def add_raft_routes(app: web.Application, node: Receiver,
             if frame.type != aiohttp.WSMsgType.BINARY:
                 continue
             try:
-                data = json.loads(frame.data)
-                msgs = [codec.decode(d) for d in data["msgs"]]
-                if "meta" in data:
-                    meta = ClusterMeta.from_headers(data["meta"])
-                apps = data.get("app", [])
-                if not isinstance(apps, list):
-                    raise TypeError("app must be a list")
+                if frame.data[:1] == codec.COMPACT_MAGIC:
+                    msgs, apps = codec.decode_compact_frame(frame.data), []
+                else:
+                    data = json.loads(frame.data)
+                    msgs = [codec.decode(d) for d in data["msgs"]]
+                    if "meta" in data:
+                        meta = ClusterMeta.from_headers(data["meta"])
+                    apps = data.get("app", [])
+                    if not isinstance(apps, list):
+                        raise TypeError("app must be a list")
             except (codec.CodecError, ValueError, TypeError, KeyError) as exc:
                 await ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA, message=str(exc)[:100].encode())
                 break

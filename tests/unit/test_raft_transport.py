@@ -280,3 +280,34 @@ async def test_a_stream_without_application_payloads_is_not_given_any() -> None:
     finally:
         await t.close()
         await server.close()
+
+
+async def test_heartbeats_go_compact_on_a_stream_both_sides_agreed_on() -> None:
+    """Issue 16: after the first frame (JSON, with the cluster headers), heartbeats and their
+    answers travel as compact binary frames, which the route reads as it reads JSON ones."""
+    sink, frames = Sink(), []
+    app = web.Application()
+    add_raft_routes(app, sink, on_app=lambda body: None)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    t = HttpTransport("a", {"b": str(server.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
+    real_send = aiohttp.ClientWebSocketResponse.send_bytes
+
+    async def spy(self, data, *args, **kw):
+        frames.append(bytes(data))
+        return await real_send(self, data, *args, **kw)
+
+    aiohttp.ClientWebSocketResponse.send_bytes = spy
+    await t.start()
+    try:
+        beats = [AppendEntries(2, "a", "b", i, 2, (), i, ctx=i, lease_ticks=8, echo=i - 1, echo_boot=9)
+                 for i in range(1, 6)]
+        for m in beats:
+            t.send("b", m)
+            await eventually(lambda m=m: sink.got and sink.got[-1] == m)
+        assert sink.got == beats
+        assert frames[0][:1] == b"{" and all(f[:1] == codec.COMPACT_MAGIC for f in frames[1:]), frames
+    finally:
+        aiohttp.ClientWebSocketResponse.send_bytes = real_send
+        await t.close()
+        await server.close()
