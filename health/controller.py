@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import aiohttp
@@ -61,6 +62,7 @@ from .state_machine import SINGLE, TopologyStateMachine
 log = logging.getLogger("health.controller")
 
 REPORT_PATH = "/health/report"
+REPORT_KEY = "report"        # a report's key among the Raft stream's application payloads
 UNKNOWN_AGE_S = 1e9          # a node never answered: its view is as old as can be
 # Commit the master's growing offset at most this often (a new replication id at once).
 # Each entry costs every proxy an fsync, and a follower's lease waits for its apply, so
@@ -247,11 +249,24 @@ class Controller:
         """Why this proxy must not act now for (`term`, `epoch`) (see decide.refuse_to_act)."""
         return refuse_to_act(self._leader_state(), term=term, epoch=epoch)
 
-    async def _send_report(self, view: dict[str, NodeView]) -> None:
+    def _report(self, view: dict[str, NodeView]) -> None:
+        """Send this proxy's view to the leader: in the next frame of the Raft stream to it
+        (no HTTP request and response: issue 16), else (the stream is not open, or the
+        leader is of a version without it) by POST /health/report."""
+        body = {"node": self.cfg.node, "view": {a: v.to_dict() for a, v in view.items()}}
+        send_app = getattr(getattr(self.consensus, "transport", None), "send_app", None)
+        leader = self.consensus.leader_id
+        if leader is not None and send_app is not None and send_app(leader, {REPORT_KEY: body}, self._report_lost):
+            return
+        asyncio.get_running_loop().create_task(self._send_report(body))
+
+    def _report_lost(self) -> None:
+        self._report_key = None     # not delivered: send again at the next step
+
+    async def _send_report(self, body: dict) -> None:
         url = self.peer_url(self.consensus.leader_id)
         if not url or self._http is None:
             return
-        body = {"node": self.cfg.node, "view": {a: v.to_dict() for a, v in view.items()}}
         try:
             async with self._http.post(url + REPORT_PATH, json=body,
                                        headers={"X-Raft-Secret": self.cfg.raft_secret}) as r:
@@ -260,7 +275,7 @@ class Controller:
                     return
         except (TimeoutError, aiohttp.ClientError, OSError):
             pass
-        self._report_key = None     # not delivered: send again at the next step
+        self._report_lost()
 
     # -- the loop -------------------------------------------------------------
     async def run(self) -> None:
@@ -298,7 +313,7 @@ class Controller:
             learner = getattr(self.consensus, "is_learner", False)     # a learner's view is not counted
             if not learner and report_due(key, self._report_key, now - self._report_at, self.report_refresh_s):
                 self._report_key, self._report_at = key, now
-                asyncio.get_running_loop().create_task(self._send_report(view))
+                self._report(view)
             return None
         self._report_key = None
         self.views[self.cfg.node] = (time.monotonic(), view)
@@ -784,6 +799,17 @@ class Controller:
                     await self._unpause(client)
         except (TimeoutError, RedisError, OSError) as exc:
             self.log.warning("event=reconcile_failed node=%s epoch=%d error=%r", action.node, epoch, exc)
+
+
+def stream_payload_handler(controller: Controller) -> Callable[[dict], None]:
+    """What the Raft stream hands each application payload to (raft.transport.add_raft_routes):
+    a follower's report, as POST /health/report takes it (the stream was authorized at its
+    upgrade with the same secret)."""
+    def handle(payload: dict) -> None:
+        body = payload.get(REPORT_KEY)
+        if body is not None:
+            controller.receive_report(str(body["node"]), dict(body["view"]))
+    return handle
 
 
 def add_report_route(app: web.Application, controller: Controller) -> None:

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from .cancellation import raise_if_cancelled
 from .decide import DEFAULT_PRIORITY, NO_REPLID
-from .redis_control import control_client
+from .probe_conn import ProbeClient
 
 log = logging.getLogger("health.probe")
 
@@ -186,8 +186,7 @@ class Prober:
         self.addr = addr
         self.interval = interval_ms / 1000.0
         self.timeout = timeout_ms / 1000.0
-        self._client = control_client(addr, username=username, password=password, timeout=self.timeout, tls=tls,
-                                      single_connection_client=True, decode_responses=True)
+        self._client = ProbeClient(addr, username=username, password=password, tls=tls)
         self._on_change = on_change
         self._was_up: bool | None = None
         self._kick = asyncio.Event()
@@ -216,7 +215,7 @@ class Prober:
                 started = time.monotonic()
                 try:
                     async with asyncio.timeout(self.timeout):   # no task per probe, unlike wait_for
-                        info = await self._client.info("replication")
+                        info = await self._client.info_replication()
                     parse_replication_info(info, status)
                     status.last_ok = time.monotonic()
                     status.ever_ok = True

@@ -18,6 +18,15 @@ those changed on this connection; the receiver checks the sender's cluster id
 on every frame as it did on every POST. A peer without the route (a version
 before it, during a rolling upgrade) gets POST /raft/message as before, and
 is asked again every ``STREAM_RETRY_S``.
+
+A stream opened with the WebSocket subprotocol ``STREAM_PROTOCOL`` (both sides
+of this version offer it) sends heartbeats and their answers as compact binary
+frames (``codec.compact_frame``) rather than JSON when nothing else goes with
+them, and also carries the application's own small payloads (``send_app``: a
+follower's view of the Redis nodes for the leader) in the same frames as the
+Raft messages under ``"app"``, instead of an HTTP request and response each
+(issue 16). To a peer whose stream did not agree on it, frames stay JSON and
+``send_app`` answers False: the application uses its own route.
 """
 
 from __future__ import annotations
@@ -47,6 +56,21 @@ STREAM_RETRY_S = 60.0       # a peer without the stream route is asked again thi
 # process) is closed after 1.5 x this without a pong, and the next batch reconnects.
 STREAM_HEARTBEAT_S = 1.0
 STREAM_MAX_FRAME = 4 * 1024 * 1024
+# The subprotocol of a stream whose frames may be compact and carry application payloads ("app").
+STREAM_PROTOCOL = "raft-stream.2"
+
+
+class _AppPayload:
+    """An application payload queued for a peer (``HttpTransport.send_app``)."""
+
+    __slots__ = ("body", "on_failed")
+
+    def __init__(self, body: dict, on_failed: Callable[[], None] | None) -> None:
+        self.body, self.on_failed = body, on_failed
+
+    def failed(self) -> None:
+        if self.on_failed is not None:
+            self.on_failed()
 
 
 class Transport(Protocol):
@@ -163,6 +187,13 @@ def http_session(timeout: float, ssl_context=None) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), connector=connector)
 
 
+def _failed(apps) -> bool:
+    """Report every payload of ``apps`` not delivered; False (for `return _failed(...)`)."""
+    for a in apps:
+        a.failed()
+    return False
+
+
 class _Link:
     """One peer's outgoing stream: the WebSocket, the task reading it, what it was told."""
 
@@ -176,6 +207,11 @@ class _Link:
 
     def open(self, ws: aiohttp.ClientWebSocketResponse, reader: asyncio.Task[None]) -> None:
         self.ws, self.reader, self.meta_sent = ws, reader, None
+
+    def agreed(self) -> bool:
+        """The stream is open and the peer agreed on STREAM_PROTOCOL (compact frames,
+        application payloads)."""
+        return self.ws is not None and not self.ws.closed and self.ws.protocol == STREAM_PROTOCOL
 
     async def close(self) -> None:
         ws, reader, self.ws, self.reader = self.ws, self.reader, None, None
@@ -212,8 +248,9 @@ class HttpTransport:
         # (peer, seconds, error kind or None) for every POST: the process' metrics
         # count errors and time round trips (no metrics types in raft/)
         self.on_rpc: Callable[[str, float | None, str | None], None] = lambda peer, seconds, error: None
-        self._queues: dict[str, asyncio.Queue[Message]] = {}
+        self._queues: dict[str, asyncio.Queue[Message | _AppPayload]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
+        self._links: dict[str, _Link] = {}
         self._session: aiohttp.ClientSession | None = None
         self._meta: Callable[[], ClusterMeta] = ClusterMeta
 
@@ -258,73 +295,111 @@ class HttpTransport:
             self.dropped += 1
             self.on_rpc(to, None, "queue_full")
 
-    async def _worker(self, to: str, q: asyncio.Queue[Message]) -> None:
-        link = _Link()
+    def send_app(self, to: str, body: dict, on_failed: Callable[[], None] | None = None) -> bool:
+        """Queue the application payload ``body`` (a JSON object) for ``to``'s stream, in the
+        next frame. False, and nothing queued, when the stream to ``to`` is not open or
+        does not carry payloads (a peer of an older version): send it another way.
+        ``on_failed`` is called if it is queued but not delivered after all."""
+        link = self._links.get(to)
+        q = self._queues.get(to)
+        if link is None or q is None or not link.agreed():
+            return False
+        try:
+            q.put_nowait(_AppPayload(body, on_failed))
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def _worker(self, to: str, q: asyncio.Queue[Message | _AppPayload]) -> None:
+        link = self._links[to] = _Link()
         loop = asyncio.get_running_loop()
         try:
             while True:
-                msgs = [await q.get()]
+                items = [await q.get()]
                 # Everything queued meanwhile goes in the same frame (or POST): when a
                 # round trip takes longer than a tick (a loaded machine), messages must
                 # not pile up and arrive seconds late (the lease would lapse).
                 while not q.empty():
-                    msgs.append(q.get_nowait())
+                    items.append(q.get_nowait())
+                msgs = [m for m in items if not isinstance(m, _AppPayload)]
+                apps = [m for m in items if isinstance(m, _AppPayload)] if len(msgs) < len(items) else []
                 url = self.peers.get(to)
                 if not url or self._session is None:
                     self.dropped += len(msgs)
+                    for a in apps:
+                        a.failed()
                     continue
                 url = url.rstrip("/")
                 if link.post_until <= loop.time():
-                    sent = await self._send_stream(to, url, link, msgs)
+                    sent = await self._send_stream(to, url, link, msgs, apps)
                     if sent is not None:
                         if not sent:
                             self.dropped += 1
                         continue
                     link.post_until = loop.time() + STREAM_RETRY_S
                     log.info("event=raft_peer_without_stream peer=%s: POST /raft/message instead", to)
-                await self._post(to, url, msgs)
+                for a in apps:
+                    a.failed()
+                if msgs:
+                    await self._post(to, url, msgs)
         finally:
+            if self._links.get(to) is link:
+                del self._links[to]
             await link.close()
 
-    async def _send_stream(self, to: str, url: str, link: _Link, msgs: list[Message]) -> bool | None:
-        """Send ``msgs`` as one frame on ``to``'s stream, opened if need be: True
-        when written, False when not (the stream is closed: the next batch opens
-        another), None when the peer has no stream route."""
+    async def _send_stream(self, to: str, url: str, link: _Link, msgs: list[Message],
+                           apps: list[_AppPayload] = ()) -> bool | None:
+        """Send ``msgs`` (and ``apps``, the application payloads) as one frame on
+        ``to``'s stream, opened if need be: True when written, False when not (the
+        stream is closed: the next batch opens another), None when the peer has no
+        stream route (``apps`` are left to the caller). Payloads not written are
+        reported failed."""
         assert self._session is not None
         ws = link.ws
         if ws is None or ws.closed:
             await link.close()
             try:
                 ws = await self._session.ws_connect(url + STREAM_PATH, headers={SECRET_HEADER: self.secret},
-                                                    heartbeat=STREAM_HEARTBEAT_S, max_msg_size=STREAM_MAX_FRAME)
+                                                    heartbeat=STREAM_HEARTBEAT_S, max_msg_size=STREAM_MAX_FRAME,
+                                                    protocols=(STREAM_PROTOCOL,))
             except aiohttp.WSServerHandshakeError as exc:
                 if exc.status in (404, 405):
                     return None
                 log.debug("raft stream to %s refused: HTTP %s", to, exc.status)
                 self.on_rpc(to, None, "unauthorized" if exc.status in (401, 403) else "refused")
-                return False
+                return _failed(apps)
             except TimeoutError:
                 log.debug("raft stream to %s not opened: timed out", to)
                 self.on_rpc(to, None, "timeout")
-                return False
+                return _failed(apps)
             except (aiohttp.ClientError, OSError) as exc:
                 log.debug("raft stream to %s not opened: %r", to, exc)
                 self.on_rpc(to, None, "connection")
-                return False
+                return _failed(apps)
             link.open(ws, asyncio.get_running_loop().create_task(self._read_stream(to, ws)))
         meta = self._meta().headers()
-        frame: dict[str, object] = {"msgs": [codec.encode(m) for m in msgs]}
-        if meta != link.meta_sent:
-            frame["meta"] = meta
+        agreed = link.agreed()
+        if apps and not agreed:      # reconnected to a peer without them
+            apps = _failed(apps) or []
+        if not msgs and not apps:
+            return True
+        data = codec.compact_frame(msgs) if agreed and not apps and meta == link.meta_sent else None
+        if data is None:
+            frame: dict[str, object] = {"msgs": [codec.encode(m) for m in msgs]}
+            if meta != link.meta_sent:
+                frame["meta"] = meta
+            if apps:
+                frame["app"] = [a.body for a in apps]
+            data = json.dumps(frame, separators=(",", ":")).encode()
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.timeout):
-                await ws.send_bytes(json.dumps(frame, separators=(",", ":")).encode())
+                await ws.send_bytes(data)
         except (TimeoutError, aiohttp.ClientError, OSError, RuntimeError) as exc:  # RuntimeError: closing
             log.debug("raft stream to %s failed: %r", to, exc)
             self.on_rpc(to, None, "timeout" if isinstance(exc, TimeoutError) else "connection")
             await link.close()
-            return False
+            return _failed(apps)
         link.meta_sent = meta
         self.on_rpc(to, time.monotonic() - started, None)     # a one-way frame: the time to hand it over
         return True
@@ -376,11 +451,14 @@ class HttpTransport:
             self._session = None
 
 
-def add_raft_routes(app: web.Application, node: Receiver) -> None:
+def add_raft_routes(app: web.Application, node: Receiver,
+                    on_app: Callable[[dict], None] | None = None) -> None:
     """Serve POST /raft/message: 403 without the shared secret (or when none is set), 400 on a bad body,
     409 from another cluster (raft.cluster), else 204. GET /raft/stream: the same
     as a WebSocket of frames (403 at the upgrade without the secret; a bad frame
-    closes it; a refused frame is answered with a text frame saying why). GET
+    closes it; a refused frame is answered with a text frame saying why); with
+    `on_app`, it agrees to ``STREAM_PROTOCOL`` and hands it each application payload
+    of a frame (one it refuses with ValueError, KeyError or TypeError is dropped). GET
     /raft/cluster: our cluster id and seeded set, 503 until the data dir is loaded."""
 
     def authorized(request: web.Request) -> bool:
@@ -418,7 +496,8 @@ def add_raft_routes(app: web.Application, node: Receiver) -> None:
     async def stream(request: web.Request) -> web.StreamResponse:
         if not authorized(request):
             return web.Response(status=403, text="bad raft secret\n")
-        ws = web.WebSocketResponse(heartbeat=STREAM_HEARTBEAT_S, max_msg_size=STREAM_MAX_FRAME)
+        ws = web.WebSocketResponse(heartbeat=STREAM_HEARTBEAT_S, max_msg_size=STREAM_MAX_FRAME,
+                                   protocols=(STREAM_PROTOCOL,) if on_app is not None else ())
         await ws.prepare(request)
         meta: ClusterMeta | None = None     # the sender's cluster headers, as last sent on this stream
         check = getattr(node, "peer_meta", None)
@@ -426,10 +505,16 @@ def add_raft_routes(app: web.Application, node: Receiver) -> None:
             if frame.type != aiohttp.WSMsgType.BINARY:
                 continue
             try:
-                data = json.loads(frame.data)
-                msgs = [codec.decode(d) for d in data["msgs"]]
-                if "meta" in data:
-                    meta = ClusterMeta.from_headers(data["meta"])
+                if frame.data[:1] == codec.COMPACT_MAGIC:
+                    msgs, apps = codec.decode_compact_frame(frame.data), []
+                else:
+                    data = json.loads(frame.data)
+                    msgs = [codec.decode(d) for d in data["msgs"]]
+                    if "meta" in data:
+                        meta = ClusterMeta.from_headers(data["meta"])
+                    apps = data.get("app", [])
+                    if not isinstance(apps, list):
+                        raise TypeError("app must be a list")
             except (codec.CodecError, ValueError, TypeError, KeyError) as exc:
                 await ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA, message=str(exc)[:100].encode())
                 break
@@ -440,6 +525,12 @@ def add_raft_routes(app: web.Application, node: Receiver) -> None:
                     continue
             for msg in msgs:
                 node.receive(msg)
+            if on_app is not None:
+                for body in apps:
+                    try:
+                        on_app(body)
+                    except (ValueError, KeyError, TypeError) as exc:
+                        log.debug("raft stream: application payload dropped: %r", exc)
         return ws
 
     app.router.add_post(MESSAGE_PATH, handle)

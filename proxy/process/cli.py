@@ -33,7 +33,7 @@ def _install_uvloop() -> str:
 async def _serve(cfg, tls, read_config=None) -> int:
     from aiohttp import web
 
-    from health.controller import add_report_route
+    from health.controller import add_report_route, stream_payload_handler
 
     from .admin import make_app
     from .server import ProxyServer
@@ -46,7 +46,7 @@ async def _serve(cfg, tls, read_config=None) -> int:
     if hasattr(server.consensus, "receive"):
         from raft.transport import add_raft_routes
 
-        add_raft_routes(app, server.consensus)
+        add_raft_routes(app, server.consensus, on_app=stream_payload_handler(server.controller))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, cfg.bind, cfg.admin_port, reuse_address=True, ssl_context=tls.admin_server)

@@ -179,7 +179,7 @@ class Config:
     tick_ms: int = _key("int", 50, "Raft tick", minimum=1)
     election_ticks: int = _key("int", 10, "Raft election timeout in ticks (randomised up to twice that); the "
                                "write lease ends 2 ticks before it", minimum=3)
-    heartbeat_ticks: int = _key("int", 1, "Raft heartbeat interval in ticks", minimum=1)
+    heartbeat_ticks: int = _key("int", 2, "Raft heartbeat interval in ticks", minimum=1)
     sentinel_port: int = _key("int", 26379, "Sentinel-compatible port for Sentinel clients (0: off)", minimum=0)
     master_name: str = _key("str", "mymaster", "the master name Sentinel clients ask for")
     # -- TLS (Redis' own key names where they exist); see proxy/tls.py

@@ -81,3 +81,36 @@ def test_bad_entry_payloads() -> None:
         codec.decode(d)
     with pytest.raises(codec.CodecError):
         codec.loads(b"\xff\xfe")
+
+
+HEARTBEATS = [
+    AppendEntries(7, "proxy-1", "proxy-2", 40, 7, (), 40, ctx=123, lease_ticks=8, echo=5, echo_boot=2**62),
+    AppendEntries(7, "proxy-1", "proxy-3", 0, 0, (), 0, echo=-1, echo_boot=-1),
+    AppendEntriesResponse(7, "proxy-2", "proxy-1", True, 40, ctx=123, fctx=99, fboot=2**62, commit_seen=40),
+    AppendEntriesResponse(7, "pröxy-3", "proxy-1", False, 0, reject_index=3, reject_hint=2, fctx=-1, fboot=0),
+]
+
+
+def test_heartbeats_round_trip_in_a_compact_frame() -> None:
+    """Issue 16: heartbeats and their answers (20 a second each way) skip JSON on the stream."""
+    frame = codec.compact_frame(HEARTBEATS)
+    assert frame is not None and frame[:1] == codec.COMPACT_MAGIC
+    assert codec.decode_compact_frame(frame) == HEARTBEATS
+    assert len(codec.compact_frame(HEARTBEATS[:1])) < len(codec.dumps(HEARTBEATS[0])) / 2
+
+
+@pytest.mark.parametrize("msgs", [
+    [HEARTBEATS[0], TimeoutNow(7, "a", "b")],                               # another type
+    [AppendEntries(7, "a", "b", 1, 1, (Entry(7, 2, EntryKind.NORMAL, b"x"),), 1)],   # entries
+    [AppendEntriesResponse(7, "b", "a", True, 1, fboot=2**64)],            # beyond 64 bits
+    [AppendEntriesResponse(7, "b" * 256, "a", True, 1)],                   # a name over 255 bytes
+])
+def test_what_has_no_compact_form_stays_json(msgs) -> None:
+    assert codec.compact_frame(msgs) is None
+
+
+@pytest.mark.parametrize("data", [b"{}", b"\x01\x00", b"\x01\x07" + bytes(80), codec.compact_frame(HEARTBEATS)[:-1],
+                                  codec.compact_frame(HEARTBEATS[:1])[:-9] + b"\x07\xff\xfe\xfd\xfc\xfb\xfa\xf9"])
+def test_a_bad_compact_frame_raises_codec_error(data) -> None:
+    with pytest.raises(codec.CodecError):
+        codec.decode_compact_frame(data)

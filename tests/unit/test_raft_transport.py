@@ -230,3 +230,84 @@ async def test_stream_refused_without_secret_and_falls_back_to_post_for_an_older
             await old.close()
     finally:
         await server.close()
+
+
+async def test_application_payloads_ride_the_stream_not_a_request_each() -> None:
+    """Issue 16: a follower's report to the leader was an HTTP POST (request + response, both
+    sides) several times a second; on a stream both sides agreed on, it goes in a frame."""
+    sink, got = Sink(), []
+    requests: list[str] = []
+
+    @web.middleware
+    async def count(request: web.Request, handler):
+        requests.append(f"{request.method} {request.path}")
+        return await handler(request)
+
+    app = web.Application(middlewares=[count])
+    add_raft_routes(app, sink, on_app=got.append)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    t = HttpTransport("a", {"b": str(server.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
+    await t.start()
+    try:
+        assert not t.send_app("b", {"report": 0}), "no stream open yet: the caller sends it its own way"
+        t.send("b", TimeoutNow(1, "a", "b"))           # Raft traffic opens the stream
+        await eventually(lambda: len(sink.got) == 1)
+        payloads = [{"report": {"node": "a", "n": i}} for i in range(5)]
+        for p in payloads:
+            assert t.send_app("b", p)
+        t.send("b", TimeoutNow(2, "a", "b"))
+        await eventually(lambda: len(got) == len(payloads) and len(sink.got) == 2)
+        assert got == payloads
+        assert requests == ["GET /raft/stream"]
+        assert not t.send_app("c", {"report": 0})       # no such peer
+    finally:
+        await t.close()
+        await server.close()
+
+
+async def test_a_stream_without_application_payloads_is_not_given_any() -> None:
+    """A peer whose stream did not agree on them (a version before them: a rolling upgrade)
+    would drop them unread, so send_app declines and the caller uses its own route."""
+    sink = Sink()
+    server = await serve(sink)      # add_raft_routes without on_app: the stream as it was
+    t = HttpTransport("a", {"b": str(server.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
+    await t.start()
+    try:
+        t.send("b", TimeoutNow(1, "a", "b"))
+        await eventually(lambda: len(sink.got) == 1)
+        assert not t.send_app("b", {"report": {}})
+    finally:
+        await t.close()
+        await server.close()
+
+
+async def test_heartbeats_go_compact_on_a_stream_both_sides_agreed_on() -> None:
+    """Issue 16: after the first frame (JSON, with the cluster headers), heartbeats and their
+    answers travel as compact binary frames, which the route reads as it reads JSON ones."""
+    sink, frames = Sink(), []
+    app = web.Application()
+    add_raft_routes(app, sink, on_app=lambda body: None)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    t = HttpTransport("a", {"b": str(server.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
+    real_send = aiohttp.ClientWebSocketResponse.send_bytes
+
+    async def spy(self, data, *args, **kw):
+        frames.append(bytes(data))
+        return await real_send(self, data, *args, **kw)
+
+    aiohttp.ClientWebSocketResponse.send_bytes = spy
+    await t.start()
+    try:
+        beats = [AppendEntries(2, "a", "b", i, 2, (), i, ctx=i, lease_ticks=8, echo=i - 1, echo_boot=9)
+                 for i in range(1, 6)]
+        for m in beats:
+            t.send("b", m)
+            await eventually(lambda m=m: sink.got and sink.got[-1] == m)
+        assert sink.got == beats
+        assert frames[0][:1] == b"{" and all(f[:1] == codec.COMPACT_MAGIC for f in frames[1:]), frames
+    finally:
+        aiohttp.ClientWebSocketResponse.send_bytes = real_send
+        await t.close()
+        await server.close()
