@@ -60,9 +60,9 @@ REDIS_VERSION = "7.0.0"           # the Sentinel protocol version these replies 
 MAX_BULK = 1024 * 1024            # Sentinel commands are tiny
 MAX_ARGS = 1024
 OUTPUT_LIMIT = 8 * 1024 * 1024    # a subscriber that stops reading is disconnected past this
-PEER_POLL_S = 1.0                 # how often the other proxies' /status is read
+PEER_POLL_S = 2.0                 # how often the other proxies' /status is read (Sentinel's hello period)
 PEER_POLL_FAST_S = 0.25           # ... while this proxy sees the master down (o_down needs their views)
-PEER_FRESH_S = 3.0                # a peer's status older than this does not count
+PEER_FRESH_S = 5.0                # a peer's status older than this does not count (two polls missed)
 PEER_TIMEOUT_S = 1.0
 
 REFUSED = {
