@@ -114,3 +114,15 @@ def test_what_has_no_compact_form_stays_json(msgs) -> None:
 def test_a_bad_compact_frame_raises_codec_error(data) -> None:
     with pytest.raises(codec.CodecError):
         codec.decode_compact_frame(data)
+
+
+def test_the_compact_form_knows_every_field_of_a_heartbeat_and_its_answer() -> None:
+    """A field added to either message must be added to the compact form too (it would be
+    dropped on the wire otherwise): this list is what codec.compact_frame packs."""
+    import dataclasses
+
+    assert [f.name for f in dataclasses.fields(AppendEntries)] == [
+        "term", "src", "dst", "prev_index", "prev_term", "entries", "commit", "ctx", "lease_ticks", "echo", "echo_boot"]
+    assert [f.name for f in dataclasses.fields(AppendEntriesResponse)] == [
+        "term", "src", "dst", "success", "match_index", "reject_index", "reject_hint", "ctx", "fctx", "fboot",
+        "commit_seen"]
