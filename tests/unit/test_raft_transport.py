@@ -166,10 +166,8 @@ async def test_three_nodes_over_http(tmp_path) -> None:
             await srv.close()
 
 
-async def test_messages_share_one_stream_not_a_request_each() -> None:
-    """Issue 16: a heartbeat used to be an HTTP POST (request + response, both sides); now every
-    message to a peer travels on one WebSocket held open, longer than the request timeout."""
-    sink = Sink()
+async def counting_server(sink: Sink, **routes) -> tuple[TestServer, list[str]]:
+    """A peer serving the Raft routes (with `routes`, e.g. on_app) that lists every HTTP request."""
     requests: list[str] = []
 
     @web.middleware
@@ -178,9 +176,17 @@ async def test_messages_share_one_stream_not_a_request_each() -> None:
         return await handler(request)
 
     app = web.Application(middlewares=[count])
-    add_raft_routes(app, sink)
+    add_raft_routes(app, sink, **routes)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
+    return server, requests
+
+
+async def test_messages_share_one_stream_not_a_request_each() -> None:
+    """Issue 16: a heartbeat used to be an HTTP POST (request + response, both sides); now every
+    message to a peer travels on one WebSocket held open, longer than the request timeout."""
+    sink = Sink()
+    server, requests = await counting_server(sink)
     t = HttpTransport("a", {"b": str(server.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
     await t.start()
     try:
@@ -236,17 +242,7 @@ async def test_application_payloads_ride_the_stream_not_a_request_each() -> None
     """Issue 16: a follower's report to the leader was an HTTP POST (request + response, both
     sides) several times a second; on a stream both sides agreed on, it goes in a frame."""
     sink, got = Sink(), []
-    requests: list[str] = []
-
-    @web.middleware
-    async def count(request: web.Request, handler):
-        requests.append(f"{request.method} {request.path}")
-        return await handler(request)
-
-    app = web.Application(middlewares=[count])
-    add_raft_routes(app, sink, on_app=got.append)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
+    server, requests = await counting_server(sink, on_app=got.append)
     t = HttpTransport("a", {"b": str(server.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
     await t.start()
     try:
