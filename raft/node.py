@@ -129,8 +129,8 @@ class RaftNode:
         loop = asyncio.get_running_loop()
         self._disk = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raft-disk-{self.node_id}")
         self.failed = None
-        state = await loop.run_in_executor(self._disk, self.storage.load)
-        self.cluster = await loop.run_in_executor(self._disk, self.storage.load_cluster)
+        state = await self._on_disk("load", self.storage.load)
+        self.cluster = await self._on_disk("load_cluster", self.storage.load_cluster)
         self.fatal = loop.create_future()
         fresh = state.snapshot is None and not state.entries and state.hard_state.term == 0
         bootstrap = {} if (self.join and fresh) else self.peers
@@ -440,7 +440,6 @@ class RaftNode:
     # ------------------------------------------------------------------ Ready loop
 
     async def _ready_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         core = self._c()
         while True:
             await self._wake.wait()
@@ -451,17 +450,13 @@ class RaftNode:
                 # Most Readies (heartbeats and their acks) have nothing to persist:
                 # those skip the disk thread and its two thread hand-offs (issue 16).
                 if rd.hard_state is not None or rd.entries_to_persist or rd.snapshot_to_persist is not None:
-                    try:
-                        await loop.run_in_executor(self._disk, self.storage.save, rd)
+                    try:        # (a commit-only hard state is written and fsynced too: atomic_write)
+                        await self._on_disk("save", self.storage.save, rd)
                     except StorageError as exc:
                         self._fail(exc)
                         return
-                if rd.must_sync:
-                    took = time.monotonic() - t0
-                    if took > SLOW_SAVE_S:      # nothing is sent or applied meanwhile: leases lapse
-                        log.warning("event=raft_slow_fsync node=%s ms=%.0f", self.node_id, took * 1000)
-                    if self._on_sync is not None:
-                        self._on_sync(took)
+                if rd.must_sync and self._on_sync is not None:
+                    self._on_sync(time.monotonic() - t0)
                 for m in rd.messages:
                     self.transport.send(m.dst, m)
                 self._apply(rd)
@@ -475,10 +470,21 @@ class RaftNode:
             if self._cluster_dirty:
                 self._cluster_dirty = False
                 try:
-                    await loop.run_in_executor(self._disk, self.storage.save_cluster, self.cluster)
+                    await self._on_disk("save_cluster", self.storage.save_cluster, self.cluster)
                 except StorageError as exc:
                     self._fail(exc)
                     return
+
+    async def _on_disk(self, op: str, fn, *args):
+        """`fn(*args)` on the disk thread; one slower than SLOW_SAVE_S is logged: meanwhile
+        the node sends and applies nothing (a save) or has not started (a load)."""
+        t0 = time.monotonic()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._disk, fn, *args)
+        finally:
+            took = time.monotonic() - t0
+            if took > SLOW_SAVE_S:
+                log.warning("event=raft_slow_fsync node=%s op=%s ms=%.0f", self.node_id, op, took * 1000)
 
     def _apply(self, rd: Ready) -> None:
         snap = rd.snapshot_to_persist
