@@ -169,7 +169,7 @@ def test_master_fields_resp3_map():
     hello = call(s, "HELLO", "3")
     assert hello[b"proto"] == 3 and hello[b"mode"] == b"sentinel"
     m = call(s, "SENTINEL", "master", "mymaster")
-    assert isinstance(m, dict) and list(k.decode() for k in m) == MASTER_FIELDS
+    assert isinstance(m, dict) and [k.decode() for k in m] == MASTER_FIELDS
     masters = call(s, "SENTINEL", "masters")
     assert isinstance(masters, list) and len(masters) == 1 and masters[0][b"name"] == b"mymaster"
     assert call(s, "SENTINEL", "get-master-addr-by-name", "nope") is None
