@@ -17,10 +17,18 @@ import pytest
 from health.probe import Health
 from proxy.process.config import load_config
 from proxy.routing.router import Router
-from proxy.sentinel import (PeerInfo, SentinelService, SentinelSession, _Disabled, attach_sentinel, glob_match,
-                            sentinel_id, sentinel_status)
-from proxy.tls import ProxyTls
 from proxy.routing.topology import Topology
+from proxy.sentinel import (
+    PeerInfo,
+    SentinelService,
+    SentinelSession,
+    _Disabled,
+    attach_sentinel,
+    glob_match,
+    sentinel_id,
+    sentinel_status,
+)
+from proxy.tls import ProxyTls
 
 M, R1, R2 = "127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"
 NAMES = ["proxy-1", "proxy-2", "proxy-3"]
