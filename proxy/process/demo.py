@@ -16,16 +16,19 @@ present a client certificate to Redis.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -207,6 +210,41 @@ def print_banner(args, datadir: str, secret: str, certs: ClusterCerts | None,
     print("  try a failure: kill -9 a redis-server or a proxy; Ctrl-C stops everything", flush=True)
 
 
+def _status(url: str, context: ssl.SSLContext | None) -> dict:
+    with urllib.request.urlopen(url, timeout=2, context=context) as r:
+        return json.loads(r.read())
+
+
+def wait_proxies_serving(args, count: int, certs: ClusterCerts | None, stopping: Callable[[], bool],
+                         serving: Callable[[dict], bool], what: str, datadir: str, timeout: float = 60.0) -> None:
+    """Wait until every proxy's /status satisfies `serving` (bounded; a warning, not an exit,
+    when it does not): a proxy listens on its client port before its Raft data is loaded
+    and a leader elected, and "up" in the banner means the endpoint serves writes."""
+    scheme = "https" if certs else "http"
+    context = None
+    if certs:
+        context = ssl.create_default_context(cafile=str(certs.ca.cert))
+        context.load_cert_chain(str(certs.client.cert), str(certs.client.key))
+    urls = [f"{scheme}://127.0.0.1:{args.admin_port + i}/status" for i in range(count)]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stopping():
+        try:
+            if all(serving(_status(u, context)) for u in urls):
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    if not stopping():
+        print(f"demo: the proxies do not show {what} after {timeout:.0f} s "
+              f"(see {datadir}/proxy-*.log and their /status)", file=sys.stderr, flush=True)
+
+
+def master_served(doc: dict) -> bool:
+    """A proxy's /status (single set): its Raft data loaded, a committed master, a lease."""
+    return bool((doc.get("raft") or {}).get("cluster_id") and (doc.get("topology") or {}).get("master")
+                and (doc.get("lease") or {}).get("held"))
+
+
 @dataclass
 class Layout:
     """What one kind of demo runs: the single set (default) or a cluster (--shards)."""
@@ -231,10 +269,14 @@ def single_set_layout(args, extra: list[str], datadir: str, certs: ClusterCerts 
                   f"they do (see {datadir}/redis-*.log)", file=sys.stderr, flush=True)
         return True
 
+    def ready(stopping: Callable[[], bool]) -> None:
+        wait_proxies_serving(args, 3, certs, stopping, master_served, "a committed master and a write lease",
+                             datadir)
+
     ports = [base + i for base in (args.redis_port, args.proxy_port, args.admin_port, args.sentinel_port)
              for i in range(3)]
     return Layout(redis_children(args, datadir, certs), [args.redis_port + i for i in range(3)],
-                  proxy_children(args, extra, datadir, certs), ports, prepare)
+                  proxy_children(args, extra, datadir, certs), ports, prepare, ready)
 
 
 def run_demo(args, extra: list[str]) -> int:

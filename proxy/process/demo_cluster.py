@@ -16,12 +16,8 @@ clients know one master, a cluster has N.
 
 from __future__ import annotations
 
-import json
 import os
-import ssl
 import sys
-import time
-import urllib.request
 from collections.abc import Callable
 
 from .cluster_create import (
@@ -30,7 +26,7 @@ from .cluster_create import (
     create_cluster,
     even_ranges,
 )
-from .demo import Child, Layout, proxy_children, redis_server_binary
+from .demo import Child, Layout, proxy_children, redis_server_binary, wait_proxies_serving
 from .devcerts import ClusterCerts
 
 MAX_SHARDS = 16
@@ -67,11 +63,6 @@ def cluster_redis_children(args, datadir: str, certs: ClusterCerts | None = None
     return out
 
 
-def _status(url: str, context: ssl.SSLContext | None) -> dict:
-    with urllib.request.urlopen(url, timeout=2, context=context) as r:
-        return json.loads(r.read())
-
-
 def shards_served(doc: dict, shards: int) -> bool:
     """A proxy's /status: cluster mode, `shards` shards, each with a master."""
     got = doc.get("shards") or []
@@ -95,23 +86,8 @@ def cluster_layout(args, extra: list[str], datadir: str, certs: ClusterCerts | N
         return True
 
     def ready(stopping: Callable[[], bool]) -> None:
-        scheme = "https" if certs else "http"
-        context = None
-        if certs:
-            context = ssl.create_default_context(cafile=str(certs.ca.cert))
-            context.load_cert_chain(str(certs.client.cert), str(certs.client.key))
-        urls = [f"{scheme}://127.0.0.1:{args.admin_port + i}/status" for i in range(len(proxies))]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not stopping():
-            try:
-                if all(shards_served(_status(u, context), args.shards) for u in urls):
-                    return
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.2)
-        if not stopping():
-            print(f"demo: the proxies do not show {args.shards} shards with a master after 60 s "
-                  f"(see {datadir}/proxy-*.log and their /status)", file=sys.stderr, flush=True)
+        wait_proxies_serving(args, len(proxies), certs, stopping, lambda doc: shards_served(doc, args.shards),
+                             f"{args.shards} shards with a master", datadir)
 
     lines = []
     for i, (start, end) in enumerate(even_ranges(args.shards)):
