@@ -190,22 +190,27 @@ class Prober:
         self._on_change = on_change
         self._was_up: bool | None = None
         self._kick = asyncio.Event()
-        self._kill_sent = False         # SCRIPT/FUNCTION KILL sent in this busy spell
+        self._kill_sent = False         # a SCRIPT/FUNCTION KILL refused in this busy spell
 
     def kick(self) -> None:
         """Probe again now rather than at the next interval (during a failover)."""
         self._kick.set()
 
-    async def _kill_busy_script(self, busy_error: str) -> None:
-        """The node has been busy (a long script or function) for `down_after_ms`."""
+    async def _kill_busy_script(self, busy_error: str) -> bool:
+        """The node has been busy (a long script or function) for `down_after_ms`: True when
+        the node accepted the kill. That script stops at once, so a -BUSY to a later probe is
+        another script (a client running it again), which gets its own kill; a kill refused
+        (-UNKILLABLE: the script wrote) is not sent again in this busy spell."""
         kill = ("FUNCTION", "KILL") if "FUNCTION KILL" in busy_error else ("SCRIPT", "KILL")
         try:
             async with asyncio.timeout(self.timeout):
                 reply = await self._client.execute_command(*kill)
             log.warning("event=busy_script_killed node=%s command=%r reply=%r", self.addr, " ".join(kill), reply)
+            return True
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             log.warning("event=busy_script_kill_failed node=%s command=%r error=%r", self.addr, " ".join(kill),
                         str(exc) or type(exc).__name__)
+            return False
 
     async def run(self) -> None:
         status = self.health.nodes[self.addr]
@@ -237,8 +242,7 @@ class Prober:
                 now = time.monotonic()
                 up = status.up(now, self.health.down_after)
                 if not up and not self._kill_sent and (status.error or "").startswith("BUSY"):
-                    self._kill_sent = True
-                    await self._kill_busy_script(status.error)
+                    self._kill_sent = not await self._kill_busy_script(status.error)
                 if up != self._was_up:
                     self._was_up = up
                     if self._on_change:

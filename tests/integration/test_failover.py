@@ -58,6 +58,11 @@ LINK_PROXY = "proxy-3"     # the proxy whose Redis links go through relays (test
 # the shared cluster
 # ---------------------------------------------------------------------------
 
+def every_node_up(c: ProxyCluster) -> bool:
+    """Every live proxy's probes find every Redis node up."""
+    return all(st is not None and all(n["up"] for n in st["nodes"]) for st in c.statuses().values())
+
+
 class Keeper(ClusterKeeper):
     """Owns the module's cluster; `healthy()` restores it (or rebuilds it) before each test."""
 
@@ -86,6 +91,11 @@ class Keeper(ClusterKeeper):
             if s is not master:
                 wait_replica_of(s, master, timeout=30)
         c.wait_stable(timeout=30)
+        # and every proxy has seen every node answer since: a proxy still counting a node down
+        # from the previous test (its busy script killed a moment ago) would fold that test's
+        # fault into the next one's
+        wait_until(lambda: every_node_up(c),
+                   30, message="every proxy to see every Redis node up")
 
 
 @pytest.fixture(scope="module")
@@ -650,6 +660,54 @@ def test_runaway_read_only_script_on_the_master_is_killed(keeper):
         # killed, not failed over: every proxy finds it down at the same probe, and the leader's
         # decision must not outrun the kill another proxy sent
         assert c.wait_stable()["epoch"] == view["epoch"], "the master was failed over although its script was killed"
+    finally:
+        if master.alive():
+            _busy_threshold(master, 5000)
+
+
+class RepeatedScript(threading.Thread):
+    """A client that runs its script again `pause` seconds after it ends, `times` times on
+    one connection straight to the node, and keeps each outcome."""
+
+    def __init__(self, port: int, script: str, times: int, pause: float) -> None:
+        super().__init__(daemon=True)
+        self.port, self.script, self.times, self.pause = port, script, times, pause
+        self.outcomes: list[str] = []
+
+    def run(self) -> None:
+        with redis_client(self.port, decode=True, timeout=60) as cl:
+            for i in range(self.times):
+                if i:
+                    time.sleep(self.pause)      # the client's own retry delay, not a wait for anything
+                try:
+                    self.outcomes.append(f"reply {cl.eval(self.script, 0)!r}")
+                except Exception as exc:  # noqa: BLE001 - the outcome is what the test checks
+                    self.outcomes.append(f"{type(exc).__name__}: {exc}")
+
+
+def test_runaway_script_run_again_at_once_is_killed_again(keeper):
+    """A client that runs its runaway script again as soon as it is killed: the master answers
+    -BUSY again with no valid reply in between. Each run gets its own SCRIPT KILL (a kill the
+    node accepted ends that spell); before, the proxies waited for a valid reply that never
+    came and failed the master over, cause busy."""
+    c = keeper.healthy()
+    view = c.wait_stable()
+    master = c.redis(view["master"])
+    _busy_threshold(master, 100)
+    # 30 ms: after the other proxies' own SCRIPT KILLs of the first run (sent at the same probe
+    # round, answered NOTBUSY) and well before the next probe round, 100 ms after the last
+    # One run more than there are proxies: each proxy kills at most one run if a kill the node
+    # accepted does not end its busy spell.
+    runs = len(c.proxies) + 1
+    runner = RepeatedScript(master.port, BUSY_LOOP, runs, pause=0.03)
+    try:
+        runner.start()
+        runner.join(20)
+        assert not runner.is_alive(), f"the runaway scripts were not all killed within 20 s: {runner.outcomes}"
+        assert len(runner.outcomes) == runs and all("Script killed" in o for o in runner.outcomes), runner.outcomes
+        wait_until(lambda: every_node_up(c),
+                   10, message="every proxy to see the master answer again")
+        assert c.wait_stable()["epoch"] == view["epoch"], "the master was failed over although its scripts were killed"
     finally:
         if master.alive():
             _busy_threshold(master, 5000)
