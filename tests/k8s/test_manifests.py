@@ -144,14 +144,28 @@ def _pod_env(r, ordinal: int) -> dict[str, str]:
     return container_env(r, container(sts), f"{PROXY}-{ordinal}")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _volumes_root(tmp_path_factory):
+    """Where `_config` writes pods' volumes when its caller gives no directory (pytest
+    removes old runs' directories; /tmp keeps no copies of the manifests' secrets)."""
+    global _VOLUMES_ROOT
+    _VOLUMES_ROOT = tmp_path_factory.mktemp("k8s-volumes")
+    yield
+    _VOLUMES_ROOT = None
+
+
+_VOLUMES_ROOT: Path | None = None
+
+
 def _config(r, ordinal: int = 0, tmp: Path | None = None) -> Config:
     """The config of proxy pod `ordinal` as it loads in the pod: its volumes (ConfigMap,
-    Secret files) written under `tmp`, the env's mount paths mapped there."""
+    Secret files) written under `tmp` (default: a new directory under the module's), the
+    env's mount paths mapped there."""
     import tempfile
 
     _, key, mount = _toml_path(r)
-    mounts = pod_volumes(r, r.get("StatefulSet", PROXY), Path(tmp or tempfile.mkdtemp(prefix="k8s-toml-"))
-                         / f"{PROXY}-{ordinal}")
+    root = Path(tmp) if tmp is not None else Path(tempfile.mkdtemp(prefix="pod-", dir=_VOLUMES_ROOT))
+    mounts = pod_volumes(r, r.get("StatefulSet", PROXY), root / f"{PROXY}-{ordinal}")
     env = {k: map_mount_paths(mounts, v) for k, v in _pod_env(r, ordinal).items() if k.startswith("REDIS_RAFT_PROXY_")}
     return load_config(str(mounts[mount] / key), env=env)
 
