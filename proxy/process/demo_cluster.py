@@ -26,7 +26,13 @@ from .cluster_create import (
     create_cluster,
     even_ranges,
 )
-from .demo import Child, Layout, proxy_children, redis_server_binary, wait_proxies_serving
+from .demo import (
+    Child,
+    Layout,
+    proxy_children,
+    redis_server_binary,
+    wait_proxies_serving,
+)
 from .devcerts import ClusterCerts
 
 MAX_SHARDS = 16
