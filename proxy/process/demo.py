@@ -221,10 +221,7 @@ def wait_proxies_serving(args, count: int, certs: ClusterCerts | None, stopping:
     when it does not): a proxy listens on its client port before its Raft data is loaded
     and a leader elected, and "up" in the banner means the endpoint serves writes."""
     scheme = "https" if certs else "http"
-    context = None
-    if certs:
-        context = ssl.create_default_context(cafile=str(certs.ca.cert))
-        context.load_cert_chain(str(certs.client.cert), str(certs.client.key))
+    context = certs.client_context() if certs else None
     urls = [f"{scheme}://127.0.0.1:{args.admin_port + i}/status" for i in range(count)]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not stopping():
