@@ -58,6 +58,7 @@ from .probe import until_next
 from .raft_events import RaftEvents
 from .redis_control import control_client, control_tls
 from .state_machine import SINGLE, TopologyStateMachine
+from .takeover_epoch import make_takeover_win
 
 log = logging.getLogger("health.controller")
 
@@ -475,8 +476,10 @@ class Controller:
         rec = FailoverRecord(topo.epoch, time.time(), old, topo.master or "", cause,
                              None if held_s is None else round(max(0.0, held_s) * 1000), self.cfg.node,
                              self.shard, detail)
-        task = asyncio.get_running_loop().create_task(
-            self._propose_entry(TopologyStateMachine.record_entry(rec), "failover record"))
+        self._background(self._propose_entry(TopologyStateMachine.record_entry(rec), "failover record"))
+
+    def _background(self, work) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -762,6 +765,15 @@ class Controller:
                                                      tls=control_tls(self.cfg))
         return c
 
+    async def _command(self, addr: str, *args):
+        return await self._client(addr).execute_command(*args)
+
+    def _cluster_peers(self, node: str) -> list[str]:
+        """Every other node of the cluster as committed: `node`'s own shard first."""
+        own = self.topology.nodes if self.topology else ()
+        rest = [n for t in self.sm.cluster_shards.values() for n in t.nodes]
+        return list(dict.fromkeys(n for n in (*own, *rest) if n != node))
+
     async def _run_action(self, action, epoch: int) -> None:
         client = self._client(action.node)
         try:
@@ -778,6 +790,8 @@ class Controller:
                     # the replica takes its master's slots with a new config epoch, without the
                     # master's agreement (it may be dead); the cluster bus tells every other node
                     await client.execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
+                    self._background(make_takeover_win(self._command, action.node, self._cluster_peers(action.node),
+                                                       self.log))
                 if detach:
                     self.log.warning("event=node_detached node=%s epoch=%d reason=%r", action.node, epoch, action.reason)
                 else:

@@ -7,6 +7,7 @@ tests/integration/cluster_nodes.py, so the steps exist once:
 1. slots: each intended master that holds no slot and follows no master gets
    the part of its even share of the 16384 slots that no node owns yet
    (CLUSTER ADDSLOTSRANGE);
+   then a config epoch of its own for every fresh node (CLUSTER SET-CONFIG-EPOCH);
 2. CLUSTER MEET of every node the first node does not know at its current
    address (a pod's new IP, a node that lost its data);
 3. CLUSTER REPLICATE of every node left without slots: to its intended master
@@ -18,8 +19,8 @@ tests/integration/cluster_nodes.py, so the steps exist once:
 Running it again on a formed cluster changes nothing (and re-meets nodes whose
 address changed): slots are only ever given out when no node owns them, so a
 node that comes back empty never takes slots a promoted replica now serves; it
-becomes a replica instead. Steps 1 and 3 are pure functions of what the nodes
-say (`slots_to_assign`, `replica_targets`), tested without sockets.
+becomes a replica instead. Steps 1 and 3 (and the epochs) are pure functions of what the nodes
+say (`slots_to_assign`, `epochs_to_assign`, `replica_targets`), tested without sockets.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class NodeEntry:
     flags: frozenset[str]
     master_id: str | None          # the master it replicates, None for a master
     slots: tuple[Range, ...]
+    config_epoch: int = 0          # a replica's line shows its master's
 
     @property
     def myself(self) -> bool:
@@ -94,7 +96,7 @@ def parse_cluster_nodes(text: str) -> list[NodeEntry]:
             start, _, end = s.partition("-")
             slots.append((int(start), int(end or start)))
         out.append(NodeEntry(parts[0], host, int(port or 0), int(bus or 0), frozenset(parts[2].split(",")),
-                             None if parts[3] == "-" else parts[3], tuple(slots)))
+                             None if parts[3] == "-" else parts[3], tuple(slots), int(parts[6])))
     return out
 
 
@@ -131,6 +133,18 @@ def slots_to_assign(masters: Sequence[str], views: dict[str, list[NodeEntry]]) -
         if free:
             out[addr] = free
     return out
+
+
+def epochs_to_assign(nodes: Sequence[str], views: dict[str, list[NodeEntry]]) -> dict[str, int]:
+    """Step 1b: a config epoch of its own for every node that knows no other node and has
+    epoch 0 (fresh), above every epoch any node shows, as redis-cli's `--cluster create` does.
+    Nodes that MEET with equal epochs are separated by Redis only while both are masters;
+    a node made a replica first keeps its master's epoch, and if it is ever promoted by
+    `CLUSTER FAILOVER TAKEOVER` its claim ties with the dead master's and loses on every
+    node that knew that one (health/takeover_epoch.py repairs that; this avoids it)."""
+    fresh = [a for a in nodes if len(views[a]) == 1 and _myself(views, a).config_epoch == 0]
+    top = max((e.config_epoch for entries in views.values() for e in entries), default=0)
+    return {a: top + 1 + i for i, a in enumerate(fresh)}
 
 
 def replica_targets(masters: Sequence[str], replicas: Sequence[str],
@@ -241,6 +255,9 @@ class ClusterCreator:
                 self.log(f"{addr}: CLUSTER ADDSLOTSRANGE {start} {end}")
                 self._call(addr, "CLUSTER", "ADDSLOTSRANGE", start, end)
         ids = {a: _myself(views, a).node_id for a in self.nodes}
+        for addr, epoch in epochs_to_assign(self.nodes, views).items():
+            self.log(f"{addr}: CLUSTER SET-CONFIG-EPOCH {epoch}")
+            self._call(addr, "CLUSTER", "SET-CONFIG-EPOCH", epoch)
         self._meet(views)
         # A MEET whose handshake does not finish within the node timeout is forgotten (a
         # loaded machine): MEET again until every node knows every other, as redis-cli does.

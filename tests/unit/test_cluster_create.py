@@ -10,6 +10,7 @@ import pytest
 from proxy.process.cluster_create import (
     ClusterCreateError,
     ClusterCreator,
+    epochs_to_assign,
     even_ranges,
     parse_cluster_nodes,
     replica_targets,
@@ -22,16 +23,17 @@ R = ["10.0.0.4:6379", "10.0.0.5:6379", "10.0.0.6:6379"]
 ID = {a: f"{i:040x}" for i, a in enumerate(M + R, start=1)}
 
 
-def line(addr: str, *, me: bool = False, master: str | None = None, slots: str = "", flags: str = "") -> str:
+def line(addr: str, *, me: bool = False, master: str | None = None, slots: str = "", flags: str = "",
+         epoch: int = 1) -> str:
     role = "slave" if master else "master"
     f = ",".join(x for x in ("myself" if me else "", role, flags) if x)
     host, port = addr.split(":")
-    return f"{ID[addr]} {host}:{port}@1{port},host-{host} {f} {ID[master] if master else '-'} 0 0 1 connected {slots}"
+    return f"{ID[addr]} {host}:{port}@1{port},host-{host} {f} {ID[master] if master else '-'} 0 0 {epoch} connected {slots}"
 
 
 def fresh() -> dict[str, list]:
     """Every node as it starts: it knows only itself, no slots."""
-    return {a: parse_cluster_nodes(line(a, me=True)) for a in M + R}
+    return {a: parse_cluster_nodes(line(a, me=True, epoch=0)) for a in M + R}
 
 
 def formed(shape: dict[str, tuple[str | None, str]]) -> dict[str, list]:
@@ -156,3 +158,22 @@ def test_a_meet_whose_handshake_was_forgotten_is_sent_again(monkeypatch):
     cc._poll(lambda: creator._all_known(ids), 60, "every node to know every other",
              nudge=lambda: creator._meet(creator.views()))
     assert len(meets) == 2, meets
+
+
+def test_fresh_nodes_get_config_epochs_of_their_own_before_they_meet():
+    """Equal epochs would be separated by Redis only between two masters; a replica made
+    before that keeps its master's epoch, and a TAKEOVER of it later ties with the dead master."""
+    epochs = epochs_to_assign(M + R, fresh())
+    assert sorted(epochs) == sorted(M + R)
+    assert sorted(epochs.values()) == list(range(1, 7))
+
+
+def test_a_formed_cluster_gets_no_epochs_and_a_node_back_empty_gets_one_above_all():
+    shape = {M[0]: (None, "0-16383"), M[1]: (M[0], ""), M[2]: (M[0], ""), **{r: (M[0], "") for r in R}}
+    views = formed(shape)
+    assert epochs_to_assign(M + R, views) == {}
+    views = {a: [e for e in v if e.node_id != ID[R[2]]] for a, v in views.items()}
+    views[R[2]] = parse_cluster_nodes(line(R[2], me=True, epoch=0))
+    views[M[0]] = parse_cluster_nodes("\n".join(line(a, me=a == M[0], epoch=9 if a == M[0] else 1)
+                                                 for a in M + R[:2]))
+    assert epochs_to_assign(M + R, views) == {R[2]: 10}
