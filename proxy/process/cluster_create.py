@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,15 +135,19 @@ def slots_to_assign(masters: Sequence[str], views: dict[str, list[NodeEntry]]) -
     return out
 
 
-def epochs_to_assign(nodes: Sequence[str], views: dict[str, list[NodeEntry]]) -> dict[str, int]:
+def epochs_to_assign(nodes: Sequence[str], views: dict[str, list[NodeEntry]],
+                     current_epochs: Mapping[str, int] | None = None) -> dict[str, int]:
     """Step 1b: a config epoch of its own for every node that knows no other node and has
-    epoch 0 (fresh), above every epoch any node shows, as redis-cli's `--cluster create` does.
+    epoch 0 (fresh), as redis-cli's `--cluster create` does: above every epoch any node shows
+    and every node's `cluster_current_epoch` (a replica's line shows its master's epoch, and
+    only the current epoch is sure to be at least its own).
     Nodes that MEET with equal epochs are separated by Redis only while both are masters;
     a node made a replica first keeps its master's epoch, and if it is ever promoted by
     `CLUSTER FAILOVER TAKEOVER` its claim ties with the dead master's and loses on every
     node that knew that one (health/takeover_epoch.py repairs that; this avoids it)."""
     fresh = [a for a in nodes if len(views[a]) == 1 and _myself(views, a).config_epoch == 0]
-    top = max((e.config_epoch for entries in views.values() for e in entries), default=0)
+    top = max([*(e.config_epoch for entries in views.values() for e in entries),
+               *(current_epochs or {}).values()], default=0)
     return {a: top + 1 + i for i, a in enumerate(fresh)}
 
 
@@ -255,7 +259,7 @@ class ClusterCreator:
                 self.log(f"{addr}: CLUSTER ADDSLOTSRANGE {start} {end}")
                 self._call(addr, "CLUSTER", "ADDSLOTSRANGE", start, end)
         ids = {a: _myself(views, a).node_id for a in self.nodes}
-        for addr, epoch in epochs_to_assign(self.nodes, views).items():
+        for addr, epoch in epochs_to_assign(self.nodes, views, self.current_epochs()).items():
             self.log(f"{addr}: CLUSTER SET-CONFIG-EPOCH {epoch}")
             self._call(addr, "CLUSTER", "SET-CONFIG-EPOCH", epoch)
         self._meet(views)
@@ -269,6 +273,14 @@ class ClusterCreator:
         _poll(self._formed, timeout, "cluster_state:ok and every replica with its master on every node")
         _poll(self._synced, timeout, "every replica's first sync (master_link_status:up)")
         return ids
+
+    def current_epochs(self) -> dict[str, int]:
+        out = {}
+        for addr in self.nodes:
+            info = self._call(addr, "CLUSTER", "INFO")
+            field = next((ln for ln in info.splitlines() if ln.startswith("cluster_current_epoch:")), "")
+            out[addr] = int(field.partition(":")[2] or 0)
+        return out
 
     def _meet(self, views: dict[str, list[NodeEntry]]) -> None:
         """MEET, from the first node, every node it does not know at its current address."""

@@ -177,3 +177,5 @@ def test_a_formed_cluster_gets_no_epochs_and_a_node_back_empty_gets_one_above_al
     views[M[0]] = parse_cluster_nodes("\n".join(line(a, me=a == M[0], epoch=9 if a == M[0] else 1)
                                                  for a in M + R[:2]))
     assert epochs_to_assign(M + R, views) == {R[2]: 10}
+    # a replica's own epoch is not in any line (its line shows its master's): the current epochs count too
+    assert epochs_to_assign(M + R, views, {a: 12 if a == R[0] else 9 for a in M + R}) == {R[2]: 13}
