@@ -44,6 +44,7 @@ from .migration import (
 from .migration_atomic import key_counts
 from .migration_driver import MigrationDriver
 from .migration_reconcile import served_slots
+from .redis_control import reply_text
 from .state_machine import TopologyStateMachine
 
 log = logging.getLogger("health.cluster")
@@ -279,7 +280,7 @@ class ClusterController(Controller):
                 host, _, port = addr.rpartition(":")
                 bus = await self._bus_port(addr)
                 await self._client(seed).execute_command("CLUSTER", "MEET", host, int(port), bus)
-            master_id = _text(await self._client(master).execute_command("CLUSTER", "MYID"))
+            master_id = reply_text(await self._client(master).execute_command("CLUSTER", "MYID"))
             for addr in replicas:
                 deadline = time.monotonic() + 10
                 while True:     # the replica must know the master (gossip) before it can follow it
@@ -299,9 +300,9 @@ class ClusterController(Controller):
         """Wait (bounded) until the new master knows who serves every slot the seed knows of,
         from the cluster bus: slots it is told to import before that it would never learn
         (`served_slots`). Past the bound the migration driver tells it, slot by slot."""
-        want = served_slots(_text(await self._client(seed).execute_command("CLUSTER", "NODES")))
+        want = served_slots(reply_text(await self._client(seed).execute_command("CLUSTER", "NODES")))
         deadline = time.monotonic() + timeout
-        while missing := want - served_slots(_text(await self._client(new).execute_command("CLUSTER", "NODES"))):
+        while missing := want - served_slots(reply_text(await self._client(new).execute_command("CLUSTER", "NODES"))):
             if time.monotonic() > deadline:
                 log.warning("event=slot_map_not_learned node=%s missing_slots=%d", new, len(missing))
                 return
@@ -309,7 +310,7 @@ class ClusterController(Controller):
 
     async def _bus_port(self, addr: str) -> int:
         """The node's cluster bus port, from its own CLUSTER NODES line."""
-        for line in _text(await self._client(addr).execute_command("CLUSTER", "NODES")).splitlines():
+        for line in reply_text(await self._client(addr).execute_command("CLUSTER", "NODES")).splitlines():
             fields = line.split()
             if len(fields) > 2 and "myself" in fields[2]:
                 return int(fields[1].split("@")[1].split(",")[0])
@@ -378,7 +379,3 @@ class ClusterController(Controller):
                 d["history"] = topo.history.to_dict()
             out.append(d)
         return out
-
-
-def _text(x) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)

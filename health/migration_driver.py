@@ -46,7 +46,7 @@ from .migration_atomic import (
     move_atomic,
 )
 from .migration_reconcile import Reconciliation, node_view, reconcile, served_slots, slot_facts, slot_owner
-from .redis_control import control_client, control_tls
+from .redis_control import control_client, control_tls, reply_text
 from .state_machine import TopologyStateMachine
 
 log = logging.getLogger("health.migration")
@@ -269,12 +269,12 @@ class MigrationDriver:
         others = [t.master for sid, t in shards.items() if sid not in (m.source, m.target) and t.master]
         s, d = self._client(src), self._client(dst)
         await cancel_exports(s, set(pending))
-        sv = node_view(_text(await s.execute_command("CLUSTER", "NODES")))
-        dv = node_view(_text(await d.execute_command("CLUSTER", "NODES")))
+        sv = node_view(reply_text(await s.execute_command("CLUSTER", "NODES")))
+        dv = node_view(reply_text(await d.execute_command("CLUSTER", "NODES")))
         counts = zip(pending, await key_counts(s, pending), await key_counts(d, pending))
         decided = reconcile(pending, {slot: slot_facts(sv, dv, slot, a, b) for slot, a, b in counts})
         keys = 0
-        unserved = set(decided.to_commit) - served_slots(_text(await d.execute_command("CLUSTER", "NODES")))
+        unserved = set(decided.to_commit) - served_slots(reply_text(await d.execute_command("CLUSTER", "NODES")))
         for slot in decided.to_commit:
             keys += await self._move_slot(src, dst, others, slot, sv.id, dv.id, slot in unserved)
         if decided.to_commit or decided.lost:
@@ -292,9 +292,9 @@ class MigrationDriver:
 
     async def _move_legacy(self, src: str, dst: str, others: list[str], slots: list[int]) -> int:
         s, d = self._client(src), self._client(dst)
-        src_id = _text(await s.execute_command("CLUSTER", "MYID"))
-        dst_id = _text(await d.execute_command("CLUSTER", "MYID"))
-        unserved = set(slots) - served_slots(_text(await d.execute_command("CLUSTER", "NODES")))
+        src_id = reply_text(await s.execute_command("CLUSTER", "MYID"))
+        dst_id = reply_text(await d.execute_command("CLUSTER", "MYID"))
+        unserved = set(slots) - served_slots(reply_text(await d.execute_command("CLUSTER", "NODES")))
         keys_moved = 0
         for slot in slots:
             keys_moved += await self._move_slot(src, dst, others, slot, src_id, dst_id, slot in unserved)
@@ -351,8 +351,8 @@ class MigrationDriver:
         no other shard's master serving it, the target's master is announced its owner. Any
         other case is left for an operator (RedisError: the migration waits, saying why)."""
         s = self._client(src)
-        owner = slot_owner(_text(await s.execute_command("CLUSTER", "NODES")), slot)
-        other_ids = {_text(await self._client(a).execute_command("CLUSTER", "MYID")) for a in others}
+        owner = slot_owner(reply_text(await s.execute_command("CLUSTER", "NODES")), slot)
+        other_ids = {reply_text(await self._client(a).execute_command("CLUSTER", "MYID")) for a in others}
         keys = int(await s.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot))
         if owner is None or owner in other_ids or keys:
             raise RedisError(f"slot {slot} is no longer served by the source master {src} (served by "
@@ -411,7 +411,3 @@ class MigrationDriver:
                 log.warning("event=node_released node=%s", addr)
             except (TimeoutError, RedisError, OSError) as exc:
                 log.warning("event=node_release_failed node=%s error=%r", addr, exc)
-
-
-def _text(x) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)

@@ -28,6 +28,11 @@ _NO_SETINFO = {"driver_info": None} if "driver_info" in inspect.signature(aiored
     else {"lib_name": None, "lib_version": None}
 
 
+def reply_text(x) -> str:
+    """A reply as text, whether the client decodes responses or not."""
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
 def control_tls(cfg) -> dict:
     """redis-py's TLS arguments for `tls_upstream` (files are read per connection, so a
     rotated client certificate is picked up by the next reconnect)."""

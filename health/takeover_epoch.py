@@ -30,18 +30,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from redis.exceptions import RedisError
 
 from proxy.process.cluster_create import NodeEntry, parse_cluster_nodes
 
+from .migration import expand
+from .redis_control import reply_text
+
 Range = tuple[int, int]
 Command = Callable[..., Awaitable]      # (address, *command) -> reply
-
-
-def _slots(ranges: Iterable[Range]) -> set[int]:
-    return {s for a, b in ranges for s in range(a, b + 1)}
 
 
 def blocking_views(new_id: str, new_epoch: int, claimed: Sequence[Range],
@@ -51,12 +50,12 @@ def blocking_views(new_id: str, new_epoch: int, claimed: Sequence[Range],
     least `new_epoch`: those nodes will not accept the claim until the new master's epoch
     is greater. A view that already names the new master, or an owner at a lower epoch
     (the claim wins at the next message), blocks nothing."""
-    mine = _slots(claimed)
+    mine = set(expand(claimed))
     out: dict[str, tuple[str, int]] = {}
     for addr, entries in views.items():
         for e in entries:
             if e.node_id != new_id and e.master_id is None and e.config_epoch >= new_epoch \
-                    and mine & _slots(e.slots):
+                    and not mine.isdisjoint(expand(e.slots)):
                 out[addr] = (e.node_id, e.config_epoch)
                 break
     return out
@@ -64,7 +63,7 @@ def blocking_views(new_id: str, new_epoch: int, claimed: Sequence[Range],
 
 async def _view(command: Command, addr: str) -> list[NodeEntry] | None:
     try:
-        return parse_cluster_nodes(_text(await command(addr, "CLUSTER", "NODES")))
+        return parse_cluster_nodes(reply_text(await command(addr, "CLUSTER", "NODES")))
     except (TimeoutError, RedisError, OSError):
         return None
 
@@ -92,7 +91,7 @@ async def make_takeover_win(command: Command, new_master: str, others: Sequence[
                           me.config_epoch, ",".join(sorted(blocking)))
                 return False
             try:
-                reply = _text(await command(new_master, "CLUSTER", "BUMPEPOCH"))
+                reply = reply_text(await command(new_master, "CLUSTER", "BUMPEPOCH"))
             except (TimeoutError, RedisError, OSError) as exc:
                 reply = f"failed: {exc!r}"
             if reply != said:       # once per outcome, not once per poll
@@ -112,14 +111,10 @@ async def _bump_one_of(command: Command, nodes: Sequence[str], log: logging.Logg
     """A greater epoch somewhere in the cluster (the first node that takes a bump)."""
     for addr in nodes:
         try:
-            reply = _text(await command(addr, "CLUSTER", "BUMPEPOCH"))
+            reply = reply_text(await command(addr, "CLUSTER", "BUMPEPOCH"))
         except (TimeoutError, RedisError, OSError):
             continue
         if reply.startswith("BUMPED"):
             log.warning("event=config_epoch_raised node=%s bumpepoch=%r", addr, reply)
             return True
     return False
-
-
-def _text(x) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)
