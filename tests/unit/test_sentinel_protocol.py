@@ -69,7 +69,7 @@ class FakeTransport:
 
 
 def make_server(master=M, replicas=(R1, R2), epoch=4, **flags):
-    cfg = load_config(env={}, flags={"redis_nodes": ",".join([M, R1, R2]), "down_after_ms": "500", **flags})
+    cfg = load_config(env={}, flags={"redis_nodes": f"{M},{R1},{R2}", "down_after_ms": "500", **flags})
     health = Health([M, R1, R2], cfg.down_after_ms)
     now = time.monotonic()
     for addr in (M, R1, R2):
