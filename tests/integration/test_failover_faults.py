@@ -74,7 +74,11 @@ def wait_every_proxy_sees_priority_zero(c: ProxyCluster, nodes) -> None:
 
 def restart_empty_and_wait_no_safe_master(c: ProxyCluster, master: RedisServer) -> dict:
     """Restart the master without its data (no --replicaof) and wait for the leader to
-    hold writes in no_safe_master; its /status."""
+    hold writes in no_safe_master; its /status. First the leader must have committed the
+    master's history: a master restarted empty before any was recorded is a master never
+    seen, not one that lost its data (a CI run restarted it 0.1 s after the election)."""
+    wait_until(lambda: ((leader_status(c) or {}).get("topology") or {}).get("history") is not None, 15,
+               message=lambda: f"the leader to commit the master's history: {leader_status(c)}")
     master.kill()
     master.replicaof = None
     master.start()
