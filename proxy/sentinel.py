@@ -62,6 +62,7 @@ MAX_ARGS = 1024
 OUTPUT_LIMIT = 8 * 1024 * 1024    # a subscriber that stops reading is disconnected past this
 PEER_POLL_S = 2.0                 # how often the other proxies' /status is read (Sentinel's hello period)
 PEER_POLL_FAST_S = 0.25           # ... while this proxy sees the master down (o_down needs their views)
+PEER_DISCOVERY_S = 10.0           # ... and, this long after start, while a member has never answered
 PEER_FRESH_S = 5.0                # a peer's status older than this does not count (two polls missed)
 PEER_TIMEOUT_S = 1.0
 
@@ -622,6 +623,7 @@ class SentinelService:
     # -- the other proxies ----------------------------------------------------------
     async def _poll_peers(self) -> None:
         self._http = http_session(PEER_TIMEOUT_S, self.server.tls.admin_client)
+        discover_until = time.monotonic() + PEER_DISCOVERY_S
         while True:
             fast = False
             try:
@@ -631,6 +633,10 @@ class SentinelService:
                     await asyncio.gather(*(self._poll_one(n) for n in names), return_exceptions=True)
                 master = self.topology.master
                 fast = master is not None and self.node_down(master)
+                # the proxies start together: a peer not listening yet is asked again soon, so a
+                # Sentinel client right after start-up sees every proxy (then at Sentinel's pace)
+                fast = fast or (time.monotonic() < discover_until
+                                and any(self.peers.get(n) is None or not self.peers[n].last_ok for n in names))
             except Exception:  # never let a bug here stop the polling
                 log.exception("sentinel peer poll failed")
             await asyncio.sleep(PEER_POLL_FAST_S if fast else PEER_POLL_S)

@@ -241,8 +241,16 @@ def _check_sentinel_service(pods: LocalPods, proxies: list[Pod], master_addr: st
     s = redis.Redis(host=host, port=int(port), socket_timeout=5, decode_responses=True, **tls)
     name = env.get("REDIS_RAFT_PROXY_MASTER_NAME", "mymaster")
     assert ":".join(s.execute_command("SENTINEL", "get-master-addr-by-name", name)) == master_addr
-    others = {int(e["port"]) for e in s.sentinel_sentinels(name)}
-    assert others == {p.local(container_port(proxy_c, "sentinel")) for p in proxies[1:]}, others
+    # each proxy learns the others' Sentinel ports by reading their /status (Sentinel's hello): a
+    # proxy that started listening after the first read shows up at a later one
+    want = {p.local(container_port(proxy_c, "sentinel")) for p in proxies[1:]}
+    seen: list[set[int]] = []
+
+    def all_sentinels_listed() -> bool:
+        seen.append({int(e["port"]) for e in s.sentinel_sentinels(name)})
+        return seen[-1] == want
+    wait_until(all_sentinels_listed, 10, f"SENTINEL SENTINELS to list {want}",
+               diagnose=lambda: f"last reply {seen[-1:]}\n{pods.logs()}")
 
 
 @pytest.mark.parametrize("target", ["base", "overlays/tls"])
