@@ -65,6 +65,7 @@ log = logging.getLogger("health.controller")
 REPORT_PATH = "/health/report"
 REPORT_KEY = "report"        # a report's key among the Raft stream's application payloads
 UNKNOWN_AGE_S = 1e9          # a node never answered: its view is as old as can be
+DECISION_INTERVAL_S = 0.1    # the longest time between two steps (probes may be further apart)
 # Commit the master's growing offset at most this often (a new replication id at once).
 # Each entry costs every proxy an fsync, and a follower's lease waits for its apply, so
 # writes may pause for a moment: rarely enough to be invisible, often enough to catch a
@@ -194,10 +195,15 @@ class Controller:
     def timings_changed(self) -> None:
         """(Re)compute what follows from probe_interval_ms and down_after_ms (the dynamic
         configuration may change them while running)."""
-        self.interval = self.cfg.probe_interval_ms / 1000.0
-        self.freshness = max(3 * self.interval, self.cfg.down_after_ms / 1000.0)
+        self.probe_interval = self.cfg.probe_interval_ms / 1000.0
+        # The steps (views, reports, decisions) run at least every DECISION_INTERVAL_S, however
+        # slowly the nodes are probed: a node is down `down_after_ms` after its last valid
+        # reply, judged at the next step, so probing less often does not find a dead master
+        # later (issue 16: probes are most of an idle proxy's cost).
+        self.interval = min(self.probe_interval, DECISION_INTERVAL_S)
+        self.freshness = max(3 * self.probe_interval, self.cfg.down_after_ms / 1000.0)
         # a candidate's freshest observation may be at most this old (older offsets are old news)
-        self.candidate_age_s = max(3 * self.interval, 0.3)
+        self.candidate_age_s = max(3 * self.probe_interval, 0.3)
         # a follower's unchanged view is sent again this often (a changed one at once):
         # well within `freshness`, so the leader never sees it go stale
         self.report_refresh_s = max(self.interval, 0.4 * self.freshness)
@@ -394,7 +400,7 @@ class Controller:
                                  f"redis-raft-proxy failover --to <node>")
             return
         st = self.server.health.nodes.get(topo.master)
-        grace = busy_kill_grace_s(self.interval, self.cfg.down_after_ms / 1000)
+        grace = busy_kill_grace_s(self.probe_interval, self.cfg.down_after_ms / 1000)
         # Busy: answering -BUSY now, or lately (another proxy's SCRIPT KILL may just have
         # ended it, and the views that found the master down predate that).
         busy = st is not None and st.busy_at is not None and now - st.busy_at < self.cfg.down_after_ms / 1000 + grace
@@ -586,7 +592,7 @@ class Controller:
         for action in actions:
             key = (action.node, topo.epoch, action.replicaof or "")
             last = self._acted.get(key)
-            if last is not None and now - last < max(0.5, 5 * self.interval):
+            if last is not None and now - last < max(0.5, 5 * self.probe_interval):
                 continue  # give the last command time to show in the probes
             why = self.refusal(term, topo.epoch)
             if why is not None:

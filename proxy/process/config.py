@@ -296,6 +296,9 @@ class Config:
         for f in dataclasses.fields(self):
             if f.metadata["secret"] and is_placeholder(getattr(self, f.name)):
                 yield ConfigError(f.name, f"is a placeholder value, not a secret. {how_to_set(f.name)}")
+        if 0 < self.down_after_ms <= self.probe_interval_ms:     # (a negative one is reported as such)
+            yield ConfigError("probe_interval_ms", f"must be smaller than down_after_ms ({self.down_after_ms}): a "
+                              "node answering every probe would otherwise look down between two")
         if self.heartbeat_ticks >= self.election_ticks:
             yield ConfigError("heartbeat_ticks", "must be smaller than election_ticks")
         if not re.match(r"^[!-~]+$", self.master_name):

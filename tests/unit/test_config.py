@@ -136,6 +136,15 @@ def test_secret_and_a_different_secret_file_conflict(tmp_path):
     assert exc.value.key == "requirepass_file" and "from-the-file" not in str(exc.value)
 
 
+@pytest.mark.parametrize("probe_ms", ["500", "800"])
+def test_probes_at_least_down_after_apart_are_refused(probe_ms):
+    """A node answering every probe would look down between two: refused at start-up."""
+    with pytest.raises(ConfigError) as exc:
+        load_config(env={}, flags={"down_after_ms": "500", "probe_interval_ms": probe_ms})
+    assert exc.value.key == "probe_interval_ms" and "down_after_ms (500)" in str(exc.value)
+    assert load_config(env={}, flags={"down_after_ms": "500", "probe_interval_ms": "499"}).probe_interval_ms == 499
+
+
 def test_cli_exits_2_naming_the_key(tmp_path):
     """`redis-raft-proxy run` with peers and no secret does not start (bounded: before
     the check it served forever)."""
