@@ -13,6 +13,9 @@ the window (60 s by default) and its RSS (VmRSS) at the end, and prints:
 * per process: % of one core over the window, RSS;
 * mean proxy / mean sentinel ratios of CPU and RSS;
 * the Redis nodes' CPU too: what the probes of each kind cost the nodes;
+* with --compare-option KEY=VALUE, a second set-up (3 more redis-server, 3 more
+  proxies with those keys on top of --proxy-option) sampled in the same window:
+  its rows (kinds proxy-b, redis-b) and the ratio of its mean proxy CPU to the first's;
 * then (--clients, default 5,000) the memory of idle clients: that many
   connections to one proxy, each having had one PING answered; the RSS the
   proxy grew by, per client.
@@ -24,6 +27,7 @@ Examples (from the repository root):
     python -m benchmarks.idle --duration 20
     python -m benchmarks.idle --quick              # a 2 s window: shows it works
     python -m benchmarks.idle --proxy-option probe_interval_ms=200
+    python -m benchmarks.idle --compare-option probe_interval_ms=200   # two set-ups, one window
 """
 
 from __future__ import annotations
@@ -78,15 +82,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="idle client connections opened to one proxy after the window, for RSS per client (0: none)")
     p.add_argument("--proxy-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra proxy config key for every proxy (repeat), e.g. probe_interval_ms=200")
+    p.add_argument("--compare-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="run a second set-up with this proxy config key too (repeat), sampled in the same window")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.settle, args.clients = 2.0, 1.0, min(args.clients, 200)
     if args.duration <= 0 or args.settle < 0:
         p.error("--duration must be positive and --settle not negative")
-    for item in args.proxy_option:
+    for item in args.proxy_option + args.compare_option:
         if "=" not in item:
-            p.error(f"--proxy-option expects KEY=VALUE, got {item!r}")
+            p.error(f"--proxy-option and --compare-option expect KEY=VALUE, got {item!r}")
     return args
 
 
@@ -101,9 +107,12 @@ def summarize(window: CpuWindow, rss: dict[str, int], kinds: dict[str, str]) -> 
         return statistics.mean(vals) if vals else None
 
     out: dict = {"processes": rows}
-    for kind in ("proxy", "sentinel", "redis"):
+    for kind in ("proxy", "sentinel", "redis", "proxy-b", "redis-b"):
         out[f"mean_{kind}_cpu_pct"] = mean(kind, "cpu_pct_of_core")
         out[f"mean_{kind}_rss_mb"] = mean(kind, "rss_mb")
+    pb = out["mean_proxy-b_cpu_pct"]
+    out["cpu_ratio_proxy_b_to_proxy"] = round(pb / out["mean_proxy_cpu_pct"], 2) \
+        if pb is not None and out["mean_proxy_cpu_pct"] else None
     px, st = out["mean_proxy_cpu_pct"], out["mean_sentinel_cpu_pct"]
     out["cpu_ratio_proxy_to_sentinel"] = round(px / st, 2) if px is not None and st else None
     pr, sr = out["mean_proxy_rss_mb"], out["mean_sentinel_rss_mb"]
@@ -127,6 +136,9 @@ def print_table(result: dict) -> None:
           f"mean sentinel {fmt(s['mean_sentinel_cpu_pct'], ' %')}, {fmt(s['mean_sentinel_rss_mb'], ' MB')}; "
           f"ratio proxy/sentinel CPU {fmt(s['cpu_ratio_proxy_to_sentinel'])}, "
           f"RSS {fmt(s['rss_ratio_proxy_to_sentinel'])}")
+    if s.get("mean_proxy-b_cpu_pct") is not None:
+        print(f"mean proxy-b ({', '.join(f'{k}={v}' for k, v in s['compare_options'].items())}) "
+              f"{fmt(s['mean_proxy-b_cpu_pct'], ' %')} of a core: {fmt(s['cpu_ratio_proxy_b_to_proxy'])} x proxy")
     c = result.get("idle_clients")
     if c:
         print(f"\n{c['clients']} idle clients on one proxy ({c['proxy_connected']} connected by its /status): RSS "
@@ -157,20 +169,32 @@ def idle_clients_rss(cluster: fl.ProxyCluster, name: str, count: int) -> dict:
             "rss_after_mb": round(after / 2**20, 2), "bytes_per_client": round((after - before) / count)}
 
 
+def proxy_cluster(args: argparse.Namespace, where: Path, options: dict) -> fl.ProxyCluster:
+    """The demo's set-up: as there, every proxy also serves its Sentinel-compatible port."""
+    sentinel_ports = dict(zip(fl.PROXY_NAMES, free_ports(len(fl.PROXY_NAMES))))
+    return fl.ProxyCluster(where, options=options,
+                           node_options={} if args.no_proxy_sentinel_port else
+                           {n: {"sentinel_port": p} for n, p in sentinel_ports.items()})
+
+
 def run(args: argparse.Namespace, tmp: Path) -> dict:
     options = dict(item.split("=", 1) for item in args.proxy_option)
+    compare = dict(item.split("=", 1) for item in args.compare_option)
     loadavg = os.getloadavg()
     log(f"load average at start: {' '.join(f'{x:.2f}' for x in loadavg)}")
-    # as in the demo, every proxy also serves its Sentinel-compatible port
-    sentinel_ports = dict(zip(fl.PROXY_NAMES, free_ports(len(fl.PROXY_NAMES))))
-    cluster = fl.ProxyCluster(tmp / "proxies", options=options,
-                              node_options={} if args.no_proxy_sentinel_port else
-                              {n: {"sentinel_port": p} for n, p in sentinel_ports.items()})
+    cluster = proxy_cluster(args, tmp / "proxies", options)
+    cluster_b = proxy_cluster(args, tmp / "proxies-b", {**options, **compare}) if compare else None
     sentinels = None
     try:
         cluster.start()
         pids = {name: p.pid for name, p in cluster.proxies.items()}
         kinds = dict.fromkeys(pids, "proxy")
+        if cluster_b is not None:
+            cluster_b.start()
+            for name, p in cluster_b.proxies.items():
+                pids[f"b-{name}"], kinds[f"b-{name}"] = p.pid, "proxy-b"
+            for server in cluster_b.rs.servers:
+                pids[f"b-redis-{server.port}"], kinds[f"b-redis-{server.port}"] = server.pid, "redis-b"
         if not args.no_sentinel:
             sentinels = fl.SentinelCluster(tmp / "sentinels", SENTINEL_DOWN_AFTER_MS, rs=cluster.rs).start()
             for s in sentinels.sentinels:
@@ -185,11 +209,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         time.sleep(args.duration)
         window.stop()
         rss = {name: rss_bytes(pid) for name, pid in pids.items()}
-        dead = [n for n, p in cluster.proxies.items() if not p.alive()]
+        dead = [n for c in (cluster, cluster_b) if c is not None for n, p in c.proxies.items() if not p.alive()]
         if dead:
             raise RuntimeError(f"proxies exited during the run: {dead}\n{cluster.logs()}")
         result = {"duration_s": round(window.wall_s, 2), "settle_s": args.settle, "loadavg_start": list(loadavg),
-                  "loadavg_end": list(os.getloadavg()), "proxy_options": options,
+                  "loadavg_end": list(os.getloadavg()), "proxy_options": options, "compare_options": compare,
                   "sentinel_down_after_ms": None if args.no_sentinel else SENTINEL_DOWN_AFTER_MS,
                   "proxy_sentinel_port": not args.no_proxy_sentinel_port}
         result.update(summarize(window, rss, kinds))
@@ -199,6 +223,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
     finally:
         if sentinels is not None:
             sentinels.cleanup()
+        if cluster_b is not None:
+            cluster_b.cleanup()
         cluster.cleanup()
 
 
