@@ -198,8 +198,8 @@ class Controller:
         self.probe_interval = self.cfg.probe_interval_ms / 1000.0
         # The steps (views, reports, decisions) run at least every DECISION_INTERVAL_S, however
         # slowly the nodes are probed: a node is down `down_after_ms` after its last valid
-        # reply, judged at the next step, so probing less often does not find a dead master
-        # later (issue 16: probes are most of an idle proxy's cost).
+        # reply, judged at the next step, so probing less often (fewer round trips for an idle
+        # proxy and for Redis, issue 16) does not find a dead master later.
         self.interval = min(self.probe_interval, DECISION_INTERVAL_S)
         self.freshness = max(3 * self.probe_interval, self.cfg.down_after_ms / 1000.0)
         # a candidate's freshest observation may be at most this old (older offsets are old news)
