@@ -354,6 +354,7 @@ def add_operator_routes(app: web.Application, server) -> None:
         start-up, every problem at once; nothing is applied when one is wrong."""
         from health.state_machine import TopologyStateMachine
 
+        from .config_live import pair_problems
         from .dynamic_config import validate_change
 
         doc = await body(request)
@@ -363,6 +364,8 @@ def add_operator_routes(app: web.Application, server) -> None:
         if server.consensus.role != "leader":
             return not_leader(server.consensus.leader_id)
         new, errors = validate_change(server.sm.config, set_, [str(k) for k in unset], bool(doc.get("replace")))
+        if not errors:      # the pair as this proxy would run it (its own file where Raft sets nothing)
+            errors += pair_problems(server.live_config.values_with(new))
         if errors:
             return web.json_response({"ok": False, "error": "; ".join(str(e) for e in errors),
                                       "errors": [str(e) for e in errors]}, status=400)

@@ -296,9 +296,8 @@ class Config:
         for f in dataclasses.fields(self):
             if f.metadata["secret"] and is_placeholder(getattr(self, f.name)):
                 yield ConfigError(f.name, f"is a placeholder value, not a secret. {how_to_set(f.name)}")
-        if 0 < self.down_after_ms <= self.probe_interval_ms:     # (a negative one is reported as such)
-            yield ConfigError("probe_interval_ms", f"must be smaller than down_after_ms ({self.down_after_ms}): a "
-                              "node answering every probe would otherwise look down between two")
+        if (problem := probe_interval_problem(self.probe_interval_ms, self.down_after_ms)) is not None:
+            yield problem
         if self.heartbeat_ticks >= self.election_ticks:
             yield ConfigError("heartbeat_ticks", "must be smaller than election_ticks")
         if not re.match(r"^[!-~]+$", self.master_name):
@@ -379,6 +378,15 @@ class Config:
             value = getattr(self, f.name)
             out[f.name] = "***" if f.metadata["secret"] and value else value
         return out
+
+
+def probe_interval_problem(probe_interval_ms: int, down_after_ms: int) -> ConfigError | None:
+    """Probes `down_after_ms` or more apart make a node that answers every probe look down
+    between two (at start-up, and for the pair Raft's dynamic configuration makes)."""
+    if 0 < down_after_ms <= probe_interval_ms:      # (a negative one is reported as such)
+        return ConfigError("probe_interval_ms", f"must be smaller than down_after_ms ({down_after_ms}): a node "
+                           "answering every probe would otherwise look down between two")
+    return None
 
 
 def value_problems(key: str, value: Any) -> Iterator[ConfigError]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .config import ConfigError, probe_interval_problem
 from .dynamic_config import DYNAMIC_KEYS, effective, node_tags, valid_overrides
 
 log = logging.getLogger("proxy.config")
@@ -32,7 +33,11 @@ class LiveConfig:
 
     def values(self) -> dict[str, tuple[Any, str]]:
         """key -> (effective value, source)."""
-        return effective(self.base, self.sources, self.overrides)
+        return self.values_with(self.overrides)
+
+    def values_with(self, overrides: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+        """key -> (value, source) were Raft's map `overrides`."""
+        return effective(self.base, self.sources, overrides)
 
     def apply(self, overrides: dict[str, Any]) -> None:
         """The replicated map changed: apply what differs from the running values."""
@@ -42,7 +47,12 @@ class LiveConfig:
             log.error("event=config_ignored error=%r", str(exc))
         cfg = self.server.cfg
         changed = {}
-        for key, (value, source) in self.values().items():
+        values = self.values()
+        for problem in pair_problems(values):    # committed by an older leader, or this proxy's file differs
+            log.error("event=config_ignored keys=probe_interval_ms,down_after_ms error=%r", str(problem))
+            for key in ("probe_interval_ms", "down_after_ms"):
+                values[key] = (getattr(cfg, key), "running")
+        for key, (value, source) in values.items():
             if getattr(cfg, key) != value:
                 setattr(cfg, key, value)
                 changed[key] = value
@@ -80,3 +90,9 @@ class LiveConfig:
                 prober.timeout = cfg.down_after_ms / 1000.0
                 prober.kick()
             server.controller.timings_changed()
+
+
+def pair_problems(values: dict[str, tuple[Any, str]]) -> list[ConfigError]:
+    """What is wrong with the dynamic keys together (each one alone was checked already)."""
+    problem = probe_interval_problem(values["probe_interval_ms"][0], values["down_after_ms"][0])
+    return [problem] if problem is not None else []

@@ -948,6 +948,9 @@ def test_config_set_through_one_proxy_applies_live_on_every_proxy(keeper, monkey
 
         r = run_ops("config", "set", "port", "7000", endpoint=endpoint, secret=RAFT_SECRET)
         assert r.returncode == 2 and "cannot be set through Raft" in r.stderr and "down_after_ms" in r.stderr
+        # valid alone, but with this down_after_ms every node would look down between two probes
+        r = run_ops("config", "set", "probe_interval_ms", "3600000", endpoint=endpoint, secret=RAFT_SECRET)
+        assert r.returncode == 1 and "must be smaller than down_after_ms" in r.stderr, r.stderr
         r = run_ops("config", "set", "hold_ms", "4000", endpoint=endpoint, secret="wrong-secret")
         assert r.returncode == 1 and "403" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 

@@ -221,3 +221,10 @@ def test_a_committed_change_applies_live_to_the_running_proxy(caplog):
     live.apply({"hold_ms": 800})
     live.set_base({"hold_ms": 1500})        # Raft's value still wins
     assert cfg.hold_ms == 800
+    # probes as far apart as down_after_ms would make every node flap: the pair is not applied
+    live.apply({"probe_interval_ms": 800})
+    assert (cfg.probe_interval_ms, cfg.down_after_ms) == (100, 500) and health.down_after == 0.5
+    assert "event=config_ignored keys=probe_interval_ms,down_after_ms" in caplog.text
+    assert "must be smaller than down_after_ms (500)" in caplog.text
+    live.apply({"probe_interval_ms": 800, "down_after_ms": 2000})
+    assert (cfg.probe_interval_ms, cfg.down_after_ms) == (800, 2000) and health.down_after == 2.0
