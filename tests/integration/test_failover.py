@@ -63,6 +63,20 @@ def every_node_up(c: ProxyCluster) -> bool:
     return all(st is not None and all(n["up"] for n in st["nodes"]) for st in c.statuses().values())
 
 
+def every_replica_seen_linked(c: ProxyCluster, master: str) -> bool:
+    """Every live proxy's latest probes find every node up and each non-master a replica of
+    `master` with its link up: what the leader checks before a switchover, so a test that
+    starts one right after a replica's full sync does not race the next probe."""
+    for st in c.statuses().values():
+        if st is None:
+            return False
+        for n in st["nodes"]:
+            if not n["up"] or (n["addr"] != master and not (n["role"] == "slave" and n["link_up"]
+                                                              and n["master"] == master)):
+                return False
+    return True
+
+
 class Keeper(ClusterKeeper):
     """Owns the module's cluster; `healthy()` restores it (or rebuilds it) before each test."""
 
@@ -93,9 +107,11 @@ class Keeper(ClusterKeeper):
         c.wait_stable(timeout=30)
         # and every proxy has seen every node answer since: a proxy still counting a node down
         # from the previous test (its busy script killed a moment ago) would fold that test's
-        # fault into the next one's
-        wait_until(lambda: every_node_up(c),
-                   30, message="every proxy to see every Redis node up")
+        # fault into the next one's; and seen each replica linked (a CI run asked for a switchover
+        # to a node whose full sync had ended after the leader's last probe: "not a healthy replica")
+        wait_until(lambda: every_replica_seen_linked(c, master.addr),
+                   30, message=lambda: f"every proxy to see every Redis node up, the replicas linked to {master.addr}: "
+                                       f"{[(st or {}).get('nodes') for st in c.statuses().values()]}")
 
 
 @pytest.fixture(scope="module")
