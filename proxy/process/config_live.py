@@ -18,6 +18,7 @@ from .config import ConfigError, probe_interval_problem
 from .dynamic_config import DYNAMIC_KEYS, effective, node_tags, valid_overrides
 
 log = logging.getLogger("proxy.config")
+PAIR_KEYS = ("probe_interval_ms", "down_after_ms")     # checked together (pair_problems)
 
 
 class LiveConfig:
@@ -32,8 +33,13 @@ class LiveConfig:
         self.tags = {}
 
     def values(self) -> dict[str, tuple[Any, str]]:
-        """key -> (effective value, source)."""
-        return self.values_with(self.overrides)
+        """key -> (effective value, source). A wrong pair of probe_interval_ms and down_after_ms
+        (committed by an older leader, or this proxy's file differs) stays at the running values."""
+        values = self.values_with(self.overrides)
+        if pair_problems(values):
+            for key in PAIR_KEYS:
+                values[key] = (getattr(self.server.cfg, key), "running")
+        return values
 
     def values_with(self, overrides: dict[str, Any]) -> dict[str, tuple[Any, str]]:
         """key -> (value, source) were Raft's map `overrides`."""
@@ -47,12 +53,9 @@ class LiveConfig:
             log.error("event=config_ignored error=%r", str(exc))
         cfg = self.server.cfg
         changed = {}
-        values = self.values()
-        for problem in pair_problems(values):    # committed by an older leader, or this proxy's file differs
-            log.error("event=config_ignored keys=probe_interval_ms,down_after_ms error=%r", str(problem))
-            for key in ("probe_interval_ms", "down_after_ms"):
-                values[key] = (getattr(cfg, key), "running")
-        for key, (value, source) in values.items():
+        for problem in pair_problems(self.values_with(overrides)):
+            log.error("event=config_ignored keys=%s error=%r", ",".join(PAIR_KEYS), str(problem))
+        for key, (value, source) in self.values().items():
             if getattr(cfg, key) != value:
                 setattr(cfg, key, value)
                 changed[key] = value

@@ -226,5 +226,6 @@ def test_a_committed_change_applies_live_to_the_running_proxy(caplog):
     assert (cfg.probe_interval_ms, cfg.down_after_ms) == (100, 500) and health.down_after == 0.5
     assert "event=config_ignored keys=probe_interval_ms,down_after_ms" in caplog.text
     assert "must be smaller than down_after_ms (500)" in caplog.text
+    assert live.values()["probe_interval_ms"] == (100, "running")     # what `config show` says
     live.apply({"probe_interval_ms": 800, "down_after_ms": 2000})
     assert (cfg.probe_interval_ms, cfg.down_after_ms) == (800, 2000) and health.down_after == 2.0
