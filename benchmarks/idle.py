@@ -16,6 +16,7 @@ the window (60 s by default) and its RSS (VmRSS) at the end, and prints:
 * with --compare-option KEY=VALUE, a second set-up (3 more redis-server, 3 more
   proxies with those keys on top of --proxy-option) sampled in the same window:
   its rows (kinds proxy-b, redis-b) and the ratio of its mean proxy CPU to the first's;
+  --compare-tree DIR does the same with the proxies of another source tree;
 * then (--clients, default 5,000) the memory of idle clients: that many
   connections to one proxy, each having had one PING answered; the RSS the
   proxy grew by, per client.
@@ -28,6 +29,8 @@ Examples (from the repository root):
     python -m benchmarks.idle --quick              # a 2 s window: shows it works
     python -m benchmarks.idle --proxy-option probe_interval_ms=200
     python -m benchmarks.idle --compare-option probe_interval_ms=200   # two set-ups, one window
+    git worktree add /tmp/before HEAD~1 && cp proxy/_speedups*.so /tmp/before/proxy/
+    python -m benchmarks.idle --compare-tree /tmp/before                # before / after a change
 """
 
 from __future__ import annotations
@@ -82,6 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="idle client connections opened to one proxy after the window, for RSS per client (0: none)")
     p.add_argument("--proxy-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra proxy config key for every proxy (repeat), e.g. probe_interval_ms=200")
+    p.add_argument("--compare-tree", type=Path, metavar="DIR",
+                   help="the second set-up's proxies run the code of this source tree (e.g. a git worktree of "
+                        "an older commit, its C extension built): before and after a change in one window")
     p.add_argument("--compare-option", action="append", default=[], metavar="KEY=VALUE",
                    help="run a second set-up with this proxy config key too (repeat), sampled in the same window")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
@@ -90,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.duration, args.settle, args.clients = 2.0, 1.0, min(args.clients, 200)
     if args.duration <= 0 or args.settle < 0:
         p.error("--duration must be positive and --settle not negative")
+    if args.compare_tree is not None and not (args.compare_tree / "proxy" / "process" / "cli.py").is_file():
+        p.error(f"--compare-tree {args.compare_tree}: not a redis-raft-proxy source tree (no proxy/process/cli.py)")
     for item in args.proxy_option + args.compare_option:
         if "=" not in item:
             p.error(f"--proxy-option and --compare-option expect KEY=VALUE, got {item!r}")
@@ -137,7 +145,9 @@ def print_table(result: dict) -> None:
           f"ratio proxy/sentinel CPU {fmt(s['cpu_ratio_proxy_to_sentinel'])}, "
           f"RSS {fmt(s['rss_ratio_proxy_to_sentinel'])}")
     if s.get("mean_proxy-b_cpu_pct") is not None:
-        print(f"mean proxy-b ({', '.join(f'{k}={v}' for k, v in s['compare_options'].items())}) "
+        what = [f"{k}={v}" for k, v in s["compare_options"].items()]
+        what += [f"code of {s['compare_tree']}"] if s.get("compare_tree") else []
+        print(f"mean proxy-b ({', '.join(what)}) "
               f"{fmt(s['mean_proxy-b_cpu_pct'], ' %')} of a core: {fmt(s['cpu_ratio_proxy_b_to_proxy'])} x proxy")
     c = result.get("idle_clients")
     if c:
@@ -169,10 +179,12 @@ def idle_clients_rss(cluster: fl.ProxyCluster, name: str, count: int) -> dict:
             "rss_after_mb": round(after / 2**20, 2), "bytes_per_client": round((after - before) / count)}
 
 
-def proxy_cluster(args: argparse.Namespace, where: Path, options: dict) -> fl.ProxyCluster:
-    """The demo's set-up: as there, every proxy also serves its Sentinel-compatible port."""
+def proxy_cluster(args: argparse.Namespace, where: Path, options: dict, tree: Path | None = None) -> fl.ProxyCluster:
+    """The demo's set-up: as there, every proxy also serves its Sentinel-compatible port.
+    With `tree`, the proxies import the packages of that source tree instead of this one."""
     sentinel_ports = dict(zip(fl.PROXY_NAMES, free_ports(len(fl.PROXY_NAMES))))
-    return fl.ProxyCluster(where, options=options,
+    env = {n: {"PYTHONPATH": str(tree.resolve())} for n in fl.PROXY_NAMES} if tree else None
+    return fl.ProxyCluster(where, options=options, node_env=env,
                            node_options={} if args.no_proxy_sentinel_port else
                            {n: {"sentinel_port": p} for n, p in sentinel_ports.items()})
 
@@ -183,7 +195,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
     loadavg = os.getloadavg()
     log(f"load average at start: {' '.join(f'{x:.2f}' for x in loadavg)}")
     cluster = proxy_cluster(args, tmp / "proxies", options)
-    cluster_b = proxy_cluster(args, tmp / "proxies-b", {**options, **compare}) if compare else None
+    cluster_b = (proxy_cluster(args, tmp / "proxies-b", {**options, **compare}, args.compare_tree)
+                 if compare or args.compare_tree else None)
     sentinels = None
     try:
         cluster.start()
@@ -214,6 +227,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
             raise RuntimeError(f"proxies exited during the run: {dead}\n{cluster.logs()}")
         result = {"duration_s": round(window.wall_s, 2), "settle_s": args.settle, "loadavg_start": list(loadavg),
                   "loadavg_end": list(os.getloadavg()), "proxy_options": options, "compare_options": compare,
+                  "compare_tree": str(args.compare_tree) if args.compare_tree else None,
                   "sentinel_down_after_ms": None if args.no_sentinel else SENTINEL_DOWN_AFTER_MS,
                   "proxy_sentinel_port": not args.no_proxy_sentinel_port}
         result.update(summarize(window, rss, kinds))

@@ -35,6 +35,7 @@ from .decide import (
     history_due,
     master_lost_history,
     never_seen,
+    node_states,
     next_history,
     objectively_down,
     reconcile,
@@ -54,7 +55,7 @@ from .maintenance import (
     pause_expired,
     pause_until,
 )
-from .probe import until_next
+from .probe import next_step_deadline
 from .raft_events import RaftEvents
 from .redis_control import control_client, control_tls
 from .state_machine import SINGLE, TopologyStateMachine
@@ -191,6 +192,7 @@ class Controller:
         self._history_at = 0.0
         self._paused_old: str | None = None     # an old master left paused: its demotion failed
         self._tasks: set[asyncio.Task] = set()  # background proposals (failover records)
+        self._step_wake = asyncio.Event()
 
     def timings_changed(self) -> None:
         """(Re)compute what follows from probe_interval_ms and down_after_ms (the dynamic
@@ -234,8 +236,18 @@ class Controller:
 
     def receive_report(self, proxy: str, view: dict) -> None:
         """A proxy's view; its ages are by its clock at sending, counted from receipt here
-        (the time in flight is not known, and is bounded by the report's HTTP timeout)."""
-        self.views[proxy] = (time.monotonic(), {a: NodeView.from_dict(v) for a, v in view.items()})
+        (the time in flight is not known, and is bounded by the report's HTTP timeout).
+        One that says a node changed (up or down, role, link) wakes the leader's step:
+        it may complete the quorum a failover waits for."""
+        views = {a: NodeView.from_dict(v) for a, v in view.items()}
+        old = self.views.get(proxy)
+        self.views[proxy] = (time.monotonic(), views)
+        if old is None or node_states(old[1]) != node_states(views):
+            self.step_soon()
+
+    def step_soon(self) -> None:
+        """Run the next step now rather than at the next point of the grid."""
+        self._step_wake.set()
 
     def fresh_views(self) -> dict[str, dict[str, NodeView]]:
         """Views received within `freshness`, every node's age counted up to now."""
@@ -287,20 +299,28 @@ class Controller:
     # -- the loop -------------------------------------------------------------
     async def run(self) -> None:
         self._http = http_session(max(0.2, self.interval * 2), self.server.tls.admin_client)
+        # A step runs as soon as a round of probes has its replies (in the wake-up that read
+        # them: no wake-up of its own, issue 16), or a follower's report says a node changed
+        # (the leader), else half an interval after probes were sent, at least half an
+        # interval after the last step (`next_step_deadline`).
+        rounds = getattr(self.server.health, "round_listeners", [])
+        rounds.append(self.step_soon)
         try:
             while True:
                 raise_if_cancelled()
+                self._step_wake.clear()
                 try:
                     await self._step()
                 except Exception:  # the control loop must survive anything
                     self.log.exception("controller step failed")
-                # Half an interval after the probes (a Raft tick with default settings): their
-                # replies are in. The monotonic clock, and so this grid, is shared by the proxies
-                # of one host: the leader decides a quarter later, once the followers' reports of
-                # the same probes have arrived.
-                lead = self.consensus.role == "leader"
-                await asyncio.sleep(until_next(self.interval, offset=(0.75 if lead else 0.5) * self.interval))
+                try:
+                    async with asyncio.timeout(next_step_deadline(self.interval)):
+                        await self._step_wake.wait()
+                except TimeoutError:
+                    pass
         finally:
+            if self.step_soon in rounds:
+                rounds.remove(self.step_soon)
             await self._http.close()
             for c in self._clients.values():
                 await c.aclose()

@@ -177,6 +177,11 @@ def report_key(view: dict[str, NodeView], leader: str | None) -> tuple:
     return leader, tuple(sorted((addr, replace(nv, age_s=0.0)) for addr, nv in view.items()))
 
 
+def node_states(view: dict[str, NodeView]) -> tuple:
+    """What a view says of the nodes' states (up, role, link, master), without offsets and ages."""
+    return tuple(sorted((a, nv.up, nv.role, nv.link_up, nv.master) for a, nv in view.items()))
+
+
 def report_due(key: tuple, last_key: tuple | None, since_last_s: float, refresh_s: float) -> bool:
     """Send a follower's view to the leader now? At once when it says something new (a
     node went down, a new leader that has no view of ours), else every `refresh_s`, so

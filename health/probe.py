@@ -83,6 +83,17 @@ def until_next(interval: float, now: float | None = None, offset: float = 0.0) -
     return delay if delay > 0.05 * interval else delay + interval
 
 
+def next_step_deadline(interval: float, now: float | None = None) -> float:
+    """Seconds until a task that runs after each round of probes (woken by
+    `Health.round_listeners`) runs anyway: half an interval past a probe time, and at
+    least half an interval from now. So a step woken by the replies of the probes sent
+    at T waits for those sent at T + interval, or T + 1.5 intervals if they are slow,
+    rather than running again at T + 0.5 (a wake-up that only makes the same step)."""
+    if now is None:
+        now = asyncio.get_running_loop().time()
+    return interval / 2 + until_next(interval, now + interval / 2, offset=interval / 2)
+
+
 def _replid(value: object) -> str:
     """redis-py decodes INFO values that look like numbers: "000...0" arrives as 0."""
     return NO_REPLID if value == 0 else str(value)
@@ -134,6 +145,22 @@ class Health:
         self.nodes: dict[str, NodeStatus] = {a: NodeStatus(a) for a in nodes}
         self.down_after = down_after_ms / 1000.0
         self.listeners: list[Callable[[str, bool], None]] = []
+        # called whenever the last probe in flight has its reply (or failed): what uses the
+        # probes' results runs then, in the wake-up that read them (issue 16)
+        self.round_listeners: list[Callable[[], None]] = []
+        self._in_flight: set[str] = set()
+
+    def probe_started(self, addr: str) -> None:
+        self._in_flight.add(addr)
+
+    def probe_done(self, addr: str, *, notify: bool = True) -> None:
+        """`addr`'s probe is over; the round is, once none is in flight."""
+        if addr not in self._in_flight:
+            return
+        self._in_flight.discard(addr)
+        if notify and not self._in_flight:
+            for listener in list(self.round_listeners):
+                listener()
 
     def add_node(self, addr: str) -> None:
         self.nodes.setdefault(addr, NodeStatus(addr))
@@ -218,6 +245,7 @@ class Prober:
             while True:
                 raise_if_cancelled()
                 started = time.monotonic()
+                self.health.probe_started(self.addr)
                 try:
                     async with asyncio.timeout(self.timeout):   # no task per probe, unlike wait_for
                         info = await self._client.info_replication()
@@ -247,6 +275,7 @@ class Prober:
                     self._was_up = up
                     if self._on_change:
                         self._on_change(self.addr, up)
+                self.health.probe_done(self.addr)
                 self._kick.clear()
                 try:
                     async with asyncio.timeout(until_next(self.interval)):
@@ -254,6 +283,7 @@ class Prober:
                 except TimeoutError:
                     pass
         finally:
+            self.health.probe_done(self.addr, notify=False)
             try:
                 await self._client.aclose()
             except Exception:

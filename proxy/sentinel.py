@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from health.probe import until_next
+from health.probe import next_step_deadline
 from raft.auth import secret_matches
 from raft.transport import http_session
 
@@ -612,13 +612,27 @@ class SentinelService:
             self.publish("-odown", self.describe(master))
 
     async def _watch(self) -> None:
+        """Derive the events after every round of probes, as the controller steps (in the
+        wake-up that read their replies), else half an interval after they were sent."""
         interval = max(0.02, min(0.1, self.cfg.probe_interval_ms / 1000.0))
-        while True:
-            await asyncio.sleep(until_next(interval, offset=interval / 2))   # with the controller: probes are in
-            try:
-                self._tick()
-            except Exception:  # never let a bug here stop the events
-                log.exception("sentinel tick failed")
+        probed = asyncio.Event()
+        rounds = getattr(self.server.health, "round_listeners", [])
+        rounds.append(probed.set)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(next_step_deadline(interval)):
+                        await probed.wait()
+                except TimeoutError:
+                    pass
+                probed.clear()
+                try:
+                    self._tick()
+                except Exception:  # never let a bug here stop the events
+                    log.exception("sentinel tick failed")
+        finally:
+            if probed.set in rounds:
+                rounds.remove(probed.set)
 
     # -- the other proxies ----------------------------------------------------------
     async def _poll_peers(self) -> None:

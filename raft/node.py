@@ -1,11 +1,21 @@
 """The asyncio driver around :class:`raft.core.RaftCore`.
 
-Three things run in the event loop: a ticker that calls ``core.tick()`` every
-``tick_ms``; the transport, which hands messages to :meth:`RaftNode.receive`
-(stepped at once, the core is cheap); and the Ready loop, which persists each
-Ready in a worker thread *before* sending its messages, then applies what is
-committed and advances. Because fsync runs off the loop, a slow disk delays
-only the Ready loop: ticks go on, so a leader whose acks stop still steps down.
+Three things run in the event loop: a ticker that calls ``core.tick()`` once
+for every ``tick_ms`` that passed; the transport, which hands messages to
+:meth:`RaftNode.receive` (stepped at once, the core is cheap); and the Ready
+loop, which persists each Ready in a worker thread *before* sending its
+messages, then applies what is committed and advances. Because fsync runs off
+the loop, a slow disk delays only the Ready loop: ticks go on, so a leader
+whose acks stop still steps down.
+
+The ticker wakes once per heartbeat period (``heartbeat_ticks`` ticks), not
+every tick: between its wake-ups nothing is due that cannot wait (a leader
+sends heartbeats once a period; a follower only counts towards its election
+timeout), and every read of the core's state, every message and every
+proposal first applies the ticks the clock says have passed (``_c``). So the
+core's time is as exact as with a wake-up per tick wherever it is looked at
+(a lease is never judged on a late clock), and an idle proxy wakes half as
+often (issue 16).
 
 A :class:`~raft.storage.StorageError` stops the node: it no longer steps
 messages, so it neither votes nor acks, and proposals fail with that error;
@@ -26,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -49,8 +60,16 @@ log = logging.getLogger(__name__)
 # a save (fsync) slower than this is logged: the node sends and applies nothing meanwhile,
 # so a disk that stalls for seconds (another process flushing a large file) lapses leases
 SLOW_SAVE_S = 1.0
+TIMER_SLACK_S = 0.002   # the ticker applies a tick due this soon (the loop's timers may fire early)
 
 __all__ = ["ClusterMismatch", "NotLeader", "ProposalRejected", "RaftNode", "StorageError"]
+
+
+def wake_time(next_tick: float, interval: float, period: int) -> float:
+    """When the ticker wakes next: the first multiple of `period` ticks (of `interval`
+    seconds, counted from 0 on the monotonic clock) at or after the tick due at `next_tick`."""
+    n = round(next_tick / interval)               # that tick's number on the grid
+    return -(-n // period) * period * interval
 
 
 class RaftNode:
@@ -83,7 +102,7 @@ class RaftNode:
         after the quorum ack it rests on; keep it below election_ticks."""
         self.node_id = node_id
         self._on_sync = on_sync
-        # Called after every tick, the moment a lease can run out by time (the app
+        # Called at every wake-up of the ticker, when a lease may have run out by time (the app
         # watches its lease there rather than polling: issue 16).
         self.on_tick: Callable[[], None] | None = None
         self.peers = dict(peers)
@@ -122,6 +141,7 @@ class RaftNode:
         self._disk: concurrent.futures.ThreadPoolExecutor | None = None  # one thread: saves stay ordered
         self._running = False
         self._last_tick_at = time.monotonic()
+        self._next_tick: float | None = None    # when the next tick is due (the loop's clock); None: not ticking
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -209,9 +229,32 @@ class RaftNode:
     # ------------------------------------------------------------------ state
 
     def _c(self) -> RaftCore:
+        """The core, its clock brought up to now (see the module docstring)."""
         if self.core is None:
             raise RuntimeError("RaftNode not started")
+        if self._next_tick is not None and time.monotonic() >= self._next_tick:
+            self._catch_up()
         return self.core
+
+    def _catch_up(self, early: float = 0.0) -> None:
+        """Apply every tick due by the clock. A process that was stopped (SIGSTOP) or
+        starved catches up every tick it missed (up to four election timeouts), so its
+        lease and check-quorum see the real time that passed: a deposed leader never
+        reports a lease after it resumes. (time.monotonic and the loop's clock are the
+        same clock; the loop's is read once per iteration, so never ahead of it.)"""
+        assert self._next_tick is not None and self.core is not None
+        interval = self.tick_ms / 1000
+        late = time.monotonic() + early - self._next_tick
+        if late < 0:
+            return
+        due = int(late / interval) + 1
+        self._next_tick += due * interval
+        self._last_tick_at = time.monotonic()
+        if self.failed is None and not self._gated:
+            for _ in range(min(due, 4 * self.config.election_ticks)):
+                self.core.tick()
+            self._wake.set()
+            self._changed.set()
 
     @property
     def role(self) -> str:
@@ -257,11 +300,12 @@ class RaftNode:
         storage failure."""
         if self.core is None or self.failed is not None or not self._running:
             return False
+        core = self._c()
         if time.monotonic() - self._last_tick_at > 3 * self.tick_ms / 1000:
-            return False  # the ticker is late (stopped or starved): ticks do not yet show the time passed
-        if self.core.role == LEADER:
-            return self.core.lease_valid()
-        return self.core.follower_lease_valid()
+            return False  # not ticking (stopped): ticks do not show the time passed
+        if core.role == LEADER:
+            return core.lease_valid()
+        return core.follower_lease_valid()
 
     @property
     def fence_timeout_s(self) -> float:
@@ -271,7 +315,7 @@ class RaftNode:
     def writes_fenced(self, index: int) -> bool:
         """Leader: every proxy that may still route writes has applied ``index``
         (see RaftCore.writes_fenced)."""
-        return self.core is not None and self.failed is None and self.core.writes_fenced(index)
+        return self.core is not None and self.failed is None and self._c().writes_fenced(index)
 
     def status(self) -> dict[str, object]:
         """The "raft" section of the admin /status JSON (plus a few extras)."""
@@ -317,7 +361,7 @@ class RaftNode:
 
     def best_transferee(self) -> str | None:
         """Leader: the most up-to-date voter that answered lately (None: none, or not leader)."""
-        return self.core.best_transferee() if self.core is not None and self.failed is None else None
+        return self._c().best_transferee() if self.core is not None and self.failed is None else None
 
     async def transfer_leadership(self, to: str, timeout: float | None = None) -> None:
         """Hand leadership to ``to`` and wait until this node is no longer leader."""
@@ -362,7 +406,7 @@ class RaftNode:
         """Called by the transport for every incoming message."""
         if self.core is None or not self._running or self.failed is not None or self._gated:
             return
-        self.core.step(msg)
+        self._c().step(msg)
         self._wake.set()
         self._changed.set()
 
@@ -408,29 +452,21 @@ class RaftNode:
         log.info("event=raft_cluster_id node=%s cluster_id=%s", self.node_id, cluster_id)
 
     async def _ticker(self) -> None:
-        """Tick by the monotonic clock, not by the number of wake-ups.
-
-        A process that was stopped (SIGSTOP) or starved catches up every tick
-        it missed, so its lease and check-quorum see the real time that
-        passed: a deposed leader never reports a lease after it resumes.
-        """
+        """Tick by the monotonic clock, not by the number of wake-ups: wake once per
+        heartbeat period and apply the ticks that passed (`_catch_up`; anything that
+        looks at the core in between has applied its share already)."""
         interval = self.tick_ms / 1000
-        loop = asyncio.get_running_loop()
-        # on the grid of the loop's clock that the proxy's other periodic tasks use
+        period = self.config.heartbeat_ticks
+        # on the grid of the monotonic clock that the proxy's other periodic tasks use
         # (health.probe.until_next): one wake-up for all of them
-        next_tick = (loop.time() // interval + 1) * interval
+        self._next_tick = (math.floor(time.monotonic() / interval) + 1) * interval
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(max(0.0, next_tick - loop.time()))
-            now = loop.time()
-            due = int((now - next_tick) / interval) + 1
-            next_tick += due * interval
-            self._last_tick_at = time.monotonic()
-            if self.failed is None and not self._gated:
-                core = self._c()
-                for _ in range(min(due, 4 * self.config.election_ticks)):
-                    core.tick()
-            self._wake.set()
-            self._changed.set()
+            await asyncio.sleep(max(0.0, wake_time(self._next_tick, interval, period) - loop.time()))
+            if self.core is not None:
+                # the loop's timers have a resolution of a millisecond and may fire that
+                # much early: a tick due within it is applied now, not by another wake-up
+                self._catch_up(early=TIMER_SLACK_S)
             if self.on_tick is not None:
                 try:
                     self.on_tick()

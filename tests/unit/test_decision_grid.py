@@ -51,3 +51,46 @@ def test_a_step_between_two_probes_judges_by_the_time_of_the_last_reply() -> Non
     assert ctl.local_view()[addr].up
     st.last_ok = time.monotonic() - 1.05       # no new reply (the next probe may be 550 ms away): down
     assert not ctl.local_view()[addr].up
+
+
+def test_a_round_of_probes_wakes_what_uses_them_once_the_last_reply_is_in() -> None:
+    """Issue 16: the controller and the Sentinel watch run in the wake-up that read the
+    probes' replies, not in one of their own half an interval later."""
+    health = Health(["a:1", "b:2"], 500)
+    rounds: list[int] = []
+    health.round_listeners.append(lambda: rounds.append(1))
+    health.probe_started("a:1")
+    health.probe_started("b:2")
+    health.probe_done("a:1")
+    assert rounds == []                        # b:2 has not answered yet
+    health.probe_done("b:2")
+    assert rounds == [1]
+    health.probe_done("b:2")                   # not in flight: no second round
+    health.probe_started("a:1")
+    health.probe_done("a:1", notify=False)     # a prober stopped (its node removed)
+    assert rounds == [1]
+
+
+def test_without_a_round_the_step_runs_half_an_interval_after_the_probes_and_the_last_step() -> None:
+    from health.probe import next_step_deadline
+
+    # woken by the replies of the probes sent at 5.0: next at the replies of 5.1, at the
+    # latest 5.15 (not 5.05, which would only repeat the step just made)
+    assert 5.001 + next_step_deadline(0.1, now=5.001) == pytest.approx(5.15)
+    assert 5.05 + next_step_deadline(0.1, now=5.05) == pytest.approx(5.15)    # a step at the deadline
+    assert 5.149 + next_step_deadline(0.1, now=5.149) == pytest.approx(5.25)
+
+
+def test_a_report_that_changes_what_a_node_is_wakes_the_leaders_step() -> None:
+    """A follower's report saying the master went down may complete the quorum a failover
+    waits for: the leader steps at once. Offsets and ages alone (refreshes) do not wake it."""
+    ctl = controller(100)
+    addr = next(iter(ctl.server.health.nodes))
+    view = {addr: {"up": True, "role": "master", "offset": 100, "age_s": 0.01}}
+    ctl.receive_report("p2", view)
+    assert ctl._step_wake.is_set()             # the first from that proxy
+    ctl._step_wake.clear()
+    ctl.receive_report("p2", {addr: {**view[addr], "offset": 250, "age_s": 0.05}})
+    assert not ctl._step_wake.is_set()
+    ctl.receive_report("p2", {addr: {**view[addr], "up": False}})
+    assert ctl._step_wake.is_set()

@@ -12,7 +12,8 @@ import pytest
 
 from raft.cluster import ClusterMeta
 from raft.messages import AppendEntries
-from raft.node import ClusterMismatch, NotLeader, RaftNode, StorageError
+import raft.node as rnode
+from raft.node import ClusterMismatch, NotLeader, RaftNode, StorageError, wake_time
 from raft.transport import InMemoryNetwork
 
 TICK_MS = 10
@@ -425,3 +426,37 @@ async def test_a_slow_save_is_logged(h: Harness, monkeypatch, caplog) -> None:
     with caplog.at_level("WARNING", logger="raft.node"):
         await leader.propose(b"x", timeout=5)
     assert any("event=raft_slow_fsync node=" + leader.node_id in r.getMessage() for r in caplog.records)
+
+
+def test_the_ticker_wakes_on_the_heartbeat_grid() -> None:
+    """Issue 16: once per heartbeat period (2 ticks of 50 ms: every 100 ms, with the probes),
+    at the first grid point on or after the next tick due."""
+    assert wake_time(10.05, 0.05, 2) == pytest.approx(10.1)
+    assert wake_time(10.1, 0.05, 2) == pytest.approx(10.1)
+    assert wake_time(10.15000000001, 0.05, 2) == pytest.approx(10.2)
+    assert wake_time(10.05, 0.05, 1) == pytest.approx(10.05)      # heartbeat every tick: every tick
+
+
+async def test_reading_the_core_between_wake_ups_applies_the_ticks_that_passed(h: Harness, monkeypatch) -> None:
+    """Issue 16: the ticker sleeps through a heartbeat period, so whatever looks at the core
+    (a lease, the role, a message) first brings its clock up to date: a lease is never
+    judged on ticks that are late, however long the ticker sleeps."""
+    for nid in IDS:
+        await h.start(nid)
+    node = await h.leader()
+    for t in node._tasks[:1]:       # the ticker: from here on only reads move the clock
+        t.cancel()
+    now0, base = node.core._now, node._next_tick
+    clock = {"t": base + 0.2 * TICK_MS / 1000}
+    monkeypatch.setattr(rnode.time, "monotonic", lambda: clock["t"])
+    assert node.role == "leader" and node.core._now == now0 + 1          # the tick due at `base`
+    clock["t"] = base + 2.5 * TICK_MS / 1000
+    node.lease_held()
+    assert node.core._now == now0 + 3 and node._next_tick == pytest.approx(base + 3 * TICK_MS / 1000)
+    node.lease_held()
+    assert node.core._now == now0 + 3                                     # nothing more is due yet
+    # a leader whose quorum has not answered for an election timeout (by the clock: no
+    # wake-up counted it) holds no lease and steps down when next looked at
+    h.net.isolate(node.node_id)
+    clock["t"] = base + (3 + 2 * node.config.election_ticks) * TICK_MS / 1000
+    assert not node.lease_held() and node.role != "leader"
