@@ -16,7 +16,8 @@ stream at offset 0, so it never `contains` the history the cluster committed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
+from operator import attrgetter
 
 from proxy.routing.topology import History
 
@@ -171,10 +172,14 @@ def never_seen(history: History | None) -> bool:
     return history is None
 
 
+# every field of a NodeView but its age (C-level getter: a follower builds a key every step)
+_BUT_AGE = attrgetter(*(f.name for f in fields(NodeView) if f.name != "age_s"))
+
+
 def report_key(view: dict[str, NodeView], leader: str | None) -> tuple:
     """What a report says apart from the ages: a report that says the same again to the
     same leader only refreshes the ages, which the leader also counts on its own clock."""
-    return leader, tuple(sorted((addr, replace(nv, age_s=0.0)) for addr, nv in view.items()))
+    return leader, tuple(sorted((addr, _BUT_AGE(nv)) for addr, nv in view.items()))
 
 
 def node_states(view: dict[str, NodeView]) -> tuple:

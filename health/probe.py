@@ -74,9 +74,9 @@ def until_next(interval: float, now: float | None = None, offset: float = 0.0) -
     The periodic tasks of a proxy (the probes of every node, the controller, the
     Sentinel port's watch, the Raft ticker) wait on one grid, so an idle proxy
     wakes up once for several of them rather than once for each (issue 16). Tasks
-    that use what others found take an offset (the controller reads the probes' replies
-    half an interval after they were sent). A wake-up a little early does not run
-    twice for one grid point."""
+    that use what others found take an offset (the controller's and the Sentinel
+    watch's fallback when the probes' replies are late: `next_step_deadline`). A
+    wake-up a little early does not run twice for one grid point."""
     if now is None:
         now = asyncio.get_running_loop().time()
     delay = interval - ((now - offset) % interval)

@@ -60,11 +60,14 @@ REDIS_VERSION = "7.0.0"           # the Sentinel protocol version these replies 
 MAX_BULK = 1024 * 1024            # Sentinel commands are tiny
 MAX_ARGS = 1024
 OUTPUT_LIMIT = 8 * 1024 * 1024    # a subscriber that stops reading is disconnected past this
-PEER_POLL_S = 2.0                 # how often the other proxies' /status is read (Sentinel's hello period)
+PEER_POLL_S = 2.0                 # how often the other proxies are read (Sentinel's hello period)
 PEER_POLL_FAST_S = 0.25           # ... while this proxy sees the master down (o_down needs their views)
 PEER_DISCOVERY_S = 10.0           # ... and, this long after start, while a member has never answered
 PEER_FRESH_S = 5.0                # a peer's status older than this does not count (two polls missed)
 PEER_TIMEOUT_S = 1.0
+# what a peer's Sentinel port reads of another proxy (its /status's fields apply_peer_status
+# uses, served alone); a proxy without the route (an older version) is read at /status
+SENTINEL_PEER_PATH = "/status/sentinel"
 
 REFUSED = {
     "failover": "the proxies fail over by themselves through Raft; for a graceful switchover run "
@@ -247,6 +250,7 @@ class PeerInfo:
     master: str | None = None
     master_up: bool = True
     lease: bool = False
+    full_status: bool = False     # it has no SENTINEL_PEER_PATH: read its whole /status
 
     def fresh(self, now: float) -> bool:
         return self.last_ok > 0 and now - self.last_ok <= PEER_FRESH_S
@@ -664,7 +668,9 @@ class SentinelService:
         if peer is None or peer.url != url:
             peer = self.peers[name] = PeerInfo(name, url, urlsplit(url).hostname or "")
         try:
-            async with self._http.get(url.rstrip("/") + "/status") as r:
+            async with self._http.get(url.rstrip("/") + ("/status" if peer.full_status else SENTINEL_PEER_PATH)) as r:
+                if r.status == 404 and not peer.full_status:
+                    peer.full_status = True     # a version before the route: /status, from the next poll
                 if r.status != 200:
                     return
                 doc = await r.json(content_type=None)
@@ -702,6 +708,15 @@ def attach_sentinel(server, port: int | None = None, master_name: str | None = N
     if not port or getattr(cfg, "cluster_mode", False):
         return _Disabled()      # (cluster mode has no one master to name: CLUSTER SLOTS serves its clients)
     return SentinelService(server, port, name)
+
+
+def peer_status(server) -> dict:
+    """GET /status/sentinel: the fields of /status that `apply_peer_status` reads."""
+    topo = server.router.topology
+    return {"node": server.cfg.node, "sentinel": sentinel_status(server),
+            "topology": {"master": topo.master,
+                         "master_up": server.health.up(topo.master) if topo.master else False},
+            "lease": {"held": server.consensus.lease_held()}}
 
 
 def sentinel_status(server) -> dict:

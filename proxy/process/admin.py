@@ -13,6 +13,7 @@ from aiohttp import web
 from raft.auth import SECRET_HEADER, request_authorized
 
 from .. import __version__
+from ..sentinel import SENTINEL_PEER_PATH, peer_status
 
 
 def _committed_history(server) -> dict | None:
@@ -160,6 +161,11 @@ def make_app(server, raft=None, metrics_handler=None) -> web.Application:
     async def status(_request):
         return web.json_response(status_document(server, raft))
 
+    async def sentinel_peer_status(_request):
+        """What the other proxies' Sentinel-compatible ports read of this one every 2 s
+        (`proxy.sentinel.peer_status`): a few fields instead of the whole /status (issue 16)."""
+        return web.json_response(peer_status(server))
+
     async def history(_request):
         """Every change of master the replicated state remembers (the last 100), oldest first."""
         return web.json_response({"node": server.cfg.node,
@@ -172,6 +178,7 @@ def make_app(server, raft=None, metrics_handler=None) -> web.Application:
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status/cluster", cluster_status)
+    app.router.add_get(SENTINEL_PEER_PATH, sentinel_peer_status)
     add_operator_routes(app, server)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)

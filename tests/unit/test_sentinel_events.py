@@ -205,3 +205,53 @@ async def test_redis_py_pubsub_receives_switch_master(live):
     await ps.aclose()
     await client.aclose()
     await asyncio.sleep(0)
+
+
+async def test_peers_are_read_at_status_sentinel_and_an_older_peer_at_status():
+    """Issue 16: the Sentinel port reads its peers every 2 s: /status/sentinel, the few
+    fields it uses, not the whole /status (a millisecond to build); a peer of a version
+    without that route answers 404 and is read at /status from then on."""
+    from types import SimpleNamespace
+
+    from aiohttp import web
+
+    from proxy.sentinel import SENTINEL_PEER_PATH, http_session, peer_status
+
+    server, svc = make()
+    server.sentinel = svc
+    new_doc = peer_status(server)
+    assert new_doc["topology"] == {"master": M, "master_up": True} and new_doc["sentinel"]["port"] == 26379
+    seen: list[str] = []
+
+    async def answer(request):
+        seen.append(request.path)
+        return web.json_response(new_doc)
+
+    apps = {"proxy-2": [SENTINEL_PEER_PATH, "/status"], "proxy-3": ["/status"]}     # proxy-3: older
+    runners, urls = [], {}
+    for name, paths in apps.items():
+        app = web.Application()
+        for path in paths:
+            app.router.add_get(path, answer)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        urls[name] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    server.controller = SimpleNamespace(peer_url=urls.get)
+    svc._http = http_session(1.0, None)
+    try:
+        for _ in range(2):
+            for name in apps:
+                await svc._poll_one(name)
+        # proxy-3's first answer was a 404 (no handler ran): read at /status from the 2nd poll
+        assert seen == [SENTINEL_PEER_PATH, SENTINEL_PEER_PATH, "/status"]
+        assert svc.peers["proxy-2"].last_ok > 0 and not svc.peers["proxy-2"].full_status
+        assert svc.peers["proxy-3"].full_status and svc.peers["proxy-3"].last_ok > 0   # the 2nd poll
+        assert svc.peers["proxy-2"].master == M and svc.peers["proxy-2"].port == 26379
+    finally:
+        await svc._http.close()
+        for runner in runners:
+            await runner.cleanup()
+
