@@ -272,6 +272,12 @@ class RaftCore:
         self._now = 0  # ticks since start; only ever compared with itself
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
+        # Set by a driver that ticks on a shared grid of the clock (raft/node.py): tick
+        # `_now` is that grid's tick number `_now + heartbeat_phase` (modulo
+        # heartbeat_ticks), and a leader's heartbeats go at the grid's multiples of
+        # heartbeat_ticks, when the driver wakes anyway. None: every heartbeat_ticks
+        # ticks from the last (simulations).
+        self.heartbeat_phase: int | None = None
         self._randomized_timeout = 0
         self._reset_randomized_timeout()
         # A restarted node may have acked a leader just before it crashed; do not
@@ -299,6 +305,11 @@ class RaftCore:
     @property
     def applied_index(self) -> int:
         return self._applied
+
+    @property
+    def now(self) -> int:
+        """Ticks since start."""
+        return self._now
 
     @property
     def stable_index(self) -> int:
@@ -834,7 +845,11 @@ class RaftCore:
                 # this term: step down and let an election settle it.
                 self._become_follower(self.term, None)
                 return
-        if self._heartbeat_elapsed >= self.cfg.heartbeat_ticks:
+        if self.heartbeat_phase is None:
+            beat = self._heartbeat_elapsed >= self.cfg.heartbeat_ticks
+        else:
+            beat = (self._now + self.heartbeat_phase) % self.cfg.heartbeat_ticks == 0
+        if beat:
             self._heartbeat_elapsed = 0
             self._maybe_restate_members()
             for peer, pr in self._prs.items():

@@ -248,11 +248,17 @@ class RaftNode:
         if late < 0:
             return
         due = int(late / interval) + 1
+        first = round(self._next_tick / interval)      # the grid number of the first tick due
         self._next_tick += due * interval
         self._last_tick_at = time.monotonic()
         if self.failed is None and not self._gated:
-            for _ in range(min(due, 4 * self.config.election_ticks)):
-                self.core.tick()
+            core = self.core
+            applied = min(due, 4 * self.config.election_ticks)
+            # the ticks applied are the last `applied` of those due: the core's tick now + 1 is
+            # grid tick first + due - applied, so its heartbeats go on the wake-up grid
+            core.heartbeat_phase = (first + due - applied - 1 - core.now) % self.config.heartbeat_ticks
+            for _ in range(applied):
+                core.tick()
             self._wake.set()
             self._changed.set()
 

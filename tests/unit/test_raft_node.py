@@ -44,6 +44,7 @@ class Harness:
         self.apps: dict[str, KV] = {}
         self.snapshot_threshold = snapshot_threshold
         self.seed = 0
+        self.heartbeat_ticks = 1
 
     async def start(self, nid: str, join: bool = False, ids: list[str] = IDS) -> RaftNode:
         app = KV()
@@ -58,6 +59,7 @@ class Harness:
             app.restore,
             tick_ms=TICK_MS,
             election_ticks=10,
+            heartbeat_ticks=self.heartbeat_ticks,
             transport=self.net.transport(nid),
             join=join,
             snapshot_threshold=self.snapshot_threshold,
@@ -460,3 +462,33 @@ async def test_reading_the_core_between_wake_ups_applies_the_ticks_that_passed(h
     h.net.isolate(node.node_id)
     clock["t"] = base + (3 + 2 * node.config.election_ticks) * TICK_MS / 1000
     assert not node.lease_held() and node.role != "leader"
+
+
+async def test_a_leader_beats_on_the_wake_up_grid_whenever_its_ticks_are_applied(h: Harness, monkeypatch) -> None:
+    """Issue 16: a tick applied between two wake-ups (by an answer arriving, a lease read) must
+    not send the heartbeat there: it goes at the grid's multiples of heartbeat_ticks, where
+    every proxy wakes anyway. (Heartbeats sent whenever a read applied the tick came 60-140 ms
+    apart with 30 ms between proxies, and a follower's lease lapsed in between.)"""
+    h.heartbeat_ticks = 2
+    for nid in IDS:
+        await h.start(nid)
+    node = await h.leader()
+    for t in node._tasks[:1]:       # the ticker: only reads move the clock from here on
+        t.cancel()
+    interval = TICK_MS / 1000
+    beats: list[int] = []
+    core, tick = node.core, node.core.tick
+
+    def recording_tick() -> None:
+        tick()
+        if core.role == "leader" and core._heartbeat_elapsed == 0:    # it sent its heartbeats
+            beats.append(round(clock["t"] / interval - 1 / 3))        # the grid tick applied
+    monkeypatch.setattr(core, "tick", recording_tick)
+    start = round(node._next_tick / interval)
+    core._heartbeat_elapsed = 0 if start % 2 == 0 else 1    # counted from here, it would beat on odd ticks
+    clock = {"t": node._next_tick}
+    monkeypatch.setattr(rnode.time, "monotonic", lambda: clock["t"])
+    for n in range(start, start + 12):     # one tick at a time, each by a read
+        clock["t"] = (n + 1 / 3) * interval
+        node.lease_held()
+    assert len(beats) == 6 and all(b % 2 == 0 for b in beats), beats
