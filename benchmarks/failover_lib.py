@@ -209,6 +209,22 @@ class ProxyCluster:
         return wait_until(ok, timeout, message=lambda: f"proxies to agree on epoch >= {min_epoch}: "
                                                        f"{self._brief(self.statuses(names))}")
 
+    def seen_linked(self, replica: str, master: str, names: Iterable[str] | None = None) -> bool:
+        """Every named (default: live) proxy's latest probe found `replica` up, a replica of
+        `master` with its link up: what a leader checks before a switchover to it.  Redis
+        saying so is not enough: the proxies learn it at their next probe."""
+        for st in self.statuses(names).values():
+            node = st and next((n for n in st["nodes"] if n["addr"] == replica), None)
+            if not (node and node["up"] and node["role"] == "slave" and node["link_up"]
+                    and node["master"] == master):
+                return False
+        return True
+
+    def wait_seen_linked(self, replica: str, master: str, timeout: float = 20.0) -> None:
+        wait_until(lambda: self.seen_linked(replica, master), timeout,
+                   message=lambda: f"every proxy to see {replica} linked to {master}: "
+                                   f"{json.dumps({n: s and s['nodes'] for n, s in self.statuses().items()})}")
+
     def leader(self) -> ProxyProcess:
         view = self.wait_stable()
         return self.proxies[view["leader"]]

@@ -67,14 +67,7 @@ def every_replica_seen_linked(c: ProxyCluster, master: str) -> bool:
     """Every live proxy's latest probes find every node up and each non-master a replica of
     `master` with its link up: what the leader checks before a switchover, so a test that
     starts one right after a replica's full sync does not race the next probe."""
-    for st in c.statuses().values():
-        if st is None:
-            return False
-        for n in st["nodes"]:
-            if not n["up"] or (n["addr"] != master and not (n["role"] == "slave" and n["link_up"]
-                                                              and n["master"] == master)):
-                return False
-    return True
+    return every_node_up(c) and all(c.seen_linked(a, master) for a in c.rs.addrs if a != master)
 
 
 class Keeper(ClusterKeeper):
@@ -1030,6 +1023,9 @@ def test_nofailover_replica_is_skipped_and_noloadbalance_replica_gets_no_reads(k
         c.redis(master).kill()
         after = c.wait_epoch(e0 + 1, timeout=15)
         assert after["master"] == promote, after
+        # the reconciler re-points `keep` at the new master; the leader refuses a switchover to
+        # it until its probes see that done (a CI run asked before: "not a healthy replica")
+        c.wait_seen_linked(keep, promote)
 
         r = run_ops("failover", "--to", keep, "--timeout", "4", endpoint=endpoint, secret=RAFT_SECRET)
         assert r.returncode == 0 and "warning" in r.stdout and "nofailover" in r.stdout, r.stdout + r.stderr

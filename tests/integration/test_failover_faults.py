@@ -296,6 +296,7 @@ def test_switchover_keeps_an_old_master_it_could_not_demote_paused(tmp_path):
         old = c.redis(view["master"])
         target = next(s for s in c.rs.servers if s is not old)
         wait_replica_of(target, old)
+        c.wait_seen_linked(target.addr, old.addr)
         r = run_ops("failover", "--to", target.addr,
                     endpoint=f"http://127.0.0.1:{c.proxy(view['leader']).admin_port}", secret=RAFT_SECRET)
         assert r.returncode == 0, r.stdout + r.stderr
