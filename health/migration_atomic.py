@@ -27,6 +27,7 @@ from proxy.protocol.reply_maps import as_map
 
 from .migration import to_ranges
 from .migration_reconcile import node_view
+from .redis_control import pipelined
 
 SUCCESS, FAILED, CANCELLED = "success", "failed", "cancelled"
 FINISHED = (SUCCESS, FAILED, CANCELLED)
@@ -114,12 +115,7 @@ async def atomic_unsupported(client, addr: str) -> str:
 
 async def key_counts(client, slots: list[int]) -> list[int]:
     """`CLUSTER COUNTKEYSINSLOT` of each slot (one pipeline)."""
-    if not slots:
-        return []
-    pipe = client.pipeline(transaction=False)
-    for s in slots:
-        pipe.execute_command("CLUSTER", "COUNTKEYSINSLOT", s)
-    return [int(n) for n in await pipe.execute()]
+    return [int(n) for n in await pipelined(client, [("CLUSTER", "COUNTKEYSINSLOT", s) for s in slots])]
 
 
 async def count_keys(client, slots: list[int]) -> int:

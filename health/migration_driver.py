@@ -36,8 +36,10 @@ from dataclasses import replace
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from proxy.routing.cluster_router import ranges_text
+
 from .cancellation import raise_if_cancelled
-from .migration import DONE, QUEUED, RUNNING, Migration
+from .migration import DONE, QUEUED, RUNNING, Migration, to_ranges
 from .migration_atomic import (
     AtomicMoveFailed,
     atomic_unsupported,
@@ -46,12 +48,12 @@ from .migration_atomic import (
     move_atomic,
 )
 from .migration_reconcile import Reconciliation, node_view, reconcile, served_slots, slot_facts, slot_owner
-from .redis_control import control_client, control_tls, reply_text
+from .redis_control import control_client, control_tls, pipelined, reply_text
 from .state_machine import TopologyStateMachine
 
 log = logging.getLogger("health.migration")
 
-BATCH_SLOTS = 32
+BATCH_SLOTS = 128
 ATOMIC_BATCH_SLOTS = 512            # one atomic job (one snapshot of the source) per batch
 ATOMIC_ATTEMPTS = 3                 # failed atomic jobs in a row before going on the legacy way
 RETRY_AFTER_S = 1.0                 # pause after a failed batch
@@ -89,7 +91,9 @@ class MigrationDriver:
         return queued[0] if queued else None
 
     def step(self, term: int) -> None:
-        """Called by the leader's control loop: start the next batch unless one runs."""
+        """Called by the leader's control loop: start the next batch unless one runs. A
+        batch that commits asks for the next step at once (`_then_next`): batches follow
+        each other, not the control loop's grid."""
         if self._task is not None and not self._task.done() or time.monotonic() < self._retry_at \
                 or self.stopping:
             return
@@ -99,10 +103,23 @@ class MigrationDriver:
             q = self.next_queued()
             if q is None:
                 return
-            self._task = asyncio.get_running_loop().create_task(
-                self._commit(q.with_state(RUNNING, now=time.time()), None, term, "next planned move"))
+            self._task = self._then_next(self._commit(q.with_state(RUNNING, now=time.time()), None, term,
+                                                      "next planned move"))
             return
-        self._task = asyncio.get_running_loop().create_task(self._batch(m, term))
+        self._task = self._then_next(self._batch(m, term))
+
+    def _then_next(self, work) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(work)
+        task.add_done_callback(self._step_if_committed)
+        return task
+
+    def _step_if_committed(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            log.error("event=migration_step_failed error=%r", task.exception(), exc_info=task.exception())
+        elif task.result():
+            self.ctl.step_soon()
 
     async def quiesce(self, timeout: float = 30.0) -> None:
         """Let the batch in flight finish and commit, and start no other until `resume`
@@ -146,13 +163,14 @@ class MigrationDriver:
                 return f"shard {sid}'s master {t.master} is down"
         return ""
 
-    async def _batch(self, m: Migration, term: int) -> None:
+    async def _batch(self, m: Migration, term: int) -> bool:
+        """Run the next batch of `m` and commit it; True once something was committed."""
         why = self._hold_reason(m)
         if why:
             if why != self.held:
                 log.warning("event=migration_waiting id=%s reason=%r", m.id, why)
             self.held = why
-            return
+            return False
         shards = self.sm.cluster_shards
         src, dst = shards[m.source].master, shards[m.target].master
         if self.held:       # it goes on (never back): the batch is re-run with the masters as they are now
@@ -166,12 +184,13 @@ class MigrationDriver:
             mechanism = await self._choose_mechanism(m, up)
         except (TimeoutError, RedisError, OSError) as exc:
             self._failed(m, f"could not ask the masters which slot migration they support: {exc!r}")
-            return
+            return False
         if mechanism != m.mechanism:
             cur = self.sm.migrations.get(m.id, m)
             if cur.state == RUNNING:        # (not cancelled while the masters were asked)
-                await self._commit(replace(cur, mechanism=mechanism), None, term, f"slot migration: {mechanism}")
-            return
+                return await self._commit(replace(cur, mechanism=mechanism), None, term,
+                                          f"slot migration: {mechanism}")
+            return False
         batch = m.pending()[:ATOMIC_BATCH_SLOTS if mechanism == ATOMIC else BATCH_SLOTS]
         started = time.monotonic()
         try:
@@ -184,10 +203,10 @@ class MigrationDriver:
             self._atomic_failures[m.id] = (n, str(exc))
             then = "it goes on the legacy way" if n >= ATOMIC_ATTEMPTS else "it is retried"
             self._failed(m, f"atomic slot migration failed ({n}/{ATOMIC_ATTEMPTS}), {then}: {exc}", batch)
-            return
+            return False
         except (TimeoutError, RedisError, OSError) as exc:
             self._failed(m, f"a batch failed and is retried: {str(exc) or type(exc).__name__}", batch)
-            return
+            return False
         if self.failure:
             log.warning("event=migration_resumed id=%s outcome=continue after=%r source_master=%s target_master=%s",
                         m.id, self.failure, src, dst)
@@ -198,12 +217,14 @@ class MigrationDriver:
         log.info("event=migration_batch id=%s slots=%d-%d keys=%d ms=%.0f", m.id, batch[0], batch[-1], keys,
                  (time.monotonic() - started) * 1000)
         forget = m.source if nxt.state == DONE and nxt.then_remove else ""
-        if await self._commit(nxt, batch, term, "slots moved", forget):
-            if nxt.state == DONE:
-                log.warning("event=migration_finished id=%s source=%s target=%s slots=%d keys=%d", nxt.id,
-                            nxt.source, nxt.target, nxt.total, nxt.keys_moved)
-            if forget:
-                await self.release(shards[forget].nodes, [t for sid, t in shards.items() if sid != forget])
+        if not await self._commit(nxt, batch, term, "slots moved", forget):
+            return False
+        if nxt.state == DONE:
+            log.warning("event=migration_finished id=%s source=%s target=%s slots=%d keys=%d", nxt.id,
+                        nxt.source, nxt.target, nxt.total, nxt.keys_moved)
+        if forget:
+            await self.release(shards[forget].nodes, [t for sid, t in shards.items() if sid != forget])
+        return True
 
     def _failed(self, m: Migration, why: str, batch: list[int] | None = None) -> None:
         repeated = why == self.failure         # (a lasting cause, e.g. NOPERM, is logged once, not every retry)
@@ -291,14 +312,56 @@ class MigrationDriver:
         return keys
 
     async def _move_legacy(self, src: str, dst: str, others: list[str], slots: list[int]) -> int:
+        """A batch the legacy way, each step of Redis' per-slot order sent for every slot of
+        the batch in one round trip: the target imports them all, the source migrates them
+        all, their keys move (`_migrate_keys`), then each master learns the new owner (the
+        target first). A slot whose mark Redis refuses (the target owns it already, the
+        source no longer does, or any other answer) is then taken from wherever it is,
+        one by one (`_move_slot`), where an error the batch cannot decide raises."""
         s, d = self._client(src), self._client(dst)
         src_id = reply_text(await s.execute_command("CLUSTER", "MYID"))
         dst_id = reply_text(await d.execute_command("CLUSTER", "MYID"))
         unserved = set(slots) - served_slots(reply_text(await d.execute_command("CLUSTER", "NODES")))
-        keys_moved = 0
-        for slot in slots:
+        imported = await pipelined(d, [("CLUSTER", "SETSLOT", n, "IMPORTING", src_id) for n in slots], False)
+        ready = [n for n, r in zip(slots, imported) if not isinstance(r, ResponseError)]
+        migrating = await pipelined(s, [("CLUSTER", "SETSLOT", n, "MIGRATING", dst_id) for n in ready], False)
+        marked = [n for n, r in zip(ready, migrating) if not isinstance(r, ResponseError)]
+        taught = [n for n in marked if n in unserved]
+        if taught:      # (see `_move_slot`)
+            await pipelined(d, [("CLUSTER", "SETSLOT", n, "NODE", src_id) for n in taught])
+            log.warning("event=slot_owner_taught node=%s slots=%s owner=%s", dst, ranges_text(to_ranges(taught)), src)
+        keys_moved = await self._migrate_keys(src, dst, marked)
+        await self._announce(marked, dst_id, [dst, src, *others])
+        for slot in sorted(set(slots) - set(marked)):
             keys_moved += await self._move_slot(src, dst, others, slot, src_id, dst_id, slot in unserved)
         return keys_moved
+
+    async def _migrate_keys(self, src: str, dst: str, slots: list[int]) -> int:
+        """Move every key of `slots` (each MIGRATING on the source, IMPORTING on the target)
+        until the source has none left; returns how many moved. The source lists up to
+        `KEYS_PER_MIGRATE` keys of every slot in one round trip, one MIGRATE per slot moves
+        them; with `ack = replica` the target's replica confirms them before more than
+        `KEYS_PER_MIGRATE` keys are unconfirmed. No key of a migrating slot appears on the
+        source (Redis sends a client asking for a missing one to the target), so the loop ends."""
+        s, d = self._client(src), self._client(dst)
+        host, _, port = dst.rpartition(":")
+        auth = self._migrate_auth()
+        moved = unconfirmed = 0
+        while slots:
+            raise_if_cancelled()
+            found = await pipelined(s, [("CLUSTER", "GETKEYSINSLOT", n, KEYS_PER_MIGRATE) for n in slots])
+            slots = [n for n, keys in zip(slots, found) if keys]
+            for keys in filter(None, found):
+                if self.cfg.ack == "replica" and unconfirmed and unconfirmed + len(keys) > KEYS_PER_MIGRATE:
+                    await self._replicated(d, dst)
+                    unconfirmed = 0
+                await s.execute_command("MIGRATE", host, port, "", 0, MIGRATE_TIMEOUT_MS, "REPLACE", *auth,
+                                        "KEYS", *keys)
+                moved += len(keys)
+                unconfirmed += len(keys)
+        if self.cfg.ack == "replica" and unconfirmed:
+            await self._replicated(d, dst)
+        return moved
 
     async def _move_slot(self, src: str, dst: str, others: list[str], slot: int, src_id: str, dst_id: str,
                          unserved: bool = False) -> int:
@@ -314,7 +377,7 @@ class MigrationDriver:
             if "already the owner" not in str(exc):
                 raise
             if not int(await s.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)):
-                await self._announce(slot, dst_id, [src, *others])     # moved before: announce again
+                await self._announce([slot], dst_id, [src, *others])     # moved before: announce again
                 return 0
             # the target serves it but the source still holds keys of it: they go along first
         try:
@@ -327,20 +390,8 @@ class MigrationDriver:
         if unserved:
             await d.execute_command("CLUSTER", "SETSLOT", slot, "NODE", src_id)
             log.warning("event=slot_owner_taught node=%s slot=%d owner=%s", dst, slot, src)
-        host, _, port = dst.rpartition(":")
-        auth = self._migrate_auth()
-        keys_moved = 0
-        while True:
-            raise_if_cancelled()
-            keys = await s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, KEYS_PER_MIGRATE)
-            if not keys:
-                break
-            await s.execute_command("MIGRATE", host, port, "", 0, MIGRATE_TIMEOUT_MS, "REPLACE", *auth,
-                                    "KEYS", *keys)
-            keys_moved += len(keys)
-            if self.cfg.ack == "replica":
-                await self._replicated(d, dst)
-        await self._announce(slot, dst_id, [dst, src, *others])
+        keys_moved = await self._migrate_keys(src, dst, [slot])
+        await self._announce([slot], dst_id, [dst, src, *others])
         return keys_moved
 
     async def _left_source(self, src: str, dst: str, others: list[str], slot: int, dst_id: str) -> None:
@@ -358,7 +409,7 @@ class MigrationDriver:
             raise RedisError(f"slot {slot} is no longer served by the source master {src} (served by "
                              f"{owner or 'no node'} in its view, {keys} of its keys still there): "
                              "check the slot with CLUSTER NODES and fix it by hand, or cancel the migration")
-        await self._announce(slot, dst_id, [dst, src, *others])
+        await self._announce([slot], dst_id, [dst, src, *others])
         log.warning("event=slot_owner_announced slot=%d owner=%s was=%s", slot, dst, owner)
 
     def _migrate_auth(self) -> list[str]:
@@ -372,17 +423,17 @@ class MigrationDriver:
 
     async def _replicated(self, d: aioredis.Redis, dst: str) -> None:
         """ack = replica: the target's replica has every key moved so far."""
-        await d.execute_command(*WAIT_MARK)
-        acked = await d.execute_command("WAIT", 1, self.cfg.ack_timeout_ms)
+        _, acked = await pipelined(d, [WAIT_MARK, ("WAIT", 1, self.cfg.ack_timeout_ms)])
         if int(acked) < 1:
             raise RedisError(f"no replica of {dst} confirmed the moved keys within {self.cfg.ack_timeout_ms} ms "
                              "(ack = replica)")
 
-    async def _announce(self, slot: int, owner_id, nodes: list[str]) -> None:
-        """Every master learns the slot's owner (the owner first: Redis' own order)."""
+    async def _announce(self, slots: list[int], owner_id, nodes: list[str]) -> None:
+        """Every master learns the slots' owner (the owner first: Redis' own order), one round
+        trip per master."""
         for i, addr in enumerate(nodes):
             try:
-                await self._client(addr).execute_command("CLUSTER", "SETSLOT", slot, "NODE", owner_id)
+                await pipelined(self._client(addr), [("CLUSTER", "SETSLOT", n, "NODE", owner_id) for n in slots])
             except (TimeoutError, RedisError, OSError) as exc:
                 if i < 2:
                     raise       # the target and the source must know; the others learn by gossip

@@ -33,6 +33,18 @@ def reply_text(x) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
 
+async def pipelined(client: aioredis.Redis, commands: list[tuple], raise_on_error: bool = True) -> list:
+    """Send `commands` in one round trip (a pipeline, not a transaction) and return their
+    replies in order; with `raise_on_error=False` a command Redis refused has its
+    ResponseError in its place (a lost connection still raises)."""
+    if not commands:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for cmd in commands:
+        pipe.execute_command(*cmd)
+    return await pipe.execute(raise_on_error=raise_on_error)
+
+
 def control_tls(cfg) -> dict:
     """redis-py's TLS arguments for `tls_upstream` (files are read per connection, so a
     rotated client certificate is picked up by the next reconnect)."""
