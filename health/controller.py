@@ -55,7 +55,7 @@ from .maintenance import (
     pause_expired,
     pause_until,
 )
-from .probe import next_step_deadline
+from .probe import RoundWaiter
 from .raft_events import RaftEvents
 from .redis_control import control_client, control_tls
 from .state_machine import SINGLE, TopologyStateMachine
@@ -192,7 +192,7 @@ class Controller:
         self._history_at = 0.0
         self._paused_old: str | None = None     # an old master left paused: its demotion failed
         self._tasks: set[asyncio.Task] = set()  # background proposals (failover records)
-        self._step_wake = asyncio.Event()
+        self._waiter = RoundWaiter(getattr(server, "health", None))
 
     def timings_changed(self) -> None:
         """(Re)compute what follows from probe_interval_ms and down_after_ms (the dynamic
@@ -247,7 +247,7 @@ class Controller:
 
     def step_soon(self) -> None:
         """Run the next step now rather than at the next point of the grid."""
-        self._step_wake.set()
+        self._waiter.wake()
 
     def fresh_views(self) -> dict[str, dict[str, NodeView]]:
         """Views received within `freshness`, every node's age counted up to now."""
@@ -303,24 +303,16 @@ class Controller:
         # them: no wake-up of its own, issue 16), or a follower's report says a node changed
         # (the leader), else half an interval after probes were sent, at least half an
         # interval after the last step (`next_step_deadline`).
-        rounds = getattr(self.server.health, "round_listeners", [])
-        rounds.append(self.step_soon)
         try:
-            while True:
-                raise_if_cancelled()
-                self._step_wake.clear()
-                try:
-                    await self._step()
-                except Exception:  # the control loop must survive anything
-                    self.log.exception("controller step failed")
-                try:
-                    async with asyncio.timeout(next_step_deadline(self.interval)):
-                        await self._step_wake.wait()
-                except TimeoutError:
-                    pass
+            with self._waiter:
+                while True:
+                    raise_if_cancelled()
+                    try:
+                        await self._step()
+                    except Exception:  # the control loop must survive anything
+                        self.log.exception("controller step failed")
+                    await self._waiter.wait(self.interval)
         finally:
-            if self.step_soon in rounds:
-                rounds.remove(self.step_soon)
             await self._http.close()
             for c in self._clients.values():
                 await c.aclose()

@@ -94,6 +94,42 @@ def next_step_deadline(interval: float, now: float | None = None) -> float:
     return interval / 2 + until_next(interval, now + interval / 2, offset=interval / 2)
 
 
+class RoundWaiter:
+    """What a loop that runs after each round of probes waits on: woken by the round's
+    last reply (`Health.round_listeners`: in the wake-up that read it, none of its own,
+    issue 16) or by `wake()`, else at `next_step_deadline`. Listens while in a `with`."""
+
+    def __init__(self, health: object) -> None:
+        self._rounds: list[Callable[[], None]] = getattr(health, "round_listeners", [])
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def take(self) -> bool:
+        """Whether it was woken since the last `wait` or `take`; clears that."""
+        woken = self._woken.is_set()
+        self._woken.clear()
+        return woken
+
+    def __enter__(self) -> RoundWaiter:
+        self._rounds.append(self.wake)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.wake in self._rounds:
+            self._rounds.remove(self.wake)
+
+    async def wait(self, interval: float) -> None:
+        """Until woken (at once if it was meanwhile) or the deadline passes."""
+        try:
+            async with asyncio.timeout(next_step_deadline(interval)):
+                await self._woken.wait()
+        except TimeoutError:
+            pass
+        self._woken.clear()
+
+
 def _replid(value: object) -> str:
     """redis-py decodes INFO values that look like numbers: "000...0" arrives as 0."""
     return NO_REPLID if value == 0 else str(value)

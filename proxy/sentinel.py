@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from health.probe import next_step_deadline
+from health.probe import RoundWaiter
 from raft.auth import secret_matches
 from raft.transport import http_session
 
@@ -619,24 +619,13 @@ class SentinelService:
         """Derive the events after every round of probes, as the controller steps (in the
         wake-up that read their replies), else half an interval after they were sent."""
         interval = max(0.02, min(0.1, self.cfg.probe_interval_ms / 1000.0))
-        probed = asyncio.Event()
-        rounds = getattr(self.server.health, "round_listeners", [])
-        rounds.append(probed.set)
-        try:
+        with RoundWaiter(self.server.health) as rounds:
             while True:
-                try:
-                    async with asyncio.timeout(next_step_deadline(interval)):
-                        await probed.wait()
-                except TimeoutError:
-                    pass
-                probed.clear()
+                await rounds.wait(interval)
                 try:
                     self._tick()
                 except Exception:  # never let a bug here stop the events
                     log.exception("sentinel tick failed")
-        finally:
-            if probed.set in rounds:
-                rounds.remove(probed.set)
 
     # -- the other proxies ----------------------------------------------------------
     async def _poll_peers(self) -> None:

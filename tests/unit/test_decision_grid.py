@@ -88,9 +88,8 @@ def test_a_report_that_changes_what_a_node_is_wakes_the_leaders_step() -> None:
     addr = next(iter(ctl.server.health.nodes))
     view = {addr: {"up": True, "role": "master", "offset": 100, "age_s": 0.01}}
     ctl.receive_report("p2", view)
-    assert ctl._step_wake.is_set()             # the first from that proxy
-    ctl._step_wake.clear()
+    assert ctl._waiter.take()                  # the first from that proxy
     ctl.receive_report("p2", {addr: {**view[addr], "offset": 250, "age_s": 0.05}})
-    assert not ctl._step_wake.is_set()
+    assert not ctl._waiter.take()
     ctl.receive_report("p2", {addr: {**view[addr], "up": False}})
-    assert ctl._step_wake.is_set()
+    assert ctl._waiter.take()
