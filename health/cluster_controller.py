@@ -44,7 +44,7 @@ from .migration import (
 from .migration_atomic import key_counts
 from .migration_driver import MigrationDriver
 from .migration_reconcile import served_slots
-from .redis_control import reply_text
+from .redis_control import cluster_node_view, reply_text
 from .state_machine import TopologyStateMachine
 
 log = logging.getLogger("health.cluster")
@@ -299,12 +299,19 @@ class ClusterController(Controller):
     async def _learn_slot_map(self, seed: str, new: str, timeout: float = 10.0) -> None:
         """Wait (bounded) until the new master knows who serves every slot the seed knows of,
         from the cluster bus: slots it is told to import before that it would never learn
-        (`served_slots`). Past the bound the migration driver tells it, slot by slot."""
+        (`served_slots`); and until it says cluster_state:ok, or the first batches would fail
+        and the clients' ASKs to it get -CLUSTERDOWN (`cluster_state`). Past the bound the
+        migration driver tells it the owners, slot by slot, and waits for ok."""
         want = served_slots(reply_text(await self._client(seed).execute_command("CLUSTER", "NODES")))
         deadline = time.monotonic() + timeout
-        while missing := want - served_slots(reply_text(await self._client(new).execute_command("CLUSTER", "NODES"))):
+        while True:
+            _, nodes, state = await cluster_node_view(self._client(new), new)
+            missing = want - served_slots(nodes)
+            if not missing and state in ("ok", None):
+                return
             if time.monotonic() > deadline:
-                log.warning("event=slot_map_not_learned node=%s missing_slots=%d", new, len(missing))
+                log.warning("event=slot_map_not_learned node=%s missing_slots=%d cluster_state=%s", new,
+                            len(missing), state)
                 return
             await asyncio.sleep(0.1)
 

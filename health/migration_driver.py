@@ -47,8 +47,15 @@ from .migration_atomic import (
     key_counts,
     move_atomic,
 )
-from .migration_reconcile import Reconciliation, node_view, reconcile, served_slots, slot_facts, slot_owner
-from .redis_control import control_client, control_tls, pipelined, reply_text
+from .migration_reconcile import (
+    Reconciliation,
+    node_view,
+    reconcile,
+    served_slots,
+    slot_facts,
+    slot_owner,
+)
+from .redis_control import cluster_node_view, control_client, control_tls, pipelined, reply_text
 from .state_machine import TopologyStateMachine
 
 log = logging.getLogger("health.migration")
@@ -320,8 +327,10 @@ class MigrationDriver:
         one by one (`_move_slot`), where an error the batch cannot decide raises."""
         s, d = self._client(src), self._client(dst)
         src_id = reply_text(await s.execute_command("CLUSTER", "MYID"))
-        dst_id = reply_text(await d.execute_command("CLUSTER", "MYID"))
-        unserved = set(slots) - served_slots(reply_text(await d.execute_command("CLUSTER", "NODES")))
+        dst_id, nodes, state = await cluster_node_view(d, dst)
+        if state not in ("ok", None):      # (nothing marked: the clients see no ASK to it)
+            raise RedisError(f"the target master {dst} says cluster_state:{state}; the batch waits for ok")
+        unserved = set(slots) - served_slots(nodes)
         imported = await pipelined(d, [("CLUSTER", "SETSLOT", n, "IMPORTING", src_id) for n in slots], False)
         ready = [n for n, r in zip(slots, imported) if not isinstance(r, ResponseError)]
         migrating = await pipelined(s, [("CLUSTER", "SETSLOT", n, "MIGRATING", dst_id) for n in ready], False)

@@ -60,6 +60,18 @@ def node_view(cluster_nodes: str) -> NodeView:
     raise ValueError("no line of its own in CLUSTER NODES")
 
 
+def cluster_state(cluster_info: str) -> str:
+    """`cluster_state` of a `CLUSTER INFO` reply: "ok", "fail", or "" when absent. A node
+    says fail when it counts too few masters reachable: one that joined moments ago
+    counts those it has not shaken hands with yet. It then answers every key with
+    `-CLUSTERDOWN The cluster is down`, the keys `MIGRATE` and the clients' `ASK`s send."""
+    for line in cluster_info.splitlines():
+        key, _, value = line.strip().partition(":")
+        if key == "cluster_state":
+            return value
+    return ""
+
+
 def served_slots(cluster_nodes: str) -> frozenset[int]:
     """The slots some node serves in the view of the node that gave this `CLUSTER NODES`.
 

@@ -201,8 +201,9 @@ class Health:
     def add_node(self, addr: str) -> None:
         self.nodes.setdefault(addr, NodeStatus(addr))
 
-    def up(self, addr: str) -> bool:
-        st = self.nodes.get(addr)
+    def up(self, addr: str | None) -> bool:
+        """`addr` answered within down_after (False for no node)."""
+        st = self.nodes.get(addr) if addr is not None else None
         return st is not None and st.up(time.monotonic(), self.down_after)
 
     def readable(self, addr: str, master: str | None) -> bool:

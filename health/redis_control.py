@@ -17,11 +17,15 @@ retries at its own pace.
 from __future__ import annotations
 
 import inspect
+import logging
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from .migration_reconcile import cluster_state
 
 # Newer redis-py spells "no CLIENT SETINFO" driver_info=None (lib_name/lib_version are deprecated there).
 _NO_SETINFO = {"driver_info": None} if "driver_info" in inspect.signature(aioredis.Redis.__init__).parameters \
@@ -43,6 +47,29 @@ async def pipelined(client: aioredis.Redis, commands: list[tuple], raise_on_erro
     for cmd in commands:
         pipe.execute_command(*cmd)
     return await pipe.execute(raise_on_error=raise_on_error)
+
+
+_state_unchecked: set[str] = set()        # nodes whose ACL refused CLUSTER INFO (logged once each)
+
+
+async def cluster_node_view(client: aioredis.Redis, addr: str) -> tuple[str, str, str | None]:
+    """A cluster node's id, its `CLUSTER NODES` and its `cluster_state` line's value from
+    `CLUSTER INFO`, in one round trip. The state is None when the node's ACL refuses
+    `CLUSTER INFO` (a control user set up from an earlier README, without `+cluster|info`):
+    logged once per node, and the caller goes on unchecked, as before."""
+    my_id, nodes, info = await pipelined(client, [("CLUSTER", "MYID"), ("CLUSTER", "NODES"), ("CLUSTER", "INFO")],
+                                         raise_on_error=False)
+    for reply in (my_id, nodes):
+        if isinstance(reply, Exception):
+            raise reply
+    if isinstance(info, ResponseError):
+        if addr not in _state_unchecked:
+            _state_unchecked.add(addr)
+            logging.getLogger("health.migration").warning(
+                "event=cluster_state_unchecked node=%s error=%r (grant the control user +cluster|info)", addr,
+                str(info))
+        return reply_text(my_id), reply_text(nodes), None
+    return reply_text(my_id), reply_text(nodes), cluster_state(reply_text(info))
 
 
 def control_tls(cfg) -> dict:

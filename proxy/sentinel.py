@@ -704,7 +704,7 @@ def peer_status(server) -> dict:
     topo = server.router.topology
     return {"node": server.cfg.node, "sentinel": sentinel_status(server),
             "topology": {"master": topo.master,
-                         "master_up": server.health.up(topo.master) if topo.master else False},
+                         "master_up": server.health.up(topo.master)},
             "lease": {"held": server.consensus.lease_held()}}
 
 

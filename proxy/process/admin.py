@@ -51,7 +51,7 @@ def topology_doc(health, topo, history: dict | None) -> dict:
     now = time.monotonic()
     replicas = [replica_doc(health, addr, topo.master, now) for addr in topo.replicas]
     return {"epoch": topo.epoch, "master": topo.master,
-            "master_up": health.up(topo.master) if topo.master else False, "replicas": replicas,
+            "master_up": health.up(topo.master), "replicas": replicas,
             "writes_paused": topo.writes_paused, "writes_held": topo.hold_reason or None, "history": history}
 
 

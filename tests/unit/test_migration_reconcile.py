@@ -92,6 +92,14 @@ def test_served_slots_are_every_node_s_slots_in_one_node_s_view_marks_left_out()
     assert served_slots("") == frozenset()
 
 
+def test_cluster_state_is_read_from_cluster_info():
+    from health.migration_reconcile import cluster_state
+    info = "cluster_state:fail\r\ncluster_slots_assigned:16384\r\ncluster_known_nodes:7\r\n"
+    assert cluster_state(info) == "fail"
+    assert cluster_state(info.replace("fail", "ok")) == "ok"
+    assert cluster_state("cluster_slots_assigned:16384\r\n") == ""
+
+
 def test_slot_owner_is_the_node_serving_it_in_that_view():
     from health.migration_reconcile import slot_owner
     assert (slot_owner(SRC, 4), slot_owner(SRC, 0), slot_owner(SRC, 150)) == ("a1b2", "e5f1", "e5f1")
