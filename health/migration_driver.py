@@ -47,14 +47,7 @@ from .migration_atomic import (
     key_counts,
     move_atomic,
 )
-from .migration_reconcile import (
-    Reconciliation,
-    node_view,
-    reconcile,
-    served_slots,
-    slot_facts,
-    slot_owner,
-)
+from .migration_reconcile import Reconciliation, node_view, reconcile, served_slots, slot_facts, slot_owner
 from .redis_control import cluster_node_view, control_client, control_tls, pipelined, reply_text
 from .state_machine import TopologyStateMachine
 
