@@ -55,7 +55,9 @@ class RaftEvents:
         if self._lease is not None and lease != self._lease:
             if lease:
                 log.info("event=lease_regained self=%s role=%s term=%d", self.node, consensus.role, term)
-            else:
-                log.warning("event=lease_lost self=%s role=%s term=%d leader=%s", self.node, consensus.role, term,
-                            leader)
+            else:       # (applying a commit: the routine lapse of every commit, see the write fence)
+                applying = bool(getattr(consensus, "lease_waits_for_apply", lambda: False)())
+                log.log(logging.INFO if applying else logging.WARNING,
+                        "event=lease_lost self=%s role=%s term=%d leader=%s reason=%s", self.node, consensus.role,
+                        term, leader, "applying" if applying else "lease")
         self._lease = lease

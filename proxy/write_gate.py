@@ -49,6 +49,9 @@ STOP = object()     # a session stops reading commands until it is woken (held, 
 # peer, so a millisecond of caching costs at most a millisecond of accuracy
 # and keeps the check to one clock read and one comparison per reply batch.
 LEASE_RECHECK_S = 0.001
+# A pause that began with this proxy applying a commit and ended within this is
+# routine (logged at info); a longer one is a warning whatever began it.
+ROUTINE_PAUSE_S = 0.1
 
 
 class Refusal:
@@ -83,13 +86,14 @@ def writes_paused_reply(addr: str, epoch: int) -> bytes:
 class WriteGate:
     """Owned by `ProxyServer`; shared by every session and upstream."""
 
-    __slots__ = ("server", "open_until", "suspended", "suspended_since")
+    __slots__ = ("server", "open_until", "suspended", "suspended_since", "routine_lapse")
 
     def __init__(self, server) -> None:
         self.server = server
         self.open_until = 0.0       # monotonic time until which the last positive lease check is trusted
         self.suspended: list = []   # (master connection, its routing generation) since the lease lapsed
         self.suspended_since = 0.0
+        self.routine_lapse = False  # the last lapse was this proxy applying a commit (`lapsed`)
 
     # -- when a write is routed ------------------------------------------------
     def admit(self, session, addr: str | None):
@@ -154,9 +158,11 @@ class WriteGate:
         self.open_until = 0.0
         return False
 
-    def lapsed(self) -> None:
-        """The lease was seen lost: stop trusting the cached check at once."""
+    def lapsed(self, routine: bool = False) -> None:
+        """The lease was seen lost: stop trusting the cached check at once. `routine`: only
+        until this proxy applies a commit (its resumption is then logged at info)."""
         self.open_until = 0.0
+        self.routine_lapse = routine
 
     # -- writes in flight while the lease is lapsed ---------------------------
     def suspend(self, upstream) -> None:
@@ -191,8 +197,10 @@ class WriteGate:
                 keep.append((up, generation))
         self.suspended = keep
         if resume:
-            log.warning("event=writes_resumed master=%s connections=%d paused_ms=%d", _addrs(resume), len(resume),
-                        (time.monotonic() - self.suspended_since) * 1000)
+            paused = time.monotonic() - self.suspended_since
+            log.log(logging.INFO if self.routine_lapse and paused < ROUTINE_PAUSE_S else logging.WARNING,
+                    "event=writes_resumed master=%s connections=%d paused_ms=%d", _addrs(resume), len(resume),
+                    paused * 1000)
             for up in resume:
                 up.resume()
         if changed:

@@ -356,6 +356,20 @@ class RaftCore:
             and self._applied >= self._leader_commit
         )
 
+    def lease_waits_for_apply(self) -> bool:
+        """A lease that holds but for committed entries this node has not applied yet: the
+        short lapse every commit opens, on the leader and on each follower, as opposed to
+        a lease that ran out."""
+        if self.role == LEADER:
+            return (self._transferee is None and self.log.term_at(self.commit) == self.term
+                    and self._applied < self.commit and self._now < self._lease_until())
+        return (
+            self.role == FOLLOWER
+            and self.leader_id is not None
+            and self._now < self._follower_lease_until
+            and self._applied < self._leader_commit
+        )
+
     def writes_fenced(self, index: int) -> bool:
         """Leader: no node can hold a lease any more without having applied
         ``index``. True once ``index`` is committed and applied here and every

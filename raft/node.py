@@ -313,6 +313,13 @@ class RaftNode:
             return core.lease_valid()
         return core.follower_lease_valid()
 
+    def lease_waits_for_apply(self) -> bool:
+        """The lease is lapsed only until this node applies what was committed (see
+        RaftCore.lease_waits_for_apply)."""
+        if self.core is None or self.failed is not None or not self._running:
+            return False
+        return self._c().lease_waits_for_apply()
+
     @property
     def fence_timeout_s(self) -> float:
         """writes_fenced turns true at most this long after the commit."""

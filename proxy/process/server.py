@@ -208,9 +208,14 @@ class ProxyServer:
         write gate then resumes them or fails them (`WriteGate.settle`)."""
         held = self.consensus.lease_held()
         if self._lease_seen and not held:
-            self.gate.lapsed()
+            # a proxy applying what was just committed lapses for milliseconds at every
+            # commit (a resharding commits every batch): said at info, not as a warning
+            applying = bool(getattr(self.consensus, "lease_waits_for_apply", lambda: False)())
+            self.gate.lapsed(routine=applying)
             for master in self.masters:
-                log.warning("event=lease_lost master=%s writes in flight are suspended", master)
+                log.log(logging.INFO if applying else logging.WARNING,
+                        "event=lease_lost master=%s reason=%s writes in flight are suspended", master,
+                        "applying" if applying else "lease")
                 self._suspend_writes(master)
         self._lease_seen = held
         self.gate.settle()

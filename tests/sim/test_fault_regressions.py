@@ -108,13 +108,14 @@ def test_snapshot_counts_as_applied_only_after_the_driver_restored_it() -> None:
     f.step(AppendEntries(1, "l", "f", 50, 1, (), commit=50, ctx=2, lease_ticks=8))
     assert f.applied_index < 50
     assert not f.follower_lease_valid()
+    assert f.lease_waits_for_apply()        # only for the apply: a routine lapse
     rd = f.ready()
     assert rd.snapshot_to_persist == snap
     # ... the driver persists it, restores the application from it, then advances:
     f.advance(rd)
     assert f.applied_index == 50
     f.step(AppendEntries(1, "l", "f", 50, 1, (), commit=50, ctx=3, lease_ticks=8))
-    assert f.follower_lease_valid()
+    assert f.follower_lease_valid() and not f.lease_waits_for_apply()
 
 
 @pytest.mark.parametrize("new_leader", [False, True])
@@ -140,3 +141,30 @@ def test_member_back_with_an_empty_log_is_replicated_again(new_leader: bool) -> 
     c.tick_all(3)
     assert [e.data for e in c.applied["n3"]] == [b"a", b"b"]
     assert c.cores["n3"].members == n1.members and c.cores["n3"].promotable()
+
+
+def test_a_leader_s_lease_lapses_only_until_it_applies_what_it_committed() -> None:
+    """The leader's lease, too, waits for its own apply of each commit (an entry it acts
+    on): `lease_waits_for_apply` tells that routine lapse from a lease that ran out."""
+    c = Cluster(3)
+    c.elect("n1")
+    c.tick_all(2)
+    n1 = c.cores["n1"]
+    assert n1.lease_valid() and not n1.lease_waits_for_apply()
+    n1.propose(b"batch")
+    c.flush("n1")                   # the entry goes out
+    batch, c.queue = c.queue, []
+    for m in batch:                 # the followers append and acknowledge it ...
+        c.cores[m.dst].step(m)
+    for nid in ("n2", "n3"):
+        c.flush(nid)
+    acks, c.queue = [m for m in c.queue if m.dst == "n1"], []
+    for m in acks:
+        n1.step(m)                  # ... n1 commits it, and has not applied it yet
+    assert acks and n1.commit_index > n1.applied_index
+    assert not n1.lease_valid() and n1.lease_waits_for_apply()
+    c.stabilize()
+    assert n1.lease_valid() and not n1.lease_waits_for_apply()
+    c.isolate("n1")
+    c.tick("n1", n1.cfg.election_ticks * 2)
+    assert not n1.lease_valid() and not n1.lease_waits_for_apply()      # ran out: not routine

@@ -16,9 +16,13 @@ class View:
     members: list[str] = field(default_factory=lambda: ["p1", "p2", "p3"])
     lease: bool = True
     learners: list[str] = field(default_factory=list)
+    applying: bool = False
 
     def lease_held(self) -> bool:
         return self.lease
+
+    def lease_waits_for_apply(self) -> bool:
+        return self.applying
 
 
 def events(caplog) -> list[str]:
@@ -71,3 +75,21 @@ def test_same_leader_in_a_new_term_is_a_new_election(caplog) -> None:
     ev.observe(v)
     msgs = [r.getMessage() for r in caplog.records]
     assert len(msgs) == 1 and "leader=p1 term=5" in msgs[0]
+
+
+def test_a_lease_lapsed_only_while_applying_a_commit_is_info(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="health.raft")
+    ev, v = RaftEvents("p2"), View()
+    ev.observe(v)
+    caplog.clear()
+    v.lease, v.applying = False, True
+    ev.observe(v)
+    (rec,) = [r for r in caplog.records if r.name == "health.raft"]
+    assert rec.levelno == logging.INFO and "event=lease_lost" in rec.getMessage() and "reason=applying" in rec.getMessage()
+    caplog.clear()
+    v.lease, v.applying = True, False
+    ev.observe(v)
+    v.lease = False
+    ev.observe(v)
+    (rec,) = [r for r in caplog.records if r.name == "health.raft" and "lease_lost" in r.getMessage()]
+    assert rec.levelno == logging.WARNING and "reason=lease" in rec.getMessage()

@@ -103,3 +103,34 @@ def test_a_read_only_client_is_held_afresh_after_every_lapse_and_told_why():
     assert gate.admit_read(s) is None and s.hold_since is None and not s.hold_reported
     server.lease, server.hold_s = False, 5.0
     assert gate.admit_read(s) is not None and s.held    # a new lapse: held again (STOP), not refused at once
+
+
+def _lapse(applying: bool, caplog) -> list[tuple[int, str]]:
+    """A follower's lease seen lapsing, applying a commit or not: the levels and events logged
+    from the lapse to the resumption of a write suspended by it."""
+    import logging
+
+    from proxy.process.server import ProxyServer
+
+    server = FakeServer()
+    gate = WriteGate(server)
+    up = FakeUpstream("h:1")
+    proxy = SimpleNamespace(consensus=SimpleNamespace(lease_held=lambda: False, lease_waits_for_apply=lambda: applying),
+                            gate=gate, masters=["h:1"], _lease_seen=True,
+                            _suspend_writes=lambda addr: gate.suspend(up))
+    with caplog.at_level(logging.INFO):
+        ProxyServer._watch_lease(proxy)
+        server.lease = True
+        gate.settle()
+    assert up.resumed
+    return [(r.levelno, r.getMessage().split()[0]) for r in caplog.records]
+
+
+def test_a_follower_applying_a_commit_lapses_routinely_said_at_info(caplog):
+    """Every commit lapses a follower's lease until it applies it (the fence): a resharding
+    commits every batch, so those lapses are info, a lease lost otherwise a warning."""
+    import logging
+
+    assert _lapse(True, caplog) == [(logging.INFO, "event=lease_lost"), (logging.INFO, "event=writes_resumed")]
+    caplog.clear()
+    assert _lapse(False, caplog) == [(logging.WARNING, "event=lease_lost"), (logging.WARNING, "event=writes_resumed")]
