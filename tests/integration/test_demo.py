@@ -50,6 +50,12 @@ class Output(threading.Thread):
     def tail(self, n: int = 30) -> str:
         return "\n".join(self.lines[-n:])
 
+    def restart_command(self, marker: str) -> str:
+        """The command the demo printed to start an exited child again: the line after its
+        exit line, read a moment later (a CI run looked for it in between)."""
+        return wait_until(lambda: next((line.strip() for line in self.lines if marker in line), None), 10,
+                          message=lambda: f"the demo to print a restart command with {marker!r}:\n{self.tail()}")
+
 
 def test_demo_serves_fails_over_and_stops_every_process(tmp_path: Path) -> None:
     proxy, admin, redis_base, sentinel = (free_port_block(3) for _ in range(4))
@@ -100,7 +106,7 @@ def test_demo_serves_fails_over_and_stops_every_process(tmp_path: Path) -> None:
         os.kill(master_pid, signal.SIGKILL)
         wait_until(lambda: out.has(f"redis-{redis_base} (pid {master_pid}) exited"), 10,
                    message="the demo to log the master's exit")
-        assert out.has(f"--port {redis_base}"), f"no restart command printed:\n{out.tail()}"
+        out.restart_command(f"--port {redis_base}")
 
         def write_after_failover() -> bool:
             try:
@@ -192,7 +198,7 @@ def test_demo_tls_serves_only_tls_on_every_hop(tmp_path: Path) -> None:
         replica = redis.Redis(port=redis_base + 2, socket_timeout=5, **tls_kwargs)
         os.kill(replica.info("server")["process_id"], signal.SIGKILL)
         wait_until(lambda: out.has(f"redis-{redis_base + 2} (pid"), 10, message="the demo to log the replica's exit")
-        restart = next(line for line in out.lines if f"--tls-port {redis_base + 2}" in line)
+        restart = out.restart_command(f"--tls-port {redis_base + 2}")
         assert "--port 0" in restart and "--tls-replication yes" in restart, restart
     finally:
         stop_demo(proc, out)
@@ -282,7 +288,7 @@ def test_demo_shards_serves_every_shard_then_fails_one_over_while_the_others_ser
         assert replica.info("replication")["role"] == "master", "shard 2's replica was promoted"
         with redis_client(proxy + 1, decode=True) as cl:
             assert wait_until(lambda: cl.mget(keys) == ["v2", "v2", "v2"], 10)
-        restart = next(line.strip() for line in out.lines if f"--port {redis_base + 1} " in line)
+        restart = out.restart_command(f"--port {redis_base + 1} ")
         restarted = subprocess.Popen(restart, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
 
