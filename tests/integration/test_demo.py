@@ -69,8 +69,9 @@ def test_demo_serves_fails_over_and_stops_every_process(tmp_path: Path) -> None:
     ports = [p + i for p in (proxy, admin, redis_base, sentinel) for i in range(3)]
     try:
         try:
-            wait_until(lambda: out.has(f"redis-cli -p {proxy}") or proc.poll() is not None, 60,
-                       message="the demo to print its endpoint")
+            # (the banner's last line: the secret line below comes after the endpoint's)
+            wait_until(lambda: out.has(f"redis-cli -p {proxy}") and out.has("try a failure") or proc.poll() is not None,
+                       60, message="the demo to print its endpoint")
         except HarnessError as exc:
             raise HarnessError(f"{exc}\ndemo output:\n{out.tail(60)}") from None
         assert proc.poll() is None, f"the demo exited with {proc.returncode}:\n{out.tail(60)}"
