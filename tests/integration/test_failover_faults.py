@@ -76,9 +76,15 @@ def restart_empty_and_wait_no_safe_master(c: ProxyCluster, master: RedisServer) 
     """Restart the master without its data (no --replicaof) and wait for the leader to
     hold writes in no_safe_master; its /status. First the leader must have committed the
     master's history: a master restarted empty before any was recorded is a master never
-    seen, not one that lost its data (a CI run restarted it 0.1 s after the election)."""
-    wait_until(lambda: ((leader_status(c) or {}).get("topology") or {}).get("history") is not None, 15,
-               message=lambda: f"the leader to commit the master's history: {leader_status(c)}")
+    seen, not one that lost its data (a CI run restarted it 0.1 s after the election). And
+    past offset 0: a history at offset 0 holds nothing (`health.decide.contains`), so an
+    emptied master still covers it; the leader records the first growth at its next step,
+    and another CI run restarted the master 0.2 s after the election, before that."""
+    def history_offset() -> int:
+        h = ((leader_status(c) or {}).get("topology") or {}).get("history")
+        return h["offset"] if h else -1
+    wait_until(lambda: history_offset() > 0, 15,
+               message=lambda: f"the leader to commit the master's history past offset 0: {leader_status(c)}")
     master.kill()
     master.replicaof = None
     master.start()
