@@ -305,7 +305,7 @@ class ClusterController(Controller):
         want = served_slots(reply_text(await self._client(seed).execute_command("CLUSTER", "NODES")))
         deadline = time.monotonic() + timeout
         while True:
-            _, nodes, state = await cluster_node_view(self._client(new), new)
+            _, nodes, state = await cluster_node_view(self._client(new), new, self.migration.state_unchecked)
             missing = want - served_slots(nodes)
             if not missing and state in ("ok", None):
                 return

@@ -126,6 +126,9 @@ class StandaloneConsensus:
     def lease_held(self) -> bool:
         return True
 
+    def lease_waits_for_apply(self) -> bool:
+        return False
+
     fence_timeout_s = 0.0
 
     def writes_fenced(self, index: int) -> bool:

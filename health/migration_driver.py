@@ -76,6 +76,7 @@ class MigrationDriver:
         self._retry_at = 0.0
         self._mechanism: dict[str, str] = {}        # migration id -> the mechanism this leader chose
         self._atomic_failures: dict[str, tuple[int, str]] = {}     # id -> failed jobs in a row, the last error
+        self.state_unchecked: set[str] = set()      # nodes whose ACL refuses CLUSTER INFO (warned once each)
 
     @property
     def waiting(self) -> str:
@@ -320,7 +321,7 @@ class MigrationDriver:
         one by one (`_move_slot`), where an error the batch cannot decide raises."""
         s, d = self._client(src), self._client(dst)
         src_id = reply_text(await s.execute_command("CLUSTER", "MYID"))
-        dst_id, nodes, state = await cluster_node_view(d, dst)
+        dst_id, nodes, state = await cluster_node_view(d, dst, self.state_unchecked)
         if state not in ("ok", None):      # (nothing marked: the clients see no ASK to it)
             raise RedisError(f"the target master {dst} says cluster_state:{state}; the batch waits for ok")
         unserved = set(slots) - served_slots(nodes)

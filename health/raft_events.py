@@ -56,7 +56,7 @@ class RaftEvents:
             if lease:
                 log.info("event=lease_regained self=%s role=%s term=%d", self.node, consensus.role, term)
             else:       # (applying a commit: the routine lapse of every commit, see the write fence)
-                applying = bool(getattr(consensus, "lease_waits_for_apply", lambda: False)())
+                applying = consensus.lease_waits_for_apply()
                 log.log(logging.INFO if applying else logging.WARNING,
                         "event=lease_lost self=%s role=%s term=%d leader=%s reason=%s", self.node, consensus.role,
                         term, leader, "applying" if applying else "lease")

@@ -49,22 +49,20 @@ async def pipelined(client: aioredis.Redis, commands: list[tuple], raise_on_erro
     return await pipe.execute(raise_on_error=raise_on_error)
 
 
-_state_unchecked: set[str] = set()        # nodes whose ACL refused CLUSTER INFO (logged once each)
-
-
-async def cluster_node_view(client: aioredis.Redis, addr: str) -> tuple[str, str, str | None]:
+async def cluster_node_view(client: aioredis.Redis, addr: str, warned: set[str]) -> tuple[str, str, str | None]:
     """A cluster node's id, its `CLUSTER NODES` and its `cluster_state` line's value from
     `CLUSTER INFO`, in one round trip. The state is None when the node's ACL refuses
     `CLUSTER INFO` (a control user set up from an earlier README, without `+cluster|info`):
-    logged once per node, and the caller goes on unchecked, as before."""
+    logged once per node (`warned`, the caller's set of nodes already logged), and the
+    caller goes on unchecked, as before."""
     my_id, nodes, info = await pipelined(client, [("CLUSTER", "MYID"), ("CLUSTER", "NODES"), ("CLUSTER", "INFO")],
                                          raise_on_error=False)
     for reply in (my_id, nodes):
         if isinstance(reply, Exception):
             raise reply
     if isinstance(info, ResponseError):
-        if addr not in _state_unchecked:
-            _state_unchecked.add(addr)
+        if addr not in warned:
+            warned.add(addr)
             logging.getLogger("health.migration").warning(
                 "event=cluster_state_unchecked node=%s error=%r (grant the control user +cluster|info)", addr,
                 str(info))

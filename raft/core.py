@@ -336,39 +336,33 @@ class RaftCore:
         """True on a leader whose quorum acked a message sent within lease_ticks,
         that has committed an entry of its term, applied all it committed (an
         earlier leader may have acted on those entries) and is not handing over."""
-        return (
-            self.role == LEADER
-            and self._transferee is None
-            and self.log.term_at(self.commit) == self.term
-            and self._applied >= self.commit
-            and self._now < self._lease_until()
-        )
+        return self.role == LEADER and self._leader_lease_but_apply() and self._applied >= self.commit
 
     def follower_lease_valid(self) -> bool:
         """True on a follower whose leader, when it last wrote, said it held a lease
         that has not run out yet by this node's clock, measured from before that
         message was sent, and that has applied everything the leader said is
         committed (so its state machine is not behind what the leader acts on)."""
-        return (
-            self.role == FOLLOWER
-            and self.leader_id is not None
-            and self._now < self._follower_lease_until
-            and self._applied >= self._leader_commit
-        )
+        return (self.role == FOLLOWER and self._follower_lease_but_apply()
+                and self._applied >= self._leader_commit)
 
     def lease_waits_for_apply(self) -> bool:
         """A lease that holds but for committed entries this node has not applied yet: the
         short lapse every commit opens, on the leader and on each follower, as opposed to
         a lease that ran out."""
         if self.role == LEADER:
-            return (self._transferee is None and self.log.term_at(self.commit) == self.term
-                    and self._applied < self.commit and self._now < self._lease_until())
-        return (
-            self.role == FOLLOWER
-            and self.leader_id is not None
-            and self._now < self._follower_lease_until
-            and self._applied < self._leader_commit
-        )
+            return self._leader_lease_but_apply() and self._applied < self.commit
+        return (self.role == FOLLOWER and self._follower_lease_but_apply()
+                and self._applied < self._leader_commit)
+
+    def _leader_lease_but_apply(self) -> bool:
+        """A leader's lease conditions except that it has applied what it committed."""
+        return (self._transferee is None and self.log.term_at(self.commit) == self.term
+                and self._now < self._lease_until())
+
+    def _follower_lease_but_apply(self) -> bool:
+        """A follower's lease conditions except that it has applied what its leader committed."""
+        return self.leader_id is not None and self._now < self._follower_lease_until
 
     def writes_fenced(self, index: int) -> bool:
         """Leader: no node can hold a lease any more without having applied

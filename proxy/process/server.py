@@ -210,7 +210,7 @@ class ProxyServer:
         if self._lease_seen and not held:
             # a proxy applying what was just committed lapses for milliseconds at every
             # commit (a resharding commits every batch): said at info, not as a warning
-            applying = bool(getattr(self.consensus, "lease_waits_for_apply", lambda: False)())
+            applying = self.consensus.lease_waits_for_apply()
             self.gate.lapsed(routine=applying)
             for master in self.masters:
                 log.log(logging.INFO if applying else logging.WARNING,

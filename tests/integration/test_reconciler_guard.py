@@ -49,6 +49,9 @@ class StandIn:
     def lease_held(self) -> bool:
         return self.lease
 
+    def lease_waits_for_apply(self) -> bool:
+        return False
+
     def writes_fenced(self, index: int) -> bool:
         return self.fenced
 

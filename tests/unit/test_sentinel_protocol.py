@@ -47,6 +47,9 @@ class FakeConsensus:
     def lease_held(self) -> bool:
         return self.lease
 
+    def lease_waits_for_apply(self) -> bool:
+        return False
+
 
 class FakeTransport:
     def __init__(self) -> None:
