@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from proxy.routing.keyslot import SLOTS
+from proxy.routing.keyslot import SLOTS, ranges_text
 from proxy.routing.topology import Topology
 
 RUNNING, QUEUED, DONE, CANCELLED, FAILED = "running", "queued", "done", "cancelled", "failed"
@@ -125,7 +125,7 @@ def refuse_move(shards: dict[str, Topology], migrations: Iterable[Migration], so
     owned = set(expand(shards[source].slots))
     missing = [s for s in expand(slots) if s not in owned]
     if missing:
-        return f"shard {source} does not serve slots {_text(to_ranges(missing))}"
+        return f"shard {source} does not serve slots {ranges_text(to_ranges(missing))}"
     if shards[target].master is None:
         return f"shard {target} has no master"
     return None
@@ -225,7 +225,3 @@ def even_keys_plan(shards: dict[str, Topology], keys: dict[int, int],
     for giver, taker, take in moves:
         merged_moves.setdefault((giver, taker), []).extend(take)
     return [(g, t, to_ranges(slots)) for (g, t), slots in merged_moves.items()]
-
-
-def _text(ranges: tuple[tuple[int, int], ...]) -> str:
-    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges)

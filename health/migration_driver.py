@@ -36,7 +36,7 @@ from dataclasses import replace
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from proxy.routing.cluster_router import ranges_text
+from proxy.routing.keyslot import ranges_text
 
 from .cancellation import raise_if_cancelled
 from .migration import DONE, QUEUED, RUNNING, Migration, to_ranges

@@ -22,7 +22,8 @@ from health.redis_control import control_tls
 
 from .. import resp
 from ..protocol.commands import CommandTable
-from ..routing.cluster_router import ClusterRouter, ranges_text
+from ..routing.cluster_router import ClusterRouter
+from ..routing.keyslot import ranges_text
 from ..routing.router import Router
 from ..routing.topology import Topology
 from ..session import ClientSession, ClusterSession

@@ -21,11 +21,6 @@ from .topology import Topology
 log = logging.getLogger("proxy.routing")
 
 
-def ranges_text(ranges: tuple[tuple[int, int], ...]) -> str:
-    """`0-5460,5462` (Redis' own notation for slot ranges)."""
-    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges) or "none"
-
-
 class ClusterRouter:
     def __init__(self, health: Health, read_policy: str) -> None:
         self.health = health

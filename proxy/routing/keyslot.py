@@ -47,3 +47,8 @@ def hash_tag(key: bytes) -> bytes:
 
 def key_slot(key: bytes) -> int:
     return crc16(hash_tag(key)) % SLOTS
+
+
+def ranges_text(ranges: tuple[tuple[int, int], ...]) -> str:
+    """`0-5460,5462` (Redis' own notation for slot ranges)."""
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges) or "none"

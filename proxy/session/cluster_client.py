@@ -22,8 +22,7 @@ from __future__ import annotations
 
 from .. import resp
 from ..protocol.commands import BLOCK_OPTION, CONTAINERS, RAW_MODE, REFUSED, Kind
-from ..routing.cluster_router import ranges_text
-from ..routing.keyslot import key_slot
+from ..routing.keyslot import key_slot, ranges_text
 from ..routing.split import plan
 from ..upstream import DiscardSlot, Slot, Upstream
 from ..write_gate import STOP, Refusal

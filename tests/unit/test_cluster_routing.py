@@ -10,8 +10,8 @@ from health.cluster_discovery import initial_topologies
 from health.probe import Health
 from health.state_machine import TopologyStateMachine
 from proxy.protocol.keyspecs import Keys
-from proxy.routing.cluster_router import ClusterRouter, ranges_text
-from proxy.routing.keyslot import key_slot
+from proxy.routing.cluster_router import ClusterRouter
+from proxy.routing.keyslot import key_slot, ranges_text
 from proxy.routing.slotmap import Shard
 from proxy.routing.split import plan
 from proxy.routing.topology import Topology
