@@ -174,6 +174,8 @@ class Controller:
         self.parent = shared_with
         # a shard's controller shares the views, clients and counters of the one that runs the loop
         self.views: dict[str, tuple[float, dict[str, NodeView]]] = shared_with.views if shared_with else {}
+        # node -> when this proxy sent the probe behind its own view in `views` (the leader's)
+        self._own_sent: dict[str, float] = shared_with._own_sent if shared_with else {}
         self._report_key: tuple | None = None
         self._report_at = 0.0
         self.timings_changed()
@@ -193,6 +195,8 @@ class Controller:
         self._fence: tuple[int, int] = (-1, 0)  # (topology epoch, Raft index to fence on)
         self.phase_reason = ""       # why the phase is what it is (no_safe_master, no_candidate)
         self._history_at = 0.0
+        self._history_seen: tuple | None = None     # (master, history) of the topology last stepped on
+        self._history_seen_at = 0.0                 # when this proxy first stepped on it
         self._paused_old: str | None = None     # an old master left paused: its demotion failed
         self._tasks: set[asyncio.Task] = set()  # background proposals (failover records)
         self._waiter = RoundWaiter(getattr(server, "health", None))
@@ -339,7 +343,20 @@ class Controller:
             return None
         self._report_key = None
         self.views[self.cfg.node] = (time.monotonic(), view)
+        self._own_sent.update((a, st.sent_ok) for a, st in self.server.health.nodes.items())
         return view
+
+    def _probed_since_history(self, topo: Topology) -> bool:
+        """Was this proxy's own view of the master probed after the proxy first stepped on
+        `topo.history`? The record may come from a newer view than that: another proxy's
+        (a failover records the freshest view of the new master) or an earlier leader's.
+        Under writes, an older probe's reply shows a lower offset though the node lost
+        nothing, so only a view probed since may say the master lost the committed history
+        (the record was taken before it was committed, so before this proxy applied it)."""
+        key = (topo.master, topo.history)
+        if key != self._history_seen:
+            self._history_seen, self._history_seen_at = key, time.monotonic()
+        return self._own_sent.get(topo.master or "", 0.0) > self._history_seen_at
 
     async def _step(self) -> None:
         view = self._observe()
@@ -380,8 +397,9 @@ class Controller:
         views = self.fresh_views()
         mview = views.get(self.cfg.node, {}).get(topo.master)
         paused = self.sm.pause
+        probed = self._probed_since_history(topo)
         if self.phase != "switchover" and not (topo.writes_paused and not topo.hold_reason) \
-                and master_lost_history(mview, topo.history):
+                and master_lost_history(mview, topo.history) and probed:
             if paused is not None:
                 self._suppressed(topo, paused, "restarted without its data")
                 return
@@ -592,6 +610,8 @@ class Controller:
         committed and that `topo` is still the latest (docs/design.md rule 2): a leader
         deposed, or a topology replaced, during a wait must not act on it."""
         held = bool(topo.writes_paused and topo.hold_reason)     # no_safe_master committed
+        if master_lost_history(view.get(topo.master), topo.history) and not self._probed_since_history(topo):
+            return      # a view older than the record (see _probed_since_history): the next round decides
         actions = reconcile(topo.master, topo.nodes, view, topo.history, writes_held=held)
         if not actions:
             if self.phase == "reconciling":

@@ -33,6 +33,7 @@ log = logging.getLogger("health.probe")
 class NodeStatus:
     addr: str
     last_ok: float = 0.0            # monotonic time of the last valid reply
+    sent_ok: float = 0.0            # monotonic time the probe behind that reply was sent
     ever_ok: bool = False
     role: str = "unknown"           # master | slave | unknown
     offset: int = 0                 # master_repl_offset (master) or slave_repl_offset (replica)
@@ -288,6 +289,7 @@ class Prober:
                         info = await self._client.info_replication()
                     parse_replication_info(info, status)
                     status.last_ok = time.monotonic()
+                    status.sent_ok = started
                     status.ever_ok = True
                     status.error = None
                     status.probe_ms = (status.last_ok - started) * 1000

@@ -11,6 +11,7 @@ what Redis ends up doing: no REPLICAOF for a topology that is not the latest.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from types import SimpleNamespace
 
@@ -19,7 +20,7 @@ import pytest
 from health.controller import Controller, TopologyStateMachine
 from health.probe import Health, parse_replication_info
 from proxy.process.config import Config
-from proxy.routing.topology import Topology
+from proxy.routing.topology import History, Topology
 
 from .harness import RedisServer, wait_replica_synced, wait_until
 
@@ -85,6 +86,7 @@ def probe(ctl: Controller, *servers: RedisServer) -> None:
     """One probe of each node, as the proxy's probers do."""
     for s in servers:
         st = ctl.server.health.nodes[s.addr]
+        st.sent_ok = time.monotonic()
         parse_replication_info(s.info("replication"), st)
         st.last_ok, st.ever_ok = time.monotonic(), True
 
@@ -156,3 +158,44 @@ def test_an_up_to_date_leader_does_reconcile(pair):
 
     run_one_step(ctl)
     wait_until(lambda: roles(x, y) == ("slave", "master"), 5, message="Y promoted and X demoted")
+
+
+def decided(consensus: StandIn) -> list[str]:
+    """The reasons of the topologies the controller proposed."""
+    return [d.get("reason", "") for d in map(json.loads, consensus.proposed) if d.get("op") == "topology"]
+
+
+def test_a_view_probed_before_the_history_was_recorded_does_not_count_as_lost_data(pair):
+    """A failover records the freshest view of the new master, which may be another
+    proxy's, newer than the leader's own: under writes, the leader's older reply shows a
+    lower offset of the same stream. That is not a master that lost the committed data
+    (CI: `no_safe_master` right after an ordinary failover, writes held for the operator).
+    A view probed since decides: it holds the record (nothing decided), or it does not
+    (the leader acts on the lost data)."""
+    x, y = pair
+    consensus = StandIn()
+    ctl = controller(x, y, Topology(2, x.addr, (y.addr,)), consensus)
+    probe(ctl, x, y)                        # the leader's own view, before the writes below
+    for i in range(20):
+        x.client().set(f"k{i}", "v" * 40)
+    wait_replica_synced(y, x)
+    info = x.info("replication")
+    recorded = History(info["master_replid"], int(info["master_repl_offset"]))
+    ctl.sm.apply(TopologyStateMachine.entry(Topology(3, x.addr, (y.addr,), history=recorded)))
+
+    run_one_step(ctl)
+    assert decided(consensus) == [] and ctl.phase != "no_safe_master", "an older view was taken for lost data"
+    probe(ctl, x, y)
+    run_one_step(ctl)
+    assert decided(consensus) == [] and ctl.phase != "no_safe_master", "a master holding the record lost it"
+
+    # the control: a record the master does not hold (it lost its tail) is found by the next probe
+    lost = History(recorded.replid, recorded.offset + 100_000)
+    ctl.sm.apply(TopologyStateMachine.entry(Topology(4, x.addr, (y.addr,), history=lost)))
+    run_one_step(ctl)
+    assert decided(consensus) == [], "decided on a view older than the record"
+    probe(ctl, x, y)
+    run_one_step(ctl)
+    reasons = decided(consensus)
+    assert len(reasons) == 1 and ("restarted without its data" in reasons[0]
+                                  or reasons[0].startswith("no_safe_master")), reasons
