@@ -329,7 +329,9 @@ def reconcile(master: str | None, nodes: tuple[str, ...], view: dict[str, NodeVi
     they hold (the controller fails over to a node that has the history, or
     holds writes). Once writes are held for that reason (`writes_held`: the
     committed topology says no_safe_master), the replicas still following it
-    are detached (see `detach_from_lost_master`).
+    are detached (see `detach_from_lost_master`), and while that master does
+    not answer with the history no node is pointed at it: a replica detached
+    to keep what it holds would resynchronise from it, emptied, once it is back.
     """
     actions = []
     if master is None:
@@ -337,6 +339,8 @@ def reconcile(master: str | None, nodes: tuple[str, ...], view: dict[str, NodeVi
     mview = view.get(master)
     if master_lost_history(mview, history):
         return detach_from_lost_master(master, nodes, view, mview) if writes_held else actions
+    if writes_held and not (mview is not None and mview.up and (history is None or contains(mview, history))):
+        return actions
     if mview is not None and mview.up and mview.role == "slave":
         actions.append(Action(master, None, f"promote: role is {mview.role}"))
     for node in nodes:

@@ -347,6 +347,20 @@ def test_once_writes_are_held_the_replicas_of_an_emptied_master_are_detached():
     assert reconcile(M, (M, A), view, H, writes_held=True) == []
 
 
+def test_while_writes_are_held_no_node_is_pointed_at_the_emptied_master_when_it_is_down():
+    """Chaos (seed 6, 8 min): after the detach, B (emptied, writes held) was killed again;
+    with B not answering, the reconciler took the detached M and A for masters the topology
+    calls replicas and pointed them at B, so they would resynchronise from it, empty, once
+    it was back (the next step after B answered detached them again: a race with Redis'
+    diskless-sync delay). While writes are held, nothing is pointed at B unless it answers
+    with the history."""
+    detached = {M: node("master", 5200, "d" * 40, OTHER, 5201), A: node("master", 0, "e" * 40, OLD, 1)}
+    for b in (DOWN, None, node("unknown", 0, "", up=True)):
+        view = dict(detached) if b is None else {**detached, B: b}
+        assert reconcile(B, (B, M, A), view, H) != [], "without the hold the roles are made to match"
+        assert reconcile(B, (B, M, A), view, H, writes_held=True) == [], b
+
+
 def test_the_replica_that_kept_the_history_is_the_one_to_promote():
     views = {p: {B: node("master", 0, NEW),
                  M: node("slave", 5200, OLD, master=B, link_up=False, link_down_s=0.4),
