@@ -375,11 +375,27 @@ class Injector(threading.Thread):
                 disks[who].unfill()
                 if not proc.alive():    # it exits when Raft storage fails; a supervisor starts it again
                     proc.spawn()
+                else:
+                    self._respawn_on_storage_exit(who, proc, k)
             self._later(d, free, k, f"free {who}'s data dir (restart it if it exited)")
         elif k == "master_flap":
             self._master_flap(spec)
         else:
             raise ValueError(k)
+
+    def _respawn_on_storage_exit(self, who: str, proc, kind: str, checks: int = 100) -> None:
+        """A proxy whose Raft storage failed exits with status 1 once it has shut down (1-2 s),
+        which may end after its disk was freed: its supervisor starts it again whenever that
+        happens (seed 7: not restarted, it left the cluster without a quorum for a minute).
+        Watched for 10 s after the heal; a proxy killed by another fault (-9) is that fault's
+        to restart, and one that never failed stays as it is."""
+        if proc.alive():
+            if checks > 0:
+                self._later(0.1, lambda: self._respawn_on_storage_exit(who, proc, kind, checks - 1), kind, "",
+                            label="")
+        elif proc.returncode() == 1:
+            proc.spawn()
+            self.note("heal", kind, f"restart {who}: it exited on the storage failure after its disk was freed")
 
     def _master_flap(self, spec: FaultSpec) -> None:
         """Kill the master, bring it back empty after `down` s, kill the (new) master `gap` s
