@@ -52,6 +52,16 @@ from .transactions import NOT_QUEUED, QueuedHere, Transactions
 DRAIN_LINGER_S = 0.3   # after its last reply, how long a stopping proxy waits for a client to close first
 
 
+def _abort_once_flushed(t: asyncio.Transport) -> None:
+    """Drop a closed TLS connection whose client has not answered close_notify, once the
+    replies it was owed have left (a client still reading them keeps it a while longer;
+    drain_timeout_ms bounds that)."""
+    if t.get_write_buffer_size():
+        asyncio.get_running_loop().call_later(DRAIN_LINGER_S, _abort_once_flushed, t)
+    else:
+        t.abort()
+
+
 class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientCommands, asyncio.Protocol):
     def __init__(self, server) -> None:
         self.server = server
@@ -787,8 +797,12 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
             t.write_eof()
             self._resume_reading()
             asyncio.get_running_loop().call_later(DRAIN_LINGER_S, t.close)
-        else:                           # TLS: close() sends close_notify after the replies
+        else:
+            # TLS: close() sends close_notify after the replies, then waits for the client's
+            # close_notify, which an idle pooled client never sends (it is not reading):
+            # without the abort the connection lasted until drain_timeout_ms cut it
             t.close()
+            asyncio.get_running_loop().call_later(DRAIN_LINGER_S, _abort_once_flushed, t)
 
     def raw_reply(self, data: bytes) -> None:
         if not self.closed:

@@ -191,7 +191,7 @@ def test_demo_tls_serves_only_tls_on_every_hop(tmp_path: Path) -> None:
             assert wait_until(lambda: cl.get("demo:tls") == "v1", 10), "another proxy reads the write over TLS"
         for port in (proxy, redis_base):        # plaintext on a TLS-only port: closed, or no answer
             with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
-                redis.Redis(port=port, socket_timeout=1).ping()
+                redis_client(port, timeout=1).ping()
         status = subprocess.run([PROXY_BIN, "status", "--endpoint", f"https://127.0.0.1:{admin}", "--cacert",
                                  str(certs / "ca.crt")], capture_output=True, check=False, text=True, timeout=30)
         assert status.returncode == 0, f"status over HTTPS failed: {status.stdout}{status.stderr}"
@@ -294,7 +294,7 @@ def test_demo_shards_serves_every_shard_then_fails_one_over_while_the_others_ser
                                      start_new_session=True)
 
         def rejoined() -> bool:
-            info = redis.Redis(port=redis_base + 1, socket_timeout=2).info("replication")
+            info = redis_client(redis_base + 1, timeout=2).info("replication")
             return info["role"] == "slave" and info["master_port"] == redis_base + 4 \
                 and info["master_link_status"] == "up"
         wait_until(rejoined, 30, message="the restarted old master to rejoin as a replica of its shard")

@@ -23,7 +23,7 @@ import redis
 from benchmarks.failover_lib import RAFT_SECRET, ProxyCluster
 from proxy.process.config import ENV_PREFIX
 
-from .harness import HOST, PROXY_BIN, free_ports, start_or_clean, wait_until
+from .harness import HOST, PROXY_BIN, free_ports, redis_client, start_or_clean, wait_until
 from .tls_fixtures import TestTls
 
 pytestmark = pytest.mark.timeout(180)
@@ -65,9 +65,8 @@ def test_redis_nodes_only_speak_tls_with_a_certificate(cluster, tls):
     """The test's premise: the proxies can only be reaching Redis over TLS."""
     master = cluster.redis(cluster.wait_stable()["master"])
     with pytest.raises(redis.ConnectionError):
-        redis.Redis(host=HOST, port=master.port, socket_timeout=2).ping()     # plaintext on the TLS port
-    with redis.Redis(host=HOST, port=master.port, ssl=True, ssl_ca_certs=str(tls.ca.cert),
-                     socket_timeout=2) as r:
+        redis_client(master.port, timeout=2).ping()     # plaintext on the TLS port
+    with redis_client(master.port, timeout=2, ssl=True, ssl_ca_certs=str(tls.ca.cert)) as r:
         with pytest.raises(redis.ConnectionError):
             r.ping()                                                             # no client certificate
     st = cluster.status("proxy-1")
@@ -96,7 +95,7 @@ def test_sentinel_port_over_tls(cluster, tls):
         host, p = s.execute_command("SENTINEL", "get-master-addr-by-name", "mymaster")
     assert f"{host}:{p}" == view["master"]
     with pytest.raises(redis.ConnectionError):
-        redis.Redis(host=HOST, port=port, socket_timeout=2).ping()
+        redis_client(port, timeout=2).ping()
 
 
 def test_bad_tls_clients_are_closed_and_logged_without_harming_others(cluster, tls, tmp_path):
@@ -118,7 +117,7 @@ def test_bad_tls_clients_are_closed_and_logged_without_harming_others(cluster, t
     }
     for i, (what, kw) in enumerate(attempts.items()):
         before = handshake_failures(cluster, "proxy-1")
-        with redis.Redis(host=HOST, port=port, socket_timeout=5, **kw) as bad:
+        with redis_client(port, timeout=5, **kw) as bad:     # no retries: each attempt is one handshake
             with pytest.raises(redis.ConnectionError):
                 bad.ping()
         wait_failure_logged(cluster, "proxy-1", before, what)
@@ -250,6 +249,23 @@ def test_failover_over_tls(cluster, tls):
         with cluster.redis(new["master"]).client(decode=True) as nm:
             missing = [k for k, v in zip(keys, nm.mget(keys)) if v != k]
         assert not missing, f"{len(missing)} acknowledged keys lost"
+
+
+def test_sigterm_closes_an_idle_tls_client_after_a_short_linger(cluster, tls):
+    """A pooled TLS client that never reads again does not answer the proxy's close_notify:
+    a stopping proxy closes it after a short linger as it does a plaintext one, rather than
+    waiting out drain_timeout_ms (5 s) for it. (Last in the module: it stops proxy-3.)"""
+    cluster.wait_stable()
+    name = "proxy-3"
+    p = cluster.proxy(name)
+    idle = tls_client(cluster, tls, name=name)
+    assert idle.ping()
+    t0 = time.monotonic()
+    assert p.terminate(timeout=15) == 0, f"{name} did not exit 0 on SIGTERM:\n{p.log_tail()}"
+    took = time.monotonic() - t0
+    idle.close()
+    assert took < 3.0 and "answered_and_closed=1 cut=0" in p.log_text(), \
+        f"{name} took {took:.1f}s to stop:\n{p.log_tail()}"
 
 
 def test_unloadable_certificate_exits_2_naming_the_key(tmp_path, tls):
