@@ -13,6 +13,15 @@ import logging
 log = logging.getLogger("health.raft")
 
 
+def lease_lapse(consensus) -> tuple[int, str]:
+    """The log level and reason of a lease that just lapsed: info and "applying" for the
+    routine lapse every commit opens until it is applied here (see the write fence; a
+    resharding commits every batch), warning and "lease" for a lease that ran out."""
+    if consensus.lease_waits_for_apply():
+        return logging.INFO, "applying"
+    return logging.WARNING, "lease"
+
+
 class RaftEvents:
     def __init__(self, node: str) -> None:
         self.node = node
@@ -55,9 +64,8 @@ class RaftEvents:
         if self._lease is not None and lease != self._lease:
             if lease:
                 log.info("event=lease_regained self=%s role=%s term=%d", self.node, consensus.role, term)
-            else:       # (applying a commit: the routine lapse of every commit, see the write fence)
-                applying = consensus.lease_waits_for_apply()
-                log.log(logging.INFO if applying else logging.WARNING,
-                        "event=lease_lost self=%s role=%s term=%d leader=%s reason=%s", self.node, consensus.role,
-                        term, leader, "applying" if applying else "lease")
+            else:
+                level, reason = lease_lapse(consensus)
+                log.log(level, "event=lease_lost self=%s role=%s term=%d leader=%s reason=%s", self.node,
+                        consensus.role, term, leader, reason)
         self._lease = lease

@@ -300,25 +300,31 @@ class RaftNode:
     def applied_index(self) -> int:
         return self._applied
 
+    def _lease_core(self) -> RaftCore | None:
+        """The core whose lease can count, caught up with the ticks; None before start,
+        after a storage failure, once stopped, or when not ticking (ticks do not show the
+        time passed)."""
+        if self.core is None or self.failed is not None or not self._running:
+            return None
+        core = self._c()
+        if time.monotonic() - self._last_tick_at > 3 * self.tick_ms / 1000:
+            return None
+        return core
+
     def lease_held(self) -> bool:
         """Leader: a quorum acked within the lease window. Follower: its leader
         said it held a lease, recently enough by our clock. Never after a
         storage failure."""
-        if self.core is None or self.failed is not None or not self._running:
+        core = self._lease_core()
+        if core is None:
             return False
-        core = self._c()
-        if time.monotonic() - self._last_tick_at > 3 * self.tick_ms / 1000:
-            return False  # not ticking (stopped): ticks do not show the time passed
-        if core.role == LEADER:
-            return core.lease_valid()
-        return core.follower_lease_valid()
+        return core.lease_valid() if core.role == LEADER else core.follower_lease_valid()
 
     def lease_waits_for_apply(self) -> bool:
         """The lease is lapsed only until this node applies what was committed (see
-        RaftCore.lease_waits_for_apply)."""
-        if self.core is None or self.failed is not None or not self._running:
-            return False
-        return self._c().lease_waits_for_apply()
+        RaftCore.lease_waits_for_apply); never when it cannot count at all."""
+        core = self._lease_core()
+        return core is not None and core.lease_waits_for_apply()
 
     @property
     def fence_timeout_s(self) -> float:

@@ -18,6 +18,7 @@ import hiredis
 from health.cluster_controller import ClusterController
 from health.controller import Controller, StandaloneConsensus, TopologyStateMachine
 from health.probe import Health, Prober
+from health.raft_events import lease_lapse
 from health.redis_control import control_tls
 
 from .. import resp
@@ -209,14 +210,11 @@ class ProxyServer:
         write gate then resumes them or fails them (`WriteGate.settle`)."""
         held = self.consensus.lease_held()
         if self._lease_seen and not held:
-            # a proxy applying what was just committed lapses for milliseconds at every
-            # commit (a resharding commits every batch): said at info, not as a warning
-            applying = self.consensus.lease_waits_for_apply()
-            self.gate.lapsed(routine=applying)
+            level, reason = lease_lapse(self.consensus)
+            self.gate.lapsed(routine=reason == "applying")
             for master in self.masters:
-                log.log(logging.INFO if applying else logging.WARNING,
-                        "event=lease_lost master=%s reason=%s writes in flight are suspended", master,
-                        "applying" if applying else "lease")
+                log.log(level, "event=lease_lost master=%s reason=%s writes in flight are suspended", master,
+                        reason)
                 self._suspend_writes(master)
         self._lease_seen = held
         self.gate.settle()
