@@ -18,7 +18,8 @@ from typing import Any, Callable
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from benchmarks.failover_lib import (SENTINEL_MASTER_NAME, ProxyCluster, SentinelCluster, wait_replica_of)
+from benchmarks.failover_lib import RAFT_SECRET, SENTINEL_MASTER_NAME, ProxyCluster, SentinelCluster, wait_replica_of
+from benchmarks.raft_cluster_lib import run_ops
 from tests.integration.harness import HarnessError, ManagedProcess, RedisServer, redis_client, wait_until
 
 from .disk import SmallFs
@@ -172,6 +173,10 @@ class ChaosCluster:
     def controllers_agree(self, master_addr: str) -> str | None:
         raise NotImplementedError
 
+    def operator_step(self) -> str | None:
+        """What an operator does when the controllers wait for one; None: none asked."""
+        return None
+
     def wait_converged(self, timeout: float) -> float:
         """Seconds until `converged()`; raises HarnessError with the last complaint after `timeout`."""
         t0 = time.monotonic()
@@ -273,6 +278,33 @@ class ChaosProxyCluster(ChaosCluster):
 
     def epochs(self) -> dict[str, int | None]:
         return {n: (s["topology"]["epoch"] if s else None) for n, s in self.pc.statuses(self.pc.names).items()}
+
+    def operator_step(self) -> str | None:
+        """When the proxies hold writes for the operator (`no_safe_master`: every copy of the
+        last writes was destroyed), accept the loss as their message says: `failover --to`
+        the node with the most keys (then the highest replication offset) of those that
+        answer. What was run and its outcome; None when no proxy asks."""
+        sts = self.pc.statuses(self.pc.names, timeout=1.0)
+        asking = [n for n, st in sts.items() if st and (st.get("failover") or {}).get("phase") == "no_safe_master"]
+        if not asking:
+            return None
+        best: tuple[tuple[int, int], RedisServer] | None = None
+        for server in self.redis.values():
+            try:
+                with redis_client(server.port, timeout=2, decode=True) as c:
+                    rank = (int(c.dbsize()), int(c.info("replication").get("master_repl_offset", 0)))
+            except Exception:  # noqa: BLE001 - a node that does not answer is not a candidate
+                continue
+            if best is None or rank > best[0]:
+                best = (rank, server)
+        if best is None:
+            return f"{asking[0]} holds writes for the operator (no_safe_master), but no node answers"
+        (keys, offset), target = best
+        done = run_ops("failover", "--to", target.addr, endpoint=f"http://127.0.0.1:{self.pc.proxies[asking[0]].admin_port}",
+                       secret=RAFT_SECRET)
+        said = (done.stdout + done.stderr).strip().replace("\n", " ")
+        return (f"failover --to {target.addr} ({keys:,} keys, offset {offset:,}) through {asking[0]}: "
+                f"exit {done.returncode} {said[:200]}")
 
     def revive_all(self) -> None:
         for fs in self.disks.values():

@@ -45,6 +45,7 @@ class RunResult:
     faults_s: float                      # how long the schedule ran
     epochs_end: dict[str, Any] = field(default_factory=dict)
     injector_error: str | None = None
+    operator_step: str | None = None     # what the run did as the operator, when the proxies asked
 
     def split_brain_s(self) -> float:
         return sum(b - a for a, b, _ in self.split_brain_windows)
@@ -71,6 +72,8 @@ class RunResult:
             lines.append(f"replicas not synced: {self.synced_error}")
         if self.injector_error:
             lines.append(f"injector: {self.injector_error}")
+        if self.operator_step:
+            lines.append(f"operator step (after convergence failed): {self.operator_step}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,12 +111,17 @@ def read_back_from(cluster: ChaosCluster) -> str:
 
 def run_chaos(cluster: ChaosCluster, schedule: list[FaultSpec], *, seed: int, ack: str,
               converge_timeout_s: float = 10.0, post_heal_s: float = 2.0, second_chance_s: float = 30.0,
-              sync_timeout_s: float = 60.0, echo: Callable[[str], None] | None = print) -> RunResult:
+              sync_timeout_s: float = 60.0, operator: bool = False,
+              echo: Callable[[str], None] | None = print) -> RunResult:
     """Run `schedule` against the started `cluster` under the standard workloads; heal; check.
 
     After healing, convergence gets `converge_timeout_s` (the promise checked); when it
     fails, `second_chance_s` more (the checker needs one master to read from), then replicas
-    get `sync_timeout_s` to catch up before the data is read back from the master."""
+    get `sync_timeout_s` to catch up before the data is read back from the master. With
+    `operator`, a run whose controllers hold writes for the operator first gets the step
+    they ask for (`ChaosCluster.operator_step`; the long benchmark: a schedule may destroy
+    every copy of the last writes, and then what counts is what the operator's choice
+    kept); without it (the short CI test, whose schedule is survivable) it fails to converge."""
     cluster.enter_clients_cgroup()
     workloads = standard_workloads(cluster.client_factories(CLIENT_TIMEOUT_S))
     sampler = MasterSampler(cluster)
@@ -154,6 +162,11 @@ def run_chaos(cluster: ChaosCluster, schedule: list[FaultSpec], *, seed: int, ac
         finally:
             if cluster.clients_cg is not None:
                 cluster.clients_cg.close()
+    operator_step = None
+    if conv_err is not None and operator:
+        operator_step = cluster.operator_step()
+        if operator_step and echo is not None:
+            echo(f"operator step: {operator_step}")
     # a second, bounded chance to converge before reading back (the checker needs one master)
     if conv_err is not None:
         try:
@@ -182,4 +195,4 @@ def run_chaos(cluster: ChaosCluster, schedule: list[FaultSpec], *, seed: int, ac
         split_brain_windows=windows, split_brain_samples=sum(1 for _, m in sampler.samples if len(m) >= 2),
         samples=len(sampler.samples), unavailable_s=gap, unavailable_at=gap_at - t0, acks_by_kind=dict(acks),
         faults_s=t_heal - t0, epochs_end=cluster.epochs(),
-        injector_error=repr(injector.crashed) if injector.crashed else None)
+        injector_error=repr(injector.crashed) if injector.crashed else None, operator_step=operator_step)
