@@ -173,9 +173,13 @@ class ChaosCluster:
     def controllers_agree(self, master_addr: str) -> str | None:
         raise NotImplementedError
 
-    def operator_step(self) -> str | None:
-        """What an operator does when the controllers wait for one; None: none asked."""
+    def operator_asked(self) -> str | None:
+        """The controller that holds writes for the operator, if one does."""
         return None
+
+    def operator_step(self, asking: str) -> str:
+        """Do what `asking` asks of the operator; what was run and its outcome."""
+        raise NotImplementedError
 
     def wait_converged(self, timeout: float) -> float:
         """Seconds until `converged()`; raises HarnessError with the last complaint after `timeout`."""
@@ -279,15 +283,16 @@ class ChaosProxyCluster(ChaosCluster):
     def epochs(self) -> dict[str, int | None]:
         return {n: (s["topology"]["epoch"] if s else None) for n, s in self.pc.statuses(self.pc.names).items()}
 
-    def operator_step(self) -> str | None:
-        """When the proxies hold writes for the operator (`no_safe_master`: every copy of the
-        last writes was destroyed), accept the loss as their message says: `failover --to`
-        the node with the most keys (then the highest replication offset) of those that
-        answer. What was run and its outcome; None when no proxy asks."""
+    def operator_asked(self) -> str | None:
+        """A proxy holding writes for the operator (`no_safe_master`: every copy of the last
+        writes was destroyed)."""
         sts = self.pc.statuses(self.pc.names, timeout=1.0)
-        asking = [n for n, st in sts.items() if st and (st.get("failover") or {}).get("phase") == "no_safe_master"]
-        if not asking:
-            return None
+        return next((n for n, st in sts.items()
+                     if st and (st.get("failover") or {}).get("phase") == "no_safe_master"), None)
+
+    def operator_step(self, asking: str) -> str:
+        """Accept the loss as the proxies' message says: `failover --to` the node with the
+        most keys (then the highest replication offset) of those that answer."""
         best: tuple[tuple[int, int], RedisServer] | None = None
         for server in self.redis.values():
             try:
@@ -298,12 +303,12 @@ class ChaosProxyCluster(ChaosCluster):
             if best is None or rank > best[0]:
                 best = (rank, server)
         if best is None:
-            return f"{asking[0]} holds writes for the operator (no_safe_master), but no node answers"
+            return f"{asking} holds writes for the operator (no_safe_master), but no node answers"
         (keys, offset), target = best
-        done = run_ops("failover", "--to", target.addr, endpoint=f"http://127.0.0.1:{self.pc.proxies[asking[0]].admin_port}",
+        done = run_ops("failover", "--to", target.addr, endpoint=f"http://127.0.0.1:{self.pc.proxies[asking].admin_port}",
                        secret=RAFT_SECRET)
         said = (done.stdout + done.stderr).strip().replace("\n", " ")
-        return (f"failover --to {target.addr} ({keys:,} keys, offset {offset:,}) through {asking[0]}: "
+        return (f"failover --to {target.addr} ({keys:,} keys, offset {offset:,}) through {asking}: "
                 f"exit {done.returncode} {said[:200]}")
 
     def revive_all(self) -> None:

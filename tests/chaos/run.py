@@ -18,6 +18,7 @@ from tests.integration.harness import HarnessError, redis_client, wait_until
 from .checker import Findings, MasterSampler, evaluate, longest_gap, read_state
 from .cluster import ChaosCluster
 from .faults import FaultSpec, Injector, schedule_json
+from .operator_watch import OperatorWatch
 from .workloads import Workload, standard_workloads
 
 CLIENT_TIMEOUT_S = 3.0
@@ -45,7 +46,7 @@ class RunResult:
     faults_s: float                      # how long the schedule ran
     epochs_end: dict[str, Any] = field(default_factory=dict)
     injector_error: str | None = None
-    operator_step: str | None = None     # what the run did as the operator, when the proxies asked
+    operator_steps: list[str] = field(default_factory=list)   # what the run did as the operator, when asked
 
     def split_brain_s(self) -> float:
         return sum(b - a for a, b, _ in self.split_brain_windows)
@@ -72,8 +73,8 @@ class RunResult:
             lines.append(f"replicas not synced: {self.synced_error}")
         if self.injector_error:
             lines.append(f"injector: {self.injector_error}")
-        if self.operator_step:
-            lines.append(f"operator step (after convergence failed): {self.operator_step}")
+        for step in self.operator_steps:
+            lines.append(f"operator step: {step}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,14 +119,16 @@ def run_chaos(cluster: ChaosCluster, schedule: list[FaultSpec], *, seed: int, ac
     After healing, convergence gets `converge_timeout_s` (the promise checked); when it
     fails, `second_chance_s` more (the checker needs one master to read from), then replicas
     get `sync_timeout_s` to catch up before the data is read back from the master. With
-    `operator`, a run whose controllers hold writes for the operator first gets the step
-    they ask for (`ChaosCluster.operator_step`; the long benchmark: a schedule may destroy
-    every copy of the last writes, and then what counts is what the operator's choice
-    kept); without it (the short CI test, whose schedule is survivable) it fails to converge."""
+    `operator` (the long benchmark, whose schedules may destroy every copy of the last
+    writes), an `OperatorWatch` does what controllers holding writes for the operator ask,
+    during the run and once more after healing, so the checker counts what the operator's
+    choice lost; without it (the short CI test, whose schedule is survivable) such a run
+    fails to converge."""
     cluster.enter_clients_cgroup()
     workloads = standard_workloads(cluster.client_factories(CLIENT_TIMEOUT_S))
     sampler = MasterSampler(cluster)
     injector = Injector(cluster, schedule, seed, echo=echo)
+    watch = OperatorWatch(cluster, lambda text: injector.note("note", "operator", text)) if operator else None
     converged_s = conv_err = synced_err = None
     try:
         for w in workloads:
@@ -133,6 +136,8 @@ def run_chaos(cluster: ChaosCluster, schedule: list[FaultSpec], *, seed: int, ac
         wait_warm(workloads, WARMUP_TIMEOUT_S)
         sampler.start()
         injector.start()
+        if watch is not None:
+            watch.start()
         t0 = injector.t0
         last = max((s.at + s.duration for s in schedule), default=0.0)
         injector.join(last + 120.0)
@@ -157,16 +162,18 @@ def run_chaos(cluster: ChaosCluster, schedule: list[FaultSpec], *, seed: int, ac
                 w.stop()
             if sampler.is_alive():
                 sampler.stop()
+            if watch is not None and watch.is_alive():
+                watch.stop()
             if injector.is_alive():
                 injector.stop()
         finally:
             if cluster.clients_cg is not None:
                 cluster.clients_cg.close()
-    operator_step = None
-    if conv_err is not None and operator:
-        operator_step = cluster.operator_step()
-        if operator_step and echo is not None:
-            echo(f"operator step: {operator_step}")
+    operator_steps = list(watch.steps) if watch is not None else []
+    asking = cluster.operator_asked() if watch is not None and conv_err is not None else None
+    if asking is not None:
+        operator_steps.append(cluster.operator_step(asking))
+        injector.note("note", "operator", operator_steps[-1])
     # a second, bounded chance to converge before reading back (the checker needs one master)
     if conv_err is not None:
         try:
@@ -195,4 +202,4 @@ def run_chaos(cluster: ChaosCluster, schedule: list[FaultSpec], *, seed: int, ac
         split_brain_windows=windows, split_brain_samples=sum(1 for _, m in sampler.samples if len(m) >= 2),
         samples=len(sampler.samples), unavailable_s=gap, unavailable_at=gap_at - t0, acks_by_kind=dict(acks),
         faults_s=t_heal - t0, epochs_end=cluster.epochs(),
-        injector_error=repr(injector.crashed) if injector.crashed else None, operator_step=operator_step)
+        injector_error=repr(injector.crashed) if injector.crashed else None, operator_steps=operator_steps)
