@@ -498,7 +498,13 @@ def add_raft_routes(app: web.Application, node: Receiver,
             return web.Response(status=403, text="bad raft secret\n")
         ws = web.WebSocketResponse(heartbeat=STREAM_HEARTBEAT_S, max_msg_size=STREAM_MAX_FRAME,
                                    protocols=(STREAM_PROTOCOL,) if on_app is not None else ())
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionResetError as exc:     # (aiohttp's ClientConnectionResetError is one)
+            # the peer went away before the upgrade was answered (killed or restarted while it
+            # connected): routine, and it reconnects; aiohttp would log a traceback as an error
+            log.info("event=raft_stream_peer_gone remote=%s error=%r", request.remote, str(exc))
+            return web.Response(status=503)     # not written: aiohttp drops it quietly
         meta: ClusterMeta | None = None     # the sender's cluster headers, as last sent on this stream
         check = getattr(node, "peer_meta", None)
         async for frame in ws:

@@ -307,3 +307,28 @@ async def test_heartbeats_go_compact_on_a_stream_both_sides_agreed_on() -> None:
         aiohttp.ClientWebSocketResponse.send_bytes = real_send
         await t.close()
         await server.close()
+
+
+async def test_a_peer_gone_before_the_stream_upgrade_is_answered_logs_one_line_not_a_traceback(caplog) -> None:
+    """A proxy killed while it opened its stream (its upgrade request sent, then its side
+    closed): the upgrade's reply cannot be written. That is routine when peers restart,
+    so it is one info line, not aiohttp's error-level traceback."""
+    import logging
+    import socket
+
+    server = await serve(Sink())
+    request = (f"GET /raft/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+               f"{SECRET_HEADER}: {Sink.secret}\r\n\r\n").encode()
+    caplog.set_level(logging.INFO)
+    try:
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", server.port)) as s:
+                s.sendall(request)
+                s.shutdown(socket.SHUT_WR)     # gone before the server could answer
+            await eventually(lambda: any("raft_stream_peer_gone" in r.getMessage() for r in caplog.records))
+            errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            assert not errors, errors
+            caplog.clear()
+    finally:
+        await server.close()
