@@ -305,8 +305,8 @@ class ChaosProxyCluster(ChaosCluster):
         if best is None:
             return f"{asking} holds writes for the operator (no_safe_master), but no node answers"
         (keys, offset), target = best
-        done = run_ops("failover", "--to", target.addr, endpoint=f"http://127.0.0.1:{self.pc.proxies[asking].admin_port}",
-                       secret=RAFT_SECRET)
+        endpoint = f"http://127.0.0.1:{self.pc.proxies[asking].admin_port}"
+        done = run_ops("failover", "--to", target.addr, endpoint=endpoint, secret=RAFT_SECRET)
         said = (done.stdout + done.stderr).strip().replace("\n", " ")
         return (f"failover --to {target.addr} ({keys:,} keys, offset {offset:,}) through {asking}: "
                 f"exit {done.returncode} {said[:200]}")
