@@ -147,7 +147,8 @@ class RaftNode:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._disk = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raft-disk-{self.node_id}")
+        self._disk = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                           thread_name_prefix=f"raft-disk-{self.node_id}")
         self.failed = None
         state = await self._on_disk("load", self.storage.load)
         self.cluster = await self._on_disk("load_cluster", self.storage.load_cluster)

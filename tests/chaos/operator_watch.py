@@ -46,12 +46,21 @@ class OperatorWatch(threading.Thread):
                     asked_since = now
                     self.note(f"{asking} holds writes for the operator; acting in {self.delay_s:g} s if still asked")
                 elif now - asked_since >= self.delay_s:
-                    step = self.cluster.operator_step(asking)
-                    self.steps.append(step)
-                    self.note(step)
+                    self._act(asking)
                     asked_since = None
             except Exception as exc:  # noqa: BLE001 - said, then asked again at the next poll
                 self.note(f"operator step failed: {exc!r}")
+
+    def act_if_asked(self) -> None:
+        """After healing: a controller still asking gets its answer now, not `delay_s` later."""
+        asking = self.cluster.operator_asked()
+        if asking is not None:
+            self._act(asking)
+
+    def _act(self, asking: str) -> None:
+        step = self.cluster.operator_step(asking)
+        self.steps.append(step)
+        self.note(step)
 
     def stop(self) -> None:
         self._halt.set()

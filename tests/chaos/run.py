@@ -169,11 +169,9 @@ def run_chaos(cluster: ChaosCluster, schedule: list[FaultSpec], *, seed: int, ac
         finally:
             if cluster.clients_cg is not None:
                 cluster.clients_cg.close()
+    if watch is not None and conv_err is not None:
+        watch.act_if_asked()
     operator_steps = list(watch.steps) if watch is not None else []
-    asking = cluster.operator_asked() if watch is not None and conv_err is not None else None
-    if asking is not None:
-        operator_steps.append(cluster.operator_step(asking))
-        injector.note("note", "operator", operator_steps[-1])
     # a second, bounded chance to converge before reading back (the checker needs one master)
     if conv_err is not None:
         try:
