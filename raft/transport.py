@@ -35,6 +35,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Protocol
 
@@ -56,6 +57,7 @@ STREAM_RETRY_S = 60.0       # a peer without the stream route is asked again thi
 # process) is closed after 1.5 x this without a pong, and the next batch reconnects.
 STREAM_HEARTBEAT_S = 1.0
 STREAM_MAX_FRAME = 4 * 1024 * 1024
+STREAM_CLOSE_S = 0.5        # how long a closing side waits for the peer's answer to its close
 # The subprotocol of a stream whose frames may be compact and carry application payloads ("app").
 STREAM_PROTOCOL = "raft-stream.2"
 
@@ -219,7 +221,7 @@ class _Link:
             reader.cancel()
         if ws is not None and not ws.closed:
             try:
-                async with asyncio.timeout(0.5):
+                async with asyncio.timeout(STREAM_CLOSE_S):
                     await ws.close()
             except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
@@ -451,6 +453,15 @@ class HttpTransport:
             self._session = None
 
 
+async def _close_stream(ws: web.WebSocketResponse) -> None:
+    """Close a peer's stream, waiting at most STREAM_CLOSE_S for its answer."""
+    try:
+        async with asyncio.timeout(STREAM_CLOSE_S):
+            await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"shutting down")
+    except (TimeoutError, OSError, aiohttp.ClientError):
+        pass
+
+
 def add_raft_routes(app: web.Application, node: Receiver,
                     on_app: Callable[[dict], None] | None = None) -> None:
     """Serve POST /raft/message: 403 without the shared secret (or when none is set), 400 on a bad body,
@@ -459,7 +470,8 @@ def add_raft_routes(app: web.Application, node: Receiver,
     closes it; a refused frame is answered with a text frame saying why); with
     `on_app`, it agrees to ``STREAM_PROTOCOL`` and hands it each application payload
     of a frame (one it refuses with ValueError, KeyError or TypeError is dropped). GET
-    /raft/cluster: our cluster id and seeded set, 503 until the data dir is loaded."""
+    /raft/cluster: our cluster id and seeded set, 503 until the data dir is loaded. The
+    app's shutdown closes the open streams first (`close_streams`)."""
 
     def authorized(request: web.Request) -> bool:
         return request_authorized(request.headers.get(SECRET_HEADER), node.secret, request.transport)
@@ -493,11 +505,20 @@ def add_raft_routes(app: web.Application, node: Receiver,
             node.receive(msg)
         return web.Response(status=204)
 
+    streams: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+
+    async def close_streams(_app: web.Application) -> None:
+        """On shutdown: a peer's stream is a request that never ends by itself, so aiohttp's
+        shutdown waited until the stream's heartbeat gave up on it (about 1.5 s) before the
+        process could exit. Close them first, saying why (1001, going away)."""
+        await asyncio.gather(*(_close_stream(ws) for ws in list(streams)))
+
     async def stream(request: web.Request) -> web.StreamResponse:
         if not authorized(request):
             return web.Response(status=403, text="bad raft secret\n")
         ws = web.WebSocketResponse(heartbeat=STREAM_HEARTBEAT_S, max_msg_size=STREAM_MAX_FRAME,
                                    protocols=(STREAM_PROTOCOL,) if on_app is not None else ())
+        streams.add(ws)
         try:
             await ws.prepare(request)
         except ConnectionResetError as exc:     # (aiohttp's ClientConnectionResetError is one)
@@ -539,6 +560,7 @@ def add_raft_routes(app: web.Application, node: Receiver,
                         log.debug("raft stream: application payload dropped: %r", exc)
         return ws
 
+    app.on_shutdown.append(close_streams)
     app.router.add_post(MESSAGE_PATH, handle)
     app.router.add_get(STREAM_PATH, stream)
     app.router.add_get(INFO_PATH, info)

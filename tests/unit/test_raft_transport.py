@@ -332,3 +332,25 @@ async def test_a_peer_gone_before_the_stream_upgrade_is_answered_logs_one_line_n
             caplog.clear()
     finally:
         await server.close()
+
+
+async def test_shutdown_closes_the_peers_streams_instead_of_waiting_for_them() -> None:
+    """A peer's stream is a request that never ends by itself: aiohttp's shutdown waited until
+    the stream's heartbeat gave up on it (about 1.5 s, then the connection cut without a close
+    frame) before a stopping proxy could exit. Shutdown now closes each stream with 1001 (going
+    away) at once."""
+    app = web.Application()
+    add_raft_routes(app, Sink())
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(f"http://127.0.0.1:{port}/raft/stream", headers={SECRET_HEADER: Sink.secret})
+        got = asyncio.get_running_loop().create_task(ws.receive())
+        async with asyncio.timeout(10):
+            await runner.cleanup()
+        msg = await got
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.GOING_AWAY, msg
+        assert msg.extra == "shutting down"
