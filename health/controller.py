@@ -318,7 +318,8 @@ class Controller:
                         await self._step()
                     except Exception:  # the control loop must survive anything
                         self.log.exception("controller step failed")
-                    await self._waiter.wait(self.interval)
+                    step_interval = getattr(self.server, "step_interval_s", None)
+                    await self._waiter.wait(step_interval(self.interval) if step_interval else self.interval)
         finally:
             await self._http.close()
             for c in self._clients.values():

@@ -520,6 +520,15 @@ class ProxyServer:
     def _probe_interval_ms(self) -> int:
         return self.cfg.learner_probe_interval_ms if self._probing_as_learner else self.cfg.probe_interval_ms
 
+    def step_interval_s(self, interval: float) -> float:
+        """How often a loop that follows the probes (the controller's step, the Sentinel
+        port's events) runs: `interval`, or while this proxy probes as a learner its probe
+        interval, when longer: a learner decides and reports nothing, and what it derives
+        changes only with its probes (issue 16: 10 learners each stepping 10 times a second)."""
+        if not self._probing_as_learner:
+            return interval
+        return max(interval, self.cfg.learner_probe_interval_ms / 1000.0)
+
     def probing_as_learner(self) -> bool:
         """A Raft learner, or a proxy started with `learner` not yet made a voter: its
         view of Redis is not counted for failover, so it probes at

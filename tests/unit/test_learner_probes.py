@@ -43,6 +43,19 @@ def test_learner_probes_slower_and_speeds_up_once_promoted() -> None:
     assert prober.kicked == 2   # no change, nothing done
 
 
+def test_a_learner_steps_at_its_probe_interval_a_voter_at_the_decision_interval() -> None:
+    """The loops that follow the probes (controller step, Sentinel events) of a learner run
+    as often as its probes, not 10 times a second: it decides and reports nothing."""
+    core = RaftCore("p4", {"p1": "", "p2": "", "p3": ""}, learners={"p4": ""}, rng=random.Random(1))
+    server = server_with(core, learner_probe_interval_ms="1000")
+    server.tune_probes()
+    assert server.step_interval_s(0.1) == 1.0
+    assert server.step_interval_s(2.0) == 2.0       # never more often than asked
+    core.members["p4"] = core.learners.pop("p4")   # promoted
+    server.tune_probes()
+    assert server.step_interval_s(0.1) == 0.1
+
+
 def test_a_proxy_started_as_learner_probes_slowly_before_it_is_added(tmp_path) -> None:
     core = RaftCore("p4", {}, rng=random.Random(1))      # --join: no membership yet
     server = server_with(core, learner="true", join="http://127.0.0.1:8000", peers="p1=http://127.0.0.1:8000",
