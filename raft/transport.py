@@ -511,14 +511,13 @@ def add_raft_routes(app: web.Application, node: Receiver,
         """On shutdown: a peer's stream is a request that never ends by itself, so aiohttp's
         shutdown waited until the stream's heartbeat gave up on it (about 1.5 s) before the
         process could exit. Close them first, saying why (1001, going away)."""
-        await asyncio.gather(*(_close_stream(ws) for ws in list(streams)))
+        await asyncio.gather(*(_close_stream(ws) for ws in list(streams)), return_exceptions=True)
 
     async def stream(request: web.Request) -> web.StreamResponse:
         if not authorized(request):
             return web.Response(status=403, text="bad raft secret\n")
         ws = web.WebSocketResponse(heartbeat=STREAM_HEARTBEAT_S, max_msg_size=STREAM_MAX_FRAME,
                                    protocols=(STREAM_PROTOCOL,) if on_app is not None else ())
-        streams.add(ws)
         try:
             await ws.prepare(request)
         except ConnectionResetError as exc:     # (aiohttp's ClientConnectionResetError is one)
@@ -526,6 +525,7 @@ def add_raft_routes(app: web.Application, node: Receiver,
             # connected): routine, and it reconnects; aiohttp would log a traceback as an error
             log.info("event=raft_stream_peer_gone remote=%s error=%r", request.remote, str(exc))
             return web.Response(status=503)     # not written: aiohttp drops it quietly
+        streams.add(ws)
         meta: ClusterMeta | None = None     # the sender's cluster headers, as last sent on this stream
         check = getattr(node, "peer_meta", None)
         async for frame in ws:
