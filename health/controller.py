@@ -51,6 +51,7 @@ from .maintenance import (
     FailoverRecord,
     Pause,
     busy_kill_grace_s,
+    busy_master_left_alone,
     down_cause,
     pause_expired,
     pause_until,
@@ -439,9 +440,10 @@ class Controller:
         # ended it, and the views that found the master down predate that).
         busy = st is not None and st.busy_at is not None and now - st.busy_at < self.cfg.down_after_ms / 1000 + grace
         cause = BUSY if busy else down_cause(st.error if st else None)
-        if cause == BUSY and now - self._down_since < grace:
+        if cause == BUSY and busy_master_left_alone(now, self._down_since, st.killed_at, grace):
             # every proxy that finds it down and busy sends SCRIPT KILL (or FUNCTION KILL), as
-            # Sentinel does: give a read-only script's kill time to show before failing over
+            # Sentinel does: give a read-only script's kill time to show before failing over,
+            # and leave alone a master whose scripts keep being killed (a client re-running one)
             self.phase = "busy"
             return
         down_for = self.cfg.down_after_ms / 1000.0 + (now - self._down_since)

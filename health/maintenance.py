@@ -122,6 +122,18 @@ def busy_kill_grace_s(probe_interval_s: float, down_after_s: float) -> float:
     return max(3 * probe_interval_s, down_after_s)
 
 
+def busy_master_left_alone(now: float, down_since: float, killed_at: float | None, grace: float) -> bool:
+    """Leave a master found objectively down while answering -BUSY alone for now? For
+    `grace` after it was found so (the kill every proxy sends needs that long to show), and
+    for `grace` after the last kill this proxy saw end a script (accepted, or answered
+    NOTBUSY: it had ended). A client that runs its runaway script again at once keeps the
+    master busy with no valid reply in between, yet each run is killed: failing the master
+    over would lose its unreplicated writes and not stop that client. A refused kill
+    (-UNKILLABLE: the script wrote) ends nothing: the failover goes ahead `grace` after the
+    last kill that did."""
+    return now - down_since < grace or (killed_at is not None and now - killed_at < grace)
+
+
 def bounded(records: list[FailoverRecord], new: FailoverRecord, limit: int = HISTORY_MAX) -> list[FailoverRecord]:
     """`records` with `new` appended (once: a record of the same shard and epoch is kept
     as it was, so a re-applied entry changes nothing), at most `limit`, oldest dropped."""

@@ -48,6 +48,7 @@ class NodeStatus:
     priority: int = DEFAULT_PRIORITY   # replica-priority (slave_priority): 0 = never promote
     probe_ms: float = 0.0
     busy_at: float | None = None    # monotonic time of the last -BUSY reply
+    killed_at: float | None = None  # ... of the last kill that ended a script (or found it ended)
     samples: deque = field(default_factory=lambda: deque(maxlen=64))  # (sent_at, offset)
 
     since: float = field(default_factory=time.monotonic)  # when probing began
@@ -261,20 +262,26 @@ class Prober:
         """Probe again now rather than at the next interval (during a failover)."""
         self._kick.set()
 
-    async def _kill_busy_script(self, busy_error: str) -> bool:
+    async def _kill_busy_script(self, busy_error: str, status: NodeStatus) -> bool:
         """The node has been busy (a long script or function) for `down_after_ms`: True when
-        the node accepted the kill. That script stops at once, so a -BUSY to a later probe is
-        another script (a client running it again), which gets its own kill; a kill refused
-        (-UNKILLABLE: the script wrote) is not sent again in this busy spell."""
+        the node accepted the kill, or answered NOTBUSY (another proxy's kill came first).
+        That script stops at once, so a -BUSY to a later probe is another script (a client
+        running it again), which gets its own kill; a kill refused (-UNKILLABLE: the script
+        wrote) is not sent again in this busy spell. `status.killed_at` records when a kill
+        last ended a script: the leader leaves a master whose scripts keep ending alone."""
         kill = ("FUNCTION", "KILL") if "FUNCTION KILL" in busy_error else ("SCRIPT", "KILL")
         try:
             async with asyncio.timeout(self.timeout):
                 reply = await self._client.execute_command(*kill)
             log.warning("event=busy_script_killed node=%s command=%r reply=%r", self.addr, " ".join(kill), reply)
+            status.killed_at = time.monotonic()
             return True
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             log.warning("event=busy_script_kill_failed node=%s command=%r error=%r", self.addr, " ".join(kill),
                         str(exc) or type(exc).__name__)
+            if isinstance(exc, ResponseError) and str(exc).startswith("NOTBUSY"):
+                status.killed_at = time.monotonic()
+                return True
             return False
 
     async def run(self) -> None:
@@ -309,7 +316,7 @@ class Prober:
                 now = time.monotonic()
                 up = status.up(now, self.health.down_after)
                 if not up and not self._kill_sent and (status.error or "").startswith("BUSY"):
-                    self._kill_sent = not await self._kill_busy_script(status.error)
+                    self._kill_sent = not await self._kill_busy_script(status.error, status)
                 if up != self._was_up:
                     self._was_up = up
                     if self._on_change:

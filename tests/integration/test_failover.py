@@ -698,16 +698,18 @@ def test_runaway_script_run_again_at_once_is_killed_again(keeper):
     """A client that runs its runaway script again as soon as it is killed: the master answers
     -BUSY again with no valid reply in between. Each run gets its own SCRIPT KILL (a kill the
     node accepted ends that spell); before, the proxies waited for a valid reply that never
-    came and failed the master over, cause busy."""
+    came and failed the master over, cause busy. And the runs, each killed, keep the master
+    busy longer than the leader's busy grace (0.5 s): it leaves alone a master whose scripts
+    keep being killed (a CI run failed it over 6 ms after the fourth run was killed)."""
     c = keeper.healthy()
     view = c.wait_stable()
     master = c.redis(view["master"])
     _busy_threshold(master, 100)
     # 30 ms: after the other proxies' own SCRIPT KILLs of the first run (sent at the same probe
     # round, answered NOTBUSY) and well before the next probe round, 100 ms after the last
-    # One run more than there are proxies: each proxy kills at most one run if a kill the node
-    # accepted does not end its busy spell.
-    runs = len(c.proxies) + 1
+    # More runs than there are proxies (each proxy would kill at most one run if a kill the node
+    # accepted did not end its busy spell), and about 1 s of them, twice the busy grace.
+    runs = 2 * len(c.proxies) + 2
     runner = RepeatedScript(master.port, BUSY_LOOP, runs, pause=0.03)
     try:
         runner.start()

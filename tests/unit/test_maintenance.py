@@ -16,6 +16,7 @@ from health.maintenance import (
     FailoverRecord,
     Pause,
     bounded,
+    busy_master_left_alone,
     down_cause,
     parse_duration,
     pause_expired,
@@ -124,3 +125,15 @@ def test_the_switchover_budget_keeps_time_for_the_commit_within_the_timeout():
     assert catch_up + commit == 2.0 and commit == pytest.approx(0.4)
     with pytest.raises(ValueError):
         switchover_budget(0.0)
+
+
+def test_a_busy_master_is_left_alone_while_its_scripts_keep_being_killed() -> None:
+    """Found objectively down at 10.0 while answering -BUSY, grace 0.5 s: left alone for the
+    grace; after it only while a kill ended a script within the grace (a client re-running its
+    runaway script keeps the master busy, each run killed); a refused kill ends nothing."""
+    grace = 0.5
+    assert busy_master_left_alone(10.4, 10.0, None, grace)          # the kill's time to show
+    assert not busy_master_left_alone(10.5, 10.0, None, grace)      # no kill ended anything
+    assert busy_master_left_alone(10.9, 10.0, 10.7, grace)          # a run killed 0.2 s ago
+    assert not busy_master_left_alone(11.3, 10.0, 10.7, grace)      # none since: unkillable now
+    assert not busy_master_left_alone(10.9, 10.0, 9.0, grace)       # a kill from an older spell
