@@ -440,7 +440,8 @@ class Controller:
         # ended it, and the views that found the master down predate that).
         busy = st is not None and st.busy_at is not None and now - st.busy_at < self.cfg.down_after_ms / 1000 + grace
         cause = BUSY if busy else down_cause(st.error if st else None)
-        if cause == BUSY and busy_master_left_alone(now, self._down_since, st.killed_at, grace):
+        if cause == BUSY and (busy_master_left_alone(now, self._down_since, st.killed_at, grace)
+                              or await self._killed_before_failover(topo.master)):
             # every proxy that finds it down and busy sends SCRIPT KILL (or FUNCTION KILL), as
             # Sentinel does: give a read-only script's kill time to show before failing over,
             # and leave alone a master whose scripts keep being killed (a client re-running one)
@@ -462,6 +463,12 @@ class Controller:
                                  + (" (busy)" if cause == BUSY else ""), self._down_since, views,
                                  cause=cause, held_since=held_since):
             self._down_since = None
+
+    async def _killed_before_failover(self, master: str) -> bool:
+        """This leader's own kill ended a script of the busy `master` (or found none
+        running) just now: see `Prober.kill_before_failover`."""
+        prober = getattr(self.server, "probers", {}).get(master)
+        return prober is not None and await prober.kill_before_failover()
 
     def _suppressed(self, topo: Topology, pause: Pause, what: str) -> None:
         """Maintenance mode: the master needs a failover, which is not done."""

@@ -48,6 +48,7 @@ class NodeStatus:
     priority: int = DEFAULT_PRIORITY   # replica-priority (slave_priority): 0 = never promote
     probe_ms: float = 0.0
     busy_at: float | None = None    # monotonic time of the last -BUSY reply
+    busy_error: str = ""            # ... and its text (says whether SCRIPT or FUNCTION KILL ends it)
     killed_at: float | None = None  # ... of the last kill that ended a script (or found it ended)
     samples: deque = field(default_factory=lambda: deque(maxlen=64))  # (sent_at, offset)
 
@@ -284,6 +285,20 @@ class Prober:
                 return True
             return False
 
+    async def kill_before_failover(self) -> bool:
+        """The leader's own kill, sent when it is about to fail over a master found
+        objectively down and busy: True when it ended a script or found none running (the
+        master is left alone for another grace). The other proxies' kills may have ended
+        every run of a script a client keeps running again, while this proxy, having seen
+        a valid reply in between, sent none: its own `killed_at` alone would fail over a
+        master whose scripts all end. False for a kill refused (-UNKILLABLE) or not
+        answered, and when one was already refused in this busy spell."""
+        status = self.health.nodes[self.addr]
+        if self._kill_sent or not status.busy_error:
+            return False
+        self._kill_sent = not await self._kill_busy_script(status.busy_error, status)
+        return not self._kill_sent
+
     async def run(self) -> None:
         status = self.health.nodes[self.addr]
         try:
@@ -306,7 +321,7 @@ class Prober:
                 except ResponseError as exc:      # -BUSY, -LOADING, -NOAUTH...: the connection is fine
                     status.error = str(exc)
                     if status.error.startswith("BUSY"):
-                        status.busy_at = time.monotonic()
+                        status.busy_at, status.busy_error = time.monotonic(), status.error
                 except (RedisError, OSError, asyncio.TimeoutError) as exc:
                     status.error = str(exc) or type(exc).__name__
                     try:
