@@ -200,7 +200,7 @@ class Controller:
         self._history_seen_at = 0.0                 # when this proxy first stepped on it
         self._paused_old: str | None = None     # an old master left paused: its demotion failed
         self._tasks: set[asyncio.Task] = set()  # background proposals (failover records)
-        self._waiter = RoundWaiter(getattr(server, "health", None))
+        self._waiter = RoundWaiter(getattr(server, "health", None), server)
 
     def timings_changed(self) -> None:
         """(Re)compute what follows from probe_interval_ms and down_after_ms (the dynamic
@@ -319,8 +319,7 @@ class Controller:
                         await self._step()
                     except Exception:  # the control loop must survive anything
                         self.log.exception("controller step failed")
-                    step_interval = getattr(self.server, "step_interval_s", None)
-                    await self._waiter.wait(step_interval(self.interval) if step_interval else self.interval)
+                    await self._waiter.wait(self.interval)
         finally:
             await self._http.close()
             for c in self._clients.values():

@@ -100,10 +100,12 @@ def next_step_deadline(interval: float, now: float | None = None) -> float:
 class RoundWaiter:
     """What a loop that runs after each round of probes waits on: woken by the round's
     last reply (`Health.round_listeners`: in the wake-up that read it, none of its own,
-    issue 16) or by `wake()`, else at `next_step_deadline`. Listens while in a `with`."""
+    issue 16) or by `wake()`, else at `next_step_deadline`. Listens while in a `with`.
+    `server`: the proxy, whose `step_interval_s` may stretch the interval (a learner's)."""
 
-    def __init__(self, health: object) -> None:
+    def __init__(self, health: object, server: object = None) -> None:
         self._rounds: list[Callable[[], None]] = getattr(health, "round_listeners", [])
+        self._stretch: Callable[[float], float] | None = getattr(server, "step_interval_s", None)
         self._woken = asyncio.Event()
 
     def wake(self) -> None:
@@ -125,6 +127,8 @@ class RoundWaiter:
 
     async def wait(self, interval: float) -> None:
         """Until woken (at once if it was meanwhile) or the deadline passes."""
+        if self._stretch is not None:
+            interval = self._stretch(interval)
         try:
             async with asyncio.timeout(next_step_deadline(interval)):
                 await self._woken.wait()

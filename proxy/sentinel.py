@@ -619,10 +619,9 @@ class SentinelService:
         """Derive the events after every round of probes, as the controller steps (in the
         wake-up that read their replies), else half an interval after they were sent."""
         interval = max(0.02, min(0.1, self.cfg.probe_interval_ms / 1000.0))
-        step_interval = getattr(self.server, "step_interval_s", None)
-        with RoundWaiter(self.server.health) as rounds:
+        with RoundWaiter(self.server.health, self.server) as rounds:
             while True:
-                await rounds.wait(step_interval(interval) if step_interval else interval)
+                await rounds.wait(interval)
                 try:
                     self._tick()
                 except Exception:  # never let a bug here stop the events

@@ -196,6 +196,16 @@ def _failed(apps) -> bool:
     return False
 
 
+async def close_stream(ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, **why) -> None:
+    """Close a stream (ours to a peer, or a peer's to us: `why` gives the code and message),
+    waiting at most STREAM_CLOSE_S for the other side's answer."""
+    try:
+        async with asyncio.timeout(STREAM_CLOSE_S):
+            await ws.close(**why)
+    except (TimeoutError, OSError, aiohttp.ClientError):
+        pass
+
+
 class _Link:
     """One peer's outgoing stream: the WebSocket, the task reading it, what it was told."""
 
@@ -220,11 +230,7 @@ class _Link:
         if reader is not None:
             reader.cancel()
         if ws is not None and not ws.closed:
-            try:
-                async with asyncio.timeout(STREAM_CLOSE_S):
-                    await ws.close()
-            except (TimeoutError, aiohttp.ClientError, OSError):
-                pass
+            await close_stream(ws)
         if reader is not None:
             await asyncio.gather(reader, return_exceptions=True)
 
@@ -453,15 +459,6 @@ class HttpTransport:
             self._session = None
 
 
-async def _close_stream(ws: web.WebSocketResponse) -> None:
-    """Close a peer's stream, waiting at most STREAM_CLOSE_S for its answer."""
-    try:
-        async with asyncio.timeout(STREAM_CLOSE_S):
-            await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"shutting down")
-    except (TimeoutError, OSError, aiohttp.ClientError):
-        pass
-
-
 def add_raft_routes(app: web.Application, node: Receiver,
                     on_app: Callable[[dict], None] | None = None) -> None:
     """Serve POST /raft/message: 403 without the shared secret (or when none is set), 400 on a bad body,
@@ -511,7 +508,8 @@ def add_raft_routes(app: web.Application, node: Receiver,
         """On shutdown: a peer's stream is a request that never ends by itself, so aiohttp's
         shutdown waited until the stream's heartbeat gave up on it (about 1.5 s) before the
         process could exit. Close them first, saying why (1001, going away)."""
-        await asyncio.gather(*(_close_stream(ws) for ws in list(streams)), return_exceptions=True)
+        await asyncio.gather(*(close_stream(ws, code=aiohttp.WSCloseCode.GOING_AWAY, message=b"shutting down")
+                               for ws in list(streams)), return_exceptions=True)
 
     async def stream(request: web.Request) -> web.StreamResponse:
         if not authorized(request):
