@@ -765,8 +765,8 @@ class Controller:
         if v is None or not v.up or not v.replid:
             raise ValueError(f"{to} does not answer")
         h = topo.history
-        self.log.error("event=data_loss_accepted node=%s replid=%s offset=%d history_replid=%s history_offset=%d epoch=%d",
-                  to, v.replid, v.offset, h.replid if h else "", h.offset if h else -1, topo.epoch)
+        self.log.error("event=data_loss_accepted node=%s replid=%s offset=%d history_replid=%s history_offset=%d "
+                       "epoch=%d", to, v.replid, v.offset, h.replid if h else "", h.offset if h else -1, topo.epoch)
         nxt = topo.with_master(to, History(v.replid, v.offset))
         if not await self._propose(nxt, f"operator accepted the data loss: {to} is the master"):
             raise RuntimeError("could not commit the new topology")
@@ -843,9 +843,11 @@ class Controller:
                     self._background(make_takeover_win(self._command, action.node, self._cluster_peers(action.node),
                                                        self.log))
                 if detach:
-                    self.log.warning("event=node_detached node=%s epoch=%d reason=%r", action.node, epoch, action.reason)
+                    self.log.warning("event=node_detached node=%s epoch=%d reason=%r",
+                                     action.node, epoch, action.reason)
                 else:
-                    self.log.warning("event=node_promoted node=%s epoch=%d reason=%r", action.node, epoch, action.reason)
+                    self.log.warning("event=node_promoted node=%s epoch=%d reason=%r",
+                                     action.node, epoch, action.reason)
             else:
                 host, _, port = action.replicaof.rpartition(":")
                 paused = action.node == self._paused_old
