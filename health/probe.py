@@ -97,6 +97,50 @@ def next_step_deadline(interval: float, now: float | None = None) -> float:
     return interval / 2 + until_next(interval, now + interval / 2, offset=interval / 2)
 
 
+class Wake:
+    """A wait that ends after a delay or at `set()`, whichever comes first; set before the
+    wait, it ends at once (like an `asyncio.Event` with a timeout). One future and one timer
+    handle per wait: `asyncio.timeout` around `Event.wait` costs a Timeout object and, each
+    time the delay is what ends it, a cancellation of the task unwound through it (issue 16:
+    the probes, the controller and the Sentinel watch wait like this ten times a second)."""
+
+    __slots__ = ("_fut", "_set")
+
+    def __init__(self) -> None:
+        self._fut: asyncio.Future | None = None
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self, delay: float) -> None:
+        """Until `set()` or `delay` seconds have passed; leaves it set if set."""
+        if self._set:
+            return
+        loop = asyncio.get_running_loop()
+        fut = self._fut = loop.create_future()
+        timer = loop.call_later(delay, _resolve, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._fut = None
+
+
+def _resolve(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class RoundWaiter:
     """What a loop that runs after each round of probes waits on: woken by the round's
     last reply (`Health.round_listeners`: in the wake-up that read it, none of its own,
@@ -106,7 +150,7 @@ class RoundWaiter:
     def __init__(self, health: object, server: object = None) -> None:
         self._rounds: list[Callable[[], None]] = getattr(health, "round_listeners", [])
         self._stretch: Callable[[float], float] | None = getattr(server, "step_interval_s", None)
-        self._woken = asyncio.Event()
+        self._woken = Wake()
 
     def wake(self) -> None:
         self._woken.set()
@@ -129,11 +173,7 @@ class RoundWaiter:
         """Until woken (at once if it was meanwhile) or the deadline passes."""
         if self._stretch is not None:
             interval = self._stretch(interval)
-        try:
-            async with asyncio.timeout(next_step_deadline(interval)):
-                await self._woken.wait()
-        except TimeoutError:
-            pass
+        await self._woken.wait(next_step_deadline(interval))
         self._woken.clear()
 
 
@@ -260,7 +300,7 @@ class Prober:
         self._client = ProbeClient(addr, username=username, password=password, tls=tls)
         self._on_change = on_change
         self._was_up: bool | None = None
-        self._kick = asyncio.Event()
+        self._kick = Wake()
         self._kill_sent = False         # a SCRIPT/FUNCTION KILL refused in this busy spell
 
     def kick(self) -> None:
@@ -276,8 +316,7 @@ class Prober:
         last ended a script: the leader leaves a master whose scripts keep ending alone."""
         kill = ("FUNCTION", "KILL") if "FUNCTION KILL" in busy_error else ("SCRIPT", "KILL")
         try:
-            async with asyncio.timeout(self.timeout):
-                reply = await self._client.execute_command(*kill)
+            reply = await self._client.execute_command(*kill, timeout=self.timeout)
             log.warning("event=busy_script_killed node=%s command=%r reply=%r", self.addr, " ".join(kill), reply)
             status.killed_at = time.monotonic()
             return True
@@ -311,8 +350,7 @@ class Prober:
                 started = time.monotonic()
                 self.health.probe_started(self.addr)
                 try:
-                    async with asyncio.timeout(self.timeout):   # no task per probe, unlike wait_for
-                        info = await self._client.info_replication()
+                    info = await self._client.info_replication(self.timeout)
                     parse_replication_info(info, status)
                     status.last_ok = time.monotonic()
                     status.sent_ok = started
@@ -342,11 +380,7 @@ class Prober:
                         self._on_change(self.addr, up)
                 self.health.probe_done(self.addr)
                 self._kick.clear()
-                try:
-                    async with asyncio.timeout(until_next(self.interval)):
-                        await self._kick.wait()
-                except TimeoutError:
-                    pass
+                await self._kick.wait(until_next(self.interval))
         finally:
             self.health.probe_done(self.addr, notify=False)
             try:

@@ -101,6 +101,11 @@ class _Resp(asyncio.Protocol):
                 fut.set_exception(RedisConnectionError(reason))
 
 
+def _time_out(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
 class ProbeClient:
     """One connection to `addr` (host:port), opened on first use and after `aclose`."""
 
@@ -143,26 +148,42 @@ class ProbeClient:
         conn.transport.write(packed)
         return fut
 
-    async def request(self, packed: bytes):
+    async def request(self, packed: bytes, timeout: float | None = None):
         """Send one prepacked command, return its decoded reply (bytes, int, list ...);
-        an error reply raises `ResponseError`, a failed connection `ConnectionError`."""
+        an error reply raises `ResponseError`, a failed connection `ConnectionError`, no
+        reply within `timeout` seconds (connecting included) `TimeoutError`: the caller
+        then closes the connection (`aclose`), whose next reply would be this one's.
+
+        The reply's deadline is a timer that fails its future, not `asyncio.timeout`: that
+        one cancels the task and unwinds the cancellation through it when it fires, and costs
+        a Timeout object every probe (issue 16: ten probes a second per proxy, idle)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         conn = self._conn
         if conn is None or conn.lost is not None:
             self._conn = None
-            conn = self._conn = await self._connect()
-        reply = await self._request(conn, packed)
+            async with asyncio.timeout_at(deadline):
+                conn = self._conn = await self._connect()
+        fut = self._request(conn, packed)
+        timer = None if deadline is None else loop.call_at(deadline, _time_out, fut)
+        try:
+            reply = await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
         if isinstance(reply, ResponseError):
             raise reply
         return reply
 
-    async def execute_command(self, *args):
+    async def execute_command(self, *args, timeout: float | None = None):
         """Any command (the prober's `SCRIPT KILL`), its reply decoded as UTF-8 strings."""
-        reply = await self.request(encode_command([a if isinstance(a, bytes) else str(a).encode() for a in args]))
+        packed = encode_command([a if isinstance(a, bytes) else str(a).encode() for a in args])
+        reply = await self.request(packed, timeout)
         return reply.decode() if isinstance(reply, bytes) else reply
 
-    async def info_replication(self) -> dict[str, str]:
+    async def info_replication(self, timeout: float | None = None) -> dict[str, str]:
         """`INFO replication` as {field: value}."""
-        return parse_info_text((await self.request(INFO_REPLICATION)).decode())
+        return parse_info_text((await self.request(INFO_REPLICATION, timeout)).decode())
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None

@@ -49,9 +49,9 @@ def test_the_leaders_kill_before_failing_a_busy_master_over(tmp_path: Path) -> N
         sent: list[tuple] = []
         execute = prober._client.execute_command
 
-        async def counted(*args):
+        async def counted(*args, **kw):
             sent.append(args)
-            return await execute(*args)
+            return await execute(*args, **kw)
 
         prober._client.execute_command = counted
         outcomes["never busy"] = await prober.kill_before_failover()

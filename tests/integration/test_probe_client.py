@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 from health.probe import Health, NodeStatus, Prober, parse_replication_info
 from health.probe_conn import ProbeClient
 
-from .harness import ReplicaSet
+from .harness import RedisServer, ReplicaSet
 
 USER, PASSWORD = "probe-test", "probe-secret"
 
@@ -108,6 +108,41 @@ def test_a_lost_connection_fails_one_request_and_the_next_reconnects(rs: Replica
 
     first, role = asyncio.run(scenario())
     assert first == "connection error"
+    assert role == "master"
+
+
+def test_a_frozen_node_times_the_probe_out_and_the_next_one_reconnects(tmp_path):
+    """The reply's deadline is a timer on its future (no `asyncio.timeout`): a node that
+    stopped answering (SIGSTOP) fails the request with TimeoutError at the deadline; the
+    connection is then closed, and once the node is back a probe gets its own reply."""
+    node = RedisServer(tmp_path).start()
+
+    async def scenario() -> tuple[float, str, str]:
+        loop = asyncio.get_running_loop()
+        c = ProbeClient(node.addr)
+        try:
+            await c.info_replication(timeout=2.0)
+            node.stop()
+            started = loop.time()
+            try:
+                await c.info_replication(timeout=0.2)
+                outcome = "answered"
+            except TimeoutError:
+                outcome = "timed out"
+            took = loop.time() - started
+            await c.aclose()
+            node.cont()
+            return took, outcome, (await c.info_replication(timeout=5.0))["role"]
+        finally:
+            await c.aclose()
+
+    try:
+        took, outcome, role = asyncio.run(scenario())
+    finally:
+        node.cont()
+        node.kill()
+    assert outcome == "timed out"
+    assert 0.19 <= took < 2.0, took
     assert role == "master"
 
 

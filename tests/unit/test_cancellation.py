@@ -23,7 +23,7 @@ class _CancelOnReply:
         self.task: asyncio.Task | None = None
         self.calls = 0
 
-    async def info_replication(self) -> dict:
+    async def info_replication(self, timeout: float | None = None) -> dict:
         self.calls += 1
         if self.calls == 1 and self.task is not None:
             asyncio.get_running_loop().call_soon(self.task.cancel)
@@ -41,7 +41,7 @@ def test_a_prober_cancelled_as_its_probe_returns_stops():
 class _SwallowsCancel(_CancelOnReply):
     """A client that, like redis-py 8.1 while it connects, eats the cancel and answers anyway."""
 
-    async def info_replication(self) -> dict:
+    async def info_replication(self, timeout: float | None = None) -> dict:
         self.calls += 1
         if self.calls == 1 and self.task is not None:
             self.task.cancel()
