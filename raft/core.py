@@ -457,13 +457,17 @@ class RaftCore:
         return self._append_local(EntryKind.CONFIG, encode_members(new, learners))
 
     def best_transferee(self) -> str | None:
-        """Leader: the voter to hand leadership to: one that answered within this election
-        timeout before one that did not, then the most up to date; None if no other voter."""
+        """Leader: the voter to hand leadership to: one that echoed one of the last two
+        heartbeats before one that did not (a voter stopped a moment ago, in a rolling
+        restart, still counts as active for the rest of the election timeout), then one that
+        answered within this election timeout, then the most up to date; None if no other
+        voter."""
         if self.role != LEADER:
             return None
-        ranked = [(pr.recent_active, pr.match, peer) for peer, pr in self._prs.items()
+        lately = self._now - 2 * self.cfg.heartbeat_ticks
+        ranked = [(pr.ack_ctx >= lately, pr.recent_active, pr.match, peer) for peer, pr in self._prs.items()
                   if peer != self.id and peer in self.members]
-        return max(ranked)[2] if ranked else None
+        return max(ranked)[-1] if ranked else None
 
     def transfer_leadership(self, to: str) -> None:
         """Hand leadership to ``to``: bring it up to date, then send it TimeoutNow.

@@ -115,6 +115,23 @@ def test_best_transferee_is_the_most_up_to_date_live_voter() -> None:
     assert c.cores["n1"].best_transferee() == "n3"
 
 
+def test_best_transferee_passes_over_a_voter_stopped_a_moment_ago() -> None:
+    """A rolling restart stops a follower, then the leader: the follower still counts as
+    active for the rest of the election timeout, and a handover to it would leave the
+    cluster without a leader until the next election."""
+    c = Cluster(5)
+    c.elect("n1")
+    n1 = c.cores["n1"]
+    n1.propose(b"x")
+    c.stabilize()
+    c.isolate("n5")                             # stopped: hears and answers nothing
+    c.tick_all(3 * c.cfg.heartbeat_ticks)      # three heartbeats, well within an election timeout
+    c.stabilize()
+    assert 3 * c.cfg.heartbeat_ticks < c.cfg.election_ticks and n1._prs["n5"].recent_active
+    assert n1._prs["n5"].match == n1._prs["n4"].match, "as up to date as the others"
+    assert n1.best_transferee() != "n5"
+
+
 def test_transfer_to_non_member_rejected() -> None:
     c = Cluster(3)
     c.elect("n1")
