@@ -126,7 +126,7 @@ def test_strings(r, k):
     assert r.get(k + "c") is None
     assert r.getex(k + "a", ex=100) == b"3"
     assert 0 < r.ttl(k + "a") <= 100
-    assert r.setex(k + "se", 100, "v") is True
+    assert r.execute_command("SETEX", k + "se", 100, "v") is True     # (redis-py deprecated its setex)
     assert r.psetex(k + "pse", 100000, "v") is True
     assert 0 < r.pttl(k + "pse") <= 100000
 
