@@ -465,9 +465,12 @@ class Controller:
 
     async def _killed_before_failover(self, master: str) -> bool:
         """This leader's own kill ended a script of the busy `master` (or found none
-        running) just now: see `Prober.kill_before_failover`."""
+        running) just now (`Prober.kill_busy_script`). The other proxies' kills may have
+        ended every run of a script a client keeps running again, while this proxy, having
+        seen a valid reply in between, sent none: its own `killed_at` alone would fail over
+        a master whose scripts all end."""
         prober = getattr(self.server, "probers", {}).get(master)
-        return prober is not None and await prober.kill_before_failover()
+        return prober is not None and await prober.kill_busy_script()
 
     def _suppressed(self, topo: Topology, pause: Pause, what: str) -> None:
         """Maintenance mode: the master needs a failover, which is not done."""

@@ -307,40 +307,32 @@ class Prober:
         """Probe again now rather than at the next interval (during a failover)."""
         self._kick.set()
 
-    async def _kill_busy_script(self, busy_error: str, status: NodeStatus) -> bool:
-        """The node has been busy (a long script or function) for `down_after_ms`: True when
-        the node accepted the kill, or answered NOTBUSY (another proxy's kill came first).
-        That script stops at once, so a -BUSY to a later probe is another script (a client
-        running it again), which gets its own kill; a kill refused (-UNKILLABLE: the script
-        wrote) is not sent again in this busy spell. `status.killed_at` records when a kill
-        last ended a script: the leader leaves a master whose scripts keep ending alone."""
-        kill = ("FUNCTION", "KILL") if "FUNCTION KILL" in busy_error else ("SCRIPT", "KILL")
-        try:
-            reply = await self._client.execute_command(*kill, timeout=self.timeout)
-            log.warning("event=busy_script_killed node=%s command=%r reply=%r", self.addr, " ".join(kill), reply)
-            status.killed_at = time.monotonic()
-            return True
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            log.warning("event=busy_script_kill_failed node=%s command=%r error=%r", self.addr, " ".join(kill),
-                        str(exc) or type(exc).__name__)
-            if isinstance(exc, ResponseError) and str(exc).startswith("NOTBUSY"):
-                status.killed_at = time.monotonic()
-                return True
-            return False
-
-    async def kill_before_failover(self) -> bool:
-        """The leader's own kill, sent when it is about to fail over a master found
-        objectively down and busy: True when it ended a script or found none running (the
-        master is left alone for another grace). The other proxies' kills may have ended
-        every run of a script a client keeps running again, while this proxy, having seen
-        a valid reply in between, sent none: its own `killed_at` alone would fail over a
-        master whose scripts all end. False for a kill refused (-UNKILLABLE) or not
-        answered, and when one was already refused in this busy spell."""
+    async def kill_busy_script(self) -> bool:
+        """Send SCRIPT KILL (or FUNCTION KILL, as the last -BUSY says) to the busy node: True
+        when it accepted the kill, or answered NOTBUSY (another proxy's kill came first, or
+        no script runs: the node answers). That script stops at once, so a -BUSY to a later
+        probe is another script (a client running it again), which gets its own kill; a kill
+        refused (-UNKILLABLE: the script wrote) or not answered is not sent again in this
+        busy spell, and a node never seen busy gets none (False for both).
+        `status.killed_at` records when a kill last ended a script: the leader leaves a
+        master whose scripts keep ending alone. Sent by this prober once its node has been
+        busy for `down_after_ms`, and by the leader just before it fails a busy master over
+        (`Controller._killed_before_failover`)."""
         status = self.health.nodes[self.addr]
         if self._kill_sent or not status.busy_error:
             return False
-        self._kill_sent = not await self._kill_busy_script(status.busy_error, status)
-        return not self._kill_sent
+        kill = ("FUNCTION", "KILL") if "FUNCTION KILL" in status.busy_error else ("SCRIPT", "KILL")
+        try:
+            reply = await self._client.execute_command(*kill, timeout=self.timeout)
+            log.warning("event=busy_script_killed node=%s command=%r reply=%r", self.addr, " ".join(kill), reply)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            log.warning("event=busy_script_kill_failed node=%s command=%r error=%r", self.addr, " ".join(kill),
+                        str(exc) or type(exc).__name__)
+            if not (isinstance(exc, ResponseError) and str(exc).startswith("NOTBUSY")):
+                self._kill_sent = True
+                return False
+        status.killed_at = time.monotonic()
+        return True
 
     async def run(self) -> None:
         status = self.health.nodes[self.addr]
@@ -372,8 +364,8 @@ class Prober:
                         pass
                 now = time.monotonic()
                 up = status.up(now, self.health.down_after)
-                if not up and not self._kill_sent and (status.error or "").startswith("BUSY"):
-                    self._kill_sent = not await self._kill_busy_script(status.error, status)
+                if not up and (status.error or "").startswith("BUSY"):
+                    await self.kill_busy_script()
                 if up != self._was_up:
                     self._was_up = up
                     if self._on_change:

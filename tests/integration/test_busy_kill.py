@@ -6,7 +6,7 @@ leader leaves such a master alone for a grace after each kill that ended a scrip
 the kills that ended them may all be the other proxies': a leader whose own probe caught
 a valid reply between two runs sent none, and by its own record alone it would fail over a
 master whose every script is killed. So before failing a busy master over, the leader
-kills too (`Prober.kill_before_failover`): this checks what that kill says for each thing
+kills too (`Prober.kill_busy_script`): this checks what that kill says for each thing
 the master may be doing then.
 """
 
@@ -54,26 +54,26 @@ def test_the_leaders_kill_before_failing_a_busy_master_over(tmp_path: Path) -> N
             return await execute(*args, **kw)
 
         prober._client.execute_command = counted
-        outcomes["never busy"] = await prober.kill_before_failover()
+        outcomes["never busy"] = await prober.kill_busy_script()
         task = asyncio.get_running_loop().create_task(prober.run())
         try:
             await _poll(lambda: st.ever_ok, "a first probe")
             runner = ScriptRunner(server.port, BUSY_LOOP)
             runner.start()
             await _poll(lambda: st.busy_at is not None, "a -BUSY reply")
-            outcomes["running"] = await prober.kill_before_failover()
+            outcomes["running"] = await prober.kill_busy_script()
             outcomes["killed_at set"] = st.killed_at is not None
             await _join(runner)
             outcomes["runner"] = runner.outcome
-            outcomes["none running"] = await prober.kill_before_failover()     # NOTBUSY
+            outcomes["none running"] = await prober.kill_busy_script()     # NOTBUSY
 
             busy_before = st.busy_at
             writer = ScriptRunner(server.port, BUSY_AFTER_WRITE, "busy:wrote")
             writer.start()
             await _poll(lambda: st.busy_at != busy_before, "a -BUSY reply to the script that wrote")
-            outcomes["wrote"] = await prober.kill_before_failover()            # UNKILLABLE
+            outcomes["wrote"] = await prober.kill_busy_script()            # UNKILLABLE
             kills = len(sent)
-            outcomes["again"] = await prober.kill_before_failover()
+            outcomes["again"] = await prober.kill_busy_script()
             outcomes["sent again"] = len(sent) - kills
         finally:
             task.cancel()
