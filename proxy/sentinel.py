@@ -62,7 +62,8 @@ MAX_ARGS = 1024
 OUTPUT_LIMIT = 8 * 1024 * 1024    # a subscriber that stops reading is disconnected past this
 PEER_POLL_S = 2.0                 # how often the other proxies are read (Sentinel's hello period)
 PEER_POLL_FAST_S = 0.25           # ... while this proxy sees the master down (o_down needs their views)
-PEER_DISCOVERY_S = 10.0           # ... and, this long after start, while a member has never answered
+PEER_DISCOVERY_S = 10.0           # ... and, this long after reading resumed, while a member never answered
+PEER_LINGER_S = 60.0              # read only while a client is connected and this long after the last left
 PEER_FRESH_S = 5.0                # a peer's status older than this does not count (two polls missed)
 PEER_TIMEOUT_S = 1.0
 # what a peer's Sentinel port reads of another proxy (its /status's fields apply_peer_status
@@ -309,6 +310,12 @@ class SentinelService:
         self._odown_since: float | None = None
         self._roles: dict[str, tuple[str, float]] = {}
         self._running = False
+        # the other proxies are read only while clients are around (issue 16): `_client_at` is
+        # when one last was, `_wanted` wakes the idle poller, `refresh` is the read a client
+        # that arrived at an idle port waits for before its first command is answered
+        self._client_at = float("-inf")
+        self._wanted = asyncio.Event()
+        self.refresh: asyncio.Future[None] | None = None
 
     # -- life cycle ------------------------------------------------------------
     async def start(self) -> None:
@@ -341,6 +348,8 @@ class SentinelService:
         self._tasks.clear()
         for s in list(self.sessions):
             s.transport.close()
+        if self.refresh is not None and not self.refresh.done():
+            self.refresh.set_result(None)
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -628,10 +637,35 @@ class SentinelService:
                     log.exception("sentinel tick failed")
 
     # -- the other proxies ----------------------------------------------------------
+    def client_arrived(self) -> None:
+        """A client connected. If nobody has been around for `PEER_LINGER_S`, the other
+        proxies have not been read since: start a read, which the client's first command
+        waits for (`refresh`), so it never gets an answer from a stale view of them."""
+        now = time.monotonic()
+        idle = not self.sessions and now - self._client_at > PEER_LINGER_S
+        self._client_at = now
+        if idle and self._tasks and (self.refresh is None or self.refresh.done()):   # (the poller runs)
+            self.refresh = asyncio.get_running_loop().create_future()
+            self._wanted.set()
+
+    def client_left(self) -> None:
+        self._client_at = time.monotonic()
+
+    def _peers_wanted(self) -> bool:
+        """Read the other proxies only while a client may ask about them: one is connected,
+        or was within `PEER_LINGER_S`. What they say matters only to clients (SENTINEL
+        SENTINELS, CKQUORUM, o_down and its events), and an idle proxy then sends and
+        answers no HTTP request for this port (issue 16)."""
+        return bool(self.sessions) or time.monotonic() - self._client_at <= PEER_LINGER_S
+
     async def _poll_peers(self) -> None:
         self._http = http_session(PEER_TIMEOUT_S, self.server.tls.admin_client)
-        discover_until = time.monotonic() + PEER_DISCOVERY_S
+        discover_until = 0.0
         while True:
+            if not self._peers_wanted():
+                self._wanted.clear()
+                await self._wanted.wait()
+                discover_until = time.monotonic() + PEER_DISCOVERY_S
             fast = False
             try:
                 me = self.cfg.node
@@ -646,6 +680,9 @@ class SentinelService:
                                 and any(self.peers.get(n) is None or not self.peers[n].last_ok for n in names))
             except Exception:  # never let a bug here stop the polling
                 log.exception("sentinel peer poll failed")
+            finally:
+                if self.refresh is not None and not self.refresh.done():
+                    self.refresh.set_result(None)
             await asyncio.sleep(PEER_POLL_FAST_S if fast else PEER_POLL_S)
 
     async def _poll_one(self, name: str) -> None:
@@ -734,6 +771,7 @@ class SentinelSession(asyncio.Protocol):
         self.channels: dict[bytes, None] = {}     # insertion-ordered sets
         self.patterns: dict[bytes, None] = {}
         self.closed = False
+        self._held = False          # reading paused until the service's first read of its peers
 
     # -- asyncio ---------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -746,16 +784,36 @@ class SentinelSession(asyncio.Protocol):
             self.closed = True
             return
         set_nodelay(transport)
+        svc.client_arrived()
         svc.sessions.add(self)
 
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.svc.sessions.discard(self)
+        self.svc.client_left()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         self.buf += data
+        refresh = self.svc.refresh
+        if refresh is not None and not refresh.done():
+            if not self._held:      # answered once the other proxies have been read (at most
+                self._held = True   # PEER_TIMEOUT_S): never from a view of them gone stale
+                self.transport.pause_reading()
+                refresh.add_done_callback(self._resume)
+            return
+        self._serve()
+
+    def _resume(self, _fut: asyncio.Future) -> None:
+        self._held = False
+        if self.closed:
+            return
+        self.transport.resume_reading()
+        self._serve()
+
+    def _serve(self) -> None:
+        """Answer every whole command in the buffer."""
         buf = self.buf
         out: list[bytes] = []
         pos = 0

@@ -255,3 +255,68 @@ async def test_peers_are_read_at_status_sentinel_and_an_older_peer_at_status():
         for runner in runners:
             await runner.cleanup()
 
+
+
+async def test_peers_are_read_only_while_clients_are_around(monkeypatch):
+    """Issue 16: an idle Sentinel port reads the other proxies not at all (it used to every
+    2 s: a request out and one in per peer). A client arriving at an idle port has its first
+    command answered once they have been read, so SENTINEL SENTINELS and CKQUORUM never
+    answer from a stale view; reading stops `PEER_LINGER_S` after the last client left."""
+    from types import SimpleNamespace
+
+    from aiohttp import web
+
+    import proxy.sentinel as sentinel_mod
+    from proxy.sentinel import SENTINEL_PEER_PATH, peer_status
+
+    monkeypatch.setattr(sentinel_mod, "PEER_POLL_S", 0.05)
+    monkeypatch.setattr(sentinel_mod, "PEER_LINGER_S", 0.3)
+    server = make_server()
+    server.down = set()
+    seen: list[str] = []
+    runners, urls = [], {}
+    for i, name in enumerate(("proxy-2", "proxy-3")):
+        doc = peer_status(SimpleNamespace(**{**vars(server), "cfg": SimpleNamespace(node=name),
+                                             "sentinel": SimpleNamespace(status_doc=lambda p=26380 + i: {"port": p})}))
+
+        async def answer(request, name=name, doc=doc):
+            seen.append(name)
+            await asyncio.sleep(0.05)       # the first command waits for this
+            return web.json_response(doc)
+
+        app = web.Application()
+        app.router.add_get(SENTINEL_PEER_PATH, answer)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        urls[name] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    server.controller = SimpleNamespace(peer_url=urls.get)
+    svc = SentinelService(server, 0, "mymaster", bind="127.0.0.1")
+    await svc.start()
+    try:
+        await asyncio.sleep(0.3)
+        assert seen == []                                   # idle: nobody is asked
+        client = aioredis.Redis(host="127.0.0.1", port=svc.port, socket_timeout=2)
+        sentinels = await client.execute_command("SENTINEL", "SENTINELS", "mymaster")
+        assert sorted(seen[:2]) == ["proxy-2", "proxy-3"]
+        assert len(sentinels) == 2                          # the first command saw both proxies
+        ok = await client.execute_command("SENTINEL", "CKQUORUM", "mymaster")
+        assert (ok if isinstance(ok, str) else ok.decode()).startswith("OK 3 usable Sentinels")
+        deadline = time.monotonic() + 5
+        while len(seen) < 6 and time.monotonic() < deadline:   # read again while it stays
+            await asyncio.sleep(0.02)
+        assert len(seen) >= 6
+        await client.aclose()
+        deadline = time.monotonic() + 5
+        while svc.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(sentinel_mod.PEER_LINGER_S + 0.2)   # the linger, and a poll in flight
+        settled = len(seen)
+        await asyncio.sleep(0.3)
+        assert len(seen) == settled                          # idle again: no more reads
+    finally:
+        await svc.stop()
+        for runner in runners:
+            await runner.cleanup()
