@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -261,7 +260,7 @@ class Controller:
         """Views received within `freshness`, every node's age counted up to now."""
         now = time.monotonic()
         members = set(self.consensus.members)
-        return {p: {a: replace(nv, age_s=nv.age_s + (now - t)) for a, nv in v.items()}
+        return {p: {a: nv.aged(now - t) for a, nv in v.items()}
                 for p, (t, v) in self.views.items() if now - t <= self.freshness and p in members}
 
     def _leader_state(self) -> LeaderState:

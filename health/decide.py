@@ -56,6 +56,15 @@ class NodeView:
                    # a view without an age (an older proxy's) is as old as it can be and still count
                    float(d["age_s"]) if d.get("age_s") is not None else float("inf"))
 
+    def aged(self, more_s: float) -> "NodeView":
+        """The same view `more_s` seconds older. (A copy of the fields rather than
+        `dataclasses.replace`, six times slower: the leader ages every fresh view at each
+        step, ten times a second: issue 16.)"""
+        view = object.__new__(NodeView)
+        view.__dict__.update(self.__dict__)
+        view.__dict__["age_s"] = self.age_s + more_s
+        return view
+
     def to_dict(self) -> dict:
         return {"up": self.up, "role": self.role, "offset": self.offset, "link_up": self.link_up,
                 "link_down_s": self.link_down_s, "master": self.master, "replid": self.replid,

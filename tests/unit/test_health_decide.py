@@ -510,3 +510,10 @@ def test_periodic_tasks_wait_for_the_same_grid_point():
         assert now + until_next(0.1, now=now) == pytest.approx(5.1)
     assert 5.02 + until_next(0.1, now=5.02, offset=0.05) == pytest.approx(5.05)   # half an interval later
     assert 5.06 + until_next(0.1, now=5.06, offset=0.05) == pytest.approx(5.15)
+
+
+def test_an_aged_view_is_the_same_view_older() -> None:
+    nv = NodeView(True, "slave", 100, True, 0.5, "10.0.0.1:6379", "a" * 40, "b" * 40, 7, 10, 0.25)
+    old = nv.aged(1.5)
+    assert old == replace(nv, age_s=1.75) and old is not nv and nv.age_s == 0.25
+    assert hash(old) == hash(replace(nv, age_s=1.75))
