@@ -56,6 +56,10 @@ STREAM_RETRY_S = 60.0       # a peer without the stream route is asked again thi
 # far side stopped parsing (a partition that dropped bytes mid-frame, a frozen
 # process) is closed after 1.5 x this without a pong, and the next batch reconnects.
 STREAM_HEARTBEAT_S = 1.0
+# A stream of ours that carried nothing for this long is closed (the next message opens
+# another): between two followers nothing flows once a leader is elected, and an open stream
+# costs both ends a ping and a pong every STREAM_HEARTBEAT_S (issue 16).
+STREAM_IDLE_S = 30.0
 STREAM_MAX_FRAME = 4 * 1024 * 1024
 STREAM_CLOSE_S = 0.5        # how long a closing side waits for the peer's answer to its close
 # The subprotocol of a stream whose frames may be compact and carry application payloads ("app").
@@ -209,16 +213,36 @@ async def close_stream(ws: web.WebSocketResponse | aiohttp.ClientWebSocketRespon
 class _Link:
     """One peer's outgoing stream: the WebSocket, the task reading it, what it was told."""
 
-    __slots__ = ("meta_sent", "post_until", "reader", "ws")
+    __slots__ = ("closing", "idle_timer", "last_sent", "meta_sent", "post_until", "reader", "sending", "ws")
 
     def __init__(self) -> None:
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.reader: asyncio.Task[None] | None = None
         self.meta_sent: dict[str, str] | None = None   # cluster headers last sent on ws
         self.post_until = 0.0                          # loop time until which the peer gets POSTs
+        self.last_sent = 0.0                           # monotonic time of the last frame written
+        self.sending = False                           # the sender task is using ws
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.closing: asyncio.Task[None] | None = None
 
     def open(self, ws: aiohttp.ClientWebSocketResponse, reader: asyncio.Task[None]) -> None:
         self.ws, self.reader, self.meta_sent = ws, reader, None
+        self.last_sent = time.monotonic()
+        self.idle_timer = asyncio.get_running_loop().call_later(STREAM_IDLE_S, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        """Close the stream once nothing was written on it for STREAM_IDLE_S (checked again
+        that much after the last frame, so an active stream costs one timer every 30 s)."""
+        self.idle_timer = None
+        if self.ws is None:
+            return
+        left = self.last_sent + STREAM_IDLE_S - time.monotonic()
+        loop = asyncio.get_running_loop()
+        if left > 0 or self.sending:
+            self.idle_timer = loop.call_later(max(left, 1.0), self._close_if_idle)
+            return
+        log.debug("raft stream idle for %.0f s: closed", STREAM_IDLE_S)
+        self.closing = loop.create_task(self.close())
 
     def agreed(self) -> bool:
         """The stream is open and the peer agreed on STREAM_PROTOCOL (compact frames,
@@ -227,6 +251,9 @@ class _Link:
 
     async def close(self) -> None:
         ws, reader, self.ws, self.reader = self.ws, self.reader, None, None
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
         if reader is not None:
             reader.cancel()
         if ws is not None and not ws.closed:
@@ -339,7 +366,11 @@ class HttpTransport:
                     continue
                 url = url.rstrip("/")
                 if link.post_until <= loop.time():
-                    sent = await self._send_stream(to, url, link, msgs, apps)
+                    link.sending = True
+                    try:
+                        sent = await self._send_stream(to, url, link, msgs, apps)
+                    finally:
+                        link.sending = False
                     if sent is not None:
                         if not sent:
                             self.dropped += 1
@@ -354,6 +385,8 @@ class HttpTransport:
             if self._links.get(to) is link:
                 del self._links[to]
             await link.close()
+            if link.closing is not None:        # an idle stream being closed meanwhile
+                await asyncio.gather(link.closing, return_exceptions=True)
 
     async def _send_stream(self, to: str, url: str, link: _Link, msgs: list[Message],
                            apps: list[_AppPayload] = ()) -> bool | None:
@@ -409,7 +442,8 @@ class HttpTransport:
             await link.close()
             return _failed(apps)
         link.meta_sent = meta
-        self.on_rpc(to, time.monotonic() - started, None)     # a one-way frame: the time to hand it over
+        link.last_sent = now = time.monotonic()
+        self.on_rpc(to, now - started, None)     # a one-way frame: the time to hand it over
         return True
 
     async def _read_stream(self, to: str, ws: aiohttp.ClientWebSocketResponse) -> None:

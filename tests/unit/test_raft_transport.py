@@ -354,3 +354,32 @@ async def test_shutdown_closes_the_peers_streams_instead_of_waiting_for_them() -
         msg = await got
         assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.GOING_AWAY, msg
         assert msg.extra == "shutting down"
+
+
+async def test_a_stream_that_carries_nothing_is_closed_and_reopened_by_the_next_message(monkeypatch) -> None:
+    """Issue 16: once a leader is elected nothing flows between two followers, and an open
+    stream costs both ends a ping and a pong a second: one idle for STREAM_IDLE_S is
+    closed (the peer's end sees it end), one in use is not, and the next message opens
+    another."""
+    import raft.transport as transport_mod
+
+    monkeypatch.setattr(transport_mod, "STREAM_IDLE_S", 0.3)
+    sink = Sink()
+    server, requests = await counting_server(sink)
+    t = HttpTransport("a", {"b": str(server.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
+    await t.start()
+    try:
+        for i in range(8):       # in use for twice the idle time: stays open
+            t.send("b", TimeoutNow(i, "a", "b"))
+            await asyncio.sleep(0.08)
+        await eventually(lambda: len(sink.got) == 8)
+        assert requests == ["GET /raft/stream"] and t._links["b"].ws is not None
+        ws = t._links["b"].ws
+        await eventually(lambda: ws.closed)                     # then idle: closed
+        assert t._links["b"].ws is None and requests == ["GET /raft/stream"]
+        t.send("b", TimeoutNow(9, "a", "b"))
+        await eventually(lambda: len(sink.got) == 9)
+        assert requests == ["GET /raft/stream", "GET /raft/stream"] and t.dropped == 0
+    finally:
+        await t.close()
+        await server.close()
