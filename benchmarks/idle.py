@@ -13,6 +13,9 @@ the window (60 s by default) and its RSS (VmRSS) at the end, and prints:
 * per process: % of one core over the window, RSS;
 * mean proxy / mean sentinel ratios of CPU and RSS;
 * the Redis nodes' CPU too: what the probes of each kind cost the nodes;
+* with --floor, a bare Python prober (`benchmarks/idle_floor.py`: INFO replication
+  to the 3 nodes every 100 ms, parsed, nothing else) in the same window (kind floor):
+  what a Python process spends on this machine before doing any of a proxy's work;
 * with --compare-option KEY=VALUE, a second set-up (3 more redis-server, 3 more
   proxies with those keys on top of --proxy-option) sampled in the same window:
   its rows (kinds proxy-b, redis-b) and the ratio of its mean proxy CPU to the first's;
@@ -55,6 +58,7 @@ import json
 import platform
 import socket
 import statistics
+import subprocess
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -90,6 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "an older commit, its C extension built): before and after a change in one window")
     p.add_argument("--compare-option", action="append", default=[], metavar="KEY=VALUE",
                    help="run a second set-up with this proxy config key too (repeat), sampled in the same window")
+    p.add_argument("--floor", action="store_true",
+                   help="also sample a bare Python prober of the same nodes (benchmarks/idle_floor.py)")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = p.parse_args(argv)
     if args.quick:
@@ -115,7 +121,7 @@ def summarize(window: CpuWindow, rss: dict[str, int], kinds: dict[str, str]) -> 
         return statistics.mean(vals) if vals else None
 
     out: dict = {"processes": rows}
-    for kind in ("proxy", "sentinel", "redis", "proxy-b", "redis-b"):
+    for kind in ("proxy", "sentinel", "redis", "proxy-b", "redis-b", "floor"):
         out[f"mean_{kind}_cpu_pct"] = mean(kind, "cpu_pct_of_core")
         out[f"mean_{kind}_rss_mb"] = mean(kind, "rss_mb")
     pb = out["mean_proxy-b_cpu_pct"]
@@ -144,6 +150,8 @@ def print_table(result: dict) -> None:
           f"mean sentinel {fmt(s['mean_sentinel_cpu_pct'], ' %')}, {fmt(s['mean_sentinel_rss_mb'], ' MB')}; "
           f"ratio proxy/sentinel CPU {fmt(s['cpu_ratio_proxy_to_sentinel'])}, "
           f"RSS {fmt(s['rss_ratio_proxy_to_sentinel'])}")
+    if s.get("mean_floor_cpu_pct") is not None:
+        print(f"bare Python prober (floor) {fmt(s['mean_floor_cpu_pct'], ' %')} of a core")
     if s.get("mean_proxy-b_cpu_pct") is not None:
         what = [f"{k}={v}" for k, v in s["compare_options"].items()]
         what += [f"code of {s['compare_tree']}"] if s.get("compare_tree") else []
@@ -197,7 +205,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
     cluster = proxy_cluster(args, tmp / "proxies", options)
     cluster_b = (proxy_cluster(args, tmp / "proxies-b", {**options, **compare}, args.compare_tree)
                  if compare or args.compare_tree else None)
-    sentinels = None
+    sentinels = floor = None
     try:
         cluster.start()
         pids = {name: p.pid for name, p in cluster.proxies.items()}
@@ -216,6 +224,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         for server in cluster.rs.servers:
             name = f"redis-{server.port}"
             pids[name], kinds[name] = server.pid, "redis"
+        if args.floor:
+            floor = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "idle_floor.py"),
+                                      *(f"127.0.0.1:{server.port}" for server in cluster.rs.servers)])
+            pids["floor"], kinds["floor"] = floor.pid, "floor"
         log(f"up; settling {args.settle:.0f} s, then sampling {args.duration:.0f} s")
         time.sleep(args.settle)   # a measurement window, not a synchronisation
         window = CpuWindow(pids).start()
@@ -223,6 +235,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         window.stop()
         rss = {name: rss_bytes(pid) for name, pid in pids.items()}
         dead = [n for c in (cluster, cluster_b) if c is not None for n, p in c.proxies.items() if not p.alive()]
+        if floor is not None and floor.poll() is not None:
+            dead.append("floor")
         if dead:
             raise RuntimeError(f"proxies exited during the run: {dead}\n{cluster.logs()}")
         result = {"duration_s": round(window.wall_s, 2), "settle_s": args.settle, "loadavg_start": list(loadavg),
@@ -235,6 +249,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
             result["idle_clients"] = idle_clients_rss(cluster, "proxy-1", args.clients)
         return result
     finally:
+        if floor is not None:
+            floor.kill()
+            floor.wait()
         if sentinels is not None:
             sentinels.cleanup()
         if cluster_b is not None:
