@@ -207,6 +207,21 @@ async def test_redis_py_pubsub_receives_switch_master(live):
     await asyncio.sleep(0)
 
 
+async def serve_peer(routes: dict):
+    """A stand-in for another proxy's admin port answering GET `routes` (path -> handler):
+    its runner (to clean up) and its URL."""
+    from aiohttp import web
+
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+
 async def test_peers_are_read_at_status_sentinel_and_an_older_peer_at_status():
     """Issue 16: the Sentinel port reads its peers every 2 s: /status/sentinel, the few
     fields it uses, not the whole /status (a millisecond to build); a peer of a version
@@ -230,15 +245,8 @@ async def test_peers_are_read_at_status_sentinel_and_an_older_peer_at_status():
     apps = {"proxy-2": [SENTINEL_PEER_PATH, "/status"], "proxy-3": ["/status"]}     # proxy-3: older
     runners, urls = [], {}
     for name, paths in apps.items():
-        app = web.Application()
-        for path in paths:
-            app.router.add_get(path, answer)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        runner, urls[name] = await serve_peer({path: answer for path in paths})
         runners.append(runner)
-        urls[name] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
     server.controller = SimpleNamespace(peer_url=urls.get)
     svc._http = http_session(1.0, None)
     try:
@@ -284,14 +292,8 @@ async def test_peers_are_read_only_while_clients_are_around(monkeypatch):
             await asyncio.sleep(0.05)       # the first command waits for this
             return web.json_response(doc)
 
-        app = web.Application()
-        app.router.add_get(SENTINEL_PEER_PATH, answer)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        runner, urls[name] = await serve_peer({SENTINEL_PEER_PATH: answer})
         runners.append(runner)
-        urls[name] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
     server.controller = SimpleNamespace(peer_url=urls.get)
     svc = SentinelService(server, 0, "mymaster", bind="127.0.0.1")
     await svc.start()
