@@ -683,7 +683,11 @@ class SentinelService:
             finally:
                 if self.refresh is not None and not self.refresh.done():
                     self.refresh.set_result(None)
-            await asyncio.sleep(PEER_POLL_FAST_S if fast else PEER_POLL_S)
+            self._wanted.clear()        # a client arriving at an idle port cuts the pause short
+            try:
+                await asyncio.wait_for(self._wanted.wait(), PEER_POLL_FAST_S if fast else PEER_POLL_S)
+            except TimeoutError:
+                pass
 
     async def _poll_one(self, name: str) -> None:
         controller = getattr(self.server, "controller", None)

@@ -207,6 +207,13 @@ async def test_redis_py_pubsub_receives_switch_master(live):
     await asyncio.sleep(0)
 
 
+async def eventually_async(pred, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
 async def serve_peer(routes: dict):
     """A stand-in for another proxy's admin port answering GET `routes` (path -> handler):
     its runner (to clean up) and its URL."""
@@ -318,6 +325,20 @@ async def test_peers_are_read_only_while_clients_are_around(monkeypatch):
         settled = len(seen)
         await asyncio.sleep(0.3)
         assert len(seen) == settled                          # idle again: no more reads
+        # a client arriving while the poller pauses between reads (the last client left
+        # during the pause) does not wait for the pause to end
+        monkeypatch.setattr(sentinel_mod, "PEER_POLL_S", 30.0)
+        monkeypatch.setattr(sentinel_mod, "PEER_POLL_FAST_S", 30.0)     # (no probes here: the master looks down)
+        client = aioredis.Redis(host="127.0.0.1", port=svc.port, socket_timeout=5)
+        await client.ping()
+        await eventually_async(lambda: len(seen) >= settled + 2)     # read once, then a 30 s pause
+        await client.aclose()
+        await asyncio.sleep(sentinel_mod.PEER_LINGER_S + 0.2)
+        client = aioredis.Redis(host="127.0.0.1", port=svc.port, socket_timeout=5)
+        started = time.monotonic()
+        assert len(await client.execute_command("SENTINEL", "SENTINELS", "mymaster")) == 2
+        assert time.monotonic() - started < 3.0 and len(seen) >= settled + 4
+        await client.aclose()
     finally:
         await svc.stop()
         for runner in runners:
