@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from health.probe import RoundWaiter
+from health.probe import RoundWaiter, Wake
 from raft.auth import secret_matches
 from raft.transport import http_session
 
@@ -314,7 +314,7 @@ class SentinelService:
         # when one last was, `_wanted` wakes the idle poller, `refresh` is the read a client
         # that arrived at an idle port waits for before its first command is answered
         self._client_at = float("-inf")
-        self._wanted = asyncio.Event()
+        self._wanted = Wake()
         self.refresh: asyncio.Future[None] | None = None
 
     # -- life cycle ------------------------------------------------------------
@@ -663,8 +663,9 @@ class SentinelService:
         discover_until = 0.0
         while True:
             if not self._peers_wanted():
-                self._wanted.clear()
-                await self._wanted.wait()
+                while not self._peers_wanted():
+                    self._wanted.clear()
+                    await self._wanted.wait(PEER_LINGER_S)
                 discover_until = time.monotonic() + PEER_DISCOVERY_S
             fast = False
             try:
@@ -684,10 +685,7 @@ class SentinelService:
                 if self.refresh is not None and not self.refresh.done():
                     self.refresh.set_result(None)
             self._wanted.clear()        # a client arriving at an idle port cuts the pause short
-            try:
-                await asyncio.wait_for(self._wanted.wait(), PEER_POLL_FAST_S if fast else PEER_POLL_S)
-            except TimeoutError:
-                pass
+            await self._wanted.wait(PEER_POLL_FAST_S if fast else PEER_POLL_S)
 
     async def _poll_one(self, name: str) -> None:
         controller = getattr(self.server, "controller", None)
