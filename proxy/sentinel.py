@@ -641,9 +641,8 @@ class SentinelService:
         """A client connected. If nobody has been around for `PEER_LINGER_S`, the other
         proxies have not been read since: start a read, which the client's first command
         waits for (`refresh`), so it never gets an answer from a stale view of them."""
-        now = time.monotonic()
-        idle = not self.sessions and now - self._client_at > PEER_LINGER_S
-        self._client_at = now
+        idle = not self._peers_wanted()
+        self._client_at = time.monotonic()
         if idle and self._tasks and (self.refresh is None or self.refresh.done()):   # (the poller runs)
             self.refresh = asyncio.get_running_loop().create_future()
             self._wanted.set()
@@ -662,10 +661,9 @@ class SentinelService:
         self._http = http_session(PEER_TIMEOUT_S, self.server.tls.admin_client)
         discover_until = 0.0
         while True:
-            if not self._peers_wanted():
-                while not self._peers_wanted():
-                    self._wanted.clear()
-                    await self._wanted.wait(PEER_LINGER_S)
+            while not self._peers_wanted():
+                self._wanted.clear()
+                await self._wanted.wait(PEER_LINGER_S)
                 discover_until = time.monotonic() + PEER_DISCOVERY_S
             fast = False
             try:

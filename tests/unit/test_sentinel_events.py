@@ -12,6 +12,7 @@ from redis.asyncio.sentinel import Sentinel
 
 from proxy.sentinel import PeerInfo, SentinelService, sentinel_id
 from proxy.routing.topology import Topology
+from test_raft_transport import eventually
 from test_sentinel_protocol import M, R1, R2, URLS, call, connect, make, make_server
 
 
@@ -207,13 +208,6 @@ async def test_redis_py_pubsub_receives_switch_master(live):
     await asyncio.sleep(0)
 
 
-async def eventually_async(pred, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
 async def serve_peer(routes: dict):
     """A stand-in for another proxy's admin port answering GET `routes` (path -> handler):
     its runner (to clean up) and its URL."""
@@ -313,14 +307,9 @@ async def test_peers_are_read_only_while_clients_are_around(monkeypatch):
         assert len(sentinels) == 2                          # the first command saw both proxies
         ok = await client.execute_command("SENTINEL", "CKQUORUM", "mymaster")
         assert (ok if isinstance(ok, str) else ok.decode()).startswith("OK 3 usable Sentinels")
-        deadline = time.monotonic() + 5
-        while len(seen) < 6 and time.monotonic() < deadline:   # read again while it stays
-            await asyncio.sleep(0.02)
-        assert len(seen) >= 6
+        await eventually(lambda: len(seen) >= 6)            # read again while it stays
         await client.aclose()
-        deadline = time.monotonic() + 5
-        while svc.sessions and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await eventually(lambda: not svc.sessions)
         await asyncio.sleep(sentinel_mod.PEER_LINGER_S + 0.2)   # the linger, and a poll in flight
         settled = len(seen)
         await asyncio.sleep(0.3)
@@ -331,7 +320,7 @@ async def test_peers_are_read_only_while_clients_are_around(monkeypatch):
         monkeypatch.setattr(sentinel_mod, "PEER_POLL_FAST_S", 30.0)     # (no probes here: the master looks down)
         client = aioredis.Redis(host="127.0.0.1", port=svc.port, socket_timeout=5)
         await client.ping()
-        await eventually_async(lambda: len(seen) >= settled + 2)     # read once, then a 30 s pause
+        await eventually(lambda: len(seen) >= settled + 2)     # read once, then a 30 s pause
         await client.aclose()
         await asyncio.sleep(sentinel_mod.PEER_LINGER_S + 0.2)
         client = aioredis.Redis(host="127.0.0.1", port=svc.port, socket_timeout=5)
