@@ -469,7 +469,8 @@ class Reader(threading.Thread):
                  settle: float = 0.5, timeout: float = 10.0, seed: int = 0, retry_for: float = 10.0,
                  retry_pause: float = 0.05) -> None:
         super().__init__(name=f"reader-{prefix}", daemon=True)
-        self.port, self.writers, self.interval, self.settle, self.timeout = port, list(writers), interval, settle, timeout
+        self.port, self.writers = port, list(writers)
+        self.interval, self.settle, self.timeout = interval, settle, timeout
         self.retry_for, self.retry_pause = retry_for, retry_pause
         self.tryagain = 0               # -TRYAGAIN answers retried (as a cluster client does)
         self.tryagain_texts: list[str] = []

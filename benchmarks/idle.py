@@ -160,7 +160,8 @@ def print_table(result: dict) -> None:
     c = result.get("idle_clients")
     if c:
         print(f"\n{c['clients']} idle clients on one proxy ({c['proxy_connected']} connected by its /status): RSS "
-              f"{c['rss_before_mb']:.1f} -> {c['rss_after_mb']:.1f} MB, {c['bytes_per_client'] / 1024:.1f} kB per client")
+              f"{c['rss_before_mb']:.1f} -> {c['rss_after_mb']:.1f} MB, "
+              f"{c['bytes_per_client'] / 1024:.1f} kB per client")
 
 
 def idle_clients_rss(cluster: fl.ProxyCluster, name: str, count: int) -> dict:

@@ -102,7 +102,8 @@ class FailoverRecord:
     @classmethod
     def from_dict(cls, d: dict) -> FailoverRecord:
         return cls(int(d["epoch"]), float(d.get("time") or 0.0), d.get("old_master"), str(d["new_master"]),
-                   str(d.get("cause") or ""), None if d.get("held_ms") is None else int(d["held_ms"]), str(d.get("leader") or ""),
+                   str(d.get("cause") or ""), None if d.get("held_ms") is None else int(d["held_ms"]),
+                   str(d.get("leader") or ""),
                    str(d.get("shard") or ""), str(d.get("detail") or ""))
 
 

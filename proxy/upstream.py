@@ -428,7 +428,8 @@ class Upstream(asyncio.Protocol):
         """
         if self.closed:
             if slot is not None:
-                slot.fill_error(resp.error_reply("ERR proxy: " + (self.error or f"Redis node {self.addr} is unavailable")))
+                why = self.error or f"Redis node {self.addr} is unavailable"
+                slot.fill_error(resp.error_reply("ERR proxy: " + why))
             return
         self._queue(data, slot, write)
 

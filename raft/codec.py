@@ -167,7 +167,8 @@ def loads(body: bytes) -> Message:
 # ------------------------------------------------------------------ compact frames
 
 COMPACT_MAGIC = b"\x01"     # a compact frame's first byte (a JSON frame's is "{")
-_COMPACT_AE = struct.Struct("<Bqqqqqqqq")     # 0, term, prev_index, prev_term, commit, ctx, lease_ticks, echo, echo_boot
+# 0, term, prev_index, prev_term, commit, ctx, lease_ticks, echo, echo_boot
+_COMPACT_AE = struct.Struct("<Bqqqqqqqq")
 _COMPACT_AER = struct.Struct("<Bq?qqqqqqq")   # 1, term, success, match_index, reject_index, reject_hint, ctx, fctx,
 #                                              fboot, commit_seen
 _KIND = struct.Struct("<B")

@@ -174,7 +174,8 @@ class ProxyCollector:
             e.add_metric([node, kind], n)
         yield e
         yield _one(GaugeMetricFamily, "redis_raft_proxy_client_connections", "Client connections now", len(s.clients))
-        yield _one(CounterMetricFamily, "redis_raft_proxy_client_connections_accepted", "Client connections accepted", s.total_connections)
+        yield _one(CounterMetricFamily, "redis_raft_proxy_client_connections_accepted", "Client connections accepted",
+                   s.total_connections)
         c = CounterMetricFamily("redis_raft_proxy_client_connections_rejected", "Client connections closed by "
                                 "the proxy", labels=["reason"])
         for reason, n in list(s.rejected.items()):
@@ -182,9 +183,12 @@ class ProxyCollector:
         yield c
         yield _one(CounterMetricFamily, "redis_raft_proxy_client_bytes_in", "Bytes read from clients", st.bytes_in)
         yield _one(CounterMetricFamily, "redis_raft_proxy_client_bytes_out", "Bytes written to clients", st.bytes_out)
-        yield _one(GaugeMetricFamily, "redis_raft_proxy_held_clients", "Clients whose commands are held now", len(s.held))
-        yield _one(CounterMetricFamily, "redis_raft_proxy_holds", "Times a client's commands were held for a master", st.held_total)
-        yield _one(CounterMetricFamily, "redis_raft_proxy_hold_timeouts", "Holds that ended in an error after hold_ms", st.hold_timeouts)
+        yield _one(GaugeMetricFamily, "redis_raft_proxy_held_clients", "Clients whose commands are held now",
+                   len(s.held))
+        yield _one(CounterMetricFamily, "redis_raft_proxy_holds", "Times a client's commands were held for a master",
+                   st.held_total)
+        yield _one(CounterMetricFamily, "redis_raft_proxy_hold_timeouts", "Holds that ended in an error after hold_ms",
+                   st.hold_timeouts)
         h = HistogramMetricFamily("redis_raft_proxy_hold_duration_seconds", "How long held clients waited")
         h.add_metric([], st.hold_seconds.family_buckets(), st.hold_seconds.total)
         yield h
@@ -229,9 +233,10 @@ class ProxyCollector:
         s = self.server
         ctl = s.controller
         topo = s.router.topology
-        yield _one(CounterMetricFamily, "redis_raft_proxy_failovers", "Failovers this proxy committed as leader", ctl.failovers)
+        yield _one(CounterMetricFamily, "redis_raft_proxy_failovers", "Failovers this proxy committed as leader",
+                   ctl.failovers)
         yield _one(GaugeMetricFamily, "redis_raft_proxy_last_failover_duration_seconds",
-                              "Duration of the last failover this proxy led (down detected to committed)", ctl.last_failover_s)
+                   "Duration of the last failover this proxy led (down detected to committed)", ctl.last_failover_s)
         g = GaugeMetricFamily("redis_raft_proxy_failover_phase", "1 for the current failover phase",
                               labels=["phase"])
         for phase in FAILOVER_PHASES:
@@ -254,7 +259,8 @@ class ProxyCollector:
         yield _one(GaugeMetricFamily, "redis_raft_proxy_failover_pause_expiry_timestamp_seconds",
                    "When the pause expires (unix time; 0: not paused or no expiry)",
                    pause.until if pause is not None and pause.until else 0.0)
-        yield _one(CounterMetricFamily, "redis_raft_proxy_topology_changes", "Committed topologies applied", s.stats.topology_changes)
+        yield _one(CounterMetricFamily, "redis_raft_proxy_topology_changes", "Committed topologies applied",
+                   s.stats.topology_changes)
         yield _one(CounterMetricFamily, "redis_raft_proxy_cluster_redirects_followed",
                    "Cluster mode: MOVED answers from nodes followed inside the proxy", s.stats.redirects_followed)
 
@@ -301,9 +307,11 @@ class ProxyCollector:
         yield g
         yield _one(GaugeMetricFamily, "redis_raft_proxy_raft_commit_index", "Raft commit index", cons.commit_index)
         yield _one(GaugeMetricFamily, "redis_raft_proxy_raft_applied_index", "Raft applied index", cons.applied_index)
-        yield _one(CounterMetricFamily, "redis_raft_proxy_raft_leader_changes", "Leader changes seen by this proxy", st.leader_changes)
+        yield _one(CounterMetricFamily, "redis_raft_proxy_raft_leader_changes", "Leader changes seen by this proxy",
+                   st.leader_changes)
         yield _one(CounterMetricFamily, "redis_raft_proxy_raft_elections", "New terms seen by this proxy", st.elections)
-        yield _one(GaugeMetricFamily, "redis_raft_proxy_lease_held", "1 while this proxy holds a lease from a quorum", 1.0 if cons.lease_held() else 0.0)
+        yield _one(GaugeMetricFamily, "redis_raft_proxy_lease_held", "1 while this proxy holds a lease from a quorum",
+                   1.0 if cons.lease_held() else 0.0)
         h = HistogramMetricFamily("redis_raft_proxy_raft_rpc_duration_seconds", "Time to hand a batch of Raft "
                                   "messages to a peer: writing a frame on its stream, or a POST's round trip (a peer "
                                   "without the stream route)", labels=["peer"])
@@ -321,7 +329,8 @@ class ProxyCollector:
         h.add_metric([], st.fsync_seconds.family_buckets(), st.fsync_seconds.total)
         yield h
         yield _one(GaugeMetricFamily, "redis_raft_proxy_raft_storage_failed", "1 after a storage error (full or "
-                              "read-only disk): the proxy neither votes nor acknowledges", 1.0 if getattr(cons, "failed", None) else 0.0)
+                   "read-only disk): the proxy neither votes nor acknowledges",
+                   1.0 if getattr(cons, "failed", None) else 0.0)
 
 
 def make_metrics_handler(server):

@@ -85,7 +85,8 @@ def info_line(s, now: float) -> str:
     events = ("r" if not s.reading_paused else "") + ("w" if wbuf else "")
     line = (f"id={s.id} addr={s.peer_addr} laddr={s.local_addr} fd={fd} name={name} age={age} idle={idle} "
             f"flags={client_flags(s)} db={s.db} sub={len(s.channels)} psub={len(s.patterns)} "
-            f"ssub={len(s.schannels)} multi={s.tx_count if s.multi else -1 if s.tx_running is None else s.tx_running} qbuf={qbuf} qbuf-free=0 argv-mem=0 "
+            f"ssub={len(s.schannels)} multi={s.tx_count if s.multi else -1 if s.tx_running is None else s.tx_running} "
+            f"qbuf={qbuf} qbuf-free=0 argv-mem=0 "
             f"multi-mem=0 rbs={qbuf} rbp={qbuf} obl=0 oll={len(s.pending)} omem={omem} tot-mem={qbuf + omem} "
             f"events={events} cmd={s.last_cmd.decode(errors='replace')} user={client_user(s)} redir=-1 "
             f"resp={3 if s.resp3 else 2}")

@@ -38,7 +38,8 @@ class ConnectionCommands:
             self.authenticated = True
             return self._local(OK)
         if verdict is False:
-            self.registry.auth_failed(self, "auth", (args[0] if len(args) == 2 else b"default").decode(errors="replace"))
+            user = (args[0] if len(args) == 2 else b"default").decode(errors="replace")
+            self.registry.auth_failed(self, "auth", user)
             return self._local(WRONGPASS)
         if self.mode == SHARED and self._go_dedicated() is STOP:
             return STOP

@@ -102,7 +102,8 @@ class Load:
         writes = [r for w in [*self.writers, *self.msets] for r in w.snapshot()]
         reads = [r for rd in self.readers for r in rd.snapshot()]
         return (f"writes {len(writes)} ({sum(r.ok for r in writes)} acknowledged), reads {len(reads)} "
-                f"({sum(r.kind == 'ok' for r in reads)} right), -TRYAGAIN retried {self.tryagain()}: {self.tryagain_kinds()}")
+                f"({sum(r.kind == 'ok' for r in reads)} right), "
+                f"-TRYAGAIN retried {self.tryagain()}: {self.tryagain_kinds()}")
 
     def tryagain(self) -> int:
         return sum(w.tryagain for w in self.threads)

@@ -55,7 +55,8 @@ def synced_replica_of(c: ProxyCluster, master: RedisServer, timeout: float = 30.
             except redis.RedisError:
                 continue
             if (info.get("role") == "slave" and int(info.get("master_port", 0)) == master.port
-                    and info.get("master_link_status") == "up" and int(info.get("slave_repl_offset", -1)) >= m - 10_000):
+                    and info.get("master_link_status") == "up"
+                    and int(info.get("slave_repl_offset", -1)) >= m - 10_000):
                 return s
         return None
     return wait_until(one, timeout, message=lambda: f"an in-sync replica of {master.addr}; {c.logs(15)}")
@@ -435,8 +436,8 @@ def test_the_committed_history_survives_a_leader_change(tmp_path):
         def recorded():
             hs = [(st or {}).get("topology", {}).get("history") for st in c.statuses(survivors).values()]
             return all(h and h["offset"] >= written for h in hs) and hs
-        wait_until(recorded, 25, message=lambda: f"the survivors to apply a history at offset >= {written}: "
-                                                 f"{[(st or {}).get('topology') for st in c.statuses(survivors).values()]}")
+        wait_until(recorded, 25, message=lambda: f"the survivors to apply a history at offset >= {written}: " + str(
+            [(st or {}).get('topology') for st in c.statuses(survivors).values()]))
         c.proxy(view["leader"]).kill()
         after = c.wait_stable(names=survivors, timeout=20)
         assert after["leader"] in survivors and after["epoch"] == view["epoch"]

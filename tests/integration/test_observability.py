@@ -328,7 +328,8 @@ def test_raft_metrics_agree_with_status(scenario):
         assert m.value("redis_raft_proxy_raft_commit_index") == raft["commit_index"], name
         assert m.value("redis_raft_proxy_raft_applied_index") == raft["applied_index"], name
         roles = {lab["role"]: v for lab, v in m.select("redis_raft_proxy_raft_role")}
-        assert roles == {r: (1.0 if r == raft["role"] else 0.0) for r in ("leader", "follower", "candidate", "learner")}, \
+        expected = {r: (1.0 if r == raft["role"] else 0.0) for r in ("leader", "follower", "candidate", "learner")}
+        assert roles == expected, \
             f"{name}: role gauges {roles}, /status says {raft['role']}"
         assert m.value("redis_raft_proxy_lease_held") == (1.0 if st["lease"]["held"] else 0.0)
         assert m.value("redis_raft_proxy_topology_epoch") == st["topology"]["epoch"] == sc.epoch
@@ -537,8 +538,9 @@ def test_log_lines_are_structured_in_both_formats(scenario):
             assert applied[-1]["epoch"] == sc.epoch and isinstance(applied[-1]["epoch"], int), applied[-1]
             assert isinstance(next(r for r in records if r.get("event") == "starting")["config"], dict)
         else:
-            assert re.search(rf"^ts=\S+ level=warning logger=proxy.server proxy={name} event=topology_applied epoch={sc.epoch} "
-                             rf"master={re.escape(sc.new)} ", log, re.MULTILINE), f"{name}: no logfmt topology_applied line"
+            assert re.search(rf"^ts=\S+ level=warning logger=proxy.server proxy={name} event=topology_applied "
+                             rf"epoch={sc.epoch} master={re.escape(sc.new)} ", log, re.MULTILINE), \
+                f"{name}: no logfmt topology_applied line"
     committed = events(sc.log(sc.leader), "failover_committed")[0]
     assert float(committed["duration_ms"]) > 0 and committed["logger"] == "health.controller", committed
 

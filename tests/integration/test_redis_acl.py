@@ -177,7 +177,8 @@ def test_failover_and_switchover_with_the_control_user(acl_cluster):
     assert final["master"] == other.addr
     # the switchover's duration is in the leader's histogram
     code, body = leader.http_get("/metrics")
-    assert code == 200 and re.search(rb"^redis_raft_proxy_switchover_duration_seconds_count 1\.0$", body, re.MULTILINE), \
+    count = re.search(rb"^redis_raft_proxy_switchover_duration_seconds_count 1\.0$", body, re.MULTILINE)
+    assert code == 200 and count, \
         body.decode(errors="replace")[-3000:]
     wait_replica_of(new, other)
     with c.proxy(final["leader"]).client() as r:

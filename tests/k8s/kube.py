@@ -194,7 +194,8 @@ class Rendered:
 
     def get(self, kind: str, name: str) -> dict:
         found = [o for o in self.all(kind) if o["metadata"]["name"] == name]
-        assert found, f"{self.target}: no {kind} named {name!r} (have {[o['metadata']['name'] for o in self.all(kind)]})"
+        have = [o["metadata"]["name"] for o in self.all(kind)]
+        assert found, f"{self.target}: no {kind} named {name!r} (have {have})"
         return found[0]
 
     def configmap(self, name: str) -> dict[str, str]:

@@ -162,7 +162,8 @@ def test_container_defaults_listen_on_every_interface_and_name_no_local_redis():
         raise AssertionError("the container config starts without redis_nodes")
     except ConfigError as exc:
         assert "redis_nodes" in str(exc)
-    cfg = load_config(str(CONTAINER_CONFIG), env={"REDIS_RAFT_PROXY_REDIS_NODES": "redis-0.redis:6379,redis-1.redis:6379"})
+    nodes = "redis-0.redis:6379,redis-1.redis:6379"
+    cfg = load_config(str(CONTAINER_CONFIG), env={"REDIS_RAFT_PROXY_REDIS_NODES": nodes})
     assert cfg.bind == "0.0.0.0" and cfg.data_dir == "/data"
     assert cfg.redis_nodes == ["redis-0.redis:6379", "redis-1.redis:6379"]
     settings = "\n".join(line.split("#", 1)[0] for line in CONTAINER_CONFIG.read_text().splitlines())

@@ -33,7 +33,8 @@ from redis.retry import Retry  # noqa: E402
 PROXY, REDIS = "redis-raft-proxy", "redis"
 START_TIMEOUT = 60.0
 
-pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed (apt-get install redis-server)")
+pytestmark = pytest.mark.skipif(REDIS_SERVER is None,
+                                reason="redis-server not installed (apt-get install redis-server)")
 
 
 def _start(target: str, tmp_path) -> tuple[LocalPods, list[Pod], list[Pod]]:

@@ -270,7 +270,8 @@ class Sim:
         self.seed = seed
         self.rng = random.Random(seed)
         self.faults = faults or Faults()
-        self.cfg = cfg or Config(election_ticks=10, heartbeat_ticks=2, max_inflight=4, max_batch=16, snapshot_threshold=40)
+        self.cfg = cfg or Config(election_ticks=10, heartbeat_ticks=2, max_inflight=4, max_batch=16,
+                                 snapshot_threshold=40)
         self.tick_ms = tick_ms
         self.check_leases = check_leases
         self.now = 0.0

@@ -1,10 +1,10 @@
 """Randomized cluster simulation: safety under faults, then liveness after healing.
 
 By default as many seeds as fit in RAFT_SIM_SECONDS (30) run, and at least
-RAFT_SIM_MIN_SEEDS (150: the whole suite must stay within 15 minutes on 2 cores); RAFT_SIM_SEEDS=N runs exactly N (the one-off 20,000+
-run); RAFT_SIM_SEED=S (with ``-k replay``) replays one seed. Seeds run in
-RAFT_SIM_WORKERS processes (default: one per CPU); each seed is deterministic
-on its own, so which worker runs it does not matter.
+RAFT_SIM_MIN_SEEDS (150: the whole suite must stay within 15 minutes on 2 cores);
+RAFT_SIM_SEEDS=N runs exactly N (the one-off 20,000+ run); RAFT_SIM_SEED=S (with
+``-k replay``) replays one seed. Seeds run in RAFT_SIM_WORKERS processes (default:
+one per CPU); each seed is deterministic on its own, so which worker runs it does not matter.
 """
 
 from __future__ import annotations

@@ -97,7 +97,8 @@ def test_history_table():
 
 
 def test_an_html_error_page_is_one_line():
-    assert one_line("<html>\n<body>\n  502 Bad Gateway\n</body></html>") == "<html> <body> 502 Bad Gateway </body></html>"
+    page = "<html>\n<body>\n  502 Bad Gateway\n</body></html>"
+    assert one_line(page) == "<html> <body> 502 Bad Gateway </body></html>"
     assert len(one_line("x" * 1000)) < 310
 
 

@@ -28,7 +28,8 @@ def line(addr: str, *, me: bool = False, master: str | None = None, slots: str =
     role = "slave" if master else "master"
     f = ",".join(x for x in ("myself" if me else "", role, flags) if x)
     host, port = addr.split(":")
-    return f"{ID[addr]} {host}:{port}@1{port},host-{host} {f} {ID[master] if master else '-'} 0 0 {epoch} connected {slots}"
+    of = ID[master] if master else "-"
+    return f"{ID[addr]} {host}:{port}@1{port},host-{host} {f} {of} 0 0 {epoch} connected {slots}"
 
 
 def fresh() -> dict[str, list]:

@@ -155,7 +155,8 @@ def test_mset_keeps_values_with_their_keys_and_del_sums():
 
 
 def test_commands_that_cannot_be_split_get_crossslot():
-    for cmd in (argv("RENAME", "foo", "bar"), argv("SUNIONSTORE", "foo", "bar"), argv("MSETNX", "foo", "1", "bar", "2")):
+    for cmd in (argv("RENAME", "foo", "bar"), argv("SUNIONSTORE", "foo", "bar"),
+                argv("MSETNX", "foo", "1", "bar", "2")):
         p = plan(cmd, keys_at(*range(1, len(cmd), 2 if cmd[0] == b"MSETNX" else 1)), three_shards())
         assert p.kind == "error" and p.error == CROSSSLOT, cmd
 

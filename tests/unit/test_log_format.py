@@ -42,7 +42,8 @@ def test_fields_respect_quotes_brackets_and_trailing_prose():
     # a shard's controller appends its shard after the prose (health/controller.py ShardLog)
     assert parse_fields("event=lease_lost master=m:1 writes in flight aren't sent shard=s1") == \
         ({"event": "lease_lost", "master": "m:1", "shard": "s1"}, "writes in flight aren't sent")
-    assert parse_fields("proxy proxy-1 listening on 127.0.0.1:6380") == ({}, "proxy proxy-1 listening on 127.0.0.1:6380")
+    line = "proxy proxy-1 listening on 127.0.0.1:6380"
+    assert parse_fields(line) == ({}, line)
     # a standard key in an event is renamed, never overwrites the line's own
     assert parse_fields("event=x level=3 ts=4")[0] == {"event": "x", "level_": "3", "ts_": "4"}
 

@@ -82,7 +82,8 @@ class ReadServer(FakeServer):
     def __init__(self) -> None:
         super().__init__()
         self.router = SimpleNamespace(master=None)      # cluster mode: no single master
-        self.stats = SimpleNamespace(held_total=0, hold_timeouts=0, hold_seconds=SimpleNamespace(observe=lambda s: None))
+        self.stats = SimpleNamespace(held_total=0, hold_timeouts=0,
+                                     hold_seconds=SimpleNamespace(observe=lambda s: None))
         self.hold_s = 0.0
         self.holding = []
 
