@@ -8,19 +8,25 @@ tests/integration/cluster_nodes.py, so the steps exist once:
    the part of its even share of the 16384 slots that no node owns yet
    (CLUSTER ADDSLOTSRANGE);
    then a config epoch of its own for every fresh node (CLUSTER SET-CONFIG-EPOCH);
-2. CLUSTER MEET of every node the first node does not know at its current
-   address (a pod's new IP, a node that lost its data);
+2. CLUSTER MEET between every pair of nodes where the earlier one (in the order
+   given) does not know the later at its current address (a fresh node, a pod's
+   new IP, a node that lost its data): every node meets every other itself
+   instead of waiting for gossip to spread the news, which takes seconds;
 3. CLUSTER REPLICATE of every node left without slots: to its intended master
    (replica i of masters[i // replicas_per_master]) while that one owns slots
    and lacks replicas, else to the master with the fewest replicas;
 4. wait until every node says cluster_state:ok, sees every replica with its
-   master, and every replica finished its first sync.
+   master, and every replica finished its first sync. A node that still sees a
+   new replica as a master is told by a MEET from that replica (its header
+   carries the replica's role), rather than after the replica's next periodic
+   ping, up to half the node timeout later.
 
 Running it again on a formed cluster changes nothing (and re-meets nodes whose
 address changed): slots are only ever given out when no node owns them, so a
 node that comes back empty never takes slots a promoted replica now serves; it
-becomes a replica instead. Steps 1 and 3 (and the epochs) are pure functions of what the nodes
-say (`slots_to_assign`, `epochs_to_assign`, `replica_targets`), tested without sockets.
+becomes a replica instead. Steps 1-4's choices are pure functions of what the nodes
+say (`slots_to_assign`, `epochs_to_assign`, `meets_needed`, `replica_targets`,
+`role_nudges`), tested without sockets.
 """
 
 from __future__ import annotations
@@ -151,6 +157,42 @@ def epochs_to_assign(nodes: Sequence[str], views: dict[str, list[NodeEntry]],
     return {a: top + 1 + i for i, a in enumerate(fresh)}
 
 
+def meets_needed(nodes: Sequence[str], views: dict[str, list[NodeEntry]],
+                 ips: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Step 2: (from, to) address pairs to CLUSTER MEET: for each pair of nodes, the
+    earlier (in `nodes`) meets the later unless it already knows the later's id, not
+    gone, at the later's current address. `ips`: address -> the IP it resolves to (what
+    CLUSTER NODES shows). One side of each pair suffices: the met node learns the other
+    from the handshake."""
+    out = []
+    for i, a in enumerate(nodes):
+        known = {e.node_id: e for e in views[a]}
+        for b in nodes[i + 1:]:
+            me = _myself(views, b)
+            seen = known.get(me.node_id)
+            if seen is not None and not seen.gone and (seen.host, seen.port) == (ips[b], parse_addr(b)[1]):
+                continue
+            out.append((a, b))
+    return out
+
+
+def role_nudges(nodes: Sequence[str], views: dict[str, list[NodeEntry]]) -> list[tuple[str, str]]:
+    """Step 4's nudge: (replica, node) pairs where `node` does not yet see `replica` (by its
+    own word) following its master: a MEET from the replica tells it at once."""
+    follows = {a: _myself(views, a) for a in nodes}
+    out = []
+    for r, me in follows.items():
+        if me.master_id is None:
+            continue
+        for a in nodes:
+            if a == r:
+                continue
+            seen = next((e for e in views[a] if e.node_id == me.node_id), None)
+            if seen is None or seen.master_id != me.master_id:
+                out.append((r, a))
+    return out
+
+
 def replica_targets(masters: Sequence[str], replicas: Sequence[str],
                     views: dict[str, list[NodeEntry]]) -> dict[str, str]:
     """Step 3: address -> the node id it must CLUSTER REPLICATE, for every node that holds
@@ -270,7 +312,8 @@ class ClusterCreator:
         for addr, master_id in replica_targets(self.masters, self.replicas, self.views()).items():
             self.log(f"{addr}: CLUSTER REPLICATE {master_id}")
             self._call(addr, "CLUSTER", "REPLICATE", master_id)
-        _poll(self._formed, timeout, "cluster_state:ok and every replica with its master on every node")
+        _poll(self._formed, timeout, "cluster_state:ok and every replica with its master on every node",
+              nudge=self._nudge_roles, nudge_every=0.5)
         _poll(self._synced, timeout, "every replica's first sync (master_link_status:up)")
         return ids
 
@@ -283,18 +326,17 @@ class ClusterCreator:
         return out
 
     def _meet(self, views: dict[str, list[NodeEntry]]) -> None:
-        """MEET, from the first node, every node it does not know at its current address."""
-        first = self.nodes[0]
-        known = {e.node_id: e for e in views[first]}
-        for addr in self.nodes[1:]:
-            me = _myself(views, addr)
-            host, port = parse_addr(addr)
-            ip = resolve(host)
-            seen = known.get(me.node_id)
-            if seen is not None and not seen.gone and (seen.host, seen.port) == (ip, port):
-                continue
-            self.log(f"{first}: CLUSTER MEET {ip} {port} {me.bus_port}")
-            self._call(first, "CLUSTER", "MEET", ip, port, me.bus_port)
+        ips = {a: resolve(parse_addr(a)[0]) for a in self.nodes}
+        for a, b in meets_needed(self.nodes, views, ips):
+            bus = _myself(views, b).bus_port
+            self.log(f"{a}: CLUSTER MEET {ips[b]} {parse_addr(b)[1]} {bus}")
+            self._call(a, "CLUSTER", "MEET", ips[b], parse_addr(b)[1], bus)
+
+    def _nudge_roles(self) -> None:
+        views = self.views()
+        for r, a in role_nudges(self.nodes, views):
+            host, port = parse_addr(a)
+            self._call(r, "CLUSTER", "MEET", resolve(host), port, _myself(views, a).bus_port)
 
     def _all_known(self, ids: dict[str, str]) -> bool:
         want = set(ids.values())

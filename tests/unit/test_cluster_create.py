@@ -1,5 +1,6 @@
 """The decisions of proxy/process/cluster_create.py (which slots to assign, which
-node replicates which master), from CLUSTER NODES texts, without sockets."""
+nodes meet, which node replicates which master, which views to nudge), from CLUSTER
+NODES texts, without sockets."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from proxy.process.cluster_create import (
     ClusterCreator,
     epochs_to_assign,
     even_ranges,
+    meets_needed,
     parse_cluster_nodes,
     replica_targets,
+    role_nudges,
     slots_to_assign,
 )
 from proxy.routing.keyslot import SLOTS
@@ -180,3 +183,40 @@ def test_a_formed_cluster_gets_no_epochs_and_a_node_back_empty_gets_one_above_al
     assert epochs_to_assign(M + R, views) == {R[2]: 10}
     # a replica's own epoch is not in any line (its line shows its master's): the current epochs count too
     assert epochs_to_assign(M + R, views, {a: 12 if a == R[0] else 9 for a in M + R}) == {R[2]: 13}
+
+
+IPS = {a: a.split(":")[0] for a in M + R}
+
+
+def test_fresh_nodes_each_meet_every_later_node_once():
+    """Every pair meets directly (no waiting for gossip), and only one side of it."""
+    pairs = meets_needed(M + R, fresh(), IPS)
+    nodes = M + R
+    assert sorted(pairs) == sorted((a, b) for i, a in enumerate(nodes) for b in nodes[i + 1:])
+
+
+def test_a_formed_cluster_needs_no_meet_but_a_moved_or_emptied_node_does():
+    shape = {a: (None, f"{s}-{e}") for a, (s, e) in zip(M, even_ranges(3))}
+    shape.update({r: (m, "") for r, m in zip(R, M)})
+    views = formed(shape)
+    assert meets_needed(M + R, views, IPS) == []
+    # R[2]'s pod came back with a new IP: every node before it meets it again
+    moved = dict(IPS, **{R[2]: "10.0.0.99"})
+    assert meets_needed(M + R, views, moved) == [(a, R[2]) for a in M + R[:2]]
+    # a node every other sees failed is met again too
+    failed = {a: parse_cluster_nodes("\n".join(line(b, me=a == b, master=shape[b][0], slots=shape[b][1],
+                                                      flags="fail" if b == M[1] and a != b else "")
+                                                 for b in M + R)) for a in M + R}
+    assert meets_needed(M + R, failed, IPS) == [(M[0], M[1])]
+
+
+def test_a_node_that_still_sees_a_new_replica_as_a_master_is_nudged_by_that_replica():
+    shape = {a: (None, f"{s}-{e}") for a, (s, e) in zip(M, even_ranges(3))}
+    shape.update({r: (m, "") for r, m in zip(R, M)})
+    views = formed(shape)
+    assert role_nudges(M + R, views) == []
+    # R[0] just replicated M[0]: only it knows yet; M[1] does not know R[0] at all
+    stale = {a: v if a == R[0] else [e for e in formed({**shape, R[0]: (None, "")})[a]]
+             for a, v in views.items()}
+    stale[M[1]] = [e for e in stale[M[1]] if e.node_id != ID[R[0]]]
+    assert sorted(role_nudges(M + R, stale)) == sorted((R[0], a) for a in M + R if a != R[0])
