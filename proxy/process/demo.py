@@ -108,15 +108,22 @@ def _replica_synced(port: int, client_kwargs: dict[str, Any]) -> bool:
 
 def _wait_replicas_synced(master_port: int, timeout: float, stopping: Callable[[], bool],
                           client_kwargs: dict[str, Any]) -> bool:
-    """Both replicas finished their first sync (Redis waits repl-diskless-sync-delay,
-    5 s, before it starts one): until then a replica holds no data and is rightly
-    never promoted, so "try a failure" would find the failover blocked."""
+    """Both replicas finished their first sync: until then a replica holds no data and is
+    rightly never promoted, so "try a failure" would find the failover blocked."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not stopping():
         if all(_replica_synced(master_port + i, client_kwargs) for i in (1, 2)):
             return True
         time.sleep(0.1)
     return False
+
+
+# Every demo redis-server: no persistence, local only, and replicas synced at once. Redis
+# waits repl-diskless-sync-delay (5 s by default) before a full sync, so that replicas that
+# connect together share one transfer; the demo's data is small, and without the wait it is
+# up (both replicas synced, which a failover needs) 5 s sooner.
+DEMO_REDIS_ARGS = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no",
+                   "--repl-diskless-sync-delay", "0"]
 
 
 def redis_server_binary(args) -> str:
@@ -135,8 +142,7 @@ def redis_children(args, datadir: str, certs: ClusterCerts | None = None) -> lis
         d = os.path.join(datadir, f"redis-{port}")
         os.makedirs(d, exist_ok=True)
         listen = certs.redis_args(port) + ["--port", "0"] if certs else ["--port", str(port)]
-        argv = [server, *listen, "--bind", "127.0.0.1", "--dir", d, "--save", "",
-                "--appendonly", "no", "--protected-mode", "no"]
+        argv = [server, *listen, "--dir", d, *DEMO_REDIS_ARGS]
         # The first start follows the initial master. A restart must not: by then the master
         # may be another node, and the proxies' leader points the node at the right one (a
         # stale REPLICAOF would make it follow an old master, or an empty node).

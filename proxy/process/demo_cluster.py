@@ -27,6 +27,7 @@ from .cluster_create import (
     even_ranges,
 )
 from .demo import (
+    DEMO_REDIS_ARGS,
     Child,
     Layout,
     proxy_children,
@@ -62,9 +63,8 @@ def cluster_redis_children(args, datadir: str, certs: ClusterCerts | None = None
         os.makedirs(d, exist_ok=True)
         listen = certs.redis_args(port) + ["--port", "0", "--tls-cluster", "yes"] if certs else ["--port", str(port)]
         # nodes.conf in the node's own dir: a restart with the same command rejoins the cluster
-        argv = [server, *listen, "--bind", "127.0.0.1", "--dir", d, "--save", "", "--appendonly", "no",
-                "--protected-mode", "no", *CLUSTER_SERVER_ARGS, "--cluster-config-file", "nodes.conf",
-                "--cluster-port", str(bus)]
+        argv = [server, *listen, "--dir", d, *DEMO_REDIS_ARGS, *CLUSTER_SERVER_ARGS,
+                "--cluster-config-file", "nodes.conf", "--cluster-port", str(bus)]
         out.append(Child(f"redis-{port}", argv, os.path.join(datadir, f"redis-{port}.log"), dict(os.environ)))
     return out
 
