@@ -7,7 +7,7 @@ to start the process again, and restarts nothing itself), and SIGTERM stops
 every process it started. It says it is up only once its replicas have had
 their first sync (before that a killed master cannot be replaced: this test
 failed in CI when it killed the master within Redis' 5 s
-repl-diskless-sync-delay).
+repl-diskless-sync-delay, which the demo's redis-servers now set to 0).
 """
 
 from __future__ import annotations
