@@ -326,17 +326,23 @@ class ClusterCreator:
         return out
 
     def _meet(self, views: dict[str, list[NodeEntry]]) -> None:
-        ips = {a: resolve(parse_addr(a)[0]) for a in self.nodes}
-        for a, b in meets_needed(self.nodes, views, ips):
-            bus = _myself(views, b).bus_port
-            self.log(f"{a}: CLUSTER MEET {ips[b]} {parse_addr(b)[1]} {bus}")
-            self._call(a, "CLUSTER", "MEET", ips[b], parse_addr(b)[1], bus)
+        ips = self._ips()
+        self._send_meets(meets_needed(self.nodes, views, ips), views, ips)
 
     def _nudge_roles(self) -> None:
         views = self.views()
-        for r, a in role_nudges(self.nodes, views):
-            host, port = parse_addr(a)
-            self._call(r, "CLUSTER", "MEET", resolve(host), port, _myself(views, a).bus_port)
+        self._send_meets(role_nudges(self.nodes, views), views, self._ips())
+
+    def _ips(self) -> dict[str, str]:
+        return {a: resolve(parse_addr(a)[0]) for a in self.nodes}
+
+    def _send_meets(self, pairs: list[tuple[str, str]], views: dict[str, list[NodeEntry]],
+                    ips: Mapping[str, str]) -> None:
+        """CLUSTER MEET, on each pair's first node, of the second (its IP, port and bus port)."""
+        for a, b in pairs:
+            port, bus = parse_addr(b)[1], _myself(views, b).bus_port
+            self.log(f"{a}: CLUSTER MEET {ips[b]} {port} {bus}")
+            self._call(a, "CLUSTER", "MEET", ips[b], port, bus)
 
     def _all_known(self, ids: dict[str, str]) -> bool:
         want = set(ids.values())
