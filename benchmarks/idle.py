@@ -10,7 +10,8 @@ CPU from the kernel's own accounting (utime + stime of /proc/PID/stat) over
 the window (60 s by default) and its RSS (VmRSS) at the end, and prints:
 
 * the load average at start (figures from a loaded machine are not idle figures);
-* per process: % of one core over the window, RSS;
+* per process: % of one core over the window, wake-ups a second (voluntary context
+  switches of all its threads), RSS;
 * mean proxy / mean sentinel ratios of CPU and RSS;
 * the Redis nodes' CPU too: what the probes of each kind cost the nodes;
 * with --floor, a bare Python prober (`benchmarks/idle_floor.py`: INFO replication
@@ -113,7 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def summarize(window: CpuWindow, rss: dict[str, int], kinds: dict[str, str]) -> dict:
     """Per-process rows and the proxy/sentinel ratios (None where a kind is missing)."""
     rows = [{"name": n, "kind": kinds[n], "cpu_s": round(window.cpu_s[n], 3),
-             "cpu_pct_of_core": round(window.percent_of_core(n), 3), "rss_mb": round(rss[n] / 2**20, 2)}
+             "cpu_pct_of_core": round(window.percent_of_core(n), 3), "rss_mb": round(rss[n] / 2**20, 2),
+             "wakeups_per_s": round(window.wakeups_per_s(n), 1)}
             for n in window.pids]
 
     def mean(kind: str, key: str) -> float | None:
@@ -137,10 +139,11 @@ def summarize(window: CpuWindow, rss: dict[str, int], kinds: dict[str, str]) -> 
 def print_table(result: dict) -> None:
     print(f"\nIdle {result['duration_s']:.0f} s, {os.cpu_count()} CPUs, load average at start "
           f"{' '.join(f'{x:.2f}' for x in result['loadavg_start'])}\n")
-    print("| process | kind | CPU s | % of a core | RSS MB |")
-    print("|---|---|---|---|---|")
+    print("| process | kind | CPU s | % of a core | wake-ups/s | RSS MB |")
+    print("|---|---|---|---|---|---|")
     for r in result["processes"]:
-        print(f"| {r['name']} | {r['kind']} | {r['cpu_s']:.2f} | {r['cpu_pct_of_core']:.2f} | {r['rss_mb']:.1f} |")
+        print(f"| {r['name']} | {r['kind']} | {r['cpu_s']:.2f} | {r['cpu_pct_of_core']:.2f} | "
+              f"{r['wakeups_per_s']:.1f} | {r['rss_mb']:.1f} |")
     s = result
 
     def fmt(v: float | None, unit: str = "") -> str:

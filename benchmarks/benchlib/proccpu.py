@@ -3,8 +3,10 @@
 `cpu_seconds(pid)` is utime + stime of /proc/PID/stat (the kernel's count of
 the time the process ran, in user and system mode, all threads), so a
 benchmark measures what a server spent without trusting the server to say
-so; `rss_bytes(pid)` is VmRSS of /proc/PID/status. Threads are included,
-children are not (every server measured here is one process).
+so; `rss_bytes(pid)` is VmRSS of /proc/PID/status; `wakeups(pid)` counts the
+times its threads went to sleep and were woken (voluntary context switches: an
+idle server's CPU is mostly what each wake-up costs, issue 16). Threads are
+included, children are not (every server measured here is one process).
 """
 
 from __future__ import annotations
@@ -44,6 +46,27 @@ def cpu_seconds(pid: int) -> float:
         return parse_stat_cpu_ticks(f.read()) / CLOCK_TICKS
 
 
+def parse_status_voluntary_switches(status_text: str) -> int:
+    """voluntary_ctxt_switches of a /proc/PID/status (or task/TID/status) text."""
+    for line in status_text.splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise ValueError("no voluntary_ctxt_switches line")
+
+
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of every thread of process `pid` so far: the times it
+    slept (waiting for a timer, a socket, a lock) and was woken."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                total += parse_status_voluntary_switches(f.read())
+        except FileNotFoundError:       # a thread that ended meanwhile
+            pass
+    return total
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of process `pid`, in bytes."""
     with open(f"/proc/{pid}/status") as f:
@@ -59,9 +82,12 @@ class CpuWindow:
     wall_s: float = 0.0
     cpu_start: dict[str, float] | None = None
     cpu_s: dict[str, float] | None = None
+    wakeups_start: dict[str, int] | None = None
+    wakeups: dict[str, int] | None = None
 
     def start(self) -> CpuWindow:
         self.cpu_start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.wakeups_start = {name: wakeups(pid) for name, pid in self.pids.items()}
         self.started_at = time.monotonic()
         return self
 
@@ -70,6 +96,8 @@ class CpuWindow:
             raise RuntimeError("CpuWindow.stop() before start()")
         self.wall_s = time.monotonic() - self.started_at
         self.cpu_s = {name: cpu_seconds(pid) - self.cpu_start[name] for name, pid in self.pids.items()}
+        assert self.wakeups_start is not None
+        self.wakeups = {name: wakeups(pid) - self.wakeups_start[name] for name, pid in self.pids.items()}
         return self
 
     def percent_of_core(self, name: str) -> float:
@@ -77,3 +105,9 @@ class CpuWindow:
         if self.cpu_s is None or self.wall_s <= 0:
             raise RuntimeError("CpuWindow not stopped")
         return 100.0 * self.cpu_s[name] / self.wall_s
+
+    def wakeups_per_s(self, name: str) -> float:
+        """How often `name`'s threads were woken over the window, per second."""
+        if self.wakeups is None or self.wall_s <= 0:
+            raise RuntimeError("CpuWindow not stopped")
+        return self.wakeups[name] / self.wall_s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from benchmarks.benchlib.proccpu import (
@@ -11,7 +12,9 @@ from benchmarks.benchlib.proccpu import (
     cpu_seconds,
     parse_stat_cpu_ticks,
     parse_status_rss_bytes,
+    parse_status_voluntary_switches,
     rss_bytes,
+    wakeups,
 )
 
 
@@ -36,3 +39,34 @@ def test_this_process_cpu_grows_with_work_and_a_window_reports_percent_of_a_core
     window.stop()
     assert 0 < window.percent_of_core("me") <= 100 * (os.cpu_count() or 1)
     assert rss_bytes(me) > 1024 * 1024
+
+
+def test_voluntary_switches_are_read_from_a_status_text():
+    text = "Name:\tx\nvoluntary_ctxt_switches:\t2833\nnonvoluntary_ctxt_switches:\t999\n"
+    assert parse_status_voluntary_switches(text) == 2833
+
+
+def test_a_window_counts_the_wakeups_of_every_thread():
+    me = os.getpid()
+    go, slept, release = threading.Event(), threading.Event(), threading.Event()
+
+    def sleeper() -> None:          # 40 short sleeps in the window, then alive until it closed
+        go.wait(10)
+        for _ in range(40):
+            time.sleep(0.002)
+        slept.set()
+        release.wait(10)
+
+    thread = threading.Thread(target=sleeper, daemon=True)
+    thread.start()      # (started before the window: a thread that ends inside it takes its count along)
+    window = CpuWindow({"me": me}).start()
+    go.set()
+    try:
+        assert slept.wait(10)
+        window.stop()
+    finally:
+        release.set()
+        thread.join(10)
+    assert window.wakeups["me"] >= 40
+    assert window.wakeups_per_s("me") == window.wakeups["me"] / window.wall_s
+    assert wakeups(me) >= window.wakeups["me"]
