@@ -87,10 +87,11 @@ class ProxyCluster:
 
     def __init__(self, workdir: Path, *, relays: bool = False, options: dict | None = None,
                  node_options: dict[str, dict] | None = None, node_env: dict[str, dict] | None = None,
-                 read_policy: str = "replicas", redis_link_relays: Sequence[str] = (), tls=None) -> None:
+                 read_policy: str = "replicas", redis_link_relays: Sequence[str] = (), tls=None,
+                 replicas: int = 2) -> None:
         self.workdir = Path(workdir)
         self.tls = tls
-        self.rs = ReplicaSet(self.workdir / "redis", tls=tls.redis_files() if tls else None)
+        self.rs = ReplicaSet(self.workdir / "redis", replicas=replicas, tls=tls.redis_files() if tls else None)
         self.names = list(PROXY_NAMES)
         self.tls_ports = dict(zip(self.names, free_ports(len(self.names)))) if tls else {}
         self.admin_ssl = tls.client_context(tls.proxy) if tls else None

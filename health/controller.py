@@ -37,6 +37,7 @@ from .decide import (
     node_states,
     next_history,
     objectively_down,
+    parent_keeper,
     reconcile,
     refuse_to_act,
     report_due,
@@ -564,12 +565,17 @@ class Controller:
         the empty node; with none, hold writes and say so. The leader's own probe of the
         master decides: a node's replication history is a fact, not a matter of
         reachability, so no quorum of views is needed."""
-        m, h = views[self.cfg.node][topo.master], topo.history
+        own = views[self.cfg.node]
+        m, h = own[topo.master], topo.history
         keeper = self._candidate(topo, views, 0.0)
+        through = ""
+        if keeper is None:      # a deposed master holding the history its successor started from?
+            keeper = parent_keeper(topo.master, topo.nodes, own, h, max_age_s=self.candidate_age_s, tags=self.tags)
+            through = f" through_parent={h.parent}" if keeper is not None and h is not None else ""
         if keeper is not None:
             k = freshest(keeper, views)
             self.log.error("event=master_restarted_empty master=%s offset=%d replid=%s replica=%s replica_offset=%d "
-                      "epoch=%d", topo.master, m.offset, m.replid, keeper, k.offset if k else -1, topo.epoch)
+                      "epoch=%d%s", topo.master, m.offset, m.replid, keeper, k.offset if k else -1, topo.epoch, through)
             now = time.monotonic()
             await self._fail_over(topo, keeper, f"failover: {topo.master} restarted without its data "
                                                 f"(offset {m.offset}, {keeper} has {k.offset if k else '?'})",

@@ -17,19 +17,29 @@ from dataclasses import dataclass, field, replace
 
 @dataclass(frozen=True)
 class History:
-    """A replication history: stream `replid` up to at least `offset` bytes."""
+    """A replication history: stream `replid` up to at least `offset` bytes.
+
+    `parent`: the stream `replid` was started from (a promoted node's `master_replid2`),
+    identical to it up to `parent_offset` (`second_repl_offset` - 1). "" when not known
+    (a record of an older version, or a stream that started empty)."""
 
     replid: str
     offset: int
+    parent: str = ""
+    parent_offset: int = -1
 
     def to_dict(self) -> dict:
-        return {"replid": self.replid, "offset": self.offset}
+        d: dict = {"replid": self.replid, "offset": self.offset}
+        if self.parent:     # (versions before it read the record without these)
+            d["parent"], d["parent_offset"] = self.parent, self.parent_offset
+        return d
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "History | None":
         if not d or not d.get("replid"):
             return None
-        return cls(str(d["replid"]), int(d.get("offset") or 0))
+        return cls(str(d["replid"]), int(d.get("offset") or 0), str(d.get("parent") or ""),
+                   int(d.get("parent_offset", -1)))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ empty node the master.
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -20,6 +21,7 @@ import redis
 
 from benchmarks.failover_lib import PROXY_NAMES, RAFT_SECRET, ProxyCluster, Writer, read_back, wait_replica_of
 from proxy.process.config import ENV_PREFIX
+from proxy.resp import encode_command
 from benchmarks.raft_cluster_lib import run_ops
 
 from .harness import RedisServer, redis_client, wait_until
@@ -30,8 +32,9 @@ TIMING = {"down_after_ms": 500, "hold_ms": 5000, "lease_ms": 1000}
 SYNC_DELAY = ["--repl-diskless-sync-delay", "5"]     # Redis' default; the harness otherwise uses 0
 
 
-def start_cluster(tmp_path, *, options: dict | None = None, redis_args: list[str] | None = None) -> ProxyCluster:
-    c = ProxyCluster(tmp_path, options={**TIMING, **(options or {})})
+def start_cluster(tmp_path, *, options: dict | None = None, redis_args: list[str] | None = None,
+                  replicas: int = 2) -> ProxyCluster:
+    c = ProxyCluster(tmp_path, options={**TIMING, **(options or {})}, replicas=replicas)
     for s in c.rs.servers:
         s.extra_args = list(redis_args or [])
     try:
@@ -262,6 +265,59 @@ def test_replicas_keep_their_data_while_writes_are_held_for_the_operator(tmp_pat
         with keeper.client(decode=True) as cl:
             missing = [i for i in range(keys) if cl.get(f"keep:{i}") != str(i)]
         assert not missing, f"{len(missing)} of {keys} acknowledged writes lost, e.g. {missing[:5]}"
+    finally:
+        c.cleanup()
+
+
+def test_a_deposed_master_holding_the_history_is_promoted_when_its_successor_comes_back_empty(tmp_path):
+    """benchmarks/cluster_chaos, seed 1: the master M was frozen and failed over to B; back,
+    M had bytes B never got (here a write sent to M while it was frozen), so B refused it a
+    partial resync and its full one waited for Redis' 5 s diskless-sync delay. B was then
+    killed and came back empty before anything was written on its stream. M held every
+    acknowledged write but continued no recorded stream (only the one B's started from),
+    so the proxies held writes for the operator while M resynchronised from the emptied B
+    and lost them all. M must be promoted instead (`health.decide.parent_keeper`)."""
+    c = start_cluster(tmp_path / "parent", redis_args=SYNC_DELAY, replicas=1)
+    try:
+        view = c.wait_stable()
+        m = c.redis(view["master"])
+        b = next(s for s in c.rs.servers if s is not m)
+        endpoint = c.proxy(view["leader"])
+        keys = 200
+        with redis_client(endpoint.port, decode=True) as cl:
+            for i in range(keys):
+                assert cl.set(f"keep:{i}", i)
+        wait_replica_of(b, m)
+        wait_until(lambda: b.info("replication").get("master_repl_offset") == m.info("replication")
+                   .get("master_repl_offset"), 10, message="the replica to catch up")
+        with socket.create_connection(("127.0.0.1", m.port), timeout=10) as direct:
+            m.stop()
+            # queued on M's socket: M applies it as a master the moment it runs again
+            direct.sendall(encode_command([b"SET", b"stray", b"never replicated"]))
+            moved = c.wait_epoch(view["epoch"] + 1, timeout=20)
+            assert moved["master"] == b.addr, moved
+
+            def recorded_from_parent() -> dict | None:
+                h = ((leader_status(c) or {}).get("topology") or {}).get("history") or {}
+                return h if h.get("parent") and h.get("replid") == b.info("replication")["master_replid"] else None
+            h = wait_until(recorded_from_parent, 10, message=lambda: f"B's history recorded: {leader_status(c)}")
+            m.cont()
+            assert direct.recv(64) == b"+OK\r\n"
+
+        def waiting_for_full_sync() -> bool:
+            info = m.info("replication")
+            return (info["role"] == "slave" and int(info["master_port"]) == b.port
+                    and info.get("master_link_status") == "down" and int(info["master_repl_offset"]) > h["offset"])
+        wait_until(waiting_for_full_sync, 10, message=lambda: f"M demoted, ahead of B: {m.info('replication')}")
+        b.kill()
+        b.replicaof = None
+        b.start()
+        back = c.wait_epoch(moved["epoch"] + 1, timeout=4)     # within B's 5 s diskless-sync delay
+        assert back["master"] == m.addr, back
+        with redis_client(c.proxy(back["leader"]).port, decode=True) as cl:
+            missing = [i for i in range(keys) if cl.get(f"keep:{i}") != str(i)]
+        assert not missing, f"{len(missing)} of {keys} acknowledged writes lost, e.g. {missing[:5]}"
+        assert "through_parent=" in c.logs(200)
     finally:
         c.cleanup()
 
