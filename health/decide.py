@@ -137,16 +137,13 @@ def history_of(v: NodeView) -> History:
 
 
 def holds_parent(v: NodeView, h: History) -> bool:
-    """True when `v` holds all of history `h` through the stream `h` was started from:
-    `h` has not grown past the point where it left its parent (a promoted replica whose
-    stream nothing was added to), and `v` holds the parent up to there. A deposed master
-    whose extra bytes its replicas never got is such a node (it cannot resynchronise
-    partially from the promoted one, and waits for a full sync)."""
-    if not h.parent or h.offset > h.parent_offset or not v.replid:
+    """True when `v` holds the stream `h` was started from (`h.parent`) up to the point
+    where `h` left it: everything `h` holds from before it became a stream of its own."""
+    if not h.parent or not v.replid:
         return False
     if v.replid == h.parent:
-        return v.offset >= h.offset
-    return v.replid2 == h.parent and v.offset2 - 1 >= h.offset
+        return v.offset >= h.parent_offset
+    return v.replid2 == h.parent and v.offset2 - 1 >= h.parent_offset
 
 
 def next_history(mview: NodeView | None, history: History | None) -> History | None:
@@ -167,15 +164,12 @@ def next_history(mview: NodeView | None, history: History | None) -> History | N
 
 
 def history_due(new: History, recorded: History | None, since_last_s: float, interval_s: float) -> bool:
-    """Commit `new` now? At once for a new replication id, while the recorded
-    history is still at offset 0 (it protects nothing yet: see `contains`), and
-    when a promoted master's stream first grows past the point where it left its
-    parent (`holds_parent` then no longer holds); other offset growth within one
-    id at most every `interval_s` (each entry costs every proxy an fsync)."""
+    """Commit `new` now? At once for a new replication id, or while the recorded
+    history is still at offset 0 (it protects nothing yet: see `contains`);
+    offset growth within one id at most every `interval_s` (each entry costs
+    every proxy an fsync)."""
     if recorded is None or new.replid != recorded.replid or recorded.offset <= 0:
         return True
-    if recorded.parent and recorded.offset <= recorded.parent_offset < new.offset:
-        return True     # the first bytes after a promotion: from now on the parent no longer holds it
     return since_last_s >= interval_s
 
 
@@ -290,25 +284,33 @@ def choose_new_master(master: str, replicas: tuple[str, ...], views: dict[str, d
 def parent_keeper(master: str, nodes: tuple[str, ...], own: Mapping[str, NodeView], history: History | None,
                   *, max_age_s: float, tags: Mapping[str, NodeTags] | None = None) -> str | None:
     """The node to promote when the master lost the committed `history` and no replica
-    continues it (`choose_new_master` found none), but one holds all of it through its
-    parent (`holds_parent`), or None.
+    continues it (`choose_new_master` found none), but one holds the stream `history` was
+    started from up to where it left it (`holds_parent`), or None.
 
-    Only when the leader's own view (`own`) shows every node of the set, each observed at
-    most `max_age_s` ago, and none on the lineage of `history`: a node that cannot be
-    seen, or one that did get bytes of the promoted master's stream (which the record
-    may not show yet), could hold acknowledged writes the parent lacks, and writes are
-    then held for the operator as before. Highest offset on the parent first (one
-    stream: comparable), then priority, then name; `nofailover`, priority 0 and the
-    master itself are never chosen."""
+    A deposed master whose extra bytes its successor never got cannot resynchronise
+    partially, and waits for a full sync: while it waits, it and every other replica of
+    the successor are still on the parent stream, so none of them ever received a byte of
+    the successor's own, and with `ack = replica` nothing written there was acknowledged
+    (`WAIT` needs a replica with it; with `ack = async` it was lost with the successor
+    either way). That is what is checked: the leader's own view (`own`) shows every node of
+    the set, each observed at most `max_age_s` ago, and every one but `master` on the parent
+    stream and none on the stream of `history` (nor on one that continues it). A node it
+    cannot see, or one on any other stream (emptied since: it may have held acknowledged
+    writes of the successor's stream before), leaves writes held for the operator as
+    before. Highest offset on the parent first (one stream: comparable), then priority,
+    then name; `nofailover`, priority 0 and the master itself are never chosen."""
     if history is None or not history.parent:
         return None
     tags = tags or {}
-    seen = [own.get(a) for a in nodes]
-    if any(v is None or not v.up or v.age_s > max_age_s or same_lineage(v, history) for v in seen):
-        return None
+    seen = {a: own.get(a) for a in nodes}
+    for addr, v in seen.items():
+        if v is None or not v.up or v.age_s > max_age_s or same_lineage(v, history):
+            return None
+        if addr != master and history.parent not in (v.replid, v.replid2):
+            return None
     best: tuple | None = None
-    for addr in nodes:
-        v = own[addr]
+    for addr, v in seen.items():
+        assert v is not None
         if addr == master or failover_refusal(addr, tags) is not None or v.priority == 0:
             continue
         if not holds_parent(v, history):

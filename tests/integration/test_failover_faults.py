@@ -273,8 +273,9 @@ def test_a_deposed_master_holding_the_history_is_promoted_when_its_successor_com
     """benchmarks/cluster_chaos, seed 1: the master M was frozen and failed over to B; back,
     M had bytes B never got (here a write sent to M while it was frozen), so B refused it a
     partial resync and its full one waited for Redis' 5 s diskless-sync delay. B was then
-    killed and came back empty before anything was written on its stream. M held every
-    acknowledged write but continued no recorded stream (only the one B's started from),
+    killed and came back empty; what it had applied on its own stream no replica ever got, so
+    none of it was acknowledged. M held every acknowledged write but continued no recorded
+    stream (only the one B's started from),
     so the proxies held writes for the operator while M resynchronised from the emptied B
     and lost them all. M must be promoted instead (`health.decide.parent_keeper`)."""
     c = start_cluster(tmp_path / "parent", redis_args=SYNC_DELAY, replicas=1)
@@ -301,6 +302,8 @@ def test_a_deposed_master_holding_the_history_is_promoted_when_its_successor_com
                 h = ((leader_status(c) or {}).get("topology") or {}).get("history") or {}
                 return h if h.get("parent") and h.get("replid") == b.info("replication")["master_replid"] else None
             h = wait_until(recorded_from_parent, 10, message=lambda: f"B's history recorded: {leader_status(c)}")
+            with b.client() as cl:      # B's stream grows past where it left M's (nothing acknowledged:
+                cl.set("applied on B", "no replica had it")     # in the chaos run, writes WAIT did not confirm)
             m.cont()
             assert direct.recv(64) == b"+OK\r\n"
 
