@@ -179,12 +179,15 @@ class MasterSampler(threading.Thread):
         while not self._halt.is_set():
             t = time.monotonic()
             try:
-                roles = self.cluster.roles(timeout=0.3)
-                masters = tuple(sorted(n for n, r in roles.items() if r and r.get("role") == "master"))
-                self.samples.append((t, masters))
+                self.samples.append((t, self.observe(self.cluster.roles(timeout=0.3))))
             except Exception:  # noqa: BLE001 - a sample lost is not a finding
                 pass
             self._halt.wait(max(0.0, self.interval - (time.monotonic() - t)))
+
+    @staticmethod
+    def observe(roles: dict[str, dict | None]) -> Any:
+        """What a sample keeps of every node's INFO: the nodes answering role:master."""
+        return masters_of(roles)
 
     def stop(self) -> None:
         self._halt.set()
@@ -193,18 +196,28 @@ class MasterSampler(threading.Thread):
     def windows(self) -> list[tuple[float, float, tuple[str, ...]]]:
         """(start, end, masters) of each run of consecutive samples with two or more masters
         (end is the last such sample: a window seen once has length 0)."""
-        out: list[tuple[float, float, tuple[str, ...]]] = []
-        cur: list[Any] | None = None
-        for t, masters in self.samples:
-            if len(masters) >= 2:
-                if cur is None:
-                    cur = [t, t, set(masters)]
-                else:
-                    cur[1] = t
-                    cur[2] |= set(masters)
-            elif cur is not None:
-                out.append((cur[0], cur[1], tuple(sorted(cur[2]))))
-                cur = None
-        if cur is not None:
+        return master_windows(self.samples)
+
+
+def masters_of(roles: dict[str, dict | None]) -> tuple[str, ...]:
+    return tuple(sorted(n for n, r in roles.items() if r and r.get("role") == "master"))
+
+
+def master_windows(samples: Iterable[tuple[float, tuple[str, ...]]]) -> list[tuple[float, float, tuple[str, ...]]]:
+    """(start, end, masters) of each run of consecutive `samples` (time, masters) with two or
+    more masters."""
+    out: list[tuple[float, float, tuple[str, ...]]] = []
+    cur: list[Any] | None = None
+    for t, masters in samples:
+        if len(masters) >= 2:
+            if cur is None:
+                cur = [t, t, set(masters)]
+            else:
+                cur[1] = t
+                cur[2] |= set(masters)
+        elif cur is not None:
             out.append((cur[0], cur[1], tuple(sorted(cur[2]))))
-        return out
+            cur = None
+    if cur is not None:
+        out.append((cur[0], cur[1], tuple(sorted(cur[2]))))
+    return out

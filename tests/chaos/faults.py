@@ -397,23 +397,28 @@ class Injector(threading.Thread):
             proc.spawn()
             self.note("heal", kind, f"restart {who}: it exited on the storage failure after its disk was freed")
 
+    def _flap_master(self) -> tuple[Callable[[], str], str]:
+        """How a master flap finds its master (called at each kill), and what the log calls it."""
+        return lambda: self.resolve("master"), "master"
+
     def _master_flap(self, spec: FaultSpec) -> None:
         """Kill the master, bring it back empty after `down` s, kill the (new) master `gap` s
         later, ...: each kill lands before the previous node could finish a full resync."""
         c = self.cluster
         p = spec.params
+        master, called = self._flap_master()
         offset = 0.0
         chase = p.get("chase", True)
         first: list[str] = []
         for i in range(p["repeat"]):
             def kill(i=i):
-                who = self.resolve("master") if chase or not first else first[0]
+                who = master() if chase or not first else first[0]
                 first.append(who)
                 if not c.process(who).alive():
                     self.note("note", "master_flap", f"#{i + 1}: {who} is not running: skipped")
                     return
                 c.process(who).kill()
-                role = "master" if i == 0 or chase else "the first flap victim"
+                role = called if i == 0 or chase else "the first flap victim"
                 self.note("apply", "master_flap", f"#{i + 1}/{p['repeat']}: SIGKILL {role} {who}; "
                                                   f"back EMPTY in {p['down']}s")
                 self._later(p["down"], lambda: c.restart_redis(who, keep_data=False), "master_flap",

@@ -110,26 +110,29 @@ def read_back_from(cluster: ChaosCluster) -> str:
         return named
 
 
-def run_chaos(cluster: ChaosCluster, schedule: list[FaultSpec], *, seed: int, ack: str,
-              converge_timeout_s: float = 10.0, post_heal_s: float = 2.0, second_chance_s: float = 30.0,
-              sync_timeout_s: float = 60.0, operator: bool = False,
-              echo: Callable[[str], None] | None = print) -> RunResult:
-    """Run `schedule` against the started `cluster` under the standard workloads; heal; check.
+@dataclass
+class Played:
+    """The times and convergence of one played schedule (`play`)."""
 
-    After healing, convergence gets `converge_timeout_s` (the promise checked); when it
-    fails, `second_chance_s` more (the checker needs one master to read from), then replicas
-    get `sync_timeout_s` to catch up before the data is read back from the master. With
-    `operator` (the long benchmark, whose schedules may destroy every copy of the last
-    writes), an `OperatorWatch` does what controllers holding writes for the operator ask,
-    during the run and once more after healing, so the checker counts what the operator's
-    choice lost; without it (the short CI test, whose schedule is survivable) such a run
-    fails to converge."""
-    cluster.enter_clients_cgroup()
-    workloads = standard_workloads(cluster.client_factories(CLIENT_TIMEOUT_S))
-    sampler = MasterSampler(cluster)
-    injector = Injector(cluster, schedule, seed, echo=echo)
-    watch = OperatorWatch(cluster, lambda text: injector.note("note", "operator", text)) if operator else None
-    converged_s = conv_err = synced_err = None
+    t0: float                           # the schedule's start
+    t_heal: float                       # the schedule over, everything healed
+    t_end: float                        # converged (or given up on)
+    converged_s: float | None
+    convergence_error: str | None
+    operator_steps: list[str]
+
+
+def play(cluster: Any, workloads: list[Workload], sampler: Any, injector: Injector, watch: OperatorWatch | None,
+         schedule: list[FaultSpec], *, converge_timeout_s: float, post_heal_s: float,
+         second_chance_s: float) -> Played:
+    """The run itself, for any kind of cluster (this module's single set, the benchmark's
+    sharded one): start the workloads and, once each has an acknowledgement, the sampler,
+    the injector and the operator watch; wait for the schedule's end; heal everything; give
+    convergence `converge_timeout_s`, and writes `post_heal_s` more; stop everything (the
+    clients' cgroup last). When convergence failed: what the controllers ask of an operator
+    is done, and it gets `second_chance_s` more (the checker needs a master to read from)."""
+    converged_s = conv_err = None
+    t0 = t_heal = t_end = time.monotonic()
     try:
         for w in workloads:
             w.start()
@@ -178,6 +181,32 @@ def run_chaos(cluster: ChaosCluster, schedule: list[FaultSpec], *, seed: int, ac
             cluster.wait_converged(second_chance_s)
         except HarnessError as exc:
             conv_err += f"; still not converged {second_chance_s:.0f} s later: {exc}"
+    return Played(t0, t_heal, t_end, converged_s, conv_err, operator_steps)
+
+
+def run_chaos(cluster: ChaosCluster, schedule: list[FaultSpec], *, seed: int, ack: str,
+              converge_timeout_s: float = 10.0, post_heal_s: float = 2.0, second_chance_s: float = 30.0,
+              sync_timeout_s: float = 60.0, operator: bool = False,
+              echo: Callable[[str], None] | None = print) -> RunResult:
+    """Run `schedule` against the started `cluster` under the standard workloads; heal; check.
+
+    After healing, convergence gets `converge_timeout_s` (the promise checked); when it
+    fails, `second_chance_s` more (the checker needs one master to read from), then replicas
+    get `sync_timeout_s` to catch up before the data is read back from the master. With
+    `operator` (the long benchmark, whose schedules may destroy every copy of the last
+    writes), an `OperatorWatch` does what controllers holding writes for the operator ask,
+    during the run and once more after healing, so the checker counts what the operator's
+    choice lost; without it (the short CI test, whose schedule is survivable) such a run
+    fails to converge."""
+    cluster.enter_clients_cgroup()
+    workloads = standard_workloads(cluster.client_factories(CLIENT_TIMEOUT_S))
+    sampler = MasterSampler(cluster)
+    injector = Injector(cluster, schedule, seed, echo=echo)
+    watch = OperatorWatch(cluster, lambda text: injector.note("note", "operator", text)) if operator else None
+    played = play(cluster, workloads, sampler, injector, watch, schedule, converge_timeout_s=converge_timeout_s,
+                  post_heal_s=post_heal_s, second_chance_s=second_chance_s)
+    t0, t_heal, t_end, conv_err = played.t0, played.t_heal, played.t_end, played.convergence_error
+    synced_err = None
     try:
         cluster.wait_synced(sync_timeout_s)
     except HarnessError as exc:
@@ -196,8 +225,8 @@ def run_chaos(cluster: ChaosCluster, schedule: list[FaultSpec], *, seed: int, ac
     return RunResult(
         target=cluster.kind, seed=seed, ack=ack, persistence=cluster.persistence,
         schedule=schedule_json(schedule), fault_log=injector.log_lines(), findings=findings,
-        converged_s=converged_s, convergence_error=conv_err, synced_error=synced_err,
+        converged_s=played.converged_s, convergence_error=conv_err, synced_error=synced_err,
         split_brain_windows=windows, split_brain_samples=sum(1 for _, m in sampler.samples if len(m) >= 2),
         samples=len(sampler.samples), unavailable_s=gap, unavailable_at=gap_at - t0, acks_by_kind=dict(acks),
         faults_s=t_heal - t0, epochs_end=cluster.epochs(),
-        injector_error=repr(injector.crashed) if injector.crashed else None, operator_steps=operator_steps)
+        injector_error=repr(injector.crashed) if injector.crashed else None, operator_steps=played.operator_steps)

@@ -165,9 +165,14 @@ class MultiWriter(Workload):
     kind = "multi"
     interval = 0.02
 
+    def prefix(self, seq: int) -> str:
+        """The keys' prefix for write `seq` (the three keys of one write share it)."""
+        return self.ledger.name
+
     def op(self, client: Any) -> None:
         i = self.next_seq()
-        a, b, count = f"{self.ledger.name}:{i}:a", f"{self.ledger.name}:{i}:b", f"{self.ledger.name}:count"
+        p = self.prefix(i)
+        a, b, count = f"{p}:{i}:a", f"{p}:{i}:b", f"{p}:count"
         pipe = client.pipeline(transaction=True)
         pipe.set(a, f"v{i}")
         pipe.set(b, f"v{i}")
@@ -183,9 +188,14 @@ class LuaWriter(Workload):
     kind = "lua"
     interval = 0.02
 
+    def prefix(self, seq: int) -> str:
+        """The keys' prefix for write `seq` (its key and the log share it)."""
+        return self.ledger.name
+
     def op(self, client: Any) -> None:
         i = self.next_seq()
-        key, log = f"{self.ledger.name}:{i}", f"{self.ledger.name}:log"
+        p = self.prefix(i)
+        key, log = f"{p}:{i}", f"{p}:log"
         r = client.eval(LUA_SET_AND_LOG, 2, key, log, f"v{i}")
         if isinstance(r, int) and r > 0:
             self.ledger.values[key] = f"v{i}"
