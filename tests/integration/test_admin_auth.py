@@ -20,7 +20,7 @@ import pytest
 
 from benchmarks.raft_cluster_lib import RaftCluster
 
-from .harness import HOST, start_or_clean
+from .harness import HOST, start_or_clean, wait_until
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -95,6 +95,11 @@ def test_guarded_routes_refuse_a_missing_empty_or_wrong_secret(cluster):
 
 def test_open_routes_and_status_hold_no_secret(cluster):
     cluster.wait_converged(cluster.initial, timeout=30)
+    # converged is not ready: a leader elected a moment ago holds its lease only once a
+    # quorum answered its heartbeats (a CI run asked /readyz before and got 503, "no lease")
+    for name in cluster.initial:
+        wait_until(lambda name=name: call(cluster.admin_ports[name], "GET", "/readyz")[0] == 200, 30,
+                   message=lambda name=name: f"{name} ready: {call(cluster.admin_ports[name], 'GET', '/readyz')}")
     for name in cluster.initial:
         port = cluster.admin_ports[name]
         for path in OPEN:
