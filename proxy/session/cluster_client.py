@@ -133,7 +133,7 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
         if p.kind == "keyless":
             return self._keyless(name, args, data, kind)
         if p.kind == "split":
-            return self._split(p, kind)
+            return self._split(p, kind, data)
         return self._one(p.shard, p.slot, data, kind)
 
     def _deliver(self, target, data: bytes):
@@ -160,7 +160,7 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
     def _one(self, shard: str | None, slot: int, data: bytes, kind: Kind):
         r = self.cluster.router(shard)
         if r is None:
-            return self._local(clusterdown(str(slot), None, "are not served by any shard"))
+            return self._unrouted(str(slot), data)
         if kind == READ:
             target = self._reader_in(shard, r, slot)
             write = False
@@ -183,6 +183,16 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
         elif target.addr != r.topology.master:
             self.replica_slot = s
         return LOCAL
+
+    def _unrouted(self, slots: str, data: bytes):
+        """No shard serves `slots`. Before this proxy knows any shard (starting, or a
+        wiped proxy rejoining, until it applies the committed topology) the command is
+        held as a write is before the first topology (up to hold_ms, then TRYAGAIN):
+        the proxy does not know yet, the cluster is not down. With shards known, the
+        slot is unassigned: CLUSTERDOWN, as Redis answers."""
+        if not self.cluster.routers:
+            return self._deliver(self.gate.admit(self, None), data)
+        return self._local(clusterdown(slots, None, "are not served by any shard"))
 
     def _master_in(self, r):
         """Shard router `r`'s master upstream once the write gate admits; else STOP or a Refusal."""
@@ -258,7 +268,7 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
         return False
 
     # -- several shards ----------------------------------------------------------------------------
-    def _split(self, p, kind: Kind):
+    def _split(self, p, kind: Kind, data: bytes):
         write = kind != READ
         if write and self.replica_slot is not None and self._reads_in_flight():
             return STOP
@@ -266,7 +276,7 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
         for part in p.parts:
             r = self.cluster.router(part.shard)
             if r is None:
-                return self._local(clusterdown(str(part.slot), None, "are not served by any shard"))
+                return self._unrouted(str(part.slot), data)
             t = self._master_in(r) if write else self._reader_in(part.shard, r, part.slot)
             if t is STOP:
                 return STOP
