@@ -46,6 +46,7 @@ from .migration_driver import MigrationDriver
 from .migration_reconcile import served_slots
 from .redis_control import cluster_node_view, reply_text
 from .state_machine import TopologyStateMachine
+from .sync_hold import release as release_full_syncs
 
 log = logging.getLogger("health.cluster")
 
@@ -140,6 +141,23 @@ class ClusterController(Controller):
         for p in sorted(set(problems) - set(self.config_problems)):
             log.error("event=cluster_config_problem problem=%r", p)
         self.config_problems = problems
+        await self._release_stale_sync_holds(nodes)
+
+    async def _release_stale_sync_holds(self, nodes: list[str]) -> None:
+        """The leader gives back its own sync delay to any node whose full syncs a leader held
+        (`sync_hold`) and that is no longer the master of a shard holding writes for the
+        operator: the leader that held it may have lost leadership before releasing it."""
+        if self.refusal(self.consensus.term, None) is not None:
+            return
+        holding = {t.master for t in self.sm.cluster_shards.values() if t.writes_paused and t.hold_reason}
+        for addr in nodes:
+            if addr in holding:
+                continue
+            try:
+                async with asyncio.timeout(self._timeout()):
+                    await release_full_syncs(self._client(addr).execute_command, addr, log)
+            except (TimeoutError, RedisError, OSError, ValueError) as exc:
+                log.debug("sync hold check on %s failed: %r", addr, exc)
 
     # -- operator actions ----------------------------------------------------------
     async def switchover(self, to: str, timeout: float = 10.0) -> dict:

@@ -60,6 +60,8 @@ from .probe import RoundWaiter
 from .raft_events import RaftEvents
 from .redis_control import control_client, control_tls
 from .state_machine import SINGLE, TopologyStateMachine
+from .sync_hold import hold as hold_full_syncs
+from .sync_hold import release as release_full_syncs
 from .takeover_epoch import make_takeover_win
 
 log = logging.getLogger("health.controller")
@@ -73,6 +75,7 @@ DECISION_INTERVAL_S = 0.1    # the longest time between two steps (probes may be
 # writes may pause for a moment: rarely enough to be invisible, often enough to catch a
 # master restarted from an old dump.
 HISTORY_INTERVAL_S = 10.0
+SYNC_HOLD_RETRY_S = 30.0   # how often a leader tries again to hold syncs it could not hold (and logs why)
 
 
 class ShardLog(logging.LoggerAdapter):
@@ -185,6 +188,9 @@ class Controller:
         self._proposing = False
         self._last_failover_at = 0.0
         self._acted: dict[tuple[str, int], float] = {}
+        # cluster mode: emptied masters whose full syncs this leader held (sync_hold), with
+        # the time of the last check of each
+        self._sync_held: dict[str, float] = {}
         self.failovers = 0
         self.last_failover_s = 0.0
         # durations of the failovers / switchovers this proxy led (shared by a cluster's shard controllers)
@@ -627,9 +633,15 @@ class Controller:
         committed and that `topo` is still the latest (docs/design.md rule 2): a leader
         deposed, or a topology replaced, during a wait must not act on it."""
         held = bool(topo.writes_paused and topo.hold_reason)     # no_safe_master committed
+        if self._sync_held:
+            await self._release_syncs(topo, held)
         if master_lost_history(view.get(topo.master), topo.history) and not self._probed_since_history(topo):
             return      # a view older than the record (see _probed_since_history): the next round decides
         actions = reconcile(topo.master, topo.nodes, view, topo.history, writes_held=held)
+        if self.shard != SINGLE and any(a.reason.startswith("detach") for a in actions):
+            # a cluster node cannot be detached: hold the emptied master's full syncs instead
+            await self._hold_syncs(topo.master, term, topo.epoch)
+            actions = [a for a in actions if not a.reason.startswith("detach")]
         if not actions:
             if self.phase == "reconciling":
                 self.phase = "idle"
@@ -653,6 +665,40 @@ class Controller:
                 return
             self._acted[key] = now
             await self._run_action(action, topo.epoch)
+
+    async def _hold_syncs(self, master: str, term: int, epoch: int) -> None:
+        """Hold the full syncs emptied `master` would serve its replicas (`sync_hold`);
+        checked again at most once a second (the node may restart and forget it), or every
+        SYNC_HOLD_RETRY_S while it cannot be held."""
+        now = time.monotonic()
+        if now - self._sync_held.get(master, 0.0) < 1.0:
+            return
+        why = self.refusal(term, epoch)
+        if why is not None:
+            self.log.warning("event=reconcile_stopped epoch=%d term=%d node=%s reason=%r", epoch, term, master, why)
+            return
+        self._sync_held[master] = now
+        try:
+            if not await hold_full_syncs(self._client(master).execute_command, master, self.log):
+                self._sync_held[master] = now + SYNC_HOLD_RETRY_S      # (its log said why)
+        except (TimeoutError, RedisError, OSError, ValueError) as exc:
+            self._sync_held[master] = now + SYNC_HOLD_RETRY_S
+            self.log.error("event=sync_hold_failed node=%s epoch=%d error=%r reason='its replicas resynchronise "
+                           "from it after repl-diskless-sync-delay (the control user needs +config|set); run "
+                           "redis-raft-proxy failover --to <node> promptly'", master, epoch, exc)
+
+    async def _release_syncs(self, topo: Topology, held: bool) -> None:
+        """Give back their own sync delay to the masters this leader held, once writes are no
+        longer held for the operator with that node as master."""
+        for addr in list(self._sync_held):
+            if held and addr == topo.master:
+                continue
+            try:
+                await release_full_syncs(self._client(addr).execute_command, addr, self.log)
+            except (TimeoutError, RedisError, OSError, ValueError) as exc:
+                self.log.warning("event=sync_release_failed node=%s error=%r", addr, exc)
+                continue        # tried again next round (and by the periodic node check)
+            del self._sync_held[addr]
 
     async def _wait_fenced(self, topo: Topology) -> bool:
         """Poll Raft's writes_fenced for `topo` (normally one round trip) for at most
@@ -836,14 +882,9 @@ class Controller:
         client = self._client(action.node)
         try:
             if action.replicaof is None:
-                detach = action.reason.startswith("detach")
+                detach = action.reason.startswith("detach")     # (single set only: see _reconcile)
                 if self.shard == SINGLE:
                     await client.execute_command("REPLICAOF", "NO", "ONE")
-                elif detach:
-                    # a cluster node cannot leave its master without taking its slots
-                    self.log.error("event=detach_skipped node=%s epoch=%d reason='cluster nodes cannot be "
-                                   "detached; run redis-raft-proxy failover --to <node> promptly'", action.node, epoch)
-                    return
                 else:
                     # the replica takes its master's slots with a new config epoch, without the
                     # master's agreement (it may be dead); the cluster bus tells every other node
