@@ -137,8 +137,10 @@ def summarize(window: CpuWindow, rss: dict[str, int], kinds: dict[str, str]) -> 
 
 
 def print_table(result: dict) -> None:
+    steal = result.get("steal_pct")
     print(f"\nIdle {result['duration_s']:.0f} s, {os.cpu_count()} CPUs, load average at start "
-          f"{' '.join(f'{x:.2f}' for x in result['loadavg_start'])}\n")
+          f"{' '.join(f'{x:.2f}' for x in result['loadavg_start'])}, CPU steal "
+          f"{'unknown' if steal is None else f'{steal:.1f} %'} of the window\n")
     print("| process | kind | CPU s | % of a core | wake-ups/s | RSS MB |")
     print("|---|---|---|---|---|---|")
     for r in result["processes"]:
@@ -243,7 +245,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
             dead.append("floor")
         if dead:
             raise RuntimeError(f"proxies exited during the run: {dead}\n{cluster.logs()}")
-        result = {"duration_s": round(window.wall_s, 2), "settle_s": args.settle, "loadavg_start": list(loadavg),
+        result = {"duration_s": round(window.wall_s, 2), "steal_pct": window.steal_pct, "settle_s": args.settle,
+                  "loadavg_start": list(loadavg),
                   "loadavg_end": list(os.getloadavg()), "proxy_options": options, "compare_options": compare,
                   "compare_tree": str(args.compare_tree) if args.compare_tree else None,
                   "sentinel_down_after_ms": None if args.no_sentinel else SENTINEL_DOWN_AFTER_MS,

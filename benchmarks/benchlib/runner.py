@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator, Sequence
 
-from .proccpu import cpu_seconds
+from .proccpu import cpu_seconds, machine_ticks, steal_percent
 from .procs import HOST
 from .targets import Target
 
@@ -51,6 +51,8 @@ class Sample:
     # kernel's accounting, per command of the run (its tests together: SET and GET)
     cpu_us_per_cmd: float | None = None
     backend_cpu_us_per_cmd: float | None = None
+    # the machine's steal time during the run, % of all CPU time (proccpu.machine_ticks)
+    steal_pct: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict for the JSON report."""
@@ -148,8 +150,9 @@ def run_once(target: Target, settings: BenchSettings, pipeline: int, round_no: i
     """Run redis-benchmark once against `target`; one Sample per test."""
     argv = bench_argv(target.port, settings, pipeline, target.client_args)
     pids = [p for p in (target.pid, target.backend_pid) if p]
-    cpu_before = _cpu(pids)
+    cpu_before, machine_before = _cpu(pids), machine_ticks()
     done = _run(argv, settings.timeout_s, lambda: is_alive(target))
+    steal = steal_percent(machine_before, machine_ticks())
     cpu_used = {pid: after - cpu_before[pid] for pid, after in _cpu(pids).items() if pid in cpu_before}
     commands = settings.requests[pipeline] * len(settings.tests)
 
@@ -163,7 +166,8 @@ def run_once(target: Target, settings: BenchSettings, pipeline: int, round_no: i
                              + " | ".join(detail))
     return [Sample(target.name, round_no, pipeline, test.upper(), settings.requests[pipeline],
                    **parsed[test.upper()], cpu_us_per_cmd=per_cmd(target.pid),
-                   backend_cpu_us_per_cmd=per_cmd(target.backend_pid)) for test in settings.tests]
+                   backend_cpu_us_per_cmd=per_cmd(target.backend_pid), steal_pct=steal)
+            for test in settings.tests]
 
 
 def _cpu(pids: Sequence[int]) -> dict[int, float]:

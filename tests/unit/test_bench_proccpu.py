@@ -10,10 +10,13 @@ from benchmarks.benchlib.proccpu import (
     CLOCK_TICKS,
     CpuWindow,
     cpu_seconds,
+    machine_ticks,
+    parse_proc_stat_steal,
     parse_stat_cpu_ticks,
     parse_status_rss_bytes,
     parse_status_voluntary_switches,
     rss_bytes,
+    steal_percent,
     wakeups,
 )
 
@@ -71,3 +74,19 @@ def test_a_window_counts_the_wakeups_of_every_thread():
     assert window.wakeups["me"] >= 40
     assert window.wakeups_per_s("me") == window.wakeups["me"] / window.wall_s
     assert total >= window.wakeups["me"]
+
+
+def test_steal_is_read_from_the_machines_cpu_line():
+    text = "cpu  100 5 50 800 10 1 4 30 7 0\ncpu0 50 2 25 400 5 0 2 15 3 0\nintr 1\n"
+    assert parse_proc_stat_steal(text) == (30, 1000)     # guest (7) is already inside user
+    assert steal_percent((30, 1000), (60, 1300)) == 10.0
+    assert steal_percent((30, 1000), (30, 1000)) == 0.0
+    steal, total = machine_ticks()
+    assert 0 <= steal <= total
+
+
+def test_a_window_reports_the_steal_over_it():
+    window = CpuWindow({"me": os.getpid()}).start()
+    time.sleep(0.02)
+    window.stop()
+    assert window.steal_pct is not None and 0.0 <= window.steal_pct <= 100.0
