@@ -25,7 +25,7 @@ REQUIRED = {
 }
 
 
-def _flat(config) -> dict[str, str]:
+def config_values(config) -> dict[str, str]:
     """CONFIG GET's reply (a dict, or a flat [name, value, ...] list) as str -> str."""
     items = config.items() if isinstance(config, dict) else zip(config[0::2], config[1::2])
     return {(k.decode() if isinstance(k, bytes) else str(k)).lower(): (v.decode() if isinstance(v, bytes) else str(v))
@@ -34,7 +34,7 @@ def _flat(config) -> dict[str, str]:
 
 def node_config_problems(addr: str, config) -> list[str]:
     """One line per setting of node `addr` that is not what the proxies need."""
-    got = _flat(config)
+    got = config_values(config)
     out = []
     if got.get("cluster-enabled", "yes") != "yes":
         return [f"{addr}: cluster-enabled is no: not a cluster node"]

@@ -28,18 +28,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .cluster_config import config_values
+
 HOLD_S = 1_000_000_000      # added to the delay while held (Redis allows up to 2**31 - 1)
 DELAY = "repl-diskless-sync-delay"
 KEYS = ("repl-diskless-sync", DELAY, "repl-diskless-sync-max-replicas")
 
 Command = Callable[..., Awaitable[Any]]     # execute_command of a control client of the node
-
-
-def config_values(reply) -> dict[str, str]:
-    """CONFIG GET's reply (a dict, or a flat [name, value, ...] list) as str -> str."""
-    items = reply.items() if isinstance(reply, dict) else zip(reply[0::2], reply[1::2])
-    return {(k.decode() if isinstance(k, bytes) else str(k)).lower(): (v.decode() if isinstance(v, bytes) else str(v))
-            for k, v in items}
 
 
 def held_delay(delay: int) -> int:
