@@ -79,6 +79,8 @@ def test_an_emptied_masters_replica_keeps_its_data_until_the_operator_chooses(tm
             wait_until(lambda r=r: dbsize(r) == len(kept), 15, message=f"{r.addr} to have the keys")
 
         frozen.stop()
+        wait_until(lambda: not next(n for n in p.status()["nodes"] if n["addr"] == frozen.addr)["up"], 10,
+                   message=f"the proxy to see {frozen.addr} down (so that only the other replica is a candidate)")
         first.kill()        # stays dead: the second replica is promoted, a new stream
         wait_until(lambda: (s := shard_status(p, second.addr)) and s["phase"] == "idle"
                    and (s.get("history") or {}).get("offset", 0) > 0, 20,
