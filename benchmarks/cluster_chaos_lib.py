@@ -32,11 +32,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks.cluster_lib import ShardedProxyCluster, key_in_shard, slot_owners
-from benchmarks.failover_lib import RAFT_SECRET
-from benchmarks.raft_cluster_lib import run_ops
 from proxy.routing.keyslot import key_slot
 from tests.chaos.checker import Findings, MasterSampler, State, evaluate, longest_gap, master_windows, masters_of
-from tests.chaos.cluster import REDIS_DEFAULTS, ChaosCluster, put_in_cgroup
+from tests.chaos.cluster import REDIS_DEFAULTS, ChaosCluster, fail_over_to_fullest, put_in_cgroup
 from tests.chaos.disk import SmallFs
 from tests.chaos.faults import FaultSpec, Injector, schedule_json
 from tests.chaos.netfaults import ChaosNet, Endpoint
@@ -263,26 +261,12 @@ class ChaosShardedCluster(ChaosCluster):
         g = self.shard_ids.index(sid) if sid in self.shard_ids else None
         if g is None:
             return f"{name} asks for shard {sid}, unknown here"
-        best: tuple[tuple[int, int], RedisServer] | None = None
-        for n in self.groups[g]:
-            server = self.redis[n]
-            try:
-                with redis_client(server.port, timeout=2, decode=True) as c:
-                    info = c.info("replication")
-                    offset = int(info.get("master_repl_offset", 0))
-                    rank = (int(c.dbsize()), offset)
-            except Exception:  # noqa: BLE001 - not a candidate
-                continue
-            if best is None or rank > best[0]:
-                best = (rank, server)
-        if best is None:
+        step = fail_over_to_fullest((self.redis[n] for n in self.groups[g]), self.sc.proxies[name].admin_port)
+        if step is None:
             return f"{name} holds shard {g + 1}'s writes for the operator, but none of its nodes answers"
-        (keys, offset), target = best
-        endpoint = f"http://127.0.0.1:{self.sc.proxies[name].admin_port}"
-        done = run_ops("failover", "--to", target.addr, endpoint=endpoint, secret=RAFT_SECRET)
-        said = (done.stdout + done.stderr).strip().replace("\n", " ")
+        target, keys, offset, outcome = step
         return (f"shard {g + 1}: failover --to {self.redis_name(target.addr)} ({keys:,} keys, offset {offset:,}) "
-                f"through {name}: exit {done.returncode} {said[:200]}")
+                f"through {name}: {outcome}")
 
     # -- life cycle ---------------------------------------------------------------------------------
     def rejoin(self, name: str) -> None:
@@ -411,26 +395,24 @@ class ShardTags:
         return [self.tag(prefix, g) for g in range(len(self.views))]
 
 
-class TaggedMultiWriter(MultiWriter):
+class _ShardTags:
+    """A writer whose keys of write `seq` sit under one hash tag, the shards' tags in turn
+    (mixed in before a tests/chaos writer, whose `prefix(seq)` it replaces)."""
+
+    def __init__(self, name: str, factory: Any, tags: list[str]) -> None:
+        super().__init__(name, factory)  # type: ignore[call-arg]
+        self.tags = tags
+
+    def prefix(self, seq: int) -> str:
+        return f"{{{self.tags[seq % len(self.tags)]}}}"
+
+
+class TaggedMultiWriter(_ShardTags, MultiWriter):
     """MULTI: SET a, SET b, INCR count, EXEC, the three keys under one tag; tags of every shard in turn."""
 
-    def __init__(self, name: str, factory: Any, tags: list[str]) -> None:
-        super().__init__(name, factory)
-        self.tags = tags
 
-    def prefix(self, seq: int) -> str:
-        return f"{{{self.tags[seq % len(self.tags)]}}}"
-
-
-class TaggedLuaWriter(LuaWriter):
+class TaggedLuaWriter(_ShardTags, LuaWriter):
     """EVAL: SET key, RPUSH log, both under one tag; tags of every shard in turn."""
-
-    def __init__(self, name: str, factory: Any, tags: list[str]) -> None:
-        super().__init__(name, factory)
-        self.tags = tags
-
-    def prefix(self, seq: int) -> str:
-        return f"{{{self.tags[seq % len(self.tags)]}}}"
 
 
 class SpreadCounterWriter(CounterWriter):

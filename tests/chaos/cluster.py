@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, Callable
 
 from redis.backoff import NoBackoff
@@ -60,6 +61,29 @@ def _own_cgroup() -> str:
             if line.startswith("0::"):
                 return line.strip()[3:] or "/"
     return "/"
+
+
+def fail_over_to_fullest(servers: Iterable[RedisServer],
+                         admin_port: int) -> tuple[RedisServer, int, int, str] | None:
+    """The operator accepting a loss: `failover --to` the node of `servers` with the most keys
+    (then the highest replication offset) of those that answer, through the proxy whose admin
+    port is `admin_port`. (node, its keys, its offset, "exit N <what the command said>"), or
+    None when no node answers."""
+    best: tuple[tuple[int, int], RedisServer] | None = None
+    for server in servers:
+        try:
+            with redis_client(server.port, timeout=2, decode=True) as c:
+                rank = (int(c.dbsize()), int(c.info("replication").get("master_repl_offset", 0)))
+        except Exception:  # noqa: BLE001 - a node that does not answer is not a candidate
+            continue
+        if best is None or rank > best[0]:
+            best = (rank, server)
+    if best is None:
+        return None
+    (keys, offset), target = best
+    done = run_ops("failover", "--to", target.addr, endpoint=f"http://127.0.0.1:{admin_port}", secret=RAFT_SECRET)
+    said = (done.stdout + done.stderr).strip().replace("\n", " ")
+    return target, keys, offset, f"exit {done.returncode} {said[:200]}"
 
 
 class ChaosCluster:
@@ -293,23 +317,11 @@ class ChaosProxyCluster(ChaosCluster):
     def operator_step(self, asking: str) -> str:
         """Accept the loss as the proxies' message says: `failover --to` the node with the
         most keys (then the highest replication offset) of those that answer."""
-        best: tuple[tuple[int, int], RedisServer] | None = None
-        for server in self.redis.values():
-            try:
-                with redis_client(server.port, timeout=2, decode=True) as c:
-                    rank = (int(c.dbsize()), int(c.info("replication").get("master_repl_offset", 0)))
-            except Exception:  # noqa: BLE001 - a node that does not answer is not a candidate
-                continue
-            if best is None or rank > best[0]:
-                best = (rank, server)
-        if best is None:
+        step = fail_over_to_fullest(self.redis.values(), self.pc.proxies[asking].admin_port)
+        if step is None:
             return f"{asking} holds writes for the operator (no_safe_master), but no node answers"
-        (keys, offset), target = best
-        endpoint = f"http://127.0.0.1:{self.pc.proxies[asking].admin_port}"
-        done = run_ops("failover", "--to", target.addr, endpoint=endpoint, secret=RAFT_SECRET)
-        said = (done.stdout + done.stderr).strip().replace("\n", " ")
-        return (f"failover --to {target.addr} ({keys:,} keys, offset {offset:,}) through {asking}: "
-                f"exit {done.returncode} {said[:200]}")
+        target, keys, offset, outcome = step
+        return f"failover --to {target.addr} ({keys:,} keys, offset {offset:,}) through {asking}: {outcome}"
 
     def revive_all(self) -> None:
         for fs in self.disks.values():
