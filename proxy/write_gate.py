@@ -42,6 +42,7 @@ from . import resp
 
 log = logging.getLogger("proxy.write_gate")
 
+NO_LEASE = "this proxy holds no lease from a quorum of proxies (partitioned or no Raft leader)"
 STOP = object()     # a session stops reading commands until it is woken (held, or replies owed)
 
 # How long one positive lease check is trusted by `in_flight_ok`.  Leases
@@ -113,6 +114,12 @@ class WriteGate:
             return None
         return self.hold(session, self.server.router.master, reading=True)
 
+    def admit_unknown(self, session, reading: bool):
+        """STOP or a Refusal for a command that needs a shard while this proxy knows none yet
+        (cluster mode: starting, or wiped and rejoining): held like a write before the first
+        topology, then TRYAGAIN saying why, in a read's terms for a read."""
+        return self.hold(session, None, reading=reading, why=self.server.write_unavailable_reason(None))
+
     def _released(self, session) -> None:
         """The session's commands flow again: its hold (if any) is over and counted."""
         if session.hold_since is not None:
@@ -121,9 +128,9 @@ class WriteGate:
             session.hold_since = None
             session.hold_reported = False
 
-    def hold(self, session, addr: str | None, reading: bool = False):
+    def hold(self, session, addr: str | None, reading: bool = False, why: str = NO_LEASE):
         """Hold `session`'s commands until a master can take writes (`reading`: until this
-        proxy may serve reads), up to hold_ms."""
+        proxy may serve reads, `why` not), up to hold_ms."""
         server = self.server
         now = time.monotonic()
         if session.hold_since is None:
@@ -138,8 +145,7 @@ class WriteGate:
             server.stats.hold_timeouts += 1
             server.stats.hold_seconds.observe(now - session.hold_since)
         if reading:
-            return Refusal(resp.error_reply(f"TRYAGAIN proxy: no read for {server.cfg.hold_ms} ms: this proxy holds "
-                                            "no lease from a quorum of proxies (partitioned or no Raft leader)"))
+            return Refusal(resp.error_reply(f"TRYAGAIN proxy: no read for {server.cfg.hold_ms} ms: {why}"))
         return Refusal(resp.error_reply(server.write_unavailable_error(addr)))
 
     # -- while a write is in flight --------------------------------------------

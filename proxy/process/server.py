@@ -31,7 +31,7 @@ from ..session import ClientSession, ClusterSession
 from ..session.client_registry import ClientRegistry
 from ..tls import ProxyTls, tls_from_config, tls_protocol_factory
 from ..upstream import DiscardSlot, Upstream, set_nodelay
-from ..write_gate import WriteGate, master_replaced_reply, writes_paused_reply
+from ..write_gate import NO_LEASE, WriteGate, master_replaced_reply, writes_paused_reply
 from .config import Config
 from .metrics import Stats
 
@@ -253,7 +253,7 @@ class ProxyServer:
         if addr is None:
             return "no committed topology yet"
         if not self.consensus.lease_held():
-            return "this proxy holds no lease from a quorum of proxies (partitioned or no Raft leader)"
+            return NO_LEASE
         topo = self._topology_of(addr)
         if topo is not None and topo.writes_paused:
             return topo.hold_reason or f"a switchover from master {addr} is in progress"

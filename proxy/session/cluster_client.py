@@ -160,7 +160,7 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
     def _one(self, shard: str | None, slot: int, data: bytes, kind: Kind):
         r = self.cluster.router(shard)
         if r is None:
-            return self._unrouted(str(slot), data)
+            return self._unrouted(str(slot), data, kind == READ)
         if kind == READ:
             target = self._reader_in(shard, r, slot)
             write = False
@@ -184,14 +184,14 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
             self.replica_slot = s
         return LOCAL
 
-    def _unrouted(self, slots: str, data: bytes):
+    def _unrouted(self, slots: str, data: bytes, reading: bool):
         """No shard serves `slots`. Before this proxy knows any shard (starting, or a
         wiped proxy rejoining, until it applies the committed topology) the command is
         held as a write is before the first topology (up to hold_ms, then TRYAGAIN):
         the proxy does not know yet, the cluster is not down. With shards known, the
         slot is unassigned: CLUSTERDOWN, as Redis answers."""
         if not self.cluster.routers:
-            return self._deliver(self.gate.admit(self, None), data)
+            return self._deliver(self.gate.admit_unknown(self, reading), data)
         return self._local(clusterdown(slots, None, "are not served by any shard"))
 
     def _master_in(self, r):
@@ -215,7 +215,7 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
     def _master(self):
         r = self._default_router()
         if r is None:
-            return self.gate.admit(self, None)      # held until a topology is committed
+            return self.gate.admit_unknown(self, reading=False)     # held until a topology is committed
         return self._master_in(r)
 
     def _raw_master(self) -> str | None:
@@ -276,7 +276,7 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
         for part in p.parts:
             r = self.cluster.router(part.shard)
             if r is None:
-                return self._unrouted(str(part.slot), data)
+                return self._unrouted(str(part.slot), data, not write)
             t = self._master_in(r) if write else self._reader_in(part.shard, r, part.slot)
             if t is STOP:
                 return STOP
@@ -301,7 +301,7 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
         routers = [self.cluster.routers[s] for s in sorted(shards or self.cluster.routers)
                    if s in self.cluster.routers]
         if not routers:
-            return self._deliver(self.gate.admit(self, None) or Refusal(resp.error_reply(
+            return self._deliver(self.gate.admit_unknown(self, reading=not write) or Refusal(resp.error_reply(
                 "CLUSTERDOWN proxy: no shard is known yet")), data)
         ups = []
         for r in routers:
@@ -330,7 +330,7 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
         shard = self._default_shard()
         r = self.cluster.router(shard)
         if r is None:
-            return self._deliver(self.gate.admit(self, None), data)
+            return self._deliver(self.gate.admit_unknown(self, kind == READ), data)
         if kind == READ:
             target = self._reader_in(shard, r)
         else:

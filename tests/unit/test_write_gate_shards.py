@@ -106,6 +106,26 @@ def test_a_read_only_client_is_held_afresh_after_every_lapse_and_told_why():
     assert gate.admit_read(s) is not None and s.held    # a new lapse: held again (STOP), not refused at once
 
 
+def test_a_command_before_any_shard_is_known_is_told_so_in_its_own_terms():
+    """Cluster mode, no shard known yet (starting, or wiped and rejoining): a read held past
+    hold_ms is told it got no read (it used to be told "no write"), a write no write; both
+    say why: no topology yet, not a lost lease."""
+    server = ReadServer()
+    server.lease = True
+    server.write_unavailable_reason = lambda addr: "no committed topology yet" if addr is None else "down"
+    server.write_unavailable_error = lambda addr: f"TRYAGAIN proxy: no write for 0 ms: " \
+                                                  f"{server.write_unavailable_reason(addr)}"
+    gate = WriteGate(server)
+    read = gate.admit_unknown(FakeSession(), reading=True)
+    write = gate.admit_unknown(FakeSession(), reading=False)
+    assert read.reply.startswith(b"-TRYAGAIN proxy: no read for") and b"no committed topology yet" in read.reply
+    assert write.reply.startswith(b"-TRYAGAIN proxy: no write for") and b"no committed topology yet" in write.reply
+    assert b"lease" not in read.reply + write.reply
+    server.hold_s = 5.0
+    s = FakeSession()
+    assert gate.admit_unknown(s, reading=True) is not None and s.held and server.holding == [s]   # held first
+
+
 def _lapse(applying: bool, caplog) -> list[tuple[int, str]]:
     """A follower's lease seen lapsing, applying a commit or not: the levels and events logged
     from the lapse to the resumption of a write suspended by it."""
