@@ -637,11 +637,11 @@ class Controller:
             await self._release_syncs(topo, held)
         if master_lost_history(view.get(topo.master), topo.history) and not self._probed_since_history(topo):
             return      # a view older than the record (see _probed_since_history): the next round decides
-        actions = reconcile(topo.master, topo.nodes, view, topo.history, writes_held=held)
-        if self.shard != SINGLE and any(a.reason.startswith("detach") for a in actions):
-            # a cluster node cannot be detached: hold the emptied master's full syncs instead
+        cluster = self.shard != SINGLE
+        actions = reconcile(topo.master, topo.nodes, view, topo.history, writes_held=held, cluster=cluster)
+        if actions and actions[0].hold_syncs:     # (the only action then)
             await self._hold_syncs(topo.master, term, topo.epoch)
-            actions = [a for a in actions if not a.reason.startswith("detach")]
+            actions = []
         if not actions:
             if self.phase == "reconciling":
                 self.phase = "idle"
@@ -651,7 +651,8 @@ class Controller:
             if not await self._wait_fenced(topo):
                 return
             # the wait may have been long: decide again on what the probes show now
-            actions = reconcile(topo.master, topo.nodes, self.local_view(), topo.history, writes_held=held)
+            actions = [a for a in reconcile(topo.master, topo.nodes, self.local_view(), topo.history,
+                                            writes_held=held, cluster=cluster) if not a.hold_syncs]
         now = time.monotonic()
         for action in actions:
             key = (action.node, topo.epoch, action.replicaof or "")
@@ -882,7 +883,7 @@ class Controller:
         client = self._client(action.node)
         try:
             if action.replicaof is None:
-                detach = action.reason.startswith("detach")     # (single set only: see _reconcile)
+                detach = action.reason.startswith("detach")     # (single set only: see decide.reconcile)
                 if self.shard == SINGLE:
                     await client.execute_command("REPLICAOF", "NO", "ONE")
                 else:

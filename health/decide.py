@@ -375,15 +375,17 @@ def refuse_to_act(state: LeaderState, *, term: int, epoch: int) -> str | None:
 
 @dataclass(frozen=True)
 class Action:
-    """One reconciler step: make `node` a master (`replicaof` None) or a replica."""
+    """One reconciler step: make `node` a master (`replicaof` None) or a replica; or, with
+    `hold_syncs`, hold the full syncs master `node` would serve (health/sync_hold.py)."""
 
     node: str
     replicaof: str | None
     reason: str
+    hold_syncs: bool = False
 
 
 def reconcile(master: str | None, nodes: tuple[str, ...], view: dict[str, NodeView],
-              history: History | None = None, *, writes_held: bool = False) -> list[Action]:
+              history: History | None = None, *, writes_held: bool = False, cluster: bool = False) -> list[Action]:
     """What to change so that Redis roles match the committed topology.
 
     Only nodes that answer are touched; a node already in the right role is
@@ -396,13 +398,20 @@ def reconcile(master: str | None, nodes: tuple[str, ...], view: dict[str, NodeVi
     are detached (see `detach_from_lost_master`), and while that master does
     not answer with the history no node is pointed at it: a replica detached
     to keep what it holds would resynchronise from it, emptied, once it is back.
+    A `cluster` node cannot be detached (REPLICAOF is refused in cluster mode): while
+    replicas still follow such a master, the one action is to hold its full syncs.
     """
     actions = []
     if master is None:
         return actions
     mview = view.get(master)
     if master_lost_history(mview, history):
-        return detach_from_lost_master(master, nodes, view, mview) if writes_held else actions
+        if not writes_held:
+            return actions
+        detach = detach_from_lost_master(master, nodes, view, mview)
+        if cluster and detach:
+            return [Action(master, None, "hold full syncs: its replicas keep what it lost", hold_syncs=True)]
+        return detach
     if writes_held and not (mview is not None and mview.up and (history is None or contains(mview, history))):
         return actions
     if mview is not None and mview.up and mview.role == "slave":

@@ -349,6 +349,22 @@ def test_once_writes_are_held_the_replicas_of_an_emptied_master_are_detached():
     assert reconcile(M, (M, A), view, H, writes_held=True) == []
 
 
+def test_a_cluster_node_is_not_detached_its_emptied_master_holds_its_full_syncs_instead():
+    """Cluster mode refuses REPLICAOF, so the replicas of an emptied master cannot be detached:
+    while any still follows it (and holds more than it), the one action is to hold that
+    master's full syncs (health/sync_hold.py); with none left to keep, nothing."""
+    view = {B: node("master", 0, NEW),
+            M: node("slave", 5200, OTHER, master=B, link_up=False, link_down_s=1),
+            C: node("slave", 0, NEW, master=B, link_up=True)}
+    acts = reconcile(B, (B, M, C), view, H, writes_held=True, cluster=True)
+    assert acts == [Action(B, None, acts[0].reason, hold_syncs=True)]
+    assert reconcile(B, (B, M, C), view, H, cluster=True) == [], "before writes are held: nothing"
+    view[M] = node("slave", 0, NEW, master=B, link_up=True)     # resynchronised already
+    assert reconcile(B, (B, M, C), view, H, writes_held=True, cluster=True) == []
+    assert not any(a.hold_syncs for a in reconcile(B, (B, M, C), view, None, cluster=True)), \
+        "a master with the history: the usual actions, no hold"
+
+
 def test_while_writes_are_held_no_node_is_pointed_at_the_emptied_master_when_it_is_down():
     """Chaos (seed 6, 8 min): after the detach, B (emptied, writes held) was killed again;
     with B not answering, the reconciler took the detached M and A for masters the topology
