@@ -27,7 +27,7 @@ its volume and no data persistence): it comes back as the same cluster node, wit
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,7 +39,7 @@ from tests.chaos.disk import SmallFs
 from tests.chaos.faults import FaultSpec, Injector, schedule_json
 from tests.chaos.netfaults import ChaosNet, Endpoint
 from tests.chaos.operator_watch import OperatorWatch
-from tests.chaos.run import CLIENT_TIMEOUT_S, play
+from tests.chaos.run import CLIENT_TIMEOUT_S, ResultRecord, play
 from tests.chaos.workloads import (
     CounterWriter,
     Ledger,
@@ -557,7 +557,7 @@ def read_back(cluster: ChaosShardedCluster, ledgers: list[Ledger], queues: list[
 # ---------------------------------------------------------------------------
 
 @dataclass
-class ClusterRunResult:
+class ClusterRunResult(ResultRecord):
     seed: int
     shards: int
     replicas: int
@@ -582,9 +582,6 @@ class ClusterRunResult:
     operator_steps: list[str] = field(default_factory=list)
     lost_keys: list[dict] = field(default_factory=list)
     errors_top: list[tuple[str, int]] = field(default_factory=list)    # refusals / unknown outcomes, by text
-
-    def split_brain_s(self) -> float:
-        return sum(b - a for a, b, _, _ in self.split_brain_windows)
 
     def summary(self) -> str:
         f = self.findings
@@ -615,12 +612,6 @@ class ClusterRunResult:
         for p in f.problems():
             lines.append(f"PROBLEM: {p}")
         return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["findings"] = self.findings.to_dict()
-        d["split_brain_s"] = round(self.split_brain_s(), 3)
-        return d
 
 
 def run_cluster_chaos(cluster: ChaosShardedCluster, schedule: list[FaultSpec], *, seed: int,

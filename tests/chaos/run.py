@@ -25,8 +25,22 @@ CLIENT_TIMEOUT_S = 3.0
 WARMUP_TIMEOUT_S = 30.0
 
 
+class ResultRecord:
+    """What a chaos run's result (single set: RunResult; cluster: benchmarks'
+    ClusterRunResult) says alike: split-brain time and the JSON record."""
+
+    def split_brain_s(self) -> float:
+        return sum(w[1] - w[0] for w in self.split_brain_windows)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["findings"] = self.findings.to_dict()
+        d["split_brain_s"] = round(self.split_brain_s(), 3)
+        return d
+
+
 @dataclass
-class RunResult:
+class RunResult(ResultRecord):
     target: str
     seed: int
     ack: str
@@ -47,9 +61,6 @@ class RunResult:
     epochs_end: dict[str, Any] = field(default_factory=dict)
     injector_error: str | None = None
     operator_steps: list[str] = field(default_factory=list)   # what the run did as the operator, when asked
-
-    def split_brain_s(self) -> float:
-        return sum(b - a for a, b, _ in self.split_brain_windows)
 
     def summary(self) -> str:
         f = self.findings
@@ -76,12 +87,6 @@ class RunResult:
         for step in self.operator_steps:
             lines.append(f"operator step: {step}")
         return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["findings"] = self.findings.to_dict()
-        d["split_brain_s"] = round(self.split_brain_s(), 3)
-        return d
 
 
 def wait_warm(workloads: list[Workload], timeout: float) -> None:
