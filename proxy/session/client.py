@@ -85,6 +85,8 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         self.raw: Upstream | None = None
         self.closed = False
         self.closing = False           # QUIT or protocol error: close once replies are out
+        self.eof_sent = False          # half-closed (`_half_close`): nothing more may be written
+        self.last_raw_answer = False   # RAW mode: the closing answer is on its way through `raw`
         self.draining = False          # the proxy is stopping: half-close once replies are out
         self.waiting = False           # stopped until `pending` drains
         self.wait_slot: Slot | None = None  # if set, `waiting` ends when this slot is done
@@ -272,7 +274,7 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
             self._close_batch()
         except resp.ProtocolError as exc:
             self._close_batch()
-            self.pending.append(LocalSlot(exc.reply))
+            self._last_answer(exc.reply)
             self.closing = True
             pos = n
             log.info("client %s protocol error: %s", self._peer(), exc)
@@ -675,6 +677,20 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
             self.reply_mode = b"on"
         return LOCAL
 
+    def _last_answer(self, data: bytes) -> None:
+        """The answer the connection closes after (a protocol error): in RAW mode after
+        every reply still owed on the stream, as Redis orders them (a SUBSCRIBE's
+        confirmations, then the error), then the half-close (`raw_reply`)."""
+        if self.mode == RAW and self.raw is not None and not self.raw.closed:
+            self.last_raw_answer = True
+            self.raw.raw_answer(None, lambda _reply: self._raw_last(data))
+        else:
+            self.pending.append(LocalSlot(data))
+
+    def _raw_last(self, data: bytes) -> bytes:
+        self.last_raw_answer = False    # in the bytes `raw_reply` writes now
+        return data
+
     # -- mode changes ---------------------------------------------------------
     def _drained(self) -> bool:
         """True when no reply is owed; else stop and resume once drained."""
@@ -754,6 +770,8 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
                 asyncio.get_running_loop().call_soon(self._resume_process)
         if not pending:
             if self.closing:        # QUIT, a protocol error, a stopping proxy: what still comes is dropped
+                if self.last_raw_answer:
+                    return          # not before the stream's replies (`raw_reply` half-closes)
                 self.draining = True
                 self._half_close()
                 return
@@ -793,7 +811,10 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         with its unread commands in our socket would send a RST at once, and the kernel
         then drops the replies not yet sent."""
         t = self.transport
+        if self.eof_sent:
+            return
         if t.can_write_eof():
+            self.eof_sent = True
             t.write_eof()
             self._resume_reading()
             asyncio.get_running_loop().call_later(DRAIN_LINGER_S, t.close)
@@ -805,16 +826,24 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
             asyncio.get_running_loop().call_later(DRAIN_LINGER_S, _abort_once_flushed, t)
 
     def raw_reply(self, data: bytes) -> None:
-        if not self.closed:
-            self.transport.write(data)
-            self._check_output()
+        """Bytes of the RAW stream (pushes, replies). After the closing answer the stream
+        is dropped, as Redis closes the connection after a protocol error."""
+        if self.closed or self.eof_sent:
+            return
+        self.transport.write(data)
+        self._check_output()
+        if self.closing and not self.last_raw_answer and not self.pending:
+            self.draining = True
+            self._half_close()
 
     push_reply = raw_reply
 
     def raw_closed(self, up: Upstream) -> None:
         """The pub/sub connection went away: the client must reconnect."""
         if not self.closed and up is self.raw:
-            if up.retired is not None:
+            if self.eof_sent:
+                pass                # closing already: the error would follow the last answer
+            elif up.retired is not None:
                 self.transport.write(up.retired)
             elif up.error and not self.quitting:
                 self.transport.write(resp.error_reply("ERR proxy: " + up.error))

@@ -412,7 +412,8 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
         """A shard channel's connection went away: like the main one, the client must
         reconnect and subscribe again."""
         if up is not self.raw and up in self.raw_shards.values() and not self.closed:
-            self.transport.write(up.retired or resp.error_reply("ERR proxy: " + (up.error or "connection closed")))
+            if not self.eof_sent:
+                self.transport.write(up.retired or resp.error_reply("ERR proxy: " + (up.error or "connection closed")))
             self.transport.close()
             return
         super().raw_closed(up)
