@@ -111,6 +111,7 @@ static PyObject *split_commands(PyObject *self, PyObject *const *fargs, Py_ssize
     const char *end = base + view.len;
     PyObject *groups = PyList_New(0);
     const char *error = NULL;
+    Py_ssize_t error_len = -1;      /* -1: a C string (the quoted byte may be a NUL) */
     Py_ssize_t need = 0;
     char prev_name[NAME_MAX_LEN];
     Py_ssize_t prev_len = -1;
@@ -155,7 +156,7 @@ static PyObject *split_commands(PyObject *self, PyObject *const *fargs, Py_ssize
             if (q >= end) { incomplete = 1; break; }
             if (*q != '$') {
                 static char msg[64];
-                snprintf(msg, sizeof msg, "expected '$', got '%c'", *q);
+                error_len = snprintf(msg, sizeof msg, "expected '$', got '%c'", *q);
                 error = msg;
                 break;
             }
@@ -218,7 +219,9 @@ static PyObject *split_commands(PyObject *self, PyObject *const *fargs, Py_ssize
     }
     FLUSH_GROUP();
     PyBuffer_Release(&view);
-    PyObject *err = error ? PyUnicode_FromString(error) : Py_NewRef(Py_None);
+    /* latin-1: the message may quote one byte of the client's, any byte (resp.py uses chr()) */
+    PyObject *err = error ? PyUnicode_DecodeLatin1(error, error_len >= 0 ? error_len : (Py_ssize_t)strlen(error), NULL)
+                          : Py_NewRef(Py_None);
     PyObject *items[4] = {groups, PyLong_FromSsize_t(pos), PyLong_FromSsize_t(need), err};
     return tuple_of(4, items);
 fail:

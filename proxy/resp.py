@@ -28,7 +28,10 @@ class ProtocolError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.reply = b"-ERR Protocol error: " + message.encode() + b"\r\n"
+        # the client's own byte where the message quotes one (latin-1: one byte a character),
+        # and no CR or LF inside the error line, as Redis does (addReplyErrorFormat)
+        text = message.encode("latin-1", "replace").replace(b"\r", b" ").replace(b"\n", b" ")
+        self.reply = b"-ERR Protocol error: " + text + b"\r\n"
 
 
 def _digits(raw: bytes | bytearray) -> bool:

@@ -36,6 +36,23 @@ def test_split_commands_matches_reference(seed):
             resp.split_commands_py(b, 0, 1 << 20, 100, KINDS, 2)
 
 
+def test_any_byte_where_a_bulk_is_expected_is_a_protocol_error_of_one_line():
+    """Fuzzing found it: a byte above 127 where '$' was expected made the C splitter raise
+    UnicodeDecodeError (its message quoted the byte as UTF-8), so the client got a reset
+    instead of the error and the proxy logged a traceback; CR or LF in the quoted byte
+    split the error line. Every byte now gives the reference's message and a one-line
+    reply quoting the client's byte, as Redis does (CR and LF as spaces)."""
+    for byte in range(256):
+        if byte == ord("$"):
+            continue
+        buf = b"*2\r\n$3\r\nGET\r\n" + bytes([byte]) + b"1\r\n"
+        got = speedups.split_commands(buf, 0, 1 << 20, 100, KINDS, 2)
+        assert got == resp.split_commands_py(buf, 0, 1 << 20, 100, KINDS, 2), byte
+        reply = resp.ProtocolError(got[3]).reply
+        quoted = b" " if byte in (10, 13) else bytes([byte])
+        assert reply == b"-ERR Protocol error: expected '$', got '" + quoted + b"'\r\n", (byte, reply)
+
+
 @pytest.mark.parametrize("seed", range(200))
 def test_scan_replies_matches_reference(seed):
     rng = random.Random(seed)
