@@ -10,6 +10,7 @@ it can (an error, +OK, arrays concatenated), so values are never re-encoded.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 
@@ -21,6 +22,8 @@ from ..upstream import Slot
 from .common import bulk
 
 Combine = Callable[[list[bytes]], bytes]
+
+log = logging.getLogger(__name__)
 
 
 class RoutedSlot(Slot):
@@ -90,8 +93,10 @@ class FanOut:
         self.session.output_overflow()
 
     def slots_done(self) -> None:
-        if self.parent.done:
-            return
+        """Called from the upstream that read a sub-slot's last reply: on a connection other
+        clients share, so nothing here may raise (uvloop would close it under them)."""
+        if self.parent.done or self.session.closed:
+            return      # (a closed client's replies are not kept: there is nothing to combine)
         for sub in self.subs:
             if not sub.done:
                 return
@@ -99,7 +104,14 @@ class FanOut:
                 return
         for sub in self.subs:
             drop_prefix(sub)
-        self.parent.parts = [self.combine([b"".join(s.parts) for s in self.subs])]
+        raws = [b"".join(s.parts) for s in self.subs]
+        try:
+            combined = self.combine(raws)
+        except (ValueError, TypeError, IndexError, hiredis.ProtocolError) as exc:
+            log.warning("event=fanout_combine_failed client=%s error=%r replies=%r", self.session._peer(), exc,
+                        [r[:60] for r in raws])
+            combined = b"-ERR proxy: the nodes' replies could not be combined\r\n"
+        self.parent.parts = [combined]
         self.parent.remaining = 0
         self.parent.done = True
         self.session.slots_done()

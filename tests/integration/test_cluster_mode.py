@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterable
 
 import hiredis
@@ -34,6 +35,7 @@ from .harness import (
     RawClient,
     RedisServer,
     commandstats_calls,
+    encode_command,
     redis_client,
     start_or_clean,
     wait_replica_synced,
@@ -309,6 +311,47 @@ def test_scan_keys_dbsize_see_every_key_exactly_once(cluster, client):
     assert sorted(match) == sorted(k for k in keys if k.startswith("scan:5"))
     assert client.dbsize() == len(keys) == masters_dbsize(cluster)
     assert client.randomkey() in set(keys)
+
+
+def test_a_client_gone_before_its_fanned_out_replies_harms_no_one(cluster, client):
+    """Found by fuzzing: a client that sent KEYS (or MGET over shards) and closed before the
+    nodes answered left its fan-out nothing to combine (a closed client's replies are not
+    kept); combining raised inside the shared node connection's read, and uvloop closed
+    that connection under every other client with a command in flight on it."""
+    keys = [f"gone:{i}" for i in range(3000)]
+    client.mset({k: "v" for k in keys})
+    proxy = cluster.proxy("proxy-1")
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def bystander() -> None:
+        with redis_client(proxy.port, decode=True, timeout=10) as c:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                try:
+                    pipe = c.pipeline(transaction=False)
+                    for k in keys[i % 100::100][:20]:
+                        pipe.set(k, "v")
+                        pipe.get(k)
+                    assert pipe.execute() == [True, "v"] * 20
+                except (redis.RedisError, AssertionError) as exc:
+                    errors.append(repr(exc))
+
+    t = threading.Thread(target=bystander, daemon=True)
+    t.start()
+    try:
+        for i in range(60):
+            with RawClient(proxy.port) as raw:
+                raw.send(encode_command("KEYS", "gone:*") + encode_command("MGET", *keys[i::300]))
+    finally:
+        stop.set()
+        t.join(20)
+    assert not errors, errors[:3]
+    log = proxy.log_text()
+    assert "Fatal error on transport" not in log and "fanout_combine_failed" not in log, \
+        [line[:300] for line in log.splitlines() if "Fatal error" in line or "fanout_combine" in line][:3]
+    assert client.get("gone:7") == "v"
 
 
 def test_flushall_empties_every_shard(cluster, client):
