@@ -151,7 +151,8 @@ FUZZ_PIECES = [b"*", b"$", b"+", b"-", b":", b"\r\n", b"-1", b"0", b"1", b"2", b
                b"*3\r\n$4\r\nEVAL\r\n$8\r\nreturn 1\r\n$1\r\n0\r\n", b"*1\r\n$5\r\nMULTI\r\n",
                b"*1\r\n$4\r\nEXEC\r\n", b"*2\r\n$6\r\nSELECT\r\n$2\r\n99\r\n", b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n",
                b"*4\r\n$5\r\nBLPOP\r\n$1\r\na\r\n$1\r\nb\r\n$3\r\n0.1\r\n", b"*2\r\n$5\r\nWATCH\r\n$1\r\nk\r\n",
-               b"*1\r\n$5\r\nRESET\r\n", b"*2\r\n$4\r\nKEYS\r\n$1\r\n*\r\n", b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\nb\r\n"]
+               b"*1\r\n$5\r\nRESET\r\n", b"*2\r\n$4\r\nKEYS\r\n$1\r\n*\r\n",
+               b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\nb\r\n"]
 
 
 def test_many_clients_sending_random_garbage_harm_no_one_and_log_no_traceback(limited_proxy, bystander):
