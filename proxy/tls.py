@@ -197,6 +197,10 @@ class CertReloader:
             self.check()
 
 
+HANDSHAKE_GRACE_S = 1.0
+_handshakes: set[asyncio.Task] = set()     # handshakes in progress (strong references)
+
+
 class TlsAcceptor(asyncio.Protocol):
     """One accepted TCP connection whose TLS handshake the proxy runs itself
     (`loop.start_tls`), so that a failed or stalled handshake (a plaintext client,
@@ -218,11 +222,17 @@ class TlsAcceptor(asyncio.Protocol):
         self._failures = failures      # listener -> handshakes failed (for /metrics)
         self._transport: asyncio.Transport | None = None
         self._early: list[bytes] = []       # bytes that came before start_tls took the transport
+        self._peer = "?"
 
     def connection_made(self, transport) -> None:
         self._transport = transport
+        peer = transport.get_extra_info("peername")     # (uvloop: not to be asked once closed)
+        if peer:
+            self._peer = f"{peer[0]}:{peer[1]}"
         transport.pause_reading()       # the ClientHello is for the TLS layer, not for us
-        asyncio.get_running_loop().create_task(self._handshake())
+        task = asyncio.get_running_loop().create_task(self._handshake())
+        _handshakes.add(task)           # the loop keeps only a weak reference
+        task.add_done_callback(_handshakes.discard)
 
     async def _handshake(self) -> None:
         transport, loop = self._transport, asyncio.get_running_loop()
@@ -239,16 +249,19 @@ class TlsAcceptor(asyncio.Protocol):
         # connection_made and before anything the resumed transport reads.
         await asyncio.sleep(0)
         if self._early:
-            loop.call_soon(_replay, transport.get_protocol(), b"".join(self._early))
+            loop.call_soon(_replay_early, transport, b"".join(self._early))
             self._early = []
         try:
-            await handshake
+            # uvloop leaves start_tls waiting for good when the client goes away at some
+            # points of the handshake (its timeout never fires then): bounded here too
+            async with asyncio.timeout(self._timeout + HANDSHAKE_GRACE_S):
+                await handshake
         except (TimeoutError, ssl.SSLError, OSError, ConnectionError) as exc:
+            handshake.cancel()
             self._failures[self._listener] = self._failures.get(self._listener, 0) + 1
-            peer = transport.get_extra_info("peername")
             reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else (str(exc) or type(exc).__name__)
-            log.warning("event=tls_handshake_failed listener=%s client=%s error=%r", self._listener,
-                        f"{peer[0]}:{peer[1]}" if peer else "?", reason)
+            log.warning("event=tls_handshake_failed listener=%s client=%s error=%r", self._listener, self._peer,
+                        reason)
             transport.abort()
 
     def data_received(self, data: bytes) -> None:     # only before start_tls took over (uvloop)
@@ -290,6 +303,17 @@ class _HeldUntilConnected(asyncio.Protocol):
             transport.close()
         if self._lost is not None:
             proto.connection_lost(self._lost[0])
+
+
+def _replay_early(transport: asyncio.Transport, data: bytes) -> None:
+    """The bytes that came before start_tls, to its TLS layer; not to a connection the
+    client has closed meanwhile (uvloop's TLS layer raises writing its answer there)."""
+    if transport.is_closing():
+        return
+    try:
+        _replay(transport.get_protocol(), data)
+    except (RuntimeError, OSError, ssl.SSLError):
+        transport.abort()       # the handshake then fails and is logged as such
 
 
 def _replay(proto: asyncio.BaseProtocol, data: bytes) -> None:

@@ -10,15 +10,19 @@ handshakes (seen with this test before the fix: 4-7 of 10 failed under uvloop).
 from __future__ import annotations
 
 import asyncio
+import gc
+import random
 import socket
 import ssl
+import struct
+import time
 from pathlib import Path
 
 import pytest
 import uvloop
 
 from proxy.process.devcerts import ClusterCerts
-from proxy.tls import ProxyTls, TlsFiles, server_context, tls_protocol_factory
+from proxy.tls import HANDSHAKE_GRACE_S, ProxyTls, TlsFiles, server_context, tls_protocol_factory
 
 CONNECTIONS = 20
 
@@ -112,3 +116,65 @@ def test_a_command_that_arrives_with_the_handshake_is_served(tmp_path: Path, run
     could arrive first, and the session had no transport to answer on)."""
     certs = ClusterCerts.make(tmp_path)
     assert runner(serve_one(certs, finished_and_command_in_one_segment)) == ["+PONG\r\n"] * 5
+
+
+def clients_gone_mid_handshake(certs: ClusterCerts, port: int, n: int) -> None:
+    """`n` clients that send part of a ClientHello (or nothing) and go away: with a reset,
+    a close, or a close a millisecond later."""
+    ctx = certs.client_context()
+    rng = random.Random(1)
+    for _ in range(n):
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=2)
+            how = rng.randrange(4)
+            if how > 0:
+                incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+                tls = ctx.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+                try:
+                    tls.do_handshake()
+                except ssl.SSLWantReadError:
+                    pass
+                hello = outgoing.read()
+                s.sendall(hello[:rng.randint(1, len(hello))])
+            if how < 2:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            elif how == 2:
+                time.sleep(0.001)
+            s.close()
+        except OSError:
+            pass
+
+
+async def serve_clients_gone(certs: ClusterCerts) -> tuple[list[str], int, dict]:
+    own = TlsFiles(str(certs.proxy.cert), str(certs.proxy.key), str(certs.ca.cert))
+    tls = ProxyTls(clients=server_context(own), handshake_timeout_s=0.5)
+    loop = asyncio.get_running_loop()
+    problems: list[str] = []
+    loop.set_exception_handler(lambda _loop, context: problems.append(context["message"]))
+    server = await loop.create_server(tls_protocol_factory(Pong, tls, "test"), "127.0.0.1", 0)
+    try:
+        await loop.run_in_executor(None, clients_gone_mid_handshake, certs, server.sockets[0].getsockname()[1], 300)
+        deadline = loop.time() + 0.5 + HANDSHAKE_GRACE_S + 2.0
+        while loop.time() < deadline and any(not t.done() for t in asyncio.all_tasks()
+                                             if t is not asyncio.current_task()):
+            gc.collect()
+            await asyncio.sleep(0.1)
+        pending = sum(1 for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done())
+    finally:
+        server.close()
+    return problems, pending, tls.handshake_failures
+
+
+@pytest.mark.parametrize("runner", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def test_clients_gone_mid_handshake_each_end_in_a_logged_failure(tmp_path: Path, runner) -> None:
+    """Fuzzing a --tls demo: under uvloop, start_tls never returned for some clients that
+    went away mid-handshake (its own timeout did not fire), and its task was garbage-
+    collected pending ("Task was destroyed but it is pending!", no failure logged or
+    counted); asking a closed uvloop transport its peer raised inside the failure path;
+    replaying the early bytes into a closed one raised in a callback. Every such
+    handshake now ends within the timeout, counted, with nothing for asyncio to report."""
+    certs = ClusterCerts.make(tmp_path)
+    problems, pending, failures = runner(serve_clients_gone(certs))
+    assert problems == [], problems[:3]
+    assert pending == 0
+    assert failures.get("test", 0) >= 150, failures
