@@ -27,6 +27,7 @@ import asyncio
 import logging
 import os
 import ssl
+import time
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,33 @@ class CertReloader:
 
 HANDSHAKE_GRACE_S = 1.0
 _handshakes: set[asyncio.Task] = set()     # handshakes in progress (strong references)
+FAILURE_LINES = 10          # failed handshakes logged per listener and FAILURE_WINDOW_S
+FAILURE_WINDOW_S = 10.0
+
+
+class LogBudget:
+    """At most `lines` log lines per key in each `window_s`; the first line allowed after
+    some were left out says how many (`take` returns that count, None: do not log). A
+    flood of clients failing their handshakes must not fill the disk with one line each
+    (the metric counts them all)."""
+
+    def __init__(self, lines: int = FAILURE_LINES, window_s: float = FAILURE_WINDOW_S) -> None:
+        self.lines, self.window_s = lines, window_s
+        self._state: dict[str, tuple[float, int, int]] = {}     # key -> (window start, logged, left out)
+
+    def take(self, key: str, now: float | None = None) -> int | None:
+        now = time.monotonic() if now is None else now
+        start, logged, left_out = self._state.get(key, (now, 0, 0))
+        if now - start >= self.window_s:
+            start, logged = now, 0
+        if logged >= self.lines:
+            self._state[key] = (start, logged, left_out + 1)
+            return None
+        self._state[key] = (start, logged + 1, 0)
+        return left_out
+
+
+_failure_lines = LogBudget()
 
 
 class TlsAcceptor(asyncio.Protocol):
@@ -260,8 +288,10 @@ class TlsAcceptor(asyncio.Protocol):
             handshake.cancel()
             self._failures[self._listener] = self._failures.get(self._listener, 0) + 1
             reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else (str(exc) or type(exc).__name__)
-            log.warning("event=tls_handshake_failed listener=%s client=%s error=%r", self._listener, self._peer,
-                        reason)
+            left_out = _failure_lines.take(self._listener)
+            if left_out is not None:
+                log.warning("event=tls_handshake_failed listener=%s client=%s error=%r not_logged=%d",
+                            self._listener, self._peer, reason, left_out)
             transport.abort()
 
     def data_received(self, data: bytes) -> None:     # only before start_tls took over (uvloop)

@@ -22,7 +22,7 @@ import pytest
 import uvloop
 
 from proxy.process.devcerts import ClusterCerts
-from proxy.tls import HANDSHAKE_GRACE_S, ProxyTls, TlsFiles, server_context, tls_protocol_factory
+from proxy.tls import HANDSHAKE_GRACE_S, LogBudget, ProxyTls, TlsFiles, server_context, tls_protocol_factory
 
 CONNECTIONS = 20
 
@@ -178,3 +178,14 @@ def test_clients_gone_mid_handshake_each_end_in_a_logged_failure(tmp_path: Path,
     assert problems == [], problems[:3]
     assert pending == 0
     assert failures.get("test", 0) >= 150, failures
+
+
+def test_failed_handshakes_are_logged_at_most_ten_a_listener_every_ten_seconds() -> None:
+    """Fuzzing a --tls demo wrote 10,893 warning lines in 30 s, one per client that failed
+    its handshake: the log, not the clients, was what a flood could fill."""
+    budget = LogBudget(lines=10, window_s=10.0)
+    assert [budget.take("clients", now=100.0 + i * 0.01) for i in range(10)] == [0] * 10
+    assert [budget.take("clients", now=101.0) for _ in range(25)] == [None] * 25, "over budget: left out"
+    assert budget.take("sentinel", now=101.0) == 0, "another listener has a budget of its own"
+    assert budget.take("clients", now=110.0) == 25, "the next window's first line says how many were left out"
+    assert budget.take("clients", now=110.1) == 0
