@@ -27,8 +27,9 @@ import asyncio
 import logging
 import os
 import ssl
-import time
 from dataclasses import dataclass, field
+
+from .log_budget import LogBudget
 
 log = logging.getLogger(__name__)
 
@@ -200,33 +201,7 @@ class CertReloader:
 
 HANDSHAKE_GRACE_S = 1.0
 _handshakes: set[asyncio.Task] = set()     # handshakes in progress (strong references)
-FAILURE_LINES = 10          # failed handshakes logged per listener and FAILURE_WINDOW_S
-FAILURE_WINDOW_S = 10.0
-
-
-class LogBudget:
-    """At most `lines` log lines per key in each `window_s`; the first line allowed after
-    some were left out says how many (`take` returns that count, None: do not log). A
-    flood of clients failing their handshakes must not fill the disk with one line each
-    (the metric counts them all)."""
-
-    def __init__(self, lines: int = FAILURE_LINES, window_s: float = FAILURE_WINDOW_S) -> None:
-        self.lines, self.window_s = lines, window_s
-        self._state: dict[str, tuple[float, int, int]] = {}     # key -> (window start, logged, left out)
-
-    def take(self, key: str, now: float | None = None) -> int | None:
-        now = time.monotonic() if now is None else now
-        start, logged, left_out = self._state.get(key, (now, 0, 0))
-        if now - start >= self.window_s:
-            start, logged = now, 0
-        if logged >= self.lines:
-            self._state[key] = (start, logged, left_out + 1)
-            return None
-        self._state[key] = (start, logged + 1, 0)
-        return left_out
-
-
-_failure_lines = LogBudget()
+_failure_lines = LogBudget(lines=10, window_s=10.0)   # per listener
 
 
 class TlsAcceptor(asyncio.Protocol):

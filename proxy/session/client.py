@@ -24,6 +24,7 @@ from collections import deque
 from .. import resp
 from ..protocol.commands import BLOCK_OPTION, CONTAINERS, RAW_MODE, REFUSED, Kind
 from ..upstream import DiscardSlot, Slot, Upstream
+from ..log_budget import LogBudget
 from ..write_gate import STOP, Refusal
 from .client_commands import ClientCommands
 from .client_registry import AFTER_RUN, SUBSCRIBE
@@ -50,6 +51,8 @@ from .local_commands import LocalCommands
 from .transactions import NOT_QUEUED, QueuedHere, Transactions
 
 DRAIN_LINGER_S = 0.3   # after its last reply, how long a stopping proxy waits for a client to close first
+# clients' protocol errors logged (info) at most this often, all counted in /metrics
+_protocol_error_lines = LogBudget(lines=10, window_s=10.0)
 
 
 def _abort_once_flushed(t: asyncio.Transport) -> None:
@@ -277,7 +280,11 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
             self._last_answer(exc.reply)
             self.closing = True
             pos = n
-            log.info("client %s protocol error: %s", self._peer(), exc)
+            self.server.count_rejected("protocol_error")
+            left_out = _protocol_error_lines.take("clients")
+            if left_out is not None:
+                log.info("client %s protocol error: %s%s", self._peer(), exc,
+                         f" ({left_out} more not logged)" if left_out else "")
         self._buf = None
         self.buf = buf[pos:] if pos < n else b""
         if self.buf and type(self.buf) is bytearray and len(self.buf) < 4096:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import socket
 import struct
@@ -194,6 +195,10 @@ def test_many_clients_sending_random_garbage_harm_no_one_and_log_no_traceback(li
     for t in threads:
         t.join(10)
     assert connections[0] > 100, connections[0]
+    code, metrics = limited_proxy.http_get("/metrics")
+    counted = re.search(rb'^redis_raft_proxy_client_connections_rejected_total\{reason="protocol_error"\} (\S+)$',
+                        metrics, re.M) if code == 200 else None
+    assert counted and float(counted.group(1)) > 10, "protocol errors are counted in /metrics"
     log = limited_proxy.log_text()
     bad = [line[:300] for line in log.splitlines() if "Traceback" in line or "Fatal error" in line
            or "Exception in callback" in line]

@@ -22,7 +22,8 @@ import pytest
 import uvloop
 
 from proxy.process.devcerts import ClusterCerts
-from proxy.tls import HANDSHAKE_GRACE_S, LogBudget, ProxyTls, TlsFiles, server_context, tls_protocol_factory
+from proxy.log_budget import LogBudget
+from proxy.tls import HANDSHAKE_GRACE_S, ProxyTls, TlsFiles, server_context, tls_protocol_factory
 
 CONNECTIONS = 20
 
