@@ -22,9 +22,9 @@ import time
 from collections import deque
 
 from .. import resp
+from ..log_budget import LogBudget
 from ..protocol.commands import BLOCK_OPTION, CONTAINERS, RAW_MODE, REFUSED, Kind
 from ..upstream import DiscardSlot, Slot, Upstream
-from ..log_budget import LogBudget
 from ..write_gate import STOP, Refusal
 from .client_commands import ClientCommands
 from .client_registry import AFTER_RUN, SUBSCRIBE
