@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Any
 
+from ..log_budget import LogBudget
+
 MASK = "***"
 SECRET_KEY = re.compile(r"(password|passwd|secret|requirepass|token|auth_?key)", re.IGNORECASE)
 RESERVED = ("ts", "level", "logger", "proxy", "msg", "exc")
@@ -166,6 +168,27 @@ class JsonFormatter(_StructuredFormatter):
         return json.dumps(doc, default=str)
 
 
+# What the event loop says each time something is written to a connection its client has
+# already closed (after the first few): any client can cause it as often as it likes
+LOOP_WRITE_NOTICES = ("SSL connection is closed", "socket.send() raised exception.")
+
+
+class LoopWriteNotices(logging.Filter):
+    """The event loop's notices of writes to a closed connection, within a log budget."""
+
+    def __init__(self, budget: LogBudget | None = None) -> None:
+        super().__init__()
+        self.budget = budget or LogBudget(lines=10, window_s=10.0)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg not in LOOP_WRITE_NOTICES:
+            return True
+        left_out = self.budget.take(record.msg)
+        if left_out:
+            record.msg = f"{record.msg} ({left_out} more not logged)"
+        return left_out is not None
+
+
 def setup_logging(fmt: str = "kv", level: str = "info", node: str = "") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(node) if fmt == "json" else KeyValueFormatter(node))
@@ -173,3 +196,6 @@ def setup_logging(fmt: str = "kv", level: str = "info", node: str = "") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    loop_log = logging.getLogger("asyncio")
+    loop_log.filters[:] = [f for f in loop_log.filters if not isinstance(f, LoopWriteNotices)]
+    loop_log.addFilter(LoopWriteNotices())

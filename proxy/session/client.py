@@ -88,7 +88,8 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         self.raw: Upstream | None = None
         self.closed = False
         self.closing = False           # QUIT or protocol error: close once replies are out
-        self.eof_sent = False          # half-closed (`_half_close`): nothing more may be written
+        self.eof_sent = False          # half-closed or closing (`_half_close`): nothing more is written
+        self.client_eof = False        # the client closed its side
         self.last_raw_answer = False   # RAW mode: the closing answer is on its way through `raw`
         self.draining = False          # the proxy is stopping: half-close once replies are out
         self.waiting = False           # stopped until `pending` drains
@@ -190,6 +191,7 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         self._process()
 
     def eof_received(self):
+        self.client_eof = True      # what the RAW stream still brings is dropped, as Redis frees it
         return None
 
     # -- the command loop -----------------------------------------------------
@@ -820,8 +822,8 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         t = self.transport
         if self.eof_sent:
             return
+        self.eof_sent = True
         if t.can_write_eof():
-            self.eof_sent = True
             t.write_eof()
             self._resume_reading()
             asyncio.get_running_loop().call_later(DRAIN_LINGER_S, t.close)
@@ -835,8 +837,8 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
     def raw_reply(self, data: bytes) -> None:
         """Bytes of the RAW stream (pushes, replies). After the closing answer the stream
         is dropped, as Redis closes the connection after a protocol error."""
-        if self.closed or self.eof_sent:
-            return
+        if self.closed or self.eof_sent or self.client_eof or self.transport.is_closing():
+            return      # (the client closed: its TLS layer tells before connection_lost does)
         self.transport.write(data)
         self._check_output()
         if self.closing and not self.last_raw_answer and not self.pending:

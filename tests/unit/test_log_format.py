@@ -104,3 +104,20 @@ def test_readme_lists_exactly_the_events_the_code_emits():
     assert len(emitted) > 40
     assert emitted - listed == set(), f"emitted but not in README: {sorted(emitted - listed)}"
     assert listed - emitted == set(), f"in README but never emitted: {sorted(listed - emitted)}"
+
+
+def test_the_loops_notices_of_writes_to_closed_connections_are_kept_within_a_budget():
+    """Fuzzing a --tls demo: uvloop logged "SSL connection is closed" for each write to a
+    connection its client had closed (after the first five), 1,641 lines in 45 s."""
+    from proxy.log_budget import LogBudget
+    from proxy.process.logging_setup import LoopWriteNotices
+
+    notices = LoopWriteNotices(LogBudget(lines=2, window_s=10.0))
+
+    def rec(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("asyncio", logging.WARNING, __file__, 1, msg, None, None)
+
+    kept = [notices.filter(rec("SSL connection is closed")) for _ in range(5)]
+    assert kept == [True, True, False, False, False]
+    assert notices.filter(rec("Unclosed connection")), "other messages pass"
+    assert notices.filter(rec("socket.send() raised exception.")), "a budget of its own"
