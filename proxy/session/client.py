@@ -373,7 +373,7 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
             else:
                 target = self._route_raw(name)
             if type(target) is Refusal:
-                target = self._local(target.reply)
+                target = self._refuse_in_stream(target.reply)
         else:
             self._write_flag = False
             target = self._route(name, buf, args_at, end, inline)
@@ -549,13 +549,13 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         it passed the same gate as in every other mode."""
         self._write_flag = False
         if name in REFUSED:
-            return self._local(resp.error_reply("ERR proxy: " + REFUSED[name]))
+            return Refusal(resp.error_reply("ERR proxy: " + REFUSED[name]))
         if name == b"quit":
             self.quitting = True    # the master closes after +OK: not an error
         if name == b"multi":
             # A write's reply is found by the PING sent after it, which MULTI would queue.
-            return self._local(b"-ERR proxy: MULTI is not supported on a pub/sub or MONITOR connection "
-                               b"through redis-raft-proxy (use another connection)\r\n")
+            return Refusal(b"-ERR proxy: MULTI is not supported on a pub/sub or MONITOR connection "
+                           b"through redis-raft-proxy (use another connection)\r\n")
         if name not in RAW_STREAM_COMMANDS:
             if self.table.kind(name) == Kind.READ:
                 refused = self.gate.admit_read(self)
@@ -684,6 +684,14 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
             self.pending.append(LocalSlot(data))
         elif self.reply_mode == b"skip":
             self.reply_mode = b"on"
+        return LOCAL
+
+    def _refuse_in_stream(self, data: bytes):
+        """RAW mode: the proxy's own refusal takes its place after the replies the stream
+        still owes (a SUBSCRIBE's confirmation sent just before it), as from Redis."""
+        if self.raw is None or self.raw.closed or self.reply_mode != b"on":
+            return self._local(data)
+        self.raw.raw_answer(None, lambda _reply: data)
         return LOCAL
 
     def _last_answer(self, data: bytes) -> None:

@@ -103,7 +103,7 @@ class ShardedPubsub:
                 up.send(data, None)
             return True
         if addr is None:
-            self._local(resp.error_reply(f"CLUSTERDOWN proxy: hash slot {key_slot(args[0])} is not served"))
+            self._refuse_in_stream(resp.error_reply(f"CLUSTERDOWN proxy: hash slot {key_slot(args[0])} is not served"))
             self.slots_done()
             return True
         up = self.raw if addr == self.raw.addr else self.raw_shards.get(addr)

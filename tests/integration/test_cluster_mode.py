@@ -407,6 +407,17 @@ def test_publish_subscribe_through_different_proxies(cluster):
             p.close()
 
 
+def test_refusals_while_subscribed_keep_their_place_among_replies(cluster):
+    """The proxy's own refusal on a subscribed connection (MULTI) comes after the
+    SUBSCRIBE's confirmation sent just before it, as from Redis."""
+    with cluster.proxy("proxy-2").raw(timeout=5) as sub:
+        sub.send(encode_command("SUBSCRIBE", "refusals") + encode_command("MULTI") + encode_command("PING", "x"))
+        got = sub.read_replies(3)
+        assert got[0] == [b"subscribe", b"refusals", 1], got
+        assert isinstance(got[1], hiredis.ReplyError) and "MULTI" in str(got[1]), got
+        assert got[2] == [b"pong", b"x"], got
+
+
 def _sharded_pubsub_round(cluster: ShardedProxyCluster, channels: list[str]) -> None:
     """SSUBSCRIBE `channels` on one connection through proxy-3; SPUBLISH to each through proxy-1."""
     with redis_client(cluster.proxy("proxy-3").port, decode=True) as sub_client, \

@@ -288,3 +288,22 @@ def test_resp3_writes_while_subscribed_keep_their_place_among_messages(proxy):
                        [b"message", ch.encode(), b"after"], 1], got
         assert sub.command("PING") == b"PONG"
         assert sub.command("UNSUBSCRIBE", ch) == [b"unsubscribe", ch.encode(), 0]
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_refusals_while_subscribed_keep_their_place_among_replies(proxy, protocol):
+    """A command the proxy refuses itself on a subscribed connection (MULTI, SHUTDOWN)
+    is answered after the replies the stream still owes, as Redis orders them: a
+    refusal written at once would overtake the SUBSCRIBE's confirmation."""
+    ch = uniq("rf")
+    with proxy.raw(timeout=5) as sub:
+        if protocol == 3:
+            assert isinstance(sub.command("HELLO", "3"), dict)
+        sub.send(encode_command("SUBSCRIBE", ch) + encode_command("MULTI") + encode_command("SHUTDOWN")
+                 + encode_command("PING", "after"))
+        got = sub.read_replies(4)
+        assert got[0] == [b"subscribe", ch.encode(), 1], got
+        assert is_error(got[1]) and "MULTI" in str(got[1]), got
+        assert is_error(got[2]) and "SHUTDOWN" in str(got[2]), got
+        assert got[3] == ([b"pong", b"after"] if protocol == 2 else b"after"), got
+        assert sub.command("UNSUBSCRIBE", ch) == [b"unsubscribe", ch.encode(), 0]
