@@ -10,6 +10,7 @@ failover test comes last, as it changes the master.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
@@ -222,6 +223,61 @@ def test_certificate_rotation_under_load(cluster, tls):
         t.join(15)
     assert not errors, f"the connected client saw errors during the rotation: {errors[:3]}"
     assert new_serial != old_serial
+
+
+def test_subscribers_gone_mid_stream_get_nothing_more_and_nothing_is_logged(cluster, tls):
+    """Subscribers over TLS that close while messages flow to them, or that the proxy closes
+    after a protocol error: the proxy stops writing their streams (uvloop would log "SSL
+    connection is closed" for every message written after the close) and a subscriber
+    that stays gets every message."""
+    cluster.wait_stable()
+    ch = "tls:gone"
+    port = cluster.tls_ports["proxy-1"]
+    ctx = tls.client_context()
+    log_before = len(cluster.proxy("proxy-1").log_text())
+    stayer = tls_client(cluster, tls).pubsub()
+    stayer.subscribe(ch)
+    assert wait_until(lambda: stayer.get_message(timeout=0.2), 5, message="the stayer's confirmation")
+    stop = threading.Event()
+    published = [0]
+
+    def publish() -> None:
+        with tls_client(cluster, tls) as pub:
+            while not stop.is_set():
+                pub.publish(ch, b"m" * 200)
+                published[0] += 1
+
+    publisher = threading.Thread(target=publish, daemon=True)
+    publisher.start()
+    try:
+        for i in range(30):
+            raw = socket.create_connection((HOST, port), timeout=10)
+            s = ctx.wrap_socket(raw, server_hostname=HOST)
+            s.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(ch), ch.encode()))
+            assert s.recv(100).startswith(b"*3\r\n$9\r\nsubscribe"), "no confirmation"
+            if i % 4 == 1:      # a close_notify first (its answer is not waited for)
+                s.settimeout(0.2)
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    s.unwrap()
+            elif i % 4 == 2:    # half-closed: the proxy reads EOF while the socket stays open
+                s.shutdown(socket.SHUT_WR)
+                time.sleep(0.1)
+            elif i % 4 == 3:    # a protocol error: the proxy answers it and closes its side,
+                s.sendall(b"*1\r\n$x\r\n")     # then messages come while the client reads nothing
+                mark = published[0]
+                wait_until(lambda: published[0] > mark + 50, 10, message="50 messages published")
+            s.close()           # gone mid-stream
+        wait_until(lambda: published[0] > 2000, 30, message="2,000 messages published")
+    finally:
+        stop.set()
+        publisher.join(10)
+    got = 0
+    while stayer.get_message(timeout=1.0) is not None:
+        got += 1
+    stayer.close()
+    assert got == published[0], f"the stayer got {got} of {published[0]} messages"
+    log = cluster.proxy("proxy-1").log_text()[log_before:]
+    assert "SSL connection is closed" not in log and "Traceback" not in log, log[-3000:]
 
 
 def test_failover_over_tls(cluster, tls):
