@@ -858,12 +858,11 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
     def raw_closed(self, up: Upstream) -> None:
         """The pub/sub connection went away: the client must reconnect."""
         if not self.closed and up is self.raw:
-            if self.eof_sent:
-                pass                # closing already: the error would follow the last answer
-            elif up.retired is not None:
-                self.transport.write(up.retired)
-            elif up.error and not self.quitting:
-                self.transport.write(resp.error_reply("ERR proxy: " + up.error))
+            if not self.eof_sent:   # (after the last answer nothing more: closing already)
+                if up.retired is not None:
+                    self.transport.write(up.retired)
+                elif up.error and not self.quitting:
+                    self.transport.write(resp.error_reply("ERR proxy: " + up.error))
             self.transport.close()
 
     def output_overflow(self) -> None:
