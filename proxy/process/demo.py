@@ -190,6 +190,24 @@ def proxy_children(args, extra: list[str], datadir: str, certs: ClusterCerts | N
     return out
 
 
+def forget_earlier_run(datadir: str, children: list[Child]) -> None:
+    """The demo's redis-servers keep no data (DEMO_REDIS_ARGS): what an earlier run left in
+    the same --dir describes data that is gone. The proxies' Raft state would make them
+    rightly refuse every node as master (none holds the committed history), a cluster
+    node's nodes.conf would claim slots it has no keys for. Start afresh."""
+    dirs = [c.argv[c.argv.index(flag) + 1] for c in children for flag in ("--data-dir", "--dir") if flag in c.argv]
+    stale = [d for d in dirs if os.path.isdir(d) and os.listdir(d)]
+    if stale:
+        print(f"demo: {datadir} holds the state of an earlier run, whose Redis data is gone (the demo's "
+              "redis-servers keep none): starting afresh", flush=True)
+        for d in stale:
+            for entry in os.scandir(d):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+
+
 def print_banner(args, datadir: str, secret: str, certs: ClusterCerts | None,
                  redis_lines: list[str] | None = None) -> None:
     """How to reach every part of the running demo; `redis_lines` describe the Redis
@@ -311,6 +329,7 @@ def run_demo(args, extra: list[str]) -> int:
         print(f"demo: ports already in use: {', '.join(map(str, busy))} (another demo still running?); "
               "choose others with --proxy-port/--admin-port/--redis-port", file=sys.stderr)
         return 1
+    forget_earlier_run(datadir, children)
     stopping = False
 
     def stop(_sig=None, _frm=None):

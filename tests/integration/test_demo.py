@@ -133,6 +133,17 @@ def test_demo_serves_fails_over_and_stops_every_process(tmp_path: Path) -> None:
     assert not left, f"ports still served after the demo stopped: {left}"
     ps = subprocess.run(["pgrep", "-f", str(tmp_path / "demo")], capture_output=True, check=False, text=True)
     assert not ps.stdout.strip(), f"processes of the demo outlived it: {ps.stdout}"
+    # Run again in the same --dir: its Redis nodes kept no data, so the proxies' Raft state
+    # of this run (which remembers the failover and the data written) must not hold writes.
+    proc, out, ports2 = start_demo(tmp_path)
+    try:
+        wait_banner(proc, out, ports2)
+        assert out.has("starting afresh"), out.tail()
+        with redis_client(ports2["proxy"], decode=True) as cl:
+            assert cl.set("demo:k", "v3") is True
+            assert cl.get("demo:k") == "v3"
+    finally:
+        stop_demo(proc, out)
 
 
 def start_demo(tmp_path: Path, *flags: str, redis_ports: int = 3) -> tuple[subprocess.Popen, Output, dict[str, int]]:
@@ -160,6 +171,16 @@ def terminate_demo(proc: subprocess.Popen) -> int:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
+
+
+def wait_banner(proc: subprocess.Popen, out: Output, ports: dict[str, int]) -> None:
+    """Until the demo printed its endpoint (it is up), or raise with its output."""
+    try:
+        wait_until(lambda: out.has(f"redis-cli -p {ports['proxy']}") and out.has("try a failure")
+                   or proc.poll() is not None, 60, message="the demo to print its endpoint")
+    except HarnessError as exc:
+        raise HarnessError(f"{exc}\ndemo output:\n{out.tail(60)}") from None
+    assert proc.poll() is None, f"the demo exited with {proc.returncode}:\n{out.tail(60)}"
 
 
 def stop_demo(proc: subprocess.Popen, out: Output) -> None:
