@@ -11,20 +11,19 @@ Tests that kill or withhold Redis nodes get their own.
 from __future__ import annotations
 
 import os
-import random
 import re
 import signal
 import socket
 import struct
 import subprocess
 import threading
-import time
 import uuid
 
 import hiredis
 import pytest
 import redis
 
+from .fuzz import fuzz_clients, log_problems
 from .harness import (HOST, PROXY_BIN, ProxyProcess, RawClient, ReplicaSet, commandstats_calls, encode_command,
                       free_ports, tcp_connection_state, tcp_unread_bytes, wait_until)
 
@@ -142,66 +141,19 @@ def test_protocol_error_on_a_subscribed_connection_comes_after_its_replies_and_l
     assert_serves(bystander, "subscribed")
 
 
-# pieces of RESP and commands a fuzzing client strings together (no command that acts on
-# other clients or the server: CLIENT, CONFIG, FLUSHALL ... would make the bystander fail
-# for reasons of its own)
-FUZZ_PIECES = [b"*", b"$", b"+", b"-", b":", b"\r\n", b"-1", b"0", b"1", b"2", b"3", b"99999999999", b"x", b"\x00",
-               b"\xff", b"%", b"~", b">", b"_", b",", b"#", b"=", b"inline ping\r\n", b"*-1\r\n", b"*0\r\n",
-               b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", b"*1\r\n$4\r\nPING\r\n", b"*3\r\n$3\r\nSET\r\n",
-               b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n", b"*2\r\n$10\r\nPSUBSCRIBE\r\n$1\r\n*\r\n",
-               b"*3\r\n$4\r\nEVAL\r\n$8\r\nreturn 1\r\n$1\r\n0\r\n", b"*1\r\n$5\r\nMULTI\r\n",
-               b"*1\r\n$4\r\nEXEC\r\n", b"*2\r\n$6\r\nSELECT\r\n$2\r\n99\r\n", b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n",
-               b"*4\r\n$5\r\nBLPOP\r\n$1\r\na\r\n$1\r\nb\r\n$3\r\n0.1\r\n", b"*2\r\n$5\r\nWATCH\r\n$1\r\nk\r\n",
-               b"*1\r\n$5\r\nRESET\r\n", b"*2\r\n$4\r\nKEYS\r\n$1\r\n*\r\n",
-               b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\nb\r\n"]
-
-
 def test_many_clients_sending_random_garbage_harm_no_one_and_log_no_traceback(limited_proxy, bystander):
     """A fixed-seed fuzz, 8 s: four clients send random strings of RESP pieces, commands
     and random bytes (sometimes reading, closing at random points) while the bystander
     writes and reads its own keys. The three bugs fuzzing found (a subscribed client's
     protocol error, a non-ASCII byte where a bulk was expected, a client gone before its
     fanned-out replies) each showed as a traceback in the log."""
-    stop_at = time.monotonic() + 8.0
-    connections = [0]
-
-    def fuzz(seed: int) -> None:
-        rng = random.Random(seed)
-        while time.monotonic() < stop_at:
-            try:
-                with socket.create_connection((HOST, limited_proxy.port), timeout=2) as s:
-                    for _ in range(rng.randint(1, 20)):
-                        if rng.random() < 0.2:
-                            s.sendall(rng.randbytes(rng.randint(1, 100)))
-                        else:
-                            s.sendall(b"".join(rng.choice(FUZZ_PIECES) for _ in range(rng.randint(1, 10))))
-                        if rng.random() < 0.3:
-                            s.settimeout(0.02)
-                            try:
-                                s.recv(65536)
-                            except OSError:
-                                pass
-                connections[0] += 1
-            except OSError:
-                pass    # closed by the proxy mid-send: what a protocol error does
-
-    threads = [threading.Thread(target=fuzz, args=(seed,), daemon=True) for seed in range(4)]
-    for t in threads:
-        t.start()
-    i = 0
-    while time.monotonic() < stop_at:
-        i += 1
-        assert_serves(bystander, f"fuzz{i}")
-    for t in threads:
-        t.join(10)
-    assert connections[0] > 100, connections[0]
+    made = fuzz_clients(limited_proxy.port, 8.0, lambda i: assert_serves(bystander, f"fuzz{i}"))
+    assert made > 100, made
     code, metrics = limited_proxy.http_get("/metrics")
     counted = re.search(rb'^redis_raft_proxy_client_connections_rejected_total\{reason="protocol_error"\} (\S+)$',
                         metrics, re.M) if code == 200 else None
     assert counted and float(counted.group(1)) > 10, "protocol errors are counted in /metrics"
-    log = limited_proxy.log_text()
-    bad = [line[:300] for line in log.splitlines() if "Traceback" in line or "Fatal error" in line
-           or "Exception in callback" in line]
+    bad = log_problems(limited_proxy.log_text())
     assert not bad, bad[:3]
 
 
