@@ -4,10 +4,14 @@ slots a node serves in its own `CLUSTER NODES` line."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from health.migration_atomic import (
+    KEY_COUNT_BATCH,
     SlotJob,
+    key_counts,
     myself_slots,
     new_export,
     parse_jobs,
@@ -90,3 +94,33 @@ def test_myself_slots_are_the_nodes_own_line_without_migrating_marks():
     assert myself_slots("a1b2 127.0.0.1:7000@17000 myself,master - 0 0 1 connected\n") == set()
     with pytest.raises(ValueError):
         myself_slots(NODES.replace("myself,", ""))
+
+
+class _CountingClient:
+    """A client whose pipelines answer CLUSTER COUNTKEYSINSLOT with the slot number, and
+    which records how many commands each pipeline carried."""
+
+    def __init__(self) -> None:
+        self.pipelines: list[int] = []
+
+    def pipeline(self, transaction: bool = False):
+        client, commands = self, []
+
+        class Pipe:
+            def execute_command(self, *args):
+                commands.append(args)
+
+            async def execute(self, raise_on_error: bool = True):
+                client.pipelines.append(len(commands))
+                return [str(args[2]).encode() for args in commands]
+        return Pipe()
+
+
+def test_key_counts_of_every_slot_go_in_pipelines_small_enough_not_to_hold_the_loop():
+    """16,384 commands in one redis-py pipeline held the event loop for 170 ms (a CI run's
+    Raft leader lost its leadership during `cluster rebalance --by keys`)."""
+    client = _CountingClient()
+    slots = list(range(16384))
+    assert asyncio.run(key_counts(client, slots)) == slots
+    assert max(client.pipelines) <= KEY_COUNT_BATCH and sum(client.pipelines) == 16384
+    assert asyncio.run(key_counts(client, [])) == []
