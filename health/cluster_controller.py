@@ -19,6 +19,8 @@ import time
 from redis.exceptions import RedisError
 
 from proxy.routing.topology import Topology
+from raft.core import NotLeader, RaftError
+from raft.storage import StorageError
 
 from .cluster_discovery import (
     DiscoveryError,
@@ -26,7 +28,7 @@ from .cluster_discovery import (
     config_problems,
     initial_topologies,
 )
-from .controller import Controller, NotLeaderError
+from .controller import CommitFailed, Controller, NotLeaderError
 from .migration import (
     ACTIVE,
     CANCELLED,
@@ -51,6 +53,26 @@ from .sync_hold import release as release_full_syncs
 log = logging.getLogger("health.cluster")
 
 CONFIG_CHECK_INTERVAL_S = 30.0
+
+
+async def commit_migrations(consensus, planned: list[Migration], what: str) -> None:
+    """Propose `planned` in order. NotLeaderError when the leadership was lost before the
+    first (planning can take a while: counting the keys of every slot), CommitFailed
+    saying how many were committed when a proposal fails later or otherwise."""
+    for i, m in enumerate(planned):
+        try:
+            await consensus.propose(TopologyStateMachine.migration_entry(m, reason=what), timeout=2.0)
+        except NotLeader as exc:
+            if i == 0:
+                raise NotLeaderError(exc.leader_hint) from None
+            raise CommitFailed(f"{what}: {i} of {len(planned)} migrations committed, then this proxy lost the "
+                               f"Raft leadership ({exc}); `cluster status` shows them") from None
+        except TimeoutError:
+            raise CommitFailed(f"{what}: {i} of {len(planned)} migrations committed, the next not confirmed "
+                               "within 2 s (it may still commit); `cluster status` shows what did") from None
+        except (RaftError, StorageError) as exc:
+            raise CommitFailed(f"{what}: {i} of {len(planned)} migrations committed, then the next failed "
+                               f"({exc}); `cluster status` shows them") from None
 
 
 class ClusterController(Controller):
@@ -200,8 +222,7 @@ class ClusterController(Controller):
         planned = [Migration(f"{base}-{i}", source, target, slots, state=RUNNING if i == 0 else QUEUED,
                              started_at=now, updated_at=now, then_remove=bool(then_remove) and i == len(moves) - 1)
                    for i, (source, target, slots) in enumerate(moves)]
-        for m in planned:
-            await self.consensus.propose(TopologyStateMachine.migration_entry(m, reason=what), timeout=2.0)
+        await commit_migrations(self.consensus, planned, what)
         log.warning("event=migration_planned what=%r moves=%d slots=%d", what, len(planned),
                     sum(m.total for m in planned))
         return {"ok": True, "message": what, "migrations": [m.to_dict() for m in planned], **(extra or {})}

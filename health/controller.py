@@ -106,6 +106,11 @@ class NotLeaderError(Exception):
         self.leader = leader
 
 
+class CommitFailed(Exception):
+    """An operator's change could not be committed (the proposal timed out, the leadership
+    or the disk failed): nothing, or only the part the message names, took effect."""
+
+
 class StandaloneConsensus:
     """A single proxy without peers: it is its own quorum."""
 

@@ -196,7 +196,7 @@ def add_operator_routes(app: web.Application, server) -> None:
     configured CA; without either they are refused.  Actions only the leader can do
     answer 409 with the leader's name and admin URL on a follower.
     """
-    from health.controller import NotLeaderError
+    from health.controller import CommitFailed, NotLeaderError
 
     ctl = server.controller
 
@@ -348,6 +348,8 @@ def add_operator_routes(app: web.Application, server) -> None:
             return not_leader(exc.leader)
         except ValueError as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        except CommitFailed as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=503)
         return web.json_response(result)
 
     async def config_show(_request: web.Request) -> web.Response:
