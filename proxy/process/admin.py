@@ -197,6 +197,8 @@ def add_operator_routes(app: web.Application, server) -> None:
     answer 409 with the leader's name and admin URL on a follower.
     """
     from health.controller import CommitFailed, NotLeaderError
+    from raft.core import NotLeader, RaftError
+    from raft.storage import StorageError
 
     ctl = server.controller
 
@@ -350,6 +352,11 @@ def add_operator_routes(app: web.Application, server) -> None:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
         except CommitFailed as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=503)
+        except NotLeader as exc:        # a proposal of add-shard, remove-shard or cancel
+            return not_leader(exc.leader_hint)
+        except (TimeoutError, RaftError, StorageError) as exc:
+            return web.json_response({"ok": False, "error": f"{action} not done: {exc!r}; `cluster status` "
+                                      "shows what changed"}, status=503)
         return web.json_response(result)
 
     async def config_show(_request: web.Request) -> web.Response:
