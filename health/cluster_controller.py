@@ -66,13 +66,13 @@ async def commit_migrations(consensus, planned: list[Migration], what: str) -> N
             if i == 0:
                 raise NotLeaderError(exc.leader_hint) from None
             raise CommitFailed(f"{what}: {i} of {len(planned)} migrations committed, then this proxy lost the "
-                               f"Raft leadership ({exc}); `cluster status` shows them") from None
+                               f"Raft leadership ({exc}); `cluster migrations` lists them") from None
         except TimeoutError:
             raise CommitFailed(f"{what}: {i} of {len(planned)} migrations committed, the next not confirmed "
-                               "within 2 s (it may still commit); `cluster status` shows what did") from None
+                               "within 2 s (it may still commit); `cluster migrations` lists what did") from None
         except (RaftError, StorageError) as exc:
             raise CommitFailed(f"{what}: {i} of {len(planned)} migrations committed, then the next failed "
-                               f"({exc}); `cluster status` shows them") from None
+                               f"({exc}); `cluster migrations` lists them") from None
 
 
 class ClusterController(Controller):

@@ -355,8 +355,8 @@ def add_operator_routes(app: web.Application, server) -> None:
         except NotLeader as exc:        # a proposal of add-shard, remove-shard or cancel
             return not_leader(exc.leader_hint)
         except (TimeoutError, RaftError, StorageError) as exc:
-            return web.json_response({"ok": False, "error": f"{action} not done: {exc!r}; `cluster status` "
-                                      "shows what changed"}, status=503)
+            return web.json_response({"ok": False, "error": f"{action} not done: {exc!r}; `cluster migrations` "
+                                      "and /status show what changed"}, status=503)
         return web.json_response(result)
 
     async def config_show(_request: web.Request) -> web.Response:
