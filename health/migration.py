@@ -216,7 +216,8 @@ def even_keys_plan(shards: dict[str, Topology], keys: dict[int, int],
                     break
             if not take:
                 break       # no whole slot fits: as even as whole slots make it
-            have[giver] = [s for s in have[giver] if s not in set(take)]
+            taken = set(take)
+            have[giver] = [s for s in have[giver] if s not in taken]
             have[taker] = sorted(have[taker] + take)
             count[giver] -= carried
             count[taker] += carried
