@@ -103,13 +103,24 @@ def one_line(text: object, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[:limit] + " ..."
 
 
+ELECTION_WAIT_S = 5.0    # how long a command waits for a leader while the proxies elect one
+
+
 def leader_call(endpoint: str, method: str, path: str, body: dict | None, secret: str, timeout: float,
-                ssl_context=None):
-    """Call `path` on the leader: ask `endpoint`, follow its 409 hint once."""
-    status, doc = http(method, endpoint.rstrip("/") + path, body, secret, timeout, ssl_context)
-    if status == 409 and isinstance(doc, dict) and doc.get("leader_url"):
-        status, doc = http(method, doc["leader_url"].rstrip("/") + path, body, secret, timeout, ssl_context)
-    return status, doc
+                ssl_context=None, election_wait_s: float = ELECTION_WAIT_S):
+    """Call `path` on the leader: ask `endpoint`, follow its 409 hint once. A 409 without a
+    leader (an election under way, or the leadership lost while the action was planned:
+    nothing was committed) is asked again every 0.3 s for up to `election_wait_s`."""
+    deadline = time.monotonic() + election_wait_s
+    while True:
+        status, doc = http(method, endpoint.rstrip("/") + path, body, secret, timeout, ssl_context)
+        if status != 409 or not isinstance(doc, dict):
+            return status, doc
+        if doc.get("leader_url"):
+            return http(method, doc["leader_url"].rstrip("/") + path, body, secret, timeout, ssl_context)
+        if time.monotonic() + 0.3 > deadline:
+            return status, doc
+        time.sleep(0.3)
 
 
 def _fetch_status(url: str, ssl_context=None) -> dict | None:
