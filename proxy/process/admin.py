@@ -142,6 +142,22 @@ async def peers_status(server, raft=None) -> dict:
     return {"node": me["node"], "proxies": proxies}
 
 
+def not_ready(server) -> str | None:
+    """Why /readyz answers 503 (this proxy should get no clients now), or None. A lease that
+    holds but for a committed entry this node has not applied yet counts as held: that
+    lapse opens at every commit, for as long as the entry takes to reach the disk, and
+    readiness must not flap with it (writes wait for it anyway: the write gate)."""
+    if server.cluster is not None:
+        if not server.cluster.routers:
+            return "no committed topology"
+    elif server.router.topology.master is None:
+        return "no committed topology"
+    consensus = server.consensus
+    if not (consensus.lease_held() or consensus.lease_waits_for_apply() or server.cfg.stale_reads_when_partitioned):
+        return "no lease from a quorum"
+    return None
+
+
 def make_app(server, raft=None, metrics_handler=None) -> web.Application:
     app = web.Application()
 
@@ -149,14 +165,8 @@ def make_app(server, raft=None, metrics_handler=None) -> web.Application:
         return web.Response(text="ok\n")
 
     async def readyz(_request):
-        if server.cluster is not None:
-            if not server.cluster.routers:
-                return web.Response(status=503, text="no committed topology\n")
-        elif server.router.topology.master is None:
-            return web.Response(status=503, text="no committed topology\n")
-        if not server.consensus.lease_held() and not server.cfg.stale_reads_when_partitioned:
-            return web.Response(status=503, text="no lease from a quorum\n")
-        return web.Response(text="ready\n")
+        why = not_ready(server)
+        return web.Response(text="ready\n") if why is None else web.Response(status=503, text=why + "\n")
 
     async def status(_request):
         return web.json_response(status_document(server, raft))
