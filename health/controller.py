@@ -71,8 +71,8 @@ REPORT_KEY = "report"        # a report's key among the Raft stream's applicatio
 UNKNOWN_AGE_S = 1e9          # a node never answered: its view is as old as can be
 DECISION_INTERVAL_S = 0.1    # the longest time between two steps (probes may be further apart)
 # Commit the master's growing offset at most this often (a new replication id at once).
-# Each entry costs every proxy an fsync, and a follower's lease waits for its apply, so
-# writes may pause for a moment: rarely enough to be invisible, often enough to catch a
+# Each entry costs every proxy an fsync (its apply comes before that save, so a follower's
+# lease does not wait for the disk): rarely enough to be cheap, often enough to catch a
 # master restarted from an old dump.
 HISTORY_INTERVAL_S = 10.0
 SYNC_HOLD_RETRY_S = 30.0   # how often a leader tries again to hold syncs it could not hold (and logs why)

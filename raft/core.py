@@ -184,6 +184,12 @@ class Ready:
     that conflicts with the local log), every stored entry is discarded.
     ``entries_to_persist`` replaces stored entries from its first index on.
     ``committed_entries`` are durable locally and committed: apply them.
+
+    When nothing but the commit index is to be persisted (``applies_early``), the
+    driver may apply first and persist after (``RaftCore.applied_early``): the commit
+    index is volatile state in Raft (a restarted node learns it again from its
+    leader), and the entries to apply are on disk already. A follower's lease waits
+    for that apply, so it no longer waits for an fsync as well.
     """
 
     hard_state: HardState | None
@@ -192,6 +198,12 @@ class Ready:
     messages: tuple[Message, ...]
     committed_entries: tuple[Entry, ...]
     must_sync: bool
+
+    @property
+    def applies_early(self) -> bool:
+        """Committed entries to apply, and nothing to persist but the commit index."""
+        return bool(self.committed_entries) and not (self.must_sync or self.entries_to_persist
+                                                     or self.snapshot_to_persist is not None)
 
 
 def encode_members(members: Mapping[str, str], learners: Mapping[str, str] | None = None) -> bytes:
@@ -605,15 +617,25 @@ class RaftCore:
             if self.log.term_at(e.index) == e.term:
                 self._stable = max(self._stable, e.index)
                 break
-        if rd.committed_entries:
-            self._applied = max(self._applied, rd.committed_entries[-1].index)
+        self._count_applied(rd.committed_entries)
+        if self.role == LEADER and self._maybe_commit():
+            self._bcast_append()
+
+    def applied_early(self, rd: Ready) -> None:
+        """The driver applied ``rd``'s committed entries before persisting ``rd``, which
+        it may do only when ``rd.applies_early``; it calls ``advance`` once persisted."""
+        if not rd.applies_early:
+            raise RaftError("applied_early() on a Ready with more than the commit index to persist")
+        self._count_applied(rd.committed_entries)
+
+    def _count_applied(self, committed: tuple[Entry, ...]) -> None:
+        if committed:
+            self._applied = max(self._applied, committed[-1].index)
             if not self.cluster_id:
-                for e in rd.committed_entries:
+                for e in committed:
                     if e.kind == EntryKind.NOOP and e.data:
                         self.cluster_id = e.data.decode()
                         break
-        if self.role == LEADER and self._maybe_commit():
-            self._bcast_append()
 
     # ------------------------------------------------------------------ roles
 

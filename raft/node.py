@@ -503,6 +503,10 @@ class RaftNode:
             while core.has_ready():
                 rd = core.ready()
                 t0 = time.monotonic()
+                early = rd.applies_early
+                if early:       # only the commit index to save: leases need not wait for its fsync
+                    self._apply(rd)
+                    core.applied_early(rd)
                 # Most Readies (heartbeats and their acks) have nothing to persist:
                 # those skip the disk thread and its two thread hand-offs (issue 16).
                 if rd.hard_state is not None or rd.entries_to_persist or rd.snapshot_to_persist is not None:
@@ -515,7 +519,8 @@ class RaftNode:
                     self._on_sync(time.monotonic() - t0)
                 for m in rd.messages:
                     self.transport.send(m.dst, m)
-                self._apply(rd)
+                if not early:
+                    self._apply(rd)
                 core.advance(rd)
                 if core.should_snapshot():
                     core.compact(self._snapshot_cb())

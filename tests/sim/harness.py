@@ -359,23 +359,26 @@ class Sim:
             self.stats["snapshot_installed"] += 1
             node.app.restore(rd.snapshot_to_persist.data)
             self.checker.on_restore(nid, node.app)
-        for e in rd.committed_entries:
-            if e.index <= node.app.index:
-                continue
-            node.app.apply(e)
-            if e.kind == EntryKind.CONFIG:
-                self.stats["config_applied"] += 1
-            self.checker.on_apply(nid, e, node.app)
-            if e.kind == EntryKind.NORMAL:
-                pend = self._pending.get(e.data.decode())
-                if pend and pend[0] == nid and pend[1].term == e.term and pend[1].index == e.index:
-                    self.acked[e.data] = None
+        self._apply(node, rd)
         node.core.advance(rd)
         node.busy = False
         if node.core.should_snapshot():
             node.core.compact(node.app.snapshot())
             self.stats["compacted"] += 1
         self._after(node)
+
+    def _apply(self, node: SimNode, rd: Ready) -> None:
+        for e in rd.committed_entries:
+            if e.index <= node.app.index:
+                continue
+            node.app.apply(e)
+            if e.kind == EntryKind.CONFIG:
+                self.stats["config_applied"] += 1
+            self.checker.on_apply(node.id, e, node.app)
+            if e.kind == EntryKind.NORMAL:
+                pend = self._pending.get(e.data.decode())
+                if pend and pend[0] == node.id and pend[1].term == e.term and pend[1].index == e.index:
+                    self.acked[e.data] = None
 
     def _after(self, node: SimNode) -> None:
         core = node.core
@@ -401,6 +404,10 @@ class Sim:
         if not node.busy and core.has_ready():
             rd = core.ready()
             node.busy = True
+            if rd.applies_early:     # as RaftNode does: apply now, persist the commit index later
+                self.stats["applied_early"] += 1
+                self._apply(node, rd)
+                core.applied_early(rd)
             latency = self.rng.uniform(0.05, 1.0)
             self._at(max(self.now + latency, node.stall_until), "persisted", node.id, node.incarnation, rd)
 

@@ -10,8 +10,17 @@ import random
 
 import pytest
 
-from raft.core import FOLLOWER, LEADER, ConfChange, RaftCore
-from raft.messages import LEGACY_ECHO, AppendEntries, AppendEntriesResponse, InstallSnapshot, Message, Snapshot
+from raft.core import FOLLOWER, LEADER, ConfChange, RaftCore, RaftError
+from raft.messages import (
+    LEGACY_ECHO,
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    EntryKind,
+    InstallSnapshot,
+    Message,
+    Snapshot,
+)
 from tests.sim.harness import MemDisk
 from tests.sim.scripted import Cluster
 
@@ -116,6 +125,27 @@ def test_snapshot_counts_as_applied_only_after_the_driver_restored_it() -> None:
     assert f.applied_index == 50
     f.step(AppendEntries(1, "l", "f", 50, 1, (), commit=50, ctx=3, lease_ticks=8))
     assert f.follower_lease_valid() and not f.lease_waits_for_apply()
+
+
+def test_a_commit_index_alone_may_be_applied_before_it_is_persisted() -> None:
+    """A follower holding an entry learns it is committed: the Ready persists only the
+    commit index, so the driver may apply first (`applied_early`) and the lease holds
+    again before that save; a Ready with an entry to persist may not."""
+    f = RaftCore("f", ["l", "f", "x"], None, rng=random.Random(3), boot_id=1)
+    f.step(AppendEntries(1, "l", "f", 0, 0, (Entry(1, 1, EntryKind.NORMAL, b"t"),), commit=0, ctx=1, lease_ticks=8))
+    rd = f.ready()
+    assert rd.entries_to_persist and not rd.applies_early
+    with pytest.raises(RaftError):
+        f.applied_early(rd)
+    f.advance(rd)
+    f.step(AppendEntries(1, "l", "f", 1, 1, (), commit=1, ctx=2, lease_ticks=8))
+    assert f.lease_waits_for_apply() and not f.follower_lease_valid()
+    rd = f.ready()
+    assert rd.applies_early and rd.hard_state is not None and rd.hard_state.commit == 1
+    f.applied_early(rd)         # applied; the commit index not saved yet
+    assert f.applied_index == 1 and f.follower_lease_valid() and not f.lease_waits_for_apply()
+    f.advance(rd)
+    assert f.applied_index == 1 and not f.has_ready()
 
 
 @pytest.mark.parametrize("new_leader", [False, True])

@@ -390,6 +390,37 @@ async def test_heartbeats_with_nothing_to_persist_skip_the_disk_thread(h: Harnes
     assert set(saved) >= {leader.node_id}
 
 
+async def test_a_follower_applies_a_commit_before_saving_the_commit_index(h: Harness, monkeypatch) -> None:
+    """A commit the follower learns costs its lease no fsync: the entry is applied (and
+    the lease held) while the save of the new commit index still hangs; an entry itself
+    is still applied only after the save that made it durable (the test above)."""
+    import threading
+
+    for nid in IDS:
+        await h.start(nid)
+    leader = await h.leader()
+    follower = next(n for n in h.nodes.values() if n is not leader)
+    await h.eventually(lambda: follower.lease_held())
+    release, hanging = threading.Event(), threading.Event()
+    real_save = follower.storage.save
+
+    def save(rd) -> None:
+        if rd.hard_state is not None and not rd.entries_to_persist and rd.snapshot_to_persist is None:
+            hanging.set()
+            release.wait(10)
+        real_save(rd)
+
+    monkeypatch.setattr(follower.storage, "save", save)
+    try:
+        await leader.propose(b"k=v", timeout=5)
+        await h.eventually(lambda: hanging.is_set() and b"k=v" in h.apps[follower.node_id].values, timeout=3)
+        assert hanging.is_set() and not release.is_set()
+        assert follower.lease_held() and not follower.lease_waits_for_apply()
+    finally:
+        release.set()
+    await h.eventually(lambda: follower.storage.load().hard_state.commit >= leader.commit_index, timeout=3)
+
+
 async def test_on_tick_is_called_after_every_tick(h: Harness) -> None:
     """Issue 16: the proxy watches its lease from the Raft ticker instead of a 20 ms poll; a
     callback that raises does not stop the clock."""
