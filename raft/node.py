@@ -105,6 +105,9 @@ class RaftNode:
         # Called at every wake-up of the ticker, when a lease may have run out by time (the app
         # watches its lease there rather than polling: issue 16).
         self.on_tick: Callable[[], None] | None = None
+        # How late the ticker's last wake-up ran after its time: the event loop was busy
+        # (or the process not scheduled) that long, and sent no heartbeat meanwhile.
+        self.wake_late_s = 0.0
         self.peers = dict(peers)
         self.data_dir = data_dir
         self.secret = secret
@@ -482,7 +485,9 @@ class RaftNode:
         self._next_tick = (math.floor(time.monotonic() / interval) + 1) * interval
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(max(0.0, wake_time(self._next_tick, interval, period) - loop.time()))
+            wake_at = wake_time(self._next_tick, interval, period)
+            await asyncio.sleep(max(0.0, wake_at - loop.time()))
+            self.wake_late_s = max(0.0, loop.time() - wake_at)
             if self.core is not None:
                 # the loop's timers have a resolution of a millisecond and may fire that
                 # much early: a tick due within it is applied now, not by another wake-up

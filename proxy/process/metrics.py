@@ -74,6 +74,8 @@ class Stats:
         self.hold_timeouts = 0
         # Raft saves that had to reach the disk, timed around the executor call
         self.fsync_seconds = Histogram((0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
+        # how late the Raft ticker's 100 ms wake-ups ran (the event loop busy, or not scheduled)
+        self.loop_lag_seconds = Histogram((0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
         self.leader_changes = 0
         self.elections = 0
         self.topology_changes = 0
@@ -327,6 +329,11 @@ class ProxyCollector:
         h = HistogramMetricFamily("redis_raft_proxy_raft_fsync_duration_seconds",
                                   "Time of Raft storage saves that fsync (hard state, entries, snapshot)")
         h.add_metric([], st.fsync_seconds.family_buckets(), st.fsync_seconds.total)
+        yield h
+        h = HistogramMetricFamily("redis_raft_proxy_event_loop_lag_seconds",
+                                  "How late the Raft ticker's wake-ups (every 100 ms) ran: the event loop was busy "
+                                  "or the process not scheduled, and sent no heartbeat meanwhile")
+        h.add_metric([], st.loop_lag_seconds.family_buckets(), st.loop_lag_seconds.total)
         yield h
         yield _one(GaugeMetricFamily, "redis_raft_proxy_raft_storage_failed", "1 after a storage error (full or "
                    "read-only disk): the proxy neither votes nor acknowledges",

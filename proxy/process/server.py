@@ -31,11 +31,18 @@ from ..session import ClientSession, ClusterSession
 from ..session.client_registry import ClientRegistry
 from ..tls import ProxyTls, tls_from_config, tls_protocol_factory
 from ..upstream import DiscardSlot, Upstream, set_nodelay
+from ..log_budget import LogBudget
 from ..write_gate import NO_LEASE, WriteGate, master_replaced_reply, writes_paused_reply
 from .config import Config
 from .metrics import Stats
 
 log = logging.getLogger("proxy.server")
+
+# A wake-up of the Raft ticker this late is logged (`event=loop_late`): a heartbeat
+# period, in which a leader sent nothing and a follower checked no lease.
+LOOP_LATE_S = 0.1
+LOOP_LATE_LOG_S = 10.0
+_loop_late_lines = LogBudget(5, LOOP_LATE_LOG_S)
 
 READONLY = resp.encode_command([b"READONLY"])
 RECONNECT_BACKOFF = 0.1   # seconds a failed node is answered from memory before the next attempt
@@ -290,8 +297,21 @@ class ProxyServer:
         upstream's own checks and the next tick see), so the lease is watched here, and
         the 20 ms poll below runs only while clients are held or writes suspended."""
         self._watch_lease()
+        self._watch_loop_lag(self.consensus.wake_late_s)
         if self.held or self.gate.suspended:
             self._hold_kick.set()
+
+    def _watch_loop_lag(self, late_s: float) -> None:
+        """The Raft ticker woke `late_s` after its time: counted in the event loop lag
+        histogram, and logged (at most five lines in LOOP_LATE_LOG_S) when it was late
+        enough to delay heartbeats and lease checks (a leader this late for most of a
+        lease costs its followers their leases; the line explains the `lease_lost`)."""
+        self.stats.loop_lag_seconds.observe(late_s)
+        if late_s >= LOOP_LATE_S:
+            left_out = _loop_late_lines.take("loop")
+            if left_out is not None:
+                log.info("event=loop_late ms=%.0f role=%s%s", late_s * 1000, self.consensus.role,
+                         f" more={left_out}" if left_out else "")
 
     async def _hold_waker(self) -> None:
         """Wake held clients when writes can flow again or their hold expired."""

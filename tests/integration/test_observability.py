@@ -25,6 +25,7 @@ import os
 import re
 import shlex
 import subprocess
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -342,6 +343,33 @@ def test_raft_metrics_agree_with_status(scenario):
     # every proxy names the same Raft cluster id in /status (chosen by the first leader)
     ids = {status(sc.admin(name))["raft"]["cluster_id"] for name in c.names}
     assert len(ids) == 1 and None not in ids and len(ids.pop()) == 32, ids
+
+
+def test_a_frozen_follower_reports_how_late_its_loop_woke(scenario):
+    """A follower stopped (SIGSTOP) for 300 ms wakes that late: `event=loop_late` in its
+    log and one more wake-up above 250 ms in `redis_raft_proxy_event_loop_lag_seconds`
+    (what explains a `lease_lost` that no Redis or network fault does). 300 ms is the
+    fault's length, not a wait: less than an election timeout, so nothing else changes."""
+    sc = down(scenario)
+    c = sc.cluster
+    name = next(n for n in c.names if status(sc.admin(n))["raft"]["role"] == "follower")
+
+    def slower_than_250ms() -> float:
+        m = scrape(sc.admin(name))
+        return m.value("redis_raft_proxy_event_loop_lag_seconds_count") - \
+            m.value("redis_raft_proxy_event_loop_lag_seconds_bucket", le="0.25")
+    before = slower_than_250ms()
+    assert scrape(sc.admin(name)).value("redis_raft_proxy_event_loop_lag_seconds_count") > 0
+    proxy = c.proxy(name)
+    proxy.stop()
+    try:
+        time.sleep(0.3)
+    finally:
+        proxy.cont()
+    wait_until(lambda: slower_than_250ms() >= before + 1, 10, message=f"a late wake-up counted by {name}")
+    lines = wait_until(lambda: [e for e in events(sc.log(name), "loop_late") if float(e["ms"]) >= 250], 10,
+                       message=lambda: f"event=loop_late ms>=250 in the log of {name}:\n{proxy.log_tail(30)}")
+    assert all(e["role"] == "follower" and float(e["ms"]) < 5000 for e in lines), lines
 
 
 def test_command_counters_count_traffic_by_class(scenario):
