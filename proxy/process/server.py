@@ -22,6 +22,7 @@ from health.raft_events import lease_lapse
 from health.redis_control import control_tls
 
 from .. import resp
+from ..log_budget import LogBudget
 from ..protocol.commands import CommandTable
 from ..routing.cluster_router import ClusterRouter
 from ..routing.keyslot import ranges_text
@@ -31,7 +32,6 @@ from ..session import ClientSession, ClusterSession
 from ..session.client_registry import ClientRegistry
 from ..tls import ProxyTls, tls_from_config, tls_protocol_factory
 from ..upstream import DiscardSlot, Upstream, set_nodelay
-from ..log_budget import LogBudget
 from ..write_gate import NO_LEASE, WriteGate, master_replaced_reply, writes_paused_reply
 from .config import Config
 from .metrics import Stats
