@@ -145,8 +145,8 @@ async def peers_status(server, raft=None) -> dict:
 def not_ready(server) -> str | None:
     """Why /readyz answers 503 (this proxy should get no clients now), or None. A lease that
     holds but for a committed entry this node has not applied yet counts as held: that
-    lapse opens at every commit, for as long as the entry takes to reach the disk, and
-    readiness must not flap with it (writes wait for it anyway: the write gate)."""
+    lapse opens at every commit, until the entry is applied, and readiness must not flap
+    with it (writes wait for it anyway: the write gate)."""
     if server.cluster is not None:
         if not server.cluster.routers:
             return "no committed topology"

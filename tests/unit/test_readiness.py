@@ -1,6 +1,6 @@
 """/readyz (proxy.process.admin.not_ready): when a proxy should get no clients. A CI run
 caught the leader's /readyz at 503 "no lease" a moment after it had answered 200: the lease
-lapses at every commit until the entry is applied (an fsync long), which is not a reason
+lapses at every commit until the entry is applied, which is not a reason
 to take the proxy out of a Kubernetes Service."""
 
 from __future__ import annotations
