@@ -207,8 +207,8 @@ def add_operator_routes(app: web.Application, server) -> None:
     answer 409 with the leader's name and admin URL on a follower.
     """
     from health.controller import CommitFailed, NotLeaderError
-    from raft.core import NotLeader, RaftError
-    from raft.storage import StorageError
+
+    from .proposal_errors import PROPOSAL_ERRORS, proposal_failure
 
     ctl = server.controller
 
@@ -224,6 +224,13 @@ def add_operator_routes(app: web.Application, server) -> None:
     def not_leader(leader: str | None) -> web.Response:
         return web.json_response({"ok": False, "error": "not the Raft leader", "leader": leader,
                                   "leader_url": ctl.peer_url(leader)}, status=409)
+
+    def proposal_failed(exc: BaseException, what: str) -> web.Response:
+        """A proposal's failure, answered alike by every route (proposal_errors)."""
+        status, doc = proposal_failure(exc, what)
+        if status == 409:
+            return not_leader(doc["leader"])
+        return web.json_response(doc, status=status)
 
     async def body(request: web.Request) -> dict:
         try:
@@ -287,9 +294,12 @@ def add_operator_routes(app: web.Application, server) -> None:
                                   "learners": list(getattr(cons, "learners", [])), **extra})
 
     async def membership_change(what: str, change) -> web.Response:
-        """Await a membership change the leader makes: the new membership, or 500 with why not."""
+        """Await a membership change the leader makes: the new membership, or why not
+        (proposal_errors; 500 for anything else)."""
         try:
             await change
+        except PROPOSAL_ERRORS as exc:
+            return proposal_failed(exc, f"membership change ({what})")
         except Exception as exc:  # noqa: BLE001 -- one line for the operator
             return web.json_response({"ok": False, "error": f"{what} failed: {exc!r}"}, status=500)
         return membership(server.consensus)
@@ -362,11 +372,8 @@ def add_operator_routes(app: web.Application, server) -> None:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
         except CommitFailed as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=503)
-        except NotLeader as exc:        # a proposal of add-shard, remove-shard or cancel
-            return not_leader(exc.leader_hint)
-        except (TimeoutError, RaftError, StorageError) as exc:
-            return web.json_response({"ok": False, "error": f"{action} not done: {exc!r}; `cluster migrations` "
-                                      "and /status show what changed"}, status=503)
+        except PROPOSAL_ERRORS as exc:  # a proposal of add-shard, remove-shard or cancel
+            return proposal_failed(exc, action)
         return web.json_response(result)
 
     async def config_show(_request: web.Request) -> web.Response:
@@ -402,8 +409,10 @@ def add_operator_routes(app: web.Application, server) -> None:
         entry = TopologyStateMachine.config_entry(changed, removed, by=str(doc.get("by") or ""))
         try:
             await server.consensus.propose(entry, timeout=2.0)
+        except PROPOSAL_ERRORS as exc:
+            return proposal_failed(exc, "config change")
         except Exception as exc:  # noqa: BLE001 -- one line for the operator
-            return web.json_response({"ok": False, "error": f"could not commit the change: {exc!r}"}, status=503)
+            return web.json_response({"ok": False, "error": f"could not commit the change: {exc!r}"}, status=500)
         what = [f"{k}={v}" for k, v in changed.items()] + [f"{k} unset" for k in removed]
         return web.json_response({"ok": True, "message": "applied on every proxy: " + ", ".join(what),
                                   "overrides": new})
