@@ -28,7 +28,8 @@ from .cluster_discovery import (
     config_problems,
     initial_topologies,
 )
-from .controller import CommitFailed, Controller, NotLeaderError
+from .controller import Controller
+from .errors import CommitFailed, NotLeaderError
 from .migration import (
     ACTIVE,
     CANCELLED,

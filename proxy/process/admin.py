@@ -206,7 +206,7 @@ def add_operator_routes(app: web.Application, server) -> None:
     configured CA; without either they are refused.  Actions only the leader can do
     answer 409 with the leader's name and admin URL on a follower.
     """
-    from health.controller import CommitFailed, NotLeaderError
+    from health.errors import CommitFailed, NotLeaderError
 
     from .proposal_errors import PROPOSAL_ERRORS, proposal_failure
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from health.controller import switchover_budget
+from health.switchover import switchover_budget
 from health.maintenance import (
     BUSY,
     HISTORY_MAX,

@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from health.cluster_controller import commit_migrations
-from health.controller import CommitFailed, NotLeaderError
+from health.errors import CommitFailed, NotLeaderError
 from health.migration import QUEUED, RUNNING, Migration
 from raft.core import NotLeader
 from raft.storage import StorageError
