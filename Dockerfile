@@ -7,7 +7,7 @@
 #
 # Stage 1 installs the dependencies pinned, with their hashes, in
 # requirements.lock (scripts/lock.sh writes it) into /opt/venv, then builds the
-# project's wheel, C extension proxy/_speedups.c included (gcc), and installs
+# project's wheel, C extension proxy/protocol/_speedups.c included (gcc), and installs
 # it without resolving anything; `pip check` fails the build when the lock no
 # longer satisfies pyproject.toml. Stage 2 copies only that venv and the
 # container defaults into a fresh slim image: no compiler, headers or pip.
@@ -37,7 +37,7 @@ COPY config.container.toml /etc/redis-raft-proxy/container.toml
 RUN pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install --no-deps /wheels/*.whl \
  && /opt/venv/bin/pip check \
- && cd / && /opt/venv/bin/python -c "import proxy._speedups" \
+ && cd / && /opt/venv/bin/python -c "import proxy.protocol._speedups" \
  && /opt/venv/bin/pip uninstall -y pip setuptools wheel
 
 FROM ${PYTHON_IMAGE}

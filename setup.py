@@ -2,5 +2,5 @@
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("proxy._speedups", ["proxy/_speedups.c"], optional=True,
+setup(ext_modules=[Extension("proxy.protocol._speedups", ["proxy/protocol/_speedups.c"], optional=True,
                              extra_compile_args=["-O2"])])

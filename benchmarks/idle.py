@@ -33,7 +33,7 @@ Examples (from the repository root):
     python -m benchmarks.idle --quick              # a 2 s window: shows it works
     python -m benchmarks.idle --proxy-option probe_interval_ms=200
     python -m benchmarks.idle --compare-option probe_interval_ms=200   # two set-ups, one window
-    git worktree add /tmp/before HEAD~1 && cp proxy/_speedups*.so /tmp/before/proxy/
+    git worktree add /tmp/before HEAD~1 && (cd /tmp/before && python setup.py -q build_ext --inplace)
     python -m benchmarks.idle --compare-tree /tmp/before                # before / after a change
 """
 

@@ -27,7 +27,7 @@ import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from proxy.resp import encode_command
+from proxy.protocol.resp import encode_command
 
 INFO_REPLICATION = encode_command([b"INFO", b"replication"])
 

@@ -47,8 +47,9 @@ from health.probe import RoundWaiter, Wake
 from raft.auth import secret_matches
 from raft.transport import http_session
 
-from . import __version__, resp
-from .resp import ProtocolError
+from . import __version__
+from .protocol import resp
+from .protocol.resp import ProtocolError
 from .tls import tls_protocol_factory
 from .upstream import set_nodelay
 

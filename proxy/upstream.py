@@ -31,7 +31,7 @@ import time
 from collections import deque
 from typing import Callable, Iterable
 
-from . import resp
+from .protocol import resp
 from .write_gate import lease_lapsed_reply
 
 # RAW mode: frames that answer no command (pub/sub messages and confirmations,

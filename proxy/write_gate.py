@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import time
 
-from . import resp
+from .protocol import resp
 
 log = logging.getLogger("proxy.write_gate")
 

@@ -18,13 +18,13 @@ sdist=$(ls "$work"/dist/*.tar.gz)
 wheel=$(ls "$work"/dist/*.whl)
 
 sdist_files=$(tar tzf "$sdist")
-for f in LICENSE README.md pyproject.toml setup.py proxy/_speedups.c; do
+for f in LICENSE README.md pyproject.toml setup.py proxy/protocol/_speedups.c; do
   grep -qx "[^/]*/$f" <<<"$sdist_files" || fail "$f is not in the sdist"
 done
 ! grep -q '\.so$' <<<"$sdist_files" || fail "a compiled .so is in the sdist"
 
 wheel_files=$("$PY" -m zipfile -l "$wheel" | awk 'NR>1 {print $1}')
-grep -q '^proxy/_speedups\..*\.so$' <<<"$wheel_files" || fail "the wheel has no compiled proxy/_speedups"
+grep -q '^proxy/protocol/_speedups\..*\.so$' <<<"$wheel_files" || fail "the wheel has no compiled proxy/protocol/_speedups"
 grep -q '\.dist-info/licenses/LICENSE$' <<<"$wheel_files" || fail "the wheel has no LICENSE"
 ! grep -q '^tests/' <<<"$wheel_files" || fail "the tests are in the wheel"
 
@@ -44,7 +44,7 @@ cd "$work"      # imports must come from the venv, not from the source tree
 "$work/venv/bin/redis-raft-proxy" --help | grep -q "usage: redis-raft-proxy" || fail "redis-raft-proxy --help"
 "$work/venv/bin/python" - <<'PYEOF' || fail "the smoke test in the fresh venv failed"
 import importlib.metadata as md
-import proxy, proxy._speedups, proxy.process.cli, raft.core, health.controller
+import proxy, proxy.protocol._speedups, proxy.process.cli, raft.core, health.controller
 assert "/venv/" in proxy.__file__, proxy.__file__
 meta = md.metadata("redis-raft-proxy")
 assert meta["License-Expression"] == "MIT", meta["License-Expression"]

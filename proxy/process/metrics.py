@@ -107,7 +107,7 @@ class Stats:
 
 def _speedups() -> bool:
     try:
-        from .. import _speedups  # noqa: F401
+        from ..protocol import _speedups  # noqa: F401
     except ImportError:
         return False
     return True

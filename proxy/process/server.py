@@ -21,7 +21,7 @@ from health.probe import Health, Prober
 from health.raft_events import lease_lapse
 from health.redis_control import control_tls
 
-from .. import resp
+from ..protocol import resp
 from ..log_budget import LogBudget
 from ..protocol.commands import CommandTable
 from ..routing.cluster_router import ClusterRouter

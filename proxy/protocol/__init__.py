@@ -1,3 +1,4 @@
-"""What the proxy knows of the Redis protocol beyond framing: the command table
-(read, write, admin, blocking, from `COMMAND`) and the key positions of each command
-(from its key specs)."""
+"""What the proxy knows of the Redis protocol: RESP framing (`resp`, with the C
+speedups of `_speedups.c` where they are built), the command table (read, write,
+admin, blocking, from `COMMAND`) and the key positions of each command (from its key
+specs)."""

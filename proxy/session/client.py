@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections import deque
 
-from .. import resp
+from ..protocol import resp
 from ..log_budget import LogBudget
 from ..protocol.commands import BLOCK_OPTION, CONTAINERS, RAW_MODE, REFUSED, Kind
 from ..upstream import DiscardSlot, Slot, Upstream

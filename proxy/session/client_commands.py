@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from .. import resp
+from ..protocol import resp
 from ..upstream import Upstream
 from ..write_gate import STOP
 from .client_registry import (

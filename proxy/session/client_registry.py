@@ -375,7 +375,7 @@ class ClientRegistry:
 
     def merged_acl_log(self, upstream: bytes, count: int, resp3: bool) -> bytes:
         """The master's ACL LOG reply with this proxy's entries merged in, newest first, at most `count`."""
-        from .. import resp
+        from ..protocol import resp
 
         if not upstream.startswith((b"*", b"%")) or upstream.startswith(b"*-"):
             return upstream

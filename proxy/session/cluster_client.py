@@ -20,7 +20,7 @@ slot, which is what lets a redirect be followed for that command alone.
 
 from __future__ import annotations
 
-from .. import resp
+from ..protocol import resp
 from ..protocol.commands import BLOCK_OPTION, CONTAINERS, RAW_MODE, REFUSED, Kind
 from ..routing.keyslot import key_slot, ranges_text
 from ..routing.split import plan

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import hiredis
 
-from .. import resp
+from ..protocol import resp
 from ..routing.split import Plan, merge_replies
 from ..upstream import Slot
 from .common import bulk

@@ -3,7 +3,7 @@ connection of a client (one RAW connection to the master that serves its channel
 
 from __future__ import annotations
 
-from .. import resp
+from ..protocol import resp
 from ..protocol.commands import Kind
 from ..routing import cluster_view
 from ..routing.keyslot import SLOTS, key_slot

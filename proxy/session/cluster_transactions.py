@@ -12,7 +12,7 @@ gets EXEC's reply only.
 
 from __future__ import annotations
 
-from .. import resp
+from ..protocol import resp
 from ..routing.split import CROSSSLOT, plan
 from ..upstream import DiscardSlot
 from ..write_gate import STOP, Refusal

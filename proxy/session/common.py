@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 
-from .. import resp
+from ..protocol import resp
 from ..protocol.commands import RAW_MODE, Kind
 from ..upstream import Slot
 

@@ -8,7 +8,7 @@ import re
 
 from raft.auth import secret_matches
 
-from .. import resp
+from ..protocol import resp
 from ..upstream import Upstream
 from ..write_gate import STOP
 from .common import NOAUTH, OK, SHARED, WRONGPASS

@@ -3,7 +3,7 @@ the ones it refuses."""
 
 from __future__ import annotations
 
-from .. import resp
+from ..protocol import resp
 from ..protocol.commands import REFUSED
 from ..upstream import Upstream
 from ..write_gate import STOP

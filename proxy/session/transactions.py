@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .. import resp
+from ..protocol import resp
 from ..upstream import Upstream
 from ..write_gate import STOP
 from .common import NOAUTH, OK, SHARED

@@ -21,7 +21,7 @@ import redis
 
 from benchmarks.failover_lib import PROXY_NAMES, RAFT_SECRET, ProxyCluster, Writer, read_back, wait_replica_of
 from proxy.process.config import ENV_PREFIX
-from proxy.resp import encode_command
+from proxy.protocol.resp import encode_command
 from benchmarks.raft_cluster_lib import run_ops
 
 from .harness import RedisServer, redis_client, wait_until

@@ -68,7 +68,7 @@ def test_multi_stage_on_slim_python():
     build = stages[0]
     build_text = " ".join(r for _, r in build)
     assert "gcc" in build_text and "pip wheel" in build_text
-    assert "import proxy._speedups" in build_text, "the build fails when the C extension did not compile"
+    assert "import proxy.protocol._speedups" in build_text, "the build fails when the C extension did not compile"
     assert "python -m venv /opt/venv" in build_text
 
 

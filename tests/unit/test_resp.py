@@ -2,7 +2,7 @@
 
 import pytest
 
-from proxy import resp
+from proxy.protocol import resp
 
 
 def parse(buf, max_bulk=1 << 20, max_args=1000):

@@ -4,9 +4,9 @@ import random
 
 import pytest
 
-from proxy import resp
+from proxy.protocol import resp
 
-speedups = pytest.importorskip("proxy._speedups", reason="C speedups not built")
+speedups = pytest.importorskip("proxy.protocol._speedups", reason="C speedups not built")
 
 KINDS = {b"get": 1, b"set": 2, b"multi": 0, b"info": 3}
 
