@@ -40,12 +40,22 @@ fi
 "$work/venv/bin/pip" check >"$work/check.log" 2>&1 \
   || { cat "$work/check.log"; fail "the installed dependencies do not satisfy the wheel's (requirements.lock stale?)"; }
 
+src=$PWD
 cd "$work"      # imports must come from the venv, not from the source tree
 "$work/venv/bin/redis-raft-proxy" --help | grep -q "usage: redis-raft-proxy" || fail "redis-raft-proxy --help"
-"$work/venv/bin/python" - <<'PYEOF' || fail "the smoke test in the fresh venv failed"
+SRC_DIR="$src" "$work/venv/bin/python" - <<'PYEOF' || fail "the smoke test in the fresh venv failed"
 import importlib.metadata as md
 import proxy, proxy.protocol._speedups, proxy.process.cli, raft.core, health.controller
 assert "/venv/" in proxy.__file__, proxy.__file__
+# every module of the source tree must be in the wheel (a package left out of
+# pyproject's list would only fail where it is imported)
+import importlib, os, pathlib
+src = pathlib.Path(os.environ["SRC_DIR"])
+for f in sorted(p for top in ("proxy", "raft", "health") for p in (src / top).rglob("*.py")):
+    rel = f.relative_to(src)
+    mod = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
+    m = importlib.import_module(mod)
+    assert "/venv/" in m.__file__, f"{mod} imported from {m.__file__}, not the wheel"
 meta = md.metadata("redis-raft-proxy")
 assert meta["License-Expression"] == "MIT", meta["License-Expression"]
 assert meta["Requires-Python"] == ">=3.11", meta["Requires-Python"]

@@ -231,7 +231,8 @@ async def test_peers_are_read_at_status_sentinel_and_an_older_peer_at_status():
 
     from aiohttp import web
 
-    from proxy.sentinel import SENTINEL_PEER_PATH, http_session, peer_status
+    from proxy.sentinel import SENTINEL_PEER_PATH, peer_status
+    from raft.transport import http_session
 
     server, svc = make()
     server.sentinel = svc
@@ -275,7 +276,7 @@ async def test_peers_are_read_only_while_clients_are_around(monkeypatch):
 
     from aiohttp import web
 
-    import proxy.sentinel as sentinel_mod
+    import proxy.sentinel.service as sentinel_mod
     from proxy.sentinel import SENTINEL_PEER_PATH, peer_status
 
     monkeypatch.setattr(sentinel_mod, "PEER_POLL_S", 0.05)

@@ -22,12 +22,12 @@ from proxy.sentinel import (
     PeerInfo,
     SentinelService,
     SentinelSession,
-    _Disabled,
     attach_sentinel,
-    glob_match,
     sentinel_id,
     sentinel_status,
 )
+from proxy.sentinel.service import _Disabled
+from proxy.sentinel.session import glob_match
 from proxy.tls import ProxyTls
 
 M, R1, R2 = "127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"
