@@ -12,16 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 
 import aiohttp
 import redis.asyncio as aioredis
-from aiohttp import web
 from redis.exceptions import RedisError
 
 from proxy.process.metrics import FAILOVER_BUCKETS, SWITCHOVER_BUCKETS, Histogram
 from proxy.routing.topology import History, Topology
-from raft.auth import SECRET_HEADER, request_authorized
 from raft.transport import http_session
 
 from .cancellation import raise_if_cancelled
@@ -34,7 +31,6 @@ from .decide import (
     master_lost_history,
     never_seen,
     next_history,
-    node_states,
     objectively_down,
     parent_keeper,
     reconcile,
@@ -57,6 +53,7 @@ from .maintenance import (
 from .probe import RoundWaiter
 from .raft_events import RaftEvents
 from .redis_control import control_client, control_tls
+from .reports import Reports
 from .state_machine import SINGLE, TopologyStateMachine
 from .switchover import Switchover
 from .sync_hold import hold as hold_full_syncs
@@ -65,8 +62,6 @@ from .takeover_epoch import make_takeover_win
 
 log = logging.getLogger("health.controller")
 
-REPORT_PATH = "/health/report"
-REPORT_KEY = "report"        # a report's key among the Raft stream's application payloads
 UNKNOWN_AGE_S = 1e9          # a node never answered: its view is as old as can be
 DECISION_INTERVAL_S = 0.1    # the longest time between two steps (probes may be further apart)
 # Commit the master's growing offset at most this often (a new replication id at once).
@@ -145,7 +140,7 @@ def raft_status(consensus) -> dict:
             "cluster_id": (cluster.cluster_id or None) if cluster is not None else None}
 
 
-class Controller(Switchover):
+class Controller(Reports, Switchover):
     """Runs on every proxy; acts (decides, reconciles) only on the leader."""
 
     def __init__(self, server, consensus, sm: TopologyStateMachine, *, shard: str = SINGLE,
@@ -229,27 +224,9 @@ class Controller(Switchover):
                                  st.priority, round(now - st.last_ok, 4) if st.ever_ok else UNKNOWN_AGE_S)
         return out
 
-    def receive_report(self, proxy: str, view: dict) -> None:
-        """A proxy's view; its ages are by its clock at sending, counted from receipt here
-        (the time in flight is not known, and is bounded by the report's HTTP timeout).
-        One that says a node changed (up or down, role, link) wakes the leader's step:
-        it may complete the quorum a failover waits for."""
-        views = {a: NodeView.from_dict(v) for a, v in view.items()}
-        old = self.views.get(proxy)
-        self.views[proxy] = (time.monotonic(), views)
-        if old is None or node_states(old[1]) != node_states(views):
-            self.step_soon()
-
     def step_soon(self) -> None:
         """Run the next step now rather than at the next point of the grid."""
         self._waiter.wake()
-
-    def fresh_views(self) -> dict[str, dict[str, NodeView]]:
-        """Views received within `freshness`, every node's age counted up to now."""
-        now = time.monotonic()
-        members = set(self.consensus.members)
-        return {p: {a: nv.aged(now - t) for a, nv in v.items()}
-                for p, (t, v) in self.views.items() if now - t <= self.freshness and p in members}
 
     def _leader_state(self) -> LeaderState:
         c = self.consensus
@@ -262,34 +239,6 @@ class Controller(Switchover):
     def refusal(self, term: int, epoch: int | None) -> str | None:
         """Why this proxy must not act now for (`term`, `epoch`) (see decide.refuse_to_act)."""
         return refuse_to_act(self._leader_state(), term=term, epoch=epoch)
-
-    def _report(self, view: dict[str, NodeView]) -> None:
-        """Send this proxy's view to the leader: in the next frame of the Raft stream to it
-        (no HTTP request and response: issue 16), else (the stream is not open, or the
-        leader is of a version without it) by POST /health/report."""
-        body = {"node": self.cfg.node, "view": {a: v.to_dict() for a, v in view.items()}}
-        send_app = getattr(getattr(self.consensus, "transport", None), "send_app", None)
-        leader = self.consensus.leader_id
-        if leader is not None and send_app is not None and send_app(leader, {REPORT_KEY: body}, self._report_lost):
-            return
-        asyncio.get_running_loop().create_task(self._send_report(body))
-
-    def _report_lost(self) -> None:
-        self._report_key = None     # not delivered: send again at the next step
-
-    async def _send_report(self, body: dict) -> None:
-        url = self.peer_url(self.consensus.leader_id)
-        if not url or self._http is None:
-            return
-        try:
-            async with self._http.post(url + REPORT_PATH, json=body,
-                                       headers={"X-Raft-Secret": self.cfg.raft_secret}) as r:
-                await r.read()
-                if r.status < 300:
-                    return
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            pass
-        self._report_lost()
 
     # -- the loop -------------------------------------------------------------
     async def run(self) -> None:
@@ -759,32 +708,6 @@ class Controller(Switchover):
                     await self._unpause(client)
         except (TimeoutError, RedisError, OSError) as exc:
             self.log.warning("event=reconcile_failed node=%s epoch=%d error=%r", action.node, epoch, exc)
-
-
-def stream_payload_handler(controller: Controller) -> Callable[[dict], None]:
-    """What the Raft stream hands each application payload to (raft.transport.add_raft_routes):
-    a follower's report, as POST /health/report takes it (the stream was authorized at its
-    upgrade with the same secret)."""
-    def handle(payload: dict) -> None:
-        body = payload.get(REPORT_KEY)
-        if body is not None:
-            controller.receive_report(str(body["node"]), dict(body["view"]))
-    return handle
-
-
-def add_report_route(app: web.Application, controller: Controller) -> None:
-    async def report(request: web.Request) -> web.Response:
-        if not request_authorized(request.headers.get(SECRET_HEADER), controller.cfg.raft_secret,
-                                  request.transport):
-            return web.Response(status=403, text="bad or missing X-Raft-Secret\n")
-        try:
-            body = await request.json()
-            controller.receive_report(str(body["node"]), dict(body["view"]))
-        except (ValueError, KeyError, TypeError):
-            return web.Response(status=400, text="bad report\n")
-        return web.Response(text="ok\n")
-
-    app.router.add_post(REPORT_PATH, report)
 
 
 def _iso(t: float) -> str:

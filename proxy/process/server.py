@@ -21,8 +21,8 @@ from health.probe import Health, Prober
 from health.raft_events import lease_lapse
 from health.redis_control import control_tls
 
-from ..protocol import resp
 from ..log_budget import LogBudget
+from ..protocol import resp
 from ..protocol.commands import CommandTable
 from ..routing.cluster_router import ClusterRouter
 from ..routing.keyslot import ranges_text

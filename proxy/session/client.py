@@ -21,8 +21,8 @@ import asyncio
 import time
 from collections import deque
 
-from ..protocol import resp
 from ..log_budget import LogBudget
+from ..protocol import resp
 from ..protocol.commands import BLOCK_OPTION, CONTAINERS, RAW_MODE, REFUSED, Kind
 from ..upstream import DiscardSlot, Slot, Upstream
 from ..write_gate import STOP, Refusal

@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from health.switchover import switchover_budget
 from health.maintenance import (
     BUSY,
     HISTORY_MAX,
@@ -23,6 +22,7 @@ from health.maintenance import (
     pause_until,
 )
 from health.state_machine import TopologyStateMachine
+from health.switchover import switchover_budget
 from proxy.routing.topology import Topology
 
 
