@@ -207,6 +207,7 @@ def add_operator_routes(app: web.Application, server) -> None:
     answer 409 with the leader's name and admin URL on a follower.
     """
     from health.errors import CommitFailed, NotLeaderError
+    from raft.core import NotLeader
 
     from .proposal_errors import PROPOSAL_ERRORS, proposal_failure
 
@@ -221,16 +222,16 @@ def add_operator_routes(app: web.Application, server) -> None:
             return await handler(request)
         return wrapper
 
-    def not_leader(leader: str | None) -> web.Response:
-        return web.json_response({"ok": False, "error": "not the Raft leader", "leader": leader,
-                                  "leader_url": ctl.peer_url(leader)}, status=409)
-
     def proposal_failed(exc: BaseException, what: str) -> web.Response:
-        """A proposal's failure, answered alike by every route (proposal_errors)."""
+        """A proposal's failure, answered alike by every route (proposal_errors); a 409
+        also gives the leader's admin URL."""
         status, doc = proposal_failure(exc, what)
         if status == 409:
-            return not_leader(doc["leader"])
+            doc["leader_url"] = ctl.peer_url(doc["leader"])
         return web.json_response(doc, status=status)
+
+    def not_leader(leader: str | None) -> web.Response:
+        return proposal_failed(NotLeader(leader), "")
 
     async def body(request: web.Request) -> dict:
         try:

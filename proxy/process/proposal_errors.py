@@ -20,7 +20,7 @@ from __future__ import annotations
 from raft.core import NotLeader, ProposalRejected, RaftError
 from raft.storage import StorageError
 
-PROPOSAL_ERRORS = (NotLeader, RaftError, StorageError, TimeoutError)
+PROPOSAL_ERRORS = (RaftError, StorageError, TimeoutError)     # (NotLeader and ProposalRejected are RaftErrors)
 
 
 def proposal_failure(exc: BaseException, what: str) -> tuple[int, dict]:
