@@ -448,6 +448,12 @@ class LocalPods:
         self.tmp = tmp
         self.pods: dict[str, list[Pod]] = {}
         self.addr_map: dict[tuple[str, int], str] = {}
+        # Every pod's local ports are taken in one call, all bound at once, so no two
+        # coincide: ports taken pod by pod could (a CI run gave a proxy's Sentinel port
+        # the port of a redis-server, which then answered the test's Sentinel client).
+        wanted = sum(len(container(rendered.get("StatefulSet", n)).get("ports", []))
+                     * int(rendered.get("StatefulSet", n)["spec"].get("replicas", 1)) for n in statefulsets)
+        spare = iter(free_ports(wanted))
         for name in statefulsets:
             sts = rendered.get("StatefulSet", name)
             c = container(sts)
@@ -456,7 +462,7 @@ class LocalPods:
             for i in range(int(sts["spec"].get("replicas", 1))):
                 pod_name = f"{name}-{i}"
                 pod = Pod(name, i, pod_name, sts, tmp / pod_name)
-                pod.ports = dict(zip(cports, free_ports(len(cports))))
+                pod.ports = {cp: next(spare) for cp in cports}
                 pod.https = {container_port(c, probe["httpGet"]["port"]) for probe in
                              (c.get("readinessProbe"), c.get("livenessProbe"))
                              if probe and "httpGet" in probe and probe["httpGet"].get("scheme") == "HTTPS"}
