@@ -2,7 +2,7 @@
 
 An idle proxy's CPU is mostly wake-ups: the 100 ms grid (probes, controller, Raft
 ticker), the probes' replies, the heartbeats and their answers, the streams'
-keep-alive pings (issue 16; README, Performance). This measures the fixed cost of
+keep-alive pings (issue 16; docs/performance.md). This measures the fixed cost of
 one wake-up with nothing to do, side by side in one window: child processes that
 each sleep and wake `--rate` times a second for `--duration` seconds, doing no work
 in between:
