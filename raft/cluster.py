@@ -87,13 +87,15 @@ def peer_problem(mine: ClusterMeta, peer: ClusterMeta | None, src: str) -> str |
 
 
 def bootstrap_verdict(
-    node_id: str, answers: Mapping[str, ClusterMeta | None], peers: list[str]
+    node_id: str, answers: Mapping[str, ClusterMeta | None], peers: list[str],
+    reasons: Mapping[str, str] | None = None,
 ) -> tuple[str, str] | None:
     """For a node with an empty data dir started without --join.
 
     ``answers`` holds what each peer said (an unreachable one is absent). Returns
     ("refuse", why) when a peer's cluster counts this node as a member that had
-    its data, ("wait", why) while some peer has not answered, None when the node
+    its data, ("wait", why) while some peer has not answered (naming why, from
+    ``reasons``: peer -> the error that kept it from answering), None when the node
     may take part (every peer is new too, or a cluster formed by the others never
     saw this node: it is a bootstrap member that started late)."""
     for peer, meta in sorted(answers.items()):
@@ -104,7 +106,9 @@ def bootstrap_verdict(
                 f"--join <admin URL of a running proxy> to rejoin with an empty data dir")
     missing = [p for p in peers if p != node_id and p not in answers]
     if missing:
+        reasons = reasons or {}
+        named = ", ".join(f"{p} ({reasons[p]})" if reasons.get(p) else p for p in missing)
         return "wait", (
             f"empty data dir: not bootstrapping a raft cluster until every peer has answered (no answer yet "
-            f"from {', '.join(missing)}); if this proxy was a member before, start it with --join instead")
+            f"from {named}); if this proxy was a member before, start it with --join instead")
     return None

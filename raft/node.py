@@ -187,7 +187,8 @@ class RaftNode:
                     meta = await self.transport.cluster_info(p)
                     if meta is not None:
                         answers[p] = meta
-            verdict = bootstrap_verdict(self.node_id, answers, list(self.peers))
+            verdict = bootstrap_verdict(self.node_id, answers, list(self.peers),
+                                        getattr(self.transport, "peer_errors", None))
             if verdict is None:
                 known = sorted({m.cluster_id for m in answers.values() if m is not None and m.cluster_id})
                 log.info("event=raft_bootstrap node=%s peers_answered=%s existing_cluster=%s",

@@ -193,6 +193,13 @@ def http_session(timeout: float, ssl_context=None) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), connector=connector)
 
 
+def _http_refusal(status: int) -> str:
+    """What a peer's HTTP status refusing us means, for the log."""
+    if status in (401, 403):
+        return f"HTTP {status}: the peer refused our raft secret (or client certificate)"
+    return f"HTTP {status}"
+
+
 def _failed(apps) -> bool:
     """Report every payload of ``apps`` not delivered; False (for `return _failed(...)`)."""
     for a in apps:
@@ -288,6 +295,22 @@ class HttpTransport:
         self._links: dict[str, _Link] = {}
         self._session: aiohttp.ClientSession | None = None
         self._meta: Callable[[], ClusterMeta] = ClusterMeta
+        # why each peer could not be reached, as last seen (gone once it answers): logged when
+        # it changes, and named by a node that waits for its peers to bootstrap
+        self.peer_errors: dict[str, str] = {}
+
+    def _unreachable(self, peer: str, why: BaseException | str) -> None:
+        """Note why `peer` could not be reached. Logged when the reason changes, so a lasting
+        one (a certificate that does not verify, a refused secret, nobody listening) is in
+        the log once with its cause instead of only counted in the metrics."""
+        text = why if isinstance(why, str) else (str(why) or type(why).__name__)
+        if self.peer_errors.get(peer) != text:
+            self.peer_errors[peer] = text
+            log.warning("event=raft_peer_unreachable peer=%s error=%r", peer, text)
+
+    def _reachable(self, peer: str) -> None:
+        if self.peer_errors.pop(peer, None) is not None:
+            log.info("event=raft_peer_reachable peer=%s", peer)
 
     def set_meta_source(self, source: Callable[[], ClusterMeta]) -> None:
         self._meta = source
@@ -302,13 +325,18 @@ class HttpTransport:
                     # A version before cluster ids (a rolling upgrade): it has none to
                     # tell, so it counts as an answer without one rather than block.
                     log.info("event=raft_peer_without_cluster_id peer=%s", peer)
+                    self._reachable(peer)
                     return ClusterMeta()
                 if resp.status != 200:
+                    self._unreachable(peer, _http_refusal(resp.status))
                     return None
-                return ClusterMeta.from_dict(await resp.json())
+                meta = ClusterMeta.from_dict(await resp.json())
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             log.debug("cluster info from %s: %r", peer, exc)
+            self._unreachable(peer, exc)
             return None
+        self._reachable(peer)
+        return meta
 
     async def start(self) -> None:
         self._session = http_session(self.timeout, self.ssl_context)
@@ -408,15 +436,19 @@ class HttpTransport:
                     return None
                 log.debug("raft stream to %s refused: HTTP %s", to, exc.status)
                 self.on_rpc(to, None, "unauthorized" if exc.status in (401, 403) else "refused")
+                self._unreachable(to, _http_refusal(exc.status))
                 return _failed(apps)
             except TimeoutError:
                 log.debug("raft stream to %s not opened: timed out", to)
                 self.on_rpc(to, None, "timeout")
+                self._unreachable(to, "timed out opening the raft stream")
                 return _failed(apps)
             except (aiohttp.ClientError, OSError) as exc:
                 log.debug("raft stream to %s not opened: %r", to, exc)
                 self.on_rpc(to, None, "connection")
+                self._unreachable(to, exc)
                 return _failed(apps)
+            self._reachable(to)
             link.open(ws, asyncio.get_running_loop().create_task(self._read_stream(to, ws)))
         meta = self._meta().headers()
         agreed = link.agreed()

@@ -577,10 +577,16 @@ class ProxyServer:
             prober.kick()
 
     def _node_changed(self, addr: str, up: bool) -> None:
+        """A node's subjective state changed: logged with why a down node is down (the last
+        probe's error: refused, timed out, a certificate that does not verify, -NOAUTH...)."""
+        status = self.health.nodes.get(addr)
         if up:
+            if status is not None and not status.ever_ok:
+                return      # not answered yet, only not probed for down_after_ms: no news
             log.info("event=node_up node=%s", addr)
         else:
-            log.info("event=node_subjectively_down node=%s", addr)
+            log.info("event=node_subjectively_down node=%s error=%r", addr,
+                     status.error if status is not None else None)
 
     async def drain(self) -> None:
         """SIGTERM: stop accepting clients, hand Raft leadership to another proxy, let

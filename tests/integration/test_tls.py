@@ -280,6 +280,98 @@ def test_subscribers_gone_mid_stream_get_nothing_more_and_nothing_is_logged(clus
     assert "SSL connection is closed" not in log and "Traceback" not in log, log[-3000:]
 
 
+def test_a_redis_node_whose_certificate_does_not_verify_is_down_with_the_reason_and_gets_no_reads(tmp_path, tls):
+    """A replica that serves a certificate from a CA the proxies do not trust (its CA file
+    and the other nodes' hold both CAs, so replication itself works): every proxy reports
+    it down, with the verification failure in /status and in its log, and never logs it
+    up; it gets none of the reads, which the other replica serves; writes go on."""
+    from proxy.process.devcerts import DevCA
+    from proxy.tls import TlsFiles
+
+    other = DevCA(tmp_path / "other-ca", name="some other CA")
+    stranger = other.leaf("redis-stranger")
+    both = tmp_path / "both-cas.pem"
+    both.write_text(tls.ca.cert.read_text() + other.cert.read_text())
+    c = ProxyCluster(tmp_path / "cluster", options=dict(OPTIONS), tls=tls)
+    good, victim = c.rs.replicas
+    for server in (c.rs.master, good):
+        server.tls = TlsFiles(server.tls.cert, server.tls.key, str(both))
+    victim.tls = TlsFiles(str(stranger.cert), str(stranger.key), str(both))
+    start_or_clean(c, 60)
+    try:
+        def reported_down() -> bool:
+            for st in c.statuses().values():
+                node = st and next(n for n in st["nodes"] if n["addr"] == victim.addr)
+                if not (node and not node["up"] and "certificate verify failed" in (node["error"] or "")):
+                    return False
+            return True
+        wait_until(reported_down, 15, message=lambda: f"every proxy to report {victim.addr} down for its "
+                                                      f"certificate: {c.statuses()}")
+
+        def down_logged(name: str) -> bool:
+            return any(f"node={victim.addr}" in line and "certificate verify failed" in line
+                       for line in c.proxy(name).log_text().splitlines() if "event=node_subjectively_down" in line)
+        for name in c.names:
+            wait_until(lambda: down_logged(name), 10, message=lambda: f"{name} to log why {victim.addr} is down:\n"
+                                                                  f"{c.proxy(name).log_tail(20)}")
+            assert not any(f"node={victim.addr}" in line for line in c.proxy(name).log_text().splitlines()
+                           if "event=node_up" in line), f"{name} logged {victim.addr} up: it never answered"
+        with tls_client(c, tls) as writer:
+            for i in range(20):
+                assert writer.set(f"badcert:{i}", str(i)) is True
+        gets = {s.addr: s.client().info("commandstats").get("cmdstat_get", {}).get("calls", 0) for s in c.rs.replicas}
+        with tls_client(c, tls, name="proxy-2") as reader:      # has written nothing: its reads go to replicas
+
+            def good_served() -> bool:
+                for i in range(20):
+                    reader.get(f"badcert:{i}")
+                return good.client().info("commandstats").get("cmdstat_get", {}).get("calls", 0) > gets[good.addr]
+            wait_until(good_served, 15, message=f"reads through proxy-2 to reach the replica {good.addr}")
+        assert victim.client().info("commandstats").get("cmdstat_get", {}).get("calls", 0) == gets[victim.addr], \
+            "a read went to the node whose certificate does not verify"
+    finally:
+        c.cleanup()
+
+
+def test_a_proxy_with_a_certificate_from_another_ca_is_named_with_the_reason_then_joins_once_fixed(tmp_path, tls):
+    """In a new cluster proxy-3 serves and presents a certificate from a CA the others do
+    not trust: no proxy bootstraps without every peer, and each says why in its log (the
+    other two: proxy-3's certificate does not verify; proxy-3: the others refuse it),
+    rather than only "no answer yet". Restarted with a certificate from the cluster's CA,
+    proxy-3 is reached, the others log it, and the cluster forms."""
+    from proxy.process.devcerts import DevCA
+
+    stranger = DevCA(tmp_path / "other-ca", name="some other CA").leaf("proxy-stranger")
+    c = ProxyCluster(tmp_path / "cluster", options=dict(OPTIONS), tls=tls, node_options={
+        "proxy-3": {"tls_cert_file": str(stranger.cert), "tls_key_file": str(stranger.key)}})
+    third = c.proxy("proxy-3")
+    try:
+        c.rs.start()
+        for p in c.proxies.values():
+            p.spawn()
+
+        def lines(name: str, *words: str) -> list[str]:
+            return [line for line in c.proxy(name).log_text().splitlines() if all(w in line for w in words)]
+        for name in ("proxy-1", "proxy-2"):
+            wait_until(lambda: lines(name, "event=raft_peer_unreachable", "peer=proxy-3", "certificate verify failed")
+                       and lines(name, "not bootstrapping", "proxy-3 (", "certificate verify failed"), 20,
+                       message=lambda: f"{name} to say why proxy-3 does not answer:\n{c.proxy(name).log_tail(20)}")
+        wait_until(lambda: lines("proxy-3", "event=raft_peer_unreachable", "peer=proxy-1"), 20,
+                   message=lambda: f"proxy-3 to say why proxy-1 does not answer:\n{third.log_tail(20)}")
+        assert not any(lines(name, "event=leader_elected") for name in c.names), "a cluster formed without proxy-3"
+        third.kill()
+        third.options.update(tls_cert_file=str(tls.proxy.cert), tls_key_file=str(tls.proxy.key))
+        third.spawn()
+        for p in c.proxies.values():
+            p.wait_ready(30)
+        c.wait_stable(timeout=30)
+        for name in ("proxy-1", "proxy-2"):
+            wait_until(lambda: lines(name, "event=raft_peer_reachable", "peer=proxy-3"), 10,
+                       message=lambda: f"{name} to log proxy-3 reachable:\n{c.proxy(name).log_tail(20)}")
+    finally:
+        c.cleanup()
+
+
 def test_failover_over_tls(cluster, tls):
     """SIGKILL the master: the proxies (Raft over HTTPS) promote a replica over TLS and
     TLS clients go on writing; nothing they were acknowledged is lost."""

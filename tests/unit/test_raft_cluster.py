@@ -19,7 +19,7 @@ from raft.cluster import (
     new_cluster_id,
     peer_problem,
 )
-from raft.messages import TimeoutNow, Message
+from raft.messages import Message, TimeoutNow
 from raft.storage import Storage, StorageError
 from raft.transport import MESSAGE_PATH, SECRET_HEADER, HttpTransport, add_raft_routes
 
@@ -42,6 +42,15 @@ def test_bootstrap_verdict() -> None:
     # p3 had the id (it is seeded): it lost its data dir.
     kind, why = bootstrap_verdict("p3", {"p1": ClusterMeta(X.cluster_id, frozenset({"p1", "p3"}))}, peers)
     assert kind == "refuse" and "--join" in why and X.cluster_id in why
+
+
+def test_bootstrap_wait_names_why_each_peer_did_not_answer() -> None:
+    """The operator reads the wait in the log: a peer that cannot be reached is named with
+    the error the transport saw (a certificate from another CA, a refused secret)."""
+    why = "certificate verify failed: unable to get local issuer certificate"
+    kind, text = bootstrap_verdict("p1", {}, ["p1", "p2", "p3"], {"p3": why, "p9": "not a peer"})
+    assert kind == "wait"
+    assert f"from p2, p3 ({why})" in text and "p9" not in text
 
 
 def test_peer_problem() -> None:
