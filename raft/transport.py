@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 import weakref
 from collections.abc import Callable
@@ -52,10 +53,17 @@ log = logging.getLogger(__name__)
 MESSAGE_PATH = "/raft/message"
 STREAM_PATH = "/raft/stream"
 STREAM_RETRY_S = 60.0       # a peer without the stream route is asked again this often
-# WebSocket ping interval of a stream with nothing else to read: a connection whose
-# far side stopped parsing (a partition that dropped bytes mid-frame, a frozen
-# process) is closed after 1.5 x this without a pong, and the next batch reconnects.
+# WebSocket ping interval of a peer's stream to us when nothing arrives on it: such a
+# connection (its sender partitioned away, or gone) is closed after 1.5 x this without
+# a pong. Our own streams send no pings (two wake-ups a second at each end of every
+# stream, idle: issue 16): what we write there must be acknowledged by the peer's host
+# within STREAM_UNACKED_S (TCP_USER_TIMEOUT), or the kernel closes the connection and
+# the next batch reconnects. A frozen peer process still acknowledges (its kernel does):
+# our frames wait for it, as they did for its pong; a relay that drops whole frames
+# passes the next ones once it does again, and one that cut a frame makes the peer
+# close the stream.
 STREAM_HEARTBEAT_S = 1.0
+STREAM_UNACKED_S = 1.5
 # A stream of ours that carried nothing for this long is closed (the next message opens
 # another): between two followers nothing flows once a leader is elected, and an open stream
 # costs both ends a ping and a pong every STREAM_HEARTBEAT_S (issue 16).
@@ -191,6 +199,23 @@ def http_session(timeout: float, ssl_context=None) -> aiohttp.ClientSession:
     """A client session for the proxies' admin URLs (https ones verified with `ssl_context`)."""
     connector = aiohttp.TCPConnector(ssl=ssl_context) if ssl_context is not None else None
     return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), connector=connector)
+
+
+_unacked_bound_failed = False
+
+
+def _bound_unacknowledged(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """The kernel closes this stream once what we wrote on it stays unacknowledged for
+    STREAM_UNACKED_S (see there)."""
+    global _unacked_bound_failed
+    sock = ws.get_extra_info("socket")
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(STREAM_UNACKED_S * 1000))
+    except (AttributeError, OSError) as exc:    # no socket, or not Linux
+        if not _unacked_bound_failed:
+            _unacked_bound_failed = True
+            log.warning("raft streams: TCP_USER_TIMEOUT not set (%r): a peer gone without closing its "
+                        "connection is noticed only by TCP's own retransmission timeout", exc)
 
 
 def _http_refusal(status: int) -> str:
@@ -429,8 +454,7 @@ class HttpTransport:
             await link.close()
             try:
                 ws = await self._session.ws_connect(url + STREAM_PATH, headers={SECRET_HEADER: self.secret},
-                                                    heartbeat=STREAM_HEARTBEAT_S, max_msg_size=STREAM_MAX_FRAME,
-                                                    protocols=(STREAM_PROTOCOL,))
+                                                    max_msg_size=STREAM_MAX_FRAME, protocols=(STREAM_PROTOCOL,))
             except aiohttp.WSServerHandshakeError as exc:
                 if exc.status in (404, 405):
                     return None
@@ -449,6 +473,7 @@ class HttpTransport:
                 self._unreachable(to, exc)
                 return _failed(apps)
             self._reachable(to)
+            _bound_unacknowledged(ws)
             link.open(ws, asyncio.get_running_loop().create_task(self._read_stream(to, ws)))
         meta = self._meta().headers()
         agreed = link.agreed()

@@ -383,3 +383,39 @@ async def test_a_stream_that_carries_nothing_is_closed_and_reopened_by_the_next_
     finally:
         await t.close()
         await server.close()
+
+
+async def test_our_stream_sends_no_pings_and_bounds_unacknowledged_writes() -> None:
+    """Issue 16: a WebSocket ping a second on each of our streams cost both ends two
+    wake-ups a second, idle. Instead the socket carries TCP_USER_TIMEOUT (the kernel ends
+    a stream whose writes the peer's host does not acknowledge: see
+    tests/integration/test_raft_stream_liveness.py), and the peer sees no ping."""
+    import socket
+
+    from raft.transport import STREAM_PROTOCOL, STREAM_UNACKED_S
+
+    seen: list[aiohttp.WSMsgType] = []
+
+    async def stream(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=False, protocols=(STREAM_PROTOCOL,))
+        await ws.prepare(request)
+        async for m in ws:
+            seen.append(m.type)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/raft/stream", stream)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    t = HttpTransport("a", {"b": str(server.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
+    await t.start()
+    try:
+        t.send("b", TimeoutNow(1, "a", "b"))
+        await eventually(lambda: seen == [aiohttp.WSMsgType.BINARY])
+        sock = t._links["b"].ws.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == int(STREAM_UNACKED_S * 1000)
+        await asyncio.sleep(2.5)        # an absence: aiohttp's heartbeat would have pinged at 1 s
+        assert seen == [aiohttp.WSMsgType.BINARY]
+    finally:
+        await t.close()
+        await server.close()
