@@ -17,9 +17,9 @@ import time
 import pytest
 
 from raft.messages import TimeoutNow
-from raft.transport import STREAM_UNACKED_S, HttpTransport
+from raft.transport import STREAM_UNACKED_S
 from tests.chaos.netfaults import PREFIX, nft
-from tests.unit.test_raft_transport import Sink, counting_server
+from tests.unit.test_raft_transport import Sink, counting_server, transport_to
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,7 +30,7 @@ async def test_a_stream_whose_writes_go_unacknowledged_is_closed_then_reopened_b
     sink = Sink()
     server, requests = await counting_server(sink)
     port = server.port
-    t = HttpTransport("a", {"b": str(server.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
+    t = transport_to(server)
     await t.start()
     sent = 0
 

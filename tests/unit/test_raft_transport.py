@@ -35,12 +35,21 @@ async def eventually(pred, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def serve(node) -> TestServer:
-    app = web.Application()
-    add_raft_routes(app, node)
+async def serve_app(app: web.Application) -> TestServer:
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     return server
+
+
+async def serve(node) -> TestServer:
+    app = web.Application()
+    add_raft_routes(app, node)
+    return await serve_app(app)
+
+
+def transport_to(server: TestServer, **kw) -> HttpTransport:
+    """Node "a"'s transport, its peer "b" being `server`."""
+    return HttpTransport("a", {"b": str(server.make_url("")).rstrip("/")}, "s3cret", **{"timeout": 0.3, **kw})
 
 
 async def test_route_without_a_secret_refuses_everything() -> None:
@@ -177,9 +186,7 @@ async def counting_server(sink: Sink, **routes) -> tuple[TestServer, list[str]]:
 
     app = web.Application(middlewares=[count])
     add_raft_routes(app, sink, **routes)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    return server, requests
+    return await serve_app(app), requests
 
 
 async def test_messages_share_one_stream_not_a_request_each() -> None:
@@ -187,7 +194,7 @@ async def test_messages_share_one_stream_not_a_request_each() -> None:
     message to a peer travels on one WebSocket held open, longer than the request timeout."""
     sink = Sink()
     server, requests = await counting_server(sink)
-    t = HttpTransport("a", {"b": str(server.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
+    t = transport_to(server)
     await t.start()
     try:
         msgs = [TimeoutNow(i, "a", "b") for i in range(12)]
@@ -221,9 +228,8 @@ async def test_stream_refused_without_secret_and_falls_back_to_post_for_an_older
             return web.Response(status=204)
 
         app.router.add_post("/raft/message", post_only)
-        old = TestServer(app, host="127.0.0.1")
-        await old.start_server()
-        t = HttpTransport("a", {"b": str(old.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
+        old = await serve_app(app)
+        t = transport_to(old)
         await t.start()
         try:
             msgs = [TimeoutNow(i, "a", "b") for i in range(3)]
@@ -243,7 +249,7 @@ async def test_application_payloads_ride_the_stream_not_a_request_each() -> None
     sides) several times a second; on a stream both sides agreed on, it goes in a frame."""
     sink, got = Sink(), []
     server, requests = await counting_server(sink, on_app=got.append)
-    t = HttpTransport("a", {"b": str(server.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
+    t = transport_to(server)
     await t.start()
     try:
         assert not t.send_app("b", {"report": 0}), "no stream open yet: the caller sends it its own way"
@@ -267,7 +273,7 @@ async def test_a_stream_without_application_payloads_is_not_given_any() -> None:
     would drop them unread, so send_app declines and the caller uses its own route."""
     sink = Sink()
     server = await serve(sink)      # add_raft_routes without on_app: the stream as it was
-    t = HttpTransport("a", {"b": str(server.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
+    t = transport_to(server)
     await t.start()
     try:
         t.send("b", TimeoutNow(1, "a", "b"))
@@ -284,9 +290,8 @@ async def test_heartbeats_go_compact_on_a_stream_both_sides_agreed_on() -> None:
     sink, frames = Sink(), []
     app = web.Application()
     add_raft_routes(app, sink, on_app=lambda body: None)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    t = HttpTransport("a", {"b": str(server.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
+    server = await serve_app(app)
+    t = transport_to(server)
     real_send = aiohttp.ClientWebSocketResponse.send_bytes
 
     async def spy(self, data, *args, **kw):
@@ -366,7 +371,7 @@ async def test_a_stream_that_carries_nothing_is_closed_and_reopened_by_the_next_
     monkeypatch.setattr(transport_mod, "STREAM_IDLE_S", 0.3)
     sink = Sink()
     server, requests = await counting_server(sink)
-    t = HttpTransport("a", {"b": str(server.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
+    t = transport_to(server)
     await t.start()
     try:
         for i in range(8):       # in use for twice the idle time: stays open
@@ -405,9 +410,8 @@ async def test_our_stream_sends_no_pings_and_bounds_unacknowledged_writes() -> N
 
     app = web.Application()
     app.router.add_get("/raft/stream", stream)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    t = HttpTransport("a", {"b": str(server.make_url("")).rstrip("/")}, "s3cret", timeout=0.3)
+    server = await serve_app(app)
+    t = transport_to(server)
     await t.start()
     try:
         t.send("b", TimeoutNow(1, "a", "b"))
