@@ -1,7 +1,8 @@
 """Randomized cluster simulation: safety under faults, then liveness after healing.
 
 By default as many seeds as fit in RAFT_SIM_SECONDS (30) run, and at least
-RAFT_SIM_MIN_SEEDS (150: the whole suite must stay within 15 minutes on 2 cores);
+RAFT_SIM_MIN_SEEDS (110: the whole suite must stay within 15 minutes on 2 cores, also when
+this VM runs slow and 150 seeds took 41 s);
 RAFT_SIM_SEEDS=N runs exactly N (the one-off 20,000+ run); RAFT_SIM_SEED=S (with
 ``-k replay``) replays one seed. Seeds run in RAFT_SIM_WORKERS processes (default:
 one per CPU); each seed is deterministic on its own, so which worker runs it does not matter.
@@ -46,7 +47,7 @@ def _acked_count(seed: int) -> int:
 
 def test_random_seeds_keep_raft_safety() -> None:
     budget = float(os.environ.get("RAFT_SIM_SECONDS", "30"))
-    min_seeds = int(os.environ.get("RAFT_SIM_MIN_SEEDS", "150"))
+    min_seeds = int(os.environ.get("RAFT_SIM_MIN_SEEDS", "110"))
     n_seeds = int(os.environ["RAFT_SIM_SEEDS"]) if "RAFT_SIM_SEEDS" in os.environ else None
     workers = int(os.environ.get("RAFT_SIM_WORKERS", str(os.cpu_count() or 1)))
     start = time.monotonic()

@@ -418,7 +418,7 @@ async def test_our_stream_sends_no_pings_and_bounds_unacknowledged_writes() -> N
         await eventually(lambda: seen == [aiohttp.WSMsgType.BINARY])
         sock = t._links["b"].ws.get_extra_info("socket")
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == int(STREAM_UNACKED_S * 1000)
-        await asyncio.sleep(2.5)        # an absence: aiohttp's heartbeat would have pinged at 1 s
+        await asyncio.sleep(1.6)        # an absence: aiohttp's heartbeat would have pinged at 1 s
         assert seen == [aiohttp.WSMsgType.BINARY]
     finally:
         await t.close()
