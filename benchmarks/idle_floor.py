@@ -4,7 +4,7 @@ An asyncio (uvloop) process that does nothing but what every proxy must do at th
 least, the way a proxy does it: every 100 ms, on the same grid of the monotonic
 clock, it sends `INFO replication` to each node given on the command line on a
 bare RESP connection, reads the replies with hiredis and parses them into a dict
-(`health.probe_conn.parse_info_text`). No Raft, no controller, no client port.
+(`health.probes.connection.parse_info_text`). No Raft, no controller, no client port.
 Sampled in the same window as the proxies and the Sentinels, it shows how much of
 a proxy's idle CPU a Python process spends before doing anything else (issue 16).
 
@@ -22,7 +22,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from health.probe_conn import INFO_REPLICATION, parse_info_text  # noqa: E402
+from health.probes.connection import INFO_REPLICATION, parse_info_text  # noqa: E402
 
 INTERVAL_S = 0.1
 

@@ -25,7 +25,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from .migration_reconcile import cluster_state
+from health.migration.reconcile import cluster_state
 
 # Newer redis-py spells "no CLIENT SETINFO" driver_info=None (lib_name/lib_version are deprecated there).
 _NO_SETINFO = {"driver_info": None} if "driver_info" in inspect.signature(aioredis.Redis.__init__).parameters \

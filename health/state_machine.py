@@ -14,10 +14,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from health.maintenance import FailoverRecord, Pause, bounded
+from health.migration.plan import Migration, expand, merged, moved_slots, to_ranges
 from proxy.routing.topology import History, Topology
-
-from .maintenance import FailoverRecord, Pause, bounded
-from .migration import Migration, expand, merged, moved_slots, to_ranges
 
 log = logging.getLogger("health.state")
 

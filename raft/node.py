@@ -482,7 +482,7 @@ class RaftNode:
         interval = self.tick_ms / 1000
         period = self.config.heartbeat_ticks
         # on the grid of the monotonic clock that the proxy's other periodic tasks use
-        # (health.probe.until_next): one wake-up for all of them
+        # (health.probes.probe.until_next): one wake-up for all of them
         self._next_tick = (math.floor(time.monotonic() / interval) + 1) * interval
         loop = asyncio.get_running_loop()
         while True:

@@ -28,7 +28,7 @@ def replica_doc(health, addr: str, master: str | None, now: float) -> dict:
 
     `replication_lag_bytes`: how far its replication offset is behind the master's, as
     last probed; `replication_lag_ms`: how long ago the master first had data the replica
-    did not (health.probe.lag_seconds: a lower bound, probe_interval_ms resolution);
+    did not (health.probes.probe.lag_seconds: a lower bound, probe_interval_ms resolution);
     `probe_age_ms`: how long ago this proxy's last valid probe reply came.  All None
     while the replica is down (or, for the lag in ms, before both were probed).
     Deprecated, kept for compatibility: `lag_bytes` (= replication_lag_bytes) and
@@ -60,7 +60,7 @@ def status_document(server, raft=None) -> dict:
     cfg = server.cfg
     health = server.health
     now = time.monotonic()
-    from health.controller import raft_status
+    from health.shard.controller import raft_status
 
     raft_doc = raft_status(server.consensus)
     lease = {"held": server.consensus.lease_held(), "lease_ms": cfg.lease_ms,
@@ -346,7 +346,7 @@ def add_operator_routes(app: web.Application, server) -> None:
         if server.cluster is None:
             return web.json_response({"ok": False, "error": "not in cluster mode (cluster_nodes is empty)"},
                                      status=400)
-        from health.migration import parse_ranges
+        from health.migration.plan import parse_ranges
 
         doc = await body(request)
         action = request.match_info["action"]

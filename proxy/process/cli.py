@@ -33,7 +33,7 @@ def _install_uvloop() -> str:
 async def _serve(cfg, tls, read_config=None) -> int:
     from aiohttp import web
 
-    from health.reports import add_report_route, stream_payload_handler
+    from health.shard.reports import add_report_route, stream_payload_handler
 
     from .admin import make_app
     from .server import ProxyServer

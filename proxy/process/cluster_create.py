@@ -42,7 +42,7 @@ from redis import Redis, RedisError
 from ..routing.keyslot import SLOTS
 from .config import parse_addr
 
-# What the proxies require of the nodes (health/cluster_config.py says why).
+# What the proxies require of the nodes (health/cluster/node_config.py says why).
 CLUSTER_SERVER_ARGS = ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000",
                        "--cluster-replica-no-failover", "yes", "--cluster-require-full-coverage", "no",
                        "--cluster-allow-replica-migration", "no"]
@@ -150,7 +150,7 @@ def epochs_to_assign(nodes: Sequence[str], views: dict[str, list[NodeEntry]],
     Nodes that MEET with equal epochs are separated by Redis only while both are masters;
     a node made a replica first keeps its master's epoch, and if it is ever promoted by
     `CLUSTER FAILOVER TAKEOVER` its claim ties with the dead master's and loses on every
-    node that knew that one (health/takeover_epoch.py repairs that; this avoids it)."""
+    node that knew that one (health/cluster/takeover_epoch.py repairs that; this avoids it)."""
     fresh = [a for a in nodes if len(views[a]) == 1 and _myself(views, a).config_epoch == 0]
     top = max([*(e.config_epoch for entries in views.values() for e in entries),
                *(current_epochs or {}).values()], default=0)

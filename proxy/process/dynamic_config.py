@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from health.decide import NodeTags
+from health.shard.decide import NodeTags
 
 from .config import _PARSERS, ConfigError, _coerce, parse_addr, value_problems
 

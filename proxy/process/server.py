@@ -15,11 +15,11 @@ import time
 
 import hiredis
 
-from health.cluster_controller import ClusterController
-from health.controller import Controller, StandaloneConsensus, TopologyStateMachine
-from health.probe import Health, Prober
+from health.cluster.controller import ClusterController
+from health.probes.probe import Health, Prober
 from health.raft_events import lease_lapse
 from health.redis_control import control_tls
+from health.shard.controller import Controller, StandaloneConsensus, TopologyStateMachine
 
 from ..log_budget import LogBudget
 from ..protocol import resp
@@ -159,7 +159,7 @@ class ProxyServer:
     def _apply_migrations(self) -> None:
         """Cluster mode: the slots of the moves running or queued are read on masters only."""
         if self.cluster is not None:
-            from health.migration import ACTIVE, expand
+            from health.migration.plan import ACTIVE, expand
 
             self.cluster.set_migrating(s for m in self.sm.migrations.values() if m.state in ACTIVE
                                        for s in expand(m.slots))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from health.probe import Health
+from health.probes.probe import Health
 
 from .keyslot import SLOTS
 from .router import Router

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import itertools
 
-from health.decide import NodeTags, serves_reads
-from health.probe import Health
+from health.probes.probe import Health
+from health.shard.decide import NodeTags, serves_reads
 
 from .topology import Topology
 

@@ -5,7 +5,7 @@ history (`History`): the replication id its dataset continues and the highest
 offset the leader has seen it reach.  It is part of the replicated state, so a
 new Raft leader knows it too; the leader never makes a node master, nor points
 replicas at it, unless that node's own history covers this one (see
-`health.decide.contains`).  A node restarted without its data has a new
+`health.shard.decide.contains`).  A node restarted without its data has a new
 replication id and is therefore never taken for the master it replaced.
 """
 

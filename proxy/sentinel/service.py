@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from health.probe import RoundWaiter, Wake
+from health.probes.probe import RoundWaiter, Wake
 from raft.transport import http_session
 
 from .. import __version__

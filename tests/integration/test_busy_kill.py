@@ -16,7 +16,7 @@ import asyncio
 import threading
 from pathlib import Path
 
-from health.probe import Health, Prober
+from health.probes.probe import Health, Prober
 
 from .harness import RedisServer
 from .test_failover import BUSY_AFTER_WRITE, BUSY_LOOP, ScriptRunner

@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from benchmarks.failover_lib import RAFT_SECRET
-from health.migration_atomic import AtomicMoveFailed, move_atomic, parse_jobs
+from health.migration.atomic import AtomicMoveFailed, move_atomic, parse_jobs
 
 from .cluster_nodes import ClusterNodes
 from .harness import (

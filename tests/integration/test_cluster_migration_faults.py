@@ -31,8 +31,8 @@ import pytest
 
 from benchmarks.cluster_lib import ShardedProxyCluster
 from benchmarks.failover_lib import WriteResult
-from health.migration import expand, to_ranges
-from health.migration_reconcile import node_view
+from health.migration.plan import expand, to_ranges
+from health.migration.reconcile import node_view
 from proxy.routing.keyslot import key_slot
 from tests.chaos.netfaults import ChaosNet
 

@@ -91,7 +91,7 @@ def test_split_plans_run_on_a_real_cluster(nodes):
 
 
 def test_the_harness_nodes_pass_the_config_check_and_a_default_node_does_not(nodes, tmp_path):
-    from health.cluster_config import node_config_problems
+    from health.cluster.node_config import node_config_problems
 
     from .harness import RedisServer, free_port
 

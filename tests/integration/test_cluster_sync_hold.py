@@ -4,7 +4,7 @@
 Single-set mode detaches such replicas; a cluster node cannot be detached, and before
 this the replica resynchronised from the emptied master once its `repl-diskless-sync-delay`
 (5 s here, Redis' default) was over, discarding the writes the operator could still keep.
-Now the leader adds `health.sync_hold.HOLD_S` to the emptied master's delay, and gives it
+Now the leader adds `health.cluster.sync_hold.HOLD_S` to the emptied master's delay, and gives it
 its own delay back once the operator has chosen (`failover --to`).
 
 Real parts: cluster-enabled redis-server 7.0 and valkey-server 9 (2 shards of a master and two replicas), one
@@ -20,7 +20,7 @@ import time
 import pytest
 
 from benchmarks.failover_lib import RAFT_SECRET
-from health.sync_hold import HOLD_S
+from health.cluster.sync_hold import HOLD_S
 from proxy.routing.keyslot import key_slot
 
 from .cluster_nodes import ClusterNodes, even_ranges

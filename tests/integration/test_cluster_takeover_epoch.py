@@ -1,4 +1,4 @@
-"""A TAKEOVER whose config epoch ties with the dead master's (health/takeover_epoch.py), on
+"""A TAKEOVER whose config epoch ties with the dead master's (health/cluster/takeover_epoch.py), on
 real Redis 7.0 nodes, no proxies.
 
 The tie is made as a cluster formed by MEET can be left with it (nodes meet as masters
@@ -21,8 +21,8 @@ import logging
 
 import pytest
 
+from health.cluster.takeover_epoch import blocking_views, make_takeover_win
 from health.redis_control import control_client
-from health.takeover_epoch import blocking_views, make_takeover_win
 from proxy.process.cluster_create import parse_cluster_nodes
 
 from .cluster_nodes import CLUSTER_ARGS

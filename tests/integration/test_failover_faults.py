@@ -20,9 +20,9 @@ import pytest
 import redis
 
 from benchmarks.failover_lib import PROXY_NAMES, RAFT_SECRET, ProxyCluster, Writer, read_back, wait_replica_of
+from benchmarks.raft_cluster_lib import run_ops
 from proxy.process.config import ENV_PREFIX
 from proxy.protocol.resp import encode_command
-from benchmarks.raft_cluster_lib import run_ops
 
 from .harness import RedisServer, redis_client, wait_until
 
@@ -81,7 +81,7 @@ def restart_empty_and_wait_no_safe_master(c: ProxyCluster, master: RedisServer) 
     hold writes in no_safe_master; its /status. First the leader must have committed the
     master's history: a master restarted empty before any was recorded is a master never
     seen, not one that lost its data (a CI run restarted it 0.1 s after the election). And
-    past offset 0: a history at offset 0 holds nothing (`health.decide.contains`), so an
+    past offset 0: a history at offset 0 holds nothing (`health.shard.decide.contains`), so an
     emptied master still covers it; the leader records the first growth at its next step,
     and another CI run restarted the master 0.2 s after the election, before that."""
     def history_offset() -> int:
@@ -277,7 +277,7 @@ def test_a_deposed_master_holding_the_history_is_promoted_when_its_successor_com
     none of it was acknowledged. M held every acknowledged write but continued no recorded
     stream (only the one B's started from),
     so the proxies held writes for the operator while M resynchronised from the emptied B
-    and lost them all. M must be promoted instead (`health.decide.parent_keeper`)."""
+    and lost them all. M must be promoted instead (`health.shard.decide.parent_keeper`)."""
     c = start_cluster(tmp_path / "parent", redis_args=SYNC_DELAY, replicas=1)
     try:
         view = c.wait_stable()

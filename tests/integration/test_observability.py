@@ -248,7 +248,7 @@ def test_metrics_reflect_the_failover(scenario):
     sc = down(scenario)
     c = sc.cluster
     # the failover counters are per proxy: failovers this proxy committed as the Raft leader
-    # (health/controller.py), so the leader counts one and the others none
+    # (health/shard/controller.py), so the leader counts one and the others none
     def counted():
         now = {n: scrape(sc.admin(n)) for n in c.names}
         return now if now[sc.leader].value("redis_raft_proxy_failovers_total") >= 1 else None

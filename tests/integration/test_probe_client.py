@@ -1,4 +1,4 @@
-"""The probes' own RESP connection (health.probe_conn) against a real redis-server.
+"""The probes' own RESP connection (health.probes.connection) against a real redis-server.
 
 An idle proxy probes every node 10 times a second; through redis-py a probe
 cost several times its bytes' round trip (issue 16: idle cost). These check that
@@ -18,8 +18,8 @@ import uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from health.probe import Health, NodeStatus, Prober, parse_replication_info
-from health.probe_conn import ProbeClient
+from health.probes.connection import ProbeClient
+from health.probes.probe import Health, NodeStatus, Prober, parse_replication_info
 
 from .harness import RedisServer, ReplicaSet
 

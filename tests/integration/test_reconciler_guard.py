@@ -17,8 +17,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from health.controller import Controller, TopologyStateMachine
-from health.probe import Health, parse_replication_info
+from health.probes.probe import Health, parse_replication_info
+from health.shard.controller import Controller, TopologyStateMachine
 from proxy.process.config import Config
 from proxy.routing.topology import History, Topology
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import pathlib
 
-from health.probe import Health, Prober
+from health.probes.probe import Health, Prober
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-from health.cluster_config import node_config_problems
+from health.cluster.node_config import node_config_problems
 
 
 def test_a_node_configured_for_the_proxies_has_no_problem():

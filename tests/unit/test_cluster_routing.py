@@ -6,8 +6,8 @@ from __future__ import annotations
 import hiredis
 import pytest
 
-from health.cluster_discovery import initial_topologies
-from health.probe import Health
+from health.cluster.discovery import initial_topologies
+from health.probes.probe import Health
 from health.state_machine import TopologyStateMachine
 from proxy.protocol.keyspecs import Keys
 from proxy.routing.cluster_router import ClusterRouter

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from health.controller import DECISION_INTERVAL_S, Controller, TopologyStateMachine
-from health.probe import Health
+from health.probes.probe import Health
+from health.shard.controller import DECISION_INTERVAL_S, Controller, TopologyStateMachine
 from proxy.process.config import load_config
 
 
@@ -72,7 +72,7 @@ def test_a_round_of_probes_wakes_what_uses_them_once_the_last_reply_is_in() -> N
 
 
 def test_without_a_round_the_step_runs_half_an_interval_after_the_probes_and_the_last_step() -> None:
-    from health.probe import next_step_deadline
+    from health.probes.probe import next_step_deadline
 
     # woken by the replies of the probes sent at 5.0: next at the replies of 5.1, at the
     # latest 5.15 (not 5.05, which would only repeat the step just made)

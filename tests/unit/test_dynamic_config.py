@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from health.decide import (
+from health.shard.decide import (
     NodeTags,
     NodeView,
     choose_new_master,
@@ -196,7 +196,7 @@ def test_a_committed_change_applies_live_to_the_running_proxy(caplog):
     import logging
     from types import SimpleNamespace
 
-    from health.probe import Health
+    from health.probes.probe import Health
     from proxy.process.config_live import LiveConfig
 
     cfg = Config()

@@ -1,4 +1,4 @@
-"""health.decide: the pure failover decisions (objectively down, whom to promote, reconcile).
+"""health.shard.decide: the pure failover decisions (objectively down, whom to promote, reconcile).
 
 Also the decision-level half of issue 5's case 7 ("the master's link to one
 proxy only is cut: no failover"): one proxy's 'down' view never reaches the
@@ -9,14 +9,26 @@ covers the same case with real processes.
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
-from dataclasses import replace
-
-from health.decide import (NO_REPLID, Action, LeaderState, NodeView, choose_new_master, contains, history_due,
-                           holds_parent, master_lost_history, next_history, objectively_down, parent_keeper,
-                           reconcile, refuse_to_act)
+from health.shard.decide import (
+    NO_REPLID,
+    Action,
+    LeaderState,
+    NodeView,
+    choose_new_master,
+    contains,
+    history_due,
+    holds_parent,
+    master_lost_history,
+    next_history,
+    objectively_down,
+    parent_keeper,
+    reconcile,
+    refuse_to_act,
+)
 from proxy.routing.topology import History, Topology
 
 M, A, B, C = "10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379", "10.0.0.4:6379"
@@ -352,7 +364,7 @@ def test_once_writes_are_held_the_replicas_of_an_emptied_master_are_detached():
 def test_a_cluster_node_is_not_detached_its_emptied_master_holds_its_full_syncs_instead():
     """Cluster mode refuses REPLICAOF, so the replicas of an emptied master cannot be detached:
     while any still follows it (and holds more than it), the one action is to hold that
-    master's full syncs (health/sync_hold.py); with none left to keep, nothing."""
+    master's full syncs (health/cluster/sync_hold.py); with none left to keep, nothing."""
     view = {B: node("master", 0, NEW),
             M: node("slave", 5200, OTHER, master=B, link_up=False, link_down_s=1),
             C: node("slave", 0, NEW, master=B, link_up=True)}
@@ -527,7 +539,7 @@ def test_topology_round_trips_history_and_hold_reason():
 
 
 def test_state_machine_applies_history_for_the_current_epoch_only():
-    from health.controller import TopologyStateMachine
+    from health.shard.controller import TopologyStateMachine
 
     changes = []
     sm = TopologyStateMachine(lambda new, old, why: changes.append(new.epoch))
@@ -547,7 +559,7 @@ def test_state_machine_applies_history_for_the_current_epoch_only():
 # ---------------------------------------------------------------------------
 
 def test_probe_reads_replica_priority_and_second_offset():
-    from health.probe import NodeStatus, parse_replication_info
+    from health.probes.probe import NodeStatus, parse_replication_info
 
     st = NodeStatus("x:1")
     parse_replication_info({"role": "slave", "master_host": "m", "master_port": 1, "master_link_status": "up",
@@ -567,7 +579,7 @@ def test_a_replica_with_priority_zero_in_its_own_view_is_never_chosen():
 def test_a_follower_reports_a_change_at_once_and_an_unchanged_view_only_to_refresh_it():
     """Issue 16: a follower used to POST its view every probe interval even when nothing
     changed. Now: at once on news (a node down, a new offset, a new leader), else every refresh_s."""
-    from health.decide import report_due, report_key
+    from health.shard.decide import report_due, report_key
 
     up = {"a:1": NodeView(True, "master", 100, age_s=0.01), "b:2": NodeView(True, "slave", 100, True, age_s=0.02)}
     key = report_key(up, "proxy-1")
@@ -585,7 +597,7 @@ def test_a_follower_reports_a_change_at_once_and_an_unchanged_view_only_to_refre
 
 def test_periodic_tasks_wait_for_the_same_grid_point():
     """Issue 16: probes, controller, Sentinel watch and Raft ticks wake up together."""
-    from health.probe import until_next
+    from health.probes.probe import until_next
 
     assert until_next(0.1, now=12.34) == pytest.approx(0.06)
     assert until_next(0.1, now=12.3999) == pytest.approx(0.1001)   # just early: the next point, not twice

@@ -70,8 +70,8 @@ def test_a_learner_does_not_report_its_view_to_the_leader() -> None:
     import asyncio
     from types import SimpleNamespace
 
-    from health.controller import Controller, TopologyStateMachine
-    from health.probe import Health
+    from health.probes.probe import Health
+    from health.shard.controller import Controller, TopologyStateMachine
 
     cfg = load_config(env={}, flags={})
     consensus = SimpleNamespace(role="follower", term=2, leader_id="p1", members=["p1", "p2", "p3"],

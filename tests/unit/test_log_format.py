@@ -39,7 +39,7 @@ def test_fields_respect_quotes_brackets_and_trailing_prose():
                       "replicas": "['a', 'b c']", "reason": "failover: 10.0.0.6:6379 objectively down",
                       "error": "ConnectionError('Connection refused')", "note": "it's x"}
     assert prose == "the rest is prose"
-    # a shard's controller appends its shard after the prose (health/controller.py ShardLog)
+    # a shard's controller appends its shard after the prose (health/shard/controller.py ShardLog)
     assert parse_fields("event=lease_lost master=m:1 writes in flight aren't sent shard=s1") == \
         ({"event": "lease_lost", "master": "m:1", "shard": "s1"}, "writes in flight aren't sent")
     line = "proxy proxy-1 listening on 127.0.0.1:6380"

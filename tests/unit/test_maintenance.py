@@ -21,8 +21,8 @@ from health.maintenance import (
     pause_expired,
     pause_until,
 )
+from health.shard.switchover import switchover_budget
 from health.state_machine import TopologyStateMachine
-from health.switchover import switchover_budget
 from proxy.routing.topology import Topology
 
 

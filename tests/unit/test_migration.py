@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from health.migration import (
+from health.migration.plan import (
     CANCELLED,
     DONE,
     QUEUED,

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from health.migration_atomic import (
+from health.migration.atomic import (
     KEY_COUNT_BATCH,
     SlotJob,
     key_counts,

@@ -1,4 +1,4 @@
-"""An operator's slot moves are committed one migration at a time (health.cluster_controller.
+"""An operator's slot moves are committed one migration at a time (health.cluster.controller.
 commit_migrations): what the admin API answers when the leadership or a proposal fails
 part of the way. A CI run answered HTTP 500 when the leader lost its leadership while it
 counted the keys of every slot for `cluster rebalance --by keys`."""
@@ -9,9 +9,9 @@ import asyncio
 
 import pytest
 
-from health.cluster_controller import commit_migrations
+from health.cluster.controller import commit_migrations
 from health.errors import CommitFailed, NotLeaderError
-from health.migration import QUEUED, RUNNING, Migration
+from health.migration.plan import QUEUED, RUNNING, Migration
 from raft.core import NotLeader
 from raft.storage import StorageError
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from health.migration_reconcile import (
+from health.migration.reconcile import (
     FINISH,
     LOST,
     MOVED,
@@ -84,7 +84,7 @@ def test_slots_neither_master_serves_are_reported_not_committed():
 
 
 def test_served_slots_are_every_node_s_slots_in_one_node_s_view_marks_left_out():
-    from health.migration_reconcile import served_slots
+    from health.migration.reconcile import served_slots
     assert served_slots(SRC) == frozenset({*range(0, 100), *range(100, 201)})
     # a node that imports slot 5 and never heard who serves 6 (a node just added)
     view = DST.replace(" 5-99", " 7-99")
@@ -93,7 +93,7 @@ def test_served_slots_are_every_node_s_slots_in_one_node_s_view_marks_left_out()
 
 
 def test_cluster_state_is_read_from_cluster_info():
-    from health.migration_reconcile import cluster_state
+    from health.migration.reconcile import cluster_state
     info = "cluster_state:fail\r\ncluster_slots_assigned:16384\r\ncluster_known_nodes:7\r\n"
     assert cluster_state(info) == "fail"
     assert cluster_state(info.replace("fail", "ok")) == "ok"
@@ -101,6 +101,6 @@ def test_cluster_state_is_read_from_cluster_info():
 
 
 def test_slot_owner_is_the_node_serving_it_in_that_view():
-    from health.migration_reconcile import slot_owner
+    from health.migration.reconcile import slot_owner
     assert (slot_owner(SRC, 4), slot_owner(SRC, 0), slot_owner(SRC, 150)) == ("a1b2", "e5f1", "e5f1")
     assert slot_owner(SRC, 201) is None and slot_owner(DST, 5) == "a1b2"

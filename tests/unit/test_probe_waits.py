@@ -1,4 +1,4 @@
-"""`health.probe.Wake`: what the probes, the controller and the Sentinel watch wait on
+"""`health.probes.probe.Wake`: what the probes, the controller and the Sentinel watch wait on
 between rounds (issue 16: one future and one timer handle instead of `asyncio.timeout`
 around an `Event`). It must end at the delay, end early when set, end at once when set
 before, and leave no timer behind when cancelled."""
@@ -10,7 +10,7 @@ import asyncio
 import pytest
 import uvloop
 
-from health.probe import Wake
+from health.probes.probe import Wake
 
 
 def _run(coro):

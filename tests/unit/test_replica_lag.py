@@ -1,11 +1,11 @@
-"""Replication lag in seconds (health/probe.py `lag_seconds`): from the master's
+"""Replication lag in seconds (health/probes/probe.py `lag_seconds`): from the master's
 probed offsets, how old the data a replica held at its probe was."""
 
 from __future__ import annotations
 
 from collections import deque
 
-from health.probe import Health, lag_seconds
+from health.probes.probe import Health, lag_seconds
 
 # the master probed every 100 ms: (sent_at, master_repl_offset)
 SAMPLES = deque([(10.0, 100), (10.1, 100), (10.2, 150), (10.3, 200), (10.4, 260)])

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import hiredis
 import pytest
 
-from health.probe import Health
+from health.probes.probe import Health
 from proxy.process.config import load_config
 from proxy.routing.router import Router
 from proxy.routing.topology import Topology

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from health.probe import Health
+from health.probes.probe import Health
 from proxy.process.admin import topology_doc
 from proxy.process.ops_cli import render
 from proxy.routing.topology import Topology

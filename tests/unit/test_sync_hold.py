@@ -1,4 +1,4 @@
-"""health.sync_hold: holding an emptied cluster master's full syncs, without sockets (a fake
+"""health.cluster.sync_hold: holding an emptied cluster master's full syncs, without sockets (a fake
 CONFIG GET / CONFIG SET that keeps a node's settings in a dict)."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ import logging
 
 import pytest
 
-from health.sync_hold import (
+from health.cluster.sync_hold import (
     DELAY,
     HOLD_S,
     config_values,
+    held_delay,
     hold,
     hold_refusal,
-    held_delay,
     original_delay,
     release,
 )

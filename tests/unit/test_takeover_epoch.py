@@ -1,10 +1,10 @@
-"""health/takeover_epoch.py's decision: which nodes will refuse a TAKEOVER's claim to its
+"""health/cluster/takeover_epoch.py's decision: which nodes will refuse a TAKEOVER's claim to its
 slots (they give them to another node at an epoch not below the new master's), from
 CLUSTER NODES texts, without sockets."""
 
 from __future__ import annotations
 
-from health.takeover_epoch import blocking_views
+from health.cluster.takeover_epoch import blocking_views
 from proxy.process.cluster_create import parse_cluster_nodes
 
 OLD, NEW, OTHER = "a" * 40, "b" * 40, "c" * 40

@@ -4,7 +4,7 @@ Every proxy sends its view of the Redis nodes to the Raft leader each probe
 interval.  The leader declares the master objectively down only when a
 quorum of fresh views (its own included) say so, proposes the next topology
 through Raft, and runs the reconciler that makes Redis roles match the
-committed topology.  Decisions are the pure functions of `health.decide`.
+committed topology.  Decisions are the pure functions of `health.shard.decide`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,26 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from proxy.process.metrics import FAILOVER_BUCKETS, SWITCHOVER_BUCKETS, Histogram
-from proxy.routing.topology import History, Topology
-from raft.transport import http_session
-
-from .cancellation import raise_if_cancelled
-from .decide import (
+from health.cancellation import raise_if_cancelled
+from health.cluster.sync_hold import hold as hold_full_syncs
+from health.cluster.sync_hold import release as release_full_syncs
+from health.cluster.takeover_epoch import make_takeover_win
+from health.errors import NotLeaderError
+from health.maintenance import (
+    BUSY,
+    RESTARTED_EMPTY,
+    FailoverRecord,
+    Pause,
+    busy_kill_grace_s,
+    busy_master_left_alone,
+    down_cause,
+    pause_expired,
+    pause_until,
+)
+from health.probes.probe import RoundWaiter
+from health.raft_events import RaftEvents
+from health.redis_control import control_client, control_tls
+from health.shard.decide import (
     LeaderState,
     NodeView,
     choose_new_master,
@@ -38,27 +52,12 @@ from .decide import (
     report_due,
     report_key,
 )
-from .errors import NotLeaderError
-from .maintenance import (
-    BUSY,
-    RESTARTED_EMPTY,
-    FailoverRecord,
-    Pause,
-    busy_kill_grace_s,
-    busy_master_left_alone,
-    down_cause,
-    pause_expired,
-    pause_until,
-)
-from .probe import RoundWaiter
-from .raft_events import RaftEvents
-from .redis_control import control_client, control_tls
-from .reports import Reports
-from .state_machine import SINGLE, TopologyStateMachine
-from .switchover import Switchover
-from .sync_hold import hold as hold_full_syncs
-from .sync_hold import release as release_full_syncs
-from .takeover_epoch import make_takeover_win
+from health.shard.reports import Reports
+from health.shard.switchover import Switchover
+from health.state_machine import SINGLE, TopologyStateMachine
+from proxy.process.metrics import FAILOVER_BUCKETS, SWITCHOVER_BUCKETS, Histogram
+from proxy.routing.topology import History, Topology
+from raft.transport import http_session
 
 log = logging.getLogger("health.controller")
 

@@ -1,5 +1,5 @@
 """A graceful switchover (`failover --to NODE`) and the operator's acceptance of a data
-loss, as a part of the shard controller (health.controller.Controller): the
+loss, as a part of the shard controller (health.shard.controller.Controller): the
 controller's own proposals, records, reconciler and Redis clients do the work."""
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from health.errors import NotLeaderError
+from health.maintenance import DATA_LOSS_ACCEPTED, MANUAL
+from health.shard.decide import failover_refusal, never_seen
+from health.state_machine import SINGLE
 from proxy.routing.topology import History, Topology
-
-from .decide import failover_refusal, never_seen
-from .errors import NotLeaderError
-from .maintenance import DATA_LOSS_ACCEPTED, MANUAL
-from .state_machine import SINGLE
 
 
 def switchover_budget(timeout: float) -> tuple[float, float]:
@@ -29,7 +28,7 @@ def switchover_budget(timeout: float) -> tuple[float, float]:
 
 
 class Switchover:
-    """The switchover of health.controller.Controller (a mixin: it uses the controller's
+    """The switchover of health.shard.controller.Controller (a mixin: it uses the controller's
     consensus, topology, health, _propose, _record, _reconcile and _client)."""
 
     async def switchover(self, to: str, timeout: float = 10.0) -> dict:

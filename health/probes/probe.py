@@ -22,9 +22,9 @@ from typing import Callable
 
 from redis.exceptions import RedisError, ResponseError
 
-from .cancellation import raise_if_cancelled
-from .decide import DEFAULT_PRIORITY, NO_REPLID
-from .probe_conn import ProbeClient
+from health.cancellation import raise_if_cancelled
+from health.probes.connection import ProbeClient
+from health.shard.decide import DEFAULT_PRIORITY, NO_REPLID
 
 log = logging.getLogger("health.probe")
 

@@ -7,7 +7,7 @@ and reconciliation for its shard, promoting with `CLUSTER FAILOVER TAKEOVER` (th
 nodes run with `cluster-replica-no-failover yes`: the proxies are the only failover
 authority). The first topology of every shard comes from `CLUSTER SHARDS`, committed
 in one Raft entry. Every proxy also checks, now and then, that the nodes are
-configured as the proxies need (`health.cluster_config`).
+configured as the proxies need (`health.cluster.node_config`).
 """
 
 from __future__ import annotations
@@ -18,19 +18,17 @@ import time
 
 from redis.exceptions import RedisError
 
-from proxy.routing.topology import Topology
-from raft.core import NotLeader, RaftError
-from raft.storage import StorageError
-
-from .cluster_discovery import (
+from health.cluster.discovery import (
     DiscoveryError,
     cluster_shards,
     config_problems,
     initial_topologies,
 )
-from .controller import Controller
-from .errors import CommitFailed, NotLeaderError
-from .migration import (
+from health.cluster.sync_hold import release as release_full_syncs
+from health.errors import CommitFailed, NotLeaderError
+from health.migration.atomic import key_counts
+from health.migration.driver import MigrationDriver
+from health.migration.plan import (
     ACTIVE,
     CANCELLED,
     DONE,
@@ -44,12 +42,13 @@ from .migration import (
     resolve_shard,
     to_ranges,
 )
-from .migration_atomic import key_counts
-from .migration_driver import MigrationDriver
-from .migration_reconcile import served_slots
-from .redis_control import cluster_node_view, reply_text
-from .state_machine import TopologyStateMachine
-from .sync_hold import release as release_full_syncs
+from health.migration.reconcile import served_slots
+from health.redis_control import cluster_node_view, reply_text
+from health.shard.controller import Controller
+from health.state_machine import TopologyStateMachine
+from proxy.routing.topology import Topology
+from raft.core import NotLeader, RaftError
+from raft.storage import StorageError
 
 log = logging.getLogger("health.cluster")
 

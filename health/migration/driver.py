@@ -1,4 +1,4 @@
-"""Moving hash slots on the leader (issue 15): the committed plan (`health.migration`)
+"""Moving hash slots on the leader (issue 15): the committed plan (`health.migration.plan`)
 carried out batch by batch with Redis' own machinery, each batch's result committed
 with the new slot ranges of both shards.
 
@@ -18,7 +18,7 @@ window `ack = replica` leaves for any write. A shard failing over, a master down
 a paused shard holds the migration (`waiting`) until both shards are well again; it
 then goes on with the new masters.
 
-Where every master has Valkey 9's atomic slot migration (`health.migration_atomic`),
+Where every master has Valkey 9's atomic slot migration (`health.migration.atomic`),
 it is used instead (bigger batches: one job each): the choice is made once per
 migration, logged (`event=migration_mechanism`) and committed in `Migration.mechanism`.
 A failed or cancelled atomic job (Valkey rolls it back) holds the migration with its
@@ -36,20 +36,19 @@ from dataclasses import replace
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from proxy.routing.keyslot import ranges_text
-
-from .cancellation import raise_if_cancelled
-from .migration import DONE, QUEUED, RUNNING, Migration, to_ranges
-from .migration_atomic import (
+from health.cancellation import raise_if_cancelled
+from health.migration.atomic import (
     AtomicMoveFailed,
     atomic_unsupported,
     cancel_exports,
     key_counts,
     move_atomic,
 )
-from .migration_reconcile import Reconciliation, node_view, reconcile, served_slots, slot_facts, slot_owner
-from .redis_control import cluster_node_view, control_client, control_tls, pipelined, reply_text
-from .state_machine import TopologyStateMachine
+from health.migration.plan import DONE, QUEUED, RUNNING, Migration, to_ranges
+from health.migration.reconcile import Reconciliation, node_view, reconcile, served_slots, slot_facts, slot_owner
+from health.redis_control import cluster_node_view, control_client, control_tls, pipelined, reply_text
+from health.state_machine import TopologyStateMachine
+from proxy.routing.keyslot import ranges_text
 
 log = logging.getLogger("health.migration")
 
@@ -273,7 +272,7 @@ class MigrationDriver:
 
     async def reconcile(self, m: Migration) -> tuple[Reconciliation, int]:
         """Make the running migration `m` agree with the nodes before it is cancelled
-        (`health.migration_reconcile`): an atomic job still running is cancelled (Valkey
+        (`health.migration.reconcile`): an atomic job still running is cancelled (Valkey
         rolls it back), slots the nodes moved and nobody committed (a leader killed
         mid-batch) get their owner announced again, half-moved ones are finished. Returns
         the decision (its `to_commit` slots are now the target's) and the keys moved.

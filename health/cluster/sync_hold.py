@@ -28,7 +28,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .cluster_config import config_values
+from health.cluster.node_config import config_values
 
 HOLD_S = 1_000_000_000      # added to the delay while held (Redis allows up to 2**31 - 1)
 DELAY = "repl-diskless-sync-delay"

@@ -6,7 +6,7 @@ slots already moved, in order. It lives in the Raft state (any leader continues 
 after the one driving it died), and every batch of slots that finished moving is
 committed together with the two shards' new slot ranges, in one entry, so the
 committed slot map and the plan's progress never disagree. The I/O that moves keys is
-`health/migration_driver.py`'s.
+`health/migration/driver.py`'s.
 """
 
 from __future__ import annotations

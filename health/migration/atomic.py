@@ -23,11 +23,10 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError, ResponseError
 
+from health.migration.plan import to_ranges
+from health.migration.reconcile import node_view
+from health.redis_control import pipelined
 from proxy.protocol.reply_maps import as_map
-
-from .migration import to_ranges
-from .migration_reconcile import node_view
-from .redis_control import pipelined
 
 SUCCESS, FAILED, CANCELLED = "success", "failed", "cancelled"
 FINISHED = (SUCCESS, FAILED, CANCELLED)

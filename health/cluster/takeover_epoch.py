@@ -34,10 +34,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from redis.exceptions import RedisError
 
+from health.migration.plan import expand
+from health.redis_control import reply_text
 from proxy.process.cluster_create import NodeEntry, parse_cluster_nodes
-
-from .migration import expand
-from .redis_control import reply_text
 
 Range = tuple[int, int]
 Command = Callable[..., Awaitable]      # (address, *command) -> reply

@@ -1,6 +1,6 @@
 """Cluster mode: the shards a cluster-enabled Redis/Valkey cluster has now (`CLUSTER
 SHARDS` from the first seed that answers) and the node settings the proxies rely on
-(`health.cluster_config`). I/O only; what to do with the answers is the controller's."""
+(`health.cluster.node_config`). I/O only; what to do with the answers is the controller's."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from collections.abc import Callable, Iterable
 
 from redis.exceptions import RedisError
 
+from health.cluster.node_config import REQUIRED, node_config_problems
 from proxy.routing.slotmap import Shard, shards_from_cluster_shards
 from proxy.routing.topology import Topology
-
-from .cluster_config import REQUIRED, node_config_problems
 
 log = logging.getLogger("health.cluster")
 

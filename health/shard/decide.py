@@ -376,7 +376,7 @@ def refuse_to_act(state: LeaderState, *, term: int, epoch: int) -> str | None:
 @dataclass(frozen=True)
 class Action:
     """One reconciler step: make `node` a master (`replicaof` None) or a replica; or, with
-    `hold_syncs`, hold the full syncs master `node` would serve (health/sync_hold.py)."""
+    `hold_syncs`, hold the full syncs master `node` would serve (health/cluster/sync_hold.py)."""
 
     node: str
     replicaof: str | None

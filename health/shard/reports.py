@@ -1,5 +1,5 @@
 """The views of the Redis nodes that the proxies send to the Raft leader, as a part of
-the shard controller (health.controller.Controller): a follower's report rides its
+the shard controller (health.shard.controller.Controller): a follower's report rides its
 next Raft frame to the leader (POST /health/report where the stream cannot carry it),
 and the leader keeps each proxy's last view with the time it came."""
 
@@ -12,16 +12,15 @@ from collections.abc import Callable
 import aiohttp
 from aiohttp import web
 
+from health.shard.decide import NodeView, node_states
 from raft.auth import SECRET_HEADER, request_authorized
-
-from .decide import NodeView, node_states
 
 REPORT_PATH = "/health/report"
 REPORT_KEY = "report"        # a report's key among the Raft stream's application payloads
 
 
 class Reports:
-    """The report exchange of health.controller.Controller (a mixin: it uses the controller's
+    """The report exchange of health.shard.controller.Controller (a mixin: it uses the controller's
     cfg, consensus, views, freshness, _http, _report_key, peer_url and step_soon)."""
 
     def receive_report(self, proxy: str, view: dict) -> None:
