@@ -45,7 +45,7 @@ cd "$work"      # imports must come from the venv, not from the source tree
 "$work/venv/bin/redis-raft-proxy" --help | grep -q "usage: redis-raft-proxy" || fail "redis-raft-proxy --help"
 SRC_DIR="$src" "$work/venv/bin/python" - <<'PYEOF' || fail "the smoke test in the fresh venv failed"
 import importlib.metadata as md
-import proxy, proxy.protocol._speedups, proxy.process.cli, raft.core, health.controller
+import proxy, proxy.protocol._speedups, proxy.process.cli, raft.core, health.shard.controller
 assert "/venv/" in proxy.__file__, proxy.__file__
 # every module of the source tree must be in the wheel (a package left out of
 # pyproject's list would only fail where it is imported)
