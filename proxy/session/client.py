@@ -35,7 +35,6 @@ from .common import (
     MAX_PENDING_SLOTS,
     NOAUTH,
     RAW,
-    RAW_STREAM_COMMANDS,
     READ,
     SHARED,
     WAIT_MARK,
@@ -48,24 +47,17 @@ from .common import (
 )
 from .connection_commands import ConnectionCommands
 from .local_commands import LocalCommands
+from .output import OutputControl
+from .own_connections import OwnConnections
+from .raw_mode import RawMode
 from .transactions import NOT_QUEUED, QueuedHere, Transactions
 
-DRAIN_LINGER_S = 0.3   # after its last reply, how long a stopping proxy waits for a client to close first
 # clients' protocol errors logged (info) at most this often, all counted in /metrics
 _protocol_error_lines = LogBudget(lines=10, window_s=10.0)
 
 
-def _abort_once_flushed(t: asyncio.Transport) -> None:
-    """Drop a closed TLS connection whose client has not answered close_notify, once the
-    replies it was owed have left (a client still reading them keeps it a while longer;
-    drain_timeout_ms bounds that)."""
-    if t.get_write_buffer_size():
-        asyncio.get_running_loop().call_later(DRAIN_LINGER_S, _abort_once_flushed, t)
-    else:
-        t.abort()
-
-
-class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientCommands, asyncio.Protocol):
+class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientCommands, RawMode, OwnConnections,
+                    OutputControl, asyncio.Protocol):
     def __init__(self, server) -> None:
         self.server = server
         cfg = server.cfg
@@ -544,32 +536,6 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
             return self._local(target.reply)
         return target
 
-    def _route_raw(self, name: bytes):
-        """RAW mode: everything goes to the one master connection as is, once
-        it passed the same gate as in every other mode."""
-        self._write_flag = False
-        if name in REFUSED:
-            return Refusal(resp.error_reply("ERR proxy: " + REFUSED[name]))
-        if name == b"quit":
-            self.quitting = True    # the master closes after +OK: not an error
-        if name == b"multi":
-            # A write's reply is found by the PING sent after it, which MULTI would queue.
-            return Refusal(b"-ERR proxy: MULTI is not supported on a pub/sub or MONITOR connection "
-                           b"through redis-raft-proxy (use another connection)\r\n")
-        if name not in RAW_STREAM_COMMANDS:
-            if self.table.kind(name) == Kind.READ:
-                refused = self.gate.admit_read(self)
-            else:
-                refused = self.gate.admit(self, self._raw_master())
-                self._write_flag = True
-            if refused is not None:
-                return refused
-        return self.raw
-
-    def _raw_master(self) -> str | None:
-        """The master a RAW-mode write goes to."""
-        return self.router.master
-
     # -- targets --------------------------------------------------------------
     def _master(self):
         """The master's upstream once the write gate admits; else STOP (held) or a Refusal."""
@@ -587,53 +553,6 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
                 self._resume_reading()
             if self.buf:
                 asyncio.get_running_loop().call_soon(self._resume_process)
-
-    def node_retired(self, addr: str, reply: bytes) -> None:
-        """`addr` stopped being the master: drop this client's connections to
-        it; every reply they still owe becomes `reply`."""
-        up = self.dedicated.pop(addr, None)
-        if up is not None:
-            up.retire(reply)
-            self._tx_lost(reply)
-        if self.raw is not None and self.raw.addr == addr:
-            self.raw.retire(reply)
-
-    def retire_writes(self, addr: str, reply: bytes) -> None:
-        """Writes this client has in flight to `addr` may not be acknowledged
-        any more (lease lapsed, switchover): its connections that owe one
-        answer `reply` instead."""
-        up = self.dedicated.get(addr)
-        if up is not None and not up.closed and up.writes_owed():
-            del self.dedicated[addr]
-            up.retire(reply)
-            self._tx_lost(reply)
-        raw = self.raw
-        if raw is not None and raw.addr == addr and not raw.closed and raw.writes_owed():
-            raw.retire(reply)
-
-    def suspend_writes(self, addr: str) -> None:
-        """The lease lapsed: this client's connections to `addr` that owe a
-        write are suspended (see write_gate.py)."""
-        for up in (self.dedicated.get(addr), self.raw):
-            if up is not None and up.addr == addr and not up.closed and up.writes_owed():
-                up.suspend()
-
-    def _tx_lost(self, reply: bytes) -> None:
-        """The master connection holding this client's MULTI or WATCH is gone:
-        the transaction must fail at EXEC (a new connection knows neither)."""
-        if self.multi or self.watching:
-            why = reply[1:].rstrip(b"\r\n")
-            self.tx_lost = b"-EXECABORT Transaction discarded: redis-raft-proxy dropped the master connection " \
-                           b"that held its MULTI/WATCH state (" + why + b")\r\n"
-
-    def _upstream(self, addr: str) -> Upstream:
-        if self.mode == SHARED:
-            return self.server.shared_upstream(addr, self.id)
-        up = self.dedicated.get(addr)
-        if up is None or up.closed:
-            up = self.server.dedicated_upstream(addr, self)
-            self.dedicated[addr] = up
-        return up
 
     def _reader(self):
         router = self.router
@@ -686,28 +605,6 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
             self.reply_mode = b"on"
         return LOCAL
 
-    def _refuse_in_stream(self, data: bytes):
-        """RAW mode: the proxy's own refusal takes its place after the replies the stream
-        still owes (a SUBSCRIBE's confirmation sent just before it), as from Redis."""
-        if self.raw is None or self.raw.closed or self.reply_mode != b"on":
-            return self._local(data)
-        self.raw.raw_answer(None, lambda _reply: data)
-        return LOCAL
-
-    def _last_answer(self, data: bytes) -> None:
-        """The answer the connection closes after (a protocol error): in RAW mode after
-        every reply still owed on the stream, as Redis orders them (a SUBSCRIBE's
-        confirmations, then the error), then the half-close (`raw_reply`)."""
-        if self.mode == RAW and self.raw is not None and not self.raw.closed:
-            self.last_raw_answer = True
-            self.raw.raw_answer(None, lambda _reply: self._raw_last(data))
-        else:
-            self.pending.append(LocalSlot(data))
-
-    def _raw_last(self, data: bytes) -> bytes:
-        self.last_raw_answer = False    # in the bytes `raw_reply` writes now
-        return data
-
     # -- mode changes ---------------------------------------------------------
     def _drained(self) -> bool:
         """True when no reply is owed; else stop and resume once drained."""
@@ -716,37 +613,6 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
             self.wait_slot = None
             return False
         return True
-
-    def _go_dedicated(self):
-        """Move to DEDICATED mode; returns STOP while replies are owed."""
-        if not self._drained():
-            return STOP
-        self.mode = DEDICATED
-        return None
-
-    def handshake(self) -> list[bytes]:
-        """Commands that give a new dedicated upstream this client's state."""
-        cmds = []
-        cfg = self.server.cfg
-        if self.auth is not None:
-            cmds.append(resp.encode_command([b"AUTH", *self.auth]))
-        elif cfg.redis_password:
-            cmds.append(self.server.upstream_auth_command())
-        if self.resp3:
-            cmds.append(resp.encode_command([b"HELLO", b"3"]))
-        if self.db:
-            cmds.append(resp.encode_command([b"SELECT", str(self.db).encode()]))
-        if self.name:
-            cmds.append(resp.encode_command([b"CLIENT", b"SETNAME", self.name]))
-        if self.no_touch:
-            cmds.append(resp.encode_command([b"CLIENT", b"NO-TOUCH", b"on"]))
-        return cmds
-
-    def _broadcast(self, cmd: bytes, skip: Upstream | None) -> None:
-        """Replay a state change on every other dedicated upstream."""
-        for up in self.dedicated.values():
-            if up is not skip and not up.closed:
-                up.send(cmd, DiscardSlot(1))
 
     # -- replies ----------------------------------------------------------------
     def slots_done(self) -> None:
@@ -806,141 +672,6 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         if not self.closed and not self.closing and not self.waiting and not self.held and self.buf:
             self._process()
 
-    def drain(self) -> None:
-        """The proxy is stopping: read nothing more, answer what was sent, then close.
-
-        A blocked (BLPOP...) or subscribed client is closed at once: its reply may never
-        come, and Redis drops a blocked command whose connection closes.  Commands not
-        read yet (or held for a master, which are not sent) stay unanswered, so not
-        executed: the client retries them elsewhere."""
-        if self.closed:
-            return
-        self.closing = self.draining = True
-        self._pause_reading()
-        if self.raw is not None or self.blocked_on is not None:
-            self.transport.close()
-        elif not self.pending:
-            self._half_close()
-
-    def _half_close(self) -> None:
-        """FIN after the last reply, then read and drop what the client still sends until
-        it closes, or DRAIN_LINGER_S passed (an idle pooled client may never read): closing
-        with its unread commands in our socket would send a RST at once, and the kernel
-        then drops the replies not yet sent."""
-        t = self.transport
-        if self.eof_sent:
-            return
-        self.eof_sent = True
-        if t.can_write_eof():
-            t.write_eof()
-            self._resume_reading()
-            asyncio.get_running_loop().call_later(DRAIN_LINGER_S, t.close)
-        else:
-            # TLS: close() sends close_notify after the replies, then waits for the client's
-            # close_notify, which an idle pooled client never sends (it is not reading):
-            # without the abort the connection lasted until drain_timeout_ms cut it
-            t.close()
-            asyncio.get_running_loop().call_later(DRAIN_LINGER_S, _abort_once_flushed, t)
-
-    def raw_reply(self, data: bytes) -> None:
-        """Bytes of the RAW stream (pushes, replies). After the closing answer the stream
-        is dropped, as Redis closes the connection after a protocol error."""
-        if self.closed or self.eof_sent or self.client_eof or self.transport.is_closing():
-            return      # (the client closed: its TLS layer tells before connection_lost does)
-        self.transport.write(data)
-        self._check_output()
-        if self.closing and not self.last_raw_answer and not self.pending:
-            self.draining = True
-            self._half_close()
-
-    push_reply = raw_reply
-
-    def raw_closed(self, up: Upstream) -> None:
-        """The pub/sub connection went away: the client must reconnect."""
-        if not self.closed and up is self.raw:
-            if not self.eof_sent:   # (after the last answer nothing more: closing already)
-                if up.retired is not None:
-                    self.transport.write(up.retired)
-                elif up.error and not self.quitting:
-                    self.transport.write(resp.error_reply("ERR proxy: " + up.error))
-            self.transport.close()
-
-    def output_overflow(self) -> None:
-        """Replies owed to this client passed client_output_buffer_limit."""
-        if self.closed:
-            return
-        log.warning("client %s closed: %d reply bytes queued, over client_output_buffer_limit",
-                    self._peer(), self.queued + self.transport.get_write_buffer_size())
-        self.server.count_rejected("output_buffer")
-        self.closed = True
-        self.transport.abort()
-
-    def _check_output(self) -> None:
-        size = self.transport.get_write_buffer_size()
-        cfg = self.server.cfg
-        if size > cfg.client_output_buffer_limit:
-            log.warning("client %s closed: output buffer %d bytes over client_output_buffer_limit",
-                        self._peer(), size)
-            self.server.count_rejected("output_buffer")
-            self.transport.abort()
-        elif size > cfg.client_output_buffer_soft_limit:
-            now = time.monotonic()
-            if self.soft_since is None:
-                self.soft_since = now
-                self.server.watch_soft_limit(self)
-            elif now - self.soft_since > cfg.client_output_buffer_soft_seconds:
-                log.warning("client %s closed: output buffer over the soft limit for %ss",
-                            self._peer(), cfg.client_output_buffer_soft_seconds)
-                self.transport.abort()
-        else:
-            self.soft_since = None
-
-    # -- flow control -----------------------------------------------------------
-    def _pause_reading(self) -> None:
-        if not self.reading_paused and not self.closed:
-            self.reading_paused = True
-            self.transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if self.reading_paused and not self.closed:
-            self.reading_paused = False
-            self.transport.resume_reading()
-
-    def upstream_resumed(self, up: Upstream) -> None:
-        if self.blocked_on is up:
-            self.blocked_on = None
-            if not self.waiting:
-                self._resume_reading()
-
-    def _peer(self) -> str:
-        if self.transport is None:
-            return "?"
-        peer = self.transport.get_extra_info("peername")
-        return f"{peer[0]}:{peer[1]}" if peer else "?"
-
-    # -- commands the proxy handles itself -------------------------------------
-    def _cmd_raw(self, args):
-        """SUBSCRIBE & co, MONITOR: switch to RAW mode on the master."""
-        if not self.authenticated:
-            return self._local(NOAUTH)
-        if self.multi:
-            return self._master()
-        if not self._drained():
-            return STOP
-        return self._go_raw(self.router.master)
-
-    def _go_raw(self, addr: str | None):
-        """RAW mode on master `addr` once the write gate admits (its connections of its own
-        are closed: from now on every command goes down the raw stream)."""
-        refused = self.gate.admit(self, addr)
-        if refused is not None:
-            return refused if refused is STOP else self._local(refused.reply)
-        for up in self.dedicated.values():
-            up.close()
-        self.dedicated.clear()
-        self.mode = RAW
-        self.raw = self.server.raw_upstream(addr, self)
-        return self.raw
 
 
 def _refuser(name: bytes):
