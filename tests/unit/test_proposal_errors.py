@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from proxy.process.admin import add_operator_routes
+from proxy.process.operator_api import OperatorApi
 from proxy.process.proposal_errors import proposal_failure
 from raft.auth import SECRET_HEADER
 from raft.core import NotLeader, ProposalRejected, RaftError
@@ -65,7 +65,7 @@ def _server(exc: BaseException):
 
 async def _call(exc: BaseException, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
     app = web.Application()
-    add_operator_routes(app, _server(exc))
+    OperatorApi(_server(exc)).add_routes(app)
     async with TestClient(TestServer(app)) as client:
         resp = await client.request(method, path, json=body, headers={SECRET_HEADER: SECRET})
         return resp.status, await resp.json()
