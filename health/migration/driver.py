@@ -45,7 +45,15 @@ from health.migration.atomic import (
     move_atomic,
 )
 from health.migration.plan import DONE, QUEUED, RUNNING, Migration, to_ranges
-from health.migration.reconcile import Reconciliation, node_view, reconcile, served_slots, slot_facts, slot_owner
+from health.migration.reconcile import (
+    Reconciliation,
+    node_view,
+    not_owned_by,
+    reconcile,
+    served_slots,
+    slot_facts,
+    slot_owner,
+)
 from health.redis_control import cluster_node_view, control_client, control_tls, pipelined, reply_text
 from health.state_machine import TopologyStateMachine
 from proxy.routing.keyslot import ranges_text
@@ -58,6 +66,7 @@ ATOMIC_ATTEMPTS = 3                 # failed atomic jobs in a row before going o
 RETRY_AFTER_S = 1.0                 # pause after a failed batch
 ATOMIC, LEGACY = "atomic", "legacy"
 KEYS_PER_MIGRATE = 100
+REPLICAS_LEARN_S = 2.0              # how long a batch waits for the target's replicas to learn its slots
 MIGRATE_TIMEOUT_MS = 10000
 WAIT_MARK = ("PUBLISH", "__redis-raft-proxy:migration__", "")
 
@@ -198,6 +207,7 @@ class MigrationDriver:
                 keys = await self._move_atomic(src, dst, batch)
             else:
                 keys = await self._move_legacy(src, dst, others, batch)
+                await self._replicas_learned(dst, shards[m.target].replicas, batch)
         except AtomicMoveFailed as exc:
             n = self._atomic_failures.get(m.id, (0, ""))[0] + 1
             self._atomic_failures[m.id] = (n, str(exc))
@@ -337,6 +347,32 @@ class MigrationDriver:
         for slot in sorted(set(slots) - set(marked)):
             keys_moved += await self._move_slot(src, dst, others, slot, src_id, dst_id, slot in unserved)
         return keys_moved
+
+    async def _replicas_learned(self, dst: str, replicas: tuple[str, ...], slots: list[int]) -> None:
+        """Before a batch moved the legacy way is committed, the target's replicas (those up)
+        know that their master owns its slots. Redis 7 tells them only over the cluster
+        bus (`SETSLOT` is for masters; Valkey 8 replicates it): a target killed before its
+        replicas heard left the promoted one claiming none of the batch, the committed map
+        giving the slots to its shard, and no batch left to announce them again (seen in
+        CI: 128 slots served by no live node). Not learned within REPLICAS_LEARN_S: a
+        RedisError, the batch is retried, and re-run with the shard's new master if the
+        target died (`_left_source` announces it)."""
+        health = self.ctl.server.health
+        waiting = [a for a in replicas if health.up(a)]
+        if not waiting:
+            return
+        dst_id = reply_text(await self._client(dst).execute_command("CLUSTER", "MYID"))
+        deadline = time.monotonic() + REPLICAS_LEARN_S
+        while True:
+            views = [reply_text(await self._client(a).execute_command("CLUSTER", "NODES")) for a in waiting]
+            behind = {a: missing for a, v in zip(waiting, views) if (missing := not_owned_by(v, dst_id, slots))}
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise RedisError("the target's replicas have not learned that it owns the moved slots within "
+                                 f"{REPLICAS_LEARN_S:.0f} s: " + ", ".join(
+                                     f"{a} ({ranges_text(to_ranges(s))})" for a, s in sorted(behind.items())))
+            await asyncio.sleep(0.05)
 
     async def _migrate_keys(self, src: str, dst: str, slots: list[int]) -> int:
         """Move every key of `slots` (each MIGRATING on the source, IMPORTING on the target)

@@ -94,6 +94,17 @@ def slot_owner(cluster_nodes: str, slot: int) -> str | None:
     return None
 
 
+def not_owned_by(cluster_nodes: str, owner_id: str, slots: list[int]) -> list[int]:
+    """The slots of `slots` that this `CLUSTER NODES` view does not give to `owner_id`
+    (another node serves them, or none does)."""
+    owned: set[int] = set()
+    for line in cluster_nodes.splitlines():
+        fields = line.split()
+        if fields and fields[0] == owner_id:
+            owned |= _line_slots(fields)
+    return [s for s in slots if s not in owned]
+
+
 def _line_slots(fields: list[str]) -> set[int]:
     """The slots a `CLUSTER NODES` line (split) serves, migration marks left out."""
     slots: set[int] = set()

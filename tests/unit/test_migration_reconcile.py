@@ -92,6 +92,23 @@ def test_served_slots_are_every_node_s_slots_in_one_node_s_view_marks_left_out()
     assert served_slots("") == frozenset()
 
 
+def test_a_replica_that_has_not_heard_of_the_move_still_gives_the_slots_to_the_source():
+    """What a batch waits for before its commit (MigrationDriver._replicas_learned): the
+    target's replica names the target as the owner of every moved slot."""
+    from health.migration.reconcile import not_owned_by
+    # the target's replica, before the cluster bus brought it slots 0-4: still the source's
+    replica = ("a1b2 127.0.0.1:7000@17000 master - 0 0 1 connected 0-99\n"
+               "e5f1 127.0.0.1:7001@17001 master - 0 1 2 connected 100-200\n"
+               "77aa 127.0.0.1:7002@17002 myself,slave e5f1 0 1 2 connected\n")
+    assert not_owned_by(replica, "e5f1", [0, 1, 2, 3, 4]) == [0, 1, 2, 3, 4]
+    heard = replica.replace("connected 0-99", "connected 5-99").replace("connected 100-200", "connected 0-4 100-200")
+    assert not_owned_by(heard, "e5f1", [0, 1, 2, 3, 4]) == []
+    assert not_owned_by(heard, "e5f1", [4, 5]) == [5]
+    # a slot marked [5-<-a1b2] on the target is not owned yet; a view that lost the target: nothing is
+    assert not_owned_by(DST, "e5f1", [4, 5]) == [5]
+    assert not_owned_by(heard.replace("e5f1 127", "9999 127"), "e5f1", [100]) == [100]
+
+
 def test_cluster_state_is_read_from_cluster_info():
     from health.migration.reconcile import cluster_state
     info = "cluster_state:fail\r\ncluster_slots_assigned:16384\r\ncluster_known_nodes:7\r\n"
