@@ -1,7 +1,8 @@
 """A process's own CPU and memory accounting, read from /proc (Linux).
 
 `cpu_seconds(pid)` is utime + stime of /proc/PID/stat (the kernel's count of
-the time the process ran, in user and system mode, all threads), so a
+the time the process ran, in user and system mode, all threads;
+`cpu_and_sys_seconds` gives the system part too), so a
 benchmark measures what a server spent without trusting the server to say
 so; `rss_bytes(pid)` is VmRSS of /proc/PID/status; `wakeups(pid)` counts the
 times its threads went to sleep and were woken (voluntary context switches: an
@@ -35,6 +36,13 @@ def parse_stat_cpu_ticks(stat_line: str) -> int:
     return int(rest[11]) + int(rest[12])
 
 
+def parse_stat_sys_ticks(stat_line: str) -> int:
+    """stime (field 15) of a /proc/PID/stat line, in clock ticks: the time spent in the
+    kernel on the process's behalf (its system calls: the socket reads and writes a
+    forwarded command costs whatever language the process is written in)."""
+    return int(stat_line[stat_line.rindex(")") + 2:].split()[12])
+
+
 def parse_status_rss_bytes(status_text: str) -> int:
     """VmRSS of a /proc/PID/status text, in bytes (0 for a zombie, which has none)."""
     for line in status_text.splitlines():
@@ -50,6 +58,13 @@ def cpu_seconds(pid: int) -> float:
     """CPU time process `pid` has used so far (user + system), in seconds."""
     with open(f"/proc/{pid}/stat") as f:
         return parse_stat_cpu_ticks(f.read()) / CLOCK_TICKS
+
+
+def cpu_and_sys_seconds(pid: int) -> tuple[float, float]:
+    """CPU time process `pid` has used so far, (user + system, system), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        line = f.read()
+    return parse_stat_cpu_ticks(line) / CLOCK_TICKS, parse_stat_sys_ticks(line) / CLOCK_TICKS
 
 
 def parse_status_voluntary_switches(status_text: str) -> int:

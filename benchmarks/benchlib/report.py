@@ -30,6 +30,7 @@ class Summary:
     added_p99_ms: float | None = None   # p99 - direct p99
     cpu_us_per_cmd: float | None = None           # the target process's CPU per command (median of runs)
     backend_cpu_us_per_cmd: float | None = None   # the redis-server's behind it
+    sys_us_per_cmd: float | None = None           # of cpu_us_per_cmd, the kernel's (system time)
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict for the JSON report (floats rounded to 4 decimals)."""
@@ -49,7 +50,8 @@ def _summarize_group(group: list[Sample]) -> Summary:
                    _median(s.rps for s in group) or 0.0,
                    _median(s.p50_ms for s in group), _median(s.p99_ms for s in group),
                    cpu_us_per_cmd=_median(getattr(s, "cpu_us_per_cmd", None) for s in group),
-                   backend_cpu_us_per_cmd=_median(getattr(s, "backend_cpu_us_per_cmd", None) for s in group))
+                   backend_cpu_us_per_cmd=_median(getattr(s, "backend_cpu_us_per_cmd", None) for s in group),
+                   sys_us_per_cmd=_median(getattr(s, "sys_us_per_cmd", None) for s in group))
 
 
 def _compare(summary: Summary, base: Summary | None) -> None:
@@ -103,13 +105,14 @@ def table_rows(summaries: Sequence[Summary]) -> list[list[str]]:
                      _fmt(s.added_p50_ms, ".3f", "+") if added else DASH,
                      _fmt(s.added_p99_ms, ".3f", "+") if added else DASH,
                      _fmt(s.cpu_us_per_cmd, ".1f"),
+                     _fmt(s.sys_us_per_cmd, ".1f"),
                      _fmt(s.backend_cpu_us_per_cmd, ".1f") if s.target != BASELINE else DASH])
     return rows
 
 
 HEADER = ["target", "test", "-P", "ops/s", "vs direct", "p50 ms", "p99 ms",
-          "added p50 ms", "added p99 ms", "CPU µs/cmd", "Redis CPU µs/cmd"]
-RIGHT_ALIGNED = {2, 3, 4, 5, 6, 7, 8, 9, 10}
+          "added p50 ms", "added p99 ms", "CPU µs/cmd", "of it kernel", "Redis CPU µs/cmd"]
+RIGHT_ALIGNED = {2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
 
 
 def markdown_table(summaries: Sequence[Summary]) -> str:

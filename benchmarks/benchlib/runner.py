@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator, Sequence
 
-from .proccpu import cpu_seconds, machine_ticks, steal_percent
+from .proccpu import cpu_and_sys_seconds, machine_ticks, steal_percent
 from .procs import HOST
 from .targets import Target
 
@@ -51,6 +51,9 @@ class Sample:
     # kernel's accounting, per command of the run (its tests together: SET and GET)
     cpu_us_per_cmd: float | None = None
     backend_cpu_us_per_cmd: float | None = None
+    # the part of cpu_us_per_cmd the kernel spent on the target's behalf (system time: its
+    # socket reads, writes and waits, whatever language it is written in)
+    sys_us_per_cmd: float | None = None
     # the machine's steal time during the run, % of all CPU time (proccpu.machine_ticks)
     steal_pct: float | None = None
 
@@ -153,11 +156,12 @@ def run_once(target: Target, settings: BenchSettings, pipeline: int, round_no: i
     cpu_before, machine_before = _cpu(pids), machine_ticks()
     done = _run(argv, settings.timeout_s, lambda: is_alive(target))
     steal = steal_percent(machine_before, machine_ticks())
-    cpu_used = {pid: after - cpu_before[pid] for pid, after in _cpu(pids).items() if pid in cpu_before}
+    cpu_used = {pid: (after[0] - cpu_before[pid][0], after[1] - cpu_before[pid][1])
+                for pid, after in _cpu(pids).items() if pid in cpu_before}
     commands = settings.requests[pipeline] * len(settings.tests)
 
-    def per_cmd(pid: int) -> float | None:
-        return round(cpu_used[pid] / commands * 1e6, 2) if pid in cpu_used else None
+    def per_cmd(pid: int, part: int = 0) -> float | None:
+        return round(cpu_used[pid][part] / commands * 1e6, 2) if pid in cpu_used else None
     parsed = parse_csv(done.stdout)
     missing = [t for t in settings.tests if t.upper() not in parsed]
     if done.returncode != 0 or missing:
@@ -166,16 +170,17 @@ def run_once(target: Target, settings: BenchSettings, pipeline: int, round_no: i
                              + " | ".join(detail))
     return [Sample(target.name, round_no, pipeline, test.upper(), settings.requests[pipeline],
                    **parsed[test.upper()], cpu_us_per_cmd=per_cmd(target.pid),
-                   backend_cpu_us_per_cmd=per_cmd(target.backend_pid), steal_pct=steal)
+                   backend_cpu_us_per_cmd=per_cmd(target.backend_pid), sys_us_per_cmd=per_cmd(target.pid, 1),
+                   steal_pct=steal)
             for test in settings.tests]
 
 
-def _cpu(pids: Sequence[int]) -> dict[int, float]:
-    """CPU seconds used so far by each of `pids` still running (see proccpu)."""
+def _cpu(pids: Sequence[int]) -> dict[int, tuple[float, float]]:
+    """(CPU, of it system) seconds used so far by each of `pids` still running (see proccpu)."""
     out = {}
     for pid in pids:
         try:
-            out[pid] = cpu_seconds(pid)
+            out[pid] = cpu_and_sys_seconds(pid)
         except OSError:
             pass
     return out

@@ -9,10 +9,12 @@ import time
 from benchmarks.benchlib.proccpu import (
     CLOCK_TICKS,
     CpuWindow,
+    cpu_and_sys_seconds,
     cpu_seconds,
     machine_ticks,
     parse_proc_stat_steal,
     parse_stat_cpu_ticks,
+    parse_stat_sys_ticks,
     parse_status_rss_bytes,
     parse_status_voluntary_switches,
     rss_bytes,
@@ -24,6 +26,23 @@ from benchmarks.benchlib.proccpu import (
 def test_stat_fields_are_counted_after_a_command_name_with_spaces_and_parentheses():
     line = "4242 (redis (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 123 45 0 0 20 0 4 0 100 1 2 3"
     assert parse_stat_cpu_ticks(line) == 123 + 45
+    assert parse_stat_sys_ticks(line) == 45
+
+
+def test_system_time_grows_with_system_calls_and_is_part_of_the_total():
+    me = os.getpid()
+    total0, sys0 = cpu_and_sys_seconds(me)
+    deadline = time.monotonic() + 30
+    fd = os.open("/dev/zero", os.O_RDONLY)
+    try:
+        while cpu_and_sys_seconds(me)[1] - sys0 < 3 / CLOCK_TICKS and time.monotonic() < deadline:
+            for _ in range(1000):
+                os.read(fd, 65536)      # the kernel's work: copying pages of zeroes
+    finally:
+        os.close(fd)
+    total1, sys1 = cpu_and_sys_seconds(me)
+    assert sys1 - sys0 >= 3 / CLOCK_TICKS
+    assert total1 - total0 >= sys1 - sys0 and sys1 <= total1
 
 
 def test_rss_is_read_in_bytes():
