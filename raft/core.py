@@ -358,6 +358,14 @@ class RaftCore(Leases):
                 self._election_elapsed = 0
                 self._campaign(pre=self.cfg.pre_vote)
 
+    def hasten_election(self, ticks: int) -> None:
+        """Campaign once `ticks` more ticks pass without a leader, not after a whole randomized
+        election timeout: for the one member a brand-new cluster picks to hold its first
+        election, when nobody leads and nobody can be disrupted. Once only: the next timeout
+        is randomized again, so a vote that fails is retried the usual way."""
+        if self.role != LEADER and self.leader_id is None:
+            self._randomized_timeout = min(self._randomized_timeout, self._election_elapsed + max(1, ticks))
+
     def propose(self, data: bytes) -> Entry:
         """Append application data; returns the entry (check its term when it applies)."""
         self._check_can_propose()

@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 # a save (fsync) slower than this is logged: the node sends and applies nothing meanwhile,
 # so a disk that stalls for seconds (another process flushing a large file) lapses leases
 SLOW_SAVE_S = 1.0
+# a brand-new cluster's first election: its first member campaigns this many ticks after its
+# bootstrap check passed (time for the others to pass theirs; they drop messages until then)
+FIRST_ELECTION_TICKS = 3
 TIMER_SLACK_S = 0.002   # the ticker applies a tick due this soon (the loop's timers may fire early)
 
 __all__ = ["ClusterMismatch", "NotLeader", "ProposalRejected", "RaftNode", "StorageError"]
@@ -181,6 +184,9 @@ class RaftNode:
         answers: dict[str, ClusterMeta | None] = {}
         others = [p for p in self.peers if p != self.node_id]
         next_log = loop.time()
+        # the first polls come quickly (peers started together are up within moments),
+        # then every bootstrap_poll_s
+        pause = min(0.1, self.bootstrap_poll_s)
         while True:
             for p in others:
                 if p not in answers:
@@ -193,6 +199,10 @@ class RaftNode:
                 known = sorted({m.cluster_id for m in answers.values() if m is not None and m.cluster_id})
                 log.info("event=raft_bootstrap node=%s peers_answered=%s existing_cluster=%s",
                          self.node_id, ",".join(sorted(answers)), ",".join(known) or "none")
+                if not known and self.node_id == min(self.peers):
+                    # a brand-new cluster: its first member by name holds the first election
+                    # at once rather than after 0.5-1 s of silence nobody is keeping
+                    self._c().hasten_election(FIRST_ELECTION_TICKS)
                 self._gated = False
                 self._wake.set()
                 return
@@ -203,7 +213,8 @@ class RaftNode:
             if loop.time() >= next_log:
                 log.warning("raft node %s: %s", self.node_id, why)
                 next_log = loop.time() + 5.0
-            await asyncio.sleep(self.bootstrap_poll_s)
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, self.bootstrap_poll_s)
 
     def _refuse(self, exc: ClusterMismatch) -> None:
         log.error("raft node %s refuses to take part: %s", self.node_id, exc)

@@ -328,3 +328,32 @@ def test_abandoned_transfer_steps_down_instead_of_reclaiming_the_lease() -> None
         n1.tick()
         c.stabilize()
     assert n1.role == FOLLOWER and not n1.lease_valid()
+
+
+def test_a_hastened_first_election_is_held_after_the_ticks_given_then_timeouts_are_random_again() -> None:
+    c = Cluster(3)
+    et = c.cfg.election_ticks
+    n1 = c.cores["n1"]
+    n1.hasten_election(2)
+    c.tick_all(2)
+    assert n1.role == LEADER and c.leader() is n1       # not after a whole election timeout (>= et ticks)
+    assert all(c.cores[n].leader_id == "n1" for n in c.ids)
+    # on a node with a leader it does nothing: no campaign that would disrupt n1
+    n2 = c.cores["n2"]
+    n2.hasten_election(1)
+    c.tick_all(et - 1)
+    assert n1.role == LEADER and n2.role == FOLLOWER and n2.term == n1.term
+
+
+def test_a_hastened_election_that_fails_is_retried_after_a_randomized_timeout() -> None:
+    c = Cluster(3)
+    et = c.cfg.election_ticks
+    n1 = c.cores["n1"]
+    c.isolate("n1")                    # its peers not listening yet (a gated bootstrap)
+    n1.hasten_election(2)
+    c.tick("n1", 2)
+    c.stabilize()
+    assert n1.role != LEADER and n1._randomized_timeout >= et
+    c.recover()
+    c.tick_all(3 * et)
+    assert c.leader() is not None

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+import raft.node as rnode
 from raft.cluster import ClusterMeta
 from raft.messages import AppendEntries
-import raft.node as rnode
 from raft.node import ClusterMismatch, NotLeader, RaftNode, StorageError, wake_time
 from raft.transport import InMemoryNetwork
 
@@ -314,6 +314,23 @@ async def test_bootstrap_gives_every_node_one_persisted_cluster_id(h: Harness) -
         await h.start(nid)
     await h.leader()
     assert all(n.cluster.cluster_id == cid for n in h.nodes.values())
+
+
+async def test_a_brand_new_clusters_first_member_by_name_holds_its_first_election(h: Harness) -> None:
+    """It campaigns FIRST_ELECTION_TICKS after its bootstrap check, the others only after a
+    randomized election timeout (10-19 ticks here) of their own: "a" leads, at term 1."""
+    for nid in IDS:
+        await h.start(nid)
+    leader = await h.leader()
+    assert (leader.node_id, leader.status()["term"]) == ("a", 1)
+    # restarted, the cluster is no longer brand-new: no member is hastened (a restarted node
+    # waits out an election timeout before it votes, so a leader's lease cannot overlap)
+    for nid in IDS:
+        await h.kill(nid)
+    for nid in IDS:
+        await h.start(nid)
+    assert all(n.core._randomized_timeout >= 10 for n in h.nodes.values())
+    await h.leader()
 
 
 async def test_wiped_member_refuses_to_bootstrap_and_rejoins_with_join(h: Harness) -> None:
