@@ -324,6 +324,12 @@ def run_demo(args, extra: list[str]) -> int:
         layout = single_set_layout(args, extra, datadir, certs)
     redis, proxies = layout.redis, layout.proxies
     children = redis + proxies
+    overlap = sorted({p for p in layout.ports if layout.ports.count(p) > 1})
+    if overlap:
+        print(f"demo: the port ranges overlap at {', '.join(map(str, overlap))}: each of "
+              "--proxy-port/--admin-port/--redis-port/--sentinel-port starts a range of its own "
+              "(3 ports each, and the cluster bus ports in cluster mode)", file=sys.stderr)
+        return 2
     busy = [p for p in layout.ports if _port_open(p)]
     if busy:
         print(f"demo: ports already in use: {', '.join(map(str, busy))} (another demo still running?); "
