@@ -206,8 +206,7 @@ class MigrationDriver:
             if mechanism == ATOMIC:
                 keys = await self._move_atomic(src, dst, batch)
             else:
-                keys = await self._move_legacy(src, dst, others, batch)
-                await self._replicas_learned(dst, shards[m.target].replicas, batch)
+                keys = await self._move_legacy(src, dst, others, batch, shards[m.target].replicas)
         except AtomicMoveFailed as exc:
             n = self._atomic_failures.get(m.id, (0, ""))[0] + 1
             self._atomic_failures[m.id] = (n, str(exc))
@@ -321,13 +320,15 @@ class MigrationDriver:
             await self._replicated(d, dst)
         return keys
 
-    async def _move_legacy(self, src: str, dst: str, others: list[str], slots: list[int]) -> int:
+    async def _move_legacy(self, src: str, dst: str, others: list[str], slots: list[int],
+                           dst_replicas: tuple[str, ...]) -> int:
         """A batch the legacy way, each step of Redis' per-slot order sent for every slot of
         the batch in one round trip: the target imports them all, the source migrates them
         all, their keys move (`_migrate_keys`), then each master learns the new owner (the
         target first). A slot whose mark Redis refuses (the target owns it already, the
         source no longer does, or any other answer) is then taken from wherever it is,
-        one by one (`_move_slot`), where an error the batch cannot decide raises."""
+        one by one (`_move_slot`), where an error the batch cannot decide raises. Last, the
+        target's replicas learn it owns them (`_replicas_learned`)."""
         s, d = self._client(src), self._client(dst)
         src_id = reply_text(await s.execute_command("CLUSTER", "MYID"))
         dst_id, nodes, state = await cluster_node_view(d, dst, self.state_unchecked)
@@ -346,9 +347,10 @@ class MigrationDriver:
         await self._announce(marked, dst_id, [dst, src, *others])
         for slot in sorted(set(slots) - set(marked)):
             keys_moved += await self._move_slot(src, dst, others, slot, src_id, dst_id, slot in unserved)
+        await self._replicas_learned(dst_id, dst_replicas, slots)
         return keys_moved
 
-    async def _replicas_learned(self, dst: str, replicas: tuple[str, ...], slots: list[int]) -> None:
+    async def _replicas_learned(self, dst_id: str, replicas: tuple[str, ...], slots: list[int]) -> None:
         """Before a batch moved the legacy way is committed, the target's replicas (those up)
         know that their master owns its slots. Redis 7 tells them only over the cluster
         bus (`SETSLOT` is for masters; Valkey 8 replicates it): a target killed before its
@@ -361,10 +363,10 @@ class MigrationDriver:
         waiting = [a for a in replicas if health.up(a)]
         if not waiting:
             return
-        dst_id = reply_text(await self._client(dst).execute_command("CLUSTER", "MYID"))
         deadline = time.monotonic() + REPLICAS_LEARN_S
         while True:
-            views = [reply_text(await self._client(a).execute_command("CLUSTER", "NODES")) for a in waiting]
+            views = [reply_text(v) for v in await asyncio.gather(
+                *(self._client(a).execute_command("CLUSTER", "NODES") for a in waiting))]
             behind = {a: missing for a, v in zip(waiting, views) if (missing := not_owned_by(v, dst_id, slots))}
             if not behind:
                 return
