@@ -302,6 +302,7 @@ class Prober:
         self._was_up: bool | None = None
         self._kick = Wake()
         self._kill_sent = False         # a SCRIPT/FUNCTION KILL refused in this busy spell
+        self._parsed: dict | None = None    # the INFO reply `status` was last filled from
 
     def kick(self) -> None:
         """Probe again now rather than at the next interval (during a failover)."""
@@ -343,7 +344,9 @@ class Prober:
                 self.health.probe_started(self.addr)
                 try:
                     info = await self._client.info_replication(self.timeout)
-                    parse_replication_info(info, status)
+                    if info is not self._parsed:    # a reply unlike the last (ProbeClient.info_replication)
+                        parse_replication_info(info, status)
+                        self._parsed = info
                     status.last_ok = time.monotonic()
                     status.sent_ok = started
                     status.ever_ok = True

@@ -153,7 +153,7 @@ def _python_calls_per_probe(addr: str, probes: int = 20) -> float:
     def count(frame, event, _arg):
         if event == "call":
             calls["n"] += 1
-            if frame.f_code.co_name == "parse_replication_info":
+            if frame.f_code.co_name == "probe_done":
                 calls["probes"] += 1
 
     async def scenario() -> None:
