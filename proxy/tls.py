@@ -30,6 +30,7 @@ import ssl
 from dataclasses import dataclass, field
 
 from .log_budget import LogBudget
+from .protocol.resp import ProtocolError, parse_command, parse_inline
 
 log = logging.getLogger(__name__)
 
@@ -217,9 +218,10 @@ class TlsAcceptor(asyncio.Protocol):
     out, for most of redis-benchmark's connections)."""
 
     def __init__(self, make_protocol, ctx: ssl.SSLContext, timeout_s: float, listener: str,
-                 failures: dict[str, int]) -> None:
+                 failures: dict[str, int], require_cert: bool = False) -> None:
         self._make = make_protocol
         self._ctx = ctx
+        self._require_cert = require_cert   # `ctx` verifies a certificate if sent; this requires one
         self._timeout = timeout_s
         self._listener = listener
         self._failures = failures      # listener -> handshakes failed (for /metrics)
@@ -244,6 +246,9 @@ class TlsAcceptor(asyncio.Protocol):
         async def upgrade() -> None:
             tls_transport = await loop.start_tls(transport, held, self._ctx, server_side=True,
                                                  ssl_handshake_timeout=self._timeout)
+            if self._require_cert and not _sent_certificate(tls_transport):
+                held.connect(_RefusedWithoutCertificate(), tls_transport)
+                raise _NoCertificate(NO_CERTIFICATE)
             held.connect(self._make(), tls_transport)
 
         handshake = loop.create_task(upgrade())
@@ -259,21 +264,117 @@ class TlsAcceptor(asyncio.Protocol):
             # points of the handshake (its timeout never fires then): bounded here too
             async with asyncio.timeout(self._timeout + HANDSHAKE_GRACE_S):
                 await handshake
-        except (TimeoutError, ssl.SSLError, OSError, ConnectionError) as exc:
+        except (TimeoutError, ssl.SSLError, OSError, ConnectionError, _NoCertificate) as exc:
             handshake.cancel()
+            refused = isinstance(exc, _NoCertificate)
             self._failures[self._listener] = self._failures.get(self._listener, 0) + 1
             reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else (str(exc) or type(exc).__name__)
             left_out = _failure_lines.take(self._listener)
             if left_out is not None:
                 log.warning("event=tls_handshake_failed listener=%s client=%s error=%r not_logged=%d",
                             self._listener, self._peer, reason, left_out)
-            transport.abort()
+            if not refused:         # (refused: the client is told, then the connection closed)
+                transport.abort()
 
     def data_received(self, data: bytes) -> None:     # only before start_tls took over (uvloop)
         self._early.append(data)
 
     def connection_lost(self, exc) -> None:
         pass
+
+
+NO_CERTIFICATE = "PEER_DID_NOT_RETURN_A_CERTIFICATE"      # OpenSSL's reason, as CERT_REQUIRED logs it
+REFUSAL = (b"-ERR TLS client certificate required (tls_auth_clients yes): connect with a certificate "
+           b"signed by the proxy's CA\r\n")
+REFUSAL_WAIT_S = 2.0
+REFUSAL_MAX_BYTES = 65536
+
+
+class _NoCertificate(Exception):
+    """The handshake went through without the client certificate this listener requires."""
+
+
+def _sent_certificate(tls_transport: asyncio.BaseTransport) -> bool:
+    sslobj = tls_transport.get_extra_info("ssl_object")
+    return sslobj is not None and sslobj.getpeercert(binary_form=True) is not None
+
+
+class _RefusedWithoutCertificate(asyncio.Protocol):
+    """A client that completed the handshake without a certificate where one is required.
+
+    OpenSSL would fail such a handshake itself (CERT_REQUIRED) with an alert, but the event
+    loop's TLS layer closes the connection without sending it: the client saw the server
+    hang up (`redis-cli` died of SIGPIPE writing its command, silently). So the handshake
+    lets it through (CERT_OPTIONAL: a certificate sent is still verified) and this protocol
+    answers every command with an error that says what is missing, runs none, and closes
+    REFUSAL_WAIT_S after the handshake (at once on a protocol error or too many bytes).
+    Every command is answered because clients send some of their own first and may
+    ignore those errors (redis-py's CLIENT SETINFO), and the close waits so that it does
+    not reset a connection whose commands are still unread. A client that sent nothing
+    reads the error once at the close."""
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._buf = b""
+        self._answered = False
+
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+        self._timer = asyncio.get_running_loop().call_later(REFUSAL_WAIT_S, self._close)
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is None:
+            return
+        self._buf += data
+        try:
+            commands, used = _complete_commands(self._buf)
+        except ProtocolError:
+            self._close()
+            return
+        self._buf = self._buf[used:]
+        if commands:
+            self._answered = True
+            self._transport.write(REFUSAL * commands)
+        if len(self._buf) > REFUSAL_MAX_BYTES:
+            self._close()
+
+    def eof_received(self) -> bool:
+        self._close()
+        return False
+
+    def connection_lost(self, exc) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._transport = None
+
+    def _close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        transport, self._transport = self._transport, None
+        if transport is not None and not transport.is_closing():
+            if not self._answered:
+                transport.write(REFUSAL)
+            transport.close()
+
+
+def _complete_commands(buf: bytes) -> tuple[int, int]:
+    """How many complete commands (RESP or inline) `buf` starts with, and their bytes."""
+    pos = count = 0
+    while pos < len(buf):
+        if buf[pos] == 42:      # '*'
+            res = parse_command(buf, pos, REFUSAL_MAX_BYTES, 1024)
+            if res is None or res[0] is None:
+                break
+            empty = res[3] == 0
+        else:
+            res = parse_inline(buf, pos)
+            if res is None:
+                break
+            empty = not res[1]
+        pos = res[0]
+        count += not empty      # (an empty command or line, which Redis ignores, gets no answer)
+    return count, pos
 
 
 class _HeldUntilConnected(asyncio.Protocol):
@@ -339,7 +440,7 @@ def tls_protocol_factory(make_protocol, tls: ProxyTls, listener: str):
     """A protocol factory for `loop.create_server` (without ssl=) serving `tls.clients`
     through TlsAcceptor."""
     return lambda: TlsAcceptor(make_protocol, tls.clients, tls.handshake_timeout_s, listener,
-                               tls.handshake_failures)
+                               tls.handshake_failures, tls.clients_require_cert)
 
 
 @dataclass
@@ -347,6 +448,7 @@ class ProxyTls:
     """The contexts one proxy uses (None where that hop is plaintext)."""
 
     clients: ssl.SSLContext | None = None        # tls_port, and the Sentinel port with tls_sentinel
+    clients_require_cert: bool = False           # tls_auth_clients yes: checked after `clients`' handshake
     sentinel: bool = False
     admin_server: ssl.SSLContext | None = None   # the admin/Raft app (tls_admin)
     admin_client: ssl.SSLContext | None = None   # to the other proxies (tls_admin)
@@ -376,7 +478,11 @@ def tls_from_config(cfg) -> ProxyTls:
         return ctx
 
     if cfg.tls_port or cfg.tls_sentinel:
-        out.clients = build(own_keys, "clients", server_context, own, auth_clients=cfg.tls_auth_clients)
+        # `yes`: the handshake verifies a certificate if sent and TlsAcceptor refuses a client
+        # that sent none, with an error it can read (see _RefusedWithoutCertificate)
+        out.clients_require_cert = cfg.tls_auth_clients == "yes"
+        out.clients = build(own_keys, "clients", server_context, own,
+                            auth_clients="optional" if out.clients_require_cert else cfg.tls_auth_clients)
     if cfg.tls_admin:
         out.admin_server = build(own_keys, "admin", server_context, own, auth_clients="optional")
         out.admin_client = build(own_keys, "peers", client_context, own, check_hostname=False)

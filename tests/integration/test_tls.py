@@ -119,10 +119,21 @@ def test_bad_tls_clients_are_closed_and_logged_without_harming_others(cluster, t
     for i, (what, kw) in enumerate(attempts.items()):
         before = handshake_failures(cluster, "proxy-1")
         with redis_client(port, timeout=5, **kw) as bad:     # no retries: each attempt is one handshake
-            with pytest.raises(redis.ConnectionError):
+            # without a certificate the client is told what is missing (an error reply, then
+            # the proxy closes); a bad one fails the handshake itself
+            expected = redis.ResponseError if what == "no client certificate" else redis.ConnectionError
+            with pytest.raises(expected) as refused:
                 bad.ping()
+            if expected is redis.ResponseError:
+                assert "TLS client certificate required" in str(refused.value)
         wait_failure_logged(cluster, "proxy-1", before, what)
         assert bystander.set("tls:bystander", str(i + 1)) is True
+    # redis-cli without its certificate prints the reason (it died of SIGPIPE, silently, when
+    # the proxy closed the handshake without a word)
+    out = subprocess.run(["redis-cli", "--tls", "--cacert", str(tls.ca.cert), "-h", HOST, "-p", str(port),
+                          "SET", "tls:bystander", "by-a-client-without-certificate"],
+                         capture_output=True, text=True, timeout=20)
+    assert "TLS client certificate required" in out.stdout + out.stderr, out
     # plaintext RESP on the TLS port, and a client that connects and sends nothing
     for what, payload in (("plaintext RESP", b"*1\r\n$4\r\nPING\r\n"), ("a stalled handshake", b"")):
         before = handshake_failures(cluster, "proxy-1")

@@ -21,9 +21,15 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from proxy.process.devcerts import ClusterCerts
 from proxy.log_budget import LogBudget
-from proxy.tls import HANDSHAKE_GRACE_S, ProxyTls, TlsFiles, server_context, tls_protocol_factory
+from proxy.process.devcerts import ClusterCerts
+from proxy.tls import (
+    HANDSHAKE_GRACE_S,
+    ProxyTls,
+    TlsFiles,
+    server_context,
+    tls_protocol_factory,
+)
 
 CONNECTIONS = 20
 
@@ -190,3 +196,60 @@ def test_failed_handshakes_are_logged_at_most_ten_a_listener_every_ten_seconds()
     assert budget.take("sentinel", now=101.0) == 0, "another listener has a budget of its own"
     assert budget.take("clients", now=110.0) == 25, "the next window's first line says how many were left out"
     assert budget.take("clients", now=110.1) == 0
+
+
+def required_certificate_answers(certs: ClusterCerts, port: int) -> dict[str, str]:
+    """What a client reads after sending PING: with its certificate; without one, PING in
+    both forms (each is answered); and without one, sending nothing (the answer then comes
+    at the close, REFUSAL_WAIT_S after the handshake)."""
+    out: dict[str, str] = {}
+    bare = ssl.create_default_context(cafile=str(certs.ca.cert))
+    for what, ctx, command in (("with", certs.client_context(), b"PING\r\n"),
+                               ("without", bare, b"PING\r\n*1\r\n$4\r\nPING\r\n"),
+                               ("without, silent", bare, b"")):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            if command:
+                s.sendall(command)
+            got = b""
+            try:
+                while chunk := s.recv(1000):
+                    got += chunk
+                    if what == "with":
+                        break
+            except (ssl.SSLError, OSError) as exc:
+                got += f" then {exc!r}".encode()
+            out[what] = got.decode()
+    return out
+
+
+@pytest.mark.parametrize("runner", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def test_a_client_without_the_required_certificate_is_told_and_runs_nothing(tmp_path: Path, runner,
+                                                                            monkeypatch) -> None:
+    """tls_auth_clients yes: the handshake verifies a certificate if one is sent; a client
+    that sent none reads an error naming what is missing, then the connection ends, and
+    its command never reaches the protocol behind (here: one that would answer PONG)."""
+    from proxy.tls import REFUSAL
+
+    monkeypatch.setattr("proxy.tls.REFUSAL_WAIT_S", 0.3)     # the silent client's wait
+
+    certs = ClusterCerts.make(tmp_path)
+    own = TlsFiles(str(certs.proxy.cert), str(certs.proxy.key), str(certs.ca.cert))
+
+    async def scenario() -> tuple[dict[str, str], dict[str, int]]:
+        tls = ProxyTls(clients=server_context(own, auth_clients="optional"), clients_require_cert=True,
+                       handshake_timeout_s=2.0)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(tls_protocol_factory(Pong, tls, "test"), "127.0.0.1", 0)
+        try:
+            answers = await loop.run_in_executor(None, required_certificate_answers, certs,
+                                                 server.sockets[0].getsockname()[1])
+        finally:
+            server.close()
+        return answers, tls.handshake_failures
+
+    answers, failures = runner(scenario())
+    assert answers["with"] == "+PONG\r\n"
+    assert answers["without"] == REFUSAL.decode() * 2
+    assert answers["without, silent"] == REFUSAL.decode()
+    assert failures == {"test": 2}
