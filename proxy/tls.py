@@ -287,7 +287,8 @@ NO_CERTIFICATE = "PEER_DID_NOT_RETURN_A_CERTIFICATE"      # OpenSSL's reason, as
 REFUSAL = (b"-ERR TLS client certificate required (tls_auth_clients yes): connect with a certificate "
            b"signed by the proxy's CA\r\n")
 REFUSAL_WAIT_S = 2.0
-REFUSAL_MAX_BYTES = 65536
+REFUSAL_MAX_BYTES = 65536       # a command longer than this, unanswered, closes the connection at once
+REFUSAL_MAX_ANSWERS = 16        # and so does the 16th (the answers are not a flood's amplifier)
 
 
 class _NoCertificate(Exception):
@@ -307,7 +308,8 @@ class _RefusedWithoutCertificate(asyncio.Protocol):
     hang up (`redis-cli` died of SIGPIPE writing its command, silently). So the handshake
     lets it through (CERT_OPTIONAL: a certificate sent is still verified) and this protocol
     answers every command with an error that says what is missing, runs none, and closes
-    REFUSAL_WAIT_S after the handshake (at once on a protocol error or too many bytes).
+    REFUSAL_WAIT_S after the handshake (at once on a protocol error, too many bytes or
+    REFUSAL_MAX_ANSWERS commands).
     Every command is answered because clients send some of their own first and may
     ignore those errors (redis-py's CLIENT SETINFO), and the close waits so that it does
     not reset a connection whose commands are still unread. A client that sent nothing
@@ -317,7 +319,7 @@ class _RefusedWithoutCertificate(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._buf = b""
-        self._answered = False
+        self._answered = 0      # commands answered
 
     def connection_made(self, transport) -> None:
         self._transport = transport
@@ -333,10 +335,11 @@ class _RefusedWithoutCertificate(asyncio.Protocol):
             self._close()
             return
         self._buf = self._buf[used:]
+        commands = min(commands, REFUSAL_MAX_ANSWERS - self._answered)
         if commands:
-            self._answered = True
+            self._answered += commands
             self._transport.write(REFUSAL * commands)
-        if len(self._buf) > REFUSAL_MAX_BYTES:
+        if len(self._buf) > REFUSAL_MAX_BYTES or self._answered >= REFUSAL_MAX_ANSWERS:
             self._close()
 
     def eof_received(self) -> bool:

@@ -253,3 +253,40 @@ def test_a_client_without_the_required_certificate_is_told_and_runs_nothing(tmp_
     assert answers["without"] == REFUSAL.decode() * 2
     assert answers["without, silent"] == REFUSAL.decode()
     assert failures == {"test": 2}
+
+
+def test_a_client_without_certificate_gets_a_bounded_number_of_answers(tmp_path: Path) -> None:
+    """A flood of commands from a client refused for its missing certificate is answered
+    REFUSAL_MAX_ANSWERS times, then the connection closes at once (not after the wait)."""
+    from proxy.tls import REFUSAL, REFUSAL_MAX_ANSWERS
+
+    certs = ClusterCerts.make(tmp_path)
+    own = TlsFiles(str(certs.proxy.cert), str(certs.proxy.key), str(certs.ca.cert))
+
+    def flood(port: int) -> tuple[bytes, float]:
+        bare = ssl.create_default_context(cafile=str(certs.ca.cert))
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                bare.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            t0 = time.monotonic()
+            s.sendall(b"PING\r\n" * 1000)
+            got = b""
+            try:
+                while chunk := s.recv(65536):
+                    got += chunk
+            except (ssl.SSLError, OSError):
+                pass
+            return got, time.monotonic() - t0
+
+    async def scenario() -> tuple[bytes, float]:
+        tls = ProxyTls(clients=server_context(own, auth_clients="optional"), clients_require_cert=True,
+                       handshake_timeout_s=2.0)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(tls_protocol_factory(Pong, tls, "test"), "127.0.0.1", 0)
+        try:
+            return await loop.run_in_executor(None, flood, server.sockets[0].getsockname()[1])
+        finally:
+            server.close()
+
+    got, took = uvloop.run(scenario())
+    assert got == REFUSAL * REFUSAL_MAX_ANSWERS
+    assert took < 1.5, f"closed after {took:.2f} s: the wait (2 s), not the bound"
