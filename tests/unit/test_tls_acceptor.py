@@ -198,60 +198,69 @@ def test_failed_handshakes_are_logged_at_most_ten_a_listener_every_ten_seconds()
     assert budget.take("clients", now=110.1) == 0
 
 
-def required_certificate_answers(certs: ClusterCerts, port: int) -> dict[str, str]:
-    """What a client reads after sending PING: with its certificate; without one, PING in
-    both forms (each is answered); and without one, sending nothing (the answer then comes
-    at the close, REFUSAL_WAIT_S after the handshake)."""
-    out: dict[str, str] = {}
-    bare = ssl.create_default_context(cafile=str(certs.ca.cert))
-    for what, ctx, command in (("with", certs.client_context(), b"PING\r\n"),
-                               ("without", bare, b"PING\r\n*1\r\n$4\r\nPING\r\n"),
-                               ("without, silent", bare, b"")):
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
-            if command:
-                s.sendall(command)
-            got = b""
-            try:
-                while chunk := s.recv(1000):
-                    got += chunk
-                    if what == "with":
-                        break
-            except (ssl.SSLError, OSError) as exc:
+def _exchange(port: int, ctx: ssl.SSLContext, command: bytes, *, first_reply_only: bool = False,
+              keep_error: bool = True) -> bytes:
+    """Connect with `ctx`, send `command` (if any), read until the proxy closes (or its
+    first reply); an error ending the read is kept in what is returned (`keep_error`: a
+    close with commands still unread may end in a reset)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        if command:
+            s.sendall(command)
+        got = b""
+        try:
+            while chunk := s.recv(65536):
+                got += chunk
+                if first_reply_only:
+                    break
+        except (ssl.SSLError, OSError) as exc:
+            if keep_error:
                 got += f" then {exc!r}".encode()
-            out[what] = got.decode()
-    return out
+        return got
+
+
+def _serve_requiring_certificates(certs: ClusterCerts, runner, client):
+    """Run `client(port)` in a thread against a listener with tls_auth_clients yes (as
+    tls_from_config builds it) in front of Pong; returns its result and the failures counted."""
+    own = TlsFiles(str(certs.proxy.cert), str(certs.proxy.key), str(certs.ca.cert))
+
+    async def scenario():
+        tls = ProxyTls(clients=server_context(own, auth_clients="optional"), clients_require_cert=True,
+                       handshake_timeout_s=2.0)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(tls_protocol_factory(Pong, tls, "test"), "127.0.0.1", 0)
+        try:
+            return await loop.run_in_executor(None, client, server.sockets[0].getsockname()[1]), \
+                tls.handshake_failures
+        finally:
+            server.close()
+
+    return runner(scenario())
 
 
 @pytest.mark.parametrize("runner", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
 def test_a_client_without_the_required_certificate_is_told_and_runs_nothing(tmp_path: Path, runner,
                                                                             monkeypatch) -> None:
     """tls_auth_clients yes: the handshake verifies a certificate if one is sent; a client
-    that sent none reads an error naming what is missing, then the connection ends, and
-    its command never reaches the protocol behind (here: one that would answer PONG)."""
+    that sent none reads an error naming what is missing (each command it sent, PING in
+    both forms, is answered; one that sent nothing reads it at the close, REFUSAL_WAIT_S
+    after the handshake), then the connection ends, and its commands never reach the
+    protocol behind (here: one that would answer PONG)."""
     from proxy.tls import REFUSAL
 
     monkeypatch.setattr("proxy.tls.REFUSAL_WAIT_S", 0.3)     # the silent client's wait
-
     certs = ClusterCerts.make(tmp_path)
-    own = TlsFiles(str(certs.proxy.cert), str(certs.proxy.key), str(certs.ca.cert))
+    bare = ssl.create_default_context(cafile=str(certs.ca.cert))
 
-    async def scenario() -> tuple[dict[str, str], dict[str, int]]:
-        tls = ProxyTls(clients=server_context(own, auth_clients="optional"), clients_require_cert=True,
-                       handshake_timeout_s=2.0)
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(tls_protocol_factory(Pong, tls, "test"), "127.0.0.1", 0)
-        try:
-            answers = await loop.run_in_executor(None, required_certificate_answers, certs,
-                                                 server.sockets[0].getsockname()[1])
-        finally:
-            server.close()
-        return answers, tls.handshake_failures
+    def clients(port: int) -> dict[str, bytes]:
+        return {"with": _exchange(port, certs.client_context(), b"PING\r\n", first_reply_only=True),
+                "without": _exchange(port, bare, b"PING\r\n*1\r\n$4\r\nPING\r\n"),
+                "without, silent": _exchange(port, bare, b"")}
 
-    answers, failures = runner(scenario())
-    assert answers["with"] == "+PONG\r\n"
-    assert answers["without"] == REFUSAL.decode() * 2
-    assert answers["without, silent"] == REFUSAL.decode()
+    answers, failures = _serve_requiring_certificates(certs, runner, clients)
+    assert answers["with"] == b"+PONG\r\n"
+    assert answers["without"] == REFUSAL * 2
+    assert answers["without, silent"] == REFUSAL
     assert failures == {"test": 2}
 
 
@@ -261,32 +270,12 @@ def test_a_client_without_certificate_gets_a_bounded_number_of_answers(tmp_path:
     from proxy.tls import REFUSAL, REFUSAL_MAX_ANSWERS
 
     certs = ClusterCerts.make(tmp_path)
-    own = TlsFiles(str(certs.proxy.cert), str(certs.proxy.key), str(certs.ca.cert))
+    bare = ssl.create_default_context(cafile=str(certs.ca.cert))
 
     def flood(port: int) -> tuple[bytes, float]:
-        bare = ssl.create_default_context(cafile=str(certs.ca.cert))
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-                bare.wrap_socket(raw, server_hostname="127.0.0.1") as s:
-            t0 = time.monotonic()
-            s.sendall(b"PING\r\n" * 1000)
-            got = b""
-            try:
-                while chunk := s.recv(65536):
-                    got += chunk
-            except (ssl.SSLError, OSError):
-                pass
-            return got, time.monotonic() - t0
+        t0 = time.monotonic()
+        return _exchange(port, bare, b"PING\r\n" * 1000, keep_error=False), time.monotonic() - t0
 
-    async def scenario() -> tuple[bytes, float]:
-        tls = ProxyTls(clients=server_context(own, auth_clients="optional"), clients_require_cert=True,
-                       handshake_timeout_s=2.0)
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(tls_protocol_factory(Pong, tls, "test"), "127.0.0.1", 0)
-        try:
-            return await loop.run_in_executor(None, flood, server.sockets[0].getsockname()[1])
-        finally:
-            server.close()
-
-    got, took = uvloop.run(scenario())
+    (got, took), _ = _serve_requiring_certificates(certs, uvloop.run, flood)
     assert got == REFUSAL * REFUSAL_MAX_ANSWERS
     assert took < 1.5, f"closed after {took:.2f} s: the wait (2 s), not the bound"
