@@ -55,17 +55,15 @@ if __name__ == "__main__":
 sys.dont_write_bytecode = True  # keep benchmarks/ free of __pycache__
 
 import argparse
-import json
-import platform
 import socket
 import statistics
 import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime
 
 from benchmarks import failover_lib as fl
 from benchmarks.benchlib.proccpu import CpuWindow, rss_bytes
+from benchmarks.benchlib.report import save_result
 from tests.integration.harness import free_ports
 
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -266,24 +264,12 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         cluster.cleanup()
 
 
-def save(result: dict, results_dir: Path) -> Path:
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    payload = {"benchmark": "idle", "time": stamp, "platform": platform.platform(), "cpus": os.cpu_count(),
-               "python": platform.python_version(), **result}
-    path = results_dir / f"idle-{stamp}.json"
-    text = json.dumps(payload, indent=2) + "\n"
-    path.write_text(text)
-    (results_dir / "idle-latest.json").write_text(text)
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="idle-bench-") as tmp:
         result = run(args, Path(tmp))
     print_table(result)
-    log(f"saved {save(result, args.results_dir)}")
+    log(f"saved {save_result('idle', result, args.results_dir, latest=True)}")
     return 0
 
 

@@ -17,14 +17,11 @@ and writes benchmarks/results/startup-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,6 +34,7 @@ reexec_in_venv_if_needed("benchmarks.startup")
 
 from benchmarks.benchlib.proccpu import cpu_seconds, rss_bytes  # noqa: E402
 from benchmarks.benchlib.procs import ProcessRegistry, StartError, answers, free_ports  # noqa: E402
+from benchmarks.benchlib.report import save_result  # noqa: E402
 from benchmarks.benchlib.targets import proxy_argv, start_redis  # noqa: E402
 
 POLL_S = 0.01
@@ -121,22 +119,12 @@ def print_table(result: dict) -> None:
               f"CPU {a['cpu_s'] / b['cpu_s']:.2f} x (medians)")
 
 
-def save(result: dict, results_dir: Path) -> Path:
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    payload = {"benchmark": "startup", "time": stamp, "platform": platform.platform(), "cpus": os.cpu_count(),
-               "python": platform.python_version(), **result}
-    path = results_dir / f"startup-{stamp}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="startup-bench-") as tmp:
         result = run(args, Path(tmp))
     print_table(result)
-    print(f"[startup] saved {save(result, args.results_dir)}", flush=True)
+    print(f"[startup] saved {save_result('startup', result, args.results_dir)}", flush=True)
     return 0
 
 

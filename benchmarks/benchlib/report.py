@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import statistics
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -127,6 +130,17 @@ def markdown_table(summaries: Sequence[Summary]) -> str:
 
     rule = ["-" * (w - 1) + ":" if i in RIGHT_ALIGNED else "-" * w for i, w in enumerate(widths)]
     return "\n".join([line(HEADER), line(rule), *(line(r) for r in rows)])
+
+
+def save_result(benchmark: str, result: dict, results_dir: Path, latest: bool = False) -> Path:
+    """`result` with the run's time and machine as `<benchmark>-<UTC stamp>.json` in
+    `results_dir` (and as `<benchmark>-latest.json` with `latest`); the first path."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    payload = {"benchmark": benchmark, "time": stamp, "platform": platform.platform(), "cpus": os.cpu_count(),
+               "python": platform.python_version(), **result}
+    path = results_dir / f"{benchmark}-{stamp}.json"
+    write_json(payload, path, *([results_dir / f"{benchmark}-latest.json"] if latest else []))
+    return path
 
 
 def write_json(payload: dict[str, object], *paths: Path) -> None:
