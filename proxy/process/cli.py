@@ -40,7 +40,9 @@ def _pause_gc_for_startup() -> None:
 def _resume_gc() -> None:
     """Once serving (or when `run` returns early): what lives now is frozen (`gc.freeze`:
     a generation the collector never walks again, so later full collections cost what the
-    proxy allocates while serving, not its start) and the collector is back on. Idempotent."""
+    proxy allocates while serving, not its start) and the collector is back on. The price:
+    an object of the start that later ends up in a garbage cycle (a replaced configuration,
+    say) is never freed, so at most what the start built leaks, once. Idempotent."""
     global _gc_paused
     if _gc_paused:
         _gc_paused = False
