@@ -33,7 +33,7 @@ from benchmarks.benchlib.venv import reexec_in_venv_if_needed  # noqa: E402
 reexec_in_venv_if_needed("benchmarks.startup")
 
 from benchmarks.benchlib.proccpu import cpu_seconds, rss_bytes  # noqa: E402
-from benchmarks.benchlib.procs import ProcessRegistry, StartError, answers, free_ports  # noqa: E402
+from benchmarks.benchlib.procs import ProcessRegistry, free_ports, wait_ready  # noqa: E402
 from benchmarks.benchlib.report import save_result  # noqa: E402
 from benchmarks.benchlib.targets import proxy_argv, start_redis  # noqa: E402
 
@@ -68,14 +68,8 @@ def one_start(reg: ProcessRegistry, tree: Path, redis_port: int, workdir: Path, 
     t0 = time.monotonic()
     managed = reg.start(str(tree), argv, workdir / "proxy.log", env=env, cwd=tree)
     try:
-        while not answers(port, timeout_s=1.0):
-            if not managed.alive():
-                raise StartError(f"the proxy of {tree} exited with {managed.proc.returncode}\n{managed.log_tail()}")
-            if time.monotonic() - t0 > timeout_s:
-                raise StartError(f"the proxy of {tree} did not answer within {timeout_s:.0f} s\n"
-                                 f"{managed.log_tail()}")
-            time.sleep(POLL_S)
-        ready_s = time.monotonic() - t0
+        wait_ready(managed, port, timeout_s, poll_s=POLL_S)
+        ready_s = time.monotonic() - t0         # (from before the spawn, which wait_ready does not see)
         return {"ready_s": round(ready_s, 4), "cpu_s": round(cpu_seconds(managed.proc.pid), 3),
                 "rss_mb": round(rss_bytes(managed.proc.pid) / 2**20, 1)}
     finally:

@@ -157,8 +157,9 @@ def answers(port: int, timeout_s: float = 1.0, tls: ssl.SSLContext | None = None
         return False
 
 
-def wait_ready(managed: Managed, port: int, timeout_s: float, tls: ssl.SSLContext | None = None) -> float:
-    """Poll `port` until it answers (see answers()); return the seconds it took.
+def wait_ready(managed: Managed, port: int, timeout_s: float, tls: ssl.SSLContext | None = None,
+               poll_s: float = POLL_INTERVAL_S) -> float:
+    """Poll `port` every `poll_s` until it answers (see answers()); return the seconds it took.
 
     Raises StartError, with the tail of the process's log, when the process
     exits first or the time limit passes.
@@ -173,4 +174,4 @@ def wait_ready(managed: Managed, port: int, timeout_s: float, tls: ssl.SSLContex
         if time.monotonic() - start > timeout_s:
             raise StartError(f"{managed.name} did not answer PING/SET on port {port} within "
                              f"{timeout_s:.0f}s\n{managed.log_tail()}")
-        time.sleep(POLL_INTERVAL_S)
+        time.sleep(poll_s)
