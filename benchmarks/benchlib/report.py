@@ -34,6 +34,7 @@ class Summary:
     cpu_us_per_cmd: float | None = None           # the target process's CPU per command (median of runs)
     backend_cpu_us_per_cmd: float | None = None   # the redis-server's behind it
     sys_us_per_cmd: float | None = None           # of cpu_us_per_cmd, the kernel's (system time)
+    client_cpu_us_per_cmd: float | None = None    # redis-benchmark's own
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict for the JSON report (floats rounded to 4 decimals)."""
@@ -54,7 +55,8 @@ def _summarize_group(group: list[Sample]) -> Summary:
                    _median(s.p50_ms for s in group), _median(s.p99_ms for s in group),
                    cpu_us_per_cmd=_median(getattr(s, "cpu_us_per_cmd", None) for s in group),
                    backend_cpu_us_per_cmd=_median(getattr(s, "backend_cpu_us_per_cmd", None) for s in group),
-                   sys_us_per_cmd=_median(getattr(s, "sys_us_per_cmd", None) for s in group))
+                   sys_us_per_cmd=_median(getattr(s, "sys_us_per_cmd", None) for s in group),
+                   client_cpu_us_per_cmd=_median(getattr(s, "client_cpu_us_per_cmd", None) for s in group))
 
 
 def _compare(summary: Summary, base: Summary | None) -> None:
@@ -120,16 +122,77 @@ RIGHT_ALIGNED = {2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
 
 def markdown_table(summaries: Sequence[Summary]) -> str:
     """A padded GitHub Markdown table of the summaries (readable as plain text too)."""
-    rows = table_rows(summaries)
-    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    return padded_table(HEADER, table_rows(summaries), RIGHT_ALIGNED)
+
+
+def padded_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
+    """A GitHub Markdown table with its columns padded (columns `right` right-aligned)."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
-        padded = [c.rjust(w) if i in RIGHT_ALIGNED else c.ljust(w)
-                  for i, (c, w) in enumerate(zip(cells, widths))]
+        padded = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
         return "| " + " | ".join(padded) + " |"
 
-    rule = ["-" * (w - 1) + ":" if i in RIGHT_ALIGNED else "-" * w for i, w in enumerate(widths)]
-    return "\n".join([line(HEADER), line(rule), *(line(r) for r in rows)])
+    rule = ["-" * (w - 1) + ":" if i in right else "-" * w for i, w in enumerate(widths)]
+    return "\n".join([line(header), line(rule), *(line(r) for r in rows)])
+
+
+@dataclass
+class CpuBudget:
+    """What every process of one run spent per command, against the direct run's.
+
+    The client (redis-benchmark), the target and the redis-server behind it share the
+    machine's cores; while they keep them all busy (pipelined runs), ops/s go as the
+    inverse of their total CPU per command, so `cpu_bound_ratio` (the direct run's total
+    over this one's) is about the ops/s ratio, and `target_for_goal` is the target's CPU
+    per command at which it would reach `goal`, the client's and Redis's parts as measured.
+    Unpipelined, the hop's latency rather than CPU bounds a run, and the two ratios part.
+    For the direct run itself `own` is redis-server's and `redis` is 0."""
+
+    target: str
+    pipeline: int
+    test: str
+    client: float
+    own: float
+    redis: float
+    total: float
+    cpu_bound_ratio: float
+    measured_ratio: float | None
+    target_for_goal: float | None
+
+
+def cpu_budget(summaries: Sequence[Summary], goal: float = 0.8) -> list[CpuBudget]:
+    """A CpuBudget per row whose figures are all there, the direct run's included."""
+    base = {(s.pipeline, s.test): s for s in summaries if s.target == BASELINE}
+    out = []
+    for s in summaries:
+        b = base.get((s.pipeline, s.test))
+        direct_run = s.target == BASELINE
+        redis = 0.0 if direct_run else s.backend_cpu_us_per_cmd
+        if b is None or None in (s.client_cpu_us_per_cmd, s.cpu_us_per_cmd, redis, b.client_cpu_us_per_cmd,
+                                 b.cpu_us_per_cmd):
+            continue
+        direct = b.client_cpu_us_per_cmd + b.cpu_us_per_cmd
+        total = s.client_cpu_us_per_cmd + s.cpu_us_per_cmd + redis
+        out.append(CpuBudget(s.target, s.pipeline, s.test, s.client_cpu_us_per_cmd, s.cpu_us_per_cmd, redis,
+                             total, direct / total if total else 0.0, None if direct_run else s.ratio,
+                             None if direct_run else direct / goal - s.client_cpu_us_per_cmd - redis))
+    return out
+
+
+def budget_table(budgets: Sequence[CpuBudget], goal: float = 0.8) -> str:
+    """`cpu_budget`'s rows as a Markdown table."""
+    header = ["target", "test", "-P", "client µs/cmd", "target µs/cmd", "Redis behind µs/cmd", "all µs/cmd",
+              "CPU-bound ratio", "measured ratio", f"target µs/cmd for {goal:g}×"]
+    rows = []
+    for b in budgets:
+        direct_run = b.target == BASELINE
+        rows.append([b.target, b.test, str(b.pipeline), f"{b.client:.1f}", f"{b.own:.1f}",
+                     DASH if direct_run else f"{b.redis:.1f}", f"{b.total:.1f}",
+                     DASH if direct_run else f"{b.cpu_bound_ratio:.2f}×",
+                     DASH if b.measured_ratio is None else f"{b.measured_ratio:.2f}×",
+                     _fmt(b.target_for_goal, ".1f")])
+    return padded_table(header, rows, set(range(2, len(header))))
 
 
 def save_result(benchmark: str, result: dict, results_dir: Path, latest: bool = False) -> Path:

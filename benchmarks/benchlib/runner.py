@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -54,6 +55,9 @@ class Sample:
     # the part of cpu_us_per_cmd the kernel spent on the target's behalf (system time: its
     # socket reads, writes and waits, whatever language it is written in)
     sys_us_per_cmd: float | None = None
+    # CPU redis-benchmark itself used per command: on a machine whose cores the client, the
+    # target and Redis share, what all three spend decides the ops/s (report.cpu_budget)
+    client_cpu_us_per_cmd: float | None = None
     # the machine's steal time during the run, % of all CPU time (proccpu.machine_ticks)
     steal_pct: float | None = None
 
@@ -121,6 +125,12 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
     proc.communicate()
 
 
+def children_cpu_seconds() -> float:
+    """User + system CPU of this process's children that ended and were waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _run(argv: Sequence[str], timeout_s: float,
          still_ok: Callable[[], bool]) -> subprocess.CompletedProcess[str]:
     """Run a command in its own process group, watching `still_ok` while it runs.
@@ -153,8 +163,9 @@ def run_once(target: Target, settings: BenchSettings, pipeline: int, round_no: i
     """Run redis-benchmark once against `target`; one Sample per test."""
     argv = bench_argv(target.port, settings, pipeline, target.client_args)
     pids = [p for p in (target.pid, target.backend_pid) if p]
-    cpu_before, machine_before = _cpu(pids), machine_ticks()
+    cpu_before, machine_before, client_before = _cpu(pids), machine_ticks(), children_cpu_seconds()
     done = _run(argv, settings.timeout_s, lambda: is_alive(target))
+    client_cpu = children_cpu_seconds() - client_before     # (redis-benchmark, reaped by `_run`)
     steal = steal_percent(machine_before, machine_ticks())
     cpu_used = {pid: (after[0] - cpu_before[pid][0], after[1] - cpu_before[pid][1])
                 for pid, after in _cpu(pids).items() if pid in cpu_before}
@@ -171,7 +182,7 @@ def run_once(target: Target, settings: BenchSettings, pipeline: int, round_no: i
     return [Sample(target.name, round_no, pipeline, test.upper(), settings.requests[pipeline],
                    **parsed[test.upper()], cpu_us_per_cmd=per_cmd(target.pid),
                    backend_cpu_us_per_cmd=per_cmd(target.backend_pid), sys_us_per_cmd=per_cmd(target.pid, 1),
-                   steal_pct=steal)
+                   client_cpu_us_per_cmd=round(client_cpu / commands * 1e6, 2), steal_pct=steal)
             for test in settings.tests]
 
 
