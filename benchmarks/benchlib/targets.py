@@ -1,4 +1,5 @@
-"""The servers under test: redis-server (direct), our proxy (and variants), haproxy, twemproxy.
+"""The servers under test: redis-server (direct), our proxy (and variants), haproxy, twemproxy,
+and the bare Python relay (`benchmarks/relay_floor.py`).
 
 Each `start_*` function writes whatever config file it needs into its own
 work directory, starts the server through the ProcessRegistry, waits until
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -29,7 +31,9 @@ DIRECT = "direct"
 PROXY = "proxy"
 HAPROXY = "haproxy"
 TWEMPROXY = "twemproxy"
-REFERENCE_KINDS = (PROXY, HAPROXY, TWEMPROXY)
+FLOOR = "floor"
+REFERENCE_KINDS = (PROXY, HAPROXY, TWEMPROXY, FLOOR)
+RELAY_FLOOR = Path(__file__).resolve().parent.parent / "relay_floor.py"
 
 
 @dataclass
@@ -184,6 +188,16 @@ def start_twemproxy(reg: ProcessRegistry, workdir: Path, redis_port: int,
     managed = reg.start(TWEMPROXY, argv, workdir / "nutcracker.out", cwd=workdir)
     startup = wait_ready(managed, port, timeout_s)
     return Target(TWEMPROXY, TWEMPROXY, port, argv, startup_s=startup, pid=managed.proc.pid)
+
+
+def start_floor(reg: ProcessRegistry, workdir: Path, redis_port: int, timeout_s: float) -> Target:
+    """Start the bare Python relay (benchmarks/relay_floor.py) in front of redis."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (port,) = free_ports(1)
+    argv = [sys.executable, str(RELAY_FLOOR), str(port), str(redis_port)]
+    managed = reg.start(FLOOR, argv, workdir / "relay.log", cwd=workdir)
+    startup = wait_ready(managed, port, timeout_s)
+    return Target(FLOOR, FLOOR, port, argv, startup_s=startup, pid=managed.proc.pid)
 
 
 def proxy_argv(binary: str, port: int, admin_port: int, redis_port: int,
