@@ -205,13 +205,13 @@ class Upstream(asyncio.Protocol):
         """Begin connecting; commands sent meanwhile are queued."""
         self._loop = loop
         for cmd in self._handshake:
-            self._queue(cmd, DiscardSlot(1, self._check_handshake))
+            self.send(cmd, DiscardSlot(1, self._check_handshake))
         for cmd in self._best_effort:
             # e.g. NOAUTH: a client's own AUTH comes after the set-up, and
             # must not fail because a replayed script could not be loaded.
-            self._queue(cmd, DiscardSlot(1))
+            self.send(cmd, DiscardSlot(1))
         if self._want_id:
-            self._queue(CLIENT_ID, DiscardSlot(1, self._got_id))
+            self.send(CLIENT_ID, DiscardSlot(1, self._got_id))
         loop.create_task(self._connect(loop))
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -341,8 +341,18 @@ class Upstream(asyncio.Protocol):
             self._on_close(self)
 
     # -- sending ----------------------------------------------------------
-    def _queue(self, data: bytes, slot: Slot | None, write: bool = False) -> None:
-        """Queue bytes; all queued in one loop iteration go out in one write."""
+    def send(self, data: bytes, slot: Slot | None, write: bool = False) -> None:
+        """Send commands whose replies fill `slot` (None: raw mode, or nothing owed); all
+        sent in one loop iteration go out in one write. On a closed connection the slot
+        gets an error per reply instead.
+
+        `write`: the commands include writes (ack = replica gates them).
+        """
+        if self.closed:
+            if slot is not None:
+                why = self.error or f"Redis node {self.addr} is unavailable"
+                slot.fill_error(resp.error_reply("ERR proxy: " + why))
+            return
         if slot is not None:
             self.waiters.append(slot)
             if self.wait_cmd is not None and slot.owner is not None:
@@ -397,7 +407,7 @@ class Upstream(asyncio.Protocol):
         self._raw_seq += 1
         token = b"__redis-raft-proxy:%d__" % self._raw_seq
         self._raw_markers.append(b"$%d\r\n%s\r\n" % (len(token), token))
-        self._queue(data + (self.wait_cmd or b"") + resp.encode_command([b"PING", token]), None, True)
+        self.send(data + (self.wait_cmd or b"") + resp.encode_command([b"PING", token]), None, True)
 
     def raw_answer(self, probe: bytes | None, answer: Callable[[bytes | None], bytes]) -> None:
         """RAW mode: a reply the proxy makes itself (CLIENT ... on a subscribed RESP3
@@ -415,23 +425,11 @@ class Upstream(asyncio.Protocol):
         marker = b"$%d\r\n%s\r\n" % (len(token), token)
         self._raw_markers.append(marker)
         self._raw_answers[marker] = (probe is not None, answer)
-        self._queue((probe or b"") + resp.encode_command([b"PING", token]), None, False)
+        self.send((probe or b"") + resp.encode_command([b"PING", token]), None, False)
 
     def barrier(self) -> None:
         """Write what is queued now (with its WAIT): used before MULTI."""
         self._flush()
-
-    def send(self, data: bytes, slot: Slot | None, write: bool = False) -> None:
-        """Send commands whose replies fill `slot` (None: raw mode).
-
-        `write`: the commands include writes (ack = replica gates them).
-        """
-        if self.closed:
-            if slot is not None:
-                why = self.error or f"Redis node {self.addr} is unavailable"
-                slot.fill_error(resp.error_reply("ERR proxy: " + why))
-            return
-        self._queue(data, slot, write)
 
     def write_buffer_full(self) -> bool:
         return self.paused
