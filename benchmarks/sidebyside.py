@@ -22,7 +22,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,12 +33,10 @@ from benchmarks.benchlib.venv import reexec_in_venv_if_needed  # noqa: E402
 reexec_in_venv_if_needed("benchmarks.sidebyside")
 
 from benchmarks.benchlib.proccpu import cpu_seconds  # noqa: E402
-from benchmarks.benchlib.procs import HOST, ProcessRegistry, free_ports, wait_ready  # noqa: E402
-from benchmarks.benchlib.report import save_result  # noqa: E402
-from benchmarks.benchlib.targets import proxy_argv, start_redis  # noqa: E402
+from benchmarks.benchlib.procs import HOST, ProcessRegistry, wait_ready  # noqa: E402
+from benchmarks.benchlib.targets import start_redis  # noqa: E402
+from benchmarks.benchlib.trees import run_and_save, spawn_tree_proxy  # noqa: E402
 
-# a throwaway secret for the throwaway single-node Raft (the proxy requires one)
-SECRET = "sidebyside-benchmark-" + "0" * 32
 TESTS = ("set", "get")
 
 
@@ -66,13 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def start_proxy(reg: ProcessRegistry, label: str, tree: Path, redis_port: int, workdir: Path,
                 timeout_s: float) -> tuple[int, int]:
-    """The proxy of `tree` in front of redis: (its port, its pid)."""
-    port, admin_port = free_ports(2)
-    argv = proxy_argv(sys.executable, port, admin_port, redis_port, ["--log-level", "warning"])
-    argv[1:1] = ["-m", "proxy.process.cli"]     # (proxy_argv puts `run` right after the binary)
-    env = {**os.environ, "PYTHONPATH": str(tree), "REDIS_RAFT_PROXY_RAFT_SECRET": SECRET}
-    workdir.mkdir(parents=True, exist_ok=True)
-    managed = reg.start(label, argv, workdir / "proxy.log", env=env, cwd=tree)
+    """The proxy of `tree` in front of redis, answering: (its port, its pid)."""
+    managed, port = spawn_tree_proxy(reg, label, tree, redis_port, workdir)
     wait_ready(managed, port, timeout_s)
     return port, managed.proc.pid
 
@@ -126,12 +118,7 @@ def print_summary(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="sidebyside-bench-") as tmp:
-        result = run(args, Path(tmp))
-    print_summary(result)
-    print(f"[sidebyside] saved {save_result('sidebyside', result, args.results_dir)}", flush=True)
-    return 0
+    return run_and_save("sidebyside", parse_args(argv), run, print_summary)
 
 
 if __name__ == "__main__":

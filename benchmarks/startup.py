@@ -20,7 +20,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,13 +32,11 @@ from benchmarks.benchlib.venv import reexec_in_venv_if_needed  # noqa: E402
 reexec_in_venv_if_needed("benchmarks.startup")
 
 from benchmarks.benchlib.proccpu import cpu_seconds, rss_bytes  # noqa: E402
-from benchmarks.benchlib.procs import ProcessRegistry, free_ports, wait_ready  # noqa: E402
-from benchmarks.benchlib.report import save_result  # noqa: E402
-from benchmarks.benchlib.targets import proxy_argv, start_redis  # noqa: E402
+from benchmarks.benchlib.procs import ProcessRegistry, wait_ready  # noqa: E402
+from benchmarks.benchlib.targets import start_redis  # noqa: E402
+from benchmarks.benchlib.trees import run_and_save, spawn_tree_proxy  # noqa: E402
 
 POLL_S = 0.01
-# a throwaway secret for the throwaway single-node Raft (the proxy requires one)
-SECRET = "startup-benchmark-" + "0" * 32
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,13 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def one_start(reg: ProcessRegistry, tree: Path, redis_port: int, workdir: Path, timeout_s: float) -> dict:
     """Start the proxy of `tree`, time it to its first answer, read its CPU and RSS, stop it."""
-    port, admin_port = free_ports(2)
-    argv = proxy_argv(sys.executable, port, admin_port, redis_port, ["--log-level", "warning"])
-    argv[1:1] = ["-m", "proxy.process.cli"]     # (proxy_argv puts `run` right after the binary)
-    env = {**os.environ, "PYTHONPATH": str(tree), "REDIS_RAFT_PROXY_RAFT_SECRET": SECRET}
-    workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    managed = reg.start(str(tree), argv, workdir / "proxy.log", env=env, cwd=tree)
+    managed, port = spawn_tree_proxy(reg, str(tree), tree, redis_port, workdir)
     try:
         wait_ready(managed, port, timeout_s, poll_s=POLL_S)
         ready_s = time.monotonic() - t0         # (from before the spawn, which wait_ready does not see)
@@ -114,12 +106,7 @@ def print_table(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="startup-bench-") as tmp:
-        result = run(args, Path(tmp))
-    print_table(result)
-    print(f"[startup] saved {save_result('startup', result, args.results_dir)}", flush=True)
-    return 0
+    return run_and_save("startup", parse_args(argv), run, print_table)
 
 
 if __name__ == "__main__":
