@@ -111,8 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def summarize(window: CpuWindow, rss: dict[str, int], kinds: dict[str, str]) -> dict:
     """Per-process rows and the proxy/sentinel ratios (None where a kind is missing)."""
-    rows = [{"name": n, "kind": kinds[n], "cpu_s": round(window.cpu_s[n], 3),
-             "cpu_pct_of_core": round(window.percent_of_core(n), 3), "rss_mb": round(rss[n] / 2**20, 2),
+    rows = [{"name": n, "kind": kinds[n], "cpu_s": round(window.cpu_s[n], 3), "sys_s": round(window.sys_s[n], 3),
+             "cpu_pct_of_core": round(window.percent_of_core(n), 3),
+             "sys_pct_of_core": round(100.0 * window.sys_s[n] / window.wall_s, 3), "rss_mb": round(rss[n] / 2**20, 2),
              "wakeups_per_s": round(window.wakeups_per_s(n), 1)}
             for n in window.pids]
 
@@ -123,6 +124,7 @@ def summarize(window: CpuWindow, rss: dict[str, int], kinds: dict[str, str]) -> 
     out: dict = {"processes": rows}
     for kind in ("proxy", "sentinel", "redis", "proxy-b", "redis-b", "floor"):
         out[f"mean_{kind}_cpu_pct"] = mean(kind, "cpu_pct_of_core")
+        out[f"mean_{kind}_sys_pct"] = mean(kind, "sys_pct_of_core")
         out[f"mean_{kind}_rss_mb"] = mean(kind, "rss_mb")
     pb = out["mean_proxy-b_cpu_pct"]
     out["cpu_ratio_proxy_b_to_proxy"] = round(pb / out["mean_proxy_cpu_pct"], 2) \
@@ -139,17 +141,18 @@ def print_table(result: dict) -> None:
     print(f"\nIdle {result['duration_s']:.0f} s, {os.cpu_count()} CPUs, load average at start "
           f"{' '.join(f'{x:.2f}' for x in result['loadavg_start'])}, CPU steal "
           f"{'unknown' if steal is None else f'{steal:.1f} %'} of the window\n")
-    print("| process | kind | CPU s | % of a core | wake-ups/s | RSS MB |")
-    print("|---|---|---|---|---|---|")
+    print("| process | kind | CPU s | of it kernel s | % of a core | wake-ups/s | RSS MB |")
+    print("|---|---|---|---|---|---|---|")
     for r in result["processes"]:
-        print(f"| {r['name']} | {r['kind']} | {r['cpu_s']:.2f} | {r['cpu_pct_of_core']:.2f} | "
+        print(f"| {r['name']} | {r['kind']} | {r['cpu_s']:.2f} | {r['sys_s']:.2f} | {r['cpu_pct_of_core']:.2f} | "
               f"{r['wakeups_per_s']:.1f} | {r['rss_mb']:.1f} |")
     s = result
 
     def fmt(v: float | None, unit: str = "") -> str:
         return "–" if v is None else f"{v:.2f}{unit}"
 
-    print(f"\nmean proxy {fmt(s['mean_proxy_cpu_pct'], ' %')} of a core, {fmt(s['mean_proxy_rss_mb'], ' MB')}; "
+    print(f"\nmean proxy {fmt(s['mean_proxy_cpu_pct'], ' %')} of a core (of it kernel "
+          f"{fmt(s['mean_proxy_sys_pct'], ' %')}), {fmt(s['mean_proxy_rss_mb'], ' MB')}; "
           f"mean sentinel {fmt(s['mean_sentinel_cpu_pct'], ' %')}, {fmt(s['mean_sentinel_rss_mb'], ' MB')}; "
           f"ratio proxy/sentinel CPU {fmt(s['cpu_ratio_proxy_to_sentinel'])}, "
           f"RSS {fmt(s['rss_ratio_proxy_to_sentinel'])}")

@@ -125,13 +125,17 @@ class CpuWindow:
     wall_s: float = 0.0
     cpu_start: dict[str, float] | None = None
     cpu_s: dict[str, float] | None = None
+    sys_start: dict[str, float] | None = None
+    sys_s: dict[str, float] | None = None      # of cpu_s, the kernel's (system time)
     wakeups_start: dict[str, int] | None = None
     wakeups: dict[str, int] | None = None
     machine_start: tuple[int, int] | None = None
     steal_pct: float | None = None     # the machine's steal time over the window (% of all CPU time)
 
     def start(self) -> CpuWindow:
-        self.cpu_start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        both = {name: cpu_and_sys_seconds(pid) for name, pid in self.pids.items()}
+        self.cpu_start = {name: cpu for name, (cpu, _) in both.items()}
+        self.sys_start = {name: sys_ for name, (_, sys_) in both.items()}
         self.wakeups_start = {name: wakeups(pid) for name, pid in self.pids.items()}
         self.machine_start = machine_ticks()
         self.started_at = time.monotonic()
@@ -141,7 +145,10 @@ class CpuWindow:
         if self.cpu_start is None:
             raise RuntimeError("CpuWindow.stop() before start()")
         self.wall_s = time.monotonic() - self.started_at
-        self.cpu_s = {name: cpu_seconds(pid) - self.cpu_start[name] for name, pid in self.pids.items()}
+        both = {name: cpu_and_sys_seconds(pid) for name, pid in self.pids.items()}
+        assert self.sys_start is not None
+        self.cpu_s = {name: cpu - self.cpu_start[name] for name, (cpu, _) in both.items()}
+        self.sys_s = {name: sys_ - self.sys_start[name] for name, (_, sys_) in both.items()}
         assert self.wakeups_start is not None
         self.wakeups = {name: wakeups(pid) - self.wakeups_start[name] for name, pid in self.pids.items()}
         if self.machine_start is not None:
