@@ -113,7 +113,7 @@ def summarize(window: CpuWindow, rss: dict[str, int], kinds: dict[str, str]) -> 
     """Per-process rows and the proxy/sentinel ratios (None where a kind is missing)."""
     rows = [{"name": n, "kind": kinds[n], "cpu_s": round(window.cpu_s[n], 3), "sys_s": round(window.sys_s[n], 3),
              "cpu_pct_of_core": round(window.percent_of_core(n), 3),
-             "sys_pct_of_core": round(100.0 * window.sys_s[n] / window.wall_s, 3), "rss_mb": round(rss[n] / 2**20, 2),
+             "sys_pct_of_core": round(window.percent_of_core(n, kernel=True), 3), "rss_mb": round(rss[n] / 2**20, 2),
              "wakeups_per_s": round(window.wakeups_per_s(n), 1)}
             for n in window.pids]
 

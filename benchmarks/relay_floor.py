@@ -24,11 +24,13 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from proxy.process.config import Config  # noqa: E402
 from proxy.protocol.resp import scan_replies, split_commands  # noqa: E402
 
 HOST = "127.0.0.1"
-MAX_BULK = 512 * 1024 * 1024
-MAX_ARGS = 1024 * 1024
+_DEFAULTS = Config()        # the proxy's default limits on a client's commands
+MAX_BULK = _DEFAULTS.proto_max_bulk_len
+MAX_ARGS = _DEFAULTS.max_args
 
 
 class _Upstream(asyncio.Protocol):

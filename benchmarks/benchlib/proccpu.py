@@ -155,11 +155,13 @@ class CpuWindow:
             self.steal_pct = steal_percent(self.machine_start, machine_ticks())
         return self
 
-    def percent_of_core(self, name: str) -> float:
-        """CPU used by `name` as a percentage of one core over the window."""
-        if self.cpu_s is None or self.wall_s <= 0:
+    def percent_of_core(self, name: str, kernel: bool = False) -> float:
+        """CPU used by `name` (`kernel`: its system time only) as a percentage of one core
+        over the window."""
+        used = self.sys_s if kernel else self.cpu_s
+        if used is None or self.wall_s <= 0:
             raise RuntimeError("CpuWindow not stopped")
-        return 100.0 * self.cpu_s[name] / self.wall_s
+        return 100.0 * used[name] / self.wall_s
 
     def wakeups_per_s(self, name: str) -> float:
         """How often `name`'s threads were woken over the window, per second."""

@@ -632,6 +632,7 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         if self.closed:
             return
         pending = self.pending
+        # (`_process` makes this check itself before calling: keep the two alike)
         if pending and not pending[0].done and not self.waiting and not self.reading_paused:
             return      # nothing to write or resume (the common case after routing commands)
         out = []
