@@ -65,8 +65,9 @@ def test_this_process_cpu_grows_with_work_and_a_window_reports_percent_of_a_core
     assert cpu_seconds(me) > before
     window.stop()
     assert 0 < window.percent_of_core("me") <= 100 * (os.cpu_count() or 1)
-    # a loop in user space: the kernel's part of the window is some of it at most
-    assert 0 <= window.sys_s["me"] < window.cpu_s["me"]
+    # the kernel's part is some of it at most (all of it can happen: the kernel samples by
+    # clock tick, and time.process_time() is itself a system call)
+    assert 0 <= window.sys_s["me"] <= window.cpu_s["me"]
     assert window.percent_of_core("me", kernel=True) == 100.0 * window.sys_s["me"] / window.wall_s
     assert rss_bytes(me) > 1024 * 1024
 
