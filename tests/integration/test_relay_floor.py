@@ -67,7 +67,8 @@ def test_pipelined_commands_of_concurrent_clients_get_their_own_replies_in_order
 def test_the_throughput_benchmark_measures_the_floor_and_prints_every_target_s_cpu_budget(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_RAFT_PROXY_")}
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "throughput"), "--quick", "--rounds", "1",
-                           "--targets", "proxy,floor", "-n", "2000", "--no-chart", "--results-dir", str(tmp_path)],
+                           "--targets", "proxy,floor", "-n", "5000", "--pipelined-requests", "100000", "--no-chart",
+                           "--results-dir", str(tmp_path)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     budget = proc.stdout.split("CPU per command of every process", 1)[1]
@@ -76,6 +77,10 @@ def test_the_throughput_benchmark_measures_the_floor_and_prints_every_target_s_c
     summary = json.loads((tmp_path / "throughput-latest.json").read_text())["summary"]
     assert {(s["target"], s["pipeline"]) for s in summary} == {(t, p) for t in ("direct", "proxy", "floor")
                                                                 for p in (1, 16)}
+    # CPU is counted in clock ticks (10 ms): only figures of many ticks are asserted above 0 (the
+    # Redis behind a hop at -P 1 spends about 3 us a command, 30 ms here: measured, maybe 0 ticks)
     for s in summary:
         assert s["client_cpu_us_per_cmd"] > 0 and s["cpu_us_per_cmd"] > 0, s
-        assert s["target"] == "direct" or s["backend_cpu_us_per_cmd"] > 0, s
+        if s["target"] != "direct":
+            assert s["backend_cpu_us_per_cmd"] is not None and s["backend_cpu_us_per_cmd"] >= 0, s
+            assert s["pipeline"] == 1 or s["backend_cpu_us_per_cmd"] > 0, s
