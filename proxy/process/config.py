@@ -209,6 +209,9 @@ class Config:
                                          minimum=1)
     command_metrics: bool = _key("bool", True, "count commands and time them per class on the hot path "
                                  "(off: /metrics keeps everything else)")
+    dataplane: str = _key("str", "python", "who forwards plain clients' reads and writes: python (the event loop) "
+                          "or c (a thread of the C extension; single-set mode; see docs/design.md)",
+                          choices=("python", "c"))
     log_format: str = _key("str", "kv", "log line format: kv (logfmt) or json, event fields as top-level keys",
                          choices=("kv", "json"))
     log_level: str = _key("str", "info", "log level", choices=("debug", "info", "warning", "error"))
@@ -298,6 +301,8 @@ class Config:
                 yield ConfigError(f.name, f"is a placeholder value, not a secret. {how_to_set(f.name)}")
         if (problem := probe_interval_problem(self.probe_interval_ms, self.down_after_ms)) is not None:
             yield problem
+        if self.dataplane == "c":
+            yield from _dataplane_problems(self)
         if self.heartbeat_ticks >= self.election_ticks:
             yield ConfigError("heartbeat_ticks", "must be smaller than election_ticks")
         if not re.match(r"^[!-~]+$", self.master_name):
@@ -542,3 +547,14 @@ def config_problems(path: str | None = None, *, env: Mapping[str, str] | None = 
     if errors and errors[0].key == "config":       # no file, or not TOML: nothing more to say
         return errors
     return errors + Config.problems_of(values)
+
+
+def _dataplane_problems(cfg: Config) -> Iterator[ConfigError]:
+    """dataplane = "c" needs the compiled extension, and serves the single set only."""
+    if cfg.cluster_mode:
+        yield ConfigError("dataplane", "\"c\" serves the single-set mode only (cluster mode forwards in Python)")
+    try:
+        from ..dataplane import _fastpath  # noqa: F401
+    except ImportError as exc:
+        yield ConfigError("dataplane", f"\"c\" needs the C extension proxy.dataplane._fastpath, which is not built "
+                          f"here ({exc}); reinstall with a C compiler, or use \"python\"")

@@ -198,6 +198,7 @@ class ProxyCollector:
         yield from self._control()
         yield from self._nodes()
         yield from self._raft()
+        yield from self._dataplane()
         if s.cluster is not None:
             yield from self._cluster()
 
@@ -295,6 +296,33 @@ class ProxyCollector:
                     lag_s.add_metric([addr], seconds)
             probe.add_metric([addr], st.probe_ms / 1000.0)
         yield from (up, role, lag, lag_s, link, probe)
+
+    def _dataplane(self):
+        """dataplane = "c": what the C thread forwarded (its commands are not in
+        redis_raft_proxy_commands nor timed in command_duration_seconds)."""
+        dp = self.server.dataplane
+        if dp is None:
+            return
+        st = dp.stats()
+        c = CounterMetricFamily("redis_raft_proxy_dataplane_commands", "Commands the C data plane forwarded, by "
+                                "class", labels=["class"])
+        c.add_metric(["read"], st.get("reads", 0))
+        c.add_metric(["write"], st.get("writes", 0))
+        yield c
+        yield _one(GaugeMetricFamily, "redis_raft_proxy_dataplane_clients", "Clients the C data plane serves now",
+                   st.get("clients", 0))
+        for key, doc in (("adopted", "Clients given to the C data plane"),
+                         ("handed_back", "Clients the C data plane gave back to Python (a command it does not "
+                          "forward, a permit that says no, draining)"),
+                         ("retired_writes", "Write replies the C data plane turned into errors: the master was "
+                          "replaced or writes paused while they were in flight"),
+                         ("lapsed_writes", "Write replies the C data plane turned into errors: kept back for hold_ms "
+                          "while the lease was lapsed"),
+                         ("upstream_errors", "Connections of the C data plane to Redis nodes that failed"),
+                         ("closed_output_limit", "Clients the C data plane closed over client_output_buffer_limit"),
+                         ("bytes_in", "Bytes the C data plane read from clients"),
+                         ("bytes_out", "Bytes the C data plane wrote to clients")):
+            yield _one(CounterMetricFamily, f"redis_raft_proxy_dataplane_{key}", doc, st.get(key, 0))
 
     def _raft(self):
         s = self.server

@@ -82,6 +82,11 @@ class ProxyServer:
         self._hold_kick = asyncio.Event()   # held clients or suspended writes: poll every 20 ms
         self.clients: set[ClientSession] = set()
         self.registry = ClientRegistry(self)    # MONITOR, CLIENT PAUSE, the proxy's own ACL LOG
+        self.dataplane = None           # dataplane = "c": the C thread's Python side (proxy/dataplane)
+        if cfg.dataplane == "c" and not cfg.cluster_mode:
+            from ..dataplane.plane import DataPlane
+
+            self.dataplane = DataPlane(self)
         self.total_connections = 0
         self.rejected: dict[str, int] = {}
         self.started = time.time()
@@ -119,6 +124,8 @@ class ProxyServer:
         log.warning("event=topology_applied epoch=%d master=%s replicas=%s reason=%r", new.epoch, new.master,
                     ",".join(new.replicas), reason)
         self._roles_changed(new, old)
+        if self.dataplane is not None:
+            self.dataplane.refresh()
         self.sentinel.on_topology(new, old, reason)
 
     def _roles_changed(self, new: Topology, old: Topology | None) -> None:
@@ -225,6 +232,9 @@ class ProxyServer:
                 self._suspend_writes(master)
         self._lease_seen = held
         self.gate.settle()
+        dataplane = getattr(self, "dataplane", None)    # (unit tests drive this with a stand-in server)
+        if dataplane is not None:
+            dataplane.refresh()
 
     def can_write(self, addr: str) -> bool:
         """Writes may flow to `addr`: lease held, node up and not suspect.
@@ -431,7 +441,7 @@ class ProxyServer:
     # -- clients ----------------------------------------------------------------
     def client_connected(self, session: ClientSession) -> None:
         self.total_connections += 1
-        if len(self.clients) >= self.cfg.maxclients:
+        if len(self.clients) + (self.dataplane.clients if self.dataplane is not None else 0) >= self.cfg.maxclients:
             self.count_rejected("maxclients")
             session.transport.write(b"-ERR max number of clients reached\r\n")
             session.transport.close()
@@ -602,11 +612,14 @@ class ProxyServer:
                 log.info("event=leadership_handed_over to=%s", best)
             except Exception as exc:  # noqa: BLE001 -- stopping anyway: an election settles it
                 log.warning("event=leadership_handover_failed to=%s error=%r", best, exc)
-        clients = len(self.clients)
+        dp = self.dataplane
+        if dp is not None:
+            dp.drain()                  # its clients come back to be drained below
+        clients = len(self.clients) + (dp.clients if dp is not None else 0)
         for s in list(self.clients):
             s.drain()
         deadline = loop.time() + self.cfg.drain_timeout_ms / 1000.0
-        while self.clients and loop.time() < deadline:
+        while (self.clients or (dp is not None and dp.clients)) and loop.time() < deadline:
             await asyncio.sleep(0.01)
         cut = len(self.clients)
         log.info("event=drained clients=%d answered_and_closed=%d cut=%d", clients, clients - cut, cut)
@@ -624,6 +637,8 @@ class ProxyServer:
             log.exception("stopping consensus")
         for s in list(self.clients):
             s.transport.close()
+        if self.dataplane is not None:
+            self.dataplane.close()
         for conns in self._shared.values():
             for up in conns:
                 if up is not None:

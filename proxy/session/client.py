@@ -138,6 +138,8 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         self.tx_exec_here: QueuedHere | None = None   # the EXEC just routed: its MONITOR line goes there
         self.tx_running: int | None = None  # while EXEC's answers are made: how many commands it runs
         self.channels: set[bytes] = set()
+        self.offloaded = False          # given to the C data plane (proxy/dataplane)
+        self.resume_at = 0.0            # ... not before this (handed back from it: see dataplane.rules)
         self.patterns: set[bytes] = set()
         self.schannels: set[bytes] = set()
 
@@ -151,6 +153,8 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         if local:
             self.local_addr = f"{local[0]}:{local[1]}"
         self.server.client_connected(self)
+        if self.server.dataplane is not None:
+            self.server.dataplane.offer(self)
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -671,6 +675,9 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
                 self.draining = True
                 self._half_close()
                 return
+            if self.server.dataplane is not None:
+                # after the caller is done with this session (it may still use the transport)
+                asyncio.get_running_loop().call_soon(self.server.dataplane.offer, self)
             if self.waiting:
                 self.waiting = False
                 self.wait_slot = None

@@ -277,7 +277,11 @@ class ClientRegistry:
         self._acl_ids = 0
 
     def _update(self) -> None:
+        was = self.intercept
         self.intercept = bool(self.monitors) or self.pause_mode != PAUSE_NONE
+        dp = getattr(self.server, "dataplane", None)
+        if dp is not None and was != self.intercept:
+            dp.intercept_changed()      # the C thread's clients come back: every command is looked at
 
     def clients(self) -> list:
         return sorted((s for s in self.server.clients if not s.closed and not s.killed), key=lambda s: s.id)

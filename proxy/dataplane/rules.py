@@ -1,0 +1,36 @@
+"""What the C data plane may forward, and for whom: pure functions of the session's and
+the server's state (tested without sockets).  The thread forwards only what the Python
+path would send as is to a shared connection; anything else makes it hand the client back."""
+
+from __future__ import annotations
+
+from ..protocol.commands import BLOCK_OPTION, CONTAINERS, RAW_MODE, REFUSED, SESSION_COMMANDS, Kind
+from ..session.client_registry import AFTER_RUN
+
+# routed specially by the session even though Redis calls them reads or writes
+NOT_FORWARDED = frozenset({b"wait", b"waitaof", b"readonly", b"readwrite", b"asking", b"monitor", b"sync", b"psync",
+                           b"debug", b"shutdown"})
+
+# how long a session handed back stays in Python before it may go to the thread again
+RESUME_AFTER_S = 1.0
+
+
+def forwarded_commands(fast: dict[bytes, int]) -> dict[bytes, int]:
+    """The thread's command table: plain reads (1) and writes (2) of the splitter's table
+    (`CommandTable.fast`), without every name the session handles itself."""
+    special = SESSION_COMMANDS | RAW_MODE | REFUSED.keys() | CONTAINERS | BLOCK_OPTION | AFTER_RUN | NOT_FORWARDED
+    return {name: kind for name, kind in fast.items()
+            if kind in (int(Kind.READ), int(Kind.WRITE)) and name not in special and 0 < len(name) <= 32}
+
+
+def offloadable(s, now: float) -> bool:
+    """Session `s` may go to the thread now: plain, authenticated, on shared connections,
+    database 0 and RESP2, nothing owed to it nor queued for it, no MONITOR or CLIENT PAUSE
+    in force, and not handed back within RESUME_AFTER_S (`s.resume_at`)."""
+    from ..session.common import SHARED
+
+    return (s.mode == SHARED and s.authenticated and not s.multi and not s.watching and s.reply_mode == b"on"
+            and s.db == 0 and not s.resp3 and not s.tracking and not s.monitoring and not s.channels
+            and not s.patterns and not s.schannels and not s.closing and not s.closed and not s.draining
+            and not s.client_eof and not s.held and s.hold_since is None and not s.waiting and not s.pending
+            and not s.killed and s.blocked_on is None and not s.registry.intercept and now >= s.resume_at)
