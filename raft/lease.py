@@ -42,6 +42,15 @@ class Leases:
         return (self.role == FOLLOWER and self._follower_lease_but_apply()
                 and self._applied >= self._leader_commit)
 
+    def lease_ticks_left(self) -> int:
+        """Ticks until the lease this node holds now runs out (0: it holds none); what a
+        reader that cannot ask at every moment (the C data plane) may trust it for."""
+        if self.lease_valid():
+            return max(0, self._lease_until() - self._now)
+        if self.follower_lease_valid():
+            return max(0, self._follower_lease_until - self._now)
+        return 0
+
     def lease_waits_for_apply(self) -> bool:
         """A lease that holds but for committed entries this node has not applied yet: the
         short lapse every commit opens, on the leader and on each follower, as opposed to

@@ -108,6 +108,9 @@ class RaftNode:
         # Called at every wake-up of the ticker, when a lease may have run out by time (the app
         # watches its lease there rather than polling: issue 16).
         self.on_tick: Callable[[], None] | None = None
+        # called after each batch of Raft work (messages in, commits applied): a lease may
+        # have been renewed (the C data plane's permit follows it: proxy/dataplane)
+        self.on_ready: Callable[[], None] | None = None
         # How late the ticker's last wake-up ran after its time: the event loop was busy
         # (or the process not scheduled) that long, and sent no heartbeat meanwhile.
         self.wake_late_s = 0.0
@@ -336,6 +339,14 @@ class RaftNode:
             return False
         return core.lease_valid() if core.role == LEADER else core.follower_lease_valid()
 
+    def lease_seconds_left(self) -> float:
+        """How long the lease held now lasts by this node's clock (0.0: none): a tick less
+        than the core's count, as the current tick began up to a tick ago."""
+        core = self._lease_core()
+        if core is None or not self.lease_held():
+            return 0.0
+        return max(0, core.lease_ticks_left() - 1) * self.tick_ms / 1000
+
     def lease_waits_for_apply(self) -> bool:
         """The lease is lapsed only until this node applies what was committed (see
         RaftCore.lease_waits_for_apply); never when it cannot count at all."""
@@ -543,6 +554,11 @@ class RaftNode:
                     core.compact(self._snapshot_cb())
                 self._update_peers()
                 self._changed.set()
+            if self.on_ready is not None:
+                try:
+                    self.on_ready()
+                except Exception:  # the app's bug must not stop consensus
+                    log.exception("on_ready callback failed")
             if core.cluster_id and not self.cluster.cluster_id:
                 self._learn_cluster(core.cluster_id, frozenset())
             if self._cluster_dirty:

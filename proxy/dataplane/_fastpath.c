@@ -142,6 +142,8 @@ typedef struct client {
     int replica_pending;            /* unanswered slots on replicas */
     int waiting;                    /* a write waits for replica_pending to reach 0 */
     int want_back;                  /* hand back to Python once drained */
+    const char *back_reason;        /* why (a static string) */
+    int bounces;                    /* times it came back before (Python's count, returned with it) */
     int reading;                    /* EPOLLIN registered */
     int want_out;                   /* EPOLLOUT registered */
     int dirty;
@@ -184,6 +186,7 @@ typedef struct {
 typedef struct pending_adopt {
     struct pending_adopt *next;
     int fd;
+    int bounces;
     uint64_t id;
     char *data;
     size_t len;
@@ -192,6 +195,7 @@ typedef struct pending_adopt {
 typedef struct handback {
     struct handback *next;
     int fd;
+    int bounces;
     uint64_t id;
     int wrote;
     char *data;
@@ -859,7 +863,8 @@ static slot_t *new_slot(dp_t *d, client_t *c, upstream_t *u) {
     return s;
 }
 
-static void want_back(dp_t *d, client_t *c) {
+static void want_back(dp_t *d, client_t *c, const char *reason) {
+    if (!c->want_back) c->back_reason = reason;
     c->want_back = 1;
     if (c->reading) {
         c->reading = 0;
@@ -897,7 +902,7 @@ static void client_parse(dp_t *d, client_t *c) {
         if (rc == CMD_NEED) break;
         int kind = rc == CMD_OK ? table_kind(d, name, name_len) : K_NONE;
         if (kind == K_NONE) {
-            want_back(d, c);
+            want_back(d, c, rc == CMD_OK ? "command" : "syntax");
             break;
         }
         upstream_t *to = NULL;
@@ -907,7 +912,7 @@ static void client_parse(dp_t *d, client_t *c) {
             break;
         }
         if (r == R_BACK) {
-            want_back(d, c);
+            want_back(d, c, d->now >= d->permit.deadline ? "permit_expired" : "permit");
             break;
         }
         if (to != cur || slot == NULL) {
@@ -916,7 +921,7 @@ static void client_parse(dp_t *d, client_t *c) {
             seg = p;
             slot = new_slot(d, c, to);
             if (slot == NULL) {
-                want_back(d, c);
+                want_back(d, c, "memory");
                 break;
             }
         }
@@ -959,7 +964,7 @@ static void client_readable(dp_t *d, client_t *c) {
             /* the client closed its side: what it sent is answered here, then Python, which
              * reads the end again, half-closes as it does for its own clients */
             client_parse(d, c);
-            want_back(d, c);
+            want_back(d, c, "eof");
             return;
         }
         if (errno == EINTR) continue;
@@ -979,6 +984,7 @@ static void try_handback(dp_t *d, client_t *c, const char *reason) {
     h->fd = c->fd;
     h->id = c->id;
     h->wrote = c->wrote;
+    h->bounces = c->bounces;
     snprintf(h->reason, sizeof h->reason, "%s", reason);
     size_t n = buf_size(&c->in);
     if (n) {
@@ -1057,6 +1063,7 @@ static void take_control(dp_t *d) {
             c->type = T_CLIENT;
             c->fd = a->fd;
             c->id = a->id;
+            c->bounces = a->bounces;
             c->reading = 1;
             if (a->len) buf_append(&c->in, a->data, a->len);
             c->all_next = d->all;
@@ -1071,7 +1078,7 @@ static void take_control(dp_t *d) {
         free(a);
     }
     if (recall)
-        for (client_t *c = d->all; c; c = c->all_next) want_back(d, c);
+        for (client_t *c = d->all; c; c = c->all_next) want_back(d, c, "recall");
 }
 
 /* ------------------------------------------------------------ the thread */
@@ -1119,7 +1126,7 @@ static void *run(void *arg) {
                 if (c->type == T_CLIENT && c->fd >= 0) {
                     if (c->waiting == 0 && !c->want_back && buf_size(&c->in)) client_parse(d, c);
                     if (c->type == T_CLIENT && c->fd >= 0) client_flush(d, c);
-                    if (c->type == T_CLIENT && c->fd >= 0 && c->want_back) try_handback(d, c, "command");
+                    if (c->type == T_CLIENT && c->fd >= 0 && c->want_back) try_handback(d, c, c->back_reason ? c->back_reason : "?");
                     else if (c->type == T_CLIENT && c->fd >= 0 && !c->reading && !c->want_back && !c->waiting &&
                              c->nslots < MAX_SLOTS_PER_CLIENT) {
                         c->reading = 1;
@@ -1300,12 +1307,13 @@ static void signal_thread(dp_t *d) {
     (void)ignored;
 }
 
-/* adopt(fd, client_id, data=b""): the thread owns `fd` from now on. */
+/* adopt(fd, client_id, data=b"", bounces=0): the thread owns `fd` from now on. */
 static PyObject *FastPath_adopt(FastPath *self, PyObject *args) {
     int fd;
     unsigned long long id;
     Py_buffer data = {0};
-    if (!PyArg_ParseTuple(args, "iK|y*", &fd, &id, &data)) return NULL;
+    int bounces = 0;
+    if (!PyArg_ParseTuple(args, "iK|y*i", &fd, &id, &data, &bounces)) return NULL;
     dp_t *d = live(self);
     if (d == NULL) {
         PyBuffer_Release(&data);
@@ -1318,6 +1326,7 @@ static PyObject *FastPath_adopt(FastPath *self, PyObject *args) {
     }
     a->fd = fd;
     a->id = id;
+    a->bounces = bounces;
     if (data.buf && data.len) {
         a->data = malloc((size_t)data.len);
         if (a->data) {
@@ -1400,7 +1409,7 @@ static PyObject *FastPath_recall(FastPath *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-/* take_back() -> [(fd, client_id, unread bytes, wrote)] */
+/* take_back() -> [(fd, client_id, unread bytes, wrote, reason, bounces)] */
 static PyObject *FastPath_take_back(FastPath *self, PyObject *unused) {
     dp_t *d = live(self);
     if (d == NULL) return NULL;
@@ -1414,8 +1423,8 @@ static PyObject *FastPath_take_back(FastPath *self, PyObject *unused) {
     PyObject *out = PyList_New(0);
     while (h) {
         handback_t *next = h->next;
-        PyObject *t = out ? Py_BuildValue("(iKy#i)", h->fd, (unsigned long long)h->id, h->data ? h->data : "",
-                                          (Py_ssize_t)h->len, h->wrote) : NULL;
+        PyObject *t = out ? Py_BuildValue("(iKy#isi)", h->fd, (unsigned long long)h->id, h->data ? h->data : "",
+                                          (Py_ssize_t)h->len, h->wrote, h->reason, h->bounces) : NULL;
         if (t == NULL || PyList_Append(out, t) < 0) {
             close(h->fd);       /* nowhere to go: the client sees its connection closed */
             Py_CLEAR(out);

@@ -23,7 +23,7 @@ import time
 
 from ..upstream import Slot
 from ..write_gate import lease_lapsed_reply, master_replaced_reply, topology_changed_reply, writes_paused_reply
-from .rules import RESUME_AFTER_S, forwarded_commands, offloadable
+from .rules import forwarded_commands, offloadable, resume_delay
 
 log = logging.getLogger("redis_raft_proxy.dataplane")
 
@@ -39,11 +39,17 @@ class DataPlane:
         self._retire = b""
         self._ticker: asyncio.Task | None = None
         self.draining = False           # the proxy is stopping: nothing goes, everything comes back
+        self.back_reasons: dict[str, int] = {}  # sessions handed back, by why (/metrics)
 
     # -- sessions going -------------------------------------------------------
     def offer(self, session) -> bool:
         """Give `session` to the thread if it may go now; True if it went."""
-        if self.draining or not offloadable(session, time.monotonic()):
+        now = time.monotonic()
+        if self.draining or not offloadable(session, now):
+            if not self.draining and now < session.resume_at and not session.offer_due \
+                    and offloadable(session, session.resume_at):
+                session.offer_due = True        # try again when its pause ends, even if it is idle then
+                self.server.loop.call_later(session.resume_at - now, self._offer_due, session)
             return False
         t = session.transport
         if t is None or t.is_closing() or t.get_write_buffer_size() or t.get_extra_info("ssl_object") is not None:
@@ -56,8 +62,12 @@ class DataPlane:
         session.buf = b""
         session.offloaded = True
         t.abort()                       # closes uvloop's descriptor only: the connection lives on in `fd`
-        self.fp.adopt(fd, session.id, data)
+        self.fp.adopt(fd, session.id, data, session.bounces)
         return True
+
+    def _offer_due(self, session) -> None:
+        session.offer_due = False
+        self.offer(session)
 
     def _ready(self) -> bool:
         if self.fp is not None:
@@ -72,6 +82,8 @@ class DataPlane:
         self.fp = FastPath(forwarded_commands(server.table.fast), cfg.proto_max_bulk_len, cfg.max_args,
                            cfg.client_output_buffer_limit, b"".join(handshake), len(handshake))
         server.loop.add_reader(self.fp.fileno(), self._taken_back)
+        if hasattr(server.consensus, "on_ready"):
+            server.consensus.on_ready = self.refresh     # a lease renewed between ticks
         if not hasattr(server.consensus, "on_tick"):
             self._ticker = server.loop.create_task(self._tick())
         self.refresh()
@@ -108,9 +120,21 @@ class DataPlane:
         write_ok = bool(master) and not stopped and server.can_write(master)
         read_ok = not stopped and server.can_read()
         replicas = [] if router.read_policy == "master" else router.readable_replicas()
-        self.fp.set_permit(self.generation, master or "", replicas, write_ok, read_ok,
-                           time.monotonic() + 2 * cfg.tick_ms / 1000.0, router.read_policy == "master",
+        self.fp.set_permit(self.generation, master or "", replicas, write_ok, read_ok, self._trusted_until(),
+                           router.read_policy == "master",
                            cfg.read_your_writes, self._retire, lease_lapsed_reply(master or "?"), server.hold_s)
+
+    def _trusted_until(self) -> float:
+        """Until when the thread may act on this permit: the next refresh (a Raft wake-up,
+        every heartbeat_ticks, or the standalone timer), with a tick to spare, and never
+        past the end of the lease held now (`RaftNode.lease_seconds_left`)."""
+        cfg = self.server.cfg
+        now = time.monotonic()
+        until = now + (cfg.heartbeat_ticks + 1) * cfg.tick_ms / 1000.0
+        left = getattr(self.server.consensus, "lease_seconds_left", None)
+        if left is not None:
+            until = min(until, now + left())
+        return until
 
     def drain(self) -> None:
         """The proxy is stopping: every session comes back once answered, and is drained
@@ -131,17 +155,26 @@ class DataPlane:
 
     # -- sessions coming back --------------------------------------------------------
     def _taken_back(self) -> None:
-        for fd, _client_id, data, wrote in self.fp.take_back():
+        for fd, client_id, data, wrote, reason, bounces in self.fp.take_back():
+            self.back_reasons[reason] = self.back_reasons.get(reason, 0) + 1
             sock = socket.socket(fileno=fd)
-            self.server.loop.create_task(self._resume(sock, data, wrote))
+            self.server.loop.create_task(self._resume(sock, client_id, data, wrote, bounces + 1))
 
-    async def _resume(self, sock: socket.socket, data: bytes, wrote: bool) -> None:
+    async def _resume(self, sock: socket.socket, client_id: int, data: bytes, wrote: bool, bounces: int) -> None:
         server = self.server
 
         def session():
             s = server.session_class(server)
+            s.id = client_id            # the same client to CLIENT ID and CLIENT LIST
             s.authenticated = True      # it was, before it went to the thread
-            s.resume_at = time.monotonic() + RESUME_AFTER_S    # not straight back (see rules)
+            s.bounces = bounces
+            s.resume_at = time.monotonic() + resume_delay(bounces)
+            if wrote and s.rw_enabled:
+                s.rw_slot = written_slot()
+            if self.draining:
+                s.closing = s.draining = True   # what the thread had not forwarded stays unanswered
+            else:
+                s.buf = data    # first: what the socket brings next is appended (data_received)
             return s
 
         try:
@@ -149,13 +182,11 @@ class DataPlane:
         except OSError:
             sock.close()
             return
-        if wrote and s.rw_enabled:
-            s.rw_slot = written_slot()
         if self.draining:
-            s.drain()                   # what the thread had not forwarded stays unanswered, so not executed
-        elif data and not s.closed:
-            s.buf = data
-            s._process()
+            s.closing = False
+            s.drain()                   # so not executed
+        else:
+            s._resume_process()         # the unread bytes, unless data_received came first
 
     def stats(self) -> dict[str, int]:
         return self.fp.stats() if self.fp is not None else {}

@@ -11,8 +11,8 @@ from ..session.client_registry import AFTER_RUN
 NOT_FORWARDED = frozenset({b"wait", b"waitaof", b"readonly", b"readwrite", b"asking", b"monitor", b"sync", b"psync",
                            b"debug", b"shutdown"})
 
-# how long a session handed back stays in Python before it may go to the thread again
-RESUME_AFTER_S = 1.0
+# a session handed back stays in Python at most this long before it may go again
+RESUME_AFTER_MAX_S = 1.0
 
 
 def forwarded_commands(fast: dict[bytes, int]) -> dict[bytes, int]:
@@ -23,10 +23,19 @@ def forwarded_commands(fast: dict[bytes, int]) -> dict[bytes, int]:
             if kind in (int(Kind.READ), int(Kind.WRITE)) and name not in special and 0 < len(name) <= 32}
 
 
+def resume_delay(bounces: int) -> float:
+    """How long a session handed back `bounces` times stays in Python before it may go to
+    the thread again: 1 ms after the first (a client's CLIENT SETINFO at connect, an
+    occasional PING), doubling, at most RESUME_AFTER_MAX_S (a client that mixes other
+    commands with its reads and writes all the time stays in Python, where each costs
+    less than a round trip through the hand-over)."""
+    return min(RESUME_AFTER_MAX_S, 0.001 * 2 ** min(bounces - 1, 20)) if bounces > 0 else 0.0
+
+
 def offloadable(s, now: float) -> bool:
     """Session `s` may go to the thread now: plain, authenticated, on shared connections,
     database 0 and RESP2, nothing owed to it nor queued for it, no MONITOR or CLIENT PAUSE
-    in force, and not handed back within RESUME_AFTER_S (`s.resume_at`)."""
+    in force, and not handed back too recently (`s.resume_at`, `resume_delay`)."""
     from ..session.common import SHARED
 
     return (s.mode == SHARED and s.authenticated and not s.multi and not s.watching and s.reply_mode == b"on"

@@ -311,9 +311,14 @@ class ProxyCollector:
         yield c
         yield _one(GaugeMetricFamily, "redis_raft_proxy_dataplane_clients", "Clients the C data plane serves now",
                    st.get("clients", 0))
+        c = CounterMetricFamily("redis_raft_proxy_dataplane_handed_back", "Clients the C data plane gave back "
+                                "to Python, by why: command (one it does not forward), syntax (inline, malformed or "
+                                "over a limit), permit / permit_expired (writes or reads may not flow), eof, recall "
+                                "(MONITOR, CLIENT PAUSE, draining)", labels=["reason"])
+        for reason, n in sorted(dp.back_reasons.items()):
+            c.add_metric([reason], n)
+        yield c
         for key, doc in (("adopted", "Clients given to the C data plane"),
-                         ("handed_back", "Clients the C data plane gave back to Python (a command it does not "
-                          "forward, a permit that says no, draining)"),
                          ("retired_writes", "Write replies the C data plane turned into errors: the master was "
                           "replaced or writes paused while they were in flight"),
                          ("lapsed_writes", "Write replies the C data plane turned into errors: kept back for hold_ms "

@@ -1,0 +1,286 @@
+"""The C data plane (`dataplane = "c"`, issue 16) with real processes: 3 redis-server and
+3 proxies running Raft, every proxy forwarding plain clients from its C thread.
+
+What the Python path guarantees must hold here too: replies in each client's order,
+commands the thread does not forward answered by Python as before (the client is
+handed back), a protocol error ends only that client, MONITOR sees every command,
+and the write gate's rules: a write whose reply comes while the lease is lapsed is
+an error unless the lease returns under the same topology, and after a SIGKILL of
+the master writes flow again through the thread to the new master.  /metrics shows
+that the thread, not Python, carried the commands.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.request
+
+import hiredis
+import pytest
+
+from benchmarks.failover_lib import ProxyCluster, Writer, read_back, wait_replica_of
+
+from .harness import ClusterKeeper, HarnessError, RawClient, redis_client, start_or_clean, wait_until, yield_then_clean
+from .test_observability import Metrics
+from .test_sessions import uniq
+from .test_write_gate import GATED, HOLD_S, write_then_lose_the_lease
+
+pytestmark = pytest.mark.timeout(120)
+
+OPTIONS = {"dataplane": "c", "hold_ms": int(HOLD_S * 1000), "lease_ms": 1000, "down_after_ms": 3000,
+           "connect_timeout_ms": 15_000}
+
+
+class Keeper(ClusterKeeper):
+    def make(self, workdir):
+        return start_or_clean(ProxyCluster(workdir, options=OPTIONS), 60)
+
+    @staticmethod
+    def restore(c: ProxyCluster) -> None:
+        c.cont_all()
+        if any(not p.alive() for p in c.proxies.values()):
+            raise HarnessError("a proxy died")
+        for s in c.rs.servers:
+            if not s.alive():
+                s.start()
+        view = c.wait_stable(timeout=30)
+        master = c.redis(view["master"])
+        for s in c.rs.servers:
+            if s is not master:
+                wait_replica_of(s, master, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def keeper(tmp_path_factory):
+    yield from yield_then_clean(Keeper(tmp_path_factory.mktemp("dataplane")))
+
+
+def metrics(c: ProxyCluster, name: str = GATED) -> Metrics:
+    with urllib.request.urlopen(c.proxy(name).admin_url + "/metrics", timeout=5) as r:
+        return Metrics(r.read().decode())
+
+
+def forwarded(c: ProxyCluster, name: str = GATED) -> float:
+    m = metrics(c, name)
+    return sum(v for _, v in m.select("redis_raft_proxy_dataplane_commands_total"))
+
+
+def handed_back(c: ProxyCluster, name: str = GATED) -> float:
+    return sum(v for _, v in metrics(c, name).select("redis_raft_proxy_dataplane_handed_back_total"))
+
+
+def in_thread(c: ProxyCluster, n: int = 1, name: str = GATED) -> None:
+    """Wait until the thread serves at least `n` clients (a fresh connection goes at once,
+    once the proxy loaded Redis's command table)."""
+    wait_until(lambda: metrics(c, name).value("redis_raft_proxy_dataplane_clients") >= n, 10,
+               message=f"{n} client(s) served by the C data plane")
+
+
+def test_reads_and_writes_go_through_the_thread_in_each_clients_order(keeper):
+    """8 clients pipeline INCRs, GETs of their own counter and 100 kB SETs at once: every
+    reply is the one its command asked for, and the thread forwarded them."""
+    c = keeper.healthy()
+    port = c.proxy(GATED).port
+    before = forwarded(c)
+    big = b"x" * 100_000
+    failures: list[str] = []
+
+    def client(i: int) -> None:
+        key = uniq(f"ctr{i}")
+        try:
+            with redis_client(port) as r:
+                for round_ in range(5):
+                    p = r.pipeline(transaction=False)
+                    for j in range(40):
+                        p.incr(key)
+                        p.get(key)
+                        if j % 10 == 0:
+                            p.set(f"{key}:big", big + str(j).encode())
+                    replies = p.execute()
+                    n = round_ * 40
+                    k = 0
+                    for j in range(40):
+                        n += 1
+                        if replies[k] != n or replies[k + 1] != str(n).encode():
+                            failures.append(f"client {i}: {replies[k:k + 2]} for counter {n}")
+                        k += 2
+                        if j % 10 == 0:
+                            assert replies[k] is True
+                            k += 1
+                assert r.get(f"{key}:big") == big + b"30"
+        except Exception as exc:  # noqa: BLE001 -- reported below
+            failures.append(f"client {i}: {exc!r}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures, failures[:5]
+    # (a client's first commands may be answered in Python: CLIENT SETINFO at connect hands it back)
+    assert forwarded(c) - before >= 8 * 5 * 84 // 2, "the commands did not go through the C data plane"
+
+
+def test_commands_it_does_not_forward_are_answered_by_python_and_the_client_goes_on(keeper):
+    """MULTI/EXEC, SELECT, PING, CLIENT SETNAME and EVAL on a connection the thread
+    serves: each hands the client back between two replies, answered as before."""
+    c = keeper.healthy()
+    key = uniq("handback")
+    with redis_client(c.proxy(GATED).port, decode=True) as r:
+        r.set(key, "0")
+        in_thread(c)
+        back0 = handed_back(c)
+        assert r.ping() is True
+        assert r.pipeline(transaction=True).incr(key).incr(key).execute() == [1, 2]
+        assert r.get(key) == "2"
+        assert r.client_setname("dp-test") is True and r.client_getname() == "dp-test"
+        assert r.eval("return redis.call('incr', KEYS[1])", 1, key) == 3
+        assert r.incr(key) == 4
+        assert handed_back(c) > back0
+    with redis_client(c.proxy(GATED).port, decode=True, db=1) as r1:   # SELECT 1 at connect
+        r1.set(key, "db1")
+        assert r1.get(key) == "db1"
+    with redis_client(c.proxy(GATED).port, decode=True) as r0:
+        wait_until(lambda: r0.get(key) == "4", 5, message="db 0 to keep its own value")
+
+
+def test_a_protocol_error_ends_only_that_client(keeper):
+    """Bytes that are not RESP on a connection the thread serves: Python answers
+    `-ERR Protocol error` and closes it; a client beside it goes on."""
+    c = keeper.healthy()
+    port = c.proxy(GATED).port
+    key = uniq("proto")
+    with redis_client(port) as other, RawClient(port) as bad:
+        other.set(key, "1")
+        assert bad.command("SET", key, "2") == b"OK"
+        in_thread(c, 2)
+        bad.send(b"*1\r\n$x\r\n")
+        reply = bad.read_reply()
+        assert isinstance(reply, hiredis.ReplyError) and "Protocol error" in str(reply), reply
+        bad.sock.settimeout(5)
+        assert bad.sock.recv(100) == b"", "the connection stays open after a protocol error"
+        assert other.incr(key) == 3
+
+
+def test_monitor_sees_the_commands_of_clients_the_thread_served(keeper):
+    c = keeper.healthy()
+    port = c.proxy(GATED).port
+    key = uniq("monitored")
+    with redis_client(port) as r, RawClient(port) as mon:
+        r.set(key, "a")
+        in_thread(c)
+        assert mon.command("MONITOR") == b"OK"
+
+        def shown() -> bool:
+            r.set(key, "b")
+            return _monitor_saw(mon, key)
+
+        wait_until(shown, 10, message="MONITOR to show a command of a client the thread had")
+
+
+def _monitor_saw(mon: RawClient, key: str) -> bool:
+    mon.sock.settimeout(0.2)
+    try:
+        while True:
+            line = mon.read_reply()
+            if isinstance(line, bytes) and key.encode() in line:
+                return True
+    except socket.timeout:
+        return False
+
+
+def test_write_in_flight_when_the_lease_lapses_is_not_acknowledged(keeper):
+    """As test_write_gate's test of the same name, for a client the thread serves: the
+    late +OK of a frozen master is kept back while the lease is lapsed and becomes an
+    error after hold_ms."""
+    c = keeper.healthy()
+    view = c.wait_stable()
+    master = c.redis(view["master"])
+    key = uniq("inflight")
+    with RawClient(c.proxy(GATED).port, timeout=20) as cl:
+        assert cl.command("SET", uniq("warm"), "x") == b"OK"
+        in_thread(c)
+        others, t_sent, _ = write_then_lose_the_lease(c, cl, master, key)
+        try:
+            reply = cl.read_reply()
+            t_reply = time.monotonic()
+        finally:
+            for p in others:
+                p.cont()
+    assert isinstance(reply, hiredis.ReplyError), f"a write answered after the lease lapsed: {reply!r}"
+    assert t_reply - t_sent >= HOLD_S * 0.9, f"failed {t_reply - t_sent:.2f}s after the send (hold {HOLD_S}s)"
+    assert str(reply).startswith("TRYAGAIN") and "outcome unknown" in str(reply) and "lease" in str(reply), reply
+
+
+def test_write_in_flight_when_the_lease_returns_under_the_same_topology_is_acknowledged(keeper):
+    c = keeper.healthy()
+    view = c.wait_stable()
+    master = c.redis(view["master"])
+    key = uniq("resumed")
+    with RawClient(c.proxy(GATED).port, timeout=20) as cl:
+        assert cl.command("SET", uniq("warm"), "x") == b"OK"
+        in_thread(c)
+        others, _, _ = write_then_lose_the_lease(c, cl, master, key, for_good=False)
+        for p in others:
+            p.cont()
+        reply = cl.read_reply()
+        assert cl.command("SET", key + ":after", "v") == b"OK"
+    after = c.status(GATED)["topology"]
+    if (after["epoch"], after["master"]) == (view["epoch"], master.addr):
+        assert reply == b"OK", f"a write whose lease came back under the same topology was refused: {reply!r}"
+        with master.client(timeout=5) as m:
+            assert m.get(key) == b"v"
+    else:   # the frozen master was failed over meanwhile: then the reply must be an error
+        assert isinstance(reply, hiredis.ReplyError), reply
+
+
+def test_master_sigkill_writes_flow_again_through_the_thread_and_none_after_it_is_lost(keeper):
+    c = keeper.healthy()
+    view = c.wait_stable()
+    e0 = view["epoch"]
+    old = c.redis(view["master"])
+    endpoint = c.proxy(GATED)
+    with Writer(endpoint.port, prefix=uniq("dpk")) as w:
+        w.wait_acks(50)
+        in_thread(c)
+        old.kill()
+        new = c.wait_epoch(e0 + 1, timeout=30)
+        t_epoch = time.monotonic()
+        before = metrics(c).value("redis_raft_proxy_dataplane_commands_total", **{"class": "write"})
+        w.wait_acks(100, after=t_epoch, timeout=30)
+    results = w.snapshot()
+    after = metrics(c).value("redis_raft_proxy_dataplane_commands_total", **{"class": "write"})
+    assert after > before, "writes after the failover did not go through the C data plane"
+    acked_after = [r for r in results if r.ok and r.done > t_epoch]
+    assert acked_after
+    with c.redis(new["master"]).client(decode=True) as nm:
+        lost = read_back(nm, acked_after)
+    assert not lost, f"{len(lost)} writes acknowledged after the failover are missing"
+    old.replicaof = None
+    old.start()     # restore() re-points it; the keeper checks the set is whole again
+    wait_replica_of(old, c.redis(new["master"]), timeout=30)
+
+
+def test_an_unauthenticated_client_never_reaches_the_thread(proxy_factory, replica_set):
+    """With requirepass, a client goes to the thread only after AUTH; before it, every
+    command is refused by Python (NOAUTH)."""
+    p = proxy_factory(replica_set, dataplane="c", requirepass="dp-secret-1")
+    key = uniq("auth")
+    with RawClient(p.port) as cl:
+        reply = cl.command("SET", key, "1")
+        assert isinstance(reply, hiredis.ReplyError) and "NOAUTH" in str(reply), reply
+        assert cl.command("AUTH", "dp-secret-1") == b"OK"
+        wait_until(lambda: cl.command("SET", key, "2") == b"OK" and _clients(p) >= 1, 10,
+                   message="the authenticated client to go to the thread")
+        assert cl.command("GET", key) == b"2"       # its own write: read on the master
+    with RawClient(p.port) as cl2:
+        reply = cl2.command("GET", key)
+        assert isinstance(reply, hiredis.ReplyError) and "NOAUTH" in str(reply), reply
+
+
+def _clients(p) -> float:
+    with urllib.request.urlopen(p.admin_url + "/metrics", timeout=5) as r:
+        return Metrics(r.read().decode()).value("redis_raft_proxy_dataplane_clients")
+
