@@ -1116,6 +1116,7 @@ static void *run(void *arg) {
             }
             /* a tag freed in this round is never dereferenced: clients are freed only below */
         }
+        d->now = mono();            /* the permit's deadline is checked again as the bytes leave */
         if (d->suspended) recheck_suspended(d);
         /* whatever a round queued leaves in one write per node and per client */
         while (d->dirty_clients || d->dirty_ups) {

@@ -45,6 +45,8 @@ class DataPlane:
     def offer(self, session) -> bool:
         """Give `session` to the thread if it may go now; True if it went."""
         now = time.monotonic()
+        if self.server.cfg.ack == "replica":
+            return False                # its writes would bounce back one by one (see refresh)
         if self.draining or not offloadable(session, now):
             if not self.draining and now < session.resume_at and not session.offer_due \
                     and offloadable(session, session.resume_at):
@@ -117,7 +119,8 @@ class DataPlane:
             else:
                 self._retire = topology_changed_reply(master or "?", topo.epoch)
         stopped = self.draining or server.registry.intercept
-        write_ok = bool(master) and not stopped and server.can_write(master)
+        # ack = replica: a write is acknowledged after WAIT, which only Python does (rule 4)
+        write_ok = bool(master) and not stopped and cfg.ack != "replica" and server.can_write(master)
         read_ok = not stopped and server.can_read()
         replicas = [] if router.read_policy == "master" else router.readable_replicas()
         self.fp.set_permit(self.generation, master or "", replicas, write_ok, read_ok, self._trusted_until(),

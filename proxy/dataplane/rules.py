@@ -7,9 +7,11 @@ from __future__ import annotations
 from ..protocol.commands import BLOCK_OPTION, CONTAINERS, RAW_MODE, REFUSED, SESSION_COMMANDS, Kind
 from ..session.client_registry import AFTER_RUN
 
-# routed specially by the session even though Redis calls them reads or writes
+# routed specially by the session even though Redis calls them reads or writes; scripts
+# too: EVALSHA needs the SCRIPT LOADs Python replays on every new connection to a node
 NOT_FORWARDED = frozenset({b"wait", b"waitaof", b"readonly", b"readwrite", b"asking", b"monitor", b"sync", b"psync",
-                           b"debug", b"shutdown"})
+                           b"debug", b"shutdown", b"eval", b"evalsha", b"eval_ro", b"evalsha_ro", b"fcall",
+                           b"fcall_ro"})
 
 # a session handed back stays in Python at most this long before it may go again
 RESUME_AFTER_MAX_S = 1.0

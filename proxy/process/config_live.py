@@ -93,6 +93,9 @@ class LiveConfig:
                 prober.timeout = cfg.down_after_ms / 1000.0
                 prober.kick()
             server.controller.timings_changed()
+        dataplane = getattr(server, "dataplane", None)
+        if dataplane is not None:
+            dataplane.refresh()         # read policy, ack, hold_ms: the C thread follows at once
 
 
 def pair_problems(values: dict[str, tuple[Any, str]]) -> list[ConfigError]:

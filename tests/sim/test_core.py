@@ -204,6 +204,29 @@ def test_follower_lease_follows_leader_lease() -> None:
     assert not c.cores["n2"].follower_lease_valid() or c.cores["n2"].leader_id != "n1"
 
 
+def test_lease_ticks_left_counts_down_to_the_end_of_the_lease_and_is_zero_without_one() -> None:
+    """What the C data plane trusts a permit for (RaftNode.lease_seconds_left): never
+    beyond the tick at which lease_valid / follower_lease_valid turn false."""
+    c = Cluster(3)
+    c.elect("n1")
+    c.tick_all(2)
+    for nid in ("n1", "n2"):
+        assert 0 < c.cores[nid].lease_ticks_left() <= c.cfg.effective_lease_ticks
+    c.isolate("n1")
+    for _ in range(2 * c.cfg.election_ticks):
+        left = {nid: c.cores[nid].lease_ticks_left() for nid in ("n1", "n2")}
+        c.tick_all(1)
+        for nid, before in left.items():
+            core = c.cores[nid]
+            held = core.lease_valid() or core.follower_lease_valid()
+            if before <= 1:
+                # a lease said to end within this tick has ended (unless a new one began)
+                assert not held or core.lease_ticks_left() > 0, nid
+            if not held:
+                assert core.lease_ticks_left() == 0, nid
+    assert c.cores["n1"].lease_ticks_left() == 0
+
+
 def test_follower_takes_no_lease_from_a_heartbeat_long_in_flight() -> None:
     """A heartbeat delayed in flight would stretch the follower's lease past the
     leader's by the delay; the echo of the follower's own tick bounds the delay,
