@@ -18,13 +18,15 @@ sdist=$(ls "$work"/dist/*.tar.gz)
 wheel=$(ls "$work"/dist/*.whl)
 
 sdist_files=$(tar tzf "$sdist")
-for f in LICENSE README.md pyproject.toml setup.py proxy/protocol/_speedups.c; do
+for f in LICENSE README.md pyproject.toml setup.py proxy/protocol/_speedups.c proxy/protocol/resp_scan.h \
+    proxy/dataplane/_fastpath.c; do
   grep -qx "[^/]*/$f" <<<"$sdist_files" || fail "$f is not in the sdist"
 done
 ! grep -q '\.so$' <<<"$sdist_files" || fail "a compiled .so is in the sdist"
 
 wheel_files=$("$PY" -m zipfile -l "$wheel" | awk 'NR>1 {print $1}')
 grep -q '^proxy/protocol/_speedups\..*\.so$' <<<"$wheel_files" || fail "the wheel has no compiled proxy/protocol/_speedups"
+grep -q '^proxy/dataplane/_fastpath\..*\.so$' <<<"$wheel_files" || fail "the wheel has no compiled proxy/dataplane/_fastpath"
 grep -q '\.dist-info/licenses/LICENSE$' <<<"$wheel_files" || fail "the wheel has no LICENSE"
 ! grep -q '^tests/' <<<"$wheel_files" || fail "the tests are in the wheel"
 

@@ -51,6 +51,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../protocol/resp_scan.h"
+
 enum { K_NONE = 0, K_READ = 1, K_WRITE = 2 };
 enum { T_CLIENT = 1, T_UP = 2, T_CTL = 3 };
 enum { U_IDLE = 0, U_CONNECTING = 1, U_READY = 2, U_DEAD = 3 };
@@ -203,6 +205,11 @@ typedef struct handback {
     char reason[64];
 } handback_t;
 
+typedef struct node_lost {
+    struct node_lost *next;
+    char addr[ADDR_LEN];
+} node_lost_t;
+
 typedef struct {
     char name[NAME_MAX_LEN + 1];
     uint8_t len, kind;
@@ -229,6 +236,7 @@ typedef struct {
     int recall;
     int stop;
     handback_t *backs, *backs_tail;
+    node_lost_t *lost;              /* nodes whose connection failed, for Python to hold writes */
 
     /* counters: written by the thread, read by Python */
     _Atomic uint64_t n_read, n_write, n_adopted, n_back, n_retired, n_lapsed, n_up_errors,
@@ -289,26 +297,6 @@ static int table_kind(const dp_t *d, const char *name, size_t n) {
 }
 
 /* --------------------------------------------------------- RESP parsing */
-static const char *find_crlf(const char *p, const char *end) {
-    while (p + 1 < end) {
-        const char *r = memchr(p, '\r', (size_t)(end - p - 1));
-        if (r == NULL) return NULL;
-        if (r[1] == '\n') return r;
-        p = r + 1;
-    }
-    return NULL;
-}
-
-static long long parse_len(const char *p, const char *e) {
-    long long v = 0;
-    if (p >= e || e - p > 18) return -1;
-    for (; p < e; p++) {
-        if (*p < '0' || *p > '9') return -1;
-        v = v * 10 + (*p - '0');
-    }
-    return v;
-}
-
 enum { CMD_OK = 0, CMD_NEED = 1, CMD_OTHER = 2 };
 
 /* One multibulk command at p: CMD_OK with its end and lower-cased name, CMD_NEED when
@@ -446,7 +434,7 @@ static void client_close(dp_t *d, client_t *c) {
     slot_t *s = c->head;
     while (s) {
         slot_t *next = s->cnext;
-        if (s->done) slot_free(s);  /* out of every FIFO already */
+        if (s->done || s->remaining == 0) slot_free(s);    /* out of every FIFO already */
         else s->c = NULL;
         s = next;
     }
@@ -562,6 +550,21 @@ static void up_fail(dp_t *d, upstream_t *u, const char *why) {
     }
     u->state = U_DEAD;
     u->dead_at = d->now;
+    /* Python marks the node suspect at once (ProxyServer.can_write: a failed connection holds
+     * writes until a probe succeeds), as it does when one of its own connections fails */
+    int network = !strcmp(why, "unreachable") || !strcmp(why, "closed by the node") || !strcmp(why, "read failed") ||
+                  !strcmp(why, "write failed") || !strcmp(why, "unresolvable");
+    node_lost_t *lost = network ? calloc(1, sizeof *lost) : NULL;
+    if (lost) {
+        snprintf(lost->addr, sizeof lost->addr, "%s", u->addr);
+        pthread_mutex_lock(&d->mu);
+        lost->next = d->lost;
+        d->lost = lost;
+        pthread_mutex_unlock(&d->mu);
+        uint64_t one = 1;
+        ssize_t ignored = write(d->back_fd, &one, sizeof one);
+        (void)ignored;
+    }
     buf_free(&u->in);
     buf_free(&u->out);
     u->nest = 0;
@@ -772,26 +775,28 @@ static void up_writable(dp_t *d, upstream_t *u) {
     up_flush(d, u);
 }
 
-/* Kept-back writes: resumed by a permit of their generation, failed by a newer one
- * or after hold_s. */
+/* A kept-back write slot: resumed by a permit of its generation, failed by a newer one
+ * or after hold_s (WriteGate.settle's verdicts); 0 while it stays kept back. */
+static int settle_slot(dp_t *d, slot_t *s) {
+    if (s->gen != d->permit.gen) {
+        atomic_fetch_add(&d->n_retired, 1);
+        slot_fail(s, d->permit.retire_reply, d->permit.retire_len);
+    } else if (!writes_flow(d)) {
+        if (d->now - s->since < d->permit.hold_s) return 0;
+        atomic_fetch_add(&d->n_lapsed, 1);
+        slot_fail(s, d->permit.lapse_reply, d->permit.lapse_len);
+    }
+    s->suspended = 0;
+    return 1;
+}
+
+/* Every kept-back write, in the nodes' FIFOs and (all replies in) in the clients' queues. */
 static void recheck_suspended(dp_t *d) {
     int left = 0;
     for (int i = 0; i < d->nups; i++) {
         for (slot_t *s = d->ups[i]->head; s; s = s->unext) {
             if (!s->suspended || s->c == NULL) continue;
-            if (s->gen != d->permit.gen) {
-                s->suspended = 0;
-                atomic_fetch_add(&d->n_retired, 1);
-                slot_fail(s, d->permit.retire_reply, d->permit.retire_len);
-            } else if (writes_flow(d)) {
-                s->suspended = 0;
-            } else if (d->now - s->since >= d->permit.hold_s) {
-                s->suspended = 0;
-                atomic_fetch_add(&d->n_lapsed, 1);
-                slot_fail(s, d->permit.lapse_reply, d->permit.lapse_len);
-            } else {
-                left++;
-            }
+            if (!settle_slot(d, s)) left++;
         }
     }
     /* slots that got all their replies while kept back are in no FIFO: their clients' queues */
@@ -799,17 +804,7 @@ static void recheck_suspended(dp_t *d) {
         int changed = 0;
         for (slot_t *s = c->head; s; s = s->cnext) {
             if (!s->suspended || s->remaining) continue;
-            if (s->gen != d->permit.gen) {
-                s->suspended = 0;
-                atomic_fetch_add(&d->n_retired, 1);
-                slot_fail(s, d->permit.retire_reply, d->permit.retire_len);
-            } else if (writes_flow(d)) {
-                s->suspended = 0;
-            } else if (d->now - s->since >= d->permit.hold_s) {
-                s->suspended = 0;
-                atomic_fetch_add(&d->n_lapsed, 1);
-                slot_fail(s, d->permit.lapse_reply, d->permit.lapse_len);
-            } else {
+            if (!settle_slot(d, s)) {
                 left++;
                 continue;
             }
@@ -1100,6 +1095,10 @@ static void *run(void *arg) {
                 take_control(d);
             } else if (*tag == T_CLIENT) {
                 client_t *c = (client_t *)tag;
+                if ((ev & (EPOLLERR | EPOLLHUP)) && !(ev & EPOLLIN)) {
+                    client_close(d, c);     /* reset or gone both ways: nothing can reach it */
+                    continue;
+                }
                 if (ev & EPOLLOUT) client_flush(d, c);
                 if (c->type == T_CLIENT && c->fd >= 0 && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)))
                     client_readable(d, c);
@@ -1175,7 +1174,7 @@ static void dp_destroy(dp_t *d) {
         if (c->fd >= 0) close(c->fd);
         for (slot_t *s = c->head; s;) {
             slot_t *sn = s->cnext;
-            if (s->done) slot_free(s);
+            if (s->done || s->remaining == 0) slot_free(s);
             else s->c = NULL;
             s = sn;
         }
@@ -1202,6 +1201,11 @@ static void dp_destroy(dp_t *d) {
         free(a->data);
         free(a);
         a = n;
+    }
+    for (node_lost_t *l = d->lost; l;) {
+        node_lost_t *n = l->next;
+        free(l);
+        l = n;
     }
     for (handback_t *h = d->backs; h;) {
         handback_t *n = h->next;
@@ -1438,6 +1442,28 @@ static PyObject *FastPath_take_back(FastPath *self, PyObject *unused) {
     return out;
 }
 
+/* take_lost() -> [addr]: nodes whose connection from the thread failed since the last call. */
+static PyObject *FastPath_take_lost(FastPath *self, PyObject *unused) {
+    dp_t *d = live(self);
+    if (d == NULL) return NULL;
+    pthread_mutex_lock(&d->mu);
+    node_lost_t *l = d->lost;
+    d->lost = NULL;
+    pthread_mutex_unlock(&d->mu);
+    PyObject *out = PyList_New(0);
+    while (l) {
+        node_lost_t *next = l->next;
+        if (out) {
+            PyObject *a = PyUnicode_FromString(l->addr);
+            if (a == NULL || PyList_Append(out, a) < 0) Py_CLEAR(out);
+            Py_XDECREF(a);
+        }
+        free(l);
+        l = next;
+    }
+    return out;
+}
+
 static PyObject *FastPath_fileno(FastPath *self, PyObject *unused) {
     dp_t *d = live(self);
     return d ? PyLong_FromLong(d->back_fd) : NULL;
@@ -1473,7 +1499,8 @@ static PyMethodDef FastPath_methods[] = {
     {"set_permit", (PyCFunction)FastPath_set_permit, METH_VARARGS, "Where commands go and whether they may."},
     {"recall", (PyCFunction)FastPath_recall, METH_NOARGS, "Hand every client back once drained."},
     {"take_back", (PyCFunction)FastPath_take_back, METH_NOARGS, "Clients handed back: (fd, id, unread, wrote)."},
-    {"fileno", (PyCFunction)FastPath_fileno, METH_NOARGS, "Readable when clients were handed back."},
+    {"take_lost", (PyCFunction)FastPath_take_lost, METH_NOARGS, "Nodes whose connection failed: [addr]."},
+    {"fileno", (PyCFunction)FastPath_fileno, METH_NOARGS, "Readable when clients were handed back or nodes lost."},
     {"stats", (PyCFunction)FastPath_stats, METH_NOARGS, "Counters."},
     {"close", (PyCFunction)FastPath_close, METH_NOARGS, "Stop the thread; close every socket it owns."},
     {NULL, NULL, 0, NULL},

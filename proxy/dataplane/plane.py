@@ -158,6 +158,11 @@ class DataPlane:
 
     # -- sessions coming back --------------------------------------------------------
     def _taken_back(self) -> None:
+        lost = self.fp.take_lost()
+        for addr in lost:
+            self.server.node_connection_failed(addr)
+        if lost:
+            self.refresh()              # writes stop at once: the node is suspect until a probe answers
         for fd, client_id, data, wrote, reason, bounces in self.fp.take_back():
             self.back_reasons[reason] = self.back_reasons.get(reason, 0) + 1
             sock = socket.socket(fileno=fd)

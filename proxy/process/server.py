@@ -414,11 +414,16 @@ class ProxyServer:
                 else "invalid_reply" if "invalid" in up.error else "setup_refused"
             self.stats.upstream_errors[(up.addr, kind)] += 1
         if up.error and ("unreachable" in up.error or "lost" in up.error):
-            self._failed_at[up.addr] = time.monotonic()
+            self.node_connection_failed(up.addr)
             if "unreachable" in up.error:
                 self._dead[up.addr] = (time.monotonic() + RECONNECT_BACKOFF, up)
         if up.raw_sink is not None:
             up.raw_sink.raw_closed(up)
+
+    def node_connection_failed(self, addr: str) -> None:
+        """A connection to `addr` failed (ours, or the C data plane's): the node is suspect,
+        writes to it hold until a probe succeeds after this (`can_write`)."""
+        self._failed_at[addr] = time.monotonic()
 
     def shared_upstream(self, addr: str, client_id: int) -> Upstream:
         conns = self._shared.get(addr)

@@ -15,29 +15,10 @@
 #include <Python.h>
 #include <string.h>
 
+#include "resp_scan.h"
+
 #define NAME_MAX_LEN 64
 #define HEADER_MAX (64 * 1024)
-
-/* Parse a non-negative decimal between p and e; -1 if empty/invalid/huge. */
-static long long parse_len(const char *p, const char *e) {
-    long long v = 0;
-    if (p >= e || e - p > 18) return -1;
-    for (; p < e; p++) {
-        if (*p < '0' || *p > '9') return -1;
-        v = v * 10 + (*p - '0');
-    }
-    return v;
-}
-
-static const char *find_crlf(const char *p, const char *end) {
-    while (p + 1 < end) {
-        const char *r = memchr(p, '\r', (size_t)(end - p - 1));
-        if (r == NULL) return NULL;
-        if (r[1] == '\n') return r;
-        p = r + 1;
-    }
-    return NULL;
-}
 
 /* A tuple of n new references (stolen); NULL (and every item released) on failure. */
 static PyObject *tuple_of(Py_ssize_t n, PyObject **items) {

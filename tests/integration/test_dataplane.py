@@ -22,10 +22,11 @@ import pytest
 
 from benchmarks.failover_lib import ProxyCluster, Writer, read_back, wait_replica_of
 
-from .harness import ClusterKeeper, HarnessError, RawClient, redis_client, start_or_clean, wait_until, yield_then_clean
+from .harness import RawClient, redis_client, start_or_clean, wait_until, yield_then_clean
 from .test_observability import Metrics
 from .test_sessions import uniq
 from .test_write_gate import GATED, HOLD_S, write_then_lose_the_lease
+from .test_write_gate import Keeper as GateKeeper
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,23 +34,11 @@ OPTIONS = {"dataplane": "c", "hold_ms": int(HOLD_S * 1000), "lease_ms": 1000, "d
            "connect_timeout_ms": 15_000}
 
 
-class Keeper(ClusterKeeper):
+class Keeper(GateKeeper):
+    """test_write_gate's cluster (restored the same way), every proxy with the thread."""
+
     def make(self, workdir):
         return start_or_clean(ProxyCluster(workdir, options=OPTIONS), 60)
-
-    @staticmethod
-    def restore(c: ProxyCluster) -> None:
-        c.cont_all()
-        if any(not p.alive() for p in c.proxies.values()):
-            raise HarnessError("a proxy died")
-        for s in c.rs.servers:
-            if not s.alive():
-                s.start()
-        view = c.wait_stable(timeout=30)
-        master = c.redis(view["master"])
-        for s in c.rs.servers:
-            if s is not master:
-                wait_replica_of(s, master, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -191,17 +180,31 @@ def _monitor_saw(mon: RawClient, key: str) -> bool:
         return False
 
 
+def healthy_view(keeper):
+    c = keeper.healthy()
+    view = c.wait_stable()
+    return c, view, c.redis(view["master"])
+
+
+def warm_client(c: ProxyCluster) -> RawClient:
+    """A client of GATED that wrote once and is served by the thread."""
+    cl = RawClient(c.proxy(GATED).port, timeout=20)
+    try:
+        assert cl.command("SET", uniq("warm"), "x") == b"OK"
+        in_thread(c)
+    except BaseException:
+        cl.__exit__(None, None, None)
+        raise
+    return cl
+
+
 def test_write_in_flight_when_the_lease_lapses_is_not_acknowledged(keeper):
     """As test_write_gate's test of the same name, for a client the thread serves: the
     late +OK of a frozen master is kept back while the lease is lapsed and becomes an
     error after hold_ms."""
-    c = keeper.healthy()
-    view = c.wait_stable()
-    master = c.redis(view["master"])
+    c, view, master = healthy_view(keeper)
     key = uniq("inflight")
-    with RawClient(c.proxy(GATED).port, timeout=20) as cl:
-        assert cl.command("SET", uniq("warm"), "x") == b"OK"
-        in_thread(c)
+    with warm_client(c) as cl:
         others, t_sent, _ = write_then_lose_the_lease(c, cl, master, key)
         try:
             reply = cl.read_reply()
@@ -215,13 +218,9 @@ def test_write_in_flight_when_the_lease_lapses_is_not_acknowledged(keeper):
 
 
 def test_write_in_flight_when_the_lease_returns_under_the_same_topology_is_acknowledged(keeper):
-    c = keeper.healthy()
-    view = c.wait_stable()
-    master = c.redis(view["master"])
+    c, view, master = healthy_view(keeper)
     key = uniq("resumed")
-    with RawClient(c.proxy(GATED).port, timeout=20) as cl:
-        assert cl.command("SET", uniq("warm"), "x") == b"OK"
-        in_thread(c)
+    with warm_client(c) as cl:
         others, _, _ = write_then_lose_the_lease(c, cl, master, key, for_good=False)
         for p in others:
             p.cont()
