@@ -7,7 +7,8 @@ already read, the uvloop transport is dropped.  The permit (`refresh`, on every 
 tick and every applied topology) carries what the Python path would decide per batch:
 `ProxyServer.can_write` for the master, `can_read`, the readable replicas, the read
 policy, and a generation that changes with the committed roles (epoch, master, write
-pause), trusted for two ticks.  A session comes back (`_taken_back`) as a new
+pause), trusted until the next refresh with a tick to spare and never past the lease
+held now.  A session comes back (`_taken_back`) as a new
 `ClientSession` on the same socket, authenticated, reading the thread's unread bytes
 first; a client that wrote through the thread reads from the master until a replica
 has caught up with it (read-your-writes, as after any write).
@@ -100,7 +101,7 @@ class DataPlane:
 
     # -- the permit -------------------------------------------------------------
     def refresh(self) -> None:
-        """Push what the thread may do now, trusted for two Raft ticks."""
+        """Push what the thread may do now, trusted until `_trusted_until`."""
         if self.fp is None:
             return
         server = self.server
