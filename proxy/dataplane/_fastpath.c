@@ -150,7 +150,10 @@ typedef struct client {
     int want_out;                   /* EPOLLOUT registered */
     int dirty;
     struct client *dirty_next;
-    struct client *all_next, *all_prev;
+    struct client *all_next, *all_prev;     /* d->all: changed under d->mu (Python lists it) */
+    /* what CLIENT LIST shows of it, read by Python without the thread's help */
+    _Atomic double active;          /* mono() of the last bytes read from it */
+    _Atomic int last_entry;         /* table index of the last command it forwarded; -1: none */
 } client_t;
 
 typedef struct upstream {
@@ -237,6 +240,8 @@ typedef struct {
     int stop;
     handback_t *backs, *backs_tail;
     node_lost_t *lost;              /* nodes whose connection failed, for Python to hold writes */
+    uint64_t *kills;                /* client ids to close (CLIENT KILL) */
+    size_t nkills, kills_cap;
 
     /* counters: written by the thread, read by Python */
     _Atomic uint64_t n_read, n_write, n_adopted, n_back, n_retired, n_lapsed, n_up_errors,
@@ -284,16 +289,16 @@ static int table_put(dp_t *d, const char *name, size_t n, int kind) {
     return -1;
 }
 
-/* The kind of the (already lower-cased) name; K_NONE if not in the table. */
-static int table_kind(const dp_t *d, const char *name, size_t n) {
-    if (n == 0 || n > NAME_MAX_LEN) return K_NONE;
+/* The table index of the (already lower-cased) name; -1 if not in the table. */
+static int table_index(const dp_t *d, const char *name, size_t n) {
+    if (n == 0 || n > NAME_MAX_LEN) return -1;
     uint32_t i = name_hash(name, n) & (TABLE_SIZE - 1);
     for (int probes = 0; probes < TABLE_SIZE; probes++, i = (i + 1) & (TABLE_SIZE - 1)) {
         const entry_t *e = &d->table[i];
-        if (e->len == 0) return K_NONE;
-        if (e->len == n && memcmp(e->name, name, n) == 0) return e->kind;
+        if (e->len == 0) return -1;
+        if (e->len == n && memcmp(e->name, name, n) == 0) return (int)i;
     }
-    return K_NONE;
+    return -1;
 }
 
 /* --------------------------------------------------------- RESP parsing */
@@ -416,21 +421,42 @@ static void slot_free(slot_t *s) {
 }
 
 static void client_free(dp_t *d, client_t *c) {
+    pthread_mutex_lock(&d->mu);
     if (c->all_prev) c->all_prev->all_next = c->all_next;
     else d->all = c->all_next;
     if (c->all_next) c->all_next->all_prev = c->all_prev;
+    pthread_mutex_unlock(&d->mu);
     buf_free(&c->in);
     buf_free(&c->out);
     atomic_fetch_sub(&d->n_clients, 1);
     free(c);
 }
 
+static void queue_back(dp_t *d, handback_t *h) {
+    pthread_mutex_lock(&d->mu);
+    if (d->backs_tail) d->backs_tail->next = h;
+    else d->backs = h;
+    d->backs_tail = h;
+    pthread_mutex_unlock(&d->mu);
+    uint64_t one = 1;
+    ssize_t ignored = write(d->back_fd, &one, sizeof one);
+    (void)ignored;
+}
+
 /* Close a client: its replies still owed are dropped as they come (their slots stay
- * in their nodes' FIFOs, ownerless). */
+ * in their nodes' FIFOs, ownerless).  Python hears of it (a hand-back without a socket,
+ * reason "closed") and forgets what it kept of the client. */
 static void client_close(dp_t *d, client_t *c) {
     epoll_ctl(d->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
+    handback_t *h = calloc(1, sizeof *h);
+    if (h != NULL) {
+        h->fd = -1;
+        h->id = c->id;
+        snprintf(h->reason, sizeof h->reason, "closed");
+        queue_back(d, h);
+    }
     slot_t *s = c->head;
     while (s) {
         slot_t *next = s->cnext;
@@ -895,7 +921,8 @@ static void client_parse(dp_t *d, client_t *c) {
         size_t name_len = 0;
         int rc = parse_command(d, p, end, &cmd_end, name, &name_len);
         if (rc == CMD_NEED) break;
-        int kind = rc == CMD_OK ? table_kind(d, name, name_len) : K_NONE;
+        int entry = rc == CMD_OK ? table_index(d, name, name_len) : -1;
+        int kind = entry >= 0 ? d->table[entry].kind : K_NONE;
         if (kind == K_NONE) {
             want_back(d, c, rc == CMD_OK ? "command" : "syntax");
             break;
@@ -921,6 +948,7 @@ static void client_parse(dp_t *d, client_t *c) {
             }
         }
         slot->remaining++;
+        atomic_store_explicit(&c->last_entry, entry, memory_order_relaxed);
         if (kind == K_WRITE) {
             slot->is_write = 1;
             c->wrote = 1;
@@ -951,6 +979,7 @@ static void client_readable(dp_t *d, client_t *c) {
         ssize_t r = read(c->fd, c->in.p + c->in.len, room);
         if (r > 0) {
             c->in.len += (size_t)r;
+            atomic_store_explicit(&c->active, d->now, memory_order_relaxed);
             atomic_fetch_add(&d->n_bytes_in, (uint64_t)r);
             if ((size_t)r < room) break;
             continue;
@@ -990,15 +1019,8 @@ static void try_handback(dp_t *d, client_t *c, const char *reason) {
         }
     }
     c->fd = -1;
-    pthread_mutex_lock(&d->mu);
-    if (d->backs_tail) d->backs_tail->next = h;
-    else d->backs = h;
-    d->backs_tail = h;
-    pthread_mutex_unlock(&d->mu);
     atomic_fetch_add(&d->n_back, 1);
-    uint64_t one = 1;
-    ssize_t ignored = write(d->back_fd, &one, sizeof one);
-    (void)ignored;
+    queue_back(d, h);
     c->type = 0;                    /* freed when the dirty list is walked */
 }
 
@@ -1038,7 +1060,18 @@ static void take_control(dp_t *d) {
     }
     int recall = d->recall;
     d->recall = 0;
+    uint64_t *kills = d->kills;
+    size_t nkills = d->nkills;
+    d->kills = NULL;
+    d->nkills = d->kills_cap = 0;
     pthread_mutex_unlock(&d->mu);
+    for (client_t *c = d->all; c && nkills; c = c->all_next)
+        for (size_t i = 0; i < nkills; i++)
+            if (kills[i] == c->id && c->type == T_CLIENT && c->fd >= 0) {
+                client_close(d, c);     /* at once, what it is owed dropped, as Redis frees it */
+                break;
+            }
+    free(kills);
     if (changed) apply_permit(d, &p);
     /* adopted in the order they came */
     pending_adopt_t *rev = NULL;
@@ -1060,10 +1093,14 @@ static void take_control(dp_t *d) {
             c->id = a->id;
             c->bounces = a->bounces;
             c->reading = 1;
+            c->active = d->now;
+            c->last_entry = -1;
             if (a->len) buf_append(&c->in, a->data, a->len);
+            pthread_mutex_lock(&d->mu);
             c->all_next = d->all;
             if (d->all) d->all->all_prev = c;
             d->all = c;
+            pthread_mutex_unlock(&d->mu);
             atomic_fetch_add(&d->n_clients, 1);
             atomic_fetch_add(&d->n_adopted, 1);
             ep_set(d, c->fd, c, EPOLLIN, 1);
@@ -1207,9 +1244,10 @@ static void dp_destroy(dp_t *d) {
         free(l);
         l = n;
     }
+    free(d->kills);
     for (handback_t *h = d->backs; h;) {
         handback_t *n = h->next;
-        close(h->fd);
+        if (h->fd >= 0) close(h->fd);
         free(h->data);
         free(h);
         h = n;
@@ -1414,7 +1452,8 @@ static PyObject *FastPath_recall(FastPath *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-/* take_back() -> [(fd, client_id, unread bytes, wrote, reason, bounces)] */
+/* take_back() -> [(fd, client_id, unread bytes, wrote, reason, bounces)]: clients handed back, and
+ * clients the thread closed (fd -1, reason "closed"), in the order it let them go. */
 static PyObject *FastPath_take_back(FastPath *self, PyObject *unused) {
     dp_t *d = live(self);
     if (d == NULL) return NULL;
@@ -1431,7 +1470,7 @@ static PyObject *FastPath_take_back(FastPath *self, PyObject *unused) {
         PyObject *t = out ? Py_BuildValue("(iKy#isi)", h->fd, (unsigned long long)h->id, h->data ? h->data : "",
                                           (Py_ssize_t)h->len, h->wrote, h->reason, h->bounces) : NULL;
         if (t == NULL || PyList_Append(out, t) < 0) {
-            close(h->fd);       /* nowhere to go: the client sees its connection closed */
+            if (h->fd >= 0) close(h->fd);   /* nowhere to go: the client sees its connection closed */
             Py_CLEAR(out);
         }
         Py_XDECREF(t);
@@ -1440,6 +1479,78 @@ static PyObject *FastPath_take_back(FastPath *self, PyObject *unused) {
         h = next;
     }
     return out;
+}
+
+/* clients() -> {client_id: (active, last command or None)}: the clients the thread serves,
+ * `active` the time.monotonic() of their last bytes read (CLIENT LIST's idle). */
+static PyObject *FastPath_clients(FastPath *self, PyObject *unused) {
+    dp_t *d = live(self);
+    if (d == NULL) return NULL;
+    PyObject *out = PyDict_New();
+    if (out == NULL) return NULL;
+    pthread_mutex_lock(&d->mu);
+    for (client_t *c = d->all; c; c = c->all_next) {
+        int entry = atomic_load_explicit(&c->last_entry, memory_order_relaxed);
+        double active = atomic_load_explicit(&c->active, memory_order_relaxed);
+        PyObject *cmd = entry >= 0 && entry < TABLE_SIZE
+                            ? PyBytes_FromStringAndSize(d->table[entry].name, d->table[entry].len)
+                            : Py_NewRef(Py_None);
+        PyObject *key = PyLong_FromUnsignedLongLong((unsigned long long)c->id);
+        PyObject *val = cmd ? Py_BuildValue("(dN)", active, cmd) : NULL;
+        int rc = key && val ? PyDict_SetItem(out, key, val) : -1;
+        Py_XDECREF(key);
+        Py_XDECREF(val);
+        if (rc < 0) {
+            Py_CLEAR(out);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&d->mu);
+    return out;
+}
+
+/* kill(ids): close these clients at once (CLIENT KILL); each is then reported by
+ * take_back() as closed. */
+static PyObject *FastPath_kill(FastPath *self, PyObject *arg) {
+    dp_t *d = live(self);
+    if (d == NULL) return NULL;
+    PyObject *seq = PySequence_Fast(arg, "kill() takes a sequence of client ids");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    uint64_t *ids = n ? calloc((size_t)n, sizeof *ids) : NULL;
+    if (n && ids == NULL) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        ids[i] = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (PyErr_Occurred()) {
+            free(ids);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    pthread_mutex_lock(&d->mu);
+    int ok = 1;
+    if (d->nkills + (size_t)n > d->kills_cap) {
+        size_t cap = (d->nkills + (size_t)n) * 2;
+        uint64_t *grown = realloc(d->kills, cap * sizeof *grown);
+        if (grown == NULL) ok = 0;
+        else {
+            d->kills = grown;
+            d->kills_cap = cap;
+        }
+    }
+    if (ok && n) {
+        memcpy(d->kills + d->nkills, ids, (size_t)n * sizeof *ids);
+        d->nkills += (size_t)n;
+    }
+    pthread_mutex_unlock(&d->mu);
+    free(ids);
+    if (!ok) return PyErr_NoMemory();
+    signal_thread(d);
+    Py_RETURN_NONE;
 }
 
 /* take_lost() -> [addr]: nodes whose connection from the thread failed since the last call. */
@@ -1500,6 +1611,8 @@ static PyMethodDef FastPath_methods[] = {
     {"recall", (PyCFunction)FastPath_recall, METH_NOARGS, "Hand every client back once drained."},
     {"take_back", (PyCFunction)FastPath_take_back, METH_NOARGS, "Clients handed back: (fd, id, unread, wrote)."},
     {"take_lost", (PyCFunction)FastPath_take_lost, METH_NOARGS, "Nodes whose connection failed: [addr]."},
+    {"clients", (PyCFunction)FastPath_clients, METH_NOARGS, "{client_id: (last active, last command)}."},
+    {"kill", (PyCFunction)FastPath_kill, METH_O, "Close these clients (ids) at once."},
     {"fileno", (PyCFunction)FastPath_fileno, METH_NOARGS, "Readable when clients were handed back or nodes lost."},
     {"stats", (PyCFunction)FastPath_stats, METH_NOARGS, "Counters."},
     {"close", (PyCFunction)FastPath_close, METH_NOARGS, "Stop the thread; close every socket it owns."},

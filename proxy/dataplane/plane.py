@@ -41,6 +41,9 @@ class DataPlane:
         self._ticker: asyncio.Task | None = None
         self.draining = False           # the proxy is stopping: nothing goes, everything comes back
         self.back_reasons: dict[str, int] = {}  # sessions handed back, by why (/metrics)
+        # the sessions the thread serves now, by client id: what they set in Python (CLIENT
+        # SETNAME, SETINFO, NO-EVICT) and their age come back with them (`carry_over`)
+        self.away: dict[int, object] = {}
 
     # -- sessions going -------------------------------------------------------
     def offer(self, session) -> bool:
@@ -64,6 +67,8 @@ class DataPlane:
         data = bytes(session.buf)
         session.buf = b""
         session.offloaded = True
+        session.thread_fd = fd
+        self.away[session.id] = session
         t.abort()                       # closes uvloop's descriptor only: the connection lives on in `fd`
         self.fp.adopt(fd, session.id, data, session.bounces)
         return True
@@ -165,16 +170,22 @@ class DataPlane:
         if lost:
             self.refresh()              # writes stop at once: the node is suspect until a probe answers
         for fd, client_id, data, wrote, reason, bounces in self.fp.take_back():
+            if fd < 0:                  # the thread closed it (reset, gone both ways, CLIENT KILL)
+                self.away.pop(client_id, None)
+                continue
             self.back_reasons[reason] = self.back_reasons.get(reason, 0) + 1
             sock = socket.socket(fileno=fd)
             self.server.loop.create_task(self._resume(sock, client_id, data, wrote, bounces + 1))
 
     async def _resume(self, sock: socket.socket, client_id: int, data: bytes, wrote: bool, bounces: int) -> None:
         server = self.server
+        before = self.away.pop(client_id, None)
 
         def session():
             s = server.session_class(server)
             s.id = client_id            # the same client to CLIENT ID and CLIENT LIST
+            if before is not None:
+                carry_over(before, s)
             s.authenticated = True      # it was, before it went to the thread
             s.bounces = bounces
             s.resume_at = time.monotonic() + resume_delay(bounces)
@@ -197,6 +208,30 @@ class DataPlane:
         else:
             s._resume_process()         # the unread bytes, unless data_received came first
 
+    # -- CLIENT LIST and CLIENT KILL ---------------------------------------------------
+    def listed(self) -> list:
+        """The sessions the thread serves now, for CLIENT LIST: their idle time and last
+        command as the thread saw them (what Python kept of each: name, age, addresses)."""
+        if self.fp is None:
+            return []
+        live = self.fp.clients()
+        out = []
+        for client_id, s in self.away.items():
+            seen = live.get(client_id)
+            if seen is None or s.killed:    # closed; the thread's report is on its way
+                continue
+            s._now, cmd = seen
+            if cmd is not None:
+                s.last_cmd = cmd
+            out.append(s)
+        return out
+
+    def kill(self, session) -> None:
+        """CLIENT KILL of a client the thread serves: the thread closes it at once."""
+        session.killed = True
+        if self.fp is not None:
+            self.fp.kill([session.id])
+
     def stats(self) -> dict[str, int]:
         return self.fp.stats() if self.fp is not None else {}
 
@@ -214,6 +249,18 @@ class DataPlane:
                 pass
             self.fp.close()
             self.fp = None
+
+
+# what a session set about itself that the thread neither needs nor changes
+CARRIED = ("name", "lib_name", "lib_ver", "no_evict", "created")
+
+
+def carry_over(before, after) -> None:
+    """The session that comes back from the thread is the client that went: its name,
+    library, NO-EVICT flag and age as they were (`rules.offloadable` lets nothing else
+    that a session holds go)."""
+    for attr in CARRIED:
+        setattr(after, attr, getattr(before, attr))
 
 
 def written_slot() -> Slot:

@@ -139,6 +139,7 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         self.tx_running: int | None = None  # while EXEC's answers are made: how many commands it runs
         self.channels: set[bytes] = set()
         self.offloaded = False          # given to the C data plane (proxy/dataplane)
+        self.thread_fd = -1             # ... its socket there (CLIENT LIST's fd)
         self.resume_at = 0.0            # ... not before this (handed back from it: see dataplane.rules)
         self.bounces = 0                # ... times it was handed back
         self.offer_due = False          # ... and offered again when resume_at comes

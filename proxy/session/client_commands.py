@@ -276,6 +276,10 @@ class ClientCommands:
     def kill(self) -> None:
         """Closed by another client's CLIENT KILL: at once, replies still owed are dropped (as Redis
         frees the client); `connection_lost` then closes its upstream connections."""
+        if self.offloaded:
+            if not self.killed:
+                self.server.dataplane.kill(self)    # served by the C thread (proxy/dataplane)
+            return
         if self.closed or self.killed:
             return
         self.killed = True

@@ -75,8 +75,8 @@ def info_line(s, now: float) -> str:
     """One CLIENT LIST line (without its newline) for session `s`, fields as Redis 7 means them."""
     t = s.transport
     wbuf = t.get_write_buffer_size() if t is not None and not s.closed else 0
-    sock = t.get_extra_info("socket") if t is not None else None
-    fd = sock.fileno() if sock is not None else -1
+    sock = t.get_extra_info("socket") if t is not None and not s.offloaded else None
+    fd = sock.fileno() if sock is not None else s.thread_fd
     qbuf = len(s.buf)
     omem = s.queued + wbuf
     age = int(now - s.created)
@@ -284,7 +284,12 @@ class ClientRegistry:
             dp.intercept_changed()      # the C thread's clients come back: every command is looked at
 
     def clients(self) -> list:
-        return sorted((s for s in self.server.clients if not s.closed and not s.killed), key=lambda s: s.id)
+        """This proxy's clients by id: the event loop's and the C data plane's."""
+        here = [s for s in self.server.clients if not s.closed and not s.killed]
+        dp = getattr(self.server, "dataplane", None)
+        if dp is not None:
+            here += dp.listed()
+        return sorted(here, key=lambda s: s.id)
 
     # -- MONITOR --------------------------------------------------------------
     def add_monitor(self, s) -> None:

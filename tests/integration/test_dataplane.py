@@ -135,6 +135,61 @@ def test_commands_it_does_not_forward_are_answered_by_python_and_the_client_goes
         wait_until(lambda: r0.get(key) == "4", 5, message="db 0 to keep its own value")
 
 
+def test_a_client_keeps_its_name_library_and_age_across_the_thread(keeper):
+    """What a client set in Python (CLIENT SETNAME, CLIENT SETINFO at connect, NO-EVICT)
+    is still its own when the thread gives it back: the thread served it in between."""
+    c = keeper.healthy()
+    key = uniq("named")
+    port = c.proxy(GATED).port
+    with redis_client(port, decode=True, client_name="dp-named", lib_name="dp-lib", lib_version="1.2") as r:
+        connected_at = time.monotonic()
+        assert r.execute_command("CLIENT", "NO-EVICT", "on") == "OK"
+        before = forwarded(c)
+
+        def served_by_thread() -> bool:
+            r.incr(key)
+            return forwarded(c) > before
+
+        wait_until(served_by_thread, 10, message="the client to be served by the C data plane")
+        # CLIENT LIST's age is in whole seconds: let one pass in the thread (time, not a wait
+        # for a condition), so an age counted from the hand-back would read 0
+        time.sleep(max(0.0, connected_at + 1.2 - time.monotonic()))
+        assert r.client_getname() == "dp-named"     # handed back for CLIENT GETNAME
+        info = r.client_info()
+        assert (info["name"], info["lib-name"], info["lib-ver"]) == ("dp-named", "dp-lib", "1.2"), info
+        assert "e" in info["flags"], info
+        assert int(info["age"]) >= 1, info
+        listed = [line for line in r.execute_command("CLIENT", "LIST").splitlines() if "name=dp-named" in line]
+        assert len(listed) == 1 and f"id={r.client_id()}" in listed[0], listed
+
+
+def test_client_list_and_client_kill_see_the_clients_the_thread_serves(keeper):
+    """CLIENT LIST shows a client the thread serves (its name, socket, last command as the
+    thread saw it); CLIENT KILL ID closes it at once, and it is listed no more."""
+    c = keeper.healthy()
+    key = uniq("listed")
+    port = c.proxy(GATED).port
+    with RawClient(port) as raw, redis_client(port, decode=True) as admin:
+        assert raw.command("CLIENT", "SETNAME", "dp-listed") == b"OK"
+        before = forwarded(c)
+
+        def served_by_thread() -> bool:
+            raw.command("INCR", key)
+            return forwarded(c) > before
+
+        wait_until(served_by_thread, 10, message="the client to be served by the C data plane")
+
+        def listed() -> list[dict]:
+            return [e for e in admin.client_list() if e["name"] == "dp-listed"]
+
+        [entry] = listed()
+        assert entry["cmd"] == "incr" and int(entry["fd"]) > 0 and entry["flags"] == "N", entry
+        assert admin.client_kill_filter(_id=entry["id"]) == 1
+        assert listed() == []
+        raw.sock.settimeout(5)
+        assert raw.sock.recv(100) == b"", "the killed client's connection stays open"
+
+
 def test_a_protocol_error_ends_only_that_client(keeper):
     """Bytes that are not RESP on a connection the thread serves: Python answers
     `-ERR Protocol error` and closes it; a client beside it goes on."""
