@@ -140,6 +140,7 @@ typedef struct client {
     buf_t in, out;
     slot_t *head, *tail;
     int nslots;
+    int resp3;                      /* 1: it speaks RESP3 (HELLO 3): its commands go on RESP3 connections */
     int wrote;                      /* wrote through this thread: reads go to the master */
     int replica_pending;            /* unanswered slots on replicas */
     int waiting;                    /* a write waits for replica_pending to reach 0 */
@@ -159,6 +160,7 @@ typedef struct client {
 typedef struct upstream {
     int type;
     int fd;
+    int resp3;                      /* a RESP3 connection (HELLO 3 in its handshake) */
     char addr[ADDR_LEN];
     int state;
     double dead_at;
@@ -192,6 +194,7 @@ typedef struct pending_adopt {
     struct pending_adopt *next;
     int fd;
     int bounces;
+    int resp3;
     uint64_t id;
     char *data;
     size_t len;
@@ -226,9 +229,9 @@ typedef struct {
     entry_t table[TABLE_SIZE];
     long long max_bulk, max_args;
     size_t output_limit;
-    char *handshake;
-    size_t handshake_len;
-    int handshake_replies;
+    char *handshake[2];             /* [resp3]: AUTH if any, then HELLO 3 for RESP3 connections */
+    size_t handshake_len[2];
+    int handshake_replies[2];
     int ctl_tag, back_tag;
 
     /* shared with Python, under mu */
@@ -249,10 +252,10 @@ typedef struct {
 
     /* the thread's own */
     permit_t permit;
-    upstream_t *ups[MAX_NODES * 2];
+    upstream_t *ups[MAX_NODES * 4];  /* a connection per node and protocol */
     int nups;
-    upstream_t *master;
-    upstream_t *replicas[MAX_NODES];
+    upstream_t *master[2];          /* [resp3] */
+    upstream_t *replicas[2][MAX_NODES];
     int nrep;
     client_t *dirty_clients;
     upstream_t *dirty_ups;
@@ -552,10 +555,10 @@ static void up_connect(dp_t *d, upstream_t *u) {
     u->state = U_CONNECTING;
     u->nest = 0;
     u->scanned = 0;
-    u->hs_left = d->handshake_replies;
+    u->hs_left = d->handshake_replies[u->resp3];
     /* the handshake goes first, before anything already queued */
     buf_t out = {0};
-    if (d->handshake_len) buf_append(&out, d->handshake, d->handshake_len);
+    if (d->handshake_len[u->resp3]) buf_append(&out, d->handshake[u->resp3], d->handshake_len[u->resp3]);
     if (buf_size(&u->out)) buf_append(&out, u->out.p + u->out.off, buf_size(&u->out));
     buf_free(&u->out);
     u->out = out;
@@ -621,14 +624,15 @@ static void up_fail(dp_t *d, upstream_t *u, const char *why) {
     u->head = u->tail = NULL;
 }
 
-static upstream_t *up_get(dp_t *d, const char *addr) {
+static upstream_t *up_get(dp_t *d, const char *addr, int resp3) {
     for (int i = 0; i < d->nups; i++)
-        if (strcmp(d->ups[i]->addr, addr) == 0) return d->ups[i];
+        if (d->ups[i]->resp3 == resp3 && strcmp(d->ups[i]->addr, addr) == 0) return d->ups[i];
     if (d->nups >= (int)(sizeof d->ups / sizeof d->ups[0])) return NULL;
     upstream_t *u = calloc(1, sizeof *u);
     if (u == NULL) return NULL;
     u->type = T_UP;
     u->fd = -1;
+    u->resp3 = resp3;
     snprintf(u->addr, sizeof u->addr, "%s", addr);
     d->ups[d->nups++] = u;
     return u;
@@ -761,6 +765,10 @@ static void up_readable(dp_t *d, upstream_t *u) {
         const char *p = u->in.p + u->in.off;
         size_t n = u->scanned;
         u->nest = 0;
+        if (*p == '>' && u->resp3) {   /* a push is no command's reply (none is asked for: no tracking) */
+            buf_consume(&u->in, n);
+            continue;
+        }
         if (u->hs_left > 0) {
             u->hs_left--;
             if (*p == '-') {
@@ -851,19 +859,19 @@ static int route(dp_t *d, client_t *c, int kind, upstream_t **to) {
     if (kind == K_WRITE) {
         if (!pm->write_ok) return R_BACK;
         if (c->replica_pending) return R_WAIT;
-        *to = up_usable(d, d->master);
+        *to = up_usable(d, d->master[c->resp3]);
         return *to ? R_GO : R_BACK;
     }
     if (!pm->read_ok) return R_BACK;
     if (!pm->read_master && !(pm->rw && c->wrote) && d->nrep > 0) {
-        upstream_t *u = up_usable(d, d->replicas[c->id % (uint64_t)d->nrep]);
+        upstream_t *u = up_usable(d, d->replicas[c->resp3][c->id % (uint64_t)d->nrep]);
         if (u) {
             *to = u;
             return R_GO;
         }
     }
     if (!pm->write_ok) return R_BACK;   /* a read on the master passes the write gate in Python too */
-    *to = up_usable(d, d->master);
+    *to = up_usable(d, d->master[c->resp3]);
     return *to ? R_GO : R_BACK;
 }
 
@@ -872,7 +880,7 @@ static slot_t *new_slot(dp_t *d, client_t *c, upstream_t *u) {
     if (s == NULL) return NULL;
     s->c = c;
     s->gen = d->permit.gen;
-    s->on_replica = u != d->master;
+    s->on_replica = u != d->master[c->resp3];
     if (c->tail) c->tail->cnext = s;
     else c->head = s;
     c->tail = s;
@@ -1031,12 +1039,15 @@ static void apply_permit(dp_t *d, permit_t *p) {
     permit_free(&d->permit);
     d->permit = *p;
     memset(p, 0, sizeof *p);
-    d->master = d->permit.master[0] ? up_get(d, d->permit.master) : NULL;
-    d->nrep = 0;
-    for (int i = 0; i < d->permit.nrep && d->nrep < MAX_NODES; i++) {
-        upstream_t *u = up_get(d, d->permit.replicas[i]);
-        if (u && u != d->master) d->replicas[d->nrep++] = u;
+    int nrep[2] = {0, 0};
+    for (int v = 0; v < 2; v++) {
+        d->master[v] = d->permit.master[0] ? up_get(d, d->permit.master, v) : NULL;
+        for (int i = 0; i < d->permit.nrep && nrep[v] < MAX_NODES; i++) {
+            upstream_t *u = up_get(d, d->permit.replicas[i], v);
+            if (u && u != d->master[v]) d->replicas[v][nrep[v]++] = u;
+        }
     }
+    d->nrep = nrep[0] < nrep[1] ? nrep[0] : nrep[1];   /* (equal unless a table is full) */
     d->suspended = 1;               /* recheck every kept-back write against it */
     for (int i = 0; i < d->nups; i++)
         if (d->ups[i]->unsent_write) mark_up(d, d->ups[i]);
@@ -1092,6 +1103,7 @@ static void take_control(dp_t *d) {
             c->fd = a->fd;
             c->id = a->id;
             c->bounces = a->bounces;
+            c->resp3 = a->resp3;
             c->reading = 1;
             c->active = d->now;
             c->last_entry = -1;
@@ -1254,7 +1266,8 @@ static void dp_destroy(dp_t *d) {
     }
     permit_free(&d->permit);
     permit_free(&d->next_permit);
-    free(d->handshake);
+    free(d->handshake[0]);
+    free(d->handshake[1]);
     if (d->epfd >= 0) close(d->epfd);
     if (d->ctl_fd >= 0) close(d->ctl_fd);
     if (d->back_fd >= 0) close(d->back_fd);
@@ -1297,11 +1310,20 @@ static int FastPath_init(FastPath *self, PyObject *args, PyObject *kw) {
     d->max_bulk = max_bulk;
     d->max_args = max_args;
     d->output_limit = output_limit > 0 ? (size_t)output_limit : 0;
-    d->handshake_replies = hs_replies;
-    if (hs.len) {
-        d->handshake = malloc((size_t)hs.len);
-        if (d->handshake) memcpy(d->handshake, hs.buf, (size_t)hs.len);
-        d->handshake_len = (size_t)hs.len;
+    static const char hello3[] = "*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
+    for (int v = 0; v < 2; v++) {
+        size_t len = (size_t)hs.len + (v ? sizeof hello3 - 1 : 0);
+        d->handshake_replies[v] = hs_replies + v;
+        d->handshake[v] = len ? malloc(len) : NULL;
+        if (len && d->handshake[v] == NULL) {
+            PyBuffer_Release(&hs);
+            dp_destroy(d);
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (hs.len) memcpy(d->handshake[v], hs.buf, (size_t)hs.len);
+        if (v) memcpy(d->handshake[v] + hs.len, hello3, sizeof hello3 - 1);
+        d->handshake_len[v] = len;
     }
     PyBuffer_Release(&hs);
     PyObject *key, *value;
@@ -1350,13 +1372,14 @@ static void signal_thread(dp_t *d) {
     (void)ignored;
 }
 
-/* adopt(fd, client_id, data=b"", bounces=0): the thread owns `fd` from now on. */
+/* adopt(fd, client_id, data=b"", bounces=0, resp3=False): the thread owns `fd` from now on; a RESP3
+ * client's commands go on the thread's RESP3 connections. */
 static PyObject *FastPath_adopt(FastPath *self, PyObject *args) {
     int fd;
     unsigned long long id;
     Py_buffer data = {0};
-    int bounces = 0;
-    if (!PyArg_ParseTuple(args, "iK|y*i", &fd, &id, &data, &bounces)) return NULL;
+    int bounces = 0, resp3 = 0;
+    if (!PyArg_ParseTuple(args, "iK|y*ip", &fd, &id, &data, &bounces, &resp3)) return NULL;
     dp_t *d = live(self);
     if (d == NULL) {
         PyBuffer_Release(&data);
@@ -1370,6 +1393,7 @@ static PyObject *FastPath_adopt(FastPath *self, PyObject *args) {
     a->fd = fd;
     a->id = id;
     a->bounces = bounces;
+    a->resp3 = resp3;
     if (data.buf && data.len) {
         a->data = malloc((size_t)data.len);
         if (a->data) {

@@ -70,7 +70,9 @@ class DataPlane:
         session.thread_fd = fd
         self.away[session.id] = session
         t.abort()                       # closes uvloop's descriptor only: the connection lives on in `fd`
-        self.fp.adopt(fd, session.id, data, session.bounces)
+        # (its connections of its own, if any, close with the transport: `rules.offloadable`
+        # let it go only if they held nothing but its protocol, which the thread matches)
+        self.fp.adopt(fd, session.id, data, session.bounces, session.resp3)
         return True
 
     def _offer_due(self, session) -> None:
@@ -251,14 +253,15 @@ class DataPlane:
             self.fp = None
 
 
-# what a session set about itself that the thread neither needs nor changes
-CARRIED = ("name", "lib_name", "lib_ver", "no_evict", "created")
+# what a session set about itself that the thread neither needs nor changes; `mode`: a
+# session that had connections of its own makes them again (with HELLO 3 if `resp3`)
+CARRIED = ("name", "lib_name", "lib_ver", "no_evict", "created", "mode", "resp3")
 
 
 def carry_over(before, after) -> None:
     """The session that comes back from the thread is the client that went: its name,
-    library, NO-EVICT flag and age as they were (`rules.offloadable` lets nothing else
-    that a session holds go)."""
+    library, NO-EVICT flag, age, protocol and mode as they were (`rules.offloadable` lets
+    nothing else that a session holds go)."""
     for attr in CARRIED:
         setattr(after, attr, getattr(before, attr))
 

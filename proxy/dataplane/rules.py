@@ -35,13 +35,18 @@ def resume_delay(bounces: int) -> float:
 
 
 def offloadable(s, now: float) -> bool:
-    """Session `s` may go to the thread now: plain, authenticated, on shared connections,
-    database 0 and RESP2, nothing owed to it nor queued for it, no MONITOR or CLIENT PAUSE
-    in force, and not handed back too recently (`s.resume_at`, `resume_delay`)."""
-    from ..session.common import SHARED
+    """Session `s` may go to the thread now: plain, authenticated, database 0, nothing owed
+    to it nor queued for it, no MONITOR or CLIENT PAUSE in force, and not handed back too
+    recently (`s.resume_at`, `resume_delay`).  A session with connections of its own
+    (DEDICATED: after HELLO or a blocking command) may go too when they hold nothing the
+    thread's connections lack: the proxy's data user (no AUTH of its own), no NO-TOUCH; its
+    protocol (RESP2 or 3) the thread matches with connections of that protocol."""
+    from ..session.common import DEDICATED, SHARED
 
-    return (s.mode == SHARED and s.authenticated and not s.multi and not s.watching and s.reply_mode == b"on"
-            and s.db == 0 and not s.resp3 and not s.tracking and not s.monitoring and not s.channels
+    own_state_is_protocol_only = s.mode == DEDICATED and s.auth is None and not s.no_touch
+    return ((s.mode == SHARED or own_state_is_protocol_only) and s.authenticated and not s.multi
+            and not s.watching and s.reply_mode == b"on" and s.db == 0 and not s.tracking and s.raw is None
+            and not s.monitoring and not s.channels
             and not s.patterns and not s.schannels and not s.closing and not s.closed and not s.draining
             and not s.client_eof and not s.held and s.hold_since is None and not s.waiting and not s.pending
             and not s.killed and s.blocked_on is None and not s.registry.intercept and now >= s.resume_at)

@@ -112,6 +112,34 @@ def test_reads_and_writes_go_through_the_thread_in_each_clients_order(keeper):
     assert forwarded(c) - before >= 8 * 5 * 84 // 2, "the commands did not go through the C data plane"
 
 
+def test_resp3_clients_go_through_the_thread_on_resp3_connections(keeper):
+    """A RESP3 client (HELLO 3, redis-py 8's default) beside a RESP2 one: each gets its
+    replies in its own protocol (maps, nulls) from the thread, and after a command
+    Python answers (the client handed back) it goes on in RESP3."""
+    c = keeper.healthy()
+    port = c.proxy(GATED).port
+    key = uniq("resp3")
+    with redis_client(port, protocol=3) as r3, redis_client(port) as r2:
+        before = forwarded(c)
+        for i in range(1, 51):
+            p = r3.pipeline(transaction=False)
+            p.incr(f"{key}:n")
+            p.hset(f"{key}:h", mapping={"a": str(i), "b": "x"})
+            p.hgetall(f"{key}:h")
+            p.get(f"{key}:missing")
+            assert p.execute() == [i, 0 if i > 1 else 2, {b"a": str(i).encode(), b"b": b"x"}, None]
+            assert r2.hgetall(f"{key}:h") in ({b"a": str(i).encode(), b"b": b"x"},
+                                              {b"a": str(i - 1).encode(), b"b": b"x"})  # a replica may lag
+            assert r2.incr(f"{key}:m") == i
+        # 300 commands, 100 of them RESP2: most of the RESP3 client's went through the thread
+        assert forwarded(c) - before >= 250, "the RESP3 commands did not go through the C data plane"
+        assert r3.ping() is True                        # Python answers it (hand-back) ...
+        info = r3.client_info()
+        assert info["resp"] == "3", info
+        assert r3.hgetall(f"{key}:h") == {b"a": b"50", b"b": b"x"}   # ... and RESP3 goes on
+        assert r3.get(f"{key}:missing") is None
+
+
 def test_commands_it_does_not_forward_are_answered_by_python_and_the_client_goes_on(keeper):
     """MULTI/EXEC, SELECT, PING, CLIENT SETNAME and EVAL on a connection the thread
     serves: each hands the client back between two replies, answered as before."""

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from proxy.dataplane.rules import RESUME_AFTER_MAX_S, forwarded_commands, offloadable, resume_delay
 from proxy.protocol.commands import CommandTable, Kind
-from proxy.session.common import DEDICATED, SHARED
+from proxy.session.common import DEDICATED, RAW, SHARED
 
 
 def test_only_plain_reads_and_writes_are_forwarded():
@@ -43,7 +43,8 @@ def session(**kw):
                         resp3=False, tracking=False, monitoring=False, channels=set(), patterns=set(),
                         schannels=set(), closing=False, closed=False, draining=False, client_eof=False, held=False,
                         hold_since=None, waiting=False, pending=[], killed=False, blocked_on=None,
-                        registry=SimpleNamespace(intercept=False), resume_at=0.0)
+                        registry=SimpleNamespace(intercept=False), resume_at=0.0, auth=None, no_touch=False,
+                        raw=None)
     for k, v in kw.items():
         setattr(s, k, v)
     return s
@@ -51,12 +52,23 @@ def session(**kw):
 
 def test_a_plain_session_goes_and_any_connection_state_keeps_it():
     assert offloadable(session(), 1.0)
-    for change in ({"mode": DEDICATED}, {"authenticated": False}, {"multi": True}, {"watching": True},
-                   {"reply_mode": b"off"}, {"db": 1}, {"resp3": True}, {"tracking": True}, {"monitoring": True},
+    for change in ({"authenticated": False}, {"multi": True}, {"watching": True},
+                   {"reply_mode": b"off"}, {"db": 1}, {"tracking": True}, {"monitoring": True},
                    {"channels": {b"c"}}, {"closing": True}, {"held": True}, {"hold_since": 0.5},
-                   {"waiting": True}, {"pending": [object()]}, {"blocked_on": object()},
+                   {"waiting": True}, {"pending": [object()]}, {"blocked_on": object()}, {"raw": object()},
                    {"registry": SimpleNamespace(intercept=True)}, {"resume_at": 2.0}):
         assert not offloadable(session(**change), 1.0), change
+
+
+def test_connections_of_its_own_keep_a_session_only_if_they_hold_more_than_its_protocol():
+    """After HELLO 3 (or a blocking command) a session has connections of its own: it goes
+    (the thread has RESP3 connections too) unless they carry its own ACL user or NO-TOUCH."""
+    assert offloadable(session(mode=DEDICATED, resp3=True), 1.0)
+    assert offloadable(session(mode=DEDICATED), 1.0)
+    assert offloadable(session(resp3=True), 1.0)
+    for change in ({"auth": [b"alice", b"secret"]}, {"no_touch": True}, {"db": 2}):
+        assert not offloadable(session(mode=DEDICATED, resp3=True, **change), 1.0), change
+    assert not offloadable(session(mode=RAW), 1.0)
 
 
 def test_a_client_handed_back_often_stays_in_python_longer():
