@@ -148,7 +148,8 @@ class CpuWindow:
         both = {name: cpu_and_sys_seconds(pid) for name, pid in self.pids.items()}
         assert self.sys_start is not None
         self.cpu_s = {name: cpu - self.cpu_start[name] for name, (cpu, _) in both.items()}
-        self.sys_s = {name: sys_ - self.sys_start[name] for name, (_, sys_) in both.items()}
+        # (differences of tick counts over CLOCK_TICKS: in floats, all-kernel could read a hair more than all)
+        self.sys_s = {name: min(sys_ - self.sys_start[name], self.cpu_s[name]) for name, (_, sys_) in both.items()}
         assert self.wakeups_start is not None
         self.wakeups = {name: wakeups(pid) - self.wakeups_start[name] for name, pid in self.pids.items()}
         if self.machine_start is not None:
