@@ -125,6 +125,7 @@ typedef struct slot {
     struct client *c;               /* NULL once the client is gone */
     int remaining;                  /* replies still to come */
     int got;                        /* replies received */
+    int streamed;                   /* ... of them already moved to the client's output (head slot) */
     uint8_t is_write, on_replica, done, suspended, failed;
     uint64_t gen;                   /* permit generation it was sent under */
     double since;                   /* suspended since */
@@ -141,7 +142,9 @@ typedef struct client {
     slot_t *head, *tail;
     int nslots;
     int resp3;                      /* 1: it speaks RESP3 (HELLO 3): its commands go on RESP3 connections */
-    int wrote;                      /* wrote through this thread: reads go to the master */
+    int wrote;                      /* wrote through this thread (read-your-writes applies) */
+    int writes_owed;                /* its write slots not answered yet */
+    double last_write_done;         /* mono() when the reply of its last write came */
     int replica_pending;            /* unanswered slots on replicas */
     int waiting;                    /* a write waits for replica_pending to reach 0 */
     int want_back;                  /* hand back to Python once drained */
@@ -180,6 +183,7 @@ typedef struct {
     uint64_t gen;
     char master[ADDR_LEN];
     char replicas[MAX_NODES][ADDR_LEN];
+    double caught[MAX_NODES];       /* every write answered before this is on that replica */
     int nrep;
     int write_ok, read_ok, read_master, rw;
     double deadline;
@@ -195,6 +199,7 @@ typedef struct pending_adopt {
     int fd;
     int bounces;
     int resp3;
+    double wrote_at;                /* > 0: its last write, answered then, may not be on replicas yet */
     uint64_t id;
     char *data;
     size_t len;
@@ -256,6 +261,7 @@ typedef struct {
     int nups;
     upstream_t *master[2];          /* [resp3] */
     upstream_t *replicas[2][MAX_NODES];
+    double caught[MAX_NODES];       /* the permit's, for replicas[.][k] */
     int nrep;
     client_t *dirty_clients;
     upstream_t *dirty_ups;
@@ -526,6 +532,12 @@ static int split_addr(const char *addr, char *host, size_t hostcap, char *port) 
     return 0;
 }
 
+/* A write of `c` was answered (or failed, its outcome unknown): read-your-writes counts from now. */
+static void write_answered(dp_t *d, client_t *c) {
+    c->writes_owed--;
+    c->last_write_done = d->now;
+}
+
 static void up_fail(dp_t *d, upstream_t *u, const char *why);
 
 static void up_connect(dp_t *d, upstream_t *u) {
@@ -611,11 +623,12 @@ static void up_fail(dp_t *d, upstream_t *u, const char *why) {
             for (int i = 0; i < s->remaining; i++) buf_append(&s->out, msg, (size_t)n);
             if (s->suspended) {     /* what it kept back is an error too */
                 buf_free(&s->out);
-                for (int i = 0; i < s->got + s->remaining; i++) buf_append(&s->out, msg, (size_t)n);
+                for (int i = 0; i < s->got - s->streamed + s->remaining; i++) buf_append(&s->out, msg, (size_t)n);
                 s->suspended = 0;
             }
             s->remaining = 0;
             s->done = 1;
+            if (s->is_write) write_answered(d, c);  /* (its outcome unknown: maybe applied) */
             if (s->on_replica && --c->replica_pending == 0) c->waiting = 0;
             client_deliver(d, c);
         }
@@ -687,7 +700,7 @@ static void slot_fail(slot_t *s, const char *reply, size_t len) {
         len = sizeof fallback - 1;
     }
     buf_free(&s->out);
-    for (int i = 0; i < s->got; i++) buf_append(&s->out, reply, len);
+    for (int i = s->streamed; i < s->got; i++) buf_append(&s->out, reply, len);   /* those not out yet */
     s->failed = 1;
     free(s->fail_reply);
     s->fail_reply = malloc(len);
@@ -697,6 +710,8 @@ static void slot_fail(slot_t *s, const char *reply, size_t len) {
 
 static void slot_reply(dp_t *d, slot_t *s, const char *p, size_t n) {
     s->got++;
+    client_t *c = s->c;
+    if (c == NULL) return;          /* the client is gone: its replies are dropped as they come */
     if (s->failed) {
         if (s->fail_len) buf_append(&s->out, s->fail_reply, s->fail_len);
         return;
@@ -714,7 +729,18 @@ static void slot_reply(dp_t *d, slot_t *s, const char *p, size_t n) {
             d->suspended++;
         }
     }
-    buf_append(&s->out, p, n);
+    if (c->head == s && !s->suspended && buf_size(&s->out) == 0) {
+        /* the client's next reply, checked: out now, so a long pipeline streams (as in Python) */
+        buf_append(&c->out, p, n);
+        s->streamed++;
+        mark_client(d, c);
+    } else {
+        buf_append(&s->out, p, n);
+    }
+    if (d->output_limit && buf_size(&c->out) + buf_size(&s->out) > d->output_limit) {
+        atomic_fetch_add(&d->n_closed_output, 1);  /* a client that stops reading harms no one else */
+        client_close(d, c);
+    }
 }
 
 static void slot_complete(dp_t *d, slot_t *s) {
@@ -724,6 +750,7 @@ static void slot_complete(dp_t *d, slot_t *s) {
         slot_free(s);
         return;
     }
+    if (s->is_write) write_answered(d, c);
     if (s->on_replica && --c->replica_pending == 0 && c->waiting) {
         c->waiting = 0;
         mark_client(d, c);      /* parse what waited */
@@ -863,8 +890,12 @@ static int route(dp_t *d, client_t *c, int kind, upstream_t **to) {
         return *to ? R_GO : R_BACK;
     }
     if (!pm->read_ok) return R_BACK;
-    if (!pm->read_master && !(pm->rw && c->wrote) && d->nrep > 0) {
-        upstream_t *u = up_usable(d, d->replicas[c->resp3][c->id % (uint64_t)d->nrep]);
+    if (!pm->read_master && d->nrep > 0) {
+        int k = (int)(c->id % (uint64_t)d->nrep);
+        /* read-your-writes: its writes answered, the last before a master probe whose
+         * offset this replica has reached (Python's `caught` times, as ClientSession._caught_up) */
+        int has_writes = pm->rw && c->wrote && (c->writes_owed > 0 || c->last_write_done >= d->caught[k]);
+        upstream_t *u = has_writes ? NULL : up_usable(d, d->replicas[c->resp3][k]);
         if (u) {
             *to = u;
             return R_GO;
@@ -958,6 +989,7 @@ static void client_parse(dp_t *d, client_t *c) {
         slot->remaining++;
         atomic_store_explicit(&c->last_entry, entry, memory_order_relaxed);
         if (kind == K_WRITE) {
+            if (!slot->is_write) c->writes_owed++;
             slot->is_write = 1;
             c->wrote = 1;
             nwrite++;
@@ -1039,15 +1071,16 @@ static void apply_permit(dp_t *d, permit_t *p) {
     permit_free(&d->permit);
     d->permit = *p;
     memset(p, 0, sizeof *p);
-    int nrep[2] = {0, 0};
-    for (int v = 0; v < 2; v++) {
-        d->master[v] = d->permit.master[0] ? up_get(d, d->permit.master, v) : NULL;
-        for (int i = 0; i < d->permit.nrep && nrep[v] < MAX_NODES; i++) {
-            upstream_t *u = up_get(d, d->permit.replicas[i], v);
-            if (u && u != d->master[v]) d->replicas[v][nrep[v]++] = u;
-        }
+    for (int v = 0; v < 2; v++) d->master[v] = d->permit.master[0] ? up_get(d, d->permit.master, v) : NULL;
+    d->nrep = 0;
+    for (int i = 0; i < d->permit.nrep && d->nrep < MAX_NODES; i++) {
+        if (strcmp(d->permit.replicas[i], d->permit.master) == 0) continue;
+        upstream_t *u2 = up_get(d, d->permit.replicas[i], 0), *u3 = up_get(d, d->permit.replicas[i], 1);
+        if (u2 == NULL || u3 == NULL) continue;     /* (the connection table is full) */
+        d->replicas[0][d->nrep] = u2;
+        d->replicas[1][d->nrep] = u3;
+        d->caught[d->nrep++] = d->permit.caught[i];
     }
-    d->nrep = nrep[0] < nrep[1] ? nrep[0] : nrep[1];   /* (equal unless a table is full) */
     d->suspended = 1;               /* recheck every kept-back write against it */
     for (int i = 0; i < d->nups; i++)
         if (d->ups[i]->unsent_write) mark_up(d, d->ups[i]);
@@ -1104,6 +1137,8 @@ static void take_control(dp_t *d) {
             c->id = a->id;
             c->bounces = a->bounces;
             c->resp3 = a->resp3;
+            c->wrote = a->wrote_at > 0;
+            c->last_write_done = a->wrote_at;
             c->reading = 1;
             c->active = d->now;
             c->last_entry = -1;
@@ -1372,14 +1407,16 @@ static void signal_thread(dp_t *d) {
     (void)ignored;
 }
 
-/* adopt(fd, client_id, data=b"", bounces=0, resp3=False): the thread owns `fd` from now on; a RESP3
- * client's commands go on the thread's RESP3 connections. */
+/* adopt(fd, client_id, data=b"", bounces=0, resp3=False, wrote_at=0.0): the thread owns `fd` from now
+ * on; a RESP3 client's commands go on the thread's RESP3 connections; `wrote_at`, the time.monotonic()
+ * its last write was answered in Python (read-your-writes goes on from there). */
 static PyObject *FastPath_adopt(FastPath *self, PyObject *args) {
     int fd;
     unsigned long long id;
     Py_buffer data = {0};
     int bounces = 0, resp3 = 0;
-    if (!PyArg_ParseTuple(args, "iK|y*ip", &fd, &id, &data, &bounces, &resp3)) return NULL;
+    double wrote_at = 0.0;
+    if (!PyArg_ParseTuple(args, "iK|y*ipd", &fd, &id, &data, &bounces, &resp3, &wrote_at)) return NULL;
     dp_t *d = live(self);
     if (d == NULL) {
         PyBuffer_Release(&data);
@@ -1394,6 +1431,7 @@ static PyObject *FastPath_adopt(FastPath *self, PyObject *args) {
     a->id = id;
     a->bounces = bounces;
     a->resp3 = resp3;
+    a->wrote_at = wrote_at;
     if (data.buf && data.len) {
         a->data = malloc((size_t)data.len);
         if (a->data) {
@@ -1439,10 +1477,11 @@ static PyObject *FastPath_set_permit(FastPath *self, PyObject *args) {
     snprintf(p.master, sizeof p.master, "%s", master);
     Py_ssize_t n = PyList_GET_SIZE(replicas);
     for (Py_ssize_t i = 0; i < n && p.nrep < MAX_NODES; i++) {
-        PyObject *r = PyList_GET_ITEM(replicas, i);
-        const char *s = PyUnicode_AsUTF8(r);
-        if (s == NULL) return NULL;
-        snprintf(p.replicas[p.nrep++], ADDR_LEN, "%s", s);
+        const char *s;
+        double caught;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(replicas, i), "sd", &s, &caught)) return NULL;
+        snprintf(p.replicas[p.nrep], ADDR_LEN, "%s", s);
+        p.caught[p.nrep++] = caught;
     }
     p.write_ok = write_ok;
     p.read_ok = read_ok;

@@ -24,7 +24,7 @@ import time
 
 from ..upstream import Slot
 from ..write_gate import lease_lapsed_reply, master_replaced_reply, topology_changed_reply, writes_paused_reply
-from .rules import forwarded_commands, offloadable, resume_delay
+from .rules import caught_up_before, forwarded_commands, offloadable, resume_delay
 
 log = logging.getLogger("redis_raft_proxy.dataplane")
 
@@ -72,7 +72,7 @@ class DataPlane:
         t.abort()                       # closes uvloop's descriptor only: the connection lives on in `fd`
         # (its connections of its own, if any, close with the transport: `rules.offloadable`
         # let it go only if they held nothing but its protocol, which the thread matches)
-        self.fp.adopt(fd, session.id, data, session.bounces, session.resp3)
+        self.fp.adopt(fd, session.id, data, session.bounces, session.resp3, wrote_at(session, now))
         return True
 
     def _offer_due(self, session) -> None:
@@ -130,10 +130,19 @@ class DataPlane:
         # ack = replica: a write is acknowledged after WAIT, which only Python does (rule 4)
         write_ok = bool(master) and not stopped and cfg.ack != "replica" and server.can_write(master)
         read_ok = not stopped and server.can_read()
-        replicas = [] if router.read_policy == "master" else router.readable_replicas()
+        replicas = [] if router.read_policy == "master" else self._replicas(master)
         self.fp.set_permit(self.generation, master or "", replicas, write_ok, read_ok, self._trusted_until(),
                            router.read_policy == "master",
                            cfg.read_your_writes, self._retire, lease_lapsed_reply(master or "?"), server.hold_s)
+
+    def _replicas(self, master: str | None) -> list[tuple[str, float]]:
+        """The readable replicas, each with the time before which every write answered is
+        on it (`rules.caught_up_before`): a client's reads go back to its replica once its
+        last write is older than that."""
+        health = self.server.health
+        st = health.nodes.get(master) if master else None
+        samples = st.samples if st is not None else ()
+        return [(r, caught_up_before(samples, health.offset(r))) for r in self.server.router.readable_replicas()]
 
     def _trusted_until(self) -> float:
         """Until when the thread may act on this permit: the next refresh (a Raft wake-up,
@@ -264,6 +273,16 @@ def carry_over(before, after) -> None:
     nothing else that a session holds go)."""
     for attr in CARRIED:
         setattr(after, attr, getattr(before, attr))
+
+
+def wrote_at(session, now: float) -> float:
+    """When the last write of `session` that replicas may not have yet was answered (0.0:
+    none): the thread's read-your-writes goes on from it.  `now` if Python had not looked
+    at it yet (`ClientSession._caught_up` notes it at the first read: later than the
+    reply, so never too early)."""
+    if session.rw_slot is None or not session.rw_enabled:
+        return 0.0
+    return session.rw_done_at if session.rw_done_at is not None else now
 
 
 def written_slot() -> Slot:

@@ -34,6 +34,18 @@ def resume_delay(bounces: int) -> float:
     return min(RESUME_AFTER_MAX_S, 0.001 * 2 ** min(bounces - 1, 20)) if bounces > 0 else 0.0
 
 
+def caught_up_before(master_samples, replica_offset: int) -> float:
+    """Read-your-writes for the thread: every write answered before the returned time is on
+    a replica at `replica_offset` (0.0: none known).  It is the send time of the latest probe
+    of the master (`master_samples`: (sent_at, offset), oldest first) whose offset the replica
+    has reached: a write answered before that probe was sent is in its offset
+    (`Health.master_offset_after` reasons the same way for the Python path)."""
+    for sent_at, offset in reversed(master_samples):
+        if offset <= replica_offset:
+            return sent_at
+    return 0.0
+
+
 def offloadable(s, now: float) -> bool:
     """Session `s` may go to the thread now: plain, authenticated, database 0, nothing owed
     to it nor queued for it, no MONITOR or CLIENT PAUSE in force, and not handed back too

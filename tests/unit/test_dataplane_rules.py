@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from proxy.dataplane.rules import RESUME_AFTER_MAX_S, forwarded_commands, offloadable, resume_delay
+from proxy.dataplane.rules import RESUME_AFTER_MAX_S, caught_up_before, forwarded_commands, offloadable, resume_delay
 from proxy.protocol.commands import CommandTable, Kind
 from proxy.session.common import DEDICATED, RAW, SHARED
 
@@ -77,3 +77,13 @@ def test_a_client_handed_back_often_stays_in_python_longer():
     assert delays[0] == 0.001
     assert all(a <= b for a, b in zip(delays, delays[1:]))
     assert delays[-1] == RESUME_AFTER_MAX_S
+
+
+def test_a_replica_is_caught_up_to_the_last_master_probe_whose_offset_it_reached():
+    samples = [(10.0, 100), (10.1, 150), (10.2, 150), (10.3, 400)]
+    assert caught_up_before(samples, 99) == 0.0         # behind every probe: no write is known on it
+    assert caught_up_before(samples, 100) == 10.0
+    assert caught_up_before(samples, 399) == 10.2       # a write answered before 10.2 is on it ...
+    assert caught_up_before(samples, 400) == 10.3       # ... and one answered at 10.25 only now
+    assert caught_up_before([], 1000) == 0.0
+    assert caught_up_before(samples, -1) == 0.0         # never probed
