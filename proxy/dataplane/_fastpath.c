@@ -232,8 +232,8 @@ typedef struct {
     pthread_t thread;
     int started;
     entry_t table[TABLE_SIZE];
-    long long max_bulk, max_args;
-    size_t output_limit;
+    _Atomic long long max_bulk, max_args;   /* Python may change them (SIGHUP): set_limits() */
+    _Atomic size_t output_limit;
     char *handshake[2];             /* [resp3]: AUTH if any, then HELLO 3 for RESP3 connections */
     size_t handshake_len[2];
     int handshake_replies[2];
@@ -1109,13 +1109,6 @@ static void take_control(dp_t *d) {
     d->kills = NULL;
     d->nkills = d->kills_cap = 0;
     pthread_mutex_unlock(&d->mu);
-    for (client_t *c = d->all; c && nkills; c = c->all_next)
-        for (size_t i = 0; i < nkills; i++)
-            if (kills[i] == c->id && c->type == T_CLIENT && c->fd >= 0) {
-                client_close(d, c);     /* at once, what it is owed dropped, as Redis frees it */
-                break;
-            }
-    free(kills);
     if (changed) apply_permit(d, &p);
     /* adopted in the order they came */
     pending_adopt_t *rev = NULL;
@@ -1156,6 +1149,14 @@ static void take_control(dp_t *d) {
         free(a->data);
         free(a);
     }
+    /* (after the adoptions: a client killed as it came is killed too) */
+    for (client_t *c = d->all; c && nkills; c = c->all_next)
+        for (size_t i = 0; i < nkills; i++)
+            if (kills[i] == c->id && c->type == T_CLIENT && c->fd >= 0) {
+                client_close(d, c);     /* at once, what it is owed dropped, as Redis frees it */
+                break;
+            }
+    free(kills);
     if (recall)
         for (client_t *c = d->all; c; c = c->all_next) want_back(d, c, "recall");
 }
@@ -1616,6 +1617,19 @@ static PyObject *FastPath_kill(FastPath *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* set_limits(max_bulk, max_args, output_limit): the bad-input and output limits from now on
+ * (a configuration reloaded on SIGHUP), for every client the thread serves. */
+static PyObject *FastPath_set_limits(FastPath *self, PyObject *args) {
+    long long max_bulk, max_args, output_limit;
+    if (!PyArg_ParseTuple(args, "LLL", &max_bulk, &max_args, &output_limit)) return NULL;
+    dp_t *d = live(self);
+    if (d == NULL) return NULL;
+    d->max_bulk = max_bulk;
+    d->max_args = max_args;
+    d->output_limit = output_limit > 0 ? (size_t)output_limit : 0;
+    Py_RETURN_NONE;
+}
+
 /* take_lost() -> [addr]: nodes whose connection from the thread failed since the last call. */
 static PyObject *FastPath_take_lost(FastPath *self, PyObject *unused) {
     dp_t *d = live(self);
@@ -1676,6 +1690,7 @@ static PyMethodDef FastPath_methods[] = {
     {"take_lost", (PyCFunction)FastPath_take_lost, METH_NOARGS, "Nodes whose connection failed: [addr]."},
     {"clients", (PyCFunction)FastPath_clients, METH_NOARGS, "{client_id: (last active, last command)}."},
     {"kill", (PyCFunction)FastPath_kill, METH_O, "Close these clients (ids) at once."},
+    {"set_limits", (PyCFunction)FastPath_set_limits, METH_VARARGS, "max_bulk, max_args, output_limit from now on."},
     {"fileno", (PyCFunction)FastPath_fileno, METH_NOARGS, "Readable when clients were handed back or nodes lost."},
     {"stats", (PyCFunction)FastPath_stats, METH_NOARGS, "Counters."},
     {"close", (PyCFunction)FastPath_close, METH_NOARGS, "Stop the thread; close every socket it owns."},

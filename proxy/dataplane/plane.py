@@ -156,6 +156,13 @@ class DataPlane:
             until = min(until, now + left())
         return until
 
+    def limits_changed(self) -> None:
+        """proto_max_bulk_len, max_args or client_output_buffer_limit reloaded (SIGHUP): the
+        thread's clients are held to them from now on, as Python's new sessions are."""
+        if self.fp is not None:
+            cfg = self.server.cfg
+            self.fp.set_limits(cfg.proto_max_bulk_len, cfg.max_args, cfg.client_output_buffer_limit)
+
     def drain(self) -> None:
         """The proxy is stopping: every session comes back once answered, and is drained
         there (`ClientSession.drain`); none goes again."""
@@ -191,6 +198,9 @@ class DataPlane:
     async def _resume(self, sock: socket.socket, client_id: int, data: bytes, wrote: bool, bounces: int) -> None:
         server = self.server
         before = self.away.pop(client_id, None)
+        if before is not None and before.killed:
+            sock.close()                # CLIENT KILL came as the thread handed it back
+            return
 
         def session():
             s = server.session_class(server)

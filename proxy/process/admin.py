@@ -80,7 +80,7 @@ def status_document(server, raft=None) -> dict:
         "topology": {**topology_doc(health, server.router.topology, _committed_history(server)),
                      # maintenance mode (issue 17): {reason, until, by, at} while automatic failover is off
                      "paused": server.sm.pause.to_dict() if server.sm.pause is not None else None},
-        "clients": {"connected": len(server.clients), "total": server.total_connections,
+        "clients": {"connected": server.connected_clients, "total": server.total_connections,
                     "rejected": dict(server.rejected)},
         "nodes": [st.to_dict(now, health.down_after) for st in health.nodes.values()],
         "peers": {m: server.controller.peer_url(m) for m in (*raft_doc["members"], *raft_doc["learners"])},

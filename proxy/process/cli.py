@@ -94,6 +94,8 @@ async def _serve(cfg, tls, read_config=None) -> int:
         # SIGHUP: the safe keys apply at once, no client is dropped (proxy/process/reload.py)
         def reloaded(plan) -> None:
             tls.reloader.check()
+            if server.dataplane is not None:
+                server.dataplane.limits_changed()
             server.live_config.set_base(plan.dynamic)     # Raft's values still win over the file's
 
         loop.add_signal_handler(signal.SIGHUP, reload_config, cfg, read_config, reloaded)

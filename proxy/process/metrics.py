@@ -175,7 +175,8 @@ class ProxyCollector:
         for (node, kind), n in list(st.upstream_errors.items()):
             e.add_metric([node, kind], n)
         yield e
-        yield _one(GaugeMetricFamily, "redis_raft_proxy_client_connections", "Client connections now", len(s.clients))
+        yield _one(GaugeMetricFamily, "redis_raft_proxy_client_connections", "Client connections now",
+                   s.connected_clients)
         yield _one(CounterMetricFamily, "redis_raft_proxy_client_connections_accepted", "Client connections accepted",
                    s.total_connections)
         c = CounterMetricFamily("redis_raft_proxy_client_connections_rejected", "Client connections closed by "

@@ -444,9 +444,14 @@ class ProxyServer:
                           raw_sink=session, resp3=session.resp3, want_id=True)
 
     # -- clients ----------------------------------------------------------------
+    @property
+    def connected_clients(self) -> int:
+        """Client connections now: the event loop's and the C data plane's."""
+        return len(self.clients) + (self.dataplane.clients if self.dataplane is not None else 0)
+
     def client_connected(self, session: ClientSession) -> None:
         self.total_connections += 1
-        if len(self.clients) + (self.dataplane.clients if self.dataplane is not None else 0) >= self.cfg.maxclients:
+        if self.connected_clients >= self.cfg.maxclients:
             self.count_rejected("maxclients")
             session.transport.write(b"-ERR max number of clients reached\r\n")
             session.transport.close()
@@ -620,7 +625,7 @@ class ProxyServer:
         dp = self.dataplane
         if dp is not None:
             dp.drain()                  # its clients come back to be drained below
-        clients = len(self.clients) + (dp.clients if dp is not None else 0)
+        clients = self.connected_clients
         for s in list(self.clients):
             s.drain()
         deadline = loop.time() + self.cfg.drain_timeout_ms / 1000.0

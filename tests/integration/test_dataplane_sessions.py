@@ -2,15 +2,17 @@
 
 What `test_sessions.py` and `test_session_rw.py` assert of a client through one proxy
 (reply order, transactions, RESP3, CLIENT commands, read-your-writes with stalling
-replicas) and what `test_bad_input.py` asserts of a client that never reads must hold
-when the thread serves the client and hands it back: the same test functions run here
-with this module's `proxy` and `limited_proxy`, which have the thread.  (The whole
-single-set suite runs that way with `RRP_TEST_DATAPLANE=c`: see tests/integration/harness.py.)
+replicas), what `test_bad_input.py` asserts of a client that never reads, what a
+SIGHUP reload does to the limits (`test_session_auth.py`) and what 5,000 idle clients
+cost (`test_many_clients.py`) must hold when the thread serves the clients and hands
+them back: the same test functions run here, every proxy they start with the thread
+(`RRP_TEST_DATAPLANE=c` for this module: tests/integration/harness.py; set for a whole
+run, it runs the single-set suite that way).
 """
 
 from __future__ import annotations
 
-import inspect
+import os
 import urllib.request
 
 import pytest
@@ -22,21 +24,33 @@ from .test_bad_input import (  # noqa: F401 -- a fixture and a test, run here wi
     bystander,
     test_client_that_never_reads_is_disconnected_and_memory_stays_bounded,
 )
+from .test_many_clients import test_5000_idle_clients_cost_little_and_others_are_served  # noqa: F401
 from .test_observability import Metrics
+from .test_session_auth import (  # noqa: F401
+    test_sighup_reloads_requirepass_and_limits_keeps_clients_and_refuses_restart_keys,
+)
+from .test_session_rw import norw_proxy  # noqa: F401 -- a fixture of tests run here
 
-pytestmark = pytest.mark.timeout(60)
-
-
-def _on_the_shared_proxy(fn) -> bool:
-    """A test that takes this module's `proxy` (not a proxy of its own)."""
-    params = inspect.signature(fn).parameters
-    return "proxy" in params and not {"proxy_factory", "norw_proxy"} & params.keys()
+pytestmark = pytest.mark.timeout(120)
 
 
 for _module in (test_sessions, test_session_rw):
     for _name, _fn in vars(_module).items():
-        if _name.startswith("test_") and callable(_fn) and _on_the_shared_proxy(_fn):
+        if _name.startswith("test_") and callable(_fn):
             globals()[_name] = _fn
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _every_proxy_with_the_thread():
+    before = os.environ.get("RRP_TEST_DATAPLANE")
+    os.environ["RRP_TEST_DATAPLANE"] = "c"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["RRP_TEST_DATAPLANE"]
+        else:
+            os.environ["RRP_TEST_DATAPLANE"] = before
 
 
 @pytest.fixture(scope="module")
