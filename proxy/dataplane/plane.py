@@ -197,8 +197,11 @@ class DataPlane:
 
     async def _resume(self, sock: socket.socket, client_id: int, data: bytes, wrote: bool, bounces: int) -> None:
         server = self.server
-        before = self.away.pop(client_id, None)
+        # (it stays in `away`, listed by CLIENT LIST and found by CLIENT KILL, until its new
+        # session is one of the server's clients)
+        before = self.away.get(client_id)
         if before is not None and before.killed:
+            self.away.pop(client_id, None)
             sock.close()                # CLIENT KILL came as the thread handed it back
             return
 
@@ -221,7 +224,12 @@ class DataPlane:
         try:
             _, s = await server.loop.connect_accepted_socket(session, sock)
         except OSError:
+            self.away.pop(client_id, None)
             sock.close()
+            return
+        self.away.pop(client_id, None)
+        if before is not None and before.killed:
+            s.kill()                    # CLIENT KILL came while it came back
             return
         if self.draining:
             s.closing = False
@@ -238,12 +246,13 @@ class DataPlane:
         live = self.fp.clients()
         out = []
         for client_id, s in self.away.items():
-            seen = live.get(client_id)
-            if seen is None or s.killed:    # closed; the thread's report is on its way
+            if s.killed:
                 continue
-            s._now, cmd = seen
-            if cmd is not None:
-                s.last_cmd = cmd
+            seen = live.get(client_id)      # (None: on its way back, or closed and being reported)
+            if seen is not None:
+                s._now, cmd = seen
+                if cmd is not None:
+                    s.last_cmd = cmd
             out.append(s)
         return out
 

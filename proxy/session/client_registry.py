@@ -288,7 +288,8 @@ class ClientRegistry:
         here = [s for s in self.server.clients if not s.closed and not s.killed]
         dp = getattr(self.server, "dataplane", None)
         if dp is not None:
-            here += dp.listed()
+            ids = {s.id for s in here}      # (one coming back from the thread is in both a moment)
+            here += [s for s in dp.listed() if s.id not in ids]
         return sorted(here, key=lambda s: s.id)
 
     # -- MONITOR --------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The Python path's session tests again, with the C data plane (`dataplane = "c"`).
 
-What `test_sessions.py` and `test_session_rw.py` assert of a client through one proxy
-(reply order, transactions, RESP3, CLIENT commands, read-your-writes with stalling
-replicas), what `test_bad_input.py` asserts of a client that never reads, what a
+What `test_sessions.py`, `test_session_rw.py` and `test_client_commands.py` assert of
+a client through one proxy (reply order, transactions, RESP3, CLIENT LIST/KILL/PAUSE,
+MONITOR, read-your-writes with stalling replicas), what `test_bad_input.py` asserts of a client that never reads, what a
 SIGHUP reload does to the limits (`test_session_auth.py`) and what 5,000 idle clients
 cost (`test_many_clients.py`) must hold when the thread serves the clients and hands
 them back: the same test functions run here, every proxy they start with the thread
@@ -17,13 +17,14 @@ import urllib.request
 
 import pytest
 
-from . import test_session_rw, test_sessions
-from .test_bad_input import (  # noqa: F401 -- a fixture and a test, run here with the thread
+from . import test_client_commands, test_session_rw, test_sessions
+from .test_bad_input import (  # noqa: F401 -- fixtures and tests, run here with the thread
     LIMITS,
     QUIET,
     bystander,
     test_client_that_never_reads_is_disconnected_and_memory_stays_bounded,
 )
+from .test_client_commands import locked  # noqa: F401 -- a fixture of tests run here
 from .test_many_clients import test_5000_idle_clients_cost_little_and_others_are_served  # noqa: F401
 from .test_observability import Metrics
 from .test_session_auth import (  # noqa: F401
@@ -34,7 +35,9 @@ from .test_session_rw import norw_proxy  # noqa: F401 -- a fixture of tests run 
 pytestmark = pytest.mark.timeout(120)
 
 
-for _module in (test_sessions, test_session_rw):
+replica_set = test_client_commands.replica_set     # the fixture: its servers take DEBUG
+
+for _module in (test_sessions, test_session_rw, test_client_commands):
     for _name, _fn in vars(_module).items():
         if _name.startswith("test_") and callable(_fn):
             globals()[_name] = _fn
