@@ -64,6 +64,7 @@ enum { U_IDLE = 0, U_CONNECTING = 1, U_READY = 2, U_DEAD = 3 };
 #define RECONNECT_AFTER_S 1.0
 #define TABLE_SIZE 1024             /* open addressing, power of two */
 #define NAME_MAX_LEN 32
+#define MAX_BOUNDS 32               /* latency histogram buckets */
 
 static double mono(void) {
     struct timespec ts;
@@ -128,6 +129,7 @@ typedef struct slot {
     int streamed;                   /* ... of them already moved to the client's output (head slot) */
     uint8_t is_write, on_replica, done, suspended, failed;
     uint64_t gen;                   /* permit generation it was sent under */
+    double t0;                      /* queued at (command_duration_seconds) */
     double since;                   /* suspended since */
     char *fail_reply;               /* every reply becomes this once failed (owned) */
     size_t fail_len;
@@ -164,6 +166,7 @@ typedef struct upstream {
     int type;
     int fd;
     int resp3;                      /* a RESP3 connection (HELLO 3 in its handshake) */
+    _Atomic uint64_t n_read, n_write;   /* commands sent on it (redis_raft_proxy_commands by node) */
     char addr[ADDR_LEN];
     int state;
     double dead_at;
@@ -250,6 +253,12 @@ typedef struct {
     node_lost_t *lost;              /* nodes whose connection failed, for Python to hold writes */
     uint64_t *kills;                /* client ids to close (CLIENT KILL) */
     size_t nkills, kills_cap;
+
+    /* command_duration_seconds of its batches, [0] reads [1] writes, as Python's Histogram */
+    double bounds[MAX_BOUNDS];
+    int nbounds;
+    _Atomic uint64_t lat_counts[2][MAX_BOUNDS + 1];
+    _Atomic uint64_t lat_total_ns[2];
 
     /* counters: written by the thread, read by Python */
     _Atomic uint64_t n_read, n_write, n_adopted, n_back, n_retired, n_lapsed, n_up_errors,
@@ -647,7 +656,9 @@ static upstream_t *up_get(dp_t *d, const char *addr, int resp3) {
     u->fd = -1;
     u->resp3 = resp3;
     snprintf(u->addr, sizeof u->addr, "%s", addr);
+    pthread_mutex_lock(&d->mu);     /* (Python reads the list: node_stats) */
     d->ups[d->nups++] = u;
+    pthread_mutex_unlock(&d->mu);
     return u;
 }
 
@@ -743,6 +754,14 @@ static void slot_reply(dp_t *d, slot_t *s, const char *p, size_t n) {
     }
 }
 
+static void time_batch(dp_t *d, const slot_t *s) {
+    double took = d->now - s->t0;
+    int i = 0;
+    while (i < d->nbounds && took > d->bounds[i]) i++;     /* bisect_left, as Histogram.observe */
+    atomic_fetch_add_explicit(&d->lat_counts[s->is_write][i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&d->lat_total_ns[s->is_write], (uint64_t)(took * 1e9), memory_order_relaxed);
+}
+
 static void slot_complete(dp_t *d, slot_t *s) {
     client_t *c = s->c;
     if (c == NULL) {
@@ -751,6 +770,7 @@ static void slot_complete(dp_t *d, slot_t *s) {
         return;
     }
     if (s->is_write) write_answered(d, c);
+    time_batch(d, s);
     if (s->on_replica && --c->replica_pending == 0 && c->waiting) {
         c->waiting = 0;
         mark_client(d, c);      /* parse what waited */
@@ -911,6 +931,7 @@ static slot_t *new_slot(dp_t *d, client_t *c, upstream_t *u) {
     if (s == NULL) return NULL;
     s->c = c;
     s->gen = d->permit.gen;
+    s->t0 = d->now;
     s->on_replica = u != d->master[c->resp3];
     if (c->tail) c->tail->cnext = s;
     else c->head = s;
@@ -943,6 +964,12 @@ static void queue_out(dp_t *d, upstream_t *u, const slot_t *slot, const char *fr
     mark_up(d, u);
 }
 
+static void count_sent(upstream_t *u, uint64_t *reads, uint64_t *writes) {
+    if (*reads) atomic_fetch_add(&u->n_read, *reads);
+    if (*writes) atomic_fetch_add(&u->n_write, *writes);
+    *reads = *writes = 0;
+}
+
 /* Forward every complete command the client sent, batching runs to one node. */
 static void client_parse(dp_t *d, client_t *c) {
     if (c->want_back || c->waiting || c->fd < 0) return;
@@ -953,7 +980,7 @@ static void client_parse(dp_t *d, client_t *c) {
     slot_t *slot = NULL;
     const char *seg = p;
     char name[NAME_MAX_LEN];
-    uint64_t nread = 0, nwrite = 0;
+    uint64_t nread = 0, nwrite = 0, cur_read = 0, cur_write = 0;   /* all, and of the batch to `cur` */
     while (p < end) {
         if (c->nslots >= MAX_SLOTS_PER_CLIENT) break;   /* resumed as replies go out */
         const char *cmd_end;
@@ -978,6 +1005,7 @@ static void client_parse(dp_t *d, client_t *c) {
         }
         if (to != cur || slot == NULL) {
             if (cur && p > seg) queue_out(d, cur, slot, seg, p);
+            if (cur) count_sent(cur, &cur_read, &cur_write);
             cur = to;
             seg = p;
             slot = new_slot(d, c, to);
@@ -993,12 +1021,15 @@ static void client_parse(dp_t *d, client_t *c) {
             slot->is_write = 1;
             c->wrote = 1;
             nwrite++;
+            cur_write++;
         } else {
             nread++;
+            cur_read++;
         }
         p = cmd_end;
     }
     if (cur && p > seg) queue_out(d, cur, slot, seg, p);
+    if (cur) count_sent(cur, &cur_read, &cur_write);
     buf_consume(&c->in, (size_t)(p - (base + c->in.off)));
     if (nread) atomic_fetch_add(&d->n_read, nread);
     if (nwrite) atomic_fetch_add(&d->n_write, nwrite);
@@ -1322,17 +1353,18 @@ static void FastPath_dealloc(FastPath *self) {
 
 static int FastPath_init(FastPath *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"commands", "max_bulk", "max_args", "output_limit", "handshake", "handshake_replies",
-                             NULL};
+                             "latency_bounds", NULL};
     PyObject *commands;
     long long max_bulk, max_args, output_limit;
     Py_buffer hs;
     int hs_replies;
+    PyObject *bounds = NULL;
     if (self->d) {
         PyErr_SetString(PyExc_RuntimeError, "FastPath is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LLLy*i", kwlist, &PyDict_Type, &commands, &max_bulk, &max_args,
-                                     &output_limit, &hs, &hs_replies))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LLLy*i|O", kwlist, &PyDict_Type, &commands, &max_bulk, &max_args,
+                                     &output_limit, &hs, &hs_replies, &bounds))
         return -1;
     dp_t *d = calloc(1, sizeof *d);
     if (d == NULL) {
@@ -1362,6 +1394,17 @@ static int FastPath_init(FastPath *self, PyObject *args, PyObject *kw) {
         d->handshake_len[v] = len;
     }
     PyBuffer_Release(&hs);
+    if (bounds != NULL && bounds != Py_None) {
+        PyObject *seq = PySequence_Fast(bounds, "latency_bounds: a sequence of seconds");
+        Py_ssize_t nb = seq ? PySequence_Fast_GET_SIZE(seq) : -1;
+        for (Py_ssize_t i = 0; seq && i < nb && i < MAX_BOUNDS; i++)
+            d->bounds[d->nbounds++] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
+        Py_XDECREF(seq);
+        if (PyErr_Occurred()) {
+            dp_destroy(d);
+            return -1;
+        }
+    }
     PyObject *key, *value;
     Py_ssize_t pos = 0;
     while (PyDict_Next(commands, &pos, &key, &value)) {
@@ -1630,6 +1673,48 @@ static PyObject *FastPath_set_limits(FastPath *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* node_stats() -> {addr: (reads, writes)}: commands the thread sent to each node, ever. */
+static PyObject *FastPath_node_stats(FastPath *self, PyObject *unused) {
+    dp_t *d = live(self);
+    if (d == NULL) return NULL;
+    PyObject *out = PyDict_New();
+    if (out == NULL) return NULL;
+    pthread_mutex_lock(&d->mu);
+    for (int i = 0; i < d->nups && out; i++) {
+        upstream_t *u = d->ups[i];
+        unsigned long long r = atomic_load(&u->n_read), w = atomic_load(&u->n_write);
+        PyObject *had = PyDict_GetItemString(out, u->addr);     /* (borrowed) the other protocol's */
+        if (had) {
+            r += PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(had, 0));
+            w += PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(had, 1));
+        }
+        PyObject *val = Py_BuildValue("(KK)", r, w);
+        if (val == NULL || PyDict_SetItemString(out, u->addr, val) < 0) Py_CLEAR(out);
+        Py_XDECREF(val);
+    }
+    pthread_mutex_unlock(&d->mu);
+    return out;
+}
+
+/* latency() -> {1: ([count per bucket, last +Inf], total seconds), 2: (...)}: its read (1) and
+ * write (2) batches, from queued to answered, in the latency_bounds' buckets. */
+static PyObject *FastPath_latency(FastPath *self, PyObject *unused) {
+    dp_t *d = live(self);
+    if (d == NULL) return NULL;
+    PyObject *out = PyDict_New();
+    for (int w = 0; out && w < 2; w++) {
+        PyObject *counts = PyList_New(d->nbounds + 1);
+        for (int i = 0; counts && i <= d->nbounds; i++)
+            PyList_SET_ITEM(counts, i, PyLong_FromUnsignedLongLong(atomic_load(&d->lat_counts[w][i])));
+        PyObject *val = counts ? Py_BuildValue("(Nd)", counts, atomic_load(&d->lat_total_ns[w]) / 1e9) : NULL;
+        PyObject *key = PyLong_FromLong(w + 1);
+        if (val == NULL || key == NULL || PyDict_SetItem(out, key, val) < 0) Py_CLEAR(out);
+        Py_XDECREF(key);
+        Py_XDECREF(val);
+    }
+    return out;
+}
+
 /* take_lost() -> [addr]: nodes whose connection from the thread failed since the last call. */
 static PyObject *FastPath_take_lost(FastPath *self, PyObject *unused) {
     dp_t *d = live(self);
@@ -1690,6 +1775,8 @@ static PyMethodDef FastPath_methods[] = {
     {"take_lost", (PyCFunction)FastPath_take_lost, METH_NOARGS, "Nodes whose connection failed: [addr]."},
     {"clients", (PyCFunction)FastPath_clients, METH_NOARGS, "{client_id: (last active, last command)}."},
     {"kill", (PyCFunction)FastPath_kill, METH_O, "Close these clients (ids) at once."},
+    {"node_stats", (PyCFunction)FastPath_node_stats, METH_NOARGS, "{addr: (reads, writes)} sent to each node."},
+    {"latency", (PyCFunction)FastPath_latency, METH_NOARGS, "{1 read, 2 write: (bucket counts, total s)}."},
     {"set_limits", (PyCFunction)FastPath_set_limits, METH_VARARGS, "max_bulk, max_args, output_limit from now on."},
     {"fileno", (PyCFunction)FastPath_fileno, METH_NOARGS, "Readable when clients were handed back or nodes lost."},
     {"stats", (PyCFunction)FastPath_stats, METH_NOARGS, "Counters."},

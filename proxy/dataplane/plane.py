@@ -85,12 +85,14 @@ class DataPlane:
         server = self.server
         if not server.table.from_upstream:
             return False                # the table Python classifies by is not Redis's yet
+        from ..process.metrics import LATENCY_BUCKETS
         from ._fastpath import FastPath
 
         cfg = server.cfg
         handshake = server._base_handshake()
         self.fp = FastPath(forwarded_commands(server.table.fast), cfg.proto_max_bulk_len, cfg.max_args,
-                           cfg.client_output_buffer_limit, b"".join(handshake), len(handshake))
+                           cfg.client_output_buffer_limit, b"".join(handshake), len(handshake),
+                           latency_bounds=LATENCY_BUCKETS)
         server.loop.add_reader(self.fp.fileno(), self._taken_back)
         if hasattr(server.consensus, "on_ready"):
             server.consensus.on_ready = self.refresh     # a lease renewed between ticks
@@ -264,6 +266,15 @@ class DataPlane:
 
     def stats(self) -> dict[str, int]:
         return self.fp.stats() if self.fp is not None else {}
+
+    def node_stats(self) -> dict[str, tuple[int, int]]:
+        """Reads and writes the thread sent to each node (redis_raft_proxy_commands)."""
+        return self.fp.node_stats() if self.fp is not None else {}
+
+    def latency(self) -> dict[int, tuple[list[int], float]]:
+        """Its read (1) and write (2) batches' times, queued to answered, per LATENCY_BUCKETS
+        bucket, and their sum (redis_raft_proxy_command_duration_seconds)."""
+        return self.fp.latency() if self.fp is not None else {}
 
     @property
     def clients(self) -> int:

@@ -160,14 +160,30 @@ class ProxyCollector:
         yield build_info()
         c = CounterMetricFamily("redis_raft_proxy_commands", "Commands forwarded, by class and target node",
                                 labels=["class", "node"])
+        counts: dict[tuple[str, str], float] = {}
         for node, by_kind in list(st.commands.items()):
             for kind, n in list(by_kind.items()):
-                c.add_metric([KIND_NAMES.get(kind, "other"), node], n)
+                key = (KIND_NAMES.get(kind, "other"), node)
+                counts[key] = counts.get(key, 0) + n
+        dp = s.dataplane if s.cfg.command_metrics else None
+        for node, (reads, writes) in (dp.node_stats() if dp is not None else {}).items():
+            for key, n in (("read", node), reads), (("write", node), writes):   # the C data plane's
+                counts[key] = counts.get(key, 0) + n
+        for (kind, node), n in counts.items():
+            c.add_metric([kind, node], n)
         yield c
         h = HistogramMetricFamily("redis_raft_proxy_command_duration_seconds",
                                   "Time from a command batch leaving the proxy to its replies being complete",
                                   labels=["class"])
-        for kind, hist in list(st.latency.items()):
+        hists = dict(st.latency)
+        for kind, (counts, total) in (dp.latency() if dp is not None else {}).items():    # the C data plane's
+            merged = Histogram()
+            if kind in hists:
+                merged.counts, merged.total = list(hists[kind].counts), hists[kind].total
+            merged.counts = [a + b for a, b in zip(merged.counts, counts)]
+            merged.total += total
+            hists[kind] = merged
+        for kind, hist in list(hists.items()):
             h.add_metric([KIND_NAMES.get(kind, "other")], hist.family_buckets(), hist.total)
         yield h
         e = CounterMetricFamily("redis_raft_proxy_upstream_errors", "Upstream connection failures",
@@ -184,8 +200,11 @@ class ProxyCollector:
         for reason, n in list(s.rejected.items()):
             c.add_metric([reason], n)
         yield c
-        yield _one(CounterMetricFamily, "redis_raft_proxy_client_bytes_in", "Bytes read from clients", st.bytes_in)
-        yield _one(CounterMetricFamily, "redis_raft_proxy_client_bytes_out", "Bytes written to clients", st.bytes_out)
+        dps = s.dataplane.stats() if s.dataplane is not None else {}
+        yield _one(CounterMetricFamily, "redis_raft_proxy_client_bytes_in", "Bytes read from clients",
+                   st.bytes_in + dps.get("bytes_in", 0))
+        yield _one(CounterMetricFamily, "redis_raft_proxy_client_bytes_out", "Bytes written to clients",
+                   st.bytes_out + dps.get("bytes_out", 0))
         yield _one(GaugeMetricFamily, "redis_raft_proxy_held_clients", "Clients whose commands are held now",
                    len(s.held))
         yield _one(CounterMetricFamily, "redis_raft_proxy_holds", "Times a client's commands were held for a master",
@@ -299,8 +318,8 @@ class ProxyCollector:
         yield from (up, role, lag, lag_s, link, probe)
 
     def _dataplane(self):
-        """dataplane = "c": what the C thread forwarded (its commands are not in
-        redis_raft_proxy_commands nor timed in command_duration_seconds)."""
+        """dataplane = "c": what the C thread forwarded (its commands and batch times are in
+        redis_raft_proxy_commands and command_duration_seconds too)."""
         dp = self.server.dataplane
         if dp is None:
             return

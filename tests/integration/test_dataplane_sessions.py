@@ -1,13 +1,14 @@
-"""The Python path's session tests again, with the C data plane (`dataplane = "c"`).
+"""The Python path's tests again, with the C data plane (`dataplane = "c"`).
 
-What `test_sessions.py`, `test_session_rw.py` and `test_client_commands.py` assert of
-a client through one proxy (reply order, transactions, RESP3, CLIENT LIST/KILL/PAUSE,
-MONITOR, read-your-writes with stalling replicas), what `test_bad_input.py` asserts of a client that never reads, what a
-SIGHUP reload does to the limits (`test_session_auth.py`) and what 5,000 idle clients
-cost (`test_many_clients.py`) must hold when the thread serves the clients and hands
-them back: the same test functions run here, every proxy they start with the thread
-(`RRP_TEST_DATAPLANE=c` for this module: tests/integration/harness.py; set for a whole
-run, it runs the single-set suite that way).
+What `test_sessions.py`, `test_session_rw.py` and `test_client_commands.py` assert of a
+client through one proxy (reply order, transactions, RESP3, CLIENT LIST/KILL/PAUSE,
+MONITOR, read-your-writes with stalling replicas), what `test_observability.py` asserts
+of /metrics and /status across a failover, what `test_bad_input.py` asserts of a client
+that never reads, what a SIGHUP reload does to the limits (`test_session_auth.py`) and
+what 5,000 idle clients cost (`test_many_clients.py`) must hold when the thread serves
+the clients and hands them back: the same test functions run here, every proxy they
+start with the thread (`RRP_TEST_DATAPLANE=c` for this module: tests/integration/
+harness.py; set for a whole run, it runs the single-set suite that way).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from . import test_client_commands, test_session_rw, test_sessions
+from . import test_client_commands, test_observability, test_session_rw, test_sessions
 from .test_bad_input import (  # noqa: F401 -- fixtures and tests, run here with the thread
     LIMITS,
     QUIET,
@@ -26,7 +27,7 @@ from .test_bad_input import (  # noqa: F401 -- fixtures and tests, run here with
 )
 from .test_client_commands import locked  # noqa: F401 -- a fixture of tests run here
 from .test_many_clients import test_5000_idle_clients_cost_little_and_others_are_served  # noqa: F401
-from .test_observability import Metrics
+from .test_observability import Metrics, scenario  # noqa: F401 -- a fixture of tests run here
 from .test_session_auth import (  # noqa: F401
     test_sighup_reloads_requirepass_and_limits_keeps_clients_and_refuses_restart_keys,
 )
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.timeout(120)
 
 replica_set = test_client_commands.replica_set     # the fixture: its servers take DEBUG
 
-for _module in (test_sessions, test_session_rw, test_client_commands):
+for _module in (test_sessions, test_session_rw, test_client_commands, test_observability):
     for _name, _fn in vars(_module).items():
         if _name.startswith("test_") and callable(_fn):
             globals()[_name] = _fn
