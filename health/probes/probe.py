@@ -58,7 +58,11 @@ class NodeStatus:
         """Subjectively up: a valid reply within `down_after` (a node not yet
         probed that long gets the benefit of the doubt, so a proxy that just
         started never votes a healthy master down)."""
-        return now - (self.last_ok if self.ever_ok else self.since) <= down_after
+        return now <= self.up_until(down_after)
+
+    def up_until(self, down_after: float) -> float:
+        """When this node stops being up unless a probe answers before."""
+        return (self.last_ok if self.ever_ok else self.since) + down_after
 
     def to_dict(self, now: float, down_after: float) -> dict:
         """`/status`'s `nodes` entry.  `probe_age_ms`: how long ago the last valid reply

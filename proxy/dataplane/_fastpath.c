@@ -187,6 +187,7 @@ typedef struct {
     char master[ADDR_LEN];
     char replicas[MAX_NODES][ADDR_LEN];
     double caught[MAX_NODES];       /* every write answered before this is on that replica */
+    double fit_until[MAX_NODES];    /* ... which serves reads until then (its last probe + down_after) */
     int nrep;
     int write_ok, read_ok, read_master, rw;
     double deadline;
@@ -271,6 +272,7 @@ typedef struct {
     upstream_t *master[2];          /* [resp3] */
     upstream_t *replicas[2][MAX_NODES];
     double caught[MAX_NODES];       /* the permit's, for replicas[.][k] */
+    double fit_until[MAX_NODES];
     int nrep;
     client_t *dirty_clients;
     upstream_t *dirty_ups;
@@ -915,7 +917,8 @@ static int route(dp_t *d, client_t *c, int kind, upstream_t **to) {
         /* read-your-writes: its writes answered, the last before a master probe whose
          * offset this replica has reached (Python's `caught` times, as ClientSession._caught_up) */
         int has_writes = pm->rw && c->wrote && (c->writes_owed > 0 || c->last_write_done >= d->caught[k]);
-        upstream_t *u = has_writes ? NULL : up_usable(d, d->replicas[c->resp3][k]);
+        int fit = d->now <= d->fit_until[k];    /* (a replica that stopped answering is not, at once) */
+        upstream_t *u = has_writes || !fit ? NULL : up_usable(d, d->replicas[c->resp3][k]);
         if (u) {
             *to = u;
             return R_GO;
@@ -1110,7 +1113,8 @@ static void apply_permit(dp_t *d, permit_t *p) {
         if (u2 == NULL || u3 == NULL) continue;     /* (the connection table is full) */
         d->replicas[0][d->nrep] = u2;
         d->replicas[1][d->nrep] = u3;
-        d->caught[d->nrep++] = d->permit.caught[i];
+        d->caught[d->nrep] = d->permit.caught[i];
+        d->fit_until[d->nrep++] = d->permit.fit_until[i];
     }
     d->suspended = 1;               /* recheck every kept-back write against it */
     for (int i = 0; i < d->nups; i++)
@@ -1522,10 +1526,11 @@ static PyObject *FastPath_set_permit(FastPath *self, PyObject *args) {
     Py_ssize_t n = PyList_GET_SIZE(replicas);
     for (Py_ssize_t i = 0; i < n && p.nrep < MAX_NODES; i++) {
         const char *s;
-        double caught;
-        if (!PyArg_ParseTuple(PyList_GET_ITEM(replicas, i), "sd", &s, &caught)) return NULL;
+        double caught, fit_until;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(replicas, i), "sdd", &s, &caught, &fit_until)) return NULL;
         snprintf(p.replicas[p.nrep], ADDR_LEN, "%s", s);
-        p.caught[p.nrep++] = caught;
+        p.caught[p.nrep] = caught;
+        p.fit_until[p.nrep++] = fit_until;
     }
     p.write_ok = write_ok;
     p.read_ok = read_ok;

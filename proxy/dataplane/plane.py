@@ -137,14 +137,19 @@ class DataPlane:
                            router.read_policy == "master",
                            cfg.read_your_writes, self._retire, lease_lapsed_reply(master or "?"), server.hold_s)
 
-    def _replicas(self, master: str | None) -> list[tuple[str, float]]:
+    def _replicas(self, master: str | None) -> list[tuple[str, float, float]]:
         """The readable replicas, each with the time before which every write answered is
-        on it (`rules.caught_up_before`): a client's reads go back to its replica once its
-        last write is older than that."""
+        on it (`rules.caught_up_before`: a client's reads go back to its replica once its
+        last write is older than that) and the time it stops being readable unless a
+        probe answers (`NodeStatus.up_until`, as `Health.readable` judges it)."""
         health = self.server.health
         st = health.nodes.get(master) if master else None
         samples = st.samples if st is not None else ()
-        return [(r, caught_up_before(samples, health.offset(r))) for r in self.server.router.readable_replicas()]
+        out = []
+        for r in self.server.router.readable_replicas():
+            rs = health.nodes[r]
+            out.append((r, caught_up_before(samples, rs.offset), rs.up_until(health.down_after)))
+        return out
 
     def _trusted_until(self) -> float:
         """Until when the thread may act on this permit: the next refresh (a Raft wake-up,
@@ -203,7 +208,7 @@ class DataPlane:
         # session is one of the server's clients)
         before = self.away.get(client_id)
         if before is not None and before.killed:
-            self.away.pop(client_id, None)
+            self._forget(client_id, before)
             sock.close()                # CLIENT KILL came as the thread handed it back
             return
 
@@ -226,10 +231,10 @@ class DataPlane:
         try:
             _, s = await server.loop.connect_accepted_socket(session, sock)
         except OSError:
-            self.away.pop(client_id, None)
+            self._forget(client_id, before)
             sock.close()
             return
-        self.away.pop(client_id, None)
+        self._forget(client_id, before)
         if before is not None and before.killed:
             s.kill()                    # CLIENT KILL came while it came back
             return
@@ -238,6 +243,12 @@ class DataPlane:
             s.drain()                   # so not executed
         else:
             s._resume_process()         # the unread bytes, unless data_received came first
+
+    def _forget(self, client_id: int, session) -> None:
+        """`session` is no longer the thread's: forget it, unless the client went to the
+        thread again meanwhile (its new session then is the one kept)."""
+        if self.away.get(client_id) is session:
+            del self.away[client_id]
 
     # -- CLIENT LIST and CLIENT KILL ---------------------------------------------------
     def listed(self) -> list:
