@@ -129,6 +129,15 @@ def same_lineage(v: NodeView, h: History) -> bool:
     return bool(v.replid) and h.replid in (v.replid, v.replid2)
 
 
+def may_take_writes(v, h: History | None) -> bool:
+    """The committed master `v` (a probe's view of it) may be written to: it is on the
+    stream of the committed history `h` (its replication id, or the one it continues),
+    or nothing is known to protect. A master restarted without its data answers with a
+    new replication id: a write acknowledged there would be discarded by the failover
+    the leader starts at its next step (`_master_lost_history`), so none goes there."""
+    return h is None or h.offset <= 0 or not v.replid or same_lineage(v, h)
+
+
 def history_of(v: NodeView) -> History:
     """`v`'s stream, with the one it continues when it was promoted (replid2)."""
     if v.replid2 and v.replid2 != NO_REPLID and v.offset2 > 0:

@@ -20,6 +20,7 @@ from health.probes.probe import Health, Prober
 from health.raft_events import lease_lapse
 from health.redis_control import control_tls
 from health.shard.controller import Controller, StandaloneConsensus, TopologyStateMachine
+from health.shard.decide import may_take_writes
 
 from ..log_budget import LogBudget
 from ..protocol import resp
@@ -255,6 +256,10 @@ class ProxyServer:
             # not shown in a probe yet: hold rather than hit READONLY.
             self._kick(addr)
             return False
+        # (the state machine's record: a history entry changes it without a new topology to route by)
+        committed = self.sm.topology if self.cluster is None else topo
+        if not may_take_writes(st, (committed or topo).history):
+            return False    # restarted without its data: the leader fails over (health.shard.decide)
         failed = self._failed_at.get(addr)
         return failed is None or st.last_ok > failed
 

@@ -588,6 +588,12 @@ def test_master_restarted_empty_is_replaced_by_the_replica_that_kept_the_data(ke
     wait_until(history_committed, 15, message=lambda: f"the leader to commit history {replid} with offset > 0: "
                                                       f"{(c.status(view['leader']) or {}).get('topology')}")
 
+    # a write every 2 ms through the restart: none acknowledged by the emptied master (it
+    # would be discarded with it: ProxyServer.can_write holds writes to a master off the
+    # committed history until the leader fails over)
+    writer = Writer(endpoint.port, prefix="restart-empty-w")
+    writer.start()
+    writer.wait_acks(20)
     old.kill()
     (old.workdir / "dump.rdb").unlink(missing_ok=True)   # restarted with nothing
     saved_args = old.extra_args
@@ -598,6 +604,11 @@ def test_master_restarted_empty_is_replaced_by_the_replica_that_kept_the_data(ke
         new = c.wait_epoch(e0 + 1, timeout=15)
         assert new["master"] != old.addr
         new_master = c.redis(new["master"])
+        writer.wait_acks(20)
+        writer.stop()
+        with new_master.client(decode=True, timeout=5) as nm:
+            lost = read_back(nm, writer.acked())
+        assert not lost, f"{len(lost)} of {len(writer.acked())} acknowledged writes lost, e.g. {lost[:3]}"
         wait_until(lambda: any("event=master_restarted_empty master=" + old.addr in p.log_text()
                                for p in c.proxies.values()), 5, message="an event=master_restarted_empty line")
         with new_master.client(decode=True, timeout=5) as nm:
@@ -615,6 +626,7 @@ def test_master_restarted_empty_is_replaced_by_the_replica_that_kept_the_data(ke
         rec = wait_until(record, 5, message=f"a history record of epoch {new['epoch']}")
         assert (rec["old_master"], rec["new_master"], rec["cause"]) == (old.addr, new["master"], "restarted_empty")
     finally:
+        writer.stop()
         old.extra_args = saved_args
         if old.alive():
             with old.client(timeout=5) as cl:

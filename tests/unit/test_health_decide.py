@@ -23,6 +23,7 @@ from health.shard.decide import (
     history_due,
     holds_parent,
     master_lost_history,
+    may_take_writes,
     next_history,
     objectively_down,
     parent_keeper,
@@ -613,3 +614,19 @@ def test_an_aged_view_is_the_same_view_older() -> None:
     old = nv.aged(1.5)
     assert old == replace(nv, age_s=1.75) and old is not nv and nv.age_s == 0.25
     assert hash(old) == hash(replace(nv, age_s=1.75))
+
+
+# ---------------------------------------------------------------------------
+# may_take_writes (ProxyServer.can_write; the C data plane's permit follows it)
+# ---------------------------------------------------------------------------
+
+def test_a_master_restarted_empty_takes_no_write_until_the_leader_fails_over():
+    h = History("a" * 40, 5000)
+    on_it = NodeView(True, "master", 4000, replid="a" * 40)       # an older probe: less offset, same stream
+    promoted = NodeView(True, "master", 6000, replid="b" * 40, replid2="a" * 40, offset2=5001)
+    emptied = NodeView(True, "master", 0, replid="c" * 40, replid2=NO_REPLID)
+    assert may_take_writes(on_it, h) and may_take_writes(promoted, h)
+    assert not may_take_writes(emptied, h)
+    # nothing to protect, or nothing known of the node's stream: as before
+    assert may_take_writes(emptied, None) and may_take_writes(emptied, History("a" * 40, 0))
+    assert may_take_writes(NodeView(True, "master", 10), h)
