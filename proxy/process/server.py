@@ -256,8 +256,9 @@ class ProxyServer:
             # not shown in a probe yet: hold rather than hit READONLY.
             self._kick(addr)
             return False
-        # (the state machine's record: a history entry changes it without a new topology to route by)
-        committed = self.sm.topology if self.cluster is None else topo
+        # (the state machine's record: a history entry changes it without a new topology to
+        # route by, in either mode: the routers' copies keep the history of their last topology)
+        committed = self.sm.topology if self.cluster is None else self.sm.shards.get(self.cluster.shard_of(addr))
         if not may_take_writes(st, (committed or topo).history):
             return False    # restarted without its data: the leader fails over (health.shard.decide)
         failed = self._failed_at.get(addr)

@@ -32,12 +32,14 @@ from benchmarks.cluster_lib import (
     shard_writers,
 )
 from benchmarks.failover_lib import (
+    RAFT_SECRET,
     Writer,
     WriteResult,
     error_text,
     read_back,
     wait_replica_of,
 )
+from benchmarks.raft_cluster_lib import run_ops
 
 from .harness import SERVER_BACKENDS, redis_client, start_or_clean, wait_until
 from .test_failover import HOLD_S, TIMING
@@ -213,4 +215,85 @@ def test_shard_without_any_node_answers_clusterdown_and_the_others_serve(tmp_pat
             wait_until(lambda: cl.mget(keys[:2]) == ["after-proxy-3", "after-proxy-3"], 10,
                        message="the live shards' last writes through proxy-1")
     finally:
+        c.cleanup()
+
+
+
+def test_shard_master_restarted_empty_takes_no_write_and_is_replaced(tmp_path):
+    """A shard's master without persistence is killed and restarted at once (well within
+    down_after_ms), with its cluster config but none of its data: no proxy sees it down.
+    Failover is paused for a moment, as an operator might have it, so the emptied node is
+    the committed master for longer than Redis' own 2 s CLUSTER_WRITABLE_DELAY after a
+    restart. No write reaches it meanwhile: ProxyServer.can_write checks the shard's
+    committed history (which `history` entries update in the state machine, not in the
+    routers' copies of the topology). Once resumed, the leader promotes the replica that
+    kept the data, and no acknowledged write is lost. `ack = async`: nothing but that gate
+    keeps a write off the emptied node. (repl-diskless-sync-delay 10 s on the restarted
+    node is the window before its replica would empty itself.)"""
+    c = ShardedProxyCluster(tmp_path / "c", shards=2, replicas_per_master=1, binary=server_binary("redis"),
+                            options={**TIMING, "ack": "async"})
+    writer = None
+    try:
+        start_or_clean(c, 90)
+        victim = c.ordered_shards()[0]
+        old, replica = victim.master, victim.replicas[0]
+        tag = "{" + key_in_shard(victim, "re-") + "}"
+        writer = Writer(c.proxy("proxy-2").port, prefix=tag, interval=0.002)
+        writer.start()
+        writer.wait_acks(50)
+        replid = old.info()["master_replid"]
+
+        def history_committed():
+            st = c.status(c.leader().node) or {}
+            entry = next((s for s in (st.get("topology") or {}).get("shards") or ()
+                          if s.get("master") == old.addr), None)
+            h = (entry or {}).get("history") or {}
+            return h.get("replid") == replid and int(h.get("offset") or 0) > 0
+        wait_until(history_committed, 15, message=lambda: f"the leader to commit history {replid} for "
+                                                          f"{old.addr}: {c._brief(c.statuses())}")
+        wait_replica_of(replica, old, timeout=20)
+        admin = c.proxy("proxy-3").admin_url
+        r = run_ops("pause", "--reason", "restart test", endpoint=admin, secret=RAFT_SECRET)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+        old.kill()
+        saved_args = old.extra_args
+        old.extra_args = saved_args + ["--repl-diskless-sync-delay", "10"]
+        try:
+            old.start()
+
+            def writable():      # Redis refuses writes for 2 s after a cluster node starts
+                with old.client(decode=True, timeout=2) as cl:
+                    return cl.set(tag + ":direct", "1")
+            wait_until(writable, 10, message=f"{old.addr} to accept writes after its restart")
+            t_writable = time.monotonic()
+            # a bounded look at the writer (the writes it sends are held, not answered)
+            wait_until(lambda: len(writer.acked()) and writer.acked()[-1].sent > t_writable + 0.5
+                       or time.monotonic() > t_writable + 1.0, 5)
+            r = run_ops("resume", endpoint=admin, secret=RAFT_SECRET)
+            assert r.returncode == 0, r.stdout + r.stderr
+
+            def promoted():
+                view = c.agreed()
+                v = view_for(view, victim.ranges) if view else None
+                return v if v and v.master is replica else None
+            wait_until(promoted, 20, message=lambda: f"every proxy to show {replica.addr} as master of "
+                                                     f"{victim.ranges}: {c._brief(c.statuses())}")
+            writer.wait_acks(20, after=time.monotonic(), timeout=30)
+        finally:
+            old.extra_args = saved_args
+        writer.stop()
+        assert writer.crashed is None, f"writer crashed: {writer.crashed!r}"
+        while_empty = [r for r in writer.acked() if r.sent > t_writable and r.done < t_writable + 1.0]
+        print(f"\nacknowledged while the emptied node was master {len(while_empty)}; "
+              f"errors {len(writer.errors())}: {fmt(writer.errors())}")
+        with replica.client(decode=True) as m:
+            lost = read_back(m, writer.acked())
+        assert not lost, (f"{len(lost)} of {len(writer.acked())} acknowledged writes lost "
+                          f"({len(while_empty)} acknowledged while the emptied node was master), "
+                          f"e.g. {[r.key for r in lost[:5]]}")
+        assert any("event=master_restarted_empty master=" + old.addr in p.log_text() for p in c.proxies.values())
+    finally:
+        if writer is not None and writer.is_alive():
+            writer.stop()
         c.cleanup()
