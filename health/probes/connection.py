@@ -119,6 +119,7 @@ class ProbeClient:
             args = [b"AUTH", username.encode(), password.encode()] if username else [b"AUTH", password.encode()]
             self._auth = encode_command(args)
         self._conn: _Resp | None = None
+        self.peer = ""      # the numeric address the last connection reached ("ip:port", "[v6]:port")
         self._info_raw: bytes | None = None         # the last INFO reply, and what it parsed to
         self._info: dict[str, str] = {}
 
@@ -130,6 +131,9 @@ class ProbeClient:
                                                    server_hostname=self.host if ctx is not None else None)
         except OSError as exc:      # refused, unreachable, TLS handshake
             raise RedisConnectionError(f"Error connecting to {self.addr}: {exc}") from exc
+        peer = conn.transport.get_extra_info("peername")
+        if peer:
+            self.peer = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
         if self._auth is not None:
             try:
                 reply = await self._request(conn, self._auth)

@@ -308,6 +308,11 @@ class Prober:
         self._kill_sent = False         # a SCRIPT/FUNCTION KILL refused in this busy spell
         self._parsed: dict | None = None    # the INFO reply `status` was last filled from
 
+    @property
+    def peer(self) -> str:
+        """The numeric address its connection last reached ("" before one did)."""
+        return self._client.peer
+
     def kick(self) -> None:
         """Probe again now rather than at the next interval (during a failover)."""
         self._kick.set()

@@ -168,6 +168,7 @@ typedef struct upstream {
     int resp3;                      /* a RESP3 connection (HELLO 3 in its handshake) */
     _Atomic uint64_t n_read, n_write;   /* commands sent on it (redis_raft_proxy_commands by node) */
     char addr[ADDR_LEN];
+    char connect_to[ADDR_LEN];      /* its numeric address, looked up by Python ("": not yet) */
     int state;
     double dead_at;
     buf_t out, in;
@@ -184,8 +185,8 @@ typedef struct upstream {
 
 typedef struct {
     uint64_t gen;
-    char master[ADDR_LEN];
-    char replicas[MAX_NODES][ADDR_LEN];
+    char master[ADDR_LEN], master_at[ADDR_LEN];     /* (each node's numeric address: resolve.py) */
+    char replicas[MAX_NODES][ADDR_LEN], replicas_at[MAX_NODES][ADDR_LEN];
     double caught[MAX_NODES];       /* every write answered before this is on that replica */
     double fit_until[MAX_NODES];    /* ... which serves reads until then (its last probe + down_after) */
     int nrep;
@@ -553,8 +554,10 @@ static void up_fail(dp_t *d, upstream_t *u, const char *why);
 
 static void up_connect(dp_t *d, upstream_t *u) {
     char host[ADDR_LEN], port[8];
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
-    if (split_addr(u->addr, host, sizeof host, port) < 0 || getaddrinfo(host, port, &hints, &res) != 0 || !res) {
+    /* numeric only: a lookup would block the thread (Python looks names up: resolve.py) */
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV}, *res = NULL;
+    if (split_addr(u->connect_to, host, sizeof host, port) < 0 || getaddrinfo(host, port, &hints, &res) != 0 ||
+        !res) {
         if (res) freeaddrinfo(res);
         up_fail(d, u, "unresolvable");
         return;
@@ -671,6 +674,7 @@ static upstream_t *up_usable(dp_t *d, upstream_t *u) {
         if (d->now - u->dead_at < RECONNECT_AFTER_S) return NULL;
         u->state = U_IDLE;
     }
+    if (u->state == U_IDLE && u->connect_to[0] == 0) return NULL;  /* its name not looked up yet: Python serves */
     if (u->state == U_IDLE) up_connect(d, u);
     return u->state == U_DEAD ? NULL : u;
 }
@@ -1105,12 +1109,17 @@ static void apply_permit(dp_t *d, permit_t *p) {
     permit_free(&d->permit);
     d->permit = *p;
     memset(p, 0, sizeof *p);
-    for (int v = 0; v < 2; v++) d->master[v] = d->permit.master[0] ? up_get(d, d->permit.master, v) : NULL;
+    for (int v = 0; v < 2; v++) {
+        d->master[v] = d->permit.master[0] ? up_get(d, d->permit.master, v) : NULL;
+        if (d->master[v]) snprintf(d->master[v]->connect_to, ADDR_LEN, "%s", d->permit.master_at);
+    }
     d->nrep = 0;
     for (int i = 0; i < d->permit.nrep && d->nrep < MAX_NODES; i++) {
         if (strcmp(d->permit.replicas[i], d->permit.master) == 0) continue;
         upstream_t *u2 = up_get(d, d->permit.replicas[i], 0), *u3 = up_get(d, d->permit.replicas[i], 1);
         if (u2 == NULL || u3 == NULL) continue;     /* (the connection table is full) */
+        snprintf(u2->connect_to, ADDR_LEN, "%s", d->permit.replicas_at[i]);
+        snprintf(u3->connect_to, ADDR_LEN, "%s", d->permit.replicas_at[i]);
         d->replicas[0][d->nrep] = u2;
         d->replicas[1][d->nrep] = u3;
         d->caught[d->nrep] = d->permit.caught[i];
@@ -1507,15 +1516,15 @@ static char *dup_bytes(PyObject *b, size_t *len) {
     return p;
 }
 
-/* set_permit(gen, master, replicas, write_ok, read_ok, deadline, read_master, read_your_writes,
+/* set_permit(gen, master, master_at, replicas [(addr, addr_at, caught, fit_until)], write_ok, read_ok, deadline, read_master, read_your_writes,
  *            retire_reply, lapse_reply, hold_s) */
 static PyObject *FastPath_set_permit(FastPath *self, PyObject *args) {
     unsigned long long gen;
-    const char *master;
+    const char *master, *master_at;
     PyObject *replicas, *retire, *lapse;
     int write_ok, read_ok, read_master, rw;
     double deadline, hold_s;
-    if (!PyArg_ParseTuple(args, "KsO!ppdppSSd", &gen, &master, &PyList_Type, &replicas, &write_ok, &read_ok,
+    if (!PyArg_ParseTuple(args, "KssO!ppdppSSd", &gen, &master, &master_at, &PyList_Type, &replicas, &write_ok, &read_ok,
                           &deadline, &read_master, &rw, &retire, &lapse, &hold_s))
         return NULL;
     dp_t *d = live(self);
@@ -1523,12 +1532,14 @@ static PyObject *FastPath_set_permit(FastPath *self, PyObject *args) {
     permit_t p = {0};
     p.gen = gen;
     snprintf(p.master, sizeof p.master, "%s", master);
+    snprintf(p.master_at, sizeof p.master_at, "%s", master_at);
     Py_ssize_t n = PyList_GET_SIZE(replicas);
     for (Py_ssize_t i = 0; i < n && p.nrep < MAX_NODES; i++) {
-        const char *s;
+        const char *s, *at;
         double caught, fit_until;
-        if (!PyArg_ParseTuple(PyList_GET_ITEM(replicas, i), "sdd", &s, &caught, &fit_until)) return NULL;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(replicas, i), "ssdd", &s, &at, &caught, &fit_until)) return NULL;
         snprintf(p.replicas[p.nrep], ADDR_LEN, "%s", s);
+        snprintf(p.replicas_at[p.nrep], ADDR_LEN, "%s", at);
         p.caught[p.nrep] = caught;
         p.fit_until[p.nrep++] = fit_until;
     }

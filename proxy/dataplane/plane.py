@@ -133,11 +133,13 @@ class DataPlane:
         write_ok = bool(master) and not stopped and cfg.ack != "replica" and server.can_write(master)
         read_ok = not stopped and server.can_read()
         replicas = [] if router.read_policy == "master" else self._replicas(master)
-        self.fp.set_permit(self.generation, master or "", replicas, write_ok, read_ok, self._trusted_until(),
+        at = self._connect_to
+        self.fp.set_permit(self.generation, master or "", at(master) if master else "", replicas, write_ok, read_ok,
+                           self._trusted_until(),
                            router.read_policy == "master",
                            cfg.read_your_writes, self._retire, lease_lapsed_reply(master or "?"), server.hold_s)
 
-    def _replicas(self, master: str | None) -> list[tuple[str, float, float]]:
+    def _replicas(self, master: str | None) -> list[tuple[str, str, float, float]]:
         """The readable replicas, each with the time before which every write answered is
         on it (`rules.caught_up_before`: a client's reads go back to its replica once its
         last write is older than that) and the time it stops being readable unless a
@@ -148,8 +150,19 @@ class DataPlane:
         out = []
         for r in self.server.router.readable_replicas():
             rs = health.nodes[r]
-            out.append((r, caught_up_before(samples, rs.offset), rs.up_until(health.down_after)))
+            out.append((r, self._connect_to(r), caught_up_before(samples, rs.offset),
+                        rs.up_until(health.down_after)))
         return out
+
+    def _connect_to(self, addr: str) -> str:
+        """The numeric address the thread connects to for node `addr`: where this proxy's
+        probe connection to it connected ("" before it has: the node's commands are
+        Python's meanwhile).  The thread never looks a name up: `getaddrinfo` blocks, and
+        one slow DNS answer would stall every client on the thread (in Kubernetes the
+        nodes are pod names); and a name with several addresses connects, as the probe
+        found, to the one the node listens on."""
+        prober = self.server.probers.get(addr)
+        return prober.peer if prober is not None else ""
 
     def _trusted_until(self) -> float:
         """Until when the thread may act on this permit: the next refresh (a Raft wake-up,

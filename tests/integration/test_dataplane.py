@@ -366,3 +366,30 @@ def _clients(p) -> float:
     with urllib.request.urlopen(p.admin_url + "/metrics", timeout=5) as r:
         return Metrics(r.read().decode()).value("redis_raft_proxy_dataplane_clients")
 
+
+
+def test_nodes_named_by_host_name_are_served_by_the_thread_without_a_lookup_of_its_own(proxy_factory,
+                                                                                      replica_set):
+    """Nodes configured by name (`localhost:PORT`, as pod names are in Kubernetes): the
+    thread connects to the address the proxy's probe connection reached (it never calls
+    `getaddrinfo`, which would block every client it serves), carries the commands, and
+    counts them under the configured name."""
+    named = [a.replace("127.0.0.1", "localhost") for a in replica_set.addrs]
+    master = replica_set.master.addr.replace("127.0.0.1", "localhost")
+    p = proxy_factory(replica_set, redis_nodes=named, master=master, dataplane="c", read_policy="replicas",
+                      down_after_ms=10_000)
+    key = uniq("named")
+    with RawClient(p.port) as cl:
+        assert cl.command("SET", key, "v") == b"OK"
+        wait_until(lambda: _clients(p) >= 1, 10, message="the client to go to the thread")
+        for i in range(200):
+            assert cl.command("SET", key, str(i)) == b"OK"
+            assert cl.command("GET", key) == str(i).encode()   # its own write: the master's
+
+    def by_thread() -> float:
+        with urllib.request.urlopen(p.admin_url + "/metrics", timeout=5) as r:
+            m = Metrics(r.read().decode())
+        return m.sum("redis_raft_proxy_dataplane_commands_total"), m.sum("redis_raft_proxy_commands_total", node=master)
+    thread_n, on_master = by_thread()
+    assert thread_n >= 400, f"the thread forwarded {thread_n} commands of 400"
+    assert on_master >= 400, f"{on_master} commands counted under {master}"
