@@ -60,7 +60,7 @@ enum { U_IDLE = 0, U_CONNECTING = 1, U_READY = 2, U_DEAD = 3 };
 #define MAX_NODES 32
 #define ADDR_LEN 280
 #define READ_CHUNK 65536
-#define MAX_SLOTS_PER_CLIENT 1024
+#define MAX_SLOTS_PER_CLIENT 10000      /* batches in flight per client: as Python's MAX_PENDING_SLOTS */
 #define RECONNECT_AFTER_S 1.0
 #define TABLE_SIZE 1024             /* open addressing, power of two */
 #define NAME_MAX_LEN 32
