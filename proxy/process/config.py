@@ -209,9 +209,10 @@ class Config:
                                          minimum=1)
     command_metrics: bool = _key("bool", True, "count commands and time them per class on the hot path "
                                  "(off: /metrics keeps everything else)")
-    dataplane: str = _key("str", "python", "who forwards plain clients' reads and writes: python (the event loop) "
-                          "or c (a thread of the C extension; single-set mode; see docs/design.md)",
-                          choices=("python", "c"))
+    dataplane: str = _key("str", "auto", "who forwards plain clients' reads and writes: c (a thread of the C "
+                          "extension; single-set mode, plaintext to the nodes), python (the event loop), or "
+                          "auto: c where it can serve, else python (see docs/design.md)",
+                          choices=("auto", "python", "c"))
     log_format: str = _key("str", "kv", "log line format: kv (logfmt) or json, event fields as top-level keys",
                          choices=("kv", "json"))
     log_level: str = _key("str", "info", "log level", choices=("debug", "info", "warning", "error"))
@@ -550,11 +551,30 @@ def config_problems(path: str | None = None, *, env: Mapping[str, str] | None = 
 
 
 def _dataplane_problems(cfg: Config) -> Iterator[ConfigError]:
-    """dataplane = "c" needs the compiled extension, and serves the single set only."""
+    """dataplane = "c" needs the compiled extension, and serves the single set only, over
+    plaintext connections to the nodes."""
     if cfg.cluster_mode:
         yield ConfigError("dataplane", "\"c\" serves the single-set mode only (cluster mode forwards in Python)")
+    if cfg.tls_upstream:
+        yield ConfigError("dataplane", "\"c\" connects to the nodes in plaintext; with tls_upstream use \"python\" "
+                          "or \"auto\"")
+    if (problem := _extension_missing()) is not None:
+        yield ConfigError("dataplane", f"\"c\" needs the C extension proxy.dataplane._fastpath, which is not built "
+                          f"here ({problem}); reinstall with a C compiler, or use \"python\"")
+
+
+def _extension_missing() -> str | None:
     try:
         from ..dataplane import _fastpath  # noqa: F401
     except ImportError as exc:
-        yield ConfigError("dataplane", f"\"c\" needs the C extension proxy.dataplane._fastpath, which is not built "
-                          f"here ({exc}); reinstall with a C compiler, or use \"python\"")
+        return str(exc)
+    return None
+
+
+def uses_c_dataplane(cfg: Config) -> bool:
+    """The C thread forwards plain clients: `dataplane = "c"` (its problems were checked),
+    or `auto` where the thread can serve (single-set mode, plaintext to the nodes, the
+    extension built); else, and with `python`, the event loop does."""
+    if cfg.dataplane != "auto":
+        return cfg.dataplane == "c"
+    return not cfg.cluster_mode and not cfg.tls_upstream and _extension_missing() is None

@@ -34,7 +34,7 @@ from ..session.client_registry import ClientRegistry
 from ..tls import ProxyTls, tls_from_config, tls_protocol_factory
 from ..upstream import DiscardSlot, Upstream, set_nodelay
 from ..write_gate import NO_LEASE, WriteGate, master_replaced_reply, writes_paused_reply
-from .config import Config
+from .config import Config, uses_c_dataplane
 from .metrics import Stats
 
 log = logging.getLogger("proxy.server")
@@ -83,8 +83,8 @@ class ProxyServer:
         self._hold_kick = asyncio.Event()   # held clients or suspended writes: poll every 20 ms
         self.clients: set[ClientSession] = set()
         self.registry = ClientRegistry(self)    # MONITOR, CLIENT PAUSE, the proxy's own ACL LOG
-        self.dataplane = None           # dataplane = "c": the C thread's Python side (proxy/dataplane)
-        if cfg.dataplane == "c" and not cfg.cluster_mode:
+        self.dataplane = None           # the C thread's Python side (proxy/dataplane)
+        if uses_c_dataplane(cfg):
             from ..dataplane.plane import DataPlane
 
             self.dataplane = DataPlane(self)
@@ -550,6 +550,8 @@ class ProxyServer:
         ports = ", ".join(f"{cfg.bind}:{p}{' (TLS)' if tls else ''}"
                           for p, tls in ((cfg.port, False), (cfg.tls_port, True)) if p)
         log.info("proxy %s listening on %s (pid %d)", cfg.node, ports, os.getpid())
+        log.info("event=dataplane_selected kind=%s dataplane=%s", "c" if self.dataplane is not None else "python",
+                 cfg.dataplane)
 
     def _probe(self, addr: str) -> None:
         """Probe `addr` from now on (once: a node already probed is left as it is)."""

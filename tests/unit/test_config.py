@@ -174,3 +174,17 @@ def test_a_bool_flag_alone_means_true():
 
     args = build_parser().parse_args(["run", "--learner", "--read-your-writes", "false"])
     assert flags_from_args(args) == {"learner": "true", "read_your_writes": "false"}
+
+
+def test_dataplane_auto_uses_the_thread_only_where_it_can_serve():
+    """`auto` (the default): the C thread for a single set over plaintext; Python in
+    cluster mode and with tls_upstream, where `c` is refused at start."""
+    from proxy.process.config import uses_c_dataplane
+
+    assert load_config(env={}).dataplane == "auto"
+    assert uses_c_dataplane(load_config(env={}))
+    assert not uses_c_dataplane(load_config(env={}, flags={"dataplane": "python"}))
+    assert not uses_c_dataplane(load_config(env={}, flags={"tls_upstream": True}))
+    assert uses_c_dataplane(load_config(env={}, flags={"dataplane": "c"}))
+    with pytest.raises(ConfigError, match="tls_upstream"):
+        load_config(env={}, flags={"dataplane": "c", "tls_upstream": True})

@@ -1,14 +1,16 @@
-"""The Python path's tests again, with the C data plane (`dataplane = "c"`).
+"""The data path's tests again, with the event loop forwarding (`dataplane = "python"`).
 
 What `test_sessions.py`, `test_session_rw.py` and `test_client_commands.py` assert of a
 client through one proxy (reply order, transactions, RESP3, CLIENT LIST/KILL/PAUSE,
 MONITOR, read-your-writes with stalling replicas), what `test_observability.py` asserts
 of /metrics and /status across a failover, what `test_bad_input.py` asserts of a client
 that never reads, what a SIGHUP reload does to the limits (`test_session_auth.py`) and
-what 5,000 idle clients cost (`test_many_clients.py`) must hold when the thread serves
-the clients and hands them back: the same test functions run here, every proxy they
-start with the thread (`RRP_TEST_DATAPLANE=c` for this module: tests/integration/
-harness.py; set for a whole run, it runs the single-set suite that way).
+what 5,000 idle clients cost (`test_many_clients.py`) must hold on both data paths.
+By default (`dataplane = "auto"`) the C thread serves plain clients of a single set and
+hands them back to Python for what it does not forward; here the same test functions
+run with Python forwarding everything, every proxy they start with `dataplane =
+"python"` (`RRP_TEST_DATAPLANE=python` for this module: tests/integration/harness.py;
+set for a whole run, it runs the single-set suite that way).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import urllib.request
 import pytest
 
 from . import test_client_commands, test_observability, test_session_rw, test_sessions
-from .test_bad_input import (  # noqa: F401 -- fixtures and tests, run here with the thread
+from .test_bad_input import (  # noqa: F401 -- fixtures and tests, run here in Python
     LIMITS,
     QUIET,
     bystander,
@@ -45,9 +47,9 @@ for _module in (test_sessions, test_session_rw, test_client_commands, test_obser
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _every_proxy_with_the_thread():
+def _every_proxy_in_python():
     before = os.environ.get("RRP_TEST_DATAPLANE")
-    os.environ["RRP_TEST_DATAPLANE"] = "c"
+    os.environ["RRP_TEST_DATAPLANE"] = "python"
     try:
         yield
     finally:
@@ -59,23 +61,25 @@ def _every_proxy_with_the_thread():
 
 @pytest.fixture(scope="module")
 def proxy(replica_set, module_proxy_factory):
-    return module_proxy_factory(replica_set, read_policy="replicas", down_after_ms=10_000, dataplane="c",
-                                node="proxy-c")
+    return module_proxy_factory(replica_set, read_policy="replicas", down_after_ms=10_000, dataplane="python",
+                                node="proxy-py")
 
 
 @pytest.fixture(scope="module")
 def limited_proxy(replica_set, module_proxy_factory):
-    return module_proxy_factory(replica_set, node="bad-input-c", dataplane="c", **LIMITS, **QUIET)
+    return module_proxy_factory(replica_set, node="bad-input-py", dataplane="python", **LIMITS, **QUIET)
 
 
-def test_this_modules_proxy_forwards_through_the_thread(proxy):
-    """(So the tests above ran with clients in the thread, not in Python alone.)"""
-    def forwarded() -> float:
+def test_this_modules_proxy_forwards_in_python(proxy):
+    """(So the tests above ran with Python forwarding, not the thread.)"""
+    def counts() -> tuple[float, float]:
         with urllib.request.urlopen(proxy.admin_url + "/metrics", timeout=5) as r:
-            return sum(v for _, v in Metrics(r.read().decode()).select("redis_raft_proxy_dataplane_commands_total"))
+            m = Metrics(r.read().decode())
+        return m.sum("redis_raft_proxy_dataplane_commands_total"), m.sum("redis_raft_proxy_commands_total")
 
-    before = forwarded()
+    thread_before, all_before = counts()
     with proxy.client() as c:
         for i in range(200):
-            c.set("dataplane-sessions", i)
-    assert forwarded() - before >= 100
+            c.set("python-dataplane-sessions", i)
+    thread_after, all_after = counts()
+    assert all_after - all_before >= 200 and thread_after == thread_before == 0
