@@ -68,10 +68,13 @@ class DataPlane:
         session.buf = b""
         session.offloaded = True
         session.thread_fd = fd
+        first = not self.away
         self.away[session.id] = session
         t.abort()                       # closes uvloop's descriptor only: the connection lives on in `fd`
         # (its connections of its own, if any, close with the transport: `rules.offloadable`
         # let it go only if they held nothing but its protocol, which the thread matches)
+        if first:
+            self.refresh()              # (not pushed while the thread served no one)
         self.fp.adopt(fd, session.id, data, session.bounces, session.resp3, wrote_at(session, now))
         return True
 
@@ -110,7 +113,12 @@ class DataPlane:
 
     # -- the permit -------------------------------------------------------------
     def refresh(self) -> None:
-        """Push what the thread may do now, trusted until `_trusted_until`."""
+        """Push what the thread may do now, trusted until `_trusted_until`.  While it
+        serves no client, only a change of roles is pushed (a write left queued by a
+        client that closed must not reach a replaced master), not the renewal every Raft
+        tick brings, which would wake it 20 times a second for nothing (issue 16's idle
+        cost): the first client to go pushes a fresh permit before it goes (`offer`), and
+        what the thread was last given runs out at its deadline, never past the lease."""
         if self.fp is None:
             return
         server = self.server
@@ -119,6 +127,8 @@ class DataPlane:
         topo = router.topology
         master = topo.master
         key = (topo.epoch, master, topo.writes_paused)
+        if key == self._key and not self.away:
+            return
         if key != self._key:
             old, self._key = self._key, key
             self.generation += 1
