@@ -185,7 +185,7 @@ typedef struct upstream {
 
 typedef struct {
     uint64_t gen;
-    char master[ADDR_LEN], master_at[ADDR_LEN];     /* (each node's numeric address: resolve.py) */
+    char master[ADDR_LEN], master_at[ADDR_LEN];     /* (_at: numeric, DataPlane._connect_to) */
     char replicas[MAX_NODES][ADDR_LEN], replicas_at[MAX_NODES][ADDR_LEN];
     double caught[MAX_NODES];       /* every write answered before this is on that replica */
     double fit_until[MAX_NODES];    /* ... which serves reads until then (its last probe + down_after) */
@@ -554,7 +554,7 @@ static void up_fail(dp_t *d, upstream_t *u, const char *why);
 
 static void up_connect(dp_t *d, upstream_t *u) {
     char host[ADDR_LEN], port[8];
-    /* numeric only: a lookup would block the thread (Python looks names up: resolve.py) */
+    /* numeric only: a lookup would block the thread (DataPlane._connect_to) */
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV}, *res = NULL;
     if (split_addr(u->connect_to, host, sizeof host, port) < 0 || getaddrinfo(host, port, &hints, &res) != 0 ||
         !res) {
@@ -1516,16 +1516,16 @@ static char *dup_bytes(PyObject *b, size_t *len) {
     return p;
 }
 
-/* set_permit(gen, master, master_at, replicas [(addr, addr_at, caught, fit_until)], write_ok, read_ok, deadline, read_master, read_your_writes,
- *            retire_reply, lapse_reply, hold_s) */
+/* set_permit(gen, master, master_at, replicas [(addr, addr_at, caught, fit_until)], write_ok, read_ok,
+ *            deadline, read_master, read_your_writes, retire_reply, lapse_reply, hold_s) */
 static PyObject *FastPath_set_permit(FastPath *self, PyObject *args) {
     unsigned long long gen;
     const char *master, *master_at;
     PyObject *replicas, *retire, *lapse;
     int write_ok, read_ok, read_master, rw;
     double deadline, hold_s;
-    if (!PyArg_ParseTuple(args, "KssO!ppdppSSd", &gen, &master, &master_at, &PyList_Type, &replicas, &write_ok, &read_ok,
-                          &deadline, &read_master, &rw, &retire, &lapse, &hold_s))
+    if (!PyArg_ParseTuple(args, "KssO!ppdppSSd", &gen, &master, &master_at, &PyList_Type, &replicas, &write_ok,
+                          &read_ok, &deadline, &read_master, &rw, &retire, &lapse, &hold_s))
         return NULL;
     dp_t *d = live(self);
     if (d == NULL) return NULL;
