@@ -7,7 +7,8 @@
 #
 # Stage 1 installs the dependencies pinned, with their hashes, in
 # requirements.lock (scripts/lock.sh writes it) into /opt/venv, then builds the
-# project's wheel, C extension proxy/protocol/_speedups.c included (gcc), and installs
+# project's wheel, C extensions proxy/protocol/_speedups.c and the data plane's
+# proxy/dataplane/_fastpath.c (the default forwarding thread) included (gcc), and installs
 # it without resolving anything; `pip check` fails the build when the lock no
 # longer satisfies pyproject.toml. Stage 2 copies only that venv and the
 # container defaults into a fresh slim image: no compiler, headers or pip.
@@ -32,12 +33,12 @@ COPY proxy/ proxy/
 COPY raft/ raft/
 COPY health/ health/
 COPY config.container.toml /etc/redis-raft-proxy/container.toml
-# setup.py marks the C extension optional; in the image it must be there,
+# setup.py marks the C extensions optional; in the image they must be there,
 # hence the import check. pip itself is not needed at run time.
 RUN pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install --no-deps /wheels/*.whl \
  && /opt/venv/bin/pip check \
- && cd / && /opt/venv/bin/python -c "import proxy.protocol._speedups" \
+ && cd / && /opt/venv/bin/python -c "import proxy.protocol._speedups, proxy.dataplane._fastpath" \
  && /opt/venv/bin/pip uninstall -y pip setuptools wheel
 
 FROM ${PYTHON_IMAGE}
