@@ -30,6 +30,7 @@ from redis.exceptions import ResponseError
 from proxy.protocol.resp import encode_command
 
 INFO_REPLICATION = encode_command([b"INFO", b"replication"])
+INFO_SERVER = encode_command([b"INFO", b"server"])
 
 
 def parse_info_text(text: str) -> dict[str, str]:
@@ -120,6 +121,7 @@ class ProbeClient:
             self._auth = encode_command(args)
         self._conn: _Resp | None = None
         self.peer = ""      # the numeric address the last connection reached ("ip:port", "[v6]:port")
+        self.run_id = ""    # the node's run_id, read once per connection ("": not known)
         self._info_raw: bytes | None = None         # the last INFO reply, and what it parsed to
         self._info: dict[str, str] = {}
 
@@ -143,6 +145,15 @@ class ProbeClient:
             if isinstance(reply, ResponseError):
                 conn.transport.close()
                 raise reply
+        # The process behind the connection: a restart is a new connection, so once per
+        # connection is enough (health.shard.decide.same_process).
+        try:
+            reply = await self._request(conn, INFO_SERVER)
+        except BaseException:
+            conn.transport.close()
+            raise
+        self.run_id = "" if isinstance(reply, ResponseError) else \
+            parse_info_text(reply.decode(errors="replace")).get("run_id", "")
         return conn
 
     @staticmethod

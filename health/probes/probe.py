@@ -46,6 +46,7 @@ class NodeStatus:
     replid2: str = ""               # the history this node continues ("000..." when none)
     offset2: int = -1               # second_repl_offset: replid2 holds up to offset2 - 1
     priority: int = DEFAULT_PRIORITY   # replica-priority (slave_priority): 0 = never promote
+    run_id: str = ""                # the process answering (INFO server, read once per connection)
     probe_ms: float = 0.0
     busy_at: float | None = None    # monotonic time of the last -BUSY reply
     busy_error: str = ""            # ... and its text (says whether SCRIPT or FUNCTION KILL ends it)
@@ -356,6 +357,7 @@ class Prober:
                     if info is not self._parsed:    # a reply unlike the last (ProbeClient.info_replication)
                         parse_replication_info(info, status)
                         self._parsed = info
+                    status.run_id = self._client.run_id
                     status.last_ok = time.monotonic()
                     status.sent_ok = started
                     status.ever_ok = True

@@ -220,7 +220,8 @@ class Controller(Reports, Switchover):
         for addr, st in health.nodes.items():
             out[addr] = NodeView(st.up(now, health.down_after), st.role, st.offset, st.link_up,
                                  st.link_down_since_s, st.master_addr, st.replid, st.replid2, st.offset2,
-                                 st.priority, round(now - st.last_ok, 4) if st.ever_ok else UNKNOWN_AGE_S)
+                                 st.priority, round(now - st.last_ok, 4) if st.ever_ok else UNKNOWN_AGE_S,
+                                 st.run_id)
         return out
 
     def step_soon(self) -> None:

@@ -45,6 +45,7 @@ class NodeView:
     offset2: int = -1               # second_repl_offset: replid2 is valid up to offset2 - 1 (-1: none)
     priority: int = DEFAULT_PRIORITY   # replica-priority (INFO's slave_priority); 0 = never promote
     age_s: float = 0.0
+    run_id: str = ""                # the Redis process (INFO server's run_id; "" not known)
 
     @classmethod
     def from_dict(cls, d: dict) -> "NodeView":
@@ -54,7 +55,8 @@ class NodeView:
                    str(d.get("replid") or ""), str(d.get("replid2") or ""), int(d.get("offset2", -1)),
                    DEFAULT_PRIORITY if prio is None else int(prio),
                    # a view without an age (an older proxy's) is as old as it can be and still count
-                   float(d["age_s"]) if d.get("age_s") is not None else float("inf"))
+                   float(d["age_s"]) if d.get("age_s") is not None else float("inf"),
+                   str(d.get("run_id") or ""))
 
     def aged(self, more_s: float) -> "NodeView":
         """The same view `more_s` seconds older. (A copy of the fields rather than
@@ -68,7 +70,8 @@ class NodeView:
     def to_dict(self) -> dict:
         return {"up": self.up, "role": self.role, "offset": self.offset, "link_up": self.link_up,
                 "link_down_s": self.link_down_s, "master": self.master, "replid": self.replid,
-                "replid2": self.replid2, "offset2": self.offset2, "priority": self.priority, "age_s": self.age_s}
+                "replid2": self.replid2, "offset2": self.offset2, "priority": self.priority, "age_s": self.age_s,
+                "run_id": self.run_id}
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,19 @@ def contains(v: NodeView, h: History) -> bool:
         return False
     if v.replid == h.replid:
         return v.offset >= h.offset
+    if same_process(v, h):
+        return v.offset >= h.offset
     return v.replid2 == h.replid and v.offset2 - 1 >= h.offset
+
+
+def same_process(v, h: History) -> bool:
+    """`v` (a view or a probe's status) is the very Redis process `h` was recorded from,
+    still a master, and continues no other stream: it kept its data, whatever its
+    replication id says. A master left without replicas for `repl-backlog-ttl` (an hour
+    by default) frees its backlog and takes a new id, with no replid2 and its offset
+    unchanged, and again when a replica next attaches; a restart changes the run_id, and a
+    master that was a replica meanwhile continues that stream as its replid2."""
+    return bool(h.run_id) and v.run_id == h.run_id and v.role == "master" and v.replid2 in ("", NO_REPLID)
 
 
 def same_lineage(v: NodeView, h: History) -> bool:
@@ -135,14 +150,14 @@ def may_take_writes(v, h: History | None) -> bool:
     or nothing is known to protect. A master restarted without its data answers with a
     new replication id: a write acknowledged there would be discarded by the failover
     the leader starts at its next step (`_master_lost_history`), so none goes there."""
-    return h is None or h.offset <= 0 or not v.replid or same_lineage(v, h)
+    return h is None or h.offset <= 0 or not v.replid or same_lineage(v, h) or same_process(v, h)
 
 
 def history_of(v: NodeView) -> History:
     """`v`'s stream, with the one it continues when it was promoted (replid2)."""
     if v.replid2 and v.replid2 != NO_REPLID and v.offset2 > 0:
-        return History(v.replid, v.offset, v.replid2, v.offset2 - 1)
-    return History(v.replid, v.offset)
+        return History(v.replid, v.offset, v.replid2, v.offset2 - 1, v.run_id)
+    return History(v.replid, v.offset, run_id=v.run_id)
 
 
 def holds_parent(v: NodeView, h: History) -> bool:

@@ -27,11 +27,14 @@ class History:
     offset: int
     parent: str = ""
     parent_offset: int = -1
+    run_id: str = ""        # the Redis process it was recorded from ("" not known: older records)
 
     def to_dict(self) -> dict:
         d: dict = {"replid": self.replid, "offset": self.offset}
         if self.parent:     # (versions before it read the record without these)
             d["parent"], d["parent_offset"] = self.parent, self.parent_offset
+        if self.run_id:
+            d["run_id"] = self.run_id
         return d
 
     @classmethod
@@ -39,7 +42,7 @@ class History:
         if not d or not d.get("replid"):
             return None
         return cls(str(d["replid"]), int(d.get("offset") or 0), str(d.get("parent") or ""),
-                   int(d.get("parent_offset", -1)))
+                   int(d.get("parent_offset", -1)), str(d.get("run_id") or ""))
 
 
 @dataclass(frozen=True)

@@ -469,6 +469,53 @@ def test_all_replicas_down_writes_continue_and_reads_fall_back_to_master(keeper)
           f"{len(w.acked())} writes, none failed")
 
 
+def test_master_that_frees_its_backlog_without_replicas_keeps_taking_writes(keeper):
+    """A master left without replicas for `repl-backlog-ttl` (an hour by default; 1 s
+    here) frees its replication backlog and takes a new replication id, with no replid2
+    and its offset unchanged: the same process, its data intact. The proxies tell it from
+    a master restarted without its data by its run_id (the same as when the history was
+    recorded): writes go on, the leader records the new id, nothing is held or failed
+    over."""
+    c = keeper.healthy()
+    view = c.wait_stable()
+    e0, master_addr = view["epoch"], view["master"]
+    master = c.redis(master_addr)
+    replicas = [s for s in c.rs.servers if s is not master]
+    endpoint = c.proxy(view["leader"])
+    with redis_client(endpoint.port, decode=True) as cl:
+        for i in range(50):
+            assert cl.set(f"backlog:{i}", i)
+    old_replid = master.info()["master_replid"]
+
+    def history_replid():
+        return ((c.status(view["leader"]) or {}).get("topology") or {}).get("history") or {}
+    wait_until(lambda: history_replid().get("replid") == old_replid and int(history_replid().get("offset") or 0) > 0,
+               15, message=lambda: f"the leader to commit history {old_replid}: {history_replid()}")
+    with master.client(timeout=5) as m:
+        m.config_set("repl-backlog-ttl", 1)
+    try:
+        for s in replicas:
+            s.kill()
+        wait_until(lambda: master.info()["master_replid"] != old_replid, 15,
+                   message="the master to free its backlog and take a new replication id")
+        new_replid = master.info()["master_replid"]
+        with Writer(endpoint.port, prefix="backlog-w") as w:
+            w.wait_acks(50, timeout=15)
+            wait_until(lambda: history_replid().get("replid") == new_replid, 10,
+                       message=lambda: f"the leader to record the new id {new_replid}: {history_replid()}")
+            w.wait_acks(50, after=time.monotonic(), timeout=15)
+        observe_no_failover(c, e0, 0.2)
+        assert not w.errors(), f"writes failed: {fmt_errors(w.errors())}"
+        logs = "".join(p.log_text() for p in c.proxies.values())
+        assert "event=no_safe_master" not in logs and "event=master_restarted_empty" not in logs
+        with master.client(decode=True, timeout=5) as m:
+            assert m.get("backlog:49") == "49"
+    finally:
+        if master.alive():
+            with master.client(timeout=5) as m:
+                m.config_set("repl-backlog-ttl", 3600)
+
+
 # ---------------------------------------------------------------------------
 # 7. The master's link to one proxy only is cut
 # ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ class _CancelOnReply:
     def __init__(self) -> None:
         self.task: asyncio.Task | None = None
         self.calls = 0
+        self.run_id = ""        # (ProbeClient's: the process behind the connection)
 
     async def info_replication(self, timeout: float | None = None) -> dict:
         self.calls += 1

@@ -630,3 +630,24 @@ def test_a_master_restarted_empty_takes_no_write_until_the_leader_fails_over():
     # nothing to protect, or nothing known of the node's stream: as before
     assert may_take_writes(emptied, None) and may_take_writes(emptied, History("a" * 40, 0))
     assert may_take_writes(NodeView(True, "master", 10), h)
+
+
+def test_a_master_that_freed_its_backlog_keeps_its_history_by_its_run_id():
+    """Without replicas for repl-backlog-ttl a master takes a new replication id, no
+    replid2, the same offset: the same process (run_id) still holds what was recorded, so
+    it takes writes, is not failed over, and the record moves to its new id. Another
+    process (a restart), or one that was a replica meanwhile (replid2 set), does not."""
+    h = History(OLD, 5000, run_id="r1")
+    freed = NodeView(True, "master", 5000, replid=NEW, replid2=NO_REPLID, run_id="r1")
+    assert contains(freed, h) and may_take_writes(freed, h) and not master_lost_history(freed, h)
+    assert next_history(freed, h) == History(NEW, 5000, run_id="r1")
+    restarted = replace(freed, offset=0, run_id="r2")
+    assert not contains(restarted, h) and not may_take_writes(restarted, h) and master_lost_history(restarted, h)
+    resynced = replace(freed, replid2=OTHER, offset2=7001, offset=9000)   # a replica of another node, promoted
+    assert not contains(resynced, h) and master_lost_history(resynced, h)
+    as_replica = replace(freed, role="slave")
+    assert not contains(as_replica, h)
+    # a record without a run_id (an older version's) proves nothing
+    assert master_lost_history(freed, History(OLD, 5000))
+    # the record carries it through Raft
+    assert History.from_dict(h.to_dict()) == h and "run_id" not in History(OLD, 1).to_dict()

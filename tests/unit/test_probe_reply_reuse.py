@@ -1,7 +1,8 @@
 """A probe whose INFO reply is the same as the last one is not parsed again
 (health.probes.connection.ProbeClient.info_replication, health.probes.probe.Prober),
 and one that differs is: against a small RESP server on a real socket that answers
-each `INFO replication` with the next reply of a script."""
+each request with the next reply of a script (the first, on connecting, is `INFO
+server`: the node's run_id)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from health.probes.probe import Health, Prober
 
 MASTER = b"# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:100\r\n"
 MASTER_MOVED_ON = b"# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:250\r\n"
+SERVER = b"# Server\r\nredis_version:7.0.15\r\nrun_id:0123abcd\r\n"    # read once per connection
 REPLICA = (b"# Replication\r\nrole:slave\r\nmaster_host:10.0.0.9\r\nmaster_port:6379\r\n"
            b"master_link_status:up\r\nslave_repl_offset:250\r\nslave_priority:100\r\n")
 
@@ -42,11 +44,13 @@ async def _scripted_server(replies: list[bytes]) -> tuple[asyncio.AbstractServer
 
 def test_the_same_reply_is_the_same_dict_and_a_new_one_is_parsed() -> None:
     async def scenario() -> list[dict]:
-        server, _ = await _scripted_server([MASTER, MASTER, MASTER_MOVED_ON])
+        server, _ = await _scripted_server([SERVER, MASTER, MASTER, MASTER_MOVED_ON])
         port = server.sockets[0].getsockname()[1]
         client = ProbeClient(f"127.0.0.1:{port}")
         try:
-            return [await client.info_replication(timeout=2.0) for _ in range(3)]
+            replies = [await client.info_replication(timeout=2.0) for _ in range(3)]
+            assert client.run_id == "0123abcd"
+            return replies
         finally:
             await client.aclose()
             server.close()
@@ -69,14 +73,14 @@ def test_a_prober_parses_only_replies_that_changed(monkeypatch) -> None:
     monkeypatch.setattr(probe_mod, "parse_replication_info", counting)
 
     async def scenario() -> tuple[int, object]:
-        server, served = await _scripted_server([MASTER, MASTER, MASTER, REPLICA])
+        server, served = await _scripted_server([SERVER, MASTER, MASTER, MASTER, REPLICA])
         addr = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
         health = Health([addr], down_after_ms=1000)
         prober = Prober(health, addr, interval_ms=5, timeout_ms=1000)
         task = asyncio.get_running_loop().create_task(prober.run())
         try:
             async with asyncio.timeout(10):
-                while served[0] < 6:        # three replies alike, then three of the replica
+                while served[0] < 7:        # INFO server, three replies alike, then three of the replica
                     await asyncio.sleep(0.005)
                 while health.nodes[addr].role != "slave":
                     await asyncio.sleep(0.005)
@@ -93,3 +97,4 @@ def test_a_prober_parses_only_replies_that_changed(monkeypatch) -> None:
     assert status.master_addr == "10.0.0.9:6379"
     assert status.link_up is True
     assert status.offset == 250
+    assert status.run_id == "0123abcd"
