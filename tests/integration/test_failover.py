@@ -415,13 +415,18 @@ def test_partitioned_proxy_refuses_writes_citing_its_lease_and_recovers(keeper):
 # 6. All replicas down
 # ---------------------------------------------------------------------------
 
-def test_all_replicas_down_writes_continue_and_reads_fall_back_to_master(keeper):
+def master_and_replicas(keeper) -> tuple:
+    """The healthy cluster, its stable view, the master's server, the other servers and
+    the leader's endpoint."""
     c = keeper.healthy()
     view = c.wait_stable()
+    master = c.redis(view["master"])
+    return c, view, master, [s for s in c.rs.servers if s is not master], c.proxy(view["leader"])
+
+
+def test_all_replicas_down_writes_continue_and_reads_fall_back_to_master(keeper):
+    c, view, master, replicas, endpoint = master_and_replicas(keeper)
     e0, master_addr = view["epoch"], view["master"]
-    master = c.redis(master_addr)
-    replicas = [s for s in c.rs.servers if s is not master]
-    endpoint = c.proxy(view["leader"])
 
     keys = [f"t6:seed:{i}" for i in range(50)]
     with redis_client(endpoint.port, decode=True) as cl:
@@ -476,12 +481,8 @@ def test_master_that_frees_its_backlog_without_replicas_keeps_taking_writes(keep
     a master restarted without its data by its run_id (the same as when the history was
     recorded): writes go on, the leader records the new id, nothing is held or failed
     over."""
-    c = keeper.healthy()
-    view = c.wait_stable()
-    e0, master_addr = view["epoch"], view["master"]
-    master = c.redis(master_addr)
-    replicas = [s for s in c.rs.servers if s is not master]
-    endpoint = c.proxy(view["leader"])
+    c, view, master, replicas, endpoint = master_and_replicas(keeper)
+    e0 = view["epoch"]
     with redis_client(endpoint.port, decode=True) as cl:
         for i in range(50):
             assert cl.set(f"backlog:{i}", i)
