@@ -179,6 +179,7 @@ typedef struct upstream {
     int want_out;
     int unsent_write;               /* out holds a write (sent under unsent_gen) */
     uint64_t unsent_gen;
+    double held_since;              /* out held since (writes stopped before they left), 0 if not */
     int dirty;
     struct upstream *dirty_next;
 } upstream_t;
@@ -191,6 +192,7 @@ typedef struct {
     double fit_until[MAX_NODES];    /* ... which serves reads until then (its last probe + down_after) */
     int nrep;
     int write_ok, read_ok, read_master, rw;
+    int stopped;                    /* draining, MONITOR or CLIENT PAUSE: no new command, replies flow */
     double deadline;
     char *retire_reply;             /* a write's reply under an older generation */
     size_t retire_len;
@@ -279,6 +281,7 @@ typedef struct {
     upstream_t *dirty_ups;
     client_t *all;
     int suspended;                  /* slots kept back (a hint: rechecked by scan) */
+    int held;                       /* nodes whose unsent writes are held (up_flush) */
     double now;
 } dp_t;
 
@@ -550,6 +553,14 @@ static void write_answered(dp_t *d, client_t *c) {
     c->last_write_done = d->now;
 }
 
+/* `u`'s unsent writes are no longer held (they left, or failed). */
+static void unhold(dp_t *d, upstream_t *u) {
+    if (u->held_since > 0) {
+        u->held_since = 0;
+        d->held--;
+    }
+}
+
 static void up_fail(dp_t *d, upstream_t *u, const char *why);
 
 static void up_connect(dp_t *d, upstream_t *u) {
@@ -605,6 +616,7 @@ static void up_fail(dp_t *d, upstream_t *u, const char *why) {
     }
     u->state = U_DEAD;
     u->dead_at = d->now;
+    unhold(d, u);
     /* Python marks the node suspect at once (ProxyServer.can_write: a failed connection holds
      * writes until a probe succeeds), as it does when one of its own connections fails */
     int network = !strcmp(why, "unreachable") || !strcmp(why, "closed by the node") || !strcmp(why, "read failed") ||
@@ -683,11 +695,30 @@ static int writes_flow(const dp_t *d);
 
 static void up_flush(dp_t *d, upstream_t *u) {
     if (u->state != U_READY) return;
-    if (u->unsent_write && (u->unsent_gen != d->permit.gen || !writes_flow(d))) {
-        /* a write still queued when the permit changed or ran out never leaves (rule 1) */
+    if (u->unsent_write && u->unsent_gen != d->permit.gen) {
+        /* a write still queued when the roles changed never leaves (rule 1) */
+        up_fail(d, u, "closed by the proxy: the roles changed before these left");
+        return;
+    }
+    if (u->unsent_write && !writes_flow(d)) {
+        /* the lease lapsed (or the node is suspect) before they left: held, as Python's
+         * WriteGate holds writes, until a permit of this generation lets writes flow
+         * (apply_permit flushes them) or hold_s passes */
+        if (u->held_since <= 0) {
+            u->held_since = d->now;
+            d->held++;
+        }
+        if (d->now - u->held_since < d->permit.hold_s) {
+            if (u->want_out) {      /* (no EPOLLOUT meanwhile: it would fire at every round) */
+                u->want_out = 0;
+                ep_set(d, u->fd, u, EPOLLIN, 0);
+            }
+            return;
+        }
         up_fail(d, u, "closed by the proxy: writes stopped before these left");
         return;
     }
+    unhold(d, u);
     while (buf_size(&u->out)) {
         ssize_t w = write(u->fd, u->out.p + u->out.off, buf_size(&u->out));
         if (w > 0) {
@@ -908,7 +939,7 @@ enum { R_BACK = 0, R_WAIT = 1, R_GO = 2 };
 
 static int route(dp_t *d, client_t *c, int kind, upstream_t **to) {
     const permit_t *pm = &d->permit;
-    if (d->now >= pm->deadline) return R_BACK;
+    if (d->now >= pm->deadline || pm->stopped) return R_BACK;
     if (kind == K_WRITE) {
         if (!pm->write_ok) return R_BACK;
         if (c->replica_pending) return R_WAIT;
@@ -1214,7 +1245,7 @@ static void *run(void *arg) {
         int stop = d->stop;
         pthread_mutex_unlock(&d->mu);
         if (stop) break;
-        int timeout = d->suspended ? 10 : 1000;
+        int timeout = d->suspended || d->held ? 10 : 1000;
         int n = epoll_wait(d->epfd, evs, 256, timeout);
         d->now = mono();
         for (int i = 0; i < n; i++) {
@@ -1246,6 +1277,9 @@ static void *run(void *arg) {
         }
         d->now = mono();            /* the permit's deadline is checked again as the bytes leave */
         if (d->suspended) recheck_suspended(d);
+        if (d->held)        /* their hold_s may have passed */
+            for (int i = 0; i < d->nups; i++)
+                if (d->ups[i]->held_since > 0) mark_up(d, d->ups[i]);
         /* whatever a round queued leaves in one write per node and per client */
         while (d->dirty_clients || d->dirty_ups) {
             client_t *c = d->dirty_clients;
@@ -1517,15 +1551,15 @@ static char *dup_bytes(PyObject *b, size_t *len) {
 }
 
 /* set_permit(gen, master, master_at, replicas [(addr, addr_at, caught, fit_until)], write_ok, read_ok,
- *            deadline, read_master, read_your_writes, retire_reply, lapse_reply, hold_s) */
+ *            deadline, read_master, read_your_writes, retire_reply, lapse_reply, hold_s, stopped) */
 static PyObject *FastPath_set_permit(FastPath *self, PyObject *args) {
     unsigned long long gen;
     const char *master, *master_at;
     PyObject *replicas, *retire, *lapse;
-    int write_ok, read_ok, read_master, rw;
+    int write_ok, read_ok, read_master, rw, stopped;
     double deadline, hold_s;
-    if (!PyArg_ParseTuple(args, "KssO!ppdppSSd", &gen, &master, &master_at, &PyList_Type, &replicas, &write_ok,
-                          &read_ok, &deadline, &read_master, &rw, &retire, &lapse, &hold_s))
+    if (!PyArg_ParseTuple(args, "KssO!ppdppSSdp", &gen, &master, &master_at, &PyList_Type, &replicas, &write_ok,
+                          &read_ok, &deadline, &read_master, &rw, &retire, &lapse, &hold_s, &stopped))
         return NULL;
     dp_t *d = live(self);
     if (d == NULL) return NULL;
@@ -1549,6 +1583,7 @@ static PyObject *FastPath_set_permit(FastPath *self, PyObject *args) {
     p.read_master = read_master;
     p.rw = rw;
     p.hold_s = hold_s;
+    p.stopped = stopped;
     p.retire_reply = dup_bytes(retire, &p.retire_len);
     p.lapse_reply = dup_bytes(lapse, &p.lapse_len);
     if (p.retire_reply == NULL || p.lapse_reply == NULL) {

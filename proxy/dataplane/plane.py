@@ -138,16 +138,19 @@ class DataPlane:
                 self._retire = writes_paused_reply(master, topo.epoch)
             else:
                 self._retire = topology_changed_reply(master or "?", topo.epoch)
-        stopped = self.draining or server.registry.intercept
+        # draining, MONITOR or CLIENT PAUSE: the thread takes no new command (its clients are
+        # recalled), but the replies of what it sent still flow, as in Python
+        stopped = self.draining or bool(server.registry.intercept)
         # ack = replica: a write is acknowledged after WAIT, which only Python does (rule 4)
-        write_ok = bool(master) and not stopped and cfg.ack != "replica" and server.can_write(master)
-        read_ok = not stopped and server.can_read()
+        write_ok = bool(master) and cfg.ack != "replica" and server.can_write(master)
+        read_ok = server.can_read()
         replicas = [] if router.read_policy == "master" else self._replicas(master)
         at = self._connect_to
         self.fp.set_permit(self.generation, master or "", at(master) if master else "", replicas, write_ok, read_ok,
                            self._trusted_until(),
                            router.read_policy == "master",
-                           cfg.read_your_writes, self._retire, lease_lapsed_reply(master or "?"), server.hold_s)
+                           cfg.read_your_writes, self._retire, lease_lapsed_reply(master or "?"), server.hold_s,
+                           stopped)
 
     def _replicas(self, master: str | None) -> list[tuple[str, str, float, float]]:
         """The readable replicas, each with the time before which every write answered is

@@ -12,6 +12,7 @@ that the thread, not Python, carried the commands.
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -22,7 +23,7 @@ import pytest
 
 from benchmarks.failover_lib import ProxyCluster, Writer, read_back, wait_replica_of
 
-from .harness import RawClient, redis_client, start_or_clean, wait_until, yield_then_clean
+from .harness import RawClient, redis_client, start_or_clean, tcp_unread_bytes, wait_until, yield_then_clean
 from .test_observability import Metrics
 from .test_sessions import uniq
 from .test_write_gate import GATED, HOLD_S, write_then_lose_the_lease
@@ -393,3 +394,32 @@ def test_nodes_named_by_host_name_are_served_by_the_thread_without_a_lookup_of_i
     thread_n, on_master = by_thread()
     assert thread_n >= 400, f"the thread forwarded {thread_n} commands of 400"
     assert on_master >= 400, f"{on_master} commands counted under {master}"
+
+
+def test_sigterm_with_writes_in_flight_answers_them_as_soon_as_the_master_does(proxy_factory, fresh_replica_set):
+    """Writes the thread sent are owed to the client when SIGTERM comes: draining stops
+    new commands but lets those replies through (it once made them wait as if the lease
+    had lapsed, up to hold_ms, and the drain its whole drain_timeout_ms). The master is
+    SIGSTOPped so that the replies are provably owed at SIGTERM."""
+    rs = fresh_replica_set
+    p = proxy_factory(rs, dataplane="c", down_after_ms=10_000, hold_ms=5000, drain_timeout_ms=5000)
+    key = uniq("drain")
+    with RawClient(p.port, timeout=10) as cl:
+        assert cl.command("SET", key, "0") == b"OK"
+        wait_until(lambda: _clients(p) >= 1, 10, message="the client to go to the thread")
+        rs.master.stop()
+        try:
+            cl.send(b"".join(b"*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n" % (len(key), key.encode()) for _ in range(20)))
+            wait_until(lambda: tcp_unread_bytes(rs.master.port) > 0, 10,
+                       message="the INCRs to reach the stopped master")
+            p.signal(signal.SIGTERM)
+            wait_until(lambda: "shutting down" in p.log_text(), 10, message="the proxy to start draining")
+            t_cont = time.monotonic()
+        finally:
+            rs.master.cont()
+        assert cl.read_replies(20) == list(range(1, 21))
+    p.proc.wait(timeout=10)
+    took = time.monotonic() - t_cont
+    assert p.proc.returncode == 0
+    assert took < 2.0, f"the proxy stopped {took:.1f}s after the master answered (drain_timeout_ms 5 s)"
+    assert "cut=0" in p.log_text()
