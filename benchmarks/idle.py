@@ -21,6 +21,9 @@ the window (60 s by default) and its RSS (VmRSS) at the end, and prints:
   proxies with those keys on top of --proxy-option) sampled in the same window:
   its rows (kinds proxy-b, redis-b) and the ratio of its mean proxy CPU to the first's;
   --compare-tree DIR does the same with the proxies of another source tree;
+* with --pooled N, N client connections to every proxy held open through the window,
+  each having had one PING answered (an application's connection pool, idle): what an
+  idle proxy costs with its clients connected, as it mostly runs;
 * then (--clients, default 5,000) the memory of idle clients: that many
   connections to one proxy, each having had one PING answered; the RSS the
   proxy grew by, per client.
@@ -32,6 +35,7 @@ Examples (from the repository root):
     python -m benchmarks.idle --duration 20
     python -m benchmarks.idle --quick              # a 2 s window: shows it works
     python -m benchmarks.idle --proxy-option probe_interval_ms=200
+    python -m benchmarks.idle --pooled 50          # 50 idle pooled clients on every proxy
     python -m benchmarks.idle --compare-option probe_interval_ms=200   # two set-ups, one window
     git worktree add /tmp/before HEAD~1 && (cd /tmp/before && python setup.py -q build_ext --inplace)
     python -m benchmarks.idle --compare-tree /tmp/before                # before / after a change
@@ -86,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the proxies without their Sentinel-compatible port (the demo has it)")
     p.add_argument("--clients", type=int, default=5000,
                    help="idle client connections opened to one proxy after the window, for RSS per client (0: none)")
+    p.add_argument("--pooled", type=int, default=0,
+                   help="idle client connections held open to every proxy through the window (a connection "
+                        "pool), each having had one PING answered")
     p.add_argument("--proxy-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra proxy config key for every proxy (repeat), e.g. probe_interval_ms=200")
     p.add_argument("--compare-tree", type=Path, metavar="DIR",
@@ -99,8 +106,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.settle, args.clients = 2.0, 1.0, min(args.clients, 200)
-    if args.duration <= 0 or args.settle < 0:
-        p.error("--duration must be positive and --settle not negative")
+    if args.duration <= 0 or args.settle < 0 or args.pooled < 0:
+        p.error("--duration must be positive, --settle and --pooled not negative")
     if args.compare_tree is not None and not (args.compare_tree / "proxy" / "process" / "cli.py").is_file():
         p.error(f"--compare-tree {args.compare_tree}: not a redis-raft-proxy source tree (no proxy/process/cli.py)")
     for item in args.proxy_option + args.compare_option:
@@ -138,7 +145,9 @@ def summarize(window: CpuWindow, rss: dict[str, int], kinds: dict[str, str]) -> 
 
 def print_table(result: dict) -> None:
     steal = result.get("steal_pct")
-    print(f"\nIdle {result['duration_s']:.0f} s, {os.cpu_count()} CPUs, load average at start "
+    pooled = result.get("pooled_clients")
+    print(f"\nIdle {result['duration_s']:.0f} s{f' ({pooled} pooled clients on each proxy)' if pooled else ''}, "
+          f"{os.cpu_count()} CPUs, load average at start "
           f"{' '.join(f'{x:.2f}' for x in result['loadavg_start'])}, CPU steal "
           f"{'unknown' if steal is None else f'{steal:.1f} %'} of the window\n")
     print("| process | kind | CPU s | of it kernel s | % of a core | wake-ups/s | RSS MB |")
@@ -170,6 +179,18 @@ def print_table(result: dict) -> None:
               f"{c['bytes_per_client'] / 1024:.1f} kB per client")
 
 
+def open_clients(proxy: fl.ProxyProcess, count: int, socks: list[socket.socket]) -> None:
+    """Open `count` client connections to `proxy` into `socks`, each with one PING answered
+    (so each has a session, served where the proxy serves clients)."""
+    for _ in range(count):
+        s = socket.create_connection((proxy.addr.split(":")[0], proxy.port), timeout=5)
+        socks.append(s)
+        s.sendall(b"*1\r\n$4\r\nPING\r\n")
+    for s in socks[-count:] if count else ():
+        if not s.recv(64).startswith(b"+PONG"):
+            raise RuntimeError("a client got no +PONG")
+
+
 def idle_clients_rss(cluster: fl.ProxyCluster, name: str, count: int) -> dict:
     """Open `count` client connections to proxy `name`, PING on each (so each has a
     session), and report how much the proxy's RSS grew, per client."""
@@ -177,13 +198,7 @@ def idle_clients_rss(cluster: fl.ProxyCluster, name: str, count: int) -> dict:
     before = rss_bytes(proxy.pid)
     socks: list[socket.socket] = []
     try:
-        for _ in range(count):
-            s = socket.create_connection((proxy.addr.split(":")[0], proxy.port), timeout=5)
-            s.sendall(b"*1\r\n$4\r\nPING\r\n")
-            socks.append(s)
-        for s in socks:
-            if not s.recv(64).startswith(b"+PONG"):
-                raise RuntimeError("a client got no +PONG")
+        open_clients(proxy, count, socks)
         time.sleep(1.0)     # let the proxy settle (a measurement, not a synchronisation)
         after = rss_bytes(proxy.pid)
         connected = cluster.status(name)["clients"]["connected"] if cluster.status(name) else None
@@ -213,6 +228,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
     cluster_b = (proxy_cluster(args, tmp / "proxies-b", {**options, **compare}, args.compare_tree)
                  if compare or args.compare_tree else None)
     sentinels = floor = None
+    pooled: list[socket.socket] = []
     try:
         cluster.start()
         pids = {name: p.pid for name, p in cluster.proxies.items()}
@@ -235,7 +251,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
             floor = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "idle_floor.py"),
                                       *(f"127.0.0.1:{server.port}" for server in cluster.rs.servers)])
             pids["floor"], kinds["floor"] = floor.pid, "floor"
-        log(f"up; settling {args.settle:.0f} s, then sampling {args.duration:.0f} s")
+        for c in (cluster, cluster_b):
+            for proxy in c.proxies.values() if c is not None else ():
+                open_clients(proxy, args.pooled, pooled)
+        log(f"up{f', {args.pooled} pooled clients on each proxy' if args.pooled else ''}; "
+            f"settling {args.settle:.0f} s, then sampling {args.duration:.0f} s")
         time.sleep(args.settle)   # a measurement window, not a synchronisation
         window = CpuWindow(pids).start()
         time.sleep(args.duration)
@@ -251,12 +271,14 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
                   "loadavg_end": list(os.getloadavg()), "proxy_options": options, "compare_options": compare,
                   "compare_tree": str(args.compare_tree) if args.compare_tree else None,
                   "sentinel_down_after_ms": None if args.no_sentinel else SENTINEL_DOWN_AFTER_MS,
-                  "proxy_sentinel_port": not args.no_proxy_sentinel_port}
+                  "proxy_sentinel_port": not args.no_proxy_sentinel_port, "pooled_clients": args.pooled}
         result.update(summarize(window, rss, kinds))
         if args.clients > 0:
             result["idle_clients"] = idle_clients_rss(cluster, "proxy-1", args.clients)
         return result
     finally:
+        for sock in pooled:
+            sock.close()
         if floor is not None:
             floor.kill()
             floor.wait()

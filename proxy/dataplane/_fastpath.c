@@ -251,6 +251,8 @@ typedef struct {
     pending_adopt_t *adopts;
     permit_t next_permit;
     int permit_changed;
+    permit_t pushed;                /* the last permit Python pushed (its replies not kept) */
+    int wake_to_renew;              /* the thread has writes held or replies kept back: a renewal wakes it */
     int recall;
     int stop;
     handback_t *backs, *backs_tail;
@@ -289,6 +291,26 @@ static void permit_free(permit_t *p) {
     free(p->retire_reply);
     free(p->lapse_reply);
     p->retire_reply = p->lapse_reply = NULL;
+}
+
+/* Whether `b` only renews `a`: the same roles and rules and replies, trusted as long at
+ * least, its replicas readable as long and caught up as far at least. Such a permit
+ * changes nothing the thread is doing unless it holds something back (issue 16: a
+ * renewal every Raft tick woke a thread serving idle pooled clients 20 times a second,
+ * and each wake-up walked all its clients). */
+static int renews(const permit_t *a, const permit_t *b) {
+    if (a->gen != b->gen || strcmp(a->master, b->master) || strcmp(a->master_at, b->master_at) ||
+        a->nrep != b->nrep || a->write_ok != b->write_ok || a->read_ok != b->read_ok ||
+        a->read_master != b->read_master || a->rw != b->rw || a->stopped != b->stopped ||
+        a->hold_s != b->hold_s || b->deadline < a->deadline ||
+        a->retire_len != b->retire_len || memcmp(a->retire_reply, b->retire_reply, a->retire_len) ||
+        a->lapse_len != b->lapse_len || memcmp(a->lapse_reply, b->lapse_reply, a->lapse_len))
+        return 0;
+    for (int i = 0; i < a->nrep; i++)
+        if (strcmp(a->replicas[i], b->replicas[i]) || strcmp(a->replicas_at[i], b->replicas_at[i]) ||
+            b->caught[i] < a->caught[i] || b->fit_until[i] < a->fit_until[i])
+            return 0;
+    return 1;
 }
 
 /* ------------------------------------------------------ command table */
@@ -1163,6 +1185,15 @@ static void apply_permit(dp_t *d, permit_t *p) {
         if (c->waiting || (!c->want_back && buf_size(&c->in))) mark_client(d, c);
 }
 
+/* The permit Python pushed last, if the thread has not applied it yet (under mu). */
+static int take_permit_locked(dp_t *d, permit_t *p) {
+    if (!d->permit_changed) return 0;
+    *p = d->next_permit;
+    memset(&d->next_permit, 0, sizeof d->next_permit);
+    d->permit_changed = 0;
+    return 1;
+}
+
 static void take_control(dp_t *d) {
     uint64_t v;
     ssize_t ignored = read(d->ctl_fd, &v, sizeof v);
@@ -1170,13 +1201,8 @@ static void take_control(dp_t *d) {
     pthread_mutex_lock(&d->mu);
     pending_adopt_t *adopts = d->adopts;
     d->adopts = NULL;
-    int changed = d->permit_changed;
     permit_t p;
-    if (changed) {
-        p = d->next_permit;
-        memset(&d->next_permit, 0, sizeof d->next_permit);
-        d->permit_changed = 0;
-    }
+    int changed = take_permit_locked(d, &p);
     int recall = d->recall;
     d->recall = 0;
     uint64_t *kills = d->kills;
@@ -1243,11 +1269,19 @@ static void *run(void *arg) {
     for (;;) {
         pthread_mutex_lock(&d->mu);
         int stop = d->stop;
+        d->wake_to_renew = d->suspended || d->held;
         pthread_mutex_unlock(&d->mu);
         if (stop) break;
         int timeout = d->suspended || d->held ? 10 : 1000;
         int n = epoll_wait(d->epfd, evs, 256, timeout);
         d->now = mono();
+        /* a renewal pushed without waking this thread (FastPath_set_permit) applies before
+         * anything this round does */
+        permit_t renewed;
+        pthread_mutex_lock(&d->mu);
+        int renew = take_permit_locked(d, &renewed);
+        pthread_mutex_unlock(&d->mu);
+        if (renew) apply_permit(d, &renewed);
         for (int i = 0; i < n; i++) {
             int *tag = evs[i].data.ptr;
             uint32_t ev = evs[i].events;
@@ -1380,6 +1414,7 @@ static void dp_destroy(dp_t *d) {
     }
     permit_free(&d->permit);
     permit_free(&d->next_permit);
+    permit_free(&d->pushed);
     free(d->handshake[0]);
     free(d->handshake[1]);
     if (d->epfd >= 0) close(d->epfd);
@@ -1482,6 +1517,7 @@ static int FastPath_init(FastPath *self, PyObject *args, PyObject *kw) {
         dp_destroy(d);
         return -1;
     }
+    pthread_setname_np(d->thread, "rrp-dataplane");   /* (top -H, /proc/PID/task/TID/comm) */
     d->started = 1;
     self->d = d;
     return 0;
@@ -1590,12 +1626,21 @@ static PyObject *FastPath_set_permit(FastPath *self, PyObject *args) {
         permit_free(&p);
         return PyErr_NoMemory();
     }
+    /* what the comparison with the next push needs of this one (its replies' bytes are
+     * compared, so kept: a copy) */
+    permit_t keep = p;
+    keep.retire_reply = dup_bytes(retire, &keep.retire_len);
+    keep.lapse_reply = dup_bytes(lapse, &keep.lapse_len);
     pthread_mutex_lock(&d->mu);
+    int quiet = keep.retire_reply && keep.lapse_reply && d->pushed.retire_reply && !d->wake_to_renew &&
+                renews(&d->pushed, &p);
+    permit_free(&d->pushed);
+    d->pushed = keep;
     permit_free(&d->next_permit);
     d->next_permit = p;
     d->permit_changed = 1;
     pthread_mutex_unlock(&d->mu);
-    signal_thread(d);
+    if (!quiet) signal_thread(d);
     Py_RETURN_NONE;
 }
 

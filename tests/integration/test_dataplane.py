@@ -12,6 +12,8 @@ that the thread, not Python, carried the commands.
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import socket
 import threading
@@ -59,6 +61,12 @@ def forwarded(c: ProxyCluster, name: str = GATED) -> float:
 
 def handed_back(c: ProxyCluster, name: str = GATED) -> float:
     return sum(v for _, v in metrics(c, name).select("redis_raft_proxy_dataplane_handed_back_total"))
+
+
+def handed_back_why(c: ProxyCluster, name: str = GATED) -> dict[str, float]:
+    """Clients the thread gave back to Python, by why."""
+    back = metrics(c, name).select("redis_raft_proxy_dataplane_handed_back_total")
+    return {labels["reason"]: v for labels, v in back}
 
 
 def in_thread(c: ProxyCluster, n: int = 1, name: str = GATED) -> None:
@@ -423,3 +431,47 @@ def test_sigterm_with_writes_in_flight_answers_them_as_soon_as_the_master_does(p
     assert p.proc.returncode == 0
     assert took < 2.0, f"the proxy stopped {took:.1f}s after the master answered (drain_timeout_ms 5 s)"
     assert "cut=0" in p.log_text()
+
+
+def _thread_wakeups(pid: int) -> int:
+    """Voluntary context switches of the proxy's data plane thread (named rrp-dataplane):
+    how often it went to sleep, so was woken."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            if f.read().strip() != "rrp-dataplane":
+                continue
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            return int(re.search(r"^voluntary_ctxt_switches:\s*(\d+)", f.read(), re.M).group(1))
+    raise AssertionError(f"process {pid} has no rrp-dataplane thread")
+
+
+def test_lease_renewals_leave_the_thread_of_idle_clients_asleep_and_their_next_command_goes_on(keeper):
+    """An application's idle connection pool on the thread: the lease renewed at every
+    Raft heartbeat is not pushed into the thread by waking it (it was, 10-20 times a
+    second: issue 16's idle cost), and a command after an idle spell, when the permit the
+    thread last applied has long run out, goes on under the renewal pushed last (applied
+    as the command wakes the thread) instead of sending the client back to Python."""
+    c = keeper.healthy()
+    c.wait_stable()
+    pid = c.proxy(GATED).pid
+    key = uniq("pool")
+    with warm_client(c) as cl:
+        pool = [RawClient(c.proxy(GATED).port, timeout=20) for _ in range(19)]
+        try:
+            for p in pool:
+                assert p.command("PING") == b"PONG"
+            in_thread(c, 20)
+            back = handed_back_why(c)
+            before = _thread_wakeups(pid)
+            time.sleep(3.0)     # a window measured, not a synchronisation
+            woken = _thread_wakeups(pid) - before
+            for i in range(5):
+                time.sleep(0.5)     # longer than a permit is trusted for (a heartbeat and a tick)
+                assert cl.command("SET", key, str(i)) == b"OK"
+                assert pool[i].command("SET", f"{key}:{i}", "v") == b"OK"
+            sent_back = handed_back_why(c)
+        finally:
+            for p in pool:
+                p.__exit__(None, None, None)
+    assert woken <= 3 * 3, f"the thread of 20 idle clients was woken {woken} times in 3 s"
+    assert sent_back == back, f"a command after an idle spell was sent back to Python: {back} then {sent_back}"
