@@ -1270,9 +1270,10 @@ static void *run(void *arg) {
         pthread_mutex_lock(&d->mu);
         int stop = d->stop;
         d->wake_to_renew = d->suspended || d->held;
+        int pending = d->permit_changed;    /* (pushed quietly while this round held something) */
         pthread_mutex_unlock(&d->mu);
         if (stop) break;
-        int timeout = d->suspended || d->held ? 10 : 1000;
+        int timeout = d->suspended || d->held ? (pending ? 0 : 10) : 1000;
         int n = epoll_wait(d->epfd, evs, 256, timeout);
         d->now = mono();
         /* a renewal pushed without waking this thread (FastPath_set_permit) applies before
