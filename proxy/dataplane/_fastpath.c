@@ -160,6 +160,9 @@ typedef struct client {
     /* what CLIENT LIST shows of it, read by Python without the thread's help */
     _Atomic double active;          /* mono() of the last bytes read from it */
     _Atomic int last_entry;         /* table index of the last command it forwarded; -1: none */
+    _Atomic size_t seen_qbuf;       /* bytes read and not yet sent on (a partial command, or held) */
+    _Atomic size_t seen_omem;       /* replies' bytes not yet written to it (it reads slowly) */
+    _Atomic int seen_oll;           /* its commands not answered yet */
 } client_t;
 
 typedef struct upstream {
@@ -529,6 +532,8 @@ static void client_flush(dp_t *d, client_t *c) {
         return;
     }
     int want = buf_size(&c->out) > 0;
+    atomic_store_explicit(&c->seen_omem, buf_size(&c->out), memory_order_relaxed);
+    atomic_store_explicit(&c->seen_oll, c->nslots, memory_order_relaxed);
     if (want && d->output_limit && buf_size(&c->out) > d->output_limit) {
         atomic_fetch_add(&d->n_closed_output, 1);  /* a client that stops reading harms no one else */
         client_close(d, c);
@@ -1091,6 +1096,8 @@ static void client_parse(dp_t *d, client_t *c) {
     if (cur && p > seg) queue_out(d, cur, slot, seg, p);
     if (cur) count_sent(cur, &cur_read, &cur_write);
     buf_consume(&c->in, (size_t)(p - (base + c->in.off)));
+    atomic_store_explicit(&c->seen_qbuf, buf_size(&c->in), memory_order_relaxed);
+    atomic_store_explicit(&c->seen_oll, c->nslots, memory_order_relaxed);
     if (nread) atomic_fetch_add(&d->n_read, nread);
     if (nwrite) atomic_fetch_add(&d->n_write, nwrite);
     int reading = !c->want_back && !c->waiting && c->nslots < MAX_SLOTS_PER_CLIENT;
@@ -1111,6 +1118,7 @@ static void client_readable(dp_t *d, client_t *c) {
         if (r > 0) {
             c->in.len += (size_t)r;
             atomic_store_explicit(&c->active, d->now, memory_order_relaxed);
+            atomic_store_explicit(&c->seen_qbuf, buf_size(&c->in), memory_order_relaxed);
             atomic_fetch_add(&d->n_bytes_in, (uint64_t)r);
             if ((size_t)r < room) break;
             continue;
@@ -1700,7 +1708,11 @@ static PyObject *FastPath_clients(FastPath *self, PyObject *unused) {
                             ? PyBytes_FromStringAndSize(d->table[entry].name, d->table[entry].len)
                             : Py_NewRef(Py_None);
         PyObject *key = PyLong_FromUnsignedLongLong((unsigned long long)c->id);
-        PyObject *val = cmd ? Py_BuildValue("(dN)", active, cmd) : NULL;
+        PyObject *val = cmd ? Py_BuildValue("(dNnni)", active, cmd,
+                                            (Py_ssize_t)atomic_load_explicit(&c->seen_qbuf, memory_order_relaxed),
+                                            (Py_ssize_t)atomic_load_explicit(&c->seen_omem, memory_order_relaxed),
+                                            atomic_load_explicit(&c->seen_oll, memory_order_relaxed))
+                            : NULL;
         int rc = key && val ? PyDict_SetItem(out, key, val) : -1;
         Py_XDECREF(key);
         Py_XDECREF(val);
@@ -1870,7 +1882,7 @@ static PyMethodDef FastPath_methods[] = {
     {"recall", (PyCFunction)FastPath_recall, METH_NOARGS, "Hand every client back once drained."},
     {"take_back", (PyCFunction)FastPath_take_back, METH_NOARGS, "Clients handed back: (fd, id, unread, wrote)."},
     {"take_lost", (PyCFunction)FastPath_take_lost, METH_NOARGS, "Nodes whose connection failed: [addr]."},
-    {"clients", (PyCFunction)FastPath_clients, METH_NOARGS, "{client_id: (last active, last command)}."},
+    {"clients", (PyCFunction)FastPath_clients, METH_NOARGS, "{client_id: (last active, last command, qbuf, omem, oll)}."},
     {"kill", (PyCFunction)FastPath_kill, METH_O, "Close these clients (ids) at once."},
     {"node_stats", (PyCFunction)FastPath_node_stats, METH_NOARGS, "{addr: (reads, writes)} sent to each node."},
     {"latency", (PyCFunction)FastPath_latency, METH_NOARGS, "{1 read, 2 write: (bucket counts, total s)}."},

@@ -278,8 +278,9 @@ class DataPlane:
 
     # -- CLIENT LIST and CLIENT KILL ---------------------------------------------------
     def listed(self) -> list:
-        """The sessions the thread serves now, for CLIENT LIST: their idle time and last
-        command as the thread saw them (what Python kept of each: name, age, addresses)."""
+        """The sessions the thread serves now, for CLIENT LIST: their idle time, last
+        command and buffers (`thread_buffers`: qbuf, omem, oll) as the thread saw them (what
+        Python kept of each: name, age, addresses)."""
         if self.fp is None:
             return []
         live = self.fp.clients()
@@ -289,7 +290,7 @@ class DataPlane:
                 continue
             seen = live.get(client_id)      # (None: on its way back, or closed and being reported)
             if seen is not None:
-                s._now, cmd = seen
+                s._now, cmd, *s.thread_buffers = seen
                 if cmd is not None:
                     s.last_cmd = cmd
             out.append(s)

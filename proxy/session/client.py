@@ -140,6 +140,7 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         self.channels: set[bytes] = set()
         self.offloaded = False          # given to the C data plane (proxy/dataplane)
         self.thread_fd = -1             # ... its socket there (CLIENT LIST's fd)
+        self.thread_buffers = [0, 0, 0]  # ... its qbuf, omem, oll there, as last listed (CLIENT LIST)
         self.resume_at = 0.0            # ... not before this (handed back from it: see dataplane.rules)
         self.bounces = 0                # ... times it was handed back
         self.offer_due = False          # ... and offered again when resume_at comes

@@ -77,8 +77,7 @@ def info_line(s, now: float) -> str:
     wbuf = t.get_write_buffer_size() if t is not None and not s.closed else 0
     sock = t.get_extra_info("socket") if t is not None and not s.offloaded else None
     fd = sock.fileno() if sock is not None else s.thread_fd
-    qbuf = len(s.buf)
-    omem = s.queued + wbuf
+    qbuf, omem, oll = s.thread_buffers if s.offloaded else (len(s.buf), s.queued + wbuf, len(s.pending))
     age = int(now - s.created)
     idle = int(now - s._now) if s._now else age
     name = (s.name or b"").decode(errors="replace")
@@ -87,7 +86,7 @@ def info_line(s, now: float) -> str:
             f"flags={client_flags(s)} db={s.db} sub={len(s.channels)} psub={len(s.patterns)} "
             f"ssub={len(s.schannels)} multi={s.tx_count if s.multi else -1 if s.tx_running is None else s.tx_running} "
             f"qbuf={qbuf} qbuf-free=0 argv-mem=0 "
-            f"multi-mem=0 rbs={qbuf} rbp={qbuf} obl=0 oll={len(s.pending)} omem={omem} tot-mem={qbuf + omem} "
+            f"multi-mem=0 rbs={qbuf} rbp={qbuf} obl=0 oll={oll} omem={omem} tot-mem={qbuf + omem} "
             f"events={events} cmd={s.last_cmd.decode(errors='replace')} user={client_user(s)} redir=-1 "
             f"resp={3 if s.resp3 else 2}")
     if s.lib_name is not None or s.lib_ver is not None:

@@ -227,6 +227,36 @@ def test_client_list_and_client_kill_see_the_clients_the_thread_serves(keeper):
         assert raw.sock.recv(100) == b"", "the killed client's connection stays open"
 
 
+def test_client_list_shows_the_buffers_of_the_clients_the_thread_serves(keeper):
+    """CLIENT LIST's qbuf, omem and oll for clients the thread serves are the thread's, as
+    Redis's are its own: a client that stopped reading its replies shows the bytes it is
+    owed (how an operator finds a slow consumer), one that sent half a command shows it."""
+    c = keeper.healthy()
+    port = c.proxy(GATED).port
+    key = uniq("big")
+    with RawClient(port, rcvbuf=4096) as slow, RawClient(port) as half, redis_client(port, decode=True) as admin:
+        assert slow.command("SET", key, "x" * 1_000_000) == b"OK"
+        assert slow.command("CLIENT", "SETNAME", "dp-slow") == b"OK"
+        assert half.command("CLIENT", "SETNAME", "dp-half") == b"OK"
+        assert half.command("PING") == b"PONG"
+        assert slow.command("GET", key) == b"x" * 1_000_000
+        in_thread(c, 2)
+        slow.send(b"".join(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key.encode()) for _ in range(20)))
+        half.send(b"*2\r\n$3\r\nGET\r\n$10\r\nhalf-")
+
+        def entry(name: str) -> dict:
+            [e] = [e for e in admin.client_list() if e["name"] == name]
+            return e
+
+        wait_until(lambda: int(entry("dp-slow")["omem"]) >= 1_000_000, 10,
+                   message="the slow reader's unwritten replies in its omem")
+        slow_entry = entry("dp-slow")
+        assert int(slow_entry["tot-mem"]) >= int(slow_entry["omem"]), slow_entry
+        wait_until(lambda: entry("dp-half")["qbuf"] == str(len(b"*2\r\n$3\r\nGET\r\n$10\r\nhalf-")), 10,
+                   message="the half-sent command in qbuf")
+        assert entry("dp-half")["oll"] == "0"
+
+
 def test_a_protocol_error_ends_only_that_client(keeper):
     """Bytes that are not RESP on a connection the thread serves: Python answers
     `-ERR Protocol error` and closes it; a client beside it goes on."""
