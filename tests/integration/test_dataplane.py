@@ -503,5 +503,12 @@ def test_lease_renewals_leave_the_thread_of_idle_clients_asleep_and_their_next_c
         finally:
             for p in pool:
                 p.__exit__(None, None, None)
-    assert woken <= 3 * 3, f"the thread of 20 idle clients was woken {woken} times in 3 s"
-    assert sent_back == back, f"a command after an idle spell was sent back to Python: {back} then {sent_back}"
+    # (a loaded machine may shorten a lease's renewal now and then, and a shorter one wakes
+    # the thread: 5 a second at most here, against 34 when every renewal woke it)
+    assert woken <= 3 * 5, f"the thread of 20 idle clients was woken {woken} times in 3 s"
+    # of the 10 commands after an idle spell, at most one may meet an expired permit (a
+    # stall of the event loop longer than a permit is trusted for: the renewal pushed last
+    # ran out too); when the renewals pushed while it slept were not applied, all did
+    expired = sent_back.get("permit_expired", 0) - back.get("permit_expired", 0)
+    others = {k: v - back.get(k, 0) for k, v in sent_back.items() if k != "permit_expired" and v != back.get(k, 0)}
+    assert expired <= 1 and not others, f"commands after an idle spell sent back to Python: {back} then {sent_back}"
