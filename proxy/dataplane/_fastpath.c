@@ -134,6 +134,13 @@ typedef struct slot {
     char *fail_reply;               /* every reply becomes this once failed (owned) */
     size_t fail_len;
     buf_t out;
+    /* ack = replica (rule 4): a slot sent to the master before a `WAIT 1 timeout` is held
+     * (`gate`: that WAIT's slot) until the WAIT answers; the WAIT's own slot (`is_gate`)
+     * holds the slots of its window (`held`), in the node's FIFO after them */
+    struct slot *gate;
+    uint8_t is_gate;
+    struct slot **held;
+    int nheld;
 } slot_t;
 
 typedef struct client {
@@ -182,6 +189,9 @@ typedef struct upstream {
     int want_out;
     int unsent_write;               /* out holds a write (sent under unsent_gen) */
     uint64_t unsent_gen;
+    slot_t **window;                /* ack = replica: slots queued on it since its last WAIT */
+    int nwindow, capwindow;
+    int window_write;               /* ... one of them with a write (a WAIT is due) */
     double held_since;              /* out held since (writes stopped before they left), 0 if not */
     int dirty;
     struct upstream *dirty_next;
@@ -201,6 +211,10 @@ typedef struct {
     size_t retire_len;
     char *lapse_reply;              /* a write kept back for longer than hold_s */
     size_t lapse_len;
+    char *wait_cmd;                 /* ack = replica: the WAIT sent after writes ("": ack = async) */
+    size_t wait_len;
+    char *noreplica_reply;          /* ... what a write held by a WAIT no replica confirmed becomes */
+    size_t noreplica_len;
     double hold_s;
 } permit_t;
 
@@ -293,7 +307,13 @@ typedef struct {
 static void permit_free(permit_t *p) {
     free(p->retire_reply);
     free(p->lapse_reply);
-    p->retire_reply = p->lapse_reply = NULL;
+    free(p->wait_cmd);
+    free(p->noreplica_reply);
+    p->retire_reply = p->lapse_reply = p->wait_cmd = p->noreplica_reply = NULL;
+}
+
+static int same_bytes(const char *a, size_t alen, const char *b, size_t blen) {
+    return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
 }
 
 /* Whether `b` only renews `a`: the same roles and rules and replies, trusted as long at
@@ -306,8 +326,10 @@ static int renews(const permit_t *a, const permit_t *b) {
         a->nrep != b->nrep || a->write_ok != b->write_ok || a->read_ok != b->read_ok ||
         a->read_master != b->read_master || a->rw != b->rw || a->stopped != b->stopped ||
         a->hold_s != b->hold_s || b->deadline < a->deadline ||
-        a->retire_len != b->retire_len || memcmp(a->retire_reply, b->retire_reply, a->retire_len) ||
-        a->lapse_len != b->lapse_len || memcmp(a->lapse_reply, b->lapse_reply, a->lapse_len))
+        !same_bytes(a->retire_reply, a->retire_len, b->retire_reply, b->retire_len) ||
+        !same_bytes(a->lapse_reply, a->lapse_len, b->lapse_reply, b->lapse_len) ||
+        !same_bytes(a->wait_cmd, a->wait_len, b->wait_cmd, b->wait_len) ||
+        !same_bytes(a->noreplica_reply, a->noreplica_len, b->noreplica_reply, b->noreplica_len))
         return 0;
     for (int i = 0; i < a->nrep; i++)
         if (strcmp(a->replicas[i], b->replicas[i]) || strcmp(a->replicas_at[i], b->replicas_at[i]) ||
@@ -466,6 +488,7 @@ static void mark_up(dp_t *d, upstream_t *u) {
 static void slot_free(slot_t *s) {
     buf_free(&s->out);
     free(s->fail_reply);
+    free(s->held);
     free(s);
 }
 
@@ -509,8 +532,8 @@ static void client_close(dp_t *d, client_t *c) {
     slot_t *s = c->head;
     while (s) {
         slot_t *next = s->cnext;
-        if (s->done || s->remaining == 0) slot_free(s);    /* out of every FIFO already */
-        else s->c = NULL;
+        if ((s->done || s->remaining == 0) && s->gate == NULL) slot_free(s);  /* out of every FIFO */
+        else s->c = NULL;           /* (a gated one is freed by its WAIT's answer) */
         s = next;
     }
     c->head = c->tail = NULL;
@@ -631,6 +654,15 @@ static void up_connect(dp_t *d, upstream_t *u) {
 }
 
 /* Every reply still owed by `u` becomes an error; `u` is dead for RECONNECT_AFTER_S. */
+static void gate_release(dp_t *d, slot_t *g, const char *err, size_t errlen);
+
+static void forget_window(upstream_t *u) {
+    free(u->window);
+    u->window = NULL;
+    u->nwindow = u->capwindow = 0;
+    u->window_write = 0;
+}
+
 static void up_fail(dp_t *d, upstream_t *u, const char *why) {
     char msg[ADDR_LEN + 96];
     int n = snprintf(msg, sizeof msg, "-ERR proxy: connection to Redis node %s lost (%s)\r\n", u->addr, why);
@@ -665,6 +697,11 @@ static void up_fail(dp_t *d, upstream_t *u, const char *why) {
     u->scanned = 0;
     u->want_out = 0;
     u->unsent_write = 0;
+    forget_window(u);
+    /* ack = replica: the writes a WAIT was to confirm are not acknowledged (the WAITs'
+     * slots are then freed below, ownerless) */
+    for (slot_t *g = u->head; g; g = g->unext)
+        if (g->is_gate) gate_release(d, g, msg, (size_t)n);
     slot_t *s = u->head;
     while (s) {
         slot_t *next = s->unext;
@@ -720,8 +757,12 @@ static upstream_t *up_usable(dp_t *d, upstream_t *u) {
 
 static int writes_flow(const dp_t *d);
 
+static int gate_window(dp_t *d, upstream_t *u);
+static void slot_fail(slot_t *s, const char *reply, size_t len);
+
 static void up_flush(dp_t *d, upstream_t *u) {
     if (u->state != U_READY) return;
+    if (u->nwindow && !gate_window(d, u)) return;
     if (u->unsent_write && u->unsent_gen != d->permit.gen) {
         /* a write still queued when the roles changed never leaves (rule 1) */
         up_fail(d, u, "closed by the proxy: the roles changed before these left");
@@ -804,7 +845,7 @@ static void slot_reply(dp_t *d, slot_t *s, const char *p, size_t n) {
             d->suspended++;
         }
     }
-    if (c->head == s && !s->suspended && buf_size(&s->out) == 0) {
+    if (c->head == s && !s->suspended && s->gate == NULL && buf_size(&s->out) == 0) {
         /* the client's next reply, checked: out now, so a long pipeline streams (as in Python) */
         buf_append(&c->out, p, n);
         s->streamed++;
@@ -830,7 +871,7 @@ static void slot_complete(dp_t *d, slot_t *s) {
     client_t *c = s->c;
     if (c == NULL) {
         if (s->suspended) d->suspended--;
-        slot_free(s);
+        if (s->gate == NULL) slot_free(s);      /* (a gated one: its WAIT's answer frees it) */
         return;
     }
     if (s->is_write) write_answered(d, c);
@@ -840,8 +881,67 @@ static void slot_complete(dp_t *d, slot_t *s) {
         mark_client(d, c);      /* parse what waited */
     }
     if (s->suspended) return;   /* done when the permit decides */
+    if (s->gate) return;        /* done when its WAIT answers */
     s->done = 1;
     client_deliver(d, c);
+}
+
+/* ack = replica: the slots queued on the master since its last WAIT, one with a write
+ * among them, are held until a `WAIT 1 timeout` sent after them answers (Python's
+ * WaitGate: one WAIT per flush, whatever the number of clients in it); slots without a
+ * write go as they are. 0 if the node's connection failed (out of memory). */
+static int gate_window(dp_t *d, upstream_t *u) {
+    if (!u->window_write || d->permit.wait_len == 0) {
+        u->nwindow = 0;
+        u->window_write = 0;
+        return 1;
+    }
+    slot_t *g = calloc(1, sizeof *g);
+    if (g == NULL || buf_append(&u->out, d->permit.wait_cmd, d->permit.wait_len) < 0) {
+        free(g);
+        up_fail(d, u, "out of memory");
+        return 0;
+    }
+    g->is_gate = 1;
+    g->remaining = 1;
+    g->gen = d->permit.gen;
+    g->held = u->window;
+    g->nheld = u->nwindow;
+    u->window = NULL;
+    u->nwindow = u->capwindow = 0;
+    u->window_write = 0;
+    for (int i = 0; i < g->nheld; i++) g->held[i]->gate = g;
+    if (u->tail) u->tail->unext = g;
+    else u->head = g;
+    u->tail = g;
+    return 1;
+}
+
+/* A WAIT answered (`err` NULL: a replica confirmed) or will not be (its connection failed):
+ * its slots go to their clients, with every reply `err` when not confirmed (Python's
+ * WaitGate.release). A slot still waiting for replies (the connection failed) stays in its
+ * node's FIFO; an ownerless one that has them all is freed here. */
+static void gate_release(dp_t *d, slot_t *g, const char *err, size_t errlen) {
+    for (int i = 0; i < g->nheld; i++) {
+        slot_t *s = g->held[i];
+        s->gate = NULL;
+        if (err && !s->failed) slot_fail(s, err, errlen);   /* (a retired write keeps its own error) */
+        if (s->c == NULL) {
+            if (s->remaining == 0) slot_free(s);
+            continue;
+        }
+        if (s->remaining == 0 && !s->suspended) {
+            s->done = 1;
+            client_deliver(d, s->c);
+        }
+    }
+    free(g->held);
+    g->held = NULL;
+    g->nheld = 0;
+}
+
+static int wait_confirmed(const char *p, size_t n) {
+    return n > 3 && *p == ':' && strtoll(p + 1, NULL, 10) >= 1;
 }
 
 static void up_readable(dp_t *d, upstream_t *u) {
@@ -894,6 +994,20 @@ static void up_readable(dp_t *d, upstream_t *u) {
         if (s == NULL) {
             up_fail(d, u, "unexpected reply");
             return;
+        }
+        if (s->is_gate) {
+            int ok = wait_confirmed(p, n);
+            buf_consume(&u->in, n);
+            u->head = s->unext;
+            if (u->head == NULL) u->tail = NULL;
+            if (ok) gate_release(d, s, NULL, 0);
+            else {
+                static const char fallback[] = "-NOREPLICAS proxy: write not acknowledged (ack = replica)\r\n";
+                const char *e = d->permit.noreplica_len ? d->permit.noreplica_reply : fallback;
+                gate_release(d, s, e, d->permit.noreplica_len ? d->permit.noreplica_len : sizeof fallback - 1);
+            }
+            slot_free(s);
+            continue;
         }
         slot_reply(d, s, p, n);
         buf_consume(&u->in, n);
@@ -953,6 +1067,7 @@ static void recheck_suspended(dp_t *d) {
                 left++;
                 continue;
             }
+            if (s->gate) continue;  /* done when its WAIT answers */
             s->done = 1;
             changed = 1;
         }
@@ -1020,11 +1135,28 @@ static void want_back(dp_t *d, client_t *c, const char *reason) {
 }
 
 /* The bytes of a batch (slot) go into the node's output, sent at the end of the round. */
-static void queue_out(dp_t *d, upstream_t *u, const slot_t *slot, const char *from, const char *to) {
+static void queue_out(dp_t *d, upstream_t *u, slot_t *slot, const char *from, const char *to) {
     buf_append(&u->out, from, (size_t)(to - from));
     if (slot->is_write) {
         u->unsent_write = 1;
         u->unsent_gen = slot->gen;
+    }
+    if (d->permit.wait_len && (u == d->master[0] || u == d->master[1])) {
+        /* ack = replica: held by the WAIT that follows (gate_window) */
+        if (u->nwindow == u->capwindow) {
+            int cap = u->capwindow ? 2 * u->capwindow : 16;
+            slot_t **w = realloc(u->window, (size_t)cap * sizeof *w);
+            if (w == NULL) {    /* it cannot be confirmed: its replies become errors */
+                static const char oom[] = "-ERR proxy: out of memory (ack = replica)\r\n";
+                slot_fail(slot, oom, sizeof oom - 1);
+                mark_up(d, u);
+                return;
+            }
+            u->window = w;
+            u->capwindow = cap;
+        }
+        u->window[u->nwindow++] = slot;
+        if (slot->is_write) u->window_write = 1;
     }
     mark_up(d, u);
 }
@@ -1380,8 +1512,8 @@ static void dp_destroy(dp_t *d) {
         if (c->fd >= 0) close(c->fd);
         for (slot_t *s = c->head; s;) {
             slot_t *sn = s->cnext;
-            if (s->done || s->remaining == 0) slot_free(s);
-            else s->c = NULL;
+            if ((s->done || s->remaining == 0) && s->gate == NULL) slot_free(s);
+            else s->c = NULL;       /* (a gated one is freed with its WAIT's slot) */
             s = sn;
         }
         buf_free(&c->in);
@@ -1392,11 +1524,15 @@ static void dp_destroy(dp_t *d) {
     for (int i = 0; i < d->nups; i++) {
         upstream_t *u = d->ups[i];
         if (u->fd >= 0) close(u->fd);
+        for (slot_t *s = u->head; s; s = s->unext)      /* gated slots in no FIFO: only a WAIT's knows them */
+            for (int k = 0; s->is_gate && k < s->nheld; k++)
+                if (s->held[k]->remaining == 0) slot_free(s->held[k]);
         for (slot_t *s = u->head; s;) {
             slot_t *sn = s->unext;
             slot_free(s);
             s = sn;
         }
+        free(u->window);
         buf_free(&u->in);
         buf_free(&u->out);
         free(u);
@@ -1596,15 +1732,17 @@ static char *dup_bytes(PyObject *b, size_t *len) {
 }
 
 /* set_permit(gen, master, master_at, replicas [(addr, addr_at, caught, fit_until)], write_ok, read_ok,
- *            deadline, read_master, read_your_writes, retire_reply, lapse_reply, hold_s, stopped) */
+ *            deadline, read_master, read_your_writes, retire_reply, lapse_reply, hold_s, stopped,
+ *            wait_cmd, noreplica_reply)   (wait_cmd b"": ack = async) */
 static PyObject *FastPath_set_permit(FastPath *self, PyObject *args) {
     unsigned long long gen;
     const char *master, *master_at;
-    PyObject *replicas, *retire, *lapse;
+    PyObject *replicas, *retire, *lapse, *wait_cmd, *noreplica;
     int write_ok, read_ok, read_master, rw, stopped;
     double deadline, hold_s;
-    if (!PyArg_ParseTuple(args, "KssO!ppdppSSdp", &gen, &master, &master_at, &PyList_Type, &replicas, &write_ok,
-                          &read_ok, &deadline, &read_master, &rw, &retire, &lapse, &hold_s, &stopped))
+    if (!PyArg_ParseTuple(args, "KssO!ppdppSSdpSS", &gen, &master, &master_at, &PyList_Type, &replicas, &write_ok,
+                          &read_ok, &deadline, &read_master, &rw, &retire, &lapse, &hold_s, &stopped, &wait_cmd,
+                          &noreplica))
         return NULL;
     dp_t *d = live(self);
     if (d == NULL) return NULL;
@@ -1631,7 +1769,9 @@ static PyObject *FastPath_set_permit(FastPath *self, PyObject *args) {
     p.stopped = stopped;
     p.retire_reply = dup_bytes(retire, &p.retire_len);
     p.lapse_reply = dup_bytes(lapse, &p.lapse_len);
-    if (p.retire_reply == NULL || p.lapse_reply == NULL) {
+    p.wait_cmd = dup_bytes(wait_cmd, &p.wait_len);
+    p.noreplica_reply = dup_bytes(noreplica, &p.noreplica_len);
+    if (p.retire_reply == NULL || p.lapse_reply == NULL || p.wait_cmd == NULL || p.noreplica_reply == NULL) {
         permit_free(&p);
         return PyErr_NoMemory();
     }
@@ -1640,9 +1780,11 @@ static PyObject *FastPath_set_permit(FastPath *self, PyObject *args) {
     permit_t keep = p;
     keep.retire_reply = dup_bytes(retire, &keep.retire_len);
     keep.lapse_reply = dup_bytes(lapse, &keep.lapse_len);
+    keep.wait_cmd = dup_bytes(wait_cmd, &keep.wait_len);
+    keep.noreplica_reply = dup_bytes(noreplica, &keep.noreplica_len);
     pthread_mutex_lock(&d->mu);
-    int quiet = keep.retire_reply && keep.lapse_reply && d->pushed.retire_reply && !d->wake_to_renew &&
-                renews(&d->pushed, &p);
+    int quiet = keep.retire_reply && keep.lapse_reply && keep.wait_cmd && keep.noreplica_reply &&
+                d->pushed.retire_reply && !d->wake_to_renew && renews(&d->pushed, &p);
     permit_free(&d->pushed);
     d->pushed = keep;
     permit_free(&d->next_permit);

@@ -22,7 +22,8 @@ import os
 import socket
 import time
 
-from ..upstream import Slot
+from ..protocol import resp
+from ..upstream import Slot, no_replica_reply
 from ..write_gate import lease_lapsed_reply, master_replaced_reply, topology_changed_reply, writes_paused_reply
 from .rules import caught_up_before, forwarded_commands, offloadable, resume_delay
 
@@ -49,8 +50,6 @@ class DataPlane:
     def offer(self, session) -> bool:
         """Give `session` to the thread if it may go now; True if it went."""
         now = time.monotonic()
-        if self.server.cfg.ack == "replica":
-            return False                # its writes would bounce back one by one (see refresh)
         if self.draining or not offloadable(session, now):
             if not self.draining and now < session.resume_at and not session.offer_due \
                     and offloadable(session, session.resume_at):
@@ -141,8 +140,7 @@ class DataPlane:
         # draining, MONITOR or CLIENT PAUSE: the thread takes no new command (its clients are
         # recalled), but the replies of what it sent still flow, as in Python
         stopped = self.draining or bool(server.registry.intercept)
-        # ack = replica: a write is acknowledged after WAIT, which only Python does (rule 4)
-        write_ok = bool(master) and cfg.ack != "replica" and server.can_write(master)
+        write_ok = bool(master) and server.can_write(master)
         read_ok = server.can_read()
         replicas = [] if router.read_policy == "master" else self._replicas(master)
         at = self._connect_to
@@ -150,7 +148,18 @@ class DataPlane:
                            self._trusted_until(),
                            router.read_policy == "master",
                            cfg.read_your_writes, self._retire, lease_lapsed_reply(master or "?"), server.hold_s,
-                           stopped)
+                           stopped, *self._ack_replica(master))
+
+    def _ack_replica(self, master: str | None) -> tuple[bytes, bytes]:
+        """ack = replica (rule 4): the `WAIT 1 ack_timeout_ms` the thread sends after the
+        writes of each flush to the master, as Python's connections do (`upstream.WaitGate`),
+        and the error its writes become when no replica confirmed them; (b"", b"") for
+        ack = async."""
+        cfg = self.server.cfg
+        if cfg.ack != "replica":
+            return b"", b""
+        return (resp.encode_command([b"WAIT", b"1", str(cfg.ack_timeout_ms).encode()]),
+                no_replica_reply(True, master or "?", cfg.ack_timeout_ms))
 
     def _replicas(self, master: str | None) -> list[tuple[str, str, float, float]]:
         """The readable replicas, each with the time before which every write answered is

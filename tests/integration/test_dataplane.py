@@ -25,7 +25,8 @@ import pytest
 
 from benchmarks.failover_lib import ProxyCluster, Writer, read_back, wait_replica_of
 
-from .harness import RawClient, redis_client, start_or_clean, tcp_unread_bytes, wait_until, yield_then_clean
+from .harness import (RawClient, commandstats_calls, encode_command, redis_client, start_or_clean,
+                      tcp_unread_bytes, wait_until, yield_then_clean)
 from .test_observability import Metrics
 from .test_sessions import uniq
 from .test_write_gate import GATED, HOLD_S, write_then_lose_the_lease
@@ -406,6 +407,11 @@ def _clients(p) -> float:
         return Metrics(r.read().decode()).value("redis_raft_proxy_dataplane_clients")
 
 
+def _forwarded(p) -> float:
+    with urllib.request.urlopen(p.admin_url + "/metrics", timeout=5) as r:
+        return Metrics(r.read().decode()).sum("redis_raft_proxy_dataplane_commands_total")
+
+
 
 def test_nodes_named_by_host_name_are_served_by_the_thread_without_a_lookup_of_its_own(proxy_factory,
                                                                                       replica_set):
@@ -512,3 +518,49 @@ def test_lease_renewals_leave_the_thread_of_idle_clients_asleep_and_their_next_c
     expired = sent_back.get("permit_expired", 0) - back.get("permit_expired", 0)
     others = {k: v - back.get(k, 0) for k, v in sent_back.items() if k != "permit_expired" and v != back.get(k, 0)}
     assert expired <= 1 and not others, f"commands after an idle spell sent back to Python: {back} then {sent_back}"
+
+
+def test_ack_replica_writes_go_through_the_thread_and_none_is_acknowledged_unconfirmed(proxy_factory,
+                                                                                      fresh_replica_set):
+    """ack = replica (rule 4) with the thread: 10 clients' pipelined SET, GET, INCR are
+    answered in order while the replicas run, the thread sending them and the master
+    getting WAITs; with the replicas frozen every write, and the read pipelined with it, is
+    answered NOREPLICAS after ack_timeout_ms, never +OK; the clients stay with the thread
+    throughout. (Before, ack = replica kept every client in Python.)"""
+    rs = fresh_replica_set
+    p = proxy_factory(rs, dataplane="c", read_policy="master", ack="replica", ack_timeout_ms=1000,
+                      down_after_ms=30_000)
+    clients = [RawClient(p.port, timeout=10) for _ in range(10)]
+    frozen = []
+    try:
+        keys = [uniq(f"ackr-{i}") for i in range(len(clients))]
+        for cl, key in zip(clients, keys):
+            assert cl.command("SET", key, "0") == b"OK"
+        wait_until(lambda: _clients(p) >= len(clients), 10, message="the clients to go to the thread")
+        waits_before, thread_before = commandstats_calls(rs.master, "wait"), _forwarded(p)
+        for rnd in range(20):
+            for cl, key in zip(clients, keys):
+                cl.send(encode_command("SET", key, str(rnd)) + encode_command("GET", key)
+                        + encode_command("INCR", key))
+            for cl in clients:
+                assert [cl.read_reply() for _ in range(3)] == [b"OK", str(rnd).encode(), rnd + 1]
+        waits = commandstats_calls(rs.master, "wait") - waits_before
+        by_thread = _forwarded(p) - thread_before
+        frozen = [s for s in rs.servers if s is not rs.master]
+        for s in frozen:
+            s.stop()
+        for cl, key in zip(clients, keys):
+            cl.send(encode_command("SET", key, "unconfirmed") + encode_command("GET", key))
+        unconfirmed = [[cl.read_reply() for _ in range(2)] for cl in clients]
+        served = _clients(p)
+    finally:
+        for s in frozen:
+            s.cont()
+        for cl in clients:
+            cl.close()
+    assert by_thread >= 3 * 20 * len(clients), f"the thread forwarded {by_thread} of {3 * 20 * len(clients)}"
+    assert 1 <= waits <= 20 * len(clients), f"{waits} WAITs for {20 * len(clients)} batches of writes"
+    wrong = [r for pair in unconfirmed for r in pair
+             if not (isinstance(r, hiredis.ReplyError) and str(r).startswith("NOREPLICAS"))]
+    assert not wrong, f"replies given with no replica confirming the writes: {wrong}"
+    assert served >= len(clients), f"{served} clients still with the thread"
