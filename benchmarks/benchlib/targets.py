@@ -18,17 +18,19 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .procs import HOST, ProcessRegistry, free_ports, wait_ready
+from .procs import HOST, ProcessRegistry, StartError, free_ports, wait_ready
 
 if TYPE_CHECKING:
     from proxy.process.devcerts import ClusterCerts
 
 DIRECT = "direct"
 PROXY = "proxy"
+REPLICA = "replica"     # (--replica: not a target, the direct one's replica)
 HAPROXY = "haproxy"
 TWEMPROXY = "twemproxy"
 FLOOR = "floor"
@@ -125,6 +127,26 @@ def start_redis(reg: ProcessRegistry, workdir: Path, timeout_s: float,
                   pid=managed.proc.pid)
 
 
+def start_replica(reg: ProcessRegistry, workdir: Path, master_port: int, timeout_s: float) -> Target:
+    """A throwaway redis-server replicating the one on `master_port`, once the master counts
+    it as an online replica (what `WAIT 1` needs: `--replica`, for ack = replica)."""
+    import redis as redis_py
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    (port,) = free_ports(1)
+    argv = [require_binary("redis-server"), "--port", str(port), "--bind", HOST, "--replicaof", HOST,
+            str(master_port), "--save", "", "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no"]
+    managed = reg.start(REPLICA, argv, workdir / "redis.log", cwd=workdir)
+    start = time.monotonic()
+    with redis_py.Redis(host=HOST, port=master_port, socket_timeout=2) as master:
+        while (master.info("replication").get("slave0") or {}).get("state") != "online":
+            if not managed.alive() or time.monotonic() - start > timeout_s:
+                raise StartError(f"the replica on port {port} did not come online within {timeout_s:.0f}s"
+                                 f"\n{managed.log_tail()}")
+            time.sleep(0.05)
+    return Target(REPLICA, REPLICA, port, argv, startup_s=time.monotonic() - start, pid=managed.proc.pid)
+
+
 def haproxy_config(port: int, redis_port: int, threads: int) -> str:
     """A minimal TCP-mode haproxy config forwarding `port` to redis."""
     return f"""\
@@ -201,28 +223,32 @@ def start_floor(reg: ProcessRegistry, workdir: Path, redis_port: int, timeout_s:
 
 
 def proxy_argv(binary: str, port: int, admin_port: int, redis_port: int,
-               extra: Sequence[str], certs: "ClusterCerts | None" = None) -> list[str]:
-    """Command line of our proxy as a single node in front of one redis; with `certs`
-    it serves only TLS on `port` and reaches redis over TLS."""
+               extra: Sequence[str], certs: "ClusterCerts | None" = None,
+               replica_port: int | None = None) -> list[str]:
+    """Command line of our proxy as a single node in front of one redis (and its replica on
+    `replica_port`, if any); with `certs` it serves only TLS on `port` and reaches redis
+    over TLS."""
     if certs:
         from proxy.process.devcerts import config_flags
 
         listen = ["--port", "0", "--tls-port", str(port), *config_flags(certs.proxy_options(admin=False))]
     else:
         listen = ["--port", str(port)]
+    nodes = f"{HOST}:{redis_port}" + (f",{HOST}:{replica_port}" if replica_port else "")
     return [binary, "run", "--node", "bench", *listen, "--admin-port", str(admin_port),
-            "--redis-nodes", f"{HOST}:{redis_port}", "--read-policy", "master", *extra]
+            "--redis-nodes", nodes, "--master", f"{HOST}:{redis_port}", "--read-policy", "master", *extra]
 
 
 def start_proxy(reg: ProcessRegistry, workdir: Path, binary: str, redis_port: int,
-                spec: ProxySpec, timeout_s: float, certs: "ClusterCerts | None" = None) -> Target:
+                spec: ProxySpec, timeout_s: float, certs: "ClusterCerts | None" = None,
+                replica_port: int | None = None) -> Target:
     """Start our proxy (one instance per ProxySpec) in front of redis (TLS everywhere with `certs`)."""
     if not os.access(binary, os.X_OK):
         raise FileNotFoundError(f"{binary} is missing or not executable "
                                 "(is the proxy installed in the venv?)")
     workdir.mkdir(parents=True, exist_ok=True)
     port, admin_port = free_ports(2)
-    argv = proxy_argv(binary, port, admin_port, redis_port, spec.args, certs)
+    argv = proxy_argv(binary, port, admin_port, redis_port, spec.args, certs, replica_port)
     env = {**os.environ, **spec.env}
     managed = reg.start(spec.name, argv, workdir / "proxy.log", env=env, cwd=workdir)
     startup = wait_ready(managed, port, timeout_s, certs.client_context() if certs else None)
