@@ -875,7 +875,7 @@ static void slot_complete(dp_t *d, slot_t *s) {
         return;
     }
     if (s->is_write) write_answered(d, c);
-    time_batch(d, s);
+    if (s->gate == NULL) time_batch(d, s);     /* (a gated one's time includes its WAIT: gate_release) */
     if (s->on_replica && --c->replica_pending == 0 && c->waiting) {
         c->waiting = 0;
         mark_client(d, c);      /* parse what waited */
@@ -930,6 +930,7 @@ static void gate_release(dp_t *d, slot_t *g, const char *err, size_t errlen) {
             if (s->remaining == 0) slot_free(s);
             continue;
         }
+        if (s->remaining == 0) time_batch(d, s);
         if (s->remaining == 0 && !s->suspended) {
             s->done = 1;
             client_deliver(d, s->c);
