@@ -192,6 +192,8 @@ typedef struct upstream {
     slot_t **window;                /* ack = replica: slots queued on it since its last WAIT */
     int nwindow, capwindow;
     int window_write;               /* ... one of them with a write (a WAIT is due) */
+    int waits_out;                  /* its WAITs not answered yet */
+    size_t must_send;               /* bytes of out up to its last WAIT, not written yet */
     double held_since;              /* out held since (writes stopped before they left), 0 if not */
     int dirty;
     struct upstream *dirty_next;
@@ -697,6 +699,8 @@ static void up_fail(dp_t *d, upstream_t *u, const char *why) {
     u->scanned = 0;
     u->want_out = 0;
     u->unsent_write = 0;
+    u->waits_out = 0;
+    u->must_send = 0;
     forget_window(u);
     /* ack = replica: the writes a WAIT was to confirm are not acknowledged (the WAITs'
      * slots are then freed below, ownerless) */
@@ -762,6 +766,16 @@ static void slot_fail(slot_t *s, const char *reply, size_t len);
 
 static void up_flush(dp_t *d, upstream_t *u) {
     if (u->state != U_READY) return;
+    if (u->waits_out && u->must_send == 0 && buf_size(&u->out)) {
+        /* ack = replica: a WAIT is out, and Redis runs nothing sent after it before it
+         * answers: what came meanwhile waits here and goes with one WAIT when it does
+         * (up_readable), rather than one WAIT per round, each a round trip to a replica */
+        if (u->want_out) {
+            u->want_out = 0;
+            ep_set(d, u->fd, u, EPOLLIN, 0);
+        }
+        return;
+    }
     if (u->nwindow && !gate_window(d, u)) return;
     if (u->unsent_write && u->unsent_gen != d->permit.gen) {
         /* a write still queued when the roles changed never leaves (rule 1) */
@@ -791,6 +805,7 @@ static void up_flush(dp_t *d, upstream_t *u) {
         ssize_t w = write(u->fd, u->out.p + u->out.off, buf_size(&u->out));
         if (w > 0) {
             buf_consume(&u->out, (size_t)w);
+            u->must_send = (size_t)w >= u->must_send ? 0 : u->must_send - (size_t)w;
             continue;
         }
         if (w < 0 && errno == EINTR) continue;
@@ -910,6 +925,8 @@ static int gate_window(dp_t *d, upstream_t *u) {
     u->window = NULL;
     u->nwindow = u->capwindow = 0;
     u->window_write = 0;
+    u->waits_out++;
+    u->must_send = buf_size(&u->out);
     for (int i = 0; i < g->nheld; i++) g->held[i]->gate = g;
     if (u->tail) u->tail->unext = g;
     else u->head = g;
@@ -1001,6 +1018,7 @@ static void up_readable(dp_t *d, upstream_t *u) {
             buf_consume(&u->in, n);
             u->head = s->unext;
             if (u->head == NULL) u->tail = NULL;
+            if (--u->waits_out == 0 && buf_size(&u->out)) mark_up(d, u);    /* what waited for it */
             if (ok) gate_release(d, s, NULL, 0);
             else {
                 static const char fallback[] = "-NOREPLICAS proxy: write not acknowledged (ack = replica)\r\n";
