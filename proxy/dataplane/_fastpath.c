@@ -655,7 +655,6 @@ static void up_connect(dp_t *d, upstream_t *u) {
     ep_set(d, fd, u, EPOLLIN | EPOLLOUT, 1);
 }
 
-/* Every reply still owed by `u` becomes an error; `u` is dead for RECONNECT_AFTER_S. */
 static void gate_release(dp_t *d, slot_t *g, const char *err, size_t errlen);
 
 static void forget_window(upstream_t *u) {
@@ -665,6 +664,7 @@ static void forget_window(upstream_t *u) {
     u->window_write = 0;
 }
 
+/* Every reply still owed by `u` becomes an error; `u` is dead for RECONNECT_AFTER_S. */
 static void up_fail(dp_t *d, upstream_t *u, const char *why) {
     char msg[ADDR_LEN + 96];
     int n = snprintf(msg, sizeof msg, "-ERR proxy: connection to Redis node %s lost (%s)\r\n", u->addr, why);
