@@ -140,6 +140,12 @@ class WaitGate(Slot):
         return owners
 
 
+def wait_command(timeout_ms: int) -> bytes:
+    """ack = replica: the `WAIT 1 timeout_ms` sent after writes (by Python's connections and
+    by the C thread)."""
+    return resp.encode_command([b"WAIT", b"1", str(timeout_ms).encode()])
+
+
 def no_replica_reply(answered: bool, addr: str, timeout_ms: int) -> bytes:
     why = "no replica confirmed it" if answered else f"the connection to {addr} was lost"
     return resp.error_reply(f"NOREPLICAS proxy: write not acknowledged: {why} within {timeout_ms} ms "

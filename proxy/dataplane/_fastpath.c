@@ -947,8 +947,9 @@ static void gate_release(dp_t *d, slot_t *g, const char *err, size_t errlen) {
             if (s->remaining == 0) slot_free(s);
             continue;
         }
-        if (s->remaining == 0) time_batch(d, s);
-        if (s->remaining == 0 && !s->suspended) {
+        if (s->remaining) continue;     /* (its connection failed: up_fail delivers it) */
+        time_batch(d, s);
+        if (!s->suspended) {
             s->done = 1;
             client_deliver(d, s->c);
         }

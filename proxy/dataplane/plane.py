@@ -22,8 +22,7 @@ import os
 import socket
 import time
 
-from ..protocol import resp
-from ..upstream import Slot, no_replica_reply
+from ..upstream import Slot, no_replica_reply, wait_command
 from ..write_gate import lease_lapsed_reply, master_replaced_reply, topology_changed_reply, writes_paused_reply
 from .rules import caught_up_before, forwarded_commands, offloadable, resume_delay
 
@@ -158,8 +157,7 @@ class DataPlane:
         cfg = self.server.cfg
         if cfg.ack != "replica":
             return b"", b""
-        return (resp.encode_command([b"WAIT", b"1", str(cfg.ack_timeout_ms).encode()]),
-                no_replica_reply(True, master or "?", cfg.ack_timeout_ms))
+        return wait_command(cfg.ack_timeout_ms), no_replica_reply(True, master or "?", cfg.ack_timeout_ms)
 
     def _replicas(self, master: str | None) -> list[tuple[str, str, float, float]]:
         """The readable replicas, each with the time before which every write answered is

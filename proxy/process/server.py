@@ -32,7 +32,7 @@ from ..routing.topology import Topology
 from ..session import ClientSession, ClusterSession
 from ..session.client_registry import ClientRegistry
 from ..tls import ProxyTls, tls_from_config, tls_protocol_factory
-from ..upstream import DiscardSlot, Upstream, set_nodelay
+from ..upstream import DiscardSlot, Upstream, set_nodelay, wait_command
 from ..write_gate import NO_LEASE, WriteGate, master_replaced_reply, writes_paused_reply
 from .config import Config, uses_c_dataplane
 from .metrics import Stats
@@ -402,7 +402,7 @@ class ProxyServer:
                       on_close=self._upstream_closed, tls=self.upstream_tls(addr.rpartition(":")[0]), **kw)
         up.gate = self.gate
         if self.cfg.ack == "replica":     # (RAW mode: see Upstream.raw_write)
-            up.wait_cmd = resp.encode_command([b"WAIT", b"1", str(self.cfg.ack_timeout_ms).encode()])
+            up.wait_cmd = wait_command(self.cfg.ack_timeout_ms)
             up.wait_timeout_ms = self.cfg.ack_timeout_ms
         up.start(self.loop)
         return up

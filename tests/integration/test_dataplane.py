@@ -402,14 +402,18 @@ def test_an_unauthenticated_client_never_reaches_the_thread(proxy_factory, repli
         assert isinstance(reply, hiredis.ReplyError) and "NOAUTH" in str(reply), reply
 
 
-def _clients(p) -> float:
+def _metrics(p) -> Metrics:
+    """/metrics of a single proxy (`proxy_factory`'s)."""
     with urllib.request.urlopen(p.admin_url + "/metrics", timeout=5) as r:
-        return Metrics(r.read().decode()).value("redis_raft_proxy_dataplane_clients")
+        return Metrics(r.read().decode())
+
+
+def _clients(p) -> float:
+    return _metrics(p).value("redis_raft_proxy_dataplane_clients")
 
 
 def _forwarded(p) -> float:
-    with urllib.request.urlopen(p.admin_url + "/metrics", timeout=5) as r:
-        return Metrics(r.read().decode()).sum("redis_raft_proxy_dataplane_commands_total")
+    return _metrics(p).sum("redis_raft_proxy_dataplane_commands_total")
 
 
 
@@ -431,11 +435,9 @@ def test_nodes_named_by_host_name_are_served_by_the_thread_without_a_lookup_of_i
             assert cl.command("SET", key, str(i)) == b"OK"
             assert cl.command("GET", key) == str(i).encode()   # its own write: the master's
 
-    def by_thread() -> float:
-        with urllib.request.urlopen(p.admin_url + "/metrics", timeout=5) as r:
-            m = Metrics(r.read().decode())
-        return m.sum("redis_raft_proxy_dataplane_commands_total"), m.sum("redis_raft_proxy_commands_total", node=master)
-    thread_n, on_master = by_thread()
+    m = _metrics(p)
+    thread_n = m.sum("redis_raft_proxy_dataplane_commands_total")
+    on_master = m.sum("redis_raft_proxy_commands_total", node=master)
     assert thread_n >= 400, f"the thread forwarded {thread_n} commands of 400"
     assert on_master >= 400, f"{on_master} commands counted under {master}"
 
