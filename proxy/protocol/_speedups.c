@@ -1,5 +1,6 @@
 /*
- * C versions of the two per-command loops of proxy/resp.py.
+ * C versions of the per-command loops of proxy/resp.py (and of cluster mode's
+ * routing/keyslot.key_slots_py).
  *
  * Python spends about a microsecond per bytecode-level step on the machines we
  * measure on, so finding command and reply boundaries one byte-range at a
@@ -287,13 +288,141 @@ bad:
     return NULL;
 }
 
+/* CRC16-CCITT (XMODEM), as Redis Cluster hashes keys (routing/keyslot.py). */
+static unsigned short crc16_table[256];
+
+static void crc16_init(void) {
+    for (int byte = 0; byte < 256; byte++) {
+        unsigned crc = (unsigned)byte << 8;
+        for (int k = 0; k < 8; k++) crc = (crc & 0x8000) ? (crc << 1) ^ 0x1021 : crc << 1;
+        crc16_table[byte] = (unsigned short)(crc & 0xFFFF);
+    }
+}
+
+/* The hash slot of `key`: of its hash tag when it has a non-empty one (keyslot.key_slot). */
+static long key_hash_slot(const char *key, Py_ssize_t n) {
+    const char *open = memchr(key, '{', (size_t)n);
+    if (open != NULL) {
+        const char *close = memchr(open + 1, '}', (size_t)(key + n - open - 1));
+        if (close != NULL && close > open + 1) {
+            key = open + 1;
+            n = close - open - 1;
+        }
+    }
+    unsigned crc = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        crc = ((crc << 8) & 0xFFFF) ^ crc16_table[((crc >> 8) ^ (unsigned char)key[i]) & 0xFF];
+    return (long)(crc & 16383);
+}
+
+/*
+ * key_slots(buf, start, end, names) -> [end0, slot0, end1, slot1, ...] or None
+ *
+ * The commands in buf[start:end] (complete multibulks, as split_commands grouped them),
+ * each with where it ends and the hash slot of its first argument; None as soon as one is
+ * not a command of `names` (a frozenset of lower-case names: those whose one key is
+ * argument 1) with at least that argument, or is not well formed.  Cluster mode routes a
+ * client's pipeline by these without building the arguments (keyslot.key_slots_py is the
+ * reference).
+ */
+static PyObject *key_slots(PyObject *self, PyObject *const *fargs, Py_ssize_t nargs) {
+    Py_buffer view;
+    Py_ssize_t start, stop;
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "key_slots expected 4 arguments, got %zd", nargs);
+        return NULL;
+    }
+    if (!PyAnySet_Check(fargs[3])) {
+        PyErr_SetString(PyExc_TypeError, "key_slots: names must be a set");
+        return NULL;
+    }
+    PyObject *names = fargs[3];
+    if (get_ssize(fargs[1], &start) < 0 || get_ssize(fargs[2], &stop) < 0) return NULL;
+    if (get_buffer(fargs[0], &view) < 0) return NULL;
+    if (start < 0 || stop > view.len || start > stop) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "key_slots: range out of the buffer");
+        return NULL;
+    }
+    const char *base = (const char *)view.buf;
+    const char *end = base + stop;
+    const char *p = base + start;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) goto fail;
+    char prev[NAME_MAX_LEN];
+    Py_ssize_t prev_len = -1;
+    while (p < end) {
+        if (*p != '*') goto none;
+        const char *nl = find_crlf(p, end);
+        if (nl == NULL) goto none;
+        long long argc = parse_len(p + 1, nl);
+        if (argc < 2) goto none;
+        const char *q = nl + 2;
+        long slot = -1;
+        for (long long i = 0; i < argc; i++) {
+            if (q >= end || *q != '$') goto none;
+            nl = find_crlf(q, end);
+            if (nl == NULL) goto none;
+            long long blen = parse_len(q + 1, nl);
+            const char *arg = nl + 2;
+            if (blen < 0 || blen > end - arg - 2 || arg[blen] != '\r' || arg[blen + 1] != '\n') goto none;
+            if (i == 0) {
+                if (blen > NAME_MAX_LEN) goto none;
+                char lower[NAME_MAX_LEN];
+                for (long long k = 0; k < blen; k++) {
+                    char c = arg[k];
+                    lower[k] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+                }
+                if (blen != prev_len || memcmp(prev, lower, (size_t)blen) != 0) {
+                    PyObject *name = PyBytes_FromStringAndSize(lower, (Py_ssize_t)blen);
+                    if (name == NULL) goto fail;
+                    int found = PySet_Contains(names, name);
+                    Py_DECREF(name);
+                    if (found < 0) goto fail;
+                    if (!found) goto none;
+                    memcpy(prev, lower, (size_t)blen);
+                    prev_len = (Py_ssize_t)blen;
+                }
+            } else if (i == 1) {
+                slot = key_hash_slot(arg, (Py_ssize_t)blen);
+            }
+            q = arg + blen + 2;
+        }
+        PyObject *e = PyLong_FromSsize_t((Py_ssize_t)(q - base));
+        if (e == NULL) goto fail;
+        int bad = PyList_Append(out, e);
+        Py_DECREF(e);
+        if (bad < 0) goto fail;
+        PyObject *s = PyLong_FromLong(slot);
+        if (s == NULL) goto fail;
+        bad = PyList_Append(out, s);
+        Py_DECREF(s);
+        if (bad < 0) goto fail;
+        p = q;
+    }
+    PyBuffer_Release(&view);
+    return out;
+none:
+    Py_DECREF(out);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(out);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"split_commands", (PyCFunction)(void (*)(void))split_commands, METH_FASTCALL, "Split client bytes into groups of commands."},
     {"scan_replies", (PyCFunction)(void (*)(void))scan_replies, METH_FASTCALL, "Skip complete RESP replies."},
+    {"key_slots", (PyCFunction)(void (*)(void))key_slots, METH_FASTCALL, "Where each command ends, and its key's hash slot."},
     {"set_reply_error", set_reply_error, METH_O, "The exception class scan_replies raises on bad bytes."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "proxy._speedups", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__speedups(void) {
+    crc16_init();
+    return PyModule_Create(&module);
+}

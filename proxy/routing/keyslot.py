@@ -52,3 +52,34 @@ def key_slot(key: bytes) -> int:
 def ranges_text(ranges: tuple[tuple[int, int], ...]) -> str:
     """`0-5460,5462` (Redis' own notation for slot ranges)."""
     return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges) or "none"
+
+
+def key_slots_py(buf: bytes | bytearray, start: int, end: int, names) -> list[int] | None:
+    """[end0, slot0, end1, slot1, ...] for the commands in buf[start:end]: where each ends
+    and the hash slot of its argument 1; None as soon as one is not a command of `names`
+    (lower-case; those whose one key is argument 1) with that argument. Cluster mode routes
+    a client's pipeline by these (`ClusterSession._route_group`); the reference for the C
+    version in protocol/_speedups.c."""
+    from ..protocol.resp import ProtocolError, command_args, parse_command
+
+    out: list[int] = []
+    pos = start
+    while pos < end:
+        try:
+            res = parse_command(buf[:end], pos, end, end)
+        except ProtocolError:
+            return None
+        if res is None or len(res) < 4 or res[3] < 2 or res[1] not in names:
+            return None
+        out += (res[0], key_slot(command_args(buf, res[2], res[0])[0]))
+        pos = res[0]
+    return out
+
+
+key_slots = key_slots_py
+try:  # the C version, when built
+    from ..protocol._speedups import key_slots as _key_slots_c
+except ImportError:  # pragma: no cover - pure Python fallback
+    pass
+else:
+    key_slots = _key_slots_c

@@ -41,6 +41,12 @@ class SlotMap:
                         raise SlotMapError(f"slot {slot} is served by both {other} and {shard.id}")
                     self._owner[slot] = i
 
+    @property
+    def owners(self) -> array:
+        """slot -> index in `shards`, -1 where no shard serves it: a pipeline is routed by
+        these without a call per command (`ClusterSession._route_group`)."""
+        return self._owner
+
     def owner(self, slot: int) -> Shard | None:
         i = self._owner[slot]
         return None if i < 0 else self.shards[i]

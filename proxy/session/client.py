@@ -215,6 +215,7 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         intercept = self.registry.intercept     # MONITOR or CLIENT PAUSE: every command through _dispatch
         # whole groups may be routed at once: only `_dispatch` changes this (it is re-read after one)
         grouped = self.plain and not intercept
+        route_group = self._route_group
         try:
             while pos < n:
                 groups, next_pos, need, err = split(buf, pos, self.max_bulk, self.max_args, kinds, WRITE)
@@ -238,7 +239,11 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
                         self._close_batch()
                         self._local(target.reply * count)
                         continue
-                    # every other case: one command at a time
+                    # every other case: one command at a time (in cluster mode a run of
+                    # single-key reads or writes may go as one batch per shard)
+                    if route_group is not None and (kind == READ or kind == WRITE) \
+                            and route_group(kind, count, start, end, name):
+                        continue
                     p = start
                     while p < end:
                         res = resp.parse_command(buf, p, self.max_bulk, self.max_args)
@@ -298,6 +303,8 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
         # waits to resume (its own first checks, inlined: the common case, once per batch)
         if not self.closed and (not pending or pending[0].done or self.waiting or self.reading_paused):
             self.slots_done()
+
+    _route_group = None     # cluster mode: a pipelined run of single-key commands per shard
 
     @property
     def plain(self) -> bool:

@@ -20,9 +20,11 @@ slot, which is what lets a redirect be followed for that command alone.
 
 from __future__ import annotations
 
+import functools
+
 from ..protocol import resp
 from ..protocol.commands import BLOCK_OPTION, CONTAINERS, RAW_MODE, REFUSED, Kind
-from ..routing.keyslot import key_slot, ranges_text
+from ..routing.keyslot import key_slot, key_slots, ranges_text
 from ..routing.split import plan
 from ..upstream import DiscardSlot, Slot, Upstream
 from ..write_gate import STOP, Refusal
@@ -30,6 +32,7 @@ from .client import _HANDLERS, ClientSession
 from .client_registry import AFTER_RUN
 from .cluster_fanout import (
     FanOut,
+    PipelineFan,
     RoutedSlot,
     combine_concat,
     combine_first,
@@ -44,7 +47,7 @@ from .cluster_fanout import (
 )
 from .cluster_local_commands import ClusterLocalCommands, ShardedPubsub
 from .cluster_transactions import ClusterTransactions
-from .common import LOCAL, NOAUTH, OK, RAW, SHARED, WAIT_MARK, log
+from .common import DEDICATED, LOCAL, NOAUTH, OK, RAW, SHARED, WAIT_MARK, log
 
 READ, BLOCKING = Kind.READ, Kind.BLOCKING
 MAX_HOPS = 5
@@ -102,6 +105,71 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
             return False
         if registry.monitors or self.multi or name in AFTER_RUN:
             self._ran(name, start, end, args_at, inline)
+        return True
+
+    def _route_group(self, kind: int, count: int, start: int, end: int, name: bytes) -> bool:
+        """A pipelined run of `count` single-key reads (or writes) in `buf[start:end]`, as the
+        splitter grouped them: one batch per shard instead of a reply slot per command (the
+        replies go back into order in `PipelineFan`). True if sent; False leaves the run to
+        `_dispatch`, command by command, which answers everything this does not take: other
+        commands, a slot being migrated or not served, a hold or a refusal of the write
+        gate, writes waiting for reads on a replica."""
+        if count < 2 or not (self.mode == SHARED or self.mode == DEDICATED) or not self.authenticated \
+                or self.multi or self.watching or self.reply_mode != b"on" or self.registry.intercept:
+            return False
+        write = kind != READ
+        if write and self.replica_slot is not None and not self.replica_slot.done:
+            return False
+        buf = self._buf
+        found = key_slots(buf, start, end, _pipelined(self.table.single_key))
+        if found is None:
+            return False
+        cluster = self.cluster
+        owners, migrating = cluster.slots.owners, cluster.migrating
+        by_shard: dict[int, list[int]] = {}
+        slots = found[1::2]
+        for i, slot in enumerate(slots):
+            owner = owners[slot]
+            if owner < 0 or migrating[slot]:
+                return False
+            positions = by_shard.get(owner)
+            if positions is None:
+                by_shard[owner] = [i]
+            else:
+                positions.append(i)
+        targets = []
+        for owner, positions in by_shard.items():
+            shard = cluster.slots.shards[owner].id
+            r = cluster.router(shard)
+            if r is None:
+                return False
+            target = self._master_in(r) if write else self._reader_in(shard, r)
+            if type(target) is not Upstream:
+                return False
+            targets.append((shard, r, target, positions))
+        self.last_cmd = name
+        parent = Slot(self, 1)
+        self.pending.append(parent)
+        fan = PipelineFan(self, parent, count, slots)
+        ends = found[0::2]
+        whole = len(targets) == 1
+        for shard, r, up, positions in targets:
+            if whole:
+                data = bytes(buf[start:end])
+                cuts = [0, *(e - start for e in ends)]
+            else:
+                pieces = [buf[ends[i - 1] if i else start:ends[i]] for i in positions]
+                data = b"".join(pieces)
+                cuts = [0]
+                for piece in pieces:
+                    cuts.append(cuts[-1] + len(piece))
+            sub = RoutedSlot(fan, data, None, write, len(positions))
+            fan.add(sub, positions, cuts)
+            up.send(data, sub, write)
+            if write:
+                self._note_write_in(shard, sub)
+            elif up.addr != r.topology.master:
+                self.replica_slot = parent
         return True
 
     def _route_cluster(self, name: bytes, args: list[bytes], data: bytes):
@@ -445,6 +513,13 @@ CLUSTER_HANDLERS.update({
     b"watch": ClusterSession._cmd_watch,
     b"unwatch": ClusterSession._cmd_unwatch,
 })
+
+
+@functools.lru_cache(maxsize=4)
+def _pipelined(single_key: frozenset[bytes]) -> frozenset[bytes]:
+    """The commands `_route_group` may send in a per-shard batch: one key, at argument 1,
+    and nothing the session does for them besides routing by it."""
+    return single_key - CLUSTER_HANDLERS.keys() - CONTAINERS - BLOCK_OPTION - AFTER_RUN - SHARDED_PUBSUB
 
 
 def _raw_handler(name: bytes):

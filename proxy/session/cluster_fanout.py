@@ -218,3 +218,83 @@ def combine_scan(index: int, shards: int) -> Combine:
         c = str(cursor).encode()
         return b"*2\r\n" + bulk(c) + b"*%d\r\n" % len(keys) + b"".join(bulk(k) for k in keys)
     return combine
+
+
+# -- a pipeline split over the shards ------------------------------------------------------
+
+class PipelineFan(FanOut):
+    """The replies of a run of single-key commands a client pipelined, sent to their shards
+    as one batch per shard (`ClusterSession._route_group`): once every batch is answered,
+    the replies go back into the client's order, each MOVED or ASK among them followed for
+    its command alone first (`ClusterSession._follow`), as if each had been sent alone."""
+
+    __slots__ = ("cuts", "following", "positions", "replies", "slots")
+
+    def __init__(self, session, parent: Slot, count: int, slots: list[int]) -> None:
+        super().__init__(session, parent, combine_first)
+        self.positions: list[list[int]] = []    # per sub-slot: the client's command indexes in it
+        self.cuts: list[list[int]] = []         # per sub-slot: where each command starts in its data, and the end
+        self.slots = slots                      # per command: its key's hash slot
+        self.replies: list[bytes] | None = None
+        self.following: dict[int, RoutedSlot] = {}
+
+    def add(self, sub: RoutedSlot, positions: list[int], cuts: list[int]) -> None:
+        self.subs.append(sub)
+        self.positions.append(positions)
+        self.cuts.append(cuts)
+
+    def slots_done(self) -> None:
+        """Called from the upstream that read a sub-slot's (or a followed command's) last
+        reply: on a connection other clients share, so nothing here may raise."""
+        if self.parent.done or self.session.closed:
+            return
+        if self.replies is None:
+            for sub in self.subs:
+                if not sub.done:
+                    return
+            try:
+                self._split()
+            except (resp.ReplyError, ValueError) as exc:
+                log.warning("event=pipeline_split_failed client=%s error=%r", self.session._peer(), exc)
+                self._finish([b"-ERR proxy: the nodes' replies could not be split\r\n"] * len(self.slots))
+                return
+        for i, followed in list(self.following.items()):
+            if not followed.done or self.session._follow(followed):
+                return
+            drop_prefix(followed)
+            self.replies[i] = b"".join(followed.parts)
+            del self.following[i]
+        if not self.following:
+            self._finish(self.replies)
+
+    def _split(self) -> None:
+        """Each sub-slot's replies to their commands' places; redirects sent on."""
+        replies: list[bytes] = [b""] * len(self.slots)
+        self.replies = replies
+        redirected = []
+        for sub, positions, cuts in zip(self.subs, self.positions, self.cuts, strict=True):
+            raw = b"".join(sub.parts)
+            pos = 0
+            for j, i in enumerate(positions):
+                end, left = resp.scan_replies(raw, pos, 1)
+                if left:
+                    raise ValueError(f"{len(positions)} replies expected, fewer came")
+                reply = raw[pos:end]
+                replies[i] = reply
+                if reply[:1] == b"-" and (reply[:7] == b"-MOVED " or reply[:5] == b"-ASK "):
+                    redirected.append((i, sub, j, cuts))
+                pos = end
+        for i, sub, j, cuts in redirected:
+            followed = RoutedSlot(self, sub.data[cuts[j]:cuts[j + 1]], self.slots[i], sub.write)
+            followed.parts = [replies[i]]
+            followed.done = True
+            if self.session._follow(followed):
+                self.following[i] = followed
+            else:
+                replies[i] = b"".join(followed.parts)   # the redirect, or why it was not followed
+
+    def _finish(self, replies: list[bytes]) -> None:
+        self.parent.parts = [b"".join(replies)]
+        self.parent.remaining = 0
+        self.parent.done = True
+        self.session.slots_done()

@@ -86,3 +86,66 @@ def test_ask_and_moved_are_followed_inside_the_proxy(cluster):
     shard_slots = [ln for ln in metrics.splitlines() if ln.startswith("redis_raft_proxy_shard_slots{")]
     assert len(shard_slots) == 2 and sum(float(ln.split()[-1]) for ln in shard_slots) == 16384
     assert "redis_raft_proxy_migrations_active 0.0" in metrics
+
+
+def _move(src, dst, slot: int, keys: list[str], *, finish: bool) -> None:
+    """Migrate `slot` from src to dst with `keys` in it, behind the proxies' back; `finish`:
+    assign it to dst too (MOVED from src), else leave it migrating (ASK for what moved)."""
+    with src.client() as s, dst.client() as d:
+        d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", _myid(src))
+        s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", _myid(dst))
+        s.execute_command("MIGRATE", HOST, dst.port, "", 0, 5000, "KEYS", *keys)
+        if finish:
+            for x in (d, s):
+                x.execute_command("CLUSTER", "SETSLOT", slot, "NODE", _myid(dst))
+
+
+def _followed(p) -> float:
+    metrics = p.http_get("/metrics")[1].decode()
+    return float(next(ln for ln in metrics.splitlines()
+                      if ln.startswith("redis_raft_proxy_cluster_redirects_followed")).split()[-1])
+
+
+def test_a_pipeline_over_both_shards_follows_each_redirect_in_its_place(cluster):
+    """A client's pipeline goes to the shards as one batch per shard; a command a node
+    answers ASK or MOVED for is sent on alone, and its reply still comes back in its
+    place among the others'."""
+    c, p = cluster
+    src, dst = c.masters
+    src_tags = [t for t in (f"pipe{i}" for i in range(5000)) if 100 <= key_slot(t.encode()) < 8192]
+    ask_tag = src_tags[0]
+    moved_tag = next(t for t in src_tags if key_slot(t.encode()) != key_slot(ask_tag.encode()))
+    r = p.client()
+    assert r.set(f"{{{ask_tag}}}:gone", "a0") is True and r.set(f"{{{moved_tag}}}:m", "m0") is True
+    _move(src, dst, key_slot(moved_tag.encode()), [f"{{{moved_tag}}}:m"], finish=True)
+    _move(src, dst, key_slot(ask_tag.encode()), [f"{{{ask_tag}}}:gone"], finish=False)
+    before = _followed(p)
+    try:
+        keys = [f"plain:{i}" for i in range(30)]
+        keys[7:7] = [f"{{{ask_tag}}}:gone", f"{{{moved_tag}}}:m"]
+        keys[20:20] = [f"{{{ask_tag}}}:new", f"{{{moved_tag}}}:n"]
+        assert len({key_slot(k.encode()) < 8192 for k in keys}) == 2     # both shards
+        pipe = r.pipeline(transaction=False)
+        for k in keys:
+            pipe.get(k)
+        assert pipe.execute() == [b"a0" if k.endswith(":gone") else b"m0" if k.endswith(":m") else None
+                                  for k in keys]
+        pipe = r.pipeline(transaction=False)
+        for k in keys:
+            pipe.set(k, "v-" + k)
+        assert pipe.execute() == [True] * len(keys)
+        pipe = r.pipeline(transaction=False)
+        for k in keys:
+            pipe.get(k)
+        assert pipe.execute() == [("v-" + k).encode() for k in keys]
+        with src.client() as s, dst.client() as d:     # the redirected ones are where the nodes sent them
+            assert d.get(f"{{{moved_tag}}}:n") == f"v-{{{moved_tag}}}:n".encode()
+            ask_slot = key_slot(ask_tag.encode())
+            assert (s.execute_command("CLUSTER", "COUNTKEYSINSLOT", ask_slot),
+                    d.execute_command("CLUSTER", "COUNTKEYSINSLOT", ask_slot)) == (0, 2)
+        assert _followed(p) > before
+    finally:
+        slot = key_slot(ask_tag.encode())
+        for server in (dst, src):
+            with server.client() as x:
+                x.execute_command("CLUSTER", "SETSLOT", slot, "NODE", _myid(dst))

@@ -5,6 +5,7 @@ import random
 import pytest
 
 from proxy.protocol import resp
+from proxy.routing import keyslot
 
 speedups = pytest.importorskip("proxy.protocol._speedups", reason="C speedups not built")
 
@@ -101,3 +102,37 @@ def test_fastcall_arguments_are_checked():
         speedups.scan_replies(b"+OK\r\n", "0", 1)
     with pytest.raises(ValueError):
         speedups.scan_replies(b"+OK\r\n", -1, 1)
+
+
+ONE_KEY = frozenset({b"get", b"set", b"incr"})
+
+
+def random_keyed_command(rng: random.Random) -> bytes:
+    name = rng.choice([b"GET", b"set", b"Incr", b"MGET", b"x" * 70])
+    key = bytes(rng.choice(b"ab{}c\r\n\x00\xff") for _ in range(rng.randrange(9)))
+    args = [name] + ([key] if rng.random() < 0.95 else []) + [b"v"] * rng.randrange(3)
+    return resp.encode_command(args)
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_key_slots_matches_reference(seed):
+    """Cluster mode routes a pipeline by where each command ends and its key's hash slot
+    (hash tags included); anything but a well-formed run of the given one-key commands is
+    None, in C as in the reference."""
+    rng = random.Random(seed)
+    cmds = [corrupt(rng, random_keyed_command(rng)) if rng.random() < 0.2 else random_keyed_command(rng)
+            for _ in range(rng.randrange(1, 8))]
+    buf = b"xy" + b"".join(cmds)
+    end = len(buf) - (rng.randrange(1, 4) if rng.random() < 0.1 else 0)
+    for b in (buf, bytearray(buf)):
+        assert speedups.key_slots(b, 2, end, ONE_KEY) == keyslot.key_slots_py(b, 2, end, ONE_KEY)
+
+
+def test_key_slots_of_a_pipeline():
+    cmds = [[b"SET", b"{user1}:a", b"1"], [b"get", b"user2"], [b"INCR", b"{}x"]]
+    buf = b"".join(resp.encode_command(c) for c in cmds)
+    ends = [len(b"".join(resp.encode_command(c) for c in cmds[:i + 1])) for i in range(3)]
+    slots = [keyslot.key_slot(b"user1"), keyslot.key_slot(b"user2"), keyslot.key_slot(b"{}x")]
+    assert keyslot.key_slots(buf, 0, len(buf), ONE_KEY) == [ends[0], slots[0], ends[1], slots[1], ends[2], slots[2]]
+    assert keyslot.key_slots(buf, 0, len(buf), ONE_KEY - {b"get"}) is None
+    assert keyslot.key_slots(b"*1\r\n$3\r\nGET\r\n", 0, 13, ONE_KEY) is None     # no key
