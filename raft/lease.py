@@ -100,11 +100,9 @@ class Leases:
         return max(self._leader_since, heard) + self.cfg.lease_outlives_ticks
 
     def _lease_until(self) -> int:
-        acks = sorted(
-            (self._now if p == self.id else (self._prs[p].ack_ctx if p in self._prs else -(10**9)))
-            for p in self.members
-        )
-        acks.reverse()
+        prs, me, now = self._prs, self.id, self._now
+        acks = [now if p == me else (prs[p].ack_ctx if p in prs else -(10**9)) for p in self.members]
+        acks.sort(reverse=True)
         q = self.quorum()
         if len(acks) < q:
             return -(10**9)

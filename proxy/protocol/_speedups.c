@@ -1,6 +1,7 @@
 /*
- * C versions of the per-command loops of proxy/resp.py (and of cluster mode's
- * routing/keyslot.key_slots_py).
+ * C versions of the per-command loops of proxy/resp.py, and of cluster mode's per-command
+ * loops over a pipeline (routing/keyslot.shard_batches_py,
+ * session/cluster_fanout.interleave_replies_py).
  *
  * Python spends about a microsecond per bytecode-level step on the machines we
  * measure on, so finding command and reply boundaries one byte-range at a
@@ -315,107 +316,306 @@ static long key_hash_slot(const char *key, Py_ssize_t n) {
     return (long)(crc & 16383);
 }
 
+/* What parse_keyed remembers between commands: the last name found in `names`. */
+typedef struct {
+    char name[NAME_MAX_LEN];
+    Py_ssize_t len;
+} name_cache_t;
+
 /*
- * key_slots(buf, start, end, names) -> [end0, slot0, end1, slot1, ...] or None
- *
- * The commands in buf[start:end] (complete multibulks, as split_commands grouped them),
- * each with where it ends and the hash slot of its first argument; None as soon as one is
- * not a command of `names` (a frozenset of lower-case names: those whose one key is
- * argument 1) with at least that argument, or is not well formed.  Cluster mode routes a
- * client's pipeline by these without building the arguments (keyslot.key_slots_py is the
- * reference).
+ * One command of a run at p (< end): 1 with *cmd_end and *slot (its argument 1's hash
+ * slot) when it is a well-formed command of `names` with that argument, 0 when it is not,
+ * -1 on a Python error.
  */
-static PyObject *key_slots(PyObject *self, PyObject *const *fargs, Py_ssize_t nargs) {
-    Py_buffer view;
-    Py_ssize_t start, stop;
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "key_slots expected 4 arguments, got %zd", nargs);
+static int parse_keyed(const char *p, const char *end, PyObject *names, name_cache_t *cache,
+                       const char **cmd_end, long *slot) {
+    if (*p != '*') return 0;
+    const char *nl = find_crlf(p, end);
+    if (nl == NULL) return 0;
+    long long argc = parse_len(p + 1, nl);
+    if (argc < 2) return 0;
+    const char *q = nl + 2;
+    for (long long i = 0; i < argc; i++) {
+        if (q >= end || *q != '$') return 0;
+        nl = find_crlf(q, end);
+        if (nl == NULL) return 0;
+        long long blen = parse_len(q + 1, nl);
+        const char *arg = nl + 2;
+        if (blen < 0 || blen > end - arg - 2 || arg[blen] != '\r' || arg[blen + 1] != '\n') return 0;
+        if (i == 0) {
+            if (blen > NAME_MAX_LEN) return 0;
+            char lower[NAME_MAX_LEN];
+            for (long long k = 0; k < blen; k++) {
+                char c = arg[k];
+                lower[k] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+            }
+            if (blen != cache->len || memcmp(cache->name, lower, (size_t)blen) != 0) {
+                PyObject *name = PyBytes_FromStringAndSize(lower, (Py_ssize_t)blen);
+                if (name == NULL) return -1;
+                int found = PySet_Contains(names, name);
+                Py_DECREF(name);
+                if (found <= 0) return found;
+                memcpy(cache->name, lower, (size_t)blen);
+                cache->len = (Py_ssize_t)blen;
+            }
+        } else if (i == 1) {
+            *slot = key_hash_slot(arg, (Py_ssize_t)blen);
+        }
+        q = arg + blen + 2;
+    }
+    *cmd_end = q;
+    return 1;
+}
+
+#define MAX_BATCHES 64
+
+/*
+ * shard_batches(buf, start, end, names, owners, migrating)
+ *   -> [(owner, positions, data), ...] or None
+ *
+ * Cluster mode's pipelines (keyslot.shard_batches_py is the reference): the commands in
+ * buf[start:end] (complete multibulks, as split_commands grouped them) by the shard that
+ * serves their key, in the order each shard first appears: `owner` its index (owners: an
+ * array of signed 16-bit shard indexes by hash slot, -1 for none), `positions` the indexes
+ * of its commands in the run, `data` their bytes one after the other.  None when one is not
+ * a command of `names` (a set of lower-case names: those whose one key is argument 1) with
+ * that argument, its slot is served by no shard or is being migrated (`migrating`: a byte
+ * per slot), the run is not well formed, or more than MAX_BATCHES shards would take part.
+ */
+static PyObject *shard_batches(PyObject *self, PyObject *const *fargs, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "shard_batches expected 6 arguments, got %zd", nargs);
         return NULL;
     }
     if (!PyAnySet_Check(fargs[3])) {
-        PyErr_SetString(PyExc_TypeError, "key_slots: names must be a set");
+        PyErr_SetString(PyExc_TypeError, "shard_batches: names must be a set");
         return NULL;
     }
-    PyObject *names = fargs[3];
+    Py_ssize_t start, stop;
     if (get_ssize(fargs[1], &start) < 0 || get_ssize(fargs[2], &stop) < 0) return NULL;
+    Py_buffer view, own, mig;
     if (get_buffer(fargs[0], &view) < 0) return NULL;
-    if (start < 0 || stop > view.len || start > stop) {
+    if (get_buffer(fargs[4], &own) < 0) {
         PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "key_slots: range out of the buffer");
         return NULL;
     }
+    if (get_buffer(fargs[5], &mig) < 0) {
+        PyBuffer_Release(&own);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    PyObject *out = NULL;
+    long owner_of[MAX_BATCHES];
+    PyObject *positions[MAX_BATCHES];
+    char *bytes[MAX_BATCHES];
+    size_t used[MAX_BATCHES], cap[MAX_BATCHES];
+    int n = 0;
+    if (start < 0 || stop > view.len || start > stop || own.len != 16384 * 2 || mig.len != 16384) {
+        PyErr_SetString(PyExc_ValueError, "shard_batches: bad range, owners or migrating");
+        goto done;
+    }
+    const short *owners = (const short *)own.buf;
+    const unsigned char *migrating = (const unsigned char *)mig.buf;
     const char *base = (const char *)view.buf;
     const char *end = base + stop;
     const char *p = base + start;
-    PyObject *out = PyList_New(0);
-    if (out == NULL) goto fail;
-    char prev[NAME_MAX_LEN];
-    Py_ssize_t prev_len = -1;
+    name_cache_t cache = {.len = -1};
+    long index = 0;
     while (p < end) {
-        if (*p != '*') goto none;
-        const char *nl = find_crlf(p, end);
-        if (nl == NULL) goto none;
-        long long argc = parse_len(p + 1, nl);
-        if (argc < 2) goto none;
-        const char *q = nl + 2;
+        const char *cmd_end;
         long slot = -1;
-        for (long long i = 0; i < argc; i++) {
-            if (q >= end || *q != '$') goto none;
-            nl = find_crlf(q, end);
-            if (nl == NULL) goto none;
-            long long blen = parse_len(q + 1, nl);
-            const char *arg = nl + 2;
-            if (blen < 0 || blen > end - arg - 2 || arg[blen] != '\r' || arg[blen + 1] != '\n') goto none;
-            if (i == 0) {
-                if (blen > NAME_MAX_LEN) goto none;
-                char lower[NAME_MAX_LEN];
-                for (long long k = 0; k < blen; k++) {
-                    char c = arg[k];
-                    lower[k] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
-                }
-                if (blen != prev_len || memcmp(prev, lower, (size_t)blen) != 0) {
-                    PyObject *name = PyBytes_FromStringAndSize(lower, (Py_ssize_t)blen);
-                    if (name == NULL) goto fail;
-                    int found = PySet_Contains(names, name);
-                    Py_DECREF(name);
-                    if (found < 0) goto fail;
-                    if (!found) goto none;
-                    memcpy(prev, lower, (size_t)blen);
-                    prev_len = (Py_ssize_t)blen;
-                }
-            } else if (i == 1) {
-                slot = key_hash_slot(arg, (Py_ssize_t)blen);
-            }
-            q = arg + blen + 2;
+        int ok = parse_keyed(p, end, fargs[3], &cache, &cmd_end, &slot);
+        if (ok < 0) goto done;
+        if (ok == 0 || owners[slot] < 0 || migrating[slot]) goto none;
+        long owner = owners[slot];
+        int b = 0;
+        while (b < n && owner_of[b] != owner) b++;
+        if (b == n) {
+            if (n == MAX_BATCHES) goto none;
+            owner_of[n] = owner;
+            positions[n] = PyList_New(0);
+            bytes[n] = NULL;
+            used[n] = cap[n] = 0;
+            n++;
+            if (positions[b] == NULL) goto done;
         }
-        PyObject *e = PyLong_FromSsize_t((Py_ssize_t)(q - base));
-        if (e == NULL) goto fail;
-        int bad = PyList_Append(out, e);
-        Py_DECREF(e);
-        if (bad < 0) goto fail;
-        PyObject *s = PyLong_FromLong(slot);
-        if (s == NULL) goto fail;
-        bad = PyList_Append(out, s);
-        Py_DECREF(s);
-        if (bad < 0) goto fail;
-        p = q;
+        size_t len = (size_t)(cmd_end - p);
+        if (used[b] + len > cap[b]) {
+            size_t want = cap[b] ? cap[b] * 2 : 256;
+            while (want < used[b] + len) want *= 2;
+            char *grown = PyMem_Realloc(bytes[b], want);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            bytes[b] = grown;
+            cap[b] = want;
+        }
+        memcpy(bytes[b] + used[b], p, len);
+        used[b] += len;
+        PyObject *i = PyLong_FromLong(index);
+        if (i == NULL || PyList_Append(positions[b], i) < 0) {
+            Py_XDECREF(i);
+            goto done;
+        }
+        Py_DECREF(i);
+        index++;
+        p = cmd_end;
     }
+    out = PyList_New(n);
+    if (out == NULL) goto done;
+    for (int b = 0; b < n; b++) {
+        PyObject *items[3] = {PyLong_FromLong(owner_of[b]), Py_NewRef(positions[b]),
+                              PyBytes_FromStringAndSize(bytes[b], (Py_ssize_t)used[b])};
+        PyObject *t = tuple_of(3, items);
+        if (t == NULL) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, b, t);
+    }
+    goto done;
+none:
+    out = Py_NewRef(Py_None);
+done:
+    for (int b = 0; b < n; b++) {
+        Py_XDECREF(positions[b]);
+        PyMem_Free(bytes[b]);
+    }
+    PyBuffer_Release(&mig);
+    PyBuffer_Release(&own);
     PyBuffer_Release(&view);
     return out;
-none:
-    Py_DECREF(out);
-    PyBuffer_Release(&view);
-    Py_RETURN_NONE;
-fail:
-    Py_XDECREF(out);
-    PyBuffer_Release(&view);
-    return NULL;
+}
+
+/* The end of the one reply at pos (< end), or -1 when it is incomplete, -2 when not RESP. */
+static Py_ssize_t reply_end(const char *base, Py_ssize_t pos, const char *end) {
+    long long remaining = 1;
+    while (remaining > 0) {
+        const char *p = base + pos;
+        if (p >= end) return -1;
+        const char *nl = find_crlf(p, end);
+        if (nl == NULL) return -1;
+        char t = *p;
+        if (t == '$' || t == '!' || t == '=') {
+            long long size;
+            if (p[1] == '-') size = -1;
+            else if ((size = parse_len(p + 1, nl)) < 0) return -2;
+            if (size < 0) {
+                pos = (Py_ssize_t)(nl + 2 - base);
+            } else {
+                if (size > end - nl - 4) return -1;
+                pos = (Py_ssize_t)(nl + 4 + size - base);
+            }
+            remaining--;
+        } else if (t == '+' || t == '-' || t == ':' || t == '_' || t == '#' || t == ',' || t == '(') {
+            pos = (Py_ssize_t)(nl + 2 - base);
+            remaining--;
+        } else if (t == '*' || t == '~' || t == '>' || t == '%' || t == '|') {
+            long long count;
+            if (p[1] == '-') count = -1;
+            else if ((count = parse_len(p + 1, nl)) < 0) return -2;
+            pos = (Py_ssize_t)(nl + 2 - base);
+            if (t == '%') remaining += 2 * count - 1;
+            else if (t == '|') remaining += 2 * count;
+            else remaining += count > 0 ? count - 1 : -1;
+        } else {
+            return -2;
+        }
+    }
+    return pos;
+}
+
+static int is_redirect(const char *p, Py_ssize_t n) {
+    return (n >= 7 && memcmp(p, "-MOVED ", 7) == 0) || (n >= 5 && memcmp(p, "-ASK ", 5) == 0);
+}
+
+/*
+ * interleave_replies(raws, positions, count) -> bytes or None
+ *
+ * The replies of a pipeline's per-shard batches (raws[i]: the replies to the commands at
+ * positions[i] of the run, in that order) put back in the run's order, as one bytes; None
+ * when one of them is a MOVED or ASK (the caller follows those for their commands alone).
+ * ReplyError when a batch's replies are not RESP or fewer than its commands.
+ * (cluster_fanout.interleave_replies_py is the reference.)
+ */
+static PyObject *interleave_replies(PyObject *self, PyObject *const *fargs, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "interleave_replies expected 3 arguments, got %zd", nargs);
+        return NULL;
+    }
+    PyObject *raws = fargs[0], *positions = fargs[1];
+    Py_ssize_t count;
+    if (get_ssize(fargs[2], &count) < 0) return NULL;
+    if (!PyList_Check(raws) || !PyList_Check(positions) || PyList_GET_SIZE(raws) != PyList_GET_SIZE(positions)
+            || count < 0) {
+        PyErr_SetString(PyExc_TypeError, "interleave_replies: raws and positions must be lists of one length");
+        return NULL;
+    }
+    const char **at = PyMem_Calloc((size_t)count + 1, sizeof(char *));
+    Py_ssize_t *len = PyMem_Calloc((size_t)count + 1, sizeof(Py_ssize_t));
+    PyObject *out = NULL;
+    if (at == NULL || len == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t total = 0;
+    for (Py_ssize_t b = 0; b < PyList_GET_SIZE(raws); b++) {
+        PyObject *raw = PyList_GET_ITEM(raws, b), *pos = PyList_GET_ITEM(positions, b);
+        if (!PyBytes_Check(raw) || !PyList_Check(pos)) {
+            PyErr_SetString(PyExc_TypeError, "interleave_replies: raws are bytes, positions lists");
+            goto done;
+        }
+        const char *base = PyBytes_AS_STRING(raw), *end = base + PyBytes_GET_SIZE(raw);
+        Py_ssize_t off = 0;
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(pos); k++) {
+            Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(pos, k));
+            if (i == -1 && PyErr_Occurred()) goto done;
+            if (i < 0 || i >= count || at[i] != NULL) {
+                PyErr_SetString(PyExc_ValueError, "interleave_replies: positions out of range or repeated");
+                goto done;
+            }
+            Py_ssize_t e = reply_end(base, off, end);
+            if (e < 0) {
+                PyErr_Format(reply_error ? reply_error : PyExc_ValueError,
+                             e == -1 ? "fewer replies than commands" : "unexpected reply at offset %zd", off);
+                goto done;
+            }
+            if (is_redirect(base + off, e - off)) {
+                out = Py_NewRef(Py_None);
+                goto done;
+            }
+            at[i] = base + off;
+            len[i] = e - off;
+            total += e - off;
+            off = e;
+        }
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (at[i] == NULL) {
+            PyErr_SetString(PyExc_ValueError, "interleave_replies: a position has no reply");
+            goto done;
+        }
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL) goto done;
+    char *w = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        memcpy(w, at[i], (size_t)len[i]);
+        w += len[i];
+    }
+done:
+    PyMem_Free(at);
+    PyMem_Free(len);
+    return out;
 }
 
 static PyMethodDef methods[] = {
     {"split_commands", (PyCFunction)(void (*)(void))split_commands, METH_FASTCALL, "Split client bytes into groups of commands."},
     {"scan_replies", (PyCFunction)(void (*)(void))scan_replies, METH_FASTCALL, "Skip complete RESP replies."},
-    {"key_slots", (PyCFunction)(void (*)(void))key_slots, METH_FASTCALL, "Where each command ends, and its key's hash slot."},
+    {"shard_batches", (PyCFunction)(void (*)(void))shard_batches, METH_FASTCALL, "A pipeline's commands by shard."},
+    {"interleave_replies", (PyCFunction)(void (*)(void))interleave_replies, METH_FASTCALL,
+     "Per-shard replies back in the pipeline's order."},
     {"set_reply_error", set_reply_error, METH_O, "The exception class scan_replies raises on bad bytes."},
     {NULL, NULL, 0, NULL},
 };

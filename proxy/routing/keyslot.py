@@ -57,9 +57,7 @@ def ranges_text(ranges: tuple[tuple[int, int], ...]) -> str:
 def key_slots_py(buf: bytes | bytearray, start: int, end: int, names) -> list[int] | None:
     """[end0, slot0, end1, slot1, ...] for the commands in buf[start:end]: where each ends
     and the hash slot of its argument 1; None as soon as one is not a command of `names`
-    (lower-case; those whose one key is argument 1) with that argument. Cluster mode routes
-    a client's pipeline by these (`ClusterSession._route_group`); the reference for the C
-    version in protocol/_speedups.c."""
+    (lower-case; those whose one key is argument 1) with that argument."""
     from ..protocol.resp import ProtocolError, command_args, parse_command
 
     out: list[int] = []
@@ -76,10 +74,41 @@ def key_slots_py(buf: bytes | bytearray, start: int, end: int, names) -> list[in
     return out
 
 
-key_slots = key_slots_py
+
+MAX_BATCHES = 64        # shards in one pipelined run (as _speedups.c's)
+
+
+def shard_batches_py(buf: bytes | bytearray, start: int, end: int, names, owners, migrating) -> list | None:
+    """The commands in buf[start:end] by the shard that serves their key, in the order each
+    shard first appears: [(owner, positions, data), ...] with `owner` the shard's index in
+    `owners` (slot -> index, -1 for none), `positions` the indexes of its commands in the
+    run and `data` their bytes; None when one is not a command of `names` with its key, or
+    its slot is served by no shard or being migrated (`migrating`). Cluster mode sends a
+    pipeline as one batch per shard by these (`ClusterSession._route_group`); the reference
+    for the C version in protocol/_speedups.c."""
+    found = key_slots_py(buf, start, end, names)
+    if found is None:
+        return None
+    batches: dict[int, tuple[int, list[int], list[bytes]]] = {}
+    pos = start
+    for i in range(len(found) // 2):
+        cmd_end, slot = found[2 * i], found[2 * i + 1]
+        owner = owners[slot]
+        if owner < 0 or migrating[slot]:
+            return None
+        batch = batches.setdefault(owner, (owner, [], []))
+        batch[1].append(i)
+        batch[2].append(bytes(buf[pos:cmd_end]))
+        pos = cmd_end
+    if len(batches) > MAX_BATCHES:
+        return None
+    return [(owner, positions, b"".join(parts)) for owner, positions, parts in batches.values()]
+
+
+shard_batches = shard_batches_py
 try:  # the C version, when built
-    from ..protocol._speedups import key_slots as _key_slots_c
+    from ..protocol._speedups import shard_batches as _shard_batches_c
 except ImportError:  # pragma: no cover - pure Python fallback
     pass
 else:
-    key_slots = _key_slots_c
+    shard_batches = _shard_batches_c

@@ -24,7 +24,7 @@ import functools
 
 from ..protocol import resp
 from ..protocol.commands import BLOCK_OPTION, CONTAINERS, RAW_MODE, REFUSED, Kind
-from ..routing.keyslot import key_slot, key_slots, ranges_text
+from ..routing.keyslot import key_slot, ranges_text, shard_batches
 from ..routing.split import plan
 from ..upstream import DiscardSlot, Slot, Upstream
 from ..write_gate import STOP, Refusal
@@ -120,25 +120,13 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
         write = kind != READ
         if write and self.replica_slot is not None and not self.replica_slot.done:
             return False
-        buf = self._buf
-        found = key_slots(buf, start, end, _pipelined(self.table.single_key))
-        if found is None:
-            return False
+        names = _pipelined(self.table.single_key)
         cluster = self.cluster
-        owners, migrating = cluster.slots.owners, cluster.migrating
-        by_shard: dict[int, list[int]] = {}
-        slots = found[1::2]
-        for i, slot in enumerate(slots):
-            owner = owners[slot]
-            if owner < 0 or migrating[slot]:
-                return False
-            positions = by_shard.get(owner)
-            if positions is None:
-                by_shard[owner] = [i]
-            else:
-                positions.append(i)
+        batches = shard_batches(self._buf, start, end, names, cluster.slots.owners, cluster.migrating)
+        if batches is None:
+            return False
         targets = []
-        for owner, positions in by_shard.items():
+        for owner, positions, data in batches:
             shard = cluster.slots.shards[owner].id
             r = cluster.router(shard)
             if r is None:
@@ -146,25 +134,14 @@ class ClusterSession(ClusterLocalCommands, ShardedPubsub, ClusterTransactions, C
             target = self._master_in(r) if write else self._reader_in(shard, r)
             if type(target) is not Upstream:
                 return False
-            targets.append((shard, r, target, positions))
+            targets.append((shard, r, target, positions, data))
         self.last_cmd = name
         parent = Slot(self, 1)
         self.pending.append(parent)
-        fan = PipelineFan(self, parent, count, slots)
-        ends = found[0::2]
-        whole = len(targets) == 1
-        for shard, r, up, positions in targets:
-            if whole:
-                data = bytes(buf[start:end])
-                cuts = [0, *(e - start for e in ends)]
-            else:
-                pieces = [buf[ends[i - 1] if i else start:ends[i]] for i in positions]
-                data = b"".join(pieces)
-                cuts = [0]
-                for piece in pieces:
-                    cuts.append(cuts[-1] + len(piece))
+        fan = PipelineFan(self, parent, count, names)
+        for shard, r, up, positions, data in targets:
             sub = RoutedSlot(fan, data, None, write, len(positions))
-            fan.add(sub, positions, cuts)
+            fan.add(sub, positions)
             up.send(data, sub, write)
             if write:
                 self._note_write_in(shard, sub)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import hiredis
 
 from ..protocol import resp
+from ..routing.keyslot import key_slots_py
 from ..routing.split import Plan, merge_replies
 from ..upstream import Slot
 from .common import bulk
@@ -228,36 +229,40 @@ class PipelineFan(FanOut):
     the replies go back into the client's order, each MOVED or ASK among them followed for
     its command alone first (`ClusterSession._follow`), as if each had been sent alone."""
 
-    __slots__ = ("cuts", "following", "positions", "replies", "slots")
+    __slots__ = ("count", "following", "names", "positions", "replies")
 
-    def __init__(self, session, parent: Slot, count: int, slots: list[int]) -> None:
+    def __init__(self, session, parent: Slot, count: int, names: frozenset[bytes]) -> None:
         super().__init__(session, parent, combine_first)
-        self.positions: list[list[int]] = []    # per sub-slot: the client's command indexes in it
-        self.cuts: list[list[int]] = []         # per sub-slot: where each command starts in its data, and the end
-        self.slots = slots                      # per command: its key's hash slot
-        self.replies: list[bytes] | None = None
+        self.count = count
+        self.names = names                      # the commands the batches may hold (to find them again)
+        self.positions: list[list[int]] = []    # per sub-slot: the indexes of its commands in the run
+        self.replies: list[bytes] | None = None     # once a redirect is being followed
         self.following: dict[int, RoutedSlot] = {}
 
-    def add(self, sub: RoutedSlot, positions: list[int], cuts: list[int]) -> None:
+    def add(self, sub: RoutedSlot, positions: list[int]) -> None:
         self.subs.append(sub)
         self.positions.append(positions)
-        self.cuts.append(cuts)
 
     def slots_done(self) -> None:
         """Called from the upstream that read a sub-slot's (or a followed command's) last
         reply: on a connection other clients share, so nothing here may raise."""
         if self.parent.done or self.session.closed:
             return
-        if self.replies is None:
-            for sub in self.subs:
-                if not sub.done:
+        try:
+            if self.replies is None:
+                for sub in self.subs:
+                    if not sub.done:
+                        return
+                raws = [b"".join(sub.parts) for sub in self.subs]
+                joined = interleave_replies(raws, self.positions, self.count)
+                if joined is not None:
+                    self._finish(joined)
                     return
-            try:
-                self._split()
-            except (resp.ReplyError, ValueError) as exc:
-                log.warning("event=pipeline_split_failed client=%s error=%r", self.session._peer(), exc)
-                self._finish([b"-ERR proxy: the nodes' replies could not be split\r\n"] * len(self.slots))
-                return
+                self._follow_redirects(raws)
+        except (resp.ReplyError, ValueError) as exc:
+            log.warning("event=pipeline_split_failed client=%s error=%r", self.session._peer(), exc)
+            self._finish(b"-ERR proxy: the nodes' replies could not be split\r\n" * self.count)
+            return
         for i, followed in list(self.following.items()):
             if not followed.done or self.session._follow(followed):
                 return
@@ -265,36 +270,69 @@ class PipelineFan(FanOut):
             self.replies[i] = b"".join(followed.parts)
             del self.following[i]
         if not self.following:
-            self._finish(self.replies)
+            self._finish(b"".join(self.replies))
 
-    def _split(self) -> None:
-        """Each sub-slot's replies to their commands' places; redirects sent on."""
-        replies: list[bytes] = [b""] * len(self.slots)
+    def _follow_redirects(self, raws: list[bytes]) -> None:
+        """Some node answered MOVED or ASK (a slot moved behind the proxies' back): every
+        reply to its place, and each redirected command sent on alone."""
+        replies: list[bytes] = [b""] * self.count
         self.replies = replies
-        redirected = []
-        for sub, positions, cuts in zip(self.subs, self.positions, self.cuts, strict=True):
-            raw = b"".join(sub.parts)
-            pos = 0
+        for sub, positions, raw in zip(self.subs, self.positions, raws, strict=True):
+            found = key_slots_py(sub.data, 0, len(sub.data), self.names)
+            if found is None or len(found) != 2 * len(positions):
+                raise ValueError("a batch's commands could not be found again")
+            pos = start = 0
             for j, i in enumerate(positions):
                 end, left = resp.scan_replies(raw, pos, 1)
                 if left:
-                    raise ValueError(f"{len(positions)} replies expected, fewer came")
-                reply = raw[pos:end]
-                replies[i] = reply
-                if reply[:1] == b"-" and (reply[:7] == b"-MOVED " or reply[:5] == b"-ASK "):
-                    redirected.append((i, sub, j, cuts))
+                    raise ValueError("fewer replies than commands")
+                reply = replies[i] = raw[pos:end]
                 pos = end
-        for i, sub, j, cuts in redirected:
-            followed = RoutedSlot(self, sub.data[cuts[j]:cuts[j + 1]], self.slots[i], sub.write)
-            followed.parts = [replies[i]]
-            followed.done = True
-            if self.session._follow(followed):
-                self.following[i] = followed
-            else:
-                replies[i] = b"".join(followed.parts)   # the redirect, or why it was not followed
+                cmd_end = found[2 * j]
+                if reply[:7] == b"-MOVED " or reply[:5] == b"-ASK ":
+                    followed = RoutedSlot(self, sub.data[start:cmd_end], found[2 * j + 1], sub.write)
+                    followed.parts = [reply]
+                    followed.done = True
+                    if self.session._follow(followed):
+                        self.following[i] = followed
+                    else:
+                        replies[i] = b"".join(followed.parts)   # the redirect, or why it was not followed
+                start = cmd_end
 
-    def _finish(self, replies: list[bytes]) -> None:
-        self.parent.parts = [b"".join(replies)]
+    def _finish(self, replies: bytes) -> None:
+        self.parent.parts = [replies]
         self.parent.remaining = 0
         self.parent.done = True
         self.session.slots_done()
+
+
+def interleave_replies_py(raws: list[bytes], positions: list[list[int]], count: int) -> bytes | None:
+    """The replies of a pipeline's per-shard batches (raws[i]: to the commands at
+    positions[i] of the run) back in the run's order; None when one is a MOVED or ASK.
+    The reference for the C version in protocol/_speedups.c."""
+    out: list[bytes | None] = [None] * count
+    for raw, batch in zip(raws, positions, strict=True):
+        pos = 0
+        for i in batch:
+            if not 0 <= i < count or out[i] is not None:
+                raise ValueError("interleave_replies: positions out of range or repeated")
+            end, left = resp.scan_replies(raw, pos, 1)
+            if left:
+                raise resp.ReplyError("fewer replies than commands")
+            reply = raw[pos:end]
+            if reply[:7] == b"-MOVED " or reply[:5] == b"-ASK ":
+                return None
+            out[i] = reply
+            pos = end
+    if any(r is None for r in out):
+        raise ValueError("interleave_replies: a position has no reply")
+    return b"".join(out)
+
+
+interleave_replies = interleave_replies_py
+try:  # the C version, when built
+    from ..protocol._speedups import interleave_replies as _interleave_c
+except ImportError:  # pragma: no cover - pure Python fallback
+    pass
+else:
+    interleave_replies = _interleave_c

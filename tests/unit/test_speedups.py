@@ -1,11 +1,13 @@
 """The C splitter and reply scanner agree with the pure-Python reference."""
 
 import random
+from array import array
 
 import pytest
 
 from proxy.protocol import resp
 from proxy.routing import keyslot
+from proxy.session import cluster_fanout
 
 speedups = pytest.importorskip("proxy.protocol._speedups", reason="C speedups not built")
 
@@ -104,6 +106,7 @@ def test_fastcall_arguments_are_checked():
         speedups.scan_replies(b"+OK\r\n", -1, 1)
 
 
+
 ONE_KEY = frozenset({b"get", b"set", b"incr"})
 
 
@@ -114,25 +117,73 @@ def random_keyed_command(rng: random.Random) -> bytes:
     return resp.encode_command(args)
 
 
+def random_owners(rng: random.Random):
+    owners = array("h", [rng.randrange(-1, 4) for _ in range(16)]) * 1024    # slot -> shard, some unserved
+    migrating = bytearray(rng.random() < 0.01 for _ in range(16384))
+    return owners, migrating
+
+
 @pytest.mark.parametrize("seed", range(300))
-def test_key_slots_matches_reference(seed):
-    """Cluster mode routes a pipeline by where each command ends and its key's hash slot
-    (hash tags included); anything but a well-formed run of the given one-key commands is
-    None, in C as in the reference."""
+def test_shard_batches_matches_reference(seed):
+    """Cluster mode sends a pipelined run as one batch per shard: the commands by the shard
+    of their key's hash slot (hash tags included), positions in the run and bytes; anything
+    but a well-formed run of the given one-key commands, all on served slots not being
+    migrated, is None, in C as in the reference."""
     rng = random.Random(seed)
     cmds = [corrupt(rng, random_keyed_command(rng)) if rng.random() < 0.2 else random_keyed_command(rng)
             for _ in range(rng.randrange(1, 8))]
     buf = b"xy" + b"".join(cmds)
     end = len(buf) - (rng.randrange(1, 4) if rng.random() < 0.1 else 0)
+    owners, migrating = random_owners(rng)
     for b in (buf, bytearray(buf)):
-        assert speedups.key_slots(b, 2, end, ONE_KEY) == keyslot.key_slots_py(b, 2, end, ONE_KEY)
+        assert speedups.shard_batches(b, 2, end, ONE_KEY, owners, migrating) == \
+            keyslot.shard_batches_py(b, 2, end, ONE_KEY, owners, migrating)
 
 
-def test_key_slots_of_a_pipeline():
-    cmds = [[b"SET", b"{user1}:a", b"1"], [b"get", b"user2"], [b"INCR", b"{}x"]]
-    buf = b"".join(resp.encode_command(c) for c in cmds)
-    ends = [len(b"".join(resp.encode_command(c) for c in cmds[:i + 1])) for i in range(3)]
-    slots = [keyslot.key_slot(b"user1"), keyslot.key_slot(b"user2"), keyslot.key_slot(b"{}x")]
-    assert keyslot.key_slots(buf, 0, len(buf), ONE_KEY) == [ends[0], slots[0], ends[1], slots[1], ends[2], slots[2]]
-    assert keyslot.key_slots(buf, 0, len(buf), ONE_KEY - {b"get"}) is None
-    assert keyslot.key_slots(b"*1\r\n$3\r\nGET\r\n", 0, 13, ONE_KEY) is None     # no key
+def test_shard_batches_of_a_pipeline():
+    cmds = [[b"SET", b"{user1}:a", b"1"], [b"get", b"user2"], [b"INCR", b"{user1}:b"]]
+    encoded = [resp.encode_command(c) for c in cmds]
+    buf = b"".join(encoded)
+    owners = array("h", [0]) * 16384
+    owners[keyslot.key_slot(b"user2")] = 1
+    migrating = bytearray(16384)
+    assert keyslot.shard_batches(buf, 0, len(buf), ONE_KEY, owners, migrating) == \
+        [(0, [0, 2], encoded[0] + encoded[2]), (1, [1], encoded[1])]
+    assert keyslot.shard_batches(buf, 0, len(buf), ONE_KEY - {b"get"}, owners, migrating) is None
+    migrating[keyslot.key_slot(b"user2")] = 1
+    assert keyslot.shard_batches(buf, 0, len(buf), ONE_KEY, owners, migrating) is None
+    assert keyslot.shard_batches(b"*1\r\n$3\r\nGET\r\n", 0, 13, ONE_KEY, owners, bytearray(16384)) is None
+
+
+REPLIES = [b"+OK\r\n", b"$3\r\nabc\r\n", b"*2\r\n:1\r\n$-1\r\n", b"-ERR x\r\n", b"%1\r\n+a\r\n_\r\n",
+           b"-MOVED 3 127.0.0.1:7001\r\n", b"-ASK 3 127.0.0.1:7001\r\n", b"-MOVEDX\r\n"]
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_interleave_replies_matches_reference(seed):
+    """A pipeline's per-shard replies go back into the run's order; None when one is a
+    redirect; fewer replies than commands, or bytes that are not RESP, raise."""
+    rng = random.Random(seed)
+    count = rng.randrange(1, 10)
+    order = list(range(count))
+    rng.shuffle(order)
+    cut = sorted(rng.sample(range(1, count), rng.randrange(min(3, count)))) if count > 1 else []
+    positions = [order[a:b] for a, b in zip([0, *cut], [*cut, count], strict=True)]
+    raws = [b"".join(rng.choice(REPLIES[:5] if rng.random() < 0.7 else REPLIES) for _ in p) for p in positions]
+    if rng.random() < 0.2:
+        raws[0] = corrupt(rng, raws[0])[:rng.randrange(len(raws[0]) + 1)]
+
+    def outcome(fn):
+        try:
+            return fn(raws, positions, count)
+        except (resp.ReplyError, ValueError) as exc:
+            return type(exc)
+    assert outcome(speedups.interleave_replies) == outcome(cluster_fanout.interleave_replies_py)
+
+
+def test_interleave_replies_of_two_shards():
+    got = cluster_fanout.interleave_replies([b"+a\r\n+c\r\n", b":2\r\n"], [[0, 2], [1]], 3)
+    assert got == b"+a\r\n:2\r\n+c\r\n"
+    assert cluster_fanout.interleave_replies([b"+a\r\n-ASK 1 h:1\r\n", b":2\r\n"], [[0, 2], [1]], 3) is None
+    with pytest.raises(resp.ReplyError):
+        cluster_fanout.interleave_replies([b"+a\r\n", b":2\r\n"], [[0, 2], [1]], 3)
