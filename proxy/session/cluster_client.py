@@ -15,7 +15,10 @@ single-set `ClientSession`'s; what differs is where a command goes:
   posing as one cluster node, `routing/cluster_view.py`).
 
 Commands are not batched per upstream as in single-set mode: each gets its own reply
-slot, which is what lets a redirect be followed for that command alone.
+slot, which is what lets a redirect be followed for that command alone; except a
+pipelined run of single-key reads or writes, which goes as one batch per shard
+(`_route_group`), its replies put back in order and any redirect among them followed for
+its command alone by a `PipelineFan`.
 """
 
 from __future__ import annotations
