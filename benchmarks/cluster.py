@@ -8,8 +8,8 @@ Starts, on 127.0.0.1 only, a cluster-enabled Redis 7 cluster of 3 shards (3 mast
    and -P 16 against one proxy's client port, and `redis-benchmark --cluster` (a
    cluster-aware client: a thread per master, each client on one node, keys
    hash-tagged for it) against the nodes directly, alternating in rounds; median
-   ops/s, ratio to direct, p50/p99 at -P 1 (benchmarks/benchlib runs them and
-   prints the table). With threads (and so with --cluster) redis-benchmark notices
+   ops/s, ratio to direct, p50/p99 at -P 1, the proxy's own CPU per command (its
+   /proc accounting; benchmarks/benchlib runs them and prints the table). With threads (and so with --cluster) redis-benchmark notices
    the end of a run on a 250 ms tick, so ops/s = requests / (a multiple of
    0.25 s), which understates the shorter runs most (the direct ones, so ratios
    lean towards the proxy): the full sizes make a direct run last 3-5 s (at most
@@ -156,7 +156,8 @@ def throughput(cluster: ShardedProxyCluster, proxy_port: int, args: argparse.Nam
     threads = ["--threads", str(args.client_threads)] if args.client_threads else []
     node = cluster.cluster.masters[0]
     targets = [Target(DIRECT_TARGET, DIRECT_TARGET, node.port, [], client_args=["--cluster", *spread_keys]),
-               Target(PROXY_TARGET, PROXY_TARGET, proxy_port, [], client_args=[*threads, *spread_keys])]
+               Target(PROXY_TARGET, PROXY_TARGET, proxy_port, [], client_args=[*threads, *spread_keys],
+                      pid=cluster.proxy(args.proxy).pid or 0)]     # its CPU per command, from /proc
     requests = {p: sizes.requests if p == 1 else sizes.pipelined for p in args.pipelines}
     settings = BenchSettings(args.tests, args.clients, requests, args.run_timeout)
 
