@@ -61,10 +61,11 @@ def key_slots_py(buf: bytes | bytearray, start: int, end: int, names) -> list[in
     from ..protocol.resp import ProtocolError, command_args, parse_command
 
     out: list[int] = []
+    run = buf[:end]
     pos = start
     while pos < end:
         try:
-            res = parse_command(buf[:end], pos, end, end)
+            res = parse_command(run, pos, end, end)
         except ProtocolError:
             return None
         if res is None or len(res) < 4 or res[3] < 2 or res[1] not in names:
@@ -72,7 +73,6 @@ def key_slots_py(buf: bytes | bytearray, start: int, end: int, names) -> list[in
         out += (res[0], key_slot(command_args(buf, res[2], res[0])[0]))
         pos = res[0]
     return out
-
 
 
 MAX_BATCHES = 64        # shards in one pipelined run (as _speedups.c's)
