@@ -184,7 +184,7 @@ typedef struct upstream {
     buf_t out, in;
     int hs_left;                    /* handshake replies still to discard */
     slot_t *head, *tail;
-    long nest;                      /* elements outstanding in the reply being scanned */
+    long long nest;                 /* elements outstanding in the reply being scanned */
     size_t scanned;                 /* bytes of it scanned (from in.off) */
     int want_out;
     int unsent_write;               /* out holds a write (sent under unsent_gen) */
@@ -424,37 +424,8 @@ static int scan_reply(upstream_t *u) {
         u->scanned = 0;
     }
     while (u->nest > 0) {
-        const char *p = base + u->scanned;
-        if (p >= end) return 0;
-        const char *nl = find_crlf(p, end);
-        if (nl == NULL) return 0;
-        char t = *p;
-        if (t == '$' || t == '!' || t == '=') {
-            long long size;
-            if (p[1] == '-') size = -1;
-            else if ((size = parse_len(p + 1, nl)) < 0) return -1;
-            if (size < 0) {
-                u->scanned = (size_t)(nl + 2 - base);
-            } else {
-                const char *e = nl + 4 + size;
-                if (e > end) return 0;
-                u->scanned = (size_t)(e - base);
-            }
-            u->nest--;
-        } else if (t == '+' || t == '-' || t == ':' || t == '_' || t == '#' || t == ',' || t == '(') {
-            u->scanned = (size_t)(nl + 2 - base);
-            u->nest--;
-        } else if (t == '*' || t == '~' || t == '>' || t == '%' || t == '|') {
-            long long count;
-            if (p[1] == '-') count = -1;
-            else if ((count = parse_len(p + 1, nl)) < 0) return -1;
-            u->scanned = (size_t)(nl + 2 - base);
-            if (t == '%') u->nest += 2 * count - 1;
-            else if (t == '|') u->nest += 2 * count;
-            else u->nest += count > 0 ? count - 1 : -1;
-        } else {
-            return -1;
-        }
+        int stepped = resp_step(base, end, &u->scanned, &u->nest);
+        if (stepped <= 0) return stepped;
     }
     return 1;
 }

@@ -248,38 +248,16 @@ static PyObject *scan_replies(PyObject *self, PyObject *const *fargs, Py_ssize_t
     }
     const char *base = (const char *)view.buf;
     const char *end = base + view.len;
-    while (remaining > 0 && base + pos < end) {
-        const char *p = base + pos;
-        const char *nl = find_crlf(p, end);
-        if (nl == NULL) break;
-        char t = *p;
-        if (t == '$' || t == '!' || t == '=') {
-            long long size;
-            if (p[1] == '-') size = -1;
-            else if ((size = parse_len(p + 1, nl)) < 0) goto bad;
-            if (size < 0) {
-                pos = (Py_ssize_t)(nl + 2 - base);
-            } else {
-                const char *e = nl + 4 + size;
-                if (e > end) break;
-                pos = (Py_ssize_t)(e - base);
-            }
-            remaining--;
-        } else if (t == '+' || t == '-' || t == ':' || t == '_' || t == '#' || t == ',' || t == '(') {
-            pos = (Py_ssize_t)(nl + 2 - base);
-            remaining--;
-        } else if (t == '*' || t == '~' || t == '>' || t == '%' || t == '|') {
-            long long count;
-            if (p[1] == '-') count = -1;
-            else if ((count = parse_len(p + 1, nl)) < 0) goto bad;
-            pos = (Py_ssize_t)(nl + 2 - base);
-            if (t == '%') remaining += 2 * count - 1;
-            else if (t == '|') remaining += 2 * count;
-            else remaining += count > 0 ? count - 1 : -1;
-        } else {
+    size_t at = (size_t)pos;
+    while (remaining > 0) {
+        int stepped = resp_step(base, end, &at, &remaining);
+        if (stepped < 0) {
+            pos = (Py_ssize_t)at;
             goto bad;
         }
+        if (stepped == 0) break;
     }
+    pos = (Py_ssize_t)at;
     PyBuffer_Release(&view);
     PyObject *items[2] = {PyLong_FromSsize_t(pos), PyLong_FromLongLong(remaining)};
     return tuple_of(2, items);
@@ -488,42 +466,15 @@ done:
     return out;
 }
 
-/* The end of the one reply at pos (< end), or -1 when it is incomplete, -2 when not RESP. */
+/* The end of the one reply at pos, or -1 when it is incomplete, -2 when not RESP. */
 static Py_ssize_t reply_end(const char *base, Py_ssize_t pos, const char *end) {
-    long long remaining = 1;
-    while (remaining > 0) {
-        const char *p = base + pos;
-        if (p >= end) return -1;
-        const char *nl = find_crlf(p, end);
-        if (nl == NULL) return -1;
-        char t = *p;
-        if (t == '$' || t == '!' || t == '=') {
-            long long size;
-            if (p[1] == '-') size = -1;
-            else if ((size = parse_len(p + 1, nl)) < 0) return -2;
-            if (size < 0) {
-                pos = (Py_ssize_t)(nl + 2 - base);
-            } else {
-                if (size > end - nl - 4) return -1;
-                pos = (Py_ssize_t)(nl + 4 + size - base);
-            }
-            remaining--;
-        } else if (t == '+' || t == '-' || t == ':' || t == '_' || t == '#' || t == ',' || t == '(') {
-            pos = (Py_ssize_t)(nl + 2 - base);
-            remaining--;
-        } else if (t == '*' || t == '~' || t == '>' || t == '%' || t == '|') {
-            long long count;
-            if (p[1] == '-') count = -1;
-            else if ((count = parse_len(p + 1, nl)) < 0) return -2;
-            pos = (Py_ssize_t)(nl + 2 - base);
-            if (t == '%') remaining += 2 * count - 1;
-            else if (t == '|') remaining += 2 * count;
-            else remaining += count > 0 ? count - 1 : -1;
-        } else {
-            return -2;
-        }
+    long long nest = 1;
+    size_t at = (size_t)pos;
+    while (nest > 0) {
+        int stepped = resp_step(base, end, &at, &nest);
+        if (stepped <= 0) return stepped == 0 ? -1 : -2;
     }
-    return pos;
+    return (Py_ssize_t)at;
 }
 
 static int is_redirect(const char *p, Py_ssize_t n) {
