@@ -208,6 +208,36 @@ def test_pipeline_across_shards_keeps_reply_order(cluster, client):
     assert replies == [x for i in range(len(keys)) for x in (True, i + 1, str(i + 1))]
 
 
+def test_pipelined_runs_read_their_own_writes_and_writes_wait_for_replica_reads(cluster, client):
+    """A pipelined run of single-key reads or writes goes to the shards as one batch per
+    shard: the replies still come in the client's order, a run of reads right after a run
+    of writes reads those writes (read-your-writes per shard, though reads go to replicas),
+    and a run of writes after reads served by replicas waits for them (they must not see
+    it)."""
+    keys = [f"run:{i}" for i in range(90)]
+    views = cluster.node_shards()
+    assert len(by_owner(views, keys)) == SHARDS
+    pipe = client.pipeline(transaction=False)
+    for value in ("a", "b"):
+        for k in keys:
+            pipe.set(k, f"{value}-{k}")
+        for k in keys:
+            pipe.get(k)
+    assert pipe.execute() == [True] * 90 + [f"a-{k}" for k in keys] + [True] * 90 + [f"b-{k}" for k in keys]
+    with redis_client(cluster.proxy("proxy-2").port, decode=True) as other:
+        wait_until(lambda: other.mget(keys) == [f"b-{k}" for k in keys], 10, message="the writes readable")
+        before = sum(commandstats_calls(r, "get") for v in views for r in v.replicas)
+        pipe = other.pipeline(transaction=False)
+        for k in keys:
+            pipe.get(k)
+        for k in keys:
+            pipe.set(k, f"c-{k}")
+        for k in keys:
+            pipe.get(k)
+        assert pipe.execute() == [f"b-{k}" for k in keys] + [True] * 90 + [f"c-{k}" for k in keys]
+        assert sum(commandstats_calls(r, "get") for v in views for r in v.replicas) - before >= 90
+
+
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_mset_mget_over_1000_keys_in_every_shard(cluster, protocol):
     keys = [f"mm{protocol}:{i}" for i in range(1000)]
