@@ -669,7 +669,10 @@ class ClientSession(LocalCommands, Transactions, ConnectionCommands, ClientComma
             size = len(data)
             self.stats.bytes_out += size
             queued = self.queued - size
-            self.queued = queued if queued > 0 else 0
+            # once nothing is owed, nothing is queued: reply bytes counted as they came but
+            # never written (a redirect followed, ASKING's +OK, a fan-out's replies combined
+            # into one) must not add up over a connection's life towards its output limit
+            self.queued = queued if queued > 0 and pending else 0
             t.write(data)
             if t.get_write_buffer_size() or self.soft_since is not None:
                 self._check_output()    # (not all written: the common case needs no check)

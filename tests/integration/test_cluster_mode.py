@@ -267,6 +267,22 @@ def test_del_exists_unlink_touch_sum_over_shards(cluster, client):
     assert client.mget(keys) == [None] * 30
 
 
+def test_replies_combined_over_shards_leave_nothing_counted_against_the_output_limit(cluster):
+    """A fan-out's replies are counted against the client's output limit as they come and
+    combined into one shorter reply (three `:1` into one `:3`): the difference was never
+    written, and it added up over a connection's life until a long-lived client doing
+    nothing wrong passed client_output_buffer_limit and was closed. Once nothing is owed,
+    nothing is counted (CLIENT LIST's omem)."""
+    keys = one_key_per_shard(cluster, "omem-")
+    with redis_client(cluster.proxy("proxy-1").port, decode=True) as c:
+        c.client_setname("omem-check")
+        for _ in range(500):
+            c.mset({k: "x" for k in keys})
+            assert c.delete(*keys) == len(keys)
+        me = next(x for x in c.client_list() if x.get("name") == "omem-check")
+        assert int(me["omem"]) == 0, me
+
+
 def test_multi_key_commands_across_slots_get_crossslot(cluster, client):
     a, b = one_key_per_shard(cluster, "xs-")[:2]
     client.set(a, "1")
