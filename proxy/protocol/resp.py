@@ -290,6 +290,28 @@ def scan_replies(buf: bytes | bytearray, pos: int, remaining: int) -> tuple[int,
     return pos, remaining
 
 
+def split_replies(raw: bytes, count: int) -> list[bytes]:
+    """The first `count` replies in `raw`, one bytes each; ReplyError when fewer are there."""
+    out, pos = [], 0
+    for _ in range(count):
+        end, left = scan_replies(raw, pos, 1)
+        if left:
+            raise ReplyError("fewer replies than commands")
+        out.append(raw[pos:end])
+        pos = end
+    return out
+
+
+def speedup(name: str, reference):
+    """The C version of `reference` from `_speedups.c` when it is built (pip install
+    compiles it), else `reference` itself: same contract, and the unit tests compare them."""
+    try:
+        from . import _speedups
+    except ImportError:  # pragma: no cover - pure Python fallback
+        return reference
+    return getattr(_speedups, name)
+
+
 def error_reply(message: str) -> bytes:
     """A RESP error line; `message` should start with an upper-case code."""
     return b"-" + message.replace("\r", " ").replace("\n", " ").encode() + b"\r\n"

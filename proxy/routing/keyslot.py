@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from binascii import crc_hqx
 
+from ..protocol.resp import ProtocolError, command_args, parse_command, speedup
+
 SLOTS = 16384
 
 
@@ -58,8 +60,6 @@ def key_slots_py(buf: bytes | bytearray, start: int, end: int, names) -> list[in
     """[end0, slot0, end1, slot1, ...] for the commands in buf[start:end]: where each ends
     and the hash slot of its argument 1; None as soon as one is not a command of `names`
     (lower-case; those whose one key is argument 1) with that argument."""
-    from ..protocol.resp import ProtocolError, command_args, parse_command
-
     out: list[int] = []
     run = buf[:end]
     pos = start
@@ -105,10 +105,4 @@ def shard_batches_py(buf: bytes | bytearray, start: int, end: int, names, owners
     return [(owner, positions, b"".join(parts)) for owner, positions, parts in batches.values()]
 
 
-shard_batches = shard_batches_py
-try:  # the C version, when built
-    from ..protocol._speedups import shard_batches as _shard_batches_c
-except ImportError:  # pragma: no cover - pure Python fallback
-    pass
-else:
-    shard_batches = _shard_batches_c
+shard_batches = speedup("shard_batches", shard_batches_py)

@@ -44,10 +44,15 @@ class RoutedSlot(Slot):
         self.skip = skip
 
 
+def is_redirect(reply: bytes) -> bool:
+    """A node's `-MOVED ...` or `-ASK ...` (at the start of `reply`)."""
+    return reply[:7] == b"-MOVED " or reply[:5] == b"-ASK "
+
+
 def redirect(slot: Slot) -> bytes | None:
     """The `-MOVED ...` / `-ASK ...` line a finished slot holds, or None."""
     parts = slot.parts
-    if parts and parts[0][:1] == b"-" and (parts[0][:7] == b"-MOVED " or parts[0][:5] == b"-ASK "):
+    if parts and parts[0][:1] == b"-" and is_redirect(parts[0]):
         return b"".join(parts).split(b"\r\n", 1)[0]
     return None
 
@@ -281,15 +286,11 @@ class PipelineFan(FanOut):
             found = key_slots_py(sub.data, 0, len(sub.data), self.names)
             if found is None or len(found) != 2 * len(positions):
                 raise ValueError("a batch's commands could not be found again")
-            pos = start = 0
-            for j, i in enumerate(positions):
-                end, left = resp.scan_replies(raw, pos, 1)
-                if left:
-                    raise ValueError("fewer replies than commands")
-                reply = replies[i] = raw[pos:end]
-                pos = end
+            start = 0
+            for j, (i, reply) in enumerate(zip(positions, resp.split_replies(raw, len(positions)), strict=True)):
+                replies[i] = reply
                 cmd_end = found[2 * j]
-                if reply[:7] == b"-MOVED " or reply[:5] == b"-ASK ":
+                if is_redirect(reply):
                     followed = RoutedSlot(self, sub.data[start:cmd_end], found[2 * j + 1], sub.write)
                     followed.parts = [reply]
                     followed.done = True
@@ -313,14 +314,14 @@ def interleave_replies_py(raws: list[bytes], positions: list[list[int]], count: 
     out: list[bytes | None] = [None] * count
     for raw, batch in zip(raws, positions, strict=True):
         pos = 0
-        for i in batch:
+        for i in batch:     # reply by reply, as the C version checks them
             if not 0 <= i < count or out[i] is not None:
                 raise ValueError("interleave_replies: positions out of range or repeated")
             end, left = resp.scan_replies(raw, pos, 1)
             if left:
                 raise resp.ReplyError("fewer replies than commands")
             reply = raw[pos:end]
-            if reply[:7] == b"-MOVED " or reply[:5] == b"-ASK ":
+            if is_redirect(reply):
                 return None
             out[i] = reply
             pos = end
@@ -329,10 +330,4 @@ def interleave_replies_py(raws: list[bytes], positions: list[list[int]], count: 
     return b"".join(out)
 
 
-interleave_replies = interleave_replies_py
-try:  # the C version, when built
-    from ..protocol._speedups import interleave_replies as _interleave_c
-except ImportError:  # pragma: no cover - pure Python fallback
-    pass
-else:
-    interleave_replies = _interleave_c
+interleave_replies = resp.speedup("interleave_replies", interleave_replies_py)
