@@ -59,6 +59,28 @@ def _install_uvloop() -> str:
     return "uvloop"
 
 
+def _install_signal_handlers(server, cfg, tls, read_config) -> asyncio.Event:
+    """SIGINT and SIGTERM set the returned event (drain, then stop); SIGHUP reloads the
+    configuration's safe keys (proxy/process/reload.py). Installed before anything listens:
+    a SIGHUP sent once the port answers (a test did, a logrotate may) found Python's
+    default, which ends the process, while the start still awaited Raft."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if read_config is not None:
+        from .reload import reload_config
+
+        def reloaded(plan) -> None:
+            tls.reloader.check()
+            if server.dataplane is not None:
+                server.dataplane.limits_changed()
+            server.live_config.set_base(plan.dynamic)     # Raft's values still win over the file's
+
+        loop.add_signal_handler(signal.SIGHUP, reload_config, cfg, read_config, reloaded)
+    return stop
+
+
 async def _serve(cfg, tls, read_config=None) -> int:
     from aiohttp import web
 
@@ -68,6 +90,7 @@ async def _serve(cfg, tls, read_config=None) -> int:
     from .server import ProxyServer
 
     server = ProxyServer(cfg, tls)
+    stop = _install_signal_handlers(server, cfg, tls, read_config)
     from .metrics import make_metrics_handler
 
     app = make_app(server, server.consensus, metrics_handler=make_metrics_handler(server))
@@ -84,22 +107,7 @@ async def _serve(cfg, tls, read_config=None) -> int:
     _resume_gc()
     if cfg.join:
         asyncio.get_running_loop().create_task(_join(cfg, tls))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if read_config is not None:
-        from .reload import reload_config
-
-        # SIGHUP: the safe keys apply at once, no client is dropped (proxy/process/reload.py)
-        def reloaded(plan) -> None:
-            tls.reloader.check()
-            if server.dataplane is not None:
-                server.dataplane.limits_changed()
-            server.live_config.set_base(plan.dynamic)     # Raft's values still win over the file's
-
-        loop.add_signal_handler(signal.SIGHUP, reload_config, cfg, read_config, reloaded)
-    waits = [loop.create_task(stop.wait())]
+    waits = [asyncio.get_running_loop().create_task(stop.wait())]
     # raft: this node must not take part (raft.cluster), or its storage failed (raft.node)
     fatal = getattr(server.consensus, "fatal", None)
     if fatal is not None:

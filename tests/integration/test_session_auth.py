@@ -362,6 +362,46 @@ def test_upstream_password_every_session_mode(pw_proxy, pw_set):
 # SIGHUP: reload the safe keys (issue 17)
 # ---------------------------------------------------------------------------
 
+def test_a_sighup_the_moment_the_port_answers_is_a_reload_not_an_exit(replica_set, tmp_path):
+    """A SIGHUP sent as soon as the client port accepts (a test's, a logrotate's) reloads the
+    file: the handler is in place before anything listens. It was installed after the start's
+    Raft and Sentinel steps, so such a SIGHUP met Python's default and ended the proxy (a CI
+    run of the test below)."""
+    import os
+    import signal
+    import socket
+
+    from .harness import ProxyProcess
+
+    conf = tmp_path / "proxy.toml"
+    conf.write_text('log_level = "info"\n')
+    p = ProxyProcess(tmp_path / "p", replica_set.addrs, replica_set.master.addr, node="proxy-early-hup",
+                     read_policy=None, extra_argv=["--config", str(conf)])
+    try:
+        p.spawn()
+
+        def accepts() -> bool:
+            p._check_alive("starting")
+            try:
+                socket.create_connection(("127.0.0.1", p.port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+
+        wait_until(accepts, 20, interval=0.001, message=lambda: f"{p.name} to accept\n{p.log_tail()}")
+        conf.write_text('log_level = "debug"\n')
+        os.kill(p.pid, signal.SIGHUP)
+        wait_until(lambda: p._check_alive("reloading") or "event=config_reloaded applied=log_level" in p.log_text(),
+                   10, message=lambda: f"event=config_reloaded\n{p.log_tail()}")
+        wait_until(lambda: p.status()["node"] == "proxy-early-hup", 20,
+                   message=lambda: f"{p.name} to answer /status after the reload\n{p.log_tail()}")
+        with RawClient(p.port, timeout=5) as c:
+            assert c.command("PING") == b"PONG"
+        assert p.alive()
+    finally:
+        p.cleanup()
+
+
 def test_sighup_reloads_requirepass_and_limits_keeps_clients_and_refuses_restart_keys(replica_set, tmp_path):
     """The proxy reads its file again on SIGHUP: the new requirepass, log level and limits
     apply without dropping the connected client (which stays authenticated); keys that
@@ -386,7 +426,8 @@ def test_sighup_reloads_requirepass_and_limits_keeps_clients_and_refuses_restart
             conf.write_text(f'requirepass = "{new}"\nlog_level = "debug"\ndown_after_ms = 2000\n'
                             f'proto_max_bulk_len = "1mb"\ndata_dir = "{tmp_path / "elsewhere"}"\n')
             os.kill(p.pid, signal.SIGHUP)
-            wait_until(lambda: "event=config_reloaded" in p.log_text(), 10, message="event=config_reloaded")
+            wait_until(lambda: p._check_alive("reloading") or "event=config_reloaded" in p.log_text(), 10,
+                       message=lambda: f"event=config_reloaded\n{p.log_tail()}")
             text = proxy_output(p)
             assert "event=config_reloaded applied=log_level,proto_max_bulk_len,requirepass" in text, text[-2000:]
             assert "event=config_reload_refused keys=data_dir" in text, text[-2000:]
