@@ -73,8 +73,7 @@ def _install_signal_handlers(server, cfg, tls, read_config) -> asyncio.Event:
 
         def reloaded(plan) -> None:
             tls.reloader.check()
-            if server.dataplane is not None:
-                server.dataplane.limits_changed()
+            server.limits_changed()
             server.live_config.set_base(plan.dynamic)     # Raft's values still win over the file's
 
         loop.add_signal_handler(signal.SIGHUP, reload_config, cfg, read_config, reloaded)

@@ -465,6 +465,18 @@ class ProxyServer:
         set_nodelay(session.transport)
         self.clients.add(session)
 
+    def limits_changed(self) -> None:
+        """proto_max_bulk_len, max_args or client_output_buffer_limit reloaded (SIGHUP):
+        every connected client is held to them from now on, as Redis' CONFIG SET does,
+        whether the event loop or the thread serves it (a session keeps its own copy of
+        each for its per-command checks)."""
+        cfg = self.cfg
+        for s in self.clients:
+            s.max_bulk, s.max_args = cfg.proto_max_bulk_len, cfg.max_args
+            s.output_limit = cfg.client_output_buffer_limit
+        if self.dataplane is not None:
+            self.dataplane.limits_changed()
+
     def client_disconnected(self, session: ClientSession) -> None:
         self.clients.discard(session)
         self._soft.discard(session)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import hiredis
 import pytest
 import redis
 
@@ -421,8 +422,9 @@ def test_sighup_reloads_requirepass_and_limits_keeps_clients_and_refuses_restart
         p.spawn()
         wait_until(lambda: p._check_alive("starting") or _answers_auth(p.port, old), 20,
                    message=lambda: f"{p.name} to answer AUTH\n{p.log_tail()}")
-        with RawClient(p.port, timeout=5) as held:
-            assert held.command("AUTH", old) == b"OK"
+        with RawClient(p.port, timeout=5) as held, RawClient(p.port, timeout=5) as before:
+            assert held.command("AUTH", old) == b"OK" and before.command("AUTH", old) == b"OK"
+            assert before.command("SET", "reload:before", "x" * 1500000) == b"OK"   # under the old limit
             conf.write_text(f'requirepass = "{new}"\nlog_level = "debug"\ndown_after_ms = 2000\n'
                             f'proto_max_bulk_len = "1mb"\ndata_dir = "{tmp_path / "elsewhere"}"\n')
             os.kill(p.pid, signal.SIGHUP)
@@ -445,8 +447,16 @@ def test_sighup_reloads_requirepass_and_limits_keeps_clients_and_refuses_restart
                     cl.set("reload:big", "x" * (2 * 1024 * 1024))
             assert isinstance(refused.value, redis.ConnectionError) or \
                 re.search("(?i)bulk|protocol", str(refused.value)), refused.value
+            # a connection opened before the reload is held to the new limit too (as CONFIG SET
+            # proto-max-bulk-len does in Redis), whether the event loop or the thread serves it
+            try:
+                answer = before.command("SET", "reload:big", "x" * 1500000)
+            except (ConnectionError, OSError) as exc:
+                answer = exc
+            assert isinstance(answer, (hiredis.ReplyError, ConnectionError, OSError)), answer
+            assert not isinstance(answer, hiredis.ReplyError) or re.search("(?i)bulk|protocol", str(answer)), answer
             with redis_client(p.port, password=new) as cl:
-                assert cl.exists("reload:big") == 0, "the value over proto_max_bulk_len was stored"
+                assert cl.exists("reload:big") == 0, "a value over proto_max_bulk_len was stored"
             assert p.status()["node"] == "proxy-reload"      # nothing that needs a restart changed
 
             conf.write_text('requirepass = "x"\nread_policy = "sometimes"\n')
