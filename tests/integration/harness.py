@@ -674,7 +674,7 @@ class ProxyProcess(ManagedProcess):
         if read_policy is not None:
             self.options["read_policy"] = read_policy
         self.options.update(options or {})
-        # RRP_TEST_DATAPLANE=c runs the single-set tests with the C data plane (docs/design.md)
+        # RRP_TEST_DATAPLANE=python runs the single-set tests with the event loop forwarding (docs/design.md)
         if os.environ.get("RRP_TEST_DATAPLANE") and "cluster_nodes" not in self.options:
             self.options.setdefault("dataplane", os.environ["RRP_TEST_DATAPLANE"])
         self.extra_env = dict(env or {})
