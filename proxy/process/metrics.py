@@ -30,7 +30,8 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 FAILOVER_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
 SWITCHOVER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0)
 RAFT_RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-FAILOVER_PHASES = ("idle", "objectively_down", "proposing", "reconciling", "no_candidate", "never_seen",
+# every phase health.shard's controller sets (tests/unit/test_failover_phases.py checks the list)
+FAILOVER_PHASES = ("idle", "objectively_down", "busy", "proposing", "reconciling", "no_candidate", "never_seen",
                    "no_safe_master", "switchover", "paused")
 
 
