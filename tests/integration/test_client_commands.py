@@ -44,6 +44,17 @@ def one(port: int, protocol: int = 2, **kw) -> redis.Redis:
     return redis_client(port, protocol=protocol, decode=True, single_connection_client=True, **kw)
 
 
+def monitor_until(mon, done, timeout: float = 10.0) -> list:
+    """MONITOR lines read until `done(lines)`; fails after `timeout` seconds however many
+    other lines keep coming."""
+    lines: list = []
+    deadline = time.monotonic() + timeout
+    while not done(lines):
+        assert time.monotonic() < deadline, f"MONITOR: no marker within {timeout} s; last lines {lines[-5:]}"
+        lines.append(mon.read_reply())
+    return lines
+
+
 def addr_of(r: redis.Redis) -> str:
     r.ping()
     host, port = r.connection._sock.getsockname()[:2]
@@ -236,7 +247,9 @@ def test_client_pause_write_and_all_pause_this_proxys_clients_only(proxy, locked
             assert m.set(k + "-direct", "1") is True            # nor is the master
         assert admin.execute_command("CLIENT", "UNPAUSE") in (True, "OK")
         assert writer.read_reply() == b"OK"
-        # ALL: reads too, until the timeout
+        # ALL: reads too, until the timeout (the reader wrote nothing: its GET may go to a
+        # replica, which must have the key first)
+        replica_set.wait_synced()
         t0 = time.monotonic()
         assert admin.execute_command("CLIENT", "PAUSE", 300, "ALL") in (True, "OK")
         assert reader.command("GET", k) == b"1"
@@ -268,9 +281,8 @@ def test_monitor_shows_every_command_with_the_real_client_address(proxy, locked,
         r.eval("return 1", 0)                  # EVAL is shown although skip_monitor, as in Redis
         r.execute_command("ECHO", "done")
         far.set(k, "elsewhere")                 # another proxy's client: not shown here
-        lines = []
-        while not any(b'"ECHO" "done"' in ln or b'"echo" "done"' in ln for ln in lines):
-            lines.append(mon.read_reply())
+        lines = monitor_until(mon, lambda lines: any(b'"ECHO" "done"' in ln or b'"echo" "done"' in ln
+                                                     for ln in lines))
         mine = [ln.decode() for ln in lines if f"[0 {addr}]".encode() in ln]
         text = "\n".join(mine)
         for expected in ('"PING"', '"CLIENT" "SETNAME" "watched"', f'"SET" "{k}" "a b\\"c"', f'"GET" "{k}"',
@@ -294,9 +306,7 @@ def test_monitor_redacts_secrets_and_skips_commands_refused_before_auth(locked):
         assert c.command("AUTH", PASSWORD) == b"OK"
         assert isinstance(c.command("HELLO", "2", "AUTH", "default", PASSWORD), list)
         assert c.command("ECHO", "end") == b"end"
-        lines = []
-        while not lines or b'"end"' not in lines[-1]:
-            lines.append(mon.read_reply())
+        lines = monitor_until(mon, lambda lines: bool(lines) and b'"end"' in lines[-1])
         text = b"\n".join(lines)
         assert k.encode() not in text, "a command refused with NOAUTH appeared in MONITOR"
         assert PASSWORD.encode() not in text and b"wrong-pw" not in text, "a password reached MONITOR"
@@ -480,9 +490,7 @@ def test_monitor_shows_commands_queued_in_multi_when_exec_runs_them(proxy):
         assert r.command("SET", k, "discarded") == b"QUEUED"
         assert r.command("DISCARD") == b"OK"
         assert r.command("ECHO", "done") == b"done"
-        lines = []
-        while not any(b'"ECHO" "done"' in ln for ln in lines):
-            lines.append(mon.read_reply())
+        lines = monitor_until(mon, lambda lines: any(b'"ECHO" "done"' in ln for ln in lines))
         cmds = [ln.split(b"] ", 1)[1].decode() for ln in lines if b'"ECHO" "between"' in ln or k.encode() in ln
                 or any(w in ln for w in (b'"MULTI"', b'"EXEC"', b'"DISCARD"', b'"ECHO" "done"'))]
         assert cmds == ['"MULTI"', '"ECHO" "between"', f'"SET" "{k}" "queued"', '"EXEC"', '"MULTI"', '"DISCARD"',

@@ -170,7 +170,9 @@ def test_failing_atomic_jobs_show_as_waiting_are_retried_then_the_migration_goes
                                                                                           (False, True)], logged
         assert "3 atomic slot migrations failed in a row" in logged[1]
         names = list(values)
-        assert r.mget(names) == [values[k].encode() for k in names]
+        # (the moved keys reach the target's replicas asynchronously: a read there may lag)
+        wait_until(lambda: r.mget(names) == [values[k].encode() for k in names], 10,
+                   message="every key through the proxy after the move")
         assert _keys_in(dst, 0, 99) == expected_moved and _keys_in(src, 0, 99) == 0
     finally:
         if relay is not None:

@@ -201,7 +201,9 @@ def test_no_node_with_the_data_holds_writes_and_tells_the_operator(tmp_path):
         # their own, keeping what they hold: nothing here) rather than resynchronised from it
         for s in replicas:
             wait_until(lambda s=s: s.info("replication")["role"] == "master", 10, message=f"{s.addr} detached")
-        assert any("event=node_detached" in p.log_text() for p in c.proxies.values())
+        # (logged once Redis answered REPLICAOF NO ONE: the role may show first)
+        wait_until(lambda: any("event=node_detached" in p.log_text() for p in c.proxies.values()), 10,
+                   message="event=node_detached")
         # the operator accepts the loss
         r = run_ops("failover", "--to", master.addr, endpoint=f"http://127.0.0.1:{endpoint.admin_port}",
                     secret=RAFT_SECRET)

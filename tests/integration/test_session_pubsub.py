@@ -228,6 +228,7 @@ def test_subscriber_keeps_receiving_during_other_traffic(proxy):
             for i in range(n_msgs):
                 assert pub.publish(ch, f"m{i}") == 1
             got = [sub.read_reply() for _ in range(n_msgs)]
+            wait_until(lambda: ops[0] > 0 or errors, 10, message="the other clients' traffic")
         finally:
             stop.set()
             for w in workers:

@@ -203,8 +203,9 @@ WRITE_KINDS = {
 def test_read_after_write_of_each_kind_never_goes_to_a_replica_without_it(proxy, replica_set, kind):
     """Both replicas are frozen (SIGSTOP) before the write, so neither can have
     it: the read that follows on the same connection must be served by the
-    master.  The replicas are resumed by a timer, so a misrouted read shows up
-    in their INFO commandstats (and may also return a stale value)."""
+    master.  The replicas are resumed once the read is answered, or by a timer
+    after 5 s, so a misrouted read shows up in their INFO commandstats (and may
+    also return a stale value)."""
     from .harness import wait_replica_synced
     setup, writes, read, expected = WRITE_KINDS[kind]
     wait_replicas_healthy(proxy)
@@ -216,7 +217,10 @@ def test_read_after_write_of_each_kind_never_goes_to_a_replica_without_it(proxy,
     read_cmd = read[0].lower()
     before = replica_calls(replica_set, read_cmd)
     c = proxy.raw(timeout=10)
-    timer = threading.Timer(1.0, lambda: [rep.cont() for rep in replica_set.replicas])
+    # a read sent to a frozen replica would hang: the timer ends that; not sooner than the
+    # writes and the read can take on a loaded machine (the replicas resumed early and caught
+    # up may rightly serve the read, and the check below would fail the test)
+    timer = threading.Timer(5.0, lambda: [rep.cont() for rep in replica_set.replicas])
     try:
         assert c.command("PING") == b"PONG"          # connected; no read has been routed yet
         for rep in replica_set.replicas:

@@ -267,6 +267,18 @@ async def test_peers_are_read_at_status_sentinel_and_an_older_peer_at_status():
 
 
 
+async def _stops_growing(seen: list, quiet_s: float = 0.15, timeout: float = 5.0) -> int:
+    """How many reads `seen` holds once none came for `quiet_s` (a read answers in 0.05 s)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = -1
+    while len(seen) != last:
+        assert loop.time() < deadline, "the peers were still being read"
+        last = len(seen)
+        await asyncio.sleep(quiet_s)
+    return last
+
+
 async def test_peers_are_read_only_while_clients_are_around(monkeypatch):
     """Issue 16: an idle Sentinel port reads the other proxies not at all (it used to every
     2 s: a request out and one in per peer). A client arriving at an idle port has its first
@@ -311,8 +323,8 @@ async def test_peers_are_read_only_while_clients_are_around(monkeypatch):
         await eventually(lambda: len(seen) >= 6)            # read again while it stays
         await client.aclose()
         await eventually(lambda: not svc.sessions)
-        await asyncio.sleep(sentinel_mod.PEER_LINGER_S + 0.2)   # the linger, and a poll in flight
-        settled = len(seen)
+        await eventually(lambda: not svc._peers_wanted())   # the linger is over
+        settled = await _stops_growing(seen)                # (a poll in flight ends)
         await asyncio.sleep(0.3)
         assert len(seen) == settled                          # idle again: no more reads
         # a client arriving while the poller pauses between reads (the last client left
@@ -323,7 +335,7 @@ async def test_peers_are_read_only_while_clients_are_around(monkeypatch):
         await client.ping()
         await eventually(lambda: len(seen) >= settled + 2)     # read once, then a 30 s pause
         await client.aclose()
-        await asyncio.sleep(sentinel_mod.PEER_LINGER_S + 0.2)
+        await eventually(lambda: not svc.sessions and not svc._peers_wanted())     # the linger is over
         client = aioredis.Redis(host="127.0.0.1", port=svc.port, socket_timeout=5)
         started = time.monotonic()
         assert len(await client.execute_command("SENTINEL", "SENTINELS", "mymaster")) == 2
