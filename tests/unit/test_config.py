@@ -56,6 +56,20 @@ def test_example_file_loads_and_matches_defaults():
     assert load_config(str(path), env={}) == load_config(env={})
 
 
+def test_the_example_file_shows_every_key():
+    """config.example.toml is where README sends operators for every key (drain_timeout_ms
+    was missing from it)."""
+    import dataclasses
+    import pathlib
+    import re
+
+    from proxy.process.config import Config
+
+    text = (pathlib.Path(__file__).parents[2] / "config.example.toml").read_text()
+    missing = [f.name for f in dataclasses.fields(Config) if not re.search(rf"^#?\s*{f.name}\s*=", text, re.M)]
+    assert missing == [], f"keys without an example: {missing}"
+
+
 def test_control_credentials_default_to_the_data_user():
     cfg = load_config(env={"REDIS_RAFT_PROXY_REDIS_PASSWORD": "data-pw"}, flags={"redis_username": "rrp-data"})
     assert (cfg.control_username, cfg.control_password) == ("rrp-data", "data-pw")
