@@ -290,9 +290,10 @@ def scan_replies(buf: bytes | bytearray, pos: int, remaining: int) -> tuple[int,
     return pos, remaining
 
 
-def split_replies(raw: bytes, count: int) -> list[bytes]:
-    """The first `count` replies in `raw`, one bytes each; ReplyError when fewer are there."""
-    out, pos = [], 0
+def split_replies(raw: bytes, count: int, start: int = 0) -> list[bytes]:
+    """The first `count` replies in `raw` from `start`, one bytes each; ReplyError when
+    fewer are there."""
+    out, pos = [], start
     for _ in range(count):
         end, left = scan_replies(raw, pos, 1)
         if left:
@@ -317,16 +318,14 @@ def error_reply(message: str) -> bytes:
     return b"-" + message.replace("\r", " ").replace("\n", " ").encode() + b"\r\n"
 
 
-split_commands = split_commands_py
+split_commands = speedup("split_commands", split_commands_py)
 scan_replies_py = scan_replies
-try:  # the C versions, when built (pip install compiles them)
+try:  # the C scanner, when built (pip install compiles it)
     from ._speedups import scan_replies as _scan_c
     from ._speedups import set_reply_error as _set_reply_error
-    from ._speedups import split_commands as _split_c
 except ImportError:  # pragma: no cover - pure Python fallback
     pass
 else:
-    split_commands = _split_c
     # the C scanner raises ReplyError itself, so it is called directly (no wrapper frame)
     _set_reply_error(ReplyError)
     scan_replies = _scan_c  # noqa: F811 - C version, same contract

@@ -43,12 +43,7 @@ def array_elements(reply: bytes) -> list[bytes] | None:
     n = int(reply[1:head - 2])
     if n < 0:
         return None
-    out, pos = [], head
-    for _ in range(n):
-        end, _missing = resp.scan_replies(reply, pos, 1)
-        out.append(reply[pos:end])
-        pos = end
-    return out
+    return resp.split_replies(reply, n, head)
 
 
 class Transactions:
