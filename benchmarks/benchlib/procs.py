@@ -103,6 +103,10 @@ class ProcessRegistry:
         self._procs.append(managed)
         return managed
 
+    def pids(self) -> list[int]:
+        """The process ids of the children still running."""
+        return [m.proc.pid for m in self._procs if m.alive()]
+
     def alive(self, name: str) -> bool:
         """True while the child started under `name` is running."""
         return any(m.alive() for m in self._procs if m.name == name)
