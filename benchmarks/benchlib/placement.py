@@ -5,7 +5,7 @@ the kernel's scheduler decides who shares with whom. Its wake-up placement puts 
 beside the one that woke it most, and a hop exchanges many more wake-ups with the client's
 50 connections than with its one or two to Redis: left alone, the hop often ends up on the
 client's core, which then carries both while the other core idles between Redis's turns
-(docs/performance.md, "-P 16's slow mode"). Pinning every target and redis-server to the
+(docs/performance.md, 2026-12-04, session 41). Pinning every target and redis-server to the
 same CPUs, and the client to its own, measures every target in the same placement: the one
 a deployment has, where clients run on other machines.
 """
