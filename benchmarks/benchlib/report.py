@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -35,10 +35,14 @@ class Summary:
     backend_cpu_us_per_cmd: float | None = None   # the redis-server's behind it
     sys_us_per_cmd: float | None = None           # of cpu_us_per_cmd, the kernel's (system time)
     client_cpu_us_per_cmd: float | None = None    # redis-benchmark's own
+    # rps / direct's rps of the same round, in round order: the rounds alternate the
+    # targets, so a drift of the machine's speed between rounds cancels out of each
+    round_ratios: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict for the JSON report (floats rounded to 4 decimals)."""
-        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        return {k: round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v] if isinstance(v, list) else v
+                for k, v in asdict(self).items()}
 
 
 def _median(values: Iterable[float | None]) -> float | None:
@@ -57,6 +61,13 @@ def _summarize_group(group: list[Sample]) -> Summary:
                    backend_cpu_us_per_cmd=_median(getattr(s, "backend_cpu_us_per_cmd", None) for s in group),
                    sys_us_per_cmd=_median(getattr(s, "sys_us_per_cmd", None) for s in group),
                    client_cpu_us_per_cmd=_median(getattr(s, "client_cpu_us_per_cmd", None) for s in group))
+
+
+def round_ratios(group: Sequence[Sample], base: Sequence[Sample]) -> list[float]:
+    """Each round's ops/s of `group` over the baseline's in the same round (rounds the
+    baseline has no figure for are left out)."""
+    direct = {s.round: s.rps for s in base if s.rps}
+    return [s.rps / direct[s.round] for s in sorted(group, key=lambda s: s.round) if s.round in direct]
 
 
 def _compare(summary: Summary, base: Summary | None) -> None:
@@ -83,8 +94,10 @@ def summarize(samples: Sequence[Sample], targets: Sequence[str], pipelines: Sequ
             by_target = {name: [s for s in samples if s.target == name and s.pipeline == pipeline
                                 and s.test == test] for name in targets}
             rows = {name: _summarize_group(group) for name, group in by_target.items() if group}
-            for row in rows.values():
+            for name, row in rows.items():
                 _compare(row, rows.get(BASELINE))
+                if name != BASELINE:
+                    row.round_ratios = round_ratios(by_target[name], by_target.get(BASELINE, []))
             out.extend(rows.values())
     return out
 
@@ -104,7 +117,8 @@ def table_rows(summaries: Sequence[Summary]) -> list[list[str]]:
         latency = s.pipeline == 1
         ratio = DASH if s.ratio is None or s.target == BASELINE else f"{s.ratio:.2f}×"
         added = s.target != BASELINE and latency
-        rows.append([s.target, s.test, str(s.pipeline), f"{s.rps:,.0f}", ratio,
+        rounds = f"{min(s.round_ratios):.2f}-{max(s.round_ratios):.2f}" if len(s.round_ratios) > 1 else DASH
+        rows.append([s.target, s.test, str(s.pipeline), f"{s.rps:,.0f}", ratio, rounds,
                      _fmt(s.p50_ms, ".3f") if latency else DASH,
                      _fmt(s.p99_ms, ".3f") if latency else DASH,
                      _fmt(s.added_p50_ms, ".3f", "+") if added else DASH,
@@ -115,9 +129,9 @@ def table_rows(summaries: Sequence[Summary]) -> list[list[str]]:
     return rows
 
 
-HEADER = ["target", "test", "-P", "ops/s", "vs direct", "p50 ms", "p99 ms",
+HEADER = ["target", "test", "-P", "ops/s", "vs direct", "rounds vs direct", "p50 ms", "p99 ms",
           "added p50 ms", "added p99 ms", "CPU µs/cmd", "of it kernel", "Redis CPU µs/cmd"]
-RIGHT_ALIGNED = {2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
+RIGHT_ALIGNED = set(range(2, len(HEADER)))
 
 
 def markdown_table(summaries: Sequence[Summary]) -> str:

@@ -1,4 +1,5 @@
-"""benchmarks/benchlib: the client's CPU per command, and the CPU budget of a run (report.cpu_budget)."""
+"""benchmarks/benchlib: the client's CPU per command, the CPU budget of a run (report.cpu_budget), and
+each round's ratio to the direct run of the same round (report.round_ratios)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ import sys
 
 import pytest
 
-from benchmarks.benchlib.report import Summary, budget_table, cpu_budget
-from benchmarks.benchlib.runner import children_cpu_seconds
+from benchmarks.benchlib.report import (
+    Summary,
+    budget_table,
+    cpu_budget,
+    markdown_table,
+    summarize,
+)
+from benchmarks.benchlib.runner import Sample, children_cpu_seconds
 
 
 def _row(target: str, client: float | None, own: float | None, redis: float | None,
@@ -47,3 +54,28 @@ def test_the_table_shows_the_budget_and_dashes_what_the_direct_run_has_not():
     direct, proxy = table.splitlines()[2:]
     assert direct.split("|")[6].strip() == "–" and direct.split("|")[10].strip() == "–"
     assert [c.strip() for c in proxy.split("|")[4:11]] == ["1.3", "2.1", "0.9", "4.3", "0.65×", "0.63×", "1.3"]
+
+
+def _sample(target: str, round_no: int, rps: float) -> Sample:
+    return Sample(target, round_no, 16, "SET", 1000, rps)
+
+
+def test_each_round_is_compared_with_the_direct_run_of_the_same_round():
+    # the machine slows down by half in round 1: the medians' ratio moves, each round's does not
+    samples = [_sample("direct", 0, 1000.0), _sample("proxy", 0, 900.0),
+               _sample("direct", 1, 500.0), _sample("proxy", 1, 450.0),
+               _sample("direct", 2, 1000.0), _sample("proxy", 2, 850.0)]
+    direct, proxy = summarize(samples, ["direct", "proxy"], [16], ["SET"])
+    assert direct.round_ratios == []
+    assert proxy.round_ratios == pytest.approx([0.9, 0.9, 0.85])
+    assert proxy.ratio == pytest.approx(850 / 1000)
+    assert proxy.to_dict()["round_ratios"] == [0.9, 0.9, 0.85]
+    row = markdown_table([direct, proxy]).splitlines()[3]
+    assert [c.strip() for c in row.split("|")[5:7]] == ["0.85×", "0.85-0.90"]
+
+
+def test_a_round_without_a_direct_run_has_no_ratio():
+    samples = [_sample("direct", 0, 1000.0), _sample("proxy", 0, 800.0), _sample("proxy", 1, 700.0)]
+    proxy = summarize(samples, ["direct", "proxy"], [16], ["SET"])[1]
+    assert proxy.round_ratios == pytest.approx([0.8])
+    assert markdown_table([proxy]).splitlines()[2].split("|")[6].strip() == "–"
