@@ -41,8 +41,16 @@ class Summary:
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict for the JSON report (floats rounded to 4 decimals)."""
-        return {k: round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v] if isinstance(v, list) else v
-                for k, v in asdict(self).items()}
+        return {k: _rounded(v) for k, v in asdict(self).items()}
+
+
+def _rounded(value: object) -> object:
+    """`value` with its floats (and a list's) rounded to 4 decimals."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def _median(values: Iterable[float | None]) -> float | None:

@@ -24,11 +24,10 @@ def test_one_cpu_cannot_be_split():
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to pin to one of them")
 def test_every_thread_of_a_running_process_is_pinned_and_threads_it_starts_later_too():
-    script = ("import sys, threading\n"
-              "threading.Thread(target=sys.stdin.readline, daemon=True).start()\n"
+    script = ("import os, sys, threading\n"
+              "threading.Thread(target=threading.Event().wait, daemon=True).start()\n"
               "print('up', flush=True); sys.stdin.readline()\n"
-              "threading.Thread(target=lambda: None).start()\n"
-              "import os; print(sorted(os.sched_getaffinity(0)), flush=True)\n"
+              "print(sorted(os.sched_getaffinity(0)), flush=True)\n"
               "t = threading.Thread(target=lambda: print(sorted(os.sched_getaffinity(0)), flush=True))\n"
               "t.start(); t.join()\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
