@@ -20,7 +20,9 @@ the window (60 s by default) and its RSS (VmRSS) at the end, and prints:
 * with --compare-option KEY=VALUE, a second set-up (3 more redis-server, 3 more
   proxies with those keys on top of --proxy-option) sampled in the same window:
   its rows (kinds proxy-b, redis-b) and the ratio of its mean proxy CPU to the first's;
-  --compare-tree DIR does the same with the proxies of another source tree;
+  --compare-tree DIR does the same with the proxies of another source tree, and
+  --compare-venv DIR with the proxies run by another virtualenv's interpreter (the
+  same code: what the Python build alone costs, e.g. pyenv's against Debian's);
 * with --pooled N, N client connections to every proxy held open through the window,
   each having had one PING answered (an application's connection pool, idle): what an
   idle proxy costs with its clients connected, as it mostly runs;
@@ -39,6 +41,8 @@ Examples (from the repository root):
     python -m benchmarks.idle --compare-option probe_interval_ms=200   # two set-ups, one window
     git worktree add /tmp/before HEAD~1 && (cd /tmp/before && python setup.py -q build_ext --inplace)
     python -m benchmarks.idle --compare-tree /tmp/before                # before / after a change
+    /usr/bin/python3 -m venv /tmp/deb && /tmp/deb/bin/pip install -e '.[bench]'
+    python -m benchmarks.idle --compare-venv /tmp/deb                   # this venv's Python against Debian's
 """
 
 from __future__ import annotations
@@ -100,6 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "an older commit, its C extension built): before and after a change in one window")
     p.add_argument("--compare-option", action="append", default=[], metavar="KEY=VALUE",
                    help="run a second set-up with this proxy config key too (repeat), sampled in the same window")
+    p.add_argument("--compare-venv", type=Path, metavar="DIR",
+                   help="the second set-up's proxies run DIR/bin/redis-raft-proxy: a virtualenv of another "
+                        "Python build with this project installed (pip install -e .)")
     p.add_argument("--floor", action="store_true",
                    help="also sample a bare Python prober of the same nodes (benchmarks/idle_floor.py)")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
@@ -110,6 +117,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--duration must be positive, --settle and --pooled not negative")
     if args.compare_tree is not None and not (args.compare_tree / "proxy" / "process" / "cli.py").is_file():
         p.error(f"--compare-tree {args.compare_tree}: not a redis-raft-proxy source tree (no proxy/process/cli.py)")
+    if args.compare_venv is not None and not (args.compare_venv / "bin" / "redis-raft-proxy").is_file():
+        p.error(f"--compare-venv {args.compare_venv}: no bin/redis-raft-proxy there (pip install -e . into it)")
     for item in args.proxy_option + args.compare_option:
         if "=" not in item:
             p.error(f"--proxy-option and --compare-option expect KEY=VALUE, got {item!r}")
@@ -170,6 +179,7 @@ def print_table(result: dict) -> None:
     if s.get("mean_proxy-b_cpu_pct") is not None:
         what = [f"{k}={v}" for k, v in s["compare_options"].items()]
         what += [f"code of {s['compare_tree']}"] if s.get("compare_tree") else []
+        what += [f"Python {s['compare_python']}"] if s.get("compare_venv") else []
         print(f"mean proxy-b ({', '.join(what)}) "
               f"{fmt(s['mean_proxy-b_cpu_pct'], ' %')} of a core: {fmt(s['cpu_ratio_proxy_b_to_proxy'])} x proxy")
     c = result.get("idle_clients")
@@ -209,14 +219,27 @@ def idle_clients_rss(cluster: fl.ProxyCluster, name: str, count: int) -> dict:
             "rss_after_mb": round(after / 2**20, 2), "bytes_per_client": round((after - before) / count)}
 
 
-def proxy_cluster(args: argparse.Namespace, where: Path, options: dict, tree: Path | None = None) -> fl.ProxyCluster:
+def proxy_cluster(args: argparse.Namespace, where: Path, options: dict, tree: Path | None = None,
+                  venv: Path | None = None) -> fl.ProxyCluster:
     """The demo's set-up: as there, every proxy also serves its Sentinel-compatible port.
-    With `tree`, the proxies import the packages of that source tree instead of this one."""
+    With `tree`, the proxies import the packages of that source tree instead of this one;
+    with `venv`, that virtualenv's `redis-raft-proxy` (its interpreter) runs them."""
     sentinel_ports = dict(zip(fl.PROXY_NAMES, free_ports(len(fl.PROXY_NAMES))))
     env = {n: {"PYTHONPATH": str(tree.resolve())} for n in fl.PROXY_NAMES} if tree else None
-    return fl.ProxyCluster(where, options=options, node_env=env,
-                           node_options={} if args.no_proxy_sentinel_port else
-                           {n: {"sentinel_port": p} for n, p in sentinel_ports.items()})
+    cluster = fl.ProxyCluster(where, options=options, node_env=env,
+                              node_options={} if args.no_proxy_sentinel_port else
+                              {n: {"sentinel_port": p} for n, p in sentinel_ports.items()})
+    if venv is not None:
+        for proxy in cluster.proxies.values():
+            proxy.program = str(venv.resolve() / "bin" / "redis-raft-proxy")
+    return cluster
+
+
+def python_version(python: Path | str) -> str:
+    """The interpreter's version and build (what `--compare-venv` compares)."""
+    code = "import os, platform, sys; print(platform.python_version(), os.path.realpath(sys.executable))"
+    out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True, timeout=30)
+    return out.stdout.strip()
 
 
 def run(args: argparse.Namespace, tmp: Path) -> dict:
@@ -225,8 +248,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
     loadavg = os.getloadavg()
     log(f"load average at start: {' '.join(f'{x:.2f}' for x in loadavg)}")
     cluster = proxy_cluster(args, tmp / "proxies", options)
-    cluster_b = (proxy_cluster(args, tmp / "proxies-b", {**options, **compare}, args.compare_tree)
-                 if compare or args.compare_tree else None)
+    cluster_b = (proxy_cluster(args, tmp / "proxies-b", {**options, **compare}, args.compare_tree, args.compare_venv)
+                 if compare or args.compare_tree or args.compare_venv else None)
     sentinels = floor = None
     pooled: list[socket.socket] = []
     try:
@@ -270,6 +293,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
                   "loadavg_start": list(loadavg),
                   "loadavg_end": list(os.getloadavg()), "proxy_options": options, "compare_options": compare,
                   "compare_tree": str(args.compare_tree) if args.compare_tree else None,
+                  "python": python_version(sys.executable),
+                  "compare_venv": str(args.compare_venv) if args.compare_venv else None,
+                  "compare_python": python_version(args.compare_venv / "bin" / "python") if args.compare_venv else None,
                   "sentinel_down_after_ms": None if args.no_sentinel else SENTINEL_DOWN_AFTER_MS,
                   "proxy_sentinel_port": not args.no_proxy_sentinel_port, "pooled_clients": args.pooled}
         result.update(summarize(window, rss, kinds))

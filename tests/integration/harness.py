@@ -679,6 +679,7 @@ class ProxyProcess(ManagedProcess):
             self.options.setdefault("dataplane", os.environ["RRP_TEST_DATAPLANE"])
         self.extra_env = dict(env or {})
         self.extra_argv = list(extra_argv)
+        self.program = PROXY_BIN        # benchmarks/idle's --compare-venv runs another venv's
 
     @property
     def addr(self) -> str:
@@ -689,7 +690,7 @@ class ProxyProcess(ManagedProcess):
         return f"{'https' if self.admin_ssl is not None else 'http'}://{HOST}:{self.admin_port}"
 
     def argv(self) -> list[str]:
-        args = [PROXY_BIN, "run", "--node", self.node, "--bind", HOST, "--port", str(self.port),
+        args = [self.program, "run", "--node", self.node, "--bind", HOST, "--port", str(self.port),
                 "--admin-port", str(self.admin_port), "--redis-nodes", ",".join(self.redis_nodes),
                 "--master", self.master]
         for key, value in self.options.items():
