@@ -35,6 +35,28 @@ if ! command -v nft >/dev/null && ! [ -x /usr/sbin/nft ] && command -v apt-get >
     || echo "setup: nftables is not available from apt here; tests/chaos will fail" >&2
 fi
 
+# Debian's own Python ships venv and its C headers in packages of their own: on a fresh
+# Debian machine install them (and a C compiler for the project's C parts: the speedups and
+# the forwarding thread, without which the proxy falls back to pure Python). A Python of
+# another origin (pyenv, a distribution of its own) brings both itself.
+if [ ! -x "$VENV/bin/python" ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  missing=""
+  command -v "$PYTHON" >/dev/null || missing=" python3 python3-venv python3-dev"
+  if [ -z "$missing" ] && [ "$("$PYTHON" -c 'import sys; print(sys.base_prefix)')" = /usr ]; then
+    "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || missing="$missing python3-venv"
+    "$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
+      || missing="$missing python3-dev"
+  fi
+  command -v cc >/dev/null || missing="$missing gcc libc6-dev"
+  if [ -n "$missing" ]; then
+    echo "setup: installing${missing} with apt-get"
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null 2>&1 \
+      || { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+           && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; }
+  fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
