@@ -306,6 +306,8 @@ class Config:
             yield from _dataplane_problems(self)
         if self.heartbeat_ticks >= self.election_ticks:
             yield ConfigError("heartbeat_ticks", "must be smaller than election_ticks")
+        elif (problem := heartbeat_lease_problem(self)) is not None:
+            yield problem
         if not re.match(r"^[!-~]+$", self.master_name):
             yield ConfigError("master_name", "must be a non-empty name without spaces")
         if self.sentinel_port and self.sentinel_port in (self.port, self.admin_port):
@@ -548,6 +550,22 @@ def config_problems(path: str | None = None, *, env: Mapping[str, str] | None = 
     if errors and errors[0].key == "config":       # no file, or not TOML: nothing more to say
         return errors
     return errors + Config.problems_of(values)
+
+
+def heartbeat_lease_problem(cfg: Config) -> ConfigError | None:
+    """A follower's lease runs `lease_ticks` from its reply to the heartbeat before the one
+    that renews it (raft.lease: the leader echoes that reply), so it is renewed in time only
+    if two heartbeat periods are shorter than the lease, even with no latency at all. With
+    longer periods every follower and learner would lose its lease between two heartbeats,
+    idle or not, and hold its clients' writes (what the simulation in tests/sim shows)."""
+    lease = cfg.lease_ticks
+    if 2 * cfg.heartbeat_ticks < lease:
+        return None
+    fix = f"set heartbeat_ticks to at most {(lease - 1) // 2}" if lease >= 3 else "raise lease_ms (and election_ticks)"
+    return ConfigError("heartbeat_ticks", f"{cfg.heartbeat_ticks} ticks between heartbeats is too long for the write "
+                       f"lease of {lease} ticks (lease_ms {cfg.lease_ms} at tick_ms {cfg.tick_ms}, at most "
+                       f"election_ticks - 2): a follower's lease, counted from its answer to the heartbeat before, "
+                       f"would run out between two heartbeats and hold its writes; {fix}")
 
 
 def _dataplane_problems(cfg: Config) -> Iterator[ConfigError]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import pytest
 
@@ -225,6 +226,27 @@ def test_lease_ticks_left_counts_down_to_the_end_of_the_lease_and_is_zero_withou
             if not held:
                 assert core.lease_ticks_left() == 0, nid
     assert c.cores["n1"].lease_ticks_left() == 0
+
+
+@pytest.mark.parametrize("lease, heartbeat", [(8, 2), (8, 3), (8, 4), (7, 3), (6, 3), (5, 2), (4, 2), (3, 1), (2, 1)])
+def test_a_follower_keeps_its_lease_between_heartbeats_only_if_two_periods_fit_in_it(lease, heartbeat) -> None:
+    """The rule the proxy's configuration enforces (proxy.process.config.heartbeat_lease_problem):
+    with messages delivered at once, a follower's lease lapses between heartbeats exactly when
+    two heartbeat periods do not fit in the lease, since it is counted from its answer to the
+    heartbeat before the one that renews it."""
+    from proxy.process.config import heartbeat_lease_problem
+
+    c = Cluster(3, Config(election_ticks=10, heartbeat_ticks=heartbeat, lease_ticks=lease))
+    c.elect("n1")
+    c.tick_all(2 * c.cfg.election_ticks)
+    lapsed = 0
+    for _ in range(10 * heartbeat):
+        c.tick_all(1)
+        assert c.cores["n1"].lease_valid()
+        lapsed += not c.cores["n2"].follower_lease_valid()
+    assert (lapsed == 0) == (2 * heartbeat < lease), lapsed
+    proxy_timing = SimpleNamespace(heartbeat_ticks=heartbeat, lease_ticks=lease, lease_ms=lease * 50, tick_ms=50)
+    assert (heartbeat_lease_problem(proxy_timing) is None) == (lapsed == 0)
 
 
 def test_follower_takes_no_lease_from_a_heartbeat_long_in_flight() -> None:

@@ -159,6 +159,25 @@ def test_probes_at_least_down_after_apart_are_refused(probe_ms):
     assert load_config(env={}, flags={"down_after_ms": "500", "probe_interval_ms": "499"}).probe_interval_ms == 499
 
 
+@pytest.mark.parametrize("flags, fix", [
+    ({"heartbeat_ticks": "4"}, "at most 3"),                       # 8-tick lease (400 ms at the defaults)
+    ({"heartbeat_ticks": "2", "lease_ms": "200"}, "at most 1"),    # 4 ticks
+    ({"heartbeat_ticks": "1", "lease_ms": "100"}, "raise lease_ms"),  # 2 ticks: no heartbeat is often enough
+])
+def test_heartbeats_too_far_apart_for_the_lease_are_refused(flags, fix):
+    """A follower's lease would lapse between every two heartbeats (tests/sim: with no latency at all)."""
+    with pytest.raises(ConfigError) as exc:
+        load_config(env={}, flags=flags)
+    assert exc.value.key == "heartbeat_ticks" and fix in str(exc.value) and "write lease of" in str(exc.value)
+
+
+@pytest.mark.parametrize("flags", [{}, {"heartbeat_ticks": "3"}, {"heartbeat_ticks": "1", "lease_ms": "150"},
+                                   {"heartbeat_ticks": "4", "election_ticks": "12"}])
+def test_heartbeats_within_half_the_lease_are_accepted(flags):
+    cfg = load_config(env={}, flags=flags)
+    assert 2 * cfg.heartbeat_ticks < cfg.lease_ticks
+
+
 def test_cli_exits_2_naming_the_key(tmp_path):
     """`redis-raft-proxy run` with peers and no secret does not start (bounded: before
     the check it served forever)."""
