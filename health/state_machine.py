@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +24,17 @@ SINGLE = ""     # the shard of single-set mode
 
 OnChange = Callable[[Topology, "Topology | None", str], None]
 OnShardChange = Callable[[str, "Topology | None", "Topology | None", str], None]   # new None: forgotten
+
+
+def merge_change(current: Mapping[str, Any], doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The dynamic configuration's map after a committed `config` entry (as the leader validated
+    it: proxy/process/dynamic_config.py; values are kept as committed, so every proxy version
+    holds the same map)."""
+    new: dict[str, Any] = {} if doc.get("replace") else dict(current)
+    for key in doc.get("unset") or ():
+        new.pop(str(key), None)
+    new.update({str(k): v for k, v in (doc.get("set") or {}).items()})
+    return new
 
 
 class TopologyStateMachine:
@@ -141,8 +152,6 @@ class TopologyStateMachine:
             self._apply_pause(Pause.from_dict(doc.get("pause")))
             return
         if doc.get("op") == "config":
-            from proxy.process.dynamic_config import merge_change
-
             self._set_config(merge_change(self.config, doc))
             return
         if doc.get("op") == "failover_record":

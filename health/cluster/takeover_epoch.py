@@ -36,9 +36,8 @@ from redis.exceptions import RedisError
 
 from health.migration.plan import expand
 from health.redis_control import reply_text
-from proxy.process.cluster_create import NodeEntry, parse_cluster_nodes
+from proxy.routing.cluster_nodes import NodeEntry, Range, parse_cluster_nodes
 
-Range = tuple[int, int]
 Command = Callable[..., Awaitable]      # (address, *command) -> reply
 
 

@@ -22,6 +22,7 @@ from health.cluster.sync_hold import hold as hold_full_syncs
 from health.cluster.sync_hold import release as release_full_syncs
 from health.cluster.takeover_epoch import make_takeover_win
 from health.errors import NotLeaderError
+from health.histogram import FAILOVER_BUCKETS, SWITCHOVER_BUCKETS, Histogram
 from health.maintenance import (
     BUSY,
     RESTARTED_EMPTY,
@@ -55,7 +56,6 @@ from health.shard.decide import (
 from health.shard.reports import Reports
 from health.shard.switchover import Switchover
 from health.state_machine import SINGLE, TopologyStateMachine
-from proxy.process.metrics import FAILOVER_BUCKETS, SWITCHOVER_BUCKETS, Histogram
 from proxy.routing.topology import History, Topology
 from raft.transport import http_session
 

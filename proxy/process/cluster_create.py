@@ -34,11 +34,11 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis, RedisError
 
+from ..routing.cluster_nodes import NodeEntry, Range, parse_cluster_nodes
 from ..routing.keyslot import SLOTS
 from .config import parse_addr
 
@@ -47,7 +47,6 @@ CLUSTER_SERVER_ARGS = ["--cluster-enabled", "yes", "--cluster-node-timeout", "50
                        "--cluster-replica-no-failover", "yes", "--cluster-require-full-coverage", "no",
                        "--cluster-allow-replica-migration", "no"]
 
-Range = tuple[int, int]
 
 
 class ClusterCreateError(RuntimeError):
@@ -60,50 +59,6 @@ def even_ranges(shards: int) -> list[Range]:
         raise ValueError("at least one shard")
     size = SLOTS // shards
     return [(i * size, SLOTS - 1 if i == shards - 1 else (i + 1) * size - 1) for i in range(shards)]
-
-
-@dataclass(frozen=True)
-class NodeEntry:
-    """One line of CLUSTER NODES."""
-
-    node_id: str
-    host: str
-    port: int
-    bus_port: int
-    flags: frozenset[str]
-    master_id: str | None          # the master it replicates, None for a master
-    slots: tuple[Range, ...]
-    config_epoch: int = 0          # a replica's line shows its master's
-
-    @property
-    def myself(self) -> bool:
-        return "myself" in self.flags
-
-    @property
-    def gone(self) -> bool:
-        """Failed, address unknown, or still a handshake: not a member to count."""
-        return bool(self.flags & {"fail", "noaddr", "handshake"})
-
-
-def parse_cluster_nodes(text: str) -> list[NodeEntry]:
-    """CLUSTER NODES -> entries (slots being imported or migrated, `[...]`, are left out)."""
-    out = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 8:
-            continue
-        addr = parts[1].split(",", 1)[0]              # ip:port@cport[,hostname]
-        hostport, _, bus = addr.partition("@")
-        host, _, port = hostport.rpartition(":")
-        slots = []
-        for s in parts[8:]:
-            if s.startswith("["):
-                continue
-            start, _, end = s.partition("-")
-            slots.append((int(start), int(end or start)))
-        out.append(NodeEntry(parts[0], host, int(port or 0), int(bus or 0), frozenset(parts[2].split(",")),
-                             None if parts[3] == "-" else parts[3], tuple(slots), int(parts[6])))
-    return out
 
 
 def _subtract(rng: Range, owned: Sequence[Range]) -> list[Range]:

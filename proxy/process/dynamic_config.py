@@ -87,16 +87,6 @@ def validate_change(current: Mapping[str, Any], set_: Mapping[str, Any], unset: 
     return new, errors + bad
 
 
-def merge_change(current: Mapping[str, Any], doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The replicated state's map after a committed `config` entry (as the leader validated
-    it; values are kept as committed, so every proxy version holds the same map)."""
-    new: dict[str, Any] = {} if doc.get("replace") else dict(current)
-    for key in doc.get("unset") or ():
-        new.pop(str(key), None)
-    new.update({str(k): v for k, v in (doc.get("set") or {}).items()})
-    return new
-
-
 def valid_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], list[ConfigError]]:
     """The overrides this proxy can use, and the ones it cannot (set by a newer version)."""
     good, bad = {}, []

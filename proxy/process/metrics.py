@@ -11,7 +11,6 @@ carries the standard `process_*` and `python_*` collectors.
 
 from __future__ import annotations
 
-import bisect
 import platform
 import time
 from collections import defaultdict
@@ -21,43 +20,17 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import choose_encoder
 
+from health.histogram import Histogram
+
 from .. import __version__
 
 KIND_NAMES = {1: "read", 2: "write", 3: "admin", 4: "blocking", 0: "other"}
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0)
-# down detected -> committed (failover); pause -> new master committed and reconciled (switchover)
-FAILOVER_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
-SWITCHOVER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0)
 RAFT_RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 # every phase health.shard's controller sets (tests/unit/test_failover_phases.py checks the list)
 FAILOVER_PHASES = ("idle", "objectively_down", "busy", "proposing", "reconciling", "no_candidate", "never_seen",
                    "no_safe_master", "switchover", "paused")
-
-
-class Histogram:
-    """A fixed-bucket histogram kept as plain lists (observe is one bisect)."""
-
-    __slots__ = ("bounds", "counts", "total", "n")
-
-    def __init__(self, bounds=LATENCY_BUCKETS) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.total = 0.0
-        self.n = 0
-
-    def observe(self, value: float, count: int = 1) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += count
-        self.total += value * count
-        self.n += count
-
-    def family_buckets(self) -> list[tuple[str, int]]:
-        out, acc = [], 0
-        for bound, c in zip(self.bounds, self.counts):
-            acc += c
-            out.append((repr(bound), acc))
-        out.append(("+Inf", acc + self.counts[-1]))
-        return out
 
 
 class Stats:
@@ -66,7 +39,7 @@ class Stats:
     def __init__(self) -> None:
         # node -> kind -> count (nested: the hot path builds no tuple key per batch)
         self.commands: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-        self.latency: dict[int, Histogram] = defaultdict(Histogram)       # kind -> histogram
+        self.latency: dict[int, Histogram] = defaultdict(lambda: Histogram(LATENCY_BUCKETS))       # kind -> histogram
         self.upstream_errors: dict[tuple[str, str], int] = defaultdict(int)  # (node, kind)
         self.bytes_in = 0
         self.bytes_out = 0
@@ -178,7 +151,7 @@ class ProxyCollector:
                                   labels=["class"])
         hists = dict(st.latency)
         for kind, (counts, total) in (dp.latency() if dp is not None else {}).items():    # the C data plane's
-            merged = Histogram()
+            merged = Histogram(LATENCY_BUCKETS)
             if kind in hists:
                 merged.counts, merged.total = list(hists[kind].counts), hists[kind].total
             merged.counts = [a + b for a, b in zip(merged.counts, counts)]

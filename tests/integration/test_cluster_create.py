@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.process.cluster_create import parse_cluster_nodes
+from proxy.routing.cluster_nodes import parse_cluster_nodes
 
 from .cluster_nodes import ClusterNodes
 from .harness import PROXY_BIN, wait_until

@@ -23,7 +23,7 @@ import pytest
 
 from health.cluster.takeover_epoch import blocking_views, make_takeover_win
 from health.redis_control import control_client
-from proxy.process.cluster_create import parse_cluster_nodes
+from proxy.routing.cluster_nodes import parse_cluster_nodes
 
 from .cluster_nodes import CLUSTER_ARGS
 from .harness import RedisServer, free_ports, wait_until

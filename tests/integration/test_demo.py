@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from proxy.process.cluster_create import even_ranges, parse_cluster_nodes
+from proxy.process.cluster_create import even_ranges
+from proxy.routing.cluster_nodes import parse_cluster_nodes
 from proxy.routing.keyslot import key_slot
 
 from .harness import PROXY_BIN, HarnessError, free_port_block, port_is_listening, redis_client, wait_until

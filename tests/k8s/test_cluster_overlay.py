@@ -19,8 +19,8 @@ from proxy.process.cluster_create import (
     CLUSTER_SERVER_ARGS,
     ClusterCreator,
     even_ranges,
-    parse_cluster_nodes,
 )
+from proxy.routing.cluster_nodes import parse_cluster_nodes
 from proxy.routing.keyslot import key_slot
 
 from .kube import (

@@ -14,11 +14,11 @@ from proxy.process.cluster_create import (
     epochs_to_assign,
     even_ranges,
     meets_needed,
-    parse_cluster_nodes,
     replica_targets,
     role_nudges,
     slots_to_assign,
 )
+from proxy.routing.cluster_nodes import parse_cluster_nodes
 from proxy.routing.keyslot import SLOTS
 
 M = ["10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"]

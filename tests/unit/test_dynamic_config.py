@@ -15,14 +15,13 @@ from health.shard.decide import (
     failover_refusal,
     serves_reads,
 )
-from health.state_machine import TopologyStateMachine
+from health.state_machine import TopologyStateMachine, merge_change
 from proxy.process.config import Config, ConfigError, load_config
 from proxy.process.dynamic_config import (
     DYNAMIC_KEYS,
     edit_change,
     effective,
     from_toml,
-    merge_change,
     node_tags,
     parse_override,
     to_toml,

@@ -5,7 +5,7 @@ CLUSTER NODES texts, without sockets."""
 from __future__ import annotations
 
 from health.cluster.takeover_epoch import blocking_views
-from proxy.process.cluster_create import parse_cluster_nodes
+from proxy.routing.cluster_nodes import parse_cluster_nodes
 
 OLD, NEW, OTHER = "a" * 40, "b" * 40, "c" * 40
 
