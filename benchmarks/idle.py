@@ -236,7 +236,7 @@ def proxy_cluster(args: argparse.Namespace, where: Path, options: dict, tree: Pa
 
 
 def python_version(python: Path | str) -> str:
-    """The interpreter's version and build (what `--compare-venv` compares)."""
+    """The interpreter's version and where it is (what `--compare-venv` compares)."""
     code = "import os, platform, sys; print(platform.python_version(), os.path.realpath(sys.executable))"
     out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True, timeout=30)
     return out.stdout.strip()
