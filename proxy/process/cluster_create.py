@@ -16,10 +16,11 @@ tests/integration/cluster_nodes.py, so the steps exist once:
    (replica i of masters[i // replicas_per_master]) while that one owns slots
    and lacks replicas, else to the master with the fewest replicas;
 4. wait until every node says cluster_state:ok, sees every replica with its
-   master, and every replica finished its first sync. A node that still sees a
-   new replica as a master is told by a MEET from that replica (its header
-   carries the replica's role), rather than after the replica's next periodic
-   ping, up to half the node timeout later.
+   master and every master with the slots it serves, and every replica finished its
+   first sync. A node that still sees a new replica as a master, or a master
+   without its slots, is told by a MEET from that replica or master (its header
+   carries its role and slots), rather than after that node's next periodic ping,
+   up to half the node timeout later.
 
 Running it again on a formed cluster changes nothing (and re-meets nodes whose
 address changed): slots are only ever given out when no node owns them, so a
@@ -148,6 +149,25 @@ def role_nudges(nodes: Sequence[str], views: dict[str, list[NodeEntry]]) -> list
     return out
 
 
+def slot_nudges(nodes: Sequence[str], views: dict[str, list[NodeEntry]]) -> list[tuple[str, str]]:
+    """Step 4's other nudge: (master, node) pairs where `node` does not yet see the slots
+    `master` serves by its own word. A node learns a master's slots only from the master's
+    own messages, not from gossip about it, so after its handshake it may know the master
+    for a second or two without its slots (and answer `CLUSTERDOWN Hash slot not served`,
+    or `CLUSTER SHARDS` without them) while `cluster_state` already says ok (the nodes do
+    not require full coverage). A MEET from the master carries them at once."""
+    claims = {a: _myself(views, a) for a in nodes}
+    out = []
+    for m, me in claims.items():
+        if not me.slots or me.master_id is not None:
+            continue
+        for a in nodes:
+            seen = next((e for e in views[a] if e.node_id == me.node_id), None)
+            if a != m and (seen is None or sorted(seen.slots) != sorted(me.slots)):
+                out.append((m, a))
+    return out
+
+
 def replica_targets(masters: Sequence[str], replicas: Sequence[str],
                     views: dict[str, list[NodeEntry]]) -> dict[str, str]:
     """Step 3: address -> the node id it must CLUSTER REPLICATE, for every node that holds
@@ -267,8 +287,8 @@ class ClusterCreator:
         for addr, master_id in replica_targets(self.masters, self.replicas, self.views()).items():
             self.log(f"{addr}: CLUSTER REPLICATE {master_id}")
             self._call(addr, "CLUSTER", "REPLICATE", master_id)
-        _poll(self._formed, timeout, "cluster_state:ok and every replica with its master on every node",
-              nudge=self._nudge_roles, nudge_every=0.5)
+        _poll(self._formed, timeout, "cluster_state:ok, every replica with its master and every master's slots "
+              "on every node", nudge=self._nudge_roles, nudge_every=0.5)
         _poll(self._synced, timeout, "every replica's first sync (master_link_status:up)")
         return ids
 
@@ -286,7 +306,7 @@ class ClusterCreator:
 
     def _nudge_roles(self) -> None:
         views = self.views()
-        self._send_meets(role_nudges(self.nodes, views), views, self._ips())
+        self._send_meets(role_nudges(self.nodes, views) + slot_nudges(self.nodes, views), views, self._ips())
 
     def _ips(self) -> dict[str, str]:
         return {a: resolve(parse_addr(a)[0]) for a in self.nodes}
@@ -313,7 +333,7 @@ class ClusterCreator:
             seen = {e.node_id: e.master_id for e in views[addr]}
             if any(seen.get(r) != m for r, m in followers.items()):
                 return False
-        return True
+        return not slot_nudges(self.nodes, views)
 
     def _synced(self) -> bool:
         for addr in self.nodes:
