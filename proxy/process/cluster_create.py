@@ -27,7 +27,7 @@ address changed): slots are only ever given out when no node owns them, so a
 node that comes back empty never takes slots a promoted replica now serves; it
 becomes a replica instead. Steps 1-4's choices are pure functions of what the nodes
 say (`slots_to_assign`, `epochs_to_assign`, `meets_needed`, `replica_targets`,
-`role_nudges`), tested without sockets.
+`role_nudges`, `slot_nudges`), tested without sockets.
 """
 
 from __future__ import annotations
@@ -135,18 +135,8 @@ def meets_needed(nodes: Sequence[str], views: dict[str, list[NodeEntry]],
 def role_nudges(nodes: Sequence[str], views: dict[str, list[NodeEntry]]) -> list[tuple[str, str]]:
     """Step 4's nudge: (replica, node) pairs where `node` does not yet see `replica` (by its
     own word) following its master: a MEET from the replica tells it at once."""
-    follows = {a: _myself(views, a) for a in nodes}
-    out = []
-    for r, me in follows.items():
-        if me.master_id is None:
-            continue
-        for a in nodes:
-            if a == r:
-                continue
-            seen = next((e for e in views[a] if e.node_id == me.node_id), None)
-            if seen is None or seen.master_id != me.master_id:
-                out.append((r, a))
-    return out
+    return _not_yet_seen(nodes, views, lambda me: me.master_id is not None,
+                         lambda seen, me: seen.master_id == me.master_id)
 
 
 def slot_nudges(nodes: Sequence[str], views: dict[str, list[NodeEntry]]) -> list[tuple[str, str]]:
@@ -156,15 +146,25 @@ def slot_nudges(nodes: Sequence[str], views: dict[str, list[NodeEntry]]) -> list
     for a second or two without its slots (and answer `CLUSTERDOWN Hash slot not served`,
     or `CLUSTER SHARDS` without them) while `cluster_state` already says ok (the nodes do
     not require full coverage). A MEET from the master carries them at once."""
-    claims = {a: _myself(views, a) for a in nodes}
+    return _not_yet_seen(nodes, views, lambda me: bool(me.slots) and me.master_id is None,
+                         lambda seen, me: sorted(seen.slots) == sorted(me.slots))
+
+
+def _not_yet_seen(nodes: Sequence[str], views: dict[str, list[NodeEntry]], tells: Callable[[NodeEntry], bool],
+                  agrees: Callable[[NodeEntry, NodeEntry], bool]) -> list[tuple[str, str]]:
+    """(node, other) pairs where `other`'s view of `node` does not yet agree with what `node`
+    says of itself, for each node whose own word `tells` something."""
     out = []
-    for m, me in claims.items():
-        if not me.slots or me.master_id is not None:
+    for a in nodes:
+        me = _myself(views, a)
+        if not tells(me):
             continue
-        for a in nodes:
-            seen = next((e for e in views[a] if e.node_id == me.node_id), None)
-            if a != m and (seen is None or sorted(seen.slots) != sorted(me.slots)):
-                out.append((m, a))
+        for b in nodes:
+            if b == a:
+                continue
+            seen = next((e for e in views[b] if e.node_id == me.node_id), None)
+            if seen is None or not agrees(seen, me):
+                out.append((a, b))
     return out
 
 
@@ -288,7 +288,7 @@ class ClusterCreator:
             self.log(f"{addr}: CLUSTER REPLICATE {master_id}")
             self._call(addr, "CLUSTER", "REPLICATE", master_id)
         _poll(self._formed, timeout, "cluster_state:ok, every replica with its master and every master's slots "
-              "on every node", nudge=self._nudge_roles, nudge_every=0.5)
+              "on every node", nudge=self._nudge, nudge_every=0.5)
         _poll(self._synced, timeout, "every replica's first sync (master_link_status:up)")
         return ids
 
@@ -304,7 +304,7 @@ class ClusterCreator:
         ips = self._ips()
         self._send_meets(meets_needed(self.nodes, views, ips), views, ips)
 
-    def _nudge_roles(self) -> None:
+    def _nudge(self) -> None:
         views = self.views()
         self._send_meets(role_nudges(self.nodes, views) + slot_nudges(self.nodes, views), views, self._ips())
 
@@ -324,16 +324,10 @@ class ClusterCreator:
         return all(want <= {e.node_id for e in entries if not e.gone} for entries in self.views().values())
 
     def _formed(self) -> bool:
+        if not all(self._call(a, "CLUSTER", "INFO").startswith("cluster_state:ok") for a in self.nodes):
+            return False
         views = self.views()
-        own = {a: _myself(views, a) for a in self.nodes}
-        followers = {e.node_id: e.master_id for e in own.values() if e.master_id}
-        for addr in self.nodes:
-            if not self._call(addr, "CLUSTER", "INFO").startswith("cluster_state:ok"):
-                return False
-            seen = {e.node_id: e.master_id for e in views[addr]}
-            if any(seen.get(r) != m for r, m in followers.items()):
-                return False
-        return not slot_nudges(self.nodes, views)
+        return not role_nudges(self.nodes, views) and not slot_nudges(self.nodes, views)
 
     def _synced(self) -> bool:
         for addr in self.nodes:
