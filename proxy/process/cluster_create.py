@@ -49,7 +49,6 @@ CLUSTER_SERVER_ARGS = ["--cluster-enabled", "yes", "--cluster-node-timeout", "50
                        "--cluster-allow-replica-migration", "no"]
 
 
-
 class ClusterCreateError(RuntimeError):
     """The nodes could not be made one cluster; the message says which step and node."""
 
