@@ -29,9 +29,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from redis import Redis, RedisError
 
@@ -173,7 +174,8 @@ def proxy_children(args, extra: list[str], datadir: str, certs: ClusterCerts | N
     scheme = "https" if certs else "http"
     peers = ",".join(f"{name}={scheme}://127.0.0.1:{args.admin_port + i}" for i, name in enumerate(PROXY_NAMES))
     env = dict(os.environ)
-    env.setdefault("REDIS_RAFT_PROXY_RAFT_SECRET", secrets.token_hex(32))   # as `openssl rand -hex 32`
+    if not operator_secret_given(env):
+        env["REDIS_RAFT_PROXY_RAFT_SECRET"] = secrets.token_hex(32)   # as `openssl rand -hex 32`
     out = []
     for i, name in enumerate(PROXY_NAMES):
         port = args.proxy_port + i
@@ -188,6 +190,27 @@ def proxy_children(args, extra: list[str], datadir: str, certs: ClusterCerts | N
         argv += extra
         out.append(Child(name, argv, os.path.join(datadir, f"{name}.log"), env))
     return out
+
+
+SECRET_ENV = ("REDIS_RAFT_PROXY_RAFT_SECRET", "REDIS_RAFT_PROXY_RAFT_SECRET_FILE")
+
+
+def operator_secret_given(env: Mapping[str, str]) -> bool:
+    """Whether the operator gave the proxies a Raft secret (or its file) in the environment;
+    the demo makes one otherwise."""
+    return any(env.get(name) for name in SECRET_ENV)
+
+
+def write_secret_file(datadir: str, secret: str) -> str:
+    """The demo's generated Raft secret in `datadir/raft-secret`, readable by its owner only.
+    The banner names this file, not the secret: a demo's output ends up in terminal
+    scrollback, screen recordings and CI logs, and secrets are never printed."""
+    path = os.path.join(datadir, "raft-secret")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)   # a file left by an earlier run keeps its mode through O_CREAT
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(secret + "\n")
+    return path
 
 
 def forget_earlier_run(datadir: str, children: list[Child]) -> None:
@@ -208,9 +231,10 @@ def forget_earlier_run(datadir: str, children: list[Child]) -> None:
                     os.unlink(entry.path)
 
 
-def print_banner(args, datadir: str, secret: str, certs: ClusterCerts | None,
+def print_banner(args, datadir: str, secret_file: str | None, certs: ClusterCerts | None,
                  redis_lines: list[str] | None = None) -> None:
-    """How to reach every part of the running demo; `redis_lines` describe the Redis
+    """How to reach every part of the running demo; `secret_file`: where the demo wrote the
+    Raft secret it made (None: the operator gave one); `redis_lines` describe the Redis
     nodes (default: the single set's nodes and Sentinel ports)."""
     tls = shlex.join(["--tls", *certs.cli_args()]) + " " if certs else ""
     cacert = f" --cacert {shlex.quote(str(certs.ca.cert))}" if certs else ""
@@ -226,8 +250,11 @@ def print_banner(args, datadir: str, secret: str, certs: ClusterCerts | None,
                        + (", TLS)" if certs else ")")]
     for line in redis_lines:
         print(f"  {line}")
-    print(f"  operator:  export REDIS_RAFT_PROXY_RAFT_SECRET={secret}; "
-          f"redis-raft-proxy status --endpoint {scheme}://127.0.0.1:{args.admin_port}{cacert}")
+    status = f"redis-raft-proxy status --endpoint {scheme}://127.0.0.1:{args.admin_port}{cacert}"
+    if secret_file is None:
+        print(f"  operator:  {status}     (with the Raft secret you gave the demo)")
+    else:
+        print(f"  operator:  export REDIS_RAFT_PROXY_RAFT_SECRET_FILE={shlex.quote(secret_file)}; {status}")
     if certs:
         print(f"  certificates: {certs.ca.dir} (throwaway CA; --cert/--key {certs.client.cert.name} "
               "also authenticate operator commands)")
@@ -360,7 +387,9 @@ def run_demo(args, extra: list[str]) -> int:
                 print(f"demo: {child.name} did not start; see {child.log_path}", file=sys.stderr)
                 return 1
         layout.ready(lambda: stopping)
-        print_banner(args, datadir, proxies[0].env["REDIS_RAFT_PROXY_RAFT_SECRET"], certs, layout.redis_lines)
+        secret_file = (None if operator_secret_given(os.environ)
+                       else write_secret_file(datadir, proxies[0].env["REDIS_RAFT_PROXY_RAFT_SECRET"]))
+        print_banner(args, datadir, secret_file, certs, layout.redis_lines)
         while not stopping:
             for child in children:
                 if child.proc is not None and not child.alive() and not child.reported_dead:

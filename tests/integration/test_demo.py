@@ -79,10 +79,16 @@ def test_demo_serves_fails_over_and_stops_every_process(tmp_path: Path) -> None:
         # "up" means ready for "try a failure": both replicas have had their first sync
         links = [redis.Redis(port=redis_base + i).info("replication")["master_link_status"] for i in (1, 2)]
         assert links == ["up", "up"], f"the demo said it is up before its replicas synced: {links}"
-        # it made a random Raft secret, printed it for the operator, and the proxies need it
-        printed = [m.group(1) for line in out.lines
-                   if (m := re.search(r"REDIS_RAFT_PROXY_RAFT_SECRET=([0-9a-f]+);", line))]
-        assert len(printed) == 1 and len(printed[0]) == 64, f"no generated secret printed:\n{out.tail()}"
+        # it made a random Raft secret, wrote it to a file only its owner reads, printed the
+        # file's name (never the secret) for the operator, and the proxies need it
+        named = [m.group(1) for line in out.lines
+                 if (m := re.search(r"export REDIS_RAFT_PROXY_RAFT_SECRET_FILE=(\S+);", line))]
+        assert named == [str(tmp_path / "demo" / "raft-secret")], f"no secret file named:\n{out.tail()}"
+        secret_file = Path(named[0])
+        assert secret_file.stat().st_mode & 0o777 == 0o600, oct(secret_file.stat().st_mode)
+        secret = secret_file.read_text().rstrip("\n")
+        assert re.fullmatch(r"[0-9a-f]{64}", secret), "the secret file holds no generated secret"
+        assert not any(secret in line for line in out.lines), "the demo printed its Raft secret"
 
         def raft_cluster(secret: str | None) -> int:
             req = urllib.request.Request(f"http://127.0.0.1:{admin}/raft/cluster",
@@ -92,7 +98,13 @@ def test_demo_serves_fails_over_and_stops_every_process(tmp_path: Path) -> None:
                     return r.status
             except urllib.error.HTTPError as exc:
                 return exc.code
-        assert (raft_cluster(printed[0]), raft_cluster(None), raft_cluster("")) == (200, 403, 403)
+        assert (raft_cluster(secret), raft_cluster(None), raft_cluster("")) == (200, 403, 403)
+        # the printed export is all an operator command needs (pause, then resume before the kill)
+        op_env = {**env, "REDIS_RAFT_PROXY_RAFT_SECRET_FILE": named[0]}
+        for cmd in (["pause", "--reason", "demo test"], ["resume"]):
+            done = subprocess.run([PROXY_BIN, *cmd, "--endpoint", f"http://127.0.0.1:{admin}"], env=op_env,
+                                  capture_output=True, text=True, timeout=30, check=False)
+            assert done.returncode == 0, f"{cmd}: {done.stdout}{done.stderr}"
         with redis_client(proxy, decode=True) as cl:
             assert cl.set("demo:k", "v1") is True
             assert cl.get("demo:k") == "v1"
