@@ -76,20 +76,22 @@ def initial_topologies(shards: list[Shard]) -> dict[str, Topology]:
 
 
 async def config_problems(nodes: Iterable[str], client: Client, timeout: float) -> list[str]:
-    """One line per node setting that is not what the proxies need (unreachable nodes are
-    the probes' business, not a configuration problem)."""
-    out: list[str] = []
-    for addr in nodes:
+    """One line per node setting that is not what the proxies need, in the nodes' order
+    (unreachable nodes are the probes' business, not a configuration problem). The nodes
+    are asked together, as discovery asks its seeds: an unreachable node delays the report
+    by its timeouts once, not once for every node after it."""
+    async def ask(addr: str) -> list[str]:
+        got = {}
         try:
-            got = {}
             for key in ("cluster-enabled", *REQUIRED):
                 async with asyncio.timeout(timeout):
                     got.update(_pairs(await client(addr).execute_command("CONFIG", "GET", key)))
         except (TimeoutError, RedisError, OSError) as exc:
             log.debug("CONFIG GET on %s failed: %r", addr, exc)
-            continue
-        out.extend(node_config_problems(addr, got))
-    return out
+            return []
+        return node_config_problems(addr, got)
+
+    return [p for problems in await asyncio.gather(*(ask(a) for a in nodes)) for p in problems]
 
 
 def _pairs(reply) -> dict:

@@ -7,7 +7,13 @@ import asyncio
 
 import pytest
 
-from health.cluster.discovery import DiscoveryError, agreed_shards, cluster_shards
+from health.cluster.discovery import (
+    DiscoveryError,
+    agreed_shards,
+    cluster_shards,
+    config_problems,
+)
+from health.cluster.node_config import REQUIRED
 from proxy.routing.slotmap import Shard
 
 A = Shard("a", ((0, 8191),), "10.0.0.1:6379", ("10.0.0.3:6379",))
@@ -63,3 +69,37 @@ def test_discovery_asks_every_seed_and_waits_for_them_to_agree():
     replies["s1"] = replies["s2"] = OSError("connection refused")
     with pytest.raises(DiscoveryError, match="no cluster node answered"):
         discover()
+
+
+class ConfigNode:
+    """CONFIG GET answers from `config`; "never" never answers. `waiting` (shared by the
+    nodes of a test) counts the nodes with a question outstanding, and its peak."""
+
+    def __init__(self, config: dict | str, waiting: dict[str, int]):
+        self.config, self.waiting = config, waiting
+
+    async def execute_command(self, *args):
+        assert args[:2] == ("CONFIG", "GET")
+        w = self.waiting
+        w["now"] += 1
+        w["peak"] = max(w["peak"], w["now"])
+        try:
+            if self.config == "never":
+                await asyncio.sleep(3600)
+            await asyncio.sleep(0)
+            return [args[2], self.config[args[2]]] if args[2] in self.config else []
+        finally:
+            w["now"] -= 1
+
+
+def test_config_problems_asks_the_nodes_together_and_reports_in_their_order():
+    good = {"cluster-enabled": "yes", **{k: want for k, (want, _) in REQUIRED.items()}}
+    waiting = {"now": 0, "peak": 0}
+    configs = {"n1": {**good, "cluster-require-full-coverage": "yes"}, "dead1": "never", "dead2": "never",
+               "n2": {"cluster-enabled": "no"}, "n3": good}
+    nodes = {addr: ConfigNode(config, waiting) for addr, config in configs.items()}
+    problems = asyncio.run(config_problems(list(nodes), lambda addr: nodes[addr], 0.05))
+    assert [p.split(":")[0] for p in problems] == ["n1", "n2"], problems
+    assert "cluster-require-full-coverage" in problems[0] and "not a cluster node" in problems[1]
+    # every node had its question out at once: the silent ones cost one timeout together
+    assert waiting["peak"] == len(nodes)
