@@ -167,6 +167,16 @@ def single_set_flags(args) -> list[str]:
     return ["--redis-nodes", nodes, "--master", f"127.0.0.1:{args.redis_port}"]
 
 
+SECRET_ENV = ("REDIS_RAFT_PROXY_RAFT_SECRET", "REDIS_RAFT_PROXY_RAFT_SECRET_FILE")
+
+
+def operator_secret_given(env: Mapping[str, str], extra: list[str]) -> bool:
+    """Whether the operator gave the proxies a Raft secret (or its file), in the environment
+    or among the flags passed to every proxy; the demo makes one otherwise."""
+    return (any(env.get(name) for name in SECRET_ENV)
+            or any(flag.split("=")[0] in ("--raft-secret", "--raft-secret-file") for flag in extra))
+
+
 def proxy_children(args, extra: list[str], datadir: str, certs: ClusterCerts | None = None,
                    upstream: list[str] | None = None) -> list[Child]:
     """The three proxies; `upstream`: the flags that name the Redis nodes (default: the
@@ -174,7 +184,7 @@ def proxy_children(args, extra: list[str], datadir: str, certs: ClusterCerts | N
     scheme = "https" if certs else "http"
     peers = ",".join(f"{name}={scheme}://127.0.0.1:{args.admin_port + i}" for i, name in enumerate(PROXY_NAMES))
     env = dict(os.environ)
-    if not operator_secret_given(env):
+    if not operator_secret_given(env, extra):
         env["REDIS_RAFT_PROXY_RAFT_SECRET"] = secrets.token_hex(32)   # as `openssl rand -hex 32`
     out = []
     for i, name in enumerate(PROXY_NAMES):
@@ -190,15 +200,6 @@ def proxy_children(args, extra: list[str], datadir: str, certs: ClusterCerts | N
         argv += extra
         out.append(Child(name, argv, os.path.join(datadir, f"{name}.log"), env))
     return out
-
-
-SECRET_ENV = ("REDIS_RAFT_PROXY_RAFT_SECRET", "REDIS_RAFT_PROXY_RAFT_SECRET_FILE")
-
-
-def operator_secret_given(env: Mapping[str, str]) -> bool:
-    """Whether the operator gave the proxies a Raft secret (or its file) in the environment;
-    the demo makes one otherwise."""
-    return any(env.get(name) for name in SECRET_ENV)
 
 
 def write_secret_file(datadir: str, secret: str) -> str:
@@ -387,7 +388,7 @@ def run_demo(args, extra: list[str]) -> int:
                 print(f"demo: {child.name} did not start; see {child.log_path}", file=sys.stderr)
                 return 1
         layout.ready(lambda: stopping)
-        secret_file = (None if operator_secret_given(os.environ)
+        secret_file = (None if operator_secret_given(os.environ, extra)
                        else write_secret_file(datadir, proxies[0].env["REDIS_RAFT_PROXY_RAFT_SECRET"]))
         print_banner(args, datadir, secret_file, certs, layout.redis_lines)
         while not stopping:

@@ -9,11 +9,13 @@ from pathlib import Path
 from proxy.process.demo import operator_secret_given, write_secret_file
 
 
-def test_a_secret_or_its_file_in_the_environment_is_the_operators() -> None:
-    assert not operator_secret_given({})
-    assert not operator_secret_given({"REDIS_RAFT_PROXY_RAFT_SECRET": ""})
-    assert operator_secret_given({"REDIS_RAFT_PROXY_RAFT_SECRET": "s3"})
-    assert operator_secret_given({"REDIS_RAFT_PROXY_RAFT_SECRET_FILE": "/run/secrets/raft"})
+def test_a_secret_or_its_file_in_the_environment_or_the_flags_is_the_operators() -> None:
+    assert not operator_secret_given({}, [])
+    assert not operator_secret_given({"REDIS_RAFT_PROXY_RAFT_SECRET": ""}, ["--read-policy", "master"])
+    assert operator_secret_given({"REDIS_RAFT_PROXY_RAFT_SECRET": "s3"}, [])
+    assert operator_secret_given({"REDIS_RAFT_PROXY_RAFT_SECRET_FILE": "/run/secrets/raft"}, [])
+    assert operator_secret_given({}, ["--raft-secret", "s3"])
+    assert operator_secret_given({}, ["--raft-secret-file=/run/secrets/raft"])
 
 
 def test_the_secret_file_is_its_owners_alone_even_over_a_readable_earlier_one(tmp_path: Path) -> None:
